@@ -1,0 +1,43 @@
+/**
+ * Domain errors carry a stable code. The HTTP mapping lives in one place
+ * (plugins/errors.ts) and a table-driven test pins it.
+ */
+export const ERROR_CODES = [
+  'VALIDATION_FAILED',
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'TENANT_NOT_FOUND',
+  'OPERATION_NOT_FOUND',
+  'TOKEN_NOT_FOUND',
+  'ROUTE_NOT_FOUND',
+  'TENANT_SLUG_TAKEN',
+  'OPERATION_IN_PROGRESS',
+  'TENANT_NOT_ACTIVE',
+  'CONFIRMATION_REQUIRED',
+  'IDEMPOTENCY_KEY_REUSED',
+  'TIER_NOT_AVAILABLE_ON_TARGET',
+  'INVALID_TIER',
+  'PAYLOAD_TOO_LARGE',
+  'DATAPLANE_UNAVAILABLE',
+  'SECRET_UNAVAILABLE',
+  'PROVIDER_FAILED',
+  'INTERNAL',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export class TenantryError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly context: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, opts: { retryable?: boolean; context?: Record<string, unknown>; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'TenantryError';
+    this.code = code;
+    this.retryable = opts.retryable ?? false;
+    this.context = opts.context ?? {};
+  }
+}
+
+export const isTenantryError = (e: unknown): e is TenantryError => e instanceof TenantryError;

@@ -1,0 +1,14 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+
+/**
+ * Prefixed, sortable ids: `<prefix>_<12 hex of ms time><16 hex random>`.
+ * Tenants use a plain UUID because the data plane keys every row by `tenant_id uuid`.
+ */
+function prefixed(prefix: string): string {
+  const time = Date.now().toString(16).padStart(12, '0');
+  return `${prefix}_${time}${randomBytes(8).toString('hex')}`;
+}
+
+export const newOperationId = (): string => prefixed('op');
+export const newTokenId = (): string => prefixed('tok');
+export const newTenantId = (): string => randomUUID();

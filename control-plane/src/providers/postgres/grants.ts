@@ -1,0 +1,110 @@
+import { ident, inTransaction } from './sql.js';
+import type { Provider } from './types.js';
+
+export interface GrantsSpec {
+  /** The database the schema lives in (CONNECT is granted on it). */
+  database: string;
+  schema: string;
+  /** The login role that gets USAGE and DML. */
+  role: string;
+  /** The owner whose future tables the default privileges cover. */
+  owner: string;
+}
+
+export interface GrantsState {
+  connect: boolean;
+  usage: boolean;
+  create: boolean;
+  /** Per table: the DML privileges the role holds. */
+  tables: Record<string, string[]>;
+  defaultPrivileges: boolean;
+}
+
+const DML = ['DELETE', 'INSERT', 'SELECT', 'UPDATE'];
+
+/** USAGE and DML on one schema, CONNECT on one database; never CREATE, never ownership. */
+export const grantsProvider: Provider<GrantsSpec, GrantsState> = {
+  kind: 'grants',
+
+  create(db, spec) {
+    return this.update(db, spec);
+  },
+
+  async observe(db, spec) {
+    const { rows } = await db.query<{
+      role_exists: boolean;
+      connect: boolean;
+      usage: boolean;
+      create: boolean;
+      tables: Record<string, string[]> | null;
+      defaults: boolean;
+    }>(
+      `WITH r AS (SELECT oid FROM pg_roles WHERE rolname = $3), n AS (SELECT oid FROM pg_namespace WHERE nspname = $2)
+       SELECT EXISTS (SELECT 1 FROM r) AS role_exists,
+              coalesce((SELECT has_database_privilege($3, $1, 'CONNECT') FROM r), false) AS connect,
+              coalesce((SELECT has_schema_privilege($3, $2, 'USAGE') FROM r, n), false) AS usage,
+              coalesce((SELECT has_schema_privilege($3, $2, 'CREATE') FROM r, n), false) AS create,
+              (SELECT jsonb_object_agg(c.relname, array(
+                        SELECT p FROM unnest(ARRAY['DELETE','INSERT','SELECT','UPDATE']) p
+                         WHERE has_table_privilege((SELECT oid FROM r), c.oid, p) ORDER BY p))
+                 FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM n) AND c.relkind IN ('r','p')
+                  AND EXISTS (SELECT 1 FROM r)) AS tables,
+              EXISTS (SELECT 1 FROM pg_default_acl d, aclexplode(d.defaclacl) a
+                       WHERE d.defaclnamespace = (SELECT oid FROM n) AND d.defaclobjtype = 'r'
+                         AND a.grantee = (SELECT oid FROM r)) AS defaults`,
+      [spec.database, spec.schema, spec.role],
+    );
+    const r = rows[0];
+    if (!r || !r.role_exists) return null;
+    return {
+      connect: r.connect,
+      usage: r.usage,
+      create: r.create,
+      tables: r.tables ?? {},
+      defaultPrivileges: r.defaults,
+    };
+  },
+
+  async update(db, spec) {
+    const s = ident(spec.schema);
+    const role = ident(spec.role);
+    const owner = ident(spec.owner);
+    await inTransaction(db, async () => {
+      await db.query(`REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`);
+      await db.query(`REVOKE CREATE ON SCHEMA ${s} FROM ${role}`);
+      await db.query(`GRANT USAGE ON SCHEMA ${s} TO ${role}`);
+      await db.query(`REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM PUBLIC`);
+      await db.query(`GRANT ${DML.join(', ')} ON ALL TABLES IN SCHEMA ${s} TO ${role}`);
+      await db.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${role}`);
+      await db.query(
+        `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
+      );
+      await db.query(`ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`);
+      await db.query(`GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`);
+    });
+    const state = await this.observe(db, spec);
+    if (!state) throw new Error(`role ${spec.role} missing while granting`);
+    return state;
+  },
+
+  async delete(db, spec) {
+    if (!(await this.observe(db, spec))) return;
+    const s = ident(spec.schema);
+    const role = ident(spec.role);
+    await inTransaction(db, async () => {
+      const { rows } = await db.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [spec.schema]);
+      if (rows.length > 0) {
+        await db.query(`REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM ${role}`);
+        await db.query(`REVOKE ALL ON ALL SEQUENCES IN SCHEMA ${s} FROM ${role}`);
+        await db.query(`REVOKE ALL ON SCHEMA ${s} FROM ${role}`);
+        await db.query(
+          `ALTER DEFAULT PRIVILEGES FOR ROLE ${ident(spec.owner)} IN SCHEMA ${s} REVOKE ALL ON TABLES FROM ${role}`,
+        );
+        await db.query(
+          `ALTER DEFAULT PRIVILEGES FOR ROLE ${ident(spec.owner)} IN SCHEMA ${s} REVOKE ALL ON SEQUENCES FROM ${role}`,
+        );
+      }
+      await db.query(`REVOKE CONNECT ON DATABASE ${ident(spec.database)} FROM ${role}`);
+    });
+  },
+};

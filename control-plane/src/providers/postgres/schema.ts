@@ -1,0 +1,84 @@
+import { ensureMeta } from './meta.js';
+import { ident, inTransaction, type Queryable } from './sql.js';
+import type { Provider, TenantTemplate } from './types.js';
+
+export interface SchemaSpec {
+  /** Schema name, e.g. `tenant_acme` (bridge), `app` (silo) or `pool`. */
+  name: string;
+  /** NOLOGIN owner of the schema and of every table in it. */
+  owner: string;
+  template: TenantTemplate;
+}
+
+export interface SchemaState {
+  name: string;
+  owner: string;
+  templateVersion: number;
+  tables: string[];
+}
+
+/**
+ * A schema built from the versioned tenant template. Migrations are forward-only and
+ * each runs in a transaction, as the owner role, with search_path set to the schema.
+ */
+export const schemaProvider: Provider<SchemaSpec, SchemaState> = {
+  kind: 'schema',
+
+  async create(db, spec) {
+    await ensureMeta(db);
+    await db.query(`CREATE SCHEMA IF NOT EXISTS ${ident(spec.name)} AUTHORIZATION ${ident(spec.owner)}`);
+    return this.update(db, spec);
+  },
+
+  async observe(db, spec) {
+    await ensureMeta(db);
+    const { rows } = await db.query<{ owner: string; version: number | null; tables: string[] }>(
+      `SELECT pg_get_userbyid(n.nspowner) AS owner,
+              (SELECT v.version FROM tenantry_meta.schema_versions v WHERE v.schema_name = n.nspname) AS version,
+              coalesce(array(SELECT c.relname::text FROM pg_class c
+                              WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p') ORDER BY 1), '{}') AS tables
+         FROM pg_namespace n WHERE n.nspname = $1`,
+      [spec.name],
+    );
+    const r = rows[0];
+    return r ? { name: spec.name, owner: r.owner, templateVersion: r.version ?? 0, tables: r.tables } : null;
+  },
+
+  async update(db, spec) {
+    await ensureMeta(db);
+    const s = ident(spec.name);
+    for (const m of [...spec.template.migrations].sort((a, b) => a.version - b.version)) {
+      await inTransaction(db, async () => {
+        // Serialize concurrent appliers of the same schema; the version check below runs under the lock.
+        await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tenantry.schema.${spec.name}`]);
+        const { rows } = await db.query<{ version: number }>(
+          'SELECT version FROM tenantry_meta.schema_versions WHERE schema_name = $1',
+          [spec.name],
+        );
+        if ((rows[0]?.version ?? 0) >= m.version) return;
+        await db.query(`SET LOCAL ROLE ${ident(spec.owner)}`);
+        await db.query(`SET LOCAL search_path TO ${s}`);
+        await db.query(m.sql);
+        await db.query('RESET ROLE');
+        await db.query(
+          `INSERT INTO tenantry_meta.schema_versions (schema_name, version) VALUES ($1, $2)
+           ON CONFLICT (schema_name) DO UPDATE SET version = excluded.version, applied_at = now()`,
+          [spec.name, m.version],
+        );
+      });
+    }
+    await db.query(`ALTER SCHEMA ${s} OWNER TO ${ident(spec.owner)}`);
+    await db.query(`REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`);
+    const state = await this.observe(db, spec);
+    if (!state) throw new Error(`schema ${spec.name} vanished during update`);
+    return state;
+  },
+
+  async delete(db, spec) {
+    await ensureMeta(db);
+    await inTransaction(db, async () => {
+      await db.query(`DROP SCHEMA IF EXISTS ${ident(spec.name)} CASCADE`);
+      await db.query('DELETE FROM tenantry_meta.schema_versions WHERE schema_name = $1', [spec.name]);
+    });
+  },
+};
