@@ -14,7 +14,7 @@ export interface Tenant {
   contactEmail: string | null;
   templateVersion: number;
   /** Non-secret outputs of provisioning (key id, secret ref, database, schema, user). Never a password. */
-  outputs: Record<string, unknown>;
+  outputs: Record<string, string | number | boolean | null>;
   createdAt: string;
   updatedAt: string;
 }

@@ -1,0 +1,71 @@
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Db } from './db/db.js';
+import type { Engine } from './domain/ports.js';
+import type { Metrics } from './metrics.js';
+import authPlugin, { type TokenCache } from './plugins/auth.js';
+import errorsPlugin from './plugins/errors.js';
+import auditRoutes from './routes/audit.js';
+import operationRoutes from './routes/operations.js';
+import { ErrorBody } from './routes/schemas.js';
+import serviceRoutes from './routes/service.js';
+import tenantRoutes from './routes/tenants.js';
+import tokenRoutes from './routes/tokens.js';
+import type { TenantService } from './services/tenants.js';
+
+export interface Services {
+  db: Db;
+  engine: Engine;
+  tenants: TenantService;
+  metrics: Metrics;
+  tokenCache: TokenCache;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services;
+  }
+}
+
+export const API_VERSION = '0.1.0';
+
+/**
+ * The whole HTTP app as one plugin, registered in a fixed order: error handling and auth,
+ * then the services, then the routes. server.ts only listens; tests drive this with inject.
+ */
+const app: FastifyPluginAsync<{ services: Services }> = async (instance, opts) => {
+  const f = instance.withTypeProvider<TypeBoxTypeProvider>() as FastifyInstance;
+  f.addSchema(ErrorBody);
+  await f.register(errorsPlugin);
+  await f.register(
+    fp(
+      async (i) => {
+        i.decorate('services', opts.services);
+      },
+      { name: 'tenantry-services' },
+    ),
+  );
+  await f.register(authPlugin, { cache: opts.services.tokenCache });
+  await f.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Tenantry',
+        version: API_VERSION,
+        description: 'Control plane that provisions SaaS tenants on the pool, bridge, silo and account tiers.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    },
+  });
+  await f.register(swaggerUi, { routePrefix: '/docs' });
+  await f.register(serviceRoutes);
+  await f.register(tenantRoutes);
+  await f.register(operationRoutes);
+  await f.register(tokenRoutes);
+  await f.register(auditRoutes);
+};
+
+export default fp(app, { name: 'tenantry-app' });

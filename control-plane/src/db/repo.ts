@@ -1,0 +1,287 @@
+import type { Operation, OperationKind, OperationStatus, OperationStep, Tenant, TenantStatus } from '../domain/tenant.js';
+import type { Tier } from '../domain/tiers.js';
+import type { Queryable } from '../providers/postgres/sql.js';
+
+/* ---------- tenants ---------- */
+
+interface TenantRow {
+  id: string;
+  slug: string;
+  name: string;
+  tier: Tier;
+  status: TenantStatus;
+  region: string | null;
+  plan: string | null;
+  contact_email: string | null;
+  template_version: number;
+  outputs: Tenant['outputs'];
+  created_at: Date;
+  updated_at: Date;
+}
+
+const toTenant = (r: TenantRow): Tenant => ({
+  id: r.id,
+  slug: r.slug,
+  name: r.name,
+  tier: r.tier,
+  status: r.status,
+  region: r.region,
+  plan: r.plan,
+  contactEmail: r.contact_email,
+  templateVersion: r.template_version,
+  outputs: r.outputs,
+  createdAt: r.created_at.toISOString(),
+  updatedAt: r.updated_at.toISOString(),
+});
+
+export async function insertTenant(
+  q: Queryable,
+  t: Pick<Tenant, 'id' | 'slug' | 'name' | 'tier' | 'status' | 'region' | 'plan' | 'contactEmail' | 'templateVersion'>,
+): Promise<Tenant> {
+  const { rows } = await q.query<TenantRow & Record<string, unknown>>(
+    `INSERT INTO tenants (id, slug, name, tier, status, region, plan, contact_email, template_version)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
+    [t.id, t.slug, t.name, t.tier, t.status, t.region, t.plan, t.contactEmail, t.templateVersion],
+  );
+  return toTenant(rows[0] as TenantRow);
+}
+
+/** The live tenant with this slug, or else the most recently offboarded one. */
+export async function findTenantBySlug(q: Queryable, slug: string, opts: { forUpdate?: boolean } = {}): Promise<Tenant | null> {
+  const { rows } = await q.query<TenantRow & Record<string, unknown>>(
+    `SELECT * FROM tenants WHERE slug = $1 ORDER BY (status <> 'offboarded') DESC, created_at DESC LIMIT 1
+     ${opts.forUpdate ? 'FOR UPDATE' : ''}`,
+    [slug],
+  );
+  return rows[0] ? toTenant(rows[0] as TenantRow) : null;
+}
+
+export async function findTenantById(q: Queryable, id: string): Promise<Tenant | null> {
+  const { rows } = await q.query<TenantRow & Record<string, unknown>>('SELECT * FROM tenants WHERE id = $1', [id]);
+  return rows[0] ? toTenant(rows[0] as TenantRow) : null;
+}
+
+export interface TenantPage {
+  items: Tenant[];
+  nextCursor: string | null;
+}
+
+export async function listTenants(
+  q: Queryable,
+  f: { tier?: Tier; status?: TenantStatus; limit: number; cursor?: { createdAt: string; id: string } },
+): Promise<TenantPage> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (f.tier) where.push(`tier = $${params.push(f.tier)}`);
+  if (f.status) where.push(`status = $${params.push(f.status)}`);
+  if (f.cursor) {
+    const a = params.push(f.cursor.createdAt);
+    const b = params.push(f.cursor.id);
+    where.push(`(created_at, id) > ($${a}::timestamptz, $${b}::uuid)`);
+  }
+  const lim = params.push(f.limit + 1);
+  const { rows } = await q.query<TenantRow & Record<string, unknown>>(
+    `SELECT * FROM tenants ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id LIMIT $${lim}`,
+    params,
+  );
+  const items = rows.slice(0, f.limit).map((r) => toTenant(r as TenantRow));
+  const last = items[items.length - 1];
+  return { items, nextCursor: rows.length > f.limit && last ? encodeCursor(last) : null };
+}
+
+export function encodeCursor(t: Tenant): string {
+  return Buffer.from(JSON.stringify([t.createdAt, t.id])).toString('base64url');
+}
+
+export function decodeCursor(c: string): { createdAt: string; id: string } | null {
+  try {
+    const v = JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) as unknown;
+    if (
+      Array.isArray(v) &&
+      typeof v[0] === 'string' &&
+      !Number.isNaN(Date.parse(v[0])) &&
+      typeof v[1] === 'string' &&
+      /^[0-9a-f-]{36}$/.test(v[1])
+    ) {
+      return { createdAt: v[0], id: v[1] };
+    }
+  } catch {
+    /* fallthrough */
+  }
+  return null;
+}
+
+export async function setTenantStatus(q: Queryable, id: string, status: TenantStatus): Promise<void> {
+  await q.query('UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1', [id, status]);
+}
+
+export async function mergeTenantOutputs(q: Queryable, id: string, outputs: Record<string, unknown>): Promise<void> {
+  await q.query(
+    `UPDATE tenants SET outputs = jsonb_strip_nulls(outputs || $2::jsonb), updated_at = now() WHERE id = $1`,
+    [id, JSON.stringify(outputs)],
+  );
+}
+
+export async function countTenants(q: Queryable): Promise<{ tier: string; status: string; n: number }[]> {
+  const { rows } = await q.query<{ tier: string; status: string; n: number }>(
+    'SELECT tier, status, count(*)::int AS n FROM tenants GROUP BY 1, 2',
+  );
+  return rows;
+}
+
+/* ---------- operations ---------- */
+
+interface OperationRow {
+  id: string;
+  kind: OperationKind;
+  tenant_id: string;
+  slug: string;
+  status: OperationStatus;
+  steps: OperationStep[];
+  error: string | null;
+  attempts: number;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const OP_SELECT = `SELECT o.id, o.kind, o.tenant_id, t.slug, o.status, o.steps, o.error, o.attempts, o.created_at, o.updated_at
+                     FROM operations o JOIN tenants t ON t.id = o.tenant_id`;
+
+const toOperation = (r: OperationRow): Operation => ({
+  id: r.id,
+  kind: r.kind,
+  tenantId: r.tenant_id,
+  tenantSlug: r.slug,
+  status: r.status,
+  steps: r.steps,
+  ...(r.error ? { error: r.error } : {}),
+  attempts: r.attempts,
+  createdAt: r.created_at.toISOString(),
+  updatedAt: r.updated_at.toISOString(),
+});
+
+export async function findOperation(q: Queryable, id: string): Promise<Operation | null> {
+  const { rows } = await q.query<OperationRow & Record<string, unknown>>(`${OP_SELECT} WHERE o.id = $1`, [id]);
+  return rows[0] ? toOperation(rows[0] as OperationRow) : null;
+}
+
+export async function activeOperationFor(q: Queryable, tenantId: string): Promise<string | null> {
+  const { rows } = await q.query<{ id: string }>(
+    `SELECT id FROM operations WHERE tenant_id = $1 AND status IN ('queued', 'running')`,
+    [tenantId],
+  );
+  return rows[0]?.id ?? null;
+}
+
+/**
+ * Inserts the operation and enqueues its job in the caller's transaction: either both
+ * happen or neither does. The partial unique index refuses a second active operation.
+ */
+export async function insertOperationAndEnqueue(
+  q: Queryable,
+  op: { id: string; kind: OperationKind; tenantId: string; steps: string[]; params?: Record<string, unknown> },
+  maxAttempts: number,
+): Promise<Operation> {
+  const steps: OperationStep[] = op.steps.map((name) => ({ name, status: 'pending', startedAt: null, finishedAt: null }));
+  await q.query(
+    `INSERT INTO operations (id, kind, tenant_id, status, steps, params) VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb)`,
+    [op.id, op.kind, op.tenantId, JSON.stringify(steps), JSON.stringify(op.params ?? {})],
+  );
+  await enqueueOperationJob(q, op.id, maxAttempts);
+  const created = await findOperation(q, op.id);
+  if (!created) throw new Error('operation vanished after insert');
+  return created;
+}
+
+export const RUN_OPERATION_TASK = 'run-operation';
+
+export async function enqueueOperationJob(q: Queryable, operationId: string, maxAttempts: number): Promise<void> {
+  await q.query(
+    `SELECT graphile_worker.add_job($1, json_build_object('operationId', $2::text), job_key := $2::text, max_attempts := $3::int)`,
+    [RUN_OPERATION_TASK, operationId, maxAttempts],
+  );
+}
+
+/* ---------- audit ---------- */
+
+export interface Actor {
+  id: string | null;
+  name: string;
+  role: string;
+}
+
+export interface AuditEntry {
+  actor: Actor;
+  action: string;
+  tenantId?: string | null;
+  tenantSlug?: string | null;
+  requestId?: string | null;
+  operationId?: string | null;
+  details?: Record<string, unknown>;
+}
+
+export async function appendAudit(q: Queryable, e: AuditEntry): Promise<void> {
+  await q.query(
+    `INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, request_id, operation_id, details)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)`,
+    [
+      e.actor.id,
+      e.actor.name,
+      e.actor.role,
+      e.action,
+      e.tenantId ?? null,
+      e.tenantSlug ?? null,
+      e.requestId ?? null,
+      e.operationId ?? null,
+      JSON.stringify(e.details ?? {}),
+    ],
+  );
+}
+
+export interface AuditRecord {
+  id: number;
+  at: string;
+  actorId: string | null;
+  actorName: string | null;
+  role: string | null;
+  action: string;
+  tenantId: string | null;
+  tenantSlug: string | null;
+  requestId: string | null;
+  operationId: string | null;
+  details: Record<string, unknown>;
+}
+
+export async function listAudit(q: Queryable, f: { tenantSlug?: string; limit: number; after?: number }): Promise<AuditRecord[]> {
+  const params: unknown[] = [];
+  const where: string[] = [];
+  if (f.tenantSlug) where.push(`tenant_slug = $${params.push(f.tenantSlug)}`);
+  if (f.after) where.push(`id > $${params.push(f.after)}`);
+  const lim = params.push(f.limit);
+  const { rows } = await q.query<{
+    id: string;
+    at: Date;
+    actor_id: string | null;
+    actor_name: string | null;
+    role: string | null;
+    action: string;
+    tenant_id: string | null;
+    tenant_slug: string | null;
+    request_id: string | null;
+    operation_id: string | null;
+    details: Record<string, unknown>;
+  }>(`SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${lim}`, params);
+  return rows.map((r) => ({
+    id: Number(r.id),
+    at: r.at.toISOString(),
+    actorId: r.actor_id,
+    actorName: r.actor_name,
+    role: r.role,
+    action: r.action,
+    tenantId: r.tenant_id,
+    tenantSlug: r.tenant_slug,
+    requestId: r.request_id,
+    operationId: r.operation_id,
+    details: r.details,
+  }));
+}

@@ -1,0 +1,263 @@
+import { randomBytes } from 'node:crypto';
+import { TenantryError } from '../domain/errors.js';
+import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
+import type { ConnectionDescriptor, Engine, KeyStore, SecretStore, StepContext, StepOutputs, StepTenant } from '../domain/ports.js';
+import type { Tier, TierCatalog } from '../domain/tiers.js';
+import {
+  databaseProvider,
+  grantsProvider,
+  ident,
+  lockDownDatabases,
+  poolMembershipProvider,
+  poolProvider,
+  type Queryable,
+  roleProvider,
+  schemaProvider,
+  type TenantTemplate,
+} from '../providers/postgres/index.js';
+import type { DataPlane } from './dataplane.js';
+
+export const PLATFORM_KEY_ALIAS = 'alias/tenantry/platform';
+const POOL_SECRET = 'tenantry/platform/pool-role';
+
+const ONBOARD: Record<Exclude<Tier, 'account'>, string[]> = {
+  pool: ['key', 'credentials', 'pool-membership'],
+  bridge: ['key', 'credentials', 'role', 'schema', 'grants'],
+  silo: ['key', 'credentials', 'role', 'database', 'schema', 'grants'],
+};
+const OFFBOARD: Record<Exclude<Tier, 'account'>, string[]> = {
+  pool: ['pool-membership', 'credentials', 'key'],
+  bridge: ['schema', 'role', 'credentials', 'key'],
+  silo: ['database', 'role', 'credentials', 'key'],
+};
+
+export const generatePassword = (): string => randomBytes(24).toString('base64url');
+
+/**
+ * The embedded default: real Postgres-level isolation on the data-plane cluster, keys and
+ * secrets in the local envelope-encrypted store, no cloud. The account tier is refused.
+ */
+export class LocalEngine implements Engine {
+  readonly target = 'local' as const;
+
+  constructor(
+    private readonly dp: DataPlane,
+    private readonly keys: KeyStore & SecretStore,
+    private readonly catalog: TierCatalog,
+    private readonly template: TenantTemplate,
+    private readonly opts: { faultStepDelayMs?: number; protectDatabases?: string[] } = {},
+  ) {}
+
+  supportsTier(tier: Tier): boolean {
+    return tier !== 'account';
+  }
+
+  steps(kind: 'onboard' | 'offboard', tier: Tier): string[] {
+    if (tier === 'account') throw this.accountRefused();
+    return [...(kind === 'onboard' ? ONBOARD : OFFBOARD)[tier]];
+  }
+
+  private accountRefused(): TenantryError {
+    return new TenantryError(
+      'TIER_NOT_AVAILABLE_ON_TARGET',
+      "the account tier needs AWS Organizations; it is not available on the local target (set TENANTRY_TARGET=aws)",
+    );
+  }
+
+  /** Creates the shared data database, owner and pool roles, the pool tables with RLS, and locks down CONNECT. */
+  async bootstrap(): Promise<void> {
+    const n = this.dp.names;
+    await this.dp.withMaintenance(async (db) => {
+      const { rows } = await db.query<{ su: boolean }>('SELECT rolsuper AS su FROM pg_roles WHERE rolname = current_user');
+      await db.query(`DO $$ BEGIN CREATE ROLE ${ident(n.ownerRole)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+      if (!rows[0]?.su) await db.query(`GRANT ${ident(n.ownerRole)} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE`);
+      const exists = await db.query('SELECT 1 FROM pg_database WHERE datname = $1', [n.database]);
+      if (exists.rows.length === 0) {
+        await db.query(`CREATE DATABASE ${ident(n.database)}`).catch((e: { code?: string }) => {
+          if (e.code !== '42P04') throw e;
+        });
+      }
+      await lockDownDatabases(db, [n.database, 'postgres', 'template1', ...(this.opts.protectDatabases ?? [])]);
+    });
+    await this.keys.ensureKey(null, PLATFORM_KEY_ALIAS);
+    let poolSecret = await this.keys.getSecret(POOL_SECRET);
+    if (!poolSecret) {
+      await this.keys.putSecret(POOL_SECRET, PLATFORM_KEY_ALIAS, { password: generatePassword() });
+      poolSecret = await this.keys.getSecret(POOL_SECRET);
+    }
+    const poolPassword = String(poolSecret?.value.password);
+    await this.dp.withMaintenance(async (db) => {
+      const existing = await roleProvider.observe(db, { name: n.poolRole, ...this.catalog.tiers.pool.role });
+      await roleProvider.create(db, {
+        name: n.poolRole,
+        ...this.catalog.tiers.pool.role,
+        searchPath: [n.poolSchema],
+        // Only (re)set the password when the role is new: every pool descriptor holds it.
+        ...(existing ? {} : { password: poolPassword }),
+      });
+    });
+    await this.dp.withData((db) =>
+      poolProvider.create(db, {
+        schema: n.poolSchema,
+        owner: n.ownerRole,
+        appRole: n.poolRole,
+        database: n.database,
+        setting: n.tenantSetting,
+        template: this.template,
+      }),
+    );
+    await this.ensureSiloTemplate();
+  }
+
+  /** A template database with the tenant schema applied, so a silo is a fast clone. */
+  private async ensureSiloTemplate(): Promise<void> {
+    const n = this.dp.names;
+    await this.dp.withMaintenance((db) => databaseProvider.create(db, { name: n.siloTemplate, owner: n.ownerRole }));
+    await this.dp.withDatabase(n.siloTemplate, (db) =>
+      schemaProvider.create(db, { name: n.siloSchema, owner: n.ownerRole, template: this.template }),
+    );
+  }
+
+  async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
+    if (this.opts.faultStepDelayMs) await new Promise((r) => setTimeout(r, this.opts.faultStepDelayMs));
+    const { tenant } = ctx;
+    if (tenant.tier === 'account') throw this.accountRefused();
+    const up = ctx.kind === 'onboard';
+    const n = this.dp.names;
+    const name = tenantObjectName(tenant.slug);
+    const alias = tenantKeyAlias(tenant.slug);
+    const limits = this.catalog.tiers[tenant.tier].role;
+    switch (ctx.step) {
+      case 'key': {
+        if (!up) {
+          await this.keys.shredKey(alias);
+          return { keyId: null };
+        }
+        const { keyId } = await this.keys.ensureKey(tenant.id, alias);
+        return { keyId, keyAlias: alias };
+      }
+      case 'credentials': {
+        const secretName = tenantSecretName(tenant.slug);
+        if (!up) {
+          await this.keys.deleteSecret(secretName);
+          return { secretRef: null };
+        }
+        const existing = await this.keys.getSecret(secretName);
+        if (existing) return { secretRef: existing.ref, secretVersion: existing.version };
+        const descriptor = await this.descriptorFor(tenant);
+        const { ref, version } = await this.keys.putSecret(secretName, alias, { ...descriptor });
+        return { secretRef: ref, secretVersion: version };
+      }
+      case 'role': {
+        if (!up) {
+          // A bridge role holds privileges in the shared database; a silo's went with its database.
+          await this.dp.withData((data) =>
+            this.dp.withMaintenance((db) =>
+              roleProvider.delete(db, { name, ...limits, cleanupIn: tenant.tier === 'bridge' ? [data] : [] }),
+            ),
+          );
+          return { user: null };
+        }
+        const secret = await this.keys.getSecret(tenantSecretName(tenant.slug));
+        const password = secret?.value.password;
+        if (typeof password !== 'string') throw new TenantryError('SECRET_UNAVAILABLE', 'tenant credentials are missing');
+        const searchPath = [tenant.tier === 'bridge' ? name : n.siloSchema];
+        await this.dp.withMaintenance(async (db) => {
+          const state = await roleProvider.create(db, { name, ...limits, searchPath, password });
+          if (state.superuser || state.bypassRls) throw new Error(`role ${name} is privileged`);
+        });
+        return { user: name };
+      }
+      case 'database': {
+        if (!up) {
+          await this.dp.withMaintenance((db) => databaseProvider.delete(db, { name, owner: n.ownerRole }));
+          return { database: null };
+        }
+        await this.dp.withMaintenance((db) =>
+          databaseProvider.create(db, { name, owner: n.ownerRole, template: n.siloTemplate }),
+        );
+        return { database: name };
+      }
+      case 'schema': {
+        const schema = tenant.tier === 'bridge' ? name : n.siloSchema;
+        const spec = { name: schema, owner: n.ownerRole, template: this.template };
+        if (tenant.tier === 'bridge') {
+          if (!up) await this.dp.withData((db) => schemaProvider.delete(db, spec));
+          else await this.dp.withData((db) => schemaProvider.create(db, spec));
+        } else if (up) {
+          await this.dp.withDatabase(name, (db) => schemaProvider.create(db, spec));
+        } // a silo's schema goes with its database
+        return { schema: up ? schema : null };
+      }
+      case 'grants': {
+        const bridge = tenant.tier === 'bridge';
+        const spec = {
+          database: bridge ? n.database : name,
+          schema: bridge ? name : n.siloSchema,
+          role: name,
+          owner: n.ownerRole,
+        };
+        const apply = async (db: Queryable) => {
+          if (up) await grantsProvider.create(db, spec);
+          else await grantsProvider.delete(db, spec);
+        };
+        await (bridge ? this.dp.withData(apply) : this.dp.withDatabase(name, apply));
+        return undefined;
+      }
+      case 'pool-membership': {
+        const spec = { schema: n.poolSchema, tenantId: tenant.id, slug: tenant.slug, setting: n.tenantSetting };
+        await this.dp.withData(async (db) => {
+          if (up) await poolMembershipProvider.create(db, spec);
+          else await poolMembershipProvider.delete(db, spec);
+        });
+        return { schema: up ? n.poolSchema : null };
+      }
+      default:
+        throw new TenantryError('PROVIDER_FAILED', `unknown step ${ctx.step}`);
+    }
+  }
+
+  /** What the data plane needs to connect, including the password (local target only). */
+  private async descriptorFor(tenant: StepTenant): Promise<ConnectionDescriptor> {
+    const n = this.dp.names;
+    const name = tenantObjectName(tenant.slug);
+    const secretRef = `local-secret://${tenantSecretName(tenant.slug)}`;
+    const base = { tenantId: tenant.id, tier: tenant.tier, host: this.dp.host, port: this.dp.port, secretRef };
+    switch (tenant.tier) {
+      case 'pool': {
+        const pool = await this.keys.getSecret(POOL_SECRET);
+        const password = pool?.value.password;
+        if (typeof password !== 'string') throw new TenantryError('SECRET_UNAVAILABLE', 'pool credentials are missing');
+        return { ...base, database: n.database, schema: n.poolSchema, user: n.poolRole, password, tenantSetting: n.tenantSetting };
+      }
+      case 'bridge':
+        return { ...base, database: n.database, schema: name, user: name, password: generatePassword() };
+      case 'silo':
+        return { ...base, database: name, schema: n.siloSchema, user: name, password: generatePassword() };
+      default:
+        throw this.accountRefused();
+    }
+  }
+
+  async connection(tenant: StepTenant): Promise<ConnectionDescriptor> {
+    const secret = await this.keys.getSecret(tenantSecretName(tenant.slug));
+    if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', 'the tenant has no connection secret');
+    const v = secret.value as unknown as ConnectionDescriptor;
+    return {
+      tenantId: v.tenantId,
+      tier: v.tier,
+      host: v.host,
+      port: v.port,
+      database: v.database,
+      ...(v.schema ? { schema: v.schema } : {}),
+      user: v.user,
+      ...(v.password ? { password: v.password } : {}),
+      secretRef: secret.ref,
+      ...(v.tenantSetting ? { tenantSetting: v.tenantSetting } : {}),
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.dp.close();
+  }
+}

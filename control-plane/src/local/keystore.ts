@@ -1,0 +1,144 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { KeyStore, SecretStore } from '../domain/ports.js';
+import type { Queryable } from '../providers/postgres/sql.js';
+
+/**
+ * The local stand-in for KMS + Secrets Manager: envelope encryption with node:crypto.
+ * - A 256-bit root key lives in `<dataDir>/keys/root.key` (mode 600), never in the database.
+ * - Each tenant has a data key, stored only wrapped (AES-256-GCM) by the root key.
+ * - Each secret version is AES-256-GCM under its tenant's data key, with the secret's
+ *   name and version as associated data, so a ciphertext cannot be replayed under another name.
+ * - Shredding a key deletes its wrapped material: every secret under it becomes unreadable.
+ */
+const IV = 12;
+const TAG = 16;
+
+function seal(key: Buffer, plain: Buffer, aad: string): Buffer {
+  const iv = randomBytes(IV);
+  const c = createCipheriv('aes-256-gcm', key, iv);
+  c.setAAD(Buffer.from(aad));
+  const body = Buffer.concat([c.update(plain), c.final()]);
+  return Buffer.concat([iv, c.getAuthTag(), body]);
+}
+
+function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
+  const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, IV));
+  d.setAAD(Buffer.from(aad));
+  d.setAuthTag(sealed.subarray(IV, IV + TAG));
+  return Buffer.concat([d.update(sealed.subarray(IV + TAG)), d.final()]);
+}
+
+export function loadRootKey(dataDir: string): Buffer {
+  const dir = path.join(dataDir, 'keys');
+  const file = path.join(dir, 'root.key');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    const key = Buffer.from(fs.readFileSync(file, 'utf8').trim(), 'base64');
+    if (key.length !== 32) throw new Error(`${file} does not hold a 256-bit key`);
+    return key;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    fs.writeFileSync(file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+    return loadRootKey(dataDir);
+  }
+}
+
+export class LocalKeyStore implements KeyStore, SecretStore {
+  private readonly cache = new Map<string, Buffer>();
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly rootKey: Buffer,
+  ) {}
+
+  async ensureKey(tenantId: string | null, alias: string): Promise<{ keyId: string }> {
+    const found = await this.describeKey(alias);
+    if (found?.state === 'enabled') return { keyId: found.keyId };
+    const keyId = `lk_${randomBytes(12).toString('hex')}`;
+    const material = randomBytes(32);
+    await this.db.query(
+      `INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state) VALUES ($1, $2, $3, $4, 'enabled')
+       ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING`,
+      [keyId, alias, tenantId, seal(this.rootKey, material, `key:${keyId}`)],
+    );
+    const now = await this.describeKey(alias);
+    if (!now) throw new Error(`key ${alias} missing after create`);
+    return { keyId: now.keyId };
+  }
+
+  async describeKey(alias: string): Promise<{ keyId: string; state: 'enabled' | 'destroyed' } | null> {
+    const { rows } = await this.db.query<{ key_id: string; state: 'enabled' | 'destroyed' }>(
+      `SELECT key_id, state FROM local_keys WHERE alias = $1 ORDER BY (state = 'enabled') DESC, created_at DESC LIMIT 1`,
+      [alias],
+    );
+    const r = rows[0];
+    return r ? { keyId: r.key_id, state: r.state } : null;
+  }
+
+  async shredKey(alias: string): Promise<void> {
+    const { rows } = await this.db.query<{ key_id: string }>(
+      `UPDATE local_keys SET wrapped_key = NULL, state = 'destroyed', destroyed_at = now()
+        WHERE alias = $1 AND state = 'enabled' RETURNING key_id`,
+      [alias],
+    );
+    for (const r of rows) this.cache.delete(r.key_id);
+  }
+
+  private async dataKey(keyId: string): Promise<Buffer> {
+    const hit = this.cache.get(keyId);
+    if (hit) return hit;
+    const { rows } = await this.db.query<{ wrapped_key: Buffer | null }>(
+      'SELECT wrapped_key FROM local_keys WHERE key_id = $1',
+      [keyId],
+    );
+    const wrapped = rows[0]?.wrapped_key;
+    if (!wrapped) throw new Error(`key ${keyId} is destroyed or unknown`);
+    const key = open(this.rootKey, wrapped, `key:${keyId}`);
+    if (this.cache.size > 1000) this.cache.clear();
+    this.cache.set(keyId, key);
+    return key;
+  }
+
+  async putSecret(name: string, keyAlias: string, value: Record<string, unknown>): Promise<{ ref: string; version: number }> {
+    const key = await this.describeKey(keyAlias);
+    if (key?.state !== 'enabled') throw new Error(`key ${keyAlias} is not enabled`);
+    const dk = await this.dataKey(key.keyId);
+    for (let attempt = 0; ; attempt++) {
+      const { rows } = await this.db.query<{ v: number }>(
+        'SELECT coalesce(max(version), 0) + 1 AS v FROM local_secrets WHERE name = $1',
+        [name],
+      );
+      const version = rows[0]?.v ?? 1;
+      const ct = seal(dk, Buffer.from(JSON.stringify(value)), `secret:${name}:${version}`);
+      try {
+        await this.db.query('INSERT INTO local_secrets (name, version, key_id, ciphertext) VALUES ($1, $2, $3, $4)', [
+          name,
+          version,
+          key.keyId,
+          ct,
+        ]);
+        return { ref: `local-secret://${name}`, version };
+      } catch (e) {
+        if ((e as { code?: string }).code !== '23505' || attempt > 5) throw e; // lost a race for the version
+      }
+    }
+  }
+
+  async getSecret(name: string): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null> {
+    const { rows } = await this.db.query<{ version: number; key_id: string; ciphertext: Buffer }>(
+      'SELECT version, key_id, ciphertext FROM local_secrets WHERE name = $1 ORDER BY version DESC LIMIT 1',
+      [name],
+    );
+    const r = rows[0];
+    if (!r) return null;
+    const dk = await this.dataKey(r.key_id);
+    const value = JSON.parse(open(dk, r.ciphertext, `secret:${name}:${r.version}`).toString('utf8')) as Record<string, unknown>;
+    return { ref: `local-secret://${name}`, version: r.version, value };
+  }
+
+  async deleteSecret(name: string): Promise<void> {
+    await this.db.query('DELETE FROM local_secrets WHERE name = $1', [name]);
+  }
+}

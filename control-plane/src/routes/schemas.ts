@@ -1,0 +1,65 @@
+import { type Static, Type } from '@sinclair/typebox';
+import { ERROR_CODES } from '../domain/errors.js';
+import { SLUG_PATTERN } from '../domain/naming.js';
+
+export const ErrorBody = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.Union(ERROR_CODES.map((c) => Type.Literal(c))),
+      message: Type.String(),
+      requestId: Type.String(),
+    }),
+  },
+  { $id: 'ErrorBody' },
+);
+export type ErrorBodyT = Static<typeof ErrorBody>;
+
+export const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorBody]));
+
+export const TierT = Type.Union([Type.Literal('pool'), Type.Literal('bridge'), Type.Literal('silo'), Type.Literal('account')]);
+export const TenantStatusT = Type.Union(
+  ['provisioning', 'active', 'failed', 'offboarding', 'offboarded'].map((s) => Type.Literal(s)),
+);
+export const Slug = Type.String({ pattern: SLUG_PATTERN, description: 'lowercase, 3-40 chars, starts with a letter' });
+
+export const TenantSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  slug: Type.String(),
+  name: Type.String(),
+  tier: TierT,
+  status: TenantStatusT,
+  region: Type.Union([Type.String(), Type.Null()]),
+  plan: Type.Union([Type.String(), Type.Null()]),
+  contactEmail: Type.Union([Type.String(), Type.Null()]),
+  templateVersion: Type.Integer(),
+  outputs: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean(), Type.Null()]), {
+    description: 'Non-secret outputs of provisioning (key id, secret ref, database, schema, user)',
+  }),
+  createdAt: Type.String({ format: 'date-time' }),
+  updatedAt: Type.String({ format: 'date-time' }),
+});
+
+export const StepSchema = Type.Object({
+  name: Type.String(),
+  status: Type.Union(['pending', 'running', 'succeeded', 'failed', 'skipped'].map((s) => Type.Literal(s))),
+  startedAt: Type.Union([Type.String(), Type.Null()]),
+  finishedAt: Type.Union([Type.String(), Type.Null()]),
+  error: Type.Optional(Type.String()),
+});
+
+export const OperationSchema = Type.Object({
+  id: Type.String(),
+  kind: Type.Union(['onboard', 'offboard', 'promote', 'reconcile'].map((s) => Type.Literal(s))),
+  tenantSlug: Type.String(),
+  status: Type.Union(['queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => Type.Literal(s))),
+  steps: Type.Array(StepSchema),
+  error: Type.Optional(Type.String()),
+  attempts: Type.Integer(),
+  createdAt: Type.String({ format: 'date-time' }),
+  updatedAt: Type.String({ format: 'date-time' }),
+});
+
+export const Accepted = Type.Object({ tenant: TenantSchema, operation: OperationSchema });
+
+export const AuthHeaders = Type.Object({ authorization: Type.Optional(Type.String()) });
+export const security = [{ bearer: [] }];

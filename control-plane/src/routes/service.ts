@@ -1,0 +1,39 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { errors } from './schemas.js';
+
+const serviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        summary: 'Liveness and database reachability',
+        tags: ['service'],
+        response: { 200: Type.Object({ status: Type.Literal('ok'), target: Type.String() }), ...errors(503) },
+      },
+    },
+    async () => {
+      await app.services.db.query('SELECT 1');
+      return { status: 'ok' as const, target: app.services.engine.target };
+    },
+  );
+
+  app.get(
+    '/metrics',
+    {
+      schema: {
+        summary: 'Prometheus metrics',
+        tags: ['service'],
+        produces: ['text/plain'],
+        response: { 200: Type.String() },
+      },
+    },
+    async (_request, reply) => {
+      const { registry } = app.services.metrics;
+      reply.header('content-type', registry.contentType);
+      return registry.metrics();
+    },
+  );
+};
+
+export default serviceRoutes;

@@ -1,0 +1,148 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { type Static, Type } from '@sinclair/typebox';
+import { decodeCursor, listTenants } from '../db/repo.js';
+import { TenantryError } from '../domain/errors.js';
+import { actorOf } from '../plugins/auth.js';
+import { Accepted, errors, Slug, security, TenantSchema, TenantStatusT, TierT } from './schemas.js';
+
+export const CreateTenantBody = Type.Object(
+  {
+    slug: Slug,
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    tier: TierT,
+    region: Type.Optional(Type.String({ pattern: '^[a-z]{2}(-[a-z]+)+-\\d$', maxLength: 30 })),
+    plan: Type.Optional(Type.String({ minLength: 1, maxLength: 60 })),
+    contactEmail: Type.Optional(Type.String({ format: 'email', maxLength: 254 })),
+  },
+  { additionalProperties: false },
+);
+export type CreateTenantBodyT = Static<typeof CreateTenantBody>;
+
+const SlugParams = Type.Object({ slug: Slug });
+
+export const ConnectionSchema = Type.Object({
+  tenantId: Type.String(),
+  tier: TierT,
+  host: Type.String(),
+  port: Type.Integer(),
+  database: Type.String(),
+  schema: Type.Optional(Type.String()),
+  user: Type.String(),
+  password: Type.Optional(Type.String({ description: 'present on the local target only' })),
+  secretRef: Type.String(),
+  tenantSetting: Type.Optional(
+    Type.String({ description: "pool only: set it per transaction with set_config(name, tenantId, true)" }),
+  ),
+});
+
+const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const svc = app.services.tenants;
+
+  app.post(
+    '/v1/tenants',
+    {
+      config: { permission: 'tenants:create' },
+      schema: {
+        summary: 'Onboard a tenant',
+        tags: ['tenants'],
+        security,
+        headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) }),
+        body: CreateTenantBody,
+        response: { 202: Accepted, ...errors(400, 401, 403, 409, 422) },
+      },
+    },
+    async (request, reply) => {
+      const out = await svc.create(
+        { actor: actorOf(request), requestId: request.id },
+        request.body,
+        request.headers['idempotency-key'],
+      );
+      if (out.replayed) reply.header('idempotent-replayed', 'true');
+      return reply.status(202).send(out.body);
+    },
+  );
+
+  app.get(
+    '/v1/tenants',
+    {
+      config: { permission: 'tenants:read' },
+      schema: {
+        summary: 'List tenants',
+        tags: ['tenants'],
+        security,
+        querystring: Type.Object({
+          tier: Type.Optional(TierT),
+          status: Type.Optional(TenantStatusT),
+          limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
+          cursor: Type.Optional(Type.String({ maxLength: 200 })),
+        }),
+        response: { 200: Type.Object({ items: Type.Array(TenantSchema), nextCursor: Type.Union([Type.String(), Type.Null()]) }), ...errors(400, 401, 403) },
+      },
+    },
+    async (request) => {
+      const { tier, status, limit, cursor } = request.query;
+      const decoded = cursor === undefined ? undefined : decodeCursor(cursor);
+      if (decoded === null) throw new TenantryError('VALIDATION_FAILED', 'cursor is not one this API returned');
+      return listTenants(app.services.db, {
+        limit,
+        ...(tier ? { tier } : {}),
+        ...(status ? { status: status as never } : {}),
+        ...(decoded ? { cursor: decoded } : {}),
+      });
+    },
+  );
+
+  app.get(
+    '/v1/tenants/:slug',
+    {
+      config: { permission: 'tenants:read' },
+      schema: {
+        summary: 'Get one tenant',
+        tags: ['tenants'],
+        security,
+        params: SlugParams,
+        response: { 200: TenantSchema, ...errors(400, 401, 403, 404) },
+      },
+    },
+    async (request) => svc.get(request.params.slug),
+  );
+
+  app.get(
+    '/v1/tenants/:slug/connection',
+    {
+      config: { permission: 'connection:read' },
+      schema: {
+        summary: "Read the tenant's data-plane connection descriptor (audited)",
+        tags: ['tenants'],
+        security,
+        params: SlugParams,
+        response: { 200: ConnectionSchema, ...errors(400, 401, 403, 404, 409, 503) },
+      },
+    },
+    async (request, reply) => {
+      reply.header('cache-control', 'no-store');
+      return svc.connection({ actor: actorOf(request), requestId: request.id }, request.params.slug);
+    },
+  );
+
+  app.delete(
+    '/v1/tenants/:slug',
+    {
+      config: { permission: 'tenants:offboard' },
+      schema: {
+        summary: 'Offboard a tenant: removes its data, role and key; keeps its audit trail',
+        tags: ['tenants'],
+        security,
+        params: SlugParams,
+        headers: Type.Object({ confirm: Type.Optional(Type.String({ maxLength: 100 })) }),
+        response: { 202: Accepted, ...errors(400, 401, 403, 404, 409, 422) },
+      },
+    },
+    async (request, reply) => {
+      const out = await svc.offboard({ actor: actorOf(request), requestId: request.id }, request.params.slug, request.headers.confirm);
+      return reply.status(202).send(out.body);
+    },
+  );
+};
+
+export default tenantRoutes;

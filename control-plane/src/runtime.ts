@@ -1,0 +1,144 @@
+import type { Logger } from 'pino';
+import pg from 'pg';
+import type { Config } from './config.js';
+import { Db } from './db/db.js';
+import { migrate } from './db/migrate.js';
+import { createToken, hasAnyAdmin, tokenHashExists } from './db/tokens.js';
+import type { Engine } from './domain/ports.js';
+import { type EmbeddedServer, startEmbedded } from './embedded.js';
+import { DataPlane } from './engine/dataplane.js';
+import { LocalEngine } from './engine/local.js';
+import { LocalKeyStore, loadRootKey } from './local/keystore.js';
+import { Metrics } from './metrics.js';
+import { TokenCache } from './plugins/auth.js';
+import { ident } from './providers/postgres/sql.js';
+import { TenantService } from './services/tenants.js';
+import { loadTemplates } from './templates.js';
+import { OperationExecutor } from './worker/executor.js';
+import { migrateQueue, startWorker, type WorkerHandle } from './worker/index.js';
+import type { Services } from './app.js';
+
+export interface Runtime {
+  services: Services;
+  executor: OperationExecutor;
+  /** Set only on the first start without TENANTRY_ADMIN_TOKEN: shown once, never stored in clear. */
+  generatedAdminToken: string | undefined;
+  close(): Promise<void>;
+}
+
+const CONTROL_DB = 'tenantry';
+const DATA_DB = 'tenantry_data';
+
+async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    const { rows } = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (rows.length === 0) {
+      await c.query(`CREATE DATABASE ${ident(name)}`).catch((e: { code?: string }) => {
+        if (e.code !== '42P04') throw e;
+      });
+    }
+  } finally {
+    await c.end();
+  }
+}
+
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+/**
+ * The composition root: starts (or connects to) Postgres, migrates, wires the adapters to the
+ * domain, seeds the admin token and starts the worker. Everything it starts, close() stops.
+ */
+export async function startRuntime(config: Config, log: Logger): Promise<Runtime> {
+  const closers: (() => Promise<void>)[] = [];
+  const close = async () => {
+    for (const c of closers.reverse()) {
+      await c().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'error during shutdown'));
+    }
+  };
+  try {
+    let embedded: EmbeddedServer | undefined;
+    let databaseUrl = config.databaseUrl;
+    if (!databaseUrl) {
+      embedded = await startEmbedded({ dataDir: config.dataDir, port: config.embeddedPgPort, log });
+      const e = embedded;
+      closers.push(() => e.stop());
+      await ensureDatabase(embedded.url('postgres'), CONTROL_DB);
+      databaseUrl = embedded.url(CONTROL_DB);
+    }
+    const dataplaneUrl =
+      config.dataplaneUrl ?? (embedded ? embedded.url(DATA_DB) : withDatabase(databaseUrl, DATA_DB));
+
+    const db = new Db(databaseUrl, 10);
+    closers.push(() => db.close());
+    await migrate(db.pool, log);
+    await migrateQueue(db, log);
+
+    const templates = loadTemplates(config.templatesDir);
+    const keys = new LocalKeyStore(db, loadRootKey(config.dataDir));
+    let engine: Engine;
+    if (config.target === 'aws') {
+      throw new Error('TENANTRY_TARGET=aws is not available in this build yet; use the local target');
+    } else {
+      const dp = new DataPlane(dataplaneUrl);
+      const controlDb = decodeURIComponent(new URL(databaseUrl).pathname.slice(1));
+      const sameServer = new URL(databaseUrl).host === new URL(dataplaneUrl).host;
+      const local = new LocalEngine(dp, keys, templates.catalog, templates.tenantSchema, {
+        faultStepDelayMs: config.faultStepDelayMs,
+        protectDatabases: sameServer ? [controlDb] : [],
+      });
+      closers.push(() => local.close());
+      await local.bootstrap();
+      engine = local;
+    }
+
+    const generatedAdminToken = await seedAdmin(db, config.adminToken);
+    const metrics = new Metrics(db);
+    const tenants = new TenantService(db, engine, {
+      templateVersion: templates.tenantSchema.version,
+      maxAttempts: config.operationMaxAttempts,
+    });
+    const executor = new OperationExecutor(db, engine, log.child({ component: 'worker' }), metrics, {
+      maxAttempts: config.operationMaxAttempts,
+      leaseMs: config.operationLeaseMs,
+    });
+    let worker: WorkerHandle | undefined;
+    if (config.role !== 'api') {
+      worker = await startWorker(db, executor, log.child({ component: 'queue' }), {
+        concurrency: config.workerConcurrency,
+        leaseMs: config.operationLeaseMs,
+      });
+      const w = worker;
+      closers.push(() => w.stop());
+    }
+    return {
+      services: { db, engine, tenants, metrics, tokenCache: new TokenCache(db) },
+      executor,
+      generatedAdminToken,
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+async function seedAdmin(db: Db, adminToken: string | undefined): Promise<string | undefined> {
+  if (adminToken) {
+    if (!(await tokenHashExists(db, adminToken))) {
+      await createToken(db, { name: 'bootstrap-admin', role: 'admin', createdBy: null, token: adminToken });
+    }
+    return undefined;
+  }
+  return db.tx(async (q) => {
+    await q.query(`SELECT pg_advisory_xact_lock(hashtext('tenantry.seed-admin'))`);
+    if (await hasAnyAdmin(q)) return undefined;
+    const { token } = await createToken(q, { name: 'generated-admin', role: 'admin', createdBy: null });
+    return token;
+  });
+}

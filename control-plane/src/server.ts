@@ -1,0 +1,54 @@
+import Fastify from 'fastify';
+import pino from 'pino';
+import app from './app.js';
+import { ConfigError, loadConfig } from './config.js';
+import { loggerOptions } from './logger.js';
+import { startRuntime } from './runtime.js';
+
+/** Config, logger, listen, graceful close: nothing else lives here. */
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`tenantry: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const log = pino(loggerOptions(config.logLevel));
+  const runtime = await startRuntime(config, log);
+  if (runtime.generatedAdminToken) {
+    process.stderr.write(
+      `\nGenerated admin token (shown once; store it now, or set TENANTRY_ADMIN_TOKEN):\n  ${runtime.generatedAdminToken}\n\n`,
+    );
+  }
+  const server = Fastify({ loggerInstance: log, bodyLimit: 64 * 1024, requestIdHeader: 'x-request-id', return503OnClosing: true });
+  await server.register(app, { services: runtime.services });
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: closing the API, stopping the worker, then Postgres');
+    const force = setTimeout(() => process.exit(1), 20_000);
+    force.unref();
+    await server.close().catch(() => undefined);
+    await runtime.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+
+  if (config.role !== 'worker') {
+    await server.listen({ port: config.port, host: config.host });
+  } else {
+    log.info('worker-only process: not listening');
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`tenantry failed to start: ${(e as Error)?.stack ?? String(e)}\n`);
+  process.exit(1);
+});

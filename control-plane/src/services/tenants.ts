@@ -1,0 +1,214 @@
+import { createHash } from 'node:crypto';
+import type { Db } from '../db/db.js';
+import {
+  type Actor,
+  activeOperationFor,
+  appendAudit,
+  findOperation,
+  findTenantBySlug,
+  insertOperationAndEnqueue,
+  insertTenant,
+} from '../db/repo.js';
+import { TenantryError } from '../domain/errors.js';
+import { newOperationId, newTenantId } from '../domain/ids.js';
+import { assertSlug } from '../domain/naming.js';
+import type { ConnectionDescriptor, Engine } from '../domain/ports.js';
+import type { Operation, Tenant } from '../domain/tenant.js';
+import type { Tier } from '../domain/tiers.js';
+import type { Queryable } from '../providers/postgres/sql.js';
+
+export interface CreateTenantInput {
+  slug: string;
+  name: string;
+  tier: Tier;
+  region?: string;
+  plan?: string;
+  contactEmail?: string;
+}
+
+export interface RequestContext {
+  actor: Actor;
+  requestId: string;
+}
+
+export interface Accepted {
+  status: number;
+  body: { tenant: Tenant; operation: Operation };
+  replayed: boolean;
+}
+
+const isUniqueViolation = (e: unknown, constraint: string) =>
+  (e as { code?: string; constraint?: string }).code === '23505' && (e as { constraint?: string }).constraint === constraint;
+
+function canonicalHash(v: unknown): string {
+  const canon = (x: unknown): unknown =>
+    x && typeof x === 'object' && !Array.isArray(x)
+      ? Object.fromEntries(
+          Object.keys(x as object)
+            .sort()
+            .map((k) => [k, canon((x as Record<string, unknown>)[k])]),
+        )
+      : x;
+  return createHash('sha256').update(JSON.stringify(canon(v))).digest('hex');
+}
+
+/**
+ * Tenant lifecycle use cases. Each one writes its change, enqueues its operation and appends
+ * its audit record in one transaction, then returns; the worker does the provisioning.
+ */
+export class TenantService {
+  constructor(
+    private readonly db: Db,
+    private readonly engine: Engine,
+    private readonly opts: { templateVersion: number; maxAttempts: number },
+  ) {}
+
+  async create(ctx: RequestContext, input: CreateTenantInput, idempotencyKey?: string): Promise<Accepted> {
+    assertSlug(input.slug);
+    if (!this.engine.supportsTier(input.tier)) {
+      throw new TenantryError(
+        'TIER_NOT_AVAILABLE_ON_TARGET',
+        `the ${input.tier} tier is not available on the ${this.engine.target} target`,
+        { context: { tier: input.tier, target: this.engine.target } },
+      );
+    }
+    const hash = canonicalHash(input);
+    return this.db.tx(async (q) => {
+      if (idempotencyKey !== undefined) {
+        // Same-key requests queue up here, so the second sees the first's stored response.
+        await q.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`idem:${ctx.actor.id}:${idempotencyKey}`]);
+        const { rows } = await q.query<{ request_hash: string; status_code: number; response: Accepted['body'] }>(
+          'SELECT request_hash, status_code, response FROM idempotency_keys WHERE token_id = $1 AND key = $2',
+          [ctx.actor.id ?? '', idempotencyKey],
+        );
+        const prior = rows[0];
+        if (prior) {
+          if (prior.request_hash !== hash) {
+            throw new TenantryError('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was already used with a different body');
+          }
+          return { status: prior.status_code, body: prior.response, replayed: true };
+        }
+      }
+      const tenant = await insertTenant(q, {
+        id: newTenantId(),
+        slug: input.slug,
+        name: input.name,
+        tier: input.tier,
+        status: 'provisioning',
+        region: input.region ?? null,
+        plan: input.plan ?? null,
+        contactEmail: input.contactEmail ?? null,
+        templateVersion: this.opts.templateVersion,
+      }).catch((e: unknown) => {
+        if (isUniqueViolation(e, 'tenants_live_slug')) {
+          throw new TenantryError('TENANT_SLUG_TAKEN', `a tenant with slug ${input.slug} already exists`);
+        }
+        throw e;
+      });
+      const operation = await insertOperationAndEnqueue(
+        q,
+        { id: newOperationId(), kind: 'onboard', tenantId: tenant.id, steps: this.engine.steps('onboard', tenant.tier) },
+        this.opts.maxAttempts + 2,
+      );
+      await appendAudit(q, {
+        actor: ctx.actor,
+        action: 'tenant.create',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        requestId: ctx.requestId,
+        operationId: operation.id,
+        details: { tier: tenant.tier, plan: tenant.plan, region: tenant.region },
+      });
+      const body = { tenant, operation };
+      if (idempotencyKey !== undefined) {
+        await q.query(
+          `INSERT INTO idempotency_keys (token_id, key, request_hash, status_code, response) VALUES ($1, $2, $3, 202, $4::jsonb)`,
+          [ctx.actor.id ?? '', idempotencyKey, hash, JSON.stringify(body)],
+        );
+      }
+      return { status: 202, body, replayed: false };
+    });
+  }
+
+  async get(slug: string): Promise<Tenant> {
+    const t = await findTenantBySlug(this.db, slug);
+    if (!t) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+    return t;
+  }
+
+  async offboard(ctx: RequestContext, slug: string, confirm: string | undefined): Promise<Accepted> {
+    if (confirm !== slug) {
+      throw new TenantryError('CONFIRMATION_REQUIRED', 'send the header "Confirm: <slug>" to offboard a tenant');
+    }
+    return this.db.tx(async (q) => {
+      const tenant = await findTenantBySlug(q, slug, { forUpdate: true });
+      if (!tenant || tenant.status === 'offboarded') throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+      await this.assertNoActiveOperation(q, tenant);
+      if (!this.engine.supportsTier(tenant.tier)) {
+        throw new TenantryError('TIER_NOT_AVAILABLE_ON_TARGET', `the ${tenant.tier} tier is not available on this target`);
+      }
+      await q.query(`UPDATE tenants SET status = 'offboarding', updated_at = now() WHERE id = $1`, [tenant.id]);
+      const operation = await insertOperationAndEnqueue(
+        q,
+        { id: newOperationId(), kind: 'offboard', tenantId: tenant.id, steps: this.engine.steps('offboard', tenant.tier) },
+        this.opts.maxAttempts + 2,
+      ).catch((e: unknown) => {
+        if (isUniqueViolation(e, 'operations_one_active_per_tenant')) throw this.busy(tenant.slug);
+        throw e;
+      });
+      await appendAudit(q, {
+        actor: ctx.actor,
+        action: 'tenant.offboard',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        requestId: ctx.requestId,
+        operationId: operation.id,
+      });
+      const after = await findTenantBySlug(q, slug);
+      return { status: 202, body: { tenant: after ?? tenant, operation }, replayed: false };
+    });
+  }
+
+  private busy(slug: string): TenantryError {
+    return new TenantryError('OPERATION_IN_PROGRESS', `tenant ${slug} already has an operation in flight`);
+  }
+
+  private async assertNoActiveOperation(q: Queryable, tenant: Tenant): Promise<void> {
+    const active = await activeOperationFor(q, tenant.id);
+    if (active) throw new TenantryError('OPERATION_IN_PROGRESS', `tenant ${tenant.slug} already has operation ${active} in flight`, {
+      context: { operationId: active },
+    });
+  }
+
+  /** Reads the connection descriptor; the read is audited in the same transaction, or not returned at all. */
+  async connection(ctx: RequestContext, slug: string): Promise<ConnectionDescriptor> {
+    return this.db.tx(async (q) => {
+      const tenant = await findTenantBySlug(q, slug);
+      if (!tenant || tenant.status === 'offboarded') throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+      if (tenant.status !== 'active') {
+        throw new TenantryError('TENANT_NOT_ACTIVE', `tenant ${slug} is ${tenant.status}; connections are served once it is active`);
+      }
+      const descriptor = await this.engine.connection({
+        id: tenant.id,
+        slug: tenant.slug,
+        tier: tenant.tier,
+        templateVersion: tenant.templateVersion,
+      });
+      await appendAudit(q, {
+        actor: ctx.actor,
+        action: 'tenant.connection.read',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        requestId: ctx.requestId,
+        details: { secretRef: descriptor.secretRef },
+      });
+      return descriptor;
+    });
+  }
+
+  async operation(id: string): Promise<Operation> {
+    const op = await findOperation(this.db, id);
+    if (!op) throw new TenantryError('OPERATION_NOT_FOUND', `no operation ${id}`);
+    return op;
+  }
+}

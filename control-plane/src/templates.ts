@@ -1,0 +1,53 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import type { TierCatalog } from './domain/tiers.js';
+import type { TenantTemplate } from './providers/postgres/types.js';
+
+const Limits = Type.Object({
+  connectionLimit: Type.Integer({ minimum: 1, maximum: 10_000 }),
+  statementTimeoutMs: Type.Integer({ minimum: 0 }),
+  idleInTransactionSessionTimeoutMs: Type.Integer({ minimum: 0 }),
+});
+const Rds = Type.Object({
+  instanceClass: Type.String({ pattern: '^db\\.' }),
+  allocatedStorageGb: Type.Integer({ minimum: 20 }),
+  backupRetentionDays: Type.Integer({ minimum: 1, maximum: 35 }),
+  engineVersion: Type.String(),
+});
+const TierDef = Type.Object({ description: Type.String(), role: Limits, rds: Type.Optional(Rds) });
+const Catalog = Type.Object({
+  templateVersion: Type.Integer({ minimum: 1 }),
+  tiers: Type.Object({ pool: TierDef, bridge: TierDef, silo: TierDef, account: TierDef }),
+});
+
+export interface Templates {
+  catalog: TierCatalog;
+  tenantSchema: TenantTemplate;
+}
+
+/** Reads the tier definitions and the versioned tenant schema from `templates/`. */
+export function loadTemplates(dir: string): Templates {
+  const raw = JSON.parse(fs.readFileSync(path.join(dir, 'tiers.json'), 'utf8')) as Record<string, unknown>;
+  delete raw.$comment;
+  const errors = [...Value.Errors(Catalog, raw)];
+  if (errors.length > 0) {
+    throw new Error(`templates/tiers.json is invalid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}`);
+  }
+  const catalog = Value.Clean(Catalog, raw) as TierCatalog;
+  const schemaDir = path.join(dir, 'tenant-schema');
+  const migrations = fs
+    .readdirSync(schemaDir)
+    .filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f))
+    .sort()
+    .map((f) => ({ version: Number(f.slice(0, 4)), name: f.replace(/\.sql$/, ''), sql: fs.readFileSync(path.join(schemaDir, f), 'utf8') }));
+  migrations.forEach((m, i) => {
+    if (m.version !== i + 1) throw new Error(`tenant-schema migrations must be numbered 0001.. without gaps; found ${m.name}`);
+  });
+  const version = migrations.length;
+  if (version !== catalog.templateVersion) {
+    throw new Error(`templates/tiers.json says templateVersion ${catalog.templateVersion} but tenant-schema has ${version} migrations`);
+  }
+  return { catalog, tenantSchema: { version, migrations } };
+}

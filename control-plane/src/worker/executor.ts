@@ -1,0 +1,271 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Db } from '../db/db.js';
+import { appendAudit, enqueueOperationJob, findTenantById, mergeTenantOutputs, setTenantStatus } from '../db/repo.js';
+import { isTenantryError } from '../domain/errors.js';
+import type { Engine } from '../domain/ports.js';
+import type { OperationKind, OperationStep, Tenant } from '../domain/tenant.js';
+import type { Metrics } from '../metrics.js';
+import type { Queryable } from '../providers/postgres/sql.js';
+
+const SYSTEM_ACTOR = { id: null, name: 'tenantry-worker', role: 'system' };
+
+/** Postgres and network errors worth another attempt: the same step will be re-run. */
+const RETRYABLE_PG = new Set(['40001', '40P01', '55P03', '53300', '57P01', '57P02', '57P03', '08000', '08003', '08006', '08001']);
+const RETRYABLE_NET = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN']);
+
+export function isRetryable(e: unknown): boolean {
+  if (isTenantryError(e)) return e.retryable;
+  const code = (e as { code?: unknown })?.code;
+  if (typeof code === 'string' && (RETRYABLE_PG.has(code) || RETRYABLE_NET.has(code))) return true;
+  return /Connection terminated|timeout exceeded when trying to connect/i.test(String((e as Error)?.message ?? ''));
+}
+
+/** A message safe to store and show: never a stack, never a connection string. */
+export function safeMessage(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.replace(/postgres(ql)?:\/\/[^\s]+/g, 'postgres://[redacted]').slice(0, 500);
+}
+
+interface Claimed {
+  id: string;
+  kind: OperationKind;
+  tenant_id: string;
+  steps: OperationStep[];
+  attempts: number;
+  created_at: Date;
+}
+
+export interface ExecutorOptions {
+  maxAttempts: number;
+  leaseMs: number;
+}
+
+/**
+ * Runs operations as resumable state machines. Progress is stored after every step, so a
+ * crash re-runs at most the step that was in flight (every step is idempotent). A lease with
+ * a heartbeat marks who is running an operation; the reaper requeues expired leases.
+ */
+export class OperationExecutor {
+  readonly runnerId = `runner_${randomBytes(6).toString('hex')}`;
+
+  constructor(
+    private readonly db: Db,
+    private readonly engine: Engine,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+    private readonly opts: ExecutorOptions,
+  ) {}
+
+  /** Entry point for the job queue. Throws only to ask the queue for a retry with backoff. */
+  async run(operationId: string): Promise<void> {
+    const op = await this.claim(operationId);
+    if (!op) return; // finished already, or leased by a live runner
+    const tenant = await findTenantById(this.db, op.tenant_id);
+    if (!tenant) throw new Error(`tenant ${op.tenant_id} of ${operationId} is missing`);
+    const log = this.log.child({ operationId, tenantId: tenant.id, kind: op.kind });
+    const abort = new AbortController();
+    const heartbeat = setInterval(() => {
+      this.extendLease(op.id).then(
+        (ok) => {
+          if (!ok) abort.abort(new Error('lease lost'));
+        },
+        (e: unknown) => log.warn({ err: safeMessage(e) }, 'lease heartbeat failed'),
+      );
+    }, Math.max(200, Math.floor(this.opts.leaseMs / 3)));
+    try {
+      await this.execute(op, tenant, log, abort.signal);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  private async claim(operationId: string): Promise<Claimed | null> {
+    const { rows } = await this.db.query<Claimed & Record<string, unknown>>(
+      `UPDATE operations
+          SET status = 'running', attempts = attempts + 1, lease_owner = $2,
+              lease_expires_at = now() + make_interval(secs => $3::double precision / 1000), updated_at = now()
+        WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND (lease_expires_at < now() OR lease_owner = $2)))
+        RETURNING id, kind, tenant_id, steps, attempts, created_at`,
+      [operationId, this.runnerId, this.opts.leaseMs],
+    );
+    return (rows[0] as Claimed | undefined) ?? null;
+  }
+
+  private async extendLease(id: string): Promise<boolean> {
+    const { rowCount } = await this.db.query(
+      `UPDATE operations SET lease_expires_at = now() + make_interval(secs => $3::double precision / 1000)
+        WHERE id = $1 AND lease_owner = $2 AND status = 'running'`,
+      [id, this.runnerId, this.opts.leaseMs],
+    );
+    return (rowCount ?? 0) > 0;
+  }
+
+  private async saveSteps(q: Queryable, id: string, steps: OperationStep[]): Promise<void> {
+    await q.query(
+      `UPDATE operations SET steps = $3::jsonb, updated_at = now() WHERE id = $1 AND lease_owner = $2`,
+      [id, this.runnerId, JSON.stringify(steps)],
+    );
+    await q.query(`SELECT pg_notify('tenantry_operation', $1)`, [id]);
+  }
+
+  private async execute(op: Claimed, tenant: Tenant, log: Logger, signal: AbortSignal): Promise<void> {
+    const steps = op.steps;
+    if (op.attempts > this.opts.maxAttempts) {
+      await this.fail(op, tenant, steps, log, new Error(`gave up after ${op.attempts - 1} attempts`), signal);
+      return;
+    }
+    log.info({ attempt: op.attempts }, 'operation started');
+    for (const step of steps) {
+      if (step.status === 'succeeded' || step.status === 'skipped') continue;
+      if (signal.aborted) throw new Error('lease lost; another runner will resume');
+      const started = process.hrtime.bigint();
+      step.status = 'running';
+      step.startedAt = new Date().toISOString();
+      step.finishedAt = null;
+      delete step.error;
+      await this.saveSteps(this.db, op.id, steps);
+      try {
+        const outputs = await this.engine.runStep({
+          operationId: op.id,
+          kind: op.kind === 'offboard' ? 'offboard' : 'onboard',
+          step: step.name,
+          tenant: { id: tenant.id, slug: tenant.slug, tier: tenant.tier, templateVersion: tenant.templateVersion },
+          signal,
+        });
+        step.status = 'succeeded';
+        step.finishedAt = new Date().toISOString();
+        await this.db.tx(async (q) => {
+          if (outputs) await mergeTenantOutputs(q, tenant.id, outputs);
+          await this.saveSteps(q, op.id, steps);
+        });
+        this.observeStep(op.kind, step.name, 'succeeded', started);
+        log.debug({ step: step.name }, 'step succeeded');
+      } catch (e) {
+        this.observeStep(op.kind, step.name, 'failed', started);
+        step.error = safeMessage(e);
+        if (isRetryable(e) && op.attempts < this.opts.maxAttempts) {
+          step.status = 'pending';
+          await this.requeue(op.id, steps);
+          log.warn({ step: step.name, err: step.error, attempt: op.attempts }, 'step failed; will retry with backoff');
+          throw e; // the job queue retries with exponential backoff
+        }
+        step.status = 'failed';
+        step.finishedAt = new Date().toISOString();
+        await this.fail(op, tenant, steps, log, e, signal);
+        return;
+      }
+    }
+    await this.succeed(op, tenant, steps, log);
+  }
+
+  private observeStep(kind: string, step: string, outcome: string, started: bigint): void {
+    this.metrics.stepDuration.observe({ kind, step, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
+  }
+
+  private async requeue(id: string, steps: OperationStep[]): Promise<void> {
+    await this.db.query(
+      `UPDATE operations SET status = 'queued', steps = $3::jsonb, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+        WHERE id = $1 AND lease_owner = $2`,
+      [id, this.runnerId, JSON.stringify(steps)],
+    );
+  }
+
+  private async succeed(op: Claimed, tenant: Tenant, steps: OperationStep[], log: Logger): Promise<void> {
+    const status = op.kind === 'offboard' ? 'offboarded' : 'active';
+    await this.db.tx(async (q) => {
+      await q.query(
+        `UPDATE operations SET status = 'succeeded', steps = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL,
+                finished_at = now(), updated_at = now() WHERE id = $1`,
+        [op.id, JSON.stringify(steps)],
+      );
+      await setTenantStatus(q, tenant.id, status);
+      await appendAudit(q, {
+        actor: SYSTEM_ACTOR,
+        action: `operation.${op.kind}.succeeded`,
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        operationId: op.id,
+        details: { tenantStatus: status },
+      });
+      await q.query(`SELECT pg_notify('tenantry_operation', $1)`, [op.id]);
+    });
+    this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
+    this.metrics.acceptToDone.observe({ kind: op.kind, tier: tenant.tier }, (Date.now() - op.created_at.getTime()) / 1000);
+    log.info({ tenantStatus: status }, 'operation succeeded');
+  }
+
+  /**
+   * A terminal failure. A failed onboarding is rolled back through the same providers, so
+   * nothing is left half-created; the tenant is marked `failed`, never `active`.
+   */
+  private async fail(
+    op: Claimed,
+    tenant: Tenant,
+    steps: OperationStep[],
+    log: Logger,
+    cause: unknown,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const reason = safeMessage(cause);
+    let cleanup = '';
+    if (op.kind === 'onboard' && this.engine.supportsTier(tenant.tier)) {
+      for (const name of this.engine.steps('offboard', tenant.tier)) {
+        const step: OperationStep = { name: `rollback:${name}`, status: 'running', startedAt: new Date().toISOString(), finishedAt: null };
+        steps.push(step);
+        try {
+          await this.engine.runStep({
+            operationId: op.id,
+            kind: 'offboard',
+            step: name,
+            tenant: { id: tenant.id, slug: tenant.slug, tier: tenant.tier, templateVersion: tenant.templateVersion },
+            signal,
+          });
+          step.status = 'succeeded';
+        } catch (e) {
+          step.status = 'failed';
+          step.error = safeMessage(e);
+          cleanup = '; rollback incomplete, offboard the tenant to finish cleaning up';
+        }
+        step.finishedAt = new Date().toISOString();
+      }
+    }
+    const tenantStatus = op.kind === 'offboard' ? 'offboarding' : 'failed';
+    await this.db.tx(async (q) => {
+      await q.query(
+        `UPDATE operations SET status = 'failed', error = $2, steps = $3::jsonb, lease_owner = NULL, lease_expires_at = NULL,
+                finished_at = now(), updated_at = now() WHERE id = $1`,
+        [op.id, `${reason}${cleanup}`, JSON.stringify(steps)],
+      );
+      await setTenantStatus(q, tenant.id, tenantStatus);
+      await appendAudit(q, {
+        actor: SYSTEM_ACTOR,
+        action: `operation.${op.kind}.failed`,
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        operationId: op.id,
+        details: { error: reason },
+      });
+      await q.query(`SELECT pg_notify('tenantry_operation', $1)`, [op.id]);
+    });
+    this.metrics.operations.inc({ kind: op.kind, status: 'failed' });
+    log.error({ err: reason }, 'operation failed');
+  }
+
+  /**
+   * Requeues operations whose runner died (kill -9): their lease expired without a heartbeat.
+   * Runs at start and periodically. The next claim counts an attempt, so a poisoned operation
+   * ends `failed` after maxAttempts instead of looping forever.
+   */
+  async reapExpiredLeases(): Promise<string[]> {
+    return this.db.tx(async (q) => {
+      const { rows } = await q.query<{ id: string }>(
+        `UPDATE operations SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+          WHERE id IN (SELECT id FROM operations WHERE status = 'running' AND lease_expires_at < now() FOR UPDATE SKIP LOCKED)
+          RETURNING id`,
+      );
+      for (const r of rows) await enqueueOperationJob(q, r.id, this.opts.maxAttempts + 2);
+      return rows.map((r) => r.id);
+    });
+  }
+}

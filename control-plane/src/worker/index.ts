@@ -1,0 +1,62 @@
+import { Logger as GraphileLogger, type Runner, run, runMigrations } from 'graphile-worker';
+import type { Logger } from 'pino';
+import type { Db } from '../db/db.js';
+import { RUN_OPERATION_TASK } from '../db/repo.js';
+import type { OperationExecutor } from './executor.js';
+
+function graphileLogger(log: Logger): GraphileLogger {
+  return new GraphileLogger((scope) => (level, message, meta) => {
+    const fields = { ...scope, ...(meta ?? {}) };
+    const lvl = level === 'error' ? 'error' : level === 'warning' ? 'warn' : 'debug';
+    log[lvl](fields, message);
+  });
+}
+
+/** graphile-worker's own schema; run before the API accepts requests that enqueue jobs. */
+export async function migrateQueue(db: Db, log: Logger): Promise<void> {
+  await runMigrations({ pgPool: db.pool, logger: graphileLogger(log) });
+}
+
+export interface WorkerHandle {
+  stop(): Promise<void>;
+}
+
+/** The job-queue side: graphile-worker runs operations; a reaper requeues those whose runner died. */
+export async function startWorker(
+  db: Db,
+  executor: OperationExecutor,
+  log: Logger,
+  opts: { concurrency: number; leaseMs: number },
+): Promise<WorkerHandle> {
+  const reap = async () => {
+    try {
+      const ids = await executor.reapExpiredLeases();
+      if (ids.length > 0) log.warn({ operationIds: ids }, 'requeued operations whose runner stopped heartbeating');
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'lease reaper failed');
+    }
+  };
+  await reap();
+  const reaper = setInterval(reap, Math.max(250, Math.floor(opts.leaseMs / 2)));
+  reaper.unref();
+  const runner: Runner = await run({
+    pgPool: db.pool,
+    concurrency: opts.concurrency,
+    noHandleSignals: true,
+    pollInterval: 1000,
+    logger: graphileLogger(log),
+    taskList: {
+      [RUN_OPERATION_TASK]: async (payload) => {
+        const id = (payload as { operationId?: unknown }).operationId;
+        if (typeof id !== 'string') throw new Error('run-operation payload lacks operationId');
+        await executor.run(id);
+      },
+    },
+  });
+  return {
+    async stop() {
+      clearInterval(reaper);
+      await runner.stop();
+    },
+  };
+}
