@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -31,6 +32,18 @@ declare module 'fastify' {
 }
 
 export const API_VERSION = '0.1.0';
+
+/**
+ * Server options every Tenantry Fastify instance uses (server.ts and tests alike): unknown
+ * body fields are rejected rather than silently dropped, and request ids are UUIDs.
+ */
+export const serverOptions = {
+  bodyLimit: 64 * 1024,
+  genReqId: () => randomUUID(),
+  requestIdHeader: false as const,
+  return503OnClosing: true,
+  ajv: { customOptions: { removeAdditional: false as const, coerceTypes: 'array' as const, useDefaults: true, allErrors: false } },
+};
 
 /**
  * The whole HTTP app as one plugin, registered in a fixed order: error handling and auth,

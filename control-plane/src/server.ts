@@ -1,6 +1,6 @@
 import Fastify from 'fastify';
 import pino from 'pino';
-import app from './app.js';
+import app, { serverOptions } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { loggerOptions } from './logger.js';
 import { startRuntime } from './runtime.js';
@@ -24,7 +24,7 @@ async function main(): Promise<void> {
       `\nGenerated admin token (shown once; store it now, or set TENANTRY_ADMIN_TOKEN):\n  ${runtime.generatedAdminToken}\n\n`,
     );
   }
-  const server = Fastify({ loggerInstance: log, bodyLimit: 64 * 1024, requestIdHeader: 'x-request-id', return503OnClosing: true });
+  const server = Fastify({ ...serverOptions, loggerInstance: log });
   await server.register(app, { services: runtime.services });
 
   let stopping = false;

@@ -68,16 +68,16 @@ export interface TenantPage {
 
 export async function listTenants(
   q: Queryable,
-  f: { tier?: Tier; status?: TenantStatus; limit: number; cursor?: { createdAt: string; id: string } },
+  f: { tier?: Tier; status?: TenantStatus; limit: number; cursor?: string },
 ): Promise<TenantPage> {
   const where: string[] = [];
   const params: unknown[] = [];
   if (f.tier) where.push(`tier = $${params.push(f.tier)}`);
   if (f.status) where.push(`status = $${params.push(f.status)}`);
   if (f.cursor) {
-    const a = params.push(f.cursor.createdAt);
-    const b = params.push(f.cursor.id);
-    where.push(`(created_at, id) > ($${a}::timestamptz, $${b}::uuid)`);
+    // Keyset pagination on (created_at, id), read from the row itself: no timestamp precision is lost.
+    const c = params.push(f.cursor);
+    where.push(`(created_at, id) > (SELECT created_at, id FROM tenants WHERE id = $${c}::uuid)`);
   }
   const lim = params.push(f.limit + 1);
   const { rows } = await q.query<TenantRow & Record<string, unknown>>(
@@ -89,26 +89,14 @@ export async function listTenants(
   return { items, nextCursor: rows.length > f.limit && last ? encodeCursor(last) : null };
 }
 
+/** An opaque cursor: the id of the last tenant of the page. */
 export function encodeCursor(t: Tenant): string {
-  return Buffer.from(JSON.stringify([t.createdAt, t.id])).toString('base64url');
+  return Buffer.from(`t:${t.id}`).toString('base64url');
 }
 
-export function decodeCursor(c: string): { createdAt: string; id: string } | null {
-  try {
-    const v = JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) as unknown;
-    if (
-      Array.isArray(v) &&
-      typeof v[0] === 'string' &&
-      !Number.isNaN(Date.parse(v[0])) &&
-      typeof v[1] === 'string' &&
-      /^[0-9a-f-]{36}$/.test(v[1])
-    ) {
-      return { createdAt: v[0], id: v[1] };
-    }
-  } catch {
-    /* fallthrough */
-  }
-  return null;
+export function decodeCursor(c: string): string | null {
+  const m = /^t:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(Buffer.from(c, 'base64url').toString('utf8'));
+  return m?.[1] ?? null;
 }
 
 export async function setTenantStatus(q: Queryable, id: string, status: TenantStatus): Promise<void> {

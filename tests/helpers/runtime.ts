@@ -1,0 +1,153 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import pino from 'pino';
+import pg from 'pg';
+import { inject } from 'vitest';
+import app, { serverOptions } from '../../control-plane/src/app.js';
+import { type Config, loadConfig } from '../../control-plane/src/config.js';
+import { createToken } from '../../control-plane/src/db/tokens.js';
+import type { Role } from '../../control-plane/src/domain/auth.js';
+import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
+
+export const rand = (n = 6) => randomBytes(n).toString('hex');
+
+export function adminUrl(database = 'postgres'): string {
+  const u = new URL(inject('pgAdminUrl'));
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+/** Runs SQL as the cluster superuser on a database (outside the code under test). */
+export async function superQuery<T extends pg.QueryResultRow = Record<string, unknown>>(
+  database: string,
+  sql: string,
+  params: unknown[] = [],
+): Promise<T[]> {
+  const c = new pg.Client({ connectionString: adminUrl(database) });
+  await c.connect();
+  try {
+    return (await c.query<T>(sql, params)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+export interface TestStack {
+  app: FastifyInstance;
+  runtime: Runtime;
+  config: Config;
+  controlDb: string;
+  dataDb: string;
+  tokens: Record<Role, string>;
+  close(): Promise<void>;
+}
+
+/**
+ * A fresh control plane per test file: its own control database cloned from the migrated
+ * template, its own data-plane database, a worker running in-process, and one token per role.
+ */
+export async function startStack(env: Record<string, string> = {}): Promise<TestStack> {
+  const id = rand();
+  const controlDb = `cp_${id}`;
+  const dataDb = `dp_${id}`;
+  await superQuery('postgres', `CREATE DATABASE ${controlDb} TEMPLATE ${inject('templateDb')}`);
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-rt-'));
+  const config = loadConfig({
+    DATABASE_URL: adminUrl(controlDb),
+    TENANTRY_DATAPLANE_URL: adminUrl(dataDb),
+    TENANTRY_DATA_DIR: dataDir,
+    TENANTRY_OPERATION_LEASE_MS: '2000',
+    LOG_LEVEL: 'silent',
+    ...env,
+  });
+  await superQuery('postgres', `CREATE DATABASE ${dataDb}`);
+  const log = pino({ level: config.logLevel });
+  const runtime = await startRuntime(config, log);
+  const server = Fastify({ ...serverOptions, loggerInstance: log });
+  await server.register(app, { services: runtime.services });
+  await server.ready();
+  const tokens = {} as Record<Role, string>;
+  for (const role of ['sales-ops', 'sre', 'dataplane', 'admin'] as const) {
+    tokens[role] = (await createToken(runtime.services.db, { name: `test-${role}`, role, createdBy: null })).token;
+  }
+  return {
+    app: server as unknown as FastifyInstance,
+    runtime,
+    config,
+    controlDb,
+    dataDb,
+    tokens,
+    async close() {
+      await server.close();
+      await runtime.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const auth = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/** Polls an operation until it ends (bounded). */
+export async function waitForOperation(
+  stack: TestStack,
+  id: string,
+  timeoutMs = 30_000,
+): Promise<{ status: string; steps: { name: string; status: string; error?: string }[]; error?: string }> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await stack.app.inject({ method: 'GET', url: `/v1/operations/${id}`, headers: auth(stack.tokens.sre) });
+    const op = res.json();
+    if (['succeeded', 'failed', 'cancelled'].includes(op.status)) return op;
+    if (Date.now() > until) throw new Error(`operation ${id} still ${op.status} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Onboards a tenant through the API and waits for it to be active. */
+export async function onboard(
+  stack: TestStack,
+  tier: 'pool' | 'bridge' | 'silo',
+  slug = `t-${tier}-${rand(4)}`,
+): Promise<{ slug: string; id: string; operationId: string }> {
+  const res = await stack.app.inject({
+    method: 'POST',
+    url: '/v1/tenants',
+    headers: auth(stack.tokens['sales-ops']),
+    payload: { slug, name: `Tenant ${slug}`, tier },
+  });
+  if (res.statusCode !== 202) throw new Error(`onboard ${slug}: ${res.statusCode} ${res.body}`);
+  const body = res.json();
+  const op = await waitForOperation(stack, body.operation.id);
+  if (op.status !== 'succeeded') throw new Error(`onboard ${slug} failed: ${JSON.stringify(op)}`);
+  return { slug, id: body.tenant.id, operationId: body.operation.id };
+}
+
+export async function connectionOf(stack: TestStack, slug: string) {
+  const res = await stack.app.inject({
+    method: 'GET',
+    url: `/v1/tenants/${slug}/connection`,
+    headers: auth(stack.tokens.dataplane),
+  });
+  if (res.statusCode !== 200) throw new Error(`connection ${slug}: ${res.statusCode} ${res.body}`);
+  return res.json() as {
+    tenantId: string;
+    tier: string;
+    host: string;
+    port: number;
+    database: string;
+    schema?: string;
+    user: string;
+    password: string;
+    tenantSetting?: string;
+  };
+}
+
+/** A pg client logged in with a tenant's own descriptor: what the data plane would do. */
+export async function tenantClient(d: { host: string; port: number; database: string; user: string; password: string }) {
+  const c = new pg.Client({ host: d.host, port: d.port, database: d.database, user: d.user, password: d.password });
+  await c.connect();
+  return c;
+}

@@ -1,0 +1,298 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auth, connectionOf, onboard, rand, startStack, superQuery, type TestStack, waitForOperation } from '../helpers/runtime.js';
+
+let s: TestStack;
+beforeAll(async () => {
+  s = await startStack();
+});
+afterAll(async () => {
+  await s?.close();
+});
+
+const post = (token: string, payload: unknown, headers: Record<string, string> = {}) =>
+  s.app.inject({ method: 'POST', url: '/v1/tenants', headers: { ...auth(token), ...headers }, payload: payload as object });
+
+describe('POST /v1/tenants', () => {
+  it('accepts a pool tenant with 202 and provisions it to active', async () => {
+    const slug = `acme-${rand(3)}`;
+    const res = await post(s.tokens['sales-ops'], { slug, name: 'Acme', tier: 'pool', plan: 'gold', region: 'eu-west-1' });
+    expect(res.statusCode).toBe(202);
+    const body = res.json();
+    expect(body.tenant).toMatchObject({ slug, tier: 'pool', status: 'provisioning', plan: 'gold', region: 'eu-west-1' });
+    expect(body.operation).toMatchObject({ kind: 'onboard', status: 'queued', tenantSlug: slug });
+    const op = await waitForOperation(s, body.operation.id);
+    expect(op.status).toBe('succeeded');
+    expect(op.steps.map((x) => x.name)).toEqual(['key', 'credentials', 'pool-membership']);
+    expect(op.steps.every((x) => x.status === 'succeeded')).toBe(true);
+    const got = await s.app.inject({ method: 'GET', url: `/v1/tenants/${slug}`, headers: auth(s.tokens['sales-ops']) });
+    expect(got.json()).toMatchObject({ slug, status: 'active' });
+  });
+
+  it.each([
+    ['too short', { slug: 'ab', name: 'x', tier: 'pool' }],
+    ['upper case', { slug: 'Acme', name: 'x', tier: 'pool' }],
+    ['sql in slug', { slug: "a'; drop table tenants; --", name: 'x', tier: 'pool' }],
+    ['unknown tier', { slug: 'valid-slug', name: 'x', tier: 'gold' }],
+    ['missing name', { slug: 'valid-slug', tier: 'pool' }],
+    ['extra field', { slug: 'valid-slug', name: 'x', tier: 'pool', owner: 'root' }],
+    ['bad email', { slug: 'valid-slug', name: 'x', tier: 'pool', contactEmail: 'not-an-email' }],
+  ])('rejects %s with 400 VALIDATION_FAILED and creates nothing', async (_label, payload) => {
+    const before = await superQuery<{ n: number }>(s.controlDb, 'SELECT count(*)::int AS n FROM tenants');
+    const res = await post(s.tokens['sales-ops'], payload);
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error).toMatchObject({ code: 'VALIDATION_FAILED', requestId: expect.any(String) });
+    const after = await superQuery<{ n: number }>(s.controlDb, 'SELECT count(*)::int AS n FROM tenants');
+    expect(after[0]?.n).toBe(before[0]?.n);
+  });
+
+  it('refuses the account tier on the local target with 422 TIER_NOT_AVAILABLE_ON_TARGET, creating nothing', async () => {
+    const slug = `acct-${rand(3)}`;
+    const res = await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'account' });
+    expect(res.statusCode).toBe(422);
+    expect(res.json().error.code).toBe('TIER_NOT_AVAILABLE_ON_TARGET');
+    expect(await superQuery(s.controlDb, 'SELECT 1 FROM tenants WHERE slug = $1', [slug])).toHaveLength(0);
+  });
+
+  it('answers a duplicate slug with 409 TENANT_SLUG_TAKEN', async () => {
+    const slug = `dup-${rand(3)}`;
+    expect((await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'pool' })).statusCode).toBe(202);
+    const res = await post(s.tokens['sales-ops'], { slug, name: 'y', tier: 'bridge' });
+    expect(res.statusCode).toBe(409);
+    expect(res.json().error.code).toBe('TENANT_SLUG_TAKEN');
+  });
+
+  it('replays the original response for the same Idempotency-Key and body, and 422s a different body', async () => {
+    const slug = `idem-${rand(3)}`;
+    const key = `k-${rand()}`;
+    const first = await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'pool' }, { 'idempotency-key': key });
+    const again = await post(s.tokens['sales-ops'], { tier: 'pool', name: 'x', slug }, { 'idempotency-key': key });
+    expect(first.statusCode).toBe(202);
+    expect(again.statusCode).toBe(202);
+    expect(again.json()).toEqual(first.json());
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    const other = await post(s.tokens['sales-ops'], { slug, name: 'changed', tier: 'pool' }, { 'idempotency-key': key });
+    expect(other.statusCode).toBe(422);
+    expect(other.json().error.code).toBe('IDEMPOTENCY_KEY_REUSED');
+    expect(await superQuery(s.controlDb, 'SELECT 1 FROM tenants WHERE slug = $1', [slug])).toHaveLength(1);
+  });
+
+  it('creates exactly one tenant when the same Idempotency-Key races', async () => {
+    const slug = `race-${rand(3)}`;
+    const key = `k-${rand()}`;
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () => post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'pool' }, { 'idempotency-key': key })),
+    );
+    expect(results.map((r) => r.statusCode)).toEqual([202, 202, 202, 202, 202]);
+    expect(new Set(results.map((r) => r.json().tenant.id)).size).toBe(1);
+  });
+});
+
+describe('GET /v1/tenants', () => {
+  it('filters by tier and status and paginates with a cursor', async () => {
+    const slugs = [];
+    for (let i = 0; i < 3; i++) slugs.push((await onboard(s, 'bridge')).slug);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const url: string = `/v1/tenants?tier=bridge&status=active&limit=2${cursor ? `&cursor=${cursor}` : ''}`;
+      const res = await s.app.inject({ method: 'GET', url, headers: auth(s.tokens['sales-ops']) });
+      expect(res.statusCode).toBe(200);
+      const page = res.json();
+      expect(page.items.length).toBeLessThanOrEqual(2);
+      for (const t of page.items) {
+        expect(t).toMatchObject({ tier: 'bridge', status: 'active' });
+        seen.push(t.slug);
+      }
+      cursor = page.nextCursor;
+    } while (cursor);
+    for (const slug of slugs) expect(seen).toContain(slug);
+    expect(new Set(seen).size).toBe(seen.length);
+  });
+
+  it('rejects a forged cursor with 400', async () => {
+    const res = await s.app.inject({ method: 'GET', url: '/v1/tenants?cursor=bm9wZQ', headers: auth(s.tokens.sre) });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.code).toBe('VALIDATION_FAILED');
+  });
+
+  it('answers an unknown tenant with 404 TENANT_NOT_FOUND', async () => {
+    const res = await s.app.inject({ method: 'GET', url: '/v1/tenants/no-such-tenant', headers: auth(s.tokens.sre) });
+    expect(res.statusCode).toBe(404);
+    expect(res.json().error.code).toBe('TENANT_NOT_FOUND');
+  });
+});
+
+describe('operations', () => {
+  it('answers an unknown operation with 404 and a malformed id with 400', async () => {
+    const missing = await s.app.inject({
+      method: 'GET',
+      url: `/v1/operations/op_${'0'.repeat(28)}`,
+      headers: auth(s.tokens.sre),
+    });
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json().error.code).toBe('OPERATION_NOT_FOUND');
+    const bad = await s.app.inject({ method: 'GET', url: '/v1/operations/nope', headers: auth(s.tokens.sre) });
+    expect(bad.statusCode).toBe(400);
+  });
+
+  it('streams step progress as server-sent events until the operation ends', async () => {
+    const res = await post(s.tokens['sales-ops'], { slug: `sse-${rand(3)}`, name: 'x', tier: 'bridge' });
+    const opId = res.json().operation.id;
+    const events = await s.app.inject({ method: 'GET', url: `/v1/operations/${opId}/events`, headers: auth(s.tokens.sre) });
+    expect(events.statusCode).toBe(200);
+    expect(events.headers['content-type']).toContain('text/event-stream');
+    const names = [...events.body.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
+    expect(names.at(-1)).toBe('end');
+    const end = JSON.parse(events.body.trim().split('\n').at(-1)!.replace(/^data: /, ''));
+    expect(end.status).toBe('succeeded');
+    for (const step of ['key', 'credentials', 'role', 'schema', 'grants']) {
+      expect(events.body).toContain(`"name":"${step}","status":"succeeded"`);
+    }
+  });
+});
+
+describe('DELETE /v1/tenants/{slug}', () => {
+  it('requires the Confirm header to match the slug', async () => {
+    const { slug } = await onboard(s, 'pool');
+    for (const headers of [{}, { confirm: 'other' }]) {
+      const res = await s.app.inject({ method: 'DELETE', url: `/v1/tenants/${slug}`, headers: { ...auth(s.tokens.sre), ...headers } });
+      expect(res.statusCode).toBe(400);
+      expect(res.json().error.code).toBe('CONFIRMATION_REQUIRED');
+    }
+  });
+
+  it('refuses a second operation while one is in flight with 409 OPERATION_IN_PROGRESS', async () => {
+    const slug = `busy-${rand(3)}`;
+    const created = await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'silo' });
+    expect(created.statusCode).toBe(202);
+    const res = await s.app.inject({ method: 'DELETE', url: `/v1/tenants/${slug}`, headers: { ...auth(s.tokens.sre), confirm: slug } });
+    // The onboarding may have finished already on a fast machine; then the offboard is accepted.
+    if (res.statusCode === 202) {
+      expect((await waitForOperation(s, res.json().operation.id)).status).toBe('succeeded');
+    } else {
+      expect(res.statusCode).toBe(409);
+      expect(res.json().error.code).toBe('OPERATION_IN_PROGRESS');
+    }
+    const active = await superQuery<{ n: number }>(
+      s.controlDb,
+      `SELECT count(*)::int AS n FROM operations o JOIN tenants t ON t.id = o.tenant_id WHERE t.slug = $1 AND o.status IN ('queued','running')`,
+      [slug],
+    );
+    expect(active[0]!.n).toBeLessThanOrEqual(1);
+  });
+
+  it.each(['pool', 'bridge', 'silo'] as const)(
+    'offboards a %s tenant: removes its data, objects, role and key, keeps its audit trail',
+    async (tier) => {
+      const t = await onboard(s, tier);
+      await connectionOf(s, t.slug);
+      const res = await s.app.inject({
+        method: 'DELETE',
+        url: `/v1/tenants/${t.slug}`,
+        headers: { ...auth(s.tokens.sre), confirm: t.slug },
+      });
+      expect(res.statusCode).toBe(202);
+      const op = await waitForOperation(s, res.json().operation.id);
+      expect(op.status).toBe('succeeded');
+      const name = `tenant_${t.slug.replaceAll('-', '_')}`;
+      expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_roles WHERE rolname = $1', [name])).toHaveLength(0);
+      expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [name])).toHaveLength(0);
+      expect(await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name])).toHaveLength(0);
+      expect(await superQuery(s.dataDb, 'SELECT 1 FROM tenantry_meta.pool_members WHERE tenant_id = $1', [t.id])).toHaveLength(0);
+      const key = await superQuery<{ state: string; wrapped_key: Buffer | null }>(
+        s.controlDb,
+        'SELECT state, wrapped_key FROM local_keys WHERE tenant_id = $1',
+        [t.id],
+      );
+      expect(key).toEqual([{ state: 'destroyed', wrapped_key: null }]);
+      expect(await superQuery(s.controlDb, 'SELECT 1 FROM local_secrets WHERE name = $1', [`tenantry/${t.slug}/connection`])).toHaveLength(0);
+      const got = await s.app.inject({ method: 'GET', url: `/v1/tenants/${t.slug}`, headers: auth(s.tokens.sre) });
+      expect(got.json().status).toBe('offboarded');
+      const audit = await s.app.inject({ method: 'GET', url: `/v1/audit?tenant=${t.slug}`, headers: auth(s.tokens.sre) });
+      const actions = audit.json().items.map((a: { action: string }) => a.action);
+      expect(actions).toEqual(
+        expect.arrayContaining(['tenant.create', 'operation.onboard.succeeded', 'tenant.connection.read', 'tenant.offboard', 'operation.offboard.succeeded']),
+      );
+    },
+  );
+
+  it('deletes only the offboarded pool tenant rows, in batches, leaving other pool tenants intact', async () => {
+    const a = await onboard(s, 'pool');
+    const b = await onboard(s, 'pool');
+    for (const t of [a, b]) {
+      await superQuery(
+        s.dataDb,
+        `INSERT INTO pool.settings (tenant_id, key, value) SELECT $1, 'k' || g, '{}'::jsonb FROM generate_series(1, 2500) g`,
+        [t.id],
+      );
+    }
+    const res = await s.app.inject({ method: 'DELETE', url: `/v1/tenants/${a.slug}`, headers: { ...auth(s.tokens.sre), confirm: a.slug } });
+    expect((await waitForOperation(s, res.json().operation.id)).status).toBe('succeeded');
+    const counts = await superQuery<{ tenant_id: string; n: number }>(
+      s.dataDb,
+      'SELECT tenant_id, count(*)::int AS n FROM pool.settings WHERE tenant_id = ANY($1::uuid[]) GROUP BY 1',
+      [[a.id, b.id]],
+    );
+    expect(counts).toEqual([{ tenant_id: b.id, n: 2500 }]);
+  });
+});
+
+describe('connection descriptor', () => {
+  it('is refused with 409 while the tenant is not active', async () => {
+    const slug = `na-${rand(3)}`;
+    await superQuery(s.controlDb, 'SELECT 1'); // keep the same pace as other tests
+    const created = await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'silo' });
+    const res = await s.app.inject({ method: 'GET', url: `/v1/tenants/${slug}/connection`, headers: auth(s.tokens.dataplane) });
+    if (res.statusCode === 409) expect(res.json().error.code).toBe('TENANT_NOT_ACTIVE');
+    else expect(res.statusCode).toBe(200); // provisioning already finished
+    await waitForOperation(s, created.json().operation.id);
+  });
+
+  it('is audited in the same transaction as the read', async () => {
+    const t = await onboard(s, 'bridge');
+    const before = await superQuery<{ n: number }>(s.controlDb, `SELECT count(*)::int AS n FROM audit_log WHERE action = 'tenant.connection.read' AND tenant_id = $1`, [t.id]);
+    const res = await s.app.inject({ method: 'GET', url: `/v1/tenants/${t.slug}/connection`, headers: auth(s.tokens.dataplane) });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['cache-control']).toBe('no-store');
+    const after = await superQuery<{ n: number; actor_name: string; role: string; request_id: string }>(
+      s.controlDb,
+      `SELECT count(*) OVER ()::int AS n, actor_name, role, request_id FROM audit_log WHERE action = 'tenant.connection.read' AND tenant_id = $1 ORDER BY id DESC LIMIT 1`,
+      [t.id],
+    );
+    expect(after[0]!.n).toBe(before[0]!.n + 1);
+    expect(after[0]).toMatchObject({ actor_name: 'test-dataplane', role: 'dataplane' });
+    expect(after[0]!.request_id).toBeTruthy();
+  });
+});
+
+describe('service endpoints', () => {
+  it('reports health', async () => {
+    const res = await s.app.inject({ method: 'GET', url: '/healthz' });
+    expect(res.json()).toEqual({ status: 'ok', target: 'local' });
+  });
+
+  it('exposes Prometheus metrics for operations, step durations and tenants', async () => {
+    await onboard(s, 'pool');
+    const res = await s.app.inject({ method: 'GET', url: '/metrics' });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toMatch(/tenantry_operations_total\{kind="onboard",status="succeeded"\} \d+/);
+    expect(res.body).toMatch(/tenantry_operation_step_duration_seconds_bucket\{[^}]*step="pool-membership"/);
+    expect(res.body).toMatch(/tenantry_tenants\{tier="pool",status="active"\} \d+/);
+  });
+
+  it('serves the OpenAPI document at /docs with every route', async () => {
+    const res = await s.app.inject({ method: 'GET', url: '/docs/json' });
+    expect(res.statusCode).toBe(200);
+    const doc = res.json();
+    expect(doc.openapi).toMatch(/^3\./);
+    for (const p of ['/v1/tenants', '/v1/tenants/{slug}', '/v1/tenants/{slug}/connection', '/v1/operations/{id}', '/v1/operations/{id}/events', '/v1/tokens', '/v1/tokens/{id}', '/v1/audit', '/healthz', '/metrics']) {
+      expect(Object.keys(doc.paths)).toContain(p);
+    }
+  });
+
+  it('answers an unknown route with 404 ROUTE_NOT_FOUND in the error shape', async () => {
+    const res = await s.app.inject({ method: 'GET', url: '/v1/nope' });
+    expect(res.statusCode).toBe(404);
+    expect(res.json().error.code).toBe('ROUTE_NOT_FOUND');
+  });
+});
