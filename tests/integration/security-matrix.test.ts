@@ -1,0 +1,135 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Role } from '../../control-plane/src/domain/auth.js';
+import { auth, onboard, rand, startStack, type TestStack } from '../helpers/runtime.js';
+
+/**
+ * Every route × {no token, bad token, each role}: 401 without a valid token, 403 for a role
+ * that lacks the permission, and never 401/403 for the role that has it.
+ */
+let s: TestStack;
+let slug: string;
+beforeAll(async () => {
+  s = await startStack();
+  slug = (await onboard(s, 'pool')).slug;
+});
+afterAll(async () => {
+  await s?.close();
+});
+
+interface RouteCase {
+  name: string;
+  method: 'GET' | 'POST' | 'DELETE';
+  url: () => string;
+  payload?: () => object;
+  headers?: () => Record<string, string>;
+  allowed: Role[];
+}
+
+const ROLES: Role[] = ['sales-ops', 'sre', 'dataplane', 'admin'];
+const ROUTES: RouteCase[] = [
+  {
+    name: 'create tenant',
+    method: 'POST',
+    url: () => '/v1/tenants',
+    payload: () => ({ slug: `m-${rand(4)}`, name: 'x', tier: 'pool' }),
+    allowed: ['sales-ops', 'sre', 'admin'],
+  },
+  { name: 'list tenants', method: 'GET', url: () => '/v1/tenants', allowed: ['sales-ops', 'sre', 'admin'] },
+  { name: 'get tenant', method: 'GET', url: () => `/v1/tenants/${slug}`, allowed: ['sales-ops', 'sre', 'admin'] },
+  {
+    name: 'get operation',
+    method: 'GET',
+    url: () => `/v1/operations/op_${'0'.repeat(28)}`,
+    allowed: ['sales-ops', 'sre', 'admin'],
+  },
+  {
+    name: 'operation events',
+    method: 'GET',
+    url: () => `/v1/operations/op_${'0'.repeat(28)}/events`,
+    allowed: ['sales-ops', 'sre', 'admin'],
+  },
+  { name: 'read connection', method: 'GET', url: () => `/v1/tenants/${slug}/connection`, allowed: ['dataplane', 'admin'] },
+  {
+    name: 'offboard tenant',
+    method: 'DELETE',
+    url: () => '/v1/tenants/no-such-tenant',
+    headers: () => ({ confirm: 'no-such-tenant' }),
+    allowed: ['sre', 'admin'],
+  },
+  { name: 'read audit', method: 'GET', url: () => '/v1/audit', allowed: ['sre', 'admin'] },
+  { name: 'list tokens', method: 'GET', url: () => '/v1/tokens', allowed: ['admin'] },
+  {
+    name: 'create token',
+    method: 'POST',
+    url: () => '/v1/tokens',
+    payload: () => ({ name: 'x', role: 'sales-ops' }),
+    allowed: ['admin'],
+  },
+  { name: 'revoke token', method: 'DELETE', url: () => `/v1/tokens/tok_${'0'.repeat(28)}`, allowed: ['admin'] },
+];
+
+describe.each(ROUTES)('$name ($method)', (route) => {
+  const call = (headers: Record<string, string>) =>
+    s.app.inject({
+      method: route.method,
+      url: route.url(),
+      headers: { ...(route.headers?.() ?? {}), ...headers },
+      ...(route.payload ? { payload: route.payload() } : {}),
+    });
+
+  it('answers 401 UNAUTHENTICATED without a token', async () => {
+    const res = await call({});
+    expect(res.statusCode).toBe(401);
+    expect(res.json().error.code).toBe('UNAUTHENTICATED');
+  });
+
+  it('answers 401 for an unknown token and a malformed header', async () => {
+    expect((await call(auth(`tnt_${rand(32)}`))).statusCode).toBe(401);
+    expect((await call({ authorization: 'Basic YWRtaW46YWRtaW4=' })).statusCode).toBe(401);
+  });
+
+  it.each(ROLES)('role %s gets the right answer', async (role) => {
+    const res = await call(auth(s.tokens[role]));
+    if (route.allowed.includes(role)) {
+      expect([401, 403]).not.toContain(res.statusCode);
+      expect(res.statusCode).toBeLessThan(500);
+    } else {
+      expect(res.statusCode).toBe(403);
+      expect(res.json().error.code).toBe('FORBIDDEN');
+    }
+  });
+});
+
+describe('tokens', () => {
+  it('admin creates a token shown once, stored only as a hash; revocation takes effect at once', async () => {
+    const created = await s.app.inject({
+      method: 'POST',
+      url: '/v1/tokens',
+      headers: auth(s.tokens.admin),
+      payload: { name: 'ci', role: 'sre' },
+    });
+    expect(created.statusCode).toBe(201);
+    const { token, info } = created.json();
+    expect(token).toMatch(/^tnt_/);
+    const list = await s.app.inject({ method: 'GET', url: '/v1/tokens', headers: auth(s.tokens.admin) });
+    expect(list.body).not.toContain(token);
+    expect((await s.app.inject({ method: 'GET', url: '/v1/audit', headers: auth(token) })).statusCode).toBe(200);
+    const revoked = await s.app.inject({ method: 'DELETE', url: `/v1/tokens/${info.id}`, headers: auth(s.tokens.admin) });
+    expect(revoked.json().revokedAt).toBeTruthy();
+    expect((await s.app.inject({ method: 'GET', url: '/v1/audit', headers: auth(token) })).statusCode).toBe(401);
+    const audit = await s.app.inject({ method: 'GET', url: '/v1/audit?limit=1000', headers: auth(s.tokens.admin) });
+    const actions = audit.json().items.map((a: { action: string }) => a.action);
+    expect(actions).toEqual(expect.arrayContaining(['token.create', 'token.revoke']));
+    expect(audit.body).not.toContain(token);
+  });
+
+  it('rejects an unknown role with 400', async () => {
+    const res = await s.app.inject({
+      method: 'POST',
+      url: '/v1/tokens',
+      headers: auth(s.tokens.admin),
+      payload: { name: 'x', role: 'root' },
+    });
+    expect(res.statusCode).toBe(400);
+  });
+});
