@@ -1,0 +1,308 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { Tier, TierCatalog } from '../../control-plane/src/domain/tiers.js';
+import {
+  ADMIN_ROLE_ARN,
+  DATA_PLANE_ROLE_ARN,
+  type ProgramRun,
+  type RecordedResource,
+  runTierProgram,
+  SHARED_SECRET_NAME,
+  tenantInput,
+} from './harness.js';
+
+const catalog = JSON.parse(readFileSync(new URL('../../templates/tiers.json', import.meta.url), 'utf8')) as TierCatalog;
+
+const KEY = 'aws:kms/key:Key';
+const ALIAS = 'aws:kms/alias:Alias';
+const SECRET = 'aws:secretsmanager/secret:Secret';
+const SECRET_VERSION = 'aws:secretsmanager/secretVersion:SecretVersion';
+const RDS = 'aws:rds/instance:Instance';
+const PARAMS = 'aws:rds/parameterGroup:ParameterGroup';
+const DYNAMIC = 'pulumi-nodejs:dynamic:Resource';
+const ACCOUNT = 'aws:organizations/account:Account';
+const AWS_PROVIDER = 'pulumi:providers:aws';
+
+/** Types that accept tags; every one of them must carry the three Tenantry tags. */
+const TAGGABLE = new Set([
+  KEY,
+  SECRET,
+  RDS,
+  PARAMS,
+  ACCOUNT,
+  'aws:ec2/vpc:Vpc',
+  'aws:ec2/subnet:Subnet',
+  'aws:ec2/securityGroup:SecurityGroup',
+  'aws:rds/subnetGroup:SubnetGroup',
+]);
+
+const suffixFor = (slug: string) => `${slug.replace(/[^a-z0-9]/g, '').padEnd(8, '0').slice(0, 8)}a1b2`;
+
+function inputFor(tier: Tier, slug: string) {
+  return tenantInput(tier, slug, tier === 'account' ? { accountEmailSuffix: suffixFor(slug) } : {});
+}
+
+/** Runs share Pulumi's global runtime state, so each is started lazily, in test order, never concurrently. */
+function once<T>(fn: () => Promise<T>): () => Promise<T> {
+  let p: Promise<T> | undefined;
+  return () => {
+    p ??= fn();
+    return p;
+  };
+}
+
+function dynamicKinds(run: ProgramRun): string[] {
+  return run
+    .byType(DYNAMIC)
+    .map((r) => String(r.inputs.kind))
+    .sort();
+}
+
+function keyPolicyPrincipals(key: RecordedResource): string[] {
+  const policy = JSON.parse(String(key.inputs.policy)) as { Statement: { Principal: { AWS: string[] } }[] };
+  return policy.Statement.flatMap((s) => s.Principal.AWS).sort();
+}
+
+describe.each(['pool', 'bridge', 'silo', 'account'] as const)('the %s tier program', (tier) => {
+  const slug = `${tier}-co`;
+  const runP = once(() => runTierProgram(tier, inputFor(tier, slug)));
+
+  it('creates exactly one rotating KMS key for the tenant, aliased alias/tenantry/<slug>', async () => {
+    const run = await runP();
+    const key = run.one(KEY);
+    expect(key.inputs.enableKeyRotation).toBe(true);
+    expect(key.inputs.deletionWindowInDays).toBe(14);
+    const alias = run.one(ALIAS);
+    expect(alias.inputs.name).toBe(`alias/tenantry/${slug}`);
+    expect(alias.inputs.targetKeyId).toBe(key.state.keyId);
+    expect(run.outputs.keyArn).toBe(key.state.arn);
+  });
+
+  it('lets only the platform admin role and the data-plane role use the key', async () => {
+    const run = await runP();
+    const principals = keyPolicyPrincipals(run.one(KEY));
+    const expected = [ADMIN_ROLE_ARN, DATA_PLANE_ROLE_ARN];
+    if (tier === 'account') {
+      const account = run.one(ACCOUNT);
+      expected.push(`arn:aws:iam::${account.id}:role/OrganizationAccountAccessRole`);
+    }
+    expect(principals).toEqual(expected.sort());
+    expect(principals.some((p) => p.endsWith(':root'))).toBe(false);
+  });
+
+  it('encrypts the connection secret with the tenant key and exports only its ARN', async () => {
+    const run = await runP();
+    const key = run.one(KEY);
+    const secret = run.one(SECRET);
+    expect(secret.inputs.name).toBe(`tenantry/${slug}/connection`);
+    expect(secret.inputs.kmsKeyId).toBe(key.state.arn);
+    const version = run.one(SECRET_VERSION);
+    expect(version.inputs.secretId).toBe(secret.id);
+    expect(version.secretInputs).toContain('secretString');
+    const descriptor = JSON.parse(String(version.inputs.secretString)) as Record<string, unknown>;
+    expect(descriptor.tenantId).toBe(run.outputs.tenantId);
+    expect(descriptor.tier).toBe(tier);
+    expect(descriptor.secretRef).toBe(`tenantry/${slug}/connection`);
+    expect(run.outputs.secretArn).toBe(secret.state.arn);
+    const exported = JSON.stringify(run.outputs);
+    expect(exported).not.toMatch(/password/i);
+    if (typeof descriptor.password === 'string') expect(exported).not.toContain(descriptor.password);
+  });
+
+  it('tags every taggable resource with tenant id, tier and managed-by', async () => {
+    const run = await runP();
+    const taggable = run.resources.filter((r) => TAGGABLE.has(r.type));
+    expect(taggable.length).toBeGreaterThanOrEqual(2);
+    for (const r of taggable) {
+      expect(r.inputs.tags, `${r.type} ${r.name}`).toEqual({
+        'tenantry:tenant-id': run.outputs.tenantId,
+        'tenantry:tier': tier,
+        'tenantry:managed-by': 'tenantry',
+      });
+    }
+  });
+
+  it('opens nothing to 0.0.0.0/0 or ::/0', async () => {
+    const run = await runP();
+    const everything = JSON.stringify(run.resources.map((r) => r.inputs));
+    expect(everything).not.toContain('0.0.0.0/0');
+    expect(everything).not.toContain('::/0');
+  });
+});
+
+describe('Postgres-level resources through the dynamic provider', () => {
+  it('pool ensures the shared pool (retained) and adds the tenant membership', async () => {
+    const run = await runTierProgram('pool', inputFor('pool', 'poolco'));
+    expect(dynamicKinds(run)).toEqual(['pool', 'pool-membership', 'role', 'role']);
+    for (const r of run.byType(DYNAMIC)) expect(r.secretInputs, r.name).toContain('admin');
+    const membership = run.byType(DYNAMIC).find((r) => r.inputs.kind === 'pool-membership');
+    expect(membership?.inputs.spec).toMatchObject({ schema: 'pool', tenantId: run.outputs.tenantId, slug: 'poolco' });
+    const admin = JSON.parse(String(membership?.inputs.admin)) as Record<string, unknown>;
+    expect(admin).toMatchObject({ host: 'shared.cluster.internal', database: 'tenantry_data', user: 'tenantry_admin' });
+    expect(run.calls.some((c) => c.inputs.secretId === SHARED_SECRET_NAME)).toBe(true);
+  });
+
+  it('bridge creates owner and login roles, a schema from the template, and grants', async () => {
+    const run = await runTierProgram('bridge', inputFor('bridge', 'bridgeco'));
+    expect(dynamicKinds(run)).toEqual(['grants', 'role', 'role', 'schema']);
+    const schema = run.byType(DYNAMIC).find((r) => r.inputs.kind === 'schema');
+    const spec = schema?.inputs.spec as { name: string; owner: string; template: { version: number } };
+    expect(spec.name).toBe('tenant_bridgeco');
+    expect(spec.owner).toBe('tenant_bridgeco_owner');
+    expect(spec.template.version).toBe(catalog.templateVersion);
+    const login = run.byType(DYNAMIC).find((r) => (r.inputs.spec as { name: string }).name === 'tenant_bridgeco');
+    expect(login?.inputs.generatePassword).toBe(true);
+    expect(login?.inputs.spec).toMatchObject({ connectionLimit: catalog.tiers.bridge.role.connectionLimit });
+  });
+
+  it('silo creates the tenant database and applies the template against the new instance', async () => {
+    const run = await runTierProgram('silo', inputFor('silo', 'siloco'));
+    expect(dynamicKinds(run)).toEqual(['database', 'grants', 'role', 'role', 'schema']);
+    const rds = run.one(RDS);
+    const schema = run.byType(DYNAMIC).find((r) => r.inputs.kind === 'schema');
+    const admin = JSON.parse(String(schema?.inputs.admin)) as Record<string, unknown>;
+    expect(admin).toMatchObject({ host: rds.state.address, database: 'tenant_siloco', user: 'tenantry_admin' });
+    // The admin password comes from the RDS-managed master secret, read through an invoke.
+    const masterSecret = (rds.state.masterUserSecrets as { secretArn: string }[])[0]?.secretArn;
+    expect(run.calls.some((c) => c.inputs.secretId === masterSecret)).toBe(true);
+  });
+});
+
+describe.each(['silo', 'account'] as const)('the %s RDS instance', (tier) => {
+  const runP = once(() => runTierProgram(tier, inputFor(tier, `${tier}-db`)));
+
+  it('is encrypted with the tenant key, private, deletion-protected and keeps a final snapshot', async () => {
+    const run = await runP();
+    const key = run.one(KEY);
+    const rds = run.one(RDS);
+    expect(rds.inputs).toMatchObject({
+      engine: 'postgres',
+      storageEncrypted: true,
+      kmsKeyId: key.state.arn,
+      publiclyAccessible: false,
+      deletionProtection: true,
+      skipFinalSnapshot: false,
+      manageMasterUserPassword: true,
+      masterUserSecretKmsKeyId: key.state.arn,
+    });
+    expect(String(rds.inputs.finalSnapshotIdentifier)).toMatch(/^tenantry-[a-z0-9-]+-final-[0-9a-f]{12}$/);
+    expect(rds.inputs.password).toBeUndefined();
+  });
+
+  it('takes instance class and backup retention from templates/tiers.json', async () => {
+    const run = await runP();
+    const rds = run.one(RDS);
+    const settings = catalog.tiers[tier].rds;
+    expect(rds.inputs.instanceClass).toBe(settings?.instanceClass);
+    expect(rds.inputs.backupRetentionPeriod).toBe(settings?.backupRetentionDays);
+    expect(rds.inputs.allocatedStorage).toBe(settings?.allocatedStorageGb);
+  });
+
+  it('uses a parameter group with logical replication applied at reboot', async () => {
+    const run = await runP();
+    const params = run.one(PARAMS);
+    expect(params.inputs.family).toBe(`postgres${catalog.tiers[tier].rds?.engineVersion}`);
+    expect(params.inputs.parameters).toContainEqual({
+      name: 'rds.logical_replication',
+      value: '1',
+      applyMethod: 'pending-reboot',
+    });
+    expect(run.one(RDS).inputs.parameterGroupName).toBe(params.state.name);
+  });
+});
+
+describe('silo network placement', () => {
+  it('places the instance in the configured subnet group and security groups', async () => {
+    const run = await runTierProgram('silo', inputFor('silo', 'netco'));
+    const rds = run.one(RDS);
+    expect(rds.inputs.dbSubnetGroupName).toBe('tenantry-private');
+    expect(rds.inputs.vpcSecurityGroupIds).toEqual(['sg-0123456789abcdef0']);
+  });
+});
+
+describe('per-tenant keys', () => {
+  it('encrypts each tenant with its own key, never another tenant’s', async () => {
+    const a = await runTierProgram('silo', inputFor('silo', 'alpha'));
+    const b = await runTierProgram('silo', inputFor('silo', 'bravo'));
+    const keyA = a.one(KEY).state.arn;
+    const keyB = b.one(KEY).state.arn;
+    expect(keyA).not.toBe(keyB);
+    for (const [run, key] of [
+      [a, keyA],
+      [b, keyB],
+    ] as const) {
+      expect(run.one(SECRET).inputs.kmsKeyId).toBe(key);
+      expect(run.one(RDS).inputs.kmsKeyId).toBe(key);
+      expect(run.one(RDS).inputs.masterUserSecretKmsKeyId).toBe(key);
+    }
+  });
+});
+
+describe('the account tier', () => {
+  it('vends an account under the configured OU with a plus-addressed root email that closes on deletion', async () => {
+    const run = await runTierProgram('account', tenantInput('account', 'acct-one', { accountEmailSuffix: '0a1b2c3d4e5f' }));
+    const account = run.one(ACCOUNT);
+    expect(account.inputs).toMatchObject({
+      email: 'root+acct-one-0a1b2c3d4e5f@tenants.example.com',
+      parentId: 'ou-ab12-cdef3456',
+      roleName: 'OrganizationAccountAccessRole',
+      closeOnDeletion: true,
+    });
+    expect(run.outputs.accountId).toBe(account.id);
+  });
+
+  it('gives two tenants (and two vendings of one slug) distinct root emails, and a re-run the same one', async () => {
+    const { newAccountEmailSuffix } = await import('../../stacks/common/input.js');
+    const first = newAccountEmailSuffix();
+    const second = newAccountEmailSuffix();
+    const a = await runTierProgram('account', tenantInput('account', 'same-slug', { accountEmailSuffix: first }));
+    const b = await runTierProgram('account', tenantInput('account', 'other-slug', { accountEmailSuffix: second }));
+    const emailA = a.one(ACCOUNT).inputs.email;
+    const emailB = b.one(ACCOUNT).inputs.email;
+    expect(emailA).not.toBe(emailB);
+    expect(first).not.toBe(second);
+    const again = await runTierProgram('account', tenantInput('account', 'same-slug', { accountEmailSuffix: first }));
+    expect(again.one(ACCOUNT).inputs.email).toBe(emailA);
+  });
+
+  it('creates everything but the account itself through the provider that assumes the role in the new account', async () => {
+    const run = await runTierProgram('account', inputFor('account', 'inside'));
+    const account = run.one(ACCOUNT);
+    const provider = run.one(AWS_PROVIDER);
+    const assumeRoles = provider.inputs.assumeRoles;
+    expect(typeof assumeRoles === 'string' ? JSON.parse(assumeRoles) : assumeRoles).toEqual([
+      { roleArn: `arn:aws:iam::${account.id}:role/OrganizationAccountAccessRole`, sessionName: 'tenantry-inside' },
+    ]);
+    // Provider inputs reach the engine as strings.
+    expect(provider.inputs).toMatchObject({
+      skipCredentialsValidation: 'true',
+      skipMetadataApiCheck: 'true',
+      skipRequestingAccountId: 'true',
+      region: 'eu-west-1',
+    });
+    expect(JSON.parse(String(provider.inputs.allowedAccountIds))).toEqual([account.id]);
+    const providerRef = (ref: string | undefined) => ref?.split('::').slice(-2, -1)[0];
+    const inAccount = run.resources.filter((r) => r.type.startsWith('aws:') && r.type !== ACCOUNT);
+    expect(inAccount.map((r) => r.type)).toEqual(expect.arrayContaining([KEY, SECRET, RDS, PARAMS]));
+    for (const r of inAccount) {
+      expect(providerRef(r.provider), `${r.type} ${r.name}`).toBe('tenant-inside-provider');
+    }
+    expect(account.provider === undefined || providerRef(account.provider) === 'default').toBe(true);
+    const masterSecretRead = run.calls.find(
+      (c) => c.token === 'aws:secretsmanager/getSecretVersion:getSecretVersion' && String(c.inputs.secretId).includes('rds!db'),
+    );
+    expect(providerRef(masterSecretRead?.provider)).toBe('tenant-inside-provider');
+  });
+
+  it('builds a private network in the account whose database ingress is the configured CIDR only', async () => {
+    const run = await runTierProgram('account', inputFor('account', 'netacct'));
+    const sg = run.one('aws:ec2/securityGroup:SecurityGroup');
+    expect(sg.inputs.ingress).toEqual([
+      expect.objectContaining({ protocol: 'tcp', fromPort: 5432, toPort: 5432, cidrBlocks: ['10.0.0.0/16'] }),
+    ]);
+    expect(run.byType('aws:ec2/internetGateway:InternetGateway')).toHaveLength(0);
+    const rds = run.one(RDS);
+    expect(rds.inputs.vpcSecurityGroupIds).toEqual([sg.id]);
+  });
+
+});
