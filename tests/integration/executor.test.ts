@@ -1,0 +1,147 @@
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { Db } from '../../control-plane/src/db/db.js';
+import { findOperation, findTenantBySlug } from '../../control-plane/src/db/repo.js';
+import { TenantryError } from '../../control-plane/src/domain/errors.js';
+import type { ConnectionDescriptor, Engine, StepContext } from '../../control-plane/src/domain/ports.js';
+import type { Tier } from '../../control-plane/src/domain/tiers.js';
+import { Metrics } from '../../control-plane/src/metrics.js';
+import { TenantService } from '../../control-plane/src/services/tenants.js';
+import { OperationExecutor } from '../../control-plane/src/worker/executor.js';
+import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
+
+/** An Engine whose steps fail on cue: the executor's state machine against the real control database. */
+class ScriptedEngine implements Engine {
+  readonly target = 'local' as const;
+  calls: string[] = [];
+  failures = new Map<string, Error[]>();
+  supportsTier(tier: Tier) {
+    return tier !== 'account';
+  }
+  steps(kind: 'onboard' | 'offboard') {
+    return kind === 'onboard' ? ['key', 'role', 'schema'] : ['schema', 'role', 'key'];
+  }
+  async runStep(ctx: StepContext) {
+    this.calls.push(`${ctx.kind}:${ctx.step}`);
+    const next = this.failures.get(ctx.step)?.shift();
+    if (next) throw next;
+    return { [ctx.step]: ctx.kind === 'onboard' ? 'done' : null };
+  }
+  async connection(): Promise<ConnectionDescriptor> {
+    throw new Error('unused');
+  }
+  async close() {}
+}
+
+let db: Db;
+let engine: ScriptedEngine;
+let svc: TenantService;
+let exec: OperationExecutor;
+const actor = { actor: { id: 'tok_test', name: 'test', role: 'admin' }, requestId: 'req' };
+
+beforeAll(async () => {
+  const name = `cp_exec_${rand()}`;
+  await superQuery('postgres', `CREATE DATABASE ${name} TEMPLATE ${inject('templateDb')}`);
+  db = new Db(adminUrl(name), 4);
+  engine = new ScriptedEngine();
+  svc = new TenantService(db, engine, { templateVersion: 1, maxAttempts: 3 });
+  exec = new OperationExecutor(db, engine, pino({ level: 'silent' }), new Metrics(db), { maxAttempts: 3, leaseMs: 1000 });
+});
+afterAll(async () => {
+  await db?.close();
+});
+
+async function create() {
+  const slug = `ex-${rand(3)}`;
+  const out = await svc.create(actor, { slug, name: 'x', tier: 'bridge' });
+  return { slug, opId: out.body.operation.id };
+}
+
+describe('operation executor', () => {
+  it('runs every step in order, records progress and outputs, and activates the tenant', async () => {
+    engine.calls = [];
+    const { slug, opId } = await create();
+    await exec.run(opId);
+    expect(engine.calls).toEqual(['onboard:key', 'onboard:role', 'onboard:schema']);
+    const op = await findOperation(db, opId);
+    expect(op?.status).toBe('succeeded');
+    expect(op?.steps.map((s) => s.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+    const t = await findTenantBySlug(db, slug);
+    expect(t?.status).toBe('active');
+    expect(t?.outputs).toMatchObject({ key: 'done', role: 'done', schema: 'done' });
+  });
+
+  it('requeues on a retryable error and resumes at the failed step, not from the start', async () => {
+    engine.calls = [];
+    engine.failures.set('role', [Object.assign(new Error('connection reset'), { code: 'ECONNRESET' })]);
+    const { slug, opId } = await create();
+    await expect(exec.run(opId)).rejects.toThrow('connection reset');
+    const mid = await findOperation(db, opId);
+    expect(mid?.status).toBe('queued');
+    expect(mid?.steps.map((s) => s.status)).toEqual(['succeeded', 'pending', 'pending']);
+    expect(mid?.steps[1]?.error).toContain('connection reset');
+    expect((await findTenantBySlug(db, slug))?.status).toBe('provisioning');
+    await exec.run(opId);
+    expect(engine.calls).toEqual(['onboard:key', 'onboard:role', 'onboard:role', 'onboard:schema']);
+    expect((await findOperation(db, opId))?.status).toBe('succeeded');
+  });
+
+  it('fails a terminal error with its reason, rolls back through the offboard steps, and marks the tenant failed', async () => {
+    engine.calls = [];
+    engine.failures.set('schema', [new TenantryError('PROVIDER_FAILED', 'template does not apply')]);
+    const { slug, opId } = await create();
+    await exec.run(opId);
+    const op = await findOperation(db, opId);
+    expect(op?.status).toBe('failed');
+    expect(op?.error).toContain('template does not apply');
+    expect(op?.steps.map((s) => `${s.name}:${s.status}`)).toEqual([
+      'key:succeeded',
+      'role:succeeded',
+      'schema:failed',
+      'rollback:schema:succeeded',
+      'rollback:role:succeeded',
+      'rollback:key:succeeded',
+    ]);
+    expect((await findTenantBySlug(db, slug))?.status).toBe('failed');
+    const audit = await db.query<{ action: string }>(`SELECT action FROM audit_log WHERE operation_id = $1`, [opId]);
+    expect(audit.rows.map((r) => r.action)).toContain('operation.onboard.failed');
+  });
+
+  it('gives up cleanly after maxAttempts retryable failures', async () => {
+    engine.failures.set(
+      'key',
+      Array.from({ length: 10 }, () => Object.assign(new Error('too many connections'), { code: '53300' })),
+    );
+    const { slug, opId } = await create();
+    for (let i = 0; i < 3; i++) await exec.run(opId).catch(() => undefined);
+    await exec.run(opId);
+    const op = await findOperation(db, opId);
+    expect(op?.status).toBe('failed');
+    expect((await findTenantBySlug(db, slug))?.status).toBe('failed');
+    engine.failures.clear();
+  });
+
+  it('does not run an operation another live runner holds, and reaps an expired lease', async () => {
+    const { opId } = await create();
+    await db.query(
+      `UPDATE operations SET status = 'running', lease_owner = 'someone-else', lease_expires_at = now() + interval '1 hour' WHERE id = $1`,
+      [opId],
+    );
+    engine.calls = [];
+    await exec.run(opId);
+    expect(engine.calls).toEqual([]);
+    expect(await exec.reapExpiredLeases()).not.toContain(opId);
+    await db.query(`UPDATE operations SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [opId]);
+    expect(await exec.reapExpiredLeases()).toContain(opId);
+    const job = await db.query(`SELECT 1 FROM graphile_worker._private_jobs WHERE key = $1`, [opId]);
+    expect(job.rows).toHaveLength(1);
+    await exec.run(opId);
+    expect((await findOperation(db, opId))?.status).toBe('succeeded');
+  });
+
+  it('refuses a second active operation for one tenant at the database level', async () => {
+    const { slug } = await create();
+    await expect(svc.offboard(actor, slug, slug)).rejects.toMatchObject({ code: 'OPERATION_IN_PROGRESS' });
+  });
+});
