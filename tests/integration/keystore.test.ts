@@ -1,0 +1,85 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { Db } from '../../control-plane/src/db/db.js';
+import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
+import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
+
+let db: Db;
+let store: LocalKeyStore;
+let dbName: string;
+let dir: string;
+
+beforeAll(async () => {
+  dbName = `cp_keys_${rand()}`;
+  await superQuery('postgres', `CREATE DATABASE ${dbName} TEMPLATE ${inject('templateDb')}`);
+  db = new Db(adminUrl(dbName), 2);
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-keys-'));
+  store = new LocalKeyStore(db, loadRootKey(dir));
+});
+afterAll(async () => {
+  await db?.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('local key and secret store', () => {
+  it('keeps the root key in a 0600 file under the data directory, stable across loads', () => {
+    const file = path.join(dir, 'keys', 'root.key');
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(loadRootKey(dir).equals(loadRootKey(dir))).toBe(true);
+  });
+
+  it('round-trips a secret, versions it, and stores no plaintext', async () => {
+    const alias = `alias/test/${rand()}`;
+    await store.ensureKey(null, alias);
+    const password = `pw-${randomBytes(12).toString('hex')}`;
+    const v1 = await store.putSecret('s/one', alias, { password });
+    const v2 = await store.putSecret('s/one', alias, { password: `${password}-2` });
+    expect([v1.version, v2.version]).toEqual([1, 2]);
+    expect((await store.getSecret('s/one'))?.value).toEqual({ password: `${password}-2` });
+    const raw = await superQuery<{ ciphertext: Buffer }>(dbName, 'SELECT ciphertext FROM local_secrets');
+    for (const r of raw) expect(r.ciphertext.toString('latin1')).not.toContain(password);
+    const keys = await superQuery<{ wrapped_key: Buffer }>(dbName, 'SELECT wrapped_key FROM local_keys WHERE alias = $1', [alias]);
+    expect(keys[0]!.wrapped_key.length).toBe(12 + 16 + 32);
+  });
+
+  it('is idempotent per alias', async () => {
+    const alias = `alias/test/${rand()}`;
+    const [a, b] = await Promise.all([store.ensureKey(null, alias), store.ensureKey(null, alias)]);
+    expect(a.keyId).toBe(b.keyId);
+  });
+
+  it('binds a ciphertext to its name: moving it under another name fails authentication', async () => {
+    const alias = `alias/test/${rand()}`;
+    await store.ensureKey(null, alias);
+    await store.putSecret('s/a', alias, { v: 1 });
+    await store.putSecret('s/b', alias, { v: 2 });
+    await superQuery(
+      dbName,
+      `UPDATE local_secrets SET ciphertext = (SELECT ciphertext FROM local_secrets WHERE name = 's/a') WHERE name = 's/b'`,
+    );
+    await expect(new LocalKeyStore(db, loadRootKey(dir)).getSecret('s/b')).rejects.toThrow();
+  });
+
+  it('shredding a key makes every secret under it unreadable, and frees the alias for a new key', async () => {
+    const alias = `alias/test/${rand()}`;
+    const { keyId } = await store.ensureKey(null, alias);
+    await store.putSecret('s/shred', alias, { v: 1 });
+    await store.shredKey(alias);
+    await expect(store.getSecret('s/shred')).rejects.toThrow(/destroyed/);
+    expect(await store.describeKey(alias)).toEqual({ keyId, state: 'destroyed' });
+    const again = await store.ensureKey(null, alias);
+    expect(again.keyId).not.toBe(keyId);
+  });
+
+  it('a different root key cannot read the secrets', async () => {
+    const alias = `alias/test/${rand()}`;
+    await store.ensureKey(null, alias);
+    await store.putSecret('s/root', alias, { v: 1 });
+    const other = new LocalKeyStore(db, randomBytes(32));
+    await expect(other.getSecret('s/root')).rejects.toThrow();
+  });
+});
