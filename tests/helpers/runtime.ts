@@ -8,6 +8,7 @@ import pg from 'pg';
 import { inject } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
 import { type Config, loadConfig } from '../../control-plane/src/config.js';
+import { loggerOptions } from '../../control-plane/src/logger.js';
 import { createToken } from '../../control-plane/src/db/tokens.js';
 import type { Role } from '../../control-plane/src/domain/auth.js';
 import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
@@ -49,7 +50,10 @@ export interface TestStack {
  * A fresh control plane per test file: its own control database cloned from the migrated
  * template, its own data-plane database, a worker running in-process, and one token per role.
  */
-export async function startStack(env: Record<string, string> = {}): Promise<TestStack> {
+export async function startStack(
+  env: Record<string, string> = {},
+  logStream?: NodeJS.WritableStream,
+): Promise<TestStack> {
   const id = rand();
   const controlDb = `cp_${id}`;
   const dataDb = `dp_${id}`;
@@ -64,7 +68,7 @@ export async function startStack(env: Record<string, string> = {}): Promise<Test
     ...env,
   });
   await superQuery('postgres', `CREATE DATABASE ${dataDb}`);
-  const log = pino({ level: config.logLevel });
+  const log = logStream ? pino(loggerOptions(config.logLevel), logStream) : pino({ level: config.logLevel });
   const runtime = await startRuntime(config, log);
   const server = Fastify({ ...serverOptions, loggerInstance: log });
   await server.register(app, { services: runtime.services });
