@@ -15,7 +15,16 @@ export interface AwsProviderOptions {
 }
 
 /** The services a Tenantry stack talks to. */
-export const AWS_ENDPOINT_SERVICES = ['kms', 'secretsmanager', 'rds', 'organizations', 'sts', 'iam', 'ec2', 's3'] as const;
+export const AWS_ENDPOINT_SERVICES = [
+  'kms',
+  'secretsmanager',
+  'rds',
+  'organizations',
+  'sts',
+  'iam',
+  'ec2',
+  's3',
+] as const;
 export type AwsEndpointService = (typeof AWS_ENDPOINT_SERVICES)[number];
 
 export const AWS_SKIP_FLAGS = {

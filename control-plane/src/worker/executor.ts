@@ -18,7 +18,10 @@ export function isRetryable(e: unknown): boolean {
   if (isTenantryError(e)) return e.retryable;
   const code = (e as { code?: unknown })?.code;
   if (typeof code === 'string' && (RETRYABLE_PG.has(code) || RETRYABLE_NET.has(code))) return true;
-  return /Connection terminated|timeout exceeded when trying to connect/i.test(String((e as Error)?.message ?? ''));
+  // Catalog races between concurrent DDL sessions are transient by nature.
+  return /Connection terminated|timeout exceeded when trying to connect|tuple concurrently (updated|deleted)/i.test(
+    String((e as Error)?.message ?? ''),
+  );
 }
 
 /** A message safe to store and show: never a stack, never a connection string. */

@@ -1,4 +1,4 @@
-import { ident, inTransaction } from './sql.js';
+import { ident, inTransaction, lockDatabaseAcl } from './sql.js';
 import type { Provider } from './types.js';
 
 export interface GrantsSpec {
@@ -80,6 +80,7 @@ export const grantsProvider: Provider<GrantsSpec, GrantsState> = {
         `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
       );
       await db.query(`ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`);
+      await lockDatabaseAcl(db);
       await db.query(`GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`);
     });
     const state = await this.observe(db, spec);
@@ -104,6 +105,7 @@ export const grantsProvider: Provider<GrantsSpec, GrantsState> = {
           `ALTER DEFAULT PRIVILEGES FOR ROLE ${ident(spec.owner)} IN SCHEMA ${s} REVOKE ALL ON SEQUENCES FROM ${role}`,
         );
       }
+      await lockDatabaseAcl(db);
       await db.query(`REVOKE CONNECT ON DATABASE ${ident(spec.database)} FROM ${role}`);
     });
   },

@@ -1,6 +1,6 @@
 import { ensureMeta } from './meta.js';
 import { schemaProvider } from './schema.js';
-import { ident, inTransaction, literal, type Queryable } from './sql.js';
+import { ident, inTransaction, literal, lockDatabaseAcl, type Queryable } from './sql.js';
 import type { Provider, TenantTemplate } from './types.js';
 
 export const POLICY_NAME = 'tenant_isolation';
@@ -100,6 +100,7 @@ export const poolProvider: Provider<PoolSpec, PoolState> = {
       await db.query(`GRANT USAGE ON SCHEMA ${s} TO ${role}`);
       await db.query(`REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM PUBLIC`);
       await db.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${s} TO ${role}`);
+      await lockDatabaseAcl(db);
       await db.query(`GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`);
     });
     const state = await this.observe(db, spec);

@@ -1,5 +1,5 @@
 import { scramVerifier } from './scram.js';
-import { ident, literal, type Queryable } from './sql.js';
+import { ident, inTransaction, literal, lockDatabaseAcl, type Queryable } from './sql.js';
 import type { Provider, RoleLimits } from './types.js';
 
 export interface RoleSpec extends RoleLimits {
@@ -7,6 +7,8 @@ export interface RoleSpec extends RoleLimits {
   /** Plaintext password; hashed to a SCRAM verifier client-side. Omit to leave the password unchanged. */
   password?: string;
   searchPath?: string[];
+  /** LOGIN (default) or NOLOGIN, for owner roles that must never open a session. */
+  login?: boolean;
   /** Databases in which the role may hold privileges; DROP OWNED runs in each before the role is dropped. */
   cleanupIn?: Queryable[];
 }
@@ -25,7 +27,7 @@ export interface RoleState {
 function limitsSql(spec: RoleSpec): string {
   const r = ident(spec.name);
   const parts = [
-    `ALTER ROLE ${r} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT ${Math.trunc(spec.connectionLimit)}`,
+    `ALTER ROLE ${r} WITH ${spec.login === false ? 'NOLOGIN' : 'LOGIN'} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT ${Math.trunc(spec.connectionLimit)}`,
     `ALTER ROLE ${r} SET statement_timeout = ${Math.trunc(spec.statementTimeoutMs)}`,
     `ALTER ROLE ${r} SET idle_in_transaction_session_timeout = ${Math.trunc(spec.idleInTransactionSessionTimeoutMs)}`,
   ];
@@ -97,10 +99,14 @@ export const roleProvider: Provider<RoleSpec, RoleState> = {
     // Stop new sessions, end current ones, then drop what it holds everywhere.
     await db.query(`ALTER ROLE ${r} WITH NOLOGIN`);
     await db.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [spec.name]);
-    for (const other of spec.cleanupIn ?? []) {
-      await other.query(`DROP OWNED BY ${r}`);
-    }
-    await db.query(`DROP OWNED BY ${r}`);
+    // DROP OWNED also revokes database-level grants (pg_database ACLs): serialize those writers.
+    const dropOwned = (q: Queryable) =>
+      inTransaction(q, async () => {
+        await lockDatabaseAcl(q);
+        await q.query(`DROP OWNED BY ${r}`);
+      });
+    for (const other of spec.cleanupIn ?? []) await dropOwned(other);
+    await dropOwned(db);
     await db.query(`DROP ROLE IF EXISTS ${r}`);
   },
 };

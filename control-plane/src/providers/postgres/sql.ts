@@ -35,3 +35,13 @@ export async function inTransaction<T>(db: Queryable, fn: () => Promise<T>): Pro
     throw e;
   }
 }
+
+/**
+ * Serializes database-ACL changes made from sessions on the same database, within the caller's
+ * transaction. Concurrent GRANT/REVOKE/DROP OWNED touching one pg_database row otherwise fail
+ * with "tuple concurrently updated". (Advisory locks are per database, which is the scope we need:
+ * the shared data database's ACL is only ever changed from sessions on it.)
+ */
+export async function lockDatabaseAcl(db: Queryable): Promise<void> {
+  await db.query(`SELECT pg_advisory_xact_lock(hashtext('tenantry.acl.' || current_database()))`);
+}

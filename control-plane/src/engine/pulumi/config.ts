@@ -1,0 +1,46 @@
+import type * as pulumi from '@pulumi/pulumi';
+import {
+  CONFIG_NAMESPACE,
+  type PlatformSettings,
+  parsePlatformSettings,
+  platformSettingsToConfig,
+} from '../../../../stacks/common/config.js';
+import type { TenantProgramInput } from '../../../../stacks/common/input.js';
+import { type AwsProviderOptions, awsStackConfig } from '../../aws/provider-options.js';
+
+type ConfigMap = pulumi.automation.ConfigMap;
+
+/** Keys whose values are secret in the stack config. */
+const SECRET_KEYS = new Set<string>([]);
+
+/**
+ * The whole stack config in one object, for a single `stack.setAllConfig(config)`:
+ * setting values one by one costs a CLI round trip each (pulumi#5453). Platform
+ * settings are validated with the same parser the program uses, so a bad value fails
+ * here, before Pulumi is started.
+ */
+export function buildStackConfig(p: {
+  input: TenantProgramInput;
+  platform: PlatformSettings;
+  aws: AwsProviderOptions;
+}): ConfigMap {
+  const platform = platformSettingsToConfig(p.platform);
+  // Round trip: whatever the program will read back must parse.
+  parsePlatformSettings((k) => platform[`${CONFIG_NAMESPACE}:${k}`]);
+  const tenant: Record<string, string> = {
+    [`${CONFIG_NAMESPACE}:tenantId`]: p.input.tenantId,
+    [`${CONFIG_NAMESPACE}:slug`]: p.input.slug,
+    [`${CONFIG_NAMESPACE}:tier`]: p.input.tier,
+  };
+  if (p.input.accountEmailSuffix !== undefined) {
+    tenant[`${CONFIG_NAMESPACE}:accountEmailSuffix`] = p.input.accountEmailSuffix;
+  }
+  const flat = { ...awsStackConfig(p.aws), ...platform, ...tenant };
+  const out: ConfigMap = {};
+  for (const key of Object.keys(flat).sort()) {
+    const value = flat[key];
+    if (value === undefined) continue;
+    out[key] = { value, secret: SECRET_KEYS.has(key) };
+  }
+  return out;
+}

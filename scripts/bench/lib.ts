@@ -1,0 +1,105 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+export interface ControlPlane {
+  proc: ChildProcess;
+  base: string;
+  token: string;
+  dataDir: string;
+  pgUrl(db: string): string;
+  /** Peak resident memory of the control-plane process (VmHWM), not counting Postgres. */
+  peakRssMb(): number;
+  stop(): Promise<void>;
+}
+
+/** Starts `npm start`'s entry point on the embedded default, in a scratch data directory. */
+export async function startControlPlane(env: Record<string, string> = {}): Promise<ControlPlane> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-bench-'));
+  fs.chmodSync(dataDir, 0o755);
+  const port = await freePort();
+  const pgPort = await freePort();
+  const token = `tnt_${randomBytes(24).toString('base64url')}`;
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'control-plane/src/server.ts'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      TENANTRY_DATA_DIR: dataDir,
+      TENANTRY_EMBEDDED_PG_PORT: String(pgPort),
+      TENANTRY_ADMIN_TOKEN: token,
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const base = `http://127.0.0.1:${port}`;
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const ok = await fetch(`${base}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) break;
+    if (proc.exitCode !== null || Date.now() > until) throw new Error('control plane did not start');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const pw = fs.readFileSync(path.join(dataDir, 'pg-superuser.secret'), 'utf8').trim();
+  return {
+    proc,
+    base,
+    token,
+    dataDir,
+    pgUrl: (db) => `postgres://postgres:${encodeURIComponent(pw)}@127.0.0.1:${pgPort}/${db}`,
+    peakRssMb() {
+      const status = fs.readFileSync(`/proc/${proc.pid}/status`, 'utf8');
+      const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
+      return Math.round((kb / 1024) * 10) / 10;
+    },
+    async stop() {
+      await new Promise<void>((resolve) => {
+        if (proc.exitCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill('SIGTERM');
+      });
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx] as number;
+}
+
+export const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
+
+/** Runs `fn` over items with at most `limit` in flight. */
+export async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= items.length) return;
+        out[i] = await fn(items[i] as T);
+      }
+    }),
+  );
+  return out;
+}
