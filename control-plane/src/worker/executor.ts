@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
-import { appendAudit, enqueueOperationJob, findTenantById, mergeTenantOutputs, setTenantStatus } from '../db/repo.js';
+import { appendAudit, enqueueOperationJob, findTenantById, setTenantStatus } from '../db/repo.js';
 import { isTenantryError } from '../domain/errors.js';
 import type { Engine } from '../domain/ports.js';
 import type { OperationKind, OperationStep, Tenant } from '../domain/tenant.js';
@@ -104,12 +104,20 @@ export class OperationExecutor {
     return (rowCount ?? 0) > 0;
   }
 
-  private async saveSteps(q: Queryable, id: string, steps: OperationStep[]): Promise<void> {
+  /** Persists step progress (and a step's outputs on the tenant) atomically, in one round trip. */
+  private async saveSteps(
+    q: Queryable,
+    id: string,
+    steps: OperationStep[],
+    tenantId: string,
+    outputs: Record<string, unknown> | undefined,
+  ): Promise<void> {
     await q.query(
-      `UPDATE operations SET steps = $3::jsonb, updated_at = now() WHERE id = $1 AND lease_owner = $2`,
-      [id, this.runnerId, JSON.stringify(steps)],
+      `WITH o AS (UPDATE operations SET steps = $3::jsonb, updated_at = now() WHERE id = $1 AND lease_owner = $2 RETURNING 1)
+       UPDATE tenants SET outputs = jsonb_strip_nulls(outputs || $5::jsonb), updated_at = now()
+        WHERE id = $4 AND $5::jsonb <> '{}'::jsonb AND EXISTS (SELECT 1 FROM o)`,
+      [id, this.runnerId, JSON.stringify(steps), tenantId, JSON.stringify(outputs ?? {})],
     );
-    await q.query(`SELECT pg_notify('tenantry_operation', $1)`, [id]);
   }
 
   private async execute(op: Claimed, tenant: Tenant, log: Logger, signal: AbortSignal): Promise<void> {
@@ -119,15 +127,20 @@ export class OperationExecutor {
       return;
     }
     log.info({ attempt: op.attempts }, 'operation started');
-    for (const step of steps) {
-      if (step.status === 'succeeded' || step.status === 'skipped') continue;
+    const todo = steps.filter((x) => x.status !== 'succeeded' && x.status !== 'skipped');
+    const markRunning = (x: OperationStep) => {
+      x.status = 'running';
+      x.startedAt = new Date().toISOString();
+      x.finishedAt = null;
+      delete x.error;
+    };
+    if (todo[0]) {
+      markRunning(todo[0]);
+      await this.saveSteps(this.db, op.id, steps, tenant.id, undefined);
+    }
+    for (const [i, step] of todo.entries()) {
       if (signal.aborted) throw new Error('lease lost; another runner will resume');
       const started = process.hrtime.bigint();
-      step.status = 'running';
-      step.startedAt = new Date().toISOString();
-      step.finishedAt = null;
-      delete step.error;
-      await this.saveSteps(this.db, op.id, steps);
       try {
         const outputs = await this.engine.runStep({
           operationId: op.id,
@@ -138,10 +151,10 @@ export class OperationExecutor {
         });
         step.status = 'succeeded';
         step.finishedAt = new Date().toISOString();
-        await this.db.tx(async (q) => {
-          if (outputs) await mergeTenantOutputs(q, tenant.id, outputs);
-          await this.saveSteps(q, op.id, steps);
-        });
+        const next = todo[i + 1];
+        if (next) markRunning(next);
+        // One statement records this step's outputs, its success and the next step's start.
+        await this.saveSteps(this.db, op.id, steps, tenant.id, outputs);
         this.observeStep(op.kind, step.name, 'succeeded', started);
         log.debug({ step: step.name }, 'step succeeded');
       } catch (e) {
@@ -191,7 +204,6 @@ export class OperationExecutor {
         operationId: op.id,
         details: { tenantStatus: status },
       });
-      await q.query(`SELECT pg_notify('tenantry_operation', $1)`, [op.id]);
     });
     this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
     this.metrics.acceptToDone.observe({ kind: op.kind, tier: tenant.tier }, (Date.now() - op.created_at.getTime()) / 1000);
@@ -249,7 +261,6 @@ export class OperationExecutor {
         operationId: op.id,
         details: { error: reason },
       });
-      await q.query(`SELECT pg_notify('tenantry_operation', $1)`, [op.id]);
     });
     this.metrics.operations.inc({ kind: op.kind, status: 'failed' });
     log.error({ err: reason }, 'operation failed');

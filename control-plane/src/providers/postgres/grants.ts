@@ -69,20 +69,21 @@ export const grantsProvider: Provider<GrantsSpec, GrantsState> = {
     const s = ident(spec.schema);
     const role = ident(spec.role);
     const owner = ident(spec.owner);
-    await inTransaction(db, async () => {
-      await db.query(`REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`);
-      await db.query(`REVOKE CREATE ON SCHEMA ${s} FROM ${role}`);
-      await db.query(`GRANT USAGE ON SCHEMA ${s} TO ${role}`);
-      await db.query(`REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM PUBLIC`);
-      await db.query(`GRANT ${DML.join(', ')} ON ALL TABLES IN SCHEMA ${s} TO ${role}`);
-      await db.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${role}`);
-      await db.query(
+    // One implicit transaction, one round trip.
+    await db.query(
+      [
+        `SELECT pg_advisory_xact_lock(hashtext('tenantry.acl.' || current_database()))`,
+        `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
+        `REVOKE CREATE ON SCHEMA ${s} FROM ${role}`,
+        `GRANT USAGE ON SCHEMA ${s} TO ${role}`,
+        `REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM PUBLIC`,
+        `GRANT ${DML.join(', ')} ON ALL TABLES IN SCHEMA ${s} TO ${role}`,
+        `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${role}`,
         `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
-      );
-      await db.query(`ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`);
-      await lockDatabaseAcl(db);
-      await db.query(`GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`);
-    });
+        `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`,
+        `GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`,
+      ].join(';\n'),
+    );
     const state = await this.observe(db, spec);
     if (!state) throw new Error(`role ${spec.role} missing while granting`);
     return state;

@@ -44,14 +44,13 @@ export const roleProvider: Provider<RoleSpec, RoleState> = {
   kind: 'role',
 
   async create(db, spec) {
-    const existing = await this.observe(db, spec);
-    if (!existing) {
-      // A concurrent creator may win the race; "already exists" then converges below.
-      await db.query(`CREATE ROLE ${ident(spec.name)} NOLOGIN`).catch((e: { code?: string }) => {
-        if (e.code !== '42710') throw e;
-      });
-    }
-    return this.update(db, spec);
+    // Create-if-missing and converge in one round trip; a concurrent creator is harmless.
+    await db.query(
+      `DO $$ BEGIN CREATE ROLE ${ident(spec.name)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n${limitsSql(spec)}`,
+    );
+    const state = await this.observe(db, spec);
+    if (!state) throw new Error(`role ${spec.name} vanished during create`);
+    return state;
   },
 
   async observe(db, spec) {

@@ -1,5 +1,5 @@
 import { ensureMeta } from './meta.js';
-import { ident, inTransaction, type Queryable } from './sql.js';
+import { ident, inTransaction, literal, type Queryable } from './sql.js';
 import type { Provider, TenantTemplate } from './types.js';
 
 export interface SchemaSpec {
@@ -25,8 +25,30 @@ export const schemaProvider: Provider<SchemaSpec, SchemaState> = {
   kind: 'schema',
 
   async create(db, spec) {
-    await ensureMeta(db);
-    await db.query(`CREATE SCHEMA IF NOT EXISTS ${ident(spec.name)} AUTHORIZATION ${ident(spec.owner)}`);
+    const existing = await this.observe(db, spec);
+    if (!existing) {
+      // Fast path for a new schema: one implicit transaction, one round trip. A crash leaves
+      // nothing behind, and a concurrent creator makes this fail cleanly (then we converge).
+      const s = ident(spec.name);
+      const migrations = [...spec.template.migrations].sort((a, b) => a.version - b.version);
+      const last = migrations[migrations.length - 1]?.version ?? 0;
+      const script = [
+        `SELECT pg_advisory_xact_lock(hashtext(${literal(`tenantry.schema.${spec.name}`)}))`,
+        `CREATE SCHEMA ${s} AUTHORIZATION ${ident(spec.owner)}`,
+        `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
+        `SET LOCAL ROLE ${ident(spec.owner)}`,
+        `SET LOCAL search_path TO ${s}`,
+        ...migrations.map((m) => m.sql),
+        'RESET ROLE',
+        `INSERT INTO tenantry_meta.schema_versions (schema_name, version) VALUES (${literal(spec.name)}, ${Math.trunc(last)})
+           ON CONFLICT (schema_name) DO UPDATE SET version = excluded.version, applied_at = now()`,
+      ].join(';\n');
+      try {
+        await db.query(script);
+      } catch (e) {
+        if ((e as { code?: string }).code !== '42P06') throw e; // created concurrently: converge below
+      }
+    }
     return this.update(db, spec);
   },
 
@@ -47,6 +69,12 @@ export const schemaProvider: Provider<SchemaSpec, SchemaState> = {
   async update(db, spec) {
     await ensureMeta(db);
     const s = ident(spec.name);
+    const current = await this.observe(db, spec);
+    const target = Math.max(0, ...spec.template.migrations.map((m) => m.version));
+    if (current && current.templateVersion >= target && current.owner === spec.owner) {
+      await db.query(`REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`);
+      return current;
+    }
     for (const m of [...spec.template.migrations].sort((a, b) => a.version - b.version)) {
       await inTransaction(db, async () => {
         // Serialize concurrent appliers of the same schema; the version check below runs under the lock.
