@@ -167,7 +167,7 @@ export async function activeOperationFor(q: Queryable, tenantId: string): Promis
  */
 export async function insertOperationAndEnqueue(
   q: Queryable,
-  op: { id: string; kind: OperationKind; tenantId: string; steps: string[]; params?: Record<string, unknown> },
+  op: { id: string; kind: OperationKind; tenantId: string; tenantSlug: string; steps: string[]; params?: Record<string, unknown> },
   maxAttempts: number,
 ): Promise<Operation> {
   const steps: OperationStep[] = op.steps.map((name) => ({ name, status: 'pending', startedAt: null, finishedAt: null }));
@@ -176,9 +176,8 @@ export async function insertOperationAndEnqueue(
     [op.id, op.kind, op.tenantId, JSON.stringify(steps), JSON.stringify(op.params ?? {})],
   );
   await enqueueOperationJob(q, op.id, maxAttempts);
-  const created = await findOperation(q, op.id);
-  if (!created) throw new Error('operation vanished after insert');
-  return created;
+  const now = new Date().toISOString();
+  return { id: op.id, kind: op.kind, tenantId: op.tenantId, tenantSlug: op.tenantSlug, status: 'queued', steps, attempts: 0, createdAt: now, updatedAt: now };
 }
 
 export const RUN_OPERATION_TASK = 'run-operation';

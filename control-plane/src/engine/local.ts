@@ -39,6 +39,8 @@ export const generatePassword = (): string => randomBytes(24).toString('base64ur
  */
 export class LocalEngine implements Engine {
   readonly target = 'local' as const;
+  /** The pool role's password, read once at bootstrap: every pool descriptor carries it. */
+  private poolPassword: string | undefined;
 
   constructor(
     private readonly dp: DataPlane,
@@ -86,6 +88,7 @@ export class LocalEngine implements Engine {
       poolSecret = await this.keys.getSecret(POOL_SECRET);
     }
     const poolPassword = String(poolSecret?.value.password);
+    this.poolPassword = poolPassword;
     await this.dp.withMaintenance(async (db) => {
       const existing = await roleProvider.observe(db, { name: n.poolRole, ...this.catalog.tiers.pool.role });
       await roleProvider.create(db, {
@@ -225,8 +228,7 @@ export class LocalEngine implements Engine {
     const base = { tenantId: tenant.id, tier: tenant.tier, host: this.dp.host, port: this.dp.port, secretRef };
     switch (tenant.tier) {
       case 'pool': {
-        const pool = await this.keys.getSecret(POOL_SECRET);
-        const password = pool?.value.password;
+        const password = this.poolPassword ?? (await this.keys.getSecret(POOL_SECRET))?.value.password;
         if (typeof password !== 'string') throw new TenantryError('SECRET_UNAVAILABLE', 'pool credentials are missing');
         return { ...base, database: n.database, schema: n.poolSchema, user: n.poolRole, password, tenantSetting: n.tenantSetting };
       }

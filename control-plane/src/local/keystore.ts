@@ -54,16 +54,18 @@ export class LocalKeyStore implements KeyStore, SecretStore {
   ) {}
 
   async ensureKey(tenantId: string | null, alias: string): Promise<{ keyId: string }> {
-    const found = await this.describeKey(alias);
-    if (found?.state === 'enabled') return { keyId: found.keyId };
     const keyId = `lk_${randomBytes(12).toString('hex')}`;
     const material = randomBytes(32);
-    await this.db.query(
+    const { rows } = await this.db.query<{ key_id: string }>(
       `INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state) VALUES ($1, $2, $3, $4, 'enabled')
-       ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING`,
+       ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING RETURNING key_id`,
       [keyId, alias, tenantId, seal(this.rootKey, material, `key:${keyId}`)],
     );
-    const now = await this.describeKey(alias);
+    if (rows[0]) {
+      this.cache.set(keyId, material);
+      return { keyId };
+    }
+    const now = await this.describeKey(alias); // it existed already
     if (!now) throw new Error(`key ${alias} missing after create`);
     return { keyId: now.keyId };
   }

@@ -107,7 +107,13 @@ export class TenantService {
       });
       const operation = await insertOperationAndEnqueue(
         q,
-        { id: newOperationId(), kind: 'onboard', tenantId: tenant.id, steps: this.engine.steps('onboard', tenant.tier) },
+        {
+          id: newOperationId(),
+          kind: 'onboard',
+          tenantId: tenant.id,
+          tenantSlug: tenant.slug,
+          steps: this.engine.steps('onboard', tenant.tier),
+        },
         this.opts.maxAttempts + 2,
       );
       await appendAudit(q, {
@@ -150,7 +156,13 @@ export class TenantService {
       await q.query(`UPDATE tenants SET status = 'offboarding', updated_at = now() WHERE id = $1`, [tenant.id]);
       const operation = await insertOperationAndEnqueue(
         q,
-        { id: newOperationId(), kind: 'offboard', tenantId: tenant.id, steps: this.engine.steps('offboard', tenant.tier) },
+        {
+          id: newOperationId(),
+          kind: 'offboard',
+          tenantId: tenant.id,
+          tenantSlug: tenant.slug,
+          steps: this.engine.steps('offboard', tenant.tier),
+        },
         this.opts.maxAttempts + 2,
       ).catch((e: unknown) => {
         if (isUniqueViolation(e, 'operations_one_active_per_tenant')) throw this.busy(tenant.slug);

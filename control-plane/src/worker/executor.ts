@@ -189,22 +189,17 @@ export class OperationExecutor {
 
   private async succeed(op: Claimed, tenant: Tenant, steps: OperationStep[], log: Logger): Promise<void> {
     const status = op.kind === 'offboard' ? 'offboarded' : 'active';
-    await this.db.tx(async (q) => {
-      await q.query(
-        `UPDATE operations SET status = 'succeeded', steps = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL,
-                finished_at = now(), updated_at = now() WHERE id = $1`,
-        [op.id, JSON.stringify(steps)],
-      );
-      await setTenantStatus(q, tenant.id, status);
-      await appendAudit(q, {
-        actor: SYSTEM_ACTOR,
-        action: `operation.${op.kind}.succeeded`,
-        tenantId: tenant.id,
-        tenantSlug: tenant.slug,
-        operationId: op.id,
-        details: { tenantStatus: status },
-      });
-    });
+    // One statement: the operation ends, the tenant changes state, and the audit record is written.
+    await this.db.query(
+      `WITH o AS (
+         UPDATE operations SET status = 'succeeded', steps = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL,
+                finished_at = now(), updated_at = now()
+          WHERE id = $1 AND lease_owner = $6 RETURNING id),
+       t AS (UPDATE tenants SET status = $4, updated_at = now() WHERE id = $3 AND EXISTS (SELECT 1 FROM o) RETURNING id)
+       INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, operation_id, details)
+       SELECT NULL, $7, 'system', $8, $3, $5, $1, jsonb_build_object('tenantStatus', $4::text) FROM t`,
+      [op.id, JSON.stringify(steps), tenant.id, status, tenant.slug, this.runnerId, SYSTEM_ACTOR.name, `operation.${op.kind}.succeeded`],
+    );
     this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
     this.metrics.acceptToDone.observe({ kind: op.kind, tier: tenant.tier }, (Date.now() - op.created_at.getTime()) / 1000);
     log.info({ tenantStatus: status }, 'operation succeeded');

@@ -160,12 +160,17 @@ export const poolMembershipProvider: Provider<PoolMembershipSpec, PoolMembership
   kind: 'pool-membership',
 
   async create(db, spec) {
-    await ensureMeta(db);
-    await db.query(
-      `INSERT INTO tenantry_meta.pool_members (tenant_id, slug) VALUES ($1, $2)
-       ON CONFLICT (tenant_id) DO UPDATE SET slug = excluded.slug`,
-      [spec.tenantId, spec.slug],
-    );
+    const insert = () =>
+      db.query(
+        `INSERT INTO tenantry_meta.pool_members (tenant_id, slug) VALUES ($1, $2)
+         ON CONFLICT (tenant_id) DO UPDATE SET slug = excluded.slug`,
+        [spec.tenantId, spec.slug],
+      );
+    await insert().catch(async (e: { code?: string }) => {
+      if (e.code !== '42P01' && e.code !== '3F000') throw e; // bookkeeping not there yet
+      await ensureMeta(db);
+      await insert();
+    });
     return { tenantId: spec.tenantId, slug: spec.slug };
   },
 
