@@ -34,6 +34,12 @@ const toTenant = (r: TenantRow): Tenant => ({
   updatedAt: r.updated_at.toISOString(),
 });
 
+/** A tenant row read as JSON (to_jsonb), e.g. joined into another statement's RETURNING. */
+export function tenantFromJson(j: Record<string, unknown>): Tenant {
+  const r = j as unknown as Omit<TenantRow, 'created_at' | 'updated_at'> & { created_at: string; updated_at: string };
+  return toTenant({ ...r, created_at: new Date(r.created_at), updated_at: new Date(r.updated_at) });
+}
+
 export async function insertTenant(
   q: Queryable,
   t: Pick<Tenant, 'id' | 'slug' | 'name' | 'tier' | 'status' | 'region' | 'plan' | 'contactEmail' | 'templateVersion'>,

@@ -62,7 +62,12 @@ export interface KeyStore {
 
 /** Secrets encrypted under a tenant key, mirroring Secrets Manager. */
 export interface SecretStore {
-  putSecret(name: string, keyAlias: string, value: Record<string, unknown>): Promise<{ ref: string; version: number }>;
+  putSecret(
+    name: string,
+    keyAlias: string,
+    value: Record<string, unknown>,
+    nextVersion?: number,
+  ): Promise<{ ref: string; version: number }>;
   getSecret(name: string): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null>;
   deleteSecret(name: string): Promise<void>;
 }

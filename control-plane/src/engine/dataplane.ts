@@ -49,7 +49,7 @@ export class DataPlane {
     this.port = Number(this.base.port || 5432);
     const max = opts.maxConnections ?? 6;
     this.data = new pg.Pool({ connectionString: this.urlFor(db), max, idleTimeoutMillis: 30_000, maxLifetimeSeconds: 600 });
-    this.maintenance = new pg.Pool({ connectionString: this.urlFor('postgres'), max: 2, idleTimeoutMillis: 10_000 });
+    this.maintenance = new pg.Pool({ connectionString: this.urlFor('postgres'), max, idleTimeoutMillis: 10_000 });
     // A data-plane restart must not crash the control plane: idle-client errors are logged by callers' retries.
     this.data.on('error', () => {});
     this.maintenance.on('error', () => {});

@@ -148,7 +148,7 @@ export class LocalEngine implements Engine {
         const existing = await this.keys.getSecret(secretName);
         if (existing) return { secretRef: existing.ref, secretVersion: existing.version };
         const descriptor = await this.descriptorFor(tenant);
-        const { ref, version } = await this.keys.putSecret(secretName, alias, { ...descriptor });
+        const { ref, version } = await this.keys.putSecret(secretName, alias, { ...descriptor }, 1);
         return { secretRef: ref, secretVersion: version };
       }
       case 'role': {

@@ -86,6 +86,7 @@ export class LocalKeyStore implements KeyStore, SecretStore {
       [alias],
     );
     for (const r of rows) this.cache.delete(r.key_id);
+    this.aliases.delete(alias);
   }
 
   private async dataKey(keyId: string): Promise<Buffer> {
@@ -103,24 +104,51 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     return key;
   }
 
-  async putSecret(name: string, keyAlias: string, value: Record<string, unknown>): Promise<{ ref: string; version: number }> {
-    const key = await this.describeKey(keyAlias);
-    if (key?.state !== 'enabled') throw new Error(`key ${keyAlias} is not enabled`);
-    const dk = await this.dataKey(key.keyId);
+  /** alias → enabled key id; an alias only ever moves to a new key after a shred, which clears it. */
+  private readonly aliases = new Map<string, string>();
+
+  private async enabledKeyId(alias: string): Promise<string> {
+    const hit = this.aliases.get(alias);
+    if (hit) return hit;
+    const key = await this.describeKey(alias);
+    if (key?.state !== 'enabled') throw new Error(`key ${alias} is not enabled`);
+    this.aliases.set(alias, key.keyId);
+    return key.keyId;
+  }
+
+  /**
+   * Writes a new version. `nextVersion` lets a caller that just read the secret skip the
+   * version lookup; a lost race falls back to reading it.
+   */
+  async putSecret(
+    name: string,
+    keyAlias: string,
+    value: Record<string, unknown>,
+    nextVersion?: number,
+  ): Promise<{ ref: string; version: number }> {
+    const keyId = await this.enabledKeyId(keyAlias);
+    const dk = await this.dataKey(keyId);
     for (let attempt = 0; ; attempt++) {
-      const { rows } = await this.db.query<{ v: number }>(
-        'SELECT coalesce(max(version), 0) + 1 AS v FROM local_secrets WHERE name = $1',
-        [name],
-      );
-      const version = rows[0]?.v ?? 1;
+      let version = attempt === 0 ? nextVersion : undefined;
+      if (version === undefined) {
+        const { rows } = await this.db.query<{ v: number }>(
+          'SELECT coalesce(max(version), 0) + 1 AS v FROM local_secrets WHERE name = $1',
+          [name],
+        );
+        version = rows[0]?.v ?? 1;
+      }
       const ct = seal(dk, Buffer.from(JSON.stringify(value)), `secret:${name}:${version}`);
       try {
-        await this.db.query('INSERT INTO local_secrets (name, version, key_id, ciphertext) VALUES ($1, $2, $3, $4)', [
-          name,
-          version,
-          key.keyId,
-          ct,
-        ]);
+        const res = await this.db.query(
+          `INSERT INTO local_secrets (name, version, key_id, ciphertext)
+           SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM local_keys WHERE key_id = $3 AND state = 'enabled')`,
+          [name, version, keyId, ct],
+        );
+        if (res.rowCount === 0) {
+          this.aliases.delete(keyAlias);
+          this.cache.delete(keyId);
+          throw new Error(`key ${keyAlias} is not enabled`);
+        }
         return { ref: `local-secret://${name}`, version };
       } catch (e) {
         if ((e as { code?: string }).code !== '23505' || attempt > 5) throw e; // lost a race for the version

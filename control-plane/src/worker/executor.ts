@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
-import { appendAudit, enqueueOperationJob, findTenantById, setTenantStatus } from '../db/repo.js';
+import { appendAudit, enqueueOperationJob, findTenantById, setTenantStatus, tenantFromJson } from '../db/repo.js';
 import { isTenantryError } from '../domain/errors.js';
 import type { Engine } from '../domain/ports.js';
 import type { OperationKind, OperationStep, Tenant } from '../domain/tenant.js';
@@ -37,6 +37,7 @@ interface Claimed {
   steps: OperationStep[];
   attempts: number;
   created_at: Date;
+  tenant: Record<string, unknown> | null;
 }
 
 export interface ExecutorOptions {
@@ -64,7 +65,7 @@ export class OperationExecutor {
   async run(operationId: string): Promise<void> {
     const op = await this.claim(operationId);
     if (!op) return; // finished already, or leased by a live runner
-    const tenant = await findTenantById(this.db, op.tenant_id);
+    const tenant = op.tenant ? tenantFromJson(op.tenant) : await findTenantById(this.db, op.tenant_id);
     if (!tenant) throw new Error(`tenant ${op.tenant_id} of ${operationId} is missing`);
     const log = this.log.child({ operationId, tenantId: tenant.id, kind: op.kind });
     const abort = new AbortController();
@@ -89,7 +90,8 @@ export class OperationExecutor {
           SET status = 'running', attempts = attempts + 1, lease_owner = $2,
               lease_expires_at = now() + make_interval(secs => $3::double precision / 1000), updated_at = now()
         WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND (lease_expires_at < now() OR lease_owner = $2)))
-        RETURNING id, kind, tenant_id, steps, attempts, created_at`,
+        RETURNING id, kind, tenant_id, steps, attempts, created_at,
+                  (SELECT to_jsonb(t) FROM tenants t WHERE t.id = operations.tenant_id) AS tenant`,
       [operationId, this.runnerId, this.opts.leaseMs],
     );
     return (rows[0] as Claimed | undefined) ?? null;

@@ -45,6 +45,8 @@ export const schemaProvider: Provider<SchemaSpec, SchemaState> = {
       ].join(';\n');
       try {
         await db.query(script);
+        const created = await this.observe(db, spec);
+        if (created) return created;
       } catch (e) {
         if ((e as { code?: string }).code !== '42P06') throw e; // created concurrently: converge below
       }
