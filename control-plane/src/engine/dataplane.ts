@@ -20,7 +20,9 @@ export interface DataPlaneNames {
 
 export function dataPlaneNames(database: string): DataPlaneNames {
   if (!/^[a-z_][a-z0-9_]{0,40}$/.test(database)) {
-    throw new Error(`data-plane database name must match ^[a-z_][a-z0-9_]{0,40}$, got ${JSON.stringify(database)}`);
+    throw new Error(
+      `data-plane database name must match ^[a-z_][a-z0-9_]{0,40}$, got ${JSON.stringify(database)}`,
+    );
   }
   return {
     database,
@@ -48,8 +50,17 @@ export class DataPlane {
     this.host = this.base.hostname;
     this.port = Number(this.base.port || 5432);
     const max = opts.maxConnections ?? 6;
-    this.data = new pg.Pool({ connectionString: this.urlFor(db), max, idleTimeoutMillis: 30_000, maxLifetimeSeconds: 600 });
-    this.maintenance = new pg.Pool({ connectionString: this.urlFor('postgres'), max, idleTimeoutMillis: 10_000 });
+    this.data = new pg.Pool({
+      connectionString: this.urlFor(db),
+      max,
+      idleTimeoutMillis: 30_000,
+      maxLifetimeSeconds: 600,
+    });
+    this.maintenance = new pg.Pool({
+      connectionString: this.urlFor('postgres'),
+      max,
+      idleTimeoutMillis: 10_000,
+    });
     // A data-plane restart must not crash the control plane: idle-client errors are logged by callers' retries.
     this.data.on('error', () => {});
     this.maintenance.on('error', () => {});

@@ -1,9 +1,19 @@
 import { randomBytes } from 'node:crypto';
 import { TenantryError } from '../domain/errors.js';
 import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
-import type { ConnectionDescriptor, Engine, KeyStore, SecretStore, StepContext, StepOutputs, StepTenant } from '../domain/ports.js';
+import type {
+  ConnectionDescriptor,
+  Engine,
+  KeyStore,
+  SecretStore,
+  StepContext,
+  StepOutputs,
+  StepTenant,
+} from '../domain/ports.js';
 import type { Tier, TierCatalog } from '../domain/tiers.js';
 import {
+  applyGrants,
+  applyRole,
   databaseProvider,
   grantsProvider,
   ident,
@@ -62,7 +72,7 @@ export class LocalEngine implements Engine {
   private accountRefused(): TenantryError {
     return new TenantryError(
       'TIER_NOT_AVAILABLE_ON_TARGET',
-      "the account tier needs AWS Organizations; it is not available on the local target (set TENANTRY_TARGET=aws)",
+      'the account tier needs AWS Organizations; it is not available on the local target (set TENANTRY_TARGET=aws)',
     );
   }
 
@@ -70,16 +80,26 @@ export class LocalEngine implements Engine {
   async bootstrap(): Promise<void> {
     const n = this.dp.names;
     await this.dp.withMaintenance(async (db) => {
-      const { rows } = await db.query<{ su: boolean }>('SELECT rolsuper AS su FROM pg_roles WHERE rolname = current_user');
-      await db.query(`DO $$ BEGIN CREATE ROLE ${ident(n.ownerRole)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
-      if (!rows[0]?.su) await db.query(`GRANT ${ident(n.ownerRole)} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE`);
+      const { rows } = await db.query<{ su: boolean }>(
+        'SELECT rolsuper AS su FROM pg_roles WHERE rolname = current_user',
+      );
+      await db.query(
+        `DO $$ BEGIN CREATE ROLE ${ident(n.ownerRole)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+      );
+      if (!rows[0]?.su)
+        await db.query(`GRANT ${ident(n.ownerRole)} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE`);
       const exists = await db.query('SELECT 1 FROM pg_database WHERE datname = $1', [n.database]);
       if (exists.rows.length === 0) {
         await db.query(`CREATE DATABASE ${ident(n.database)}`).catch((e: { code?: string }) => {
           if (e.code !== '42P04') throw e;
         });
       }
-      await lockDownDatabases(db, [n.database, 'postgres', 'template1', ...(this.opts.protectDatabases ?? [])]);
+      await lockDownDatabases(db, [
+        n.database,
+        'postgres',
+        'template1',
+        ...(this.opts.protectDatabases ?? []),
+      ]);
     });
     await this.keys.ensureKey(null, PLATFORM_KEY_ALIAS);
     let poolSecret = await this.keys.getSecret(POOL_SECRET);
@@ -115,7 +135,9 @@ export class LocalEngine implements Engine {
   /** A template database with the tenant schema applied, so a silo is a fast clone. */
   private async ensureSiloTemplate(): Promise<void> {
     const n = this.dp.names;
-    await this.dp.withMaintenance((db) => databaseProvider.create(db, { name: n.siloTemplate, owner: n.ownerRole }));
+    await this.dp.withMaintenance((db) =>
+      databaseProvider.create(db, { name: n.siloTemplate, owner: n.ownerRole }),
+    );
     await this.dp.withDatabase(n.siloTemplate, (db) =>
       schemaProvider.create(db, { name: n.siloSchema, owner: n.ownerRole, template: this.template }),
     );
@@ -163,12 +185,11 @@ export class LocalEngine implements Engine {
         }
         const secret = await this.keys.getSecret(tenantSecretName(tenant.slug));
         const password = secret?.value.password;
-        if (typeof password !== 'string') throw new TenantryError('SECRET_UNAVAILABLE', 'tenant credentials are missing');
+        if (typeof password !== 'string')
+          throw new TenantryError('SECRET_UNAVAILABLE', 'tenant credentials are missing');
         const searchPath = [tenant.tier === 'bridge' ? name : n.siloSchema];
-        await this.dp.withMaintenance(async (db) => {
-          const state = await roleProvider.create(db, { name, ...limits, searchPath, password });
-          if (state.superuser || state.bypassRls) throw new Error(`role ${name} is privileged`);
-        });
+        // applyRole states NOSUPERUSER NOBYPASSRLS explicitly; drift runs observe it in batch.
+        await this.dp.withMaintenance((db) => applyRole(db, { name, ...limits, searchPath, password }));
         return { user: name };
       }
       case 'database': {
@@ -201,14 +222,19 @@ export class LocalEngine implements Engine {
           owner: n.ownerRole,
         };
         const apply = async (db: Queryable) => {
-          if (up) await grantsProvider.create(db, spec);
+          if (up) await applyGrants(db, spec);
           else await grantsProvider.delete(db, spec);
         };
         await (bridge ? this.dp.withData(apply) : this.dp.withDatabase(name, apply));
         return undefined;
       }
       case 'pool-membership': {
-        const spec = { schema: n.poolSchema, tenantId: tenant.id, slug: tenant.slug, setting: n.tenantSetting };
+        const spec = {
+          schema: n.poolSchema,
+          tenantId: tenant.id,
+          slug: tenant.slug,
+          setting: n.tenantSetting,
+        };
         await this.dp.withData(async (db) => {
           if (up) await poolMembershipProvider.create(db, spec);
           else await poolMembershipProvider.delete(db, spec);
@@ -225,12 +251,26 @@ export class LocalEngine implements Engine {
     const n = this.dp.names;
     const name = tenantObjectName(tenant.slug);
     const secretRef = `local-secret://${tenantSecretName(tenant.slug)}`;
-    const base = { tenantId: tenant.id, tier: tenant.tier, host: this.dp.host, port: this.dp.port, secretRef };
+    const base = {
+      tenantId: tenant.id,
+      tier: tenant.tier,
+      host: this.dp.host,
+      port: this.dp.port,
+      secretRef,
+    };
     switch (tenant.tier) {
       case 'pool': {
         const password = this.poolPassword ?? (await this.keys.getSecret(POOL_SECRET))?.value.password;
-        if (typeof password !== 'string') throw new TenantryError('SECRET_UNAVAILABLE', 'pool credentials are missing');
-        return { ...base, database: n.database, schema: n.poolSchema, user: n.poolRole, password, tenantSetting: n.tenantSetting };
+        if (typeof password !== 'string')
+          throw new TenantryError('SECRET_UNAVAILABLE', 'pool credentials are missing');
+        return {
+          ...base,
+          database: n.database,
+          schema: n.poolSchema,
+          user: n.poolRole,
+          password,
+          tenantSetting: n.tenantSetting,
+        };
       }
       case 'bridge':
         return { ...base, database: n.database, schema: name, user: name, password: generatePassword() };

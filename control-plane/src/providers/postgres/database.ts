@@ -24,15 +24,22 @@ export const databaseProvider: Provider<DatabaseSpec, DatabaseState> = {
   async create(db, spec) {
     if (!(await this.observe(db, spec))) {
       const from = spec.template ? ` TEMPLATE ${ident(spec.template)}` : '';
-      await db.query(`CREATE DATABASE ${ident(spec.name)} OWNER ${ident(spec.owner)}${from}`).catch((e: { code?: string }) => {
-        if (e.code !== '42P04') throw e; // created concurrently: converge below
-      });
+      await db
+        .query(`CREATE DATABASE ${ident(spec.name)} OWNER ${ident(spec.owner)}${from}`)
+        .catch((e: { code?: string }) => {
+          if (e.code !== '42P04') throw e; // created concurrently: converge below
+        });
     }
     return this.update(db, spec);
   },
 
   async observe(db, spec) {
-    const { rows } = await db.query<{ datname: string; owner: string; datallowconn: boolean; connect: string[] }>(
+    const { rows } = await db.query<{
+      datname: string;
+      owner: string;
+      datallowconn: boolean;
+      connect: string[];
+    }>(
       `SELECT d.datname, pg_get_userbyid(d.datdba) AS owner, d.datallowconn,
               coalesce(array(
                 SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
@@ -43,7 +50,9 @@ export const databaseProvider: Provider<DatabaseSpec, DatabaseState> = {
       [spec.name],
     );
     const r = rows[0];
-    return r ? { name: r.datname, owner: r.owner, allowConnections: r.datallowconn, connect: r.connect } : null;
+    return r
+      ? { name: r.datname, owner: r.owner, allowConnections: r.datallowconn, connect: r.connect }
+      : null;
   },
 
   async update(db, spec) {

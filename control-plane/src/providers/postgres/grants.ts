@@ -1,4 +1,4 @@
-import { ident, inTransaction, lockDatabaseAcl } from './sql.js';
+import { ident, inTransaction, lockDatabaseAcl, type Queryable } from './sql.js';
 import type { Provider } from './types.js';
 
 export interface GrantsSpec {
@@ -23,6 +23,31 @@ export interface GrantsState {
 const DML = ['DELETE', 'INSERT', 'SELECT', 'UPDATE'];
 
 /** USAGE and DML on one schema, CONNECT on one database; never CREATE, never ownership. */
+/**
+ * Applies the grants in one implicit transaction (one round trip) without reading them back;
+ * create/update add the observation, callers on a hot path may skip it.
+ */
+export async function applyGrants(db: Queryable, spec: GrantsSpec): Promise<void> {
+  const s = ident(spec.schema);
+  const role = ident(spec.role);
+  const owner = ident(spec.owner);
+  // One implicit transaction, one round trip.
+  await db.query(
+    [
+      `SELECT pg_advisory_xact_lock(hashtext('tenantry.acl.' || current_database()))`,
+      `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
+      `REVOKE CREATE ON SCHEMA ${s} FROM ${role}`,
+      `GRANT USAGE ON SCHEMA ${s} TO ${role}`,
+      `REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM PUBLIC`,
+      `GRANT ${DML.join(', ')} ON ALL TABLES IN SCHEMA ${s} TO ${role}`,
+      `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${role}`,
+      `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
+      `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`,
+      `GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`,
+    ].join(';\n'),
+  );
+}
+
 export const grantsProvider: Provider<GrantsSpec, GrantsState> = {
   kind: 'grants',
 
@@ -55,7 +80,7 @@ export const grantsProvider: Provider<GrantsSpec, GrantsState> = {
       [spec.database, spec.schema, spec.role],
     );
     const r = rows[0];
-    if (!r || !r.role_exists) return null;
+    if (!r?.role_exists) return null;
     return {
       connect: r.connect,
       usage: r.usage,
@@ -66,24 +91,7 @@ export const grantsProvider: Provider<GrantsSpec, GrantsState> = {
   },
 
   async update(db, spec) {
-    const s = ident(spec.schema);
-    const role = ident(spec.role);
-    const owner = ident(spec.owner);
-    // One implicit transaction, one round trip.
-    await db.query(
-      [
-        `SELECT pg_advisory_xact_lock(hashtext('tenantry.acl.' || current_database()))`,
-        `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
-        `REVOKE CREATE ON SCHEMA ${s} FROM ${role}`,
-        `GRANT USAGE ON SCHEMA ${s} TO ${role}`,
-        `REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM PUBLIC`,
-        `GRANT ${DML.join(', ')} ON ALL TABLES IN SCHEMA ${s} TO ${role}`,
-        `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${role}`,
-        `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
-        `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`,
-        `GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`,
-      ].join(';\n'),
-    );
+    await applyGrants(db, spec);
     const state = await this.observe(db, spec);
     if (!state) throw new Error(`role ${spec.role} missing while granting`);
     return state;

@@ -3,22 +3,22 @@
  * the aws target calls them inside a Pulumi dynamic provider. This module depends on
  * nothing but node:crypto and the Queryable shape, so it serializes cleanly.
  */
-export { databaseProvider, lockDownDatabases, type DatabaseSpec, type DatabaseState } from './database.js';
-export { grantsProvider, type GrantsSpec, type GrantsState } from './grants.js';
+export { type DatabaseSpec, type DatabaseState, databaseProvider, lockDownDatabases } from './database.js';
+export { applyGrants, type GrantsSpec, type GrantsState, grantsProvider } from './grants.js';
 export { ensureMeta, META_SCHEMA } from './meta.js';
 export {
   deletionOrder,
   observePoolTables,
   POLICY_NAME,
-  policyExpression,
-  poolMembershipProvider,
-  poolProvider,
   type PoolMembershipSpec,
   type PoolSpec,
   type PoolState,
   type PoolTableState,
+  policyExpression,
+  poolMembershipProvider,
+  poolProvider,
 } from './pool.js';
-export { roleProvider, type RoleSpec, type RoleState } from './role.js';
-export { schemaProvider, type SchemaSpec, type SchemaState } from './schema.js';
+export { applyRole, type RoleSpec, type RoleState, roleProvider } from './role.js';
+export { type SchemaSpec, type SchemaState, schemaProvider } from './schema.js';
 export { ident, inTransaction, literal, type Queryable } from './sql.js';
 export type { Provider, RoleLimits, TemplateMigration, TenantTemplate } from './types.js';

@@ -29,7 +29,13 @@ export interface PoolTableState {
   rlsEnabled: boolean;
   rlsForced: boolean;
   owner: string;
-  policies: { name: string; command: string; using: string | null; withCheck: string | null; permissive: boolean }[];
+  policies: {
+    name: string;
+    command: string;
+    using: string | null;
+    withCheck: string | null;
+    permissive: boolean;
+  }[];
 }
 
 export interface PoolState {
@@ -76,9 +82,17 @@ export const poolProvider: Provider<PoolSpec, PoolState> = {
   },
 
   async observe(db, spec) {
-    const schema = await schemaProvider.observe(db, { name: spec.schema, owner: spec.owner, template: spec.template });
+    const schema = await schemaProvider.observe(db, {
+      name: spec.schema,
+      owner: spec.owner,
+      template: spec.template,
+    });
     if (!schema) return null;
-    return { schema: spec.schema, templateVersion: schema.templateVersion, tables: await observePoolTables(db, spec.schema) };
+    return {
+      schema: spec.schema,
+      templateVersion: schema.templateVersion,
+      tables: await observePoolTables(db, spec.schema),
+    };
   },
 
   async update(db, spec) {
@@ -93,7 +107,9 @@ export const poolProvider: Provider<PoolSpec, PoolState> = {
         await db.query(`ALTER TABLE ${qt} FORCE ROW LEVEL SECURITY`);
         // Replace every policy: a stray permissive policy would OR itself into ours.
         for (const p of t.policies) await db.query(`DROP POLICY ${ident(p.name)} ON ${qt}`);
-        await db.query(`CREATE POLICY ${ident(POLICY_NAME)} ON ${qt} AS PERMISSIVE FOR ALL TO PUBLIC USING (${expr}) WITH CHECK (${expr})`);
+        await db.query(
+          `CREATE POLICY ${ident(POLICY_NAME)} ON ${qt} AS PERMISSIVE FOR ALL TO PUBLIC USING (${expr}) WITH CHECK (${expr})`,
+        );
       }
       const role = ident(spec.appRole);
       await db.query(`REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`);
@@ -176,9 +192,10 @@ export const poolMembershipProvider: Provider<PoolMembershipSpec, PoolMembership
 
   async observe(db, spec) {
     await ensureMeta(db);
-    const { rows } = await db.query<{ slug: string }>('SELECT slug FROM tenantry_meta.pool_members WHERE tenant_id = $1', [
-      spec.tenantId,
-    ]);
+    const { rows } = await db.query<{ slug: string }>(
+      'SELECT slug FROM tenantry_meta.pool_members WHERE tenant_id = $1',
+      [spec.tenantId],
+    );
     return rows[0] ? { tenantId: spec.tenantId, slug: rows[0].slug } : null;
   },
 

@@ -40,14 +40,18 @@ function limitsSql(spec: RoleSpec): string {
   return parts.join(';\n');
 }
 
+/** Create-if-missing and converge in one round trip, without reading back; a concurrent creator is harmless. */
+export async function applyRole(db: Queryable, spec: RoleSpec): Promise<void> {
+  await db.query(
+    `DO $$ BEGIN CREATE ROLE ${ident(spec.name)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n${limitsSql(spec)}`,
+  );
+}
+
 export const roleProvider: Provider<RoleSpec, RoleState> = {
   kind: 'role',
 
   async create(db, spec) {
-    // Create-if-missing and converge in one round trip; a concurrent creator is harmless.
-    await db.query(
-      `DO $$ BEGIN CREATE ROLE ${ident(spec.name)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n${limitsSql(spec)}`,
-    );
+    await applyRole(db, spec);
     const state = await this.observe(db, spec);
     if (!state) throw new Error(`role ${spec.name} vanished during create`);
     return state;

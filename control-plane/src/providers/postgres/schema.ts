@@ -1,5 +1,5 @@
 import { ensureMeta } from './meta.js';
-import { ident, inTransaction, literal, type Queryable } from './sql.js';
+import { ident, inTransaction, literal } from './sql.js';
 import type { Provider, TenantTemplate } from './types.js';
 
 export interface SchemaSpec {
