@@ -42,7 +42,14 @@ export const serverOptions = {
   genReqId: () => randomUUID(),
   requestIdHeader: false as const,
   return503OnClosing: true,
-  ajv: { customOptions: { removeAdditional: false as const, coerceTypes: 'array' as const, useDefaults: true, allErrors: false } },
+  ajv: {
+    customOptions: {
+      removeAdditional: false as const,
+      coerceTypes: 'array' as const,
+      useDefaults: true,
+      allErrors: false,
+    },
+  },
 };
 
 /**
@@ -68,7 +75,8 @@ const app: FastifyPluginAsync<{ services: Services }> = async (instance, opts) =
       info: {
         title: 'Tenantry',
         version: API_VERSION,
-        description: 'Control plane that provisions SaaS tenants on the pool, bridge, silo and account tiers.',
+        description:
+          'Control plane that provisions SaaS tenants on the pool, bridge, silo and account tiers.',
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },

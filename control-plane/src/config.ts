@@ -19,7 +19,9 @@ const Env = Type.Object({
   TENANTRY_EMBEDDED_PG_PORT: Type.Integer({ minimum: 1024, maximum: 65535, default: 54329 }),
   TENANTRY_TARGET: Type.Union([Type.Literal('local'), Type.Literal('aws')], { default: 'local' }),
   TENANTRY_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 24 })),
-  TENANTRY_ROLE: Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('worker')], { default: 'all' }),
+  TENANTRY_ROLE: Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('worker')], {
+    default: 'all',
+  }),
   TENANTRY_WORKER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
   TENANTRY_OPERATION_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 8 }),
   TENANTRY_OPERATION_LEASE_MS: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 30_000 }),
@@ -71,7 +73,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const errors = [...Value.Errors(Env, withDefaults)];
   if (errors.length > 0) {
     const lines = errors.map((e) => `  ${e.path.slice(1) || '(root)'}: ${e.message}`);
-    throw new ConfigError(`invalid configuration; set these environment variables correctly:\n${lines.join('\n')}`);
+    throw new ConfigError(
+      `invalid configuration; set these environment variables correctly:\n${lines.join('\n')}`,
+    );
   }
   const e = withDefaults as Static<typeof Env>;
   return {

@@ -81,7 +81,9 @@ function lockDataDir(dataDir: string): () => void {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const holder = Number(fs.readFileSync(file, 'utf8').trim());
       if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
-        throw new Error(`another Tenantry process (pid ${holder}) is using ${dataDir}; stop it first or set TENANTRY_DATA_DIR`);
+        throw new Error(
+          `another Tenantry process (pid ${holder}) is using ${dataDir}; stop it first or set TENANTRY_DATA_DIR`,
+        );
       }
       fs.rmSync(file, { force: true });
     }
@@ -150,17 +152,20 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedServ
     await pg.start();
   } catch (e) {
     unlock();
-    throw new Error(`embedded postgres failed to start on port ${port} (is the port in use? set TENANTRY_EMBEDDED_PG_PORT)`, {
-      cause: e,
-    });
+    throw new Error(
+      `embedded postgres failed to start on port ${port} (is the port in use? set TENANTRY_EMBEDDED_PG_PORT)`,
+      {
+        cause: e,
+      },
+    );
   }
   log.info({ port, pgDir }, 'embedded postgres started');
   return {
-    url: (database) => `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
+    url: (database) =>
+      `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
     stop: async () => {
       await pg.stop();
       unlock();
     },
   };
 }
-

@@ -1,5 +1,6 @@
-import type { Logger } from 'pino';
 import pg from 'pg';
+import type { Logger } from 'pino';
+import type { Services } from './app.js';
 import type { Config } from './config.js';
 import { Db } from './db/db.js';
 import { migrate } from './db/migrate.js';
@@ -16,7 +17,6 @@ import { TenantService } from './services/tenants.js';
 import { loadTemplates } from './templates.js';
 import { OperationExecutor } from './worker/executor.js';
 import { migrateQueue, startWorker, type WorkerHandle } from './worker/index.js';
-import type { Services } from './app.js';
 
 export interface Runtime {
   services: Services;

@@ -33,7 +33,9 @@ export function loadTemplates(dir: string): Templates {
   delete raw.$comment;
   const errors = [...Value.Errors(Catalog, raw)];
   if (errors.length > 0) {
-    throw new Error(`templates/tiers.json is invalid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}`);
+    throw new Error(
+      `templates/tiers.json is invalid: ${errors.map((e) => `${e.path} ${e.message}`).join('; ')}`,
+    );
   }
   const catalog = Value.Clean(Catalog, raw) as TierCatalog;
   const schemaDir = path.join(dir, 'tenant-schema');
@@ -41,13 +43,20 @@ export function loadTemplates(dir: string): Templates {
     .readdirSync(schemaDir)
     .filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f))
     .sort()
-    .map((f) => ({ version: Number(f.slice(0, 4)), name: f.replace(/\.sql$/, ''), sql: fs.readFileSync(path.join(schemaDir, f), 'utf8') }));
+    .map((f) => ({
+      version: Number(f.slice(0, 4)),
+      name: f.replace(/\.sql$/, ''),
+      sql: fs.readFileSync(path.join(schemaDir, f), 'utf8'),
+    }));
   migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new Error(`tenant-schema migrations must be numbered 0001.. without gaps; found ${m.name}`);
+    if (m.version !== i + 1)
+      throw new Error(`tenant-schema migrations must be numbered 0001.. without gaps; found ${m.name}`);
   });
   const version = migrations.length;
   if (version !== catalog.templateVersion) {
-    throw new Error(`templates/tiers.json says templateVersion ${catalog.templateVersion} but tenant-schema has ${version} migrations`);
+    throw new Error(
+      `templates/tiers.json says templateVersion ${catalog.templateVersion} but tenant-schema has ${version} migrations`,
+    );
   }
   return { catalog, tenantSchema: { version, migrations } };
 }

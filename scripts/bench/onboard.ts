@@ -56,7 +56,10 @@ async function viaApi(tier: Tier, n: number) {
       [ops],
     );
     if (rows[0]!.failed > 0) {
-      const why = await control.query(`SELECT error, steps FROM operations WHERE id = ANY($1) AND status = 'failed' LIMIT 3`, [ops]);
+      const why = await control.query(
+        `SELECT error, steps FROM operations WHERE id = ANY($1) AND status = 'failed' LIMIT 3`,
+        [ops],
+      );
       throw new Error(`${rows[0]!.failed} ${tier} onboardings failed: ${JSON.stringify(why.rows)}`);
     }
     if (rows[0]!.done === n) break;
@@ -85,7 +88,10 @@ async function latency(tier: Tier, n: number) {
     const id = ((await res.json()) as { operation: { id: string } }).operation.id;
     ids.push(id);
     for (;;) {
-      const { rows } = await control.query<{ status: string }>('SELECT status FROM operations WHERE id = $1', [id]);
+      const { rows } = await control.query<{ status: string }>(
+        'SELECT status FROM operations WHERE id = $1',
+        [id],
+      );
       if (rows[0]?.status === 'succeeded') break;
       if (rows[0]?.status === 'failed') throw new Error(`${slug} failed`);
       await new Promise((r) => setTimeout(r, 1));
@@ -105,13 +111,17 @@ async function floor(tier: Tier, n: number): Promise<number> {
   await admin.connect();
   const scratch = `floor_${tier}_${Math.random().toString(36).slice(2, 7)}`;
   await admin.query(`CREATE DATABASE ${scratch}`);
-  await admin.query(`DO $$ BEGIN CREATE ROLE floor_owner NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+  await admin.query(
+    `DO $$ BEGIN CREATE ROLE floor_owner NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+  );
   const db = new pg.Client({ connectionString: cp.pgUrl(scratch) });
   await db.connect();
   const ddl = tenantSchema.migrations.map((m) => m.sql).join('\n');
   let template = '';
   if (tier === 'pool') {
-    await db.query(`CREATE SCHEMA pool; SET search_path TO pool; ${ddl}; CREATE TABLE members (tenant_id uuid PRIMARY KEY, slug text UNIQUE)`);
+    await db.query(
+      `CREATE SCHEMA pool; SET search_path TO pool; ${ddl}; CREATE TABLE members (tenant_id uuid PRIMARY KEY, slug text UNIQUE)`,
+    );
   }
   if (tier === 'silo') {
     template = `${scratch}_tpl`;
@@ -140,10 +150,14 @@ async function floor(tier: Tier, n: number): Promise<number> {
       const v = scramVerifier(`pw-${i}`);
       await admin.query(`CREATE ROLE ${name} LOGIN PASSWORD '${v}' CONNECTION LIMIT 50`);
       await admin.query(`CREATE DATABASE ${name} OWNER floor_owner TEMPLATE ${template}`);
-      await admin.query(`REVOKE CONNECT ON DATABASE ${name} FROM PUBLIC; GRANT CONNECT ON DATABASE ${name} TO ${name}`);
+      await admin.query(
+        `REVOKE CONNECT ON DATABASE ${name} FROM PUBLIC; GRANT CONNECT ON DATABASE ${name} TO ${name}`,
+      );
       const s = new pg.Client({ connectionString: cp.pgUrl(name) });
       await s.connect();
-      await s.query(`GRANT USAGE ON SCHEMA app TO ${name}; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA app TO ${name}`);
+      await s.query(
+        `GRANT USAGE ON SCHEMA app TO ${name}; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA app TO ${name}`,
+      );
       await s.end();
     }
   }
@@ -183,7 +197,11 @@ process.stdout.write(
     summary: true,
     targets: {
       bridgeRatioAtN500: { value: bridge.ratio, target: 2.0, met: bridge.ratio <= 2.0, n: bridge.n },
-      poolP50AcceptToActiveMs: { value: pool.p50AcceptToActiveMs, target: 50, met: pool.p50AcceptToActiveMs <= 50 },
+      poolP50AcceptToActiveMs: {
+        value: pool.p50AcceptToActiveMs,
+        target: 50,
+        met: pool.p50AcceptToActiveMs <= 50,
+      },
       controlPlanePeakRssMb: { value: peak, target: 250, met: peak <= 250 },
     },
   })}\n`,

@@ -2,12 +2,12 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
 import pg from 'pg';
+import pino from 'pino';
 import type { TestProject } from 'vitest/node';
+import { Db } from '../../control-plane/src/db/db.js';
 import { migrate } from '../../control-plane/src/db/migrate.js';
 import { startEmbedded } from '../../control-plane/src/embedded.js';
-import { Db } from '../../control-plane/src/db/db.js';
 import { migrateQueue } from '../../control-plane/src/worker/index.js';
 
 declare module 'vitest' {

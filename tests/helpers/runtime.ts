@@ -3,14 +3,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
-import pino from 'pino';
 import pg from 'pg';
+import pino from 'pino';
 import { inject } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
 import { type Config, loadConfig } from '../../control-plane/src/config.js';
-import { loggerOptions } from '../../control-plane/src/logger.js';
 import { createToken } from '../../control-plane/src/db/tokens.js';
 import type { Role } from '../../control-plane/src/domain/auth.js';
+import { loggerOptions } from '../../control-plane/src/logger.js';
 import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
 
 export const rand = (n = 6) => randomBytes(n).toString('hex');
@@ -75,7 +75,9 @@ export async function startStack(
   await server.ready();
   const tokens = {} as Record<Role, string>;
   for (const role of ['sales-ops', 'sre', 'dataplane', 'admin'] as const) {
-    tokens[role] = (await createToken(runtime.services.db, { name: `test-${role}`, role, createdBy: null })).token;
+    tokens[role] = (
+      await createToken(runtime.services.db, { name: `test-${role}`, role, createdBy: null })
+    ).token;
   }
   return {
     app: server as unknown as FastifyInstance,
@@ -102,7 +104,11 @@ export async function waitForOperation(
 ): Promise<{ status: string; steps: { name: string; status: string; error?: string }[]; error?: string }> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const res = await stack.app.inject({ method: 'GET', url: `/v1/operations/${id}`, headers: auth(stack.tokens.sre) });
+    const res = await stack.app.inject({
+      method: 'GET',
+      url: `/v1/operations/${id}`,
+      headers: auth(stack.tokens.sre),
+    });
     const op = res.json();
     if (['succeeded', 'failed', 'cancelled'].includes(op.status)) return op;
     if (Date.now() > until) throw new Error(`operation ${id} still ${op.status} after ${timeoutMs} ms`);
@@ -150,8 +156,20 @@ export async function connectionOf(stack: TestStack, slug: string) {
 }
 
 /** A pg client logged in with a tenant's own descriptor: what the data plane would do. */
-export async function tenantClient(d: { host: string; port: number; database: string; user: string; password: string }) {
-  const c = new pg.Client({ host: d.host, port: d.port, database: d.database, user: d.user, password: d.password });
+export async function tenantClient(d: {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string;
+}) {
+  const c = new pg.Client({
+    host: d.host,
+    port: d.port,
+    database: d.database,
+    user: d.user,
+    password: d.password,
+  });
   await c.connect();
   return c;
 }

@@ -1,5 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { auth, connectionOf, onboard, rand, startStack, superQuery, type TestStack, waitForOperation } from '../helpers/runtime.js';
+import {
+  auth,
+  connectionOf,
+  onboard,
+  rand,
+  startStack,
+  superQuery,
+  type TestStack,
+  waitForOperation,
+} from '../helpers/runtime.js';
 
 let s: TestStack;
 beforeAll(async () => {
@@ -10,21 +19,42 @@ afterAll(async () => {
 });
 
 const post = (token: string, payload: unknown, headers: Record<string, string> = {}) =>
-  s.app.inject({ method: 'POST', url: '/v1/tenants', headers: { ...auth(token), ...headers }, payload: payload as object });
+  s.app.inject({
+    method: 'POST',
+    url: '/v1/tenants',
+    headers: { ...auth(token), ...headers },
+    payload: payload as object,
+  });
 
 describe('POST /v1/tenants', () => {
   it('accepts a pool tenant with 202 and provisions it to active', async () => {
     const slug = `acme-${rand(3)}`;
-    const res = await post(s.tokens['sales-ops'], { slug, name: 'Acme', tier: 'pool', plan: 'gold', region: 'eu-west-1' });
+    const res = await post(s.tokens['sales-ops'], {
+      slug,
+      name: 'Acme',
+      tier: 'pool',
+      plan: 'gold',
+      region: 'eu-west-1',
+    });
     expect(res.statusCode).toBe(202);
     const body = res.json();
-    expect(body.tenant).toMatchObject({ slug, tier: 'pool', status: 'provisioning', plan: 'gold', region: 'eu-west-1' });
+    expect(body.tenant).toMatchObject({
+      slug,
+      tier: 'pool',
+      status: 'provisioning',
+      plan: 'gold',
+      region: 'eu-west-1',
+    });
     expect(body.operation).toMatchObject({ kind: 'onboard', status: 'queued', tenantSlug: slug });
     const op = await waitForOperation(s, body.operation.id);
     expect(op.status).toBe('succeeded');
     expect(op.steps.map((x) => x.name)).toEqual(['key', 'credentials', 'pool-membership']);
     expect(op.steps.every((x) => x.status === 'succeeded')).toBe(true);
-    const got = await s.app.inject({ method: 'GET', url: `/v1/tenants/${slug}`, headers: auth(s.tokens['sales-ops']) });
+    const got = await s.app.inject({
+      method: 'GET',
+      url: `/v1/tenants/${slug}`,
+      headers: auth(s.tokens['sales-ops']),
+    });
     expect(got.json()).toMatchObject({ slug, status: 'active' });
   });
 
@@ -64,13 +94,25 @@ describe('POST /v1/tenants', () => {
   it('replays the original response for the same Idempotency-Key and body, and 422s a different body', async () => {
     const slug = `idem-${rand(3)}`;
     const key = `k-${rand()}`;
-    const first = await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'pool' }, { 'idempotency-key': key });
-    const again = await post(s.tokens['sales-ops'], { tier: 'pool', name: 'x', slug }, { 'idempotency-key': key });
+    const first = await post(
+      s.tokens['sales-ops'],
+      { slug, name: 'x', tier: 'pool' },
+      { 'idempotency-key': key },
+    );
+    const again = await post(
+      s.tokens['sales-ops'],
+      { tier: 'pool', name: 'x', slug },
+      { 'idempotency-key': key },
+    );
     expect(first.statusCode).toBe(202);
     expect(again.statusCode).toBe(202);
     expect(again.json()).toEqual(first.json());
     expect(again.headers['idempotent-replayed']).toBe('true');
-    const other = await post(s.tokens['sales-ops'], { slug, name: 'changed', tier: 'pool' }, { 'idempotency-key': key });
+    const other = await post(
+      s.tokens['sales-ops'],
+      { slug, name: 'changed', tier: 'pool' },
+      { 'idempotency-key': key },
+    );
     expect(other.statusCode).toBe(422);
     expect(other.json().error.code).toBe('IDEMPOTENCY_KEY_REUSED');
     expect(await superQuery(s.controlDb, 'SELECT 1 FROM tenants WHERE slug = $1', [slug])).toHaveLength(1);
@@ -80,7 +122,9 @@ describe('POST /v1/tenants', () => {
     const slug = `race-${rand(3)}`;
     const key = `k-${rand()}`;
     const results = await Promise.all(
-      Array.from({ length: 5 }, () => post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'pool' }, { 'idempotency-key': key })),
+      Array.from({ length: 5 }, () =>
+        post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'pool' }, { 'idempotency-key': key }),
+      ),
     );
     expect(results.map((r) => r.statusCode)).toEqual([202, 202, 202, 202, 202]);
     expect(new Set(results.map((r) => r.json().tenant.id)).size).toBe(1);
@@ -110,13 +154,21 @@ describe('GET /v1/tenants', () => {
   });
 
   it('rejects a forged cursor with 400', async () => {
-    const res = await s.app.inject({ method: 'GET', url: '/v1/tenants?cursor=bm9wZQ', headers: auth(s.tokens.sre) });
+    const res = await s.app.inject({
+      method: 'GET',
+      url: '/v1/tenants?cursor=bm9wZQ',
+      headers: auth(s.tokens.sre),
+    });
     expect(res.statusCode).toBe(400);
     expect(res.json().error.code).toBe('VALIDATION_FAILED');
   });
 
   it('answers an unknown tenant with 404 TENANT_NOT_FOUND', async () => {
-    const res = await s.app.inject({ method: 'GET', url: '/v1/tenants/no-such-tenant', headers: auth(s.tokens.sre) });
+    const res = await s.app.inject({
+      method: 'GET',
+      url: '/v1/tenants/no-such-tenant',
+      headers: auth(s.tokens.sre),
+    });
     expect(res.statusCode).toBe(404);
     expect(res.json().error.code).toBe('TENANT_NOT_FOUND');
   });
@@ -131,19 +183,33 @@ describe('operations', () => {
     });
     expect(missing.statusCode).toBe(404);
     expect(missing.json().error.code).toBe('OPERATION_NOT_FOUND');
-    const bad = await s.app.inject({ method: 'GET', url: '/v1/operations/nope', headers: auth(s.tokens.sre) });
+    const bad = await s.app.inject({
+      method: 'GET',
+      url: '/v1/operations/nope',
+      headers: auth(s.tokens.sre),
+    });
     expect(bad.statusCode).toBe(400);
   });
 
   it('streams step progress as server-sent events until the operation ends', async () => {
     const res = await post(s.tokens['sales-ops'], { slug: `sse-${rand(3)}`, name: 'x', tier: 'bridge' });
     const opId = res.json().operation.id;
-    const events = await s.app.inject({ method: 'GET', url: `/v1/operations/${opId}/events`, headers: auth(s.tokens.sre) });
+    const events = await s.app.inject({
+      method: 'GET',
+      url: `/v1/operations/${opId}/events`,
+      headers: auth(s.tokens.sre),
+    });
     expect(events.statusCode).toBe(200);
     expect(events.headers['content-type']).toContain('text/event-stream');
     const names = [...events.body.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
     expect(names.at(-1)).toBe('end');
-    const end = JSON.parse(events.body.trim().split('\n').at(-1)!.replace(/^data: /, ''));
+    const end = JSON.parse(
+      events.body
+        .trim()
+        .split('\n')
+        .at(-1)!
+        .replace(/^data: /, ''),
+    );
     expect(end.status).toBe('succeeded');
     for (const step of ['key', 'credentials', 'role', 'schema', 'grants']) {
       expect(events.body).toContain(`"name":"${step}","status":"succeeded"`);
@@ -155,7 +221,11 @@ describe('DELETE /v1/tenants/{slug}', () => {
   it('requires the Confirm header to match the slug', async () => {
     const { slug } = await onboard(s, 'pool');
     for (const headers of [{}, { confirm: 'other' }]) {
-      const res = await s.app.inject({ method: 'DELETE', url: `/v1/tenants/${slug}`, headers: { ...auth(s.tokens.sre), ...headers } });
+      const res = await s.app.inject({
+        method: 'DELETE',
+        url: `/v1/tenants/${slug}`,
+        headers: { ...auth(s.tokens.sre), ...headers },
+      });
       expect(res.statusCode).toBe(400);
       expect(res.json().error.code).toBe('CONFIRMATION_REQUIRED');
     }
@@ -165,7 +235,11 @@ describe('DELETE /v1/tenants/{slug}', () => {
     const slug = `busy-${rand(3)}`;
     const created = await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'silo' });
     expect(created.statusCode).toBe(202);
-    const res = await s.app.inject({ method: 'DELETE', url: `/v1/tenants/${slug}`, headers: { ...auth(s.tokens.sre), confirm: slug } });
+    const res = await s.app.inject({
+      method: 'DELETE',
+      url: `/v1/tenants/${slug}`,
+      headers: { ...auth(s.tokens.sre), confirm: slug },
+    });
     // The onboarding may have finished already on a fast machine; then the offboard is accepted.
     if (res.statusCode === 202) {
       expect((await waitForOperation(s, res.json().operation.id)).status).toBe('succeeded');
@@ -196,22 +270,46 @@ describe('DELETE /v1/tenants/{slug}', () => {
       expect(op.status).toBe('succeeded');
       const name = `tenant_${t.slug.replaceAll('-', '_')}`;
       expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_roles WHERE rolname = $1', [name])).toHaveLength(0);
-      expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [name])).toHaveLength(0);
-      expect(await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name])).toHaveLength(0);
-      expect(await superQuery(s.dataDb, 'SELECT 1 FROM tenantry_meta.pool_members WHERE tenant_id = $1', [t.id])).toHaveLength(0);
+      expect(
+        await superQuery(s.dataDb, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [name]),
+      ).toHaveLength(0);
+      expect(
+        await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name]),
+      ).toHaveLength(0);
+      expect(
+        await superQuery(s.dataDb, 'SELECT 1 FROM tenantry_meta.pool_members WHERE tenant_id = $1', [t.id]),
+      ).toHaveLength(0);
       const key = await superQuery<{ state: string; wrapped_key: Buffer | null }>(
         s.controlDb,
         'SELECT state, wrapped_key FROM local_keys WHERE tenant_id = $1',
         [t.id],
       );
       expect(key).toEqual([{ state: 'destroyed', wrapped_key: null }]);
-      expect(await superQuery(s.controlDb, 'SELECT 1 FROM local_secrets WHERE name = $1', [`tenantry/${t.slug}/connection`])).toHaveLength(0);
-      const got = await s.app.inject({ method: 'GET', url: `/v1/tenants/${t.slug}`, headers: auth(s.tokens.sre) });
+      expect(
+        await superQuery(s.controlDb, 'SELECT 1 FROM local_secrets WHERE name = $1', [
+          `tenantry/${t.slug}/connection`,
+        ]),
+      ).toHaveLength(0);
+      const got = await s.app.inject({
+        method: 'GET',
+        url: `/v1/tenants/${t.slug}`,
+        headers: auth(s.tokens.sre),
+      });
       expect(got.json().status).toBe('offboarded');
-      const audit = await s.app.inject({ method: 'GET', url: `/v1/audit?tenant=${t.slug}`, headers: auth(s.tokens.sre) });
+      const audit = await s.app.inject({
+        method: 'GET',
+        url: `/v1/audit?tenant=${t.slug}`,
+        headers: auth(s.tokens.sre),
+      });
       const actions = audit.json().items.map((a: { action: string }) => a.action);
       expect(actions).toEqual(
-        expect.arrayContaining(['tenant.create', 'operation.onboard.succeeded', 'tenant.connection.read', 'tenant.offboard', 'operation.offboard.succeeded']),
+        expect.arrayContaining([
+          'tenant.create',
+          'operation.onboard.succeeded',
+          'tenant.connection.read',
+          'tenant.offboard',
+          'operation.offboard.succeeded',
+        ]),
       );
     },
   );
@@ -226,7 +324,11 @@ describe('DELETE /v1/tenants/{slug}', () => {
         [t.id],
       );
     }
-    const res = await s.app.inject({ method: 'DELETE', url: `/v1/tenants/${a.slug}`, headers: { ...auth(s.tokens.sre), confirm: a.slug } });
+    const res = await s.app.inject({
+      method: 'DELETE',
+      url: `/v1/tenants/${a.slug}`,
+      headers: { ...auth(s.tokens.sre), confirm: a.slug },
+    });
     expect((await waitForOperation(s, res.json().operation.id)).status).toBe('succeeded');
     const counts = await superQuery<{ tenant_id: string; n: number }>(
       s.dataDb,
@@ -242,7 +344,11 @@ describe('connection descriptor', () => {
     const slug = `na-${rand(3)}`;
     await superQuery(s.controlDb, 'SELECT 1'); // keep the same pace as other tests
     const created = await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'silo' });
-    const res = await s.app.inject({ method: 'GET', url: `/v1/tenants/${slug}/connection`, headers: auth(s.tokens.dataplane) });
+    const res = await s.app.inject({
+      method: 'GET',
+      url: `/v1/tenants/${slug}/connection`,
+      headers: auth(s.tokens.dataplane),
+    });
     if (res.statusCode === 409) expect(res.json().error.code).toBe('TENANT_NOT_ACTIVE');
     else expect(res.statusCode).toBe(200); // provisioning already finished
     await waitForOperation(s, created.json().operation.id);
@@ -250,8 +356,16 @@ describe('connection descriptor', () => {
 
   it('is audited in the same transaction as the read', async () => {
     const t = await onboard(s, 'bridge');
-    const before = await superQuery<{ n: number }>(s.controlDb, `SELECT count(*)::int AS n FROM audit_log WHERE action = 'tenant.connection.read' AND tenant_id = $1`, [t.id]);
-    const res = await s.app.inject({ method: 'GET', url: `/v1/tenants/${t.slug}/connection`, headers: auth(s.tokens.dataplane) });
+    const before = await superQuery<{ n: number }>(
+      s.controlDb,
+      `SELECT count(*)::int AS n FROM audit_log WHERE action = 'tenant.connection.read' AND tenant_id = $1`,
+      [t.id],
+    );
+    const res = await s.app.inject({
+      method: 'GET',
+      url: `/v1/tenants/${t.slug}/connection`,
+      headers: auth(s.tokens.dataplane),
+    });
     expect(res.statusCode).toBe(200);
     expect(res.headers['cache-control']).toBe('no-store');
     const after = await superQuery<{ n: number; actor_name: string; role: string; request_id: string }>(
@@ -285,7 +399,18 @@ describe('service endpoints', () => {
     expect(res.statusCode).toBe(200);
     const doc = res.json();
     expect(doc.openapi).toMatch(/^3\./);
-    for (const p of ['/v1/tenants', '/v1/tenants/{slug}', '/v1/tenants/{slug}/connection', '/v1/operations/{id}', '/v1/operations/{id}/events', '/v1/tokens', '/v1/tokens/{id}', '/v1/audit', '/healthz', '/metrics']) {
+    for (const p of [
+      '/v1/tenants',
+      '/v1/tenants/{slug}',
+      '/v1/tenants/{slug}/connection',
+      '/v1/operations/{id}',
+      '/v1/operations/{id}/events',
+      '/v1/tokens',
+      '/v1/tokens/{id}',
+      '/v1/audit',
+      '/healthz',
+      '/metrics',
+    ]) {
       expect(Object.keys(doc.paths)).toContain(p);
     }
   });

@@ -3,9 +3,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
-import { inject } from 'vitest';
 
 /**
  * Kill -9 the control plane in the middle of an onboarding, at every step, then restart it:
@@ -55,7 +54,8 @@ async function startServer(env: Record<string, string>): Promise<ChildProcess> {
       () => false,
     );
     if (ok) return p;
-    if (p.exitCode !== null || p.signalCode !== null || Date.now() > until) throw new Error(`server did not start: ${stderr}`);
+    if (p.exitCode !== null || p.signalCode !== null || Date.now() > until)
+      throw new Error(`server did not start: ${stderr}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -96,7 +96,10 @@ describe('kill -9 during onboarding', () => {
         body: JSON.stringify({ slug, name: 'Crash', tier: 'silo' }),
       });
       expect(res.status).toBe(202);
-      const { operation, tenant } = (await res.json()) as { operation: { id: string }; tenant: { id: string } };
+      const { operation, tenant } = (await res.json()) as {
+        operation: { id: string };
+        tenant: { id: string };
+      };
 
       // Wait until the chosen step is running, then pull the plug.
       const until = Date.now() + 20_000;
@@ -137,14 +140,24 @@ describe('kill -9 during onboarding', () => {
       }
       expect(final).toMatchObject({ status: 'active', op: 'succeeded' });
       const name = `tenant_${slug.replaceAll('-', '_')}`;
-      expect(await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name])).toHaveLength(1);
-      expect(await superQuery('postgres', 'SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin', [name])).toHaveLength(1);
+      expect(
+        await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name]),
+      ).toHaveLength(1);
+      expect(
+        await superQuery('postgres', 'SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin', [name]),
+      ).toHaveLength(1);
       expect(await superQuery(name, 'SELECT 1 FROM app.users LIMIT 0')).toHaveLength(0);
       // The connection descriptor works end to end after the crash.
       const conn = await fetch(`http://127.0.0.1:${port}/v1/tenants/${slug}/connection`, {
         headers: { authorization: `Bearer ${ADMIN}` },
       });
-      const d = (await conn.json()) as { user: string; password: string; database: string; host: string; port: number };
+      const d = (await conn.json()) as {
+        user: string;
+        password: string;
+        database: string;
+        host: string;
+        port: number;
+      };
       const pg = await import('pg');
       const c = new pg.default.Client({ ...d });
       await c.connect();

@@ -1,6 +1,5 @@
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Db } from '../../control-plane/src/db/db.js';
 import { findOperation, findTenantBySlug } from '../../control-plane/src/db/repo.js';
 import { TenantryError } from '../../control-plane/src/domain/errors.js';
@@ -46,7 +45,10 @@ beforeAll(async () => {
   db = new Db(adminUrl(name), 4);
   engine = new ScriptedEngine();
   svc = new TenantService(db, engine, { templateVersion: 1, maxAttempts: 3 });
-  exec = new OperationExecutor(db, engine, pino({ level: 'silent' }), new Metrics(db), { maxAttempts: 3, leaseMs: 1000 });
+  exec = new OperationExecutor(db, engine, pino({ level: 'silent' }), new Metrics(db), {
+    maxAttempts: 3,
+    leaseMs: 1000,
+  });
 });
 afterAll(async () => {
   await db?.close();
@@ -104,7 +106,9 @@ describe('operation executor', () => {
       'rollback:key:succeeded',
     ]);
     expect((await findTenantBySlug(db, slug))?.status).toBe('failed');
-    const audit = await db.query<{ action: string }>(`SELECT action FROM audit_log WHERE operation_id = $1`, [opId]);
+    const audit = await db.query<{ action: string }>(`SELECT action FROM audit_log WHERE operation_id = $1`, [
+      opId,
+    ]);
     expect(audit.rows.map((r) => r.action)).toContain('operation.onboard.failed');
   });
 
@@ -132,7 +136,9 @@ describe('operation executor', () => {
     await exec.run(opId);
     expect(engine.calls).toEqual([]);
     expect(await exec.reapExpiredLeases()).not.toContain(opId);
-    await db.query(`UPDATE operations SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [opId]);
+    await db.query(`UPDATE operations SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [
+      opId,
+    ]);
     expect(await exec.reapExpiredLeases()).toContain(opId);
     const job = await db.query(`SELECT 1 FROM graphile_worker._private_jobs WHERE key = $1`, [opId]);
     expect(job.rows).toHaveLength(1);

@@ -2,8 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Db } from '../../control-plane/src/db/db.js';
 import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
 import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
@@ -42,7 +41,11 @@ describe('local key and secret store', () => {
     expect((await store.getSecret('s/one'))?.value).toEqual({ password: `${password}-2` });
     const raw = await superQuery<{ ciphertext: Buffer }>(dbName, 'SELECT ciphertext FROM local_secrets');
     for (const r of raw) expect(r.ciphertext.toString('latin1')).not.toContain(password);
-    const keys = await superQuery<{ wrapped_key: Buffer }>(dbName, 'SELECT wrapped_key FROM local_keys WHERE alias = $1', [alias]);
+    const keys = await superQuery<{ wrapped_key: Buffer }>(
+      dbName,
+      'SELECT wrapped_key FROM local_keys WHERE alias = $1',
+      [alias],
+    );
     expect(keys[0]!.wrapped_key.length).toBe(12 + 16 + 32);
   });
 

@@ -40,10 +40,20 @@ describe('role provider', () => {
     await roleProvider.create(maint, spec);
     const state = await roleProvider.create(maint, { ...spec, password: undefined });
     expect(state).toMatchObject({ canLogin: true, superuser: false, bypassRls: false, connectionLimit: 7 });
-    expect(state.settings).toMatchObject({ statement_timeout: '1234', idle_in_transaction_session_timeout: '5678', search_path: 'app' });
-    const auth = await superQuery<{ rolpassword: string }>('postgres', 'SELECT rolpassword FROM pg_authid WHERE rolname = $1', [name]);
+    expect(state.settings).toMatchObject({
+      statement_timeout: '1234',
+      idle_in_transaction_session_timeout: '5678',
+      search_path: 'app',
+    });
+    const auth = await superQuery<{ rolpassword: string }>(
+      'postgres',
+      'SELECT rolpassword FROM pg_authid WHERE rolname = $1',
+      [name],
+    );
     expect(auth[0]!.rolpassword).toMatch(/^SCRAM-SHA-256\$4096:/);
-    const c = new pg.Client({ connectionString: adminUrl(dbName).replace(/\/\/[^@]+@/, `//${name}:first-password@`) });
+    const c = new pg.Client({
+      connectionString: adminUrl(dbName).replace(/\/\/[^@]+@/, `//${name}:first-password@`),
+    });
     await c.connect();
     await c.end();
     await superQuery('postgres', `ALTER ROLE ${name} CONNECTION LIMIT 999 BYPASSRLS`);
@@ -79,7 +89,11 @@ describe('schema and grants providers', () => {
     const spec = { name, owner, template };
     await schemaProvider.create(db, spec);
     const state = await schemaProvider.create(db, spec);
-    expect(state).toMatchObject({ owner, templateVersion: template.version, tables: ['documents', 'settings', 'users'] });
+    expect(state).toMatchObject({
+      owner,
+      templateVersion: template.version,
+      tables: ['documents', 'settings', 'users'],
+    });
     const owners = await superQuery<{ o: string }>(
       dbName,
       `SELECT DISTINCT pg_get_userbyid(relowner) AS o FROM pg_class WHERE relnamespace = $1::regnamespace`,
@@ -90,7 +104,10 @@ describe('schema and grants providers', () => {
     const granted = await grantsProvider.create(db, g);
     expect(granted).toMatchObject({ connect: true, usage: true, create: false, defaultPrivileges: true });
     expect(granted.tables.users).toEqual(['DELETE', 'INSERT', 'SELECT', 'UPDATE']);
-    await superQuery(dbName, `GRANT CREATE ON SCHEMA ${name} TO ${role}; REVOKE UPDATE ON ${name}.users FROM ${role}`);
+    await superQuery(
+      dbName,
+      `GRANT CREATE ON SCHEMA ${name} TO ${role}; REVOKE UPDATE ON ${name}.users FROM ${role}`,
+    );
     const drifted = await grantsProvider.observe(db, g);
     expect(drifted?.create).toBe(true);
     expect(drifted?.tables.users).toEqual(['DELETE', 'INSERT', 'SELECT']);
@@ -105,9 +122,9 @@ describe('schema and grants providers', () => {
   });
 
   it('refuses an identifier that is not a plain lowercase name', async () => {
-    await expect(schemaProvider.create(db, { name: 'x"; drop database postgres; --', owner, template })).rejects.toThrow(
-      /invalid SQL identifier/,
-    );
+    await expect(
+      schemaProvider.create(db, { name: 'x"; drop database postgres; --', owner, template }),
+    ).rejects.toThrow(/invalid SQL identifier/);
   });
 });
 
@@ -115,7 +132,14 @@ describe('pool providers', () => {
   it('enables and forces RLS with the one policy, and re-converges a loosened policy', async () => {
     const app = `pa_${rand(4)}`;
     await roleProvider.create(maint, { name: app, ...limits });
-    const spec = { schema: `pool_${rand(4)}`, owner, appRole: app, database: dbName, setting: 'app.tenant_id', template };
+    const spec = {
+      schema: `pool_${rand(4)}`,
+      owner,
+      appRole: app,
+      database: dbName,
+      setting: 'app.tenant_id',
+      template,
+    };
     const state = await poolProvider.create(db, spec);
     expect(state.tables).toHaveLength(3);
     for (const t of state.tables) {
@@ -124,7 +148,10 @@ describe('pool providers', () => {
       expect(t.policies[0]!.using).toContain("current_setting('app.tenant_id'::text, true)");
       expect(t.policies[0]!.using).not.toMatch(/\bOR\b/);
     }
-    await superQuery(dbName, `ALTER TABLE ${spec.schema}.users NO FORCE ROW LEVEL SECURITY; CREATE POLICY open ON ${spec.schema}.users USING (true)`);
+    await superQuery(
+      dbName,
+      `ALTER TABLE ${spec.schema}.users NO FORCE ROW LEVEL SECURITY; CREATE POLICY open ON ${spec.schema}.users USING (true)`,
+    );
     const loose = await poolProvider.observe(db, spec);
     expect(loose?.tables.find((t) => t.table === 'users')).toMatchObject({ rlsForced: false });
     const fixed = await poolProvider.update(db, spec);
@@ -137,10 +164,23 @@ describe('pool providers', () => {
     const app = `pb_${rand(4)}`;
     await roleProvider.create(maint, { name: app, ...limits });
     const schema = `pool_${rand(4)}`;
-    await poolProvider.create(db, { schema, owner, appRole: app, database: dbName, setting: 'app.tenant_id', template });
+    await poolProvider.create(db, {
+      schema,
+      owner,
+      appRole: app,
+      database: dbName,
+      setting: 'app.tenant_id',
+      template,
+    });
     const [a, b] = [crypto.randomUUID(), crypto.randomUUID()];
     for (const id of [a, b]) {
-      const m = { schema, tenantId: id, slug: `m-${id.slice(0, 6)}`, setting: 'app.tenant_id', deleteBatchSize: 7 };
+      const m = {
+        schema,
+        tenantId: id,
+        slug: `m-${id.slice(0, 6)}`,
+        setting: 'app.tenant_id',
+        deleteBatchSize: 7,
+      };
       await poolMembershipProvider.create(db, m);
       await poolMembershipProvider.create(db, m);
       await superQuery(

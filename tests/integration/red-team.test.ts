@@ -1,6 +1,13 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectionOf, onboard, startStack, superQuery, type TestStack, tenantClient } from '../helpers/runtime.js';
+import {
+  connectionOf,
+  onboard,
+  startStack,
+  superQuery,
+  type TestStack,
+  tenantClient,
+} from '../helpers/runtime.js';
 
 /**
  * The red-team isolation suite: every tenant tries, with its own credentials, to reach every
@@ -29,7 +36,11 @@ async function seed(t: T) {
 }
 
 async function snapshot(t: T) {
-  return superQuery(t.conn.database, `SELECT id, email, name FROM ${usersTable(t)} WHERE tenant_id = $1 ORDER BY id`, [t.id]);
+  return superQuery(
+    t.conn.database,
+    `SELECT id, email, name FROM ${usersTable(t)} WHERE tenant_id = $1 ORDER BY id`,
+    [t.id],
+  );
 }
 
 beforeAll(async () => {
@@ -82,7 +93,10 @@ describe('cross-tenant access, every pair of tiers', () => {
   it("no tenant can read another tenant's rows", async () => {
     for (const [a, b] of pairs()) {
       const r = await as(a, `SELECT * FROM ${usersTable(b)} WHERE tenant_id = $1`, [b.id], b.conn.database);
-      expect({ pair: `${a.slug}->${b.slug}`, rows: r.rows }).toEqual({ pair: `${a.slug}->${b.slug}`, rows: 0 });
+      expect({ pair: `${a.slug}->${b.slug}`, rows: r.rows }).toEqual({
+        pair: `${a.slug}->${b.slug}`,
+        rows: 0,
+      });
       if (r.refused) expect(r.refused).not.toContain(b.email);
     }
   });
@@ -90,19 +104,37 @@ describe('cross-tenant access, every pair of tiers', () => {
   it("no tenant can insert, update or delete another tenant's rows", async () => {
     for (const [a, b] of pairs()) {
       const before = await snapshot(b);
-      const ins = await as(a, `INSERT INTO ${usersTable(b)} (tenant_id, email) VALUES ($1, 'intruder@x')`, [b.id], b.conn.database);
-      const upd = await as(a, `UPDATE ${usersTable(b)} SET name = 'pwned' WHERE tenant_id = $1`, [b.id], b.conn.database);
+      const ins = await as(
+        a,
+        `INSERT INTO ${usersTable(b)} (tenant_id, email) VALUES ($1, 'intruder@x')`,
+        [b.id],
+        b.conn.database,
+      );
+      const upd = await as(
+        a,
+        `UPDATE ${usersTable(b)} SET name = 'pwned' WHERE tenant_id = $1`,
+        [b.id],
+        b.conn.database,
+      );
       const del = await as(a, `DELETE FROM ${usersTable(b)} WHERE tenant_id = $1`, [b.id], b.conn.database);
-      for (const r of [ins, upd, del]) expect(r.refused !== null || r.rows === 0, `${a.slug}->${b.slug}`).toBe(true);
+      for (const r of [ins, upd, del])
+        expect(r.refused !== null || r.rows === 0, `${a.slug}->${b.slug}`).toBe(true);
       expect(await snapshot(b)).toEqual(before);
     }
   });
 
   it("bridge and silo roles cannot even connect to another tenant's silo, the control plane, or maintenance databases", async () => {
     for (const a of tenants.filter((t) => t.tier !== 'pool')) {
-      for (const db of [s.controlDb, 'postgres', 'template1', ...tenants.filter((t) => t.tier === 'silo' && t !== a).map((t) => t.conn.database)]) {
+      for (const db of [
+        s.controlDb,
+        'postgres',
+        'template1',
+        ...tenants.filter((t) => t.tier === 'silo' && t !== a).map((t) => t.conn.database),
+      ]) {
         const r = await as(a, 'SELECT 1', [], db);
-        expect(r.refused, `${a.slug} -> ${db}`).toMatch(/permission denied for database|does not have CONNECT privilege/);
+        expect(r.refused, `${a.slug} -> ${db}`).toMatch(
+          /permission denied for database|does not have CONNECT privilege/,
+        );
       }
     }
     const pool = tenants.find((t) => t.tier === 'pool')!;
@@ -160,13 +192,15 @@ describe('pool row-level security', () => {
     await raw(a!, async (c) => {
       await c.query('BEGIN');
       await c.query('SELECT set_config($1, $2, true)', [a!.conn.tenantSetting, a!.id]);
-      await expect(c.query(`INSERT INTO pool.users (tenant_id, email) VALUES ($1, 'x@y')`, [b!.id])).rejects.toThrow(
-        /row-level security/,
-      );
+      await expect(
+        c.query(`INSERT INTO pool.users (tenant_id, email) VALUES ($1, 'x@y')`, [b!.id]),
+      ).rejects.toThrow(/row-level security/);
       await c.query('ROLLBACK');
       await c.query('BEGIN');
       await c.query('SELECT set_config($1, $2, true)', [a!.conn.tenantSetting, a!.id]);
-      await expect(c.query('UPDATE pool.users SET tenant_id = $1', [b!.id])).rejects.toThrow(/row-level security/);
+      await expect(c.query('UPDATE pool.users SET tenant_id = $1', [b!.id])).rejects.toThrow(
+        /row-level security/,
+      );
       await c.query('ROLLBACK');
     });
   });
@@ -199,7 +233,11 @@ describe('pool row-level security', () => {
       await c.query('BEGIN');
       await c.query('SELECT set_config($1, $2, true)', ['app.tenant_id', a!.id]);
       // b's email and b's user id collide with nothing in a's key space.
-      const r = await c.query(`INSERT INTO pool.users (tenant_id, id, email) VALUES ($1, $2, $3)`, [a!.id, b!.userId, b!.email]);
+      const r = await c.query(`INSERT INTO pool.users (tenant_id, id, email) VALUES ($1, $2, $3)`, [
+        a!.id,
+        b!.userId,
+        b!.email,
+      ]);
       expect(r.rowCount).toBe(1);
       await c.query('ROLLBACK');
     });
@@ -215,7 +253,11 @@ describe('pool row-level security', () => {
     expect(role).toEqual([{ rolbypassrls: false, rolsuper: false, owned: 0 }]);
     const r = await as(a, 'SELECT * FROM tenantry_meta.pool_members');
     expect(r.refused).toMatch(/permission denied/);
-    const flags = await superQuery<{ relname: string; relrowsecurity: boolean; relforcerowsecurity: boolean }>(
+    const flags = await superQuery<{
+      relname: string;
+      relrowsecurity: boolean;
+      relforcerowsecurity: boolean;
+    }>(
       s.dataDb,
       `SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class WHERE relnamespace = 'pool'::regnamespace AND relkind = 'r' ORDER BY 1`,
     );
@@ -227,10 +269,13 @@ describe('pool row-level security', () => {
 describe('bridge and silo roles', () => {
   it('cannot create objects, escalate, or touch the pool', async () => {
     for (const a of tenants.filter((t) => t.tier !== 'pool')) {
-      expect((await as(a, `CREATE TABLE ${a.conn.schema}.evil (x int)`)).refused).toMatch(/permission denied/);
+      expect((await as(a, `CREATE TABLE ${a.conn.schema}.evil (x int)`)).refused).toMatch(
+        /permission denied/,
+      );
       expect((await as(a, 'CREATE TABLE public.evil (x int)')).refused).toMatch(/permission denied/);
       expect((await as(a, 'CREATE ROLE evil')).refused).toMatch(/permission denied/);
-      if (a.tier === 'bridge') expect((await as(a, 'SELECT * FROM pool.users')).refused).toMatch(/permission denied/);
+      if (a.tier === 'bridge')
+        expect((await as(a, 'SELECT * FROM pool.users')).refused).toMatch(/permission denied/);
       // Its own data is fully usable.
       expect((await as(a, `SELECT * FROM ${a.conn.schema}.users`)).rows).toBe(1);
       expect((await as(a, 'SELECT * FROM users')).rows).toBe(1); // search_path is set

@@ -1,6 +1,14 @@
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { auth, connectionOf, onboard, startStack, superQuery, type TestStack, waitForOperation } from '../helpers/runtime.js';
+import {
+  auth,
+  connectionOf,
+  onboard,
+  startStack,
+  superQuery,
+  type TestStack,
+  waitForOperation,
+} from '../helpers/runtime.js';
 
 /** Passwords never reach logs, the tenant row, operation output or the audit log. */
 let s: TestStack;
@@ -18,7 +26,11 @@ beforeAll(async () => {
   for (const tier of ['pool', 'bridge', 'silo'] as const) {
     const t = await onboard(s, tier);
     passwords.push((await connectionOf(s, t.slug)).password);
-    const res = await s.app.inject({ method: 'DELETE', url: `/v1/tenants/${t.slug}`, headers: { ...auth(s.tokens.sre), confirm: t.slug } });
+    const res = await s.app.inject({
+      method: 'DELETE',
+      url: `/v1/tenants/${t.slug}`,
+      headers: { ...auth(s.tokens.sre), confirm: t.slug },
+    });
     await waitForOperation(s, res.json().operation.id);
   }
   // A request carrying a token is logged with the header redacted.
@@ -52,7 +64,10 @@ describe('secret hygiene', () => {
   });
 
   it('no plaintext password is stored by Postgres either (SCRAM verifiers only)', async () => {
-    const rows = await superQuery<{ rolpassword: string | null }>('postgres', `SELECT rolpassword FROM pg_authid WHERE rolpassword IS NOT NULL`);
+    const rows = await superQuery<{ rolpassword: string | null }>(
+      'postgres',
+      `SELECT rolpassword FROM pg_authid WHERE rolpassword IS NOT NULL`,
+    );
     for (const r of rows) expect(r.rolpassword).toMatch(/^SCRAM-SHA-256\$/);
   });
 });

@@ -35,7 +35,12 @@ const ROUTES: RouteCase[] = [
     allowed: ['sales-ops', 'sre', 'admin'],
   },
   { name: 'list tenants', method: 'GET', url: () => '/v1/tenants', allowed: ['sales-ops', 'sre', 'admin'] },
-  { name: 'get tenant', method: 'GET', url: () => `/v1/tenants/${slug}`, allowed: ['sales-ops', 'sre', 'admin'] },
+  {
+    name: 'get tenant',
+    method: 'GET',
+    url: () => `/v1/tenants/${slug}`,
+    allowed: ['sales-ops', 'sre', 'admin'],
+  },
   {
     name: 'get operation',
     method: 'GET',
@@ -48,7 +53,12 @@ const ROUTES: RouteCase[] = [
     url: () => `/v1/operations/op_${'0'.repeat(28)}/events`,
     allowed: ['sales-ops', 'sre', 'admin'],
   },
-  { name: 'read connection', method: 'GET', url: () => `/v1/tenants/${slug}/connection`, allowed: ['dataplane', 'admin'] },
+  {
+    name: 'read connection',
+    method: 'GET',
+    url: () => `/v1/tenants/${slug}/connection`,
+    allowed: ['dataplane', 'admin'],
+  },
   {
     name: 'offboard tenant',
     method: 'DELETE',
@@ -65,7 +75,12 @@ const ROUTES: RouteCase[] = [
     payload: () => ({ name: 'x', role: 'sales-ops' }),
     allowed: ['admin'],
   },
-  { name: 'revoke token', method: 'DELETE', url: () => `/v1/tokens/tok_${'0'.repeat(28)}`, allowed: ['admin'] },
+  {
+    name: 'revoke token',
+    method: 'DELETE',
+    url: () => `/v1/tokens/tok_${'0'.repeat(28)}`,
+    allowed: ['admin'],
+  },
 ];
 
 describe.each(ROUTES)('$name ($method)', (route) => {
@@ -113,11 +128,23 @@ describe('tokens', () => {
     expect(token).toMatch(/^tnt_/);
     const list = await s.app.inject({ method: 'GET', url: '/v1/tokens', headers: auth(s.tokens.admin) });
     expect(list.body).not.toContain(token);
-    expect((await s.app.inject({ method: 'GET', url: '/v1/audit', headers: auth(token) })).statusCode).toBe(200);
-    const revoked = await s.app.inject({ method: 'DELETE', url: `/v1/tokens/${info.id}`, headers: auth(s.tokens.admin) });
+    expect((await s.app.inject({ method: 'GET', url: '/v1/audit', headers: auth(token) })).statusCode).toBe(
+      200,
+    );
+    const revoked = await s.app.inject({
+      method: 'DELETE',
+      url: `/v1/tokens/${info.id}`,
+      headers: auth(s.tokens.admin),
+    });
     expect(revoked.json().revokedAt).toBeTruthy();
-    expect((await s.app.inject({ method: 'GET', url: '/v1/audit', headers: auth(token) })).statusCode).toBe(401);
-    const audit = await s.app.inject({ method: 'GET', url: '/v1/audit?limit=1000', headers: auth(s.tokens.admin) });
+    expect((await s.app.inject({ method: 'GET', url: '/v1/audit', headers: auth(token) })).statusCode).toBe(
+      401,
+    );
+    const audit = await s.app.inject({
+      method: 'GET',
+      url: '/v1/audit?limit=1000',
+      headers: auth(s.tokens.admin),
+    });
     const actions = audit.json().items.map((a: { action: string }) => a.action);
     expect(actions).toEqual(expect.arrayContaining(['token.create', 'token.revoke']));
     expect(audit.body).not.toContain(token);

@@ -76,7 +76,10 @@ function unwrap(v: unknown): unknown {
 }
 
 const hex = (s: string, n: number) => createHash('sha256').update(s).digest('hex').slice(0, n);
-const accountIdOf = (name: string) => String(Number.parseInt(hex(name, 10), 16)).padStart(12, '0').slice(-12);
+const accountIdOf = (name: string) =>
+  String(Number.parseInt(hex(name, 10), 16))
+    .padStart(12, '0')
+    .slice(-12);
 
 /** Cloud-assigned outputs a real provider would return, derived deterministically from the name. */
 function mockState(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
@@ -88,7 +91,10 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>):
     case 'aws:kms/alias:Alias':
       return { ...inputs, arn: `arn:aws:kms:${REGION}:${ACCOUNT_ID}:${String(inputs.name)}` };
     case 'aws:secretsmanager/secret:Secret':
-      return { ...inputs, arn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT_ID}:secret:${String(inputs.name)}-${hex(name, 6)}` };
+      return {
+        ...inputs,
+        arn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT_ID}:secret:${String(inputs.name)}-${hex(name, 6)}`,
+      };
     case 'aws:rds/instance:Instance':
       return {
         ...inputs,
@@ -106,7 +112,10 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>):
     case 'aws:rds/subnetGroup:SubnetGroup':
       return { ...inputs, name: inputs.name ?? `${name}-${hex(name, 7)}` };
     case 'aws:organizations/account:Account':
-      return { ...inputs, arn: `arn:aws:organizations::${ACCOUNT_ID}:account/o-example/${accountIdOf(name)}` };
+      return {
+        ...inputs,
+        arn: `arn:aws:organizations::${ACCOUNT_ID}:account/o-example/${accountIdOf(name)}`,
+      };
     case 'pulumi-nodejs:dynamic:Resource':
       return {
         ...inputs,
@@ -130,7 +139,12 @@ export interface RunOptions {
   without?: string[];
 }
 
-export async function runTierProgram(tier: Tier, input: TenantProgramInput, opts: RunOptions = {}): Promise<ProgramRun> {
+export async function runTierProgram(
+  tier: Tier,
+  input: TenantProgramInput,
+  opts: RunOptions = {},
+): Promise<ProgramRun> {
+  if (input.tier !== tier) throw new Error(`harness: a ${tier} run was given a ${input.tier} tenant`);
   const resources: RecordedResource[] = [];
   const calls: RecordedCall[] = [];
   await pulumi.runtime.setMocks(
@@ -195,7 +209,9 @@ export async function runTierProgram(tier: Tier, input: TenantProgramInput, opts
     resolved = await Promise.race([
       failed,
       (async () => {
-        const outputs = (await pulumi.runtime.runInPulumiStack(program)) as Record<string, unknown> | undefined;
+        const outputs = (await pulumi.runtime.runInPulumiStack(program)) as
+          | Record<string, unknown>
+          | undefined;
         const values = await new Promise<Record<string, unknown>>((resolve) =>
           pulumi.output(outputs ?? {}).apply((v) => resolve(v as Record<string, unknown>)),
         );
@@ -214,13 +230,18 @@ export async function runTierProgram(tier: Tier, input: TenantProgramInput, opts
     byType,
     one(type) {
       const [first, ...rest] = byType(type);
-      if (!first || rest.length > 0) throw new Error(`expected exactly one ${type}, found ${byType(type).length}`);
+      if (!first || rest.length > 0)
+        throw new Error(`expected exactly one ${type}, found ${byType(type).length}`);
       return first;
     },
   };
 }
 
-export function tenantInput(tier: Tier, slug: string, extra: Partial<TenantProgramInput> = {}): TenantProgramInput {
+export function tenantInput(
+  tier: Tier,
+  slug: string,
+  extra: Partial<TenantProgramInput> = {},
+): TenantProgramInput {
   const h = hex(slug, 32);
   return {
     tenantId: `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`,

@@ -11,7 +11,11 @@ import {
   secretsUseKms,
 } from '../../stacks/policy/policies.js';
 
-const TAGS = { 'tenantry:tenant-id': '0b6c1a9e-3f9f-4c3e-9a57-5e0f4a1c2b3d', 'tenantry:tier': 'silo', 'tenantry:managed-by': 'tenantry' };
+const TAGS = {
+  'tenantry:tenant-id': '0b6c1a9e-3f9f-4c3e-9a57-5e0f4a1c2b3d',
+  'tenantry:tier': 'silo',
+  'tenantry:managed-by': 'tenantry',
+};
 const KEY_ARN = 'arn:aws:kms:eu-west-1:111111111111:key/0b6c1a9e-3f9f-4c3e-9a57-5e0f4a1c2b3d';
 
 function fakeArgs(type: string, props: Record<string, unknown>): ResourceValidationArgs {
@@ -57,52 +61,69 @@ describe('the Tenantry policy pack', () => {
   });
 
   it('accepts an RDS instance as the silo program writes it', async () => {
-    for (const p of policies) expect(await violations(p, 'aws:rds/instance:Instance', goodRds), p.name).toEqual([]);
+    for (const p of policies)
+      expect(await violations(p, 'aws:rds/instance:Instance', goodRds), p.name).toEqual([]);
   });
 
   it('rejects unencrypted RDS and RDS encrypted with the default key', async () => {
-    expect(await violations(rdsEncrypted, 'aws:rds/instance:Instance', { ...goodRds, storageEncrypted: false })).toEqual([
-      'storageEncrypted must be true.',
-    ]);
+    expect(
+      await violations(rdsEncrypted, 'aws:rds/instance:Instance', { ...goodRds, storageEncrypted: false }),
+    ).toEqual(['storageEncrypted must be true.']);
     const { kmsKeyId: _omit, ...defaultKey } = goodRds;
     expect(await violations(rdsEncrypted, 'aws:rds/instance:Instance', defaultKey)).toHaveLength(1);
   });
 
   it('rejects a publicly accessible instance', async () => {
-    expect(await violations(rdsNotPublic, 'aws:rds/instance:Instance', { ...goodRds, publiclyAccessible: true })).toEqual([
-      'publiclyAccessible must be false.',
-    ]);
+    expect(
+      await violations(rdsNotPublic, 'aws:rds/instance:Instance', { ...goodRds, publiclyAccessible: true }),
+    ).toEqual(['publiclyAccessible must be false.']);
   });
 
   it('rejects RDS without deletion protection or without a final snapshot', async () => {
     expect(
-      await violations(rdsDeletionProtection, 'aws:rds/instance:Instance', { ...goodRds, deletionProtection: false }),
+      await violations(rdsDeletionProtection, 'aws:rds/instance:Instance', {
+        ...goodRds,
+        deletionProtection: false,
+      }),
     ).toEqual(['deletionProtection must be true.']);
     expect(
-      await violations(rdsDeletionProtection, 'aws:rds/instance:Instance', { ...goodRds, skipFinalSnapshot: true }),
+      await violations(rdsDeletionProtection, 'aws:rds/instance:Instance', {
+        ...goodRds,
+        skipFinalSnapshot: true,
+      }),
     ).toEqual(['skipFinalSnapshot must be false.']);
   });
 
   it('requires rotation on symmetric keys only', async () => {
-    expect(await violations(kmsRotation, 'aws:kms/key:Key', { enableKeyRotation: true, tags: TAGS })).toEqual([]);
+    expect(await violations(kmsRotation, 'aws:kms/key:Key', { enableKeyRotation: true, tags: TAGS })).toEqual(
+      [],
+    );
     expect(await violations(kmsRotation, 'aws:kms/key:Key', { enableKeyRotation: false })).toEqual([
       'enableKeyRotation must be true.',
     ]);
-    expect(await violations(kmsRotation, 'aws:kms/key:Key', { customerMasterKeySpec: 'RSA_2048' })).toEqual([]);
+    expect(await violations(kmsRotation, 'aws:kms/key:Key', { customerMasterKeySpec: 'RSA_2048' })).toEqual(
+      [],
+    );
   });
 
   it('requires secrets to name a KMS key', async () => {
-    expect(await violations(secretsUseKms, 'aws:secretsmanager/secret:Secret', { kmsKeyId: KEY_ARN })).toEqual([]);
+    expect(
+      await violations(secretsUseKms, 'aws:secretsmanager/secret:Secret', { kmsKeyId: KEY_ARN }),
+    ).toEqual([]);
     expect(await violations(secretsUseKms, 'aws:secretsmanager/secret:Secret', {})).toHaveLength(1);
   });
 
   it('requires the three Tenantry tags on taggable resources and ignores untaggable ones', async () => {
     expect(await violations(requiredTags, 'aws:kms/key:Key', { tags: TAGS })).toEqual([]);
     expect(
-      await violations(requiredTags, 'aws:secretsmanager/secret:Secret', { tags: { 'tenantry:tier': 'pool' } }),
+      await violations(requiredTags, 'aws:secretsmanager/secret:Secret', {
+        tags: { 'tenantry:tier': 'pool' },
+      }),
     ).toEqual(['missing tags: tenantry:tenant-id, tenantry:managed-by.']);
     expect(
-      await violations(requiredTags, 'aws:rds/instance:Instance', { tags: { ...TAGS, 'tenantry:managed-by': 'someone' } }),
+      await violations(requiredTags, 'aws:rds/instance:Instance', {
+        tags: { ...TAGS, 'tenantry:managed-by': 'someone' },
+      }),
     ).toEqual(['tenantry:managed-by must be "tenantry".']);
     expect(await violations(requiredTags, 'aws:kms/alias:Alias', {})).toEqual([]);
   });
@@ -110,10 +131,18 @@ describe('the Tenantry policy pack', () => {
   it('rejects any security group rule open to 0.0.0.0/0 or ::/0, in every rule shape', async () => {
     const sg = (ingress: Record<string, unknown>[]) => ({ ingress, egress: [], tags: TAGS });
     expect(
-      await violations(noOpenSecurityGroups, 'aws:ec2/securityGroup:SecurityGroup', sg([{ cidrBlocks: ['10.0.0.0/16'] }])),
+      await violations(
+        noOpenSecurityGroups,
+        'aws:ec2/securityGroup:SecurityGroup',
+        sg([{ cidrBlocks: ['10.0.0.0/16'] }]),
+      ),
     ).toEqual([]);
     expect(
-      await violations(noOpenSecurityGroups, 'aws:ec2/securityGroup:SecurityGroup', sg([{ cidrBlocks: ['0.0.0.0/0'] }])),
+      await violations(
+        noOpenSecurityGroups,
+        'aws:ec2/securityGroup:SecurityGroup',
+        sg([{ cidrBlocks: ['0.0.0.0/0'] }]),
+      ),
     ).toEqual(['security group rule opens to 0.0.0.0/0.']);
     expect(
       await violations(noOpenSecurityGroups, 'aws:ec2/securityGroup:SecurityGroup', {
@@ -122,7 +151,9 @@ describe('the Tenantry policy pack', () => {
       }),
     ).toEqual(['security group rule opens to ::/0.']);
     expect(
-      await violations(noOpenSecurityGroups, 'aws:ec2/securityGroupRule:SecurityGroupRule', { cidrBlocks: ['0.0.0.0/0'] }),
+      await violations(noOpenSecurityGroups, 'aws:ec2/securityGroupRule:SecurityGroupRule', {
+        cidrBlocks: ['0.0.0.0/0'],
+      }),
     ).toHaveLength(1);
     expect(
       await violations(noOpenSecurityGroups, 'aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule', {
@@ -136,10 +167,15 @@ describe('the policy pack against what the programs create', () => {
   it('finds no violation in any resource of any tier', async () => {
     const { runTierProgram, tenantInput } = await import('./harness.js');
     for (const tier of ['pool', 'bridge', 'silo', 'account'] as const) {
-      const input = tenantInput(tier, `policy-${tier}`, tier === 'account' ? { accountEmailSuffix: 'c0ffee00beef' } : {});
+      const input = tenantInput(
+        tier,
+        `policy-${tier}`,
+        tier === 'account' ? { accountEmailSuffix: 'c0ffee00beef' } : {},
+      );
       const run = await runTierProgram(tier, input);
       for (const r of run.resources) {
-        for (const p of policies) expect(await violations(p, r.type, r.inputs), `${p.name} on ${r.type} ${r.name}`).toEqual([]);
+        for (const p of policies)
+          expect(await violations(p, r.type, r.inputs), `${p.name} on ${r.type} ${r.name}`).toEqual([]);
       }
     }
   });

@@ -2,7 +2,13 @@ import * as pulumi from '@pulumi/pulumi';
 import { describe, expect, it } from 'vitest';
 import { type PostgresResourceOutputs, postgresProvider } from '../../stacks/common/postgres-provider.js';
 
-const admin = JSON.stringify({ host: 'db.internal', port: 5432, database: 'postgres', user: 'admin', password: 'x' });
+const admin = JSON.stringify({
+  host: 'db.internal',
+  port: 5432,
+  database: 'postgres',
+  user: 'admin',
+  password: 'x',
+});
 
 function outs(kind: PostgresResourceOutputs['kind'], spec: Record<string, unknown>): PostgresResourceOutputs {
   return { kind, admin, spec, generatePassword: false, state: {} };
@@ -24,7 +30,11 @@ describe('the Postgres dynamic provider', () => {
   it('rejects an unknown kind and a missing admin connection at check time', async () => {
     const check = postgresProvider.check;
     if (!check) throw new Error('check is not implemented');
-    const bad = await check(outs('role', {}), { ...outs('role', { name: 'r' }), kind: 'table' as never, admin: '' });
+    const bad = await check(outs('role', {}), {
+      ...outs('role', { name: 'r' }),
+      kind: 'table' as never,
+      admin: '',
+    });
     expect(bad.failures?.map((f) => f.property).sort()).toEqual(['admin', 'kind']);
     const good = await check(outs('role', {}), outs('role', { name: 'r' }));
     expect(good.failures).toBeUndefined();
@@ -34,12 +44,21 @@ describe('the Postgres dynamic provider', () => {
     const diff = postgresProvider.diff;
     if (!diff) throw new Error('diff is not implemented');
     const role = outs('role', { name: 'tenant_a', connectionLimit: 20 });
-    const renamed = await diff('role/tenant_a', role, { ...role, spec: { name: 'tenant_b', connectionLimit: 20 } });
+    const renamed = await diff('role/tenant_a', role, {
+      ...role,
+      spec: { name: 'tenant_b', connectionLimit: 20 },
+    });
     expect(renamed).toEqual({ changes: true, replaces: ['spec'] });
-    const limited = await diff('role/tenant_a', role, { ...role, spec: { name: 'tenant_a', connectionLimit: 5 } });
+    const limited = await diff('role/tenant_a', role, {
+      ...role,
+      spec: { name: 'tenant_a', connectionLimit: 5 },
+    });
     expect(limited).toEqual({ changes: true, replaces: [] });
     const grants = outs('grants', { database: 'd', schema: 's', role: 'r', owner: 'o' });
-    const regranted = await diff('g', grants, { ...grants, spec: { database: 'd', schema: 's', role: 'r2', owner: 'o' } });
+    const regranted = await diff('g', grants, {
+      ...grants,
+      spec: { database: 'd', schema: 's', role: 'r2', owner: 'o' },
+    });
     expect(regranted.replaces).toEqual(['spec']);
   });
 

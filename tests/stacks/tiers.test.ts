@@ -11,7 +11,9 @@ import {
   tenantInput,
 } from './harness.js';
 
-const catalog = JSON.parse(readFileSync(new URL('../../templates/tiers.json', import.meta.url), 'utf8')) as TierCatalog;
+const catalog = JSON.parse(
+  readFileSync(new URL('../../templates/tiers.json', import.meta.url), 'utf8'),
+) as TierCatalog;
 
 const KEY = 'aws:kms/key:Key';
 const ALIAS = 'aws:kms/alias:Alias';
@@ -36,7 +38,11 @@ const TAGGABLE = new Set([
   'aws:rds/subnetGroup:SubnetGroup',
 ]);
 
-const suffixFor = (slug: string) => `${slug.replace(/[^a-z0-9]/g, '').padEnd(8, '0').slice(0, 8)}a1b2`;
+const suffixFor = (slug: string) =>
+  `${slug
+    .replace(/[^a-z0-9]/g, '')
+    .padEnd(8, '0')
+    .slice(0, 8)}a1b2`;
 
 function inputFor(tier: Tier, slug: string) {
   return tenantInput(tier, slug, tier === 'account' ? { accountEmailSuffix: suffixFor(slug) } : {});
@@ -136,9 +142,17 @@ describe('Postgres-level resources through the dynamic provider', () => {
     expect(dynamicKinds(run)).toEqual(['pool', 'pool-membership', 'role', 'role']);
     for (const r of run.byType(DYNAMIC)) expect(r.secretInputs, r.name).toContain('admin');
     const membership = run.byType(DYNAMIC).find((r) => r.inputs.kind === 'pool-membership');
-    expect(membership?.inputs.spec).toMatchObject({ schema: 'pool', tenantId: run.outputs.tenantId, slug: 'poolco' });
+    expect(membership?.inputs.spec).toMatchObject({
+      schema: 'pool',
+      tenantId: run.outputs.tenantId,
+      slug: 'poolco',
+    });
     const admin = JSON.parse(String(membership?.inputs.admin)) as Record<string, unknown>;
-    expect(admin).toMatchObject({ host: 'shared.cluster.internal', database: 'tenantry_data', user: 'tenantry_admin' });
+    expect(admin).toMatchObject({
+      host: 'shared.cluster.internal',
+      database: 'tenantry_data',
+      user: 'tenantry_admin',
+    });
     expect(run.calls.some((c) => c.inputs.secretId === SHARED_SECRET_NAME)).toBe(true);
   });
 
@@ -150,7 +164,9 @@ describe('Postgres-level resources through the dynamic provider', () => {
     expect(spec.name).toBe('tenant_bridgeco');
     expect(spec.owner).toBe('tenant_bridgeco_owner');
     expect(spec.template.version).toBe(catalog.templateVersion);
-    const login = run.byType(DYNAMIC).find((r) => (r.inputs.spec as { name: string }).name === 'tenant_bridgeco');
+    const login = run
+      .byType(DYNAMIC)
+      .find((r) => (r.inputs.spec as { name: string }).name === 'tenant_bridgeco');
     expect(login?.inputs.generatePassword).toBe(true);
     expect(login?.inputs.spec).toMatchObject({ connectionLimit: catalog.tiers.bridge.role.connectionLimit });
   });
@@ -161,7 +177,11 @@ describe('Postgres-level resources through the dynamic provider', () => {
     const rds = run.one(RDS);
     const schema = run.byType(DYNAMIC).find((r) => r.inputs.kind === 'schema');
     const admin = JSON.parse(String(schema?.inputs.admin)) as Record<string, unknown>;
-    expect(admin).toMatchObject({ host: rds.state.address, database: 'tenant_siloco', user: 'tenantry_admin' });
+    expect(admin).toMatchObject({
+      host: rds.state.address,
+      database: 'tenant_siloco',
+      user: 'tenantry_admin',
+    });
     // The admin password comes from the RDS-managed master secret, read through an invoke.
     const masterSecret = (rds.state.masterUserSecrets as { secretArn: string }[])[0]?.secretArn;
     expect(run.calls.some((c) => c.inputs.secretId === masterSecret)).toBe(true);
@@ -240,7 +260,10 @@ describe('per-tenant keys', () => {
 
 describe('the account tier', () => {
   it('vends an account under the configured OU with a plus-addressed root email that closes on deletion', async () => {
-    const run = await runTierProgram('account', tenantInput('account', 'acct-one', { accountEmailSuffix: '0a1b2c3d4e5f' }));
+    const run = await runTierProgram(
+      'account',
+      tenantInput('account', 'acct-one', { accountEmailSuffix: '0a1b2c3d4e5f' }),
+    );
     const account = run.one(ACCOUNT);
     expect(account.inputs).toMatchObject({
       email: 'root+acct-one-0a1b2c3d4e5f@tenants.example.com',
@@ -255,13 +278,22 @@ describe('the account tier', () => {
     const { newAccountEmailSuffix } = await import('../../stacks/common/input.js');
     const first = newAccountEmailSuffix();
     const second = newAccountEmailSuffix();
-    const a = await runTierProgram('account', tenantInput('account', 'same-slug', { accountEmailSuffix: first }));
-    const b = await runTierProgram('account', tenantInput('account', 'other-slug', { accountEmailSuffix: second }));
+    const a = await runTierProgram(
+      'account',
+      tenantInput('account', 'same-slug', { accountEmailSuffix: first }),
+    );
+    const b = await runTierProgram(
+      'account',
+      tenantInput('account', 'other-slug', { accountEmailSuffix: second }),
+    );
     const emailA = a.one(ACCOUNT).inputs.email;
     const emailB = b.one(ACCOUNT).inputs.email;
     expect(emailA).not.toBe(emailB);
     expect(first).not.toBe(second);
-    const again = await runTierProgram('account', tenantInput('account', 'same-slug', { accountEmailSuffix: first }));
+    const again = await runTierProgram(
+      'account',
+      tenantInput('account', 'same-slug', { accountEmailSuffix: first }),
+    );
     expect(again.one(ACCOUNT).inputs.email).toBe(emailA);
   });
 
@@ -271,7 +303,10 @@ describe('the account tier', () => {
     const provider = run.one(AWS_PROVIDER);
     const assumeRoles = provider.inputs.assumeRoles;
     expect(typeof assumeRoles === 'string' ? JSON.parse(assumeRoles) : assumeRoles).toEqual([
-      { roleArn: `arn:aws:iam::${account.id}:role/OrganizationAccountAccessRole`, sessionName: 'tenantry-inside' },
+      {
+        roleArn: `arn:aws:iam::${account.id}:role/OrganizationAccountAccessRole`,
+        sessionName: 'tenantry-inside',
+      },
     ]);
     // Provider inputs reach the engine as strings.
     expect(provider.inputs).toMatchObject({
@@ -289,7 +324,9 @@ describe('the account tier', () => {
     }
     expect(account.provider === undefined || providerRef(account.provider) === 'default').toBe(true);
     const masterSecretRead = run.calls.find(
-      (c) => c.token === 'aws:secretsmanager/getSecretVersion:getSecretVersion' && String(c.inputs.secretId).includes('rds!db'),
+      (c) =>
+        c.token === 'aws:secretsmanager/getSecretVersion:getSecretVersion' &&
+        String(c.inputs.secretId).includes('rds!db'),
     );
     expect(providerRef(masterSecretRead?.provider)).toBe('tenant-inside-provider');
   });
@@ -304,5 +341,4 @@ describe('the account tier', () => {
     const rds = run.one(RDS);
     expect(rds.inputs.vpcSecurityGroupIds).toEqual([sg.id]);
   });
-
 });

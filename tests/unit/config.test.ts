@@ -16,8 +16,18 @@ describe('config', () => {
     });
   });
   it('reads overrides', () => {
-    const c = loadConfig({ PORT: '8080', HOST: '0.0.0.0', TENANTRY_DATA_DIR: '/var/lib/t', DATABASE_URL: 'postgres://u@h/db' });
-    expect(c).toMatchObject({ port: 8080, host: '0.0.0.0', dataDir: '/var/lib/t', databaseUrl: 'postgres://u@h/db' });
+    const c = loadConfig({
+      PORT: '8080',
+      HOST: '0.0.0.0',
+      TENANTRY_DATA_DIR: '/var/lib/t',
+      DATABASE_URL: 'postgres://u@h/db',
+    });
+    expect(c).toMatchObject({
+      port: 8080,
+      host: '0.0.0.0',
+      dataDir: '/var/lib/t',
+      databaseUrl: 'postgres://u@h/db',
+    });
   });
   it.each([
     [{ PORT: 'eighty' }, 'PORT'],

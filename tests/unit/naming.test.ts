@@ -8,19 +8,26 @@ import {
   tenantSecretName,
   tenantStackName,
 } from '../../control-plane/src/domain/naming.js';
-import { ident, literal } from '../../control-plane/src/providers/postgres/sql.js';
 import { policyExpression } from '../../control-plane/src/providers/postgres/pool.js';
+import { ident, literal } from '../../control-plane/src/providers/postgres/sql.js';
 
 describe('slugs and derived names', () => {
   it.each(['abc', 'acme-corp', 'a1-2-3', `a${'b'.repeat(39)}`])('accepts %s', (slug) => {
     expect(assertSlug(slug)).toBe(slug);
   });
-  it.each(['ab', 'Acme', '1abc', '-abc', 'a_b_c', 'acme corp', "a'; drop role x; --", `a${'b'.repeat(40)}`, 'ačme'])(
-    'rejects %s',
-    (slug) => {
-      expect(() => assertSlug(slug)).toThrow(/slug must match/);
-    },
-  );
+  it.each([
+    'ab',
+    'Acme',
+    '1abc',
+    '-abc',
+    'a_b_c',
+    'acme corp',
+    "a'; drop role x; --",
+    `a${'b'.repeat(40)}`,
+    'ačme',
+  ])('rejects %s', (slug) => {
+    expect(() => assertSlug(slug)).toThrow(/slug must match/);
+  });
   it('derives every name from the slug through one function each', () => {
     expect(tenantObjectName('acme-corp')).toBe('tenant_acme_corp');
     expect(tenantStackName('acme-corp')).toBe('tenant-acme-corp');
@@ -39,7 +46,8 @@ describe('slugs and derived names', () => {
 describe('SQL quoting', () => {
   it('quotes valid identifiers and refuses anything else', () => {
     expect(ident('tenant_acme')).toBe('"tenant_acme"');
-    for (const bad of ['Tenant', 'a"b', 'a;b', '', 'a b', 'x'.repeat(64), 'ä']) expect(() => ident(bad)).toThrow();
+    for (const bad of ['Tenant', 'a"b', 'a;b', '', 'a b', 'x'.repeat(64), 'ä'])
+      expect(() => ident(bad)).toThrow();
   });
   it('escapes literals', () => {
     expect(literal("it's")).toBe("'it''s'");

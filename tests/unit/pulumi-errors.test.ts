@@ -18,7 +18,11 @@ const DIY_LOCK = `error: the stack is currently locked by 1 lock(s). Either wait
 
 describe('classifyPulumiError', () => {
   it('treats ConcurrentUpdateError (Pulumi Cloud 409) as a retryable concurrent update', () => {
-    const e = named('ConcurrentUpdateError', 'code: 255', 'error: [409] Conflict: Another update is currently in progress.');
+    const e = named(
+      'ConcurrentUpdateError',
+      'code: 255',
+      'error: [409] Conflict: Another update is currently in progress.',
+    );
     expect(classifyPulumiError(e)).toEqual({ kind: 'concurrent-update', retryable: true });
   });
 
@@ -39,7 +43,9 @@ describe('classifyPulumiError', () => {
 
   it('detects a stale lock by age, or by a dead holder on this host', () => {
     const e = named('ConcurrentUpdateError', 'code: 255', DIY_LOCK);
-    expect(classifyPulumiError(e, { maxAgeMs: 3_600_000, now: new Date('2025-01-01T12:00:00Z') }).kind).toBe('stale-lock');
+    expect(classifyPulumiError(e, { maxAgeMs: 3_600_000, now: new Date('2025-01-01T12:00:00Z') }).kind).toBe(
+      'stale-lock',
+    );
     const locks = parseLockHolders(DIY_LOCK);
     const recent = { maxAgeMs: 3_600_000, now: new Date('2025-01-01T10:01:00Z') };
     expect(isStaleLock(locks, { ...recent, hostname: 'worker-1', isPidAlive: () => false })).toBe(true);
@@ -58,9 +64,17 @@ describe('classifyPulumiError', () => {
   });
 
   it('retries gRPC unavailability and throttling', () => {
-    expect(classifyPulumiError(named('CommandError', 'code: 1', '14 UNAVAILABLE: Connection dropped')).retryable).toBe(true);
     expect(
-      classifyPulumiError(named('CommandError', 'code: 255', 'error: operation error KMS: CreateKey, ThrottlingException: Rate exceeded')),
+      classifyPulumiError(named('CommandError', 'code: 1', '14 UNAVAILABLE: Connection dropped')).retryable,
+    ).toBe(true);
+    expect(
+      classifyPulumiError(
+        named(
+          'CommandError',
+          'code: 255',
+          'error: operation error KMS: CreateKey, ThrottlingException: Rate exceeded',
+        ),
+      ),
     ).toEqual({ kind: 'transient', retryable: true });
   });
 

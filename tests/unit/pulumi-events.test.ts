@@ -1,15 +1,22 @@
 import type * as pulumi from '@pulumi/pulumi';
 import { describe, expect, it } from 'vitest';
-import { driftFromPreviewEvents, errorDiagnostics, parseUrn, progressFromEvent } from '../../control-plane/src/engine/pulumi/events.js';
+import {
+  driftFromPreviewEvents,
+  errorDiagnostics,
+  parseUrn,
+  progressFromEvent,
+} from '../../control-plane/src/engine/pulumi/events.js';
 
 type EngineEvent = pulumi.automation.EngineEvent;
 type OpType = pulumi.automation.OpType;
 
 const STACK = 'urn:pulumi:tenant-acme::tenantry::pulumi:pulumi:Stack::tenantry-tenant-acme';
-const KEY = 'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Key$aws:kms/key:Key::tenant-acme-key-key';
+const KEY =
+  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Key$aws:kms/key:Key::tenant-acme-key-key';
 const RDS =
   'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Database$aws:rds/instance:Instance::tenant-acme-db-instance';
-const SECRET = 'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Secret$aws:secretsmanager/secret:Secret::tenant-acme-connection-secret';
+const SECRET =
+  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Secret$aws:secretsmanager/secret:Secret::tenant-acme-connection-secret';
 const COMPONENT = 'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo::tenant-acme';
 
 let seq = 0;
@@ -17,7 +24,12 @@ function ev(e: Omit<EngineEvent, 'sequence' | 'timestamp'>): EngineEvent {
   return { sequence: seq++, timestamp: 1_700_000_000 + seq, ...e };
 }
 
-function meta(urn: string, op: OpType, extra: Partial<pulumi.automation.StepEventMetadata> = {}, custom = true) {
+function meta(
+  urn: string,
+  op: OpType,
+  extra: Partial<pulumi.automation.StepEventMetadata> = {},
+  custom = true,
+) {
   const { type } = parseUrn(urn);
   const state = { type, urn, custom, id: 'x', parent: STACK, inputs: {}, outputs: {}, provider: '' };
   return { op, urn, type, provider: '', old: state, new: state, ...extra };
@@ -30,35 +42,73 @@ describe('progressFromEvent', () => {
       action: 'create',
       status: 'running',
     });
-    expect(progressFromEvent(ev({ resOutputsEvent: { metadata: meta(KEY, 'create') } }))?.status).toBe('succeeded');
+    expect(progressFromEvent(ev({ resOutputsEvent: { metadata: meta(KEY, 'create') } }))?.status).toBe(
+      'succeeded',
+    );
   });
 
   it('maps a failed operation and an error diagnostic to failed', () => {
-    expect(progressFromEvent(ev({ resOpFailedEvent: { metadata: meta(RDS, 'update'), status: 1, steps: 1 } }))).toEqual({
+    expect(
+      progressFromEvent(ev({ resOpFailedEvent: { metadata: meta(RDS, 'update'), status: 1, steps: 1 } })),
+    ).toEqual({
       resource: 'aws:rds/instance:Instance::tenant-acme-db-instance',
       action: 'update',
       status: 'failed',
     });
     expect(
       progressFromEvent(
-        ev({ diagnosticEvent: { urn: RDS, message: 'InvalidParameterCombination', color: 'never', severity: 'error' } }),
+        ev({
+          diagnosticEvent: {
+            urn: RDS,
+            message: 'InvalidParameterCombination',
+            color: 'never',
+            severity: 'error',
+          },
+        }),
       ),
-    ).toEqual({ resource: 'aws:rds/instance:Instance::tenant-acme-db-instance', action: 'diagnostic', status: 'failed' });
+    ).toEqual({
+      resource: 'aws:rds/instance:Instance::tenant-acme-db-instance',
+      action: 'diagnostic',
+      status: 'failed',
+    });
   });
 
   it('drops unchanged steps and info diagnostics, and closes with the summary', () => {
     expect(progressFromEvent(ev({ resourcePreEvent: { metadata: meta(KEY, 'same') } }))).toBeNull();
-    expect(progressFromEvent(ev({ resourcePreEvent: { metadata: meta(KEY, 'same') } }), { includeSame: true })?.action).toBe('same');
-    expect(progressFromEvent(ev({ diagnosticEvent: { message: 'hello', color: 'never', severity: 'info' } }))).toBeNull();
+    expect(
+      progressFromEvent(ev({ resourcePreEvent: { metadata: meta(KEY, 'same') } }), { includeSame: true })
+        ?.action,
+    ).toBe('same');
+    expect(
+      progressFromEvent(ev({ diagnosticEvent: { message: 'hello', color: 'never', severity: 'info' } })),
+    ).toBeNull();
     expect(progressFromEvent(ev({ stdoutEvent: { message: 'Updating', color: 'never' } }))).toBeNull();
-    const summary = { maybeCorrupt: false, durationSeconds: 12, resourceChanges: { create: 3 }, policyPacks: {} };
-    expect(progressFromEvent(ev({ summaryEvent: summary }))).toEqual({ resource: 'stack', action: 'summary', status: 'succeeded' });
-    expect(progressFromEvent(ev({ summaryEvent: { ...summary, maybeCorrupt: true } }))?.status).toBe('failed');
+    const summary = {
+      maybeCorrupt: false,
+      durationSeconds: 12,
+      resourceChanges: { create: 3 },
+      policyPacks: {},
+    };
+    expect(progressFromEvent(ev({ summaryEvent: summary }))).toEqual({
+      resource: 'stack',
+      action: 'summary',
+      status: 'succeeded',
+    });
+    expect(progressFromEvent(ev({ summaryEvent: { ...summary, maybeCorrupt: true } }))?.status).toBe(
+      'failed',
+    );
   });
 
   it('collects error diagnostics for the step error', () => {
     const events = [
-      ev({ diagnosticEvent: { urn: RDS, message: 'creating RDS DB Instance: InvalidParameterValue\n', color: 'never', severity: 'error' } }),
+      ev({
+        diagnosticEvent: {
+          urn: RDS,
+          message: 'creating RDS DB Instance: InvalidParameterValue\n',
+          color: 'never',
+          severity: 'error',
+        },
+      }),
       ev({ diagnosticEvent: { message: 'just info', color: 'never', severity: 'info' } }),
     ];
     expect(errorDiagnostics(events)).toEqual([
@@ -75,7 +125,14 @@ describe('driftFromPreviewEvents', () => {
       ev({ resourcePreEvent: { metadata: meta(KEY, 'same'), planning: true } }),
       ev({ resourcePreEvent: { metadata: meta(RDS, 'same'), planning: true } }),
       // refresh-preview summaries can report changes that are not there (pulumi#19443)
-      ev({ summaryEvent: { maybeCorrupt: false, durationSeconds: 3, resourceChanges: { update: 2 }, policyPacks: {} } }),
+      ev({
+        summaryEvent: {
+          maybeCorrupt: false,
+          durationSeconds: 3,
+          resourceChanges: { update: 2 },
+          policyPacks: {},
+        },
+      }),
     ];
     expect(driftFromPreviewEvents(events)).toEqual([]);
   });
@@ -91,8 +148,18 @@ describe('driftFromPreviewEvents', () => {
           planning: true,
         },
       }),
-      ev({ resourcePreEvent: { metadata: meta(KEY, 'create-replacement', { diffs: ['policy'] }), planning: true } }),
-      ev({ resourcePreEvent: { metadata: meta(KEY, 'replace', { diffs: ['customerMasterKeySpec'] }), planning: true } }),
+      ev({
+        resourcePreEvent: {
+          metadata: meta(KEY, 'create-replacement', { diffs: ['policy'] }),
+          planning: true,
+        },
+      }),
+      ev({
+        resourcePreEvent: {
+          metadata: meta(KEY, 'replace', { diffs: ['customerMasterKeySpec'] }),
+          planning: true,
+        },
+      }),
       ev({ resourcePreEvent: { metadata: meta(SECRET, 'create'), planning: true } }),
       ev({ resourcePreEvent: { metadata: meta(COMPONENT, 'update', {}, false), planning: true } }),
     ];

@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { buildStackConfig } from '../../control-plane/src/engine/pulumi/config.js';
-import { fullyQualifiedStackName, stackName, stackWorkspaceDir } from '../../control-plane/src/engine/pulumi/naming.js';
-import { parsePlatformSettings, type PlatformSettings } from '../../stacks/common/config.js';
+import {
+  fullyQualifiedStackName,
+  stackName,
+  stackWorkspaceDir,
+} from '../../control-plane/src/engine/pulumi/naming.js';
+import { type PlatformSettings, parsePlatformSettings } from '../../stacks/common/config.js';
 
 const platform: PlatformSettings = parsePlatformSettings(
   (k) =>
@@ -26,7 +30,9 @@ describe('stack naming and workspaces', () => {
   });
 
   it('gives every stack its own directory under the root', () => {
-    expect(stackWorkspaceDir('/var/lib/tenantry/pulumi', 'acme')).toBe('/var/lib/tenantry/pulumi/stacks/tenant-acme');
+    expect(stackWorkspaceDir('/var/lib/tenantry/pulumi', 'acme')).toBe(
+      '/var/lib/tenantry/pulumi/stacks/tenant-acme',
+    );
     expect(stackWorkspaceDir('/r', 'acme')).not.toBe(stackWorkspaceDir('/r', 'acme-2'));
   });
 
@@ -63,7 +69,10 @@ describe('buildStackConfig', () => {
       'tenantry:keyDeletionWindowDays': '14',
       'tenantry:vpcSecurityGroupIds': '["sg-0123456789abcdef0"]',
     });
-    expect(JSON.parse(values['aws:endpoints'] ?? '')).toEqual([{ kms: 'http://localhost:4566' }, { rds: 'http://localhost:4566' }]);
+    expect(JSON.parse(values['aws:endpoints'] ?? '')).toEqual([
+      { kms: 'http://localhost:4566' },
+      { rds: 'http://localhost:4566' },
+    ]);
     for (const v of Object.values(config)) expect(typeof v.value).toBe('string');
   });
 
@@ -75,16 +84,32 @@ describe('buildStackConfig', () => {
   });
 
   it('fails before Pulumi starts on an out-of-range deletion window or an open CIDR', () => {
-    expect(() => buildStackConfig({ input, platform: { ...platform, keyDeletionWindowDays: 3 }, aws: { region: 'eu-west-1' } })).toThrow(
-      /keyDeletionWindowDays/,
+    expect(() =>
+      buildStackConfig({
+        input,
+        platform: { ...platform, keyDeletionWindowDays: 3 },
+        aws: { region: 'eu-west-1' },
+      }),
+    ).toThrow(/keyDeletionWindowDays/);
+    const open = {
+      ...platform,
+      account: {
+        ...(platform.account as NonNullable<PlatformSettings['account']>),
+        dbIngressCidrs: ['0.0.0.0/0'],
+      },
+    };
+    expect(() => buildStackConfig({ input, platform: open, aws: { region: 'eu-west-1' } })).toThrow(
+      /0\.0\.0\.0\/0/,
     );
-    const open = { ...platform, account: { ...(platform.account as NonNullable<PlatformSettings['account']>), dbIngressCidrs: ['0.0.0.0/0'] } };
-    expect(() => buildStackConfig({ input, platform: open, aws: { region: 'eu-west-1' } })).toThrow(/0\.0\.0\.0\/0/);
   });
 
   it('rejects a non-http endpoint', () => {
     expect(() =>
-      buildStackConfig({ input, platform, aws: { region: 'eu-west-1', endpoints: { kms: 'file:///etc/passwd' } } }),
+      buildStackConfig({
+        input,
+        platform,
+        aws: { region: 'eu-west-1', endpoints: { kms: 'file:///etc/passwd' } },
+      }),
     ).toThrow(/http/);
   });
 });
@@ -107,12 +132,18 @@ describe('parsePlatformSettings', () => {
 
   it('rejects a role that is not an IAM role ARN and a malformed security group', () => {
     expect(() => parse({ adminRoleArn: 'arn:aws:iam::111111111111:user/bob' })).toThrow(/adminRoleArn/);
-    expect(() => parse({ dbSubnetGroupName: 'x', vpcSecurityGroupIds: '["sg-nothex!"]' })).toThrow(/security group/);
+    expect(() => parse({ dbSubnetGroupName: 'x', vpcSecurityGroupIds: '["sg-nothex!"]' })).toThrow(
+      /security group/,
+    );
   });
 
   it('requires one subnet per availability zone for the account network', () => {
     expect(() =>
-      parse({ accountEmailDomain: 'example.com', accountParentOuId: 'ou-ab12-cdef3456', accountAvailabilityZones: '["eu-west-1a"]' }),
+      parse({
+        accountEmailDomain: 'example.com',
+        accountParentOuId: 'ou-ab12-cdef3456',
+        accountAvailabilityZones: '["eu-west-1a"]',
+      }),
     ).toThrow(/one CIDR per availability zone/);
   });
 });

@@ -23,9 +23,15 @@ export async function migrate(pool: pg.Pool, log: Logger): Promise<string[]> {
         count: Number.POSITIVE_INFINITY,
         singleTransaction: true,
         checkOrder: true,
-        logger: { debug: () => {}, info: () => {}, warn: (m: string) => log.warn(m), error: (m: string) => (m.startsWith("Can't determine timestamp") ? log.debug(m) : log.error(m)) },
+        logger: {
+          debug: () => {},
+          info: () => {},
+          warn: (m: string) => log.warn(m),
+          error: (m: string) => (m.startsWith("Can't determine timestamp") ? log.debug(m) : log.error(m)),
+        },
       });
-      if (ran.length > 0) log.info({ migrations: ran.map((m) => m.name) }, 'control-plane migrations applied');
+      if (ran.length > 0)
+        log.info({ migrations: ran.map((m) => m.name) }, 'control-plane migrations applied');
       return ran.map((m) => m.name);
     } finally {
       await client.query(`SELECT pg_advisory_unlock(hashtext('tenantry.migrate'))`);

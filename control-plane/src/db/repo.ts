@@ -1,4 +1,11 @@
-import type { Operation, OperationKind, OperationStatus, OperationStep, Tenant, TenantStatus } from '../domain/tenant.js';
+import type {
+  Operation,
+  OperationKind,
+  OperationStatus,
+  OperationStep,
+  Tenant,
+  TenantStatus,
+} from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
 import type { Queryable } from '../providers/postgres/sql.js';
 
@@ -36,13 +43,19 @@ const toTenant = (r: TenantRow): Tenant => ({
 
 /** A tenant row read as JSON (to_jsonb), e.g. joined into another statement's RETURNING. */
 export function tenantFromJson(j: Record<string, unknown>): Tenant {
-  const r = j as unknown as Omit<TenantRow, 'created_at' | 'updated_at'> & { created_at: string; updated_at: string };
+  const r = j as unknown as Omit<TenantRow, 'created_at' | 'updated_at'> & {
+    created_at: string;
+    updated_at: string;
+  };
   return toTenant({ ...r, created_at: new Date(r.created_at), updated_at: new Date(r.updated_at) });
 }
 
 export async function insertTenant(
   q: Queryable,
-  t: Pick<Tenant, 'id' | 'slug' | 'name' | 'tier' | 'status' | 'region' | 'plan' | 'contactEmail' | 'templateVersion'>,
+  t: Pick<
+    Tenant,
+    'id' | 'slug' | 'name' | 'tier' | 'status' | 'region' | 'plan' | 'contactEmail' | 'templateVersion'
+  >,
 ): Promise<Tenant> {
   const { rows } = await q.query<TenantRow & Record<string, unknown>>(
     `INSERT INTO tenants (id, slug, name, tier, status, region, plan, contact_email, template_version)
@@ -53,7 +66,11 @@ export async function insertTenant(
 }
 
 /** The live tenant with this slug, or else the most recently offboarded one. */
-export async function findTenantBySlug(q: Queryable, slug: string, opts: { forUpdate?: boolean } = {}): Promise<Tenant | null> {
+export async function findTenantBySlug(
+  q: Queryable,
+  slug: string,
+  opts: { forUpdate?: boolean } = {},
+): Promise<Tenant | null> {
   const { rows } = await q.query<TenantRow & Record<string, unknown>>(
     `SELECT * FROM tenants WHERE slug = $1 ORDER BY (status <> 'offboarded') DESC, created_at DESC LIMIT 1
      ${opts.forUpdate ? 'FOR UPDATE' : ''}`,
@@ -63,7 +80,9 @@ export async function findTenantBySlug(q: Queryable, slug: string, opts: { forUp
 }
 
 export async function findTenantById(q: Queryable, id: string): Promise<Tenant | null> {
-  const { rows } = await q.query<TenantRow & Record<string, unknown>>('SELECT * FROM tenants WHERE id = $1', [id]);
+  const { rows } = await q.query<TenantRow & Record<string, unknown>>('SELECT * FROM tenants WHERE id = $1', [
+    id,
+  ]);
   return rows[0] ? toTenant(rows[0] as TenantRow) : null;
 }
 
@@ -101,7 +120,9 @@ export function encodeCursor(t: Tenant): string {
 }
 
 export function decodeCursor(c: string): string | null {
-  const m = /^t:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(Buffer.from(c, 'base64url').toString('utf8'));
+  const m = /^t:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(
+    Buffer.from(c, 'base64url').toString('utf8'),
+  );
   return m?.[1] ?? null;
 }
 
@@ -109,7 +130,11 @@ export async function setTenantStatus(q: Queryable, id: string, status: TenantSt
   await q.query('UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1', [id, status]);
 }
 
-export async function mergeTenantOutputs(q: Queryable, id: string, outputs: Record<string, unknown>): Promise<void> {
+export async function mergeTenantOutputs(
+  q: Queryable,
+  id: string,
+  outputs: Record<string, unknown>,
+): Promise<void> {
   await q.query(
     `UPDATE tenants SET outputs = jsonb_strip_nulls(outputs || $2::jsonb), updated_at = now() WHERE id = $1`,
     [id, JSON.stringify(outputs)],
@@ -155,7 +180,9 @@ const toOperation = (r: OperationRow): Operation => ({
 });
 
 export async function findOperation(q: Queryable, id: string): Promise<Operation | null> {
-  const { rows } = await q.query<OperationRow & Record<string, unknown>>(`${OP_SELECT} WHERE o.id = $1`, [id]);
+  const { rows } = await q.query<OperationRow & Record<string, unknown>>(`${OP_SELECT} WHERE o.id = $1`, [
+    id,
+  ]);
   return rows[0] ? toOperation(rows[0] as OperationRow) : null;
 }
 
@@ -173,22 +200,48 @@ export async function activeOperationFor(q: Queryable, tenantId: string): Promis
  */
 export async function insertOperationAndEnqueue(
   q: Queryable,
-  op: { id: string; kind: OperationKind; tenantId: string; tenantSlug: string; steps: string[]; params?: Record<string, unknown> },
+  op: {
+    id: string;
+    kind: OperationKind;
+    tenantId: string;
+    tenantSlug: string;
+    steps: string[];
+    params?: Record<string, unknown>;
+  },
   maxAttempts: number,
 ): Promise<Operation> {
-  const steps: OperationStep[] = op.steps.map((name) => ({ name, status: 'pending', startedAt: null, finishedAt: null }));
+  const steps: OperationStep[] = op.steps.map((name) => ({
+    name,
+    status: 'pending',
+    startedAt: null,
+    finishedAt: null,
+  }));
   await q.query(
     `INSERT INTO operations (id, kind, tenant_id, status, steps, params) VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb)`,
     [op.id, op.kind, op.tenantId, JSON.stringify(steps), JSON.stringify(op.params ?? {})],
   );
   await enqueueOperationJob(q, op.id, maxAttempts);
   const now = new Date().toISOString();
-  return { id: op.id, kind: op.kind, tenantId: op.tenantId, tenantSlug: op.tenantSlug, status: 'queued', steps, attempts: 0, createdAt: now, updatedAt: now };
+  return {
+    id: op.id,
+    kind: op.kind,
+    tenantId: op.tenantId,
+    tenantSlug: op.tenantSlug,
+    status: 'queued',
+    steps,
+    attempts: 0,
+    createdAt: now,
+    updatedAt: now,
+  };
 }
 
 export const RUN_OPERATION_TASK = 'run-operation';
 
-export async function enqueueOperationJob(q: Queryable, operationId: string, maxAttempts: number): Promise<void> {
+export async function enqueueOperationJob(
+  q: Queryable,
+  operationId: string,
+  maxAttempts: number,
+): Promise<void> {
   await q.query(
     `SELECT graphile_worker.add_job($1, json_build_object('operationId', $2::text), job_key := $2::text, max_attempts := $3::int)`,
     [RUN_OPERATION_TASK, operationId, maxAttempts],
@@ -245,7 +298,10 @@ export interface AuditRecord {
   details: Record<string, unknown>;
 }
 
-export async function listAudit(q: Queryable, f: { tenantSlug?: string; limit: number; after?: number }): Promise<AuditRecord[]> {
+export async function listAudit(
+  q: Queryable,
+  f: { tenantSlug?: string; limit: number; after?: number },
+): Promise<AuditRecord[]> {
   const params: unknown[] = [];
   const where: string[] = [];
   if (f.tenantSlug) where.push(`tenant_slug = $${params.push(f.tenantSlug)}`);
@@ -263,7 +319,10 @@ export async function listAudit(q: Queryable, f: { tenantSlug?: string; limit: n
     request_id: string | null;
     operation_id: string | null;
     details: Record<string, unknown>;
-  }>(`SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${lim}`, params);
+  }>(
+    `SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${lim}`,
+    params,
+  );
   return rows.map((r) => ({
     id: Number(r.id),
     at: r.at.toISOString(),

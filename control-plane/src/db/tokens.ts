@@ -43,7 +43,9 @@ export async function createToken(
 }
 
 export async function listTokens(q: Queryable): Promise<TokenInfo[]> {
-  const { rows } = await q.query<Row & Record<string, unknown>>('SELECT * FROM api_tokens ORDER BY created_at, id');
+  const { rows } = await q.query<Row & Record<string, unknown>>(
+    'SELECT * FROM api_tokens ORDER BY created_at, id',
+  );
   return rows.map((r) => toInfo(r as Row));
 }
 
@@ -64,7 +66,9 @@ export async function tokenByHash(q: Queryable, hash: Buffer): Promise<TokenInfo
 }
 
 export async function hasAnyAdmin(q: Queryable): Promise<boolean> {
-  const { rows } = await q.query(`SELECT 1 FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL LIMIT 1`);
+  const { rows } = await q.query(
+    `SELECT 1 FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL LIMIT 1`,
+  );
   return rows.length > 0;
 }
 

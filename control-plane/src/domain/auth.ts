@@ -19,7 +19,13 @@ const SALES_OPS: Permission[] = ['tenants:create', 'tenants:read', 'operations:r
 /** Each token has exactly one role; each role is a fixed set of permissions. */
 export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
   'sales-ops': new Set(SALES_OPS),
-  sre: new Set<Permission>([...SALES_OPS, 'tenants:offboard', 'tenants:promote', 'tenants:reconcile', 'audit:read']),
+  sre: new Set<Permission>([
+    ...SALES_OPS,
+    'tenants:offboard',
+    'tenants:promote',
+    'tenants:reconcile',
+    'audit:read',
+  ]),
   dataplane: new Set<Permission>(['connection:read']),
   admin: new Set<Permission>(PERMISSIONS),
 };

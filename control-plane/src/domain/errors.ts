@@ -31,7 +31,11 @@ export class TenantryError extends Error {
   readonly retryable: boolean;
   readonly context: Record<string, unknown>;
 
-  constructor(code: ErrorCode, message: string, opts: { retryable?: boolean; context?: Record<string, unknown>; cause?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { retryable?: boolean; context?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'TenantryError';
     this.code = code;

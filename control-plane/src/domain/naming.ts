@@ -6,7 +6,9 @@ const SLUG_RE = new RegExp(SLUG_PATTERN);
 
 export function assertSlug(slug: string): string {
   if (!SLUG_RE.test(slug)) {
-    throw new TenantryError('VALIDATION_FAILED', `slug must match ${SLUG_PATTERN}`, { context: { field: 'slug' } });
+    throw new TenantryError('VALIDATION_FAILED', `slug must match ${SLUG_PATTERN}`, {
+      context: { field: 'slug' },
+    });
   }
   return slug;
 }

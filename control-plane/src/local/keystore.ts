@@ -156,7 +156,9 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     }
   }
 
-  async getSecret(name: string): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null> {
+  async getSecret(
+    name: string,
+  ): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null> {
     const { rows } = await this.db.query<{ version: number; key_id: string; ciphertext: Buffer }>(
       'SELECT version, key_id, ciphertext FROM local_secrets WHERE name = $1 ORDER BY version DESC LIMIT 1',
       [name],
@@ -164,7 +166,9 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     const r = rows[0];
     if (!r) return null;
     const dk = await this.dataKey(r.key_id);
-    const value = JSON.parse(open(dk, r.ciphertext, `secret:${name}:${r.version}`).toString('utf8')) as Record<string, unknown>;
+    const value = JSON.parse(
+      open(dk, r.ciphertext, `secret:${name}:${r.version}`).toString('utf8'),
+    ) as Record<string, unknown>;
     return { ref: `local-secret://${name}`, version: r.version, value };
   }
 

@@ -32,7 +32,11 @@ export default fp(
     });
     app.setNotFoundHandler((request, reply) =>
       reply.status(404).send({
-        error: { code: 'ROUTE_NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}`, requestId: request.id },
+        error: {
+          code: 'ROUTE_NOT_FOUND',
+          message: `no route ${request.method} ${request.url.split('?')[0]}`,
+          requestId: request.id,
+        },
       }),
     );
   },

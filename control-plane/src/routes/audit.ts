@@ -29,7 +29,9 @@ const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
         querystring: Type.Object({
           tenant: Type.Optional(Slug),
           limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
-          after: Type.Optional(Type.Integer({ minimum: 0, description: 'return records with id greater than this' })),
+          after: Type.Optional(
+            Type.Integer({ minimum: 0, description: 'return records with id greater than this' }),
+          ),
         }),
         response: { 200: Type.Object({ items: Type.Array(AuditRecord) }), ...errors(400, 401, 403) },
       },

@@ -55,7 +55,8 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       request.raw.on('close', () => {
         closed = true;
       });
-      const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      const send = (event: string, data: unknown) =>
+        res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
       // Bounded: polls the operation row (cheap, indexed) and stops when it ends or the client leaves.
       const deadline = Date.now() + 30 * 60_000;
       let op = first;

@@ -16,11 +16,19 @@ export type ErrorBodyT = Static<typeof ErrorBody>;
 
 export const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorBody]));
 
-export const TierT = Type.Union([Type.Literal('pool'), Type.Literal('bridge'), Type.Literal('silo'), Type.Literal('account')]);
+export const TierT = Type.Union([
+  Type.Literal('pool'),
+  Type.Literal('bridge'),
+  Type.Literal('silo'),
+  Type.Literal('account'),
+]);
 export const TenantStatusT = Type.Union(
   ['provisioning', 'active', 'failed', 'offboarding', 'offboarded'].map((s) => Type.Literal(s)),
 );
-export const Slug = Type.String({ pattern: SLUG_PATTERN, description: 'lowercase, 3-40 chars, starts with a letter' });
+export const Slug = Type.String({
+  pattern: SLUG_PATTERN,
+  description: 'lowercase, 3-40 chars, starts with a letter',
+});
 
 export const TenantSchema = Type.Object({
   id: Type.String({ format: 'uuid' }),
@@ -32,9 +40,13 @@ export const TenantSchema = Type.Object({
   plan: Type.Union([Type.String(), Type.Null()]),
   contactEmail: Type.Union([Type.String(), Type.Null()]),
   templateVersion: Type.Integer(),
-  outputs: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean(), Type.Null()]), {
-    description: 'Non-secret outputs of provisioning (key id, secret ref, database, schema, user)',
-  }),
+  outputs: Type.Record(
+    Type.String(),
+    Type.Union([Type.String(), Type.Number(), Type.Boolean(), Type.Null()]),
+    {
+      description: 'Non-secret outputs of provisioning (key id, secret ref, database, schema, user)',
+    },
+  ),
   createdAt: Type.String({ format: 'date-time' }),
   updatedAt: Type.String({ format: 'date-time' }),
 });

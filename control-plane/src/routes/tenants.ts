@@ -31,7 +31,7 @@ export const ConnectionSchema = Type.Object({
   password: Type.Optional(Type.String({ description: 'present on the local target only' })),
   secretRef: Type.String(),
   tenantSetting: Type.Optional(
-    Type.String({ description: "pool only: set it per transaction with set_config(name, tenantId, true)" }),
+    Type.String({ description: 'pool only: set it per transaction with set_config(name, tenantId, true)' }),
   ),
 });
 
@@ -46,7 +46,9 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Onboard a tenant',
         tags: ['tenants'],
         security,
-        headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) }),
+        headers: Type.Object({
+          'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+        }),
         body: CreateTenantBody,
         response: { 202: Accepted, ...errors(400, 401, 403, 409, 422) },
       },
@@ -76,13 +78,20 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
           limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
           cursor: Type.Optional(Type.String({ maxLength: 200 })),
         }),
-        response: { 200: Type.Object({ items: Type.Array(TenantSchema), nextCursor: Type.Union([Type.String(), Type.Null()]) }), ...errors(400, 401, 403) },
+        response: {
+          200: Type.Object({
+            items: Type.Array(TenantSchema),
+            nextCursor: Type.Union([Type.String(), Type.Null()]),
+          }),
+          ...errors(400, 401, 403),
+        },
       },
     },
     async (request) => {
       const { tier, status, limit, cursor } = request.query;
       const decoded = cursor === undefined ? undefined : decodeCursor(cursor);
-      if (decoded === null) throw new TenantryError('VALIDATION_FAILED', 'cursor is not one this API returned');
+      if (decoded === null)
+        throw new TenantryError('VALIDATION_FAILED', 'cursor is not one this API returned');
       return listTenants(app.services.db, {
         limit,
         ...(tier ? { tier } : {}),
@@ -139,7 +148,11 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const out = await svc.offboard({ actor: actorOf(request), requestId: request.id }, request.params.slug, request.headers.confirm);
+      const out = await svc.offboard(
+        { actor: actorOf(request), requestId: request.id },
+        request.params.slug,
+        request.headers.confirm,
+      );
       return reply.status(202).send(out.body);
     },
   );

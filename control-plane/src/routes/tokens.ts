@@ -37,7 +37,11 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const actor = actorOf(request);
       const out = await db.tx(async (q) => {
-        const created = await createToken(q, { name: request.body.name, role: request.body.role, createdBy: actor.id });
+        const created = await createToken(q, {
+          name: request.body.name,
+          role: request.body.role,
+          createdBy: actor.id,
+        });
         await appendAudit(q, {
           actor,
           action: 'token.create',
@@ -82,7 +86,12 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const info = await db.tx(async (q) => {
         const revoked = await revokeToken(q, request.params.id);
         if (!revoked) throw new TenantryError('TOKEN_NOT_FOUND', `no token ${request.params.id}`);
-        await appendAudit(q, { actor, action: 'token.revoke', requestId: request.id, details: { tokenId: revoked.id } });
+        await appendAudit(q, {
+          actor,
+          action: 'token.revoke',
+          requestId: request.id,
+          details: { tokenId: revoked.id },
+        });
         return revoked;
       });
       tokenCache.clear();

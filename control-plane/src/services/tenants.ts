@@ -38,7 +38,8 @@ export interface Accepted {
 }
 
 const isUniqueViolation = (e: unknown, constraint: string) =>
-  (e as { code?: string; constraint?: string }).code === '23505' && (e as { constraint?: string }).constraint === constraint;
+  (e as { code?: string; constraint?: string }).code === '23505' &&
+  (e as { constraint?: string }).constraint === constraint;
 
 function canonicalHash(v: unknown): string {
   const canon = (x: unknown): unknown =>
@@ -49,7 +50,9 @@ function canonicalHash(v: unknown): string {
             .map((k) => [k, canon((x as Record<string, unknown>)[k])]),
         )
       : x;
-  return createHash('sha256').update(JSON.stringify(canon(v))).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify(canon(v)))
+    .digest('hex');
 }
 
 /**
@@ -76,15 +79,24 @@ export class TenantService {
     return this.db.tx(async (q) => {
       if (idempotencyKey !== undefined) {
         // Same-key requests queue up here, so the second sees the first's stored response.
-        await q.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`idem:${ctx.actor.id}:${idempotencyKey}`]);
-        const { rows } = await q.query<{ request_hash: string; status_code: number; response: Accepted['body'] }>(
+        await q.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
+          `idem:${ctx.actor.id}:${idempotencyKey}`,
+        ]);
+        const { rows } = await q.query<{
+          request_hash: string;
+          status_code: number;
+          response: Accepted['body'];
+        }>(
           'SELECT request_hash, status_code, response FROM idempotency_keys WHERE token_id = $1 AND key = $2',
           [ctx.actor.id ?? '', idempotencyKey],
         );
         const prior = rows[0];
         if (prior) {
           if (prior.request_hash !== hash) {
-            throw new TenantryError('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was already used with a different body');
+            throw new TenantryError(
+              'IDEMPOTENCY_KEY_REUSED',
+              'this Idempotency-Key was already used with a different body',
+            );
           }
           return { status: prior.status_code, body: prior.response, replayed: true };
         }
@@ -144,16 +156,25 @@ export class TenantService {
 
   async offboard(ctx: RequestContext, slug: string, confirm: string | undefined): Promise<Accepted> {
     if (confirm !== slug) {
-      throw new TenantryError('CONFIRMATION_REQUIRED', 'send the header "Confirm: <slug>" to offboard a tenant');
+      throw new TenantryError(
+        'CONFIRMATION_REQUIRED',
+        'send the header "Confirm: <slug>" to offboard a tenant',
+      );
     }
     return this.db.tx(async (q) => {
       const tenant = await findTenantBySlug(q, slug, { forUpdate: true });
-      if (!tenant || tenant.status === 'offboarded') throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+      if (!tenant || tenant.status === 'offboarded')
+        throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
       await this.assertNoActiveOperation(q, tenant);
       if (!this.engine.supportsTier(tenant.tier)) {
-        throw new TenantryError('TIER_NOT_AVAILABLE_ON_TARGET', `the ${tenant.tier} tier is not available on this target`);
+        throw new TenantryError(
+          'TIER_NOT_AVAILABLE_ON_TARGET',
+          `the ${tenant.tier} tier is not available on this target`,
+        );
       }
-      await q.query(`UPDATE tenants SET status = 'offboarding', updated_at = now() WHERE id = $1`, [tenant.id]);
+      await q.query(`UPDATE tenants SET status = 'offboarding', updated_at = now() WHERE id = $1`, [
+        tenant.id,
+      ]);
       const operation = await insertOperationAndEnqueue(
         q,
         {
@@ -187,18 +208,27 @@ export class TenantService {
 
   private async assertNoActiveOperation(q: Queryable, tenant: Tenant): Promise<void> {
     const active = await activeOperationFor(q, tenant.id);
-    if (active) throw new TenantryError('OPERATION_IN_PROGRESS', `tenant ${tenant.slug} already has operation ${active} in flight`, {
-      context: { operationId: active },
-    });
+    if (active)
+      throw new TenantryError(
+        'OPERATION_IN_PROGRESS',
+        `tenant ${tenant.slug} already has operation ${active} in flight`,
+        {
+          context: { operationId: active },
+        },
+      );
   }
 
   /** Reads the connection descriptor; the read is audited in the same transaction, or not returned at all. */
   async connection(ctx: RequestContext, slug: string): Promise<ConnectionDescriptor> {
     return this.db.tx(async (q) => {
       const tenant = await findTenantBySlug(q, slug);
-      if (!tenant || tenant.status === 'offboarded') throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+      if (!tenant || tenant.status === 'offboarded')
+        throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
       if (tenant.status !== 'active') {
-        throw new TenantryError('TENANT_NOT_ACTIVE', `tenant ${slug} is ${tenant.status}; connections are served once it is active`);
+        throw new TenantryError(
+          'TENANT_NOT_ACTIVE',
+          `tenant ${slug} is ${tenant.status}; connections are served once it is active`,
+        );
       }
       const descriptor = await this.engine.connection({
         id: tenant.id,

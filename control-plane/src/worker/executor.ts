@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
-import { appendAudit, enqueueOperationJob, findTenantById, setTenantStatus, tenantFromJson } from '../db/repo.js';
+import {
+  appendAudit,
+  enqueueOperationJob,
+  findTenantById,
+  setTenantStatus,
+  tenantFromJson,
+} from '../db/repo.js';
 import { isTenantryError } from '../domain/errors.js';
 import type { Engine } from '../domain/ports.js';
 import type { OperationKind, OperationStep, Tenant } from '../domain/tenant.js';
@@ -11,7 +17,19 @@ import type { Queryable } from '../providers/postgres/sql.js';
 const SYSTEM_ACTOR = { id: null, name: 'tenantry-worker', role: 'system' };
 
 /** Postgres and network errors worth another attempt: the same step will be re-run. */
-const RETRYABLE_PG = new Set(['40001', '40P01', '55P03', '53300', '57P01', '57P02', '57P03', '08000', '08003', '08006', '08001']);
+const RETRYABLE_PG = new Set([
+  '40001',
+  '40P01',
+  '55P03',
+  '53300',
+  '57P01',
+  '57P02',
+  '57P03',
+  '08000',
+  '08003',
+  '08006',
+  '08001',
+]);
 const RETRYABLE_NET = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN']);
 
 export function isRetryable(e: unknown): boolean {
@@ -69,14 +87,17 @@ export class OperationExecutor {
     if (!tenant) throw new Error(`tenant ${op.tenant_id} of ${operationId} is missing`);
     const log = this.log.child({ operationId, tenantId: tenant.id, kind: op.kind });
     const abort = new AbortController();
-    const heartbeat = setInterval(() => {
-      this.extendLease(op.id).then(
-        (ok) => {
-          if (!ok) abort.abort(new Error('lease lost'));
-        },
-        (e: unknown) => log.warn({ err: safeMessage(e) }, 'lease heartbeat failed'),
-      );
-    }, Math.max(200, Math.floor(this.opts.leaseMs / 3)));
+    const heartbeat = setInterval(
+      () => {
+        this.extendLease(op.id).then(
+          (ok) => {
+            if (!ok) abort.abort(new Error('lease lost'));
+          },
+          (e: unknown) => log.warn({ err: safeMessage(e) }, 'lease heartbeat failed'),
+        );
+      },
+      Math.max(200, Math.floor(this.opts.leaseMs / 3)),
+    );
     try {
       await this.execute(op, tenant, log, abort.signal);
     } finally {
@@ -148,7 +169,12 @@ export class OperationExecutor {
           operationId: op.id,
           kind: op.kind === 'offboard' ? 'offboard' : 'onboard',
           step: step.name,
-          tenant: { id: tenant.id, slug: tenant.slug, tier: tenant.tier, templateVersion: tenant.templateVersion },
+          tenant: {
+            id: tenant.id,
+            slug: tenant.slug,
+            tier: tenant.tier,
+            templateVersion: tenant.templateVersion,
+          },
           signal,
         });
         step.status = 'succeeded';
@@ -165,7 +191,10 @@ export class OperationExecutor {
         if (isRetryable(e) && op.attempts < this.opts.maxAttempts) {
           step.status = 'pending';
           await this.requeue(op.id, steps);
-          log.warn({ step: step.name, err: step.error, attempt: op.attempts }, 'step failed; will retry with backoff');
+          log.warn(
+            { step: step.name, err: step.error, attempt: op.attempts },
+            'step failed; will retry with backoff',
+          );
           throw e; // the job queue retries with exponential backoff
         }
         step.status = 'failed';
@@ -178,7 +207,10 @@ export class OperationExecutor {
   }
 
   private observeStep(kind: string, step: string, outcome: string, started: bigint): void {
-    this.metrics.stepDuration.observe({ kind, step, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
+    this.metrics.stepDuration.observe(
+      { kind, step, outcome },
+      Number(process.hrtime.bigint() - started) / 1e9,
+    );
   }
 
   private async requeue(id: string, steps: OperationStep[]): Promise<void> {
@@ -200,10 +232,22 @@ export class OperationExecutor {
        t AS (UPDATE tenants SET status = $4, updated_at = now() WHERE id = $3 AND EXISTS (SELECT 1 FROM o) RETURNING id)
        INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, operation_id, details)
        SELECT NULL, $7, 'system', $8, $3, $5, $1, jsonb_build_object('tenantStatus', $4::text) FROM t`,
-      [op.id, JSON.stringify(steps), tenant.id, status, tenant.slug, this.runnerId, SYSTEM_ACTOR.name, `operation.${op.kind}.succeeded`],
+      [
+        op.id,
+        JSON.stringify(steps),
+        tenant.id,
+        status,
+        tenant.slug,
+        this.runnerId,
+        SYSTEM_ACTOR.name,
+        `operation.${op.kind}.succeeded`,
+      ],
     );
     this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
-    this.metrics.acceptToDone.observe({ kind: op.kind, tier: tenant.tier }, (Date.now() - op.created_at.getTime()) / 1000);
+    this.metrics.acceptToDone.observe(
+      { kind: op.kind, tier: tenant.tier },
+      (Date.now() - op.created_at.getTime()) / 1000,
+    );
     log.info({ tenantStatus: status }, 'operation succeeded');
   }
 
@@ -223,14 +267,24 @@ export class OperationExecutor {
     let cleanup = '';
     if (op.kind === 'onboard' && this.engine.supportsTier(tenant.tier)) {
       for (const name of this.engine.steps('offboard', tenant.tier)) {
-        const step: OperationStep = { name: `rollback:${name}`, status: 'running', startedAt: new Date().toISOString(), finishedAt: null };
+        const step: OperationStep = {
+          name: `rollback:${name}`,
+          status: 'running',
+          startedAt: new Date().toISOString(),
+          finishedAt: null,
+        };
         steps.push(step);
         try {
           await this.engine.runStep({
             operationId: op.id,
             kind: 'offboard',
             step: name,
-            tenant: { id: tenant.id, slug: tenant.slug, tier: tenant.tier, templateVersion: tenant.templateVersion },
+            tenant: {
+              id: tenant.id,
+              slug: tenant.slug,
+              tier: tenant.tier,
+              templateVersion: tenant.templateVersion,
+            },
             signal,
           });
           step.status = 'succeeded';

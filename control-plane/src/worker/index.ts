@@ -31,7 +31,8 @@ export async function startWorker(
   const reap = async () => {
     try {
       const ids = await executor.reapExpiredLeases();
-      if (ids.length > 0) log.warn({ operationIds: ids }, 'requeued operations whose runner stopped heartbeating');
+      if (ids.length > 0)
+        log.warn({ operationIds: ids }, 'requeued operations whose runner stopped heartbeating');
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'lease reaper failed');
     }

@@ -1,4 +1,9 @@
-import { KMSClient, KMSInvalidStateException, ListAliasesCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
+import {
+  KMSClient,
+  KMSInvalidStateException,
+  ListAliasesCommand,
+  ScheduleKeyDeletionCommand,
+} from '@aws-sdk/client-kms';
 import {
   CreateSecretCommand,
   GetSecretValueCommand,
@@ -29,7 +34,9 @@ describe('findKeyByAlias', () => {
     kms
       .on(ListAliasesCommand, { Marker: undefined })
       .resolves({
-        Aliases: [{ AliasName: 'alias/aws/rds', AliasArn: 'arn:aws:kms:eu-west-1:111111111111:alias/aws/rds' }],
+        Aliases: [
+          { AliasName: 'alias/aws/rds', AliasArn: 'arn:aws:kms:eu-west-1:111111111111:alias/aws/rds' },
+        ],
         Truncated: true,
         NextMarker: 'm2',
       })
@@ -58,7 +65,11 @@ describe('findKeyByAlias', () => {
       .on(ListAliasesCommand, { Marker: undefined })
       .resolves({ Aliases: [{ AliasName: 'alias/a', TargetKeyId: 'k1' }], Truncated: true, NextMarker: 'm2' })
       .on(ListAliasesCommand, { Marker: 'm2' })
-      .resolves({ Aliases: [{ AliasName: 'alias/b', TargetKeyId: 'k2' }], Truncated: false, NextMarker: 'ignored' });
+      .resolves({
+        Aliases: [{ AliasName: 'alias/b', TargetKeyId: 'k2' }],
+        Truncated: false,
+        NextMarker: 'ignored',
+      });
     expect(await findKeyByAlias(kmsClient, 'alias/tenantry/ghost')).toBeNull();
     expect(kms.commandCalls(ListAliasesCommand)).toHaveLength(2);
   });
@@ -67,10 +78,18 @@ describe('findKeyByAlias', () => {
 describe('scheduleKeyDeletion', () => {
   it('schedules deletion with the given window', async () => {
     const deletionDate = new Date('2025-02-01T00:00:00Z');
-    kms.on(ScheduleKeyDeletionCommand).resolves({ KeyId: `arn:aws:kms:eu-west-1:111111111111:key/${KEY_ID}`, DeletionDate: deletionDate, KeyState: 'PendingDeletion', PendingWindowInDays: 14 });
+    kms.on(ScheduleKeyDeletionCommand).resolves({
+      KeyId: `arn:aws:kms:eu-west-1:111111111111:key/${KEY_ID}`,
+      DeletionDate: deletionDate,
+      KeyState: 'PendingDeletion',
+      PendingWindowInDays: 14,
+    });
     const res = await scheduleKeyDeletion(kmsClient, KEY_ID, 14);
     expect(res).toMatchObject({ deletionDate, alreadyPending: false });
-    expect(kms.commandCalls(ScheduleKeyDeletionCommand)[0]?.args[0].input).toEqual({ KeyId: KEY_ID, PendingWindowInDays: 14 });
+    expect(kms.commandCalls(ScheduleKeyDeletionCommand)[0]?.args[0].input).toEqual({
+      KeyId: KEY_ID,
+      PendingWindowInDays: 14,
+    });
   });
 
   it.each([6, 31, 7.5])('refuses a window of %s days without calling KMS', async (days) => {
@@ -79,9 +98,9 @@ describe('scheduleKeyDeletion', () => {
   });
 
   it('treats a key already pending deletion as done', async () => {
-    kms.on(ScheduleKeyDeletionCommand).rejects(
-      new KMSInvalidStateException({ message: `${KEY_ID} is pending deletion.`, ...meta }),
-    );
+    kms
+      .on(ScheduleKeyDeletionCommand)
+      .rejects(new KMSInvalidStateException({ message: `${KEY_ID} is pending deletion.`, ...meta }));
     expect(await scheduleKeyDeletion(kmsClient, KEY_ID, 7)).toEqual({ keyId: KEY_ID, alreadyPending: true });
   });
 });
@@ -97,7 +116,12 @@ describe('Secrets Manager helpers', () => {
         VersionStages: ['AWSCURRENT'],
       })
       .on(GetSecretValueCommand, { SecretId: 'tenantry/ghost/connection' })
-      .rejects(new ResourceNotFoundException({ message: "Secrets Manager can't find the specified secret.", ...meta }));
+      .rejects(
+        new ResourceNotFoundException({
+          message: "Secrets Manager can't find the specified secret.",
+          ...meta,
+        }),
+      );
     expect(await getSecretValue(smClient, 'tenantry/acme/connection')).toEqual({
       arn: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:tenantry/acme/connection-AbCdEf',
       versionId: 'v1',
@@ -118,9 +142,19 @@ describe('Secrets Manager helpers', () => {
       .on(PutSecretValueCommand, { SecretId: 'new' })
       .rejects(new ResourceNotFoundException({ message: 'not found', ...meta }));
     sm.on(CreateSecretCommand).resolves({ ARN: 'arn:new', Name: 'new', VersionId: 'v1' });
-    expect(await putSecretValue(smClient, 'exists', { a: 1 }, { kmsKeyId: KEY_ID })).toEqual({ arn: 'arn:exists', versionId: 'v2' });
+    expect(await putSecretValue(smClient, 'exists', { a: 1 }, { kmsKeyId: KEY_ID })).toEqual({
+      arn: 'arn:exists',
+      versionId: 'v2',
+    });
     expect(sm.commandCalls(CreateSecretCommand)).toHaveLength(0);
-    expect(await putSecretValue(smClient, 'new', { a: 1 }, { kmsKeyId: KEY_ID, tags: { 'tenantry:tier': 'pool' } })).toEqual({
+    expect(
+      await putSecretValue(
+        smClient,
+        'new',
+        { a: 1 },
+        { kmsKeyId: KEY_ID, tags: { 'tenantry:tier': 'pool' } },
+      ),
+    ).toEqual({
       arn: 'arn:new',
       versionId: 'v1',
     });
@@ -143,7 +177,10 @@ describe('Secrets Manager helpers', () => {
         SecretList: [
           entry('tenantry/a/connection', [['tenantry:managed-by', 'tenantry']]),
           // tag-key and tag-value filters match independently: this one has the key and the value on different tags.
-          entry('other/b', [['tenantry:managed-by', 'someone'], ['owner', 'tenantry']]),
+          entry('other/b', [
+            ['tenantry:managed-by', 'someone'],
+            ['owner', 'tenantry'],
+          ]),
         ],
         NextToken: 'tok-2',
       })

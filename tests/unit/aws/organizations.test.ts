@@ -8,14 +8,22 @@ import {
 } from '@aws-sdk/client-organizations';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createAccount, listAccounts, waitForCreateAccount } from '../../../control-plane/src/aws/organizations.js';
+import {
+  createAccount,
+  listAccounts,
+  waitForCreateAccount,
+} from '../../../control-plane/src/aws/organizations.js';
 import { Semaphore } from '../../../control-plane/src/aws/semaphore.js';
 import { TenantryError } from '../../../control-plane/src/domain/errors.js';
 
 const org = mockClient(OrganizationsClient);
 const client = new OrganizationsClient({ region: 'us-east-1' });
 const noSleep = { sleep: async () => undefined, random: () => 0.5 };
-const input = { email: 'root+acme-0a1b2c3d4e5f@tenants.example.com', accountName: 'tenantry-acme', roleName: 'OrganizationAccountAccessRole' };
+const input = {
+  email: 'root+acme-0a1b2c3d4e5f@tenants.example.com',
+  accountName: 'tenantry-acme',
+  roleName: 'OrganizationAccountAccessRole',
+};
 const meta = { $metadata: { httpStatusCode: 400, requestId: 'req-1' } };
 
 function status(state: 'IN_PROGRESS' | 'SUCCEEDED' | 'FAILED', extra: Record<string, string> = {}) {
@@ -40,11 +48,19 @@ describe('createAccount', () => {
       .resolvesOnce(status('IN_PROGRESS'))
       .resolvesOnce(status('IN_PROGRESS'))
       .resolves(status('SUCCEEDED', { AccountId: '210987654321' }));
-    const res = await createAccount(client, { ...input, tags: { 'tenantry:tenant-id': 't1' } }, { retry: noSleep });
+    const res = await createAccount(
+      client,
+      { ...input, tags: { 'tenantry:tenant-id': 't1' } },
+      { retry: noSleep },
+    );
     expect(res).toEqual({ accountId: '210987654321', requestId: 'car-0123456789abcdef0123456789abcdef' });
     expect(org.commandCalls(DescribeCreateAccountStatusCommand)).toHaveLength(3);
     const sent = org.commandCalls(CreateAccountCommand)[0]?.args[0].input;
-    expect(sent).toMatchObject({ Email: input.email, RoleName: input.roleName, Tags: [{ Key: 'tenantry:tenant-id', Value: 't1' }] });
+    expect(sent).toMatchObject({
+      Email: input.email,
+      RoleName: input.roleName,
+      Tags: [{ Key: 'tenantry:tenant-id', Value: 't1' }],
+    });
   });
 
   it.each(['EMAIL_ALREADY_EXISTS', 'ACCOUNT_LIMIT_EXCEEDED', 'INVALID_EMAIL'])(
@@ -80,12 +96,28 @@ describe('createAccount', () => {
     const delays: number[] = [];
     org
       .on(CreateAccountCommand)
-      .rejectsOnce(new ConcurrentModificationException({ message: 'AWS Organizations can’t complete your request because it conflicts with another attempt to modify the same entity.', ...meta }))
-      .rejectsOnce(new TooManyRequestsException({ message: 'You have sent too many requests in too short a period of time.', ...meta }))
+      .rejectsOnce(
+        new ConcurrentModificationException({
+          message:
+            'AWS Organizations can’t complete your request because it conflicts with another attempt to modify the same entity.',
+          ...meta,
+        }),
+      )
+      .rejectsOnce(
+        new TooManyRequestsException({
+          message: 'You have sent too many requests in too short a period of time.',
+          ...meta,
+        }),
+      )
       .resolves(status('SUCCEEDED', { AccountId: '123456789012' }));
     org.on(DescribeCreateAccountStatusCommand).resolves(status('SUCCEEDED', { AccountId: '123456789012' }));
     await createAccount(client, input, {
-      retry: { sleep: async (ms) => void delays.push(ms), random: () => 0.999, baseDelayMs: 100, maxDelayMs: 10_000 },
+      retry: {
+        sleep: async (ms) => void delays.push(ms),
+        random: () => 0.999,
+        baseDelayMs: 100,
+        maxDelayMs: 10_000,
+      },
     });
     expect(org.commandCalls(CreateAccountCommand)).toHaveLength(3);
     expect(delays).toEqual([99, 199]);
@@ -93,7 +125,9 @@ describe('createAccount', () => {
 
   it('gives up after the attempt budget on persistent throttling', async () => {
     org.on(CreateAccountCommand).rejects(new TooManyRequestsException({ message: 'slow down', ...meta }));
-    await expect(createAccount(client, input, { retry: { ...noSleep, maxAttempts: 3 } })).rejects.toThrow('slow down');
+    await expect(createAccount(client, input, { retry: { ...noSleep, maxAttempts: 3 } })).rejects.toThrow(
+      'slow down',
+    );
     expect(org.commandCalls(CreateAccountCommand)).toHaveLength(3);
   });
 
@@ -109,7 +143,9 @@ describe('createAccount', () => {
       return status('IN_PROGRESS');
     });
     org.on(DescribeCreateAccountStatusCommand).resolves(status('SUCCEEDED', { AccountId: '123456789012' }));
-    await Promise.all(Array.from({ length: 12 }, () => createAccount(client, input, { semaphore: sem, retry: noSleep })));
+    await Promise.all(
+      Array.from({ length: 12 }, () => createAccount(client, input, { semaphore: sem, retry: noSleep })),
+    );
     expect(peak).toBe(5);
     expect(org.commandCalls(CreateAccountCommand)).toHaveLength(12);
   });
@@ -123,7 +159,11 @@ describe('waitForCreateAccount', () => {
       timeoutMs: 10_000,
       pollMs: 4_000,
       now: () => t,
-      retry: { sleep: async (ms) => void (t += ms) },
+      retry: {
+        sleep: async (ms) => {
+          t += ms;
+        },
+      },
     }).catch((e: unknown) => e);
     expect((err as TenantryError).retryable).toBe(true);
     expect((err as TenantryError).context).toMatchObject({ requestId: 'car-x', inProgress: true });

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { awsErrorName, isThrottling, jitteredDelay, withRetry } from '../../../control-plane/src/aws/retry.js';
+import {
+  awsErrorName,
+  isThrottling,
+  jitteredDelay,
+  withRetry,
+} from '../../../control-plane/src/aws/retry.js';
 import { accountOperations, Semaphore } from '../../../control-plane/src/aws/semaphore.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
