@@ -1,0 +1,103 @@
+import * as aws from '@pulumi/aws';
+import * as pulumi from '@pulumi/pulumi';
+import {
+  AWS_ENDPOINT_SERVICES,
+  type AwsProviderOptions,
+  awsProviderArgs,
+} from '../../control-plane/src/aws/provider-options.js';
+import { type AccountSettings, need } from './config.js';
+import { accountRootEmail } from './input.js';
+import { TenantNetwork } from './network.js';
+import type { ProgramContext, TenantStackOutputs } from './program.js';
+import { TenantSilo } from './silo.js';
+
+/** Reads back the `aws:*` stack config the engine wrote, so the in-account provider matches the default one. */
+export function providerOptionsFromConfig(region: string): AwsProviderOptions {
+  const cfg = new pulumi.Config('aws');
+  const list = cfg.getObject<Record<string, string>[]>('endpoints') ?? [];
+  const endpoints: AwsProviderOptions['endpoints'] = {};
+  for (const entry of list) {
+    for (const service of AWS_ENDPOINT_SERVICES) {
+      const url = entry[service];
+      if (url !== undefined) endpoints[service] = url;
+    }
+  }
+  return { region, endpoints, s3UsePathStyle: cfg.getBoolean('s3UsePathStyle') ?? false };
+}
+
+export function accountRoleArn(accountId: string, roleName: string): string {
+  if (!/^\d{12}$/.test(accountId)) throw new Error(`not an AWS account id: ${accountId}`);
+  return `arn:aws:iam::${accountId}:role/${roleName}`;
+}
+
+/**
+ * `tenantry:tenant:Account`: a member account vended through AWS Organizations, a provider
+ * that assumes the organization's access role in it, and the silo resources inside it.
+ */
+export class TenantAccount extends pulumi.ComponentResource {
+  readonly outputs: TenantStackOutputs;
+  readonly provider: aws.Provider;
+
+  constructor(name: string, ctx: ProgramContext, opts?: pulumi.ComponentResourceOptions) {
+    super('tenantry:tenant:Account', name, {}, opts);
+    const { input, tags } = ctx;
+    const settings: AccountSettings = need(ctx.settings.account, 'account', 'accountEmailDomain');
+    const suffix = input.accountEmailSuffix;
+    if (suffix === undefined) throw new Error('accountEmailSuffix is required');
+    const email = accountRootEmail(input.slug, suffix, settings.emailDomain);
+
+    const account = new aws.organizations.Account(
+      `${name}-account`,
+      {
+        name: `tenantry-${input.slug}`,
+        email,
+        parentId: settings.parentOuId,
+        roleName: settings.roleName,
+        closeOnDeletion: true,
+        iamUserAccessToBilling: 'DENY',
+        tags,
+      },
+      // Organizations cannot change these after creation; a diff must not replace the account.
+      { parent: this, ignoreChanges: ['roleName', 'iamUserAccessToBilling'] },
+    );
+
+    const roleArn = account.id.apply((id) => accountRoleArn(id, settings.roleName));
+    this.provider = new aws.Provider(
+      `${name}-provider`,
+      {
+        ...awsProviderArgs(providerOptionsFromConfig(ctx.region)),
+        assumeRoles: [{ roleArn, sessionName: `tenantry-${input.slug}` }],
+        allowedAccountIds: [account.id],
+        defaultTags: { tags },
+      },
+      { parent: this },
+    );
+
+    const inAccount = { parent: this, providers: [this.provider] };
+    const network = new TenantNetwork(
+      `${name}-network`,
+      {
+        vpcCidr: settings.vpcCidr,
+        subnetCidrs: settings.subnetCidrs,
+        availabilityZones: settings.availabilityZones,
+        dbIngressCidrs: settings.dbIngressCidrs,
+        tags,
+      },
+      inAccount,
+    );
+    const silo = new TenantSilo(
+      `${name}-silo`,
+      {
+        ctx,
+        tier: 'account',
+        dbSubnetGroupName: network.dbSubnetGroupName,
+        vpcSecurityGroupIds: [network.securityGroupId],
+        extraKeyAdminArns: [roleArn],
+      },
+      inAccount,
+    );
+
+    this.outputs = { ...silo.outputs, accountId: account.id, accountEmail: account.email };
+    this.registerOutputs({ accountId: account.id, keyArn: silo.outputs.keyArn });
+  }
+}

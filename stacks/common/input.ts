@@ -1,0 +1,47 @@
+import { randomBytes } from 'node:crypto';
+import { assertSlug } from '../../control-plane/src/domain/naming.js';
+import type { Tier, TierCatalog } from '../../control-plane/src/domain/tiers.js';
+import type { TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
+
+/** What the engine hands a tier's program factory; platform settings come from stack config. */
+export interface TenantProgramInput {
+  tenantId: string;
+  slug: string;
+  tier: Tier;
+  /**
+   * Account tier only: the random part of the root email. The caller generates it once
+   * with newAccountEmailSuffix() and persists it with the tenant, so every re-run of the
+   * stack computes the same email (a closed account's email can never be used again).
+   */
+  accountEmailSuffix?: string;
+  /** Overrides `tenantry:dataPlaneRoleArn` for this tenant. */
+  dataPlaneRoleArn?: string;
+  /** Defaults to templates/tenant-schema. */
+  template?: TenantTemplate;
+  /** Defaults to templates/tiers.json. */
+  tiers?: TierCatalog;
+}
+
+const SUFFIX_RE = /^[a-z0-9]{8,16}$/;
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** 12 lower-case hex characters (48 bits) from the CSPRNG. */
+export function newAccountEmailSuffix(): string {
+  return randomBytes(6).toString('hex');
+}
+
+/** `root+<slug>-<suffix>@<domain>`: plus-addressed so one mailbox receives every tenant's root mail. */
+export function accountRootEmail(slug: string, suffix: string, domain: string): string {
+  if (!SUFFIX_RE.test(suffix)) throw new Error('account email suffix must be 8-16 lower-case alphanumerics');
+  return `root+${assertSlug(slug)}-${suffix}@${domain}`;
+}
+
+export function assertProgramInput(input: TenantProgramInput, tier: Tier): TenantProgramInput {
+  assertSlug(input.slug);
+  if (!UUID_RE.test(input.tenantId)) throw new Error('tenantId must be a lower-case UUID');
+  if (input.tier !== tier) throw new Error(`the ${tier} program was given a ${input.tier} tenant`);
+  if (tier === 'account' && input.accountEmailSuffix === undefined) {
+    throw new Error('the account tier needs accountEmailSuffix (generate it once and persist it)');
+  }
+  return input;
+}

@@ -1,0 +1,87 @@
+import * as aws from '@pulumi/aws';
+import * as pulumi from '@pulumi/pulumi';
+import { tenantKeyAlias } from '../../control-plane/src/domain/naming.js';
+import { keyDeletionWindow } from './config.js';
+import type { TenantTags } from './tags.js';
+
+export interface TenantKeyArgs {
+  slug: string;
+  region: pulumi.Input<string>;
+  /** Principals that administer the key (the platform admin role; in the account tier also the assumed role). */
+  adminPrincipalArns: pulumi.Input<string>[];
+  /** The tenant's data plane: may only decrypt, and only through Secrets Manager and RDS. */
+  dataPlaneRoleArn: pulumi.Input<string>;
+  deletionWindowInDays: number;
+  tags: TenantTags;
+}
+
+/**
+ * The key policy. No `arn:aws:iam::<account>:root` statement: IAM policies alone never
+ * grant use of a tenant key, only the principals named here do.
+ */
+export function tenantKeyPolicy(p: {
+  adminPrincipalArns: string[];
+  dataPlaneRoleArn: string;
+  region: string;
+}): string {
+  return JSON.stringify({
+    Version: '2012-10-17',
+    Id: 'tenantry-tenant-key',
+    Statement: [
+      {
+        Sid: 'PlatformAdministers',
+        Effect: 'Allow',
+        Principal: { AWS: p.adminPrincipalArns },
+        Action: 'kms:*',
+        Resource: '*',
+      },
+      {
+        Sid: 'DataPlaneDecryptsThroughServices',
+        Effect: 'Allow',
+        Principal: { AWS: [p.dataPlaneRoleArn] },
+        Action: ['kms:Decrypt', 'kms:DescribeKey'],
+        Resource: '*',
+        Condition: {
+          StringEquals: {
+            'kms:ViaService': [`secretsmanager.${p.region}.amazonaws.com`, `rds.${p.region}.amazonaws.com`],
+          },
+        },
+      },
+    ],
+  });
+}
+
+/** `tenantry:tenant:Key`: the tenant's own customer-managed key and its alias. */
+export class TenantKey extends pulumi.ComponentResource {
+  readonly keyArn: pulumi.Output<string>;
+  readonly keyId: pulumi.Output<string>;
+  readonly aliasName: pulumi.Output<string>;
+
+  constructor(name: string, args: TenantKeyArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('tenantry:tenant:Key', name, {}, opts);
+    const key = new aws.kms.Key(
+      `${name}-key`,
+      {
+        description: `Tenantry tenant key for ${args.slug}`,
+        enableKeyRotation: true,
+        deletionWindowInDays: keyDeletionWindow(args.deletionWindowInDays),
+        policy: pulumi
+          .all([pulumi.all(args.adminPrincipalArns), args.dataPlaneRoleArn, args.region])
+          .apply(([adminPrincipalArns, dataPlaneRoleArn, region]) =>
+            tenantKeyPolicy({ adminPrincipalArns, dataPlaneRoleArn, region }),
+          ),
+        tags: args.tags,
+      },
+      { parent: this },
+    );
+    const alias = new aws.kms.Alias(
+      `${name}-alias`,
+      { name: tenantKeyAlias(args.slug), targetKeyId: key.keyId },
+      { parent: this },
+    );
+    this.keyArn = key.arn;
+    this.keyId = key.keyId;
+    this.aliasName = alias.name;
+    this.registerOutputs({ keyArn: this.keyArn, keyId: this.keyId, aliasName: this.aliasName });
+  }
+}

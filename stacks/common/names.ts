@@ -1,0 +1,25 @@
+import { createHash } from 'node:crypto';
+import { assertSlug } from '../../control-plane/src/domain/naming.js';
+
+/**
+ * The RDS instance identifier of a tenant. RDS refuses `--` and a trailing `-`, which
+ * slugs allow, so runs of hyphens are folded and a short hash of the slug keeps the
+ * mapping injective (`a--b` and `a-b` stay distinct).
+ */
+export function rdsIdentifier(slug: string): string {
+  const folded = assertSlug(slug).replace(/-+/g, '-').replace(/-$/, '');
+  const hash = createHash('sha256').update(slug).digest('hex').slice(0, 6);
+  return `tenantry-${folded}-${hash}`;
+}
+
+/** The final snapshot taken when a tenant's instance is deleted; the tenant id keeps re-onboarded slugs apart. */
+export function finalSnapshotIdentifier(slug: string, tenantId: string): string {
+  return `${rdsIdentifier(slug)}-final-${tenantId.replace(/-/g, '').slice(0, 12)}`;
+}
+
+/** The parameter group family of an engine version: "16" or "16.4" gives postgres16. */
+export function parameterGroupFamily(engineVersion: string): string {
+  const major = /^(\d+)/.exec(engineVersion)?.[1];
+  if (!major) throw new Error(`invalid postgres engine version: ${engineVersion}`);
+  return `postgres${major}`;
+}

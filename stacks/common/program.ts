@@ -1,0 +1,86 @@
+import * as pulumi from '@pulumi/pulumi';
+import type { ConnectionDescriptor } from '../../control-plane/src/domain/ports.js';
+import type { Tier, TierDefinition } from '../../control-plane/src/domain/tiers.js';
+import type { TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
+import { CONFIG_NAMESPACE, ConfigError, type PlatformSettings, parsePlatformSettings } from './config.js';
+import { assertProgramInput, type TenantProgramInput } from './input.js';
+import { type TenantTags, tenantTags } from './tags.js';
+import { loadTenantTemplate, loadTierCatalog } from './templates.js';
+
+/** What a tier program's component needs, read and validated once at the start of the run. */
+export interface ProgramContext {
+  input: TenantProgramInput;
+  settings: PlatformSettings;
+  region: string;
+  tier: TierDefinition;
+  template: TenantTemplate;
+  tags: TenantTags;
+  dataPlaneRoleArn: string;
+}
+
+const ROLE_ARN_RE = /^arn:aws(?:-[a-z]+)*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
+
+export function programContext(input: TenantProgramInput, tier: Tier): ProgramContext {
+  assertProgramInput(input, tier);
+  const cfg = new pulumi.Config(CONFIG_NAMESPACE);
+  const settings = parsePlatformSettings((k) => cfg.get(k));
+  const region = new pulumi.Config('aws').get('region');
+  if (!region) throw new ConfigError('aws:region', 'is required');
+  const dataPlaneRoleArn = input.dataPlaneRoleArn ?? settings.dataPlaneRoleArn;
+  if (!ROLE_ARN_RE.test(dataPlaneRoleArn)) throw new Error('dataPlaneRoleArn must be an IAM role ARN');
+  const catalog = input.tiers ?? loadTierCatalog();
+  return {
+    input,
+    settings,
+    region,
+    tier: catalog.tiers[tier],
+    template: input.template ?? loadTenantTemplate(),
+    tags: tenantTags(input.tenantId, tier),
+    dataPlaneRoleArn,
+  };
+}
+
+/** The stack outputs every tier exports. Nothing here is a credential. */
+export interface TenantStackOutputs {
+  tenantId: string;
+  tier: Tier;
+  keyArn: pulumi.Output<string>;
+  keyAlias: pulumi.Output<string>;
+  secretArn: pulumi.Output<string>;
+  secretName: string;
+  host: pulumi.Output<string>;
+  port: pulumi.Output<number>;
+  database: pulumi.Output<string>;
+  schema: string;
+  user: string;
+  dbInstanceId?: pulumi.Output<string>;
+  accountId?: pulumi.Output<string>;
+  accountEmail?: pulumi.Output<string>;
+}
+
+/** The descriptor stored in the tenant's secret (the shape of the ConnectionDescriptor port). */
+export function descriptor(p: {
+  tenantId: string;
+  tier: Tier;
+  host: pulumi.Input<string>;
+  port: pulumi.Input<number>;
+  database: pulumi.Input<string>;
+  schema: string;
+  user: string;
+  password?: pulumi.Input<string | undefined>;
+  secretRef: string;
+  tenantSetting?: string;
+}): pulumi.Output<ConnectionDescriptor> {
+  return pulumi.all([p.host, p.port, p.database, p.password]).apply(([host, port, database, password]) => ({
+    tenantId: p.tenantId,
+    tier: p.tier,
+    host,
+    port,
+    database,
+    schema: p.schema,
+    user: p.user,
+    ...(password === undefined ? {} : { password }),
+    secretRef: p.secretRef,
+    ...(p.tenantSetting === undefined ? {} : { tenantSetting: p.tenantSetting }),
+  }));
+}

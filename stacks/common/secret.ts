@@ -1,0 +1,46 @@
+import * as aws from '@pulumi/aws';
+import * as pulumi from '@pulumi/pulumi';
+import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import type { TenantTags } from './tags.js';
+
+export interface TenantSecretArgs {
+  slug: string;
+  /** ARN of the tenant's key: the secret is encrypted with it, never with aws/secretsmanager. */
+  kmsKeyArn: pulumi.Input<string>;
+  /** The connection descriptor (may carry a password): stored as a secret, never exported. */
+  value: pulumi.Input<object>;
+  recoveryWindowInDays: number;
+  tags: TenantTags;
+}
+
+/** `tenantry:tenant:Secret`: the tenant's connection descriptor in Secrets Manager. Only the ARN is an output. */
+export class TenantSecret extends pulumi.ComponentResource {
+  readonly secretArn: pulumi.Output<string>;
+  readonly secretName: string;
+
+  constructor(name: string, args: TenantSecretArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('tenantry:tenant:Secret', name, {}, opts);
+    this.secretName = tenantSecretName(args.slug);
+    const secret = new aws.secretsmanager.Secret(
+      `${name}-secret`,
+      {
+        name: this.secretName,
+        description: `Tenantry connection descriptor for ${args.slug}`,
+        kmsKeyId: args.kmsKeyArn,
+        recoveryWindowInDays: args.recoveryWindowInDays,
+        tags: args.tags,
+      },
+      { parent: this },
+    );
+    new aws.secretsmanager.SecretVersion(
+      `${name}-version`,
+      {
+        secretId: secret.id,
+        secretString: pulumi.secret(pulumi.output(args.value).apply((v) => JSON.stringify(v))),
+      },
+      { parent: this },
+    );
+    this.secretArn = secret.arn;
+    this.registerOutputs({ secretArn: this.secretArn });
+  }
+}

@@ -1,0 +1,186 @@
+import * as pulumi from '@pulumi/pulumi';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
+import type { RoleLimits, TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
+import type { PoolSettings } from './config.js';
+import { adminConnection, PostgresObject } from './postgres.js';
+
+/** The NOLOGIN-intended owner of a tenant's schema and tables; the login role never owns anything. */
+export function tenantOwnerRoleName(slug: string): string {
+  return `${tenantObjectName(slug)}_owner`;
+}
+
+/** The schema of a silo tenant inside its own database. */
+export const SILO_SCHEMA = 'app';
+
+interface Common {
+  slug: string;
+  tenantId: string;
+  /** Admin secret JSON (username/password[/host/port/dbname]). */
+  adminSecret: pulumi.Input<string>;
+  host?: pulumi.Input<string>;
+  port?: pulumi.Input<number>;
+  ssl: boolean;
+  template: TenantTemplate;
+}
+
+export type TenantPostgresArgs =
+  /** bridge: a schema of its own in the shared database, with a login role. */
+  | (Common & { mode: 'schema'; database: pulumi.Input<string>; limits: RoleLimits })
+  /** silo/account: a database of its own on a dedicated instance, schema `app`. */
+  | (Common & { mode: 'database'; limits: RoleLimits })
+  /** pool: membership in the shared, RLS-protected pool. */
+  | (Common & { mode: 'pool'; database: pulumi.Input<string>; pool: PoolSettings; limits: RoleLimits });
+
+/** What a data plane needs to connect, without the password (that stays in the Secret). */
+export interface PostgresEndpoint {
+  database: pulumi.Output<string>;
+  schema: string;
+  user: string;
+  password?: pulumi.Output<string | undefined>;
+  tenantSetting?: string;
+}
+
+/**
+ * `tenantry:tenant:PostgresResource`: the tenant's Postgres-level objects, each one a
+ * dynamic resource backed by the shared providers.
+ */
+export class TenantPostgres extends pulumi.ComponentResource {
+  readonly endpoint: PostgresEndpoint;
+  readonly objects: PostgresObject[] = [];
+
+  constructor(name: string, args: TenantPostgresArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('tenantry:tenant:PostgresResource', name, {}, opts);
+    const conn = (database: pulumi.Input<string>) =>
+      adminConnection(args.adminSecret, { host: args.host, port: args.port, database, ssl: args.ssl });
+    const add = (o: PostgresObject) => {
+      this.objects.push(o);
+      return o;
+    };
+
+    if (args.mode === 'pool') {
+      const admin = conn(args.database);
+      const p = args.pool;
+      // The shared pool and its roles belong to no tenant: ensured here, never deleted with a tenant.
+      const shared = { parent: this, retainOnDelete: true };
+      const owner = add(
+        new PostgresObject(
+          `${name}-pool-owner`,
+          { kind: 'role', admin, spec: { name: p.ownerRole, ...args.limits, connectionLimit: 0 } },
+          shared,
+        ),
+      );
+      const app = add(
+        new PostgresObject(
+          `${name}-pool-app`,
+          { kind: 'role', admin, spec: { name: p.appRole, ...args.limits } },
+          shared,
+        ),
+      );
+      const pool = add(
+        new PostgresObject(
+          `${name}-pool`,
+          {
+            kind: 'pool',
+            admin,
+            spec: pulumi.output(args.database).apply((database) => ({
+              schema: p.schema,
+              owner: p.ownerRole,
+              appRole: p.appRole,
+              database,
+              setting: p.tenantSetting,
+              template: args.template,
+            })),
+          },
+          { ...shared, dependsOn: [owner, app] },
+        ),
+      );
+      add(
+        new PostgresObject(
+          `${name}-membership`,
+          {
+            kind: 'pool-membership',
+            admin,
+            spec: { schema: p.schema, tenantId: args.tenantId, slug: args.slug, setting: p.tenantSetting },
+          },
+          { parent: this, dependsOn: [pool] },
+        ),
+      );
+      this.endpoint = {
+        database: pulumi.output(args.database),
+        schema: p.schema,
+        user: p.appRole,
+        tenantSetting: p.tenantSetting,
+      };
+      this.registerOutputs({ database: this.endpoint.database, schema: p.schema, user: p.appRole });
+      return;
+    }
+
+    const objectName = tenantObjectName(args.slug);
+    const ownerName = tenantOwnerRoleName(args.slug);
+    const schemaName = args.mode === 'schema' ? objectName : SILO_SCHEMA;
+    const database = args.mode === 'schema' ? pulumi.output(args.database) : pulumi.output(objectName);
+    const clusterAdmin = conn(args.mode === 'schema' ? args.database : 'postgres');
+
+    const owner = add(
+      new PostgresObject(
+        `${name}-owner`,
+        { kind: 'role', admin: clusterAdmin, spec: { name: ownerName, ...args.limits, connectionLimit: 0 } },
+        { parent: this },
+      ),
+    );
+    const login = add(
+      new PostgresObject(
+        `${name}-role`,
+        {
+          kind: 'role',
+          admin: clusterAdmin,
+          spec: { name: objectName, ...args.limits, searchPath: [schemaName] },
+          generatePassword: true,
+        },
+        { parent: this },
+      ),
+    );
+    const deps: pulumi.Resource[] = [owner, login];
+    if (args.mode === 'database') {
+      deps.push(
+        add(
+          new PostgresObject(
+            `${name}-database`,
+            { kind: 'database', admin: clusterAdmin, spec: { name: objectName, owner: ownerName } },
+            { parent: this, dependsOn: [owner] },
+          ),
+        ),
+      );
+    }
+    const tenantAdmin = conn(database);
+    const schema = add(
+      new PostgresObject(
+        `${name}-schema`,
+        {
+          kind: 'schema',
+          admin: tenantAdmin,
+          spec: { name: schemaName, owner: ownerName, template: args.template },
+        },
+        { parent: this, dependsOn: deps },
+      ),
+    );
+    add(
+      new PostgresObject(
+        `${name}-grants`,
+        {
+          kind: 'grants',
+          admin: tenantAdmin,
+          spec: database.apply((db) => ({
+            database: db,
+            schema: schemaName,
+            role: objectName,
+            owner: ownerName,
+          })),
+        },
+        { parent: this, dependsOn: [schema, login] },
+      ),
+    );
+    this.endpoint = { database, schema: schemaName, user: objectName, password: login.password };
+    this.registerOutputs({ database, schema: schemaName, user: objectName });
+  }
+}
