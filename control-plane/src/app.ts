@@ -11,6 +11,7 @@ import authPlugin, { type TokenCache } from './plugins/auth.js';
 import errorsPlugin from './plugins/errors.js';
 import auditRoutes from './routes/audit.js';
 import operationRoutes from './routes/operations.js';
+import promotionRoutes from './routes/promotions.js';
 import { ErrorBody } from './routes/schemas.js';
 import serviceRoutes from './routes/service.js';
 import tenantRoutes from './routes/tenants.js';
@@ -85,6 +86,7 @@ const app: FastifyPluginAsync<{ services: Services }> = async (instance, opts) =
   await f.register(serviceRoutes);
   await f.register(tenantRoutes);
   await f.register(operationRoutes);
+  await f.register(promotionRoutes);
   await f.register(tokenRoutes);
   await f.register(auditRoutes);
 };

@@ -26,6 +26,8 @@ const Env = Type.Object({
   TENANTRY_OPERATION_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 8 }),
   TENANTRY_OPERATION_LEASE_MS: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 30_000 }),
   TENANTRY_TEMPLATES_DIR: Type.Optional(Type.String({ minLength: 1 })),
+  TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS: Type.Integer({ minimum: 0, default: 86_400_000 }),
+  TENANTRY_PROMOTION_MAX_LAG_BYTES: Type.Integer({ minimum: 1_048_576, default: 1_073_741_824 }),
   /** Fault injection for crash tests: sleep this long inside every provisioning step. Never set in production. */
   TENANTRY_FAULT_STEP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 0 }),
 });
@@ -47,6 +49,8 @@ export interface Config {
   operationLeaseMs: number;
   templatesDir: string;
   faultStepDelayMs: number;
+  promotionRollbackWindowMs: number;
+  promotionMaxLagBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -60,6 +64,8 @@ const INT_KEYS = new Set([
   'TENANTRY_OPERATION_MAX_ATTEMPTS',
   'TENANTRY_OPERATION_LEASE_MS',
   'TENANTRY_FAULT_STEP_DELAY_MS',
+  'TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS',
+  'TENANTRY_PROMOTION_MAX_LAG_BYTES',
 ]);
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
@@ -94,6 +100,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     operationLeaseMs: e.TENANTRY_OPERATION_LEASE_MS,
     templatesDir: path.resolve(cwd, e.TENANTRY_TEMPLATES_DIR ?? defaultTemplatesDir()),
     faultStepDelayMs: e.TENANTRY_FAULT_STEP_DELAY_MS,
+    promotionRollbackWindowMs: e.TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS,
+    promotionMaxLagBytes: e.TENANTRY_PROMOTION_MAX_LAG_BYTES,
   };
 }
 

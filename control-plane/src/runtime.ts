@@ -91,6 +91,10 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       const local = new LocalEngine(dp, keys, templates.catalog, templates.tenantSchema, {
         faultStepDelayMs: config.faultStepDelayMs,
         protectDatabases: sameServer ? [controlDb] : [],
+        promotion: {
+          rollbackWindowMs: config.promotionRollbackWindowMs,
+          maxLagBytes: config.promotionMaxLagBytes,
+        },
       });
       closers.push(() => local.close());
       await local.bootstrap();

@@ -27,6 +27,16 @@ class ScriptedEngine implements Engine {
     if (next) throw next;
     return { [ctx.step]: ctx.kind === 'onboard' ? 'done' : null };
   }
+  promotionSteps() {
+    return ['provision'];
+  }
+  promotionAbortSteps() {
+    return ['abort'];
+  }
+  async cleanupPromotion() {}
+  async sweepPromotionOrphans() {
+    return [];
+  }
   async connection(): Promise<ConnectionDescriptor> {
     throw new Error('unused');
   }

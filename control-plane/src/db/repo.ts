@@ -159,12 +159,20 @@ interface OperationRow {
   steps: OperationStep[];
   error: string | null;
   attempts: number;
+  params: Record<string, unknown>;
+  progress: Record<string, unknown>;
   created_at: Date;
   updated_at: Date;
 }
 
-const OP_SELECT = `SELECT o.id, o.kind, o.tenant_id, t.slug, o.status, o.steps, o.error, o.attempts, o.created_at, o.updated_at
+const OP_SELECT = `SELECT o.id, o.kind, o.tenant_id, t.slug, o.status, o.steps, o.error, o.attempts, o.params, o.progress, o.created_at, o.updated_at
                      FROM operations o JOIN tenants t ON t.id = o.tenant_id`;
+
+/** Internal bookkeeping (deferred DDL) stays out of the API. */
+function publicProgress(p: Record<string, unknown>): Record<string, unknown> {
+  const { deferredDdl: _internal, ...rest } = p;
+  return rest;
+}
 
 const toOperation = (r: OperationRow): Operation => ({
   id: r.id,
@@ -175,6 +183,9 @@ const toOperation = (r: OperationRow): Operation => ({
   steps: r.steps,
   ...(r.error ? { error: r.error } : {}),
   attempts: r.attempts,
+  params: r.params,
+  progress: publicProgress(r.progress),
+  currentStep: r.steps.find((x) => x.status === 'running')?.name ?? null,
   createdAt: r.created_at.toISOString(),
   updatedAt: r.updated_at.toISOString(),
 });
@@ -230,6 +241,9 @@ export async function insertOperationAndEnqueue(
     status: 'queued',
     steps,
     attempts: 0,
+    params: op.params ?? {},
+    progress: {},
+    currentStep: null,
     createdAt: now,
     updatedAt: now,
   };

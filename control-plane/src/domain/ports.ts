@@ -17,8 +17,14 @@ export interface StepContext {
   step: string;
   tenant: StepTenant;
   signal: AbortSignal;
+  /** The operation's parameters (e.g. a promotion's source and target tiers). */
+  params?: Record<string, unknown>;
+  /** Progress recorded so far by earlier steps or attempts of this operation. */
+  progress?: Record<string, unknown>;
+  /** Merges into the operation's progress, durably, before returning. */
+  report?: (patch: Record<string, unknown>) => Promise<void>;
   /** Resource-level progress from inside a step (e.g. Pulumi engine events). */
-  progress?: (event: { resource: string; action: string; status: string }) => void;
+  onResourceEvent?: (event: { resource: string; action: string; status: string }) => void;
 }
 
 /** Non-secret outputs a step hands back; merged into the tenant's `outputs`. */
@@ -33,10 +39,25 @@ export interface Engine {
   readonly target: Target;
   supportsTier(tier: Tier): boolean;
   steps(kind: 'onboard' | 'offboard', tier: Tier): string[];
+  /** Steps of a promotion (or of its rollback, when params.rollbackOf is set). */
+  promotionSteps(params: PromotionParams): string[];
+  /** Steps that undo a promotion that failed before its cutover. */
+  promotionAbortSteps(params: PromotionParams): string[];
+  /** Deletes the source placement once the rollback window has passed. */
+  cleanupPromotion(tenant: StepTenant, params: PromotionParams, operationId: string): Promise<void>;
+  /** Drops replication slots and publications whose promotion is no longer in flight. */
+  sweepPromotionOrphans(liveOperationIds: string[]): Promise<string[]>;
   runStep(ctx: StepContext): Promise<StepOutputs | undefined>;
   /** The connection descriptor a data plane uses; the password only where the target returns it. */
   connection(tenant: StepTenant): Promise<ConnectionDescriptor>;
   close(): Promise<void>;
+}
+
+export interface PromotionParams {
+  fromTier: Tier;
+  toTier: Tier;
+  /** Set on a rollback: the promotion being undone. */
+  rollbackOf?: string;
 }
 
 export interface ConnectionDescriptor {

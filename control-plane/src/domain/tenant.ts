@@ -45,6 +45,9 @@ export interface Operation {
   steps: OperationStep[];
   error?: string;
   attempts: number;
+  params: Record<string, unknown>;
+  progress: Record<string, unknown>;
+  currentStep: string | null;
   createdAt: string;
   updatedAt: string;
 }

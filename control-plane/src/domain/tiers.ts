@@ -22,3 +22,10 @@ export interface TierCatalog {
 }
 
 export const isTier = (v: string): v is Tier => (TIERS as readonly string[]).includes(v);
+
+/** Promotions move a tenant to a stronger isolation tier, never sideways or down. */
+export const ALLOWED_PROMOTIONS: ReadonlyArray<readonly [Tier, Tier]> = [
+  ['pool', 'bridge'],
+  ['pool', 'silo'],
+  ['bridge', 'silo'],
+];

@@ -5,12 +5,20 @@ import type {
   ConnectionDescriptor,
   Engine,
   KeyStore,
+  PromotionParams,
   SecretStore,
   StepContext,
   StepOutputs,
   StepTenant,
 } from '../domain/ports.js';
 import type { Tier, TierCatalog } from '../domain/tiers.js';
+import {
+  ABORT_STEPS,
+  LocalPromotion,
+  PROMOTE_STEPS,
+  type PromotionOptions,
+  ROLLBACK_STEPS,
+} from '../promotion/local.js';
 import {
   applyGrants,
   applyRole,
@@ -57,8 +65,38 @@ export class LocalEngine implements Engine {
     private readonly keys: KeyStore & SecretStore,
     private readonly catalog: TierCatalog,
     private readonly template: TenantTemplate,
-    private readonly opts: { faultStepDelayMs?: number; protectDatabases?: string[] } = {},
-  ) {}
+    private readonly opts: {
+      faultStepDelayMs?: number;
+      protectDatabases?: string[];
+      promotion?: Partial<PromotionOptions>;
+    } = {},
+  ) {
+    this.promotion = new LocalPromotion(dp, keys, catalog, template, {
+      maxLagBytes: 1024 ** 3,
+      freezeBelowLagBytes: 256 * 1024,
+      rollbackWindowMs: 24 * 3600_000,
+      generatePassword,
+      ...opts.promotion,
+    });
+  }
+
+  private readonly promotion: LocalPromotion;
+
+  promotionSteps(params: PromotionParams): string[] {
+    return [...(params.rollbackOf ? ROLLBACK_STEPS : PROMOTE_STEPS)];
+  }
+
+  promotionAbortSteps(params: PromotionParams): string[] {
+    return params.rollbackOf ? ['abort-rollback'] : [...ABORT_STEPS];
+  }
+
+  cleanupPromotion(tenant: StepTenant, params: PromotionParams, operationId: string): Promise<void> {
+    return this.promotion.cleanup(tenant, params, operationId);
+  }
+
+  sweepPromotionOrphans(liveOperationIds: string[]): Promise<string[]> {
+    return this.promotion.sweepOrphans(liveOperationIds);
+  }
 
   supportsTier(tier: Tier): boolean {
     return tier !== 'account';
@@ -146,6 +184,7 @@ export class LocalEngine implements Engine {
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     if (this.opts.faultStepDelayMs) await new Promise((r) => setTimeout(r, this.opts.faultStepDelayMs));
     const { tenant } = ctx;
+    if (ctx.kind === 'promote') return this.promotion.runStep(ctx);
     if (tenant.tier === 'account') throw this.accountRefused();
     const up = ctx.kind === 'onboard';
     const n = this.dp.names;

@@ -24,7 +24,10 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'IDEMPOTENCY_KEY_REUSED':
     case 'TIER_NOT_AVAILABLE_ON_TARGET':
     case 'INVALID_TIER':
+    case 'PROMOTION_NOT_ALLOWED':
       return 422;
+    case 'ROLLBACK_NOT_AVAILABLE':
+      return 409;
     case 'DATAPLANE_UNAVAILABLE':
     case 'SECRET_UNAVAILABLE':
       return 503;

@@ -67,6 +67,14 @@ export const OperationSchema = Type.Object({
   steps: Type.Array(StepSchema),
   error: Type.Optional(Type.String()),
   attempts: Type.Integer(),
+  currentStep: Type.Union([Type.String(), Type.Null()], { description: 'the step running now, if any' }),
+  params: Type.Record(Type.String(), Type.Unknown(), {
+    description: 'e.g. a promotion: {fromTier, toTier, rollbackOf?}',
+  }),
+  progress: Type.Record(Type.String(), Type.Unknown(), {
+    description:
+      'promotions: rowsCopied {table: n}, replicationLagBytes, writeFreezeMs, freezeStartedAt, cutoverAt, rollbackUntil, verification',
+  }),
   createdAt: Type.String({ format: 'date-time' }),
   updatedAt: Type.String({ format: 'date-time' }),
 });

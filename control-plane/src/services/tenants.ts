@@ -12,9 +12,10 @@ import {
 import { TenantryError } from '../domain/errors.js';
 import { newOperationId, newTenantId } from '../domain/ids.js';
 import { assertSlug } from '../domain/naming.js';
-import type { ConnectionDescriptor, Engine } from '../domain/ports.js';
+import type { ConnectionDescriptor, Engine, PromotionParams } from '../domain/ports.js';
 import type { Operation, Tenant } from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
+import { ALLOWED_PROMOTIONS } from '../domain/tiers.js';
 import type { Queryable } from '../providers/postgres/sql.js';
 
 export interface CreateTenantInput {
@@ -199,6 +200,112 @@ export class TenantService {
       });
       const after = await findTenantBySlug(q, slug);
       return { status: 202, body: { tenant: after ?? tenant, operation }, replayed: false };
+    });
+  }
+
+  /** Accepts a promotion to a stronger tier; the worker moves the data online. */
+  async promote(ctx: RequestContext, slug: string, targetTier: Tier): Promise<Accepted> {
+    return this.db.tx(async (q) => {
+      const tenant = await findTenantBySlug(q, slug, { forUpdate: true });
+      if (!tenant || tenant.status === 'offboarded')
+        throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+      if (!ALLOWED_PROMOTIONS.some(([a, b]) => a === tenant.tier && b === targetTier)) {
+        throw new TenantryError(
+          'PROMOTION_NOT_ALLOWED',
+          `a ${tenant.tier} tenant cannot be promoted to ${targetTier}; allowed: ${ALLOWED_PROMOTIONS.map(([a, b]) => `${a}→${b}`).join(', ')}`,
+        );
+      }
+      if (!this.engine.supportsTier(targetTier)) {
+        throw new TenantryError(
+          'TIER_NOT_AVAILABLE_ON_TARGET',
+          `the ${targetTier} tier is not available on this target`,
+        );
+      }
+      await this.assertNoActiveOperation(q, tenant);
+      if (tenant.status !== 'active') {
+        throw new TenantryError(
+          'TENANT_NOT_ACTIVE',
+          `tenant ${slug} is ${tenant.status}; only an active tenant can be promoted`,
+        );
+      }
+      const params: PromotionParams = { fromTier: tenant.tier, toTier: targetTier };
+      const operation = await this.enqueue(q, tenant, 'promote', this.engine.promotionSteps(params), {
+        ...params,
+      });
+      await appendAudit(q, {
+        actor: ctx.actor,
+        action: 'tenant.promote',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        requestId: ctx.requestId,
+        operationId: operation.id,
+        details: { ...params },
+      });
+      return { status: 202, body: { tenant, operation }, replayed: false };
+    });
+  }
+
+  /** Within the rollback window, moves the tenant back, with the rows written since the cutover. */
+  async rollback(ctx: RequestContext, slug: string, operationId: string): Promise<Accepted> {
+    return this.db.tx(async (q) => {
+      const tenant = await findTenantBySlug(q, slug, { forUpdate: true });
+      if (!tenant || tenant.status === 'offboarded')
+        throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+      const promo = await findOperation(q, operationId);
+      if (!promo || promo.tenantId !== tenant.id || promo.kind !== 'promote' || promo.params.rollbackOf) {
+        throw new TenantryError('OPERATION_NOT_FOUND', `no promotion ${operationId} for tenant ${slug}`);
+      }
+      const params = promo.params as unknown as PromotionParams;
+      const until = Date.parse(String(promo.progress.rollbackUntil ?? ''));
+      const reason =
+        promo.status !== 'succeeded'
+          ? `promotion ${operationId} is ${promo.status}; only a completed promotion can be rolled back`
+          : promo.progress.rolledBack
+            ? 'this promotion was already rolled back'
+            : promo.progress.cleanedUp || Number.isNaN(until) || until < Date.now()
+              ? 'the rollback window has closed and the source placement was (or is being) deleted'
+              : tenant.tier !== params.toTier
+                ? `the tenant is no longer on ${params.toTier}`
+                : null;
+      if (reason) throw new TenantryError('ROLLBACK_NOT_AVAILABLE', reason);
+      await this.assertNoActiveOperation(q, tenant);
+      const back: PromotionParams = {
+        fromTier: params.toTier,
+        toTier: params.fromTier,
+        rollbackOf: operationId,
+      };
+      const operation = await this.enqueue(q, tenant, 'promote', this.engine.promotionSteps(back), {
+        ...back,
+      });
+      // The source must outlive the rollback: its scheduled deletion is cancelled in this transaction.
+      await q.query('SELECT graphile_worker.remove_job($1)', [`cleanup:${operationId}`]);
+      await appendAudit(q, {
+        actor: ctx.actor,
+        action: 'tenant.promotion.rollback',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        requestId: ctx.requestId,
+        operationId: operation.id,
+        details: { ...back },
+      });
+      return { status: 202, body: { tenant, operation }, replayed: false };
+    });
+  }
+
+  private async enqueue(
+    q: Queryable,
+    tenant: Tenant,
+    kind: 'promote',
+    steps: string[],
+    params: Record<string, unknown>,
+  ): Promise<Operation> {
+    return insertOperationAndEnqueue(
+      q,
+      { id: newOperationId(), kind, tenantId: tenant.id, tenantSlug: tenant.slug, steps, params },
+      this.opts.maxAttempts + 2,
+    ).catch((e: unknown) => {
+      if (isUniqueViolation(e, 'operations_one_active_per_tenant')) throw this.busy(tenant.slug);
+      throw e;
     });
   }
 

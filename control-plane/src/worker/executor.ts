@@ -9,7 +9,10 @@ import {
   tenantFromJson,
 } from '../db/repo.js';
 import { isTenantryError } from '../domain/errors.js';
-import type { Engine } from '../domain/ports.js';
+import type { Engine, PromotionParams } from '../domain/ports.js';
+
+export const PROMOTION_CLEANUP_TASK = 'promotion-cleanup';
+
 import type { OperationKind, OperationStep, Tenant } from '../domain/tenant.js';
 import type { Metrics } from '../metrics.js';
 import type { Queryable } from '../providers/postgres/sql.js';
@@ -56,6 +59,8 @@ interface Claimed {
   attempts: number;
   created_at: Date;
   tenant: Record<string, unknown> | null;
+  params: Record<string, unknown>;
+  progress: Record<string, unknown>;
 }
 
 export interface ExecutorOptions {
@@ -111,7 +116,7 @@ export class OperationExecutor {
           SET status = 'running', attempts = attempts + 1, lease_owner = $2,
               lease_expires_at = now() + make_interval(secs => $3::double precision / 1000), updated_at = now()
         WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND (lease_expires_at < now() OR lease_owner = $2)))
-        RETURNING id, kind, tenant_id, steps, attempts, created_at,
+        RETURNING id, kind, tenant_id, steps, attempts, created_at, params, progress,
                   (SELECT to_jsonb(t) FROM tenants t WHERE t.id = operations.tenant_id) AS tenant`,
       [operationId, this.runnerId, this.opts.leaseMs],
     );
@@ -167,7 +172,7 @@ export class OperationExecutor {
       try {
         const outputs = await this.engine.runStep({
           operationId: op.id,
-          kind: op.kind === 'offboard' ? 'offboard' : 'onboard',
+          kind: op.kind,
           step: step.name,
           tenant: {
             id: tenant.id,
@@ -176,6 +181,9 @@ export class OperationExecutor {
             templateVersion: tenant.templateVersion,
           },
           signal,
+          params: op.params,
+          progress: op.progress,
+          report: (patch) => this.report(op, patch),
         });
         step.status = 'succeeded';
         step.finishedAt = new Date().toISOString();
@@ -206,6 +214,15 @@ export class OperationExecutor {
     await this.succeed(op, tenant, steps, log);
   }
 
+  /** Merges into the operation's progress, durably (fenced by the lease). */
+  private async report(op: Claimed, patch: Record<string, unknown>): Promise<void> {
+    Object.assign(op.progress, patch);
+    await this.db.query(
+      `UPDATE operations SET progress = progress || $3::jsonb, updated_at = now() WHERE id = $1 AND lease_owner = $2`,
+      [op.id, this.runnerId, JSON.stringify(patch)],
+    );
+  }
+
   private observeStep(kind: string, step: string, outcome: string, started: bigint): void {
     this.metrics.stepDuration.observe(
       { kind, step, outcome },
@@ -222,6 +239,7 @@ export class OperationExecutor {
   }
 
   private async succeed(op: Claimed, tenant: Tenant, steps: OperationStep[], log: Logger): Promise<void> {
+    if (op.kind === 'promote') return this.succeedPromotion(op, tenant, steps, log);
     const status = op.kind === 'offboard' ? 'offboarded' : 'active';
     // One statement: the operation ends, the tenant changes state, and the audit record is written.
     await this.db.query(
@@ -249,6 +267,111 @@ export class OperationExecutor {
       (Date.now() - op.created_at.getTime()) / 1000,
     );
     log.info({ tenantStatus: status }, 'operation succeeded');
+  }
+
+  /**
+   * A promotion's cutover is recorded with its operation: the tier changes, the change is audited,
+   * and the source's deletion is scheduled after the rollback window (or, for a rollback, cancelled).
+   */
+  private async succeedPromotion(
+    op: Claimed,
+    tenant: Tenant,
+    steps: OperationStep[],
+    log: Logger,
+  ): Promise<void> {
+    const params = op.params as unknown as PromotionParams;
+    await this.db.tx(async (q) => {
+      await q.query(
+        `UPDATE operations SET status = 'succeeded', steps = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL,
+                finished_at = now(), updated_at = now() WHERE id = $1`,
+        [op.id, JSON.stringify(steps)],
+      );
+      await q.query(
+        `UPDATE tenants SET tier = $2, outputs = outputs - 'tier', updated_at = now() WHERE id = $1`,
+        [tenant.id, params.toTier],
+      );
+      if (params.rollbackOf) {
+        await q.query(`SELECT graphile_worker.remove_job($1)`, [`cleanup:${params.rollbackOf}`]);
+        await q.query(
+          `UPDATE operations SET progress = progress || '{"rolledBack": true}'::jsonb WHERE id = $1`,
+          [params.rollbackOf],
+        );
+      } else {
+        const until = String(op.progress.rollbackUntil ?? new Date().toISOString());
+        await q.query(
+          `SELECT graphile_worker.add_job($1, json_build_object('operationId', $2::text), run_at := $3::timestamptz,
+                  job_key := $4, max_attempts := 25)`,
+          [PROMOTION_CLEANUP_TASK, op.id, until, `cleanup:${op.id}`],
+        );
+      }
+      await appendAudit(q, {
+        actor: SYSTEM_ACTOR,
+        action: params.rollbackOf ? 'tenant.promotion.rolled-back' : 'tenant.promotion.cutover',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        operationId: op.id,
+        details: {
+          fromTier: params.fromTier,
+          toTier: params.toTier,
+          writeFreezeMs: op.progress.writeFreezeMs ?? null,
+          ...(params.rollbackOf
+            ? { rollbackOf: params.rollbackOf }
+            : { rollbackUntil: op.progress.rollbackUntil }),
+        },
+      });
+    });
+    this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
+    log.info({ fromTier: params.fromTier, toTier: params.toTier }, 'promotion cut over');
+  }
+
+  /**
+   * Deletes a promotion's source once its rollback window is over, unless it was rolled back.
+   * Serialized with the tenant's operations: with one in flight, it waits for a later retry.
+   */
+  async cleanupPromotion(operationId: string): Promise<void> {
+    const { rows } = await this.db.query<{
+      tenant_id: string;
+      params: PromotionParams;
+      progress: Record<string, unknown>;
+      busy: boolean;
+    }>(
+      `SELECT o.tenant_id, o.params, o.progress,
+              EXISTS (SELECT 1 FROM operations x WHERE x.tenant_id = o.tenant_id AND x.status IN ('queued', 'running')) AS busy
+         FROM operations o WHERE o.id = $1 AND o.kind = 'promote' AND o.status = 'succeeded'`,
+      [operationId],
+    );
+    const r = rows[0];
+    if (!r || r.progress.rolledBack || r.progress.cleanedUp) return;
+    if (r.busy) throw new Error('tenant has an operation in flight; cleanup retries later');
+    const tenant = await findTenantById(this.db, r.tenant_id);
+    if (!tenant || tenant.tier !== r.params.toTier) return;
+    await this.engine.cleanupPromotion(
+      { id: tenant.id, slug: tenant.slug, tier: tenant.tier, templateVersion: tenant.templateVersion },
+      r.params,
+      operationId,
+    );
+    await this.db.tx(async (q) => {
+      await q.query(
+        `UPDATE operations SET progress = progress || '{"cleanedUp": true}'::jsonb WHERE id = $1`,
+        [operationId],
+      );
+      await appendAudit(q, {
+        actor: SYSTEM_ACTOR,
+        action: 'tenant.promotion.source-deleted',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        operationId,
+        details: { fromTier: r.params.fromTier },
+      });
+    });
+  }
+
+  /** Replication slots and publications left by crashed or finished promotions. */
+  async sweepPromotionOrphans(): Promise<string[]> {
+    const { rows } = await this.db.query<{ id: string }>(
+      `SELECT id FROM operations WHERE kind = 'promote' AND status IN ('queued', 'running')`,
+    );
+    return this.engine.sweepPromotionOrphans(rows.map((r) => r.id));
   }
 
   /**
@@ -296,7 +419,44 @@ export class OperationExecutor {
         step.finishedAt = new Date().toISOString();
       }
     }
-    const tenantStatus = op.kind === 'offboard' ? 'offboarding' : 'failed';
+    if (op.kind === 'promote') {
+      const params = op.params as unknown as PromotionParams;
+      const names = this.engine.promotionAbortSteps(params);
+      for (const name of names) {
+        const step: OperationStep = {
+          name,
+          status: 'running',
+          startedAt: new Date().toISOString(),
+          finishedAt: null,
+        };
+        steps.push(step);
+        try {
+          await this.engine.runStep({
+            operationId: op.id,
+            kind: 'promote',
+            step: name,
+            tenant: {
+              id: tenant.id,
+              slug: tenant.slug,
+              tier: tenant.tier,
+              templateVersion: tenant.templateVersion,
+            },
+            signal,
+            params: op.params,
+            progress: op.progress,
+            report: (patch) => this.report(op, patch),
+          });
+          step.status = 'succeeded';
+        } catch (e) {
+          step.status = 'failed';
+          step.error = safeMessage(e);
+          cleanup = '; abort incomplete, see the abort step';
+        }
+        step.finishedAt = new Date().toISOString();
+      }
+    }
+    // A failed promotion leaves the tenant active where it was.
+    const tenantStatus = op.kind === 'offboard' ? 'offboarding' : op.kind === 'promote' ? 'active' : 'failed';
     await this.db.tx(async (q) => {
       await q.query(
         `UPDATE operations SET status = 'failed', error = $2, steps = $3::jsonb, lease_owner = NULL, lease_expires_at = NULL,

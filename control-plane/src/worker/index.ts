@@ -2,7 +2,7 @@ import { Logger as GraphileLogger, type Runner, run, runMigrations } from 'graph
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
 import { RUN_OPERATION_TASK } from '../db/repo.js';
-import type { OperationExecutor } from './executor.js';
+import { type OperationExecutor, PROMOTION_CLEANUP_TASK } from './executor.js';
 
 function graphileLogger(log: Logger): GraphileLogger {
   return new GraphileLogger((scope) => (level, message, meta) => {
@@ -37,9 +37,21 @@ export async function startWorker(
       log.warn({ err: (e as Error).message }, 'lease reaper failed');
     }
   };
+  const sweep = async () => {
+    try {
+      const dropped = await executor.sweepPromotionOrphans();
+      if (dropped.length > 0)
+        log.warn({ dropped }, 'dropped replication slots and publications of dead promotions');
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'promotion orphan sweep failed');
+    }
+  };
   await reap();
+  await sweep();
   const reaper = setInterval(reap, Math.max(250, Math.floor(opts.leaseMs / 2)));
   reaper.unref();
+  const sweeper = setInterval(sweep, 60_000);
+  sweeper.unref();
   const runner: Runner = await run({
     pgPool: db.pool,
     concurrency: opts.concurrency,
@@ -52,11 +64,17 @@ export async function startWorker(
         if (typeof id !== 'string') throw new Error('run-operation payload lacks operationId');
         await executor.run(id);
       },
+      [PROMOTION_CLEANUP_TASK]: async (payload) => {
+        const id = (payload as { operationId?: unknown }).operationId;
+        if (typeof id !== 'string') throw new Error('promotion-cleanup payload lacks operationId');
+        await executor.cleanupPromotion(id);
+      },
     },
   });
   return {
     async stop() {
       clearInterval(reaper);
+      clearInterval(sweeper);
       await runner.stop();
     },
   };

@@ -1,0 +1,404 @@
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { TenantryError } from '../domain/errors.js';
+import { tenantObjectName } from '../domain/naming.js';
+import type { Tier } from '../domain/tiers.js';
+import type { DataPlane } from '../engine/dataplane.js';
+import { ensureMeta, ident, inTransaction, literal, type Queryable } from '../providers/postgres/index.js';
+import { decode, type PgOutputMessage, type Relation, type TupleValue } from './pgoutput.js';
+
+/** Where a tenant's tables live on a tier. */
+export interface Placement {
+  tier: Tier;
+  database: string;
+  schema: string;
+  /** Pool tables are shared: every statement filters on tenant_id. */
+  shared: boolean;
+}
+
+export function placementOf(dp: DataPlane, slug: string, tier: Tier): Placement {
+  const name = tenantObjectName(slug);
+  switch (tier) {
+    case 'pool':
+      return { tier, database: dp.names.database, schema: dp.names.poolSchema, shared: true };
+    case 'bridge':
+      return { tier, database: dp.names.database, schema: name, shared: false };
+    case 'silo':
+      return { tier, database: name, schema: dp.names.siloSchema, shared: false };
+    default:
+      throw new TenantryError(
+        'TIER_NOT_AVAILABLE_ON_TARGET',
+        `tier ${tier} has no Postgres placement on this target`,
+      );
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Names of the replication objects of one promotion: derived from the operation id, found again after a crash. */
+export function replicationNames(operationId: string): { slot: string; publication: string } {
+  const m = /^op_([0-9a-f]{28})$/.exec(operationId);
+  if (!m) throw new Error(`bad operation id ${operationId}`);
+  return { slot: `tenantry_promo_${m[1]}`, publication: `tenantry_promo_${m[1]}` };
+}
+
+export async function tablesOf(db: Queryable, schema: string): Promise<string[]> {
+  const { rows } = await db.query<{ t: string }>(
+    `SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1`,
+    [schema],
+  );
+  return rows.map((r) => r.t);
+}
+
+/* ------------------------------------------------------------------ freeze */
+
+const FREEZE_FN = 'tenantry_meta.refuse_frozen_write';
+
+/**
+ * The write freeze lives in the database, so no client can bypass it: BEFORE triggers on the
+ * tenant's tables, with a WHEN clause on this tenant's id, that raise a clear, retryable error
+ * (SQLSTATE 25006 read_only_sql_transaction). Other tenants' writes never fire them.
+ * CREATE TRIGGER waits for in-flight writers of the table, so no earlier write is left uncommitted.
+ */
+/** Trigger names carry the tenant, so concurrent promotions of two pool tenants never touch each other's. */
+const triggerBase = (tenantId: string) => `tenantry_freeze_${tenantId.replaceAll('-', '').slice(0, 32)}`;
+
+export async function freeze(db: Queryable, p: Placement, tenantId: string): Promise<void> {
+  if (!UUID.test(tenantId)) throw new Error('bad tenant id');
+  const base = triggerBase(tenantId);
+  await ensureMeta(db);
+  await db.query(`CREATE OR REPLACE FUNCTION ${FREEZE_FN}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      RAISE EXCEPTION 'tenant % is read-only while it moves to another tier; retry after the cutover', TG_ARGV[0]
+        USING ERRCODE = '25006', HINT = 'tenantry promotion freeze';
+    END $$`);
+  const t = literal(tenantId);
+  for (const table of await tablesOf(db, p.schema)) {
+    const q = `${ident(p.schema)}.${ident(table)}`;
+    await inTransaction(db, async () => {
+      await db.query(`SET LOCAL lock_timeout = '5s'`);
+      for (const op of ['ins', 'upd', 'del'])
+        await db.query(`DROP TRIGGER IF EXISTS ${ident(`${base}_${op}`)} ON ${q}`);
+      await db.query(
+        `CREATE TRIGGER ${ident(`${base}_ins`)} BEFORE INSERT ON ${q} FOR EACH ROW WHEN (NEW.tenant_id = ${t}::uuid) EXECUTE FUNCTION ${FREEZE_FN}(${t})`,
+      );
+      await db.query(
+        `CREATE TRIGGER ${ident(`${base}_upd`)} BEFORE UPDATE ON ${q} FOR EACH ROW WHEN (OLD.tenant_id = ${t}::uuid OR NEW.tenant_id = ${t}::uuid) EXECUTE FUNCTION ${FREEZE_FN}(${t})`,
+      );
+      await db.query(
+        `CREATE TRIGGER ${ident(`${base}_del`)} BEFORE DELETE ON ${q} FOR EACH ROW WHEN (OLD.tenant_id = ${t}::uuid) EXECUTE FUNCTION ${FREEZE_FN}(${t})`,
+      );
+    });
+  }
+}
+
+export async function unfreeze(db: Queryable, p: Placement, tenantId: string): Promise<void> {
+  const base = triggerBase(tenantId);
+  for (const table of await tablesOf(db, p.schema)) {
+    const q = `${ident(p.schema)}.${ident(table)}`;
+    await db.query(
+      ['ins', 'upd', 'del'].map((op) => `DROP TRIGGER IF EXISTS ${ident(`${base}_${op}`)} ON ${q}`).join(';'),
+    );
+  }
+}
+
+export async function isFrozen(db: Queryable, p: Placement, tenantId: string): Promise<boolean> {
+  const { rows } = await db.query(
+    `SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND g.tgname = $2 LIMIT 1`,
+    [p.schema, `${triggerBase(tenantId)}_ins`],
+  );
+  return rows.length > 0;
+}
+
+/* ------------------------------------------------------------ deferred DDL */
+
+/**
+ * Secondary indexes, unique and foreign-key constraints of the target, captured and dropped
+ * before the bulk copy (an initial copy into indexed tables is slow), rebuilt afterwards.
+ * Primary keys stay: they carry tenant_id and are what replication applies changes by.
+ */
+export interface DeferredDdl {
+  create: string[];
+  drop: string[];
+}
+
+/** Lists the target's secondary indexes and constraints (to persist before dropping them). */
+export async function listSecondary(db: Queryable, schema: string): Promise<DeferredDdl> {
+  const { rows } = await db.query<{ ddl: string; drop: string }>(
+    `SELECT format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)) AS ddl,
+            format('ALTER TABLE %I.%I DROP CONSTRAINT IF EXISTS %I', n.nspname, c.relname, k.conname) AS drop,
+            CASE k.contype WHEN 'u' THEN 1 ELSE 2 END AS ord
+       FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND k.contype IN ('u', 'f')
+     UNION ALL
+     SELECT pg_get_indexdef(i.indexrelid), format('DROP INDEX IF EXISTS %I.%I', n.nspname, ic.relname), 0
+       FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace
+      WHERE n.nspname = $1 AND NOT i.indisprimary
+        AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+     ORDER BY ord`,
+    [schema],
+  );
+  // Rebuild plain indexes, then unique constraints, then foreign keys; drop in the reverse order.
+  return { create: rows.map((r) => r.ddl), drop: rows.map((r) => r.drop).reverse() };
+}
+
+export async function dropSecondary(db: Queryable, d: DeferredDdl): Promise<void> {
+  for (const stmt of d.drop) await db.query(stmt);
+}
+
+export async function applyDeferred(db: Queryable, ddl: string[]): Promise<void> {
+  for (const stmt of ddl) {
+    await db.query(stmt).catch((e: { code?: string }) => {
+      // Already rebuilt by an earlier attempt.
+      if (!['42P07', '42710'].includes(e.code ?? '')) throw e;
+    });
+  }
+}
+
+/* -------------------------------------------------------------------- copy */
+
+/** Streams one table's tenant rows with binary COPY; memory stays flat whatever the size. */
+export async function copyTable(
+  source: pg.PoolClient | pg.Client,
+  target: pg.PoolClient | pg.Client,
+  from: Placement,
+  to: Placement,
+  table: string,
+  tenantId: string,
+  opts: { truncate?: boolean } = {},
+): Promise<number> {
+  if (!UUID.test(tenantId)) throw new Error('bad tenant id');
+  const src = `${ident(from.schema)}.${ident(table)}`;
+  const dst = `${ident(to.schema)}.${ident(table)}`;
+  if (opts.truncate !== false) await target.query(`TRUNCATE ${dst}`);
+  const out = source.query(
+    copyTo(`COPY (SELECT * FROM ${src} WHERE tenant_id = ${literal(tenantId)}) TO STDOUT (FORMAT binary)`),
+  );
+  const inp = target.query(copyFrom(`COPY ${dst} FROM STDIN (FORMAT binary)`));
+  await pipeline(out, inp);
+  return Number(inp.rowCount ?? 0);
+}
+
+/* -------------------------------------------------------------- replication */
+
+export async function ensureReplication(
+  db: Queryable,
+  from: Placement,
+  tenantId: string,
+  names: { slot: string; publication: string },
+): Promise<void> {
+  const { rows: wal } = await db.query<{ wal_level: string }>('SHOW wal_level');
+  if (wal[0]?.wal_level !== 'logical') {
+    throw new TenantryError('PROVIDER_FAILED', 'promotion needs wal_level=logical on the data-plane cluster');
+  }
+  const pub = await db.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [names.publication]);
+  if (pub.rows.length === 0) {
+    const tables = await tablesOf(db, from.schema);
+    const filter = from.shared ? ` WHERE (tenant_id = ${literal(tenantId)}::uuid)` : '';
+    const list = tables.map((t) => `${ident(from.schema)}.${ident(t)}${filter}`).join(', ');
+    await db.query(
+      `CREATE PUBLICATION ${ident(names.publication)} FOR TABLE ${list} WITH (publish = 'insert, update, delete, truncate')`,
+    );
+  }
+  const slot = await db.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [names.slot]);
+  if (slot.rows.length === 0) {
+    await db.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [names.slot]);
+  }
+}
+
+export async function dropReplication(
+  db: Queryable,
+  names: { slot: string; publication: string },
+): Promise<void> {
+  await db.query(
+    `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`,
+    [names.slot],
+  );
+  await db.query(`DROP PUBLICATION IF EXISTS ${ident(names.publication)}`);
+}
+
+export async function slotLagBytes(db: Queryable, slot: string): Promise<number | null> {
+  const { rows } = await db.query<{ lag: string | null }>(
+    `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS lag FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  return rows[0]?.lag == null ? null : Number(rows[0].lag);
+}
+
+interface Txn {
+  endLsn: string;
+  changes: PgOutputMessage[];
+}
+
+/**
+ * Applies the slot's pending changes to the target, one source transaction per target
+ * transaction, then advances the slot past what was applied. Changes are peeked, not consumed:
+ * a crash between applying and advancing replays them, and every apply is idempotent (upsert by
+ * primary key, delete by key), which is also what makes replaying changes older than the copy safe.
+ */
+export async function applyPending(
+  source: Queryable,
+  target: Queryable,
+  to: Placement,
+  names: { slot: string; publication: string },
+  batch = 10_000,
+): Promise<{ changes: number; transactions: number }> {
+  const relations = new Map<number, Relation>();
+  let changes = 0;
+  let transactions = 0;
+  for (;;) {
+    const { rows } = await source.query<{ lsn: string; data: Buffer }>(
+      `SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)`,
+      [names.slot, batch, names.publication],
+    );
+    if (rows.length === 0) break;
+    const txns: Txn[] = [];
+    let cur: PgOutputMessage[] | null = null;
+    for (const r of rows) {
+      const m = decode(r.data);
+      if (m.tag === 'begin') cur = [];
+      else if (m.tag === 'commit') {
+        if (cur) txns.push({ endLsn: m.endLsn, changes: cur });
+        cur = null;
+      } else if (m.tag === 'relation') relations.set(m.relation.oid, m.relation);
+      else if (cur && m.tag !== 'other') cur.push(m);
+    }
+    if (txns.length === 0) break;
+    for (const t of txns) {
+      await inTransaction(target, async () => {
+        for (const c of t.changes) await applyChange(target, to, relations, c);
+      });
+      changes += t.changes.length;
+      transactions++;
+    }
+    const last = txns[txns.length - 1]!;
+    await source.query('SELECT pg_replication_slot_advance($1, $2::pg_lsn)', [names.slot, last.endLsn]);
+    // A partial batch reached the end of the WAL as it was: under steady writes, stop here.
+    if (rows.length < batch) break;
+  }
+  return { changes, transactions };
+}
+
+function keyOf(rel: Relation, tuple: TupleValue[]): { cols: string[]; vals: unknown[] } {
+  const cols: string[] = [];
+  const vals: unknown[] = [];
+  rel.columns.forEach((c, i) => {
+    if (c.key) {
+      cols.push(c.name);
+      vals.push(tuple[i]);
+    }
+  });
+  return { cols, vals };
+}
+
+async function applyChange(
+  db: Queryable,
+  to: Placement,
+  relations: Map<number, Relation>,
+  c: PgOutputMessage,
+) {
+  if (c.tag === 'truncate') {
+    throw new TenantryError(
+      'PROVIDER_FAILED',
+      'a TRUNCATE reached the promoted tables during the move; promotion aborted',
+    );
+  }
+  if (c.tag !== 'insert' && c.tag !== 'update' && c.tag !== 'delete') return;
+  const rel = relations.get(c.relationOid);
+  if (!rel) throw new Error(`pgoutput: change for unknown relation ${c.relationOid}`);
+  const table = `${ident(to.schema)}.${ident(rel.name)}`;
+  const where = (k: { cols: string[]; vals: unknown[] }, offset: number) =>
+    k.cols.map((col, i) => `${ident(col)} = $${offset + i + 1}`).join(' AND ');
+  if (c.tag === 'delete') {
+    const k = keyOf(rel, c.oldKey);
+    await db.query(`DELETE FROM ${table} WHERE ${where(k, 0)}`, k.vals);
+    return;
+  }
+  const tuple = c.newTuple;
+  const present = rel.columns
+    .map((col, i) => ({ col, v: tuple[i] }))
+    .filter((x) => typeof x.v !== 'object' || x.v === null);
+  const complete = present.length === rel.columns.length;
+  if (c.tag === 'update' && c.oldKey) {
+    // The key changed: remove the old row first.
+    const old = keyOf(rel, c.oldKey);
+    await db.query(`DELETE FROM ${table} WHERE ${where(old, 0)}`, old.vals);
+  }
+  if (complete) {
+    const cols = present.map((x) => ident(x.col.name));
+    const keys = rel.columns.filter((x) => x.key).map((x) => ident(x.name));
+    const sets = present
+      .filter((x) => !x.col.key)
+      .map((x) => `${ident(x.col.name)} = EXCLUDED.${ident(x.col.name)}`);
+    await db.query(
+      `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})
+       ON CONFLICT (${keys.join(', ')}) DO ${sets.length ? `UPDATE SET ${sets.join(', ')}` : 'NOTHING'}`,
+      present.map((x) => x.v),
+    );
+    return;
+  }
+  // An update that left TOASTed values out: update the columns that were sent, by key.
+  const k = keyOf(rel, tuple);
+  const setCols = present.filter((x) => !x.col.key);
+  await db.query(
+    `UPDATE ${table} SET ${setCols.map((x, i) => `${ident(x.col.name)} = $${i + 1}`).join(', ')} WHERE ${where(k, setCols.length)}`,
+    [...setCols.map((x) => x.v), ...k.vals],
+  );
+}
+
+/* ------------------------------------------------------------------ verify */
+
+export interface TableDigest {
+  rows: number;
+  sum: string;
+}
+
+/** Row count and an order-independent checksum over the tenant's rows of each table. */
+export async function digest(
+  db: Queryable,
+  p: Placement,
+  tenantId: string,
+  tables: string[],
+): Promise<Record<string, TableDigest>> {
+  const out: Record<string, TableDigest> = {};
+  for (const t of tables) {
+    const { rows } = await db.query<{ n: string; s: string }>(
+      `SELECT count(*)::text AS n, coalesce(sum(hashtextextended(x::text, 0)), 0)::text AS s
+         FROM ${ident(p.schema)}.${ident(t)} x WHERE tenant_id = $1`,
+      [tenantId],
+    );
+    out[t] = { rows: Number(rows[0]?.n ?? 0), sum: rows[0]?.s ?? '0' };
+  }
+  return out;
+}
+
+/** Brings every sequence of the target schema at least as far as the source's. Replication carries none. */
+export async function syncSequences(
+  source: Queryable,
+  target: Queryable,
+  from: Placement,
+  to: Placement,
+): Promise<number> {
+  const { rows } = await source.query<{ name: string; last: string | null }>(
+    `SELECT sequencename AS name, last_value::text AS last FROM pg_sequences WHERE schemaname = $1`,
+    [from.schema],
+  );
+  let n = 0;
+  for (const r of rows) {
+    if (r.last == null) continue;
+    const t = await target.query(`SELECT 1 FROM pg_sequences WHERE schemaname = $1 AND sequencename = $2`, [
+      to.schema,
+      r.name,
+    ]);
+    if (t.rows.length === 0) continue;
+    await target.query(
+      `SELECT setval($1::regclass, greatest($2::bigint, (SELECT coalesce(last_value, 1) FROM pg_sequences WHERE schemaname = $3 AND sequencename = $4)))`,
+      [`${ident(to.schema)}.${ident(r.name)}`, r.last, to.schema, r.name],
+    );
+    n++;
+  }
+  return n;
+}
