@@ -73,7 +73,8 @@ export class LocalEngine implements Engine {
   ) {
     this.promotion = new LocalPromotion(dp, keys, catalog, template, {
       maxLagBytes: 1024 ** 3,
-      freezeBelowLagBytes: 256 * 1024,
+      freezeBelowChanges: 50,
+      maxCatchUpMs: 60_000,
       rollbackWindowMs: 24 * 3600_000,
       generatePassword,
       ...opts.promotion,

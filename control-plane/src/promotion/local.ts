@@ -28,6 +28,7 @@ import {
   applyDeferred,
   applyPending,
   copyTable,
+  createSlotAndCopy,
   type DeferredDdl,
   digest,
   dropReplication,
@@ -61,8 +62,10 @@ export const ABORT_STEPS = ['abort'];
 export interface PromotionOptions {
   /** Abort the promotion if the slot holds more WAL than this (it holds it for every tenant). */
   maxLagBytes: number;
-  /** Catch-up ends when the slot's lag is below this; the freeze then only drains the rest. */
-  freezeBelowLagBytes: number;
+  /** Catch-up ends when a pass applies no more than this many changes; the freeze drains the rest. */
+  freezeBelowChanges: number;
+  /** Longest the catch-up keeps chasing writers before freezing anyway. */
+  maxCatchUpMs: number;
   /** How long the source stays read-only, for rollback, before it is deleted. */
   rollbackWindowMs: number;
   generatePassword: () => string;
@@ -125,10 +128,19 @@ export class LocalPromotion {
         const src = await this.client(from);
         const dst = await this.client(to);
         try {
-          for (const table of await tablesOf(src, from.schema)) {
-            rowsCopied[table] = await copyTable(src, dst, from, to, table, t.id);
-            await report({ rowsCopied: { ...rowsCopied } });
-          }
+          await createSlotAndCopy(
+            this.dp.urlFor(from.database),
+            src,
+            dst,
+            from,
+            to,
+            t.id,
+            names,
+            async (table, n) => {
+              rowsCopied[table] = n;
+              await report({ rowsCopied: { ...rowsCopied } });
+            },
+          );
         } finally {
           await Promise.all([src.end(), dst.end()]);
         }
@@ -140,22 +152,27 @@ export class LocalPromotion {
         return undefined;
       }
       case 'catch-up': {
-        // Stream until the slot's lag is small, so the freeze only has a little left to drain.
-        for (let round = 0; ; round++) {
-          const lag = await this.dp.withData((db) => slotLagBytes(db, names.slot));
-          await report({ replicationLagBytes: lag });
-          if (lag !== null && lag > this.opts.maxLagBytes) {
-            throw new TenantryError(
-              'PROVIDER_FAILED',
-              `replication lag ${lag} bytes exceeds the ${this.opts.maxLagBytes}-byte limit; aborting so the shared database's WAL is not held`,
-            );
+        // Stream until little is left, so the freeze only has a little to drain.
+        const src = await this.client(from);
+        const dst = await this.client(to);
+        const deadline = Date.now() + this.opts.maxCatchUpMs;
+        try {
+          for (;;) {
+            const lag = await slotLagBytes(src, names.slot);
+            await report({ replicationLagBytes: lag });
+            if (lag !== null && lag > this.opts.maxLagBytes) {
+              throw new TenantryError(
+                'PROVIDER_FAILED',
+                `replication lag ${lag} bytes exceeds the ${this.opts.maxLagBytes}-byte limit; aborting so the shared database's WAL is not held`,
+              );
+            }
+            const applied = await applyPending(src, dst, to, names);
+            // Converged, or out of patience: the freeze then drains what is left.
+            if (applied.changes <= this.opts.freezeBelowChanges || Date.now() > deadline) break;
+            if (ctx.signal.aborted) throw new Error('aborted');
           }
-          const applied = await this.dp.withData((src) =>
-            this.on(to, (dst) => applyPending(src, dst, to, names)),
-          );
-          if (applied.changes === 0 || (lag !== null && lag < this.opts.freezeBelowLagBytes && round > 0))
-            break;
-          if (ctx.signal.aborted) throw new Error('aborted');
+        } finally {
+          await Promise.all([src.end(), dst.end()]);
         }
         return undefined;
       }

@@ -1,5 +1,5 @@
 import { pipeline } from 'node:stream/promises';
-import type pg from 'pg';
+import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { TenantryError } from '../domain/errors.js';
 import { tenantObjectName } from '../domain/naming.js';
@@ -203,9 +203,49 @@ export async function ensureReplication(
       `CREATE PUBLICATION ${ident(names.publication)} FOR TABLE ${list} WITH (publish = 'insert, update, delete, truncate')`,
     );
   }
-  const slot = await db.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [names.slot]);
-  if (slot.rows.length === 0) {
-    await db.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [names.slot]);
+}
+
+/**
+ * Creates the slot over a replication connection with an exported snapshot, and copies every
+ * table in that very snapshot: the slot then streams exactly the changes the copy does not hold,
+ * with no overlap (so constraints hold while replaying) and no gap. A rerun (after a crash during
+ * the copy) drops the slot and starts both again.
+ */
+export async function createSlotAndCopy(
+  adminUrl: string,
+  source: pg.Client,
+  target: pg.Client,
+  from: Placement,
+  to: Placement,
+  tenantId: string,
+  names: { slot: string; publication: string },
+  onTable: (table: string, rows: number) => Promise<void>,
+): Promise<void> {
+  await source.query(
+    `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`,
+    [names.slot],
+  );
+  const repl = new pg.Client({ connectionString: adminUrl, replication: 'database' } as pg.ClientConfig);
+  repl.on('error', () => {});
+  await repl.connect();
+  try {
+    const created = await repl.query(
+      `CREATE_REPLICATION_SLOT ${ident(names.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`,
+    );
+    const snapshot = String((created.rows[0] as { snapshot_name?: string }).snapshot_name);
+    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    try {
+      await source.query(`SET TRANSACTION SNAPSHOT ${literal(snapshot)}`);
+      for (const table of await tablesOf(source, from.schema)) {
+        await onTable(table, await copyTable(source, target, from, to, table, tenantId));
+      }
+      await source.query('COMMIT');
+    } catch (e) {
+      await source.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    }
+  } finally {
+    await repl.end().catch(() => undefined);
   }
 }
 
@@ -226,6 +266,31 @@ export async function slotLagBytes(db: Queryable, slot: string): Promise<number 
     [slot],
   );
   return rows[0]?.lag == null ? null : Number(rows[0].lag);
+}
+
+/**
+ * A WAL position that is a record boundary and already flushed, with everything before it:
+ * logical decoding only reads flushed WAL, and with synchronous_commit=off a commit can be
+ * acknowledged before it is. A transactional message committed with synchronous_commit=on
+ * flushes the WAL up to it.
+ */
+async function syncPoint(db: Queryable): Promise<string> {
+  return inTransaction(db, async () => {
+    await db.query('SET LOCAL synchronous_commit = on');
+    const { rows } = await db.query<{ lsn: string }>(
+      `SELECT pg_logical_emit_message(true, 'tenantry.promotion', '')::text AS lsn`,
+    );
+    return rows[0]!.lsn;
+  });
+}
+
+/**
+ * A slot's restart point only moves at a running-transactions WAL record (every 15 s by default);
+ * until then every peek decodes again from the old point. Logging one first lets each advance
+ * move it, so each pass decodes only new WAL.
+ */
+async function logRunningXacts(db: Queryable): Promise<void> {
+  await db.query('SELECT pg_log_standby_snapshot()').catch(() => undefined);
 }
 
 interface Txn {
@@ -250,11 +315,24 @@ export async function applyPending(
   let changes = 0;
   let transactions = 0;
   for (;;) {
+    // Decode up to a fresh WAL record boundary; when that is all read, the slot moves past it
+    // (other tenants' WAL included), so it neither holds WAL nor re-decodes it next time.
+    // pg_current_wal_lsn() would not do: it can fall inside a commit record that is still being
+    // written, and a slot advanced past a commit record's start skips that transaction forever.
+    const upto = await syncPoint(source);
     const { rows } = await source.query<{ lsn: string; data: Buffer }>(
-      `SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3)`,
-      [names.slot, batch, names.publication],
+      `SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $4::pg_lsn, $2, 'proto_version', '1', 'publication_names', $3)`,
+      [names.slot, batch, names.publication, upto],
     );
-    if (rows.length === 0) break;
+    if (rows.length === 0) {
+      await logRunningXacts(source);
+      await source.query(
+        `SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots
+          WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`,
+        [names.slot, upto],
+      );
+      break;
+    }
     const txns: Txn[] = [];
     let cur: PgOutputMessage[] | null = null;
     for (const r of rows) {
@@ -266,87 +344,86 @@ export async function applyPending(
       } else if (m.tag === 'relation') relations.set(m.relation.oid, m.relation);
       else if (cur && m.tag !== 'other') cur.push(m);
     }
-    if (txns.length === 0) break;
+    // The whole batch goes in one target transaction, sent as a few multi-statement strings
+    // (values as escaped literals): apply must outrun the tenant's writers for catch-up to converge.
+    const statements: string[] = [];
     for (const t of txns) {
-      await inTransaction(target, async () => {
-        for (const c of t.changes) await applyChange(target, to, relations, c);
-      });
+      for (const c of t.changes) {
+        const sql = changeSql(to, relations, c);
+        if (sql) statements.push(...sql);
+      }
       changes += t.changes.length;
       transactions++;
     }
-    const last = txns[txns.length - 1]!;
-    await source.query('SELECT pg_replication_slot_advance($1, $2::pg_lsn)', [names.slot, last.endLsn]);
-    // A partial batch reached the end of the WAL as it was: under steady writes, stop here.
-    if (rows.length < batch) break;
+    if (statements.length > 0) {
+      await inTransaction(target, async () => {
+        for (let i = 0; i < statements.length; i += 500)
+          await target.query(statements.slice(i, i + 500).join(';\n'));
+      });
+    }
+    // A partial batch read everything up to `upto`; a full one stops at its last transaction.
+    const done = rows.length < batch;
+    const last = txns[txns.length - 1];
+    const advanceTo = done ? upto : last?.endLsn;
+    if (advanceTo) {
+      await logRunningXacts(source);
+      await source.query(
+        `SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots
+          WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`,
+        [names.slot, advanceTo],
+      );
+    }
+    if (done) break;
   }
   return { changes, transactions };
 }
 
-function keyOf(rel: Relation, tuple: TupleValue[]): { cols: string[]; vals: unknown[] } {
-  const cols: string[] = [];
-  const vals: unknown[] = [];
-  rel.columns.forEach((c, i) => {
-    if (c.key) {
-      cols.push(c.name);
-      vals.push(tuple[i]);
-    }
-  });
-  return { cols, vals };
-}
+const val = (v: TupleValue | undefined): string =>
+  v === null || v === undefined ? 'NULL' : literal(v as string);
 
-async function applyChange(
-  db: Queryable,
-  to: Placement,
-  relations: Map<number, Relation>,
-  c: PgOutputMessage,
-) {
+/** The statements that apply one decoded change idempotently (upsert or delete by primary key). */
+function changeSql(to: Placement, relations: Map<number, Relation>, c: PgOutputMessage): string[] | null {
   if (c.tag === 'truncate') {
     throw new TenantryError(
       'PROVIDER_FAILED',
       'a TRUNCATE reached the promoted tables during the move; promotion aborted',
     );
   }
-  if (c.tag !== 'insert' && c.tag !== 'update' && c.tag !== 'delete') return;
+  if (c.tag !== 'insert' && c.tag !== 'update' && c.tag !== 'delete') return null;
   const rel = relations.get(c.relationOid);
   if (!rel) throw new Error(`pgoutput: change for unknown relation ${c.relationOid}`);
   const table = `${ident(to.schema)}.${ident(rel.name)}`;
-  const where = (k: { cols: string[]; vals: unknown[] }, offset: number) =>
-    k.cols.map((col, i) => `${ident(col)} = $${offset + i + 1}`).join(' AND ');
-  if (c.tag === 'delete') {
-    const k = keyOf(rel, c.oldKey);
-    await db.query(`DELETE FROM ${table} WHERE ${where(k, 0)}`, k.vals);
-    return;
-  }
+  const where = (tuple: TupleValue[]) =>
+    rel.columns
+      .map((col, i) => (col.key ? `${ident(col.name)} = ${val(tuple[i])}` : null))
+      .filter((x) => x !== null)
+      .join(' AND ');
+  if (c.tag === 'delete') return [`DELETE FROM ${table} WHERE ${where(c.oldKey)}`];
+  const out: string[] = [];
   const tuple = c.newTuple;
+  // The key changed: remove the old row first.
+  if (c.tag === 'update' && c.oldKey) out.push(`DELETE FROM ${table} WHERE ${where(c.oldKey)}`);
   const present = rel.columns
     .map((col, i) => ({ col, v: tuple[i] }))
     .filter((x) => typeof x.v !== 'object' || x.v === null);
-  const complete = present.length === rel.columns.length;
-  if (c.tag === 'update' && c.oldKey) {
-    // The key changed: remove the old row first.
-    const old = keyOf(rel, c.oldKey);
-    await db.query(`DELETE FROM ${table} WHERE ${where(old, 0)}`, old.vals);
-  }
-  if (complete) {
+  if (present.length === rel.columns.length) {
     const cols = present.map((x) => ident(x.col.name));
     const keys = rel.columns.filter((x) => x.key).map((x) => ident(x.name));
     const sets = present
       .filter((x) => !x.col.key)
       .map((x) => `${ident(x.col.name)} = EXCLUDED.${ident(x.col.name)}`);
-    await db.query(
-      `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})
-       ON CONFLICT (${keys.join(', ')}) DO ${sets.length ? `UPDATE SET ${sets.join(', ')}` : 'NOTHING'}`,
-      present.map((x) => x.v),
+    out.push(
+      `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${present.map((x) => val(x.v)).join(', ')}) ` +
+        `ON CONFLICT (${keys.join(', ')}) DO ${sets.length ? `UPDATE SET ${sets.join(', ')}` : 'NOTHING'}`,
     );
-    return;
+    return out;
   }
   // An update that left TOASTed values out: update the columns that were sent, by key.
-  const k = keyOf(rel, tuple);
   const setCols = present.filter((x) => !x.col.key);
-  await db.query(
-    `UPDATE ${table} SET ${setCols.map((x, i) => `${ident(x.col.name)} = $${i + 1}`).join(', ')} WHERE ${where(k, setCols.length)}`,
-    [...setCols.map((x) => x.v), ...k.vals],
+  out.push(
+    `UPDATE ${table} SET ${setCols.map((x) => `${ident(x.col.name)} = ${val(x.v)}`).join(', ')} WHERE ${where(tuple)}`,
   );
+  return out;
 }
 
 /* ------------------------------------------------------------------ verify */
