@@ -1,10 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
+import { freePort, isRunning, kill9, startServer } from '../helpers/server.js';
 
 /**
  * Kill -9 the control plane in the middle of an onboarding, at every step, then restart it:
@@ -18,54 +18,13 @@ let dataDir: string;
 let child: ChildProcess | undefined;
 let port: number;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
-
-async function startServer(env: Record<string, string>): Promise<ChildProcess> {
-  const p = spawn(process.execPath, ['--import', 'tsx', 'control-plane/src/server.ts'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '/tmp',
-      DATABASE_URL: adminUrl(controlDb),
-      TENANTRY_DATAPLANE_URL: adminUrl(dataDb),
-      TENANTRY_DATA_DIR: dataDir,
-      TENANTRY_ADMIN_TOKEN: ADMIN,
-      TENANTRY_OPERATION_LEASE_MS: '1500',
-      PORT: String(port),
-      LOG_LEVEL: 'warn',
-      ...env,
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  p.stderr?.on('data', (d) => {
-    stderr += String(d);
-  });
-  const until = Date.now() + 30_000;
-  for (;;) {
-    const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return p;
-    if (p.exitCode !== null || p.signalCode !== null || Date.now() > until)
-      throw new Error(`server did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function kill9(p: ChildProcess) {
-  await new Promise<void>((resolve) => {
-    p.once('exit', () => resolve());
-    p.kill('SIGKILL');
-  });
-}
+const env = () => ({
+  DATABASE_URL: adminUrl(controlDb),
+  TENANTRY_DATAPLANE_URL: adminUrl(dataDb),
+  TENANTRY_DATA_DIR: dataDir,
+  TENANTRY_ADMIN_TOKEN: ADMIN,
+  TENANTRY_OPERATION_LEASE_MS: '1500',
+});
 
 beforeAll(async () => {
   const id = rand();
@@ -78,7 +37,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (child && child.exitCode === null && child.signalCode === null) await kill9(child);
+  if (isRunning(child)) await kill9(child);
   fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
@@ -88,7 +47,7 @@ describe('kill -9 during onboarding', () => {
   it.each(SILO_STEPS.map((s, i) => [s, i] as const))(
     'killed while step %s runs, the restarted control plane finishes the onboarding',
     async (stepName) => {
-      child = await startServer({ TENANTRY_FAULT_STEP_DELAY_MS: '300' });
+      child = await startServer(port, { ...env(), TENANTRY_FAULT_STEP_DELAY_MS: '300' });
       const slug = `crash-${rand(3)}`;
       const res = await fetch(`http://127.0.0.1:${port}/v1/tenants`, {
         method: 'POST',
@@ -122,7 +81,7 @@ describe('kill -9 during onboarding', () => {
       );
       expect(mid[0]).toEqual({ status: 'provisioning', op: 'running' });
 
-      child = await startServer({});
+      child = await startServer(port, env());
       const done = Date.now() + 30_000;
       let final: { status: string; op: string; error: string | null } | undefined;
       for (;;) {

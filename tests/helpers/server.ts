@@ -1,0 +1,51 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import net from 'node:net';
+
+/** A control-plane child process (`npm start`'s entry point) for crash tests. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+export async function startServer(port: number, env: Record<string, string>): Promise<ChildProcess> {
+  const p = spawn(process.execPath, ['--import', 'tsx', 'control-plane/src/server.ts'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  p.stderr?.on('data', (d) => {
+    stderr += String(d);
+  });
+  const until = Date.now() + 30_000;
+  for (;;) {
+    const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return p;
+    if (p.exitCode !== null || p.signalCode !== null || Date.now() > until)
+      throw new Error(`server did not start: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export const isRunning = (p: ChildProcess | undefined): p is ChildProcess =>
+  !!p && p.exitCode === null && p.signalCode === null;
+
+export async function kill9(p: ChildProcess): Promise<void> {
+  if (!isRunning(p)) return;
+  await new Promise<void>((resolve) => {
+    p.once('exit', () => resolve());
+    p.kill('SIGKILL');
+  });
+}
