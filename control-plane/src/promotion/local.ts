@@ -27,7 +27,9 @@ import {
 import {
   applyDeferred,
   applyPending,
+  assertSameDigests,
   copyTable,
+  counts,
   createSlotAndCopy,
   type DeferredDdl,
   digest,
@@ -42,6 +44,7 @@ import {
   slotLagBytes,
   syncSequences,
   tablesOf,
+  touchedDigests,
   unfreeze,
 } from './promoter.js';
 
@@ -191,7 +194,28 @@ export class LocalPromotion {
         await report({ replicationLagBytes: await this.dp.withData((db) => slotLagBytes(db, names.slot)) });
         return undefined;
       }
-      case 'verify':
+      case 'verify': {
+        // Only the rows changed since the bulk-verified copy: the freeze does not grow with size.
+        const tables = await this.on(from, (db) => tablesOf(db, from.schema));
+        const d = await this.on(from, (src) =>
+          this.on(to, (dst) => touchedDigests(src, dst, from, to, tables, names.slot)),
+        );
+        const [ca, cb] = await Promise.all([
+          this.on(from, (db) => counts(db, from, t.id, tables)),
+          this.on(to, (db) => counts(db, to, t.id, tables)),
+        ]);
+        await report({ verification: { changedKeys: d.keys, rows: { source: ca, target: cb }, changed: d } });
+        for (const table of tables) {
+          if (ca[table] !== cb[table]) {
+            throw new TenantryError(
+              'PROVIDER_FAILED',
+              `verification failed on table ${table}: source has ${ca[table]} rows, target ${cb[table]}`,
+            );
+          }
+        }
+        assertSameDigests(d.source, d.target, 'rows changed since the copy');
+        return undefined;
+      }
       case 'verify-restore': {
         const tables = await this.on(from, (db) => tablesOf(db, from.schema));
         const [a, b] = await Promise.all([

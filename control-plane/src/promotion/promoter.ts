@@ -225,6 +225,8 @@ export async function createSlotAndCopy(
     `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`,
     [names.slot],
   );
+  await ensureTouchedTable(target);
+  await target.query('DELETE FROM tenantry_meta.promotion_touched WHERE slot = $1', [names.slot]);
   const repl = new pg.Client({ connectionString: adminUrl, replication: 'database' } as pg.ClientConfig);
   repl.on('error', () => {});
   await repl.connect();
@@ -236,9 +238,16 @@ export async function createSlotAndCopy(
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     try {
       await source.query(`SET TRANSACTION SNAPSHOT ${literal(snapshot)}`);
-      for (const table of await tablesOf(source, from.schema)) {
+      const tables = await tablesOf(source, from.schema);
+      for (const table of tables) {
         await onTable(table, await copyTable(source, target, from, to, table, tenantId));
       }
+      // Bulk verification, outside any freeze: the source in the copy's snapshot against the fresh copy.
+      const [a, b] = await Promise.all([
+        digest(source, from, tenantId, tables),
+        digest(target, to, tenantId, tables),
+      ]);
+      assertSameDigests(a, b, 'bulk copy');
       await source.query('COMMIT');
     } catch (e) {
       await source.query('ROLLBACK').catch(() => undefined);
@@ -349,7 +358,7 @@ export async function applyPending(
     const statements: string[] = [];
     for (const t of txns) {
       for (const c of t.changes) {
-        const sql = changeSql(to, relations, c);
+        const sql = changeSql(names.slot, to, relations, c);
         if (sql) statements.push(...sql);
       }
       changes += t.changes.length;
@@ -378,11 +387,32 @@ export async function applyPending(
   return { changes, transactions };
 }
 
+/**
+ * Keys the change stream touched, recorded on the target in the same transaction as the change.
+ * Rows untouched since the copy were verified in bulk right after it; inside the freeze only
+ * these rows are compared, so the write freeze scales with the rate of change, not the size.
+ */
+export async function ensureTouchedTable(db: Queryable): Promise<void> {
+  await ensureMeta(db);
+  await db.query(`CREATE TABLE IF NOT EXISTS tenantry_meta.promotion_touched (
+    slot text NOT NULL, tbl text NOT NULL, key jsonb NOT NULL, PRIMARY KEY (slot, tbl, key))`);
+}
+
+function touchedSql(slot: string, rel: Relation, tuple: TupleValue[]): string {
+  const key = rel.columns.map((c, i) => (c.key ? tuple[i] : undefined)).filter((v) => v !== undefined);
+  return `INSERT INTO tenantry_meta.promotion_touched (slot, tbl, key) VALUES (${literal(slot)}, ${literal(rel.name)}, ${literal(JSON.stringify(key))}::jsonb) ON CONFLICT DO NOTHING`;
+}
+
 const val = (v: TupleValue | undefined): string =>
   v === null || v === undefined ? 'NULL' : literal(v as string);
 
 /** The statements that apply one decoded change idempotently (upsert or delete by primary key). */
-function changeSql(to: Placement, relations: Map<number, Relation>, c: PgOutputMessage): string[] | null {
+function changeSql(
+  slot: string,
+  to: Placement,
+  relations: Map<number, Relation>,
+  c: PgOutputMessage,
+): string[] | null {
   if (c.tag === 'truncate') {
     throw new TenantryError(
       'PROVIDER_FAILED',
@@ -398,11 +428,14 @@ function changeSql(to: Placement, relations: Map<number, Relation>, c: PgOutputM
       .map((col, i) => (col.key ? `${ident(col.name)} = ${val(tuple[i])}` : null))
       .filter((x) => x !== null)
       .join(' AND ');
-  if (c.tag === 'delete') return [`DELETE FROM ${table} WHERE ${where(c.oldKey)}`];
-  const out: string[] = [];
+  if (c.tag === 'delete')
+    return [`DELETE FROM ${table} WHERE ${where(c.oldKey)}`, touchedSql(slot, rel, c.oldKey)];
   const tuple = c.newTuple;
+  const out: string[] = [touchedSql(slot, rel, tuple)];
   // The key changed: remove the old row first.
-  if (c.tag === 'update' && c.oldKey) out.push(`DELETE FROM ${table} WHERE ${where(c.oldKey)}`);
+  if (c.tag === 'update' && c.oldKey) {
+    out.push(`DELETE FROM ${table} WHERE ${where(c.oldKey)}`, touchedSql(slot, rel, c.oldKey));
+  }
   const present = rel.columns
     .map((col, i) => ({ col, v: tuple[i] }))
     .filter((x) => typeof x.v !== 'object' || x.v === null);
@@ -450,6 +483,89 @@ export async function digest(
     out[t] = { rows: Number(rows[0]?.n ?? 0), sum: rows[0]?.s ?? '0' };
   }
   return out;
+}
+
+/** Row counts of the tenant's rows per table (index-only scans where the visibility map allows). */
+export async function counts(
+  db: Queryable,
+  p: Placement,
+  tenantId: string,
+  tables: string[],
+): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const t of tables) {
+    const { rows } = await db.query<{ n: string }>(
+      `SELECT count(*)::text AS n FROM ${ident(p.schema)}.${ident(t)} WHERE tenant_id = $1`,
+      [tenantId],
+    );
+    out[t] = Number(rows[0]?.n ?? 0);
+  }
+  return out;
+}
+
+/** Primary-key columns of a table, in key order. */
+async function keyColumns(db: Queryable, schema: string, table: string): Promise<string[]> {
+  const { rows } = await db.query<{ col: string }>(
+    `SELECT a.attname AS col FROM pg_index i
+       JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) ON true
+       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+      WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary ORDER BY k.ord`,
+    [schema, table],
+  );
+  return rows.map((r) => r.col);
+}
+
+/** Digests of the rows the change stream touched, on both sides (keys read from the target). */
+export async function touchedDigests(
+  source: Queryable,
+  target: Queryable,
+  from: Placement,
+  to: Placement,
+  tables: string[],
+  slot: string,
+): Promise<{ source: Record<string, TableDigest>; target: Record<string, TableDigest>; keys: number }> {
+  const out = {
+    source: {} as Record<string, TableDigest>,
+    target: {} as Record<string, TableDigest>,
+    keys: 0,
+  };
+  for (const table of tables) {
+    const { rows } = await target.query<{ keys: unknown[] }>(
+      `SELECT coalesce(jsonb_agg(key), '[]'::jsonb) AS keys FROM tenantry_meta.promotion_touched WHERE slot = $1 AND tbl = $2`,
+      [slot, table],
+    );
+    const keys = JSON.stringify(rows[0]?.keys ?? []);
+    out.keys += (rows[0]?.keys ?? []).length;
+    const cols = await keyColumns(target, to.schema, table);
+    const keyExpr = `jsonb_build_array(${cols.map((c) => `x.${ident(c)}::text`).join(', ')})`;
+    const q = (p: Placement) =>
+      `SELECT count(*)::text AS n, coalesce(sum(hashtextextended(x::text, 0)), 0)::text AS s
+         FROM ${ident(p.schema)}.${ident(table)} x
+        WHERE ${keyExpr} IN (SELECT jsonb_array_elements($1::jsonb))`;
+    const [a, b] = await Promise.all([
+      source.query<{ n: string; s: string }>(q(from), [keys]),
+      target.query<{ n: string; s: string }>(q(to), [keys]),
+    ]);
+    out.source[table] = { rows: Number(a.rows[0]?.n ?? 0), sum: a.rows[0]?.s ?? '0' };
+    out.target[table] = { rows: Number(b.rows[0]?.n ?? 0), sum: b.rows[0]?.s ?? '0' };
+  }
+  return out;
+}
+
+export function assertSameDigests(
+  a: Record<string, TableDigest>,
+  b: Record<string, TableDigest>,
+  what: string,
+): void {
+  for (const table of Object.keys(a)) {
+    if (a[table]?.rows !== b[table]?.rows || a[table]?.sum !== b[table]?.sum) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `verification failed on table ${table} (${what}): source ${a[table]?.rows} rows / ${a[table]?.sum}, target ${b[table]?.rows} rows / ${b[table]?.sum}`,
+      );
+    }
+  }
 }
 
 /** Brings every sequence of the target schema at least as far as the source's. Replication carries none. */
