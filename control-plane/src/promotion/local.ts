@@ -46,6 +46,7 @@ import {
   tablesOf,
   touchedDigests,
   unfreeze,
+  vacuumTables,
 } from './promoter.js';
 
 export const PROMOTE_STEPS = [
@@ -131,7 +132,7 @@ export class LocalPromotion {
         const src = await this.client(from);
         const dst = await this.client(to);
         try {
-          await createSlotAndCopy(
+          const timing = await createSlotAndCopy(
             this.dp.urlFor(from.database),
             src,
             dst,
@@ -144,6 +145,7 @@ export class LocalPromotion {
               await report({ rowsCopied: { ...rowsCopied } });
             },
           );
+          await report(timing);
         } finally {
           await Promise.all([src.end(), dst.end()]);
         }
@@ -151,7 +153,10 @@ export class LocalPromotion {
       }
       case 'indexes': {
         const deferred = progress.deferredDdl as DeferredDdl | undefined;
-        if (deferred) await this.on(to, (db) => applyDeferred(db, deferred.create));
+        await this.on(to, async (db) => {
+          if (deferred) await applyDeferred(db, deferred.create);
+          await vacuumTables(db, to.schema);
+        });
         return undefined;
       }
       case 'catch-up': {
