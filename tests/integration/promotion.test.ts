@@ -130,3 +130,15 @@ describe.each([
     expect(slots).toHaveLength(0);
   });
 });
+
+describe('orphaned replication objects', () => {
+  it('slots and publications of promotions no longer in flight are found and dropped', async () => {
+    const name = `tenantry_promo_${'ab'.repeat(14)}`;
+    await superQuery(s.dataDb, `CREATE PUBLICATION ${name} FOR TABLE pool.users`);
+    await superQuery(s.dataDb, `SELECT pg_create_logical_replication_slot('${name}', 'pgoutput')`);
+    const dropped = await s.runtime.executor.sweepPromotionOrphans();
+    expect(dropped).toContain(name);
+    expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [name])).toHaveLength(0);
+    expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_publication WHERE pubname = $1', [name])).toHaveLength(0);
+  });
+});
