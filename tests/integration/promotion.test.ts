@@ -138,7 +138,11 @@ describe('orphaned replication objects', () => {
     await superQuery(s.dataDb, `SELECT pg_create_logical_replication_slot('${name}', 'pgoutput')`);
     const dropped = await s.runtime.executor.sweepPromotionOrphans();
     expect(dropped).toContain(name);
-    expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [name])).toHaveLength(0);
-    expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_publication WHERE pubname = $1', [name])).toHaveLength(0);
+    expect(
+      await superQuery(s.dataDb, 'SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [name]),
+    ).toHaveLength(0);
+    expect(
+      await superQuery(s.dataDb, 'SELECT 1 FROM pg_publication WHERE pubname = $1', [name]),
+    ).toHaveLength(0);
   });
 });

@@ -55,7 +55,7 @@ class Reader {
     const lo = this.u32();
     return lsnText(hi, lo);
   }
-  skip(n: number) {
+  advance(n: number) {
     this.pos += n;
   }
   cstring() {
@@ -89,11 +89,11 @@ export function decode(data: Buffer): PgOutputMessage {
   switch (code) {
     case 'B': {
       const finalLsn = r.lsn();
-      r.skip(8);
+      r.advance(8);
       return { tag: 'begin', finalLsn, xid: r.i32() };
     }
     case 'C': {
-      r.skip(1);
+      r.advance(1);
       const commitLsn = r.lsn();
       return { tag: 'commit', commitLsn, endLsn: r.lsn() };
     }
@@ -101,21 +101,21 @@ export function decode(data: Buffer): PgOutputMessage {
       const oid = r.u32();
       const schema = r.cstring();
       const name = r.cstring();
-      r.skip(1); // replica identity setting
+      r.advance(1); // replica identity setting
       const n = r.i16();
       const columns: RelationColumn[] = [];
       for (let i = 0; i < n; i++) {
         const flags = r.u8();
         const colName = r.cstring();
         const typeOid = r.u32();
-        r.skip(4);
+        r.advance(4);
         columns.push({ name: colName, key: (flags & 1) === 1, typeOid });
       }
       return { tag: 'relation', relation: { oid, schema, name, columns } };
     }
     case 'I': {
       const relationOid = r.u32();
-      r.skip(1); // 'N'
+      r.advance(1); // 'N'
       return { tag: 'insert', relationOid, newTuple: r.tuple() };
     }
     case 'U': {
@@ -131,12 +131,12 @@ export function decode(data: Buffer): PgOutputMessage {
     }
     case 'D': {
       const relationOid = r.u32();
-      r.skip(1); // 'K' or 'O'
+      r.advance(1); // 'K' or 'O'
       return { tag: 'delete', relationOid, oldKey: r.tuple() };
     }
     case 'T': {
       const n = r.i32();
-      r.skip(1);
+      r.advance(1);
       const relationOids: number[] = [];
       for (let i = 0; i < n; i++) relationOids.push(r.u32());
       return { tag: 'truncate', relationOids };
