@@ -28,6 +28,17 @@ const Env = Type.Object({
   TENANTRY_TEMPLATES_DIR: Type.Optional(Type.String({ minLength: 1 })),
   TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS: Type.Integer({ minimum: 0, default: 86_400_000 }),
   TENANTRY_PROMOTION_MAX_LAG_BYTES: Type.Integer({ minimum: 1_048_576, default: 1_073_741_824 }),
+  PULUMI_BACKEND_URL: Type.Optional(Type.String({ pattern: '^(s3|file|gs|azblob)://|^https://' })),
+  TENANTRY_PULUMI_SECRETS_PROVIDER: Type.Optional(
+    Type.String({ pattern: '^(awskms|gcpkms|azurekeyvault|hashivault)://|^passphrase$' }),
+  ),
+  PULUMI_CONFIG_PASSPHRASE: Type.Optional(Type.String()),
+  TENANTRY_PULUMI_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 16, default: 2 }),
+  TENANTRY_PULUMI_TIMEOUT_MS: Type.Integer({ minimum: 10_000, default: 1_800_000 }),
+  AWS_REGION: Type.Optional(Type.String({ pattern: '^[a-z]{2}(-[a-z]+)+-\\d$' })),
+  TENANTRY_AWS_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** JSON object of the stacks' `tenantry:*` settings (without the prefix); see docs/aws.md. */
+  TENANTRY_AWS_PLATFORM: Type.Optional(Type.String()),
   /** Fault injection for crash tests: sleep this long inside every provisioning step. Never set in production. */
   TENANTRY_FAULT_STEP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 0 }),
 });
@@ -51,6 +62,19 @@ export interface Config {
   faultStepDelayMs: number;
   promotionRollbackWindowMs: number;
   promotionMaxLagBytes: number;
+  aws?: AwsTargetConfig;
+}
+
+export interface AwsTargetConfig {
+  backendUrl: string;
+  secretsProvider: string | undefined;
+  region: string;
+  endpoint: string | undefined;
+  platform: Record<string, string>;
+  concurrency: number;
+  timeoutMs: number;
+  /** Only what the Pulumi CLI and providers need, handed to its child process. */
+  envVars: Record<string, string>;
 }
 
 export class ConfigError extends Error {
@@ -66,7 +90,19 @@ const INT_KEYS = new Set([
   'TENANTRY_FAULT_STEP_DELAY_MS',
   'TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS',
   'TENANTRY_PROMOTION_MAX_LAG_BYTES',
+  'TENANTRY_PULUMI_CONCURRENCY',
+  'TENANTRY_PULUMI_TIMEOUT_MS',
 ]);
+
+const PULUMI_ENV = [
+  'PATH',
+  'HOME',
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'AWS_PROFILE',
+  'PULUMI_HOME',
+];
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
   const raw: Record<string, unknown> = {};
@@ -84,7 +120,40 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     );
   }
   const e = withDefaults as Static<typeof Env>;
+  let aws: AwsTargetConfig | undefined;
+  if (e.TENANTRY_TARGET === 'aws') {
+    const missing = ['PULUMI_BACKEND_URL', 'AWS_REGION', 'TENANTRY_AWS_PLATFORM'].filter((k) => !raw[k]);
+    if (missing.length > 0) {
+      throw new ConfigError(`TENANTRY_TARGET=aws needs these environment variables: ${missing.join(', ')}`);
+    }
+    let platform: unknown;
+    try {
+      platform = JSON.parse(String(e.TENANTRY_AWS_PLATFORM));
+    } catch {
+      throw new ConfigError('TENANTRY_AWS_PLATFORM must be a JSON object of tenantry:* settings');
+    }
+    if (!platform || typeof platform !== 'object' || Array.isArray(platform)) {
+      throw new ConfigError('TENANTRY_AWS_PLATFORM must be a JSON object of tenantry:* settings');
+    }
+    const envVars: Record<string, string> = {};
+    for (const k of PULUMI_ENV) if (env[k]) envVars[k] = String(env[k]);
+    if (e.PULUMI_CONFIG_PASSPHRASE !== undefined)
+      envVars.PULUMI_CONFIG_PASSPHRASE = e.PULUMI_CONFIG_PASSPHRASE;
+    aws = {
+      backendUrl: String(e.PULUMI_BACKEND_URL),
+      secretsProvider: e.TENANTRY_PULUMI_SECRETS_PROVIDER,
+      region: String(e.AWS_REGION),
+      endpoint: e.TENANTRY_AWS_ENDPOINT,
+      platform: Object.fromEntries(
+        Object.entries(platform as Record<string, unknown>).map(([k, v]) => [k, String(v)]),
+      ),
+      concurrency: e.TENANTRY_PULUMI_CONCURRENCY,
+      timeoutMs: e.TENANTRY_PULUMI_TIMEOUT_MS,
+      envVars,
+    };
+  }
   return {
+    ...(aws ? { aws } : {}),
     port: e.PORT,
     host: e.HOST,
     logLevel: e.LOG_LEVEL,

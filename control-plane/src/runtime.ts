@@ -1,12 +1,16 @@
+import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { Services } from './app.js';
+import { parsePlatformSettings } from '../../stacks/common/config.js';
+import { API_VERSION, type Services } from './app.js';
+import { AWS_ENDPOINT_SERVICES } from './aws/provider-options.js';
 import type { Config } from './config.js';
 import { Db } from './db/db.js';
 import { migrate } from './db/migrate.js';
 import { createToken, hasAnyAdmin, tokenHashExists } from './db/tokens.js';
 import type { Engine } from './domain/ports.js';
 import { type EmbeddedServer, startEmbedded } from './embedded.js';
+import { AwsEngine } from './engine/aws.js';
 import { DataPlane } from './engine/dataplane.js';
 import { LocalEngine } from './engine/local.js';
 import { LocalKeyStore, loadRootKey } from './local/keystore.js';
@@ -82,8 +86,9 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     const templates = loadTemplates(config.templatesDir);
     const keys = new LocalKeyStore(db, loadRootKey(config.dataDir));
     let engine: Engine;
-    if (config.target === 'aws') {
-      throw new Error('TENANTRY_TARGET=aws is not available in this build yet; use the local target');
+    if (config.target === 'aws' && config.aws) {
+      engine = awsEngine(config.aws, config.dataDir, templates.catalog.templateVersion);
+      closers.push(() => engine.close());
     } else {
       const dp = new DataPlane(dataplaneUrl);
       const controlDb = decodeURIComponent(new URL(databaseUrl).pathname.slice(1));
@@ -130,6 +135,24 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     await close();
     throw e;
   }
+}
+
+function awsEngine(a: NonNullable<Config['aws']>, dataDir: string, templateVersion: number): Engine {
+  const platform = parsePlatformSettings((k) => a.platform[k]);
+  const endpoints = a.endpoint
+    ? Object.fromEntries(AWS_ENDPOINT_SERVICES.map((svc) => [svc, a.endpoint as string]))
+    : undefined;
+  return new AwsEngine({
+    backendUrl: a.backendUrl,
+    ...(a.secretsProvider ? { secretsProvider: a.secretsProvider } : {}),
+    envVars: a.envVars,
+    aws: { region: a.region, ...(endpoints ? { endpoints, s3UsePathStyle: true } : {}) },
+    platform,
+    workspaceRoot: path.join(dataDir, 'pulumi'),
+    concurrency: a.concurrency,
+    timeoutMs: a.timeoutMs,
+    programVersion: `${API_VERSION}+template.${templateVersion}`,
+  });
 }
 
 async function seedAdmin(db: Db, adminToken: string | undefined): Promise<string | undefined> {

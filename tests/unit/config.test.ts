@@ -39,4 +39,30 @@ describe('config', () => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(name);
   });
+
+  it('the aws target needs its backend, region and platform settings, and passes only the Pulumi environment to it', () => {
+    expect(() => loadConfig({ TENANTRY_TARGET: 'aws' })).toThrow(
+      /PULUMI_BACKEND_URL, AWS_REGION, TENANTRY_AWS_PLATFORM/,
+    );
+    expect(() =>
+      loadConfig({
+        TENANTRY_TARGET: 'aws',
+        PULUMI_BACKEND_URL: 's3://b',
+        AWS_REGION: 'eu-west-1',
+        TENANTRY_AWS_PLATFORM: '[1]',
+      }),
+    ).toThrow(/JSON object/);
+    const c = loadConfig({
+      TENANTRY_TARGET: 'aws',
+      PULUMI_BACKEND_URL: 's3://state-bucket',
+      AWS_REGION: 'eu-west-1',
+      TENANTRY_AWS_PLATFORM: '{"adminRoleArn":"arn:aws:iam::111122223333:role/admin"}',
+      PULUMI_CONFIG_PASSPHRASE: 'p',
+      AWS_ACCESS_KEY_ID: 'AKIA',
+      DATABASE_URL: 'postgres://u:secret@h/db',
+    });
+    expect(c.aws).toMatchObject({ backendUrl: 's3://state-bucket', region: 'eu-west-1', concurrency: 2 });
+    expect(c.aws?.platform).toEqual({ adminRoleArn: 'arn:aws:iam::111122223333:role/admin' });
+    expect(c.aws?.envVars).toEqual({ PULUMI_CONFIG_PASSPHRASE: 'p', AWS_ACCESS_KEY_ID: 'AKIA' });
+  });
 });

@@ -184,6 +184,7 @@ export class OperationExecutor {
           params: op.params,
           progress: op.progress,
           report: (patch) => this.report(op, patch),
+          onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
         });
         step.status = 'succeeded';
         step.finishedAt = new Date().toISOString();
@@ -212,6 +213,26 @@ export class OperationExecutor {
       }
     }
     await this.succeed(op, tenant, steps, log);
+  }
+
+  private lastResourceFlush = 0;
+
+  /**
+   * Resource-level progress from inside a step (Pulumi engine events): the latest 50 are kept on
+   * the operation's progress, written at most every 300 ms, so the events stream can show them.
+   */
+  private resourceEvent(
+    op: Claimed,
+    step: string,
+    e: { resource: string; action: string; status: string },
+  ): void {
+    const list = ((op.progress.resources as unknown[] | undefined) ?? []).slice(-49);
+    list.push({ step, ...e, at: new Date().toISOString() });
+    op.progress.resources = list;
+    const now = Date.now();
+    if (now - this.lastResourceFlush < 300 && e.status !== 'failed') return;
+    this.lastResourceFlush = now;
+    this.report(op, { resources: list }).catch(() => undefined);
   }
 
   /** Merges into the operation's progress, durably (fenced by the lease). */
