@@ -395,6 +395,52 @@ export class OperationExecutor {
     return this.engine.sweepPromotionOrphans(rows.map((r) => r.id));
   }
 
+  /** Runs compensating steps best-effort, recording each on the operation; false if any failed. */
+  private async compensate(
+    op: Claimed,
+    tenant: Tenant,
+    steps: OperationStep[],
+    kind: 'offboard' | 'promote',
+    names: string[],
+    prefix: string,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    let ok = true;
+    for (const name of names) {
+      const step: OperationStep = {
+        name: `${prefix}${name}`,
+        status: 'running',
+        startedAt: new Date().toISOString(),
+        finishedAt: null,
+      };
+      steps.push(step);
+      try {
+        await this.engine.runStep({
+          operationId: op.id,
+          kind,
+          step: name,
+          tenant: {
+            id: tenant.id,
+            slug: tenant.slug,
+            tier: tenant.tier,
+            templateVersion: tenant.templateVersion,
+          },
+          signal,
+          params: op.params,
+          progress: op.progress,
+          report: (patch) => this.report(op, patch),
+        });
+        step.status = 'succeeded';
+      } catch (e) {
+        step.status = 'failed';
+        step.error = safeMessage(e);
+        ok = false;
+      }
+      step.finishedAt = new Date().toISOString();
+    }
+    return ok;
+  }
+
   /**
    * A terminal failure. A failed onboarding is rolled back through the same providers, so
    * nothing is left half-created; the tenant is marked `failed`, never `active`.
@@ -410,71 +456,21 @@ export class OperationExecutor {
     const reason = safeMessage(cause);
     let cleanup = '';
     if (op.kind === 'onboard' && this.engine.supportsTier(tenant.tier)) {
-      for (const name of this.engine.steps('offboard', tenant.tier)) {
-        const step: OperationStep = {
-          name: `rollback:${name}`,
-          status: 'running',
-          startedAt: new Date().toISOString(),
-          finishedAt: null,
-        };
-        steps.push(step);
-        try {
-          await this.engine.runStep({
-            operationId: op.id,
-            kind: 'offboard',
-            step: name,
-            tenant: {
-              id: tenant.id,
-              slug: tenant.slug,
-              tier: tenant.tier,
-              templateVersion: tenant.templateVersion,
-            },
-            signal,
-          });
-          step.status = 'succeeded';
-        } catch (e) {
-          step.status = 'failed';
-          step.error = safeMessage(e);
-          cleanup = '; rollback incomplete, offboard the tenant to finish cleaning up';
-        }
-        step.finishedAt = new Date().toISOString();
-      }
+      const ok = await this.compensate(
+        op,
+        tenant,
+        steps,
+        'offboard',
+        this.engine.steps('offboard', tenant.tier),
+        'rollback:',
+        signal,
+      );
+      if (!ok) cleanup = '; rollback incomplete, offboard the tenant to finish cleaning up';
     }
     if (op.kind === 'promote') {
-      const params = op.params as unknown as PromotionParams;
-      const names = this.engine.promotionAbortSteps(params);
-      for (const name of names) {
-        const step: OperationStep = {
-          name,
-          status: 'running',
-          startedAt: new Date().toISOString(),
-          finishedAt: null,
-        };
-        steps.push(step);
-        try {
-          await this.engine.runStep({
-            operationId: op.id,
-            kind: 'promote',
-            step: name,
-            tenant: {
-              id: tenant.id,
-              slug: tenant.slug,
-              tier: tenant.tier,
-              templateVersion: tenant.templateVersion,
-            },
-            signal,
-            params: op.params,
-            progress: op.progress,
-            report: (patch) => this.report(op, patch),
-          });
-          step.status = 'succeeded';
-        } catch (e) {
-          step.status = 'failed';
-          step.error = safeMessage(e);
-          cleanup = '; abort incomplete, see the abort step';
-        }
-        step.finishedAt = new Date().toISOString();
-      }
+      const names = this.engine.promotionAbortSteps(op.params as unknown as PromotionParams);
+      const ok = await this.compensate(op, tenant, steps, 'promote', names, '', signal);
+      if (!ok) cleanup = '; abort incomplete, see the abort step';
     }
     // A failed promotion leaves the tenant active where it was.
     const tenantStatus = op.kind === 'offboard' ? 'offboarding' : op.kind === 'promote' ? 'active' : 'failed';
