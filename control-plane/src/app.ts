@@ -6,10 +6,12 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Db } from './db/db.js';
 import type { Engine } from './domain/ports.js';
+import type { DriftService } from './drift/service.js';
 import type { Metrics } from './metrics.js';
 import authPlugin, { type TokenCache } from './plugins/auth.js';
 import errorsPlugin from './plugins/errors.js';
 import auditRoutes from './routes/audit.js';
+import driftRoutes from './routes/drift.js';
 import operationRoutes from './routes/operations.js';
 import promotionRoutes from './routes/promotions.js';
 import { ErrorBody } from './routes/schemas.js';
@@ -22,6 +24,7 @@ export interface Services {
   db: Db;
   engine: Engine;
   tenants: TenantService;
+  drift: DriftService;
   metrics: Metrics;
   tokenCache: TokenCache;
 }
@@ -89,6 +92,7 @@ const app: FastifyPluginAsync<{ services: Services }> = async (instance, opts) =
   await f.register(promotionRoutes);
   await f.register(tokenRoutes);
   await f.register(auditRoutes);
+  await f.register(driftRoutes);
 };
 
 export default fp(app, { name: 'tenantry-app' });

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { parseCrontab } from 'graphile-worker';
 
 /**
  * The one place that reads the environment. Everything else receives a Config.
@@ -39,6 +40,12 @@ const Env = Type.Object({
   TENANTRY_AWS_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** JSON object of the stacks' `tenantry:*` settings (without the prefix); see docs/aws.md. */
   TENANTRY_AWS_PLATFORM: Type.Optional(Type.String()),
+  /** Five-field cron for scheduled drift sweeps (run through the job queue's cron), or `off`. */
+  TENANTRY_DRIFT_SCHEDULE: Type.String({
+    pattern: '^(off|\\S+\\s+\\S+\\s+\\S+\\s+\\S+\\s+\\S+)$',
+    default: '*/15 * * * *',
+  }),
+  TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS: Type.Integer({ minimum: 1000, default: 300_000 }),
   /** Fault injection for crash tests: sleep this long inside every provisioning step. Never set in production. */
   TENANTRY_FAULT_STEP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 0 }),
 });
@@ -62,6 +69,9 @@ export interface Config {
   faultStepDelayMs: number;
   promotionRollbackWindowMs: number;
   promotionMaxLagBytes: number;
+  /** Cron line of scheduled drift sweeps; null when off. */
+  driftSchedule: string | null;
+  driftRemediationTimeoutMs: number;
   aws?: AwsTargetConfig;
 }
 
@@ -92,6 +102,7 @@ const INT_KEYS = new Set([
   'TENANTRY_PROMOTION_MAX_LAG_BYTES',
   'TENANTRY_PULUMI_CONCURRENCY',
   'TENANTRY_PULUMI_TIMEOUT_MS',
+  'TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS',
 ]);
 
 const PULUMI_ENV = [
@@ -152,6 +163,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       envVars,
     };
   }
+  const driftSchedule = e.TENANTRY_DRIFT_SCHEDULE === 'off' ? null : e.TENANTRY_DRIFT_SCHEDULE.trim();
+  if (driftSchedule !== null) {
+    try {
+      parseCrontab(`${driftSchedule} drift-sweep`);
+    } catch (err) {
+      throw new ConfigError(
+        `TENANTRY_DRIFT_SCHEDULE must be a five-field cron expression or 'off': ${(err as Error).message}`,
+      );
+    }
+  }
   return {
     ...(aws ? { aws } : {}),
     port: e.PORT,
@@ -171,6 +192,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     faultStepDelayMs: e.TENANTRY_FAULT_STEP_DELAY_MS,
     promotionRollbackWindowMs: e.TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS,
     promotionMaxLagBytes: e.TENANTRY_PROMOTION_MAX_LAG_BYTES,
+    driftSchedule,
+    driftRemediationTimeoutMs: e.TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS,
   };
 }
 

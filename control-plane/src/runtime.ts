@@ -9,6 +9,8 @@ import { Db } from './db/db.js';
 import { migrate } from './db/migrate.js';
 import { createToken, hasAnyAdmin, tokenHashExists } from './db/tokens.js';
 import type { Engine } from './domain/ports.js';
+import { AwsDriftDetector, AwsDriftRemediator } from './drift/aws.js';
+import { type DriftHandle, registerLocalDrift, wireDrift } from './drift/index.js';
 import { type EmbeddedServer, startEmbedded } from './embedded.js';
 import { AwsEngine } from './engine/aws.js';
 import { DataPlane } from './engine/dataplane.js';
@@ -85,10 +87,31 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
 
     const templates = loadTemplates(config.templatesDir);
     const keys = new LocalKeyStore(db, loadRootKey(config.dataDir));
+    const metrics = new Metrics(db);
+    // The executor is built below; the drift sweep drives its reconcile operations through it.
+    let executor: OperationExecutor | undefined;
+    const driftDeps = {
+      db,
+      log,
+      registry: metrics.registry,
+      schedule: config.driftSchedule,
+      maxAttempts: config.operationMaxAttempts,
+      remediationTimeoutMs: config.driftRemediationTimeoutMs,
+      runOperation: async (id: string) => {
+        await executor?.run(id);
+      },
+    };
     let engine: Engine;
+    let drift: DriftHandle;
     if (config.target === 'aws' && config.aws) {
-      engine = awsEngine(config.aws, config.dataDir, templates.catalog.templateVersion);
-      closers.push(() => engine.close());
+      const aws = awsEngine(config.aws, config.dataDir, templates.catalog.templateVersion);
+      engine = aws;
+      closers.push(() => aws.close());
+      drift = wireDrift(
+        driftDeps,
+        new AwsDriftDetector(aws, { concurrency: config.aws.concurrency }),
+        new AwsDriftRemediator(aws),
+      );
     } else {
       const dp = new DataPlane(dataplaneUrl);
       const controlDb = decodeURIComponent(new URL(databaseUrl).pathname.slice(1));
@@ -104,29 +127,34 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       closers.push(() => local.close());
       await local.bootstrap();
       engine = local;
+      drift = registerLocalDrift({ ...driftDeps, dataplaneUrl, keys, templates });
     }
+    const d = drift;
+    closers.push(() => d.close());
 
     const generatedAdminToken = await seedAdmin(db, config.adminToken);
-    const metrics = new Metrics(db);
     const tenants = new TenantService(db, engine, {
       templateVersion: templates.tenantSchema.version,
       maxAttempts: config.operationMaxAttempts,
     });
-    const executor = new OperationExecutor(db, engine, log.child({ component: 'worker' }), metrics, {
+    executor = new OperationExecutor(db, engine, log.child({ component: 'worker' }), metrics, {
       maxAttempts: config.operationMaxAttempts,
       leaseMs: config.operationLeaseMs,
+      reconciler: drift.remediator,
     });
     let worker: WorkerHandle | undefined;
     if (config.role !== 'api') {
       worker = await startWorker(db, executor, log.child({ component: 'queue' }), {
         concurrency: config.workerConcurrency,
         leaseMs: config.operationLeaseMs,
+        tasks: drift.taskList,
+        crontab: drift.crontab,
       });
       const w = worker;
       closers.push(() => w.stop());
     }
     return {
-      services: { db, engine, tenants, metrics, tokenCache: new TokenCache(db) },
+      services: { db, engine, tenants, drift: drift.service, metrics, tokenCache: new TokenCache(db) },
       executor,
       generatedAdminToken,
       close,
@@ -137,7 +165,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
   }
 }
 
-function awsEngine(a: NonNullable<Config['aws']>, dataDir: string, templateVersion: number): Engine {
+function awsEngine(a: NonNullable<Config['aws']>, dataDir: string, templateVersion: number): AwsEngine {
   const platform = parsePlatformSettings((k) => a.platform[k]);
   const endpoints = a.endpoint
     ? Object.fromEntries(AWS_ENDPOINT_SERVICES.map((svc) => [svc, a.endpoint as string]))

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
 import type { PlatformSettings } from '../../../stacks/common/config.js';
 import type { AwsProviderOptions } from '../aws/provider-options.js';
 import { getSecretValue } from '../aws/secrets.js';
@@ -12,7 +13,7 @@ import { buildStackConfig } from './pulumi/config.js';
 import { toTenantryError } from './pulumi/errors.js';
 import { progressFromEvent } from './pulumi/events.js';
 import { PULUMI_PROJECT, stackName, stackWorkspaceDir } from './pulumi/naming.js';
-import { PulumiPool } from './pulumi/runner.js';
+import { type PulumiJob, PulumiPool } from './pulumi/runner.js';
 
 export interface AwsEngineOptions {
   backendUrl: string;
@@ -74,38 +75,39 @@ export class AwsEngine implements Engine {
     return createHash('sha256').update(`tenantry-account:${tenantId}`).digest('hex').slice(0, 12);
   }
 
-  async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
-    const t = ctx.tenant;
+  private job(t: StepTenant, op: PulumiJob['op']): PulumiJob {
     const input = {
       tenantId: t.id,
       slug: t.slug,
       tier: t.tier,
       ...(t.tier === 'account' ? { accountEmailSuffix: AwsEngine.accountEmailSuffix(t.id) } : {}),
     };
+    return {
+      op,
+      projectName: PULUMI_PROJECT,
+      stackName: stackName(t.slug),
+      workDir: stackWorkspaceDir(path.resolve(this.opts.workspaceRoot), t.slug),
+      backendUrl: this.opts.backendUrl,
+      ...(this.opts.secretsProvider ? { secretsProvider: this.opts.secretsProvider } : {}),
+      envVars: this.opts.envVars,
+      config: buildStackConfig({ input, platform: this.opts.platform, aws: this.opts.aws }),
+      input,
+    };
+  }
+
+  async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
+    const t = ctx.tenant;
     const op = ctx.step === 'stack-up' ? 'up' : ctx.step === 'stack-destroy' ? 'destroy' : null;
     if (!op) throw new TenantryError('PROVIDER_FAILED', `unknown aws step ${ctx.step}`);
     try {
-      const result = await this.pool.run(
-        {
-          op,
-          projectName: PULUMI_PROJECT,
-          stackName: stackName(t.slug),
-          workDir: stackWorkspaceDir(path.resolve(this.opts.workspaceRoot), t.slug),
-          backendUrl: this.opts.backendUrl,
-          ...(this.opts.secretsProvider ? { secretsProvider: this.opts.secretsProvider } : {}),
-          envVars: this.opts.envVars,
-          config: buildStackConfig({ input, platform: this.opts.platform, aws: this.opts.aws }),
-          input,
+      const result = await this.pool.run(this.job(t, op), {
+        signal: ctx.signal,
+        timeoutMs: this.opts.timeoutMs,
+        onEvent: (e) => {
+          const p = progressFromEvent(e);
+          if (p) ctx.onResourceEvent?.(p);
         },
-        {
-          signal: ctx.signal,
-          timeoutMs: this.opts.timeoutMs,
-          onEvent: (e) => {
-            const p = progressFromEvent(e);
-            if (p) ctx.onResourceEvent?.(p);
-          },
-        },
-      );
+      });
       const outputs: StepOutputs = { programVersion: this.opts.programVersion, stack: stackName(t.slug) };
       for (const [k, v] of Object.entries(result.outputs)) {
         if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') outputs[k] = v;
@@ -113,6 +115,24 @@ export class AwsEngine implements Engine {
       return op === 'destroy' ? { programVersion: null, stack: null } : outputs;
     } catch (e) {
       throw toTenantryError(e, { stack: stackName(t.slug), op });
+    }
+  }
+
+  /**
+   * Drift of one stack without side effects: `preview({ refresh: true })` in a child process, its
+   * engine events returned for `driftFromPreviewEvents` (never the summary counts, pulumi#19443).
+   */
+  async previewRefresh(t: StepTenant, signal?: AbortSignal): Promise<EngineEvent[]> {
+    const events: EngineEvent[] = [];
+    try {
+      await this.pool.run(this.job(t, 'preview-refresh'), {
+        ...(signal ? { signal } : {}),
+        timeoutMs: this.opts.timeoutMs,
+        onEvent: (e) => events.push(e),
+      });
+      return events;
+    } catch (e) {
+      throw toTenantryError(e, { stack: stackName(t.slug), op: 'preview-refresh' });
     }
   }
 

@@ -36,7 +36,7 @@ import {
 import type { DataPlane } from './dataplane.js';
 
 export const PLATFORM_KEY_ALIAS = 'alias/tenantry/platform';
-const POOL_SECRET = 'tenantry/platform/pool-role';
+export const POOL_SECRET = 'tenantry/platform/pool-role';
 
 const ONBOARD: Record<Exclude<Tier, 'account'>, string[]> = {
   pool: ['key', 'credentials', 'pool-membership'],

@@ -8,12 +8,13 @@ import {
   setTenantStatus,
   tenantFromJson,
 } from '../db/repo.js';
-import { isTenantryError } from '../domain/errors.js';
+import { isTenantryError, TenantryError } from '../domain/errors.js';
 import type { Engine, PromotionParams } from '../domain/ports.js';
 
 export const PROMOTION_CLEANUP_TASK = 'promotion-cleanup';
 
 import type { OperationKind, OperationStep, Tenant } from '../domain/tenant.js';
+import type { DriftRemediator, Finding } from '../drift/types.js';
 import type { Metrics } from '../metrics.js';
 import type { Queryable } from '../providers/postgres/sql.js';
 
@@ -66,6 +67,8 @@ interface Claimed {
 export interface ExecutorOptions {
   maxAttempts: number;
   leaseMs: number;
+  /** Runs the steps of `reconcile` operations (drift remediation); without it they fail with a reason. */
+  reconciler?: DriftRemediator;
 }
 
 /**
@@ -170,22 +173,25 @@ export class OperationExecutor {
       if (signal.aborted) throw new Error('lease lost; another runner will resume');
       const started = process.hrtime.bigint();
       try {
-        const outputs = await this.engine.runStep({
-          operationId: op.id,
-          kind: op.kind,
-          step: step.name,
-          tenant: {
-            id: tenant.id,
-            slug: tenant.slug,
-            tier: tenant.tier,
-            templateVersion: tenant.templateVersion,
-          },
-          signal,
-          params: op.params,
-          progress: op.progress,
-          report: (patch) => this.report(op, patch),
-          onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
-        });
+        const outputs =
+          op.kind === 'reconcile'
+            ? await this.reconcileStep(op, tenant, step.name, signal)
+            : await this.engine.runStep({
+                operationId: op.id,
+                kind: op.kind,
+                step: step.name,
+                tenant: {
+                  id: tenant.id,
+                  slug: tenant.slug,
+                  tier: tenant.tier,
+                  templateVersion: tenant.templateVersion,
+                },
+                signal,
+                params: op.params,
+                progress: op.progress,
+                report: (patch) => this.report(op, patch),
+                onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
+              });
         step.status = 'succeeded';
         step.finishedAt = new Date().toISOString();
         const next = todo[i + 1];
@@ -213,6 +219,36 @@ export class OperationExecutor {
       }
     }
     await this.succeed(op, tenant, steps, log);
+  }
+
+  /** One step of a drift repair: the findings it acts on travel in the operation's params. */
+  private async reconcileStep(
+    op: Claimed,
+    tenant: Tenant,
+    step: string,
+    signal: AbortSignal,
+  ): Promise<undefined> {
+    const reconciler = this.opts.reconciler;
+    if (!reconciler)
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        'this process has no drift remediator for reconcile operations',
+      );
+    const findings = (op.params.findings as Finding[] | undefined) ?? [];
+    await reconciler.runStep(
+      {
+        id: tenant.id,
+        slug: tenant.slug,
+        tier: tenant.tier,
+        status: tenant.status,
+        templateVersion: tenant.templateVersion,
+        outputs: tenant.outputs,
+      },
+      step,
+      findings,
+      { signal, operationId: op.id },
+    );
+    return undefined;
   }
 
   private lastResourceFlush = 0;
@@ -472,8 +508,13 @@ export class OperationExecutor {
       const ok = await this.compensate(op, tenant, steps, 'promote', names, '', signal);
       if (!ok) cleanup = '; abort incomplete, see the abort step';
     }
-    // A failed promotion leaves the tenant active where it was.
-    const tenantStatus = op.kind === 'offboard' ? 'offboarding' : op.kind === 'promote' ? 'active' : 'failed';
+    // A failed promotion or repair leaves the tenant active where it was.
+    const tenantStatus =
+      op.kind === 'offboard'
+        ? 'offboarding'
+        : op.kind === 'promote' || op.kind === 'reconcile'
+          ? 'active'
+          : 'failed';
     await this.db.tx(async (q) => {
       await q.query(
         `UPDATE operations SET status = 'failed', error = $2, steps = $3::jsonb, lease_owner = NULL, lease_expires_at = NULL,

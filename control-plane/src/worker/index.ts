@@ -1,4 +1,4 @@
-import { Logger as GraphileLogger, type Runner, run, runMigrations } from 'graphile-worker';
+import { Logger as GraphileLogger, type Runner, run, runMigrations, type TaskList } from 'graphile-worker';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
 import { RUN_OPERATION_TASK } from '../db/repo.js';
@@ -26,7 +26,13 @@ export async function startWorker(
   db: Db,
   executor: OperationExecutor,
   log: Logger,
-  opts: { concurrency: number; leaseMs: number },
+  opts: {
+    concurrency: number;
+    leaseMs: number;
+    /** More tasks (the drift sweep) and their cron lines. */
+    tasks?: TaskList;
+    crontab?: string;
+  },
 ): Promise<WorkerHandle> {
   const reap = async () => {
     try {
@@ -58,7 +64,9 @@ export async function startWorker(
     noHandleSignals: true,
     pollInterval: 1000,
     logger: graphileLogger(log),
+    ...(opts.crontab ? { crontab: opts.crontab } : {}),
     taskList: {
+      ...opts.tasks,
       [RUN_OPERATION_TASK]: async (payload) => {
         const id = (payload as { operationId?: unknown }).operationId;
         if (typeof id !== 'string') throw new Error('run-operation payload lacks operationId');

@@ -1,0 +1,390 @@
+import type { Queryable } from '../providers/postgres/sql.js';
+
+/**
+ * The batched catalog reads of a local-target sweep. Each runs once per sweep (the silo pass once
+ * per silo database, the only per-tenant reads, because in-database state lives in each database);
+ * never once per tenant. The benchmark runs these same statements alone as its floor.
+ */
+
+/** Roles, their attributes, role-level settings and memberships (shared catalog: maintenance database). */
+export const ROLES_SQL = `
+SELECT r.rolname AS name, r.rolcanlogin AS login, r.rolsuper AS super, r.rolbypassrls AS bypassrls,
+       r.rolcreaterole AS createrole, r.rolcreatedb AS createdb, r.rolreplication AS replication,
+       r.rolconnlimit AS connlimit, s.setconfig AS config,
+       array(SELECT b.rolname::text FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid
+              WHERE m.member = r.oid ORDER BY 1) AS member_of
+  FROM pg_roles r
+  LEFT JOIN pg_db_role_setting s ON s.setrole = r.oid AND s.setdatabase = 0
+ WHERE r.rolname LIKE 'tenant\\_%' OR r.rolname = ANY($1::text[])`;
+
+/** Every database with its owner and the holders of CONNECT ("PUBLIC" for the public pseudo-role). */
+export const DATABASES_SQL = `
+SELECT d.datname AS name, pg_get_userbyid(d.datdba) AS owner, d.datallowconn AS allowconn,
+       array(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
+               FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+              WHERE a.privilege_type = 'CONNECT') AS connect
+  FROM pg_database d
+ WHERE NOT d.datistemplate OR d.datname LIKE 'tenant\\_%'`;
+
+/**
+ * In one database: the schemas Tenantry names (tenant_*, the pool schema, the silo schema), with ACLs
+ * and template versions; their tables with owner, RLS flags and ACLs (plus any table owned by a login
+ * role Tenantry manages, wherever it lives); the policies of the given schemas; default privileges.
+ * ACLs come back as aclitem text (`grantee=privs/grantor`), parsed client-side: compact and fast.
+ */
+export const SCHEMAS_SQL = `
+SELECT n.nspname AS name, pg_get_userbyid(n.nspowner) AS owner, n.nspacl::text[] AS acl, v.version
+  FROM pg_namespace n
+  LEFT JOIN tenantry_meta.schema_versions v ON v.schema_name = n.nspname
+ WHERE n.nspname LIKE 'tenant\\_%' OR n.nspname = ANY($1::text[])`;
+
+/** The same, for a database whose bookkeeping schema is gone (every version then reads as unknown). */
+const SCHEMAS_NO_META_SQL = `
+SELECT n.nspname AS name, pg_get_userbyid(n.nspowner) AS owner, n.nspacl::text[] AS acl, NULL::int AS version
+  FROM pg_namespace n
+ WHERE n.nspname LIKE 'tenant\\_%' OR n.nspname = ANY($1::text[])`;
+
+export const TABLES_SQL = `
+SELECT n.nspname AS schema, c.relname AS name, pg_get_userbyid(c.relowner) AS owner,
+       c.relrowsecurity AS rls, c.relforcerowsecurity AS forced, c.relacl::text[] AS acl
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p')
+   AND (n.nspname LIKE 'tenant\\_%' OR n.nspname = ANY($1::text[])
+        OR c.relowner IN (SELECT oid FROM pg_roles WHERE rolname LIKE 'tenant\\_%' OR rolname = ANY($2::text[])))`;
+
+export const POLICIES_SQL = `
+SELECT n.nspname AS schema, c.relname AS "table", p.polname AS name, p.polcmd::text AS command,
+       p.polpermissive AS permissive, pg_get_expr(p.polqual, p.polrelid) AS using,
+       pg_get_expr(p.polwithcheck, p.polrelid) AS with_check,
+       array(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r)::text END FROM unnest(p.polroles) r ORDER BY 1) AS roles
+  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = ANY($1::text[])`;
+
+export const DEFAULT_ACLS_SQL = `
+SELECT n.nspname AS schema, pg_get_userbyid(d.defaclrole) AS owner, d.defaclobjtype::text AS objtype,
+       d.defaclacl::text[] AS acl
+  FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace
+ WHERE n.nspname LIKE 'tenant\\_%' OR n.nspname = ANY($1::text[])`;
+
+export const POOL_MEMBERS_SQL = `
+SELECT tenant_id::text AS tenant_id, slug FROM tenantry_meta.pool_members`;
+
+/** The local key and secret store, read whole: one statement each (no decryption). */
+export const SECRETS_SQL = `
+SELECT DISTINCT ON (s.name) s.name, s.version, s.key_id, k.alias, k.state
+  FROM local_secrets s JOIN local_keys k ON k.key_id = s.key_id
+ WHERE s.name LIKE 'tenantry/%'
+ ORDER BY s.name, s.version DESC`;
+
+export const KEYS_SQL = `
+SELECT alias, key_id FROM local_keys WHERE state = 'enabled' AND alias LIKE 'alias/tenantry/%'`;
+
+/* ------------------------------------------------------------------ parsed shapes */
+
+export interface AclEntry {
+  grantee: string; // 'PUBLIC' for the public pseudo-role
+  privileges: string[]; // sorted privilege names
+}
+
+export interface ObservedRole {
+  name: string;
+  canLogin: boolean;
+  superuser: boolean;
+  bypassRls: boolean;
+  createRole: boolean;
+  createDb: boolean;
+  replication: boolean;
+  connectionLimit: number;
+  settings: Record<string, string>;
+  memberOf: string[];
+}
+
+export interface ObservedDatabase {
+  name: string;
+  owner: string;
+  allowConnections: boolean;
+  connect: string[];
+}
+
+export interface ObservedSchema {
+  name: string;
+  owner: string;
+  version: number | null;
+  acl: AclEntry[];
+}
+
+export interface ObservedTable {
+  schema: string;
+  name: string;
+  owner: string;
+  rlsEnabled: boolean;
+  rlsForced: boolean;
+  acl: AclEntry[] | null; // null: the default (owner only)
+}
+
+export interface ObservedPolicy {
+  schema: string;
+  table: string;
+  name: string;
+  command: string;
+  permissive: boolean;
+  using: string | null;
+  withCheck: string | null;
+  roles: string[];
+}
+
+export interface ObservedDefaultAcl {
+  schema: string;
+  owner: string;
+  objtype: string;
+  acl: AclEntry[];
+}
+
+/** What one database holds, as far as drift is concerned. */
+export interface ObservedDatabaseContents {
+  schemas: Map<string, ObservedSchema>;
+  /** schema → tables */
+  tables: Map<string, ObservedTable[]>;
+  /** `schema.table` → policies */
+  policies: Map<string, ObservedPolicy[]>;
+  /** schema → default ACL rows */
+  defaultAcls: Map<string, ObservedDefaultAcl[]>;
+}
+
+export interface ObservedSecret {
+  name: string;
+  version: number;
+  keyId: string;
+  keyAlias: string;
+  keyState: string;
+}
+
+export interface ObservedFleet {
+  roles: Map<string, ObservedRole>;
+  databases: Map<string, ObservedDatabase>;
+  /** database name → contents (the shared data database and each inspected silo) */
+  contents: Map<string, ObservedDatabaseContents>;
+  /** Silo databases that could not be inspected, with the reason. */
+  unreachable: Map<string, string>;
+  poolMembers: Map<string, string>;
+  secrets: Map<string, ObservedSecret>;
+  /** alias → enabled key id */
+  keys: Map<string, string>;
+}
+
+/* ------------------------------------------------------------------ parsing */
+
+const PRIVS: Record<string, string> = {
+  a: 'INSERT',
+  r: 'SELECT',
+  w: 'UPDATE',
+  d: 'DELETE',
+  D: 'TRUNCATE',
+  x: 'REFERENCES',
+  t: 'TRIGGER',
+  m: 'MAINTAIN',
+  X: 'EXECUTE',
+  U: 'USAGE',
+  C: 'CREATE',
+  c: 'CONNECT',
+  T: 'TEMPORARY',
+  s: 'SET',
+  A: 'ALTER SYSTEM',
+};
+
+function unquote(s: string): string {
+  return s.startsWith('"') && s.endsWith('"') ? s.slice(1, -1).replaceAll('""', '"') : s;
+}
+
+/** `grantee=privs/grantor` (grantee empty for PUBLIC; `*` marks a grant option) → one entry per grantee. */
+export function parseAcl(items: string[] | null): AclEntry[] | null {
+  if (items === null) return null;
+  const byGrantee = new Map<string, Set<string>>();
+  for (const item of items) {
+    const slash = item.lastIndexOf('/');
+    const body = slash >= 0 ? item.slice(0, slash) : item;
+    const eq = body.lastIndexOf('=');
+    if (eq < 0) continue;
+    const grantee = eq === 0 ? 'PUBLIC' : unquote(body.slice(0, eq));
+    const set = byGrantee.get(grantee) ?? new Set<string>();
+    for (const ch of body.slice(eq + 1)) {
+      const p = PRIVS[ch];
+      if (p) set.add(p);
+    }
+    byGrantee.set(grantee, set);
+  }
+  return [...byGrantee.entries()]
+    .filter(([, s]) => s.size > 0)
+    .map(([grantee, s]) => ({ grantee, privileges: [...s].sort() }));
+}
+
+function parseSettings(config: string[] | null): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of config ?? []) {
+    const eq = item.indexOf('=');
+    if (eq > 0) out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+/* ------------------------------------------------------------------ readers */
+
+export async function readRoles(db: Queryable, extraRoles: string[]): Promise<Map<string, ObservedRole>> {
+  const { rows } = await db.query<{
+    name: string;
+    login: boolean;
+    super: boolean;
+    bypassrls: boolean;
+    createrole: boolean;
+    createdb: boolean;
+    replication: boolean;
+    connlimit: number;
+    config: string[] | null;
+    member_of: string[];
+  }>(ROLES_SQL, [extraRoles]);
+  const out = new Map<string, ObservedRole>();
+  for (const r of rows) {
+    out.set(r.name, {
+      name: r.name,
+      canLogin: r.login,
+      superuser: r.super,
+      bypassRls: r.bypassrls,
+      createRole: r.createrole,
+      createDb: r.createdb,
+      replication: r.replication,
+      connectionLimit: r.connlimit,
+      settings: parseSettings(r.config),
+      memberOf: r.member_of,
+    });
+  }
+  return out;
+}
+
+export async function readDatabases(db: Queryable): Promise<Map<string, ObservedDatabase>> {
+  const { rows } = await db.query<{ name: string; owner: string; allowconn: boolean; connect: string[] }>(
+    DATABASES_SQL,
+  );
+  return new Map(
+    rows.map((r) => [
+      r.name,
+      { name: r.name, owner: r.owner, allowConnections: r.allowconn, connect: [...r.connect].sort() },
+    ]),
+  );
+}
+
+/** One pass over one database: schemas, tables, policies and default privileges (four statements). */
+export async function readDatabaseContents(
+  db: Queryable,
+  opts: { schemas: string[]; policySchemas: string[]; ownerRoles: string[] },
+): Promise<ObservedDatabaseContents> {
+  type SchemaRow = { name: string; owner: string; acl: string[] | null; version: number | null };
+  type TableRow = {
+    schema: string;
+    name: string;
+    owner: string;
+    rls: boolean;
+    forced: boolean;
+    acl: string[] | null;
+  };
+  type PolicyRow = {
+    schema: string;
+    table: string;
+    name: string;
+    command: string;
+    permissive: boolean;
+    using: string | null;
+    with_check: string | null;
+    roles: string[];
+  };
+  type DefaultRow = { schema: string; owner: string; objtype: string; acl: string[] | null };
+  // Independent statements: on a pool they run in parallel sessions, on one client they queue.
+  const [schemas, tables, policies, defaults] = await Promise.all([
+    db.query<SchemaRow>(SCHEMAS_SQL, [opts.schemas]).catch((e: { code?: string }) => {
+      if (e.code !== '42P01' && e.code !== '3F000') throw e;
+      return db.query<SchemaRow>(SCHEMAS_NO_META_SQL, [opts.schemas]);
+    }),
+    db.query<TableRow>(TABLES_SQL, [opts.schemas, opts.ownerRoles]),
+    opts.policySchemas.length > 0
+      ? db.query<PolicyRow>(POLICIES_SQL, [opts.policySchemas])
+      : Promise.resolve({ rows: [] as PolicyRow[] }),
+    db.query<DefaultRow>(DEFAULT_ACLS_SQL, [opts.schemas]),
+  ]);
+  const out: ObservedDatabaseContents = {
+    schemas: new Map(),
+    tables: new Map(),
+    policies: new Map(),
+    defaultAcls: new Map(),
+  };
+  for (const r of schemas.rows) {
+    out.schemas.set(r.name, {
+      name: r.name,
+      owner: r.owner,
+      version: r.version,
+      acl: parseAcl(r.acl) ?? [],
+    });
+  }
+  for (const r of tables.rows) {
+    const list = out.tables.get(r.schema) ?? [];
+    list.push({
+      schema: r.schema,
+      name: r.name,
+      owner: r.owner,
+      rlsEnabled: r.rls,
+      rlsForced: r.forced,
+      acl: parseAcl(r.acl),
+    });
+    out.tables.set(r.schema, list);
+  }
+  for (const r of policies.rows) {
+    const key = `${r.schema}.${r.table}`;
+    const list = out.policies.get(key) ?? [];
+    list.push({
+      schema: r.schema,
+      table: r.table,
+      name: r.name,
+      command: r.command,
+      permissive: r.permissive,
+      using: r.using,
+      withCheck: r.with_check,
+      roles: r.roles,
+    });
+    out.policies.set(key, list);
+  }
+  for (const r of defaults.rows) {
+    const list = out.defaultAcls.get(r.schema) ?? [];
+    list.push({ schema: r.schema, owner: r.owner, objtype: r.objtype, acl: parseAcl(r.acl) ?? [] });
+    out.defaultAcls.set(r.schema, list);
+  }
+  return out;
+}
+
+export async function readPoolMembers(db: Queryable): Promise<Map<string, string>> {
+  const { rows } = await db
+    .query<{ tenant_id: string; slug: string }>(POOL_MEMBERS_SQL)
+    .catch((e: { code?: string }) => {
+      if (e.code === '42P01' || e.code === '3F000') return { rows: [] }; // bookkeeping not there yet
+      throw e;
+    });
+  return new Map(rows.map((r) => [r.tenant_id, r.slug]));
+}
+
+export async function readSecrets(db: Queryable): Promise<Map<string, ObservedSecret>> {
+  const { rows } = await db.query<{
+    name: string;
+    version: number;
+    key_id: string;
+    alias: string;
+    state: string;
+  }>(SECRETS_SQL);
+  return new Map(
+    rows.map((r) => [
+      r.name,
+      { name: r.name, version: r.version, keyId: r.key_id, keyAlias: r.alias, keyState: r.state },
+    ]),
+  );
+}
+
+export async function readKeys(db: Queryable): Promise<Map<string, string>> {
+  const { rows } = await db.query<{ alias: string; key_id: string }>(KEYS_SQL);
+  return new Map(rows.map((r) => [r.alias, r.key_id]));
+}

@@ -1,0 +1,466 @@
+import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
+import type { Tier } from '../domain/tiers.js';
+import type { RoleLimits } from '../providers/postgres/types.js';
+import type {
+  AclEntry,
+  ObservedDatabaseContents,
+  ObservedFleet,
+  ObservedRole,
+  ObservedTable,
+} from './catalog.js';
+import type { DetectInput, DriftCategory, DriftKind, DriftResource, DriftValue, Finding } from './types.js';
+
+/** What the local target provisions, independent of any one tenant. */
+export interface LocalLayout {
+  dataDatabase: string;
+  ownerRole: string;
+  poolRole: string;
+  poolSchema: string;
+  siloSchema: string;
+  policyName: string;
+  limits: Record<'pool' | 'bridge' | 'silo', RoleLimits>;
+  /** Tables the tenant template creates. */
+  templateTables: string[];
+  /** The policy expression exactly as pg_get_expr prints the one Tenantry writes. */
+  policyExpression: string;
+}
+
+const DML = ['DELETE', 'INSERT', 'SELECT', 'UPDATE'];
+const TENANT_PREFIX = 'tenant_';
+const SECRET_RE = /^tenantry\/([a-z][a-z0-9-]{2,39})\/(connection|promotion)$/;
+const KEY_RE = /^alias\/tenantry\/([a-z][a-z0-9-]{2,39})$/;
+
+/** The slug a Tenantry object name derives from (`tenant_a_b` → `a-b`); slugs never contain `_`. */
+export const slugOfObject = (name: string): string | null =>
+  name.startsWith(TENANT_PREFIX) && /^[a-z][a-z0-9_]{2,39}$/.test(name.slice(TENANT_PREFIX.length))
+    ? name.slice(TENANT_PREFIX.length).replaceAll('_', '-')
+    : null;
+
+const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+const normalizePath = (v: string | undefined) =>
+  v === undefined
+    ? null
+    : v
+        .split(',')
+        .map((s) => s.trim().replaceAll('"', ''))
+        .join(', ');
+
+interface Owner {
+  tenantId: string | null;
+  tenantSlug: string | null;
+}
+const PLATFORM: Owner = { tenantId: null, tenantSlug: null };
+
+/**
+ * Desired vs actual for the local target: pure, so every rule is unit-testable. Judged tenants get
+ * state and isolation checks; the platform (pool tables, pool and owner roles, the shared database)
+ * gets isolation checks; objects named like Tenantry's that no judged or busy tenant owns are orphans.
+ */
+export function diffLocal(layout: LocalLayout, input: DetectInput, obs: ObservedFleet): Finding[] {
+  const out: Finding[] = [];
+  const L = layout;
+  const push = (
+    o: Owner,
+    resource: DriftResource,
+    name: string,
+    kind: DriftKind,
+    field: string,
+    desired: DriftValue,
+    actual: DriftValue,
+    category: DriftCategory = 'state',
+  ) => out.push({ ...o, resource, name, kind, field, desired, actual, category });
+
+  const isManagedLoginRole = (r: string) => r.startsWith(TENANT_PREFIX) || r === L.poolRole;
+  const grantCategory = (grantee: string): DriftCategory =>
+    grantee === 'PUBLIC' || isManagedLoginRole(grantee) ? 'isolation' : 'state';
+
+  /** The ACL of one object: `expected` grantees hold exactly their privileges; nobody else but the owner holds any. */
+  const checkAcl = (
+    o: Owner,
+    resource: DriftResource,
+    name: string,
+    acl: AclEntry[] | null,
+    owner: string,
+    expected: Record<string, string[]>,
+  ) => {
+    const seen = new Map((acl ?? []).map((e) => [e.grantee, e.privileges]));
+    for (const [grantee, privs] of Object.entries(expected)) {
+      const actual = seen.get(grantee);
+      if (!actual) push(o, resource, name, 'missing', `privileges:${grantee}`, privs, null);
+      else if (!sameList(actual, privs)) {
+        const extra = actual.some((p) => !privs.includes(p));
+        push(
+          o,
+          resource,
+          name,
+          'changed',
+          `privileges:${grantee}`,
+          privs,
+          actual,
+          extra ? 'isolation' : 'state',
+        );
+      }
+    }
+    for (const [grantee, privs] of seen) {
+      if (grantee === owner || grantee in expected) continue;
+      push(o, resource, name, 'unexpected', `privileges:${grantee}`, null, privs, grantCategory(grantee));
+    }
+  };
+
+  const checkRole = (o: Owner, name: string, limits: RoleLimits, searchPath: string, login = true) => {
+    const r: ObservedRole | undefined = obs.roles.get(name);
+    if (!r) {
+      push(o, 'role', name, 'missing', 'exists', true, false);
+      return;
+    }
+    if (r.canLogin !== login) push(o, 'role', name, 'changed', 'login', login, r.canLogin);
+    for (const [field, value] of [
+      ['superuser', r.superuser],
+      ['bypassRls', r.bypassRls],
+      ['createRole', r.createRole],
+      ['createDb', r.createDb],
+      ['replication', r.replication],
+    ] as const) {
+      if (value) push(o, 'role', name, 'changed', field, false, true, 'isolation');
+    }
+    if (r.connectionLimit !== limits.connectionLimit)
+      push(o, 'role', name, 'changed', 'connectionLimit', limits.connectionLimit, r.connectionLimit);
+    const settings: [string, string][] = [
+      ['statement_timeout', String(limits.statementTimeoutMs)],
+      ['idle_in_transaction_session_timeout', String(limits.idleInTransactionSessionTimeoutMs)],
+    ];
+    for (const [k, v] of settings) {
+      const actual = r.settings[k] ?? null;
+      if (actual !== v) push(o, 'role', name, 'changed', k, v, actual);
+    }
+    const sp = normalizePath(r.settings.search_path);
+    if (sp !== searchPath) push(o, 'role', name, 'changed', 'search_path', searchPath, sp);
+    for (const m of r.memberOf) {
+      const cat: DriftCategory = isManagedLoginRole(m) || m === L.ownerRole ? 'isolation' : 'state';
+      push(o, 'role', name, 'unexpected', `memberOf:${m}`, null, true, cat);
+    }
+  };
+
+  /** A tenant schema (bridge, or a silo's `app`): owner, version, ACLs, tables and default privileges. */
+  const checkTenantSchema = (
+    o: Owner,
+    db: string,
+    contents: ObservedDatabaseContents | undefined,
+    schema: string,
+    role: string,
+    templateVersion: number,
+  ) => {
+    const sname = `${db}.${schema}`;
+    const s = contents?.schemas.get(schema);
+    if (!contents || !s) {
+      push(o, 'schema', sname, 'missing', 'exists', true, false);
+      return;
+    }
+    if (s.owner !== L.ownerRole)
+      push(o, 'schema', sname, 'changed', 'owner', L.ownerRole, s.owner, grantCategory(s.owner));
+    if (s.version !== templateVersion)
+      push(o, 'schema', sname, 'changed', 'templateVersion', templateVersion, s.version);
+    checkAcl(o, 'schema', sname, s.acl, s.owner, { [role]: ['USAGE'] });
+    checkTables(o, db, schema, contents.tables.get(schema) ?? [], { [role]: DML }, false);
+    checkDefaultAcl(o, db, contents, schema, role);
+  };
+
+  const checkTables = (
+    o: Owner,
+    db: string,
+    schema: string,
+    tables: ObservedTable[],
+    expected: Record<string, string[]>,
+    rls: boolean,
+  ) => {
+    const byName = new Map(tables.map((t) => [t.name, t]));
+    for (const t of L.templateTables) {
+      if (!byName.has(t)) push(o, 'table', `${db}.${schema}.${t}`, 'missing', 'exists', true, false);
+    }
+    for (const t of tables) {
+      const tname = `${db}.${schema}.${t.name}`;
+      if (!L.templateTables.includes(t.name)) {
+        push(o, 'table', tname, 'unexpected', 'exists', false, true);
+        continue;
+      }
+      if (t.owner !== L.ownerRole)
+        push(o, 'table', tname, 'changed', 'owner', L.ownerRole, t.owner, grantCategory(t.owner));
+      if (rls) {
+        if (!t.rlsEnabled) push(o, 'table', tname, 'changed', 'rlsEnabled', true, false, 'isolation');
+        if (!t.rlsForced) push(o, 'table', tname, 'changed', 'rlsForced', true, false, 'isolation');
+      }
+      checkAcl(o, 'table', tname, t.acl, t.owner, expected);
+    }
+  };
+
+  const checkDefaultAcl = (
+    o: Owner,
+    db: string,
+    contents: ObservedDatabaseContents,
+    schema: string,
+    role: string | null,
+  ) => {
+    const name = `${db}.${schema}`;
+    const rows = contents.defaultAcls.get(schema) ?? [];
+    if (role) {
+      const tables = rows.find((r) => r.owner === L.ownerRole && r.objtype === 'r');
+      const mine = tables?.acl.find((e) => e.grantee === role);
+      if (!mine) push(o, 'default-privileges', name, 'missing', `tables:${role}`, DML, null);
+      else if (!sameList(mine.privileges, DML))
+        push(o, 'default-privileges', name, 'changed', `tables:${role}`, DML, mine.privileges);
+    }
+    for (const r of rows) {
+      for (const e of r.acl) {
+        if (e.grantee === role || e.grantee === r.owner) continue;
+        push(
+          o,
+          'default-privileges',
+          name,
+          'unexpected',
+          `${r.objtype === 'r' ? 'tables' : r.objtype === 'S' ? 'sequences' : r.objtype}:${e.grantee}`,
+          null,
+          e.privileges,
+          grantCategory(e.grantee),
+        );
+      }
+    }
+  };
+
+  /* ---------------- who may hold what */
+  const known = new Map<string, (typeof input.known)[number]>();
+  // Prefer a live tenant over an offboarded one with the same slug (slugs are reused after offboarding).
+  for (const t of input.known) {
+    const prev = known.get(t.slug);
+    if (!prev || prev.status === 'offboarded' || prev.status === 'failed') known.set(t.slug, t);
+  }
+  const ownerOf = (slug: string | null): Owner => {
+    const t = slug ? known.get(slug) : undefined;
+    return t ? { tenantId: t.id, tenantSlug: t.slug } : { tenantId: null, tenantSlug: slug };
+  };
+  const busySlugs = new Set(input.known.filter((t) => input.busy.has(t.id)).map((t) => t.slug));
+  const judgedSlugs = new Set(input.tenants.map((t) => t.slug));
+  const judgedBySlug = new Map(input.tenants.map((t) => [t.slug, t]));
+  const holds = (slug: string | null, tiers: Tier[]): boolean => {
+    if (!slug) return false;
+    if (busySlugs.has(slug)) return true;
+    const t = judgedBySlug.get(slug);
+    if (!t) return false;
+    const retained = input.retained.get(t.id);
+    return tiers.includes(t.tier) || (retained !== undefined && tiers.includes(retained));
+  };
+
+  /* ---------------- tenants */
+  const data = obs.contents.get(L.dataDatabase);
+  const dataDb = obs.databases.get(L.dataDatabase);
+  const dataConnect = new Set(dataDb?.connect ?? []);
+  for (const t of input.tenants) {
+    if (t.tier === 'account') continue;
+    const o: Owner = { tenantId: t.id, tenantSlug: t.slug };
+    const name = tenantObjectName(t.slug);
+    const alias = tenantKeyAlias(t.slug);
+    const keyId = obs.keys.get(alias);
+    if (!keyId) push(o, 'key', alias, 'missing', 'exists', true, false);
+    else if (typeof t.outputs.keyId === 'string' && t.outputs.keyId !== keyId)
+      push(o, 'key', alias, 'changed', 'keyId', t.outputs.keyId, keyId);
+    const secretName = tenantSecretName(t.slug);
+    const secret = obs.secrets.get(secretName);
+    if (!secret) push(o, 'secret', secretName, 'missing', 'exists', true, false);
+    else if (secret.keyState !== 'enabled')
+      push(o, 'secret', secretName, 'changed', 'keyState', 'enabled', secret.keyState);
+    else if (secret.keyAlias !== alias)
+      push(o, 'secret', secretName, 'changed', 'keyAlias', alias, secret.keyAlias);
+
+    if (t.tier === 'pool') {
+      const member = obs.poolMembers.get(t.id);
+      const mname = `${L.dataDatabase}.tenantry_meta.pool_members:${t.slug}`;
+      if (member === undefined) push(o, 'pool-membership', mname, 'missing', 'exists', true, false);
+      else if (member !== t.slug) push(o, 'pool-membership', mname, 'changed', 'slug', t.slug, member);
+      continue;
+    }
+    const limits = L.limits[t.tier];
+    if (t.tier === 'bridge') {
+      checkRole(o, name, limits, name);
+      checkTenantSchema(o, L.dataDatabase, data, name, name, t.templateVersion);
+      if (dataDb && !dataConnect.has(name))
+        push(o, 'database', L.dataDatabase, 'missing', `privileges:${name}`, ['CONNECT'], null);
+      continue;
+    }
+    // silo
+    checkRole(o, name, limits, L.siloSchema);
+    const db = obs.databases.get(name);
+    if (!db) {
+      push(o, 'database', name, 'missing', 'exists', true, false);
+    } else {
+      if (db.owner !== L.ownerRole)
+        push(o, 'database', name, 'changed', 'owner', L.ownerRole, db.owner, grantCategory(db.owner));
+      const connect = new Set(db.connect);
+      if (!connect.has(name)) push(o, 'database', name, 'missing', `privileges:${name}`, ['CONNECT'], null);
+      for (const g of connect) {
+        if (g === name || g === db.owner) continue;
+        if (g === 'PUBLIC' || isManagedLoginRole(g))
+          push(o, 'database', name, 'unexpected', `privileges:${g}`, null, ['CONNECT'], 'isolation');
+      }
+      const why = obs.unreachable.get(name);
+      if (why !== undefined) push(o, 'database', name, 'changed', 'reachable', true, why);
+      else checkTenantSchema(o, name, obs.contents.get(name), L.siloSchema, name, t.templateVersion);
+    }
+    // A silo role reaches only its own database (its bridge schema's database during a rollback window).
+    if (dataConnect.has(name) && input.retained.get(t.id) !== 'bridge')
+      push(o, 'database', L.dataDatabase, 'unexpected', `privileges:${name}`, null, ['CONNECT'], 'isolation');
+  }
+
+  /* ---------------- platform: the shared pool and the roles every tenant relies on */
+  checkRole(PLATFORM, L.poolRole, L.limits.pool, L.poolSchema);
+  const owner = obs.roles.get(L.ownerRole);
+  if (!owner) push(PLATFORM, 'role', L.ownerRole, 'missing', 'exists', true, false);
+  else {
+    if (owner.canLogin) push(PLATFORM, 'role', L.ownerRole, 'changed', 'login', false, true, 'isolation');
+    if (owner.bypassRls)
+      push(PLATFORM, 'role', L.ownerRole, 'changed', 'bypassRls', false, true, 'isolation');
+    if (owner.superuser)
+      push(PLATFORM, 'role', L.ownerRole, 'changed', 'superuser', false, true, 'isolation');
+  }
+  if (!dataDb) push(PLATFORM, 'database', L.dataDatabase, 'missing', 'exists', true, false);
+  else {
+    if (dataConnect.has('PUBLIC'))
+      push(
+        PLATFORM,
+        'database',
+        L.dataDatabase,
+        'unexpected',
+        'privileges:PUBLIC',
+        null,
+        ['CONNECT'],
+        'isolation',
+      );
+    if (!dataConnect.has(L.poolRole))
+      push(PLATFORM, 'database', L.dataDatabase, 'missing', `privileges:${L.poolRole}`, ['CONNECT'], null);
+  }
+  // Any other database a managed login role may connect to (the control plane, postgres, another silo).
+  for (const db of obs.databases.values()) {
+    if (db.name === L.dataDatabase || slugOfObject(db.name)) continue;
+    for (const g of db.connect) {
+      if (!isManagedLoginRole(g)) continue;
+      push(
+        ownerOf(slugOfObject(g)),
+        'database',
+        db.name,
+        'unexpected',
+        `privileges:${g}`,
+        null,
+        ['CONNECT'],
+        'isolation',
+      );
+    }
+  }
+  const pool = data?.schemas.get(L.poolSchema);
+  const pname = `${L.dataDatabase}.${L.poolSchema}`;
+  if (data && !pool) push(PLATFORM, 'schema', pname, 'missing', 'exists', true, false);
+  if (data && pool) {
+    if (pool.owner !== L.ownerRole)
+      push(PLATFORM, 'schema', pname, 'changed', 'owner', L.ownerRole, pool.owner, grantCategory(pool.owner));
+    checkAcl(PLATFORM, 'schema', pname, pool.acl, pool.owner, { [L.poolRole]: ['USAGE'] });
+    const tables = data.tables.get(L.poolSchema) ?? [];
+    checkTables(PLATFORM, L.dataDatabase, L.poolSchema, tables, { [L.poolRole]: DML }, true);
+    for (const t of tables) {
+      if (!L.templateTables.includes(t.name)) continue;
+      const policies = data.policies.get(`${L.poolSchema}.${t.name}`) ?? [];
+      const base = `${L.dataDatabase}.${L.poolSchema}.${t.name}`;
+      const ours = policies.find((p) => p.name === L.policyName);
+      if (!ours)
+        push(PLATFORM, 'policy', `${base}.${L.policyName}`, 'missing', 'exists', true, false, 'isolation');
+      else {
+        const pn = `${base}.${L.policyName}`;
+        const check: [string, DriftValue, DriftValue][] = [
+          ['using', L.policyExpression, ours.using],
+          ['withCheck', L.policyExpression, ours.withCheck],
+          ['command', '*', ours.command],
+          ['permissive', true, ours.permissive],
+          ['roles', ['PUBLIC'], ours.roles],
+        ];
+        for (const [field, want, got] of check) {
+          if (JSON.stringify(want) !== JSON.stringify(got))
+            push(PLATFORM, 'policy', pn, 'changed', field, want, got, 'isolation');
+        }
+      }
+      // Any other permissive policy ORs itself into ours; a restrictive one changes what tenants see.
+      for (const p of policies) {
+        if (p.name === L.policyName) continue;
+        push(PLATFORM, 'policy', `${base}.${p.name}`, 'unexpected', 'exists', null, p.using, 'isolation');
+      }
+    }
+    checkDefaultAcl(PLATFORM, L.dataDatabase, data, L.poolSchema, null);
+  }
+  // Tables owned by a login role anywhere else in the shared database (the pool role must own nothing).
+  if (data) {
+    for (const [schema, tables] of data.tables) {
+      if (schema === L.poolSchema || schema.startsWith(TENANT_PREFIX)) continue;
+      for (const t of tables) {
+        if (!isManagedLoginRole(t.owner)) continue;
+        const o = t.owner === L.poolRole ? PLATFORM : ownerOf(slugOfObject(t.owner));
+        push(
+          o,
+          'table',
+          `${L.dataDatabase}.${schema}.${t.name}`,
+          'changed',
+          'owner',
+          L.ownerRole,
+          t.owner,
+          'isolation',
+        );
+      }
+    }
+  }
+
+  /* ---------------- orphans: Tenantry's naming, no live owner */
+  const orphan = (resource: DriftResource, name: string, slug: string | null) => {
+    const o = ownerOf(slug);
+    push(o, resource, name, 'unexpected', 'exists', false, true, 'orphan');
+  };
+  for (const r of obs.roles.keys()) {
+    const slug = slugOfObject(r);
+    if (r.startsWith(TENANT_PREFIX) && !holds(slug, ['bridge', 'silo'])) orphan('role', r, slug);
+  }
+  if (data) {
+    for (const s of data.schemas.keys()) {
+      const slug = slugOfObject(s);
+      if (s.startsWith(TENANT_PREFIX) && !holds(slug, ['bridge']))
+        orphan('schema', `${L.dataDatabase}.${s}`, slug);
+    }
+  }
+  for (const d of obs.databases.keys()) {
+    const slug = slugOfObject(d);
+    if (d.startsWith(TENANT_PREFIX) && !holds(slug, ['silo'])) orphan('database', d, slug);
+  }
+  const judgedById = new Map(input.tenants.map((t) => [t.id, t]));
+  const knownById = new Map(input.known.map((t) => [t.id, t]));
+  for (const [id, slug] of obs.poolMembers) {
+    if (input.busy.has(id)) continue;
+    const t = judgedById.get(id);
+    if (t && (t.tier === 'pool' || input.retained.get(id) === 'pool')) continue;
+    const k = knownById.get(id);
+    push(
+      k ? { tenantId: k.id, tenantSlug: k.slug } : { tenantId: null, tenantSlug: slug },
+      'pool-membership',
+      `${L.dataDatabase}.tenantry_meta.pool_members:${slug}`,
+      'unexpected',
+      'exists',
+      false,
+      true,
+      'orphan',
+    );
+  }
+  for (const s of obs.secrets.values()) {
+    const m = SECRET_RE.exec(s.name);
+    if (!m?.[1]) continue;
+    const slug = m[1];
+    const live = m[2] === 'connection' ? judgedSlugs.has(slug) : false;
+    if (!live && !busySlugs.has(slug)) orphan('secret', s.name, slug);
+  }
+  for (const alias of obs.keys.keys()) {
+    const slug = KEY_RE.exec(alias)?.[1];
+    if (slug && slug !== 'platform' && !judgedSlugs.has(slug) && !busySlugs.has(slug))
+      orphan('key', alias, slug);
+  }
+  return out;
+}

@@ -1,0 +1,595 @@
+import { randomBytes } from 'node:crypto';
+import { TenantryError } from '../domain/errors.js';
+import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
+import type { KeyStore, SecretStore } from '../domain/ports.js';
+import type { TierCatalog } from '../domain/tiers.js';
+import type { DataPlane } from '../engine/dataplane.js';
+import { generatePassword, POOL_SECRET } from '../engine/local.js';
+import {
+  applyGrants,
+  applyRole,
+  databaseProvider,
+  ident,
+  inTransaction,
+  lockDownDatabases,
+  POLICY_NAME,
+  policyExpression,
+  poolMembershipProvider,
+  poolProvider,
+  type Queryable,
+  roleProvider,
+  schemaProvider,
+  type TenantTemplate,
+} from '../providers/postgres/index.js';
+import { lockDatabaseAcl } from '../providers/postgres/sql.js';
+import {
+  type ObservedDatabaseContents,
+  type ObservedFleet,
+  readDatabaseContents,
+  readDatabases,
+  readKeys,
+  readPoolMembers,
+  readRoles,
+  readSecrets,
+} from './catalog.js';
+import { diffLocal, type LocalLayout, slugOfObject } from './diff.js';
+import type {
+  DetectInput,
+  DetectResult,
+  DriftDetector,
+  DriftRemediator,
+  Finding,
+  TenantRecord,
+} from './types.js';
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= items.length) return;
+        out[i] = await fn(items[i] as T);
+      }
+    }),
+  );
+  return out;
+}
+
+/**
+ * Reads the canonical forms Tenantry compares against from the server itself, in a transaction that
+ * is rolled back: the template's tables, and the policy expression exactly as pg_get_expr prints the
+ * one poolProvider writes (rather than a hard-coded string that a server version could print differently).
+ */
+export async function probeCanonical(
+  db: Queryable,
+  template: TenantTemplate,
+  setting: string,
+): Promise<{ tables: string[]; policyExpression: string }> {
+  const schema = `tenantry_drift_probe_${randomBytes(6).toString('hex')}`;
+  await db.query('BEGIN');
+  try {
+    const s = ident(schema);
+    await db.query(
+      [
+        `CREATE SCHEMA ${s}`,
+        `SET LOCAL search_path TO ${s}`,
+        ...[...template.migrations].sort((a, b) => a.version - b.version).map((m) => m.sql),
+      ].join(';\n'),
+    );
+    const { rows: tables } = await db.query<{ t: string }>(
+      `SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1`,
+      [schema],
+    );
+    const first = tables[0]?.t;
+    if (!first) throw new Error('the tenant template creates no tables');
+    const expr = policyExpression(setting);
+    await db.query(
+      `CREATE POLICY ${ident(POLICY_NAME)} ON ${s}.${ident(first)} AS PERMISSIVE FOR ALL TO PUBLIC USING (${expr}) WITH CHECK (${expr})`,
+    );
+    const { rows } = await db.query<{ e: string }>(
+      `SELECT pg_get_expr(p.polqual, p.polrelid) AS e FROM pg_policy p WHERE p.polrelid = $1::regclass`,
+      [`${schema}.${first}`],
+    );
+    const e = rows[0]?.e;
+    if (!e) throw new Error('could not read back the probe policy');
+    return { tables: tables.map((r) => r.t), policyExpression: e };
+  } finally {
+    await db.query('ROLLBACK').catch(() => undefined);
+  }
+}
+
+export interface LocalDriftOptions {
+  /** Silo databases inspected at once (one short session each). */
+  siloConcurrency?: number;
+}
+
+/**
+ * The local target's detector: one pass over the shared catalogs (maintenance session), one over
+ * the shared data database, one per silo database, and one read each of the key and secret store.
+ */
+export class LocalDriftDetector implements DriftDetector {
+  readonly target = 'local' as const;
+  private layout: LocalLayout | undefined;
+
+  constructor(
+    private readonly dp: DataPlane,
+    private readonly control: Queryable,
+    private readonly catalog: TierCatalog,
+    private readonly template: TenantTemplate,
+    private readonly opts: LocalDriftOptions = {},
+  ) {}
+
+  async getLayout(): Promise<LocalLayout> {
+    if (this.layout) return this.layout;
+    const n = this.dp.names;
+    const canonical = await this.dp.withData((db) => probeCanonical(db, this.template, n.tenantSetting));
+    this.layout = {
+      dataDatabase: n.database,
+      ownerRole: n.ownerRole,
+      poolRole: n.poolRole,
+      poolSchema: n.poolSchema,
+      siloSchema: n.siloSchema,
+      policyName: POLICY_NAME,
+      limits: {
+        pool: this.catalog.tiers.pool.role,
+        bridge: this.catalog.tiers.bridge.role,
+        silo: this.catalog.tiers.silo.role,
+      },
+      templateTables: canonical.tables,
+      policyExpression: canonical.policyExpression,
+    };
+    return this.layout;
+  }
+
+  /** Reads the whole fleet's actual state: shared catalogs, the shared database, every silo database, the store. */
+  async observe(): Promise<ObservedFleet> {
+    const n = this.dp.names;
+    const platformRoles = [n.poolRole, n.ownerRole];
+    const [roles, databases, data, poolMembers, secrets, keys] = await Promise.all([
+      readRoles(this.dp.maintenance, platformRoles),
+      readDatabases(this.dp.maintenance),
+      readDatabaseContents(this.dp.data, {
+        schemas: [n.poolSchema],
+        policySchemas: [n.poolSchema],
+        ownerRoles: [n.poolRole],
+      }),
+      readPoolMembers(this.dp.data),
+      readSecrets(this.control),
+      readKeys(this.control),
+    ]);
+    const contents = new Map<string, ObservedDatabaseContents>([[n.database, data]]);
+    const unreachable = new Map<string, string>();
+    // In-database state of a silo lives in its own database: one short session each, bounded.
+    const silos = [...databases.keys()].filter((d) => slugOfObject(d) !== null);
+    await mapLimit(silos, this.opts.siloConcurrency ?? 8, async (name) => {
+      if (databases.get(name)?.allowConnections === false) {
+        unreachable.set(name, 'connections not allowed');
+        return;
+      }
+      try {
+        const c = await this.dp.withDatabase(name, (db) =>
+          readDatabaseContents(db, { schemas: [n.siloSchema], policySchemas: [], ownerRoles: [] }),
+        );
+        contents.set(name, c);
+      } catch (e) {
+        unreachable.set(name, (e as Error).message.slice(0, 200));
+      }
+    });
+    return { roles, databases, contents, unreachable, poolMembers, secrets, keys };
+  }
+
+  async detect(snapshot: () => Promise<DetectInput>): Promise<DetectResult> {
+    const layout = await this.getLayout();
+    const t0 = performance.now();
+    const obs = await this.observe();
+    const t1 = performance.now();
+    // The control plane's view is read after the catalogs: an operation that ran meanwhile marks its tenant busy.
+    const input = await snapshot();
+    const t2 = performance.now();
+    const findings = diffLocal(layout, input, obs);
+    const t3 = performance.now();
+    return {
+      input,
+      findings,
+      timings: { observeMs: t1 - t0, snapshotMs: t2 - t1, diffMs: t3 - t2 },
+    };
+  }
+}
+
+/** A remediation step: its name (recorded on the reconcile operation) and what it does. */
+interface Step {
+  name: string;
+  run: () => Promise<void>;
+}
+
+const hasField = (fs: Finding[], resource: string, pred: (f: Finding) => boolean = () => true) =>
+  fs.some((f) => f.resource === resource && pred(f));
+
+const granteeOf = (field: string): string | null => {
+  const m = /^(?:privileges|tables|sequences):(.+)$/.exec(field);
+  return m?.[1] ?? null;
+};
+
+/**
+ * Repairs findings with the same providers (and the same order) as provisioning: credentials,
+ * role, database, schema, grants, pool membership. Orphans are reported, never dropped: deleting
+ * data is a decision for a person (offboard the tenant, or drop the object by hand).
+ */
+export class LocalDriftRemediator implements DriftRemediator {
+  constructor(
+    private readonly dp: DataPlane,
+    private readonly keys: KeyStore & SecretStore,
+    private readonly catalog: TierCatalog,
+    private readonly template: TenantTemplate,
+  ) {}
+
+  /** Whether remediation can act on a finding at all (the rest stays reported). */
+  remediable(f: Finding): boolean {
+    if (f.category === 'orphan') return false;
+    if (f.resource === 'table' && f.field === 'exists') return false; // a dropped table's data is gone; needs a person
+    if (f.resource === 'key' && f.field === 'keyId') return false; // the record, not the data plane
+    if (f.resource === 'database' && f.field === 'reachable') return false;
+    return true;
+  }
+
+  /** The plan, without running it (the reconcile operation records it before it starts). */
+  plan(tenant: TenantRecord | null, findings: Finding[]): string[] {
+    return this.stepsFor(tenant, findings).map((s) => s.name);
+  }
+
+  /**
+   * Runs one step of the plan. Each step reads what it needs from the store and the findings, never
+   * from an earlier step in memory, so the executor can resume a reconcile operation at any step.
+   */
+  async runStep(tenant: TenantRecord | null, step: string, findings: Finding[]): Promise<void> {
+    const s = this.stepsFor(tenant, findings).find((x) => x.name === step);
+    if (!s) throw new TenantryError('PROVIDER_FAILED', `unknown reconcile step ${step}`);
+    await s.run();
+  }
+
+  private stepsFor(tenant: TenantRecord | null, findings: Finding[]): Step[] {
+    return tenant ? this.tenantSteps(tenant, findings) : this.platformSteps(findings);
+  }
+
+  private tenantSteps(t: TenantRecord, fs: Finding[]): Step[] {
+    if (t.tier === 'account') return [];
+    const n = this.dp.names;
+    const name = tenantObjectName(t.slug);
+    const alias = tenantKeyAlias(t.slug);
+    const secretName = tenantSecretName(t.slug);
+    const limits = this.catalog.tiers[t.tier].role;
+    const bridge = t.tier === 'bridge';
+    const steps: Step[] = [];
+    const keyMissing = hasField(fs, 'key', (f) => f.kind === 'missing');
+    const secretBad = keyMissing || hasField(fs, 'secret');
+    const roleMissing = hasField(fs, 'role', (f) => f.kind === 'missing' && f.name === name);
+    const dbMissing = hasField(fs, 'database', (f) => f.kind === 'missing' && f.field === 'exists');
+    const schemaMissing = hasField(fs, 'schema', (f) => f.kind === 'missing' && f.field === 'exists');
+
+    if (keyMissing)
+      steps.push({ name: 'key', run: async () => void (await this.keys.ensureKey(t.id, alias)) });
+    if (secretBad) {
+      steps.push({
+        name: 'credentials',
+        run: async () => {
+          const base = {
+            tenantId: t.id,
+            tier: t.tier,
+            host: this.dp.host,
+            port: this.dp.port,
+            secretRef: `local-secret://${secretName}`,
+          };
+          if (t.tier === 'pool') {
+            const pw = (await this.keys.getSecret(POOL_SECRET))?.value.password;
+            if (typeof pw !== 'string') throw new Error('pool credentials are missing');
+            await this.keys.putSecret(secretName, alias, {
+              ...base,
+              database: n.database,
+              schema: n.poolSchema,
+              user: n.poolRole,
+              password: pw,
+              tenantSetting: n.tenantSetting,
+            });
+            return;
+          }
+          // A new password: the role step reads it back from this version and sets it on the role.
+          await this.keys.putSecret(secretName, alias, {
+            ...base,
+            database: bridge ? n.database : name,
+            schema: bridge ? name : n.siloSchema,
+            user: name,
+            password: generatePassword(),
+          });
+        },
+      });
+    }
+    if (t.tier === 'pool') {
+      if (hasField(fs, 'pool-membership'))
+        steps.push({
+          name: 'pool-membership',
+          run: () =>
+            this.dp.withData(async (db) => {
+              await poolMembershipProvider.create(db, {
+                schema: n.poolSchema,
+                tenantId: t.id,
+                slug: t.slug,
+                setting: n.tenantSetting,
+              });
+            }),
+        });
+      return steps;
+    }
+    const roleFindings = fs.filter((f) => f.resource === 'role' && f.name === name);
+    if (roleFindings.length > 0 || secretBad) {
+      steps.push({
+        name: 'role',
+        run: async () => {
+          // New credentials (or a re-created role) take the password of the secret's latest version.
+          let password: string | undefined;
+          if (secretBad || roleMissing) {
+            const pw = (await this.keys.getSecret(secretName))?.value.password;
+            if (typeof pw !== 'string')
+              throw new TenantryError('SECRET_UNAVAILABLE', 'tenant credentials are missing');
+            password = pw;
+          }
+          const searchPath = [bridge ? name : n.siloSchema];
+          await this.dp.withMaintenance(async (db) => {
+            await applyRole(db, { name, ...limits, searchPath, ...(password ? { password } : {}) });
+            for (const f of roleFindings) {
+              const m = /^memberOf:(.+)$/.exec(f.field)?.[1];
+              if (m) await db.query(`REVOKE ${ident(m)} FROM ${ident(name)}`);
+            }
+          });
+        },
+      });
+    }
+    const dbFindings = fs.filter((f) => f.resource === 'database');
+    if (!bridge && dbFindings.some((f) => f.name === name)) {
+      steps.push({
+        name: 'database',
+        run: () =>
+          this.dp.withMaintenance(async (db) => {
+            await databaseProvider.create(db, {
+              name,
+              owner: n.ownerRole,
+              ...(dbMissing ? { template: n.siloTemplate } : {}),
+            });
+            for (const f of dbFindings) {
+              const g = granteeOf(f.field);
+              if (f.name === name && f.kind === 'unexpected' && g && g !== 'PUBLIC')
+                await db.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${ident(name)} FROM ${ident(g)}`);
+            }
+          }),
+      });
+    }
+    const strayDataConnect = dbFindings.filter(
+      (f) => f.name === n.database && f.kind === 'unexpected' && granteeOf(f.field) === name,
+    );
+    if (strayDataConnect.length > 0) {
+      steps.push({
+        name: 'revoke-shared-connect',
+        run: () =>
+          this.dp.withData((db) =>
+            inTransaction(db, async () => {
+              await lockDatabaseAcl(db);
+              await db.query(
+                `REVOKE CONNECT, TEMPORARY ON DATABASE ${ident(n.database)} FROM ${ident(name)}`,
+              );
+            }),
+          ),
+      });
+    }
+    const schema = bridge ? name : n.siloSchema;
+    const onDb = <T>(fn: (db: Queryable) => Promise<T>) =>
+      bridge ? this.dp.withData(fn) : this.dp.withDatabase(name, fn);
+    const schemaFindings = fs.filter(
+      (f) => f.resource === 'schema' && f.field !== 'exists' && !granteeOf(f.field),
+    );
+    if (schemaMissing || dbMissing || schemaFindings.length > 0) {
+      steps.push({
+        name: 'schema',
+        run: () =>
+          onDb(async (db) => {
+            await schemaProvider.create(db, { name: schema, owner: n.ownerRole, template: this.template });
+          }),
+      });
+    }
+    const grantFindings = fs.filter(
+      (f) => ['schema', 'table', 'default-privileges'].includes(f.resource) && granteeOf(f.field) !== null,
+    );
+    const ownerFindings = fs.filter((f) => f.resource === 'table' && f.field === 'owner');
+    const needGrants =
+      grantFindings.length > 0 ||
+      ownerFindings.length > 0 ||
+      roleMissing ||
+      schemaMissing ||
+      dbMissing ||
+      dbFindings.some((f) => f.kind === 'missing' && granteeOf(f.field) === name);
+    if (needGrants) {
+      steps.push({
+        name: 'grants',
+        run: () =>
+          onDb((db) =>
+            inTransaction(db, async () => {
+              for (const f of ownerFindings) {
+                const table = f.name.split('.').at(-1) as string;
+                await db.query(`ALTER TABLE ${ident(schema)}.${ident(table)} OWNER TO ${ident(n.ownerRole)}`);
+              }
+              await revokeGrants(db, grantFindings, schema, n.ownerRole, name);
+              await applyGrants(db, {
+                database: bridge ? n.database : name,
+                schema,
+                role: name,
+                owner: n.ownerRole,
+              });
+            }),
+          ),
+      });
+    }
+    return steps;
+  }
+
+  private platformSteps(fs: Finding[]): Step[] {
+    const n = this.dp.names;
+    const steps: Step[] = [];
+    const poolRole = fs.filter((f) => f.resource === 'role' && f.name === n.poolRole);
+    if (poolRole.length > 0) {
+      steps.push({
+        name: 'pool-role',
+        run: () =>
+          this.dp.withMaintenance(async (db) => {
+            const exists = !poolRole.some((f) => f.kind === 'missing');
+            let password: string | undefined;
+            if (!exists) {
+              const pw = (await this.keys.getSecret(POOL_SECRET))?.value.password;
+              password = typeof pw === 'string' ? pw : undefined;
+            }
+            await roleProvider.create(db, {
+              name: n.poolRole,
+              ...this.catalog.tiers.pool.role,
+              searchPath: [n.poolSchema],
+              ...(password ? { password } : {}),
+            });
+            for (const f of poolRole) {
+              const m = /^memberOf:(.+)$/.exec(f.field)?.[1];
+              if (m) await db.query(`REVOKE ${ident(m)} FROM ${ident(n.poolRole)}`);
+            }
+          }),
+      });
+    }
+    const ownerRole = fs.filter(
+      (f) => f.resource === 'role' && f.name === n.ownerRole && f.kind === 'changed',
+    );
+    if (ownerRole.length > 0) {
+      steps.push({
+        name: 'owner-role',
+        run: () =>
+          this.dp.withMaintenance(async (db) => {
+            const attrs = ownerRole.map((f) =>
+              f.field === 'login' ? 'NOLOGIN' : f.field === 'bypassRls' ? 'NOBYPASSRLS' : 'NOSUPERUSER',
+            );
+            await db.query(`ALTER ROLE ${ident(n.ownerRole)} WITH ${[...new Set(attrs)].join(' ')}`);
+          }),
+      });
+    }
+    const poolPrefix = `${n.database}.${n.poolSchema}`;
+    const poolObjects = fs.filter(
+      (f) =>
+        ['schema', 'table', 'policy', 'default-privileges'].includes(f.resource) &&
+        (f.name === poolPrefix || f.name.startsWith(`${poolPrefix}.`)),
+    );
+    const dataDb = fs.filter((f) => f.resource === 'database' && f.name === n.database);
+    if (poolObjects.length > 0 || dataDb.some((f) => f.kind === 'missing')) {
+      steps.push({
+        name: 'pool',
+        run: () =>
+          this.dp.withData(async (db) => {
+            await inTransaction(db, async () => {
+              for (const f of poolObjects.filter((x) => x.resource === 'table' && x.field === 'owner')) {
+                const table = f.name.split('.').at(-1) as string;
+                await db.query(
+                  `ALTER TABLE ${ident(n.poolSchema)}.${ident(table)} OWNER TO ${ident(n.ownerRole)}`,
+                );
+              }
+              await revokeGrants(db, poolObjects, n.poolSchema, n.ownerRole, n.poolRole);
+            });
+            // Re-enables and forces RLS, replaces every policy with the one canonical policy, revokes PUBLIC.
+            await poolProvider.update(db, {
+              schema: n.poolSchema,
+              owner: n.ownerRole,
+              appRole: n.poolRole,
+              database: n.database,
+              setting: n.tenantSetting,
+              template: this.template,
+            });
+          }),
+      });
+    }
+    if (dataDb.some((f) => f.kind === 'unexpected' && granteeOf(f.field) === 'PUBLIC')) {
+      steps.push({
+        name: 'lock-down-shared-database',
+        run: () =>
+          this.dp.withData((db) =>
+            inTransaction(db, async () => {
+              await lockDatabaseAcl(db);
+              await lockDownDatabases(db, [n.database]);
+            }),
+          ),
+      });
+    }
+    const elsewhere = fs.filter(
+      (f) =>
+        f.resource === 'table' &&
+        f.field === 'owner' &&
+        f.name.startsWith(`${n.database}.`) &&
+        !f.name.startsWith(`${poolPrefix}.`),
+    );
+    if (elsewhere.length > 0) {
+      steps.push({
+        name: 'table-ownership',
+        run: () =>
+          this.dp.withData(async (db) => {
+            for (const f of elsewhere) {
+              const [, schema, table] = f.name.split('.');
+              if (schema && table)
+                await db.query(`ALTER TABLE ${ident(schema)}.${ident(table)} OWNER TO ${ident(n.ownerRole)}`);
+            }
+          }),
+      });
+    }
+    const otherDbs = fs.filter(
+      (f) =>
+        f.resource === 'database' && f.name !== n.database && f.kind === 'unexpected' && granteeOf(f.field),
+    );
+    if (otherDbs.length > 0) {
+      steps.push({
+        name: 'revoke-connect',
+        run: () =>
+          this.dp.withMaintenance(async (db) => {
+            for (const f of otherDbs) {
+              const g = granteeOf(f.field) as string;
+              await db.query(
+                `REVOKE CONNECT, TEMPORARY ON DATABASE ${ident(f.name)} FROM ${g === 'PUBLIC' ? 'PUBLIC' : ident(g)}`,
+              );
+            }
+          }),
+      });
+    }
+    return steps;
+  }
+}
+
+/**
+ * Revokes what no one should hold on a schema's objects (PUBLIC, another tenant's role, anyone else),
+ * and resets the expected grantee's privileges on objects where it holds more than it should, before
+ * the provider grants the expected set again (all in the caller's transaction).
+ */
+async function revokeGrants(
+  db: Queryable,
+  findings: Finding[],
+  schema: string,
+  owner: string,
+  role: string,
+): Promise<void> {
+  const who = (g: string) => (g === 'PUBLIC' ? 'PUBLIC' : ident(g));
+  for (const f of findings) {
+    const g = granteeOf(f.field);
+    if (!g || (g === role && f.kind !== 'changed')) continue;
+    if (f.resource === 'table') {
+      const table = f.name.split('.').at(-1) as string;
+      await db.query(`REVOKE ALL ON TABLE ${ident(schema)}.${ident(table)} FROM ${who(g)}`);
+    } else if (f.resource === 'schema') {
+      await db.query(`REVOKE ALL ON SCHEMA ${ident(schema)} FROM ${who(g)}`);
+    } else if (f.resource === 'default-privileges') {
+      const kind = f.field.startsWith('sequences:') ? 'SEQUENCES' : 'TABLES';
+      await db.query(
+        `ALTER DEFAULT PRIVILEGES FOR ROLE ${ident(owner)} IN SCHEMA ${ident(schema)} REVOKE ALL ON ${kind} FROM ${who(g)}`,
+      );
+    }
+  }
+}
+
+export type { ObservedFleet };

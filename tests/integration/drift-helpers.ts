@@ -1,0 +1,170 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import pg from 'pg';
+import pino from 'pino';
+import app, { serverOptions } from '../../control-plane/src/app.js';
+import { type Config, loadConfig } from '../../control-plane/src/config.js';
+import { createToken } from '../../control-plane/src/db/tokens.js';
+import type { Role } from '../../control-plane/src/domain/auth.js';
+import type { DriftService } from '../../control-plane/src/drift/service.js';
+import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
+
+/**
+ * Drift tests get a Postgres cluster of their own (the embedded default, as `npm start` runs it):
+ * roles and databases are cluster-wide, so other test files' tenants would be this control plane's
+ * orphans on the shared test cluster.
+ */
+export interface DriftStack {
+  app: FastifyInstance;
+  runtime: Runtime;
+  config: Config;
+  drift: DriftService;
+  tokens: Record<Role, string>;
+  dataDb: string;
+  sql<T extends pg.QueryResultRow = Record<string, unknown>>(
+    db: string,
+    text: string,
+    params?: unknown[],
+  ): Promise<T[]>;
+  close(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+export async function startDriftStack(env: Record<string, string> = {}): Promise<DriftStack> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-drift-'));
+  fs.chmodSync(dataDir, 0o755);
+  const port = await freePort();
+  const config = loadConfig({
+    TENANTRY_DATA_DIR: dataDir,
+    TENANTRY_EMBEDDED_PG_PORT: String(port),
+    TENANTRY_OPERATION_LEASE_MS: '2000',
+    TENANTRY_DRIFT_SCHEDULE: 'off',
+    LOG_LEVEL: 'silent',
+    ...env,
+  });
+  const log = pino({ level: 'silent' });
+  const runtime = await startRuntime(config, log);
+  const pw = fs.readFileSync(path.join(dataDir, 'pg-superuser.secret'), 'utf8').trim();
+  const url = (db: string) => `postgres://postgres:${encodeURIComponent(pw)}@127.0.0.1:${port}/${db}`;
+  const server = Fastify({ ...serverOptions, loggerInstance: log });
+  await server.register(app, { services: runtime.services });
+  await server.ready();
+  const tokens = {} as Record<Role, string>;
+  for (const role of ['sales-ops', 'sre', 'dataplane', 'admin'] as const) {
+    tokens[role] = (
+      await createToken(runtime.services.db, { name: `test-${role}`, role, createdBy: null })
+    ).token;
+  }
+  return {
+    app: server as unknown as FastifyInstance,
+    runtime,
+    config,
+    drift: runtime.services.drift,
+    tokens,
+    dataDb: 'tenantry_data',
+    async sql(db, text, params = []) {
+      const c = new pg.Client({ connectionString: url(db) });
+      await c.connect();
+      try {
+        return (await c.query(text, params)).rows;
+      } finally {
+        await c.end();
+      }
+    },
+    async close() {
+      await server.close();
+      await runtime.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const auth = (token: string) => ({ authorization: `Bearer ${token}` });
+
+export async function waitForOperation(
+  s: DriftStack,
+  id: string,
+  timeoutMs = 60_000,
+): Promise<{ status: string }> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await s.app.inject({
+      method: 'GET',
+      url: `/v1/operations/${id}`,
+      headers: auth(s.tokens.sre),
+    });
+    const op = res.json() as { status: string };
+    if (['succeeded', 'failed', 'cancelled'].includes(op.status)) return op;
+    if (Date.now() > until) throw new Error(`operation ${id} still ${op.status}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Submits an onboarding; waits for it unless `wait` is false. */
+export async function onboard(
+  s: DriftStack,
+  tier: 'pool' | 'bridge' | 'silo',
+  slug: string,
+  wait = true,
+): Promise<{ slug: string; id: string; operationId: string }> {
+  const res = await s.app.inject({
+    method: 'POST',
+    url: '/v1/tenants',
+    headers: auth(s.tokens['sales-ops']),
+    payload: { slug, name: slug, tier },
+  });
+  if (res.statusCode !== 202) throw new Error(`onboard ${slug}: ${res.statusCode} ${res.body}`);
+  const body = res.json() as { tenant: { id: string }; operation: { id: string } };
+  if (wait) {
+    const op = await waitForOperation(s, body.operation.id);
+    if (op.status !== 'succeeded') throw new Error(`onboard ${slug}: ${JSON.stringify(op)}`);
+  }
+  return { slug, id: body.tenant.id, operationId: body.operation.id };
+}
+
+export async function connection(s: DriftStack, slug: string) {
+  const res = await s.app.inject({
+    method: 'GET',
+    url: `/v1/tenants/${slug}/connection`,
+    headers: auth(s.tokens.dataplane),
+  });
+  if (res.statusCode !== 200) throw new Error(`connection ${slug}: ${res.statusCode} ${res.body}`);
+  return res.json() as {
+    host: string;
+    port: number;
+    database: string;
+    user: string;
+    password: string;
+    schema?: string;
+  };
+}
+
+/** Logs in with the tenant's own descriptor and counts its users: proves the credentials and grants work. */
+export async function tenantCanQuery(s: DriftStack, slug: string): Promise<boolean> {
+  const d = await connection(s, slug);
+  const c = new pg.Client({
+    host: d.host,
+    port: d.port,
+    database: d.database,
+    user: d.user,
+    password: d.password,
+  });
+  try {
+    await c.connect();
+    await c.query('SELECT count(*) FROM users');
+    return true;
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
