@@ -13,6 +13,7 @@ import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
 /** An Engine whose steps fail on cue: the executor's state machine against the real control database. */
 class ScriptedEngine implements Engine {
   readonly target = 'local' as const;
+  readonly rollsBackFailedOnboarding = true;
   calls: string[] = [];
   failures = new Map<string, Error[]>();
   supportsTier(tier: Tier) {

@@ -37,6 +37,12 @@ export type StepOutputs = Record<string, string | number | boolean | null>;
  */
 export interface Engine {
   readonly target: Target;
+  /**
+   * Whether a terminally failed onboarding is undone through the offboarding steps (local: cheap and
+   * exact). Where undoing is costly or irreversible (aws: RDS snapshots, account closure quotas), the
+   * failed operation is kept as it is, to be resumed from the failed step once the cause is fixed.
+   */
+  readonly rollsBackFailedOnboarding: boolean;
   supportsTier(tier: Tier): boolean;
   steps(kind: 'onboard' | 'offboard', tier: Tier): string[];
   /** Steps of a promotion (or of its rollback, when params.rollbackOf is set). */

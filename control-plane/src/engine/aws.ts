@@ -36,6 +36,7 @@ export interface AwsEngineOptions {
  */
 export class AwsEngine implements Engine {
   readonly target = 'aws' as const;
+  readonly rollsBackFailedOnboarding = false;
   private readonly pool: PulumiPool;
   private readonly secrets: SecretsManagerClient;
 

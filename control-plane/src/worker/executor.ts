@@ -491,7 +491,11 @@ export class OperationExecutor {
   ): Promise<void> {
     const reason = safeMessage(cause);
     let cleanup = '';
-    if (op.kind === 'onboard' && this.engine.supportsTier(tenant.tier)) {
+    if (
+      op.kind === 'onboard' &&
+      this.engine.rollsBackFailedOnboarding &&
+      this.engine.supportsTier(tenant.tier)
+    ) {
       const ok = await this.compensate(
         op,
         tenant,
