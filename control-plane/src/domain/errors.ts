@@ -1,6 +1,7 @@
 /**
- * Domain errors carry a stable code. The HTTP mapping lives in one place
- * (plugins/errors.ts) and a table-driven test pins it.
+ * Domain errors carry a stable code. The code → HTTP status map lives in one place
+ * (http/errors.ts, applied by the error handler in plugins/errors.ts), and a table-driven
+ * test (tests/unit/errors.test.ts) pins it.
  */
 export const ERROR_CODES = [
   'VALIDATION_FAILED',
@@ -16,7 +17,6 @@ export const ERROR_CODES = [
   'CONFIRMATION_REQUIRED',
   'IDEMPOTENCY_KEY_REUSED',
   'TIER_NOT_AVAILABLE_ON_TARGET',
-  'INVALID_TIER',
   'PROMOTION_NOT_ALLOWED',
   'ROLLBACK_NOT_AVAILABLE',
   'PAYLOAD_TOO_LARGE',

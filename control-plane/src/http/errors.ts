@@ -23,7 +23,6 @@ export function httpStatusFor(code: ErrorCode): number {
       return 413;
     case 'IDEMPOTENCY_KEY_REUSED':
     case 'TIER_NOT_AVAILABLE_ON_TARGET':
-    case 'INVALID_TIER':
     case 'PROMOTION_NOT_ALLOWED':
       return 422;
     case 'ROLLBACK_NOT_AVAILABLE':
