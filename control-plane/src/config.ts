@@ -2,6 +2,7 @@ import path from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parseCrontab } from 'graphile-worker';
+import { ADMIN_TOKEN_MIN_LENGTH, TOKEN_CHARS, TOKEN_MAX_LENGTH } from './domain/auth.js';
 
 /**
  * The one place that reads the environment. Everything else receives a Config.
@@ -19,7 +20,14 @@ const Env = Type.Object({
   TENANTRY_DATAPLANE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   TENANTRY_EMBEDDED_PG_PORT: Type.Integer({ minimum: 1024, maximum: 65535, default: 54329 }),
   TENANTRY_TARGET: Type.Union([Type.Literal('local'), Type.Literal('aws')], { default: 'local' }),
-  TENANTRY_ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 24 })),
+  /** Must be a token the Authorization header parser accepts (plugins/auth.ts). */
+  TENANTRY_ADMIN_TOKEN: Type.Optional(
+    Type.String({
+      minLength: ADMIN_TOKEN_MIN_LENGTH,
+      maxLength: TOKEN_MAX_LENGTH,
+      pattern: `^${TOKEN_CHARS}+$`,
+    }),
+  ),
   TENANTRY_ROLE: Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('worker')], {
     default: 'all',
   }),

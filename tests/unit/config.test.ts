@@ -35,9 +35,18 @@ describe('config', () => {
     [{ TENANTRY_TARGET: 'gcp' }, 'TENANTRY_TARGET'],
     [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
     [{ TENANTRY_ADMIN_TOKEN: 'short' }, 'TENANTRY_ADMIN_TOKEN'],
+    [{ TENANTRY_ADMIN_TOKEN: 'has spaces in it, which no header can carry' }, 'TENANTRY_ADMIN_TOKEN'],
+    [{ TENANTRY_ADMIN_TOKEN: 'quote"and;semicolon-are-not-token-chars' }, 'TENANTRY_ADMIN_TOKEN'],
+    [{ TENANTRY_ADMIN_TOKEN: 'x'.repeat(201) }, 'TENANTRY_ADMIN_TOKEN'],
   ])('fails at boot naming the variable to fix: %o', (env, name) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(name);
+  });
+
+  it('accepts exactly the admin tokens the Authorization header parser accepts', () => {
+    for (const token of ['a'.repeat(24), 'x'.repeat(200), 'tnt_AZaz09-._~+/=padding==']) {
+      expect(loadConfig({ TENANTRY_ADMIN_TOKEN: token }).adminToken).toBe(token);
+    }
   });
 
   it('the aws target needs its backend, region and platform settings, and passes only the Pulumi environment to it', () => {

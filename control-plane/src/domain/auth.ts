@@ -31,3 +31,15 @@ export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
 };
 
 export const can = (role: Role, p: Permission): boolean => ROLE_PERMISSIONS[role].has(p);
+
+/**
+ * What a bearer token may look like (RFC 6750 b64token characters, bounded length). The auth
+ * header parser and the TENANTRY_ADMIN_TOKEN config check share it, so a configured token is
+ * always one the API accepts.
+ */
+export const TOKEN_CHARS = '[A-Za-z0-9_\\-.~+/=]';
+export const TOKEN_MAX_LENGTH = 200;
+/** Tokens presented in a header: at least 16 characters (generated ones are much longer). */
+export const TOKEN_MIN_LENGTH = 16;
+/** A configured admin token must be longer than the bare minimum a header may carry. */
+export const ADMIN_TOKEN_MIN_LENGTH = 24;

@@ -2,7 +2,14 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Db } from '../db/db.js';
 import { hashToken, type TokenInfo, tokenByHash } from '../db/tokens.js';
-import { can, type Permission, type Role } from '../domain/auth.js';
+import {
+  can,
+  type Permission,
+  type Role,
+  TOKEN_CHARS,
+  TOKEN_MAX_LENGTH,
+  TOKEN_MIN_LENGTH,
+} from '../domain/auth.js';
 import { TenantryError } from '../domain/errors.js';
 
 export interface Principal {
@@ -45,9 +52,11 @@ export class TokenCache {
   }
 }
 
+const BEARER = new RegExp(`^Bearer (${TOKEN_CHARS}{${TOKEN_MIN_LENGTH},${TOKEN_MAX_LENGTH}})$`);
+
 async function authenticate(cache: TokenCache, request: FastifyRequest): Promise<Principal> {
   const header = request.headers.authorization;
-  const m = typeof header === 'string' ? /^Bearer ([A-Za-z0-9_\-.~+/=]{16,200})$/.exec(header) : null;
+  const m = typeof header === 'string' ? BEARER.exec(header) : null;
   if (!m?.[1]) throw new TenantryError('UNAUTHENTICATED', 'send Authorization: Bearer <token>');
   const info = await cache.lookup(m[1]);
   if (!info) throw new TenantryError('UNAUTHENTICATED', 'the token is unknown or revoked');
