@@ -1,4 +1,9 @@
+import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import app, { serverOptions } from '../../control-plane/src/app.js';
+import { Db } from '../../control-plane/src/db/db.js';
+import { Metrics } from '../../control-plane/src/metrics.js';
+import { TokenCache } from '../../control-plane/src/plugins/auth.js';
 import {
   auth,
   connectionOf,
@@ -9,6 +14,7 @@ import {
   type TestStack,
   waitForOperation,
 } from '../helpers/runtime.js';
+import { freePort } from '../helpers/server.js';
 
 let s: TestStack;
 beforeAll(async () => {
@@ -382,7 +388,37 @@ describe('connection descriptor', () => {
 describe('service endpoints', () => {
   it('reports health', async () => {
     const res = await s.app.inject({ method: 'GET', url: '/healthz' });
+    expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({ status: 'ok', target: 'local' });
+  });
+
+  it('answers 503 DATABASE_UNAVAILABLE (not 500) when the control database is unreachable', async () => {
+    const port = await freePort(); // nothing listens there
+    const db = new Db(`postgres://nobody@127.0.0.1:${port}/nowhere`, 1);
+    const down = Fastify({ ...serverOptions, logger: false });
+    await down.register(app, {
+      services: { ...s.runtime.services, db, metrics: new Metrics(db), tokenCache: new TokenCache(db) },
+    });
+    try {
+      for (const req of [
+        { method: 'GET' as const, url: '/healthz', headers: {} },
+        { method: 'GET' as const, url: '/metrics', headers: {} },
+        // The token lookup itself needs the database.
+        { method: 'GET' as const, url: '/v1/tenants', headers: auth(s.tokens['sales-ops']) },
+      ]) {
+        const res = await down.inject(req);
+        expect(res.statusCode, req.url).toBe(503);
+        expect(res.json().error).toMatchObject({
+          code: 'DATABASE_UNAVAILABLE',
+          requestId: expect.any(String),
+        });
+        expect(res.body).not.toContain(String(port)); // no internals echoed
+        expect(res.body).not.toContain('ECONNREFUSED');
+      }
+    } finally {
+      await down.close();
+      await db.close();
+    }
   });
 
   it('exposes Prometheus metrics for operations, step durations and tenants', async () => {
@@ -412,6 +448,15 @@ describe('service endpoints', () => {
       '/metrics',
     ]) {
       expect(Object.keys(doc.paths)).toContain(p);
+    }
+    // Every operation documents the server-side failures it can answer with.
+    for (const [p, ops] of Object.entries(
+      doc.paths as Record<string, Record<string, { responses: object }>>,
+    )) {
+      if (p.startsWith('/docs')) continue;
+      for (const [method, op] of Object.entries(ops)) {
+        expect(Object.keys(op.responses), `${method} ${p}`).toEqual(expect.arrayContaining(['500', '503']));
+      }
     }
   });
 

@@ -27,6 +27,7 @@ export function httpStatusFor(code: ErrorCode): number {
       return 422;
     case 'ROLLBACK_NOT_AVAILABLE':
       return 409;
+    case 'DATABASE_UNAVAILABLE':
     case 'DATAPLANE_UNAVAILABLE':
     case 'SECRET_UNAVAILABLE':
       return 503;
@@ -38,4 +39,38 @@ export function httpStatusFor(code: ErrorCode): number {
       return unreachable;
     }
   }
+}
+
+const CONNECTION_ERRNO = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+]);
+// SQLSTATE: admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections.
+const UNAVAILABLE_SQLSTATE = new Set(['57P01', '57P02', '57P03', '53300']);
+
+/**
+ * A database that is unreachable or refusing sessions (as opposed to a query that failed):
+ * the service is unavailable for now, and a retry may succeed. Checks socket errno codes,
+ * SQLSTATE class 08 (connection exception) and the server's shutdown/overload states.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    if (CONNECTION_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || /^08[0-9A-Z]{3}$/.test(code))
+      return true;
+  }
+  const inner = (err as { errors?: unknown }).errors; // AggregateError of a multi-address connect
+  if (Array.isArray(inner) && inner.some(isDatabaseUnavailable)) return true;
+  const message = (err as { message?: unknown }).message;
+  return (
+    typeof message === 'string' &&
+    /^(Connection terminated|timeout exceeded when trying to connect)/.test(message)
+  );
 }

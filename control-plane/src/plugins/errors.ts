@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { isTenantryError, TenantryError } from '../domain/errors.js';
-import { httpStatusFor } from '../http/errors.js';
+import { httpStatusFor, isDatabaseUnavailable } from '../http/errors.js';
 
 /** Every error leaves as `{error: {code, message, requestId}}`; a 5xx never echoes internals. */
 export default fp(
@@ -21,6 +21,10 @@ export default fp(
       ) {
         // Fastify's own client errors (bad JSON, unsupported media type): safe to echo.
         e = new TenantryError('VALIDATION_FAILED', err.message);
+      } else if (isDatabaseUnavailable(err)) {
+        e = new TenantryError('DATABASE_UNAVAILABLE', 'the database is unavailable; retry later', {
+          retryable: true,
+        });
       } else {
         e = new TenantryError('INTERNAL', 'internal error');
       }

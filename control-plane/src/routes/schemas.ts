@@ -14,7 +14,13 @@ export const ErrorBody = Type.Object(
 );
 export type ErrorBodyT = Static<typeof ErrorBody>;
 
-export const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, ErrorBody]));
+/**
+ * The error responses of a route, for its schema and the OpenAPI document. Every route can
+ * answer 500 (INTERNAL) and 503 (DATABASE_UNAVAILABLE: the control-plane database is
+ * unreachable), so both are always declared; pass the route's own 4xx codes.
+ */
+export const errors = (...codes: number[]) =>
+  Object.fromEntries([...new Set([...codes, 500, 503])].map((c) => [c, ErrorBody]));
 
 export const TierT = Type.Union([
   Type.Literal('pool'),
