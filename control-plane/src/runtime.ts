@@ -88,8 +88,9 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     const templates = loadTemplates(config.templatesDir);
     const keys = new LocalKeyStore(db, loadRootKey(config.dataDir));
     const metrics = new Metrics(db);
-    // The executor is built below; the drift sweep drives its reconcile operations through it.
+    // The executors are built below; the drift sweep drives its reconcile operations through one.
     let executor: OperationExecutor | undefined;
+    let driftRunner: OperationExecutor | undefined;
     const driftDeps = {
       db,
       log,
@@ -97,8 +98,10 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       schedule: config.driftSchedule,
       maxAttempts: config.operationMaxAttempts,
       remediationTimeoutMs: config.driftRemediationTimeoutMs,
+      // A runner of its own: the worker's executor may claim the same operation from the job queue,
+      // and one runner id on both sides would let both run it.
       runOperation: async (id: string) => {
-        await executor?.run(id);
+        await driftRunner?.run(id);
       },
     };
     let engine: Engine;
@@ -138,6 +141,11 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       maxAttempts: config.operationMaxAttempts,
     });
     executor = new OperationExecutor(db, engine, log.child({ component: 'worker' }), metrics, {
+      maxAttempts: config.operationMaxAttempts,
+      leaseMs: config.operationLeaseMs,
+      reconciler: drift.remediator,
+    });
+    driftRunner = new OperationExecutor(db, engine, log.child({ component: 'drift-runner' }), metrics, {
       maxAttempts: config.operationMaxAttempts,
       leaseMs: config.operationLeaseMs,
       reconciler: drift.remediator,
