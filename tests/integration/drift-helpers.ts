@@ -24,6 +24,7 @@ export interface DriftStack {
   drift: DriftService;
   tokens: Record<Role, string>;
   dataDb: string;
+  controlDb: string;
   sql<T extends pg.QueryResultRow = Record<string, unknown>>(
     db: string,
     text: string,
@@ -73,6 +74,7 @@ export async function startDriftStack(env: Record<string, string> = {}): Promise
     drift: runtime.services.drift,
     tokens,
     dataDb: 'tenantry_data',
+    controlDb: 'tenantry',
     async sql(db, text, params = []) {
       const c = new pg.Client({ connectionString: url(db) });
       await c.connect();

@@ -9,6 +9,11 @@ import {
   tenantCanQuery,
 } from './drift-helpers.js';
 
+/**
+ * Drift detection and repair on the local target, against a real embedded Postgres of its own: each
+ * out-of-band change is made with superuser SQL behind Tenantry's back, found by a sweep with the
+ * right resource, kind and field, and (under `remediate`) repaired and confirmed by a re-observe.
+ */
 let s: DriftStack;
 const T = {
   pool: 'acme-pool',
@@ -19,6 +24,8 @@ const T = {
   silo: 'acme-silo',
 };
 const ids: Record<string, string> = {};
+const DATA = 'tenantry_data';
+const obj = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
 
 beforeAll(async () => {
   s = await startDriftStack();
@@ -45,22 +52,558 @@ async function setPolicy(body: Record<string, unknown>) {
     payload: { ignoreFields: [], ...body },
   });
   expect(res.statusCode).toBe(200);
+  return res.json() as { items: { scope: string; mode: string | null; ignoreFields: string[] }[] };
 }
 
-const pick = (r: SweepResult, f: { name?: string; field?: string; resource?: string; kind?: string }) =>
-  r.findings.filter(
-    (x) =>
-      (f.name === undefined || x.name === f.name) &&
-      (f.field === undefined || x.field === f.field) &&
-      (f.resource === undefined || x.resource === f.resource) &&
-      (f.kind === undefined || x.kind === f.kind),
-  );
+type F = SweepResult['findings'][number];
+const pick = (r: SweepResult, f: Partial<Pick<F, 'name' | 'field' | 'resource' | 'kind' | 'tenantId'>>) =>
+  r.findings.filter((x) => Object.entries(f).every(([k, v]) => x[k as keyof F] === v));
 
-describe('drift sweep', () => {
-  it('finds nothing on a clean fleet', async () => {
+const roleLimit = async (role: string) =>
+  (
+    await s.sql<{ n: number }>('postgres', 'SELECT rolconnlimit AS n FROM pg_roles WHERE rolname = $1', [
+      role,
+    ])
+  )[0]?.n;
+
+describe('a clean fleet', () => {
+  it('produces zero findings and judges every active tenant', async () => {
     const r = await sweep();
     expect(r.findings).toEqual([]);
+    expect(r.run.status).toBe('succeeded');
     expect(r.run.tenantsChecked).toBe(Object.keys(T).length);
     expect(r.run.skipped).toEqual([]);
+    expect(r.run.summary).toMatchObject({ findings: 0, open: 0, ignored: 0 });
+  });
+});
+
+describe('report mode (the default)', () => {
+  it('reports a changed role limit with its kind, field, desired and actual values, and changes nothing', async () => {
+    const role = obj(T.bridge2);
+    const before = await roleLimit(role);
+    await s.sql(DATA, `ALTER ROLE ${role} CONNECTION LIMIT 97`);
+    const r = await sweep();
+    expect(r.findings).toEqual([
+      expect.objectContaining({
+        tenantId: ids[T.bridge2],
+        tenantSlug: T.bridge2,
+        resource: 'role',
+        name: role,
+        kind: 'changed',
+        field: 'connectionLimit',
+        desired: before,
+        actual: 97,
+        category: 'state',
+        resolution: 'open',
+      }),
+    ]);
+    expect(r.run.remediation).toEqual([]);
+    expect(await roleLimit(role)).toBe(97);
+
+    const drift = await s.app.inject({
+      method: 'GET',
+      url: `/v1/tenants/${T.bridge2}/drift`,
+      headers: auth(s.tokens['sales-ops']),
+    });
+    expect(drift.statusCode).toBe(200);
+    expect(drift.json()).toMatchObject({
+      tenantSlug: T.bridge2,
+      runId: r.run.id,
+      skipped: null,
+      findings: [{ resource: 'role', field: 'connectionLimit', actual: 97, resolution: 'open' }],
+    });
+    const clean = await s.app.inject({
+      method: 'GET',
+      url: `/v1/tenants/${T.bridge}/drift`,
+      headers: auth(s.tokens.sre),
+    });
+    expect(clean.json().findings).toEqual([]);
+    await s.sql(DATA, `ALTER ROLE ${role} CONNECTION LIMIT ${before}`);
+  });
+
+  it('does not report a field the tenant policy ignores, and counts it as ignored', async () => {
+    const role = obj(T.bridge2);
+    const before = await roleLimit(role);
+    await s.sql(DATA, `ALTER ROLE ${role} CONNECTION LIMIT 96`);
+    await setPolicy({ tenant: T.bridge2, mode: null, ignoreFields: ['role.connectionLimit'] });
+    try {
+      const r = await sweep();
+      expect(pick(r, { tenantId: ids[T.bridge2] })).toEqual([]);
+      expect(r.run.summary.ignored).toBe(1);
+      // The ignore is the tenant's own: the same change on another tenant is reported.
+      await s.sql(DATA, `ALTER ROLE ${obj(T.bridge3)} CONNECTION LIMIT 95`);
+      const r2 = await sweep();
+      expect(pick(r2, { field: 'connectionLimit' }).map((f) => f.tenantSlug)).toEqual([T.bridge3]);
+    } finally {
+      await setPolicy({ tenant: T.bridge2, mode: null, ignoreFields: [] });
+      await s.sql(DATA, `ALTER ROLE ${role} CONNECTION LIMIT ${before}`);
+      await s.sql(DATA, `ALTER ROLE ${obj(T.bridge3)} CONNECTION LIMIT ${before}`);
+    }
+    expect((await sweep()).findings).toEqual([]);
+  });
+
+  it('rejects a malformed policy with 400 and an unknown tenant with 404', async () => {
+    const bad = await s.app.inject({
+      method: 'PUT',
+      url: '/v1/drift-policies',
+      headers: auth(s.tokens.sre),
+      payload: { mode: 'fix-everything', ignoreFields: [] },
+    });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.code).toBe('VALIDATION_FAILED');
+    const both = await s.app.inject({
+      method: 'PUT',
+      url: '/v1/drift-policies',
+      headers: auth(s.tokens.sre),
+      payload: { tier: 'pool', tenant: T.pool, mode: 'report', ignoreFields: [] },
+    });
+    expect(both.statusCode).toBe(400);
+    const missing = await s.app.inject({
+      method: 'PUT',
+      url: '/v1/drift-policies',
+      headers: auth(s.tokens.sre),
+      payload: { tenant: 'no-such-tenant', mode: 'report', ignoreFields: [] },
+    });
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json().error.code).toBe('TENANT_NOT_FOUND');
+  });
+});
+
+interface Case {
+  what: string;
+  inject: () => Promise<unknown>;
+  expected: Partial<F>;
+  /** Checks the real state after remediation, beyond the finding being gone. */
+  after?: () => Promise<void>;
+}
+
+const superCount = async (db: string, sql: string, params: unknown[] = []) =>
+  Number((await s.sql<{ n: string }>(db, sql, params))[0]?.n);
+
+const CASES: Case[] = [
+  {
+    what: 'a dropped bridge schema',
+    inject: () => s.sql(DATA, `DROP SCHEMA ${obj(T.bridge2)} CASCADE`),
+    expected: {
+      tenantSlug: T.bridge2,
+      resource: 'schema',
+      name: `${DATA}.${obj(T.bridge2)}`,
+      kind: 'missing',
+      field: 'exists',
+    },
+    after: async () => expect(await tenantCanQuery(s, T.bridge2)).toBe(true),
+  },
+  {
+    what: 'a bridge table granted to PUBLIC',
+    inject: () => s.sql(DATA, `GRANT SELECT, UPDATE ON ${obj(T.bridge)}.users TO PUBLIC`),
+    expected: {
+      tenantSlug: T.bridge,
+      resource: 'table',
+      name: `${DATA}.${obj(T.bridge)}.users`,
+      kind: 'unexpected',
+      field: 'privileges:PUBLIC',
+      actual: ['SELECT', 'UPDATE'],
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        await superCount(
+          DATA,
+          `SELECT count(*) AS n FROM pg_class c, aclexplode(c.relacl) a
+            WHERE c.oid = '${obj(T.bridge)}.users'::regclass AND a.grantee = 0`,
+        ),
+      ).toBe(0),
+  },
+  {
+    what: "a grant that lets one tenant's role reach another tenant's table",
+    inject: () => s.sql(DATA, `GRANT SELECT ON ${obj(T.bridge)}.documents TO ${obj(T.bridge3)}`),
+    expected: {
+      tenantSlug: T.bridge,
+      resource: 'table',
+      name: `${DATA}.${obj(T.bridge)}.documents`,
+      kind: 'unexpected',
+      field: `privileges:${obj(T.bridge3)}`,
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        (
+          await s.sql<{ ok: boolean }>(DATA, `SELECT has_table_privilege($1, $2, 'SELECT') AS ok`, [
+            obj(T.bridge3),
+            `${obj(T.bridge)}.documents`,
+          ])
+        )[0]?.ok,
+      ).toBe(false),
+  },
+  {
+    what: 'RLS disabled on a pool table',
+    inject: () => s.sql(DATA, 'ALTER TABLE pool.documents DISABLE ROW LEVEL SECURITY'),
+    expected: {
+      tenantId: null,
+      resource: 'table',
+      name: `${DATA}.pool.documents`,
+      kind: 'changed',
+      field: 'rlsEnabled',
+      desired: true,
+      actual: false,
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        await superCount(
+          DATA,
+          `SELECT count(*) AS n FROM pg_class WHERE oid = 'pool.documents'::regclass AND relrowsecurity`,
+        ),
+      ).toBe(1),
+  },
+  {
+    what: 'RLS no longer forced on a pool table',
+    inject: () => s.sql(DATA, 'ALTER TABLE pool.users NO FORCE ROW LEVEL SECURITY'),
+    expected: {
+      tenantId: null,
+      resource: 'table',
+      name: `${DATA}.pool.users`,
+      kind: 'changed',
+      field: 'rlsForced',
+      desired: true,
+      actual: false,
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        await superCount(
+          DATA,
+          `SELECT count(*) AS n FROM pg_class WHERE oid = 'pool.users'::regclass AND relforcerowsecurity`,
+        ),
+      ).toBe(1),
+  },
+  {
+    what: 'a pool policy loosened with an OR branch',
+    inject: () =>
+      s.sql(
+        DATA,
+        `ALTER POLICY tenant_isolation ON pool.settings
+           USING (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid) OR true)`,
+      ),
+    expected: {
+      tenantId: null,
+      resource: 'policy',
+      name: `${DATA}.pool.settings.tenant_isolation`,
+      kind: 'changed',
+      field: 'using',
+      category: 'isolation',
+    },
+    after: async () => {
+      const [p] = await s.sql<{ e: string }>(
+        DATA,
+        `SELECT pg_get_expr(polqual, polrelid) AS e FROM pg_policy WHERE polrelid = 'pool.settings'::regclass`,
+      );
+      expect(p?.e).not.toMatch(/\bOR\b/i);
+      expect(p?.e).toContain('current_setting');
+    },
+  },
+  {
+    what: 'an extra permissive pool policy (ORed into the tenant policy)',
+    inject: () => s.sql(DATA, 'CREATE POLICY open_door ON pool.users FOR SELECT USING (true)'),
+    expected: {
+      tenantId: null,
+      resource: 'policy',
+      name: `${DATA}.pool.users.open_door`,
+      kind: 'unexpected',
+      field: 'exists',
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        await superCount(DATA, `SELECT count(*) AS n FROM pg_policy WHERE polrelid = 'pool.users'::regclass`),
+      ).toBe(1),
+  },
+  {
+    what: 'a dropped silo role',
+    inject: async () => {
+      const role = obj(T.silo);
+      await s.sql(obj(T.silo), `DROP OWNED BY ${role}`);
+      await s.sql(DATA, `DROP OWNED BY ${role}`);
+      await s.sql('postgres', `REVOKE ALL ON DATABASE ${obj(T.silo)} FROM ${role}`);
+      await s.sql('postgres', `DROP ROLE ${role}`);
+    },
+    expected: { tenantSlug: T.silo, resource: 'role', name: obj(T.silo), kind: 'missing', field: 'exists' },
+    after: async () => expect(await tenantCanQuery(s, T.silo)).toBe(true),
+  },
+  {
+    what: 'a changed role limit',
+    inject: () => s.sql('postgres', `ALTER ROLE ${obj(T.bridge3)} CONNECTION LIMIT 3`),
+    expected: {
+      tenantSlug: T.bridge3,
+      resource: 'role',
+      name: obj(T.bridge3),
+      kind: 'changed',
+      field: 'connectionLimit',
+      actual: 3,
+    },
+    after: async () => expect(await roleLimit(obj(T.bridge3))).toBe(20),
+  },
+  {
+    what: "a pool tenant's deleted secret",
+    inject: () =>
+      s.sql(s.controlDb, 'DELETE FROM local_secrets WHERE name = $1', [`tenantry/${T.pool2}/connection`]),
+    expected: {
+      tenantSlug: T.pool2,
+      resource: 'secret',
+      name: `tenantry/${T.pool2}/connection`,
+      kind: 'missing',
+      field: 'exists',
+    },
+    after: async () => {
+      const d = await connection(s, T.pool2);
+      expect(d).toMatchObject({ tenantId: ids[T.pool2], tier: 'pool', tenantSetting: 'app.tenant_id' });
+    },
+  },
+  {
+    what: "a bridge tenant's deleted secret (new credentials reach the role)",
+    inject: () =>
+      s.sql(s.controlDb, 'DELETE FROM local_secrets WHERE name = $1', [`tenantry/${T.bridge3}/connection`]),
+    expected: {
+      tenantSlug: T.bridge3,
+      resource: 'secret',
+      name: `tenantry/${T.bridge3}/connection`,
+      kind: 'missing',
+      field: 'exists',
+    },
+    after: async () => expect(await tenantCanQuery(s, T.bridge3)).toBe(true),
+  },
+  {
+    what: 'CONNECT granted to PUBLIC on a silo database',
+    inject: () => s.sql('postgres', `GRANT CONNECT ON DATABASE ${obj(T.silo)} TO PUBLIC`),
+    expected: {
+      tenantSlug: T.silo,
+      resource: 'database',
+      name: obj(T.silo),
+      kind: 'unexpected',
+      field: 'privileges:PUBLIC',
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        await superCount(
+          'postgres',
+          `SELECT count(*) AS n FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = $1 AND a.grantee = 0`,
+          [obj(T.silo)],
+        ),
+      ).toBe(0),
+  },
+  {
+    what: 'BYPASSRLS on the pool login role',
+    inject: () => s.sql('postgres', `ALTER ROLE ${DATA}_pool BYPASSRLS`),
+    expected: {
+      tenantId: null,
+      resource: 'role',
+      name: `${DATA}_pool`,
+      kind: 'changed',
+      field: 'bypassRls',
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        await superCount(
+          'postgres',
+          `SELECT count(*) AS n FROM pg_roles WHERE rolname = $1 AND rolbypassrls`,
+          [`${DATA}_pool`],
+        ),
+      ).toBe(0),
+  },
+  {
+    what: 'a pool table owned by the pool login role',
+    inject: () => s.sql(DATA, `ALTER TABLE pool.documents OWNER TO ${DATA}_pool`),
+    expected: {
+      tenantId: null,
+      resource: 'table',
+      name: `${DATA}.pool.documents`,
+      kind: 'changed',
+      field: 'owner',
+      actual: `${DATA}_pool`,
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        (
+          await s.sql<{ o: string }>(
+            DATA,
+            `SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 'pool.documents'::regclass`,
+          )
+        )[0]?.o,
+      ).toBe(`${DATA}_owner`),
+  },
+];
+
+describe('remediate mode', () => {
+  beforeAll(async () => {
+    await setPolicy({ mode: 'remediate' });
+  });
+  afterAll(async () => {
+    await setPolicy({ mode: 'report' });
+  });
+
+  it.each(CASES)('detects and repairs $what', async (c) => {
+    await c.inject();
+    const r = await sweep();
+    const hits = pick(r, {
+      ...(c.expected.resource ? { resource: c.expected.resource } : {}),
+      ...(c.expected.name ? { name: c.expected.name } : {}),
+      ...(c.expected.field ? { field: c.expected.field } : {}),
+    });
+    expect(hits, JSON.stringify(r.findings)).toEqual([
+      expect.objectContaining({ ...c.expected, resolution: 'repaired' }),
+    ]);
+    // Every finding of the sweep (the injected one and its consequences) was repaired.
+    expect(r.findings.filter((f) => f.resolution !== 'repaired')).toEqual([]);
+    expect(r.run.summary).toMatchObject({ open: 0, unrepaired: 0 });
+    const tenantId = hits[0]?.tenantId ?? null;
+    const rec = r.run.remediation.find((x) => x.tenantId === tenantId);
+    expect(rec).toMatchObject({ status: 'succeeded', remaining: 0 });
+    if (tenantId) {
+      // A tenant's repair is a reconcile operation, visible through the operations API and audited.
+      const op = await s.app.inject({
+        method: 'GET',
+        url: `/v1/operations/${rec?.operationId}`,
+        headers: auth(s.tokens.sre),
+      });
+      expect(op.json()).toMatchObject({
+        kind: 'reconcile',
+        status: 'succeeded',
+        tenantSlug: hits[0]?.tenantSlug,
+      });
+      const audit = await s.sql<{ action: string }>(
+        s.controlDb,
+        'SELECT action FROM audit_log WHERE operation_id = $1 ORDER BY id',
+        [rec?.operationId],
+      );
+      expect(audit.map((a) => a.action)).toEqual([
+        'operation.reconcile.requested',
+        'operation.reconcile.succeeded',
+      ]);
+    }
+    await c.after?.();
+    const again = await sweep();
+    expect(again.findings).toEqual([]);
+  });
+});
+
+describe('orphans', () => {
+  it('reports an object that follows Tenantry naming but belongs to no tenant, and never drops it', async () => {
+    await setPolicy({ mode: 'remediate' });
+    try {
+      await s.sql(DATA, 'CREATE SCHEMA tenant_ghost_co');
+      const r = await sweep();
+      expect(r.findings).toEqual([
+        expect.objectContaining({
+          tenantId: null,
+          tenantSlug: 'ghost-co',
+          resource: 'schema',
+          name: `${DATA}.tenant_ghost_co`,
+          kind: 'unexpected',
+          category: 'orphan',
+          resolution: 'open',
+        }),
+      ]);
+      expect(
+        await superCount(DATA, `SELECT count(*) AS n FROM pg_namespace WHERE nspname = 'tenant_ghost_co'`),
+      ).toBe(1);
+    } finally {
+      await s.sql(DATA, 'DROP SCHEMA IF EXISTS tenant_ghost_co');
+      await setPolicy({ mode: 'report' });
+    }
+  });
+});
+
+describe('the drift API and the job queue', () => {
+  it('queues a sweep with POST /v1/drift-runs, runs it in the worker, and lists it', async () => {
+    const res = await s.app.inject({ method: 'POST', url: '/v1/drift-runs', headers: auth(s.tokens.sre) });
+    expect(res.statusCode).toBe(202);
+    const run = res.json() as { id: string; status: string; trigger: string };
+    expect(run).toMatchObject({ status: 'queued', trigger: 'api' });
+    let got: { status: string; findings: unknown[]; tenantsChecked: number } | undefined;
+    for (let i = 0; i < 400; i++) {
+      const g = await s.app.inject({
+        method: 'GET',
+        url: `/v1/drift-runs/${run.id}`,
+        headers: auth(s.tokens['sales-ops']),
+      });
+      expect(g.statusCode).toBe(200);
+      got = g.json();
+      if (got?.status === 'succeeded' || got?.status === 'failed') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(got).toMatchObject({ status: 'succeeded', findings: [], tenantsChecked: Object.keys(T).length });
+    const list = await s.app.inject({
+      method: 'GET',
+      url: '/v1/drift-runs?limit=2',
+      headers: auth(s.tokens.sre),
+    });
+    expect(list.statusCode).toBe(200);
+    expect(list.json().items).toHaveLength(2);
+    expect(list.json().items[0].id).toBe(run.id);
+    const audit = await s.sql<{ n: string }>(
+      s.controlDb,
+      `SELECT count(*) AS n FROM audit_log WHERE action = 'drift.run.requested' AND details->>'driftRunId' = $1`,
+      [run.id],
+    );
+    expect(Number(audit[0]?.n)).toBe(1);
+  });
+
+  it('answers 404 for an unknown run and 400 for a malformed id', async () => {
+    const missing = await s.app.inject({
+      method: 'GET',
+      url: `/v1/drift-runs/dr_${'0'.repeat(28)}`,
+      headers: auth(s.tokens.sre),
+    });
+    expect(missing.statusCode).toBe(404);
+    const bad = await s.app.inject({
+      method: 'GET',
+      url: '/v1/drift-runs/x;drop',
+      headers: auth(s.tokens.sre),
+    });
+    expect(bad.statusCode).toBe(400);
+    const noTenant = await s.app.inject({
+      method: 'GET',
+      url: '/v1/tenants/no-such/drift',
+      headers: auth(s.tokens.sre),
+    });
+    expect(noTenant.statusCode).toBe(404);
+  });
+
+  it('exports findings by kind and resource, and sweep durations, as Prometheus metrics', async () => {
+    await s.sql('postgres', `ALTER ROLE ${obj(T.bridge)} CONNECTION LIMIT 7`);
+    try {
+      await sweep();
+      const m = (await s.app.inject({ method: 'GET', url: '/metrics' })).body;
+      expect(m).toMatch(/tenantry_drift_findings\{kind="changed",resource="role"\} 1\b/);
+      expect(m).toMatch(/tenantry_drift_findings\{kind="missing",resource="schema"\} 0\b/);
+      expect(m).toMatch(
+        /tenantry_drift_sweep_duration_seconds_count\{trigger="manual",outcome="succeeded"\} \d+/,
+      );
+    } finally {
+      await s.sql('postgres', `ALTER ROLE ${obj(T.bridge)} CONNECTION LIMIT 20`);
+    }
+  });
+
+  it('never runs two sweeps at once: a concurrent one returns without running', async () => {
+    const [a, b] = await Promise.all([s.drift.runNow(), s.drift.runNow()]);
+    expect([a, b].filter((x) => x !== null)).toHaveLength(1);
+  });
+
+  it('fails a run left running by a dead process when the next sweep starts', async () => {
+    await s.sql(
+      s.controlDb,
+      `INSERT INTO drift_runs (id, trigger, status, target, started_at) VALUES ($1, 'schedule', 'running', 'local', now())`,
+      [`dr_${'f'.repeat(28)}`],
+    );
+    await sweep();
+    const [row] = await s.sql<{ status: string; error: string }>(
+      s.controlDb,
+      'SELECT status, error FROM drift_runs WHERE id = $1',
+      [`dr_${'f'.repeat(28)}`],
+    );
+    expect(row).toMatchObject({ status: 'failed', error: expect.stringMatching(/interrupted/) });
   });
 });
