@@ -1,7 +1,12 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Db } from './db/db.js';
-import { countTenants } from './db/repo.js';
+import { countOperations, countTenants } from './db/repo.js';
+import { ACTIVE_OPERATION_STATUSES, OPERATION_KINDS } from './domain/tenant.js';
 
+/**
+ * Counters and histograms are fed by the worker of this process; the gauges are read from the
+ * control database at scrape time, so every process (API-only ones too) exports the fleet's state.
+ */
 export class Metrics {
   readonly registry = new Registry();
   readonly operations: Counter<'kind' | 'status'>;
@@ -11,7 +16,7 @@ export class Metrics {
   constructor(db: Db) {
     this.operations = new Counter({
       name: 'tenantry_operations_total',
-      help: 'Operations that reached an end state, by kind and status',
+      help: 'Operations that reached an end state in this process, by kind and status',
       labelNames: ['kind', 'status'],
       registers: [this.registry],
     });
@@ -29,14 +34,40 @@ export class Metrics {
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
       registers: [this.registry],
     });
+    this.databaseGauge('tenantry_tenants', 'Tenants by tier and status', ['tier', 'status'], async () =>
+      (await countTenants(db)).map((r) => ({ labels: { tier: r.tier, status: r.status }, n: r.n })),
+    );
+    // Queued and running are always exported (0 when idle), so alerts on stuck work have a series.
+    const idle = OPERATION_KINDS.flatMap((kind) =>
+      ACTIVE_OPERATION_STATUSES.map((status) => ({ labels: { kind, status }, n: 0 })),
+    );
+    this.databaseGauge(
+      'tenantry_operations',
+      'Operations in the control database by kind and status (queued and running included)',
+      ['kind', 'status'],
+      async () => [
+        ...idle,
+        ...(await countOperations(db)).map((r) => ({ labels: { kind: r.kind, status: r.status }, n: r.n })),
+      ],
+    );
+  }
+
+  /** A gauge whose samples are read from the database on every scrape. */
+  private databaseGauge<L extends string>(
+    name: string,
+    help: string,
+    labelNames: L[],
+    read: () => Promise<{ labels: Record<L, string>; n: number }[]>,
+  ): void {
     new Gauge({
-      name: 'tenantry_tenants',
-      help: 'Tenants by tier and status',
-      labelNames: ['tier', 'status'],
+      name,
+      help,
+      labelNames,
       registers: [this.registry],
       async collect() {
+        const samples = await read();
         this.reset();
-        for (const r of await countTenants(db)) this.set({ tier: r.tier, status: r.status }, r.n);
+        for (const { labels, n } of samples) this.set(labels as never, n);
       },
     });
   }

@@ -178,6 +178,18 @@ describe('GET /v1/tenants', () => {
     expect(res.statusCode).toBe(404);
     expect(res.json().error.code).toBe('TENANT_NOT_FOUND');
   });
+
+  it('answers a malformed slug with 400 VALIDATION_FAILED', async () => {
+    for (const slug of ['AB', 'has_underscore', `a${'b'.repeat(40)}`]) {
+      const res = await s.app.inject({
+        method: 'GET',
+        url: `/v1/tenants/${slug}`,
+        headers: auth(s.tokens.sre),
+      });
+      expect(res.statusCode, slug).toBe(400);
+      expect(res.json().error.code).toBe('VALIDATION_FAILED');
+    }
+  });
 });
 
 describe('operations', () => {
@@ -195,6 +207,23 @@ describe('operations', () => {
       headers: auth(s.tokens.sre),
     });
     expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.code).toBe('VALIDATION_FAILED');
+  });
+
+  it('answers the event stream of an unknown operation with 404 and of a malformed id with 400, before streaming', async () => {
+    for (const [id, status, code] of [
+      [`op_${'0'.repeat(28)}`, 404, 'OPERATION_NOT_FOUND'],
+      ['op_nope', 400, 'VALIDATION_FAILED'],
+    ] as const) {
+      const res = await s.app.inject({
+        method: 'GET',
+        url: `/v1/operations/${id}/events`,
+        headers: auth(s.tokens.sre),
+      });
+      expect(res.statusCode).toBe(status);
+      expect(res.headers['content-type']).toContain('application/json');
+      expect(res.json().error.code).toBe(code);
+    }
   });
 
   it('streams step progress as server-sent events until the operation ends', async () => {
@@ -237,28 +266,19 @@ describe('DELETE /v1/tenants/{slug}', () => {
     }
   });
 
-  it('refuses a second operation while one is in flight with 409 OPERATION_IN_PROGRESS', async () => {
-    const slug = `busy-${rand(3)}`;
-    const created = await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'silo' });
-    expect(created.statusCode).toBe(202);
-    const res = await s.app.inject({
-      method: 'DELETE',
-      url: `/v1/tenants/${slug}`,
-      headers: { ...auth(s.tokens.sre), confirm: slug },
-    });
-    // The onboarding may have finished already on a fast machine; then the offboard is accepted.
-    if (res.statusCode === 202) {
-      expect((await waitForOperation(s, res.json().operation.id)).status).toBe('succeeded');
-    } else {
-      expect(res.statusCode).toBe(409);
-      expect(res.json().error.code).toBe('OPERATION_IN_PROGRESS');
+  it('answers an unknown tenant with 404 TENANT_NOT_FOUND and a malformed slug with 400', async () => {
+    for (const [slug, status, code] of [
+      ['no-such-tenant', 404, 'TENANT_NOT_FOUND'],
+      ['Not_A_Slug', 400, 'VALIDATION_FAILED'],
+    ] as const) {
+      const res = await s.app.inject({
+        method: 'DELETE',
+        url: `/v1/tenants/${slug}`,
+        headers: { ...auth(s.tokens.sre), confirm: slug },
+      });
+      expect(res.statusCode).toBe(status);
+      expect(res.json().error.code).toBe(code);
     }
-    const active = await superQuery<{ n: number }>(
-      s.controlDb,
-      `SELECT count(*)::int AS n FROM operations o JOIN tenants t ON t.id = o.tenant_id WHERE t.slug = $1 AND o.status IN ('queued','running')`,
-      [slug],
-    );
-    expect(active[0]!.n).toBeLessThanOrEqual(1);
   });
 
   it.each(['pool', 'bridge', 'silo'] as const)(
@@ -346,18 +366,42 @@ describe('DELETE /v1/tenants/{slug}', () => {
 });
 
 describe('connection descriptor', () => {
-  it('is refused with 409 while the tenant is not active', async () => {
-    const slug = `na-${rand(3)}`;
-    await superQuery(s.controlDb, 'SELECT 1'); // keep the same pace as other tests
-    const created = await post(s.tokens['sales-ops'], { slug, name: 'x', tier: 'silo' });
-    const res = await s.app.inject({
-      method: 'GET',
-      url: `/v1/tenants/${slug}/connection`,
-      headers: auth(s.tokens.dataplane),
+  it.each(['pool', 'bridge', 'silo'] as const)('has the %s shape', async (tier) => {
+    const t = await onboard(s, tier);
+    const d = await connectionOf(s, t.slug);
+    const name = `tenant_${t.slug.replaceAll('-', '_')}`;
+    const dp = new URL(s.config.dataplaneUrl!);
+    const placement = {
+      pool: { database: s.dataDb, schema: 'pool', user: `${s.dataDb}_pool`, tenantSetting: 'app.tenant_id' },
+      bridge: { database: s.dataDb, schema: name, user: name },
+      silo: { database: name, schema: 'app', user: name },
+    }[tier];
+    // Exact key set: pool alone carries tenantSetting; the local target includes the password.
+    expect(d).toEqual({
+      tenantId: t.id,
+      tier,
+      host: dp.hostname,
+      port: Number(dp.port),
+      ...placement,
+      password: expect.stringMatching(/^[A-Za-z0-9_-]{32}$/),
+      secretRef: `local-secret://tenantry/${t.slug}/connection`,
     });
-    if (res.statusCode === 409) expect(res.json().error.code).toBe('TENANT_NOT_ACTIVE');
-    else expect(res.statusCode).toBe(200); // provisioning already finished
-    await waitForOperation(s, created.json().operation.id);
+    if (tier !== 'pool') expect(d).not.toHaveProperty('tenantSetting');
+  });
+
+  it('answers an unknown tenant with 404 TENANT_NOT_FOUND and a malformed slug with 400', async () => {
+    for (const [slug, status, code] of [
+      ['no-such-tenant', 404, 'TENANT_NOT_FOUND'],
+      ['x', 400, 'VALIDATION_FAILED'],
+    ] as const) {
+      const res = await s.app.inject({
+        method: 'GET',
+        url: `/v1/tenants/${slug}/connection`,
+        headers: auth(s.tokens.dataplane),
+      });
+      expect(res.statusCode).toBe(status);
+      expect(res.json().error.code).toBe(code);
+    }
   });
 
   it('is audited in the same transaction as the read', async () => {
@@ -428,6 +472,7 @@ describe('service endpoints', () => {
     expect(res.body).toMatch(/tenantry_operations_total\{kind="onboard",status="succeeded"\} \d+/);
     expect(res.body).toMatch(/tenantry_operation_step_duration_seconds_bucket\{[^}]*step="pool-membership"/);
     expect(res.body).toMatch(/tenantry_tenants\{tier="pool",status="active"\} \d+/);
+    expect(res.body).toMatch(/tenantry_operations\{kind="onboard",status="succeeded"\} \d+/);
   });
 
   it('serves the OpenAPI document at /docs with every route', async () => {
@@ -464,5 +509,95 @@ describe('service endpoints', () => {
     const res = await s.app.inject({ method: 'GET', url: '/v1/nope' });
     expect(res.statusCode).toBe(404);
     expect(res.json().error.code).toBe('ROUTE_NOT_FOUND');
+  });
+});
+
+/**
+ * An API-only process (TENANTRY_ROLE=api): nothing runs the queue, so every accepted operation
+ * stays queued. That makes "an operation is in flight" a fact rather than a race.
+ */
+describe('with operations in flight (API-only process, no worker)', () => {
+  let api: TestStack;
+  beforeAll(async () => {
+    api = await startStack({ TENANTRY_ROLE: 'api' });
+  });
+  afterAll(async () => {
+    await api?.close();
+  });
+
+  const create = async (tier: 'pool' | 'bridge' | 'silo') => {
+    const slug = `fl-${tier}-${rand(3)}`;
+    const res = await api.app.inject({
+      method: 'POST',
+      url: '/v1/tenants',
+      headers: auth(api.tokens['sales-ops']),
+      payload: { slug, name: 'x', tier },
+    });
+    expect(res.statusCode).toBe(202);
+    return { slug, operationId: res.json().operation.id as string };
+  };
+
+  it('refuses an offboarding or a promotion with 409 OPERATION_IN_PROGRESS, leaving one operation active', async () => {
+    const { slug, operationId } = await create('pool');
+    const off = await api.app.inject({
+      method: 'DELETE',
+      url: `/v1/tenants/${slug}`,
+      headers: { ...auth(api.tokens.sre), confirm: slug },
+    });
+    expect(off.statusCode).toBe(409);
+    expect(off.json().error.code).toBe('OPERATION_IN_PROGRESS');
+    const promo = await api.app.inject({
+      method: 'POST',
+      url: `/v1/tenants/${slug}/promotions`,
+      headers: auth(api.tokens.sre),
+      payload: { targetTier: 'bridge' },
+    });
+    expect(promo.statusCode).toBe(409);
+    expect(promo.json().error.code).toBe('OPERATION_IN_PROGRESS');
+    const ops = await superQuery<{ id: string; status: string }>(
+      api.controlDb,
+      'SELECT o.id, o.status FROM operations o JOIN tenants t ON t.id = o.tenant_id WHERE t.slug = $1',
+      [slug],
+    );
+    expect(ops).toEqual([{ id: operationId, status: 'queued' }]);
+    const tenant = await api.app.inject({
+      method: 'GET',
+      url: `/v1/tenants/${slug}`,
+      headers: auth(api.tokens.sre),
+    });
+    expect(tenant.json().status).toBe('provisioning');
+  });
+
+  it('refuses the connection descriptor with 409 TENANT_NOT_ACTIVE while provisioning, and audits nothing', async () => {
+    const { slug } = await create('silo');
+    const res = await api.app.inject({
+      method: 'GET',
+      url: `/v1/tenants/${slug}/connection`,
+      headers: auth(api.tokens.dataplane),
+    });
+    expect(res.statusCode).toBe(409);
+    expect(res.json().error.code).toBe('TENANT_NOT_ACTIVE');
+    expect(
+      await superQuery(
+        api.controlDb,
+        `SELECT 1 FROM audit_log WHERE action = 'tenant.connection.read' AND tenant_slug = $1`,
+        [slug],
+      ),
+    ).toHaveLength(0);
+  });
+
+  it('exports tenantry_operations{kind,status} read from the database, queued ones included', async () => {
+    await create('bridge');
+    const res = await api.app.inject({ method: 'GET', url: '/metrics' });
+    expect(res.statusCode).toBe(200);
+    const [row] = await superQuery<{ n: number }>(
+      api.controlDb,
+      `SELECT count(*)::int AS n FROM operations WHERE kind = 'onboard' AND status = 'queued'`,
+    );
+    expect(row!.n).toBeGreaterThan(0);
+    expect(res.body).toContain(`tenantry_operations{kind="onboard",status="queued"} ${row!.n}\n`);
+    expect(res.body).toContain('tenantry_operations{kind="offboard",status="running"} 0\n');
+    // Nothing finished in this process: the worker-fed counter has no samples.
+    expect(res.body).not.toMatch(/^tenantry_operations_total\{/m);
   });
 });

@@ -150,6 +150,14 @@ export async function countTenants(q: Queryable): Promise<{ tier: string; status
 
 /* ---------- operations ---------- */
 
+/** Operations in the database by kind and status (queued and running included), for the metrics gauge. */
+export async function countOperations(q: Queryable): Promise<{ kind: string; status: string; n: number }[]> {
+  const { rows } = await q.query<{ kind: string; status: string; n: number }>(
+    'SELECT kind, status, count(*)::int AS n FROM operations GROUP BY 1, 2',
+  );
+  return rows;
+}
+
 interface OperationRow {
   id: string;
   kind: OperationKind;
