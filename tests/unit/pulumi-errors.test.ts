@@ -1,8 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { TERMINAL_FAILURE_REASONS } from '../../control-plane/src/aws/organizations.js';
 import {
+  CHILD_CRASH_ERROR,
   classifyPulumiError,
+  isPidAlive,
   isStaleLock,
   parseLockHolders,
+  TIMEOUT_ERROR,
   toTenantryError,
 } from '../../control-plane/src/engine/pulumi/errors.js';
 
@@ -41,11 +45,11 @@ describe('classifyPulumiError', () => {
     ]);
   });
 
-  it('detects a stale lock by age, or by a dead holder on this host', () => {
+  it('detects a stale lock by age, or by a dead holder on this host, and does not retry it', () => {
     const e = named('ConcurrentUpdateError', 'code: 255', DIY_LOCK);
-    expect(classifyPulumiError(e, { maxAgeMs: 3_600_000, now: new Date('2025-01-01T12:00:00Z') }).kind).toBe(
-      'stale-lock',
-    );
+    expect(
+      classifyPulumiError(e, { maxAgeMs: 3_600_000, now: new Date('2025-01-01T12:00:00Z') }),
+    ).toMatchObject({ kind: 'stale-lock', retryable: false });
     const locks = parseLockHolders(DIY_LOCK);
     const recent = { maxAgeMs: 3_600_000, now: new Date('2025-01-01T10:01:00Z') };
     expect(isStaleLock(locks, { ...recent, hostname: 'worker-1', isPidAlive: () => false })).toBe(true);
@@ -92,9 +96,92 @@ describe('classifyPulumiError', () => {
     e.name = 'AbortError';
     expect(classifyPulumiError(e)).toEqual({ kind: 'cancelled', retryable: false });
   });
+
+  it('retries a timed-out run and a child that died without a result', () => {
+    expect(classifyPulumiError(named(TIMEOUT_ERROR, 'timed out after 1000 ms'))).toEqual({
+      kind: 'timeout',
+      retryable: true,
+    });
+    expect(classifyPulumiError(named(CHILD_CRASH_ERROR, 'pulumi child exited (137)'))).toEqual({
+      kind: 'child-crashed',
+      retryable: true,
+    });
+  });
+});
+
+/** What the AWS provider reports when Organizations answers a CreateAccount request with FAILED. */
+const createAccountFailed = (reason: string) =>
+  named(
+    'CommandError',
+    'code: 255',
+    `error: creating AWS Organizations Account (tenantry-acme): waiting for AWS Organizations Account create (car-0123456789abcdef0123456789abcdef): unexpected state 'FAILED', wanted target 'SUCCEEDED'. last error: ${reason}`,
+  );
+
+describe('CreateAccount failures of the account tier', () => {
+  it.each([...TERMINAL_FAILURE_REASONS])('fails for good on %s, with the reason in the message', (reason) => {
+    const c = classifyPulumiError(createAccountFailed(reason));
+    expect(c).toEqual({ kind: 'account-creation-failed', retryable: false, reason });
+    const t = toTenantryError(createAccountFailed(reason), { stack: 'tenant-acme' });
+    expect(t.retryable).toBe(false);
+    expect(t.message).toContain(reason);
+    expect(t.context).toMatchObject({ pulumiErrorKind: 'account-creation-failed', reason });
+  });
+
+  it('retries CONCURRENT_ACCOUNT_MODIFICATION, a ConcurrentModificationException and throttling', () => {
+    expect(classifyPulumiError(createAccountFailed('CONCURRENT_ACCOUNT_MODIFICATION'))).toEqual({
+      kind: 'transient',
+      retryable: true,
+      reason: 'CONCURRENT_ACCOUNT_MODIFICATION',
+    });
+    const conflict = named(
+      'CommandError',
+      'code: 255',
+      "error: creating AWS Organizations Account (tenantry-acme): operation error Organizations: CreateAccount, https response error StatusCode: 400, api error ConcurrentModificationException: AWS Organizations can't complete your request because it conflicts with another attempt to modify the same entity.",
+    );
+    expect(classifyPulumiError(conflict).retryable).toBe(true);
+    const throttled = named(
+      'CommandError',
+      'code: 255',
+      "error: creating AWS Organizations Account (tenantry-acme): operation error Organizations: CreateAccount, api error TooManyRequestsException: AWS Organizations can't complete your request because another request is already in progress.",
+    );
+    expect(classifyPulumiError(throttled)).toEqual({ kind: 'transient', retryable: true });
+  });
+
+  it('reads a `last error:` as an account failure only in an account creation', () => {
+    const rds = named(
+      'CommandError',
+      'code: 255',
+      "error: waiting for RDS DB Instance (tenantry-acme) create: unexpected state 'failed', wanted target 'available'. last error: KMS_KEY_DISABLED",
+    );
+    expect(classifyPulumiError(rds)).toEqual({ kind: 'provider', retryable: false });
+  });
 });
 
 describe('toTenantryError', () => {
+  it('stores a stale lock as terminal, with the lock holders in the message and context', () => {
+    const e = named('ConcurrentUpdateError', 'code: 255', DIY_LOCK);
+    const t = toTenantryError(
+      e,
+      { stack: 'tenant-acme' },
+      {
+        maxAgeMs: 1_800_000,
+        now: new Date('2025-01-01T10:05:00Z'),
+        hostname: 'worker-1',
+        isPidAlive: () => false,
+      },
+    );
+    expect(t.retryable).toBe(false);
+    expect(t.message).toContain(
+      's3://tenantry-state/.pulumi/locks/organization/tenantry/tenant-acme/5d4c.json (tenantry@worker-1 pid 4242 since 2025-01-01T10:00:00.000Z)',
+    );
+    expect(t.message).toContain('pulumi cancel');
+    expect(t.message.length).toBeLessThan(500); // the executor keeps the first 500 characters
+    expect(t.context).toMatchObject({
+      pulumiErrorKind: 'stale-lock',
+      locks: [{ host: 'worker-1', pid: 4242, acquiredAt: '2025-01-01T10:00:00.000Z' }],
+    });
+  });
+
   it('keeps stderr (which may hold secrets) out of the message and records the kind', () => {
     const e = named('CommandError', 'code: 255', 'error: password=hunter2 rejected');
     const t = toTenantryError(e, { tenantId: 't1', step: 'stack-up' });
@@ -102,5 +189,13 @@ describe('toTenantryError', () => {
     expect(t.retryable).toBe(false);
     expect(t.message).not.toContain('hunter2');
     expect(t.context).toEqual({ tenantId: 't1', step: 'stack-up', pulumiErrorKind: 'provider' });
+  });
+});
+
+describe('isPidAlive', () => {
+  it('knows this process is alive and an unused pid is not', () => {
+    expect(isPidAlive(process.pid)).toBe(true);
+    expect(isPidAlive(2 ** 22 + 1)).toBe(false); // above Linux's pid_max
+    expect(isPidAlive(0)).toBe(false);
   });
 });

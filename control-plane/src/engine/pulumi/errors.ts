@@ -1,10 +1,14 @@
+import { RETRYABLE_FAILURE_REASONS, TERMINAL_FAILURE_REASONS } from '../../aws/organizations.js';
 import { TenantryError } from '../../domain/errors.js';
 
 export type PulumiErrorKind =
   | 'concurrent-update'
   | 'stale-lock'
   | 'account-not-ready'
+  | 'account-creation-failed'
   | 'transient'
+  | 'timeout'
+  | 'child-crashed'
   | 'cancelled'
   | 'provider'
   | 'unknown';
@@ -22,6 +26,8 @@ export interface PulumiErrorClass {
   retryable: boolean;
   /** DIY-backend lock holders, when the message lists them. */
   locks?: LockHolder[];
+  /** Account tier: the `CreateAccount` failure reason the provider reported (`EMAIL_ALREADY_EXISTS`, …). */
+  reason?: string;
 }
 
 /** Messages the Node SDK maps to ConcurrentUpdateError (sdk/nodejs/automation/errors.ts). */
@@ -45,6 +51,20 @@ const ACCOUNT_NOT_READY = [
   /InvalidClientTokenId.*(not valid|security token)/s,
   /OptInRequired/,
 ];
+
+/**
+ * The provider waits for `CreateAccount` and reports a FAILED request as
+ * `… unexpected state 'FAILED', wanted target 'SUCCEEDED'. last error: EMAIL_ALREADY_EXISTS`.
+ */
+const CREATE_ACCOUNT_REASON = /last error: ([A-Z][A-Z0-9_]+)\b/;
+/** Other waiters also say `last error:`; only an account creation's reason is read as one. */
+const ACCOUNT_CONTEXT = /Organizations Account|CreateAccount|aws:organizations\/account:Account/i;
+/** Organizations' own error for a conflicting change (CreateAccount itself, before any request id). */
+const ORGANIZATIONS_CONFLICT = /ConcurrentModificationException/;
+
+/** Names the runner gives a child that timed out or died without a result (runner.ts). */
+export const TIMEOUT_ERROR = 'TimeoutError';
+export const CHILD_CRASH_ERROR = 'ChildCrashError';
 
 export function parseLockHolders(message: string): LockHolder[] {
   const out: LockHolder[] = [];
@@ -89,6 +109,12 @@ function messageOf(e: unknown): string {
   return String(e);
 }
 
+/**
+ * What a failed Pulumi run was, and whether another attempt can help. Only an explicit
+ * cancellation is final among the run-level failures: a timeout or a crashed child is a
+ * transient interruption (the next attempt converges the same stack), while a stale lock
+ * needs an operator (`pulumi cancel`, under the tenant's lease), so retrying it is pointless.
+ */
 export function classifyPulumiError(
   e: unknown,
   stale: StaleLockOptions = { maxAgeMs: 60 * 60_000 },
@@ -96,15 +122,33 @@ export function classifyPulumiError(
   const name = e instanceof Error ? e.name : '';
   const text = messageOf(e);
   if (name === 'AbortError') return { kind: 'cancelled', retryable: false };
+  if (name === TIMEOUT_ERROR) return { kind: 'timeout', retryable: true };
+  if (name === CHILD_CRASH_ERROR) return { kind: 'child-crashed', retryable: true };
   if (name === 'ConcurrentUpdateError' || text.includes(CLOUD_CONFLICT) || text.includes(DIY_CONFLICT)) {
     const locks = parseLockHolders(text);
-    if (isStaleLock(locks, stale)) return { kind: 'stale-lock', retryable: true, locks };
+    if (isStaleLock(locks, stale)) return { kind: 'stale-lock', retryable: false, locks };
     return { kind: 'concurrent-update', retryable: true, ...(locks.length > 0 ? { locks } : {}) };
   }
+  const reason = ACCOUNT_CONTEXT.test(text) ? CREATE_ACCOUNT_REASON.exec(text)?.[1] : undefined;
+  if (reason !== undefined && TERMINAL_FAILURE_REASONS.has(reason)) {
+    return { kind: 'account-creation-failed', retryable: false, reason };
+  }
+  if (reason !== undefined && RETRYABLE_FAILURE_REASONS.has(reason)) {
+    return { kind: 'transient', retryable: true, reason };
+  }
+  if (ORGANIZATIONS_CONFLICT.test(text)) return { kind: 'transient', retryable: true };
   if (ACCOUNT_NOT_READY.some((re) => re.test(text))) return { kind: 'account-not-ready', retryable: true };
   if (TRANSIENT.some((re) => re.test(text))) return { kind: 'transient', retryable: true };
+  if (reason !== undefined) return { kind: 'account-creation-failed', retryable: false, reason };
   if (name === 'CommandError' || /\berror: /.test(text)) return { kind: 'provider', retryable: false };
   return { kind: 'unknown', retryable: false };
+}
+
+/** `<path> (user@host pid N since <time>)`: what an operator needs to find and clear a lock. */
+function describeLocks(locks: LockHolder[]): string {
+  return locks
+    .map((l) => `${l.path} (${l.user}@${l.host} pid ${l.pid} since ${l.acquiredAt.toISOString()})`)
+    .join('; ');
 }
 
 /** The domain error a failed Pulumi operation becomes; the message carries no stderr (it may hold secrets). */
@@ -116,16 +160,40 @@ export function toTenantryError(
   const c = classifyPulumiError(e, stale);
   const messages: Record<PulumiErrorKind, string> = {
     'concurrent-update': 'another update of this stack is in progress',
-    'stale-lock': 'the stack is locked by an operation that no longer runs',
+    // Lock files name a path, a user, a host, a pid and a time: no credentials, and what the operator needs.
+    'stale-lock': `the stack is locked by an operation that no longer runs: ${describeLocks(c.locks ?? [])}; confirm nothing runs it, then clear the lock with \`pulumi cancel\` and resume the operation`,
     'account-not-ready': 'the new account is not ready to assume its role yet',
-    transient: 'a transient infrastructure error interrupted the operation',
+    'account-creation-failed': `CreateAccount failed: ${c.reason ?? 'UNKNOWN'}${c.reason === 'EMAIL_ALREADY_EXISTS' ? ' (root emails are never reusable; this tenant needs a new one)' : ''}`,
+    transient: `a transient infrastructure error interrupted the operation${c.reason ? ` (${c.reason})` : ''}`,
+    timeout: 'the Pulumi operation timed out; it was cancelled and will be retried',
+    'child-crashed': 'the Pulumi process ended without a result; the operation will be retried',
     cancelled: 'the operation was cancelled',
     provider: 'a resource provider rejected the change',
     unknown: 'the Pulumi operation failed',
   };
   return new TenantryError('PROVIDER_FAILED', messages[c.kind], {
     retryable: c.retryable,
-    context: { ...context, pulumiErrorKind: c.kind },
+    context: {
+      ...context,
+      pulumiErrorKind: c.kind,
+      ...(c.reason ? { reason: c.reason } : {}),
+      ...(c.kind === 'stale-lock' && c.locks
+        ? {
+            locks: c.locks.map((l) => ({ ...l, acquiredAt: l.acquiredAt.toISOString() })),
+          }
+        : {}),
+    },
     cause: e,
   });
+}
+
+/** Whether a process of this host still exists (EPERM: it exists, owned by someone else). */
+export function isPidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
