@@ -1,0 +1,262 @@
+import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
+import { describe, expect, it } from 'vitest';
+import {
+  AwsDriftDetector,
+  AwsDriftRemediator,
+  findingsFromStack,
+  type StackDriver,
+} from '../../control-plane/src/drift/aws.js';
+import { parseAcl } from '../../control-plane/src/drift/catalog.js';
+import { slugOfObject } from '../../control-plane/src/drift/diff.js';
+import { isIgnored, PolicyBook } from '../../control-plane/src/drift/policy.js';
+import type { Snapshot } from '../../control-plane/src/drift/store.js';
+import { judge } from '../../control-plane/src/drift/sweep.js';
+import type { DetectInput, TenantRecord } from '../../control-plane/src/drift/types.js';
+
+const tenant = (slug: string, over: Partial<TenantRecord> = {}): TenantRecord => ({
+  id: `00000000-0000-4000-8000-${slug
+    .padStart(12, '0')
+    .slice(-12)
+    .replace(/[^0-9a-f]/g, '0')}`,
+  slug,
+  tier: 'bridge',
+  status: 'active',
+  templateVersion: 1,
+  outputs: {},
+  ...over,
+});
+
+describe('drift policy', () => {
+  const a = tenant('acme');
+  const book = new PolicyBook([
+    { tier: null, tenantId: null, mode: 'report', ignoreFields: ['secret.keyAlias'] },
+    { tier: 'bridge', tenantId: null, mode: 'remediate', ignoreFields: ['role.search_path'] },
+    { tier: null, tenantId: a.id, mode: null, ignoreFields: ['role.connectionLimit'] },
+  ]);
+
+  it('takes the first level that sets a mode (tenant, then tier, then global, then report)', () => {
+    expect(book.resolve(a).mode).toBe('remediate'); // tenant inherits from its tier
+    expect(book.resolve({ id: 'x', tier: 'silo' }).mode).toBe('report');
+    expect(new PolicyBook([]).resolve(a).mode).toBe('report');
+    expect(
+      new PolicyBook([{ tier: null, tenantId: a.id, mode: 'report', ignoreFields: [] }]).resolve(a).mode,
+    ).toBe('report');
+  });
+
+  it('adds ignored fields up across levels', () => {
+    expect(book.resolve(a).ignoreFields.sort()).toEqual([
+      'role.connectionLimit',
+      'role.search_path',
+      'secret.keyAlias',
+    ]);
+    expect(book.resolve({ id: 'other', tier: 'bridge' }).ignoreFields.sort()).toEqual([
+      'role.search_path',
+      'secret.keyAlias',
+    ]);
+  });
+
+  it('resolves the platform (no tenant) through the pool tier and the global default', () => {
+    const p = new PolicyBook([{ tier: 'pool', tenantId: null, mode: 'remediate', ignoreFields: [] }]);
+    expect(p.resolve(null).mode).toBe('remediate');
+  });
+
+  it('matches exact fields, resource wildcards and prefixes', () => {
+    const f = { resource: 'table' as const, field: 'privileges:PUBLIC' };
+    expect(isIgnored(f, ['table.privileges:PUBLIC'])).toBe(true);
+    expect(isIgnored(f, ['table.*'])).toBe(true);
+    expect(isIgnored(f, ['table.privileges:*'])).toBe(true);
+    expect(isIgnored(f, ['schema.*', 'table.rlsForced'])).toBe(false);
+    expect(isIgnored(f, ['table.privileges'])).toBe(false);
+  });
+});
+
+describe('catalog parsing', () => {
+  it('parses aclitem text per grantee, PUBLIC included, grant options ignored', () => {
+    expect(
+      parseAcl(['owner=arwdDxtm/owner', '=r/owner', '"tenant_a"=ar*w/owner', 'tenant_b=/owner']),
+    ).toEqual([
+      {
+        grantee: 'owner',
+        privileges: ['DELETE', 'INSERT', 'MAINTAIN', 'REFERENCES', 'SELECT', 'TRIGGER', 'TRUNCATE', 'UPDATE'],
+      },
+      { grantee: 'PUBLIC', privileges: ['SELECT'] },
+      { grantee: 'tenant_a', privileges: ['INSERT', 'SELECT', 'UPDATE'] },
+    ]);
+    expect(parseAcl(null)).toBeNull();
+  });
+
+  it('derives the slug from an object name only when it follows the naming', () => {
+    expect(slugOfObject('tenant_acme_co')).toBe('acme-co');
+    expect(slugOfObject('tenant_ab')).toBeNull();
+    expect(slugOfObject('tenantry_data')).toBeNull();
+    expect(slugOfObject('tenant_Acme')).toBeNull();
+  });
+});
+
+describe('judging the control plane snapshot', () => {
+  const snap = (tenants: TenantRecord[], busy: Snapshot['busy'] = new Map()): Snapshot => ({
+    tenants,
+    busy,
+    retained: new Map(),
+  });
+
+  it('judges active tenants and skips busy, provisioning, failed and (locally) account tenants with a reason', () => {
+    const t = {
+      ok: tenant('ok'),
+      busy: tenant('busy'),
+      prov: tenant('prov', { status: 'provisioning' }),
+      failed: tenant('failed', { status: 'failed' }),
+      acct: tenant('acct', { tier: 'account' }),
+      gone: tenant('gone', { status: 'offboarded' }),
+    };
+    const { input, skipped } = judge(
+      snap(
+        Object.values(t),
+        new Map([[t.busy.id, { operationId: 'op_1', kind: 'promote', status: 'running' }]]),
+      ),
+    );
+    expect(input.tenants.map((x) => x.slug)).toEqual(['ok']);
+    expect(Object.fromEntries(skipped.map((x) => [x.slug, x.reason]))).toEqual({
+      busy: 'in-flight-operation',
+      prov: 'tenant-status',
+      failed: 'tenant-status',
+      acct: 'tier-not-on-target',
+    });
+    expect([...input.busy].sort()).toEqual([t.busy.id, t.prov.id].sort());
+    // On the aws target the account tier is judged like any other.
+    expect(judge(snap([t.acct]), 'aws').input.tenants).toHaveLength(1);
+  });
+});
+
+const KEY =
+  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Key$aws:kms/key:Key::tenant-acme-key-key';
+const RDS =
+  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Database$aws:rds/instance:Instance::tenant-acme-db';
+const SECRET =
+  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Secret$aws:secretsmanager/secret:Secret::tenant-acme-s';
+
+function step(urn: string, op: string, diffs: string[] = []): EngineEvent {
+  const type = urn.split('::')[2]?.split('$').at(-1) ?? '';
+  const state = { type, urn, custom: true, id: 'x', parent: '', inputs: {}, outputs: {}, provider: '' };
+  return {
+    sequence: 1,
+    timestamp: 1,
+    resourcePreEvent: { metadata: { op, urn, type, provider: '', old: state, new: state, diffs } },
+  } as unknown as EngineEvent;
+}
+
+describe('aws drift from refreshing previews', () => {
+  it('maps each drifted resource and property to a finding, isolation properties flagged', () => {
+    const acme = tenant('acme', { tier: 'silo' });
+    const out = findingsFromStack(acme, [
+      {
+        urn: RDS,
+        type: 'aws:rds/instance:Instance',
+        name: 'tenant-acme-db',
+        kind: 'changed',
+        op: 'update',
+        properties: ['publiclyAccessible', 'tags'],
+      },
+      {
+        urn: KEY,
+        type: 'aws:kms/key:Key',
+        name: 'tenant-acme-key-key',
+        kind: 'missing',
+        op: 'create',
+        properties: [],
+      },
+    ]);
+    expect(out).toEqual([
+      expect.objectContaining({
+        resource: 'stack',
+        kind: 'changed',
+        field: 'publiclyAccessible',
+        category: 'isolation',
+        tenantSlug: 'acme',
+      }),
+      expect.objectContaining({ resource: 'stack', kind: 'changed', field: 'tags', category: 'state' }),
+      expect.objectContaining({
+        resource: 'stack',
+        name: 'tenant-acme/aws:kms/key:Key::tenant-acme-key-key',
+        kind: 'missing',
+        field: 'exists',
+      }),
+    ]);
+  });
+
+  function driver(events: Record<string, EngineEvent[] | Error>, log: string[] = []): StackDriver {
+    return {
+      async previewRefresh(t) {
+        log.push(`preview:${t.slug}`);
+        const e = events[t.slug];
+        if (e instanceof Error) throw e;
+        return e ?? [];
+      },
+      async runStep(ctx) {
+        log.push(`${ctx.kind}:${ctx.step}:${ctx.tenant.slug}`);
+        return undefined;
+      },
+    };
+  }
+
+  it('previews every judged stack, reports unreachable stacks, and drops tenants that became busy meanwhile', async () => {
+    const [acme, beta, gamma] = [tenant('acme', { tier: 'silo' }), tenant('beta'), tenant('gamma')];
+    const log: string[] = [];
+    const d = new AwsDriftDetector(
+      driver(
+        {
+          acme: [step(RDS, 'update', ['storageEncrypted']), step(SECRET, 'same')],
+          beta: new Error('stack tenant-beta not found'),
+          gamma: [step(KEY, 'update', ['description'])],
+        },
+        log,
+      ),
+      { concurrency: 2 },
+    );
+    let call = 0;
+    const snapshot = async (): Promise<DetectInput> => {
+      call++;
+      // gamma starts an operation while its preview runs: the second read marks it busy.
+      const tenants = call === 1 ? [acme, beta, gamma] : [acme, beta];
+      return {
+        tenants,
+        busy: new Set(call === 1 ? [] : [gamma.id]),
+        known: [acme, beta, gamma],
+        retained: new Map(),
+      };
+    };
+    const r = await d.detect(snapshot);
+    expect(log.sort()).toEqual(['preview:acme', 'preview:beta', 'preview:gamma']);
+    expect(r.input.tenants.map((t) => t.slug)).toEqual(['acme', 'beta']);
+    expect(r.findings).toEqual([
+      expect.objectContaining({ tenantSlug: 'acme', field: 'storageEncrypted', category: 'isolation' }),
+      expect.objectContaining({
+        tenantSlug: 'beta',
+        field: 'reachable',
+        actual: 'stack tenant-beta not found',
+      }),
+    ]);
+  });
+
+  it('repairs a tenant with an up of its stack, and never acts on unreachable stacks or the platform', async () => {
+    const log: string[] = [];
+    const rem = new AwsDriftRemediator(driver({}, log));
+    const acme = tenant('acme', { tier: 'silo' });
+    expect(rem.plan(acme)).toEqual(['stack-up']);
+    expect(rem.plan(null)).toEqual([]);
+    await rem.runStep(acme, 'stack-up', []);
+    expect(log).toEqual(['reconcile:stack-up:acme']);
+    await expect(rem.runStep(acme, 'drop-everything', [])).rejects.toThrow(/unknown reconcile step/);
+    const base = {
+      tenantId: acme.id,
+      tenantSlug: 'acme',
+      resource: 'stack' as const,
+      name: 'n',
+      kind: 'changed' as const,
+      desired: null,
+      actual: null,
+    };
+    expect(rem.remediable({ ...base, field: 'tags', category: 'state' })).toBe(true);
+    expect(rem.remediable({ ...base, field: 'reachable', category: 'state' })).toBe(false);
+  });
+});
