@@ -32,6 +32,25 @@ const post = (token: string, payload: unknown, headers: Record<string, string> =
     payload: payload as object,
   });
 
+interface ErrorCase {
+  url: string;
+  status: number;
+  code: string;
+  headers?: Record<string, string>;
+}
+
+/** Sends each request and checks that it fails with exactly that status and error code. */
+async function expectErrors(method: 'GET' | 'DELETE', token: string, cases: ErrorCase[]) {
+  for (const c of cases) {
+    const res = await s.app.inject({ method, url: c.url, headers: { ...auth(token), ...c.headers } });
+    expect({ url: c.url, status: res.statusCode, code: res.json().error?.code }).toEqual({
+      url: c.url,
+      status: c.status,
+      code: c.code,
+    });
+  }
+}
+
 describe('POST /v1/tenants', () => {
   it('accepts a pool tenant with 202 and provisions it to active', async () => {
     const slug = `acme-${rand(3)}`;
@@ -180,15 +199,15 @@ describe('GET /v1/tenants', () => {
   });
 
   it('answers a malformed slug with 400 VALIDATION_FAILED', async () => {
-    for (const slug of ['AB', 'has_underscore', `a${'b'.repeat(40)}`]) {
-      const res = await s.app.inject({
-        method: 'GET',
+    await expectErrors(
+      'GET',
+      s.tokens.sre,
+      ['AB', 'has_underscore', `a${'b'.repeat(40)}`].map((slug) => ({
         url: `/v1/tenants/${slug}`,
-        headers: auth(s.tokens.sre),
-      });
-      expect(res.statusCode, slug).toBe(400);
-      expect(res.json().error.code).toBe('VALIDATION_FAILED');
-    }
+        status: 400,
+        code: 'VALIDATION_FAILED',
+      })),
+    );
   });
 });
 
@@ -211,19 +230,10 @@ describe('operations', () => {
   });
 
   it('answers the event stream of an unknown operation with 404 and of a malformed id with 400, before streaming', async () => {
-    for (const [id, status, code] of [
-      [`op_${'0'.repeat(28)}`, 404, 'OPERATION_NOT_FOUND'],
-      ['op_nope', 400, 'VALIDATION_FAILED'],
-    ] as const) {
-      const res = await s.app.inject({
-        method: 'GET',
-        url: `/v1/operations/${id}/events`,
-        headers: auth(s.tokens.sre),
-      });
-      expect(res.statusCode).toBe(status);
-      expect(res.headers['content-type']).toContain('application/json');
-      expect(res.json().error.code).toBe(code);
-    }
+    await expectErrors('GET', s.tokens.sre, [
+      { url: `/v1/operations/op_${'0'.repeat(28)}/events`, status: 404, code: 'OPERATION_NOT_FOUND' },
+      { url: '/v1/operations/op_nope/events', status: 400, code: 'VALIDATION_FAILED' },
+    ]);
   });
 
   it('streams step progress as server-sent events until the operation ends', async () => {
@@ -267,18 +277,20 @@ describe('DELETE /v1/tenants/{slug}', () => {
   });
 
   it('answers an unknown tenant with 404 TENANT_NOT_FOUND and a malformed slug with 400', async () => {
-    for (const [slug, status, code] of [
-      ['no-such-tenant', 404, 'TENANT_NOT_FOUND'],
-      ['Not_A_Slug', 400, 'VALIDATION_FAILED'],
-    ] as const) {
-      const res = await s.app.inject({
-        method: 'DELETE',
-        url: `/v1/tenants/${slug}`,
-        headers: { ...auth(s.tokens.sre), confirm: slug },
-      });
-      expect(res.statusCode).toBe(status);
-      expect(res.json().error.code).toBe(code);
-    }
+    await expectErrors('DELETE', s.tokens.sre, [
+      {
+        url: '/v1/tenants/no-such-tenant',
+        headers: { confirm: 'no-such-tenant' },
+        status: 404,
+        code: 'TENANT_NOT_FOUND',
+      },
+      {
+        url: '/v1/tenants/Not_A_Slug',
+        headers: { confirm: 'Not_A_Slug' },
+        status: 400,
+        code: 'VALIDATION_FAILED',
+      },
+    ]);
   });
 
   it.each(['pool', 'bridge', 'silo'] as const)(
@@ -390,18 +402,10 @@ describe('connection descriptor', () => {
   });
 
   it('answers an unknown tenant with 404 TENANT_NOT_FOUND and a malformed slug with 400', async () => {
-    for (const [slug, status, code] of [
-      ['no-such-tenant', 404, 'TENANT_NOT_FOUND'],
-      ['x', 400, 'VALIDATION_FAILED'],
-    ] as const) {
-      const res = await s.app.inject({
-        method: 'GET',
-        url: `/v1/tenants/${slug}/connection`,
-        headers: auth(s.tokens.dataplane),
-      });
-      expect(res.statusCode).toBe(status);
-      expect(res.json().error.code).toBe(code);
-    }
+    await expectErrors('GET', s.tokens.dataplane, [
+      { url: '/v1/tenants/no-such-tenant/connection', status: 404, code: 'TENANT_NOT_FOUND' },
+      { url: '/v1/tenants/x/connection', status: 400, code: 'VALIDATION_FAILED' },
+    ]);
   });
 
   it('is audited in the same transaction as the read', async () => {
@@ -426,6 +430,67 @@ describe('connection descriptor', () => {
     expect(after[0]!.n).toBe(before[0]!.n + 1);
     expect(after[0]).toMatchObject({ actor_name: 'test-dataplane', role: 'dataplane' });
     expect(after[0]!.request_id).toBeTruthy();
+  });
+});
+
+describe('GET /v1/audit', () => {
+  const audit = async (query: string) => {
+    const res = await s.app.inject({ method: 'GET', url: `/v1/audit?${query}`, headers: auth(s.tokens.sre) });
+    expect(res.statusCode, query).toBe(200);
+    return res.json() as {
+      tenant?: { id: string; slug: string; status: string };
+      items: { tenantId: string; action: string }[];
+    };
+  };
+
+  it('keeps the trails of two tenants that shared a slug apart: ?tenant= is the current one, ?tenantId= any', async () => {
+    const first = await onboard(s, 'pool');
+    const off = await s.app.inject({
+      method: 'DELETE',
+      url: `/v1/tenants/${first.slug}`,
+      headers: { ...auth(s.tokens.sre), confirm: first.slug },
+    });
+    expect((await waitForOperation(s, off.json().operation.id)).status).toBe('succeeded');
+    const second = await onboard(s, 'bridge', first.slug); // the slug is free again
+    expect(second.id).not.toBe(first.id);
+    await connectionOf(s, second.slug);
+
+    const current = await audit(`tenant=${first.slug}&limit=1000`);
+    expect(current.tenant).toMatchObject({ id: second.id, slug: first.slug, status: 'active' });
+    expect(new Set(current.items.map((a) => a.tenantId))).toEqual(new Set([second.id]));
+    expect(current.items.map((a) => a.action)).toEqual(
+      expect.arrayContaining(['tenant.create', 'operation.onboard.succeeded', 'tenant.connection.read']),
+    );
+    expect(current.items.map((a) => a.action)).not.toContain('tenant.offboard');
+
+    const earlier = await audit(`tenantId=${first.id}&limit=1000`);
+    expect(earlier.tenant).toMatchObject({ id: first.id, slug: first.slug, status: 'offboarded' });
+    expect(new Set(earlier.items.map((a) => a.tenantId))).toEqual(new Set([first.id]));
+    expect(earlier.items.map((a) => a.action)).toEqual(
+      expect.arrayContaining(['tenant.create', 'tenant.offboard', 'operation.offboard.succeeded']),
+    );
+  });
+
+  it('answers a bad filter with 400 and an unknown tenant with 404', async () => {
+    const id = '00000000-0000-4000-8000-000000000000';
+    await expectErrors('GET', s.tokens.sre, [
+      { url: '/v1/audit?tenant=Not_A_Slug', status: 400, code: 'VALIDATION_FAILED' },
+      { url: '/v1/audit?tenantId=nope', status: 400, code: 'VALIDATION_FAILED' },
+      { url: '/v1/audit?limit=0', status: 400, code: 'VALIDATION_FAILED' },
+      { url: '/v1/audit?after=-1', status: 400, code: 'VALIDATION_FAILED' },
+      { url: `/v1/audit?tenant=some-slug&tenantId=${id}`, status: 400, code: 'VALIDATION_FAILED' },
+      { url: '/v1/audit?tenant=no-such-tenant', status: 404, code: 'TENANT_NOT_FOUND' },
+      { url: `/v1/audit?tenantId=${id}`, status: 404, code: 'TENANT_NOT_FOUND' },
+    ]);
+  });
+});
+
+describe('DELETE /v1/tokens/{id}', () => {
+  it('answers an unknown token id with 404 TOKEN_NOT_FOUND and a malformed one with 400', async () => {
+    await expectErrors('DELETE', s.tokens.admin, [
+      { url: `/v1/tokens/tok_${'0'.repeat(28)}`, status: 404, code: 'TOKEN_NOT_FOUND' },
+      { url: '/v1/tokens/not-a-token-id', status: 400, code: 'VALIDATION_FAILED' },
+    ]);
   });
 });
 

@@ -322,11 +322,12 @@ export interface AuditRecord {
 
 export async function listAudit(
   q: Queryable,
-  f: { tenantSlug?: string; limit: number; after?: number },
+  f: { tenantId?: string; limit: number; after?: number },
 ): Promise<AuditRecord[]> {
   const params: unknown[] = [];
   const where: string[] = [];
-  if (f.tenantSlug) where.push(`tenant_slug = $${params.push(f.tenantSlug)}`);
+  // By id, never by slug: an offboarded tenant's slug can be taken again by a new tenant.
+  if (f.tenantId) where.push(`tenant_id = $${params.push(f.tenantId)}::uuid`);
   if (f.after) where.push(`id > $${params.push(f.after)}`);
   const lim = params.push(f.limit);
   const { rows } = await q.query<{
