@@ -19,11 +19,13 @@ import serviceRoutes from './routes/service.js';
 import tenantRoutes from './routes/tenants.js';
 import tokenRoutes from './routes/tokens.js';
 import type { TenantService } from './services/tenants.js';
+import type { TokenService } from './services/tokens.js';
 
 export interface Services {
   db: Db;
   engine: Engine;
   tenants: TenantService;
+  tokens: TokenService;
   drift: DriftService;
   metrics: Metrics;
   tokenCache: TokenCache;

@@ -7,7 +7,6 @@ import { AWS_ENDPOINT_SERVICES } from './aws/provider-options.js';
 import type { Config } from './config.js';
 import { Db } from './db/db.js';
 import { migrate } from './db/migrate.js';
-import { createToken, hasAnyAdmin, tokenHashExists } from './db/tokens.js';
 import type { Engine } from './domain/ports.js';
 import { AwsDriftDetector, AwsDriftRemediator } from './drift/aws.js';
 import { type DriftHandle, registerLocalDrift, wireDrift } from './drift/index.js';
@@ -20,6 +19,7 @@ import { Metrics } from './metrics.js';
 import { TokenCache } from './plugins/auth.js';
 import { ident } from './providers/postgres/sql.js';
 import { TenantService } from './services/tenants.js';
+import { TokenService } from './services/tokens.js';
 import { loadTemplates } from './templates.js';
 import { OperationExecutor } from './worker/executor.js';
 import { migrateQueue, startWorker, type WorkerHandle } from './worker/index.js';
@@ -135,7 +135,9 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     const d = drift;
     closers.push(() => d.close());
 
-    const generatedAdminToken = await seedAdmin(db, config.adminToken);
+    const tokenCache = new TokenCache(db);
+    const tokens = new TokenService(db, tokenCache);
+    const generatedAdminToken = await tokens.seedAdmin(config.adminToken);
     const tenants = new TenantService(db, engine, {
       templateVersion: templates.tenantSchema.version,
       maxAttempts: config.operationMaxAttempts,
@@ -162,7 +164,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       closers.push(() => w.stop());
     }
     return {
-      services: { db, engine, tenants, drift: drift.service, metrics, tokenCache: new TokenCache(db) },
+      services: { db, engine, tenants, tokens, drift: drift.service, metrics, tokenCache },
       executor,
       generatedAdminToken,
       close,
@@ -188,20 +190,5 @@ function awsEngine(a: NonNullable<Config['aws']>, dataDir: string, templateVersi
     concurrency: a.concurrency,
     timeoutMs: a.timeoutMs,
     programVersion: `${API_VERSION}+template.${templateVersion}`,
-  });
-}
-
-async function seedAdmin(db: Db, adminToken: string | undefined): Promise<string | undefined> {
-  if (adminToken) {
-    if (!(await tokenHashExists(db, adminToken))) {
-      await createToken(db, { name: 'bootstrap-admin', role: 'admin', createdBy: null, token: adminToken });
-    }
-    return undefined;
-  }
-  return db.tx(async (q) => {
-    await q.query(`SELECT pg_advisory_xact_lock(hashtext('tenantry.seed-admin'))`);
-    if (await hasAnyAdmin(q)) return undefined;
-    const { token } = await createToken(q, { name: 'generated-admin', role: 'admin', createdBy: null });
-    return token;
   });
 }

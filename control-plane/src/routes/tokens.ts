@@ -1,9 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { appendAudit } from '../db/repo.js';
-import { createToken, listTokens, revokeToken } from '../db/tokens.js';
 import { ROLES } from '../domain/auth.js';
-import { TenantryError } from '../domain/errors.js';
 import { actorOf } from '../plugins/auth.js';
 import { errors, security } from './schemas.js';
 
@@ -17,7 +14,7 @@ const TokenInfo = Type.Object({
 });
 
 const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { db, tokenCache } = app.services;
+  const svc = app.services.tokens;
 
   app.post(
     '/v1/tokens',
@@ -35,21 +32,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const actor = actorOf(request);
-      const out = await db.tx(async (q) => {
-        const created = await createToken(q, {
-          name: request.body.name,
-          role: request.body.role,
-          createdBy: actor.id,
-        });
-        await appendAudit(q, {
-          actor,
-          action: 'token.create',
-          requestId: request.id,
-          details: { tokenId: created.info.id, role: created.info.role, name: created.info.name },
-        });
-        return created;
-      });
+      const out = await svc.create({ actor: actorOf(request), requestId: request.id }, request.body);
       reply.header('cache-control', 'no-store');
       return reply.status(201).send(out);
     },
@@ -66,7 +49,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: Type.Object({ items: Type.Array(TokenInfo) }), ...errors(401, 403) },
       },
     },
-    async () => ({ items: await listTokens(db) }),
+    async () => ({ items: await svc.list() }),
   );
 
   app.delete(
@@ -81,22 +64,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: TokenInfo, ...errors(400, 401, 403, 404) },
       },
     },
-    async (request) => {
-      const actor = actorOf(request);
-      const info = await db.tx(async (q) => {
-        const revoked = await revokeToken(q, request.params.id);
-        if (!revoked) throw new TenantryError('TOKEN_NOT_FOUND', `no token ${request.params.id}`);
-        await appendAudit(q, {
-          actor,
-          action: 'token.revoke',
-          requestId: request.id,
-          details: { tokenId: revoked.id },
-        });
-        return revoked;
-      });
-      tokenCache.clear();
-      return info;
-    },
+    async (request) => svc.revoke({ actor: actorOf(request), requestId: request.id }, request.params.id),
   );
 };
 
