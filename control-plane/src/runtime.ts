@@ -50,6 +50,34 @@ async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
   }
 }
 
+/**
+ * When the data plane runs on the control plane's own cluster, tenant roles share it with the
+ * control database, which must then be locked down (no CONNECT for PUBLIC). Returns its name in
+ * that case. Host names cannot tell (localhost, 127.0.0.1, a DNS alias): compare the clusters'
+ * system identifiers, and the database's oid to be sure it is the same database.
+ */
+async function controlDatabaseOnDataPlane(control: Db, dataplaneUrl: string): Promise<string | null> {
+  const here = await control.query<{ sysid: string; db: string; oid: string }>(
+    `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sysid, current_database() AS db,
+            (SELECT oid::text FROM pg_database WHERE datname = current_database()) AS oid`,
+  );
+  const c = here.rows[0];
+  if (!c) return null;
+  const dp = new pg.Client({ connectionString: withDatabase(dataplaneUrl, 'postgres') });
+  await dp.connect();
+  try {
+    const there = await dp.query<{ sysid: string; oid: string | null }>(
+      `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sysid,
+              (SELECT oid::text FROM pg_database WHERE datname = $1) AS oid`,
+      [c.db],
+    );
+    const d = there.rows[0];
+    return d && d.sysid === c.sysid && d.oid === c.oid ? c.db : null;
+  } finally {
+    await dp.end();
+  }
+}
+
 function withDatabase(url: string, database: string): string {
   const u = new URL(url);
   u.pathname = `/${database}`;
@@ -117,11 +145,10 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       );
     } else {
       const dp = new DataPlane(dataplaneUrl);
-      const controlDb = decodeURIComponent(new URL(databaseUrl).pathname.slice(1));
-      const sameServer = new URL(databaseUrl).host === new URL(dataplaneUrl).host;
+      const controlDb = await controlDatabaseOnDataPlane(db, dataplaneUrl);
       const local = new LocalEngine(dp, keys, templates.catalog, templates.tenantSchema, {
         faultStepDelayMs: config.faultStepDelayMs,
-        protectDatabases: sameServer ? [controlDb] : [],
+        protectDatabases: controlDb ? [controlDb] : [],
         promotion: {
           rollbackWindowMs: config.promotionRollbackWindowMs,
           maxLagBytes: config.promotionMaxLagBytes,
@@ -137,7 +164,6 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
 
     const tokenCache = new TokenCache(db);
     const tokens = new TokenService(db, tokenCache);
-    const generatedAdminToken = await tokens.seedAdmin(config.adminToken);
     const tenants = new TenantService(db, engine, {
       templateVersion: templates.tenantSchema.version,
       maxAttempts: config.operationMaxAttempts,
@@ -163,6 +189,9 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       const w = worker;
       closers.push(() => w.stop());
     }
+    // Last: a generated token is shown only by our caller, so nothing that can fail may come
+    // between committing it and returning it (a failed start must not leave an unseen admin).
+    const generatedAdminToken = await tokens.seedAdmin(config.adminToken);
     return {
       services: { db, engine, tenants, tokens, drift: drift.service, metrics, tokenCache },
       executor,

@@ -51,12 +51,13 @@ export interface TestStack {
  * template, its own data-plane database, a worker running in-process, and one token per role.
  */
 export async function startStack(
-  env: Record<string, string> = {},
+  env: Record<string, string> | ((dbs: { controlDb: string; dataDb: string }) => Record<string, string>) = {},
   logStream?: NodeJS.WritableStream,
 ): Promise<TestStack> {
   const id = rand();
   const controlDb = `cp_${id}`;
   const dataDb = `dp_${id}`;
+  const overrides = typeof env === 'function' ? env({ controlDb, dataDb }) : env;
   await superQuery('postgres', `CREATE DATABASE ${controlDb} TEMPLATE ${inject('templateDb')}`);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-rt-'));
   const config = loadConfig({
@@ -65,7 +66,7 @@ export async function startStack(
     TENANTRY_DATA_DIR: dataDir,
     TENANTRY_OPERATION_LEASE_MS: '2000',
     LOG_LEVEL: 'silent',
-    ...env,
+    ...overrides,
   });
   await superQuery('postgres', `CREATE DATABASE ${dataDb}`);
   const log = logStream ? pino(loggerOptions(config.logLevel), logStream) : pino({ level: config.logLevel });
