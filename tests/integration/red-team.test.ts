@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -11,7 +12,8 @@ import {
 
 /**
  * The red-team isolation suite: every tenant tries, with its own credentials, to reach every
- * other tenant's data on every tier. Each attempt must be refused or see/affect zero rows.
+ * other tenant's data on every tier, in every table of the template. Each attempt must be
+ * refused or see/affect zero rows.
  */
 type Tier = 'pool' | 'bridge' | 'silo';
 interface T {
@@ -21,26 +23,63 @@ interface T {
   conn: Awaited<ReturnType<typeof connectionOf>>;
   userId: string;
   email: string;
+  settingKey: string;
 }
+
+/**
+ * One entry per table of templates/tenant-schema: how a tenant's row is seeded, and the
+ * insert and update an intruder tries with the victim's tenant id. A test checks that this
+ * list and the live template's tables are the same set, so a new table needs an entry here.
+ */
+const TABLES: Record<
+  string,
+  { seed: (t: T) => [string, unknown[]]; insert: (b: T) => [string, unknown[]]; set: string }
+> = {
+  users: {
+    seed: (t) => ['(tenant_id, id, email, name) VALUES ($1, $2, $3, $4)', [t.id, t.userId, t.email, 'owner']],
+    insert: (b) => ["(tenant_id, email) VALUES ($1, 'intruder@x')", [b.id]],
+    set: "name = 'pwned'",
+  },
+  documents: {
+    seed: (t) => [
+      "(tenant_id, owner_id, title, body) VALUES ($1, $2, 'plan', 'secret plan')",
+      [t.id, t.userId],
+    ],
+    insert: (b) => ["(tenant_id, owner_id, title) VALUES ($1, $2, 'planted')", [b.id, b.userId]],
+    set: "body = 'pwned'",
+  },
+  settings: {
+    seed: (t) => [`(tenant_id, key, value) VALUES ($1, $2, '{"tier": "secret"}')`, [t.id, t.settingKey]],
+    insert: (b) => ["(tenant_id, key) VALUES ($1, 'intruder')", [b.id]],
+    set: `value = '{"pwned": true}'`,
+  },
+};
+const TABLE_NAMES = Object.keys(TABLES);
 
 let s: TestStack;
 const tenants: T[] = [];
 
-/** Where a tenant's users table lives, as seen from a session on `database`. */
-const usersTable = (t: T) => `${t.conn.schema}.users`;
+/** Where a tenant's table lives, as seen from a session on its database. */
+const table = (t: T, name: string) => `${t.conn.schema}.${name}`;
 
 async function seed(t: T) {
-  const sql = `INSERT INTO ${usersTable(t)} (tenant_id, id, email, name) VALUES ($1, gen_random_uuid(), $2, 'owner') RETURNING id`;
-  const rows = await superQuery<{ id: string }>(t.conn.database, sql, [t.id, t.email]);
-  t.userId = rows[0]!.id;
+  for (const name of TABLE_NAMES) {
+    const [values, params] = TABLES[name]!.seed(t);
+    await superQuery(t.conn.database, `INSERT INTO ${table(t, name)} ${values}`, params);
+  }
 }
 
+/** Every row of the tenant in every table, read as the superuser. */
 async function snapshot(t: T) {
-  return superQuery(
-    t.conn.database,
-    `SELECT id, email, name FROM ${usersTable(t)} WHERE tenant_id = $1 ORDER BY id`,
-    [t.id],
-  );
+  const out: Record<string, unknown[]> = {};
+  for (const name of TABLE_NAMES) {
+    out[name] = await superQuery(
+      t.conn.database,
+      `SELECT row_to_json(x)::text AS r FROM ${table(t, name)} x WHERE tenant_id = $1 ORDER BY 1`,
+      [t.id],
+    );
+  }
+  return out;
 }
 
 beforeAll(async () => {
@@ -48,7 +87,15 @@ beforeAll(async () => {
   for (const tier of ['pool', 'pool', 'bridge', 'bridge', 'silo', 'silo'] as const) {
     const o = await onboard(s, tier);
     const conn = await connectionOf(s, o.slug);
-    tenants.push({ tier, slug: o.slug, id: o.id, conn, userId: '', email: `owner@${o.slug}.example` });
+    tenants.push({
+      tier,
+      slug: o.slug,
+      id: o.id,
+      conn,
+      userId: crypto.randomUUID(),
+      email: `owner@${o.slug}.example`,
+      settingKey: `key-of-${o.slug}`,
+    });
   }
   for (const t of tenants) await seed(t);
 }, 120_000);
@@ -57,26 +104,45 @@ afterAll(async () => {
   await s?.close();
 });
 
-/** Runs `sql` as `a` (in a's own database unless `database` says otherwise); returns rows or the refusal. */
-async function as(a: T, sql: string, params: unknown[] = [], database = a.conn.database) {
+interface Outcome {
+  refused: string | null;
+  rows: number;
+}
+
+/**
+ * Runs each statement as tenant `a` (on `database`, a's own unless given), each in its own
+ * transaction with a's tenant setting when a is pooled; returns each one's rows or refusal.
+ */
+async function as(a: T, statements: [string, unknown[]][], database = a.conn.database): Promise<Outcome[]> {
   let c: pg.Client;
   try {
     c = await tenantClient({ ...a.conn, database });
   } catch (e) {
-    return { refused: (e as Error).message, rows: 0 };
+    return statements.map(() => ({ refused: (e as Error).message, rows: 0 }));
   }
+  const out: Outcome[] = [];
   try {
-    await c.query('BEGIN');
-    if (a.conn.tenantSetting) await c.query('SELECT set_config($1, $2, true)', [a.conn.tenantSetting, a.id]);
-    const r = await c.query(sql, params);
-    await c.query('COMMIT');
-    return { refused: null, rows: r.rowCount ?? 0 };
-  } catch (e) {
-    return { refused: (e as Error).message, rows: 0 };
+    for (const [sql, params] of statements) {
+      try {
+        await c.query('BEGIN');
+        if (a.conn.tenantSetting)
+          await c.query('SELECT set_config($1, $2, true)', [a.conn.tenantSetting, a.id]);
+        const r = await c.query(sql, params);
+        await c.query('COMMIT');
+        out.push({ refused: null, rows: r.rowCount ?? 0 });
+      } catch (e) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        out.push({ refused: (e as Error).message, rows: 0 });
+      }
+    }
   } finally {
     await c.end();
   }
+  return out;
 }
+
+const asOne = async (a: T, sql: string, params: unknown[] = [], database = a.conn.database) =>
+  (await as(a, [[sql, params]], database))[0]!;
 
 const pairs = () => {
   const out: [T, T][] = [];
@@ -84,42 +150,61 @@ const pairs = () => {
   return out;
 };
 
-describe('cross-tenant access, every pair of tiers', () => {
+/** Values of b that must never appear in anything a sees, errors included. */
+const secretsOf = (b: T) => [b.email, b.userId, b.settingKey, 'secret plan'];
+
+describe('cross-tenant access, every pair of tiers, every table', () => {
   it('covers every ordered pair of tiers', () => {
     const seen = new Set(pairs().map(([a, b]) => `${a.tier}->${b.tier}`));
     expect(seen.size).toBe(9);
   });
 
-  it("no tenant can read another tenant's rows", async () => {
-    for (const [a, b] of pairs()) {
-      const r = await as(a, `SELECT * FROM ${usersTable(b)} WHERE tenant_id = $1`, [b.id], b.conn.database);
-      expect({ pair: `${a.slug}->${b.slug}`, rows: r.rows }).toEqual({
-        pair: `${a.slug}->${b.slug}`,
-        rows: 0,
-      });
-      if (r.refused) expect(r.refused).not.toContain(b.email);
+  it('attacks every table of the template', async () => {
+    const live = await superQuery<{ relname: string }>(
+      s.dataDb,
+      `SELECT relname FROM pg_class WHERE relnamespace = 'pool'::regnamespace AND relkind = 'r' ORDER BY 1`,
+    );
+    expect(live.map((r) => r.relname)).toEqual([...TABLE_NAMES].sort());
+    // The seed is real: every tenant has one row in every table.
+    for (const t of tenants) {
+      for (const [name, rows] of Object.entries(await snapshot(t)))
+        expect(rows, `${t.slug}.${name}`).toHaveLength(1);
     }
   });
 
-  it("no tenant can insert, update or delete another tenant's rows", async () => {
+  it("no tenant can read another tenant's rows in any table", async () => {
+    for (const [a, b] of pairs()) {
+      const results = await as(
+        a,
+        TABLE_NAMES.map((name) => [`SELECT * FROM ${table(b, name)} WHERE tenant_id = $1`, [b.id]]),
+        b.conn.database,
+      );
+      results.forEach((r, i) => {
+        const where = `${a.tier}:${a.slug} -> ${b.tier}:${b.slug}.${TABLE_NAMES[i]}`;
+        expect(r.rows, where).toBe(0);
+        for (const secret of secretsOf(b)) expect(r.refused ?? '', where).not.toContain(secret);
+      });
+    }
+  });
+
+  it("no tenant can insert, update or delete another tenant's rows in any table", async () => {
     for (const [a, b] of pairs()) {
       const before = await snapshot(b);
-      const ins = await as(
-        a,
-        `INSERT INTO ${usersTable(b)} (tenant_id, email) VALUES ($1, 'intruder@x')`,
-        [b.id],
-        b.conn.database,
-      );
-      const upd = await as(
-        a,
-        `UPDATE ${usersTable(b)} SET name = 'pwned' WHERE tenant_id = $1`,
-        [b.id],
-        b.conn.database,
-      );
-      const del = await as(a, `DELETE FROM ${usersTable(b)} WHERE tenant_id = $1`, [b.id], b.conn.database);
-      for (const r of [ins, upd, del])
-        expect(r.refused !== null || r.rows === 0, `${a.slug}->${b.slug}`).toBe(true);
-      expect(await snapshot(b)).toEqual(before);
+      const statements: [string, unknown[]][] = TABLE_NAMES.flatMap((name) => {
+        const [values, params] = TABLES[name]!.insert(b);
+        return [
+          [`INSERT INTO ${table(b, name)} ${values}`, params],
+          [`UPDATE ${table(b, name)} SET ${TABLES[name]!.set} WHERE tenant_id = $1`, [b.id]],
+          [`DELETE FROM ${table(b, name)} WHERE tenant_id = $1`, [b.id]],
+        ] as [string, unknown[]][];
+      });
+      const results = await as(a, statements, b.conn.database);
+      results.forEach((r, i) => {
+        const where = `${a.tier}:${a.slug} -> ${b.tier}:${b.slug}: ${statements[i]![0]}`;
+        expect(r.refused !== null || r.rows === 0, where).toBe(true);
+        for (const secret of secretsOf(b)) expect(r.refused ?? '', where).not.toContain(secret);
+      });
+      expect(await snapshot(b), `${a.slug} -> ${b.slug}`).toEqual(before);
     }
   });
 
@@ -131,7 +216,7 @@ describe('cross-tenant access, every pair of tiers', () => {
         'template1',
         ...tenants.filter((t) => t.tier === 'silo' && t !== a).map((t) => t.conn.database),
       ]) {
-        const r = await as(a, 'SELECT 1', [], db);
+        const r = await asOne(a, 'SELECT 1', [], db);
         expect(r.refused, `${a.slug} -> ${db}`).toMatch(
           /permission denied for database|does not have CONNECT privilege/,
         );
@@ -139,7 +224,7 @@ describe('cross-tenant access, every pair of tiers', () => {
     }
     const pool = tenants.find((t) => t.tier === 'pool')!;
     for (const db of [s.controlDb, 'postgres', 'template1']) {
-      expect((await as(pool, 'SELECT 1', [], db)).refused).toMatch(/permission denied|CONNECT privilege/);
+      expect((await asOne(pool, 'SELECT 1', [], db)).refused).toMatch(/permission denied|CONNECT privilege/);
     }
   });
 });
@@ -156,10 +241,44 @@ describe('pool row-level security', () => {
     }
   }
 
-  it('sees zero rows with no tenant set', async () => {
+  it('has exactly one policy per table, of the documented shape, with no OR', async () => {
+    const expr = `(tenant_id = ( SELECT (NULLIF(current_setting('app.tenant_id'::text, true), ''::text))::uuid AS "nullif"))`;
+    const rows = await superQuery<{
+      relname: string;
+      n: number;
+      cmd: string[];
+      permissive: boolean[];
+      roles: string[];
+      quals: string[];
+      checks: string[];
+    }>(
+      s.dataDb,
+      `SELECT c.relname, count(p.oid)::int AS n, array_agg(p.polcmd::text) AS cmd,
+              array_agg(p.polpermissive) AS permissive, array_agg(p.polroles::text) AS roles,
+              array_agg(pg_get_expr(p.polqual, p.polrelid)) AS quals,
+              array_agg(pg_get_expr(p.polwithcheck, p.polrelid)) AS checks
+         FROM pg_class c LEFT JOIN pg_policy p ON p.polrelid = c.oid
+        WHERE c.relnamespace = 'pool'::regnamespace AND c.relkind = 'r'
+        GROUP BY c.relname ORDER BY c.relname`,
+    );
+    expect(rows.map((r) => r.relname)).toEqual([...TABLE_NAMES].sort());
+    for (const r of rows) {
+      expect(r, r.relname).toEqual({
+        relname: r.relname,
+        n: 1,
+        cmd: ['*'], // FOR ALL
+        permissive: [true],
+        roles: ['{0}'], // PUBLIC
+        quals: [expr],
+        checks: [expr],
+      });
+      expect(r.quals[0]).not.toMatch(/\bOR\b/i);
+    }
+  });
+
+  it('sees zero rows in every table with no tenant set', async () => {
     await raw(poolTenants()[0]!, async (c) => {
-      expect((await c.query('SELECT * FROM pool.users')).rowCount).toBe(0);
-      expect((await c.query('SELECT * FROM pool.settings')).rowCount).toBe(0);
+      for (const name of TABLE_NAMES) expect((await c.query(`SELECT * FROM pool.${name}`)).rowCount).toBe(0);
     });
   });
 
@@ -168,40 +287,40 @@ describe('pool row-level security', () => {
     await raw(a!, async (c) => {
       await c.query('BEGIN');
       await c.query(`SELECT set_config('app.tenant_id', '', true)`);
-      expect((await c.query('SELECT * FROM pool.users')).rowCount).toBe(0);
+      for (const name of TABLE_NAMES) expect((await c.query(`SELECT * FROM pool.${name}`)).rowCount).toBe(0);
       await c.query('COMMIT');
       for (const bad of ['garbage', "' OR 1=1 --", `${b!.id} OR true`]) {
-        await c.query('BEGIN');
-        await c.query(`SELECT set_config('app.tenant_id', $1, true)`, [bad]);
-        const err = await c.query('SELECT * FROM pool.users').then(
-          (r) => ({ rows: r.rowCount, message: '' }),
-          (e: Error) => ({ rows: 0, message: e.message }),
-        );
-        await c.query('ROLLBACK');
-        expect(err.rows).toBe(0);
-        for (const t of tenants) {
-          expect(err.message).not.toContain(t.email);
-          expect(err.message).not.toContain(t.userId);
+        for (const name of TABLE_NAMES) {
+          await c.query('BEGIN');
+          await c.query(`SELECT set_config('app.tenant_id', $1, true)`, [bad]);
+          const err = await c.query(`SELECT * FROM pool.${name}`).then(
+            (r) => ({ rows: r.rowCount, message: '' }),
+            (e: Error) => ({ rows: 0, message: e.message }),
+          );
+          await c.query('ROLLBACK');
+          expect(err.rows).toBe(0);
+          for (const t of tenants)
+            for (const secret of secretsOf(t)) expect(err.message).not.toContain(secret);
         }
       }
     });
   });
 
-  it("refuses (WITH CHECK) writing a row that carries another tenant's id", async () => {
+  it("refuses (WITH CHECK) writing a row that carries another tenant's id, in every table", async () => {
     const [a, b] = poolTenants();
     await raw(a!, async (c) => {
-      await c.query('BEGIN');
-      await c.query('SELECT set_config($1, $2, true)', [a!.conn.tenantSetting, a!.id]);
-      await expect(
-        c.query(`INSERT INTO pool.users (tenant_id, email) VALUES ($1, 'x@y')`, [b!.id]),
-      ).rejects.toThrow(/row-level security/);
-      await c.query('ROLLBACK');
-      await c.query('BEGIN');
-      await c.query('SELECT set_config($1, $2, true)', [a!.conn.tenantSetting, a!.id]);
-      await expect(c.query('UPDATE pool.users SET tenant_id = $1', [b!.id])).rejects.toThrow(
-        /row-level security/,
-      );
-      await c.query('ROLLBACK');
+      for (const name of TABLE_NAMES) {
+        const [values, params] = TABLES[name]!.insert(b!);
+        for (const [sql, p] of [
+          [`INSERT INTO pool.${name} ${values}`, params],
+          [`UPDATE pool.${name} SET tenant_id = $1`, [b!.id]],
+        ] as [string, unknown[]][]) {
+          await c.query('BEGIN');
+          await c.query('SELECT set_config($1, $2, true)', [a!.conn.tenantSetting, a!.id]);
+          await expect(c.query(sql, p), sql).rejects.toThrow(/row-level security/);
+          await c.query('ROLLBACK');
+        }
+      }
     });
   });
 
@@ -216,7 +335,7 @@ describe('pool row-level security', () => {
       await c1.query('COMMIT');
       c1.release();
       const c2 = await pool.connect();
-      expect((await c2.query('SELECT * FROM pool.users')).rowCount).toBe(0);
+      for (const name of TABLE_NAMES) expect((await c2.query(`SELECT * FROM pool.${name}`)).rowCount).toBe(0);
       await c2.query('BEGIN');
       await c2.query('SELECT set_config($1, $2, true)', ['app.tenant_id', b!.id]);
       expect((await c2.query('SELECT email FROM pool.users')).rows).toEqual([{ email: b!.email }]);
@@ -232,13 +351,17 @@ describe('pool row-level security', () => {
     await raw(a!, async (c) => {
       await c.query('BEGIN');
       await c.query('SELECT set_config($1, $2, true)', ['app.tenant_id', a!.id]);
-      // b's email and b's user id collide with nothing in a's key space.
-      const r = await c.query(`INSERT INTO pool.users (tenant_id, id, email) VALUES ($1, $2, $3)`, [
+      // b's email, user id and setting key collide with nothing in a's key space.
+      const u = await c.query(`INSERT INTO pool.users (tenant_id, id, email) VALUES ($1, $2, $3)`, [
         a!.id,
         b!.userId,
         b!.email,
       ]);
-      expect(r.rowCount).toBe(1);
+      const k = await c.query(`INSERT INTO pool.settings (tenant_id, key) VALUES ($1, $2)`, [
+        a!.id,
+        b!.settingKey,
+      ]);
+      expect([u.rowCount, k.rowCount]).toEqual([1, 1]);
       await c.query('ROLLBACK');
     });
   });
@@ -251,7 +374,7 @@ describe('pool row-level security', () => {
       [a.conn.user],
     );
     expect(role).toEqual([{ rolbypassrls: false, rolsuper: false, owned: 0 }]);
-    const r = await as(a, 'SELECT * FROM tenantry_meta.pool_members');
+    const r = await asOne(a, 'SELECT * FROM tenantry_meta.pool_members');
     expect(r.refused).toMatch(/permission denied/);
     const flags = await superQuery<{
       relname: string;
@@ -261,50 +384,175 @@ describe('pool row-level security', () => {
       s.dataDb,
       `SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class WHERE relnamespace = 'pool'::regnamespace AND relkind = 'r' ORDER BY 1`,
     );
-    expect(flags.length).toBe(3);
+    expect(flags.map((f) => f.relname)).toEqual([...TABLE_NAMES].sort());
     for (const f of flags) expect(f).toMatchObject({ relrowsecurity: true, relforcerowsecurity: true });
+  });
+});
+
+describe('the template in every placement', () => {
+  it('leads every primary key, unique constraint and index with tenant_id (pool schema, a bridge schema, a silo database)', async () => {
+    const bridge = tenants.find((t) => t.tier === 'bridge')!;
+    const silo = tenants.find((t) => t.tier === 'silo')!;
+    const placements = [
+      { where: 'pool', database: s.dataDb, schema: 'pool' },
+      { where: 'bridge', database: s.dataDb, schema: bridge.conn.schema! },
+      { where: 'silo', database: silo.conn.database, schema: silo.conn.schema! },
+    ];
+    const shapes: string[][] = [];
+    for (const p of placements) {
+      const rows = await superQuery<{ index: string; kind: string; first: string | null }>(
+        p.database,
+        `SELECT ic.relname AS index,
+                CASE WHEN i.indisprimary THEN 'primary' WHEN i.indisunique THEN 'unique' ELSE 'index' END AS kind,
+                a.attname AS first
+           FROM pg_index i
+           JOIN pg_class ic ON ic.oid = i.indexrelid
+           JOIN pg_class tc ON tc.oid = i.indrelid
+           LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+          WHERE tc.relnamespace = $1::regnamespace
+          ORDER BY 1`,
+        [p.schema],
+      );
+      // One primary key per table, the users email key, the documents owner index.
+      expect(
+        rows.filter((r) => r.kind === 'primary'),
+        p.where,
+      ).toHaveLength(TABLE_NAMES.length);
+      expect(rows.filter((r) => r.kind === 'unique').length, p.where).toBeGreaterThanOrEqual(1);
+      expect(rows.filter((r) => r.kind === 'index').length, p.where).toBeGreaterThanOrEqual(1);
+      for (const r of rows)
+        expect({ where: p.where, ...r }).toEqual({ where: p.where, ...r, first: 'tenant_id' });
+      // Unique constraints are backed by those indexes; none exists without one.
+      const constraints = await superQuery<{ n: number }>(
+        p.database,
+        `SELECT count(*)::int AS n FROM pg_constraint WHERE connamespace = $1::regnamespace AND contype IN ('p', 'u') AND conindid = 0`,
+        [p.schema],
+      );
+      expect(constraints[0]!.n).toBe(0);
+      shapes.push(rows.map((r) => `${r.index}:${r.kind}`));
+    }
+    // The same template everywhere: promotion is a straight copy.
+    expect(shapes[1]).toEqual(shapes[0]);
+    expect(shapes[2]).toEqual(shapes[0]);
+  });
+});
+
+describe('login roles', () => {
+  const tiers = JSON.parse(fs.readFileSync('templates/tiers.json', 'utf8')) as {
+    tiers: Record<
+      Tier,
+      {
+        role: {
+          connectionLimit: number;
+          statementTimeoutMs: number;
+          idleInTransactionSessionTimeoutMs: number;
+        };
+      }
+    >;
+  };
+
+  it.each(['pool', 'bridge', 'silo'] as const)(
+    'a %s role carries the role limits of templates/tiers.json',
+    async (tier) => {
+      const t = tenants.find((x) => x.tier === tier)!;
+      const limits = tiers.tiers[tier].role;
+      const rows = await superQuery<{ rolconnlimit: number; setconfig: string[] }>(
+        'postgres',
+        `SELECT r.rolconnlimit, s.setconfig FROM pg_roles r JOIN pg_db_role_setting s ON s.setrole = r.oid AND s.setdatabase = 0 WHERE r.rolname = $1`,
+        [t.conn.user],
+      );
+      expect(rows).toHaveLength(1);
+      expect(rows[0]!.rolconnlimit).toBe(limits.connectionLimit);
+      expect(rows[0]!.setconfig).toEqual(
+        expect.arrayContaining([
+          `statement_timeout=${limits.statementTimeoutMs}`,
+          `idle_in_transaction_session_timeout=${limits.idleInTransactionSessionTimeoutMs}`,
+        ]),
+      );
+      // What a session of the role actually starts with (pg_settings reports milliseconds).
+      const c = await tenantClient(t.conn);
+      try {
+        const { rows: got } = await c.query<{ name: string; setting: string }>(
+          `SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', 'idle_in_transaction_session_timeout') ORDER BY 1`,
+        );
+        expect(got).toEqual([
+          {
+            name: 'idle_in_transaction_session_timeout',
+            setting: String(limits.idleInTransactionSessionTimeoutMs),
+          },
+          { name: 'statement_timeout', setting: String(limits.statementTimeoutMs) },
+        ]);
+      } finally {
+        await c.end();
+      }
+    },
+  );
+
+  it('CONNECTION LIMIT is enforced by the server; the timeouts are only defaults a session may change (documented limitation)', async () => {
+    const b = tenants.find((t) => t.tier === 'bridge')!;
+    const limit = tiers.tiers.bridge.role.connectionLimit;
+    // Backends of earlier tests' sessions exit shortly after their clients disconnect.
+    for (let i = 0; ; i++) {
+      const [row] = await superQuery<{ n: number }>(
+        'postgres',
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1',
+        [b.conn.user],
+      );
+      if (row!.n === 0) break;
+      if (i > 200) throw new Error(`${row!.n} sessions of ${b.conn.user} never ended`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const open: pg.Client[] = [];
+    try {
+      for (let i = 0; i < limit; i++) open.push(await tenantClient(b.conn));
+      await expect(tenantClient(b.conn)).rejects.toThrow(/too many connections for role/);
+      const c = open[0]!;
+      const timeout = async () =>
+        (await c.query(`SELECT setting FROM pg_settings WHERE name = 'statement_timeout'`)).rows[0].setting;
+      expect(await timeout()).toBe(String(tiers.tiers.bridge.role.statementTimeoutMs));
+      // Postgres has no way to pin a USERSET setting for a role: a tenant can lift its own timeout.
+      await c.query('SET statement_timeout = 0');
+      expect(await timeout()).toBe('0');
+    } finally {
+      await Promise.all(open.map((c) => c.end()));
+    }
   });
 });
 
 describe('bridge and silo roles', () => {
   it('cannot create objects, escalate, or touch the pool', async () => {
     for (const a of tenants.filter((t) => t.tier !== 'pool')) {
-      expect((await as(a, `CREATE TABLE ${a.conn.schema}.evil (x int)`)).refused).toMatch(
-        /permission denied/,
-      );
-      expect((await as(a, 'CREATE TABLE public.evil (x int)')).refused).toMatch(/permission denied/);
-      expect((await as(a, 'CREATE ROLE evil')).refused).toMatch(/permission denied/);
-      if (a.tier === 'bridge')
-        expect((await as(a, 'SELECT * FROM pool.users')).refused).toMatch(/permission denied/);
+      const [inOwn, inPublic, role, pool, own, viaPath] = await as(a, [
+        [`CREATE TABLE ${a.conn.schema}.evil (x int)`, []],
+        ['CREATE TABLE public.evil (x int)', []],
+        ['CREATE ROLE evil', []],
+        ['SELECT * FROM pool.users', []],
+        [`SELECT * FROM ${a.conn.schema}.users`, []],
+        ['SELECT * FROM users', []], // search_path is set
+      ]);
+      expect(inOwn!.refused).toMatch(/permission denied/);
+      expect(inPublic!.refused).toMatch(/permission denied/);
+      expect(role!.refused).toMatch(/permission denied/);
+      // A bridge role may not use the pool schema; a silo database has none.
+      expect(pool!.refused).toMatch(a.tier === 'bridge' ? /permission denied/ : /does not exist/);
       // Its own data is fully usable.
-      expect((await as(a, `SELECT * FROM ${a.conn.schema}.users`)).rows).toBe(1);
-      expect((await as(a, 'SELECT * FROM users')).rows).toBe(1); // search_path is set
+      expect(own!.rows).toBe(1);
+      expect(viaPath!.rows).toBe(1);
     }
   });
 
-  it('carry the tier role limits', async () => {
-    const b = tenants.find((t) => t.tier === 'bridge')!;
-    const rows = await superQuery<{ rolconnlimit: number; setconfig: string[] }>(
-      'postgres',
-      `SELECT r.rolconnlimit, s.setconfig FROM pg_roles r JOIN pg_db_role_setting s ON s.setrole = r.oid AND s.setdatabase = 0 WHERE r.rolname = $1`,
-      [b.conn.user],
-    );
-    expect(rows[0]!.rolconnlimit).toBe(20);
-    expect(rows[0]!.setconfig).toEqual(
-      expect.arrayContaining(['statement_timeout=30000', 'idle_in_transaction_session_timeout=60000']),
-    );
-  });
-
   it('a silo role does not own its database, and PUBLIC has no CONNECT on it', async () => {
-    const silo = tenants.find((t) => t.tier === 'silo')!;
-    const rows = await superQuery<{ owner: string; public_connect: boolean }>(
-      'postgres',
-      `SELECT pg_get_userbyid(datdba) AS owner,
-              EXISTS (SELECT 1 FROM aclexplode(datacl) a WHERE a.grantee = 0 AND a.privilege_type = 'CONNECT') AS public_connect
-         FROM pg_database WHERE datname = $1`,
-      [silo.conn.database],
-    );
-    expect(rows[0]!.owner).not.toBe(silo.conn.user);
-    expect(rows[0]!.public_connect).toBe(false);
+    for (const silo of tenants.filter((t) => t.tier === 'silo')) {
+      const rows = await superQuery<{ owner: string; public_connect: boolean }>(
+        'postgres',
+        `SELECT pg_get_userbyid(datdba) AS owner,
+                EXISTS (SELECT 1 FROM aclexplode(coalesce(datacl, acldefault('d', datdba))) a
+                         WHERE a.grantee = 0 AND a.privilege_type = 'CONNECT') AS public_connect
+           FROM pg_database WHERE datname = $1`,
+        [silo.conn.database],
+      );
+      expect(rows[0]!.owner).not.toBe(silo.conn.user);
+      expect(rows[0]!.public_connect).toBe(false);
+    }
   });
 });
