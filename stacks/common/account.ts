@@ -1,5 +1,6 @@
 import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
+import { memberRoleArn } from '../../control-plane/src/aws/arn.js';
 import {
   AWS_ENDPOINT_SERVICES,
   type AwsProviderOptions,
@@ -25,10 +26,8 @@ export function providerOptionsFromConfig(region: string): AwsProviderOptions {
   return { region, endpoints, s3UsePathStyle: cfg.getBoolean('s3UsePathStyle') ?? false };
 }
 
-export function accountRoleArn(accountId: string, roleName: string): string {
-  if (!/^\d{12}$/.test(accountId)) throw new Error(`not an AWS account id: ${accountId}`);
-  return `arn:aws:iam::${accountId}:role/${roleName}`;
-}
+/** The role Organizations creates in the new account; the control plane builds the same ARN to read its secret. */
+export const accountRoleArn = memberRoleArn;
 
 /**
  * `tenantry:tenant:Account`: a member account vended through AWS Organizations, a provider

@@ -16,10 +16,21 @@ export interface TenantProgramInput {
   accountEmailSuffix?: string;
   /** Overrides `tenantry:dataPlaneRoleArn` for this tenant. */
   dataPlaneRoleArn?: string;
-  /** Defaults to templates/tenant-schema. */
+  /**
+   * The control plane's templates directory (tiers.json, tenant-schema/): the same files the
+   * control plane loaded, so both agree on the tier settings and the tenant schema. Defaults to
+   * the repository's templates/.
+   */
+  templatesDir?: string;
+  /** Tests only: overrides what templatesDir holds. */
   template?: TenantTemplate;
-  /** Defaults to templates/tiers.json. */
   tiers?: TierCatalog;
+  /**
+   * Offboarding: deletion protection off and nothing retained on delete, so the `destroy` that
+   * follows removes the tenant. Only the tenant key of a tier with a final snapshot is kept (the
+   * snapshot is encrypted with it). Never set for provisioning, promotion or drift repair.
+   */
+  offboarding?: boolean;
 }
 
 const SUFFIX_RE = /^[a-z0-9]{8,16}$/;

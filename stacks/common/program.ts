@@ -1,11 +1,11 @@
 import * as pulumi from '@pulumi/pulumi';
 import type { ConnectionDescriptor } from '../../control-plane/src/domain/ports.js';
-import type { Tier, TierDefinition } from '../../control-plane/src/domain/tiers.js';
+import type { Tier, TierCatalog, TierDefinition } from '../../control-plane/src/domain/tiers.js';
 import type { TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
 import { CONFIG_NAMESPACE, ConfigError, type PlatformSettings, parsePlatformSettings } from './config.js';
 import { assertProgramInput, type TenantProgramInput } from './input.js';
 import { type TenantTags, tenantTags } from './tags.js';
-import { loadTenantTemplate, loadTierCatalog } from './templates.js';
+import { loadProgramTemplates } from './templates.js';
 
 /** What a tier program's component needs, read and validated once at the start of the run. */
 export interface ProgramContext {
@@ -20,6 +20,12 @@ export interface ProgramContext {
 
 const ROLE_ARN_RE = /^arn:aws(?:-[a-z]+)*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
 
+function templatesFor(input: TenantProgramInput): { catalog: TierCatalog; template: TenantTemplate } {
+  if (input.tiers && input.template) return { catalog: input.tiers, template: input.template };
+  const loaded = loadProgramTemplates(input.templatesDir);
+  return { catalog: input.tiers ?? loaded.catalog, template: input.template ?? loaded.tenantSchema };
+}
+
 export function programContext(input: TenantProgramInput, tier: Tier): ProgramContext {
   assertProgramInput(input, tier);
   const cfg = new pulumi.Config(CONFIG_NAMESPACE);
@@ -28,13 +34,13 @@ export function programContext(input: TenantProgramInput, tier: Tier): ProgramCo
   if (!region) throw new ConfigError('aws:region', 'is required');
   const dataPlaneRoleArn = input.dataPlaneRoleArn ?? settings.dataPlaneRoleArn;
   if (!ROLE_ARN_RE.test(dataPlaneRoleArn)) throw new Error('dataPlaneRoleArn must be an IAM role ARN');
-  const catalog = input.tiers ?? loadTierCatalog();
+  const { catalog, template } = templatesFor(input);
   return {
     input,
     settings,
     region,
     tier: catalog.tiers[tier],
-    template: input.template ?? loadTenantTemplate(),
+    template,
     tags: tenantTags(input.tenantId, tier),
     dataPlaneRoleArn,
   };

@@ -1,26 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { buildStackConfig } from '../../control-plane/src/engine/pulumi/config.js';
+import { buildStackConfig, configChanges } from '../../control-plane/src/engine/pulumi/config.js';
 import {
   fullyQualifiedStackName,
   stackName,
   stackWorkspaceDir,
 } from '../../control-plane/src/engine/pulumi/naming.js';
+import { plainOutputs } from '../../control-plane/src/engine/pulumi/outputs.js';
+import {
+  isDiyBackend,
+  isVersionAtLeast,
+  programVersion,
+} from '../../control-plane/src/engine/pulumi/version.js';
 import { type PlatformSettings, parsePlatformSettings } from '../../stacks/common/config.js';
+import { TEST_PLATFORM } from '../fixtures/platform.js';
 
-const platform: PlatformSettings = parsePlatformSettings(
-  (k) =>
-    ({
-      adminRoleArn: 'arn:aws:iam::111111111111:role/tenantry-control-plane',
-      dataPlaneRoleArn: 'arn:aws:iam::111111111111:role/tenantry-data-plane',
-      keyDeletionWindowDays: '14',
-      sharedClusterSecretName: 'tenantry/platform/shared-cluster-admin',
-      dbSubnetGroupName: 'tenantry-private',
-      vpcSecurityGroupIds: '["sg-0123456789abcdef0"]',
-      accountEmailDomain: 'tenants.example.com',
-      accountParentOuId: 'ou-ab12-cdef3456',
-      accountAvailabilityZones: '["eu-west-1a","eu-west-1b"]',
-    })[k],
-);
+const platform: PlatformSettings = TEST_PLATFORM;
 
 describe('stack naming and workspaces', () => {
   it('names stacks through the domain function and qualifies them for DIY backends', () => {
@@ -145,5 +139,66 @@ describe('parsePlatformSettings', () => {
         accountAvailabilityZones: '["eu-west-1a"]',
       }),
     ).toThrow(/one CIDR per availability zone/);
+  });
+});
+
+describe('configChanges', () => {
+  const v = (value: string, secret = false) => ({ value, secret });
+
+  it('writes nothing when the stack already has the config (a drift check stays read-only)', () => {
+    const config = { 'aws:region': v('eu-west-1'), 'tenantry:tier': v('pool') };
+    expect(configChanges({ ...config }, config)).toEqual({ set: {}, remove: [] });
+  });
+
+  it('sets only what differs (value or secrecy) and removes keys the stack no longer has', () => {
+    const current = { 'aws:region': v('eu-west-1'), 'tenantry:tier': v('pool'), 'tenantry:old': v('x') };
+    const desired = {
+      'aws:region': v('eu-west-1'),
+      'tenantry:tier': v('silo'),
+      'tenantry:token': v('t', true),
+    };
+    expect(configChanges(current, desired)).toEqual({
+      set: { 'tenantry:tier': v('silo'), 'tenantry:token': v('t', true) },
+      remove: ['tenantry:old'],
+    });
+    expect(configChanges({ 'a:b': v('x', true) }, { 'a:b': v('x') }).set).toEqual({ 'a:b': v('x') });
+  });
+});
+
+describe('CLI version and backends', () => {
+  it.each([
+    ['3.229.0', true],
+    ['v3.230.1', true],
+    ['3.229.0-alpha.1+dev', true],
+    ['4.0.0', true],
+    ['3.228.9', false],
+    ['2.999.0', false],
+    ['unknown', false],
+  ])('%s is at least 3.229.0: %s', (found, ok) => {
+    expect(isVersionAtLeast(found, '3.229.0')).toBe(ok);
+  });
+
+  it('knows the DIY backends from Pulumi Cloud', () => {
+    expect(isDiyBackend('s3://tenantry-state?region=eu-west-1')).toBe(true);
+    expect(isDiyBackend('file:///var/lib/tenantry/state')).toBe(true);
+    expect(isDiyBackend('https://api.pulumi.com')).toBe(false);
+  });
+
+  it('tags the recorded version with the program hash as semver build metadata', () => {
+    expect(programVersion('1.2.0', 'ab'.repeat(32))).toBe('1.2.0+program.abababababab');
+    expect(programVersion('1.2.0+template.3', 'cd'.repeat(32))).toBe('1.2.0+template.3.program.cdcdcdcdcdcd');
+  });
+});
+
+describe('plainOutputs', () => {
+  it('drops secret and structured outputs before they leave the child', () => {
+    expect(
+      plainOutputs({
+        keyArn: { value: 'arn:aws:kms:eu-west-1:111111111111:key/k', secret: false },
+        port: { value: 5432, secret: false },
+        password: { value: 'hunter2', secret: true },
+        descriptor: { value: { password: 'hunter2' }, secret: false },
+      }),
+    ).toEqual({ keyArn: 'arn:aws:kms:eu-west-1:111111111111:key/k', port: 5432 });
   });
 });

@@ -1,3 +1,4 @@
+export { type AwsCredentials, assumeRole, findActiveAccountIdByEmail, memberRoleArn } from './accounts.js';
 export { findKeyByAlias, type KeyRef, type ScheduledDeletion, scheduleKeyDeletion } from './kms.js';
 export {
   type CreateAccountInput,

@@ -44,3 +44,20 @@ export function buildStackConfig(p: {
   }
   return out;
 }
+
+/**
+ * What to write so the stack's config equals `desired`: the keys whose value or secrecy
+ * differs, and the keys the stack has that `desired` lacks. Nothing to do is `{ set: {}, remove: [] }`,
+ * so an unchanged config is never rewritten (a drift check writes nothing).
+ */
+export function configChanges(current: ConfigMap, desired: ConfigMap): { set: ConfigMap; remove: string[] } {
+  const set: ConfigMap = {};
+  for (const [key, want] of Object.entries(desired)) {
+    const have = current[key];
+    if (!have || have.value !== want.value || Boolean(have.secret) !== Boolean(want.secret)) set[key] = want;
+  }
+  const remove = Object.keys(current)
+    .filter((k) => !(k in desired))
+    .sort();
+  return { set, remove };
+}

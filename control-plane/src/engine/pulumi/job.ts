@@ -1,0 +1,78 @@
+import path from 'node:path';
+import type { PlatformSettings } from '../../../../stacks/common/config.js';
+import type { TenantProgramInput } from '../../../../stacks/common/input.js';
+import { rdsDeletionProtection } from '../../../../stacks/policy/policies.js';
+import type { AwsProviderOptions } from '../../aws/provider-options.js';
+import type { Tier } from '../../domain/tiers.js';
+import { buildStackConfig } from './config.js';
+import { PULUMI_PROJECT, stackName, stackWorkspaceDir } from './naming.js';
+import type { PulumiJob, PulumiOp } from './runner.js';
+import { isDiyBackend, MIN_CLI_FOR_DRIFT } from './version.js';
+
+/** What every job of one engine shares. */
+export interface JobSettings {
+  backendUrl: string;
+  secretsProvider?: string;
+  envVars: Record<string, string>;
+  aws: AwsProviderOptions;
+  platform: PlatformSettings;
+  /** Absolute. */
+  workspaceRoot: string;
+  templatesDir: string;
+  /** Absolute policy pack directories run with every up and preview. */
+  policyPacks: string[];
+  /** The account tier's root-email suffix of a tenant (deterministic per tenant id). */
+  accountEmailSuffix: (tenantId: string) => string;
+}
+
+/**
+ * The offboarding `up` turns deletion protection off on purpose (the destroy that follows needs
+ * it); the pack's rule that demands it is disabled for that one run, every other rule still holds.
+ */
+export const UNPROTECT_POLICY_CONFIG: Record<string, unknown> = {
+  [rdsDeletionProtection.name]: { enforcementLevel: 'disabled' },
+};
+
+/**
+ * One Pulumi job: the tier whose program runs (a promotion runs the target tier's, not the
+ * tenant's current one), its input, the whole stack config, the workspace, the policy packs.
+ * Pure, so what the child will run is testable without a child.
+ */
+export function buildJob(
+  op: PulumiOp,
+  tenant: { id: string; slug: string },
+  tier: Tier,
+  s: JobSettings,
+): PulumiJob {
+  const offboarding = op === 'unprotect' || op === 'destroy';
+  const input: TenantProgramInput = {
+    tenantId: tenant.id,
+    slug: tenant.slug,
+    tier,
+    ...(tier === 'account' ? { accountEmailSuffix: s.accountEmailSuffix(tenant.id) } : {}),
+    templatesDir: s.templatesDir,
+    ...(offboarding ? { offboarding: true } : {}),
+  };
+  if (!path.isAbsolute(s.templatesDir)) throw new Error('the templates directory must be an absolute path');
+  for (const p of s.policyPacks) {
+    if (!path.isAbsolute(p)) throw new Error(`policy pack paths must be absolute: ${p}`);
+  }
+  // Destroy runs no policy: there is nothing left to check.
+  const policyPacks = op === 'destroy' ? [] : s.policyPacks;
+  return {
+    op,
+    projectName: PULUMI_PROJECT,
+    stackName: stackName(tenant.slug),
+    workDir: stackWorkspaceDir(s.workspaceRoot, tenant.slug),
+    backendUrl: s.backendUrl,
+    ...(s.secretsProvider ? { secretsProvider: s.secretsProvider } : {}),
+    envVars: s.envVars,
+    config: buildStackConfig({ input, platform: s.platform, aws: s.aws }),
+    input,
+    policyPacks,
+    ...(op === 'unprotect' && policyPacks.length > 0 ? { policyPackConfig: UNPROTECT_POLICY_CONFIG } : {}),
+    ...(op === 'preview-refresh' && isDiyBackend(s.backendUrl)
+      ? { minCliVersionForPreview: MIN_CLI_FOR_DRIFT }
+      : {}),
+  };
+}

@@ -1,0 +1,431 @@
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ListAccountsCommand, OrganizationsClient } from '@aws-sdk/client-organizations';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
+import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
+import { mockClient } from 'aws-sdk-client-mock';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { AwsCredentials } from '../../../control-plane/src/aws/accounts.js';
+import { TenantryError } from '../../../control-plane/src/domain/errors.js';
+import type { StepContext, StepTenant } from '../../../control-plane/src/domain/ports.js';
+import type { Tier } from '../../../control-plane/src/domain/tiers.js';
+import { AwsEngine, type AwsEngineOptions } from '../../../control-plane/src/engine/aws.js';
+import type { PulumiJob, PulumiResult, RunOptions } from '../../../control-plane/src/engine/pulumi/runner.js';
+import { TEST_PLATFORM } from '../../fixtures/platform.js';
+
+const platform = TEST_PLATFORM;
+
+const tenant = (
+  tier: Tier,
+  slug = `${tier}-co`,
+  id = '0a1b2c3d-0000-4000-8000-00000000000a',
+): StepTenant => ({
+  id,
+  slug,
+  tier,
+  templateVersion: 1,
+});
+
+interface Recorded {
+  job: PulumiJob;
+  opts: RunOptions;
+}
+
+/** A stand-in for the child process: records each job, replays events, answers with `result`. */
+function fakeRunner(
+  answer: (job: PulumiJob) => Partial<PulumiResult> | Error = () => ({}),
+  events: EngineEvent[] = [],
+  delayMs = 0,
+) {
+  const jobs: Recorded[] = [];
+  let active = 0;
+  let peak = 0;
+  const runner = async (job: PulumiJob, opts: RunOptions): Promise<PulumiResult> => {
+    jobs.push({ job, opts });
+    active++;
+    peak = Math.max(peak, active);
+    try {
+      for (const e of events) opts.onEvent?.(e);
+      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+      const a = answer(job);
+      if (a instanceof Error) throw a;
+      return { summary: {}, outputs: {}, ...a };
+    } finally {
+      active--;
+    }
+  };
+  return { runner, jobs, peak: () => peak };
+}
+
+function engine(extra: Partial<AwsEngineOptions> = {}): AwsEngine {
+  return new AwsEngine({
+    backendUrl: 'file:///var/lib/tenantry/state',
+    envVars: { PATH: '/usr/bin' },
+    aws: { region: 'eu-west-1' },
+    platform,
+    workspaceRoot: '/var/lib/tenantry/pulumi',
+    concurrency: 16,
+    timeoutMs: 600_000,
+    programVersion: '1.0.0+template.1',
+    ...extra,
+  });
+}
+
+function ctx(t: StepTenant, step: string, extra: Partial<StepContext> = {}): StepContext {
+  return {
+    operationId: 'op_test',
+    kind: 'onboard',
+    step,
+    tenant: t,
+    signal: new AbortController().signal,
+    ...extra,
+  };
+}
+
+describe('AwsEngine steps', () => {
+  it('onboards with one up and offboards by unprotecting before destroying', () => {
+    const e = engine();
+    expect(e.steps('onboard')).toEqual(['stack-up']);
+    expect(e.steps('offboard')).toEqual(['stack-unprotect', 'stack-destroy']);
+    expect(e.rollsBackFailedOnboarding).toBe(false);
+  });
+
+  it('unprotects with the offboarding flag and the deletion-protection policy disabled, then destroys', async () => {
+    const f = fakeRunner();
+    const e = engine({ runner: f.runner });
+    const t = tenant('silo');
+    expect(await e.runStep(ctx(t, 'stack-unprotect', { kind: 'offboard' }))).toBeUndefined();
+    expect(await e.runStep(ctx(t, 'stack-destroy', { kind: 'offboard' }))).toEqual({
+      programVersion: null,
+      stack: null,
+    });
+    const [unprotect, destroy] = f.jobs.map((j) => j.job);
+    expect(unprotect).toMatchObject({ op: 'unprotect', input: { tier: 'silo', offboarding: true } });
+    expect(unprotect?.policyPackConfig).toEqual({
+      'tenantry-rds-deletion-protection': { enforcementLevel: 'disabled' },
+    });
+    expect(destroy).toMatchObject({ op: 'destroy', policyPacks: [] });
+  });
+
+  it('runs the policy pack (by absolute path) with every up and preview, never with offboarding relaxed otherwise', () => {
+    const e = engine();
+    const up = e.jobFor('up', tenant('pool'));
+    expect(up.policyPacks).toEqual([path.resolve('stacks/policy')]);
+    expect(up.policyPackConfig).toBeUndefined();
+    expect(up.input.offboarding).toBeUndefined();
+    expect(e.jobFor('preview-refresh', tenant('pool')).policyPacks).toEqual(up.policyPacks);
+    expect(engine({ policyPackDir: null }).jobFor('up', tenant('pool')).policyPacks).toEqual([]);
+  });
+
+  it('requires a CLI that does not lock DIY stacks for a refreshing preview, only for drift checks', () => {
+    const e = engine();
+    expect(e.jobFor('preview-refresh', tenant('pool')).minCliVersionForPreview).toBe('3.229.0');
+    expect(e.jobFor('up', tenant('pool')).minCliVersionForPreview).toBeUndefined();
+    const cloud = engine({ backendUrl: 'https://api.pulumi.com' });
+    expect(cloud.jobFor('preview-refresh', tenant('pool')).minCliVersionForPreview).toBeUndefined();
+  });
+
+  it('hands the program the control plane’s templates directory', () => {
+    const dir = path.resolve('templates');
+    expect(engine({ templatesDir: dir }).jobFor('up', tenant('pool')).input.templatesDir).toBe(dir);
+  });
+});
+
+describe('AwsEngine.runStep', () => {
+  it('records only plain outputs (the child already dropped secret ones), the program version and the stack', async () => {
+    const f = fakeRunner(() => ({
+      outputs: {
+        keyArn: 'arn:aws:kms:eu-west-1:111111111111:key/k',
+        port: 5432,
+        nested: { a: 1 },
+        list: [1],
+      },
+    }));
+    const e = engine({ runner: f.runner });
+    const out = await e.runStep(ctx(tenant('pool'), 'stack-up'));
+    expect(out).toEqual({
+      keyArn: 'arn:aws:kms:eu-west-1:111111111111:key/k',
+      port: 5432,
+      programVersion: e.programVersion,
+      stack: 'tenant-pool-co',
+    });
+  });
+
+  it('turns engine events into resource progress, skipping steps that change nothing', async () => {
+    const meta = (op: string, urn: string) => ({ op, urn, type: urn.split('::')[2] ?? '', provider: '' });
+    const events = [
+      {
+        sequence: 1,
+        timestamp: 0,
+        resourcePreEvent: { metadata: meta('create', 'urn:pulumi:s::tenantry::aws:kms/key:Key::k') },
+      },
+      {
+        sequence: 2,
+        timestamp: 0,
+        resourcePreEvent: { metadata: meta('same', 'urn:pulumi:s::tenantry::aws:kms/alias:Alias::a') },
+      },
+      {
+        sequence: 3,
+        timestamp: 0,
+        resOutputsEvent: { metadata: meta('create', 'urn:pulumi:s::tenantry::aws:kms/key:Key::k') },
+      },
+    ] as EngineEvent[];
+    const f = fakeRunner(() => ({}), events);
+    const seen: unknown[] = [];
+    await engine({ runner: f.runner }).runStep(
+      ctx(tenant('pool'), 'stack-up', { onResourceEvent: (p) => seen.push(p) }),
+    );
+    expect(seen).toEqual([
+      { resource: 'aws:kms/key:Key::k', action: 'create', status: 'running' },
+      { resource: 'aws:kms/key:Key::k', action: 'create', status: 'succeeded' },
+    ]);
+  });
+
+  it('retries a timed-out run but not a cancelled one', async () => {
+    const timedOut = Object.assign(new Error('the operation timed out after 10 ms'), {
+      name: 'TimeoutError',
+    });
+    const e1 = engine({ runner: fakeRunner(() => timedOut).runner });
+    await expect(e1.runStep(ctx(tenant('pool'), 'stack-up'))).rejects.toMatchObject({ retryable: true });
+    const cancelled = Object.assign(new Error('the operation was cancelled'), { name: 'AbortError' });
+    const e2 = engine({ runner: fakeRunner(() => cancelled).runner });
+    await expect(e2.runStep(ctx(tenant('pool'), 'stack-up'))).rejects.toMatchObject({ retryable: false });
+  });
+
+  it('reports a lock held by a dead process of this host as a stale lock, terminal and with its holder', async () => {
+    const lock = new Error(
+      `code: 255\nerror: the stack is currently locked by 1 lock(s).\n  file:///var/lib/tenantry/state/.pulumi/locks/organization/tenantry/tenant-pool-co/1.json: created by tenantry@${os.hostname()} (pid 4194305) at ${new Date().toISOString()}`,
+    );
+    lock.name = 'ConcurrentUpdateError';
+    const e = engine({ runner: fakeRunner(() => lock).runner });
+    const err = (await e.runStep(ctx(tenant('pool'), 'stack-up')).catch((x: unknown) => x)) as TenantryError;
+    expect(err).toBeInstanceOf(TenantryError);
+    expect(err.retryable).toBe(false);
+    expect(err.context.pulumiErrorKind).toBe('stale-lock');
+    expect(err.message).toContain(`tenantry@${os.hostname()} pid 4194305`);
+  });
+
+  it('calls a fresh lock of a live process a concurrent update, and retries it', async () => {
+    const lock = new Error(
+      `error: the stack is currently locked by 1 lock(s).\n  file:///s/1.json: created by tenantry@${os.hostname()} (pid ${process.pid}) at ${new Date().toISOString()}`,
+    );
+    lock.name = 'ConcurrentUpdateError';
+    const e = engine({ runner: fakeRunner(() => lock).runner });
+    await expect(e.runStep(ctx(tenant('pool'), 'stack-up'))).rejects.toMatchObject({
+      retryable: true,
+      context: { pulumiErrorKind: 'concurrent-update' },
+    });
+  });
+});
+
+describe('AwsEngine promotion', () => {
+  const params = { fromTier: 'pool', toTier: 'silo' } as const;
+
+  it('re-applies the source program, then ups the target tier’s program on the same stack', async () => {
+    const f = fakeRunner();
+    const e = engine({ runner: f.runner });
+    expect(e.promotionSteps(params)).toEqual(['stack-retain-source', 'stack-up']);
+    expect(e.promotionAbortSteps(params)).toEqual([]);
+    const t = tenant('pool', 'movers'); // the recorded tier stays the source one during the promotion
+    const reports: Record<string, unknown>[] = [];
+    const report = async (p: Record<string, unknown>) => {
+      reports.push(p);
+    };
+    for (const step of e.promotionSteps(params)) {
+      await e.runStep(ctx(t, step, { kind: 'promote', params: { ...params }, report }));
+    }
+    const [source, target] = f.jobs.map((j) => j.job);
+    expect(source).toMatchObject({ op: 'up', stackName: 'tenant-movers', input: { tier: 'pool' } });
+    expect(target).toMatchObject({ op: 'up', stackName: 'tenant-movers', input: { tier: 'silo' } });
+    expect(target?.config['tenantry:tier']?.value).toBe('silo');
+    expect(target?.workDir).toBe(source?.workDir);
+    // The rollback window opens at the cutover.
+    expect(reports).toHaveLength(1);
+    expect(Date.parse(String(reports[0]?.rollbackUntil))).toBeGreaterThan(Date.now() + 23 * 3600_000);
+  });
+
+  it('rolls back with the tiers swapped, and opens no new window', async () => {
+    const f = fakeRunner();
+    const e = engine({ runner: f.runner });
+    const back = { fromTier: 'silo', toTier: 'pool', rollbackOf: 'op_promo' } as const;
+    const reports: unknown[] = [];
+    for (const step of e.promotionSteps(back)) {
+      await e.runStep(
+        ctx(tenant('silo', 'movers'), step, {
+          kind: 'promote',
+          params: { ...back },
+          report: async (p) => {
+            reports.push(p);
+          },
+        }),
+      );
+    }
+    expect(f.jobs.map((j) => j.job.input.tier)).toEqual(['silo', 'pool']);
+    expect(reports).toEqual([]);
+  });
+
+  it('refuses a promotion without distinct tiers', () => {
+    expect(() => engine().promotionSteps({ fromTier: 'pool', toTier: 'pool' })).toThrow(/distinct/);
+  });
+});
+
+describe('account operations', () => {
+  it('never runs more than 5 account-tier stacks at once, whatever the Pulumi concurrency', async () => {
+    const f = fakeRunner(() => ({}), [], 60);
+    const e = engine({ runner: f.runner, concurrency: 16 });
+    const accounts = Array.from({ length: 12 }, (_, i) =>
+      tenant('account', `acct-${i}`, `0a1b2c3d-0000-4000-8000-${String(i).padStart(12, '0')}`),
+    );
+    await Promise.all([
+      ...accounts.slice(0, 8).map((t) => e.runStep(ctx(t, 'stack-up'))),
+      ...accounts.slice(8).map((t) => e.previewRefresh(t)),
+    ]);
+    expect(f.jobs).toHaveLength(12);
+    expect(f.peak()).toBe(5);
+  });
+
+  it('does not hold other tiers to that bound', async () => {
+    const f = fakeRunner(() => ({}), [], 60);
+    const e = engine({ runner: f.runner, concurrency: 16 });
+    await Promise.all(
+      Array.from({ length: 8 }, (_, i) => e.runStep(ctx(tenant('silo', `silo-${i}`), 'stack-up'))),
+    );
+    expect(f.peak()).toBe(8);
+  });
+});
+
+describe('program version', () => {
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('appends a content hash of the programs and templates, which changes with the tenant template', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tenantry-templates-'));
+    dirs.push(dir);
+    cpSync(path.resolve('templates'), dir, { recursive: true });
+    const before = engine({ templatesDir: dir }).programVersion;
+    expect(before).toMatch(/^1\.0\.0\+template\.1\.program\.[0-9a-f]{12}$/);
+    expect(engine({ templatesDir: dir }).programVersion).toBe(before);
+    expect(engine({ templatesDir: dir, programVersion: '1.0.0' }).programVersion).toMatch(
+      /^1\.0\.0\+program\.[0-9a-f]{12}$/,
+    );
+    writeFileSync(path.join(dir, 'tenant-schema', '0001_changed.sql'), '-- another statement\n');
+    expect(engine({ templatesDir: dir }).programVersion).not.toBe(before);
+  });
+});
+
+describe('AwsEngine.connection', () => {
+  const sm = mockClient(SecretsManagerClient);
+  const org = mockClient(OrganizationsClient);
+  const sts = mockClient(STSClient);
+  afterEach(() => {
+    sm.reset();
+    org.reset();
+    sts.reset();
+  });
+
+  const descriptor = {
+    tenantId: 'x',
+    tier: 'silo',
+    host: 'tenantry-acme-1a2b3c.abcdefgh.eu-west-1.rds.amazonaws.com',
+    port: 5432,
+    database: 'tenant_acme',
+    schema: 'app',
+    user: 'tenant_acme',
+    password: 'never-returned',
+  };
+
+  it('reads the descriptor from the tenant secret and leaves the password there', async () => {
+    sm.on(GetSecretValueCommand, { SecretId: 'tenantry/acme/connection' }).resolves({
+      ARN: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:tenantry/acme/connection-AbCdEf',
+      SecretString: JSON.stringify(descriptor),
+      VersionId: 'v1',
+    });
+    const c = await engine().connection(tenant('silo', 'acme'));
+    expect(c).toEqual({
+      tenantId: '0a1b2c3d-0000-4000-8000-00000000000a',
+      tier: 'silo',
+      host: descriptor.host,
+      port: 5432,
+      database: 'tenant_acme',
+      schema: 'app',
+      user: 'tenant_acme',
+      secretRef: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:tenantry/acme/connection-AbCdEf',
+    });
+  });
+
+  it('reads an account-tier secret inside the tenant’s own account, through the assumed role', async () => {
+    const t = tenant('account', 'acme', '0a1b2c3d-0000-4000-8000-0000000000bb');
+    const email = `root+acme-${AwsEngine.accountEmailSuffix(t.id)}@tenants.example.com`;
+    org
+      .on(ListAccountsCommand, { NextToken: undefined })
+      .resolves({
+        Accounts: [
+          // A closed predecessor of the same slug (another tenant id, so another email).
+          { Id: '222222222222', Email: 'root+acme-000000000000@tenants.example.com', Status: 'SUSPENDED' },
+        ],
+        NextToken: 'page-2',
+      })
+      .on(ListAccountsCommand, { NextToken: 'page-2' })
+      .resolves({
+        Accounts: [{ Id: '333333333333', Email: email, Status: 'ACTIVE', Name: 'tenantry-acme' }],
+      });
+    sts.on(AssumeRoleCommand).resolves({
+      Credentials: {
+        AccessKeyId: 'ASIAEXAMPLE',
+        SecretAccessKey: 'secret',
+        SessionToken: 'token',
+        Expiration: new Date(Date.now() + 900_000),
+      },
+    });
+    const platformClient = new SecretsManagerClient({ region: 'eu-west-1' });
+    const member = new SecretsManagerClient({ region: 'eu-west-1' });
+    const memberMock = mockClient(member);
+    const platformMock = mockClient(platformClient);
+    memberMock.on(GetSecretValueCommand, { SecretId: 'tenantry/acme/connection' }).resolves({
+      ARN: 'arn:aws:secretsmanager:eu-west-1:333333333333:secret:tenantry/acme/connection-XyZ123',
+      SecretString: JSON.stringify({ ...descriptor, tier: 'account' }),
+    });
+    const handed: AwsCredentials[] = [];
+    const e = engine({
+      clients: {
+        secrets: platformClient,
+        organizations: new OrganizationsClient({ region: 'us-east-1' }),
+        sts: new STSClient({ region: 'eu-west-1' }),
+        memberSecrets: (c) => {
+          handed.push(c);
+          return member;
+        },
+      },
+    });
+    const c = await e.connection(t);
+    expect(c.secretRef).toBe(
+      'arn:aws:secretsmanager:eu-west-1:333333333333:secret:tenantry/acme/connection-XyZ123',
+    );
+    expect(c).not.toHaveProperty('password');
+    expect(sts.commandCalls(AssumeRoleCommand)[0]?.args[0].input).toMatchObject({
+      RoleArn: 'arn:aws:iam::333333333333:role/OrganizationAccountAccessRole',
+      RoleSessionName: 'tenantry-connection-acme',
+    });
+    expect(handed).toEqual([expect.objectContaining({ accessKeyId: 'ASIAEXAMPLE', sessionToken: 'token' })]);
+    expect(platformMock.commandCalls(GetSecretValueCommand)).toHaveLength(0);
+    // The account id is remembered: the next read does not list the organization again.
+    await e.connection(t);
+    expect(org.commandCalls(ListAccountsCommand)).toHaveLength(2);
+    memberMock.restore();
+    platformMock.restore();
+  });
+
+  it('says so when the tenant has no active account', async () => {
+    org.on(ListAccountsCommand).resolves({ Accounts: [] });
+    const e = engine({
+      clients: { organizations: new OrganizationsClient({ region: 'us-east-1' }), sts: new STSClient({}) },
+    });
+    await expect(e.connection(tenant('account', 'gone'))).rejects.toMatchObject({
+      code: 'SECRET_UNAVAILABLE',
+    });
+  });
+});
