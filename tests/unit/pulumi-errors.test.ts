@@ -97,6 +97,21 @@ describe('classifyPulumiError', () => {
     expect(classifyPulumiError(e)).toEqual({ kind: 'cancelled', retryable: false });
   });
 
+  it('explains a drift check refused on an old CLI, and a stack that does not exist, without retrying', () => {
+    const old = named(
+      'PulumiVersionError',
+      'drift checks need the Pulumi CLI 3.229.0 or newer on a DIY backend (pulumi#22385); found 3.200.0',
+    );
+    const t = toTenantryError(old, { stack: 'tenant-acme' });
+    expect(t).toMatchObject({ retryable: false, context: { pulumiErrorKind: 'cli-version' } });
+    expect(t.message).toContain('found 3.200.0');
+    const missing = named(
+      'StackNotFoundError',
+      "code: 255\nstderr: error: no stack named 'tenant-acme' found",
+    );
+    expect(classifyPulumiError(missing)).toEqual({ kind: 'stack-missing', retryable: false });
+  });
+
   it('retries a timed-out run and a child that died without a result', () => {
     expect(classifyPulumiError(named(TIMEOUT_ERROR, 'timed out after 1000 ms'))).toEqual({
       kind: 'timeout',

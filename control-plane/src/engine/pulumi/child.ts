@@ -14,6 +14,7 @@ import {
 } from '@pulumi/pulumi/automation/index.js';
 import { programFor } from '../../../../stacks/index.js';
 import { configChanges } from './config.js';
+import { CLI_VERSION_ERROR } from './errors.js';
 import { plainOutputs } from './outputs.js';
 import type { ChildMessage, PulumiJob } from './runner.js';
 import { isVersionAtLeast } from './version.js';
@@ -30,7 +31,7 @@ function send(m: ChildMessage, then?: () => void): void {
 }
 
 class PulumiVersionError extends Error {
-  override name = 'PulumiVersionError';
+  override name = CLI_VERSION_ERROR;
 }
 
 async function openStack(job: PulumiJob): Promise<Stack> {

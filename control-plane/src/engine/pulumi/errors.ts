@@ -10,6 +10,8 @@ export type PulumiErrorKind =
   | 'timeout'
   | 'child-crashed'
   | 'cancelled'
+  | 'stack-missing'
+  | 'cli-version'
   | 'provider'
   | 'unknown';
 
@@ -65,6 +67,8 @@ const ORGANIZATIONS_CONFLICT = /ConcurrentModificationException/;
 /** Names the runner gives a child that timed out or died without a result (runner.ts). */
 export const TIMEOUT_ERROR = 'TimeoutError';
 export const CHILD_CRASH_ERROR = 'ChildCrashError';
+/** The child's own refusal to run a drift check on a CLI that would lock the stack (child.ts). */
+export const CLI_VERSION_ERROR = 'PulumiVersionError';
 
 export function parseLockHolders(message: string): LockHolder[] {
   const out: LockHolder[] = [];
@@ -124,6 +128,8 @@ export function classifyPulumiError(
   if (name === 'AbortError') return { kind: 'cancelled', retryable: false };
   if (name === TIMEOUT_ERROR) return { kind: 'timeout', retryable: true };
   if (name === CHILD_CRASH_ERROR) return { kind: 'child-crashed', retryable: true };
+  if (name === 'StackNotFoundError') return { kind: 'stack-missing', retryable: false };
+  if (name === CLI_VERSION_ERROR) return { kind: 'cli-version', retryable: false };
   if (name === 'ConcurrentUpdateError' || text.includes(CLOUD_CONFLICT) || text.includes(DIY_CONFLICT)) {
     const locks = parseLockHolders(text);
     if (isStaleLock(locks, stale)) return { kind: 'stale-lock', retryable: false, locks };
@@ -168,6 +174,9 @@ export function toTenantryError(
     timeout: 'the Pulumi operation timed out; it was cancelled and will be retried',
     'child-crashed': 'the Pulumi process ended without a result; the operation will be retried',
     cancelled: 'the operation was cancelled',
+    'stack-missing': 'the tenant has no stack in the Pulumi backend',
+    // Written by child.ts from the CLI's version alone: nothing secret in it.
+    'cli-version': c.kind === 'cli-version' && e instanceof Error ? e.message : 'the Pulumi CLI is too old',
     provider: 'a resource provider rejected the change',
     unknown: 'the Pulumi operation failed',
   };
