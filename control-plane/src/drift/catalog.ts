@@ -275,7 +275,13 @@ export async function readDatabases(db: Queryable): Promise<Map<string, Observed
 /** One pass over one database: schemas, tables, policies and default privileges (four statements). */
 export async function readDatabaseContents(
   db: Queryable,
-  opts: { schemas: string[]; policySchemas: string[]; ownerRoles: string[] },
+  opts: {
+    schemas: string[];
+    policySchemas: string[];
+    ownerRoles: string[];
+    /** True when `db` is a pool (statements may run on parallel sessions); false for one client. */
+    parallel?: boolean;
+  },
 ): Promise<ObservedDatabaseContents> {
   type SchemaRow = { name: string; owner: string; acl: string[] | null; version: number | null };
   type TableRow = {
@@ -297,18 +303,32 @@ export async function readDatabaseContents(
     roles: string[];
   };
   type DefaultRow = { schema: string; owner: string; objtype: string; acl: string[] | null };
-  // Independent statements: on a pool they run in parallel sessions, on one client they queue.
-  const [schemas, tables, policies, defaults] = await Promise.all([
-    db.query<SchemaRow>(SCHEMAS_SQL, [opts.schemas]).catch((e: { code?: string }) => {
-      if (e.code !== '42P01' && e.code !== '3F000') throw e;
-      return db.query<SchemaRow>(SCHEMAS_NO_META_SQL, [opts.schemas]);
-    }),
-    db.query<TableRow>(TABLES_SQL, [opts.schemas, opts.ownerRoles]),
-    opts.policySchemas.length > 0
-      ? db.query<PolicyRow>(POLICIES_SQL, [opts.policySchemas])
-      : Promise.resolve({ rows: [] as PolicyRow[] }),
-    db.query<DefaultRow>(DEFAULT_ACLS_SQL, [opts.schemas]),
-  ]);
+  // Independent statements: on a pool they run in parallel sessions; on one client, one after another.
+  const reads = [
+    () =>
+      db.query<SchemaRow>(SCHEMAS_SQL, [opts.schemas]).catch((e: { code?: string }) => {
+        if (e.code !== '42P01' && e.code !== '3F000') throw e;
+        return db.query<SchemaRow>(SCHEMAS_NO_META_SQL, [opts.schemas]);
+      }),
+    () => db.query<TableRow>(TABLES_SQL, [opts.schemas, opts.ownerRoles]),
+    () =>
+      opts.policySchemas.length > 0
+        ? db.query<PolicyRow>(POLICIES_SQL, [opts.policySchemas])
+        : Promise.resolve({ rows: [] as PolicyRow[] }),
+    () => db.query<DefaultRow>(DEFAULT_ACLS_SQL, [opts.schemas]),
+  ] as const;
+  let results: unknown[];
+  if (opts.parallel) results = await Promise.all(reads.map((r) => r()));
+  else {
+    results = [];
+    for (const r of reads) results.push(await r());
+  }
+  const [schemas, tables, policies, defaults] = results as [
+    { rows: SchemaRow[] },
+    { rows: TableRow[] },
+    { rows: PolicyRow[] },
+    { rows: DefaultRow[] },
+  ];
   const out: ObservedDatabaseContents = {
     schemas: new Map(),
     tables: new Map(),

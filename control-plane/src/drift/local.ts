@@ -155,6 +155,7 @@ export class LocalDriftDetector implements DriftDetector {
         schemas: [n.poolSchema],
         policySchemas: [n.poolSchema],
         ownerRoles: [n.poolRole],
+        parallel: true,
       }),
       readPoolMembers(this.dp.data),
       readSecrets(this.control),
