@@ -1,13 +1,33 @@
 import type * as pulumi from '@pulumi/pulumi';
 import { TenantAccount } from '../common/account.js';
 import type { TenantProgramInput } from '../common/input.js';
-import { programContext } from '../common/program.js';
+import { placementDescriptor, programContext, tenantStackOutputs } from '../common/program.js';
+import { TenantSilo } from '../common/silo.js';
+import { newTenantKey, newTenantSecret } from '../common/tenant.js';
 
-/** The account tier: a member account of its own, with the silo resources inside it. */
+/** The account tier: a member account of its own, with the key, the silo resources and the secret inside it. */
 export function accountProgram(input: TenantProgramInput): pulumi.automation.PulumiFn {
   return async () => {
     const ctx = programContext(input, 'account');
     const account = new TenantAccount(`tenant-${input.slug}`, ctx);
-    return account.outputs;
+    const inAccount = { provider: account.provider, roleArn: account.roleArn };
+    const key = newTenantKey(ctx, { retainKeyOnDelete: true, inAccount });
+    const silo = new TenantSilo(
+      `tenant-${input.slug}-silo`,
+      {
+        ctx,
+        tier: 'account',
+        kmsKeyArn: key.keyArn,
+        dbSubnetGroupName: account.network.dbSubnetGroupName,
+        vpcSecurityGroupIds: [account.network.securityGroupId],
+      },
+      { parent: account, providers: [account.provider] },
+    );
+    const secret = newTenantSecret(ctx, key, placementDescriptor(ctx, silo.placement), inAccount);
+    return tenantStackOutputs(ctx, key, secret, silo.placement, {
+      dbInstanceId: silo.instanceId,
+      accountId: account.accountId,
+      accountEmail: account.accountEmail,
+    });
   };
 }

@@ -1,13 +1,9 @@
 import type * as pulumi from '@pulumi/pulumi';
 import type { TenantProgramInput } from '../common/input.js';
 import { programContext } from '../common/program.js';
-import { SharedClusterTenant } from '../common/shared-cluster.js';
+import { sharedClusterStack } from '../common/shared-cluster.js';
 
 /** The bridge tier: a schema and login role of its own on the shared cluster, plus its key and secret. */
 export function bridgeProgram(input: TenantProgramInput): pulumi.automation.PulumiFn {
-  return async () => {
-    const ctx = programContext(input, 'bridge');
-    const tenant = new SharedClusterTenant(`tenant-${input.slug}`, ctx, 'bridge');
-    return tenant.outputs;
-  };
+  return async () => sharedClusterStack(programContext(input, 'bridge'), 'bridge');
 }

@@ -9,8 +9,8 @@ import {
 import { type AccountSettings, need } from './config.js';
 import { accountRootEmail } from './input.js';
 import { TenantNetwork } from './network.js';
-import type { ProgramContext, TenantStackOutputs } from './program.js';
-import { TenantSilo } from './silo.js';
+import type { ProgramContext } from './program.js';
+import { TIER_COMPONENT_TYPES } from './tenant.js';
 
 /** Reads back the `aws:*` stack config the engine wrote, so the in-account provider matches the default one. */
 export function providerOptionsFromConfig(region: string): AwsProviderOptions {
@@ -30,15 +30,21 @@ export function providerOptionsFromConfig(region: string): AwsProviderOptions {
 export const accountRoleArn = memberRoleArn;
 
 /**
- * `tenantry:tenant:Account`: a member account vended through AWS Organizations, a provider
- * that assumes the organization's access role in it, and the silo resources inside it.
+ * `tenantry:tenant:Account`: a member account vended through AWS Organizations, a provider that
+ * assumes the organization's access role in it, and the private network for its database. The
+ * program then places the tenant key, the silo (as a child of this component) and the secret in
+ * the account through `provider`.
  */
 export class TenantAccount extends pulumi.ComponentResource {
-  readonly outputs: TenantStackOutputs;
   readonly provider: aws.Provider;
+  readonly accountId: pulumi.Output<string>;
+  readonly accountEmail: pulumi.Output<string>;
+  /** The role the provider assumes; it also administers the tenant key (KMS lockout safety). */
+  readonly roleArn: pulumi.Output<string>;
+  readonly network: TenantNetwork;
 
   constructor(name: string, ctx: ProgramContext, opts?: pulumi.ComponentResourceOptions) {
-    super('tenantry:tenant:Account', name, {}, opts);
+    super(TIER_COMPONENT_TYPES.account, name, {}, opts);
     const { input, tags } = ctx;
     const settings: AccountSettings = need(ctx.settings.account, 'account', 'accountEmailDomain');
     const suffix = input.accountEmailSuffix;
@@ -60,20 +66,19 @@ export class TenantAccount extends pulumi.ComponentResource {
       { parent: this, ignoreChanges: ['roleName', 'iamUserAccessToBilling'] },
     );
 
-    const roleArn = account.id.apply((id) => accountRoleArn(id, settings.roleName));
+    this.roleArn = account.id.apply((id) => accountRoleArn(id, settings.roleName));
     this.provider = new aws.Provider(
       `${name}-provider`,
       {
         ...awsProviderArgs(providerOptionsFromConfig(ctx.region)),
-        assumeRoles: [{ roleArn, sessionName: `tenantry-${input.slug}` }],
+        assumeRoles: [{ roleArn: this.roleArn, sessionName: `tenantry-${input.slug}` }],
         allowedAccountIds: [account.id],
         defaultTags: { tags },
       },
       { parent: this },
     );
 
-    const inAccount = { parent: this, providers: [this.provider] };
-    const network = new TenantNetwork(
+    this.network = new TenantNetwork(
       `${name}-network`,
       {
         vpcCidr: settings.vpcCidr,
@@ -82,21 +87,11 @@ export class TenantAccount extends pulumi.ComponentResource {
         dbIngressCidrs: settings.dbIngressCidrs,
         tags,
       },
-      inAccount,
-    );
-    const silo = new TenantSilo(
-      `${name}-silo`,
-      {
-        ctx,
-        tier: 'account',
-        dbSubnetGroupName: network.dbSubnetGroupName,
-        vpcSecurityGroupIds: [network.securityGroupId],
-        extraKeyAdminArns: [roleArn],
-      },
-      inAccount,
+      { parent: this, providers: [this.provider] },
     );
 
-    this.outputs = { ...silo.outputs, accountId: account.id, accountEmail: account.email };
-    this.registerOutputs({ accountId: account.id, keyArn: silo.outputs.keyArn });
+    this.accountId = account.id;
+    this.accountEmail = account.email;
+    this.registerOutputs({ accountId: account.id });
   }
 }

@@ -17,6 +17,12 @@ export interface PoolSettings {
   ownerRole: string;
   appRole: string;
   tenantSetting: string;
+  /**
+   * Platform secret (`{"password": "…"}`) holding the pool login role's password, which every
+   * pool tenant's descriptor carries. Provisioned with the shared cluster, like its admin secret;
+   * the same name as the local target's pool secret.
+   */
+  roleSecretName: string;
 }
 
 export interface SiloNetworkSettings {
@@ -66,6 +72,7 @@ const SQL_NAME_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 const SETTING_RE = /^[a-z_]+\.[a-z_]+$/;
 const CIDR4_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 const AZ_RE = /^[a-z]{2}(?:-[a-z]+)+-\d[a-z]$/;
+const SECRET_NAME_RE = /^[\w/+=.@-]{1,512}$/;
 
 export const KEY_DELETION_WINDOW = { min: 7, max: 30 } as const;
 
@@ -159,6 +166,13 @@ export function parsePlatformSettings(get: Getter): PlatformSettings {
         'a setting name like app.tenant_id',
         'app.tenant_id',
       ),
+      roleSecretName: matching(
+        get,
+        'poolRoleSecretName',
+        SECRET_NAME_RE,
+        'a Secrets Manager secret name',
+        'tenantry/platform/pool-role',
+      ),
     },
   };
   if (get('sharedClusterSecretName') !== undefined) {
@@ -223,6 +237,7 @@ export function platformSettingsToConfig(s: PlatformSettings): Record<string, st
     poolOwnerRole: s.pool.ownerRole,
     poolAppRole: s.pool.appRole,
     tenantSetting: s.pool.tenantSetting,
+    poolRoleSecretName: s.pool.roleSecretName,
   };
   if (s.sharedCluster) {
     out.sharedClusterSecretName = s.sharedCluster.adminSecretName;

@@ -12,6 +12,13 @@ export interface TenantDatabaseArgs {
   dbSubnetGroupName: pulumi.Input<string>;
   vpcSecurityGroupIds: pulumi.Input<pulumi.Input<string>[]>;
   tags: TenantTags;
+  /** On, except in the offboarding `up` that precedes the destroy. */
+  deletionProtection: boolean;
+  /**
+   * Keep the instance (and its parameter group) when it leaves the stack: a tier change must not
+   * delete the tenant's data. False only when offboarding, whose destroy deletes it (final snapshot kept).
+   */
+  retainOnDelete: boolean;
 }
 
 export const RDS_MASTER_USERNAME = 'tenantry_admin';
@@ -44,7 +51,7 @@ export class TenantDatabase extends pulumi.ComponentResource {
         ],
         tags: args.tags,
       },
-      { parent: this },
+      { parent: this, retainOnDelete: args.retainOnDelete },
     );
     const instance = new aws.rds.Instance(
       `${name}-instance`,
@@ -64,7 +71,9 @@ export class TenantDatabase extends pulumi.ComponentResource {
         dbSubnetGroupName: args.dbSubnetGroupName,
         vpcSecurityGroupIds: args.vpcSecurityGroupIds,
         publiclyAccessible: false,
-        deletionProtection: true,
+        deletionProtection: args.deletionProtection,
+        // Offboarding lifts the protection for the destroy that follows: not in the next maintenance window.
+        ...(args.deletionProtection ? {} : { applyImmediately: true }),
         skipFinalSnapshot: false,
         finalSnapshotIdentifier: finalSnapshotIdentifier(args.slug, args.tenantId),
         backupRetentionPeriod: args.rds.backupRetentionDays,
@@ -72,7 +81,7 @@ export class TenantDatabase extends pulumi.ComponentResource {
         autoMinorVersionUpgrade: true,
         tags: args.tags,
       },
-      { parent: this },
+      { parent: this, retainOnDelete: args.retainOnDelete },
     );
     this.instanceId = instance.identifier;
     this.address = instance.address;

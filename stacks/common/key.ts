@@ -13,6 +13,13 @@ export interface TenantKeyArgs {
   dataPlaneRoleArn: pulumi.Input<string>;
   deletionWindowInDays: number;
   tags: TenantTags;
+  /**
+   * Leave the key in KMS when the stack deletes it. Set where an RDS instance leaves a final
+   * snapshot encrypted with this key: scheduling the key's deletion in the same destroy would
+   * make that snapshot unrestorable once the window ends (and unusable during it). The alias is
+   * always deleted, so a later tenant can take the slug.
+   */
+  retainKeyOnDelete: boolean;
 }
 
 /**
@@ -72,7 +79,7 @@ export class TenantKey extends pulumi.ComponentResource {
           ),
         tags: args.tags,
       },
-      { parent: this },
+      { parent: this, retainOnDelete: args.retainKeyOnDelete },
     );
     const alias = new aws.kms.Alias(
       `${name}-alias`,

@@ -7,12 +7,16 @@ export interface PostgresObjectArgs {
   admin: pulumi.Input<string>;
   spec: pulumi.Input<Record<string, unknown>>;
   generatePassword?: boolean;
+  /** Role only: a given password (always handled as a secret). */
+  password?: pulumi.Input<string>;
+  /** Role only: make a non-superuser admin able to SET ROLE to it (see PostgresResourceInputs). */
+  grantToAdmin?: boolean;
 }
 
 /** One Postgres-level object (role, schema, grants, database, pool, pool membership) managed by the dynamic provider. */
 export class PostgresObject extends pulumi.dynamic.Resource {
   declare readonly state: pulumi.Output<unknown>;
-  /** Role only, when generatePassword is set. A secret output. */
+  /** Role only, when generatePassword or a password is set. A secret output. */
   declare readonly password: pulumi.Output<string | undefined>;
 
   constructor(name: string, args: PostgresObjectArgs, opts?: pulumi.CustomResourceOptions) {
@@ -24,8 +28,9 @@ export class PostgresObject extends pulumi.dynamic.Resource {
         admin: pulumi.secret(args.admin),
         spec: args.spec,
         generatePassword: args.generatePassword ?? false,
+        grantToAdmin: args.grantToAdmin ?? false,
+        password: args.password === undefined ? undefined : pulumi.secret(args.password),
         state: undefined,
-        password: undefined,
       },
       {
         ...opts,

@@ -1,4 +1,5 @@
 import * as pulumi from '@pulumi/pulumi';
+import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import type { ConnectionDescriptor } from '../../control-plane/src/domain/ports.js';
 import type { Tier, TierCatalog, TierDefinition } from '../../control-plane/src/domain/tiers.js';
 import type { TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
@@ -16,6 +17,14 @@ export interface ProgramContext {
   template: TenantTemplate;
   tags: TenantTags;
   dataPlaneRoleArn: string;
+  /**
+   * Whether the tenant's data (Postgres objects, RDS instance) stays when it leaves the stack.
+   * True for every run but offboarding's: a tier change drops the source placement from the
+   * stack without deleting the rows in it; only offboarding's destroy deletes.
+   */
+  retainData: boolean;
+  /** Offboarding: deletion protection comes off so that the destroy that follows can delete. */
+  offboarding: boolean;
 }
 
 const ROLE_ARN_RE = /^arn:aws(?:-[a-z]+)*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
@@ -43,6 +52,8 @@ export function programContext(input: TenantProgramInput, tier: Tier): ProgramCo
     template,
     tags: tenantTags(input.tenantId, tier),
     dataPlaneRoleArn,
+    retainData: input.offboarding !== true,
+    offboarding: input.offboarding === true,
   };
 }
 
@@ -62,6 +73,60 @@ export interface TenantStackOutputs {
   dbInstanceId?: pulumi.Output<string>;
   accountId?: pulumi.Output<string>;
   accountEmail?: pulumi.Output<string>;
+}
+
+/** Where a tier placed the tenant's data, as the key and secret of every tier need it. */
+export interface Placement {
+  host: pulumi.Output<string>;
+  port: pulumi.Output<number>;
+  database: pulumi.Output<string>;
+  schema: string;
+  user: string;
+  password?: pulumi.Output<string | undefined>;
+  tenantSetting?: string;
+}
+
+/**
+ * The stack's outputs and the descriptor of its secret, from the key, the secret and the
+ * placement: one shape for every tier.
+ */
+export function tenantStackOutputs(
+  ctx: ProgramContext,
+  key: { keyArn: pulumi.Output<string>; aliasName: pulumi.Output<string> },
+  secret: { secretArn: pulumi.Output<string>; secretName: string },
+  placement: Placement,
+  extra: Pick<TenantStackOutputs, 'dbInstanceId' | 'accountId' | 'accountEmail'> = {},
+): TenantStackOutputs {
+  return {
+    tenantId: ctx.input.tenantId,
+    tier: ctx.input.tier,
+    keyArn: key.keyArn,
+    keyAlias: key.aliasName,
+    secretArn: secret.secretArn,
+    secretName: secret.secretName,
+    host: placement.host,
+    port: placement.port,
+    database: placement.database,
+    schema: placement.schema,
+    user: placement.user,
+    ...extra,
+  };
+}
+
+/** The connection descriptor of a placement, as the tenant's secret stores it. */
+export function placementDescriptor(ctx: ProgramContext, p: Placement): pulumi.Output<ConnectionDescriptor> {
+  return descriptor({
+    tenantId: ctx.input.tenantId,
+    tier: ctx.input.tier,
+    host: p.host,
+    port: p.port,
+    database: p.database,
+    schema: p.schema,
+    user: p.user,
+    password: p.password,
+    secretRef: tenantSecretName(ctx.input.slug),
+    ...(p.tenantSetting ? { tenantSetting: p.tenantSetting } : {}),
+  });
 }
 
 /** The descriptor stored in the tenant's secret (the shape of the ConnectionDescriptor port). */

@@ -11,6 +11,28 @@ export interface TenantSecretArgs {
   value: pulumi.Input<object>;
   recoveryWindowInDays: number;
   tags: TenantTags;
+  /**
+   * Principals of another account that may read the secret (the account tier: the platform's
+   * data-plane role reads the descriptor in the tenant's own account). A resource policy; the
+   * key policy already lets them decrypt through Secrets Manager.
+   */
+  crossAccountReaders?: pulumi.Input<string>[];
+}
+
+/** The secret's resource policy: read-only, for the named principals, nothing public. */
+export function secretReadPolicy(readers: string[]): string {
+  return JSON.stringify({
+    Version: '2012-10-17',
+    Statement: [
+      {
+        Sid: 'DataPlaneReadsDescriptor',
+        Effect: 'Allow',
+        Principal: { AWS: readers },
+        Action: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
+        Resource: '*',
+      },
+    ],
+  });
 }
 
 /** `tenantry:tenant:Secret`: the tenant's connection descriptor in Secrets Manager. Only the ARN is an output. */
@@ -40,6 +62,17 @@ export class TenantSecret extends pulumi.ComponentResource {
       },
       { parent: this },
     );
+    if (args.crossAccountReaders && args.crossAccountReaders.length > 0) {
+      new aws.secretsmanager.SecretPolicy(
+        `${name}-policy`,
+        {
+          secretArn: secret.arn,
+          policy: pulumi.all(args.crossAccountReaders).apply(secretReadPolicy),
+          blockPublicPolicy: true,
+        },
+        { parent: this },
+      );
+    }
     this.secretArn = secret.arn;
     this.registerOutputs({ secretArn: this.secretArn });
   }

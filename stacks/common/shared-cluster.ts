@@ -1,19 +1,29 @@
 import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
-import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import { need } from './config.js';
-import { TenantKey } from './key.js';
 import type { AdminSecret } from './postgres.js';
-import { descriptor, type ProgramContext, type TenantStackOutputs } from './program.js';
-import { TenantSecret } from './secret.js';
+import {
+  type Placement,
+  type ProgramContext,
+  placementDescriptor,
+  type TenantStackOutputs,
+  tenantStackOutputs,
+} from './program.js';
+import { newTenantKey, newTenantSecret, TIER_COMPONENT_TYPES } from './tenant.js';
 import { TenantPostgres } from './tenant-postgres.js';
 
+/** A secret's JSON string, as a secret Output. */
+function secretString(secretId: string, parent: pulumi.Resource): pulumi.Output<string> {
+  return pulumi.secret(aws.secretsmanager.getSecretVersionOutput({ secretId }, { parent }).secretString);
+}
+
 /**
- * `tenantry:tenant:Pool` / `tenantry:tenant:Bridge`: a tenant on the shared cluster.
- * Its own key and connection secret in AWS; its rows (pool) or schema (bridge) in Postgres.
+ * `tenantry:tenant:Pool` / `tenantry:tenant:Bridge`: a tenant's placement on the shared cluster,
+ * its rows (pool) or schema (bridge) in Postgres. The key and the connection secret are the
+ * stack's own (see tenant.ts), so they outlive a change of tier.
  */
 export class SharedClusterTenant extends pulumi.ComponentResource {
-  readonly outputs: TenantStackOutputs;
+  readonly placement: Placement;
 
   constructor(
     name: string,
@@ -21,27 +31,11 @@ export class SharedClusterTenant extends pulumi.ComponentResource {
     mode: 'pool' | 'bridge',
     opts?: pulumi.ComponentResourceOptions,
   ) {
-    super(mode === 'pool' ? 'tenantry:tenant:Pool' : 'tenantry:tenant:Bridge', name, {}, opts);
-    const { input, settings, tags } = ctx;
+    super(TIER_COMPONENT_TYPES[mode], name, {}, opts);
+    const { input, settings } = ctx;
     const cluster = need(settings.sharedCluster, mode, 'sharedClusterSecretName');
 
-    const key = new TenantKey(
-      `${name}-key`,
-      {
-        slug: input.slug,
-        region: ctx.region,
-        adminPrincipalArns: [settings.adminRoleArn],
-        dataPlaneRoleArn: ctx.dataPlaneRoleArn,
-        deletionWindowInDays: settings.keyDeletionWindowDays,
-        tags,
-      },
-      { parent: this },
-    );
-
-    const adminSecret = pulumi.secret(
-      aws.secretsmanager.getSecretVersionOutput({ secretId: cluster.adminSecretName }, { parent: this })
-        .secretString,
-    );
+    const adminSecret = secretString(cluster.adminSecretName, this);
     // Where the cluster is is not a credential: unwrap host/port/dbname so they can be outputs.
     const where = pulumi.unsecret(
       adminSecret.apply((raw) => {
@@ -61,49 +55,45 @@ export class SharedClusterTenant extends pulumi.ComponentResource {
       template: ctx.template,
       database: where.dbname,
       limits: ctx.tier.role,
+      retainOnDelete: ctx.retainData,
     };
-    const pg = new TenantPostgres(
-      `${name}-pg`,
-      mode === 'pool' ? { ...common, mode: 'pool', pool: settings.pool } : { ...common, mode: 'schema' },
-      { parent: this },
-    );
+    const pg =
+      mode === 'pool'
+        ? new TenantPostgres(
+            `${name}-pg`,
+            {
+              ...common,
+              mode: 'pool',
+              pool: settings.pool,
+              poolPassword: secretString(settings.pool.roleSecretName, this).apply((raw) => {
+                const password = (JSON.parse(raw) as { password?: unknown }).password;
+                if (typeof password !== 'string' || password === '')
+                  throw new Error(`${settings.pool.roleSecretName} must hold {"password": "…"}`);
+                return password;
+              }),
+            },
+            { parent: this },
+          )
+        : new TenantPostgres(`${name}-pg`, { ...common, mode: 'schema' }, { parent: this });
 
-    const secret = new TenantSecret(
-      `${name}-connection`,
-      {
-        slug: input.slug,
-        kmsKeyArn: key.keyArn,
-        recoveryWindowInDays: settings.secretRecoveryWindowDays,
-        tags,
-        value: descriptor({
-          tenantId: input.tenantId,
-          tier: mode,
-          host: where.host,
-          port: where.port,
-          database: pg.endpoint.database,
-          schema: pg.endpoint.schema,
-          user: pg.endpoint.user,
-          password: pg.endpoint.password,
-          secretRef: tenantSecretName(input.slug),
-          tenantSetting: pg.endpoint.tenantSetting,
-        }),
-      },
-      { parent: this },
-    );
-
-    this.outputs = {
-      tenantId: input.tenantId,
-      tier: mode,
-      keyArn: key.keyArn,
-      keyAlias: key.aliasName,
-      secretArn: secret.secretArn,
-      secretName: secret.secretName,
+    this.placement = {
       host: where.host,
       port: where.port,
       database: pg.endpoint.database,
       schema: pg.endpoint.schema,
       user: pg.endpoint.user,
+      ...(pg.endpoint.password ? { password: pg.endpoint.password } : {}),
+      ...(pg.endpoint.tenantSetting ? { tenantSetting: pg.endpoint.tenantSetting } : {}),
     };
-    this.registerOutputs({ keyArn: key.keyArn, secretArn: secret.secretArn });
+    this.registerOutputs({ database: pg.endpoint.database, schema: pg.endpoint.schema });
   }
+}
+
+/** The pool and bridge programs: the stack's key, the placement on the shared cluster, the secret. */
+export function sharedClusterStack(ctx: ProgramContext, mode: 'pool' | 'bridge'): TenantStackOutputs {
+  // No snapshot outlives a shared-cluster tenant: its key is deleted with it (crypto-shredding).
+  const key = newTenantKey(ctx, { retainKeyOnDelete: false });
+  const { placement } = new SharedClusterTenant(`tenant-${ctx.input.slug}`, ctx, mode);
+  const secret = newTenantSecret(ctx, key, placementDescriptor(ctx, placement));
+  return tenantStackOutputs(ctx, key, secret, placement);
 }

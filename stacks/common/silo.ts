@@ -1,59 +1,47 @@
 import * as pulumi from '@pulumi/pulumi';
-import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import { TenantDatabase } from './database.js';
-import { TenantKey } from './key.js';
-import { descriptor, type ProgramContext, type TenantStackOutputs } from './program.js';
-import { TenantSecret } from './secret.js';
+import type { Placement, ProgramContext } from './program.js';
+import { TIER_COMPONENT_TYPES } from './tenant.js';
 import { TenantPostgres } from './tenant-postgres.js';
 
 export interface TenantSiloArgs {
   ctx: ProgramContext;
   tier: Extract<Tier, 'silo' | 'account'>;
+  /** The tenant key (the stack's own, see tenant.ts): storage and master secret are encrypted with it. */
+  kmsKeyArn: pulumi.Input<string>;
   dbSubnetGroupName: pulumi.Input<string>;
   vpcSecurityGroupIds: pulumi.Input<pulumi.Input<string>[]>;
-  /** Who administers the tenant key besides the platform admin role (the assumed role in the account tier). */
-  extraKeyAdminArns?: pulumi.Input<string>[];
 }
 
 /**
- * `tenantry:tenant:Silo`: key, dedicated RDS instance, tenant database and schema, and
- * the connection secret. Used as-is by the silo tier, and by the account tier inside the
- * tenant's own account (through the `providers` option, which the children inherit).
+ * `tenantry:tenant:Silo`: a dedicated RDS instance, the tenant database and its schema. Used as-is
+ * by the silo tier, and by the account tier inside the tenant's own account (through the
+ * `providers` option, which the children inherit).
  */
 export class TenantSilo extends pulumi.ComponentResource {
-  readonly outputs: TenantStackOutputs;
+  readonly placement: Placement;
+  readonly instanceId: pulumi.Output<string>;
 
   constructor(name: string, args: TenantSiloArgs, opts?: pulumi.ComponentResourceOptions) {
-    super('tenantry:tenant:Silo', name, {}, opts);
+    super(TIER_COMPONENT_TYPES.silo, name, {}, opts);
     const { ctx } = args;
-    const { input, settings, tags } = ctx;
+    const { input } = ctx;
     const rds = ctx.tier.rds;
     if (!rds) throw new Error(`templates/tiers.json has no rds settings for the ${args.tier} tier`);
-
-    const key = new TenantKey(
-      `${name}-key`,
-      {
-        slug: input.slug,
-        region: ctx.region,
-        adminPrincipalArns: [settings.adminRoleArn, ...(args.extraKeyAdminArns ?? [])],
-        dataPlaneRoleArn: ctx.dataPlaneRoleArn,
-        deletionWindowInDays: settings.keyDeletionWindowDays,
-        tags,
-      },
-      { parent: this },
-    );
 
     const db = new TenantDatabase(
       `${name}-db`,
       {
         slug: input.slug,
         tenantId: input.tenantId,
-        kmsKeyArn: key.keyArn,
+        kmsKeyArn: args.kmsKeyArn,
         rds,
         dbSubnetGroupName: args.dbSubnetGroupName,
         vpcSecurityGroupIds: args.vpcSecurityGroupIds,
-        tags,
+        tags: ctx.tags,
+        deletionProtection: !ctx.offboarding,
+        retainOnDelete: ctx.retainData,
       },
       { parent: this },
     );
@@ -70,46 +58,20 @@ export class TenantSilo extends pulumi.ComponentResource {
         ssl: true,
         template: ctx.template,
         limits: ctx.tier.role,
+        retainOnDelete: ctx.retainData,
       },
       { parent: this },
     );
 
-    const secret = new TenantSecret(
-      `${name}-connection`,
-      {
-        slug: input.slug,
-        kmsKeyArn: key.keyArn,
-        recoveryWindowInDays: settings.secretRecoveryWindowDays,
-        tags,
-        value: descriptor({
-          tenantId: input.tenantId,
-          tier: args.tier,
-          host: db.address,
-          port: db.port,
-          database: pg.endpoint.database,
-          schema: pg.endpoint.schema,
-          user: pg.endpoint.user,
-          password: pg.endpoint.password,
-          secretRef: tenantSecretName(input.slug),
-        }),
-      },
-      { parent: this },
-    );
-
-    this.outputs = {
-      tenantId: input.tenantId,
-      tier: args.tier,
-      keyArn: key.keyArn,
-      keyAlias: key.aliasName,
-      secretArn: secret.secretArn,
-      secretName: secret.secretName,
+    this.instanceId = db.instanceId;
+    this.placement = {
       host: db.address,
       port: db.port,
       database: pg.endpoint.database,
       schema: pg.endpoint.schema,
       user: pg.endpoint.user,
-      dbInstanceId: db.instanceId,
+      ...(pg.endpoint.password ? { password: pg.endpoint.password } : {}),
     };
-    this.registerOutputs({ keyArn: key.keyArn, secretArn: secret.secretArn, dbInstanceId: db.instanceId });
+    this.registerOutputs({ dbInstanceId: db.instanceId, address: db.address });
   }
 }

@@ -21,6 +21,11 @@ interface Common {
   port?: pulumi.Input<number>;
   ssl: boolean;
   template: TenantTemplate;
+  /**
+   * Keep the tenant's objects in Postgres when they leave the stack (a tier change), instead of
+   * dropping them with the tenant's rows. False only for offboarding, whose destroy must delete.
+   */
+  retainOnDelete: boolean;
 }
 
 export type TenantPostgresArgs =
@@ -29,9 +34,16 @@ export type TenantPostgresArgs =
   /** silo/account: a database of its own on a dedicated instance, schema `app`. */
   | (Common & { mode: 'database'; limits: RoleLimits })
   /** pool: membership in the shared, RLS-protected pool. */
-  | (Common & { mode: 'pool'; database: pulumi.Input<string>; pool: PoolSettings; limits: RoleLimits });
+  | (Common & {
+      mode: 'pool';
+      database: pulumi.Input<string>;
+      pool: PoolSettings;
+      limits: RoleLimits;
+      /** The pool login role's password, from its platform secret (secret). */
+      poolPassword: pulumi.Input<string>;
+    });
 
-/** What a data plane needs to connect, without the password (that stays in the Secret). */
+/** What a data plane needs to connect; the password (a secret) only goes into the tenant's Secret. */
 export interface PostgresEndpoint {
   database: pulumi.Output<string>;
   schema: string;
@@ -57,6 +69,8 @@ export class TenantPostgres extends pulumi.ComponentResource {
       return o;
     };
 
+    const tenantOwned = { parent: this, retainOnDelete: args.retainOnDelete };
+
     if (args.mode === 'pool') {
       const admin = conn(args.database);
       const p = args.pool;
@@ -65,14 +79,25 @@ export class TenantPostgres extends pulumi.ComponentResource {
       const owner = add(
         new PostgresObject(
           `${name}-pool-owner`,
-          { kind: 'role', admin, spec: { name: p.ownerRole, ...args.limits, connectionLimit: 0 } },
+          {
+            kind: 'role',
+            admin,
+            spec: { name: p.ownerRole, ...args.limits, connectionLimit: 0, login: false },
+            grantToAdmin: true,
+          },
           shared,
         ),
       );
+      // Every pool descriptor carries this password: it comes from the platform secret, never generated here.
       const app = add(
         new PostgresObject(
           `${name}-pool-app`,
-          { kind: 'role', admin, spec: { name: p.appRole, ...args.limits } },
+          {
+            kind: 'role',
+            admin,
+            spec: { name: p.appRole, ...args.limits, searchPath: [p.schema] },
+            password: args.poolPassword,
+          },
           shared,
         ),
       );
@@ -102,13 +127,14 @@ export class TenantPostgres extends pulumi.ComponentResource {
             admin,
             spec: { schema: p.schema, tenantId: args.tenantId, slug: args.slug, setting: p.tenantSetting },
           },
-          { parent: this, dependsOn: [pool] },
+          { ...tenantOwned, dependsOn: [pool] },
         ),
       );
       this.endpoint = {
         database: pulumi.output(args.database),
         schema: p.schema,
         user: p.appRole,
+        password: pulumi.secret(pulumi.output(args.poolPassword)),
         tenantSetting: p.tenantSetting,
       };
       this.registerOutputs({ database: this.endpoint.database, schema: p.schema, user: p.appRole });
@@ -121,11 +147,18 @@ export class TenantPostgres extends pulumi.ComponentResource {
     const database = args.mode === 'schema' ? pulumi.output(args.database) : pulumi.output(objectName);
     const clusterAdmin = conn(args.mode === 'schema' ? args.database : 'postgres');
 
+    // NOLOGIN, and the (non-superuser) admin may act as it: CREATE DATABASE … OWNER, CREATE SCHEMA
+    // … AUTHORIZATION and the template's SET ROLE need that, as in LocalEngine.bootstrap.
     const owner = add(
       new PostgresObject(
         `${name}-owner`,
-        { kind: 'role', admin: clusterAdmin, spec: { name: ownerName, ...args.limits, connectionLimit: 0 } },
-        { parent: this },
+        {
+          kind: 'role',
+          admin: clusterAdmin,
+          spec: { name: ownerName, ...args.limits, connectionLimit: 0, login: false },
+          grantToAdmin: true,
+        },
+        tenantOwned,
       ),
     );
     const login = add(
@@ -137,7 +170,7 @@ export class TenantPostgres extends pulumi.ComponentResource {
           spec: { name: objectName, ...args.limits, searchPath: [schemaName] },
           generatePassword: true,
         },
-        { parent: this },
+        tenantOwned,
       ),
     );
     const deps: pulumi.Resource[] = [owner, login];
@@ -147,7 +180,7 @@ export class TenantPostgres extends pulumi.ComponentResource {
           new PostgresObject(
             `${name}-database`,
             { kind: 'database', admin: clusterAdmin, spec: { name: objectName, owner: ownerName } },
-            { parent: this, dependsOn: [owner] },
+            { ...tenantOwned, dependsOn: [owner] },
           ),
         ),
       );
@@ -161,7 +194,7 @@ export class TenantPostgres extends pulumi.ComponentResource {
           admin: tenantAdmin,
           spec: { name: schemaName, owner: ownerName, template: args.template },
         },
-        { parent: this, dependsOn: deps },
+        { ...tenantOwned, dependsOn: deps },
       ),
     );
     add(
@@ -177,7 +210,7 @@ export class TenantPostgres extends pulumi.ComponentResource {
             owner: ownerName,
           })),
         },
-        { parent: this, dependsOn: [schema, login] },
+        { ...tenantOwned, dependsOn: [schema, login] },
       ),
     );
     this.endpoint = { database, schema: schemaName, user: objectName, password: login.password };

@@ -1,13 +1,9 @@
 import type * as pulumi from '@pulumi/pulumi';
 import type { TenantProgramInput } from '../common/input.js';
 import { programContext } from '../common/program.js';
-import { SharedClusterTenant } from '../common/shared-cluster.js';
+import { sharedClusterStack } from '../common/shared-cluster.js';
 
 /** The pool tier: the tenant's rows in the shared, RLS-protected pool, plus its key and secret. */
 export function poolProgram(input: TenantProgramInput): pulumi.automation.PulumiFn {
-  return async () => {
-    const ctx = programContext(input, 'pool');
-    const tenant = new SharedClusterTenant(`tenant-${input.slug}`, ctx, 'pool');
-    return tenant.outputs;
-  };
+  return async () => sharedClusterStack(programContext(input, 'pool'), 'pool');
 }

@@ -19,6 +19,20 @@ export interface RecordedResource {
   /** The provider reference `urn::id`, when the resource was given one explicitly or through its parent. */
   provider?: string;
   custom?: boolean;
+  /** As the engine would see them (from the mock monitor's register request and response). */
+  urn: string;
+  parent: string;
+  aliases: RecordedAlias[];
+  retainOnDelete: boolean;
+}
+
+/** An alias as the SDK sends it to the engine: a URN, or a spec whose omitted parts default to the resource's. */
+export interface RecordedAlias {
+  urn?: string;
+  name?: string;
+  type?: string;
+  parentUrn?: string;
+  noParent?: boolean;
 }
 
 export interface RecordedCall {
@@ -40,6 +54,8 @@ export const REGION = 'eu-west-1';
 export const ADMIN_ROLE_ARN = `arn:aws:iam::${ACCOUNT_ID}:role/tenantry-control-plane`;
 export const DATA_PLANE_ROLE_ARN = `arn:aws:iam::${ACCOUNT_ID}:role/tenantry-data-plane`;
 export const SHARED_SECRET_NAME = 'tenantry/platform/shared-cluster-admin';
+export const POOL_ROLE_SECRET_NAME = 'tenantry/platform/pool-role';
+export const POOL_ROLE_PASSWORD = 'pool-role-password-from-the-platform-secret';
 
 export const BASE_CONFIG: Record<string, string> = {
   'aws:region': REGION,
@@ -139,6 +155,53 @@ export interface RunOptions {
   without?: string[];
 }
 
+interface RegisterRequest {
+  getType(): string;
+  getName(): string;
+  getParent(): string;
+  getRetainondelete(): boolean | undefined;
+  getAliasesList(): {
+    hasUrn(): boolean;
+    getUrn(): string;
+    getSpec():
+      | { getName(): string; getType(): string; getParenturn(): string; getNoparent(): boolean }
+      | undefined;
+  }[];
+}
+
+/** Wraps the mock monitor's registerResource to see what the SDK sends the engine. */
+function recordRegistrations(
+  into: Omit<RecordedResource, 'inputs' | 'secretInputs' | 'state' | 'id' | 'provider' | 'custom'>[],
+): void {
+  const monitor = pulumi.runtime.getMonitor() as unknown as {
+    registerResource(req: RegisterRequest, cb: (err: unknown, resp?: { getUrn(): string }) => void): void;
+  };
+  const register = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req, cb) =>
+    register(req, (err, resp) => {
+      if (!err && resp) {
+        into.push({
+          type: req.getType(),
+          name: req.getName(),
+          urn: resp.getUrn(),
+          parent: req.getParent(),
+          retainOnDelete: req.getRetainondelete() === true,
+          aliases: req.getAliasesList().map((a) => {
+            if (a.hasUrn()) return { urn: a.getUrn() };
+            const spec = a.getSpec();
+            return {
+              ...(spec?.getName() ? { name: spec.getName() } : {}),
+              ...(spec?.getType() ? { type: spec.getType() } : {}),
+              ...(spec?.getParenturn() ? { parentUrn: spec.getParenturn() } : {}),
+              ...(spec?.getNoparent() ? { noParent: true } : {}),
+            };
+          }),
+        });
+      }
+      cb(err, resp);
+    });
+}
+
 export async function runTierProgram(
   tier: Tier,
   input: TenantProgramInput,
@@ -147,6 +210,11 @@ export async function runTierProgram(
   if (input.tier !== tier) throw new Error(`harness: a ${tier} run was given a ${input.tier} tenant`);
   const resources: RecordedResource[] = [];
   const calls: RecordedCall[] = [];
+  // What the engine gets per registration but the mocks do not see: URN, parent, aliases, options.
+  const registrations: Omit<
+    RecordedResource,
+    'inputs' | 'secretInputs' | 'state' | 'id' | 'provider' | 'custom'
+  >[] = [];
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
@@ -164,6 +232,10 @@ export async function runTierProgram(
           id,
           ...(args.provider ? { provider: args.provider } : {}),
           ...(args.custom === undefined ? {} : { custom: args.custom }),
+          urn: '',
+          parent: '',
+          aliases: [],
+          retainOnDelete: false,
         });
         return { id, state };
       },
@@ -175,6 +247,9 @@ export async function runTierProgram(
         });
         if (args.token === 'aws:secretsmanager/getSecretVersion:getSecretVersion') {
           const secretId = String(args.inputs.secretId);
+          if (secretId === POOL_ROLE_SECRET_NAME) {
+            return { arn: secretId, secretString: JSON.stringify({ password: POOL_ROLE_PASSWORD }) };
+          }
           const shared = secretId === SHARED_SECRET_NAME;
           return {
             arn: secretId,
@@ -192,6 +267,7 @@ export async function runTierProgram(
     `tenant-${input.slug}`,
     false,
   );
+  recordRegistrations(registrations);
   const config = { ...BASE_CONFIG, ...opts.config };
   for (const k of opts.without ?? []) delete config[k];
   pulumi.runtime.setAllConfig(config, []);
@@ -221,6 +297,10 @@ export async function runTierProgram(
     ]);
   } finally {
     process.off('unhandledRejection', onRejection);
+  }
+  for (const r of resources) {
+    const reg = registrations.find((x) => x.type === r.type && x.name === r.name);
+    if (reg) Object.assign(r, reg);
   }
   const byType = (type: string) => resources.filter((r) => r.type === type);
   return {

@@ -1,6 +1,14 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
-import { describe, expect, it } from 'vitest';
-import { type PostgresResourceOutputs, postgresProvider } from '../../stacks/common/postgres-provider.js';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { loadTemplates } from '../../control-plane/src/templates.js';
+import {
+  type PostgresResourceInputs,
+  type PostgresResourceOutputs,
+  postgresProvider,
+} from '../../stacks/common/postgres-provider.js';
 
 const admin = JSON.stringify({
   host: 'db.internal',
@@ -68,5 +76,164 @@ describe('the Postgres dynamic provider', () => {
     const schema = outs('schema', { name: 'tenant_a', owner: 'tenant_a_owner' });
     const rotated = await diff('schema/tenant_a', schema, { ...schema, admin: admin.replace('"x"', '"y"') });
     expect(rotated).toEqual({ changes: false, replaces: [] });
+  });
+});
+
+/**
+ * The provider against a real PostgreSQL, connected as an RDS master user would be: a login role
+ * with CREATEROLE and CREATEDB but no superuser. Every name carries a random suffix: the cluster
+ * is shared with the other test files.
+ */
+describe('the Postgres dynamic provider on a real cluster, as a non-superuser admin', () => {
+  const suffix = randomBytes(4).toString('hex');
+  const master = `rds_master_${suffix}`;
+  const masterPassword = randomBytes(12).toString('hex');
+  const url = new URL(inject('pgAdminUrl'));
+  const su = new pg.Client({ connectionString: url.toString() });
+  const limits = { connectionLimit: 5, statementTimeoutMs: 5_000, idleInTransactionSessionTimeoutMs: 5_000 };
+  const template = loadTemplates(path.resolve('templates')).tenantSchema;
+  const admin = (database: string) =>
+    JSON.stringify({
+      host: url.hostname,
+      port: Number(url.port),
+      database,
+      user: master,
+      password: masterPassword,
+      ssl: false,
+    });
+  const created: { inputs: PostgresResourceInputs; outs: PostgresResourceOutputs }[] = [];
+  async function create(inputs: PostgresResourceInputs): Promise<PostgresResourceOutputs> {
+    const { outs } = await postgresProvider.create(inputs);
+    created.push({ inputs, outs: outs as PostgresResourceOutputs });
+    return outs as PostgresResourceOutputs;
+  }
+  async function as<T>(
+    user: string,
+    password: string,
+    database: string,
+    fn: (c: pg.Client) => Promise<T>,
+  ): Promise<T> {
+    const c = new pg.Client({ host: url.hostname, port: Number(url.port), user, password, database });
+    await c.connect();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end();
+    }
+  }
+
+  beforeAll(async () => {
+    await su.connect();
+    await su.query(
+      `CREATE ROLE ${master} LOGIN CREATEROLE CREATEDB NOSUPERUSER PASSWORD '${masterPassword}'`,
+    );
+  });
+
+  afterAll(async () => {
+    for (const { outs } of created.reverse()) {
+      await postgresProvider.delete?.('', outs).catch(() => undefined);
+    }
+    await su.query(`DROP OWNED BY ${master} CASCADE`).catch(() => undefined);
+    await su.query(`DROP ROLE IF EXISTS ${master}`).catch(() => undefined);
+    await su.end();
+  });
+
+  it('creates a NOLOGIN owner the admin can act as, so CREATE DATABASE … OWNER, the schema and the grants succeed', async () => {
+    const owner = `tenant_t${suffix}_owner`;
+    const login = `tenant_t${suffix}`;
+    await create({
+      kind: 'role',
+      admin: admin('postgres'),
+      spec: { name: owner, ...limits, connectionLimit: 0, login: false },
+      grantToAdmin: true,
+    });
+    const role = await create({
+      kind: 'role',
+      admin: admin('postgres'),
+      spec: { name: login, ...limits, searchPath: ['app'] },
+      generatePassword: true,
+    });
+    await create({ kind: 'database', admin: admin('postgres'), spec: { name: login, owner } });
+    await create({ kind: 'schema', admin: admin(login), spec: { name: 'app', owner, template } });
+    await create({
+      kind: 'grants',
+      admin: admin(login),
+      spec: { database: login, schema: 'app', role: login, owner },
+    });
+
+    const { rows } = await su.query<{ rolcanlogin: boolean; member: boolean }>(
+      `SELECT r.rolcanlogin, pg_has_role($2, r.oid, 'SET') AS member FROM pg_roles r WHERE r.rolname = $1`,
+      [owner, master],
+    );
+    expect(rows[0]).toEqual({ rolcanlogin: false, member: true });
+    expect(typeof role.password).toBe('string');
+    // The tenant's login role connects with the generated password and lands in its schema.
+    const seen = await as(login, String(role.password), login, async (c) => {
+      const sp = await c.query<{ search_path: string }>('SHOW search_path');
+      const t = await c.query<{ n: string }>('SELECT count(*) AS n FROM users');
+      return { searchPath: sp.rows[0]?.search_path, users: t.rows[0]?.n };
+    });
+    expect(seen).toEqual({ searchPath: 'app', users: '0' });
+  });
+
+  it('deletes all of it again as the same admin, dependents first, as an offboarding destroy does', async () => {
+    const login = `tenant_t${suffix}`;
+    const silo = created.filter(({ outs }) => JSON.stringify(outs.spec).includes(`t${suffix}`));
+    expect(silo.map(({ inputs }) => inputs.kind)).toEqual(['role', 'role', 'database', 'schema', 'grants']);
+    for (const { outs } of [...silo].reverse()) {
+      if (outs.kind === 'schema' || outs.kind === 'grants') continue; // they go with the database
+      await postgresProvider.delete?.('', outs);
+    }
+    const { rows } = await su.query<{ n: string }>(
+      `SELECT (SELECT count(*) FROM pg_roles WHERE rolname LIKE $1) + (SELECT count(*) FROM pg_database WHERE datname = $2) AS n`,
+      [`tenant_t${suffix}%`, login],
+    );
+    expect(rows[0]?.n).toBe('0');
+    created.splice(0, created.length, ...created.filter((c) => !silo.includes(c)));
+  });
+
+  it('fails to create a database owned by a role the admin was not granted (what RDS did before)', async () => {
+    const owner = `tenant_u${suffix}_owner`;
+    await create({
+      kind: 'role',
+      admin: admin('postgres'),
+      spec: { name: owner, ...limits, connectionLimit: 0, login: false },
+      grantToAdmin: false,
+    });
+    await expect(
+      postgresProvider.create({
+        kind: 'database',
+        admin: admin('postgres'),
+        spec: { name: `tenant_u${suffix}`, owner },
+      }),
+    ).rejects.toThrow(/must be able to SET ROLE|permission denied|must be member/);
+  });
+
+  it('gives the pool login role the given password and the pool schema as its search_path', async () => {
+    const app = `pool_app_${suffix}`;
+    const password = randomBytes(12).toString('hex');
+    const outs = await create({
+      kind: 'role',
+      admin: admin('postgres'),
+      spec: { name: app, ...limits, searchPath: ['pool'] },
+      password,
+    });
+    expect(outs.password).toBe(password);
+    const { rows } = await su.query<{ scram: boolean }>(
+      `SELECT rolpassword LIKE 'SCRAM-SHA-256$%' AS scram FROM pg_authid WHERE rolname = $1`,
+      [app],
+    );
+    expect(rows[0]?.scram).toBe(true);
+    const searchPath = await as(app, password, 'postgres', async (c) => {
+      const r = await c.query<{ search_path: string }>('SHOW search_path');
+      return r.rows[0]?.search_path;
+    });
+    expect(searchPath).toBe('pool');
+    // A changed platform secret converges the role on the next update; an unchanged one is no change.
+    const diff = postgresProvider.diff;
+    if (!diff) throw new Error('diff is not implemented');
+    const inputs = created.at(-1)?.inputs as PostgresResourceInputs;
+    expect((await diff(app, outs, { ...inputs })).changes).toBe(false);
+    expect((await diff(app, outs, { ...inputs, password: 'rotated' })).changes).toBe(true);
   });
 });

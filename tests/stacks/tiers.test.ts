@@ -4,6 +4,7 @@ import type { Tier, TierCatalog } from '../../control-plane/src/domain/tiers.js'
 import {
   ADMIN_ROLE_ARN,
   DATA_PLANE_ROLE_ARN,
+  POOL_ROLE_PASSWORD,
   type ProgramRun,
   type RecordedResource,
   runTierProgram,
@@ -274,27 +275,42 @@ describe('the account tier', () => {
     expect(run.outputs.accountId).toBe(account.id);
   });
 
-  it('gives two tenants (and two vendings of one slug) distinct root emails, and a re-run the same one', async () => {
-    const { newAccountEmailSuffix } = await import('../../stacks/common/input.js');
-    const first = newAccountEmailSuffix();
-    const second = newAccountEmailSuffix();
-    const a = await runTierProgram(
-      'account',
-      tenantInput('account', 'same-slug', { accountEmailSuffix: first }),
-    );
-    const b = await runTierProgram(
-      'account',
-      tenantInput('account', 'other-slug', { accountEmailSuffix: second }),
-    );
-    const emailA = a.one(ACCOUNT).inputs.email;
-    const emailB = b.one(ACCOUNT).inputs.email;
+  it('gives two vendings of one slug (two tenant ids) distinct root emails, and a re-run of one the same', async () => {
+    // The suffix the engine hands the program in production: derived from the tenant id.
+    const { AwsEngine } = await import('../../control-plane/src/engine/aws.js');
+    const vend = (tenantId: string) =>
+      runTierProgram('account', {
+        tenantId,
+        slug: 'same-slug',
+        tier: 'account',
+        accountEmailSuffix: AwsEngine.accountEmailSuffix(tenantId),
+      });
+    const first = '11111111-1111-4111-8111-111111111111';
+    const second = '22222222-2222-4222-8222-222222222222';
+    const emailA = (await vend(first)).one(ACCOUNT).inputs.email;
+    const emailB = (await vend(second)).one(ACCOUNT).inputs.email;
+    expect(emailA).toMatch(/^root\+same-slug-[0-9a-f]{12}@tenants\.example\.com$/);
+    expect(emailB).toMatch(/^root\+same-slug-[0-9a-f]{12}@tenants\.example\.com$/);
     expect(emailA).not.toBe(emailB);
-    expect(first).not.toBe(second);
-    const again = await runTierProgram(
-      'account',
-      tenantInput('account', 'same-slug', { accountEmailSuffix: first }),
-    );
-    expect(again.one(ACCOUNT).inputs.email).toBe(emailA);
+    expect((await vend(first)).one(ACCOUNT).inputs.email).toBe(emailA);
+  });
+
+  it('lets the platform data-plane role read the descriptor across accounts, and nobody else', async () => {
+    const run = await runTierProgram('account', inputFor('account', 'reader'));
+    const policy = run.one('aws:secretsmanager/secretPolicy:SecretPolicy');
+    expect(policy.inputs.secretArn).toBe(run.one(SECRET).state.arn);
+    expect(policy.inputs.blockPublicPolicy).toBe(true);
+    expect(JSON.parse(String(policy.inputs.policy)).Statement).toEqual([
+      expect.objectContaining({
+        Effect: 'Allow',
+        Principal: { AWS: [DATA_PLANE_ROLE_ARN] },
+        Action: ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'],
+      }),
+    ]);
+    for (const tier of ['pool', 'silo'] as const) {
+      const other = await runTierProgram(tier, inputFor(tier, `reader-${tier}`));
+      expect(other.byType('aws:secretsmanager/secretPolicy:SecretPolicy')).toHaveLength(0);
+    }
   });
 
   it('creates everything but the account itself through the provider that assumes the role in the new account', async () => {
@@ -340,5 +356,182 @@ describe('the account tier', () => {
     expect(run.byType('aws:ec2/internetGateway:InternetGateway')).toHaveLength(0);
     const rds = run.one(RDS);
     expect(rds.inputs.vpcSecurityGroupIds).toEqual([sg.id]);
+  });
+});
+
+const KEY_AND_SECRET = ['tenantry:tenant:Key', KEY, ALIAS, 'tenantry:tenant:Secret', SECRET, SECRET_VERSION];
+
+function keyAndSecretUrns(run: ProgramRun): string[] {
+  return run.resources
+    .filter((r) => KEY_AND_SECRET.includes(r.type))
+    .map((r) => r.urn)
+    .sort();
+}
+
+/** `urn:pulumi:s::p::a$b::n` → `urn:pulumi:s::p::a$b$` (what a child's type is appended to). */
+const childPrefix = (urn: string) => `${urn.slice(0, urn.lastIndexOf('::'))}$`;
+const nameOf = (urn: string) => urn.slice(urn.lastIndexOf('::') + 2);
+
+/**
+ * The URNs an alias stands for, as the engine resolves alias specs: omitted parts default to the
+ * resource's own; a child inherits each alias of its parent, with the parent's name prefix in its
+ * own name replaced by the alias's (Pulumi's `inheritedChildAlias`).
+ */
+function aliasUrns(run: ProgramRun, r: RecordedResource): string[] {
+  const own = r.aliases.map((a) => {
+    if (a.urn) return a.urn;
+    const parent = a.parentUrn ?? r.parent;
+    return `${childPrefix(parent)}${a.type ?? r.type}::${a.name ?? r.name}`;
+  });
+  const parent = run.resources.find((p) => p.urn === r.parent);
+  if (!parent) return own;
+  const inherited = aliasUrns(run, parent).map((parentAlias) => {
+    const name = r.name.startsWith(parent.name)
+      ? nameOf(parentAlias) + r.name.slice(parent.name.length)
+      : r.name;
+    return `${childPrefix(parentAlias)}${r.type}::${name}`;
+  });
+  return [...own, ...inherited];
+}
+
+describe('a change of tier', () => {
+  const slug = 'movers';
+  const runs = once(async () => {
+    const out: Partial<Record<Tier, ProgramRun>> = {};
+    for (const tier of ['pool', 'bridge', 'silo', 'account'] as const) {
+      out[tier] = await runTierProgram(tier, inputFor(tier, slug));
+    }
+    return out as Record<Tier, ProgramRun>;
+  });
+
+  it('keeps the URNs of the key, its alias, the secret and its version: Pulumi updates them in place', async () => {
+    const r = await runs();
+    const pool = keyAndSecretUrns(r.pool);
+    expect(pool).toHaveLength(KEY_AND_SECRET.length);
+    expect(pool).toContain(
+      `urn:pulumi:tenant-${slug}::tenantry::tenantry:tenant:Key$aws:kms/key:Key::tenant-${slug}-key-key`,
+    );
+    expect(keyAndSecretUrns(r.bridge)).toEqual(pool);
+    expect(keyAndSecretUrns(r.silo)).toEqual(pool);
+    expect(keyAndSecretUrns(r.account)).toEqual(pool);
+    // The fixed cloud names stay with those same resources.
+    for (const run of Object.values(r)) {
+      expect(run.one(ALIAS).inputs.name).toBe(`alias/tenantry/${slug}`);
+      expect(run.one(SECRET).inputs.name).toBe(`tenantry/${slug}/connection`);
+    }
+  });
+
+  it('aliases the key and the secret to where every earlier layout put them (under each tier’s component)', async () => {
+    const { silo } = await runs();
+    const stack = `urn:pulumi:tenant-${slug}::tenantry::`;
+    const keyComponent = silo.one('tenantry:tenant:Key');
+    expect(keyComponent.aliases).toEqual([
+      { parentUrn: `${stack}tenantry:tenant:Pool::tenant-${slug}` },
+      { parentUrn: `${stack}tenantry:tenant:Bridge::tenant-${slug}` },
+      { parentUrn: `${stack}tenantry:tenant:Silo::tenant-${slug}` },
+      {
+        name: `tenant-${slug}-silo-key`,
+        parentUrn: `${stack}tenantry:tenant:Account$tenantry:tenant:Silo::tenant-${slug}-silo`,
+      },
+    ]);
+    const legacy = (chain: string, base: string) => [
+      `${stack}${chain}$tenantry:tenant:Key::${base}-key`,
+      `${stack}${chain}$tenantry:tenant:Key$aws:kms/key:Key::${base}-key-key`,
+      `${stack}${chain}$tenantry:tenant:Key$aws:kms/alias:Alias::${base}-key-alias`,
+      `${stack}${chain}$tenantry:tenant:Secret::${base}-connection`,
+      `${stack}${chain}$tenantry:tenant:Secret$aws:secretsmanager/secret:Secret::${base}-connection-secret`,
+      `${stack}${chain}$tenantry:tenant:Secret$aws:secretsmanager/secretVersion:SecretVersion::${base}-connection-version`,
+    ];
+    const covered = silo.resources
+      .filter((x) => KEY_AND_SECRET.includes(x.type))
+      .flatMap((x) => aliasUrns(silo, x));
+    for (const old of [
+      ...legacy('tenantry:tenant:Pool', `tenant-${slug}`),
+      ...legacy('tenantry:tenant:Bridge', `tenant-${slug}`),
+      ...legacy('tenantry:tenant:Silo', `tenant-${slug}`),
+      ...legacy('tenantry:tenant:Account$tenantry:tenant:Silo', `tenant-${slug}-silo`),
+    ]) {
+      expect(covered, old).toContain(old);
+    }
+  });
+
+  it('retains the source placement’s data when it leaves the stack, and deletes neither key nor secret', async () => {
+    const r = await runs();
+    const tenantOwned = (run: ProgramRun) =>
+      run.byType(DYNAMIC).filter((x) => !/-pool-(owner|app)$|-pool$/.test(x.name));
+    for (const tier of ['pool', 'bridge', 'silo', 'account'] as const) {
+      for (const x of tenantOwned(r[tier])) expect(x.retainOnDelete, `${tier} ${x.name}`).toBe(true);
+    }
+    for (const tier of ['silo', 'account'] as const) {
+      expect(r[tier].one(RDS).retainOnDelete).toBe(true);
+      expect(r[tier].one(PARAMS).retainOnDelete).toBe(true);
+    }
+  });
+});
+
+describe('offboarding', () => {
+  it.each(['pool', 'bridge', 'silo', 'account'] as const)(
+    'the %s program lifts deletion protection and retains nothing of the tenant but a key that a final snapshot needs',
+    async (tier) => {
+      const normal = await runTierProgram(tier, inputFor(tier, `leaver-${tier}`));
+      const leaving = await runTierProgram(tier, { ...inputFor(tier, `leaver-${tier}`), offboarding: true });
+      const shared = /-pool-(owner|app)$|-pool$/;
+      for (const x of leaving.byType(DYNAMIC)) {
+        expect(x.retainOnDelete, x.name).toBe(shared.test(x.name));
+      }
+      const hasRds = tier === 'silo' || tier === 'account';
+      expect(leaving.one(KEY).retainOnDelete).toBe(hasRds);
+      expect(normal.one(KEY).retainOnDelete).toBe(hasRds);
+      expect(leaving.one(ALIAS).retainOnDelete).toBe(false);
+      if (hasRds) {
+        expect(normal.one(RDS).inputs.deletionProtection).toBe(true);
+        expect(leaving.one(RDS).inputs).toMatchObject({
+          deletionProtection: false,
+          applyImmediately: true,
+          skipFinalSnapshot: false,
+        });
+        expect(leaving.one(RDS).retainOnDelete).toBe(false);
+        expect(leaving.one(PARAMS).retainOnDelete).toBe(false);
+      }
+    },
+  );
+});
+
+describe('Postgres roles as the local engine makes them', () => {
+  it('makes owner roles NOLOGIN and lets the (non-superuser) admin act as them', async () => {
+    for (const tier of ['pool', 'bridge', 'silo'] as const) {
+      const run = await runTierProgram(tier, inputFor(tier, `owners-${tier}`));
+      const owners = run
+        .byType(DYNAMIC)
+        .filter(
+          (x) =>
+            x.inputs.kind === 'role' && String((x.inputs.spec as { name: string }).name).endsWith('_owner'),
+        );
+      expect(owners.length, tier).toBeGreaterThan(0);
+      for (const o of owners) {
+        expect(o.inputs.spec, o.name).toMatchObject({ login: false, connectionLimit: 0 });
+        expect(o.inputs.grantToAdmin, o.name).toBe(true);
+      }
+    }
+  });
+
+  it('gives the pool login role the platform secret’s password and the pool schema as search_path, and the descriptor that password', async () => {
+    const run = await runTierProgram('pool', inputFor('pool', 'poolpw'));
+    const app = run.byType(DYNAMIC).find((x) => x.name.endsWith('-pool-app'));
+    expect(app?.inputs.spec).toMatchObject({ name: 'tenantry_pool_app', searchPath: ['pool'] });
+    expect(app?.inputs.password).toBe(POOL_ROLE_PASSWORD);
+    expect(app?.secretInputs).toContain('password');
+    expect(run.calls.some((c) => c.inputs.secretId === 'tenantry/platform/pool-role')).toBe(true);
+    const descriptor = JSON.parse(String(run.one(SECRET_VERSION).inputs.secretString)) as Record<
+      string,
+      unknown
+    >;
+    expect(descriptor).toMatchObject({
+      user: 'tenantry_pool_app',
+      schema: 'pool',
+      password: POOL_ROLE_PASSWORD,
+      tenantSetting: 'app.tenant_id',
+    });
+    expect(JSON.stringify(run.outputs)).not.toContain(POOL_ROLE_PASSWORD);
   });
 });
