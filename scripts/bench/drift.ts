@@ -31,6 +31,7 @@ import {
   ROLES_SQL,
   SCHEMAS_SQL,
   SECRETS_SQL,
+  siloContentsSql,
   TABLES_SQL,
 } from '../../control-plane/src/drift/catalog.js';
 import { DataPlane } from '../../control-plane/src/engine/dataplane.js';
@@ -47,6 +48,8 @@ const { values } = parseArgs({
     drifts: { type: 'string', default: '100' },
     seed: { type: 'string', default: '7' },
     repeat: { type: 'string', default: '3' },
+    // Keep the fleet in this directory and reuse it on the next run (provisioning takes minutes).
+    'data-dir': { type: 'string' },
   },
 });
 const N = Number(values.tenants);
@@ -70,7 +73,13 @@ const pickOne = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)] as T;
 
 const log = (msg: string) => process.stderr.write(`[bench:drift] ${msg}\n`);
 
-const cp = await startControlPlane({ TENANTRY_DRIFT_SCHEDULE: 'off', TENANTRY_WORKER_CONCURRENCY: '4' });
+const keep = values['data-dir'] ? path.resolve(values['data-dir']) : undefined;
+if (keep) fs.mkdirSync(keep, { recursive: true, mode: 0o755 });
+const cp = await startControlPlane({
+  TENANTRY_DRIFT_SCHEDULE: 'off',
+  TENANTRY_WORKER_CONCURRENCY: '4',
+  ...(keep ? { TENANTRY_DATA_DIR: keep } : {}),
+});
 // If this script dies, the control plane (and its Postgres) must not outlive it.
 process.on('exit', () => {
   if (cp.proc.exitCode === null) cp.proc.kill('SIGTERM');
@@ -105,20 +114,31 @@ interface BenchTenant {
   tier: Exclude<Tier, 'account'>;
 }
 const fleet: BenchTenant[] = [];
-for (let i = 0; i < N; i++) {
-  const tier = i < SILOS ? 'silo' : i < SILOS + BRIDGES ? 'bridge' : 'pool';
-  fleet.push({ id: randomUUID(), slug: `${tier[0]}-${String(i).padStart(5, '0')}`, tier });
+const existing = await control.query<BenchTenant & Record<string, unknown>>(
+  `SELECT id, slug, tier FROM tenants WHERE status = 'active' ORDER BY slug`,
+);
+const reuse = existing.rows.length === N;
+if (reuse) fleet.push(...existing.rows);
+else if (existing.rows.length > 0)
+  throw new Error(`${keep} holds another fleet; remove it or pass another --data-dir`);
+else {
+  for (let i = 0; i < N; i++) {
+    const tier = i < SILOS ? 'silo' : i < SILOS + BRIDGES ? 'bridge' : 'pool';
+    fleet.push({ id: randomUUID(), slug: `${tier[0]}-${String(i).padStart(5, '0')}`, tier });
+  }
 }
 const obj = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
 
 const t0 = performance.now();
-let done = 0;
+let done = reuse ? N : 0;
 const outputs = new Map<string, Record<string, unknown>>();
 // Silos first (CREATE DATABASE is the slowest step), a few at a time; then the rest.
-for (const [group, conc] of [
-  [fleet.filter((t) => t.tier === 'silo'), 3],
-  [fleet.filter((t) => t.tier !== 'silo'), 8],
-] as const) {
+for (const [group, conc] of reuse
+  ? []
+  : ([
+      [fleet.filter((t) => t.tier === 'silo'), 3],
+      [fleet.filter((t) => t.tier !== 'silo'), 8],
+    ] as const)) {
   await mapLimit(group, conc, async (t) => {
     const out: Record<string, unknown> = {};
     for (const step of engine.steps('onboard', t.tier)) {
@@ -137,17 +157,22 @@ for (const [group, conc] of [
     if (++done % 1000 === 0) log(`provisioned ${done}/${N}`);
   });
 }
-await control.query(
-  `INSERT INTO tenants (id, slug, name, tier, status, template_version, outputs)
+if (!reuse)
+  await control.query(
+    `INSERT INTO tenants (id, slug, name, tier, status, template_version, outputs)
    SELECT x.id, x.slug, x.slug, x.tier, 'active', $2, x.outputs
      FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, slug text, tier text, outputs jsonb)`,
-  [
-    JSON.stringify(fleet.map((t) => ({ ...t, outputs: outputs.get(t.id) ?? {} }))),
-    templates.tenantSchema.version,
-  ],
-);
+    [
+      JSON.stringify(fleet.map((t) => ({ ...t, outputs: outputs.get(t.id) ?? {} }))),
+      templates.tenantSchema.version,
+    ],
+  );
 const provisionMs = performance.now() - t0;
-log(`fleet of ${N} provisioned in ${round(provisionMs / 1000, 1)} s`);
+log(
+  reuse
+    ? `reusing the fleet of ${N} in ${keep}`
+    : `fleet of ${N} provisioned in ${round(provisionMs / 1000, 1)} s`,
+);
 
 /* ---------------------------------------------------------------- sweeps and the floor */
 
@@ -184,17 +209,19 @@ async function sweep(): Promise<Run & { peakRssMb: number }> {
   }
 }
 
-/** The sweep's catalog statements alone, on the same kinds of sessions (pools; a fresh one per silo). */
+/**
+ * The sweep's catalog statements alone, on the same kinds of sessions and with the same overlap:
+ * pools for the shared reads; for each silo a fresh session running the silo pass's one query.
+ */
 async function floor(): Promise<number> {
-  const maint = new pg.Pool({ connectionString: cp.pgUrl('postgres'), max: 4 });
-  const data = new pg.Pool({ connectionString: cp.pgUrl(DATA), max: 4 });
-  const ctl = new pg.Pool({ connectionString: cp.pgUrl('tenantry'), max: 2 });
+  const maint = new pg.Pool({ connectionString: cp.pgUrl('postgres'), max: 8 });
+  const data = new pg.Pool({ connectionString: cp.pgUrl(DATA), max: 8 });
+  const ctl = new pg.Pool({ connectionString: cp.pgUrl('tenantry'), max: 8 });
   await Promise.all([maint.query('SELECT 1'), data.query('SELECT 1'), ctl.query('SELECT 1')]);
   const started = performance.now();
   const platform = [`${DATA}_pool`, `${DATA}_owner`];
-  const [, dbs] = await Promise.all([
+  const shared = Promise.all([
     maint.query(ROLES_SQL, [platform]),
-    maint.query<{ name: string }>(DATABASES_SQL),
     data.query(SCHEMAS_SQL, [['pool']]),
     data.query(TABLES_SQL, [['pool'], [`${DATA}_pool`]]),
     data.query(POLICIES_SQL, [['pool']]),
@@ -203,18 +230,21 @@ async function floor(): Promise<number> {
     ctl.query(SECRETS_SQL),
     ctl.query(KEYS_SQL),
   ]);
+  const dbs = await maint.query<{ name: string }>(DATABASES_SQL);
   const silos = dbs.rows.map((r) => r.name).filter((n) => /^tenant_[a-z][a-z0-9_]{2,39}$/.test(n));
-  await mapLimit(silos, 8, async (name) => {
-    const c = new pg.Client({ connectionString: cp.pgUrl(name) });
-    await c.connect();
-    try {
-      await c.query(SCHEMAS_SQL, [['app']]);
-      await c.query(TABLES_SQL, [['app'], []]);
-      await c.query(DEFAULT_ACLS_SQL, [['app']]);
-    } finally {
-      await c.end();
-    }
-  });
+  const siloSql = siloContentsSql(['app']);
+  await Promise.all([
+    shared,
+    mapLimit(silos, 16, async (name) => {
+      const c = new pg.Client({ connectionString: cp.pgUrl(name) });
+      await c.connect();
+      try {
+        await c.query(siloSql);
+      } finally {
+        await c.end();
+      }
+    }),
+  ]);
   const ms = performance.now() - started;
   await Promise.all([maint.end(), data.end(), ctl.end()]);
   return ms;
@@ -401,10 +431,10 @@ const floorMs = median(floors);
 const out = {
   tenants: {
     total: N,
-    pool: POOLS,
-    bridge: BRIDGES,
-    silo: SILOS,
-    provisionedInS: round(provisionMs / 1000, 1),
+    pool: fleet.filter((t) => t.tier === 'pool').length,
+    bridge: fleet.filter((t) => t.tier === 'bridge').length,
+    silo: fleet.filter((t) => t.tier === 'silo').length,
+    provisionedInS: reuse ? null : round(provisionMs / 1000, 1),
   },
   sweep: {
     ms: sweepMs,

@@ -236,6 +236,30 @@ const CASES: Case[] = [
       ).toBe(false),
   },
   {
+    what: 'a grant to an oddly named role created by hand (quoted, not spliced, when revoked)',
+    inject: async () => {
+      await s.sql('postgres', `CREATE ROLE "Ops ""Temp"" Role"`);
+      await s.sql(DATA, `GRANT SELECT ON ${obj(T.bridge)}.settings TO "Ops ""Temp"" Role"`);
+    },
+    expected: {
+      tenantSlug: T.bridge,
+      resource: 'table',
+      name: `${DATA}.${obj(T.bridge)}.settings`,
+      kind: 'unexpected',
+      field: 'privileges:Ops "Temp" Role',
+      actual: ['SELECT'],
+    },
+    after: async () =>
+      expect(
+        (
+          await s.sql<{ ok: boolean }>(DATA, `SELECT has_table_privilege($1, $2, 'SELECT') AS ok`, [
+            'Ops "Temp" Role',
+            `${obj(T.bridge)}.settings`,
+          ])
+        )[0]?.ok,
+      ).toBe(false),
+  },
+  {
     what: 'RLS disabled on a pool table',
     inject: () => s.sql(DATA, 'ALTER TABLE pool.documents DISABLE ROW LEVEL SECURITY'),
     expected: {

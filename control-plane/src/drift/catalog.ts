@@ -1,4 +1,4 @@
-import type { Queryable } from '../providers/postgres/sql.js';
+import { literal, type Queryable } from '../providers/postgres/sql.js';
 
 /**
  * The batched catalog reads of a local-target sweep. Each runs once per sweep (the silo pass once
@@ -273,6 +273,28 @@ export async function readDatabases(db: Queryable): Promise<Map<string, Observed
 }
 
 /** One pass over one database: schemas, tables, policies and default privileges (four statements). */
+type SchemaRow = { name: string; owner: string; acl: string[] | null; version: number | null };
+type TableRow = {
+  schema: string;
+  name: string;
+  owner: string;
+  rls: boolean;
+  forced: boolean;
+  acl: string[] | null;
+};
+type PolicyRow = {
+  schema: string;
+  table: string;
+  name: string;
+  command: string;
+  permissive: boolean;
+  using: string | null;
+  with_check: string | null;
+  roles: string[];
+};
+type DefaultRow = { schema: string; owner: string; objtype: string; acl: string[] | null };
+
+/** One pass over one database: schemas, tables, policies and default privileges (four statements). */
 export async function readDatabaseContents(
   db: Queryable,
   opts: {
@@ -283,26 +305,6 @@ export async function readDatabaseContents(
     parallel?: boolean;
   },
 ): Promise<ObservedDatabaseContents> {
-  type SchemaRow = { name: string; owner: string; acl: string[] | null; version: number | null };
-  type TableRow = {
-    schema: string;
-    name: string;
-    owner: string;
-    rls: boolean;
-    forced: boolean;
-    acl: string[] | null;
-  };
-  type PolicyRow = {
-    schema: string;
-    table: string;
-    name: string;
-    command: string;
-    permissive: boolean;
-    using: string | null;
-    with_check: string | null;
-    roles: string[];
-  };
-  type DefaultRow = { schema: string; owner: string; objtype: string; acl: string[] | null };
   // Independent statements: on a pool they run in parallel sessions; on one client, one after another.
   const reads = [
     () =>
@@ -329,13 +331,22 @@ export async function readDatabaseContents(
     { rows: PolicyRow[] },
     { rows: DefaultRow[] },
   ];
+  return contentsFrom(schemas.rows, tables.rows, policies.rows, defaults.rows);
+}
+
+function contentsFrom(
+  schemas: SchemaRow[],
+  tables: TableRow[],
+  policies: PolicyRow[],
+  defaults: DefaultRow[],
+): ObservedDatabaseContents {
   const out: ObservedDatabaseContents = {
     schemas: new Map(),
     tables: new Map(),
     policies: new Map(),
     defaultAcls: new Map(),
   };
-  for (const r of schemas.rows) {
+  for (const r of schemas) {
     out.schemas.set(r.name, {
       name: r.name,
       owner: r.owner,
@@ -343,7 +354,7 @@ export async function readDatabaseContents(
       acl: parseAcl(r.acl) ?? [],
     });
   }
-  for (const r of tables.rows) {
+  for (const r of tables) {
     const list = out.tables.get(r.schema) ?? [];
     list.push({
       schema: r.schema,
@@ -355,7 +366,7 @@ export async function readDatabaseContents(
     });
     out.tables.set(r.schema, list);
   }
-  for (const r of policies.rows) {
+  for (const r of policies) {
     const key = `${r.schema}.${r.table}`;
     const list = out.policies.get(key) ?? [];
     list.push({
@@ -370,12 +381,52 @@ export async function readDatabaseContents(
     });
     out.policies.set(key, list);
   }
-  for (const r of defaults.rows) {
+  for (const r of defaults) {
     const list = out.defaultAcls.get(r.schema) ?? [];
     list.push({ schema: r.schema, owner: r.owner, objtype: r.objtype, acl: parseAcl(r.acl) ?? [] });
     out.defaultAcls.set(r.schema, list);
   }
   return out;
+}
+
+/** `$n::text[]` placeholders of a catalog statement bound as array literals, for the simple protocol. */
+function bindArrays(sql: string, arrays: string[][]): string {
+  return sql.replace(/\$(\d+)::text\[\]/g, (_, i: string) => {
+    const xs = arrays[Number(i) - 1] ?? [];
+    return `ARRAY[${xs.map((x) => literal(x)).join(', ')}]::text[]`;
+  });
+}
+
+/** The three statements of a silo pass as one simple-protocol query (the benchmark's floor runs it too). */
+export function siloContentsSql(schemas: string[], schemasSql = SCHEMAS_SQL): string {
+  return [
+    bindArrays(schemasSql, [schemas]),
+    bindArrays(TABLES_SQL, [schemas, []]),
+    bindArrays(DEFAULT_ACLS_SQL, [schemas]),
+  ].join(';\n');
+}
+
+/**
+ * A silo database's contents (schemas, tables, default privileges: a silo has no policies) in one
+ * round trip on a fresh session: three statements in one simple-protocol query. Per silo the cost
+ * is dominated by the session itself (fork and SCRAM), so round trips matter.
+ */
+export async function readSiloContents(db: Queryable, schemas: string[]): Promise<ObservedDatabaseContents> {
+  const run = (schemasSql: string) =>
+    db.query(siloContentsSql(schemas, schemasSql)) as unknown as Promise<
+      { rows: Record<string, unknown>[] }[]
+    >;
+  const results = await run(SCHEMAS_SQL).catch((e: { code?: string }) => {
+    if (e.code !== '42P01' && e.code !== '3F000') throw e;
+    return run(SCHEMAS_NO_META_SQL);
+  });
+  const [schemaRows, tableRows, defaultRows] = results.map((r) => r.rows);
+  return contentsFrom(
+    (schemaRows ?? []) as SchemaRow[],
+    (tableRows ?? []) as TableRow[],
+    [],
+    (defaultRows ?? []) as DefaultRow[],
+  );
 }
 
 export async function readPoolMembers(db: Queryable): Promise<Map<string, string>> {

@@ -31,6 +31,7 @@ import {
   readPoolMembers,
   readRoles,
   readSecrets,
+  readSiloContents,
 } from './catalog.js';
 import { diffLocal, type LocalLayout, slugOfObject } from './diff.js';
 import type {
@@ -102,7 +103,7 @@ export async function probeCanonical(
 }
 
 export interface LocalDriftOptions {
-  /** Silo databases inspected at once (one short session each). */
+  /** Silo databases inspected at once (one short session each; the cost is latency, not CPU). */
   siloConcurrency?: number;
 }
 
@@ -144,13 +145,19 @@ export class LocalDriftDetector implements DriftDetector {
     return this.layout;
   }
 
-  /** Reads the whole fleet's actual state: shared catalogs, the shared database, every silo database, the store. */
-  async observe(): Promise<ObservedFleet> {
+  /**
+   * Reads the whole fleet's actual state: shared catalogs, the shared database, every silo database,
+   * the store. The silo pass starts as soon as the database list is in, beside the shared reads.
+   */
+  async observe(timings: Record<string, number> = {}): Promise<ObservedFleet> {
     const n = this.dp.names;
+    const t0 = performance.now();
     const platformRoles = [n.poolRole, n.ownerRole];
-    const [roles, databases, data, poolMembers, secrets, keys] = await Promise.all([
+    const since = (k: string) => () => {
+      timings[k] = performance.now() - t0;
+    };
+    const shared = Promise.all([
       readRoles(this.dp.maintenance, platformRoles),
-      readDatabases(this.dp.maintenance),
       readDatabaseContents(this.dp.data, {
         schemas: [n.poolSchema],
         policySchemas: [n.poolSchema],
@@ -160,32 +167,34 @@ export class LocalDriftDetector implements DriftDetector {
       readPoolMembers(this.dp.data),
       readSecrets(this.control),
       readKeys(this.control),
-    ]);
-    const contents = new Map<string, ObservedDatabaseContents>([[n.database, data]]);
+    ]).finally(since('sharedMs'));
+    const databases = await readDatabases(this.dp.maintenance);
+    const contents = new Map<string, ObservedDatabaseContents>();
     const unreachable = new Map<string, string>();
     // In-database state of a silo lives in its own database: one short session each, bounded.
     const silos = [...databases.keys()].filter((d) => slugOfObject(d) !== null);
-    await mapLimit(silos, this.opts.siloConcurrency ?? 8, async (name) => {
+    const siloPass = mapLimit(silos, this.opts.siloConcurrency ?? 16, async (name) => {
       if (databases.get(name)?.allowConnections === false) {
         unreachable.set(name, 'connections not allowed');
         return;
       }
       try {
-        const c = await this.dp.withDatabase(name, (db) =>
-          readDatabaseContents(db, { schemas: [n.siloSchema], policySchemas: [], ownerRoles: [] }),
-        );
-        contents.set(name, c);
+        contents.set(name, await this.dp.withDatabase(name, (db) => readSiloContents(db, [n.siloSchema])));
       } catch (e) {
         unreachable.set(name, (e as Error).message.slice(0, 200));
       }
-    });
+    }).finally(since('silosMs'));
+    const [[roles, data, poolMembers, secrets, keys]] = await Promise.all([shared, siloPass]);
+    contents.set(n.database, data);
+    timings.silos = silos.length;
     return { roles, databases, contents, unreachable, poolMembers, secrets, keys };
   }
 
   async detect(snapshot: () => Promise<DetectInput>): Promise<DetectResult> {
     const layout = await this.getLayout();
     const t0 = performance.now();
-    const obs = await this.observe();
+    const parts: Record<string, number> = {};
+    const obs = await this.observe(parts);
     const t1 = performance.now();
     // The control plane's view is read after the catalogs: an operation that ran meanwhile marks its tenant busy.
     const input = await snapshot();
@@ -195,10 +204,27 @@ export class LocalDriftDetector implements DriftDetector {
     return {
       input,
       findings,
-      timings: { observeMs: t1 - t0, snapshotMs: t2 - t1, diffMs: t3 - t2 },
+      timings: {
+        observeMs: t1 - t0,
+        observeSharedMs: parts.sharedMs ?? 0,
+        observeSilosMs: parts.silosMs ?? 0,
+        snapshotMs: t2 - t1,
+        diffMs: t3 - t2,
+      },
     };
   }
 }
+
+/**
+ * A name read back from the catalogs (a grantee someone added by hand, another database), not from
+ * input: it may be any valid Postgres identifier, so it is quoted as one (quotes doubled) rather than
+ * held to Tenantry's own naming, which would leave a stray grant to an oddly named role unrepairable.
+ */
+function catalogName(name: string): string {
+  if (name.length === 0 || name.length > 63 || name.includes('\0')) throw new Error('invalid catalog name');
+  return `"${name.replaceAll('"', '""')}"`;
+}
+const grantee = (g: string) => (g === 'PUBLIC' ? 'PUBLIC' : catalogName(g));
 
 /** A remediation step: its name (recorded on the reconcile operation) and what it does. */
 interface Step {
@@ -341,7 +367,7 @@ export class LocalDriftRemediator implements DriftRemediator {
             await applyRole(db, { name, ...limits, searchPath, ...(password ? { password } : {}) });
             for (const f of roleFindings) {
               const m = /^memberOf:(.+)$/.exec(f.field)?.[1];
-              if (m) await db.query(`REVOKE ${ident(m)} FROM ${ident(name)}`);
+              if (m) await db.query(`REVOKE ${catalogName(m)} FROM ${ident(name)}`);
             }
           });
         },
@@ -361,7 +387,7 @@ export class LocalDriftRemediator implements DriftRemediator {
             for (const f of dbFindings) {
               const g = granteeOf(f.field);
               if (f.name === name && f.kind === 'unexpected' && g && g !== 'PUBLIC')
-                await db.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${ident(name)} FROM ${ident(g)}`);
+                await db.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${ident(name)} FROM ${catalogName(g)}`);
             }
           }),
       });
@@ -456,7 +482,7 @@ export class LocalDriftRemediator implements DriftRemediator {
             });
             for (const f of poolRole) {
               const m = /^memberOf:(.+)$/.exec(f.field)?.[1];
-              if (m) await db.query(`REVOKE ${ident(m)} FROM ${ident(n.poolRole)}`);
+              if (m) await db.query(`REVOKE ${catalogName(m)} FROM ${ident(n.poolRole)}`);
             }
           }),
       });
@@ -553,7 +579,7 @@ export class LocalDriftRemediator implements DriftRemediator {
             for (const f of otherDbs) {
               const g = granteeOf(f.field) as string;
               await db.query(
-                `REVOKE CONNECT, TEMPORARY ON DATABASE ${ident(f.name)} FROM ${g === 'PUBLIC' ? 'PUBLIC' : ident(g)}`,
+                `REVOKE CONNECT, TEMPORARY ON DATABASE ${catalogName(f.name)} FROM ${grantee(g)}`,
               );
             }
           }),
@@ -575,19 +601,18 @@ async function revokeGrants(
   owner: string,
   role: string,
 ): Promise<void> {
-  const who = (g: string) => (g === 'PUBLIC' ? 'PUBLIC' : ident(g));
   for (const f of findings) {
     const g = granteeOf(f.field);
     if (!g || (g === role && f.kind !== 'changed')) continue;
     if (f.resource === 'table') {
       const table = f.name.split('.').at(-1) as string;
-      await db.query(`REVOKE ALL ON TABLE ${ident(schema)}.${ident(table)} FROM ${who(g)}`);
+      await db.query(`REVOKE ALL ON TABLE ${ident(schema)}.${ident(table)} FROM ${grantee(g)}`);
     } else if (f.resource === 'schema') {
-      await db.query(`REVOKE ALL ON SCHEMA ${ident(schema)} FROM ${who(g)}`);
+      await db.query(`REVOKE ALL ON SCHEMA ${ident(schema)} FROM ${grantee(g)}`);
     } else if (f.resource === 'default-privileges') {
       const kind = f.field.startsWith('sequences:') ? 'SEQUENCES' : 'TABLES';
       await db.query(
-        `ALTER DEFAULT PRIVILEGES FOR ROLE ${ident(owner)} IN SCHEMA ${ident(schema)} REVOKE ALL ON ${kind} FROM ${who(g)}`,
+        `ALTER DEFAULT PRIVILEGES FOR ROLE ${ident(owner)} IN SCHEMA ${ident(schema)} REVOKE ALL ON ${kind} FROM ${grantee(g)}`,
       );
     }
   }
