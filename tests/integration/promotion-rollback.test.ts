@@ -1,5 +1,7 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  adminUrl,
   auth,
   connectionOf,
   onboard,
@@ -9,13 +11,11 @@ import {
   tenantClient,
   waitForOperation,
 } from '../helpers/runtime.js';
+import { asTenant, atPoint, getTenant, objectName, promotionLeftovers } from './promotion-helpers.js';
 
 let s: TestStack;
 beforeAll(async () => {
-  s = await startStack({
-    TENANTRY_FAULT_STEP_DELAY_MS: '120',
-    TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS: '600000',
-  });
+  s = await startStack({ TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS: '600000' });
 });
 afterAll(async () => {
   await s?.close();
@@ -37,61 +37,82 @@ async function seed(tenantId: string, n: number) {
   );
 }
 
-async function waitStep(opId: string, step: string) {
-  const until = Date.now() + 20_000;
-  for (;;) {
-    const rows = await superQuery<{ steps: { name: string; status: string }[] }>(
-      s.controlDb,
-      'SELECT steps FROM operations WHERE id = $1',
-      [opId],
-    );
-    if (rows[0]?.steps.find((x) => x.name === step)?.status === 'running') return;
-    if (Date.now() > until) throw new Error(`step ${step} never ran`);
-    await new Promise((r) => setTimeout(r, 5));
+/** The promotion failed its verification, was aborted, and left the tenant on its pool placement, writable, whole. */
+async function expectAbortedOnPool(t: { id: string; slug: string }, opId: string, rows: number) {
+  const op = await waitForOperation(s, opId, 60_000);
+  expect(op.status).toBe('failed');
+  expect(op.error).toMatch(/verification failed on table users/);
+  expect(op.steps.find((x) => x.name === 'abort')?.status).toBe('succeeded');
+  expect(await getTenant(s, t.slug)).toMatchObject({ tier: 'pool', status: 'active' });
+  const name = objectName(t.slug);
+  expect(await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name])).toHaveLength(
+    0,
+  );
+  expect(
+    await superQuery(s.dataDb, `SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'tenantry_promo_%'`),
+  ).toHaveLength(0);
+  expect(await promotionLeftovers(s, t.slug)).toBe(0);
+  // Unfrozen: the pool descriptor writes again, and no row was lost.
+  const d = await connectionOf(s, t.slug);
+  expect(d.tier).toBe('pool');
+  const n = await asTenant(d, async (c) => {
+    await c.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'after@x')`, [t.id]);
+    return (await c.query('SELECT count(*)::int AS n FROM users')).rows[0].n;
+  });
+  expect(n).toBe(rows + 1);
+}
+
+/** Writes into the promotion's target behind its back, as only a superuser in replica mode still can. */
+async function tamper(slug: string, sql: string, params: unknown[]) {
+  const c = new pg.Client({ connectionString: adminUrl(objectName(slug)) });
+  await c.connect();
+  try {
+    await c.query('SET session_replication_role = replica');
+    await c.query(sql, params);
+  } finally {
+    await c.end();
   }
 }
 
-describe('a forced checksum mismatch', () => {
-  it('fails the promotion, leaves the tenant on its source untouched and writable, and removes the target', async () => {
+describe('verification', () => {
+  it('a target that is not yet cut over refuses every write but the promotion’s own', async () => {
+    const t = await onboard(s, 'pool');
+    await seed(t.id, 20);
+    const res = await promote(t.slug, 'silo');
+    const refused = atPoint(s, t.id, 'catch-up:start', async () => {
+      await expect(
+        superQuery(objectName(t.slug), `INSERT INTO app.users (tenant_id, email) VALUES ($1, 'ghost@x')`, [
+          t.id,
+        ]),
+      ).rejects.toThrow(
+        /read-only while it moves to another tier \(this placement takes over at the cutover\)/,
+      );
+    });
+    const op = await waitForOperation(s, res.json().operation.id, 60_000);
+    await refused.reached;
+    expect(op.status).toBe('succeeded');
+  });
+
+  it('a row the source never had (a forced count mismatch) aborts the promotion', async () => {
     const t = await onboard(s, 'pool');
     await seed(t.id, 200);
-    const res = await promote(t.slug, 'silo');
-    const opId = res.json().operation.id;
-    await waitStep(opId, 'catch-up');
-    // Corrupt the target behind the promotion's back: a row the source never had.
-    const name = `tenant_${t.slug.replaceAll('-', '_')}`;
-    await superQuery(name, `INSERT INTO app.users (tenant_id, email) VALUES ($1, 'ghost@x')`, [t.id]);
-    const op = await waitForOperation(s, opId, 60_000);
-    expect(op.status).toBe('failed');
-    expect(op.error).toMatch(/verification failed on table users/);
-    expect(op.steps.find((x) => x.name === 'abort')?.status).toBe('succeeded');
-    const got = (
-      await s.app.inject({ method: 'GET', url: `/v1/tenants/${t.slug}`, headers: auth(s.tokens.sre) })
-    ).json();
-    expect(got).toMatchObject({ tier: 'pool', status: 'active' });
-    expect(await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name])).toHaveLength(
-      0,
+    atPoint(s, t.id, 'catch-up:start', () =>
+      tamper(t.slug, `INSERT INTO app.users (tenant_id, email) VALUES ($1, 'ghost@x')`, [t.id]),
     );
-    expect(
-      await superQuery(
-        s.dataDb,
-        `SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'tenantry_promo_%'`,
-      ),
-    ).toHaveLength(0);
-    // Unfrozen: the pool descriptor writes again, and no row was lost.
-    const d = await connectionOf(s, t.slug);
-    expect(d.tier).toBe('pool');
-    const c = await tenantClient(d);
-    try {
-      await c.query('BEGIN');
-      await c.query('SELECT set_config($1, $2, true)', [d.tenantSetting, t.id]);
-      await c.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'after@x')`, [t.id]);
-      const { rows } = await c.query('SELECT count(*)::int AS n FROM users');
-      expect(rows[0].n).toBe(201);
-      await c.query('COMMIT');
-    } finally {
-      await c.end();
-    }
+    const res = await promote(t.slug, 'silo');
+    await expectAbortedOnPool(t, res.json().operation.id, 200);
+  });
+
+  it('a changed row the stream never touched (same counts, other content) aborts the promotion', async () => {
+    const t = await onboard(s, 'pool');
+    await seed(t.id, 200);
+    atPoint(s, t.id, 'catch-up:start', () =>
+      tamper(t.slug, `UPDATE app.users SET name = 'corrupted' WHERE tenant_id = $1 AND email = 'u7@x'`, [
+        t.id,
+      ]),
+    );
+    const res = await promote(t.slug, 'silo');
+    await expectAbortedOnPool(t, res.json().operation.id, 200);
   });
 });
 
@@ -189,13 +210,15 @@ describe('rollback within the window', () => {
           'SELECT count(*)::int AS n FROM pool.users WHERE tenant_id = $1',
           [t.id],
         );
-        const trig = await superQuery(
+        const marker = await superQuery<{ reason: string }>(
           short.dataDb,
-          `SELECT 1 FROM pg_trigger WHERE tgname LIKE 'tenantry_freeze_%'`,
+          'SELECT reason FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1',
+          [t.id],
         );
-        if (left[0]!.n === 0 && trig.length === 0) break;
+        // The rows are gone; the tenant's id stays refused on the shared pool (it moved).
+        if (left[0]!.n === 0 && marker[0]?.reason === 'moved') break;
         if (Date.now() > until)
-          throw new Error(`source not cleaned: ${left[0]!.n} rows, ${trig.length} triggers`);
+          throw new Error(`source not cleaned: ${left[0]!.n} rows, marker ${JSON.stringify(marker)}`);
         await new Promise((r) => setTimeout(r, 100));
       }
       const rb = await short.app.inject({

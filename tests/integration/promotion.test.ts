@@ -9,6 +9,19 @@ import {
   tenantClient,
   waitForOperation,
 } from '../helpers/runtime.js';
+import {
+  asTenant,
+  atPoint,
+  getOperation,
+  getTenant,
+  objectName,
+  pauseAt,
+  promote,
+  promoteAndWait,
+  promotionLeftovers,
+  rollback,
+  seedPool,
+} from './promotion-helpers.js';
 
 let s: TestStack;
 beforeAll(async () => {
@@ -18,33 +31,11 @@ afterAll(async () => {
   await s?.close();
 });
 
-const promote = (slug: string, targetTier: string, token = s.tokens.sre) =>
-  s.app.inject({
-    method: 'POST',
-    url: `/v1/tenants/${slug}/promotions`,
-    headers: auth(token),
-    payload: { targetTier },
-  });
-
-async function seedPool(tenantId: string, n: number) {
-  await superQuery(
-    s.dataDb,
-    `WITH u AS (INSERT INTO pool.users (tenant_id, email, name) SELECT $1, 'u' || g || '@x', 'n' || g FROM generate_series(1, $2) g RETURNING id)
-     INSERT INTO pool.documents (tenant_id, owner_id, title, body) SELECT $1, id, 't', repeat('b', 50) FROM u`,
-    [tenantId, n],
-  );
-  await superQuery(
-    s.dataDb,
-    `INSERT INTO pool.settings (tenant_id, key, value) SELECT $1, 'k' || g, '{"a":1}' FROM generate_series(1, 10) g`,
-    [tenantId],
-  );
-}
-
 describe('promotion API', () => {
   it('refuses a move that is not a promotion with 422 PROMOTION_NOT_ALLOWED', async () => {
     const t = await onboard(s, 'bridge');
     for (const target of ['pool', 'bridge', 'account']) {
-      const res = await promote(t.slug, target);
+      const res = await promote(s, t.slug, target);
       expect(res.statusCode).toBe(422);
       expect(res.json().error.code).toBe('PROMOTION_NOT_ALLOWED');
     }
@@ -52,8 +43,40 @@ describe('promotion API', () => {
 
   it('is for sre and admin only', async () => {
     const t = await onboard(s, 'pool');
-    expect((await promote(t.slug, 'silo', s.tokens['sales-ops'])).statusCode).toBe(403);
-    expect((await promote(t.slug, 'silo', s.tokens.dataplane)).statusCode).toBe(403);
+    expect((await promote(s, t.slug, 'silo', s.tokens['sales-ops'])).statusCode).toBe(403);
+    expect((await promote(s, t.slug, 'silo', s.tokens.dataplane)).statusCode).toBe(403);
+  });
+
+  it('shows the current step and rows copied while it runs, and answers 409 to a second operation', async () => {
+    const t = await onboard(s, 'pool');
+    await seedPool(s, t.id, 50);
+    const gate = pauseAt(s, t.id, 'copy:after-first-table');
+    const res = await promote(s, t.slug, 'silo');
+    expect(res.statusCode).toBe(202);
+    const id: string = res.json().operation.id;
+    try {
+      await gate.reached;
+      const op = await getOperation(s, id);
+      expect(op.status).toBe('running');
+      expect(op.currentStep).toBe('copy');
+      // The first table in copy order (documents) is reported before the step ends.
+      expect(op.progress.rowsCopied).toEqual({ documents: 50 });
+      const again = await promote(s, t.slug, 'bridge');
+      expect(again.statusCode).toBe(409);
+      expect(again.json().error.code).toBe('OPERATION_IN_PROGRESS');
+      const off = await s.app.inject({
+        method: 'DELETE',
+        url: `/v1/tenants/${t.slug}`,
+        headers: { ...auth(s.tokens.sre), confirm: t.slug },
+      });
+      expect(off.statusCode).toBe(409);
+      expect(off.json().error.code).toBe('OPERATION_IN_PROGRESS');
+    } finally {
+      gate.open();
+    }
+    const done = await waitForOperation(s, id, 60_000);
+    expect(done.status).toBe('succeeded');
+    expect((await getOperation(s, id)).currentStep).toBeNull();
   });
 });
 
@@ -62,10 +85,10 @@ describe.each([
   ['pool', 'silo'],
   ['bridge', 'silo'],
 ] as const)('%s → %s', (from, to) => {
-  it('moves every row, reports progress, cuts the descriptor over, and leaves the source read-only', async () => {
+  it('moves every row, reports progress, cuts the descriptor over, and leaves the source frozen', async () => {
     const t = await onboard(s, from);
     const before = await connectionOf(s, t.slug);
-    if (from === 'pool') await seedPool(t.id, 500);
+    if (from === 'pool') await seedPool(s, t.id, 500);
     else {
       await superQuery(
         s.dataDb,
@@ -73,26 +96,17 @@ describe.each([
         [t.id],
       );
     }
-    const res = await promote(t.slug, to);
-    expect(res.statusCode).toBe(202);
-    const op = await waitForOperation(s, res.json().operation.id, 60_000);
+    const { id, op } = await promoteAndWait(s, t.slug, to);
     expect(op.error).toBeUndefined();
     expect(op.status).toBe('succeeded');
-    const full = (
-      await s.app.inject({
-        method: 'GET',
-        url: `/v1/operations/${res.json().operation.id}`,
-        headers: auth(s.tokens.sre),
-      })
-    ).json();
+    const full = await getOperation(s, id);
     expect(full.progress.rowsCopied.users).toBe(from === 'pool' ? 500 : 300);
     expect(full.progress.writeFreezeMs).toBeGreaterThanOrEqual(0);
     expect(full.progress).toHaveProperty('replicationLagBytes');
+    expect(full.progress).toHaveProperty('retainedWalBytes');
+    expect(full.progress.verification.full.source.users.rows).toBe(from === 'pool' ? 500 : 300);
     expect(full.progress).not.toHaveProperty('deferredDdl');
-    const got = (
-      await s.app.inject({ method: 'GET', url: `/v1/tenants/${t.slug}`, headers: auth(s.tokens.sre) })
-    ).json();
-    expect(got).toMatchObject({ tier: to, status: 'active' });
+    expect(await getTenant(s, t.slug)).toMatchObject({ tier: to, status: 'active' });
     const after = await connectionOf(s, t.slug);
     expect(after.tier).toBe(to);
     const c = await tenantClient(after);
@@ -107,27 +121,190 @@ describe.each([
     } finally {
       await c.end();
     }
-    // The source is frozen for this tenant only, with a clear error.
-    const src = await tenantClient(before);
-    try {
-      if (before.tenantSetting) {
-        await src.query('BEGIN');
-        await src.query('SELECT set_config($1, $2, true)', [before.tenantSetting, t.id]);
-      }
+    if (from === 'pool') {
+      // The shared source is frozen for this tenant only, with a clear error.
       await expect(
-        src.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'late@x')`, [t.id]),
+        asTenant(before, (p) =>
+          p.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'late@x')`, [t.id]),
+        ),
       ).rejects.toThrow(/read-only while it moves/);
-    } catch (e) {
-      // A bridge→silo source role may no longer reach the old schema; either way no write lands.
-      expect(String(e)).toMatch(/read-only|permission denied/);
-    } finally {
-      await src.end();
+    } else {
+      // The bridge role kept no way into the shared database: the old descriptor cannot even connect.
+      await expect(tenantClient(before)).rejects.toThrow(/permission denied for database/);
+      const frozen = await superQuery(
+        s.dataDb,
+        'SELECT 1 FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2',
+        [t.id, before.schema],
+      );
+      expect(frozen).toHaveLength(1);
     }
     const slots = await superQuery(
       s.dataDb,
       `SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'tenantry_promo_%'`,
     );
     expect(slots).toHaveLength(0);
+    expect(await promotionLeftovers(s, t.slug)).toBe(0);
+  });
+});
+
+describe('bridge → silo keeps the bridge descriptor working until the cutover', () => {
+  async function bridgeTenant() {
+    const t = await onboard(s, 'bridge');
+    const d = await connectionOf(s, t.slug);
+    await asTenant(d, (c) =>
+      c.query(`INSERT INTO users (tenant_id, email) SELECT $1, 'u' || g FROM generate_series(1, 20) g`, [
+        t.id,
+      ]),
+    );
+    return { ...t, d };
+  }
+  const count = (c: { query: (q: string) => Promise<{ rows: { n: number }[] }> }) =>
+    c.query('SELECT count(*)::int AS n FROM users').then((r) => r.rows[0]!.n);
+
+  it('new bridge sessions read and write during the move, and their rows arrive', async () => {
+    const t = await bridgeTenant();
+    const during = atPoint(s, t.id, 'copy:after-first-table', async () => {
+      // A session opened now, on the live bridge role, during the move.
+      await asTenant(t.d, (c) =>
+        c.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'during@x')`, [t.id]),
+      );
+    });
+    const { op } = await promoteAndWait(s, t.slug, 'silo');
+    during.clear();
+    await during.reached;
+    expect(op.error).toBeUndefined();
+    const d = await connectionOf(s, t.slug);
+    expect(d.tier).toBe('silo');
+    expect(await asTenant(d, count)).toBe(21);
+  });
+
+  it('after an abort, the bridge role works exactly as before', async () => {
+    const t = await bridgeTenant();
+    const boom = atPoint(s, t.id, 'apply:before-advance', async () => {
+      throw Object.assign(new Error('injected failure'), { code: 'XX000' });
+    });
+    const during = atPoint(s, t.id, 'copy:after-first-table', async () => {
+      await asTenant(t.d, (c) =>
+        c.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'during@x')`, [t.id]),
+      );
+    });
+    void boom;
+    const { op } = await promoteAndWait(s, t.slug, 'silo');
+    during.clear();
+    expect(op.status).toBe('failed');
+    expect(op.error).toMatch(/injected failure/);
+    expect(op.steps.find((x) => x.name === 'abort')?.status).toBe('succeeded');
+    expect(await getTenant(s, t.slug)).toMatchObject({ tier: 'bridge', status: 'active' });
+    expect(await connectionOf(s, t.slug)).toMatchObject({ tier: 'bridge', schema: t.d.schema });
+    const n = await asTenant(t.d, async (c) => {
+      await c.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'after-abort@x')`, [t.id]);
+      return count(c);
+    });
+    expect(n).toBe(22);
+    const role = await superQuery<{ config: string[] }>(
+      'postgres',
+      `SELECT s.setconfig AS config FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+        WHERE r.rolname = $1 AND s.setdatabase = 0`,
+      [objectName(t.slug)],
+    );
+    expect(role[0]?.config).toContain(`search_path=${t.d.schema}`);
+    expect(
+      await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [objectName(t.slug)]),
+    ).toHaveLength(0);
+    expect(await promotionLeftovers(s, t.slug)).toBe(0);
+  });
+
+  it('after a rollback, the bridge role reads and writes its schema again, with the silo rows', async () => {
+    const t = await bridgeTenant();
+    const { id, op } = await promoteAndWait(s, t.slug, 'silo');
+    expect(op.status).toBe('succeeded');
+    const silo = await connectionOf(s, t.slug);
+    // During the window, the silo role cannot reach the shared database.
+    await expect(tenantClient({ ...silo, database: s.dataDb })).rejects.toThrow(
+      /permission denied for database/,
+    );
+    await asTenant(silo, (c) =>
+      c.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'on-silo@x')`, [t.id]),
+    );
+    const rb = await rollback(s, t.slug, id);
+    expect(rb.statusCode).toBe(202);
+    const back = await waitForOperation(s, rb.json().operation.id, 60_000);
+    expect(back.error).toBeUndefined();
+    expect(await connectionOf(s, t.slug)).toMatchObject({ tier: 'bridge', schema: t.d.schema });
+    const n = await asTenant(t.d, async (c) => {
+      await c.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'after-rollback@x')`, [t.id]);
+      return count(c);
+    });
+    expect(n).toBe(22);
+  });
+});
+
+describe('one promotion after another, inside the first rollback window', () => {
+  it("pool → bridge → silo: each source is deleted at its window's end, the current placement never", async () => {
+    const t = await onboard(s, 'pool');
+    await seedPool(s, t.id, 30);
+    const first = await promoteAndWait(s, t.slug, 'bridge');
+    expect(first.op.status).toBe('succeeded');
+    const second = await promoteAndWait(s, t.slug, 'silo');
+    expect(second.op.error).toBeUndefined();
+    expect(second.op.status).toBe('succeeded');
+    // The first window ends now: the pool rows go, although the tenant is no longer on bridge.
+    await s.runtime.executor.cleanupPromotion(first.id);
+    await s.runtime.executor.cleanupPromotion(second.id);
+    const pool = await superQuery<{ n: number }>(
+      s.dataDb,
+      'SELECT count(*)::int AS n FROM pool.users WHERE tenant_id = $1',
+      [t.id],
+    );
+    expect(pool[0]!.n).toBe(0);
+    expect(
+      await superQuery(s.dataDb, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [objectName(t.slug)]),
+    ).toHaveLength(0);
+    for (const op of [first.id, second.id]) expect((await getOperation(s, op)).progress.cleanedUp).toBe(true);
+    const d = await connectionOf(s, t.slug);
+    expect(d.tier).toBe('silo');
+    expect(await asTenant(d, (c) => c.query('SELECT count(*)::int AS n FROM users'))).toMatchObject({
+      rows: [{ n: 30 }],
+    });
+    // A late write through the shared pool role, carrying the moved tenant's id, is refused.
+    const poolD = await connectionOf(s, (await onboard(s, 'pool')).slug);
+    await expect(
+      asTenant({ ...poolD, tenantId: t.id }, (c) =>
+        c.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'late@x')`, [t.id]),
+      ),
+    ).rejects.toThrow(/has moved to another placement/);
+  });
+});
+
+describe('offboarding inside a rollback window', () => {
+  it('removes the kept source placement too, and the role drops cleanly', async () => {
+    const t = await onboard(s, 'bridge');
+    const bridge = await connectionOf(s, t.slug);
+    const { op } = await promoteAndWait(s, t.slug, 'silo');
+    expect(op.status).toBe('succeeded');
+    const res = await s.app.inject({
+      method: 'DELETE',
+      url: `/v1/tenants/${t.slug}`,
+      headers: { ...auth(s.tokens.sre), confirm: t.slug },
+    });
+    expect(res.statusCode).toBe(202);
+    const off = await waitForOperation(s, res.json().operation.id, 60_000);
+    expect(off.error).toBeUndefined();
+    expect(off.status).toBe('succeeded');
+    expect(off.steps[0]?.name).toBe('promotion-sources');
+    const name = objectName(t.slug);
+    expect(
+      await superQuery(s.dataDb, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [bridge.schema]),
+    ).toHaveLength(0);
+    expect(await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name])).toHaveLength(
+      0,
+    );
+    expect(await superQuery('postgres', 'SELECT 1 FROM pg_roles WHERE rolname = $1', [name])).toHaveLength(0);
+    expect(
+      await superQuery(s.dataDb, 'SELECT 1 FROM tenantry_meta.frozen_tenants WHERE schema_name = $1', [
+        bridge.schema,
+      ]),
+    ).toHaveLength(0);
   });
 });
 

@@ -49,10 +49,22 @@ export interface Engine {
   promotionSteps(params: PromotionParams): string[];
   /** Steps that undo a promotion that failed before its cutover. */
   promotionAbortSteps(params: PromotionParams): string[];
-  /** Deletes the source placement once the rollback window has passed. */
-  cleanupPromotion(tenant: StepTenant, params: PromotionParams, operationId: string): Promise<void>;
-  /** Drops replication slots and publications whose promotion is no longer in flight. */
-  sweepPromotionOrphans(liveOperationIds: string[]): Promise<string[]>;
+  /**
+   * Deletes a promotion's source placement (`params.fromTier`) once its rollback window has passed,
+   * or when the tenant is offboarded inside it; whatever the tenant's tier is by then, never the
+   * placement it is routed to. `report` writes into the promotion operation's progress.
+   */
+  cleanupPromotion(
+    tenant: StepTenant,
+    params: PromotionParams,
+    operationId: string,
+    report?: (patch: Record<string, unknown>) => Promise<void>,
+  ): Promise<void>;
+  /**
+   * Drops replication slots and publications whose promotion is no longer in flight, and the slot
+   * of a promotion waiting for a retry (`idleOperationIds`) once it holds more WAL than the limit.
+   */
+  sweepPromotionOrphans(liveOperationIds: string[], idleOperationIds?: string[]): Promise<string[]>;
   runStep(ctx: StepContext): Promise<StepOutputs | undefined>;
   /** The connection descriptor a data plane uses; the password only where the target returns it. */
   connection(tenant: StepTenant): Promise<ConnectionDescriptor>;

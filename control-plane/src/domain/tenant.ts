@@ -51,3 +51,9 @@ export interface Operation {
   createdAt: string;
   updatedAt: string;
 }
+
+/**
+ * The first step of an offboarding inside a promotion's rollback window: the promotion's source
+ * placement (`params.promotionWindows` lists those promotions) is deleted with the tenant.
+ */
+export const RELEASE_PROMOTION_SOURCES_STEP = 'promotion-sources';

@@ -14,6 +14,7 @@ import type {
 import type { Tier, TierCatalog } from '../domain/tiers.js';
 import {
   ABORT_STEPS,
+  type FaultHook,
   LocalPromotion,
   PROMOTE_STEPS,
   type PromotionOptions,
@@ -23,6 +24,7 @@ import {
   applyGrants,
   applyRole,
   databaseProvider,
+  ensureFreezeTriggers,
   grantsProvider,
   ident,
   lockDownDatabases,
@@ -72,17 +74,32 @@ export class LocalEngine implements Engine {
       promotion?: Partial<PromotionOptions>;
     } = {},
   ) {
+    const delay = opts.faultStepDelayMs ?? 0;
+    // Crash tests: at each named point inside a step, say where we are, then linger there.
+    const pause: FaultHook | undefined =
+      delay > 0
+        ? async (point, ctx) => {
+            await ctx.report({ faultPoint: point }).catch(() => undefined);
+            await new Promise((r) => setTimeout(r, delay));
+          }
+        : undefined;
     this.promotion = new LocalPromotion(dp, keys, catalog, template, {
       maxLagBytes: 1024 ** 3,
       freezeBelowChanges: 50,
       maxCatchUpMs: 60_000,
       rollbackWindowMs: 24 * 3600_000,
       generatePassword,
+      ...(pause ? { fault: pause } : {}),
       ...opts.promotion,
     });
   }
 
   private readonly promotion: LocalPromotion;
+
+  /** Fault injection for in-process tests: a hook run at named points inside promotion steps. */
+  setFaultHook(hook: FaultHook | undefined): void {
+    this.promotion.setFaultHook(hook);
+  }
 
   promotionSteps(params: PromotionParams): string[] {
     return [...(params.rollbackOf ? ROLLBACK_STEPS : PROMOTE_STEPS)];
@@ -92,12 +109,17 @@ export class LocalEngine implements Engine {
     return params.rollbackOf ? ['abort-rollback'] : [...ABORT_STEPS];
   }
 
-  cleanupPromotion(tenant: StepTenant, params: PromotionParams, operationId: string): Promise<void> {
-    return this.promotion.cleanup(tenant, params, operationId);
+  cleanupPromotion(
+    tenant: StepTenant,
+    params: PromotionParams,
+    operationId: string,
+    report?: (patch: Record<string, unknown>) => Promise<void>,
+  ): Promise<void> {
+    return this.promotion.cleanup(tenant, params, operationId, report);
   }
 
-  sweepPromotionOrphans(liveOperationIds: string[]): Promise<string[]> {
-    return this.promotion.sweepOrphans(liveOperationIds);
+  sweepPromotionOrphans(liveOperationIds: string[], idleOperationIds: string[] = []): Promise<string[]> {
+    return this.promotion.sweepOrphans(liveOperationIds, idleOperationIds);
   }
 
   supportsTier(tier: Tier): boolean {
@@ -178,9 +200,11 @@ export class LocalEngine implements Engine {
     await this.dp.withMaintenance((db) =>
       databaseProvider.create(db, { name: n.siloTemplate, owner: n.ownerRole }),
     );
-    await this.dp.withDatabase(n.siloTemplate, (db) =>
-      schemaProvider.create(db, { name: n.siloSchema, owner: n.ownerRole, template: this.template }),
-    );
+    await this.dp.withDatabase(n.siloTemplate, async (db) => {
+      await schemaProvider.create(db, { name: n.siloSchema, owner: n.ownerRole, template: this.template });
+      // Every silo cloned from it can be frozen (promotion target, rollback) without DDL.
+      await ensureFreezeTriggers(db, n.siloSchema, { owner: n.ownerRole });
+    });
   }
 
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
@@ -216,11 +240,10 @@ export class LocalEngine implements Engine {
       }
       case 'role': {
         if (!up) {
-          // A bridge role holds privileges in the shared database; a silo's went with its database.
+          // A bridge role holds privileges in the shared database; a silo's went with its database,
+          // but a silo promoted from bridge may still hold some there: clean both.
           await this.dp.withData((data) =>
-            this.dp.withMaintenance((db) =>
-              roleProvider.delete(db, { name, ...limits, cleanupIn: tenant.tier === 'bridge' ? [data] : [] }),
-            ),
+            this.dp.withMaintenance((db) => roleProvider.delete(db, { name, ...limits, cleanupIn: [data] })),
           );
           return { user: null };
         }
@@ -275,6 +298,8 @@ export class LocalEngine implements Engine {
           tenantId: tenant.id,
           slug: tenant.slug,
           setting: n.tenantSetting,
+          // Removal freezes the tenant first, waiting for the shared role's older transactions.
+          writers: [n.poolRole],
         };
         await this.dp.withData(async (db) => {
           if (up) await poolMembershipProvider.create(db, spec);

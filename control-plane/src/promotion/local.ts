@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { TenantryError } from '../domain/errors.js';
+import { isTenantryError, TenantryError } from '../domain/errors.js';
 import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type {
   KeyStore,
@@ -15,6 +15,7 @@ import {
   applyGrants,
   applyRole,
   databaseProvider,
+  freezeTenant,
   grantsProvider,
   ident,
   inTransaction,
@@ -23,30 +24,33 @@ import {
   roleProvider,
   schemaProvider,
   type TenantTemplate,
+  unfreezeTenant,
 } from '../providers/postgres/index.js';
 import {
   applyDeferred,
   applyPending,
   assertSameDigests,
+  clearPromotionMeta,
   copyTable,
-  counts,
   createSlotAndCopy,
   type DeferredDdl,
   digest,
   dropReplication,
   dropSecondary,
   ensureReplication,
-  freeze,
+  LagWatch,
   listSecondary,
   type Placement,
   placementOf,
   replicationNames,
+  retainedWalBytes,
+  slotExists,
   slotLagBytes,
   syncSequences,
   tablesOf,
   touchedDigests,
-  unfreeze,
   vacuumTables,
+  verifyConsistent,
 } from './promoter.js';
 
 export const PROMOTE_STEPS = [
@@ -55,6 +59,7 @@ export const PROMOTE_STEPS = [
   'copy',
   'indexes',
   'catch-up',
+  'verify-full',
   'freeze',
   'drain',
   'verify',
@@ -63,8 +68,17 @@ export const PROMOTE_STEPS = [
 export const ROLLBACK_STEPS = ['freeze-target', 'restore', 'verify-restore', 'cutover-back', 'drop-target'];
 export const ABORT_STEPS = ['abort'];
 
+/**
+ * A named point inside a step, for fault injection (crash tests kill the process there). `report`
+ * writes into the operation's progress. Never set in production.
+ */
+export type FaultHook = (
+  point: string,
+  ctx: { operationId: string; tenantId: string; report: (patch: Record<string, unknown>) => Promise<void> },
+) => Promise<void>;
+
 export interface PromotionOptions {
-  /** Abort the promotion if the slot holds more WAL than this (it holds it for every tenant). */
+  /** Abort the promotion if the slot retains more WAL than this (it retains it for every tenant). */
   maxLagBytes: number;
   /** Catch-up ends when a pass applies no more than this many changes; the freeze drains the rest. */
   freezeBelowChanges: number;
@@ -73,13 +87,35 @@ export interface PromotionOptions {
   /** How long the source stays read-only, for rollback, before it is deleted. */
   rollbackWindowMs: number;
   generatePassword: () => string;
+  /** How often the retained WAL is measured while a long step runs. */
+  lagPollMs?: number;
+  /** How long a freeze waits for the writers' older transactions before it is retried. */
+  freezeWaitMs?: number;
+  /** Rows between two progress reports during a table's copy. */
+  copyProgressRows?: number;
+  fault?: FaultHook;
 }
+
+/** An error past the point of no return: the step must be retried forward, never undone. */
+export function forwardOnly(e: unknown, what: string): TenantryError {
+  if (isTenantryError(e) && e.context.forwardOnly) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  return new TenantryError('PROVIDER_FAILED', `${what}: ${msg}`, {
+    retryable: true,
+    context: { forwardOnly: true },
+    cause: e,
+  });
+}
+
+const samePlacement = (v: Record<string, unknown> | undefined, p: Placement) =>
+  v?.database === p.database && v?.schema === p.schema;
 
 /**
  * Moves a tenant's rows between placements on the local target (pool → bridge, pool → silo,
  * bridge → silo) while it keeps writing: copy, stream the changes through a row-filtered logical
- * slot, freeze this tenant's writes in the database, drain, verify, cut over. The source stays
- * frozen and intact for the rollback window. Every step is idempotent and resumable.
+ * slot, verify every row on a consistent pair of states, freeze this tenant's writes in the
+ * database, drain, verify what changed since, cut over. The source stays frozen and intact for the
+ * rollback window. Every step is idempotent and resumable; past the routing flip, forward only.
  */
 export class LocalPromotion {
   constructor(
@@ -90,6 +126,11 @@ export class LocalPromotion {
     private readonly opts: PromotionOptions,
   ) {}
 
+  /** Fault injection for tests: a hook run at named points inside the steps. */
+  setFaultHook(hook: FaultHook | undefined): void {
+    this.opts.fault = hook;
+  }
+
   /** Runs `fn` on a session of the database holding a placement. */
   private on<T>(p: Placement, fn: (db: Queryable) => Promise<T>): Promise<T> {
     return p.database === this.dp.names.database
@@ -97,12 +138,23 @@ export class LocalPromotion {
       : this.dp.withDatabase(p.database, fn);
   }
 
-  /** A dedicated client (COPY streams need one). */
+  /** A dedicated client (COPY streams and session settings need one). */
   private async client(p: Placement): Promise<pg.Client> {
     const c = new pg.Client({ connectionString: this.dp.urlFor(p.database) });
     c.on('error', () => {});
     await c.connect();
     return c;
+  }
+
+  /** Dedicated clients on each placement, always closed. */
+  private async withClients<T>(ps: Placement[], fn: (...clients: pg.Client[]) => Promise<T>): Promise<T> {
+    const clients: pg.Client[] = [];
+    try {
+      for (const p of ps) clients.push(await this.client(p));
+      return await fn(...clients);
+    } finally {
+      await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+    }
   }
 
   private placements(t: StepTenant, params: PromotionParams) {
@@ -114,6 +166,75 @@ export class LocalPromotion {
 
   private stagingSecret = (slug: string) => `tenantry/${slug}/promotion`;
 
+  /** The login roles that can write a placement (whose older transactions a freeze waits for). */
+  private writers(t: StepTenant, p: Placement): string[] {
+    return [p.shared ? this.dp.names.poolRole : tenantObjectName(t.slug)];
+  }
+
+  private freeze(t: StepTenant, p: Placement, reason: 'promotion' | 'promotion-target'): Promise<void> {
+    return this.on(p, (db) =>
+      freezeTenant(db, {
+        schema: p.schema,
+        tenantId: t.id,
+        reason,
+        owner: this.dp.names.ownerRole,
+        writers: this.writers(t, p),
+        ...(p.shared ? { setting: this.dp.names.tenantSetting } : {}),
+        waitMs: this.opts.freezeWaitMs ?? 15_000,
+      }),
+    );
+  }
+
+  private unfreeze(t: StepTenant, p: Placement): Promise<void> {
+    return this.on(p, (db) => unfreezeTenant(db, p.schema, t.id));
+  }
+
+  private async assertSlot(names: { slot: string }): Promise<void> {
+    if (!(await this.dp.withData((db) => slotExists(db, names.slot)))) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `replication slot ${names.slot} is gone (dropped past the lag limit while the promotion waited, or by hand); the promotion is aborted`,
+      );
+    }
+  }
+
+  /**
+   * Runs a long step under the lag watch: the slot's retained WAL is measured every lagPollMs and
+   * reported; past the limit the guarded sessions' statements are cancelled and the step fails with
+   * the lag error (the promotion then aborts).
+   */
+  private async watched<T>(
+    names: { slot: string },
+    report: (p: Record<string, unknown>) => Promise<void>,
+    fn: (watch: LagWatch, guard: (c: pg.Client) => Promise<void>) => Promise<T>,
+  ): Promise<T> {
+    const pids: number[] = [];
+    const watch = new LagWatch(
+      names.slot,
+      this.opts.maxLagBytes,
+      () => this.dp.withData((db) => retainedWalBytes(db, names.slot)),
+      (bytes) => report({ retainedWalBytes: bytes }),
+      () =>
+        this.dp.withData(async (db) => {
+          await db.query('SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) pid', [pids]);
+        }),
+    ).start(this.opts.lagPollMs ?? 1000);
+    const guard = async (c: pg.Client) => {
+      const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      pids.push(rows[0]!.pid);
+    };
+    try {
+      const out = await fn(watch, guard);
+      await watch.sample();
+      return out;
+    } catch (e) {
+      watch.check(); // the lag breach, rather than the cancelled statement it caused
+      throw e;
+    } finally {
+      watch.stop();
+    }
+  }
+
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const params = ctx.params as unknown as PromotionParams;
     const t = ctx.tenant;
@@ -121,106 +242,146 @@ export class LocalPromotion {
     const names = replicationNames(params.rollbackOf ?? ctx.operationId);
     const report = ctx.report ?? (async () => {});
     const progress = ctx.progress ?? {};
+    const fault = (point: string) =>
+      this.opts.fault?.(point, { operationId: ctx.operationId, tenantId: t.id, report }) ?? Promise.resolve();
     switch (ctx.step) {
       case 'provision':
-        return this.provision(t, params, from, to, progress, report);
+        return this.provision(t, params, to, progress, report);
       case 'replication':
         await this.dp.withData((db) => ensureReplication(db, from, t.id, names));
         return undefined;
-      case 'copy': {
-        const rowsCopied: Record<string, number> = {};
-        const src = await this.client(from);
-        const dst = await this.client(to);
-        try {
-          const timing = await createSlotAndCopy(
-            this.dp.urlFor(from.database),
-            src,
-            dst,
-            from,
-            to,
-            t.id,
-            names,
-            async (table, n) => {
-              rowsCopied[table] = n;
-              await report({ rowsCopied: { ...rowsCopied } });
-            },
-          );
-          await report(timing);
-        } finally {
-          await Promise.all([src.end(), dst.end()]);
-        }
+      case 'copy':
+        await this.watched(names, report, (watch, guard) =>
+          this.withClients([from, to], async (src, dst) => {
+            await guard(src!);
+            await guard(dst!);
+            const rowsCopied: Record<string, number> = {};
+            // Progress is written as the rows stream, one report at a time.
+            let pending: Promise<void> = Promise.resolve();
+            const timing = await createSlotAndCopy(
+              this.dp.urlFor(from.database),
+              src!,
+              dst!,
+              from,
+              to,
+              t.id,
+              names,
+              {
+                every: this.opts.copyProgressRows ?? 50_000,
+                onRows: (table, n, done) => {
+                  watch.check();
+                  rowsCopied[table] = n;
+                  const patch = { rowsCopied: { ...rowsCopied } };
+                  pending = pending.then(() => report(patch)).catch(() => undefined);
+                  return done ? pending : undefined;
+                },
+                fault,
+              },
+            );
+            await pending;
+            await report(timing);
+          }),
+        );
         return undefined;
-      }
       case 'indexes': {
         const deferred = progress.deferredDdl as DeferredDdl | undefined;
-        await this.on(to, async (db) => {
-          if (deferred) await applyDeferred(db, deferred.create);
-          await vacuumTables(db, to.schema);
+        await this.watched(names, report, (_watch, guard) =>
+          this.withClients([to], async (dst) => {
+            await guard(dst!);
+            if (deferred) await applyDeferred(dst!, deferred.create);
+            await vacuumTables(dst!, to.schema);
+          }),
+        );
+        return undefined;
+      }
+      case 'catch-up':
+        await this.assertSlot(names);
+        await this.watched(names, report, (watch, guard) =>
+          this.withClients([from, to], async (src, dst) => {
+            await guard(src!);
+            await guard(dst!);
+            await fault('catch-up:start');
+            await this.catchUp(src!, dst!, to, names, watch, report, fault, ctx.signal);
+          }),
+        );
+        return undefined;
+      case 'verify-full':
+        // Every row, on a consistent pair of states, outside the freeze; then catch up again.
+        await this.assertSlot(names);
+        await this.watched(names, report, (watch, guard) =>
+          this.withClients([from, from, to], async (peek, snap, dst) => {
+            for (const c of [peek!, snap!, dst!]) await guard(c);
+            const t0 = performance.now();
+            const full = await verifyConsistent(
+              this.dp.urlFor(from.database),
+              peek!,
+              snap!,
+              dst!,
+              from,
+              to,
+              t.id,
+              names,
+              fault,
+            );
+            await report({ verification: { full }, verifyFullMs: Math.round(performance.now() - t0) });
+            await this.catchUp(peek!, dst!, to, names, watch, report, fault, ctx.signal);
+          }),
+        );
+        return undefined;
+      case 'freeze':
+        if (!progress.freezeStartedAt) await report({ freezeStartedAt: new Date().toISOString() });
+        await this.freeze(t, from, 'promotion');
+        await fault('freeze:after-freeze');
+        return undefined;
+      case 'drain': {
+        await this.assertSlot(names);
+        const sequences = await this.withClients([from, to], async (src, dst) => {
+          await applyPending(src!, dst!, to, names, { fault });
+          return syncSequences(src!, dst!, from, to);
+        });
+        await report({
+          replicationLagBytes: await this.dp.withData((db) => slotLagBytes(db, names.slot)),
+          sequences,
         });
         return undefined;
       }
-      case 'catch-up': {
-        // Stream until little is left, so the freeze only has a little to drain.
-        const src = await this.client(from);
-        const dst = await this.client(to);
-        const deadline = Date.now() + this.opts.maxCatchUpMs;
-        try {
-          for (;;) {
-            const lag = await slotLagBytes(src, names.slot);
-            await report({ replicationLagBytes: lag });
-            if (lag !== null && lag > this.opts.maxLagBytes) {
-              throw new TenantryError(
-                'PROVIDER_FAILED',
-                `replication lag ${lag} bytes exceeds the ${this.opts.maxLagBytes}-byte limit; aborting so the shared database's WAL is not held`,
-              );
-            }
-            const applied = await applyPending(src, dst, to, names);
-            // Converged, or out of patience: the freeze then drains what is left.
-            if (applied.changes <= this.opts.freezeBelowChanges || Date.now() > deadline) break;
-            if (ctx.signal.aborted) throw new Error('aborted');
-          }
-        } finally {
-          await Promise.all([src.end(), dst.end()]);
-        }
-        return undefined;
-      }
-      case 'freeze': {
-        if (!progress.freezeStartedAt) await report({ freezeStartedAt: new Date().toISOString() });
-        await this.on(from, (db) => freeze(db, from, t.id));
-        return undefined;
-      }
-      case 'drain': {
-        await this.dp.withData((src) =>
-          this.on(to, async (dst) => {
-            await applyPending(src, dst, to, names);
-            await syncSequences(src, dst, from, to);
-          }),
-        );
-        await report({ replicationLagBytes: await this.dp.withData((db) => slotLagBytes(db, names.slot)) });
-        return undefined;
-      }
       case 'verify': {
-        // Only the rows changed since the bulk-verified copy: the freeze does not grow with size.
+        // Inside the freeze, only the rows changed since the full verification: the freeze does not grow with size.
         const tables = await this.on(from, (db) => tablesOf(db, from.schema));
         const d = await this.on(from, (src) =>
           this.on(to, (dst) => touchedDigests(src, dst, from, to, tables, names.slot)),
         );
-        const [ca, cb] = await Promise.all([
-          this.on(from, (db) => counts(db, from, t.id, tables)),
-          this.on(to, (db) => counts(db, to, t.id, tables)),
-        ]);
-        await report({ verification: { changedKeys: d.keys, rows: { source: ca, target: cb }, changed: d } });
-        for (const table of tables) {
-          if (ca[table] !== cb[table]) {
-            throw new TenantryError(
-              'PROVIDER_FAILED',
-              `verification failed on table ${table}: source has ${ca[table]} rows, target ${cb[table]}`,
-            );
-          }
-        }
-        assertSameDigests(d.source, d.target, 'rows changed since the copy');
+        const previous = (progress.verification as Record<string, unknown> | undefined) ?? {};
+        await report({ verification: { ...previous, changedKeys: d.keys, changed: d } });
+        assertSameDigests(d.source, d.target, 'rows changed since the full verification');
         return undefined;
       }
+      case 'cutover':
+        return this.cutover(t, params, from, to, names, progress, report, fault);
+      case 'abort':
+        await this.abort(t, params, from, to, names, fault);
+        return undefined;
+      case 'abort-rollback': {
+        // A rollback that failed before cutting back: the tenant stays where it is, writable again.
+        const current = await this.keys.getSecret(tenantSecretName(t.slug));
+        if (samePlacement(current?.value, to)) {
+          throw new TenantryError(
+            'PROVIDER_FAILED',
+            'the rollback already flipped routing back; it can only be finished forward (resume it)',
+            { context: { forwardOnly: true } },
+          );
+        }
+        await this.unfreeze(t, from);
+        return undefined;
+      }
+      /* ---- rollback: `from` is the tier being left (the promotion's target), `to` the original source */
+      case 'freeze-target':
+        if (!progress.freezeStartedAt) await report({ freezeStartedAt: new Date().toISOString() });
+        await this.freeze(t, from, 'promotion');
+        return undefined;
+      case 'restore':
+        await this.restore(t, from, to, report, fault);
+        return undefined;
       case 'verify-restore': {
         const tables = await this.on(from, (db) => tablesOf(db, from.schema));
         const [a, b] = await Promise.all([
@@ -228,40 +389,11 @@ export class LocalPromotion {
           this.on(to, (db) => digest(db, to, t.id, tables)),
         ]);
         await report({ verification: { source: a, target: b } });
-        for (const table of tables) {
-          if (a[table]?.rows !== b[table]?.rows || a[table]?.sum !== b[table]?.sum) {
-            throw new TenantryError(
-              'PROVIDER_FAILED',
-              `verification failed on table ${table}: source ${a[table]?.rows} rows / ${a[table]?.sum}, target ${b[table]?.rows} rows / ${b[table]?.sum}`,
-            );
-          }
-        }
+        assertSameDigests(a, b, 'restored rows');
         return undefined;
       }
-      case 'cutover':
-        return this.cutover(t, params, from, to, names, progress, report);
-      case 'abort':
-        await this.abort(t, params, from, to, names);
-        return undefined;
-      case 'abort-rollback': {
-        // A rollback that failed before cutting back: the tenant stays where it is, writable again.
-        const current = await this.keys.getSecret(tenantSecretName(t.slug));
-        if (current?.value.database === from.database && current?.value.schema === from.schema) {
-          await this.on(from, (db) => unfreeze(db, from, t.id));
-        }
-        return undefined;
-      }
-      /* ---- rollback: `from` is the tier being left (the promotion's target), `to` the original source */
-      case 'freeze-target': {
-        if (!progress.freezeStartedAt) await report({ freezeStartedAt: new Date().toISOString() });
-        await this.on(from, (db) => freeze(db, from, t.id));
-        return undefined;
-      }
-      case 'restore':
-        await this.restore(t, from, to, report);
-        return undefined;
       case 'cutover-back':
-        return this.cutoverBack(t, params, from, to, progress, report);
+        return this.cutoverBack(t, params, from, to, progress, report, fault);
       case 'drop-target':
         await this.dropPlacement(t, from, params.toTier === 'pool');
         return undefined;
@@ -270,17 +402,36 @@ export class LocalPromotion {
     }
   }
 
+  /** Applies the slot until a pass applies little (the freeze drains the rest) or patience runs out. */
+  private async catchUp(
+    src: pg.Client,
+    dst: pg.Client,
+    to: Placement,
+    names: { slot: string; publication: string },
+    watch: LagWatch,
+    report: (p: Record<string, unknown>) => Promise<void>,
+    fault: (point: string) => Promise<void>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const deadline = Date.now() + this.opts.maxCatchUpMs;
+    for (;;) {
+      await watch.sample();
+      await report({ replicationLagBytes: await slotLagBytes(src, names.slot) });
+      const applied = await applyPending(src, dst, to, names, { fault });
+      if (applied.changes <= this.opts.freezeBelowChanges || Date.now() > deadline) break;
+      if (signal.aborted) throw new Error('aborted');
+    }
+  }
+
   private async provision(
     t: StepTenant,
     params: PromotionParams,
-    _from: Placement,
     to: Placement,
     progress: Record<string, unknown>,
     report: (p: Record<string, unknown>) => Promise<void>,
   ): Promise<StepOutputs | undefined> {
     const n = this.dp.names;
     const name = tenantObjectName(t.slug);
-    const limits = this.catalog.tiers[params.toTier].role;
     // The target's credentials: the bridge role carries over to silo; a pool tenant gets a role of its own.
     const staging = await this.keys.getSecret(this.stagingSecret(t.slug));
     let password = staging?.value.password as string | undefined;
@@ -290,14 +441,22 @@ export class LocalPromotion {
         params.fromTier === 'pool' ? this.opts.generatePassword() : (current?.value.password as string);
       await this.keys.putSecret(this.stagingSecret(t.slug), tenantKeyAlias(t.slug), { password });
     }
-    const searchPath = [to.schema];
-    await this.dp.withMaintenance((db) =>
-      applyRole(db, { name, ...limits, searchPath, ...(params.fromTier === 'pool' ? { password } : {}) }),
-    );
-    if (to.tier === 'silo') {
+    if (params.fromTier === 'pool') {
+      // A new role, not live until the cutover grants it anything.
+      const limits = this.catalog.tiers[params.toTier].role;
       await this.dp.withMaintenance((db) =>
-        databaseProvider.create(db, { name, owner: n.ownerRole, template: n.siloTemplate }),
+        applyRole(db, { name, ...limits, searchPath: [to.schema], password }),
       );
+    }
+    // A bridge role is live: its own settings change only at the cutover.
+    if (to.tier === 'silo') {
+      await this.dp.withMaintenance(async (db) => {
+        await databaseProvider.create(db, { name, owner: n.ownerRole, template: n.siloTemplate });
+        // Sessions in the silo resolve its tables from the first instant of the cutover.
+        await db.query(
+          `ALTER ROLE ${ident(name)} IN DATABASE ${ident(name)} SET search_path = ${ident(to.schema)}`,
+        );
+      });
     }
     await this.on(to, async (db) => {
       await schemaProvider.create(db, { name: to.schema, owner: n.ownerRole, template: this.template });
@@ -308,29 +467,35 @@ export class LocalPromotion {
       }
       await dropSecondary(db, deferred);
     });
+    // Nobody but the promotion (in replica mode) writes the target before its cutover.
+    await this.freeze(t, to, 'promotion-target');
     return undefined;
   }
 
   private async cutover(
     t: StepTenant,
     params: PromotionParams,
-    _from: Placement,
+    from: Placement,
     to: Placement,
     names: { slot: string; publication: string },
     progress: Record<string, unknown>,
     report: (p: Record<string, unknown>) => Promise<void>,
+    fault: (point: string) => Promise<void>,
   ): Promise<StepOutputs> {
     const n = this.dp.names;
     const name = tenantObjectName(t.slug);
-    const password = (await this.keys.getSecret(this.stagingSecret(t.slug)))?.value.password;
-    if (typeof password !== 'string')
-      throw new TenantryError('SECRET_UNAVAILABLE', 'staged credentials are missing');
-    // Lift the freeze on the target: the tenant's role gets its DML there, and the descriptor moves.
-    await this.on(to, (db) =>
-      applyGrants(db, { database: to.database, schema: to.schema, role: name, owner: n.ownerRole }),
-    );
     const current = await this.keys.getSecret(tenantSecretName(t.slug));
-    if (current?.value.database !== to.database || current?.value.schema !== to.schema) {
+    let cutoverAt = typeof progress.cutoverAt === 'string' ? Date.parse(progress.cutoverAt) : Number.NaN;
+    if (!samePlacement(current?.value, to)) {
+      const password = (await this.keys.getSecret(this.stagingSecret(t.slug)))?.value.password;
+      if (typeof password !== 'string')
+        throw new TenantryError('SECRET_UNAVAILABLE', 'staged credentials are missing');
+      // Reachable before routing points there (a client following the flip connects at once); still
+      // frozen, so nothing lands in it before the flip, and an abort from here loses nothing.
+      await this.on(to, (db) =>
+        applyGrants(db, { database: to.database, schema: to.schema, role: name, owner: n.ownerRole }),
+      );
+      // The point of no return: routing flips to the target.
       await this.keys.putSecret(tenantSecretName(t.slug), tenantKeyAlias(t.slug), {
         tenantId: t.id,
         tier: params.toTier,
@@ -341,17 +506,46 @@ export class LocalPromotion {
         user: name,
         password,
       });
+      cutoverAt = Date.now();
+      await fault('cutover:after-flip');
     }
-    const started = Date.parse(String(progress.freezeStartedAt ?? ''));
-    const now = Date.now();
-    await report({
-      writeFreezeMs: Number.isNaN(started) ? null : now - started,
-      cutoverAt: new Date(now).toISOString(),
-      rollbackUntil: new Date(now + this.opts.rollbackWindowMs).toISOString(),
-    });
-    // The slot holds WAL for every tenant of the shared database: release it at once.
-    await this.dp.withData((db) => dropReplication(db, names));
-    await this.keys.deleteSecret(this.stagingSecret(t.slug));
+    try {
+      if (Number.isNaN(cutoverAt)) cutoverAt = Date.now();
+      // The target becomes the tenant's, writable.
+      await this.on(to, async (db) => {
+        await applyGrants(db, { database: to.database, schema: to.schema, role: name, owner: n.ownerRole });
+        await unfreezeTenant(db, to.schema, t.id);
+        await clearPromotionMeta(db, names.slot);
+      });
+      const started = Date.parse(String(progress.freezeStartedAt ?? ''));
+      await report({
+        writeFreezeMs: Number.isNaN(started) ? null : Date.now() - started,
+        cutoverAt: new Date(cutoverAt).toISOString(),
+        rollbackUntil: new Date(cutoverAt + this.opts.rollbackWindowMs).toISOString(),
+      });
+      // The role takes the target tier's settings.
+      const limits = this.catalog.tiers[params.toTier].role;
+      await this.dp.withMaintenance((db) => applyRole(db, { name, ...limits, searchPath: [to.schema] }));
+      if (from.tier === 'bridge') {
+        // The role keeps no way back into the shared database (rollback grants it again).
+        await this.dp.withData((db) =>
+          grantsProvider.delete(db, {
+            database: n.database,
+            schema: from.schema,
+            role: name,
+            owner: n.ownerRole,
+          }),
+        );
+      }
+      // The slot holds WAL for every tenant of the shared database: release it at once.
+      await this.dp.withData(async (db) => {
+        await dropReplication(db, names);
+        await clearPromotionMeta(db, names.slot);
+      });
+      await this.keys.deleteSecret(this.stagingSecret(t.slug));
+    } catch (e) {
+      throw forwardOnly(e, 'the cutover flipped routing and must be finished forward');
+    }
     return { tier: params.toTier, database: to.database, schema: to.schema, user: name };
   }
 
@@ -362,22 +556,43 @@ export class LocalPromotion {
     from: Placement,
     to: Placement,
     names: { slot: string; publication: string },
+    fault: (point: string) => Promise<void>,
   ): Promise<void> {
+    const n = this.dp.names;
+    const name = tenantObjectName(t.slug);
     const current = await this.keys.getSecret(tenantSecretName(t.slug));
-    if (current && (current.value.database !== from.database || current.value.schema !== from.schema)) {
+    if (current && !samePlacement(current.value, from)) {
       throw new TenantryError(
         'PROVIDER_FAILED',
-        'the descriptor already points at the target; roll back instead of aborting',
+        'the cutover already flipped routing to the target; the promotion can only be finished forward (resume it)',
+        { context: { forwardOnly: true } },
       );
     }
-    await this.on(from, (db) => unfreeze(db, from, t.id));
-    await this.dp.withData((db) => dropReplication(db, names));
+    await this.unfreeze(t, from);
+    if (from.tier === 'bridge') {
+      // The live role, as it was (in case an earlier version of this promotion changed it).
+      const limits = this.catalog.tiers.bridge.role;
+      await this.dp.withMaintenance((db) => applyRole(db, { name, ...limits, searchPath: [from.schema] }));
+      await this.dp.withData((db) =>
+        applyGrants(db, { database: n.database, schema: from.schema, role: name, owner: n.ownerRole }),
+      );
+    }
+    await fault('abort:after-unfreeze');
+    await this.dp.withData(async (db) => {
+      await dropReplication(db, names);
+      await clearPromotionMeta(db, names.slot);
+    });
     await this.dropPlacement(t, to, params.fromTier === 'pool');
     await this.keys.deleteSecret(this.stagingSecret(t.slug));
   }
 
   /** Removes a placement's objects; its role too when the role belongs to it alone. */
-  private async dropPlacement(t: StepTenant, p: Placement, dropRole: boolean): Promise<void> {
+  private async dropPlacement(
+    t: StepTenant,
+    p: Placement,
+    dropRole: boolean,
+    afterBatch?: () => Promise<void>,
+  ): Promise<void> {
     const n = this.dp.names;
     const name = tenantObjectName(t.slug);
     const limits = this.catalog.tiers.bridge.role;
@@ -392,9 +607,22 @@ export class LocalPromotion {
           owner: n.ownerRole,
         });
         await schemaProvider.delete(db, { name: p.schema, owner: n.ownerRole, template: this.template });
+        await unfreezeTenant(db, p.schema, t.id);
       });
     } else {
-      await this.deletePoolRows(t);
+      await this.dp.withData((db) =>
+        poolMembershipProvider.delete(db, {
+          schema: n.poolSchema,
+          tenantId: t.id,
+          slug: t.slug,
+          setting: n.tenantSetting,
+          writers: [n.poolRole],
+          // The tenant's rows leave the pool; a late write through the shared role is refused.
+          freezeReason: 'moved',
+          freezeWaitMs: this.opts.freezeWaitMs ?? 15_000,
+          ...(afterBatch ? { afterBatch } : {}),
+        }),
+      );
     }
     if (dropRole) {
       await this.dp.withData((data) =>
@@ -403,52 +631,38 @@ export class LocalPromotion {
     }
   }
 
-  /** Deletes the tenant's pool rows in batches, past its own freeze triggers (replica mode skips them). */
-  private async deletePoolRows(t: StepTenant): Promise<void> {
-    const n = this.dp.names;
-    const c = await this.client(placementOf(this.dp, t.slug, 'pool'));
-    try {
-      await c.query(`SET session_replication_role = replica`);
-      await poolMembershipProvider.delete(c, {
-        schema: n.poolSchema,
-        tenantId: t.id,
-        slug: t.slug,
-        setting: n.tenantSetting,
-      });
-      await unfreeze(c, placementOf(this.dp, t.slug, 'pool'), t.id);
-    } finally {
-      await c.end();
-    }
-  }
-
-  /** Rollback: the original placement gets the current rows back (including those written after cutover). */
+  /**
+   * Rollback: the original placement gets the current rows back (including those written after
+   * cutover), in one transaction, and its sequences are brought at least as far as the current ones.
+   */
   private async restore(
     t: StepTenant,
     current: Placement,
     original: Placement,
     report: (p: Record<string, unknown>) => Promise<void>,
+    fault: (point: string) => Promise<void>,
   ): Promise<void> {
-    const src = await this.client(current);
-    const dst = await this.client(original);
-    try {
-      // Our own writes must pass the original placement's freeze triggers and its foreign keys.
-      await dst.query(`SET session_replication_role = replica`);
-      const tables = await tablesOf(src, current.schema);
-      const rowsCopied: Record<string, number> = {};
-      await inTransaction(dst, async () => {
+    await this.withClients([current, original], async (src, dst) => {
+      // Our own writes pass the original placement's freeze and its foreign keys.
+      await dst!.query(`SET session_replication_role = replica`);
+      const tables = await tablesOf(src!, current.schema);
+      const rowsRestored: Record<string, number> = {};
+      await inTransaction(dst!, async () => {
         for (const table of tables) {
-          await dst.query(`DELETE FROM ${ident(original.schema)}.${ident(table)} WHERE tenant_id = $1`, [
+          await dst!.query(`DELETE FROM ${ident(original.schema)}.${ident(table)} WHERE tenant_id = $1`, [
             t.id,
           ]);
         }
+        await fault('restore:after-delete');
         for (const table of tables) {
-          rowsCopied[table] = await copyTable(src, dst, current, original, table, t.id, { truncate: false });
+          rowsRestored[table] = await copyTable(src!, dst!, current, original, table, t.id, {
+            truncate: false,
+          });
         }
       });
-      await report({ rowsRestored: rowsCopied });
-    } finally {
-      await Promise.all([src.end(), dst.end()]);
-    }
+      const sequences = await syncSequences(src!, dst!, current, original);
+      await report({ rowsRestored, sequences });
+    });
   }
 
   private async cutoverBack(
@@ -458,6 +672,7 @@ export class LocalPromotion {
     original: Placement,
     progress: Record<string, unknown>,
     report: (p: Record<string, unknown>) => Promise<void>,
+    fault: (point: string) => Promise<void>,
   ): Promise<StepOutputs> {
     const n = this.dp.names;
     const name = tenantObjectName(t.slug);
@@ -470,7 +685,7 @@ export class LocalPromotion {
             tenantSetting: n.tenantSetting,
           }
         : { user: name, password: secret?.value.password };
-    if (secret?.value.database !== original.database || secret?.value.schema !== original.schema) {
+    if (!samePlacement(secret?.value, original)) {
       await this.keys.putSecret(tenantSecretName(t.slug), tenantKeyAlias(t.slug), {
         tenantId: t.id,
         tier: params.toTier,
@@ -480,15 +695,24 @@ export class LocalPromotion {
         schema: original.schema,
         ...descriptor,
       });
+      await fault('cutover-back:after-flip');
     }
-    if (original.tier === 'bridge') {
-      await this.dp.withData((db) =>
-        applyGrants(db, { database: n.database, schema: original.schema, role: name, owner: n.ownerRole }),
-      );
+    try {
+      if (original.tier === 'bridge') {
+        const limits = this.catalog.tiers.bridge.role;
+        await this.dp.withMaintenance((db) =>
+          applyRole(db, { name, ...limits, searchPath: [original.schema] }),
+        );
+        await this.dp.withData((db) =>
+          applyGrants(db, { database: n.database, schema: original.schema, role: name, owner: n.ownerRole }),
+        );
+      }
+      await this.unfreeze(t, original);
+      const started = Date.parse(String(progress.freezeStartedAt ?? ''));
+      await report({ writeFreezeMs: Number.isNaN(started) ? null : Date.now() - started });
+    } catch (e) {
+      throw forwardOnly(e, 'the rollback flipped routing back and must be finished forward');
     }
-    await this.on(original, (db) => unfreeze(db, original, t.id));
-    const started = Date.parse(String(progress.freezeStartedAt ?? ''));
-    await report({ writeFreezeMs: Number.isNaN(started) ? null : Date.now() - started });
     return {
       tier: params.toTier,
       database: original.database,
@@ -497,13 +721,41 @@ export class LocalPromotion {
     };
   }
 
-  async cleanup(t: StepTenant, params: PromotionParams, operationId: string): Promise<void> {
+  /**
+   * Deletes a promotion's source placement once its rollback window is over, whatever the tenant's
+   * tier now is (a later promotion may have moved it on): never the placement it is routed to.
+   */
+  async cleanup(
+    t: StepTenant,
+    params: PromotionParams,
+    operationId: string,
+    report?: (p: Record<string, unknown>) => Promise<void>,
+  ): Promise<void> {
     const { from } = this.placements(t, params);
-    await this.dp.withData((db) => dropReplication(db, replicationNames(operationId)));
-    await this.dropPlacement(t, from, false);
+    const current = await this.keys.getSecret(tenantSecretName(t.slug));
+    if (samePlacement(current?.value, from)) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `the tenant is routed to the ${params.fromTier} placement again; it is not deleted`,
+      );
+    }
+    const fault = (point: string) =>
+      this.opts.fault?.(point, { operationId, tenantId: t.id, report: report ?? (async () => {}) }) ??
+      Promise.resolve();
+    await this.dp.withData(async (db) => {
+      await dropReplication(db, replicationNames(operationId));
+      await clearPromotionMeta(db, replicationNames(operationId).slot);
+    });
+    await fault('cleanup:before-delete');
+    await this.dropPlacement(t, from, false, () => fault('cleanup:after-batch'));
   }
 
-  async sweepOrphans(liveOperationIds: string[]): Promise<string[]> {
+  /**
+   * Drops slots and publications of promotions no longer in flight, and the slot of a promotion
+   * waiting to be retried (`idle`) that retains more WAL than the limit: that promotion then aborts
+   * when it runs again, instead of holding every tenant's WAL while it waits.
+   */
+  async sweepOrphans(liveOperationIds: string[], idleOperationIds: string[] = []): Promise<string[]> {
     const live = new Set(liveOperationIds.map((id) => replicationNames(id).slot));
     return this.dp.withData(async (db) => {
       const { rows } = await db.query<{ name: string }>(
@@ -511,6 +763,11 @@ export class LocalPromotion {
          UNION SELECT pubname FROM pg_publication WHERE pubname LIKE 'tenantry_promo_%'`,
       );
       const dead = [...new Set(rows.map((r) => r.name))].filter((name) => !live.has(name));
+      for (const id of idleOperationIds) {
+        const names = replicationNames(id);
+        const held = await retainedWalBytes(db, names.slot);
+        if (held !== null && held > this.opts.maxLagBytes) dead.push(names.slot);
+      }
       for (const name of dead) await dropReplication(db, { slot: name, publication: name });
       return dead;
     });

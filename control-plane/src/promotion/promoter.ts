@@ -1,3 +1,4 @@
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
@@ -52,67 +53,6 @@ export async function tablesOf(db: Queryable, schema: string): Promise<string[]>
   return rows.map((r) => r.t);
 }
 
-/* ------------------------------------------------------------------ freeze */
-
-const FREEZE_FN = 'tenantry_meta.refuse_frozen_write';
-
-/**
- * The write freeze lives in the database, so no client can bypass it: BEFORE triggers on the
- * tenant's tables, with a WHEN clause on this tenant's id, that raise a clear, retryable error
- * (SQLSTATE 25006 read_only_sql_transaction). Other tenants' writes never fire them.
- * CREATE TRIGGER waits for in-flight writers of the table, so no earlier write is left uncommitted.
- */
-/** Trigger names carry the tenant, so concurrent promotions of two pool tenants never touch each other's. */
-const triggerBase = (tenantId: string) => `tenantry_freeze_${tenantId.replaceAll('-', '').slice(0, 32)}`;
-
-export async function freeze(db: Queryable, p: Placement, tenantId: string): Promise<void> {
-  if (!UUID.test(tenantId)) throw new Error('bad tenant id');
-  const base = triggerBase(tenantId);
-  await ensureMeta(db);
-  await db.query(`CREATE OR REPLACE FUNCTION ${FREEZE_FN}() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-      RAISE EXCEPTION 'tenant % is read-only while it moves to another tier; retry after the cutover', TG_ARGV[0]
-        USING ERRCODE = '25006', HINT = 'tenantry promotion freeze';
-    END $$`);
-  const t = literal(tenantId);
-  for (const table of await tablesOf(db, p.schema)) {
-    const q = `${ident(p.schema)}.${ident(table)}`;
-    await inTransaction(db, async () => {
-      await db.query(`SET LOCAL lock_timeout = '5s'`);
-      for (const op of ['ins', 'upd', 'del'])
-        await db.query(`DROP TRIGGER IF EXISTS ${ident(`${base}_${op}`)} ON ${q}`);
-      await db.query(
-        `CREATE TRIGGER ${ident(`${base}_ins`)} BEFORE INSERT ON ${q} FOR EACH ROW WHEN (NEW.tenant_id = ${t}::uuid) EXECUTE FUNCTION ${FREEZE_FN}(${t})`,
-      );
-      await db.query(
-        `CREATE TRIGGER ${ident(`${base}_upd`)} BEFORE UPDATE ON ${q} FOR EACH ROW WHEN (OLD.tenant_id = ${t}::uuid OR NEW.tenant_id = ${t}::uuid) EXECUTE FUNCTION ${FREEZE_FN}(${t})`,
-      );
-      await db.query(
-        `CREATE TRIGGER ${ident(`${base}_del`)} BEFORE DELETE ON ${q} FOR EACH ROW WHEN (OLD.tenant_id = ${t}::uuid) EXECUTE FUNCTION ${FREEZE_FN}(${t})`,
-      );
-    });
-  }
-}
-
-export async function unfreeze(db: Queryable, p: Placement, tenantId: string): Promise<void> {
-  const base = triggerBase(tenantId);
-  for (const table of await tablesOf(db, p.schema)) {
-    const q = `${ident(p.schema)}.${ident(table)}`;
-    await db.query(
-      ['ins', 'upd', 'del'].map((op) => `DROP TRIGGER IF EXISTS ${ident(`${base}_${op}`)} ON ${q}`).join(';'),
-    );
-  }
-}
-
-export async function isFrozen(db: Queryable, p: Placement, tenantId: string): Promise<boolean> {
-  const { rows } = await db.query(
-    `SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND g.tgname = $2 LIMIT 1`,
-    [p.schema, `${triggerBase(tenantId)}_ins`],
-  );
-  return rows.length > 0;
-}
-
 /* ------------------------------------------------------------ deferred DDL */
 
 /**
@@ -160,6 +100,95 @@ export async function applyDeferred(db: Queryable, ddl: string[]): Promise<void>
 
 /* -------------------------------------------------------------------- copy */
 
+/**
+ * Counts the tuples of a binary COPY stream as it passes, unchanged (format: 19-byte header and
+ * extension area, then per tuple an int16 field count and per field an int32 length and its bytes,
+ * then an int16 -1 trailer). Calls `onRows` every `every` rows.
+ */
+export class BinaryRowCounter extends Transform {
+  rows = 0;
+  private state: 'header' | 'ext' | 'tuple' | 'field' | 'skip' | 'done' = 'header';
+  private need = 19;
+  private scratch = Buffer.alloc(19);
+  private have = 0;
+  private skip = 0;
+  private fieldsLeft = 0;
+
+  constructor(
+    private readonly period = 0,
+    private readonly notify?: (rows: number) => void,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: (e?: Error | null, data?: Buffer) => void) {
+    try {
+      this.scan(chunk);
+      done(null, chunk);
+    } catch (e) {
+      done(e as Error);
+    }
+  }
+
+  private scan(b: Buffer): void {
+    let i = 0;
+    while (i < b.length && this.state !== 'done') {
+      if (this.state === 'skip' || this.state === 'ext') {
+        const n = Math.min(this.skip, b.length - i);
+        this.skip -= n;
+        i += n;
+        if (this.skip === 0) this.state = this.state === 'ext' || this.fieldsLeft === 0 ? 'tuple' : 'field';
+        if (this.state === 'tuple') this.need = 2;
+        else if (this.state === 'field') this.need = 4;
+        continue;
+      }
+      // Gather `need` bytes (a header, a field count or a field length), across chunks if need be.
+      let v: Buffer;
+      let at: number;
+      if (this.have === 0 && b.length - i >= this.need) {
+        v = b;
+        at = i;
+        i += this.need;
+      } else {
+        const n = Math.min(this.need - this.have, b.length - i);
+        b.copy(this.scratch, this.have, i, i + n);
+        this.have += n;
+        i += n;
+        if (this.have < this.need) break;
+        v = this.scratch;
+        at = 0;
+        this.have = 0;
+      }
+      if (this.state === 'header') {
+        this.skip = v.readUInt32BE(at + 15);
+        this.state = this.skip > 0 ? 'ext' : 'tuple';
+        this.need = 2;
+      } else if (this.state === 'tuple') {
+        const fields = v.readInt16BE(at);
+        if (fields < 0) {
+          this.state = 'done';
+          break;
+        }
+        this.rows++;
+        if (this.period > 0 && this.rows % this.period === 0) this.notify?.(this.rows);
+        this.fieldsLeft = fields;
+        this.state = fields > 0 ? 'field' : 'tuple';
+        this.need = fields > 0 ? 4 : 2;
+      } else {
+        const len = v.readInt32BE(at);
+        this.fieldsLeft--;
+        if (len > 0) {
+          this.skip = len;
+          this.state = 'skip';
+        } else {
+          this.state = this.fieldsLeft > 0 ? 'field' : 'tuple';
+          this.need = this.fieldsLeft > 0 ? 4 : 2;
+        }
+      }
+    }
+  }
+}
+
 /** Streams one table's tenant rows with binary COPY; memory stays flat whatever the size. */
 export async function copyTable(
   source: pg.PoolClient | pg.Client,
@@ -168,7 +197,7 @@ export async function copyTable(
   to: Placement,
   table: string,
   tenantId: string,
-  opts: { truncate?: boolean } = {},
+  opts: { truncate?: boolean; every?: number; onRows?: (rows: number) => void } = {},
 ): Promise<number> {
   if (!UUID.test(tenantId)) throw new Error('bad tenant id');
   const src = `${ident(from.schema)}.${ident(table)}`;
@@ -178,7 +207,7 @@ export async function copyTable(
     copyTo(`COPY (SELECT * FROM ${src} WHERE tenant_id = ${literal(tenantId)}) TO STDOUT (FORMAT binary)`),
   );
   const inp = target.query(copyFrom(`COPY ${dst} FROM STDIN (FORMAT binary)`));
-  await pipeline(out, inp);
+  await pipeline(out, new BinaryRowCounter(opts.every ?? 0, opts.onRows), inp);
   return Number(inp.rowCount ?? 0);
 }
 
@@ -205,11 +234,28 @@ export async function ensureReplication(
   }
 }
 
+/** A replication-protocol connection (slot creation with an exported snapshot). */
+async function replicationClient(adminUrl: string): Promise<pg.Client> {
+  const repl = new pg.Client({ connectionString: adminUrl, replication: 'database' } as pg.ClientConfig);
+  repl.on('error', () => {});
+  await repl.connect();
+  return repl;
+}
+
+export interface CopyHooks {
+  /** Rows copied so far into `table`; `done` once the table is complete. Called every `every` rows. */
+  onRows: (table: string, rows: number, done: boolean) => void | Promise<void>;
+  every?: number;
+  /** A named point inside the step (fault injection in crash tests). */
+  fault?: (point: string) => Promise<void>;
+}
+
 /**
  * Creates the slot over a replication connection with an exported snapshot, and copies every
  * table in that very snapshot: the slot then streams exactly the changes the copy does not hold,
  * with no overlap (so constraints hold while replaying) and no gap. A rerun (after a crash during
- * the copy) drops the slot and starts both again.
+ * the copy) drops the slot and starts both again. The target is written in replica mode: past its
+ * own freeze (it is frozen until the cutover), without firing triggers row by row.
  */
 export async function createSlotAndCopy(
   adminUrl: string,
@@ -219,17 +265,16 @@ export async function createSlotAndCopy(
   to: Placement,
   tenantId: string,
   names: { slot: string; publication: string },
-  onTable: (table: string, rows: number) => Promise<void>,
-): Promise<{ copyMs: number; bulkVerifyMs: number }> {
+  hooks: CopyHooks,
+): Promise<{ copyMs: number }> {
   await source.query(
     `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`,
     [names.slot],
   );
-  await ensureTouchedTable(target);
-  await target.query('DELETE FROM tenantry_meta.promotion_touched WHERE slot = $1', [names.slot]);
-  const repl = new pg.Client({ connectionString: adminUrl, replication: 'database' } as pg.ClientConfig);
-  repl.on('error', () => {});
-  await repl.connect();
+  await ensurePromotionMeta(target);
+  await clearPromotionMeta(target, names.slot);
+  await target.query('SET session_replication_role = replica');
+  const repl = await replicationClient(adminUrl);
   try {
     const created = await repl.query(
       `CREATE_REPLICATION_SLOT ${ident(names.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`,
@@ -240,18 +285,16 @@ export async function createSlotAndCopy(
       await source.query(`SET TRANSACTION SNAPSHOT ${literal(snapshot)}`);
       const tables = await tablesOf(source, from.schema);
       const t0 = performance.now();
-      for (const table of tables) {
-        await onTable(table, await copyTable(source, target, from, to, table, tenantId));
+      for (const [i, table] of tables.entries()) {
+        const n = await copyTable(source, target, from, to, table, tenantId, {
+          every: hooks.every ?? 50_000,
+          onRows: (rows) => void hooks.onRows(table, rows, false),
+        });
+        await hooks.onRows(table, n, true);
+        if (i === 0) await hooks.fault?.('copy:after-first-table');
       }
-      const t1 = performance.now();
-      // Bulk verification, outside any freeze: the source in the copy's snapshot against the fresh copy.
-      const [a, b] = await Promise.all([
-        digest(source, from, tenantId, tables),
-        digest(target, to, tenantId, tables),
-      ]);
-      assertSameDigests(a, b, 'bulk copy');
       await source.query('COMMIT');
-      return { copyMs: Math.round(t1 - t0), bulkVerifyMs: Math.round(performance.now() - t1) };
+      return { copyMs: Math.round(performance.now() - t0) };
     } catch (e) {
       await source.query('ROLLBACK').catch(() => undefined);
       throw e;
@@ -261,7 +304,7 @@ export async function createSlotAndCopy(
   }
 }
 
-/** Fresh copies have no visibility map yet: vacuum them so the in-freeze counts are index-only scans. */
+/** Fresh copies have no visibility map yet: vacuum them so the in-freeze lookups are index-only. */
 export async function vacuumTables(db: Queryable, schema: string): Promise<void> {
   for (const t of await tablesOf(db, schema)) await db.query(`VACUUM (ANALYZE) ${ident(schema)}.${ident(t)}`);
 }
@@ -277,12 +320,88 @@ export async function dropReplication(
   await db.query(`DROP PUBLICATION IF EXISTS ${ident(names.publication)}`);
 }
 
+export async function slotExists(db: Queryable, slot: string): Promise<boolean> {
+  const { rows } = await db.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+  return rows.length > 0;
+}
+
+/** How far the slot's consumer is behind the current WAL position (what catch-up still has to apply). */
 export async function slotLagBytes(db: Queryable, slot: string): Promise<number | null> {
   const { rows } = await db.query<{ lag: string | null }>(
     `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS lag FROM pg_replication_slots WHERE slot_name = $1`,
     [slot],
   );
   return rows[0]?.lag == null ? null : Number(rows[0].lag);
+}
+
+/**
+ * How much WAL the slot keeps the cluster from recycling: everything since its restart point, for
+ * every tenant of the cluster. This is what the lag limit bounds.
+ */
+export async function retainedWalBytes(db: Queryable, slot: string): Promise<number | null> {
+  const { rows } = await db.query<{ held: string | null }>(
+    `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text AS held FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  return rows[0]?.held == null ? null : Number(rows[0].held);
+}
+
+export function lagExceeded(slot: string, bytes: number, max: number): TenantryError {
+  return new TenantryError(
+    'PROVIDER_FAILED',
+    `replication lag: slot ${slot} retains ${bytes} bytes of WAL, past the ${max}-byte limit; promotion aborted so the shared database's WAL is not held hostage`,
+    { context: { retainedWalBytes: bytes, maxLagBytes: max } },
+  );
+}
+
+/**
+ * Watches the WAL a slot retains while a long step runs (copy, index builds, catch-up, the full
+ * verification): past the limit it records the breach, runs `onBreach` (which cancels the step's
+ * statements), and `check()` then throws.
+ */
+export class LagWatch {
+  private timer: NodeJS.Timeout | undefined;
+  private breach: TenantryError | null = null;
+  private busy = false;
+
+  constructor(
+    private readonly slot: string,
+    private readonly max: number,
+    private readonly probe: () => Promise<number | null>,
+    private readonly onSample: (bytes: number | null) => Promise<void>,
+    private readonly onBreach: () => Promise<void>,
+  ) {}
+
+  start(intervalMs: number): this {
+    this.timer = setInterval(() => void this.sample(), intervalMs);
+    this.timer.unref();
+    return this;
+  }
+
+  /** One measurement now; throws if the limit is passed. */
+  async sample(): Promise<void> {
+    if (this.busy || this.breach) return this.check();
+    this.busy = true;
+    try {
+      const bytes = await this.probe().catch(() => null);
+      await this.onSample(bytes).catch(() => undefined);
+      if (bytes !== null && bytes > this.max) {
+        this.breach = lagExceeded(this.slot, bytes, this.max);
+        await this.onBreach().catch(() => undefined);
+      }
+    } finally {
+      this.busy = false;
+    }
+    this.check();
+  }
+
+  check(): void {
+    if (this.breach) throw this.breach;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
 }
 
 /**
@@ -310,44 +429,59 @@ async function logRunningXacts(db: Queryable): Promise<void> {
   await db.query('SELECT pg_log_standby_snapshot()').catch(() => undefined);
 }
 
+/** A pg_lsn as a number, for ordering. */
+export function lsnValue(lsn: string): bigint {
+  const [hi, lo] = lsn.split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+}
+
 interface Txn {
   endLsn: string;
   changes: PgOutputMessage[];
 }
 
+export interface ApplyOptions {
+  batch?: number;
+  /** Apply only transactions that commit before this LSN (default: a fresh flushed sync point). */
+  upto?: string;
+  fault?: (point: string) => Promise<void>;
+}
+
 /**
- * Applies the slot's pending changes to the target, one source transaction per target
- * transaction, then advances the slot past what was applied. Changes are peeked, not consumed:
- * a crash between applying and advancing replays them, and every apply is idempotent (upsert by
- * primary key, delete by key), which is also what makes replaying changes older than the copy safe.
+ * Applies the slot's pending changes to the target, a batch of source transactions per target
+ * transaction, then advances the slot past what was applied. Changes are peeked, not consumed,
+ * so a crash between applying and advancing replays them; the target records the end LSN of the
+ * last transaction it applied in the same transaction as the changes, and a replay skips every
+ * transaction at or below it (replaying an insert of a row deleted since could otherwise break a
+ * unique constraint that the row's successor now holds).
  */
 export async function applyPending(
   source: Queryable,
   target: Queryable,
   to: Placement,
   names: { slot: string; publication: string },
-  batch = 10_000,
-): Promise<{ changes: number; transactions: number }> {
+  opts: ApplyOptions = {},
+): Promise<{ changes: number; transactions: number; skipped: number }> {
+  const batch = opts.batch ?? 10_000;
   const relations = new Map<number, Relation>();
   let changes = 0;
   let transactions = 0;
+  let skipped = 0;
+  await ensurePromotionMeta(target);
+  let applied = await appliedLsn(target, names.slot);
   for (;;) {
     // Decode up to a fresh WAL record boundary; when that is all read, the slot moves past it
     // (other tenants' WAL included), so it neither holds WAL nor re-decodes it next time.
     // pg_current_wal_lsn() would not do: it can fall inside a commit record that is still being
     // written, and a slot advanced past a commit record's start skips that transaction forever.
-    const upto = await syncPoint(source);
+    const upto = opts.upto ?? (await syncPoint(source));
     const { rows } = await source.query<{ lsn: string; data: Buffer }>(
       `SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, $4::pg_lsn, $2, 'proto_version', '1', 'publication_names', $3)`,
       [names.slot, batch, names.publication, upto],
     );
     if (rows.length === 0) {
       await logRunningXacts(source);
-      await source.query(
-        `SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots
-          WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`,
-        [names.slot, upto],
-      );
+      await advance(source, names.slot, upto);
       break;
     }
     const txns: Txn[] = [];
@@ -364,46 +498,91 @@ export async function applyPending(
     // The whole batch goes in one target transaction, sent as a few multi-statement strings
     // (values as escaped literals): apply must outrun the tenant's writers for catch-up to converge.
     const statements: string[] = [];
+    let last: string | null = null;
     for (const t of txns) {
+      if (applied !== null && lsnValue(t.endLsn) <= applied) {
+        skipped++;
+        continue;
+      }
       for (const c of t.changes) {
         const sql = changeSql(names.slot, to, relations, c);
         if (sql) statements.push(...sql);
       }
       changes += t.changes.length;
       transactions++;
+      last = t.endLsn;
     }
-    if (statements.length > 0) {
+    if (last) {
+      const lastLsn = last;
       await inTransaction(target, async () => {
+        // Past the target's own freeze; foreign keys hold on the source already.
+        await target.query('SET LOCAL session_replication_role = replica');
         for (let i = 0; i < statements.length; i += 500)
           await target.query(statements.slice(i, i + 500).join(';\n'));
+        await target.query(
+          `INSERT INTO tenantry_meta.promotion_applied (slot, lsn) VALUES ($1, $2::pg_lsn)
+           ON CONFLICT (slot) DO UPDATE SET lsn = EXCLUDED.lsn, applied_at = now()`,
+          [names.slot, lastLsn],
+        );
       });
+      applied = lsnValue(lastLsn);
+      await opts.fault?.('apply:before-advance');
     }
     // A partial batch read everything up to `upto`; a full one stops at its last transaction.
     const done = rows.length < batch;
-    const last = txns[txns.length - 1];
-    const advanceTo = done ? upto : last?.endLsn;
+    const advanceTo = done ? upto : txns[txns.length - 1]?.endLsn;
     if (advanceTo) {
       await logRunningXacts(source);
-      await source.query(
-        `SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots
-          WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`,
-        [names.slot, advanceTo],
-      );
+      await advance(source, names.slot, advanceTo);
     }
     if (done) break;
   }
-  return { changes, transactions };
+  return { changes, transactions, skipped };
+}
+
+async function advance(source: Queryable, slot: string, to: string): Promise<void> {
+  await source.query(
+    `SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots
+      WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`,
+    [slot, to],
+  );
 }
 
 /**
- * Keys the change stream touched, recorded on the target in the same transaction as the change.
- * Rows untouched since the copy were verified in bulk right after it; inside the freeze only
- * these rows are compared, so the write freeze scales with the rate of change, not the size.
+ * The promotion's bookkeeping on the target: the keys the change stream touched since the last
+ * full verification (compared again inside the freeze), and the last source transaction applied.
+ * Deleted at the cutover or the abort.
  */
-export async function ensureTouchedTable(db: Queryable): Promise<void> {
+export async function ensurePromotionMeta(db: Queryable): Promise<void> {
+  const { rows } = await db.query<{ ok: boolean }>(
+    `SELECT to_regclass('tenantry_meta.promotion_touched') IS NOT NULL
+        AND to_regclass('tenantry_meta.promotion_applied') IS NOT NULL AS ok`,
+  );
+  if (rows[0]?.ok) return;
   await ensureMeta(db);
-  await db.query(`CREATE TABLE IF NOT EXISTS tenantry_meta.promotion_touched (
-    slot text NOT NULL, tbl text NOT NULL, key jsonb NOT NULL, PRIMARY KEY (slot, tbl, key))`);
+  await db.query(`
+    CREATE TABLE IF NOT EXISTS tenantry_meta.promotion_touched (
+      slot text NOT NULL, tbl text NOT NULL, key jsonb NOT NULL, PRIMARY KEY (slot, tbl, key));
+    CREATE TABLE IF NOT EXISTS tenantry_meta.promotion_applied (
+      slot text PRIMARY KEY, lsn pg_lsn NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+}
+
+async function appliedLsn(db: Queryable, slot: string): Promise<bigint | null> {
+  const { rows } = await db.query<{ lsn: string }>(
+    'SELECT lsn::text AS lsn FROM tenantry_meta.promotion_applied WHERE slot = $1',
+    [slot],
+  );
+  return rows[0] ? lsnValue(rows[0].lsn) : null;
+}
+
+/** Removes the promotion's bookkeeping (it holds the tenant's key values) from a database. */
+export async function clearPromotionMeta(db: Queryable, slot: string): Promise<void> {
+  const { rows } = await db.query<{ t: boolean; a: boolean }>(
+    `SELECT to_regclass('tenantry_meta.promotion_touched') IS NOT NULL AS t,
+            to_regclass('tenantry_meta.promotion_applied') IS NOT NULL AS a`,
+  );
+  if (rows[0]?.t) await db.query('DELETE FROM tenantry_meta.promotion_touched WHERE slot = $1', [slot]);
+  if (rows[0]?.a) await db.query('DELETE FROM tenantry_meta.promotion_applied WHERE slot = $1', [slot]);
 }
 
 function touchedSql(slot: string, rel: Relation, tuple: TupleValue[]): string {
@@ -415,7 +594,7 @@ const val = (v: TupleValue | undefined): string =>
   v === null || v === undefined ? 'NULL' : literal(v as string);
 
 /** The statements that apply one decoded change idempotently (upsert or delete by primary key). */
-function changeSql(
+export function changeSql(
   slot: string,
   to: Placement,
   relations: Map<number, Relation>,
@@ -431,39 +610,50 @@ function changeSql(
   const rel = relations.get(c.relationOid);
   if (!rel) throw new Error(`pgoutput: change for unknown relation ${c.relationOid}`);
   const table = `${ident(to.schema)}.${ident(rel.name)}`;
-  const where = (tuple: TupleValue[]) =>
+  const where = (tuple: TupleValue[], alias = '') =>
     rel.columns
-      .map((col, i) => (col.key ? `${ident(col.name)} = ${val(tuple[i])}` : null))
+      .map((col, i) => (col.key ? `${alias}${ident(col.name)} = ${val(tuple[i])}` : null))
       .filter((x) => x !== null)
       .join(' AND ');
   if (c.tag === 'delete')
     return [`DELETE FROM ${table} WHERE ${where(c.oldKey)}`, touchedSql(slot, rel, c.oldKey)];
   const tuple = c.newTuple;
   const out: string[] = [touchedSql(slot, rel, tuple)];
-  // The key changed: remove the old row first.
-  if (c.tag === 'update' && c.oldKey) {
-    out.push(`DELETE FROM ${table} WHERE ${where(c.oldKey)}`, touchedSql(slot, rel, c.oldKey));
+  const oldKey = c.tag === 'update' ? c.oldKey : null;
+  if (oldKey) out.push(touchedSql(slot, rel, oldKey));
+  const cols = rel.columns.map((x) => ident(x.name));
+  const keys = rel.columns.filter((x) => x.key).map((x) => ident(x.name));
+  const sets = rel.columns.filter((x) => !x.key).map((x) => `${ident(x.name)} = EXCLUDED.${ident(x.name)}`);
+  const upsert = `ON CONFLICT (${keys.join(', ')}) DO ${sets.length ? `UPDATE SET ${sets.join(', ')}` : 'NOTHING'}`;
+  const unchanged = tuple.some((v) => typeof v === 'object' && v !== null);
+  if (!unchanged) {
+    // The key changed: remove the old row first.
+    if (oldKey) out.push(`DELETE FROM ${table} WHERE ${where(oldKey)}`);
+    out.push(`INSERT INTO ${table} (${cols.join(', ')}) VALUES (${tuple.map(val).join(', ')}) ${upsert}`);
+    return out;
   }
-  const present = rel.columns
-    .map((col, i) => ({ col, v: tuple[i] }))
-    .filter((x) => typeof x.v !== 'object' || x.v === null);
-  if (present.length === rel.columns.length) {
-    const cols = present.map((x) => ident(x.col.name));
-    const keys = rel.columns.filter((x) => x.key).map((x) => ident(x.name));
-    const sets = present
-      .filter((x) => !x.col.key)
-      .map((x) => `${ident(x.col.name)} = EXCLUDED.${ident(x.col.name)}`);
+  if (oldKey) {
+    // The key changed and TOASTed values were left out (unchanged): they are the old row's, which
+    // the target holds as of this change. Build the new row from it, then remove it.
+    const exprs = rel.columns.map((col, i) => {
+      const v = tuple[i];
+      return typeof v === 'object' && v !== null ? `o.${ident(col.name)}` : val(v);
+    });
     out.push(
-      `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${present.map((x) => val(x.v)).join(', ')}) ` +
-        `ON CONFLICT (${keys.join(', ')}) DO ${sets.length ? `UPDATE SET ${sets.join(', ')}` : 'NOTHING'}`,
+      `INSERT INTO ${table} (${cols.join(', ')}) SELECT ${exprs.join(', ')} FROM ${table} o WHERE ${where(oldKey, 'o.')} ${upsert}`,
+      `DELETE FROM ${table} WHERE ${where(oldKey)}`,
     );
     return out;
   }
   // An update that left TOASTed values out: update the columns that were sent, by key.
-  const setCols = present.filter((x) => !x.col.key);
-  out.push(
-    `UPDATE ${table} SET ${setCols.map((x) => `${ident(x.col.name)} = ${val(x.v)}`).join(', ')} WHERE ${where(tuple)}`,
-  );
+  const setCols = rel.columns
+    .map((col, i) => ({ col, v: tuple[i] }))
+    .filter((x) => !x.col.key && (typeof x.v !== 'object' || x.v === null));
+  if (setCols.length > 0) {
+    out.push(
+      `UPDATE ${table} SET ${setCols.map((x) => `${ident(x.col.name)} = ${val(x.v)}`).join(', ')} WHERE ${where(tuple)}`,
+    );
+  }
   return out;
 }
 
@@ -493,22 +683,57 @@ export async function digest(
   return out;
 }
 
-/** Row counts of the tenant's rows per table (index-only scans where the visibility map allows). */
-export async function counts(
-  db: Queryable,
-  p: Placement,
+/**
+ * The full verification, outside the freeze, on a consistent pair of states: a temporary slot
+ * exports a snapshot of the source at its consistent point C; the promotion's own slot is applied
+ * to the target up to exactly C (transactions committed before C, which are those the snapshot
+ * sees); then every row of every table is counted and checksummed on both sides. The touched-key
+ * record restarts at C, so the freeze only has to compare rows changed after this point.
+ */
+export async function verifyConsistent(
+  adminUrl: string,
+  peek: Queryable,
+  snap: pg.Client,
+  target: pg.Client,
+  from: Placement,
+  to: Placement,
   tenantId: string,
-  tables: string[],
-): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const t of tables) {
-    const { rows } = await db.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM ${ident(p.schema)}.${ident(t)} WHERE tenant_id = $1`,
-      [tenantId],
+  names: { slot: string; publication: string },
+  fault?: (point: string) => Promise<void>,
+): Promise<{ source: Record<string, TableDigest>; target: Record<string, TableDigest>; at: string }> {
+  const repl = await replicationClient(adminUrl);
+  let at: string;
+  try {
+    const created = await repl.query(
+      `CREATE_REPLICATION_SLOT ${ident(`${names.slot}_v`)} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`,
     );
-    out[t] = Number(rows[0]?.n ?? 0);
+    const row = created.rows[0] as { snapshot_name?: string; consistent_point?: string };
+    at = String(row.consistent_point);
+    await snap.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await snap.query(`SET TRANSACTION SNAPSHOT ${literal(String(row.snapshot_name))}`);
+  } finally {
+    // The snapshot is imported: the temporary slot is no longer needed.
+    await repl.end().catch(() => undefined);
   }
-  return out;
+  try {
+    await applyPending(peek, target, to, names, { upto: at });
+    await fault?.('verify-full:after-apply');
+    const tables = await tablesOf(snap, from.schema);
+    const [a, b] = await Promise.all([
+      digest(snap, from, tenantId, tables),
+      inTransaction(target, async () => {
+        await target.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        return digest(target, to, tenantId, tables);
+      }),
+    ]);
+    await snap.query('COMMIT');
+    assertSameDigests(a, b, `every row, at ${at}`);
+    await target.query('DELETE FROM tenantry_meta.promotion_touched WHERE slot = $1', [names.slot]);
+    return { source: a, target: b, at };
+  } catch (e) {
+    await snap.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  }
 }
 
 /** Primary-key columns of a table, in key order. */
@@ -528,7 +753,11 @@ async function keyColumns(
   return rows;
 }
 
-/** Digests of the rows the change stream touched, on both sides (keys read from the target). */
+/**
+ * Digests of the rows the change stream touched since the full verification, on both sides (keys
+ * read from the target). Every other row was verified then and has not changed since on either side
+ * (the source's changes all reach the stream; the target is frozen to everyone but the promotion).
+ */
 export async function touchedDigests(
   source: Queryable,
   target: Queryable,
@@ -584,18 +813,21 @@ export function assertSameDigests(
   }
 }
 
-/** Brings every sequence of the target schema at least as far as the source's. Replication carries none. */
+/**
+ * Brings every sequence of the target schema at least as far as the source's (never backwards: a
+ * shared pool sequence serves other tenants too). Replication carries no sequences.
+ */
 export async function syncSequences(
   source: Queryable,
   target: Queryable,
   from: Placement,
   to: Placement,
-): Promise<number> {
+): Promise<Record<string, string>> {
   const { rows } = await source.query<{ name: string; last: string | null }>(
     `SELECT sequencename AS name, last_value::text AS last FROM pg_sequences WHERE schemaname = $1`,
     [from.schema],
   );
-  let n = 0;
+  const out: Record<string, string> = {};
   for (const r of rows) {
     if (r.last == null) continue;
     const t = await target.query(`SELECT 1 FROM pg_sequences WHERE schemaname = $1 AND sequencename = $2`, [
@@ -603,11 +835,11 @@ export async function syncSequences(
       r.name,
     ]);
     if (t.rows.length === 0) continue;
-    await target.query(
-      `SELECT setval($1::regclass, greatest($2::bigint, (SELECT coalesce(last_value, 1) FROM pg_sequences WHERE schemaname = $3 AND sequencename = $4)))`,
+    const { rows: set } = await target.query<{ v: string }>(
+      `SELECT setval($1::regclass, greatest($2::bigint, (SELECT coalesce(last_value, 1) FROM pg_sequences WHERE schemaname = $3 AND sequencename = $4)))::text AS v`,
       [`${ident(to.schema)}.${ident(r.name)}`, r.last, to.schema, r.name],
     );
-    n++;
+    out[r.name] = set[0]?.v ?? r.last;
   }
-  return n;
+  return out;
 }

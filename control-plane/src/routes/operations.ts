@@ -2,7 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { findOperation } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
-import { errors, OperationSchema, security } from './schemas.js';
+import { actorOf } from '../plugins/auth.js';
+import { Accepted, errors, OperationSchema, security } from './schemas.js';
 
 const OpParams = Type.Object({ id: Type.String({ pattern: '^op_[0-9a-f]{28}$' }) });
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
@@ -30,8 +31,9 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         summary: 'Stream step progress as server-sent events until the operation ends',
         description:
-          'Events: `step` (data: the step object) whenever a step changes, then one `end` (data: the operation). ' +
-          'The stream closes after `end`.',
+          'Events: `step` (data: the step object) whenever a step changes, `resource` (data: a resource-level ' +
+          'event: step, resource, action, status, at) whenever a step reports one (Pulumi engine events), then one ' +
+          '`end` (data: the operation). The stream closes after `end`.',
         tags: ['operations'],
         security,
         params: OpParams,
@@ -51,6 +53,7 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
         'x-request-id': request.id,
       });
       const seen = new Map<string, string>();
+      const seenResources = new Set<string>();
       let closed = false;
       request.raw.on('close', () => {
         closed = true;
@@ -58,27 +61,66 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const send = (event: string, data: unknown) =>
         res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
       // Bounded: polls the operation row (cheap, indexed) and stops when it ends or the client leaves.
-      const deadline = Date.now() + 30 * 60_000;
-      let op = first;
-      for (;;) {
-        for (const s of op.steps) {
-          const sig = `${s.status}|${s.finishedAt ?? ''}|${s.error ?? ''}`;
-          if (seen.get(s.name) !== sig) {
-            seen.set(s.name, sig);
-            send('step', s);
+      // Hijacked, the reply is ours to end, whatever happens in the loop.
+      try {
+        const deadline = Date.now() + 30 * 60_000;
+        let op = first;
+        for (;;) {
+          for (const s of op.steps) {
+            const sig = `${s.status}|${s.finishedAt ?? ''}|${s.error ?? ''}`;
+            if (seen.get(s.name) !== sig) {
+              seen.set(s.name, sig);
+              send('step', s);
+            }
           }
+          const resources = (op.progress.resources as Record<string, unknown>[] | undefined) ?? [];
+          for (const r of resources) {
+            const key = JSON.stringify(r);
+            if (!seenResources.has(key)) {
+              seenResources.add(key);
+              send('resource', r);
+            }
+          }
+          if (TERMINAL.has(op.status)) {
+            send('end', op);
+            break;
+          }
+          if (closed || Date.now() > deadline) break;
+          await new Promise((r) => setTimeout(r, 150));
+          const next = await findOperation(app.services.db, op.id);
+          if (!next) break;
+          op = next;
         }
-        if (TERMINAL.has(op.status)) {
-          send('end', op);
-          break;
-        }
-        if (closed || Date.now() > deadline) break;
-        await new Promise((r) => setTimeout(r, 150));
-        const next = await findOperation(app.services.db, op.id);
-        if (!next) break;
-        op = next;
+      } catch (e) {
+        request.log.warn({ err: (e as Error).message }, 'operation event stream ended early');
+      } finally {
+        res.end();
       }
-      res.end();
+    },
+  );
+
+  app.post(
+    '/v1/operations/:id/resume',
+    {
+      config: { permission: 'tenants:reconcile' },
+      schema: {
+        summary: 'Resume a failed operation from its failed step',
+        description:
+          'For a failed operation that was not undone: an onboarding on a target that keeps failed onboardings ' +
+          '(aws), or a promotion that failed after its routing flipped (it can only be finished forward). The ' +
+          'operation is queued again from its failed step and the request is audited. Anything else is 409.',
+        tags: ['operations'],
+        security,
+        params: OpParams,
+        response: { 202: Accepted, ...errors(400, 401, 403, 404, 409) },
+      },
+    },
+    async (request, reply) => {
+      const out = await app.services.tenants.resume(
+        { actor: actorOf(request), requestId: request.id },
+        request.params.id,
+      );
+      return reply.status(202).send(out);
     },
   );
 };

@@ -4,7 +4,9 @@ import {
   type Actor,
   activeOperationFor,
   appendAudit,
+  enqueueOperationJob,
   findOperation,
+  findTenantById,
   findTenantBySlug,
   insertOperationAndEnqueue,
   insertTenant,
@@ -13,7 +15,7 @@ import { TenantryError } from '../domain/errors.js';
 import { newOperationId, newTenantId } from '../domain/ids.js';
 import { assertSlug } from '../domain/naming.js';
 import type { ConnectionDescriptor, Engine, PromotionParams } from '../domain/ports.js';
-import type { Operation, Tenant } from '../domain/tenant.js';
+import { type Operation, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
 import { ALLOWED_PROMOTIONS } from '../domain/tiers.js';
 import type { Queryable } from '../providers/postgres/sql.js';
@@ -55,6 +57,25 @@ function canonicalHash(v: unknown): string {
     .update(JSON.stringify(canon(v)))
     .digest('hex');
 }
+
+/** Succeeded promotions of a tenant whose source placement is still kept for rollback. */
+async function openPromotionWindows(q: Queryable, tenantId: string): Promise<string[]> {
+  const { rows } = await q.query<{ id: string }>(
+    `SELECT id FROM operations
+      WHERE tenant_id = $1 AND kind = 'promote' AND status = 'succeeded' AND NOT params ? 'rollbackOf'
+        AND NOT coalesce((progress->>'rolledBack')::boolean, false)
+        AND NOT coalesce((progress->>'cleanedUp')::boolean, false)
+      ORDER BY created_at`,
+    [tenantId],
+  );
+  return rows.map((r) => r.id);
+}
+
+/**
+ * The code a resume request that cannot be honoured gets (409). No dedicated code exists yet
+ * (domain/errors.ts is owned elsewhere; OPERATION_NOT_RESUMABLE was requested): the closest 409.
+ */
+const NOT_RESUMABLE = 'OPERATION_IN_PROGRESS' as const;
 
 /**
  * Tenant lifecycle use cases. Each one writes its change, enqueues its operation and appends
@@ -176,6 +197,9 @@ export class TenantService {
       await q.query(`UPDATE tenants SET status = 'offboarding', updated_at = now() WHERE id = $1`, [
         tenant.id,
       ]);
+      // Placements a promotion keeps for its rollback window go with the tenant, first.
+      const windows = await openPromotionWindows(q, tenant.id);
+      for (const id of windows) await q.query('SELECT graphile_worker.remove_job($1)', [`cleanup:${id}`]);
       const operation = await insertOperationAndEnqueue(
         q,
         {
@@ -183,7 +207,11 @@ export class TenantService {
           kind: 'offboard',
           tenantId: tenant.id,
           tenantSlug: tenant.slug,
-          steps: this.engine.steps('offboard', tenant.tier),
+          steps: [
+            ...(windows.length > 0 ? [RELEASE_PROMOTION_SOURCES_STEP] : []),
+            ...this.engine.steps('offboard', tenant.tier),
+          ],
+          ...(windows.length > 0 ? { params: { promotionWindows: windows } } : {}),
         },
         this.opts.maxAttempts + 2,
       ).catch((e: unknown) => {
@@ -323,6 +351,109 @@ export class TenantService {
           context: { operationId: active },
         },
       );
+    // A promotion that failed past its routing flip holds both placements until it is resumed.
+    const { rows } = await q.query<{ id: string }>(
+      `SELECT id FROM operations WHERE tenant_id = $1 AND kind = 'promote' AND status = 'failed'
+          AND coalesce((progress->>'resumable')::boolean, false) LIMIT 1`,
+      [tenant.id],
+    );
+    if (rows[0] && tenant.status !== 'offboarded') {
+      throw new TenantryError(
+        'OPERATION_IN_PROGRESS',
+        `tenant ${tenant.slug} has promotion ${rows[0].id} stopped past its cutover; resume it first (POST /v1/operations/${rows[0].id}/resume)`,
+        { context: { operationId: rows[0].id } },
+      );
+    }
+  }
+
+  /**
+   * Requeues a failed operation from its failed step, when failing did not undo it: an onboarding
+   * on an engine that keeps failed onboardings (aws), or a promotion that failed past its routing
+   * flip. The job is enqueued and the request audited in the same transaction.
+   */
+  async resume(ctx: RequestContext, operationId: string): Promise<{ tenant: Tenant; operation: Operation }> {
+    return this.db.tx(async (q) => {
+      const { rows } = await q.query<{
+        id: string;
+        kind: string;
+        tenant_id: string;
+        status: string;
+        steps: Operation['steps'];
+        params: Record<string, unknown>;
+        progress: Record<string, unknown>;
+      }>(
+        'SELECT id, kind, tenant_id, status, steps, params, progress FROM operations WHERE id = $1 FOR UPDATE',
+        [operationId],
+      );
+      const op = rows[0];
+      if (!op) throw new TenantryError('OPERATION_NOT_FOUND', `no operation ${operationId}`);
+      const tenant = await findTenantById(q, op.tenant_id);
+      if (!tenant) throw new TenantryError('OPERATION_NOT_FOUND', `no operation ${operationId}`);
+      if (op.status === 'queued' || op.status === 'running') {
+        throw new TenantryError('OPERATION_IN_PROGRESS', `operation ${operationId} is ${op.status} already`, {
+          context: { operationId },
+        });
+      }
+      const planned =
+        op.kind === 'onboard'
+          ? this.engine.steps('onboard', tenant.tier)
+          : op.kind === 'promote'
+            ? this.engine.promotionSteps(op.params as unknown as PromotionParams)
+            : [];
+      const undone = op.steps.some((x) => !planned.includes(x.name) && x.status === 'succeeded');
+      const resumable =
+        op.status === 'failed' &&
+        tenant.status !== 'offboarded' &&
+        !undone &&
+        (op.progress.resumable === true || (op.kind === 'onboard' && !this.engine.rollsBackFailedOnboarding));
+      if (!resumable) {
+        throw new TenantryError(
+          NOT_RESUMABLE,
+          op.status === 'failed'
+            ? `operation ${operationId} cannot be resumed: its failure was undone (rolled back or aborted); start a new operation`
+            : `operation ${operationId} is ${op.status}; only a failed operation that was not undone can be resumed`,
+          { context: { operationId, status: op.status } },
+        );
+      }
+      const from = op.steps.find((x) => x.status !== 'succeeded' && planned.includes(x.name))?.name ?? null;
+      const steps = op.steps
+        .filter((x) => planned.includes(x.name))
+        .map((x) =>
+          x.status === 'succeeded'
+            ? x
+            : { name: x.name, status: 'pending' as const, startedAt: null, finishedAt: null },
+        );
+      await q
+        .query(
+          `UPDATE operations SET status = 'queued', steps = $2::jsonb, error = NULL, attempts = 0, finished_at = NULL,
+                  lease_owner = NULL, lease_expires_at = NULL,
+                  progress = (progress - 'resumable') || jsonb_build_object('resumedAt', now()), updated_at = now()
+            WHERE id = $1`,
+          [operationId, JSON.stringify(steps)],
+        )
+        .catch((e: unknown) => {
+          if (isUniqueViolation(e, 'operations_one_active_per_tenant')) throw this.busy(tenant.slug);
+          throw e;
+        });
+      if (op.kind === 'onboard') {
+        await q.query(`UPDATE tenants SET status = 'provisioning', updated_at = now() WHERE id = $1`, [
+          tenant.id,
+        ]);
+      }
+      await enqueueOperationJob(q, operationId, this.opts.maxAttempts + 2);
+      await appendAudit(q, {
+        actor: ctx.actor,
+        action: 'operation.resume',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        requestId: ctx.requestId,
+        operationId,
+        details: { kind: op.kind, fromStep: from },
+      });
+      const operation = await findOperation(q, operationId);
+      const after = await findTenantById(q, tenant.id);
+      return { tenant: after ?? tenant, operation: operation as Operation };
+    });
   }
 
   /** Reads the connection descriptor; the read is audited in the same transaction, or not returned at all. */

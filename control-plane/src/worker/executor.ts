@@ -13,7 +13,12 @@ import type { Engine, PromotionParams } from '../domain/ports.js';
 
 export const PROMOTION_CLEANUP_TASK = 'promotion-cleanup';
 
-import type { OperationKind, OperationStep, Tenant } from '../domain/tenant.js';
+import {
+  type OperationKind,
+  type OperationStep,
+  RELEASE_PROMOTION_SOURCES_STEP,
+  type Tenant,
+} from '../domain/tenant.js';
 import type { DriftRemediator, Finding } from '../drift/types.js';
 import type { Metrics } from '../metrics.js';
 import type { Queryable } from '../providers/postgres/sql.js';
@@ -35,6 +40,11 @@ const RETRYABLE_PG = new Set([
   '08001',
 ]);
 const RETRYABLE_NET = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN']);
+
+/** An error past an operation's point of no return: retried, or resumed, but never undone. */
+export function isForwardOnly(e: unknown): boolean {
+  return isTenantryError(e) && e.context.forwardOnly === true;
+}
 
 export function isRetryable(e: unknown): boolean {
   if (isTenantryError(e)) return e.retryable;
@@ -176,22 +186,25 @@ export class OperationExecutor {
         const outputs =
           op.kind === 'reconcile'
             ? await this.reconcileStep(op, tenant, step.name, signal)
-            : await this.engine.runStep({
-                operationId: op.id,
-                kind: op.kind,
-                step: step.name,
-                tenant: {
-                  id: tenant.id,
-                  slug: tenant.slug,
-                  tier: tenant.tier,
-                  templateVersion: tenant.templateVersion,
-                },
-                signal,
-                params: op.params,
-                progress: op.progress,
-                report: (patch) => this.report(op, patch),
-                onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
-              });
+            : step.name === RELEASE_PROMOTION_SOURCES_STEP
+              ? await this.releasePromotionSources(op, tenant)
+              : await this.engine.runStep({
+                  operationId: op.id,
+                  kind: op.kind,
+                  step: step.name,
+                  tenant: {
+                    id: tenant.id,
+                    slug: tenant.slug,
+                    tier: tenant.tier,
+                    templateVersion: tenant.templateVersion,
+                  },
+                  signal,
+                  params: op.params,
+                  progress: op.progress,
+                  report: (patch) => this.report(op, patch),
+                  onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
+                });
+        await this.flushResources(op);
         step.status = 'succeeded';
         step.finishedAt = new Date().toISOString();
         const next = todo[i + 1];
@@ -201,6 +214,7 @@ export class OperationExecutor {
         this.observeStep(op.kind, step.name, 'succeeded', started);
         log.debug({ step: step.name }, 'step succeeded');
       } catch (e) {
+        await this.flushResources(op);
         this.observeStep(op.kind, step.name, 'failed', started);
         step.error = safeMessage(e);
         if (isRetryable(e) && op.attempts < this.opts.maxAttempts) {
@@ -251,11 +265,13 @@ export class OperationExecutor {
     return undefined;
   }
 
-  private lastResourceFlush = 0;
+  /** Per operation: when its resource list was last written, and whether newer events wait. */
+  private readonly resourceFlush = new Map<string, { last: number; dirty: boolean }>();
 
   /**
    * Resource-level progress from inside a step (Pulumi engine events): the latest 50 are kept on
-   * the operation's progress, written at most every 300 ms, so the events stream can show them.
+   * the operation's progress, written at most every 300 ms per operation (a failure at once), and
+   * once more when the step ends, so the events stream can show them.
    */
   private resourceEvent(
     op: Claimed,
@@ -265,10 +281,62 @@ export class OperationExecutor {
     const list = ((op.progress.resources as unknown[] | undefined) ?? []).slice(-49);
     list.push({ step, ...e, at: new Date().toISOString() });
     op.progress.resources = list;
+    const state = this.resourceFlush.get(op.id) ?? { last: 0, dirty: false };
+    this.resourceFlush.set(op.id, state);
     const now = Date.now();
-    if (now - this.lastResourceFlush < 300 && e.status !== 'failed') return;
-    this.lastResourceFlush = now;
+    if (now - state.last < 300 && e.status !== 'failed') {
+      state.dirty = true;
+      return;
+    }
+    state.last = now;
+    state.dirty = false;
     this.report(op, { resources: list }).catch(() => undefined);
+  }
+
+  /** Writes the resource events the throttle held back (at the end of a step). */
+  private async flushResources(op: Claimed): Promise<void> {
+    const state = this.resourceFlush.get(op.id);
+    if (!state?.dirty) return;
+    state.dirty = false;
+    state.last = Date.now();
+    await this.report(op, { resources: op.progress.resources }).catch(() => undefined);
+  }
+
+  /**
+   * Offboarding inside promotions' rollback windows: their source placements go first, through the
+   * engine's cleanup (the same one the window's end runs), and each promotion is marked cleaned up.
+   */
+  private async releasePromotionSources(op: Claimed, tenant: Tenant): Promise<undefined> {
+    const ids = (op.params.promotionWindows as string[] | undefined) ?? [];
+    for (const id of ids) {
+      const { rows } = await this.db.query<{ params: PromotionParams; progress: Record<string, unknown> }>(
+        `SELECT params, progress FROM operations WHERE id = $1 AND tenant_id = $2 AND kind = 'promote'`,
+        [id, tenant.id],
+      );
+      const promo = rows[0];
+      if (!promo || promo.progress.cleanedUp || promo.progress.rolledBack) continue;
+      await this.engine.cleanupPromotion(this.stepTenant(tenant), promo.params, id);
+      await this.db.tx(async (q) => {
+        await q.query(
+          `UPDATE operations SET progress = progress || jsonb_build_object('cleanedUp', true, 'cleanedUpBy', $2::text) WHERE id = $1`,
+          [id, op.id],
+        );
+        await q.query('SELECT graphile_worker.remove_job($1)', [`cleanup:${id}`]);
+        await appendAudit(q, {
+          actor: SYSTEM_ACTOR,
+          action: 'tenant.promotion.source-deleted',
+          tenantId: tenant.id,
+          tenantSlug: tenant.slug,
+          operationId: id,
+          details: { fromTier: promo.params.fromTier, by: op.id },
+        });
+      });
+    }
+    return undefined;
+  }
+
+  private stepTenant(tenant: Tenant) {
+    return { id: tenant.id, slug: tenant.slug, tier: tenant.tier, templateVersion: tenant.templateVersion };
   }
 
   /** Merges into the operation's progress, durably (fenced by the lease). */
@@ -296,6 +364,7 @@ export class OperationExecutor {
   }
 
   private async succeed(op: Claimed, tenant: Tenant, steps: OperationStep[], log: Logger): Promise<void> {
+    this.resourceFlush.delete(op.id);
     if (op.kind === 'promote') return this.succeedPromotion(op, tenant, steps, log);
     const status = op.kind === 'offboard' ? 'offboarded' : 'active';
     // One statement: the operation ends, the tenant changes state, and the audit record is written.
@@ -337,12 +406,14 @@ export class OperationExecutor {
     log: Logger,
   ): Promise<void> {
     const params = op.params as unknown as PromotionParams;
-    await this.db.tx(async (q) => {
-      await q.query(
+    const done = await this.db.tx(async (q) => {
+      // Fenced by the lease: a runner that lost it records nothing.
+      const { rowCount } = await q.query(
         `UPDATE operations SET status = 'succeeded', steps = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL,
-                finished_at = now(), updated_at = now() WHERE id = $1`,
-        [op.id, JSON.stringify(steps)],
+                finished_at = now(), updated_at = now() WHERE id = $1 AND lease_owner = $3 AND status = 'running'`,
+        [op.id, JSON.stringify(steps), this.runnerId],
       );
+      if ((rowCount ?? 0) === 0) return false;
       await q.query(
         `UPDATE tenants SET tier = $2, outputs = outputs - 'tier', updated_at = now() WHERE id = $1`,
         [tenant.id, params.toTier],
@@ -376,14 +447,21 @@ export class OperationExecutor {
             : { rollbackUntil: op.progress.rollbackUntil }),
         },
       });
+      return true;
     });
+    if (!done) {
+      log.warn('lease lost before the promotion was recorded; its new runner records it');
+      return;
+    }
     this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
     log.info({ fromTier: params.fromTier, toTier: params.toTier }, 'promotion cut over');
   }
 
   /**
-   * Deletes a promotion's source once its rollback window is over, unless it was rolled back.
-   * Serialized with the tenant's operations: with one in flight, it waits for a later retry.
+   * Deletes a promotion's source placement once its rollback window is over, unless it was rolled
+   * back, whatever the tenant's tier is by then (a later promotion may have moved it on; the engine
+   * never deletes the placement the tenant is routed to). Serialized with the tenant's operations:
+   * with one in flight, it waits for a later retry; two runs of one cleanup never overlap.
    */
   async cleanupPromotion(operationId: string): Promise<void> {
     const { rows } = await this.db.query<{
@@ -401,37 +479,75 @@ export class OperationExecutor {
     if (!r || r.progress.rolledBack || r.progress.cleanedUp) return;
     if (r.busy) throw new Error('tenant has an operation in flight; cleanup retries later');
     const tenant = await findTenantById(this.db, r.tenant_id);
-    if (!tenant || tenant.tier !== r.params.toTier) return;
-    await this.engine.cleanupPromotion(
-      { id: tenant.id, slug: tenant.slug, tier: tenant.tier, templateVersion: tenant.templateVersion },
-      r.params,
-      operationId,
-    );
-    await this.db.tx(async (q) => {
-      await q.query(
-        `UPDATE operations SET progress = progress || '{"cleanedUp": true}'::jsonb WHERE id = $1`,
-        [operationId],
+    if (!tenant || tenant.status === 'offboarded') return;
+    const lock = await this.db.pool.connect();
+    try {
+      const { rows: got } = await lock.query<{ ok: boolean }>(
+        'SELECT pg_try_advisory_lock(hashtext($1)) AS ok',
+        [`tenantry.cleanup.${operationId}`],
       );
-      await appendAudit(q, {
-        actor: SYSTEM_ACTOR,
-        action: 'tenant.promotion.source-deleted',
-        tenantId: tenant.id,
-        tenantSlug: tenant.slug,
-        operationId,
-        details: { fromTier: r.params.fromTier },
-      });
-    });
+      if (!got[0]?.ok) return; // another run of this cleanup is under way
+      try {
+        await this.engine.cleanupPromotion(this.stepTenant(tenant), r.params, operationId, async (patch) => {
+          await this.db.query(`UPDATE operations SET progress = progress || $2::jsonb WHERE id = $1`, [
+            operationId,
+            JSON.stringify(patch),
+          ]);
+        });
+        await this.db.tx(async (q) => {
+          await q.query(
+            `UPDATE operations SET progress = progress || '{"cleanedUp": true}'::jsonb WHERE id = $1`,
+            [operationId],
+          );
+          await appendAudit(q, {
+            actor: SYSTEM_ACTOR,
+            action: 'tenant.promotion.source-deleted',
+            tenantId: tenant.id,
+            tenantSlug: tenant.slug,
+            operationId,
+            details: { fromTier: r.params.fromTier },
+          });
+        });
+      } finally {
+        await lock.query('SELECT pg_advisory_unlock(hashtext($1))', [`tenantry.cleanup.${operationId}`]);
+      }
+    } finally {
+      lock.release();
+    }
   }
 
-  /** Replication slots and publications left by crashed or finished promotions. */
+  /**
+   * Replication slots and publications left by crashed or finished promotions; the slot of a
+   * promotion waiting for a retry once it holds more WAL than the limit; and cleanups whose job
+   * died with its worker (graphile-worker keeps a crashed worker's job locked for hours).
+   */
   async sweepPromotionOrphans(): Promise<string[]> {
-    const { rows } = await this.db.query<{ id: string }>(
-      `SELECT id FROM operations WHERE kind = 'promote' AND status IN ('queued', 'running')`,
+    const { rows } = await this.db.query<{ id: string; status: string }>(
+      `SELECT id, status FROM operations WHERE kind = 'promote' AND status IN ('queued', 'running')`,
     );
-    return this.engine.sweepPromotionOrphans(rows.map((r) => r.id));
+    const dropped = await this.engine.sweepPromotionOrphans(
+      rows.map((r) => r.id),
+      rows.filter((r) => r.status === 'queued').map((r) => r.id),
+    );
+    await this.db.query(
+      `SELECT graphile_worker.add_job($1, json_build_object('operationId', o.id), job_key := 'cleanup:' || o.id, max_attempts := 25)
+         FROM operations o
+        WHERE o.kind = 'promote' AND o.status = 'succeeded' AND NOT o.params ? 'rollbackOf'
+          AND NOT coalesce((o.progress->>'rolledBack')::boolean, false)
+          AND NOT coalesce((o.progress->>'cleanedUp')::boolean, false)
+          AND (o.progress->>'rollbackUntil')::timestamptz < now() - interval '1 second'
+          AND NOT EXISTS (SELECT 1 FROM graphile_worker._private_jobs j
+                           WHERE j.key = 'cleanup:' || o.id AND j.locked_at IS NULL)`,
+      [PROMOTION_CLEANUP_TASK],
+    );
+    return dropped;
   }
 
-  /** Runs compensating steps best-effort, recording each on the operation; false if any failed. */
+  /**
+   * Runs compensating steps best-effort, recording each on the operation. `ok` is false if any
+   * failed; `forward` when a step refused because the operation is past its point of no return
+   * (a promotion whose routing already flipped), so it must be resumed rather than undone.
+   */
   private async compensate(
     op: Claimed,
     tenant: Tenant,
@@ -440,9 +556,11 @@ export class OperationExecutor {
     names: string[],
     prefix: string,
     signal: AbortSignal,
-  ): Promise<boolean> {
+  ): Promise<{ ok: boolean; forward: boolean }> {
     let ok = true;
+    let forward = false;
     for (const name of names) {
+      if (signal.aborted) return { ok: false, forward }; // lease lost: the new owner decides
       const step: OperationStep = {
         name: `${prefix}${name}`,
         status: 'running',
@@ -455,12 +573,7 @@ export class OperationExecutor {
           operationId: op.id,
           kind,
           step: name,
-          tenant: {
-            id: tenant.id,
-            slug: tenant.slug,
-            tier: tenant.tier,
-            templateVersion: tenant.templateVersion,
-          },
+          tenant: this.stepTenant(tenant),
           signal,
           params: op.params,
           progress: op.progress,
@@ -471,15 +584,43 @@ export class OperationExecutor {
         step.status = 'failed';
         step.error = safeMessage(e);
         ok = false;
+        if (isForwardOnly(e)) {
+          forward = true;
+          steps.pop(); // nothing was undone: the operation resumes where it failed
+          break;
+        }
       }
       step.finishedAt = new Date().toISOString();
     }
-    return ok;
+    return { ok, forward };
   }
 
   /**
-   * A terminal failure. A failed onboarding is rolled back through the same providers, so
-   * nothing is left half-created; the tenant is marked `failed`, never `active`.
+   * Checks, in one transaction on the operation's row, that this runner still holds the lease, and
+   * extends it: a runner that lost its lease must not undo or finish what another runner now owns.
+   */
+  private async holdLease(op: Claimed): Promise<boolean> {
+    return this.db.tx(async (q) => {
+      const { rows } = await q.query<{ lease_owner: string | null; status: string }>(
+        'SELECT lease_owner, status FROM operations WHERE id = $1 FOR UPDATE',
+        [op.id],
+      );
+      if (rows[0]?.lease_owner !== this.runnerId || rows[0]?.status !== 'running') return false;
+      await q.query(
+        `UPDATE operations SET lease_expires_at = now() + make_interval(secs => $2::double precision / 1000) WHERE id = $1`,
+        [op.id, this.opts.leaseMs],
+      );
+      return true;
+    });
+  }
+
+  /**
+   * A terminal failure. A failed onboarding is rolled back through the same providers (where the
+   * engine does that), so nothing is left half-created, and the tenant is marked `failed`, never
+   * `active`; a failed promotion is aborted, the tenant staying active on its source. A failure past
+   * a promotion's routing flip is not undone: the operation is kept, resumable from its failed step
+   * (POST /v1/operations/{id}/resume), as is an onboarding the engine does not roll back.
+   * Everything here is fenced by the lease.
    */
   private async fail(
     op: Claimed,
@@ -489,14 +630,23 @@ export class OperationExecutor {
     cause: unknown,
     signal: AbortSignal,
   ): Promise<void> {
+    this.resourceFlush.delete(op.id);
+    if (!(await this.holdLease(op))) {
+      log.warn(
+        { err: safeMessage(cause) },
+        'lease lost before failing; the operation is left to its new runner',
+      );
+      return;
+    }
     const reason = safeMessage(cause);
     let cleanup = '';
+    let forward = op.kind === 'promote' && isForwardOnly(cause);
     if (
       op.kind === 'onboard' &&
       this.engine.rollsBackFailedOnboarding &&
       this.engine.supportsTier(tenant.tier)
     ) {
-      const ok = await this.compensate(
+      const { ok } = await this.compensate(
         op,
         tenant,
         steps,
@@ -507,24 +657,33 @@ export class OperationExecutor {
       );
       if (!ok) cleanup = '; rollback incomplete, offboard the tenant to finish cleaning up';
     }
-    if (op.kind === 'promote') {
+    if (op.kind === 'promote' && !forward) {
       const names = this.engine.promotionAbortSteps(op.params as unknown as PromotionParams);
-      const ok = await this.compensate(op, tenant, steps, 'promote', names, '', signal);
-      if (!ok) cleanup = '; abort incomplete, see the abort step';
+      const out = await this.compensate(op, tenant, steps, 'promote', names, '', signal);
+      forward = out.forward;
+      if (!out.ok && !forward) cleanup = '; abort incomplete, see the abort step';
     }
-    // A failed promotion or repair leaves the tenant active where it was.
+    const resumable = forward || (op.kind === 'onboard' && !this.engine.rollsBackFailedOnboarding);
+    if (forward) {
+      cleanup = `; routing already points at the new placement, so the promotion is not undone: resume it (POST /v1/operations/${op.id}/resume) to finish the cutover`;
+    } else if (resumable) {
+      cleanup = `; kept as it is: resume it (POST /v1/operations/${op.id}/resume) once the cause is fixed`;
+    }
+    // A failed promotion or repair leaves the tenant active (on its source, or routed forward).
     const tenantStatus =
       op.kind === 'offboard'
         ? 'offboarding'
         : op.kind === 'promote' || op.kind === 'reconcile'
           ? 'active'
           : 'failed';
-    await this.db.tx(async (q) => {
-      await q.query(
+    const recorded = await this.db.tx(async (q) => {
+      const { rowCount } = await q.query(
         `UPDATE operations SET status = 'failed', error = $2, steps = $3::jsonb, lease_owner = NULL, lease_expires_at = NULL,
-                finished_at = now(), updated_at = now() WHERE id = $1`,
-        [op.id, `${reason}${cleanup}`, JSON.stringify(steps)],
+                progress = progress || $5::jsonb, finished_at = now(), updated_at = now()
+          WHERE id = $1 AND lease_owner = $4 AND status = 'running'`,
+        [op.id, `${reason}${cleanup}`, JSON.stringify(steps), this.runnerId, JSON.stringify({ resumable })],
       );
+      if ((rowCount ?? 0) === 0) return false;
       await setTenantStatus(q, tenant.id, tenantStatus);
       await appendAudit(q, {
         actor: SYSTEM_ACTOR,
@@ -532,11 +691,16 @@ export class OperationExecutor {
         tenantId: tenant.id,
         tenantSlug: tenant.slug,
         operationId: op.id,
-        details: { error: reason },
+        details: { error: reason, resumable },
       });
+      return true;
     });
+    if (!recorded) {
+      log.warn({ err: reason }, 'lease lost while failing; the operation is left to its new runner');
+      return;
+    }
     this.metrics.operations.inc({ kind: op.kind, status: 'failed' });
-    log.error({ err: reason }, 'operation failed');
+    log.error({ err: reason, resumable }, 'operation failed');
   }
 
   /**

@@ -4,6 +4,18 @@
  * nothing but node:crypto and the Queryable shape, so it serializes cleanly.
  */
 export { type DatabaseSpec, type DatabaseState, databaseProvider, lockDownDatabases } from './database.js';
+export {
+  ensureFreezeSupport,
+  ensureFreezeTriggers,
+  FREEZE_TRIGGER,
+  type FreezeReason,
+  type FreezeSpec,
+  freezeTenant,
+  isTenantFrozen,
+  unfreezeTenant,
+  waitForOlderTransactions,
+  withFreezeLifted,
+} from './freeze.js';
 export { applyGrants, type GrantsSpec, type GrantsState, grantsProvider } from './grants.js';
 export { ensureMeta, META_SCHEMA } from './meta.js';
 export {

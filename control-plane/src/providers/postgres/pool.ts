@@ -1,3 +1,4 @@
+import { ensureFreezeTriggers, type FreezeReason, freezeTenant, withFreezeLifted } from './freeze.js';
 import { ensureMeta } from './meta.js';
 import { schemaProvider } from './schema.js';
 import { ident, inTransaction, literal, lockDatabaseAcl, type Queryable } from './sql.js';
@@ -119,6 +120,8 @@ export const poolProvider: Provider<PoolSpec, PoolState> = {
       await lockDatabaseAcl(db);
       await db.query(`GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`);
     });
+    // The per-tenant write freeze's guard: created once, so freezing a tenant never takes a lock on these tables.
+    await ensureFreezeTriggers(db, spec.schema, { owner: spec.owner, setting: spec.setting });
     const state = await this.observe(db, spec);
     if (!state) throw new Error(`pool schema ${spec.schema} vanished during update`);
     return state;
@@ -136,6 +139,16 @@ export interface PoolMembershipSpec {
   setting: string;
   /** Rows deleted per statement on removal, so offboarding never holds long locks. */
   deleteBatchSize?: number;
+  /**
+   * Login roles that can write the pool (its shared role): on removal the tenant is frozen first and
+   * the freeze waits for their older transactions, so no row lands behind the deletion.
+   */
+  writers?: string[];
+  /** What the tenant's frozen marker, kept after removal, says to a late writer. Default `offboarded`. */
+  freezeReason?: Extract<FreezeReason, 'offboarded' | 'moved'>;
+  freezeWaitMs?: number;
+  /** Called after each deleted batch (progress, fault injection in crash tests). */
+  afterBatch?: () => Promise<void>;
 }
 
 export interface PoolMembershipState {
@@ -203,14 +216,31 @@ export const poolMembershipProvider: Provider<PoolMembershipSpec, PoolMembership
     return this.create(db, spec);
   },
 
-  /** Removes every row of the tenant from the shared tables, in batches, then the membership. */
+  /**
+   * Freezes the tenant, then removes every row of it from the shared tables in batches, then the
+   * membership. Shared credentials stay valid for every other tenant, so the freeze stays behind
+   * as a marker: a late write carrying this tenant's id is refused, and nothing is left behind.
+   */
   async delete(db, spec) {
     await ensureMeta(db);
+    await freezeTenant(
+      db,
+      {
+        schema: spec.schema,
+        tenantId: spec.tenantId,
+        reason: spec.freezeReason ?? 'offboarded',
+        setting: spec.setting,
+        ...(spec.writers ? { writers: spec.writers } : {}),
+        ...(spec.freezeWaitMs ? { waitMs: spec.freezeWaitMs } : {}),
+      },
+      { keepOnTimeout: true },
+    );
     const batch = Math.max(1, Math.trunc(spec.deleteBatchSize ?? 10_000));
     const s = ident(spec.schema);
     for (const table of await deletionOrder(db, spec.schema)) {
       for (;;) {
-        const n = await inTransaction(db, async () => {
+        // Only this session writes past the freeze, one batch per transaction.
+        const n = await withFreezeLifted(db, spec.schema, spec.tenantId, async () => {
           // The tenant context makes this work under FORCE RLS for a non-superuser admin too.
           await db.query('SELECT set_config($1, $2, true)', [spec.setting, spec.tenantId]);
           const res = await db.query(
@@ -220,6 +250,7 @@ export const poolMembershipProvider: Provider<PoolMembershipSpec, PoolMembership
           );
           return res.rowCount ?? 0;
         });
+        await spec.afterBatch?.();
         if (n < batch) break;
       }
     }
