@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -22,12 +22,16 @@ export interface ControlPlane {
   pgUrl(db: string): string;
   /** Peak resident memory of the control-plane process (VmHWM), not counting Postgres. */
   peakRssMb(): number;
+  /** CPU time used so far (user + system, ms) by the control-plane process and by its Postgres. */
+  cpuMs(): { controlPlane: number; postgres: number };
   stop(): Promise<void>;
 }
 
 /** Starts `npm start`'s entry point on the embedded default, in a scratch data directory. */
 export async function startControlPlane(env: Record<string, string> = {}): Promise<ControlPlane> {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-bench-'));
+  // A data directory handed in (to keep a fleet between runs) is kept; a scratch one is removed.
+  const scratch = env.TENANTRY_DATA_DIR === undefined;
+  const dataDir = env.TENANTRY_DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-bench-'));
   fs.chmodSync(dataDir, 0o755);
   const port = await freePort();
   const pgPort = await freePort();
@@ -36,12 +40,12 @@ export async function startControlPlane(env: Record<string, string> = {}): Promi
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/tmp',
-      TENANTRY_DATA_DIR: dataDir,
       TENANTRY_EMBEDDED_PG_PORT: String(pgPort),
       TENANTRY_ADMIN_TOKEN: token,
       PORT: String(port),
       LOG_LEVEL: 'warn',
       ...env,
+      TENANTRY_DATA_DIR: dataDir,
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -62,7 +66,27 @@ export async function startControlPlane(env: Record<string, string> = {}): Promi
     base,
     token,
     dataDir,
-    pgUrl: (db) => `postgres://postgres:${encodeURIComponent(pw)}@127.0.0.1:${pgPort}/${db}`,
+    // The same transport the control plane uses for its own connections: the Unix socket in
+    // the data directory when there is one (see runtime.ts), so the floor is not handicapped.
+    pgUrl: (db) => {
+      const sock = path.join(dataDir, 'pg');
+      const host = fs.existsSync(path.join(sock, `.s.PGSQL.${pgPort}`))
+        ? `?host=${encodeURIComponent(sock)}`
+        : '';
+      return `postgres://postgres:${encodeURIComponent(pw)}@127.0.0.1:${pgPort}/${db}${host}`;
+    },
+    cpuMs() {
+      // The postmaster's own time plus what its reaped children used (cutime/cstime), plus live backends.
+      const pgPid = Number(
+        fs.readFileSync(path.join(dataDir, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0],
+      );
+      let postgres = cpuTicks(pgPid, true);
+      for (const child of childrenOf(pgPid)) postgres += cpuTicks(child, false);
+      return {
+        controlPlane: (cpuTicks(proc.pid ?? 0, false) * 1000) / CLK_TCK,
+        postgres: (postgres * 1000) / CLK_TCK,
+      };
+    },
     peakRssMb() {
       const status = fs.readFileSync(`/proc/${proc.pid}/status`, 'utf8');
       const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
@@ -74,9 +98,40 @@ export async function startControlPlane(env: Record<string, string> = {}): Promi
         proc.once('exit', () => resolve());
         proc.kill('SIGTERM');
       });
-      fs.rmSync(dataDir, { recursive: true, force: true });
+      if (scratch) fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** utime + stime of a process (with its reaped children's when asked), in clock ticks; 0 if gone. */
+function cpuTicks(pid: number, withReapedChildren: boolean): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime is field 14 overall.
+    const f = stat
+      .slice(stat.lastIndexOf(')') + 2)
+      .split(' ')
+      .map(Number);
+    const [utime, stime, cutime, cstime] = [f[11] ?? 0, f[12] ?? 0, f[13] ?? 0, f[14] ?? 0];
+    return utime + stime + (withReapedChildren ? cutime + cstime : 0);
+  } catch {
+    return 0;
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return fs
+      .readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
 }
 
 export function percentile(values: number[], p: number): number {
