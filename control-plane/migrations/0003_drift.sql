@@ -21,6 +21,8 @@ CREATE TABLE drift_runs (
   error           text
 );
 CREATE INDEX drift_runs_recent ON drift_runs (created_at DESC, id DESC);
+-- The latest finished sweep: what GET /v1/tenants/{slug}/drift and the findings gauge read.
+CREATE INDEX drift_runs_latest_finished ON drift_runs (finished_at DESC) WHERE status = 'succeeded';
 -- At most one sweep queued or running, enforced by the database (a second request gets the first).
 CREATE UNIQUE INDEX drift_runs_one_pending ON drift_runs ((true)) WHERE status IN ('queued', 'running');
 

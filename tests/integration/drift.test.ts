@@ -616,6 +616,34 @@ describe('the drift API and the job queue', () => {
     expect([a, b].filter((x) => x !== null)).toHaveLength(1);
   });
 
+  it('forgets runs and findings older than the retention, keeping the recent ones', async () => {
+    const old = `dr_${'e'.repeat(28)}`;
+    await s.sql(
+      s.controlDb,
+      `INSERT INTO drift_runs (id, trigger, status, target, created_at, started_at, finished_at)
+       VALUES ($1, 'schedule', 'succeeded', 'local', now() - interval '40 days', now() - interval '40 days', now() - interval '40 days')`,
+      [old],
+    );
+    await s.sql(
+      s.controlDb,
+      `INSERT INTO drift_findings (run_id, seq, resource, name, kind, field, category) VALUES ($1, 1, 'role', 'x', 'changed', 'f', 'state')`,
+      [old],
+    );
+    const r = await sweep();
+    const left = await s.sql<{ id: string }>(
+      s.controlDb,
+      'SELECT id FROM drift_runs WHERE id = ANY($1::text[])',
+      [[old, r.run.id]],
+    );
+    expect(left.map((x) => x.id)).toEqual([r.run.id]);
+    const findings = await s.sql<{ n: string }>(
+      s.controlDb,
+      'SELECT count(*) AS n FROM drift_findings WHERE run_id = $1',
+      [old],
+    );
+    expect(Number(findings[0]?.n)).toBe(0);
+  });
+
   it('fails a run left running by a dead process when the next sweep starts', async () => {
     await s.sql(
       s.controlDb,

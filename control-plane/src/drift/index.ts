@@ -50,11 +50,18 @@ export function wireDrift(
   close: () => Promise<void> = async () => {},
 ): DriftHandle {
   const log = deps.log.child({ component: 'drift' });
-  const sweeper = new DriftSweeper(deps.db, detector, remediator, new DriftMetrics(deps.registry), log, {
-    ...(deps.runOperation ? { runOperation: deps.runOperation } : {}),
-    ...(deps.maxAttempts ? { maxAttempts: deps.maxAttempts } : {}),
-    ...(deps.remediationTimeoutMs ? { remediationTimeoutMs: deps.remediationTimeoutMs } : {}),
-  });
+  const sweeper = new DriftSweeper(
+    deps.db,
+    detector,
+    remediator,
+    new DriftMetrics(deps.registry, deps.db),
+    log,
+    {
+      ...(deps.runOperation ? { runOperation: deps.runOperation } : {}),
+      ...(deps.maxAttempts ? { maxAttempts: deps.maxAttempts } : {}),
+      ...(deps.remediationTimeoutMs ? { remediationTimeoutMs: deps.remediationTimeoutMs } : {}),
+    },
+  );
   const service = new DriftService(deps.db, sweeper, detector.target);
   return {
     service,

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { DRIFT_KINDS, DRIFT_RESOURCES, type Finding } from './types.js';
+import type { Queryable } from '../providers/postgres/sql.js';
+import { DRIFT_KINDS, DRIFT_RESOURCES } from './types.js';
 
 /** Drift metrics, registered on the control plane's registry (created once per registry). */
 export class DriftMetrics {
@@ -7,15 +8,33 @@ export class DriftMetrics {
   readonly sweepDuration: Histogram<'trigger' | 'outcome'>;
   readonly remediations: Counter<'outcome'>;
 
-  constructor(registry: Registry) {
+  /**
+   * The findings gauge is read from the database at scrape time (the latest finished sweep's open
+   * findings), so every control-plane process reports the same numbers, whichever ran the sweep.
+   */
+  constructor(registry: Registry, db: Queryable) {
     const existing = <T>(name: string) => registry.getSingleMetric(name) as T | undefined;
     this.findings =
       existing<Gauge<'kind' | 'resource'>>('tenantry_drift_findings') ??
       new Gauge({
         name: 'tenantry_drift_findings',
-        help: 'Open drift findings after the last sweep (not repaired, not ignored), by kind and resource',
+        help: 'Open drift findings of the latest finished sweep (not repaired, not ignored), by kind and resource',
         labelNames: ['kind', 'resource'],
         registers: [registry],
+        async collect() {
+          const { rows } = await db.query<{ kind: string; resource: string; n: number }>(
+            `SELECT f.kind, f.resource, count(*)::int AS n FROM drift_findings f
+              WHERE f.run_id = (SELECT id FROM drift_runs WHERE status = 'succeeded' ORDER BY finished_at DESC LIMIT 1)
+                AND f.resolution <> 'repaired'
+              GROUP BY 1, 2`,
+          );
+          const counts = new Map(rows.map((r) => [`${r.kind}|${r.resource}`, r.n]));
+          for (const kind of DRIFT_KINDS) {
+            for (const resource of DRIFT_RESOURCES) {
+              this.set({ kind, resource }, counts.get(`${kind}|${resource}`) ?? 0);
+            }
+          }
+        },
       });
     this.sweepDuration =
       existing<Histogram<'trigger' | 'outcome'>>('tenantry_drift_sweep_duration_seconds') ??
@@ -34,17 +53,5 @@ export class DriftMetrics {
         labelNames: ['outcome'],
         registers: [registry],
       });
-  }
-
-  /** Sets the gauge to the open findings of a finished sweep (every label pair, zero included). */
-  setFindings(open: Pick<Finding, 'kind' | 'resource'>[]): void {
-    const counts = new Map<string, number>();
-    for (const f of open)
-      counts.set(`${f.kind}|${f.resource}`, (counts.get(`${f.kind}|${f.resource}`) ?? 0) + 1);
-    for (const kind of DRIFT_KINDS) {
-      for (const resource of DRIFT_RESOURCES) {
-        this.findings.set({ kind, resource }, counts.get(`${kind}|${resource}`) ?? 0);
-      }
-    }
   }
 }

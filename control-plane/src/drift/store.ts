@@ -262,6 +262,21 @@ export async function runFindings(
   return rows.map((r) => toFinding(r as FindingRow));
 }
 
+/**
+ * Forgets runs (and, by cascade, their findings) older than the retention, never the latest finished
+ * one: at a sweep every 15 minutes, a month is about 3,000 runs.
+ */
+export async function pruneRuns(q: Queryable, retentionDays: number): Promise<number> {
+  const { rowCount } = await q.query(
+    `DELETE FROM drift_runs
+      WHERE created_at < now() - make_interval(days => $1)
+        AND status IN ('succeeded', 'failed')
+        AND id <> coalesce((SELECT id FROM drift_runs WHERE status = 'succeeded' ORDER BY finished_at DESC LIMIT 1), '')`,
+    [retentionDays],
+  );
+  return rowCount ?? 0;
+}
+
 /** The latest finished sweep. */
 export async function latestFinishedRun(q: Queryable): Promise<DriftRun | null> {
   const { rows } = await q.query<RunRow & Record<string, unknown>>(

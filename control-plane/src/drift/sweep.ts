@@ -15,6 +15,7 @@ import {
   insertRun,
   loadPolicies,
   newDriftRunId,
+  pruneRuns,
   type RemediationRecord,
   type RunSummary,
   type RunTrigger,
@@ -54,6 +55,8 @@ export interface SweeperOptions {
    * crash of this process leaves them to another worker; the executor's claim makes one runner win.
    */
   runOperation?: (operationId: string) => Promise<void>;
+  /** Runs and their findings are kept this long (the latest finished one always). */
+  retentionDays?: number;
 }
 
 function safeMessage(e: unknown): string {
@@ -264,7 +267,7 @@ export class DriftSweeper {
         error: null,
       };
       await finishRun(this.db, run.id, done);
-      this.metrics.setFindings(open);
+      await pruneRuns(this.db, this.opts.retentionDays ?? 30);
       this.metrics.sweepDuration.observe({ trigger: run.trigger, outcome: 'succeeded' }, durationMs / 1000);
       log.info(
         {
