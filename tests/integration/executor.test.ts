@@ -13,9 +13,11 @@ import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
 /** An Engine whose steps fail on cue: the executor's state machine against the real control database. */
 class ScriptedEngine implements Engine {
   readonly target = 'local' as const;
-  readonly rollsBackFailedOnboarding = true;
   calls: string[] = [];
   failures = new Map<string, Error[]>();
+  /** Runs inside a step, before it succeeds or fails. */
+  onStep: ((ctx: StepContext) => Promise<void>) | undefined;
+  constructor(readonly rollsBackFailedOnboarding = true) {}
   supportsTier(tier: Tier) {
     return tier !== 'account';
   }
@@ -24,6 +26,7 @@ class ScriptedEngine implements Engine {
   }
   async runStep(ctx: StepContext) {
     this.calls.push(`${ctx.kind}:${ctx.step}`);
+    await this.onStep?.(ctx);
     const next = this.failures.get(ctx.step)?.shift();
     if (next) throw next;
     return { [ctx.step]: ctx.kind === 'onboard' ? 'done' : null };
@@ -65,11 +68,31 @@ afterAll(async () => {
   await db?.close();
 });
 
-async function create() {
+async function create(service = svc) {
   const slug = `ex-${rand(3)}`;
-  const out = await svc.create(actor, { slug, name: 'x', tier: 'bridge' });
+  const out = await service.create(actor, { slug, name: 'x', tier: 'bridge' });
   return { slug, opId: out.body.operation.id };
 }
+
+/** Another runner takes the operation over (as the reaper and a second worker would after a stall). */
+const stealLease = (opId: string) =>
+  db.query(
+    `UPDATE operations SET lease_owner = 'someone-else', lease_expires_at = now() + interval '1 hour' WHERE id = $1`,
+    [opId],
+  );
+
+async function activeTenant() {
+  const { slug, opId } = await create();
+  await exec.run(opId);
+  return slug;
+}
+
+const auditOf = async (opId: string) =>
+  (
+    await db.query<{ action: string }>(`SELECT action FROM audit_log WHERE operation_id = $1 ORDER BY id`, [
+      opId,
+    ])
+  ).rows.map((r) => r.action);
 
 describe('operation executor', () => {
   it('runs every step in order, records progress and outputs, and activates the tenant', async () => {
@@ -160,5 +183,144 @@ describe('operation executor', () => {
   it('refuses a second active operation for one tenant at the database level', async () => {
     const { slug } = await create();
     await expect(svc.offboard(actor, slug, slug)).rejects.toMatchObject({ code: 'OPERATION_IN_PROGRESS' });
+  });
+
+  it('a runner that lost its lease neither compensates nor fails the operation', async () => {
+    engine.calls = [];
+    engine.failures.set('schema', [new TenantryError('PROVIDER_FAILED', 'template does not apply')]);
+    const { slug, opId } = await create();
+    engine.onStep = async (ctx) => {
+      if (ctx.step === 'schema') await stealLease(opId);
+    };
+    try {
+      await exec.run(opId);
+    } finally {
+      engine.onStep = undefined;
+      engine.failures.clear();
+    }
+    expect(engine.calls).toEqual(['onboard:key', 'onboard:role', 'onboard:schema']);
+    const op = await db.query<{ status: string; lease_owner: string }>(
+      'SELECT status, lease_owner FROM operations WHERE id = $1',
+      [opId],
+    );
+    expect(op.rows[0]).toEqual({ status: 'running', lease_owner: 'someone-else' });
+    expect((await findTenantBySlug(db, slug))?.status).toBe('provisioning');
+    expect(await auditOf(opId)).not.toContain('operation.onboard.failed');
+  });
+
+  it('a runner that lost its lease does not record a promotion it finished', async () => {
+    const slug = await activeTenant();
+    const promo = await svc.promote(actor, slug, 'silo');
+    const opId = promo.body.operation.id;
+    engine.onStep = async (ctx) => {
+      if (ctx.step === 'provision') await stealLease(opId);
+    };
+    try {
+      await exec.run(opId);
+    } finally {
+      engine.onStep = undefined;
+    }
+    expect((await findOperation(db, opId))?.status).toBe('running');
+    expect((await findTenantBySlug(db, slug))?.tier).toBe('bridge');
+    expect(await auditOf(opId)).not.toContain('tenant.promotion.cutover');
+  });
+
+  it('a promotion that fails past its routing flip is not aborted, and resumes from the failed step', async () => {
+    const slug = await activeTenant();
+    const promo = await svc.promote(actor, slug, 'silo');
+    const opId = promo.body.operation.id;
+    engine.calls = [];
+    engine.failures.set('provision', [
+      new TenantryError('PROVIDER_FAILED', 'grants failed after the flip', {
+        context: { forwardOnly: true },
+      }),
+    ]);
+    await exec.run(opId);
+    expect(engine.calls).toEqual(['promote:provision']); // no abort step ran
+    const failed = await findOperation(db, opId);
+    expect(failed?.status).toBe('failed');
+    expect(failed?.error).toMatch(/resume it/);
+    expect(failed?.progress.resumable).toBe(true);
+    expect(failed?.steps.map((x) => `${x.name}:${x.status}`)).toEqual(['provision:failed']);
+    expect((await findTenantBySlug(db, slug))?.status).toBe('active');
+    // Nothing else may start on the tenant until it is resumed.
+    await expect(svc.offboard(actor, slug, slug)).rejects.toMatchObject({ code: 'OPERATION_IN_PROGRESS' });
+    const resumed = await svc.resume(actor, opId);
+    expect(resumed.operation).toMatchObject({ status: 'queued', attempts: 0 });
+    expect(resumed.operation.steps.map((x) => `${x.name}:${x.status}`)).toEqual(['provision:pending']);
+    const job = await db.query(`SELECT 1 FROM graphile_worker._private_jobs WHERE key = $1`, [opId]);
+    expect(job.rows).toHaveLength(1);
+    await exec.run(opId);
+    expect((await findOperation(db, opId))?.status).toBe('succeeded');
+    expect((await findTenantBySlug(db, slug))?.tier).toBe('silo');
+    expect(await auditOf(opId)).toEqual(
+      expect.arrayContaining(['operation.promote.failed', 'operation.resume', 'tenant.promotion.cutover']),
+    );
+  });
+
+  it('an onboarding the engine does not roll back is kept and resumes from its failed step', async () => {
+    const keeping = new ScriptedEngine(false);
+    const svc2 = new TenantService(db, keeping, { templateVersion: 1, maxAttempts: 3 });
+    const exec2 = new OperationExecutor(db, keeping, pino({ level: 'silent' }), new Metrics(db), {
+      maxAttempts: 3,
+      leaseMs: 1000,
+    });
+    keeping.failures.set('role', [new TenantryError('PROVIDER_FAILED', 'quota exceeded')]);
+    const { slug, opId } = await create(svc2);
+    await exec2.run(opId);
+    const failed = await findOperation(db, opId);
+    expect(failed?.status).toBe('failed');
+    expect(failed?.steps.map((x) => `${x.name}:${x.status}`)).toEqual([
+      'key:succeeded',
+      'role:failed',
+      'schema:pending',
+    ]);
+    expect((await findTenantBySlug(db, slug))?.status).toBe('failed');
+    await svc2.resume(actor, opId);
+    expect((await findTenantBySlug(db, slug))?.status).toBe('provisioning');
+    keeping.calls = [];
+    await exec2.run(opId);
+    expect(keeping.calls).toEqual(['onboard:role', 'onboard:schema']);
+    expect((await findOperation(db, opId))?.status).toBe('succeeded');
+    expect((await findTenantBySlug(db, slug))?.status).toBe('active');
+  });
+
+  it('refuses to resume what is in flight, succeeded, or was undone, with 409 codes', async () => {
+    const { opId } = await create();
+    await expect(svc.resume(actor, opId)).rejects.toMatchObject({ code: 'OPERATION_IN_PROGRESS' });
+    await exec.run(opId);
+    await expect(svc.resume(actor, opId)).rejects.toMatchObject({
+      code: 'OPERATION_IN_PROGRESS',
+      message: expect.stringMatching(/is succeeded; only a failed operation/),
+    });
+    engine.failures.set('schema', [new TenantryError('PROVIDER_FAILED', 'template does not apply')]);
+    const rolled = await create();
+    await exec.run(rolled.opId);
+    await expect(svc.resume(actor, rolled.opId)).rejects.toMatchObject({
+      message: expect.stringMatching(/its failure was undone/),
+    });
+    await expect(svc.resume(actor, `op_${'0'.repeat(28)}`)).rejects.toMatchObject({
+      code: 'OPERATION_NOT_FOUND',
+    });
+  });
+
+  it('writes the resource events a step emitted faster than the throttle when the step ends', async () => {
+    const { opId } = await create();
+    engine.onStep = async (ctx) => {
+      if (ctx.step !== 'key') return;
+      for (const status of ['running', 'running', 'succeeded'])
+        ctx.onResourceEvent?.({ resource: 'aws:kms:Key', action: 'create', status });
+    };
+    try {
+      await exec.run(opId);
+    } finally {
+      engine.onStep = undefined;
+    }
+    const op = await findOperation(db, opId);
+    expect((op?.progress.resources as { status: string }[]).map((r) => r.status)).toEqual([
+      'running',
+      'running',
+      'succeeded',
+    ]);
   });
 });
