@@ -117,6 +117,8 @@ export const poolProvider: Provider<PoolSpec, PoolState> = {
       await db.query(`GRANT USAGE ON SCHEMA ${s} TO ${role}`);
       await db.query(`REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM PUBLIC`);
       await db.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${s} TO ${role}`);
+      // A template table with a serial key needs its (shared) sequence.
+      await db.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${role}`);
       await lockDatabaseAcl(db);
       await db.query(`GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`);
     });
