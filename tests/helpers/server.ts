@@ -11,7 +11,17 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startServer(port: number, env: Record<string, string>): Promise<ChildProcess> {
+export interface ServerProcess extends ChildProcess {
+  /** Everything the process wrote to stderr so far (where a generated admin token is printed). */
+  output(): string;
+}
+
+/** Spawns the server and waits until /healthz answers 200 (or the process dies, or `timeoutMs` passes). */
+export async function startServer(
+  port: number,
+  env: Record<string, string>,
+  opts: { timeoutMs?: number } = {},
+): Promise<ServerProcess> {
   const p = spawn(process.execPath, ['--import', 'tsx', 'control-plane/src/server.ts'], {
     env: {
       PATH: process.env.PATH ?? '',
@@ -21,20 +31,23 @@ export async function startServer(port: number, env: Record<string, string>): Pr
       ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  }) as ServerProcess;
   let stderr = '';
   p.stderr?.on('data', (d) => {
     stderr += String(d);
   });
-  const until = Date.now() + 30_000;
+  p.output = () => stderr;
+  const until = Date.now() + (opts.timeoutMs ?? 30_000);
   for (;;) {
     const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then(
       (r) => r.ok,
       () => false,
     );
     if (ok) return p;
-    if (p.exitCode !== null || p.signalCode !== null || Date.now() > until)
+    if (p.exitCode !== null || p.signalCode !== null || Date.now() > until) {
+      if (isRunning(p)) await kill9(p);
       throw new Error(`server did not start: ${stderr}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -43,9 +56,14 @@ export const isRunning = (p: ChildProcess | undefined): p is ChildProcess =>
   !!p && p.exitCode === null && p.signalCode === null;
 
 export async function kill9(p: ChildProcess): Promise<void> {
+  await signal(p, 'SIGKILL');
+}
+
+/** Sends `sig` to a process we started and waits for it to exit. */
+export async function signal(p: ChildProcess, sig: NodeJS.Signals): Promise<void> {
   if (!isRunning(p)) return;
   await new Promise<void>((resolve) => {
     p.once('exit', () => resolve());
-    p.kill('SIGKILL');
+    p.kill(sig);
   });
 }
