@@ -63,6 +63,13 @@ const ROUTES: RouteCase[] = [
     allowed: SALES,
   },
   {
+    name: 'resume an operation',
+    method: 'POST',
+    path: '/v1/operations/{id}/resume',
+    url: () => `/v1/operations/${NO_OP}/resume`,
+    allowed: SRE,
+  },
+  {
     name: 'read connection',
     method: 'GET',
     path: '/v1/tenants/{slug}/connection',
