@@ -214,6 +214,13 @@ export async function activeOperationFor(q: Queryable, tenantId: string): Promis
 }
 
 /**
+ * The SQL call that enqueues an operation's job, over the given parameter expressions. The job is
+ * keyed by the operation id, so a second enqueue replaces it rather than running it twice.
+ */
+const addOperationJob = (task: string, operationId: string, maxAttempts: string) =>
+  `graphile_worker.add_job(${task}, json_build_object('operationId', ${operationId}::text), job_key := ${operationId}::text, max_attempts := ${maxAttempts}::int)`;
+
+/**
  * Inserts the operation and enqueues its job in the caller's transaction: either both
  * happen or neither does. The partial unique index refuses a second active operation.
  */
@@ -235,11 +242,22 @@ export async function insertOperationAndEnqueue(
     startedAt: null,
     finishedAt: null,
   }));
+  // One round trip: the job is added only if the row went in (same transaction either way).
   await q.query(
-    `INSERT INTO operations (id, kind, tenant_id, status, steps, params) VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb)`,
-    [op.id, op.kind, op.tenantId, JSON.stringify(steps), JSON.stringify(op.params ?? {})],
+    `WITH o AS (
+       INSERT INTO operations (id, kind, tenant_id, status, steps, params)
+       VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb) RETURNING id)
+     SELECT ${addOperationJob('$6', 'o.id', '$7')} FROM o`,
+    [
+      op.id,
+      op.kind,
+      op.tenantId,
+      JSON.stringify(steps),
+      JSON.stringify(op.params ?? {}),
+      RUN_OPERATION_TASK,
+      maxAttempts,
+    ],
   );
-  await enqueueOperationJob(q, op.id, maxAttempts);
   const now = new Date().toISOString();
   return {
     id: op.id,
@@ -264,10 +282,11 @@ export async function enqueueOperationJob(
   operationId: string,
   maxAttempts: number,
 ): Promise<void> {
-  await q.query(
-    `SELECT graphile_worker.add_job($1, json_build_object('operationId', $2::text), job_key := $2::text, max_attempts := $3::int)`,
-    [RUN_OPERATION_TASK, operationId, maxAttempts],
-  );
+  await q.query(`SELECT ${addOperationJob('$1', '$2', '$3')}`, [
+    RUN_OPERATION_TASK,
+    operationId,
+    maxAttempts,
+  ]);
 }
 
 /* ---------- audit ---------- */
