@@ -208,9 +208,10 @@ export class LocalEngine implements Engine {
   }
 
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
-    if (this.opts.faultStepDelayMs) await new Promise((r) => setTimeout(r, this.opts.faultStepDelayMs));
     const { tenant } = ctx;
+    // Promotion steps pause at named points inside them instead (see the fault hook).
     if (ctx.kind === 'promote') return this.promotion.runStep(ctx);
+    if (this.opts.faultStepDelayMs) await new Promise((r) => setTimeout(r, this.opts.faultStepDelayMs));
     if (tenant.tier === 'account') throw this.accountRefused();
     const up = ctx.kind === 'onboard';
     const n = this.dp.names;
