@@ -11,6 +11,9 @@ import { createToken } from '../../control-plane/src/db/tokens.js';
 import type { Role } from '../../control-plane/src/domain/auth.js';
 import type { DriftService } from '../../control-plane/src/drift/service.js';
 import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
+import { auth, connectionOf, tenantClient } from '../helpers/runtime.js';
+
+export { auth, connectionOf, onboard, waitForOperation } from '../helpers/runtime.js';
 
 /**
  * Drift tests get a Postgres cluster of their own (the embedded default, as `npm start` runs it):
@@ -92,33 +95,11 @@ export async function startDriftStack(env: Record<string, string> = {}): Promise
   };
 }
 
-export const auth = (token: string) => ({ authorization: `Bearer ${token}` });
-
-export async function waitForOperation(
-  s: DriftStack,
-  id: string,
-  timeoutMs = 60_000,
-): Promise<{ status: string }> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const res = await s.app.inject({
-      method: 'GET',
-      url: `/v1/operations/${id}`,
-      headers: auth(s.tokens.sre),
-    });
-    const op = res.json() as { status: string };
-    if (['succeeded', 'failed', 'cancelled'].includes(op.status)) return op;
-    if (Date.now() > until) throw new Error(`operation ${id} still ${op.status}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-/** Submits an onboarding; waits for it unless `wait` is false. */
-export async function onboard(
+/** Submits an onboarding without waiting for it (the in-flight drift test). */
+export async function startOnboarding(
   s: DriftStack,
   tier: 'pool' | 'bridge' | 'silo',
   slug: string,
-  wait = true,
 ): Promise<{ slug: string; id: string; operationId: string }> {
   const res = await s.app.inject({
     method: 'POST',
@@ -128,42 +109,13 @@ export async function onboard(
   });
   if (res.statusCode !== 202) throw new Error(`onboard ${slug}: ${res.statusCode} ${res.body}`);
   const body = res.json() as { tenant: { id: string }; operation: { id: string } };
-  if (wait) {
-    const op = await waitForOperation(s, body.operation.id);
-    if (op.status !== 'succeeded') throw new Error(`onboard ${slug}: ${JSON.stringify(op)}`);
-  }
   return { slug, id: body.tenant.id, operationId: body.operation.id };
-}
-
-export async function connection(s: DriftStack, slug: string) {
-  const res = await s.app.inject({
-    method: 'GET',
-    url: `/v1/tenants/${slug}/connection`,
-    headers: auth(s.tokens.dataplane),
-  });
-  if (res.statusCode !== 200) throw new Error(`connection ${slug}: ${res.statusCode} ${res.body}`);
-  return res.json() as {
-    host: string;
-    port: number;
-    database: string;
-    user: string;
-    password: string;
-    schema?: string;
-  };
 }
 
 /** Logs in with the tenant's own descriptor and counts its users: proves the credentials and grants work. */
 export async function tenantCanQuery(s: DriftStack, slug: string): Promise<boolean> {
-  const d = await connection(s, slug);
-  const c = new pg.Client({
-    host: d.host,
-    port: d.port,
-    database: d.database,
-    user: d.user,
-    password: d.password,
-  });
+  const c = await tenantClient(await connectionOf(s, slug));
   try {
-    await c.connect();
     await c.query('SELECT count(*) FROM users');
     return true;
   } finally {

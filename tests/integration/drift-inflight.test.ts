@@ -1,5 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { auth, type DriftStack, onboard, startDriftStack, waitForOperation } from './drift-helpers.js';
+import {
+  auth,
+  type DriftStack,
+  onboard,
+  startDriftStack,
+  startOnboarding,
+  waitForOperation,
+} from './drift-helpers.js';
 
 /**
  * Sweeps while onboardings and a promotion are in flight: tenants in mid-operation have
@@ -31,9 +38,9 @@ const inFlight = async (ids: string[]) => {
 describe('a sweep during onboarding and promotion', () => {
   it('skips tenants in mid-operation with the reason and reports no drift for anyone', async () => {
     const started = await Promise.all([
-      onboard(s, 'bridge', 'new-bridge', false),
-      onboard(s, 'silo', 'new-silo', false),
-      onboard(s, 'pool', 'new-pool', false),
+      startOnboarding(s, 'bridge', 'new-bridge'),
+      startOnboarding(s, 'silo', 'new-silo'),
+      startOnboarding(s, 'pool', 'new-pool'),
     ]);
     const promo = await s.app.inject({
       method: 'POST',

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SweepResult } from '../../control-plane/src/drift/sweep.js';
 import {
   auth,
-  connection,
+  connectionOf,
   type DriftStack,
   onboard,
   startDriftStack,
@@ -379,7 +379,7 @@ const CASES: Case[] = [
       field: 'exists',
     },
     after: async () => {
-      const d = await connection(s, T.pool2);
+      const d = await connectionOf(s, T.pool2);
       expect(d).toMatchObject({ tenantId: ids[T.pool2], tier: 'pool', tenantSetting: 'app.tenant_id' });
     },
   },

@@ -3,6 +3,7 @@ import { TenantryError } from '../domain/errors.js';
 import type { StepContext, StepOutputs, StepTenant } from '../domain/ports.js';
 import { type DriftFinding, driftFromPreviewEvents } from '../engine/pulumi/events.js';
 import { stackName } from '../engine/pulumi/naming.js';
+import { mapLimit } from '../lib/concurrency.js';
 import type {
   DetectInput,
   DetectResult,
@@ -95,32 +96,26 @@ export class AwsDriftDetector implements DriftDetector {
     const t0 = performance.now();
     const before = await snapshot();
     const results = new Map<string, Finding[]>();
-    const queue = [...before.tenants];
-    await Promise.all(
-      Array.from({ length: Math.max(1, Math.min(this.opts.concurrency, queue.length)) }, async () => {
-        for (let t = queue.shift(); t; t = queue.shift()) {
-          const tenant = t;
-          try {
-            const events = await this.driver.previewRefresh(toTenant(tenant));
-            results.set(tenant.id, findingsFromStack(tenant, driftFromPreviewEvents(events)));
-          } catch (e) {
-            results.set(tenant.id, [
-              {
-                tenantId: tenant.id,
-                tenantSlug: tenant.slug,
-                resource: 'stack',
-                name: stackName(tenant.slug),
-                kind: 'changed',
-                field: 'reachable',
-                desired: true,
-                actual: (e as Error).message.slice(0, 200),
-                category: 'state',
-              },
-            ]);
-          }
-        }
-      }),
-    );
+    await mapLimit(before.tenants, this.opts.concurrency, async (tenant) => {
+      try {
+        const events = await this.driver.previewRefresh(toTenant(tenant));
+        results.set(tenant.id, findingsFromStack(tenant, driftFromPreviewEvents(events)));
+      } catch (e) {
+        results.set(tenant.id, [
+          {
+            tenantId: tenant.id,
+            tenantSlug: tenant.slug,
+            resource: 'stack',
+            name: stackName(tenant.slug),
+            kind: 'changed',
+            field: 'reachable',
+            desired: true,
+            actual: (e as Error).message.slice(0, 200),
+            category: 'state',
+          },
+        ]);
+      }
+    });
     const t1 = performance.now();
     const after = await snapshot();
     const judged = new Set(after.tenants.map((t) => t.id));

@@ -5,6 +5,7 @@ import type { KeyStore, SecretStore } from '../domain/ports.js';
 import type { TierCatalog } from '../domain/tiers.js';
 import type { DataPlane } from '../engine/dataplane.js';
 import { generatePassword, POOL_SECRET } from '../engine/local.js';
+import { mapLimit } from '../lib/concurrency.js';
 import {
   applyGrants,
   applyRole,
@@ -42,21 +43,6 @@ import type {
   Finding,
   TenantRecord,
 } from './types.js';
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      for (;;) {
-        const i = next++;
-        if (i >= items.length) return;
-        out[i] = await fn(items[i] as T);
-      }
-    }),
-  );
-  return out;
-}
 
 /**
  * Reads the canonical forms Tenantry compares against from the server itself, in a transaction that

@@ -4,6 +4,8 @@ import type { Db } from '../db/db.js';
 import { appendAudit, enqueueOperationJob } from '../db/repo.js';
 import { newOperationId } from '../domain/ids.js';
 import type { OperationStep } from '../domain/tenant.js';
+import { mapLimit } from '../lib/concurrency.js';
+import { safeMessage } from '../worker/executor.js';
 import type { DriftMetrics } from './metrics.js';
 import { isIgnored, PolicyBook } from './policy.js';
 import {
@@ -57,11 +59,6 @@ export interface SweeperOptions {
   runOperation?: (operationId: string) => Promise<void>;
   /** Runs and their findings are kept this long (the latest finished one always). */
   retentionDays?: number;
-}
-
-function safeMessage(e: unknown): string {
-  const msg = e instanceof Error ? e.message : String(e);
-  return msg.replace(/postgres(ql)?:\/\/[^\s]+/g, 'postgres://[redacted]').slice(0, 500);
 }
 
 interface Group {
@@ -335,20 +332,15 @@ export class DriftSweeper {
     if (ops.length === 0) return out;
     const run = this.opts.runOperation;
     if (run) {
-      const queue = ops.map((o) => o.operationId as string);
-      await Promise.all(
-        Array.from({ length: Math.max(1, this.opts.remediationConcurrency ?? 4) }, async () => {
-          for (let id = queue.shift(); id; id = queue.shift()) {
-            // A transient failure asks the job queue for a retry; the wait below sees how it ends.
-            await run(id).catch((e: unknown) =>
-              log.warn(
-                { operationId: id, err: safeMessage(e) },
-                'reconcile attempt failed; the queue retries',
-              ),
-            );
-          }
-        }),
-      );
+      await mapLimit(ops, this.opts.remediationConcurrency ?? 4, async (o) => {
+        // A transient failure asks the job queue for a retry; the wait below sees how it ends.
+        await run(o.operationId as string).catch((e: unknown) =>
+          log.warn(
+            { operationId: o.operationId, err: safeMessage(e) },
+            'reconcile attempt failed; the queue retries',
+          ),
+        );
+      });
     }
     const ends = await this.waitForOperations(
       ops.map((o) => o.operationId as string),
