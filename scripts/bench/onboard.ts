@@ -44,7 +44,11 @@ const CONCURRENCIES = values.concurrency.split(',').map(Number);
 type Tier = 'pool' | 'bridge' | 'silo';
 const TIERS = values.tiers.split(',') as Tier[];
 
-const cp = await startControlPlane({ TENANTRY_WORKER_CONCURRENCY: String(Math.max(...CONCURRENCIES)) });
+// No scheduled drift sweep in the middle of the measurement.
+const cp = await startControlPlane({
+  TENANTRY_WORKER_CONCURRENCY: String(Math.max(...CONCURRENCIES)),
+  TENANTRY_DRIFT_SCHEDULE: 'off',
+});
 const control = new pg.Client({ connectionString: cp.pgUrl('tenantry') });
 await control.connect();
 const { tenantSchema, catalog } = loadTemplates('templates');
@@ -85,6 +89,10 @@ async function completionWatcher(db: pg.Client) {
 }
 
 const ended = await completionWatcher(control);
+
+/** The next transaction id (without taking one): its growth counts the transactions that wrote. */
+const nextXid = async () =>
+  Number((await control.query('SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS x')).rows[0].x);
 
 async function viaApi(tier: Tier, n: number, C: number, cp: ControlPlane) {
   const run = randomBytes(3).toString('hex');
@@ -243,6 +251,7 @@ interface Result {
   peakRssMb: number;
   concurrency: number;
   cpuMsPerTenant: Record<'api' | 'floor', { controlPlane: number; postgres: number }>;
+  writeTransactionsPerTenant: Record<'api' | 'floor', number>;
   note?: string;
 }
 
@@ -251,11 +260,11 @@ try {
   const results: Result[] = [];
   for (const [tier, C] of TIERS.flatMap((t) => CONCURRENCIES.map((c) => [t, c] as const))) {
     const n = tier === 'silo' ? SILO_N : N;
-    const cpu0 = cp.cpuMs();
+    const [cpu0, xid0] = [cp.cpuMs(), await nextXid()];
     const floorMs = await floor(tier, n, C);
-    const cpu1 = cp.cpuMs();
+    const [cpu1, xid1] = [cp.cpuMs(), await nextXid()];
     const api = await viaApi(tier, n, C, cp);
-    const cpu2 = cp.cpuMs();
+    const [cpu2, xid2] = [cp.cpuMs(), await nextXid()];
     const perTenant = (a: number, b: number) => round((b - a) / n);
     const apiMs = api.wall / n;
     const r: Result = {
@@ -279,6 +288,8 @@ try {
           postgres: perTenant(cpu0.postgres, cpu1.postgres),
         },
       },
+      // Transactions that wrote (each a durable commit, a WAL flush unless grouped with others).
+      writeTransactionsPerTenant: { api: perTenant(xid1, xid2), floor: perTenant(xid0, xid1) },
       ...(tier === 'silo' && n !== N ? { note: `silo ran n=${n} (--silo-n), not ${N}` } : {}),
     };
     results.push(r);
