@@ -75,10 +75,16 @@ export class LocalEngine implements Engine {
     } = {},
   ) {
     const delay = opts.faultStepDelayMs ?? 0;
-    // Crash tests: at each named point inside a step, say where we are, then linger there.
+    // Crash tests: the first time an operation reaches a named point inside a step (in this
+    // process), say where it is, then linger there. Only the first time: a point inside a loop
+    // (each catch-up pass) would otherwise slow the loop until writers outran it.
+    const paused = new Set<string>();
     const pause: FaultHook | undefined =
       delay > 0
         ? async (point, ctx) => {
+            const key = `${ctx.operationId}:${point}`;
+            if (paused.has(key)) return;
+            paused.add(key);
             await ctx.report({ faultPoint: point }).catch(() => undefined);
             await new Promise((r) => setTimeout(r, delay));
           }
@@ -272,7 +278,12 @@ export class LocalEngine implements Engine {
         const spec = { name: schema, owner: n.ownerRole, template: this.template };
         if (tenant.tier === 'bridge') {
           if (!up) await this.dp.withData((db) => schemaProvider.delete(db, spec));
-          else await this.dp.withData((db) => schemaProvider.create(db, spec));
+          else
+            await this.dp.withData(async (db) => {
+              await schemaProvider.create(db, spec);
+              // Freezable later (a promotion) without DDL on tables the tenant is writing.
+              await ensureFreezeTriggers(db, schema, { owner: n.ownerRole });
+            });
         } else if (up) {
           await this.dp.withDatabase(name, (db) => schemaProvider.create(db, spec));
         } // a silo's schema goes with its database

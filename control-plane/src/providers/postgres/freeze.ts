@@ -122,16 +122,19 @@ export async function ensureFreezeTriggers(
   await ensureFreezeSupport(db, opts.owner);
   if ((await unguarded(db, schema)).length === 0) return;
   const arg = opts.setting ? literal(opts.setting) : '';
-  await inTransaction(db, async () => {
-    await db.query(`SET LOCAL lock_timeout = '5s'`);
-    await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tenantry.freeze-triggers.${schema}`]);
-    for (const table of await unguarded(db, schema)) {
+  // One table per transaction: holding one table's lock while waiting for the next could deadlock
+  // with a writer's transaction that touches both in the other order.
+  for (const table of await unguarded(db, schema)) {
+    await inTransaction(db, async () => {
+      await db.query(`SET LOCAL lock_timeout = '5s'`);
+      await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tenantry.freeze-triggers.${schema}`]);
+      if (!(await unguarded(db, schema)).includes(table)) return;
       await db.query(
         `CREATE TRIGGER ${ident(FREEZE_TRIGGER)} BEFORE INSERT OR UPDATE OR DELETE ON ${ident(schema)}.${ident(table)}
            FOR EACH ROW EXECUTE FUNCTION ${GUARD_FN}(${arg})`,
       );
-    }
-  });
+    });
+  }
 }
 
 export interface FreezeSpec {
