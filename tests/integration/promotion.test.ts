@@ -308,6 +308,54 @@ describe('offboarding inside a rollback window', () => {
   });
 });
 
+describe('a cutover that fails after routing flipped', () => {
+  it('is not aborted: the operation is kept, and POST /v1/operations/{id}/resume finishes it forward', async () => {
+    const t = await onboard(s, 'pool');
+    await seedPool(s, t.id, 20);
+    atPoint(s, t.id, 'cutover:after-flip', async () => {
+      throw new Error('injected failure after the flip');
+    });
+    const { id, op } = await promoteAndWait(s, t.slug, 'silo');
+    expect(op.status).toBe('failed');
+    expect(op.error).toMatch(/injected failure after the flip.*resume it/);
+    expect(op.steps.map((x) => x.name)).not.toContain('abort');
+    expect(op.steps.find((x) => x.name === 'cutover')?.status).toBe('failed');
+    expect((await getOperation(s, id)).progress.resumable).toBe(true);
+    // Routing points at the silo already; nothing was undone there.
+    expect((await connectionOf(s, t.slug)).tier).toBe('silo');
+    expect(
+      await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [objectName(t.slug)]),
+    ).toHaveLength(1);
+    const resume = (token: string) =>
+      s.app.inject({ method: 'POST', url: `/v1/operations/${id}/resume`, headers: auth(token) });
+    expect((await resume(s.tokens['sales-ops'])).statusCode).toBe(403);
+    expect((await resume(s.tokens.dataplane)).statusCode).toBe(403);
+    const res = await resume(s.tokens.sre);
+    expect(res.statusCode).toBe(202);
+    expect(res.json().operation).toMatchObject({ id, status: 'queued' });
+    const done = await waitForOperation(s, id, 60_000);
+    expect(done.error).toBeUndefined();
+    expect(done.status).toBe('succeeded');
+    expect(await getTenant(s, t.slug)).toMatchObject({ tier: 'silo', status: 'active' });
+    const n = await asTenant(await connectionOf(s, t.slug), async (c) => {
+      await c.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'after-resume@x')`, [t.id]);
+      return (await c.query('SELECT count(*)::int AS n FROM users')).rows[0].n;
+    });
+    expect(n).toBe(21);
+    const again = await resume(s.tokens.sre);
+    expect(again.statusCode).toBe(409);
+    expect(again.json().error.message).toMatch(/is succeeded; only a failed operation/);
+    const audit = await s.app.inject({
+      method: 'GET',
+      url: `/v1/audit?tenant=${t.slug}`,
+      headers: auth(s.tokens.sre),
+    });
+    expect(audit.json().items.map((a: { action: string }) => a.action)).toEqual(
+      expect.arrayContaining(['operation.promote.failed', 'operation.resume', 'tenant.promotion.cutover']),
+    );
+  });
+});
+
 describe('orphaned replication objects', () => {
   it('slots and publications of promotions no longer in flight are found and dropped', async () => {
     const name = `tenantry_promo_${'ab'.repeat(14)}`;
