@@ -356,6 +356,49 @@ describe('a cutover that fails after routing flipped', () => {
   });
 });
 
+describe('operation events', () => {
+  it('stream resource-level progress as `resource` events, besides the steps', async () => {
+    const t = await onboard(s, 'pool');
+    const [op] = await superQuery<{ id: string }>(
+      s.controlDb,
+      `UPDATE operations SET progress = progress || $2::jsonb WHERE tenant_id = $1 RETURNING id`,
+      [
+        t.id,
+        JSON.stringify({
+          resources: [
+            {
+              step: 'key',
+              resource: 'aws:kms:Key',
+              action: 'create',
+              status: 'running',
+              at: '2026-01-01T00:00:00Z',
+            },
+            {
+              step: 'key',
+              resource: 'aws:kms:Key',
+              action: 'create',
+              status: 'succeeded',
+              at: '2026-01-01T00:00:01Z',
+            },
+          ],
+        }),
+      ],
+    );
+    const res = await s.app.inject({
+      method: 'GET',
+      url: `/v1/operations/${op!.id}/events`,
+      headers: auth(s.tokens.sre),
+    });
+    expect(res.statusCode).toBe(200);
+    const names = [...res.body.matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
+    expect(names.filter((n) => n === 'resource')).toHaveLength(2);
+    expect(names.at(-1)).toBe('end');
+    const resources = [...res.body.matchAll(/^event: resource\ndata: (.*)$/gm)].map((m) => JSON.parse(m[1]!));
+    expect(resources.map((r) => r.status)).toEqual(['running', 'succeeded']);
+    expect(resources[0]).toMatchObject({ step: 'key', resource: 'aws:kms:Key', action: 'create' });
+  });
+});
+
 describe('orphaned replication objects', () => {
   it('slots and publications of promotions no longer in flight are found and dropped', async () => {
     const name = `tenantry_promo_${'ab'.repeat(14)}`;
