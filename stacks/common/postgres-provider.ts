@@ -17,7 +17,6 @@ import type { Provider, Queryable } from '../../control-plane/src/providers/post
 import {
   databaseProvider,
   grantsProvider,
-  ident,
   poolMembershipProvider,
   poolProvider,
   roleProvider,
@@ -98,74 +97,22 @@ function specWithPassword(spec: Record<string, unknown>, password: string | unde
 }
 
 /**
- * The statement LocalEngine.bootstrap runs for its owner role, for a role of the stack: a
- * superuser needs nothing; from PostgreSQL 16 membership alone no longer lets its holder SET
- * ROLE or inherit, so both are granted explicitly.
+ * Runs a kind's provider. A role's `grantToAdmin` becomes the shared provider's
+ * `grantToSessionUser`: the role provider itself copes with a non-superuser admin (RDS).
  */
-async function grantRoleToAdmin(db: Queryable, role: string): Promise<void> {
-  const { rows } = await db.query<{ su: boolean; version: number }>(
-    `SELECT r.rolsuper AS su, current_setting('server_version_num')::int AS version
-       FROM pg_roles r WHERE r.rolname = current_user`,
-  );
-  const me = rows[0];
-  if (!me || me.su) return;
-  const options = me.version >= 160000 ? ' WITH INHERIT TRUE, SET TRUE' : '';
-  await db.query(`GRANT ${ident(role)} TO CURRENT_USER${options}`);
-}
-
-/** Role attributes a non-superuser may not name in ALTER ROLE, not even to deny them, unless it holds them (PostgreSQL 16+). */
-const HELD_ATTRIBUTES = [
-  ['SUPERUSER', 'rolsuper'],
-  ['REPLICATION', 'rolreplication'],
-  ['BYPASSRLS', 'rolbypassrls'],
-] as const;
-
-/**
- * The session as the role provider may use it. The shared provider states `NOSUPERUSER
- * NOREPLICATION NOBYPASSRLS` on every role, which PostgreSQL refuses from an admin without those
- * attributes (the RDS master user has none of them). For such an admin the denials it may not
- * state are left out of `ALTER ROLE … WITH`; `checkRole` then verifies the role holds none of them.
- * Interim: the shared provider should decide this itself (see docs/aws.md).
- */
-async function roleSession(db: Queryable): Promise<Queryable> {
-  const { rows } = await db.query<Record<(typeof HELD_ATTRIBUTES)[number][1], boolean>>(
-    'SELECT rolsuper, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = current_user',
-  );
-  const me = rows[0];
-  if (!me || me.rolsuper) return db;
-  const unsayable = HELD_ATTRIBUTES.filter(([, col]) => !me[col]).map(([attr]) => ` NO${attr}`);
-  return {
-    query: (text, params) =>
-      db.query(
-        text.replace(/ALTER ROLE "[a-z0-9_]+" WITH [^;\n]*/g, (stmt) =>
-          unsayable.reduce((s, attr) => s.replace(attr, ''), stmt),
-        ),
-        params,
-      ),
-  };
-}
-
-function checkRole(name: string, state: unknown): void {
-  const s = state as { superuser?: boolean; bypassRls?: boolean } | null;
-  if (s?.superuser || s?.bypassRls) {
-    throw new Error(`role ${name} is SUPERUSER or BYPASSRLS and this admin cannot take that away`);
-  }
-}
-
-/** Runs a kind's provider, then what the shared providers leave to the caller (the admin's membership). */
 async function apply(
   db: Queryable,
   inputs: PostgresResourceInputs,
   password: string | undefined,
   how: 'create' | 'update',
 ): Promise<unknown> {
-  const spec = specWithPassword(inputs.spec, password);
-  if (inputs.kind !== 'role') return providerFor(inputs.kind)[how](db, spec);
-  const name = String(inputs.spec.name);
-  const state = await roleProvider[how](await roleSession(db), spec);
-  checkRole(name, state);
-  if (inputs.grantToAdmin) await grantRoleToAdmin(db, name);
-  return state;
+  const spec = specWithPassword(
+    inputs.kind === 'role' && inputs.grantToAdmin
+      ? { ...inputs.spec, grantToSessionUser: true }
+      : inputs.spec,
+    password,
+  );
+  return providerFor(inputs.kind)[how](db, spec);
 }
 
 export const postgresProvider: pulumi.dynamic.ResourceProvider<
@@ -225,15 +172,7 @@ export const postgresProvider: pulumi.dynamic.ResourceProvider<
   },
 
   async delete(_id, props) {
-    await withClient(props.admin, async (db) => {
-      if (props.kind === 'role') {
-        // DROP OWNED needs the role's privileges, which a non-superuser admin holds only once granted.
-        const spec = props.spec as never;
-        if (await roleProvider.observe(db, spec)) await grantRoleToAdmin(db, String(props.spec.name));
-        return roleProvider.delete(db, spec);
-      }
-      return providerFor(props.kind).delete(db, props.spec as never);
-    });
+    await withClient(props.admin, (db) => providerFor(props.kind).delete(db, props.spec as never));
   },
 };
 

@@ -127,12 +127,16 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
     await su.query(
       `CREATE ROLE ${master} LOGIN CREATEROLE CREATEDB NOSUPERUSER PASSWORD '${masterPassword}'`,
     );
+    // An RDS master may connect to its maintenance database; on this shared test cluster other
+    // files' local engines revoke CONNECT on it from PUBLIC, so grant it as RDS would have.
+    await su.query(`GRANT CONNECT ON DATABASE postgres TO ${master}`);
   });
 
   afterAll(async () => {
     for (const { outs } of created.reverse()) {
       await postgresProvider.delete?.('', outs).catch(() => undefined);
     }
+    await su.query(`REVOKE CONNECT ON DATABASE postgres FROM ${master}`).catch(() => undefined);
     await su.query(`DROP OWNED BY ${master} CASCADE`).catch(() => undefined);
     await su.query(`DROP ROLE IF EXISTS ${master}`).catch(() => undefined);
     await su.end();

@@ -11,6 +11,12 @@ export interface RoleSpec extends RoleLimits {
   login?: boolean;
   /** Databases in which the role may hold privileges; DROP OWNED runs in each before the role is dropped. */
   cleanupIn?: Queryable[];
+  /**
+   * Grant the role to the session user (`WITH INHERIT TRUE, SET TRUE` on PostgreSQL 16+) when that
+   * user is not a superuser, so it may act as the role: CREATE DATABASE … OWNER, SET ROLE, DROP
+   * OWNED. An RDS master user is never a superuser.
+   */
+  grantToSessionUser?: boolean;
 }
 
 export interface RoleState {
@@ -24,10 +30,41 @@ export interface RoleState {
   settings: Record<string, string>;
 }
 
-function limitsSql(spec: RoleSpec): string {
+/**
+ * One DO block: create the role if missing, then converge its attributes and limits. A superuser
+ * states NOSUPERUSER NOREPLICATION NOBYPASSRLS outright; PostgreSQL refuses a non-superuser even the
+ * denial of an attribute it does not hold itself (RDS), so for such an admin those are left out and
+ * the role is checked to hold none of them instead. All in one round trip, identifiers validated.
+ */
+function roleSql(spec: RoleSpec, create: boolean): string {
   const r = ident(spec.name);
+  const name = literal(spec.name);
+  const base = `ALTER ROLE ${r} WITH ${spec.login === false ? 'NOLOGIN' : 'LOGIN'} NOCREATEDB NOCREATEROLE CONNECTION LIMIT ${Math.trunc(spec.connectionLimit)}`;
+  const body = [
+    'DECLARE me record;',
+    'BEGIN',
+    `SELECT rolsuper, rolreplication, rolbypassrls, current_setting('server_version_num')::int AS v
+       INTO me FROM pg_roles WHERE rolname = current_user;`,
+    ...(create ? [`BEGIN CREATE ROLE ${r} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END;`] : []),
+    `EXECUTE ${literal(base)}
+       || CASE WHEN me.rolsuper THEN ' NOSUPERUSER' ELSE '' END
+       || CASE WHEN me.rolsuper OR me.rolreplication THEN ' NOREPLICATION' ELSE '' END
+       || CASE WHEN me.rolsuper OR me.rolbypassrls THEN ' NOBYPASSRLS' ELSE '' END;`,
+    `IF NOT me.rolsuper AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}
+        AND (rolsuper OR rolreplication OR rolbypassrls)) THEN
+       RAISE EXCEPTION 'role % holds SUPERUSER, REPLICATION or BYPASSRLS and this admin cannot take it away', ${name};
+     END IF;`,
+    ...(spec.grantToSessionUser
+      ? [
+          `IF NOT me.rolsuper THEN
+             EXECUTE ${literal(`GRANT ${r} TO CURRENT_USER`)} || CASE WHEN me.v >= 160000 THEN ' WITH INHERIT TRUE, SET TRUE' ELSE '' END;
+           END IF;`,
+        ]
+      : []),
+    'END',
+  ].join('\n');
   const parts = [
-    `ALTER ROLE ${r} WITH ${spec.login === false ? 'NOLOGIN' : 'LOGIN'} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT ${Math.trunc(spec.connectionLimit)}`,
+    `DO ${dollarQuote(body)}`,
     `ALTER ROLE ${r} SET statement_timeout = ${Math.trunc(spec.statementTimeoutMs)}`,
     `ALTER ROLE ${r} SET idle_in_transaction_session_timeout = ${Math.trunc(spec.idleInTransactionSessionTimeoutMs)}`,
   ];
@@ -40,12 +77,27 @@ function limitsSql(spec: RoleSpec): string {
   return parts.join(';\n');
 }
 
+/** A dollar-quoted body; its tag never occurs in it (the body holds only validated identifiers). */
+function dollarQuote(body: string): string {
+  let tag = '$role$';
+  for (let i = 0; body.includes(tag); i++) tag = `$role${i}$`;
+  return `${tag}${body}${tag}`;
+}
+
 /** Create-if-missing and converge in one round trip, without reading back; a concurrent creator is harmless. */
 export async function applyRole(db: Queryable, spec: RoleSpec): Promise<void> {
-  await db.query(
-    `DO $$ BEGIN CREATE ROLE ${ident(spec.name)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n${limitsSql(spec)}`,
-  );
+  await db.query(roleSql(spec, true));
 }
+
+/** Lets a non-superuser session act as the role (for DROP OWNED); a superuser needs nothing. */
+const GRANT_TO_SESSION_USER = (r: string) => `DO $grant$
+DECLARE me record;
+BEGIN
+  SELECT rolsuper, current_setting('server_version_num')::int AS v INTO me FROM pg_roles WHERE rolname = current_user;
+  IF NOT me.rolsuper THEN
+    EXECUTE ${literal(`GRANT ${r} TO CURRENT_USER`)} || CASE WHEN me.v >= 160000 THEN ' WITH INHERIT TRUE, SET TRUE' ELSE '' END;
+  END IF;
+END $grant$`;
 
 export const roleProvider: Provider<RoleSpec, RoleState> = {
   kind: 'role',
@@ -90,7 +142,7 @@ export const roleProvider: Provider<RoleSpec, RoleState> = {
   },
 
   async update(db, spec) {
-    await db.query(limitsSql(spec));
+    await db.query(roleSql(spec, false));
     const state = await this.observe(db, spec);
     if (!state) throw new Error(`role ${spec.name} vanished during update`);
     return state;
@@ -99,8 +151,10 @@ export const roleProvider: Provider<RoleSpec, RoleState> = {
   async delete(db, spec) {
     if (!(await this.observe(db, spec))) return;
     const r = ident(spec.name);
-    // Stop new sessions, end current ones, then drop what it holds everywhere.
+    // Stop new sessions, end current ones, then drop what it holds everywhere (DROP OWNED needs the
+    // role's privileges, which a non-superuser admin holds only once the role is granted to it).
     await db.query(`ALTER ROLE ${r} WITH NOLOGIN`);
+    await db.query(GRANT_TO_SESSION_USER(r));
     await db.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [spec.name]);
     // DROP OWNED also revokes database-level grants (pg_database ACLs): serialize those writers.
     const dropOwned = (q: Queryable) =>
