@@ -113,6 +113,11 @@ const INT_KEYS = new Set([
   'TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS',
 ]);
 
+/**
+ * The only variables the Pulumi child process (the CLI, its plugins, dynamic providers) gets: never
+ * DATABASE_URL or the admin token. AWS credentials in every form the SDKs take them in a container
+ * (ECS task role, EKS web identity, shared files), and the CA bundles RDS connections need.
+ */
 const PULUMI_ENV = [
   'PATH',
   'HOME',
@@ -120,7 +125,18 @@ const PULUMI_ENV = [
   'AWS_SECRET_ACCESS_KEY',
   'AWS_SESSION_TOKEN',
   'AWS_PROFILE',
+  'AWS_CONFIG_FILE',
+  'AWS_SHARED_CREDENTIALS_FILE',
+  'AWS_CA_BUNDLE',
+  'AWS_CONTAINER_CREDENTIALS_RELATIVE_URI',
+  'AWS_CONTAINER_CREDENTIALS_FULL_URI',
+  'AWS_CONTAINER_AUTHORIZATION_TOKEN',
+  'AWS_WEB_IDENTITY_TOKEN_FILE',
+  'AWS_ROLE_ARN',
+  'AWS_ROLE_SESSION_NAME',
+  'NODE_EXTRA_CA_CERTS',
   'PULUMI_HOME',
+  'PULUMI_SKIP_UPDATE_CHECK',
 ];
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {

@@ -1,17 +1,13 @@
 import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { parsePlatformSettings } from '../../stacks/common/config.js';
-import { API_VERSION, type Services } from './app.js';
-import { AWS_ENDPOINT_SERVICES } from './aws/provider-options.js';
+import type { Services } from './app.js';
 import type { Config } from './config.js';
 import { Db } from './db/db.js';
 import { migrate } from './db/migrate.js';
 import type { Engine } from './domain/ports.js';
-import { AwsDriftDetector, AwsDriftRemediator } from './drift/aws.js';
-import { type DriftHandle, registerLocalDrift, wireDrift } from './drift/index.js';
+import { type DriftHandle, registerLocalDrift } from './drift/index.js';
 import { type EmbeddedServer, startEmbedded } from './embedded.js';
-import { AwsEngine } from './engine/aws.js';
 import { DataPlane } from './engine/dataplane.js';
 import { LocalEngine } from './engine/local.js';
 import { LocalKeyStore, loadRootKey } from './local/keystore.js';
@@ -162,14 +158,16 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     let engine: Engine;
     let drift: DriftHandle;
     if (config.target === 'aws' && config.aws) {
-      const aws = awsEngine(config.aws, config.dataDir, templates.catalog.templateVersion);
-      engine = aws;
-      closers.push(() => aws.close());
-      drift = wireDrift(
-        driftDeps,
-        new AwsDriftDetector(aws, { concurrency: config.aws.concurrency }),
-        new AwsDriftRemediator(aws),
-      );
+      const { startAwsTarget } = await import('./aws-target.js');
+      const aws = startAwsTarget(config.aws, {
+        dataDir: config.dataDir,
+        templatesDir: config.templatesDir,
+        templateVersion: templates.catalog.templateVersion,
+        drift: driftDeps,
+      });
+      engine = aws.engine;
+      drift = aws.drift;
+      closers.push(() => aws.engine.close());
     } else {
       const dp = new DataPlane(dataplaneUrl);
       const controlDb = await controlDatabaseOnDataPlane(db, dataplaneUrl);
@@ -229,22 +227,4 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     await close();
     throw e;
   }
-}
-
-function awsEngine(a: NonNullable<Config['aws']>, dataDir: string, templateVersion: number): AwsEngine {
-  const platform = parsePlatformSettings((k) => a.platform[k]);
-  const endpoints = a.endpoint
-    ? Object.fromEntries(AWS_ENDPOINT_SERVICES.map((svc) => [svc, a.endpoint as string]))
-    : undefined;
-  return new AwsEngine({
-    backendUrl: a.backendUrl,
-    ...(a.secretsProvider ? { secretsProvider: a.secretsProvider } : {}),
-    envVars: a.envVars,
-    aws: { region: a.region, ...(endpoints ? { endpoints, s3UsePathStyle: true } : {}) },
-    platform,
-    workspaceRoot: path.join(dataDir, 'pulumi'),
-    concurrency: a.concurrency,
-    timeoutMs: a.timeoutMs,
-    programVersion: `${API_VERSION}+template.${templateVersion}`,
-  });
 }

@@ -1,0 +1,42 @@
+import path from 'node:path';
+import { parsePlatformSettings } from '../../stacks/common/config.js';
+import { API_VERSION } from './app.js';
+import { AWS_ENDPOINT_SERVICES } from './aws/provider-options.js';
+import type { Config } from './config.js';
+import { AwsDriftDetector, AwsDriftRemediator } from './drift/aws.js';
+import { type DriftDeps, type DriftHandle, wireDrift } from './drift/index.js';
+import { AwsEngine } from './engine/aws.js';
+
+/**
+ * The aws target's composition: the Pulumi engine and its drift detector and remediator. Loaded only
+ * when TENANTRY_TARGET=aws (runtime.ts imports it dynamically), so the embedded default never loads
+ * the AWS SDK or the stack programs' modules.
+ */
+export function startAwsTarget(
+  a: NonNullable<Config['aws']>,
+  opts: { dataDir: string; templatesDir: string; templateVersion: number; drift: DriftDeps },
+): { engine: AwsEngine; drift: DriftHandle } {
+  const platform = parsePlatformSettings((k) => a.platform[k]);
+  const endpoints = a.endpoint
+    ? Object.fromEntries(AWS_ENDPOINT_SERVICES.map((svc) => [svc, a.endpoint as string]))
+    : undefined;
+  const engine = new AwsEngine({
+    backendUrl: a.backendUrl,
+    ...(a.secretsProvider ? { secretsProvider: a.secretsProvider } : {}),
+    envVars: a.envVars,
+    aws: { region: a.region, ...(endpoints ? { endpoints, s3UsePathStyle: true } : {}) },
+    platform,
+    workspaceRoot: path.join(opts.dataDir, 'pulumi'),
+    templatesDir: opts.templatesDir,
+    concurrency: a.concurrency,
+    timeoutMs: a.timeoutMs,
+    // The engine appends a content hash of the programs, providers and templates.
+    programVersion: `${API_VERSION}+template.${opts.templateVersion}`,
+  });
+  const drift = wireDrift(
+    opts.drift,
+    new AwsDriftDetector(engine, { concurrency: a.concurrency }),
+    new AwsDriftRemediator(engine),
+  );
+  return { engine, drift };
+}
