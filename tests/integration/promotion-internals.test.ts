@@ -407,6 +407,15 @@ describe('the write freeze', () => {
         asTenant(a.d, (c) => c.query(`UPDATE users SET name = 'x' WHERE tenant_id = $1`, [a.id])),
       ).rejects.toMatchObject({ code: '25006' });
       await insert(b.d, b.id, 'other@x');
+      // A statement that switches its session to the frozen tenant while it runs: its rows decide.
+      await expect(
+        asTenant(b.d, (c) =>
+          c.query(
+            `INSERT INTO users (tenant_id, email) SELECT $1::uuid, 'sneak@x' FROM (SELECT set_config('app.tenant_id', $1, true)) s`,
+            [a.id],
+          ),
+        ),
+      ).rejects.toThrow(/read-only while it moves|row-level security/);
       // A session acting for b that writes a's id gets the row-level security error, not a's freeze.
       await expect(insert(b.d, a.id, 'cross@x')).rejects.toThrow(/row-level security/);
       const rows = await superQuery<{ email: string }>(

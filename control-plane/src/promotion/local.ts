@@ -19,6 +19,7 @@ import {
   grantsProvider,
   ident,
   inTransaction,
+  isTenantFrozen,
   poolMembershipProvider,
   type Queryable,
   roleProvider,
@@ -157,6 +158,50 @@ export class LocalPromotion {
     }
   }
 
+  /**
+   * Sessions kept open across the steps of one operation's write freeze (freeze, drain, verify,
+   * cutover): opening a connection is most of a short step, and these steps are the freeze window.
+   * Ended at the cutover or the abort, and whenever a step using them fails.
+   */
+  private readonly sessions = new Map<string, Promise<pg.Client>>();
+
+  private session(operationId: string, p: Placement): Promise<pg.Client> {
+    const key = `${operationId}/${p.database}`;
+    let c = this.sessions.get(key);
+    if (!c) {
+      c = this.client(p).then((client) => {
+        client.on('error', () => this.sessions.delete(key));
+        client.on('end', () => this.sessions.delete(key));
+        return client;
+      });
+      c.catch(() => this.sessions.delete(key));
+      this.sessions.set(key, c);
+    }
+    return c;
+  }
+
+  private async inSessions<T>(
+    operationId: string,
+    ps: Placement[],
+    fn: (...clients: pg.Client[]) => Promise<T>,
+  ): Promise<T> {
+    try {
+      const clients = await Promise.all(ps.map((p) => this.session(operationId, p)));
+      return await fn(...clients);
+    } catch (e) {
+      await this.endSessions(operationId);
+      throw e;
+    }
+  }
+
+  private async endSessions(operationId: string): Promise<void> {
+    for (const [key, c] of [...this.sessions]) {
+      if (!key.startsWith(`${operationId}/`)) continue;
+      this.sessions.delete(key);
+      await c.then((x) => x.end()).catch(() => undefined);
+    }
+  }
+
   private placements(t: StepTenant, params: PromotionParams) {
     return {
       from: placementOf(this.dp, t.slug, params.fromTier),
@@ -171,18 +216,22 @@ export class LocalPromotion {
     return [p.shared ? this.dp.names.poolRole : tenantObjectName(t.slug)];
   }
 
-  private freeze(t: StepTenant, p: Placement, reason: 'promotion' | 'promotion-target'): Promise<void> {
-    return this.on(p, (db) =>
+  private freeze(
+    t: StepTenant,
+    p: Placement,
+    reason: 'promotion' | 'promotion-target',
+    session?: Queryable,
+  ): Promise<void> {
+    const run = (db: Queryable) =>
       freezeTenant(db, {
         schema: p.schema,
         tenantId: t.id,
         reason,
         owner: this.dp.names.ownerRole,
         writers: this.writers(t, p),
-        ...(p.shared ? { setting: this.dp.names.tenantSetting } : {}),
         waitMs: this.opts.freezeWaitMs ?? 15_000,
-      }),
-    );
+      });
+    return session ? run(session) : this.on(p, run);
   }
 
   private unfreeze(t: StepTenant, p: Placement): Promise<void> {
@@ -325,40 +374,55 @@ export class LocalPromotion {
             );
             await report({ verification: { full }, verifyFullMs: Math.round(performance.now() - t0) });
             await this.catchUp(peek!, dst!, to, names, watch, report, fault, ctx.signal);
+            // The tenant's role may reach the target from now on (outside the freeze window); the
+            // target stays frozen, so nothing but the promotion writes it before the cutover.
+            await applyGrants(dst!, {
+              database: to.database,
+              schema: to.schema,
+              role: tenantObjectName(t.slug),
+              owner: this.dp.names.ownerRole,
+            });
           }),
         );
         return undefined;
       case 'freeze':
-        if (!progress.freezeStartedAt) await report({ freezeStartedAt: new Date().toISOString() });
-        await this.freeze(t, from, 'promotion');
+        await this.inSessions(ctx.operationId, [from], async (src) => {
+          // A rerun after a crash keeps the first start; one after a freeze that gave up starts anew.
+          if (!progress.freezeStartedAt || !(await isTenantFrozen(src!, from.schema, t.id)))
+            await report({ freezeStartedAt: new Date().toISOString() });
+          await this.freeze(t, from, 'promotion', src);
+        });
         await fault('freeze:after-freeze');
         return undefined;
       case 'drain': {
         await this.assertSlot(names);
-        const sequences = await this.withClients([from, to], async (src, dst) => {
+        const out = await this.inSessions(ctx.operationId, [from, to], async (src, dst) => {
           await applyPending(src!, dst!, to, names, { fault });
-          return syncSequences(src!, dst!, from, to);
+          return {
+            sequences: await syncSequences(src!, dst!, from, to),
+            lag: await slotLagBytes(src!, names.slot),
+          };
         });
-        await report({
-          replicationLagBytes: await this.dp.withData((db) => slotLagBytes(db, names.slot)),
-          sequences,
-        });
+        await report({ replicationLagBytes: out.lag, sequences: out.sequences });
         return undefined;
       }
       case 'verify': {
         // Inside the freeze, only the rows changed since the full verification: the freeze does not grow with size.
-        const tables = await this.on(from, (db) => tablesOf(db, from.schema));
-        const d = await this.on(from, (src) =>
-          this.on(to, (dst) => touchedDigests(src, dst, from, to, tables, names.slot)),
+        const d = await this.inSessions(ctx.operationId, [from, to], async (src, dst) =>
+          touchedDigests(src!, dst!, from, to, await tablesOf(src!, from.schema), names.slot),
         );
         const previous = (progress.verification as Record<string, unknown> | undefined) ?? {};
         await report({ verification: { ...previous, changedKeys: d.keys, changed: d } });
         assertSameDigests(d.source, d.target, 'rows changed since the full verification');
         return undefined;
       }
-      case 'cutover':
-        return this.cutover(t, params, from, to, names, progress, report, fault);
+      case 'cutover': {
+        const out = await this.cutover(ctx.operationId, t, params, from, to, names, progress, report, fault);
+        await this.endSessions(ctx.operationId);
+        return out;
+      }
       case 'abort':
+        await this.endSessions(ctx.operationId);
         await this.abort(t, params, from, to, names, fault);
         return undefined;
       case 'abort-rollback': {
@@ -473,6 +537,7 @@ export class LocalPromotion {
   }
 
   private async cutover(
+    operationId: string,
     t: StepTenant,
     params: PromotionParams,
     from: Placement,
@@ -490,12 +555,8 @@ export class LocalPromotion {
       const password = (await this.keys.getSecret(this.stagingSecret(t.slug)))?.value.password;
       if (typeof password !== 'string')
         throw new TenantryError('SECRET_UNAVAILABLE', 'staged credentials are missing');
-      // Reachable before routing points there (a client following the flip connects at once); still
-      // frozen, so nothing lands in it before the flip, and an abort from here loses nothing.
-      await this.on(to, (db) =>
-        applyGrants(db, { database: to.database, schema: to.schema, role: name, owner: n.ownerRole }),
-      );
-      // The point of no return: routing flips to the target.
+      // The point of no return: routing flips to the target (its role was granted access to it,
+      // still frozen, after the full verification; an abort before this line loses nothing).
       await this.keys.putSecret(tenantSecretName(t.slug), tenantKeyAlias(t.slug), {
         tenantId: t.id,
         tier: params.toTier,
@@ -511,11 +572,10 @@ export class LocalPromotion {
     }
     try {
       if (Number.isNaN(cutoverAt)) cutoverAt = Date.now();
-      // The target becomes the tenant's, writable.
-      await this.on(to, async (db) => {
-        await applyGrants(db, { database: to.database, schema: to.schema, role: name, owner: n.ownerRole });
-        await unfreezeTenant(db, to.schema, t.id);
-        await clearPromotionMeta(db, names.slot);
+      // The target becomes the tenant's, writable: the write freeze ends here.
+      await this.inSessions(operationId, [to], async (db) => {
+        await unfreezeTenant(db!, to.schema, t.id);
+        await applyGrants(db!, { database: to.database, schema: to.schema, role: name, owner: n.ownerRole });
       });
       const started = Date.parse(String(progress.freezeStartedAt ?? ''));
       await report({
@@ -523,6 +583,7 @@ export class LocalPromotion {
         cutoverAt: new Date(cutoverAt).toISOString(),
         rollbackUntil: new Date(cutoverAt + this.opts.rollbackWindowMs).toISOString(),
       });
+      await this.on(to, (db) => clearPromotionMeta(db, names.slot));
       // The role takes the target tier's settings.
       const limits = this.catalog.tiers[params.toTier].role;
       await this.dp.withMaintenance((db) => applyRole(db, { name, ...limits, searchPath: [to.schema] }));

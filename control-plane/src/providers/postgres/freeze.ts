@@ -4,24 +4,37 @@ import { ident, inTransaction, literal, type Queryable } from './sql.js';
 /**
  * The per-tenant write freeze, enforced in the database so that no client can bypass it.
  *
- * Every table of a frozen-capable schema carries one trigger, created once (at pool bootstrap, in
- * the silo template, or the first time a private schema is frozen), that looks the writing row's
- * tenant up in `tenantry_meta.frozen_tenants`. Freezing a tenant inserts a row there and unfreezing
- * deletes it: no DDL on shared tables, no lock on them, nothing other tenants wait for. The lookup
- * is one primary-key probe in a table that is empty most of the time.
+ * Every table of a freezable schema carries guard triggers of its kind (a table under row-level
+ * security is shared, any other private), created once (at pool bootstrap, in the
+ * silo template, when a bridge schema is created, or the first time an older private schema is
+ * frozen), that refuse a statement writing a frozen tenant's rows, as listed in
+ * `tenantry_meta.frozen_tenants`. Freezing a tenant inserts a row in that table and unfreezing
+ * deletes it: no DDL on shared tables, no lock on them, nothing other tenants wait for.
+ *  - Shared (pool) tables: statement-level AFTER INSERT / UPDATE / DELETE triggers read the tenants
+ *    of the rows the statement wrote (its transition table) and look them up, once per statement.
+ *    The rows themselves decide, not the session's tenant setting (which a statement can change
+ *    while it runs). An UPDATE is checked on its new rows: row-level security keeps a row's tenant
+ *    from changing under a tenant role.
+ *  - A private (bridge or silo) schema holds one tenant: a BEFORE ... FOR EACH STATEMENT trigger
+ *    refuses every write while any freeze of that schema stands.
+ * The cost is paid per statement, not per row (docs/promotion.md has the measurements).
  *
  * The trigger function is SECURITY DEFINER, owned by the NOLOGIN owner role: tenant roles get no
  * privilege on `tenantry_meta` at all, so they can neither read nor change the table, and they own
- * no table, so they cannot disable the trigger (session_replication_role is superuser-only).
+ * no table, so they cannot disable the triggers (session_replication_role is superuser-only).
  *
- * A plain lookup reads the writer's snapshot, so freezing also waits for every transaction of the
+ * The lookup reads the writer's snapshot, so freezing also waits for every transaction of the
  * placement's writer roles that began before the freeze committed: once `freeze` returns, every
  * earlier write is committed (or rolled back), and every later statement sees the freeze.
  */
-export const FREEZE_TRIGGER = 'tenantry_freeze';
-const GUARD_FN = 'tenantry_meta.tenant_write_guard';
+const SHARED_TRIGGERS = ['tenantry_freeze_ins', 'tenantry_freeze_upd', 'tenantry_freeze_del'];
+const PRIVATE_TRIGGERS = ['tenantry_freeze_guard'];
+/** Every guard trigger name this module has used; a table carries exactly the set of its kind. */
+const ALL_TRIGGERS = ['tenantry_freeze', ...SHARED_TRIGGERS, ...PRIVATE_TRIGGERS];
+export const FREEZE_TRIGGERS = { shared: SHARED_TRIGGERS, private: PRIVATE_TRIGGERS } as const;
+const GUARD_FN = 'tenantry_meta.frozen_write_check';
 /** Bumped when the function body changes; an older body is replaced in place. */
-const GUARD_VERSION = 'tenantry write guard v3';
+const GUARD_VERSION = 'tenantry frozen-write check v5';
 
 export type FreezeReason = 'promotion' | 'promotion-target' | 'offboarded' | 'moved';
 
@@ -48,47 +61,41 @@ export async function ensureFreezeSupport(db: Queryable, owner: string): Promise
         frozen_at   timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (tenant_id, schema_name)
       );
+      CREATE INDEX IF NOT EXISTS frozen_tenants_schema ON tenantry_meta.frozen_tenants (schema_name);
       GRANT USAGE ON SCHEMA tenantry_meta TO ${o};
       GRANT SELECT ON tenantry_meta.frozen_tenants TO ${o};
       CREATE OR REPLACE FUNCTION ${GUARD_FN}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $fn$
       DECLARE
         t uuid;
         r text;
-        ctx text;
       BEGIN
-        IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN t := NEW.tenant_id; ELSE t := OLD.tenant_id; END IF;
-        SELECT f.reason INTO r FROM tenantry_meta.frozen_tenants f
-         WHERE f.tenant_id OPERATOR(pg_catalog.=) t AND f.schema_name OPERATOR(pg_catalog.=) TG_TABLE_SCHEMA;
-        IF r IS NULL AND TG_OP OPERATOR(pg_catalog.=) 'UPDATE' AND NEW.tenant_id IS DISTINCT FROM t THEN
-          t := NEW.tenant_id;
-          SELECT f.reason INTO r FROM tenantry_meta.frozen_tenants f
-           WHERE f.tenant_id OPERATOR(pg_catalog.=) t AND f.schema_name OPERATOR(pg_catalog.=) TG_TABLE_SCHEMA;
+        IF TG_WHEN OPERATOR(pg_catalog.=) 'BEFORE' THEN
+          -- A private schema: one tenant, any freeze of the schema is its.
+          SELECT f.tenant_id, f.reason INTO t, r FROM tenantry_meta.frozen_tenants f
+           WHERE f.schema_name OPERATOR(pg_catalog.=) TG_TABLE_SCHEMA LIMIT 1;
+        ELSE
+          -- Shared tables: the tenants of the rows this statement wrote.
+          SELECT f.tenant_id, f.reason INTO t, r
+            FROM (SELECT DISTINCT x.tenant_id FROM tenantry_rows x) w
+            JOIN tenantry_meta.frozen_tenants f
+              ON f.tenant_id OPERATOR(pg_catalog.=) w.tenant_id
+             AND f.schema_name OPERATOR(pg_catalog.=) TG_TABLE_SCHEMA
+           LIMIT 1;
         END IF;
-        IF r IS NOT NULL THEN
-          -- A session acting for another tenant: row-level security refuses the write, and it
-          -- does not learn that this tenant is frozen.
-          IF TG_NARGS OPERATOR(pg_catalog.>) 0 THEN
-            ctx := NULLIF(pg_catalog.current_setting(TG_ARGV[0], true), '');
-            IF ctx IS NOT NULL AND ctx::uuid IS DISTINCT FROM t THEN r := NULL; END IF;
-          END IF;
+        IF t IS NULL THEN RETURN NULL; END IF;
+        IF r OPERATOR(pg_catalog.=) 'promotion' THEN
+          RAISE EXCEPTION 'tenant % is read-only while it moves to another tier; retry after the cutover', t
+            USING ERRCODE = '25006', HINT = 'tenantry promotion freeze: re-read the connection descriptor and retry';
+        ELSIF r OPERATOR(pg_catalog.=) 'promotion-target' THEN
+          RAISE EXCEPTION 'tenant % is read-only while it moves to another tier (this placement takes over at the cutover); retry after the cutover', t
+            USING ERRCODE = '25006', HINT = 'tenantry promotion target: not writable before the cutover';
+        ELSIF r OPERATOR(pg_catalog.=) 'offboarded' THEN
+          RAISE EXCEPTION 'tenant % is offboarded; its rows are no longer writable', t
+            USING ERRCODE = '25006', HINT = 'tenantry offboarding';
+        ELSE
+          RAISE EXCEPTION 'tenant % has moved to another placement; re-read its connection descriptor', t
+            USING ERRCODE = '25006', HINT = 'tenantry placement retired';
         END IF;
-        IF r IS NOT NULL THEN
-          IF r OPERATOR(pg_catalog.=) 'promotion' THEN
-            RAISE EXCEPTION 'tenant % is read-only while it moves to another tier; retry after the cutover', t
-              USING ERRCODE = '25006', HINT = 'tenantry promotion freeze: re-read the connection descriptor and retry';
-          ELSIF r OPERATOR(pg_catalog.=) 'promotion-target' THEN
-            RAISE EXCEPTION 'tenant % is read-only while it moves to another tier (this placement takes over at the cutover); retry after the cutover', t
-              USING ERRCODE = '25006', HINT = 'tenantry promotion target: not writable before the cutover';
-          ELSIF r OPERATOR(pg_catalog.=) 'offboarded' THEN
-            RAISE EXCEPTION 'tenant % is offboarded; its rows are no longer writable', t
-              USING ERRCODE = '25006', HINT = 'tenantry offboarding';
-          ELSE
-            RAISE EXCEPTION 'tenant % has moved to another placement; re-read its connection descriptor', t
-              USING ERRCODE = '25006', HINT = 'tenantry placement retired';
-          END IF;
-        END IF;
-        IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN RETURN OLD; END IF;
-        RETURN NEW;
       END $fn$;
       ALTER FUNCTION ${GUARD_FN}() OWNER TO ${o};
       REVOKE ALL ON FUNCTION ${GUARD_FN}() FROM PUBLIC;
@@ -97,42 +104,55 @@ export async function ensureFreezeSupport(db: Queryable, owner: string): Promise
   });
 }
 
-/** Tables of a schema that lack the guard trigger. */
-async function unguarded(db: Queryable, schema: string): Promise<string[]> {
-  const { rows } = await db.query<{ t: string }>(
-    `SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+/**
+ * Tables of a schema whose guard triggers are not exactly the set of their kind, with their kind:
+ * a table under row-level security holds several tenants' rows (the pool), any other one tenant's.
+ */
+async function unguarded(db: Queryable, schema: string): Promise<{ table: string; shared: boolean }[]> {
+  const { rows } = await db.query<{ t: string; shared: boolean }>(
+    `SELECT c.relname AS t, c.relrowsecurity AS shared FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
-        AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $2)
+        AND array(SELECT g.tgname::text FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = ANY ($2::text[]) ORDER BY 1)
+            IS DISTINCT FROM (CASE WHEN c.relrowsecurity THEN $3::text[] ELSE $4::text[] END)
       ORDER BY 1`,
-    [schema, FREEZE_TRIGGER],
+    [schema, ALL_TRIGGERS, [...SHARED_TRIGGERS].sort(), [...PRIVATE_TRIGGERS].sort()],
   );
-  return rows.map((r) => r.t);
+  return rows.map((r) => ({ table: r.t, shared: r.shared }));
 }
 
 /**
- * Puts the guard trigger on every table of a schema that lacks it. A no-op (one catalog read) when
- * they are all there, which is the case for the pool after bootstrap: freezing then takes no lock.
- * `setting` names the session's tenant setting on shared (pool) tables.
+ * Puts the guard triggers on every table of a schema that lacks them (of the kind its row-level
+ * security says: shared or private). A no-op (one catalog read) when they are all there, which is
+ * the case for the pool after bootstrap: freezing then takes no lock.
  */
 export async function ensureFreezeTriggers(
   db: Queryable,
   schema: string,
-  opts: { owner: string; setting?: string },
+  opts: { owner: string },
 ): Promise<void> {
   await ensureFreezeSupport(db, opts.owner);
   if ((await unguarded(db, schema)).length === 0) return;
-  const arg = opts.setting ? literal(opts.setting) : '';
+  const fn = `EXECUTE FUNCTION ${GUARD_FN}()`;
   // One table per transaction: holding one table's lock while waiting for the next could deadlock
   // with a writer's transaction that touches both in the other order.
-  for (const table of await unguarded(db, schema)) {
+  for (const { table } of await unguarded(db, schema)) {
+    const q = `${ident(schema)}.${ident(table)}`;
     await inTransaction(db, async () => {
       await db.query(`SET LOCAL lock_timeout = '5s'`);
       await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tenantry.freeze-triggers.${schema}`]);
-      if (!(await unguarded(db, schema)).includes(table)) return;
-      await db.query(
-        `CREATE TRIGGER ${ident(FREEZE_TRIGGER)} BEFORE INSERT OR UPDATE OR DELETE ON ${ident(schema)}.${ident(table)}
-           FOR EACH ROW EXECUTE FUNCTION ${GUARD_FN}(${arg})`,
-      );
+      const now = (await unguarded(db, schema)).find((x) => x.table === table);
+      if (!now) return;
+      for (const name of ALL_TRIGGERS) await db.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${q}`);
+      const ddl = now.shared
+        ? [
+            `CREATE TRIGGER tenantry_freeze_ins AFTER INSERT ON ${q} REFERENCING NEW TABLE AS tenantry_rows FOR EACH STATEMENT ${fn}`,
+            `CREATE TRIGGER tenantry_freeze_upd AFTER UPDATE ON ${q} REFERENCING NEW TABLE AS tenantry_rows FOR EACH STATEMENT ${fn}`,
+            `CREATE TRIGGER tenantry_freeze_del AFTER DELETE ON ${q} REFERENCING OLD TABLE AS tenantry_rows FOR EACH STATEMENT ${fn}`,
+          ]
+        : [
+            `CREATE TRIGGER tenantry_freeze_guard BEFORE INSERT OR UPDATE OR DELETE ON ${q} FOR EACH STATEMENT ${fn}`,
+          ];
+      for (const stmt of ddl) await db.query(stmt);
     });
   }
 }
@@ -143,8 +163,6 @@ export interface FreezeSpec {
   reason: FreezeReason;
   /** Owner of the schema's tables; owns the guard function. Read from the schema when omitted. */
   owner?: string;
-  /** The session's tenant setting, on shared tables. */
-  setting?: string;
   /** Login roles that can write the placement: the freeze waits for their older transactions. */
   writers?: string[];
   /** How long to wait for those transactions before giving up (the freeze is then lifted). */
@@ -175,7 +193,7 @@ export async function freezeTenant(
 ): Promise<void> {
   if (!UUID.test(spec.tenantId)) throw new Error('bad tenant id');
   const owner = spec.owner ?? (await schemaOwner(db, spec.schema));
-  await ensureFreezeTriggers(db, spec.schema, { owner, ...(spec.setting ? { setting: spec.setting } : {}) });
+  await ensureFreezeTriggers(db, spec.schema, { owner });
   await db.query(
     `INSERT INTO tenantry_meta.frozen_tenants (tenant_id, schema_name, reason) VALUES ($1, $2, $3)
      ON CONFLICT (tenant_id, schema_name) DO UPDATE SET reason = EXCLUDED.reason`,

@@ -7,7 +7,7 @@ export { type DatabaseSpec, type DatabaseState, databaseProvider, lockDownDataba
 export {
   ensureFreezeSupport,
   ensureFreezeTriggers,
-  FREEZE_TRIGGER,
+  FREEZE_TRIGGERS,
   type FreezeReason,
   type FreezeSpec,
   freezeTenant,

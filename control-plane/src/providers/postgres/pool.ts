@@ -123,7 +123,7 @@ export const poolProvider: Provider<PoolSpec, PoolState> = {
       await db.query(`GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`);
     });
     // The per-tenant write freeze's guard: created once, so freezing a tenant never takes a lock on these tables.
-    await ensureFreezeTriggers(db, spec.schema, { owner: spec.owner, setting: spec.setting });
+    await ensureFreezeTriggers(db, spec.schema, { owner: spec.owner });
     const state = await this.observe(db, spec);
     if (!state) throw new Error(`pool schema ${spec.schema} vanished during update`);
     return state;
@@ -231,7 +231,6 @@ export const poolMembershipProvider: Provider<PoolMembershipSpec, PoolMembership
         schema: spec.schema,
         tenantId: spec.tenantId,
         reason: spec.freezeReason ?? 'offboarded',
-        setting: spec.setting,
         ...(spec.writers ? { writers: spec.writers } : {}),
         ...(spec.freezeWaitMs ? { waitMs: spec.freezeWaitMs } : {}),
       },
