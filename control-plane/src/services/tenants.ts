@@ -62,9 +62,8 @@ function canonicalHash(v: unknown): string {
 async function openPromotionWindows(q: Queryable, tenantId: string): Promise<string[]> {
   const { rows } = await q.query<{ id: string }>(
     `SELECT id FROM operations
-      WHERE tenant_id = $1 AND kind = 'promote' AND status = 'succeeded' AND NOT params ? 'rollbackOf'
-        AND NOT coalesce((progress->>'rolledBack')::boolean, false)
-        AND NOT coalesce((progress->>'cleanedUp')::boolean, false)
+      WHERE tenant_id = $1 AND kind = 'promote' AND status = 'succeeded' AND NOT (params ? 'rollbackOf')
+        AND NOT (progress ? 'cleanedUp') AND NOT (progress ? 'rolledBack')
       ORDER BY created_at`,
     [tenantId],
   );
@@ -354,7 +353,7 @@ export class TenantService {
     // A promotion that failed past its routing flip holds both placements until it is resumed.
     const { rows } = await q.query<{ id: string }>(
       `SELECT id FROM operations WHERE tenant_id = $1 AND kind = 'promote' AND status = 'failed'
-          AND coalesce((progress->>'resumable')::boolean, false) LIMIT 1`,
+          AND (progress ->> 'resumable') = 'true' LIMIT 1`,
       [tenant.id],
     );
     if (rows[0] && tenant.status !== 'offboarded') {

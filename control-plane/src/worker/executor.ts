@@ -532,9 +532,8 @@ export class OperationExecutor {
     await this.db.query(
       `SELECT graphile_worker.add_job($1, json_build_object('operationId', o.id), job_key := 'cleanup:' || o.id, max_attempts := 25)
          FROM operations o
-        WHERE o.kind = 'promote' AND o.status = 'succeeded' AND NOT o.params ? 'rollbackOf'
-          AND NOT coalesce((o.progress->>'rolledBack')::boolean, false)
-          AND NOT coalesce((o.progress->>'cleanedUp')::boolean, false)
+        WHERE o.kind = 'promote' AND o.status = 'succeeded' AND NOT (o.params ? 'rollbackOf')
+          AND NOT (o.progress ? 'cleanedUp') AND NOT (o.progress ? 'rolledBack')
           AND (o.progress->>'rollbackUntil')::timestamptz < now() - interval '1 second'
           AND NOT EXISTS (SELECT 1 FROM graphile_worker._private_jobs j
                            WHERE j.key = 'cleanup:' || o.id AND j.locked_at IS NULL)`,
