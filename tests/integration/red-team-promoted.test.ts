@@ -1,4 +1,3 @@
-import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   connectionOf,
@@ -6,10 +5,10 @@ import {
   startStack,
   superQuery,
   type TestStack,
-  tenantClient,
   waitForOperation,
 } from '../helpers/runtime.js';
 import { type Descriptor, promote } from './promotion-helpers.js';
+import { attempt, secretsOf, TABLE_NAMES, TABLES } from './red-team-shared.js';
 
 /**
  * The red-team isolation attempts (see red-team.test.ts) for tenants promoted pool → bridge,
@@ -36,31 +35,6 @@ interface T {
   settingKey: string;
 }
 
-const TABLES: Record<
-  string,
-  { seed: (t: T) => [string, unknown[]]; insert: (b: T) => [string, unknown[]]; set: string }
-> = {
-  users: {
-    seed: (t) => ['(tenant_id, id, email, name) VALUES ($1, $2, $3, $4)', [t.id, t.userId, t.email, 'owner']],
-    insert: (b) => ["(tenant_id, email) VALUES ($1, 'intruder@x')", [b.id]],
-    set: "name = 'pwned'",
-  },
-  documents: {
-    seed: (t) => [
-      "(tenant_id, owner_id, title, body) VALUES ($1, $2, 'plan', 'secret plan')",
-      [t.id, t.userId],
-    ],
-    insert: (b) => ["(tenant_id, owner_id, title) VALUES ($1, $2, 'planted')", [b.id, b.userId]],
-    set: "body = 'pwned'",
-  },
-  settings: {
-    seed: (t) => [`(tenant_id, key, value) VALUES ($1, $2, '{"tier": "secret"}')`, [t.id, t.settingKey]],
-    insert: (b) => ["(tenant_id, key) VALUES ($1, 'intruder')", [b.id]],
-    set: `value = '{"pwned": true}'`,
-  },
-};
-const TABLE_NAMES = Object.keys(TABLES);
-
 let s: TestStack;
 const tenants: T[] = [];
 const here = (t: T): Placement => ({ database: t.conn.database, schema: t.conn.schema! });
@@ -77,36 +51,7 @@ async function snapshot(t: T, p: Placement) {
   return out;
 }
 
-/** Runs each statement as tenant `a` on `database`, each in its own transaction (a's tenant setting on the pool). */
-async function as(a: T, statements: [string, unknown[]][], database: string) {
-  let c: pg.Client;
-  try {
-    c = await tenantClient({ ...a.conn, database });
-  } catch (e) {
-    return statements.map(() => ({ refused: (e as Error).message as string | null, rows: 0 }));
-  }
-  const out: { refused: string | null; rows: number }[] = [];
-  try {
-    for (const [sql, params] of statements) {
-      try {
-        await c.query('BEGIN');
-        if (a.conn.tenantSetting)
-          await c.query('SELECT set_config($1, $2, true)', [a.conn.tenantSetting, a.id]);
-        const r = await c.query(sql, params);
-        await c.query('COMMIT');
-        out.push({ refused: null, rows: r.rowCount ?? 0 });
-      } catch (e) {
-        await c.query('ROLLBACK').catch(() => undefined);
-        out.push({ refused: (e as Error).message, rows: 0 });
-      }
-    }
-  } finally {
-    await c.end();
-  }
-  return out;
-}
-
-const secretsOf = (b: T) => [b.email, b.userId, b.settingKey, 'secret plan'];
+const as = attempt;
 const promoted = () => tenants.filter((t) => t.left);
 
 /** Every (attacker, victim, placement) where the attacker or the victim was promoted. */

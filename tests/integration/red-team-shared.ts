@@ -1,0 +1,91 @@
+import type pg from 'pg';
+import { tenantClient } from '../helpers/runtime.js';
+
+/**
+ * What the red-team isolation suites share: the template's tables with how a tenant's row is seeded
+ * and how an intruder tries to insert and update one, the values that must never leak, and the
+ * attempt runner. (red-team.test.ts keeps its own copy; it could import these.)
+ */
+export interface Victim {
+  id: string;
+  userId: string;
+  email: string;
+  settingKey: string;
+}
+
+export interface Intruder {
+  id: string;
+  conn: {
+    host: string;
+    port: number;
+    database: string;
+    user: string;
+    password: string;
+    tenantSetting?: string;
+  };
+}
+
+/** One entry per table of templates/tenant-schema. */
+export const TABLES: Record<
+  string,
+  { seed: (t: Victim) => [string, unknown[]]; insert: (b: Victim) => [string, unknown[]]; set: string }
+> = {
+  users: {
+    seed: (t) => ['(tenant_id, id, email, name) VALUES ($1, $2, $3, $4)', [t.id, t.userId, t.email, 'owner']],
+    insert: (b) => ["(tenant_id, email) VALUES ($1, 'intruder@x')", [b.id]],
+    set: "name = 'pwned'",
+  },
+  documents: {
+    seed: (t) => [
+      "(tenant_id, owner_id, title, body) VALUES ($1, $2, 'plan', 'secret plan')",
+      [t.id, t.userId],
+    ],
+    insert: (b) => ["(tenant_id, owner_id, title) VALUES ($1, $2, 'planted')", [b.id, b.userId]],
+    set: "body = 'pwned'",
+  },
+  settings: {
+    seed: (t) => [`(tenant_id, key, value) VALUES ($1, $2, '{"tier": "secret"}')`, [t.id, t.settingKey]],
+    insert: (b) => ["(tenant_id, key) VALUES ($1, 'intruder')", [b.id]],
+    set: `value = '{"pwned": true}'`,
+  },
+};
+export const TABLE_NAMES = Object.keys(TABLES);
+
+/** Values of a victim that must never appear in anything an intruder sees, errors included. */
+export const secretsOf = (b: Victim) => [b.email, b.userId, b.settingKey, 'secret plan'];
+
+/**
+ * Runs each statement as `a` on `database`, each in its own transaction with a's tenant setting
+ * when a is pooled; returns each one's row count or refusal.
+ */
+export async function attempt(
+  a: Intruder,
+  statements: [string, unknown[]][],
+  database: string,
+): Promise<{ refused: string | null; rows: number }[]> {
+  let c: pg.Client;
+  try {
+    c = await tenantClient({ ...a.conn, database });
+  } catch (e) {
+    return statements.map(() => ({ refused: (e as Error).message, rows: 0 }));
+  }
+  const out: { refused: string | null; rows: number }[] = [];
+  try {
+    for (const [sql, params] of statements) {
+      try {
+        await c.query('BEGIN');
+        if (a.conn.tenantSetting)
+          await c.query('SELECT set_config($1, $2, true)', [a.conn.tenantSetting, a.id]);
+        const r = await c.query(sql, params);
+        await c.query('COMMIT');
+        out.push({ refused: null, rows: r.rowCount ?? 0 });
+      } catch (e) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        out.push({ refused: (e as Error).message, rows: 0 });
+      }
+    }
+  } finally {
+    await c.end();
+  }
+  return out;
+}
