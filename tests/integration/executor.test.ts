@@ -317,7 +317,7 @@ describe('operation executor', () => {
       engine.onStep = undefined;
     }
     const op = await findOperation(db, opId);
-    expect((op?.progress.resources as { status: string }[]).map((r) => r.status)).toEqual([
+    expect(((op?.progress.resources ?? []) as { status: string }[]).map((r) => r.status)).toEqual([
       'running',
       'running',
       'succeeded',
