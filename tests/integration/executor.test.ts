@@ -290,13 +290,14 @@ describe('operation executor', () => {
     await expect(svc.resume(actor, opId)).rejects.toMatchObject({ code: 'OPERATION_IN_PROGRESS' });
     await exec.run(opId);
     await expect(svc.resume(actor, opId)).rejects.toMatchObject({
-      code: 'OPERATION_IN_PROGRESS',
+      code: 'OPERATION_NOT_RESUMABLE',
       message: expect.stringMatching(/is succeeded; only a failed operation/),
     });
     engine.failures.set('schema', [new TenantryError('PROVIDER_FAILED', 'template does not apply')]);
     const rolled = await create();
     await exec.run(rolled.opId);
     await expect(svc.resume(actor, rolled.opId)).rejects.toMatchObject({
+      code: 'OPERATION_NOT_RESUMABLE',
       message: expect.stringMatching(/its failure was undone/),
     });
     await expect(svc.resume(actor, `op_${'0'.repeat(28)}`)).rejects.toMatchObject({

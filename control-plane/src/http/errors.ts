@@ -17,6 +17,7 @@ export function httpStatusFor(code: ErrorCode): number {
       return 404;
     case 'TENANT_SLUG_TAKEN':
     case 'OPERATION_IN_PROGRESS':
+    case 'OPERATION_NOT_RESUMABLE':
     case 'TENANT_NOT_ACTIVE':
       return 409;
     case 'PAYLOAD_TOO_LARGE':

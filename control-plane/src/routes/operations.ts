@@ -108,7 +108,8 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'For a failed operation that was not undone: an onboarding on a target that keeps failed onboardings ' +
           '(aws), or a promotion that failed after its routing flipped (it can only be finished forward). The ' +
-          'operation is queued again from its failed step and the request is audited. Anything else is 409.',
+          'operation is queued again from its failed step and the request is audited. 409 OPERATION_IN_PROGRESS while it runs, ' +
+          '409 OPERATION_NOT_RESUMABLE when it succeeded or its failure was undone.',
         tags: ['operations'],
         security,
         params: OpParams,

@@ -71,12 +71,6 @@ async function openPromotionWindows(q: Queryable, tenantId: string): Promise<str
 }
 
 /**
- * The code a resume request that cannot be honoured gets (409). No dedicated code exists yet
- * (domain/errors.ts is owned elsewhere; OPERATION_NOT_RESUMABLE was requested): the closest 409.
- */
-const NOT_RESUMABLE = 'OPERATION_IN_PROGRESS' as const;
-
-/**
  * Tenant lifecycle use cases. Each one writes its change, enqueues its operation and appends
  * its audit record in one transaction, then returns; the worker does the provisioning.
  */
@@ -407,7 +401,7 @@ export class TenantService {
         (op.progress.resumable === true || (op.kind === 'onboard' && !this.engine.rollsBackFailedOnboarding));
       if (!resumable) {
         throw new TenantryError(
-          NOT_RESUMABLE,
+          op.status === 'queued' || op.status === 'running' ? 'OPERATION_IN_PROGRESS' : 'OPERATION_NOT_RESUMABLE',
           op.status === 'failed'
             ? `operation ${operationId} cannot be resumed: its failure was undone (rolled back or aborted); start a new operation`
             : `operation ${operationId} is ${op.status}; only a failed operation that was not undone can be resumed`,

@@ -56,14 +56,17 @@ describe('the aws target composition', () => {
     expect(engine.rollsBackFailedOnboarding).toBe(false);
     expect(drift.service.target).toBe('aws');
     expect(
-      drift.remediator.plan({
-        id: 't',
-        slug: 'acme',
-        tier: 'silo',
-        status: 'active',
-        templateVersion: 1,
-        outputs: {},
-      }),
+      drift.remediator.plan(
+        {
+          id: 't',
+          slug: 'acme',
+          tier: 'silo',
+          status: 'active',
+          templateVersion: 1,
+          outputs: {},
+        },
+        [],
+      ),
     ).toEqual(['stack-up']);
     expect(drift.crontab).toBe(
       '*/15 * * * * drift-sweep ?jobKey=drift-sweep&jobKeyMode=preserve_run_at&max=3\n',
