@@ -25,6 +25,7 @@ import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import {
   DATABASES_SQL,
   DEFAULT_ACLS_SQL,
+  FROZEN_SQL,
   KEYS_SQL,
   POLICIES_SQL,
   POOL_MEMBERS_SQL,
@@ -227,6 +228,7 @@ async function floor(): Promise<number> {
     data.query(POLICIES_SQL, [['pool']]),
     data.query(DEFAULT_ACLS_SQL, [['pool']]),
     data.query(POOL_MEMBERS_SQL),
+    data.query(FROZEN_SQL),
     ctl.query(SECRETS_SQL),
     ctl.query(KEYS_SQL),
   ]);

@@ -13,7 +13,7 @@ import type { DriftService } from '../../control-plane/src/drift/service.js';
 import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
 import { auth, connectionOf, tenantClient } from '../helpers/runtime.js';
 
-export { auth, connectionOf, onboard, waitForOperation } from '../helpers/runtime.js';
+export { auth, connectionOf, onboard, tenantClient, waitForOperation } from '../helpers/runtime.js';
 
 /**
  * Drift tests get a Postgres cluster of their own (the embedded default, as `npm start` runs it):

@@ -7,6 +7,7 @@ import {
   onboard,
   startDriftStack,
   tenantCanQuery,
+  tenantClient,
 } from './drift-helpers.js';
 
 /**
@@ -258,6 +259,83 @@ const CASES: Case[] = [
           ])
         )[0]?.ok,
       ).toBe(false),
+  },
+  {
+    what: "a pool table's write-freeze guard dropped",
+    inject: () => s.sql(DATA, 'DROP TRIGGER tenantry_freeze_upd ON pool.settings'),
+    expected: {
+      tenantId: null,
+      resource: 'table',
+      name: `${DATA}.pool.settings`,
+      kind: 'changed',
+      field: 'freezeGuard',
+      actual: ['tenantry_freeze_del', 'tenantry_freeze_ins'],
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        await superCount(
+          DATA,
+          `SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'pool.settings'::regclass AND tgname LIKE 'tenantry\\_freeze%'`,
+        ),
+      ).toBe(3),
+  },
+  {
+    what: "a bridge table's write-freeze guard dropped",
+    inject: () => s.sql(DATA, `DROP TRIGGER tenantry_freeze_guard ON ${obj(T.bridge2)}.documents`),
+    expected: {
+      tenantSlug: T.bridge2,
+      resource: 'table',
+      name: `${DATA}.${obj(T.bridge2)}.documents`,
+      kind: 'changed',
+      field: 'freezeGuard',
+      actual: [],
+    },
+  },
+  {
+    what: 'a freeze left standing on a bridge tenant (all its writes refused)',
+    inject: () =>
+      s.sql(
+        DATA,
+        `INSERT INTO tenantry_meta.frozen_tenants (tenant_id, schema_name, reason) VALUES ($1, $2, 'promotion')`,
+        [ids[T.bridge3], obj(T.bridge3)],
+      ),
+    expected: {
+      tenantSlug: T.bridge3,
+      resource: 'freeze',
+      name: `${DATA}.${obj(T.bridge3)}`,
+      kind: 'unexpected',
+      field: 'frozen',
+      actual: 'promotion',
+    },
+    after: async () => {
+      const c = await tenantClient(await connectionOf(s, T.bridge3));
+      try {
+        await c.query(
+          `INSERT INTO settings (tenant_id, key, value) VALUES ($1, 'after-unfreeze', '1'::jsonb)`,
+          [ids[T.bridge3]],
+        );
+      } finally {
+        await c.end();
+      }
+    },
+  },
+  {
+    what: 'a freeze left standing on a pool tenant',
+    inject: () =>
+      s.sql(
+        DATA,
+        `INSERT INTO tenantry_meta.frozen_tenants (tenant_id, schema_name, reason) VALUES ($1, 'pool', 'promotion')`,
+        [ids[T.pool]],
+      ),
+    expected: {
+      tenantSlug: T.pool,
+      resource: 'freeze',
+      name: `${DATA}.pool`,
+      kind: 'unexpected',
+      field: 'frozen',
+      actual: 'promotion',
+    },
   },
   {
     what: 'RLS disabled on a pool table',

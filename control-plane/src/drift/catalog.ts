@@ -1,4 +1,7 @@
+import { FREEZE_TRIGGERS } from '../providers/postgres/freeze.js';
 import { literal, type Queryable } from '../providers/postgres/sql.js';
+
+const sqlArray = (xs: readonly string[]) => `ARRAY[${xs.map((x) => literal(x)).join(', ')}]::text[]`;
 
 /**
  * The batched catalog reads of a local-target sweep. Each runs once per sweep (the silo pass once
@@ -46,7 +49,9 @@ SELECT n.nspname AS name, pg_get_userbyid(n.nspowner) AS owner, n.nspacl::text[]
 
 export const TABLES_SQL = `
 SELECT n.nspname AS schema, c.relname AS name, pg_get_userbyid(c.relowner) AS owner,
-       c.relrowsecurity AS rls, c.relforcerowsecurity AS forced, c.relacl::text[] AS acl
+       c.relrowsecurity AS rls, c.relforcerowsecurity AS forced, c.relacl::text[] AS acl,
+       array(SELECT g.tgname::text FROM pg_trigger g
+              WHERE g.tgrelid = c.oid AND g.tgname = ANY (${sqlArray(FREEZE_TRIGGERS.all)}) ORDER BY 1) AS guards
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p')
    AND (n.nspname LIKE 'tenant\\_%' OR n.nspname = ANY($1::text[])
@@ -65,6 +70,10 @@ SELECT n.nspname AS schema, pg_get_userbyid(d.defaclrole) AS owner, d.defaclobjt
        d.defaclacl::text[] AS acl
   FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace
  WHERE n.nspname LIKE 'tenant\\_%' OR n.nspname = ANY($1::text[])`;
+
+/** Tenants whose writes a placement in this database refuses (promotion and offboarding freezes). */
+export const FROZEN_SQL = `
+SELECT tenant_id::text AS tenant_id, schema_name AS schema, reason FROM tenantry_meta.frozen_tenants`;
 
 export const POOL_MEMBERS_SQL = `
 SELECT tenant_id::text AS tenant_id, slug FROM tenantry_meta.pool_members`;
@@ -120,6 +129,14 @@ export interface ObservedTable {
   rlsEnabled: boolean;
   rlsForced: boolean;
   acl: AclEntry[] | null; // null: the default (owner only)
+  /** The write-freeze guard triggers on it (sorted). */
+  guards: string[];
+}
+
+export interface ObservedFreeze {
+  tenantId: string;
+  schema: string;
+  reason: string;
 }
 
 export interface ObservedPolicy {
@@ -149,6 +166,8 @@ export interface ObservedDatabaseContents {
   policies: Map<string, ObservedPolicy[]>;
   /** schema → default ACL rows */
   defaultAcls: Map<string, ObservedDefaultAcl[]>;
+  /** Write freezes standing in this database. */
+  frozen: ObservedFreeze[];
 }
 
 export interface ObservedSecret {
@@ -281,7 +300,9 @@ type TableRow = {
   rls: boolean;
   forced: boolean;
   acl: string[] | null;
+  guards: string[];
 };
+type FrozenRow = { tenant_id: string; schema: string; reason: string };
 type PolicyRow = {
   schema: string;
   table: string;
@@ -318,6 +339,11 @@ export async function readDatabaseContents(
         ? db.query<PolicyRow>(POLICIES_SQL, [opts.policySchemas])
         : Promise.resolve({ rows: [] as PolicyRow[] }),
     () => db.query<DefaultRow>(DEFAULT_ACLS_SQL, [opts.schemas]),
+    () =>
+      db.query<FrozenRow>(FROZEN_SQL).catch((e: { code?: string }) => {
+        if (e.code !== '42P01' && e.code !== '3F000') throw e;
+        return { rows: [] as FrozenRow[] }; // no freeze support in this database yet
+      }),
   ] as const;
   let results: unknown[];
   if (opts.parallel) results = await Promise.all(reads.map((r) => r()));
@@ -325,13 +351,14 @@ export async function readDatabaseContents(
     results = [];
     for (const r of reads) results.push(await r());
   }
-  const [schemas, tables, policies, defaults] = results as [
+  const [schemas, tables, policies, defaults, frozen] = results as [
     { rows: SchemaRow[] },
     { rows: TableRow[] },
     { rows: PolicyRow[] },
     { rows: DefaultRow[] },
+    { rows: FrozenRow[] },
   ];
-  return contentsFrom(schemas.rows, tables.rows, policies.rows, defaults.rows);
+  return contentsFrom(schemas.rows, tables.rows, policies.rows, defaults.rows, frozen.rows);
 }
 
 function contentsFrom(
@@ -339,12 +366,14 @@ function contentsFrom(
   tables: TableRow[],
   policies: PolicyRow[],
   defaults: DefaultRow[],
+  frozen: FrozenRow[],
 ): ObservedDatabaseContents {
   const out: ObservedDatabaseContents = {
     schemas: new Map(),
     tables: new Map(),
     policies: new Map(),
     defaultAcls: new Map(),
+    frozen: frozen.map((r) => ({ tenantId: r.tenant_id, schema: r.schema, reason: r.reason })),
   };
   for (const r of schemas) {
     out.schemas.set(r.name, {
@@ -363,6 +392,7 @@ function contentsFrom(
       rlsEnabled: r.rls,
       rlsForced: r.forced,
       acl: parseAcl(r.acl),
+      guards: r.guards,
     });
     out.tables.set(r.schema, list);
   }
@@ -397,35 +427,45 @@ function bindArrays(sql: string, arrays: string[][]): string {
   });
 }
 
-/** The three statements of a silo pass as one simple-protocol query (the benchmark's floor runs it too). */
-export function siloContentsSql(schemas: string[], schemasSql = SCHEMAS_SQL): string {
+/**
+ * The statements of a silo pass as one simple-protocol query (the benchmark's floor runs it too):
+ * schemas, tables, default privileges, and the freezes standing in the database.
+ */
+export function siloContentsSql(
+  schemas: string[],
+  variant: 'full' | 'no-freeze' | 'no-meta' = 'full',
+): string {
   return [
-    bindArrays(schemasSql, [schemas]),
+    bindArrays(variant === 'no-meta' ? SCHEMAS_NO_META_SQL : SCHEMAS_SQL, [schemas]),
     bindArrays(TABLES_SQL, [schemas, []]),
     bindArrays(DEFAULT_ACLS_SQL, [schemas]),
+    ...(variant === 'full' ? [FROZEN_SQL] : []),
   ].join(';\n');
 }
 
 /**
- * A silo database's contents (schemas, tables, default privileges: a silo has no policies) in one
- * round trip on a fresh session: three statements in one simple-protocol query. Per silo the cost
- * is dominated by the session itself (fork and SCRAM), so round trips matter.
+ * A silo database's contents (a silo has no policies) in one round trip on a fresh session. Per
+ * silo the cost is dominated by the session itself (fork and SCRAM), so round trips matter. A
+ * database older than the freeze support, or without Tenantry's bookkeeping, takes a second try.
  */
 export async function readSiloContents(db: Queryable, schemas: string[]): Promise<ObservedDatabaseContents> {
-  const run = (schemasSql: string) =>
-    db.query(siloContentsSql(schemas, schemasSql)) as unknown as Promise<
-      { rows: Record<string, unknown>[] }[]
-    >;
-  const results = await run(SCHEMAS_SQL).catch((e: { code?: string }) => {
-    if (e.code !== '42P01' && e.code !== '3F000') throw e;
-    return run(SCHEMAS_NO_META_SQL);
+  const run = (variant: 'full' | 'no-freeze' | 'no-meta') =>
+    db.query(siloContentsSql(schemas, variant)) as unknown as Promise<{ rows: Record<string, unknown>[] }[]>;
+  const missing = (e: { code?: string }) => e.code === '42P01' || e.code === '3F000';
+  const results = await run('full').catch((e: { code?: string }) => {
+    if (!missing(e)) throw e;
+    return run('no-freeze').catch((e2: { code?: string }) => {
+      if (!missing(e2)) throw e2;
+      return run('no-meta');
+    });
   });
-  const [schemaRows, tableRows, defaultRows] = results.map((r) => r.rows);
+  const [schemaRows, tableRows, defaultRows, frozenRows] = results.map((r) => r.rows);
   return contentsFrom(
     (schemaRows ?? []) as SchemaRow[],
     (tableRows ?? []) as TableRow[],
     [],
     (defaultRows ?? []) as DefaultRow[],
+    (frozenRows ?? []) as FrozenRow[],
   );
 }
 

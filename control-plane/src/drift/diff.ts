@@ -1,5 +1,6 @@
 import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type { Tier } from '../domain/tiers.js';
+import { FREEZE_TRIGGERS } from '../providers/postgres/freeze.js';
 import type { RoleLimits } from '../providers/postgres/types.js';
 import type {
   AclEntry,
@@ -36,7 +37,10 @@ export const slugOfObject = (name: string): string | null =>
     ? name.slice(TENANT_PREFIX.length).replaceAll('_', '-')
     : null;
 
-const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+const sameList = (a: readonly string[], b: readonly string[]) =>
+  a.length === b.length && a.every((x, i) => x === b[i]);
+const SHARED_GUARDS = [...FREEZE_TRIGGERS.shared].sort();
+const PRIVATE_GUARDS = [...FREEZE_TRIGGERS.private].sort();
 const normalizePath = (v: string | undefined) =>
   v === undefined
     ? null
@@ -190,6 +194,24 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         if (!t.rlsForced) push(o, 'table', tname, 'changed', 'rlsForced', true, false, 'isolation');
       }
       checkAcl(o, 'table', tname, t.acl, t.owner, expected);
+      // Without its write-freeze guards, a promotion's or an offboarding's freeze of this table could be bypassed.
+      const guards = rls ? SHARED_GUARDS : PRIVATE_GUARDS;
+      if (!sameList(t.guards, guards))
+        push(o, 'table', tname, 'changed', 'freezeGuard', guards, t.guards, 'isolation');
+    }
+  };
+
+  /** A freeze standing on a tenant's live placement refuses all its writes: only a running operation may hold one. */
+  const checkFrozen = (
+    o: Owner,
+    tenantId: string,
+    db: string,
+    contents: ObservedDatabaseContents | undefined,
+    schema: string,
+  ) => {
+    for (const f of contents?.frozen ?? []) {
+      if (f.schema !== schema || (f.tenantId !== tenantId && schema === L.poolSchema)) continue;
+      push(o, 'freeze', `${db}.${schema}`, 'unexpected', 'frozen', null, f.reason);
     }
   };
 
@@ -246,7 +268,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     const t = judgedBySlug.get(slug);
     if (!t) return false;
     const retained = input.retained.get(t.id);
-    return tiers.includes(t.tier) || (retained !== undefined && tiers.includes(retained));
+    return tiers.includes(t.tier) || tiers.some((x) => retained?.has(x));
   };
 
   /* ---------------- tenants */
@@ -275,12 +297,14 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       const mname = `${L.dataDatabase}.tenantry_meta.pool_members:${t.slug}`;
       if (member === undefined) push(o, 'pool-membership', mname, 'missing', 'exists', true, false);
       else if (member !== t.slug) push(o, 'pool-membership', mname, 'changed', 'slug', t.slug, member);
+      checkFrozen(o, t.id, L.dataDatabase, data, L.poolSchema);
       continue;
     }
     const limits = L.limits[t.tier];
     if (t.tier === 'bridge') {
       checkRole(o, name, limits, name);
       checkTenantSchema(o, L.dataDatabase, data, name, name, t.templateVersion);
+      checkFrozen(o, t.id, L.dataDatabase, data, name);
       if (dataDb && !dataConnect.has(name))
         push(o, 'database', L.dataDatabase, 'missing', `privileges:${name}`, ['CONNECT'], null);
       continue;
@@ -302,10 +326,14 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       }
       const why = obs.unreachable.get(name);
       if (why !== undefined) push(o, 'database', name, 'changed', 'reachable', true, why);
-      else checkTenantSchema(o, name, obs.contents.get(name), L.siloSchema, name, t.templateVersion);
+      else {
+        checkTenantSchema(o, name, obs.contents.get(name), L.siloSchema, name, t.templateVersion);
+        checkFrozen(o, t.id, name, obs.contents.get(name), L.siloSchema);
+      }
     }
-    // A silo role reaches only its own database (its bridge schema's database during a rollback window).
-    if (dataConnect.has(name) && input.retained.get(t.id) !== 'bridge')
+    // A silo role reaches only its own database.
+    // (A bridge role loses its grants and CONNECT on the shared database at the cutover to silo.)
+    if (dataConnect.has(name))
       push(o, 'database', L.dataDatabase, 'unexpected', `privileges:${name}`, null, ['CONNECT'], 'isolation');
   }
 
@@ -437,7 +465,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
   for (const [id, slug] of obs.poolMembers) {
     if (input.busy.has(id)) continue;
     const t = judgedById.get(id);
-    if (t && (t.tier === 'pool' || input.retained.get(id) === 'pool')) continue;
+    if (t && (t.tier === 'pool' || input.retained.get(id)?.has('pool'))) continue;
     const k = knownById.get(id);
     push(
       k ? { tenantId: k.id, tenantSlug: k.slug } : { tenantId: null, tenantSlug: slug },

@@ -10,6 +10,7 @@ import {
   applyGrants,
   applyRole,
   databaseProvider,
+  ensureFreezeTriggers,
   ident,
   inTransaction,
   lockDownDatabases,
@@ -21,6 +22,8 @@ import {
   roleProvider,
   schemaProvider,
   type TenantTemplate,
+  unfreezeSchema,
+  unfreezeTenant,
 } from '../providers/postgres/index.js';
 import { lockDatabaseAcl } from '../providers/postgres/sql.js';
 import {
@@ -320,6 +323,11 @@ export class LocalDriftRemediator implements DriftRemediator {
       });
     }
     if (t.tier === 'pool') {
+      if (hasField(fs, 'freeze'))
+        steps.push({
+          name: 'unfreeze',
+          run: () => this.dp.withData((db) => unfreezeTenant(db, n.poolSchema, t.id)),
+        });
       if (hasField(fs, 'pool-membership'))
         steps.push({
           name: 'pool-membership',
@@ -407,9 +415,17 @@ export class LocalDriftRemediator implements DriftRemediator {
         run: () =>
           onDb(async (db) => {
             await schemaProvider.create(db, { name: schema, owner: n.ownerRole, template: this.template });
+            await ensureFreezeTriggers(db, schema, { owner: n.ownerRole });
           }),
       });
+    } else if (fs.some((f) => f.resource === 'table' && f.field === 'freezeGuard')) {
+      steps.push({
+        name: 'freeze-guards',
+        run: () => onDb((db) => ensureFreezeTriggers(db, schema, { owner: n.ownerRole })),
+      });
     }
+    if (hasField(fs, 'freeze'))
+      steps.push({ name: 'unfreeze', run: () => onDb((db) => unfreezeSchema(db, schema)) });
     const grantFindings = fs.filter(
       (f) => ['schema', 'table', 'default-privileges'].includes(f.resource) && granteeOf(f.field) !== null,
     );

@@ -362,8 +362,8 @@ export interface Snapshot {
   tenants: TenantRecord[];
   /** tenant id → the operation that makes it busy (active, or created/finished since the sweep began) */
   busy: Map<string, { operationId: string; kind: string; status: string }>;
-  /** tenant id → the tier whose placement is kept for a promotion's rollback window */
-  retained: Map<string, Tier>;
+  /** tenant id → the tiers whose placements are kept for promotions' rollback windows */
+  retained: Map<string, Set<Tier>>;
 }
 
 /** What the sweep reads before it observes: the database's clock and the operations then in flight. */
@@ -410,18 +410,21 @@ export async function readSnapshot(q: Queryable, start: SweepStart): Promise<Sna
     q.query<{ tenant_id: string; id: string; kind: string; status: string }>(
       `SELECT DISTINCT ON (tenant_id) tenant_id, id, kind, status FROM operations
         WHERE status IN ('queued', 'running') OR created_at >= $1 OR finished_at >= $1
+           -- A failed operation kept to be resumed (a promotion past its routing flip) holds both placements.
+           OR (status = 'failed' AND (progress ->> 'resumable') = 'true')
         ORDER BY tenant_id, (status IN ('queued', 'running')) DESC, created_at DESC`,
       [start.since],
     ),
     q.query<{ tenant_id: string; from_tier: Tier }>(
       `SELECT tenant_id, params->>'fromTier' AS from_tier FROM operations
-        WHERE kind = 'promote' AND status = 'succeeded' AND NOT params ? 'rollbackOf'
-          AND NOT coalesce((progress->>'rolledBack')::boolean, false)
-          AND NOT coalesce((progress->>'cleanedUp')::boolean, false)`,
+        WHERE kind = 'promote' AND status = 'succeeded' AND NOT (params ? 'rollbackOf')
+          AND NOT (progress ? 'cleanedUp') AND NOT (progress ? 'rolledBack')`,
     ),
   ]);
   const busy = new Map(start.active);
   for (const r of ops.rows) busy.set(r.tenant_id, { operationId: r.id, kind: r.kind, status: r.status });
+  const kept = new Map<string, Set<Tier>>();
+  for (const r of retained.rows) kept.set(r.tenant_id, (kept.get(r.tenant_id) ?? new Set()).add(r.from_tier));
   return {
     tenants: tenants.rows.map((r) => ({
       id: r.id,
@@ -432,6 +435,6 @@ export async function readSnapshot(q: Queryable, start: SweepStart): Promise<Sna
       outputs: r.outputs,
     })),
     busy,
-    retained: new Map(retained.rows.map((r) => [r.tenant_id, r.from_tier])),
+    retained: kept,
   };
 }

@@ -22,6 +22,7 @@ export const DRIFT_RESOURCES = [
   'policy',
   'default-privileges',
   'pool-membership',
+  'freeze',
   'stack',
 ] as const;
 export type DriftResource = (typeof DRIFT_RESOURCES)[number];
@@ -96,8 +97,8 @@ export interface DetectInput {
   busy: ReadonlySet<string>;
   /** Every tenant the control plane knows, offboarded ones included, to attribute orphans. */
   known: TenantRecord[];
-  /** Tenants whose previous placement is kept for a promotion's rollback window: tenant id → tier. */
-  retained: ReadonlyMap<string, Tier>;
+  /** Tenants whose earlier placements are kept for promotions' rollback windows: tenant id → tiers. */
+  retained: ReadonlyMap<string, ReadonlySet<Tier>>;
 }
 
 export interface DetectResult {

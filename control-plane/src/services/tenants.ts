@@ -401,7 +401,9 @@ export class TenantService {
         (op.progress.resumable === true || (op.kind === 'onboard' && !this.engine.rollsBackFailedOnboarding));
       if (!resumable) {
         throw new TenantryError(
-          op.status === 'queued' || op.status === 'running' ? 'OPERATION_IN_PROGRESS' : 'OPERATION_NOT_RESUMABLE',
+          op.status === 'queued' || op.status === 'running'
+            ? 'OPERATION_IN_PROGRESS'
+            : 'OPERATION_NOT_RESUMABLE',
           op.status === 'failed'
             ? `operation ${operationId} cannot be resumed: its failure was undone (rolled back or aborted); start a new operation`
             : `operation ${operationId} is ${op.status}; only a failed operation that was not undone can be resumed`,

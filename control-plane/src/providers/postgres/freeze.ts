@@ -31,7 +31,11 @@ const SHARED_TRIGGERS = ['tenantry_freeze_ins', 'tenantry_freeze_upd', 'tenantry
 const PRIVATE_TRIGGERS = ['tenantry_freeze_guard'];
 /** Every guard trigger name this module has used; a table carries exactly the set of its kind. */
 const ALL_TRIGGERS = ['tenantry_freeze', ...SHARED_TRIGGERS, ...PRIVATE_TRIGGERS];
-export const FREEZE_TRIGGERS = { shared: SHARED_TRIGGERS, private: PRIVATE_TRIGGERS } as const;
+export const FREEZE_TRIGGERS = {
+  shared: SHARED_TRIGGERS,
+  private: PRIVATE_TRIGGERS,
+  all: ALL_TRIGGERS,
+} as const;
 const GUARD_FN = 'tenantry_meta.frozen_write_check';
 /** Bumped when the function body changes; an older body is replaced in place. */
 const GUARD_VERSION = 'tenantry frozen-write check v5';
@@ -256,6 +260,15 @@ export async function unfreezeTenant(db: Queryable, schema: string, tenantId: st
     ]);
   }
   await dropLegacyTriggers(db, schema, tenantId);
+}
+
+/** Lifts every freeze of a private (bridge or silo) schema: the schema holds one tenant. */
+export async function unfreezeSchema(db: Queryable, schema: string): Promise<void> {
+  const { rows } = await db.query<{ ok: boolean }>(
+    `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL AS ok`,
+  );
+  if (rows[0]?.ok)
+    await db.query('DELETE FROM tenantry_meta.frozen_tenants WHERE schema_name = $1', [schema]);
 }
 
 /** Freeze triggers of the earlier design (one set per tenant, created and dropped at each freeze). */

@@ -12,6 +12,7 @@ export {
   type FreezeSpec,
   freezeTenant,
   isTenantFrozen,
+  unfreezeSchema,
   unfreezeTenant,
   waitForOlderTransactions,
   withFreezeLifted,
