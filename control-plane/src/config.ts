@@ -37,6 +37,8 @@ const Env = Type.Object({
   TENANTRY_TEMPLATES_DIR: Type.Optional(Type.String({ minLength: 1 })),
   TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS: Type.Integer({ minimum: 0, default: 86_400_000 }),
   TENANTRY_PROMOTION_MAX_LAG_BYTES: Type.Integer({ minimum: 1_048_576, default: 1_073_741_824 }),
+  TENANTRY_PROMOTION_FREEZE_WAIT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 15_000 }),
+  TENANTRY_PROMOTION_LAG_POLL_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 1000 }),
   PULUMI_BACKEND_URL: Type.Optional(Type.String({ pattern: '^(s3|file|gs|azblob)://|^https://' })),
   TENANTRY_PULUMI_SECRETS_PROVIDER: Type.Optional(
     Type.String({ pattern: '^(awskms|gcpkms|azurekeyvault|hashivault)://|^passphrase$' }),
@@ -77,6 +79,10 @@ export interface Config {
   faultStepDelayMs: number;
   promotionRollbackWindowMs: number;
   promotionMaxLagBytes: number;
+  /** How long a freeze waits for the writers' older transactions before it lifts itself and retries. */
+  promotionFreezeWaitMs: number;
+  /** How often a promotion's retained WAL is measured during its long steps. */
+  promotionLagPollMs: number;
   /** Cron line of scheduled drift sweeps; null when off. */
   driftSchedule: string | null;
   driftRemediationTimeoutMs: number;
@@ -108,6 +114,8 @@ const INT_KEYS = new Set([
   'TENANTRY_FAULT_STEP_DELAY_MS',
   'TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS',
   'TENANTRY_PROMOTION_MAX_LAG_BYTES',
+  'TENANTRY_PROMOTION_FREEZE_WAIT_MS',
+  'TENANTRY_PROMOTION_LAG_POLL_MS',
   'TENANTRY_PULUMI_CONCURRENCY',
   'TENANTRY_PULUMI_TIMEOUT_MS',
   'TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS',
@@ -216,6 +224,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     faultStepDelayMs: e.TENANTRY_FAULT_STEP_DELAY_MS,
     promotionRollbackWindowMs: e.TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS,
     promotionMaxLagBytes: e.TENANTRY_PROMOTION_MAX_LAG_BYTES,
+    promotionFreezeWaitMs: e.TENANTRY_PROMOTION_FREEZE_WAIT_MS,
+    promotionLagPollMs: e.TENANTRY_PROMOTION_LAG_POLL_MS,
     driftSchedule,
     driftRemediationTimeoutMs: e.TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS,
   };

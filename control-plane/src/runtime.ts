@@ -177,6 +177,8 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
         promotion: {
           rollbackWindowMs: config.promotionRollbackWindowMs,
           maxLagBytes: config.promotionMaxLagBytes,
+          freezeWaitMs: config.promotionFreezeWaitMs,
+          lagPollMs: config.promotionLagPollMs,
         },
       });
       closers.push(() => local.close());
