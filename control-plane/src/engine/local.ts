@@ -23,9 +23,12 @@ import {
 import {
   applyGrants,
   applyRole,
+  applySchema,
   databaseProvider,
+  ensureFreezeSupport,
   ensureFreezeTriggers,
   grantsProvider,
+  guardPrivateSchemaSql,
   ident,
   lockDownDatabases,
   poolMembershipProvider,
@@ -280,9 +283,10 @@ export class LocalEngine implements Engine {
           if (!up) await this.dp.withData((db) => schemaProvider.delete(db, spec));
           else
             await this.dp.withData(async (db) => {
-              await schemaProvider.create(db, spec);
-              // Freezable later (a promotion) without DDL on tables the tenant is writing.
-              await ensureFreezeTriggers(db, schema, { owner: n.ownerRole });
+              // Freezable later (a promotion) without DDL on tables the tenant is writing: the guards
+              // go on in the transaction that creates the tables (nobody writes here yet).
+              await ensureFreezeSupport(db, n.ownerRole);
+              await applySchema(db, spec, { andThen: [guardPrivateSchemaSql(schema)] });
             });
         } else if (up) {
           await this.dp.withDatabase(name, (db) => schemaProvider.create(db, spec));

@@ -124,7 +124,7 @@ export class OperationExecutor {
   }
 
   private async claim(operationId: string): Promise<Claimed | null> {
-    const { rows } = await this.db.query<Claimed & Record<string, unknown>>(
+    const { rows } = await this.db.relaxedQuery<Claimed & Record<string, unknown>>(
       `UPDATE operations
           SET status = 'running', attempts = attempts + 1, lease_owner = $2,
               lease_expires_at = now() + make_interval(secs => $3::double precision / 1000), updated_at = now()
@@ -137,7 +137,7 @@ export class OperationExecutor {
   }
 
   private async extendLease(id: string): Promise<boolean> {
-    const { rowCount } = await this.db.query(
+    const { rowCount } = await this.db.relaxedQuery(
       `UPDATE operations SET lease_expires_at = now() + make_interval(secs => $3::double precision / 1000)
         WHERE id = $1 AND lease_owner = $2 AND status = 'running'`,
       [id, this.runnerId, this.opts.leaseMs],
@@ -177,7 +177,7 @@ export class OperationExecutor {
     };
     if (todo[0]) {
       markRunning(todo[0]);
-      await this.saveSteps(this.db, op.id, steps, tenant.id, undefined);
+      await this.saveSteps({ query: this.db.relaxedQuery }, op.id, steps, tenant.id, undefined);
     }
     for (const [i, step] of todo.entries()) {
       if (signal.aborted) throw new Error('lease lost; another runner will resume');
@@ -210,7 +210,7 @@ export class OperationExecutor {
         const next = todo[i + 1];
         if (next) markRunning(next);
         // One statement records this step's outputs, its success and the next step's start.
-        await this.saveSteps(this.db, op.id, steps, tenant.id, outputs);
+        await this.saveSteps({ query: this.db.relaxedQuery }, op.id, steps, tenant.id, outputs);
         this.observeStep(op.kind, step.name, 'succeeded', started);
         log.debug({ step: step.name }, 'step succeeded');
       } catch (e) {

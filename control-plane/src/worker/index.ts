@@ -59,7 +59,8 @@ export async function startWorker(
   const sweeper = setInterval(sweep, 60_000);
   sweeper.unref();
   const runner: Runner = await run({
-    pgPool: db.pool,
+    // The queue's own bookkeeping is re-done if a Postgres crash loses it (see Db.relaxed).
+    pgPool: db.relaxed,
     concurrency: opts.concurrency,
     noHandleSignals: true,
     pollInterval: 1000,

@@ -161,6 +161,40 @@ export async function ensureFreezeTriggers(
   }
 }
 
+/**
+ * Guards a private schema nobody writes yet (a bridge schema just created from the template, before
+ * its grants): every table gets its trigger in one round trip and one transaction. No writer can hold
+ * a lock on these tables, so the one-table-per-transaction care of ensureFreezeTriggers is not needed.
+ */
+export async function guardNewPrivateSchema(
+  db: Queryable,
+  schema: string,
+  opts: { owner: string },
+): Promise<void> {
+  await ensureFreezeSupport(db, opts.owner);
+  await db.query(guardPrivateSchemaSql(schema));
+}
+
+/**
+ * The statement that puts the private guard on every unguarded table of a schema: run it in the
+ * transaction that creates the schema (see applySchema), after ensureFreezeSupport.
+ */
+export function guardPrivateSchemaSql(schema: string): string {
+  return `DO $guard$
+DECLARE t record;
+BEGIN
+  FOR t IN SELECT c.relname FROM pg_class c
+            WHERE c.relnamespace = ${literal(schema)}::regnamespace AND c.relkind IN ('r', 'p')
+              AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = ANY (${sqlTextArray(ALL_TRIGGERS)}))
+  LOOP
+    EXECUTE format('CREATE TRIGGER tenantry_freeze_guard BEFORE INSERT OR UPDATE OR DELETE ON %I.%I FOR EACH STATEMENT EXECUTE FUNCTION ${GUARD_FN}()',
+                   ${literal(schema)}, t.relname);
+  END LOOP;
+END $guard$`;
+}
+
+const sqlTextArray = (xs: readonly string[]) => `ARRAY[${xs.map((x) => literal(x)).join(', ')}]::text[]`;
+
 export interface FreezeSpec {
   schema: string;
   tenantId: string;

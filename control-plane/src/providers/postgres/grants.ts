@@ -31,10 +31,11 @@ export async function applyGrants(db: Queryable, spec: GrantsSpec): Promise<void
   const s = ident(spec.schema);
   const role = ident(spec.role);
   const owner = ident(spec.owner);
-  // One implicit transaction, one round trip.
+  // One implicit transaction, one round trip. The database-ACL lock (lockDatabaseAcl's) is taken
+  // last, just before the one statement that needs it, so concurrent tenants wait only for each
+  // other's GRANT CONNECT and commit, not for their whole batches.
   await db.query(
     [
-      `SELECT pg_advisory_xact_lock(hashtext('tenantry.acl.' || current_database()))`,
       `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
       `REVOKE CREATE ON SCHEMA ${s} FROM ${role}`,
       `GRANT USAGE ON SCHEMA ${s} TO ${role}`,
@@ -43,6 +44,7 @@ export async function applyGrants(db: Queryable, spec: GrantsSpec): Promise<void
       `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${role}`,
       `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
       `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`,
+      `SELECT pg_advisory_xact_lock(hashtext('tenantry.acl.' || current_database()))`,
       `GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`,
     ].join(';\n'),
   );

@@ -11,6 +11,8 @@ export {
   type FreezeReason,
   type FreezeSpec,
   freezeTenant,
+  guardNewPrivateSchema,
+  guardPrivateSchemaSql,
   isTenantFrozen,
   unfreezeSchema,
   unfreezeTenant,
@@ -32,6 +34,6 @@ export {
   poolProvider,
 } from './pool.js';
 export { applyRole, type RoleSpec, type RoleState, roleProvider } from './role.js';
-export { type SchemaSpec, type SchemaState, schemaProvider } from './schema.js';
+export { applySchema, type SchemaSpec, type SchemaState, schemaProvider } from './schema.js';
 export { ident, inTransaction, literal, type Queryable } from './sql.js';
 export type { Provider, RoleLimits, TemplateMigration, TenantTemplate } from './types.js';

@@ -1,5 +1,5 @@
 import { ensureMeta } from './meta.js';
-import { ident, inTransaction, literal } from './sql.js';
+import { ident, inTransaction, literal, type Queryable } from './sql.js';
 import type { Provider, TenantTemplate } from './types.js';
 
 export interface SchemaSpec {
@@ -21,30 +21,55 @@ export interface SchemaState {
  * A schema built from the versioned tenant template. Migrations are forward-only and
  * each runs in a transaction, as the owner role, with search_path set to the schema.
  */
+/** A new schema built from the template in one implicit transaction, then `andThen` in the same one. */
+function newSchemaScript(spec: SchemaSpec, andThen: string[] = []): string {
+  const s = ident(spec.name);
+  const migrations = [...spec.template.migrations].sort((a, b) => a.version - b.version);
+  const last = migrations[migrations.length - 1]?.version ?? 0;
+  return [
+    `SELECT pg_advisory_xact_lock(hashtext(${literal(`tenantry.schema.${spec.name}`)}))`,
+    `CREATE SCHEMA ${s} AUTHORIZATION ${ident(spec.owner)}`,
+    `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
+    `SET LOCAL ROLE ${ident(spec.owner)}`,
+    `SET LOCAL search_path TO ${s}`,
+    ...migrations.map((m) => m.sql),
+    'RESET ROLE',
+    `INSERT INTO tenantry_meta.schema_versions (schema_name, version) VALUES (${literal(spec.name)}, ${Math.trunc(last)})
+       ON CONFLICT (schema_name) DO UPDATE SET version = excluded.version, applied_at = now()`,
+    ...andThen,
+  ].join(';\n');
+}
+
+/**
+ * Hot path (provisioning): a new schema in one round trip and one commit, without reading it back,
+ * with `andThen` (statements that must see the new tables) in the same transaction. A schema that
+ * exists, or a database without Tenantry's bookkeeping yet, converges through `create` instead.
+ */
+export async function applySchema(
+  db: Queryable,
+  spec: SchemaSpec,
+  opts: { andThen?: string[] } = {},
+): Promise<void> {
+  try {
+    await db.query(newSchemaScript(spec, opts.andThen));
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code !== '42P06' && code !== '42P01' && code !== '3F000') throw e;
+    await schemaProvider.create(db, spec);
+    if (opts.andThen && opts.andThen.length > 0) await db.query(opts.andThen.join(';\n'));
+  }
+}
+
 export const schemaProvider: Provider<SchemaSpec, SchemaState> = {
   kind: 'schema',
 
   async create(db, spec) {
     const existing = await this.observe(db, spec);
     if (!existing) {
-      // Fast path for a new schema: one implicit transaction, one round trip. A crash leaves
-      // nothing behind, and a concurrent creator makes this fail cleanly (then we converge).
-      const s = ident(spec.name);
-      const migrations = [...spec.template.migrations].sort((a, b) => a.version - b.version);
-      const last = migrations[migrations.length - 1]?.version ?? 0;
-      const script = [
-        `SELECT pg_advisory_xact_lock(hashtext(${literal(`tenantry.schema.${spec.name}`)}))`,
-        `CREATE SCHEMA ${s} AUTHORIZATION ${ident(spec.owner)}`,
-        `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
-        `SET LOCAL ROLE ${ident(spec.owner)}`,
-        `SET LOCAL search_path TO ${s}`,
-        ...migrations.map((m) => m.sql),
-        'RESET ROLE',
-        `INSERT INTO tenantry_meta.schema_versions (schema_name, version) VALUES (${literal(spec.name)}, ${Math.trunc(last)})
-           ON CONFLICT (schema_name) DO UPDATE SET version = excluded.version, applied_at = now()`,
-      ].join(';\n');
+      // A new schema: one implicit transaction, one round trip. A crash leaves nothing behind,
+      // and a concurrent creator makes this fail cleanly (then we converge).
       try {
-        await db.query(script);
+        await db.query(newSchemaScript(spec));
         const created = await this.observe(db, spec);
         if (created) return created;
       } catch (e) {
