@@ -228,6 +228,8 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
       [app],
     );
     expect(rows[0]?.scram).toBe(true);
+    // Logging in needs CONNECT somewhere; other files lock `postgres` down on this shared cluster.
+    await su.query(`GRANT CONNECT ON DATABASE postgres TO ${app}`);
     const searchPath = await as(app, password, 'postgres', async (c) => {
       const r = await c.query<{ search_path: string }>('SHOW search_path');
       return r.rows[0]?.search_path;
