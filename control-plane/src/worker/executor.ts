@@ -27,6 +27,9 @@ const SYSTEM_ACTOR = { id: null, name: 'tenantry-worker', role: 'system' };
 
 /** Postgres and network errors worth another attempt: the same step will be re-run. */
 const RETRYABLE_PG = new Set([
+  // object in use: e.g. CREATE DATABASE … TEMPLATE while another session (an orphaned backend of a
+  // killed process) is still connected to the template; it goes away.
+  '55006',
   '40001',
   '40P01',
   '55P03',

@@ -27,7 +27,9 @@ export const databaseProvider: Provider<DatabaseSpec, DatabaseState> = {
       await db
         .query(`CREATE DATABASE ${ident(spec.name)} OWNER ${ident(spec.owner)}${from}`)
         .catch((e: { code?: string }) => {
-          if (e.code !== '42P04') throw e; // created concurrently: converge below
+          // Created concurrently (42P04), or the same CREATE DATABASE of a killed process still
+          // finishing in its orphaned backend (23505 on pg_database's name index): converge below.
+          if (e.code !== '42P04' && e.code !== '23505') throw e;
         });
     }
     return this.update(db, spec);
