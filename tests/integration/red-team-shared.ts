@@ -4,7 +4,7 @@ import { tenantClient } from '../helpers/runtime.js';
 /**
  * What the red-team isolation suites share: the template's tables with how a tenant's row is seeded
  * and how an intruder tries to insert and update one, the values that must never leak, and the
- * attempt runner. (red-team.test.ts keeps its own copy; it could import these.)
+ * attempt runner (red-team.test.ts and red-team-promoted.test.ts).
  */
 export interface Victim {
   id: string;
@@ -25,7 +25,10 @@ export interface Intruder {
   };
 }
 
-/** One entry per table of templates/tenant-schema. */
+/**
+ * One entry per table of templates/tenant-schema. red-team.test.ts checks that this list and the
+ * live template's tables are the same set, so a new table needs an entry here.
+ */
 export const TABLES: Record<
   string,
   { seed: (t: Victim) => [string, unknown[]]; insert: (b: Victim) => [string, unknown[]]; set: string }

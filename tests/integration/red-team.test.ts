@@ -9,6 +9,7 @@ import {
   type TestStack,
   tenantClient,
 } from '../helpers/runtime.js';
+import { attempt, secretsOf, TABLE_NAMES, TABLES } from './red-team-shared.js';
 
 /**
  * The red-team isolation suite: every tenant tries, with its own credentials, to reach every
@@ -25,36 +26,6 @@ interface T {
   email: string;
   settingKey: string;
 }
-
-/**
- * One entry per table of templates/tenant-schema: how a tenant's row is seeded, and the
- * insert and update an intruder tries with the victim's tenant id. A test checks that this
- * list and the live template's tables are the same set, so a new table needs an entry here.
- */
-const TABLES: Record<
-  string,
-  { seed: (t: T) => [string, unknown[]]; insert: (b: T) => [string, unknown[]]; set: string }
-> = {
-  users: {
-    seed: (t) => ['(tenant_id, id, email, name) VALUES ($1, $2, $3, $4)', [t.id, t.userId, t.email, 'owner']],
-    insert: (b) => ["(tenant_id, email) VALUES ($1, 'intruder@x')", [b.id]],
-    set: "name = 'pwned'",
-  },
-  documents: {
-    seed: (t) => [
-      "(tenant_id, owner_id, title, body) VALUES ($1, $2, 'plan', 'secret plan')",
-      [t.id, t.userId],
-    ],
-    insert: (b) => ["(tenant_id, owner_id, title) VALUES ($1, $2, 'planted')", [b.id, b.userId]],
-    set: "body = 'pwned'",
-  },
-  settings: {
-    seed: (t) => [`(tenant_id, key, value) VALUES ($1, $2, '{"tier": "secret"}')`, [t.id, t.settingKey]],
-    insert: (b) => ["(tenant_id, key) VALUES ($1, 'intruder')", [b.id]],
-    set: `value = '{"pwned": true}'`,
-  },
-};
-const TABLE_NAMES = Object.keys(TABLES);
 
 let s: TestStack;
 const tenants: T[] = [];
@@ -104,42 +75,9 @@ afterAll(async () => {
   await s?.close();
 });
 
-interface Outcome {
-  refused: string | null;
-  rows: number;
-}
-
-/**
- * Runs each statement as tenant `a` (on `database`, a's own unless given), each in its own
- * transaction with a's tenant setting when a is pooled; returns each one's rows or refusal.
- */
-async function as(a: T, statements: [string, unknown[]][], database = a.conn.database): Promise<Outcome[]> {
-  let c: pg.Client;
-  try {
-    c = await tenantClient({ ...a.conn, database });
-  } catch (e) {
-    return statements.map(() => ({ refused: (e as Error).message, rows: 0 }));
-  }
-  const out: Outcome[] = [];
-  try {
-    for (const [sql, params] of statements) {
-      try {
-        await c.query('BEGIN');
-        if (a.conn.tenantSetting)
-          await c.query('SELECT set_config($1, $2, true)', [a.conn.tenantSetting, a.id]);
-        const r = await c.query(sql, params);
-        await c.query('COMMIT');
-        out.push({ refused: null, rows: r.rowCount ?? 0 });
-      } catch (e) {
-        await c.query('ROLLBACK').catch(() => undefined);
-        out.push({ refused: (e as Error).message, rows: 0 });
-      }
-    }
-  } finally {
-    await c.end();
-  }
-  return out;
-}
+/** Runs each statement as tenant `a` (on `database`, a's own unless given); see attempt(). */
+const as = (a: T, statements: [string, unknown[]][], database = a.conn.database) =>
+  attempt(a, statements, database);
 
 const asOne = async (a: T, sql: string, params: unknown[] = [], database = a.conn.database) =>
   (await as(a, [[sql, params]], database))[0]!;
@@ -149,9 +87,6 @@ const pairs = () => {
   for (const a of tenants) for (const b of tenants) if (a !== b) out.push([a, b]);
   return out;
 };
-
-/** Values of b that must never appear in anything a sees, errors included. */
-const secretsOf = (b: T) => [b.email, b.userId, b.settingKey, 'secret plan'];
 
 describe('cross-tenant access, every pair of tiers, every table', () => {
   it('covers every ordered pair of tiers', () => {
