@@ -29,7 +29,7 @@ const { values } = parseArgs({
 const LARGE = Number(values.rows);
 const SMALL = Number(values.small);
 
-const cp = await startControlPlane({ TENANTRY_WORKER_CONCURRENCY: '2' });
+const cp = await startControlPlane({ TENANTRY_WORKER_CONCURRENCY: '2', TENANTRY_DRIFT_SCHEDULE: 'off' });
 const control = new pg.Client({ connectionString: cp.pgUrl('tenantry') });
 const data = new pg.Client({ connectionString: cp.pgUrl('tenantry_data') });
 await Promise.all([control.connect(), data.connect()]);

@@ -65,6 +65,8 @@ export async function startStack(
     TENANTRY_DATAPLANE_URL: adminUrl(dataDb),
     TENANTRY_DATA_DIR: dataDir,
     TENANTRY_OPERATION_LEASE_MS: '2000',
+    // Test files share one cluster: a scheduled sweep would judge other files' tenants as orphans.
+    TENANTRY_DRIFT_SCHEDULE: 'off',
     LOG_LEVEL: 'silent',
     ...overrides,
   });

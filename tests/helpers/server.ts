@@ -28,6 +28,7 @@ export async function startServer(
       HOME: process.env.HOME ?? '/tmp',
       PORT: String(port),
       LOG_LEVEL: 'warn',
+      TENANTRY_DRIFT_SCHEDULE: 'off',
       ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
