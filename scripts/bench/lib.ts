@@ -36,19 +36,24 @@ export async function startControlPlane(env: Record<string, string> = {}): Promi
   const port = await freePort();
   const pgPort = await freePort();
   const token = `tnt_${randomBytes(24).toString('base64url')}`;
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'control-plane/src/server.ts'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '/tmp',
-      TENANTRY_EMBEDDED_PG_PORT: String(pgPort),
-      TENANTRY_ADMIN_TOKEN: token,
-      PORT: String(port),
-      LOG_LEVEL: 'warn',
-      ...env,
-      TENANTRY_DATA_DIR: dataDir,
+  // The same command line as `npm start` (package.json), V8 flags included.
+  const proc = spawn(
+    process.execPath,
+    ['--max-semi-space-size=2', '--import', 'tsx', 'control-plane/src/server.ts'],
+    {
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '/tmp',
+        TENANTRY_EMBEDDED_PG_PORT: String(pgPort),
+        TENANTRY_ADMIN_TOKEN: token,
+        PORT: String(port),
+        LOG_LEVEL: 'warn',
+        ...env,
+        TENANTRY_DATA_DIR: dataDir,
+      },
+      stdio: ['ignore', 'ignore', 'inherit'],
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  );
   const base = `http://127.0.0.1:${port}`;
   const until = Date.now() + 60_000;
   for (;;) {

@@ -406,7 +406,11 @@ export async function readSnapshot(q: Queryable, start: SweepStart): Promise<Sna
       status: string;
       template_version: number;
       outputs: Record<string, unknown>;
-    }>('SELECT id, slug, tier, status, template_version, outputs FROM tenants'),
+    }>(
+      // Only the outputs a diff compares (the key id): the rest is not read, so not parsed.
+      `SELECT id, slug, tier, status, template_version, jsonb_strip_nulls(jsonb_build_object('keyId', outputs->'keyId')) AS outputs
+         FROM tenants`,
+    ),
     q.query<{ tenant_id: string; id: string; kind: string; status: string }>(
       `SELECT DISTINCT ON (tenant_id) tenant_id, id, kind, status FROM operations
         WHERE status IN ('queued', 'running') OR created_at >= $1 OR finished_at >= $1
