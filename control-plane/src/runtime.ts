@@ -1,4 +1,3 @@
-import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Services } from './app.js';
@@ -75,16 +74,10 @@ async function controlDatabaseOnDataPlane(control: Db, dataplaneUrl: string): Pr
 }
 
 /**
- * Where the embedded Postgres also listens on a Unix socket: its own data directory (which its
- * OS user owns). A round trip through it costs about half of one over loopback TCP, and the
- * control plane makes several per provisioning step. Authentication is unchanged: pg_hba asks
- * for SCRAM on local connections too. Null when the socket path would exceed the 107-byte limit.
+ * Our own connections to the embedded Postgres go through its Unix socket (in the cluster's
+ * directory, which only its OS user and root can enter): a round trip costs about half of one over
+ * loopback TCP. Authentication is unchanged: pg_hba asks for SCRAM on local connections too.
  */
-function embeddedSocketDir(dataDir: string, port: number): string | null {
-  const dir = path.join(dataDir, 'pg');
-  return Buffer.byteLength(path.join(dir, `.s.PGSQL.${port}.lock`)) <= 107 ? dir : null;
-}
-
 function viaSocket(url: string, socketDir: string | null): string {
   if (!socketDir) return url;
   const u = new URL(url);
@@ -115,16 +108,15 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     // Our own connections to the embedded server go through a Unix socket when one can be made.
     let ownUrl = (database: string) => withDatabase(String(databaseUrl), database);
     if (!databaseUrl) {
-      const socketDir = embeddedSocketDir(config.dataDir, config.embeddedPgPort);
       embedded = await startEmbedded({
         dataDir: config.dataDir,
         port: config.embeddedPgPort,
         log,
-        ...(socketDir ? { settings: { unix_socket_directories: socketDir } } : {}),
+        unixSocket: true,
       });
       const e = embedded;
       closers.push(() => e.stop());
-      ownUrl = (database) => viaSocket(e.url(database), socketDir);
+      ownUrl = (database) => viaSocket(e.url(database), e.socketDir);
       await ensureDatabase(ownUrl('postgres'), CONTROL_DB);
       databaseUrl = ownUrl(CONTROL_DB);
     }
