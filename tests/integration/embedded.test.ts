@@ -68,3 +68,39 @@ describe.skipIf(reasonToSkip !== null)(
     }, 60_000);
   },
 );
+
+describe('the embedded server', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-embedded-'));
+  fs.chmodSync(dir, 0o755);
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('lets this OS user in over its Unix socket without a password, and still asks everyone for SCRAM over TCP', async () => {
+    const port = await freePort();
+    const srv = await startEmbedded({ dataDir: path.join(dir, 'data'), port, log, unixSocket: true });
+    try {
+      expect(srv.socketDir).toBe(srv.clusterDir);
+      // Peer authentication: no password sent at all.
+      const local = new pg.Client({
+        host: srv.socketDir ?? '',
+        port,
+        user: 'postgres',
+        database: 'postgres',
+      });
+      await local.connect();
+      expect((await local.query('SELECT current_user AS u')).rows[0]?.u).toBe('postgres');
+      await local.end();
+      const tcp = new pg.Client({
+        host: '127.0.0.1',
+        port,
+        user: 'postgres',
+        database: 'postgres',
+        password: 'wrong',
+      });
+      await expect(tcp.connect()).rejects.toThrow(/password authentication failed/);
+      // The socket's directory is the cluster's: only its OS user (and root) can enter it.
+      expect(fs.statSync(srv.clusterDir).mode & 0o077).toBe(0);
+    } finally {
+      await srv.stop();
+    }
+  }, 60_000);
+});

@@ -20,12 +20,14 @@ SELECT r.rolname AS name, r.rolcanlogin AS login, r.rolsuper AS super, r.rolbypa
   LEFT JOIN pg_db_role_setting s ON s.setrole = r.oid AND s.setdatabase = 0
  WHERE r.rolname LIKE 'tenant\\_%' OR r.rolname = ANY($1::text[])`;
 
-/** Every database with its owner and the holders of CONNECT ("PUBLIC" for the public pseudo-role). */
+/**
+ * Every database with its owner and its ACL as text, parsed here for the holders of CONNECT. (Not
+ * aclexplode: it takes time quadratic in the ACL's length, about a second for the shared database's
+ * 3,800 grants at 10,000 tenants.)
+ */
 export const DATABASES_SQL = `
 SELECT d.datname AS name, pg_get_userbyid(d.datdba) AS owner, d.datallowconn AS allowconn,
-       array(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
-               FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-              WHERE a.privilege_type = 'CONNECT') AS connect
+       coalesce(d.datacl, acldefault('d', d.datdba))::text[] AS acl
   FROM pg_database d
  WHERE NOT d.datistemplate OR d.datname LIKE 'tenant\\_%'`;
 
@@ -228,25 +230,36 @@ function unquote(s: string): string {
 }
 
 /** `grantee=privs/grantor` (grantee empty for PUBLIC; `*` marks a grant option) → one entry per grantee. */
+/** Privilege letters (`arwd`, `*` grant options ignored) → sorted names; a fleet repeats a handful. */
+const privilegeNames = new Map<string, readonly string[]>();
+function privilegesOf(letters: string): readonly string[] {
+  let names = privilegeNames.get(letters);
+  if (!names) {
+    names = [
+      ...new Set([...letters].map((ch) => PRIVS[ch]).filter((p): p is string => p !== undefined)),
+    ].sort();
+    privilegeNames.set(letters, names);
+  }
+  return names;
+}
+
 export function parseAcl(items: string[] | null): AclEntry[] | null {
   if (items === null) return null;
-  const byGrantee = new Map<string, Set<string>>();
+  // An ACL has an item per grantee and grantor: a few entries, so a linear merge beats maps.
+  const out: AclEntry[] = [];
   for (const item of items) {
     const slash = item.lastIndexOf('/');
     const body = slash >= 0 ? item.slice(0, slash) : item;
     const eq = body.lastIndexOf('=');
     if (eq < 0) continue;
     const grantee = eq === 0 ? 'PUBLIC' : unquote(body.slice(0, eq));
-    const set = byGrantee.get(grantee) ?? new Set<string>();
-    for (const ch of body.slice(eq + 1)) {
-      const p = PRIVS[ch];
-      if (p) set.add(p);
-    }
-    byGrantee.set(grantee, set);
+    const privileges = privilegesOf(body.slice(eq + 1));
+    if (privileges.length === 0) continue;
+    const seen = out.find((e) => e.grantee === grantee);
+    if (!seen) out.push({ grantee, privileges: privileges as string[] });
+    else seen.privileges = [...new Set([...seen.privileges, ...privileges])].sort();
   }
-  return [...byGrantee.entries()]
-    .filter(([, s]) => s.size > 0)
-    .map(([grantee, s]) => ({ grantee, privileges: [...s].sort() }));
+  return out;
 }
 
 function parseSettings(config: string[] | null): Record<string, string> {
@@ -292,13 +305,21 @@ export async function readRoles(db: Queryable, extraRoles: string[]): Promise<Ma
 }
 
 export async function readDatabases(db: Queryable): Promise<Map<string, ObservedDatabase>> {
-  const { rows } = await db.query<{ name: string; owner: string; allowconn: boolean; connect: string[] }>(
+  const { rows } = await db.query<{ name: string; owner: string; allowconn: boolean; acl: string[] }>(
     DATABASES_SQL,
   );
   return new Map(
     rows.map((r) => [
       r.name,
-      { name: r.name, owner: r.owner, allowConnections: r.allowconn, connect: [...r.connect].sort() },
+      {
+        name: r.name,
+        owner: r.owner,
+        allowConnections: r.allowconn,
+        connect: (parseAcl(r.acl) ?? [])
+          .filter((e) => e.privileges.includes('CONNECT'))
+          .map((e) => e.grantee)
+          .sort(),
+      },
     ]),
   );
 }

@@ -87,9 +87,10 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     owner: string,
     expected: Record<string, string[]>,
   ) => {
-    const seen = new Map((acl ?? []).map((e) => [e.grantee, e.privileges]));
-    for (const [grantee, privs] of Object.entries(expected)) {
-      const actual = seen.get(grantee);
+    const entries = acl ?? [];
+    for (const grantee in expected) {
+      const privs = expected[grantee] as string[];
+      const actual = entries.find((e) => e.grantee === grantee)?.privileges;
       if (!actual) push(o, resource, name, 'missing', `privileges:${grantee}`, privs, null);
       else if (!sameList(actual, privs)) {
         const extra = actual.some((p) => !privs.includes(p));
@@ -105,9 +106,18 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         );
       }
     }
-    for (const [grantee, privs] of seen) {
+    for (const { grantee, privileges } of entries) {
       if (grantee === owner || grantee in expected) continue;
-      push(o, resource, name, 'unexpected', `privileges:${grantee}`, null, privs, grantCategory(grantee));
+      push(
+        o,
+        resource,
+        name,
+        'unexpected',
+        `privileges:${grantee}`,
+        null,
+        privileges,
+        grantCategory(grantee),
+      );
     }
   };
 
@@ -201,7 +211,30 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     }
   };
 
-  /** A freeze standing on a tenant's live placement refuses all its writes: only a running operation may hold one. */
+  /**
+   * A freeze standing on a tenant's live placement refuses all its writes: only a running operation
+   * may hold one. (Offboarded pool tenants keep theirs as markers, so the rows are indexed, not scanned.)
+   */
+  const frozenIndex = new Map<
+    ObservedDatabaseContents,
+    Map<string, { tenantId: string; reason: string }[]>
+  >();
+  const frozenIn = (contents: ObservedDatabaseContents) => {
+    let index = frozenIndex.get(contents);
+    if (!index) {
+      index = new Map();
+      // By schema (a private schema's every freeze is its tenant's) and by schema and tenant (pool).
+      for (const f of contents.frozen) {
+        for (const key of [f.schema, `${f.schema}|${f.tenantId}`]) {
+          const list = index.get(key) ?? [];
+          list.push(f);
+          index.set(key, list);
+        }
+      }
+      frozenIndex.set(contents, index);
+    }
+    return (key: string) => index.get(key) ?? [];
+  };
   const checkFrozen = (
     o: Owner,
     tenantId: string,
@@ -209,10 +242,9 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     contents: ObservedDatabaseContents | undefined,
     schema: string,
   ) => {
-    for (const f of contents?.frozen ?? []) {
-      if (f.schema !== schema || (f.tenantId !== tenantId && schema === L.poolSchema)) continue;
-      push(o, 'freeze', `${db}.${schema}`, 'unexpected', 'frozen', null, f.reason);
-    }
+    if (!contents || contents.frozen.length === 0) return;
+    const rows = frozenIn(contents)(schema === L.poolSchema ? `${schema}|${tenantId}` : schema);
+    for (const f of rows) push(o, 'freeze', `${db}.${schema}`, 'unexpected', 'frozen', null, f.reason);
   };
 
   const checkDefaultAcl = (
