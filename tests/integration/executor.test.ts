@@ -17,7 +17,10 @@ class ScriptedEngine implements Engine {
   failures = new Map<string, Error[]>();
   /** Runs inside a step, before it succeeds or fails. */
   onStep: ((ctx: StepContext) => Promise<void>) | undefined;
-  constructor(readonly rollsBackFailedOnboarding = true) {}
+  constructor(
+    readonly rollsBackFailedOnboarding = true,
+    readonly promotionMovesRows = true,
+  ) {}
   supportsTier(tier: Tier) {
     return tier !== 'account';
   }
@@ -256,6 +259,23 @@ describe('operation executor', () => {
     expect(await auditOf(opId)).toEqual(
       expect.arrayContaining(['operation.promote.failed', 'operation.resume', 'tenant.promotion.cutover']),
     );
+  });
+
+  it('refuses a promotion on a target that would only re-provision (routing to an empty placement)', async () => {
+    const reprovisionOnly = new ScriptedEngine(false, false);
+    const svc3 = new TenantService(db, reprovisionOnly, { templateVersion: 1, maxAttempts: 3 });
+    const { slug, opId } = await create(svc3);
+    await exec.run(opId);
+    expect((await findTenantBySlug(db, slug))?.status).toBe('active');
+    await expect(svc3.promote(actor, slug, 'silo')).rejects.toMatchObject({
+      code: 'PROMOTION_NOT_AVAILABLE_ON_TARGET',
+    });
+    // Nothing was queued or audited for it.
+    const { rows } = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM operations o JOIN tenants t ON t.id = o.tenant_id WHERE t.slug = $1 AND o.kind = 'promote'`,
+      [slug],
+    );
+    expect(rows[0]?.n).toBe(0);
   });
 
   it('an onboarding the engine does not roll back is kept and resumes from its failed step', async () => {

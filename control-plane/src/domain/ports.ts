@@ -43,6 +43,12 @@ export interface Engine {
    * failed operation is kept as it is, to be resumed from the failed step once the cause is fixed.
    */
   readonly rollsBackFailedOnboarding: boolean;
+  /**
+   * Whether a promotion moves the tenant's rows to the target placement before routing flips to it.
+   * A target that only re-provisions (aws, for now) would point the tenant at an empty database:
+   * promotions are refused there (422 PROMOTION_NOT_AVAILABLE_ON_TARGET) instead.
+   */
+  readonly promotionMovesRows: boolean;
   supportsTier(tier: Tier): boolean;
   steps(kind: 'onboard' | 'offboard', tier: Tier): string[];
   /** Steps of a promotion (or of its rollback, when params.rollbackOf is set). */

@@ -91,6 +91,8 @@ const STEP_OPS: Record<string, PulumiOp> = {
 export class AwsEngine implements Engine {
   readonly target = 'aws' as const;
   readonly rollsBackFailedOnboarding = false;
+  /** The `up` re-provisions the target tier; the rows are not moved into RDS yet (docs/aws.md). */
+  readonly promotionMovesRows = false;
   /** What is recorded with each tenant: the base version plus a hash of the programs and templates. */
   readonly programVersion: string;
   private readonly pool: PulumiPool;

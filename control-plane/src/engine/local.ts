@@ -63,6 +63,7 @@ export const generatePassword = (): string => randomBytes(24).toString('base64ur
 export class LocalEngine implements Engine {
   readonly target = 'local' as const;
   readonly rollsBackFailedOnboarding = true;
+  readonly promotionMovesRows = true;
   /** The pool role's password, read once at bootstrap: every pool descriptor carries it. */
   private poolPassword: string | undefined;
 

@@ -242,6 +242,13 @@ export class TenantService {
           `the ${targetTier} tier is not available on this target`,
         );
       }
+      if (!this.engine.promotionMovesRows) {
+        // Routing would flip to a placement without the tenant's rows: refuse rather than split it.
+        throw new TenantryError(
+          'PROMOTION_NOT_AVAILABLE_ON_TARGET',
+          `online promotion is not available on the ${this.engine.target} target yet: it would point the tenant at a new, empty placement while its rows stay behind`,
+        );
+      }
       await this.assertNoActiveOperation(q, tenant);
       if (tenant.status !== 'active') {
         throw new TenantryError(
