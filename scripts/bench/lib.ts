@@ -27,6 +27,14 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
+/** `npm start`'s arguments to node, read from package.json, so a benchmark runs what users run. */
+function startArgs(): string[] {
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, '../../package.json'), 'utf8'));
+  const [cmd, ...args] = String(pkg.scripts.start).trim().split(/\s+/);
+  if (cmd !== 'node') throw new Error(`npm start is expected to run node, not ${cmd}`);
+  return args;
+}
+
 /** Starts `npm start`'s entry point on the embedded default, in a scratch data directory. */
 export async function startControlPlane(env: Record<string, string> = {}): Promise<ControlPlane> {
   // A data directory handed in (to keep a fleet between runs) is kept; a scratch one is removed.
@@ -37,23 +45,19 @@ export async function startControlPlane(env: Record<string, string> = {}): Promi
   const pgPort = await freePort();
   const token = `tnt_${randomBytes(24).toString('base64url')}`;
   // The same command line as `npm start` (package.json), V8 flags included.
-  const proc = spawn(
-    process.execPath,
-    ['--max-semi-space-size=2', '--import', 'tsx', 'control-plane/src/server.ts'],
-    {
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '/tmp',
-        TENANTRY_EMBEDDED_PG_PORT: String(pgPort),
-        TENANTRY_ADMIN_TOKEN: token,
-        PORT: String(port),
-        LOG_LEVEL: 'warn',
-        ...env,
-        TENANTRY_DATA_DIR: dataDir,
-      },
-      stdio: ['ignore', 'ignore', 'inherit'],
+  const proc = spawn(process.execPath, startArgs(), {
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      TENANTRY_EMBEDDED_PG_PORT: String(pgPort),
+      TENANTRY_ADMIN_TOKEN: token,
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      ...env,
+      TENANTRY_DATA_DIR: dataDir,
     },
-  );
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   const base = `http://127.0.0.1:${port}`;
   const until = Date.now() + 60_000;
   for (;;) {

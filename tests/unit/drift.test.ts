@@ -1,4 +1,5 @@
 import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import {
   AwsDriftDetector,
@@ -6,7 +7,7 @@ import {
   findingsFromStack,
   type StackDriver,
 } from '../../control-plane/src/drift/aws.js';
-import { parseAcl } from '../../control-plane/src/drift/catalog.js';
+import { parseAcl, parseTextArray } from '../../control-plane/src/drift/catalog.js';
 import { slugOfObject } from '../../control-plane/src/drift/diff.js';
 import { isIgnored, PolicyBook } from '../../control-plane/src/drift/policy.js';
 import type { Snapshot } from '../../control-plane/src/drift/store.js';
@@ -83,6 +84,38 @@ describe('catalog parsing', () => {
       { grantee: 'tenant_a', privileges: ['INSERT', 'SELECT', 'UPDATE'] },
     ]);
     expect(parseAcl(null)).toBeNull();
+  });
+
+  it("parses text[] output exactly as pg's generic parser does, quoted and odd elements included", () => {
+    const generic = (pg.types.getTypeParser as (oid: number, f: 'text') => (raw: string) => unknown)(
+      1009,
+      'text',
+    );
+    const cases = [
+      '{}',
+      '{a}',
+      '{tenant_a=r/owner,=c/owner,owner=arwdDxtm/owner}',
+      '{"\\"odd name\\"=r/owner",plain=r/owner}',
+      '{"with,comma=r/o","with space=r/o"}',
+      '{NULL,"NULL",x}',
+      '{"a\\\\b"}',
+      '[0:1]={a,b}',
+      '{{a,b},{c,d}}',
+      '{tenantry_freeze_ins,tenantry_freeze_upd}',
+    ];
+    for (const raw of cases) expect(parseTextArray(raw), raw).toEqual(generic(raw));
+  });
+
+  it('merges a long ACL (a database with a CONNECT grant per tenant) per grantee, in order', () => {
+    const items = ['owner=CTc/owner'];
+    for (let i = 0; i < 500; i++) items.push(`tenant_t${i}=c/owner`);
+    // The same grantee granted again by another grantor: one entry, privileges merged.
+    items.push('tenant_t7=T/other', '=c/owner');
+    const acl = parseAcl(items)!;
+    expect(acl).toHaveLength(502);
+    expect(acl[0]).toEqual({ grantee: 'owner', privileges: ['CONNECT', 'CREATE', 'TEMPORARY'] });
+    expect(acl[8]).toEqual({ grantee: 'tenant_t7', privileges: ['CONNECT', 'TEMPORARY'] });
+    expect(acl[501]).toEqual({ grantee: 'PUBLIC', privileges: ['CONNECT'] });
   });
 
   it('derives the slug from an object name only when it follows the naming', () => {

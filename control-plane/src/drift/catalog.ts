@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { FREEZE_TRIGGERS } from '../providers/postgres/freeze.js';
 import { literal, type Queryable } from '../providers/postgres/sql.js';
 
@@ -245,8 +246,10 @@ function privilegesOf(letters: string): readonly string[] {
 
 export function parseAcl(items: string[] | null): AclEntry[] | null {
   if (items === null) return null;
-  // An ACL has an item per grantee and grantor: a few entries, so a linear merge beats maps.
+  // Most ACLs hold a few items, where a linear merge beats a map; a database's CONNECT list holds
+  // one per tenant role (thousands on the shared database), where a linear merge is quadratic.
   const out: AclEntry[] = [];
+  const byGrantee = items.length > 16 ? new Map<string, AclEntry>() : null;
   for (const item of items) {
     const slash = item.lastIndexOf('/');
     const body = slash >= 0 ? item.slice(0, slash) : item;
@@ -255,11 +258,46 @@ export function parseAcl(items: string[] | null): AclEntry[] | null {
     const grantee = eq === 0 ? 'PUBLIC' : unquote(body.slice(0, eq));
     const privileges = privilegesOf(body.slice(eq + 1));
     if (privileges.length === 0) continue;
-    const seen = out.find((e) => e.grantee === grantee);
-    if (!seen) out.push({ grantee, privileges: privileges as string[] });
-    else seen.privileges = [...new Set([...seen.privileges, ...privileges])].sort();
+    const seen = byGrantee ? byGrantee.get(grantee) : out.find((e) => e.grantee === grantee);
+    if (!seen) {
+      const entry = { grantee, privileges: privileges as string[] };
+      out.push(entry);
+      byGrantee?.set(grantee, entry);
+    } else seen.privileges = [...new Set([...seen.privileges, ...privileges])].sort();
   }
   return out;
+}
+
+const TEXT_ARRAY_OID = 1009;
+const genericTextArray = (
+  pg.types.getTypeParser as (oid: number, format: 'text') => (raw: string) => string[]
+)(TEXT_ARRAY_OID, 'text');
+
+/**
+ * A `text[]` value in Postgres' array output. The catalog reads return tens of thousands of them
+ * (ACLs, trigger names) whose elements need no quoting; those are split directly, anything else
+ * (a quoted or escaped element, NULL, a nested or offset array) goes to pg's generic parser.
+ */
+export function parseTextArray(raw: string): (string | null)[] {
+  if (raw === '{}') return [];
+  if (raw.charCodeAt(0) !== 123 /* { */ || /["\\{}]/.test(raw.slice(1, -1))) return genericTextArray(raw);
+  return raw
+    .slice(1, -1)
+    .split(',')
+    .map((x) => (x === 'NULL' ? null : x));
+}
+
+const CATALOG_TYPES = {
+  getTypeParser: (oid: number, format?: 'text' | 'binary') =>
+    oid === TEXT_ARRAY_OID && format !== 'binary'
+      ? parseTextArray
+      : (pg.types.getTypeParser as (o: number, f?: string) => unknown)(oid, format),
+};
+
+/** A catalog statement, its `text[]` columns parsed by parseTextArray (pg Pool and Client both take a config). */
+function catalogQuery<R>(db: Queryable, text: string, values?: unknown[]): Promise<{ rows: R[] }> {
+  const q = db as unknown as { query(config: pg.QueryConfig): Promise<{ rows: R[] }> };
+  return q.query({ text, ...(values ? { values } : {}), types: CATALOG_TYPES } as pg.QueryConfig);
 }
 
 function parseSettings(config: string[] | null): Record<string, string> {
@@ -274,7 +312,7 @@ function parseSettings(config: string[] | null): Record<string, string> {
 /* ------------------------------------------------------------------ readers */
 
 export async function readRoles(db: Queryable, extraRoles: string[]): Promise<Map<string, ObservedRole>> {
-  const { rows } = await db.query<{
+  const { rows } = await catalogQuery<{
     name: string;
     login: boolean;
     super: boolean;
@@ -285,7 +323,7 @@ export async function readRoles(db: Queryable, extraRoles: string[]): Promise<Ma
     connlimit: number;
     config: string[] | null;
     member_of: string[];
-  }>(ROLES_SQL, [extraRoles]);
+  }>(db, ROLES_SQL, [extraRoles]);
   const out = new Map<string, ObservedRole>();
   for (const r of rows) {
     out.set(r.name, {
@@ -305,7 +343,8 @@ export async function readRoles(db: Queryable, extraRoles: string[]): Promise<Ma
 }
 
 export async function readDatabases(db: Queryable): Promise<Map<string, ObservedDatabase>> {
-  const { rows } = await db.query<{ name: string; owner: string; allowconn: boolean; acl: string[] }>(
+  const { rows } = await catalogQuery<{ name: string; owner: string; allowconn: boolean; acl: string[] }>(
+    db,
     DATABASES_SQL,
   );
   return new Map(
@@ -362,16 +401,16 @@ export async function readDatabaseContents(
   // Independent statements: on a pool they run in parallel sessions; on one client, one after another.
   const reads = [
     () =>
-      db.query<SchemaRow>(SCHEMAS_SQL, [opts.schemas]).catch((e: { code?: string }) => {
+      catalogQuery<SchemaRow>(db, SCHEMAS_SQL, [opts.schemas]).catch((e: { code?: string }) => {
         if (e.code !== '42P01' && e.code !== '3F000') throw e;
-        return db.query<SchemaRow>(SCHEMAS_NO_META_SQL, [opts.schemas]);
+        return catalogQuery<SchemaRow>(db, SCHEMAS_NO_META_SQL, [opts.schemas]);
       }),
-    () => db.query<TableRow>(TABLES_SQL, [opts.schemas, opts.ownerRoles]),
+    () => catalogQuery<TableRow>(db, TABLES_SQL, [opts.schemas, opts.ownerRoles]),
     () =>
       opts.policySchemas.length > 0
-        ? db.query<PolicyRow>(POLICIES_SQL, [opts.policySchemas])
+        ? catalogQuery<PolicyRow>(db, POLICIES_SQL, [opts.policySchemas])
         : Promise.resolve({ rows: [] as PolicyRow[] }),
-    () => db.query<DefaultRow>(DEFAULT_ACLS_SQL, [opts.schemas]),
+    () => catalogQuery<DefaultRow>(db, DEFAULT_ACLS_SQL, [opts.schemas]),
     () =>
       db.query<FrozenRow>(FROZEN_SQL).catch((e: { code?: string }) => {
         if (e.code !== '42P01' && e.code !== '3F000') throw e;
@@ -483,7 +522,9 @@ export function siloContentsSql(
  */
 export async function readSiloContents(db: Queryable, schemas: string[]): Promise<ObservedDatabaseContents> {
   const run = (variant: 'full' | 'no-freeze' | 'no-meta') =>
-    db.query(siloContentsSql(schemas, variant)) as unknown as Promise<{ rows: Record<string, unknown>[] }[]>;
+    catalogQuery(db, siloContentsSql(schemas, variant)) as unknown as Promise<
+      { rows: Record<string, unknown>[] }[]
+    >;
   const missing = (e: { code?: string }) => e.code === '42P01' || e.code === '3F000';
   const results = await run('full').catch((e: { code?: string }) => {
     if (!missing(e)) throw e;
