@@ -14,7 +14,14 @@ import { AwsEngine } from './engine/aws.js';
  */
 export function startAwsTarget(
   a: NonNullable<Config['aws']>,
-  opts: { dataDir: string; templatesDir: string; templateVersion: number; drift: DriftDeps },
+  opts: {
+    dataDir: string;
+    templatesDir: string;
+    templateVersion: number;
+    drift: DriftDeps;
+    /** The row move's settings, as on the local target (TENANTRY_PROMOTION_*). */
+    promotion?: { rollbackWindowMs: number; maxLagBytes: number; freezeWaitMs: number; lagPollMs: number };
+  },
 ): { engine: AwsEngine; drift: DriftHandle } {
   const platform = parsePlatformSettings((k) => a.platform[k]);
   const endpoints = a.endpoint
@@ -32,6 +39,16 @@ export function startAwsTarget(
     timeoutMs: a.timeoutMs,
     // The engine appends a content hash of the programs, providers and templates.
     programVersion: `${API_VERSION}+template.${opts.templateVersion}`,
+    ...(opts.promotion
+      ? {
+          promotionRollbackWindowMs: opts.promotion.rollbackWindowMs,
+          promotion: {
+            maxLagBytes: opts.promotion.maxLagBytes,
+            freezeWaitMs: opts.promotion.freezeWaitMs,
+            lagPollMs: opts.promotion.lagPollMs,
+          },
+        }
+      : {}),
   });
   const drift = wireDrift(
     opts.drift,

@@ -156,6 +156,12 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
         templatesDir: config.templatesDir,
         templateVersion: templates.catalog.templateVersion,
         drift: driftDeps,
+        promotion: {
+          rollbackWindowMs: config.promotionRollbackWindowMs,
+          maxLagBytes: config.promotionMaxLagBytes,
+          freezeWaitMs: config.promotionFreezeWaitMs,
+          lagPollMs: config.promotionLagPollMs,
+        },
       });
       engine = aws.engine;
       drift = aws.drift;

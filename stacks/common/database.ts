@@ -1,7 +1,12 @@
 import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
 import type { RdsSettings } from '../../control-plane/src/domain/tiers.js';
-import { finalSnapshotIdentifier, parameterGroupFamily, rdsIdentifier } from './names.js';
+import {
+  discardedSnapshotIdentifier,
+  finalSnapshotIdentifier,
+  parameterGroupFamily,
+  rdsIdentifier,
+} from './names.js';
 import type { TenantTags } from './tags.js';
 
 export interface TenantDatabaseArgs {
@@ -14,6 +19,11 @@ export interface TenantDatabaseArgs {
   tags: TenantTags;
   /** On, except in the offboarding `up` that precedes the destroy. */
   deletionProtection: boolean;
+  /**
+   * A promotion's discarded staged instance: its final snapshot gets a name of its own (stamped with
+   * the discard run's time), so it never takes the name the tenant's real final snapshot needs.
+   */
+  discardedAt?: Date;
   /**
    * Keep the instance (and its parameter group) when it leaves the stack: a tier change must not
    * delete the tenant's data. False only when offboarding, whose destroy deletes it (final snapshot kept).
@@ -75,7 +85,9 @@ export class TenantDatabase extends pulumi.ComponentResource {
         // Offboarding lifts the protection for the destroy that follows: not in the next maintenance window.
         ...(args.deletionProtection ? {} : { applyImmediately: true }),
         skipFinalSnapshot: false,
-        finalSnapshotIdentifier: finalSnapshotIdentifier(args.slug, args.tenantId),
+        finalSnapshotIdentifier: args.discardedAt
+          ? discardedSnapshotIdentifier(args.slug, args.tenantId, args.discardedAt)
+          : finalSnapshotIdentifier(args.slug, args.tenantId),
         backupRetentionPeriod: args.rds.backupRetentionDays,
         copyTagsToSnapshot: true,
         autoMinorVersionUpgrade: true,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { assertSlug } from '../../control-plane/src/domain/naming.js';
-import type { Tier, TierCatalog } from '../../control-plane/src/domain/tiers.js';
+import { ALLOWED_PROMOTIONS, type Tier, type TierCatalog } from '../../control-plane/src/domain/tiers.js';
 import type { TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
 
 /** What the engine hands a tier's program factory; platform settings come from stack config. */
@@ -31,6 +31,21 @@ export interface TenantProgramInput {
    * snapshot is encrypted with it). Never set for provisioning, promotion or drift repair.
    */
   offboarding?: boolean;
+  /**
+   * Promotion on the aws target, first step ("stage"): besides the tenant's placement in `tier`
+   * (which stays, and which the tenant's secret keeps pointing at), also build the placement of this
+   * target tier, with the resource names, types and parents the target tier's own program gives it,
+   * so that the later `up` of the target program adopts it in place. Only from pool or bridge, only
+   * to a stronger tier (pool→bridge, pool→silo, bridge→silo); never with `offboarding`. Exported as
+   * the stack output `staged`.
+   */
+  stagedTier?: Tier;
+  /**
+   * Aborting a staged promotion: build the staged placement as an offboarding run would (deletion
+   * protection off, nothing of it retained on delete), so that the next `up` without `stagedTier`
+   * deletes it. Only with `stagedTier`; the source placement is unaffected (still retained).
+   */
+  discardStaged?: boolean;
 }
 
 const SUFFIX_RE = /^[a-z0-9]{8,16}$/;
@@ -54,5 +69,30 @@ export function assertProgramInput(input: TenantProgramInput, tier: Tier): Tenan
   if (tier === 'account' && input.accountEmailSuffix === undefined) {
     throw new Error('the account tier needs accountEmailSuffix (generate it once and persist it)');
   }
+  assertStaging(input);
   return input;
+}
+
+/**
+ * The staging flags of a program input: `stagedTier` only on a pool or bridge stack, to a tier that
+ * tier may be promoted to; `discardStaged` only with `stagedTier`; neither with `offboarding`.
+ */
+export function assertStaging(input: TenantProgramInput): void {
+  const { tier, stagedTier, discardStaged } = input;
+  if (discardStaged !== undefined && typeof discardStaged !== 'boolean') {
+    throw new Error('discardStaged must be a boolean');
+  }
+  if (stagedTier === undefined) {
+    if (discardStaged !== undefined) throw new Error('discardStaged needs stagedTier');
+    return;
+  }
+  if (input.offboarding === true) {
+    throw new Error('an offboarding run never stages a placement (discard the staged one first)');
+  }
+  if (tier !== 'pool' && tier !== 'bridge') {
+    throw new Error(`only a pool or bridge tenant stages a placement, not a ${tier} tenant`);
+  }
+  if (!ALLOWED_PROMOTIONS.some(([from, to]) => from === tier && to === stagedTier)) {
+    throw new Error(`a ${tier} tenant cannot stage a ${String(stagedTier)} placement`);
+  }
 }

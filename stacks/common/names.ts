@@ -17,6 +17,12 @@ export function finalSnapshotIdentifier(slug: string, tenantId: string): string 
   return `${rdsIdentifier(slug)}-final-${tenantId.replace(/-/g, '').slice(0, 12)}`;
 }
 
+/** The final snapshot of a promotion's discarded staged instance (UTC minute of the discard run). */
+export function discardedSnapshotIdentifier(slug: string, tenantId: string, at: Date): string {
+  const stamp = at.toISOString().slice(0, 16).replace(/[-:T]/g, '');
+  return `${finalSnapshotIdentifier(slug, tenantId)}-discarded-${stamp}`;
+}
+
 /** The parameter group family of an engine version: "16" or "16.4" gives postgres16. */
 export function parameterGroupFamily(engineVersion: string): string {
   const major = /^(\d+)/.exec(engineVersion)?.[1];

@@ -25,6 +25,8 @@ export interface ProgramContext {
   retainData: boolean;
   /** Offboarding: deletion protection comes off so that the destroy that follows can delete. */
   offboarding: boolean;
+  /** A promotion's staged placement being discarded (input.discardStaged): when this run began. */
+  discardedAt?: Date;
 }
 
 const ROLE_ARN_RE = /^arn:aws(?:-[a-z]+)*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
@@ -74,6 +76,46 @@ export interface TenantStackOutputs {
   accountId?: pulumi.Output<string>;
   accountEmail?: pulumi.Output<string>;
 }
+
+/**
+ * Only while a promotion is staged (input.stagedTier): where the target tier's placement is, as
+ * flat outputs (see StagedPlacementOutputs; `stagedAdminSecretArn` is empty for a bridge).
+ */
+export interface StagedStackOutputs {
+  stagedTier: pulumi.Output<Tier>;
+  stagedHost: pulumi.Output<string>;
+  stagedPort: pulumi.Output<number>;
+  stagedDatabase: pulumi.Output<string>;
+  stagedSchema: pulumi.Output<string>;
+  stagedUser: pulumi.Output<string>;
+  stagedAdminSecretArn: pulumi.Output<string>;
+}
+
+/**
+ * The placement a promotion staged next to the routed one (input.stagedTier), as the control plane
+ * needs it to copy the rows in before routing flips. Not a secret output, and never a password: the
+ * control plane connects as the placement's admin, a silo's through its RDS-managed master secret
+ * (`adminSecretArn`, an ARN, not a credential), a bridge's through the shared cluster's admin secret
+ * named in `tenantry:sharedClusterSecretName`.
+ */
+export interface StagedPlacementOutputs {
+  tier: Tier;
+  host: string;
+  port: number;
+  database: string;
+  schema: string;
+  user: string;
+  adminSecretArn?: string;
+}
+
+/**
+ * Builds the placement a promotion stages in a pool or bridge stack (stagedPlacement, staged.ts),
+ * encrypted with the stack's tenant key where it stores anything; undefined when not staging.
+ */
+export type StagePlacement = (
+  input: TenantProgramInput,
+  key: { keyArn: pulumi.Input<string> },
+) => pulumi.Output<StagedPlacementOutputs> | undefined;
 
 /** Where a tier placed the tenant's data, as the key and secret of every tier need it. */
 export interface Placement {

@@ -6,6 +6,9 @@ import {
   type Placement,
   type ProgramContext,
   placementDescriptor,
+  type StagedPlacementOutputs,
+  type StagedStackOutputs,
+  type StagePlacement,
   type TenantStackOutputs,
   tenantStackOutputs,
 } from './program.js';
@@ -89,11 +92,41 @@ export class SharedClusterTenant extends pulumi.ComponentResource {
   }
 }
 
-/** The pool and bridge programs: the stack's key, the placement on the shared cluster, the secret. */
-export function sharedClusterStack(ctx: ProgramContext, mode: 'pool' | 'bridge'): TenantStackOutputs {
+/**
+ * The staged placement as flat stack outputs (`stagedTier`, `stagedHost` …): the engine receives
+ * only plain string, number and boolean outputs (plainOutputs), never an object.
+ */
+function stagedOutputs(staged: pulumi.Output<StagedPlacementOutputs>): StagedStackOutputs {
+  return {
+    stagedTier: staged.apply((s) => s.tier),
+    stagedHost: staged.apply((s) => s.host),
+    stagedPort: staged.apply((s) => s.port),
+    stagedDatabase: staged.apply((s) => s.database),
+    stagedSchema: staged.apply((s) => s.schema),
+    stagedUser: staged.apply((s) => s.user),
+    // An ARN, not a credential; absent for a bridge (its admin is the shared cluster's).
+    stagedAdminSecretArn: staged.apply((s) => s.adminSecretArn ?? ''),
+  };
+}
+
+/**
+ * The pool and bridge programs: the stack's key, the placement on the shared cluster, the secret.
+ * While a promotion is staged (`ctx.input.stagedTier`), `stage` (stagedPlacement, in staged.ts) also
+ * builds the target tier's placement and the stack exports it as `staged`; the secret still holds the
+ * routed placement's descriptor, this one's.
+ */
+export function sharedClusterStack(
+  ctx: ProgramContext,
+  mode: 'pool' | 'bridge',
+  stage?: StagePlacement,
+): TenantStackOutputs {
+  if (ctx.input.stagedTier !== undefined && stage === undefined) {
+    throw new Error(`the ${mode} program was asked to stage a placement it cannot build`);
+  }
   // No snapshot outlives a shared-cluster tenant: its key is deleted with it (crypto-shredding).
   const key = newTenantKey(ctx, { retainKeyOnDelete: false });
   const { placement } = new SharedClusterTenant(`tenant-${ctx.input.slug}`, ctx, mode);
   const secret = newTenantSecret(ctx, key, placementDescriptor(ctx, placement));
-  return tenantStackOutputs(ctx, key, secret, placement);
+  const staged = stage?.(ctx.input, key);
+  return { ...tenantStackOutputs(ctx, key, secret, placement), ...(staged ? stagedOutputs(staged) : {}) };
 }

@@ -22,6 +22,11 @@ export interface TenantSiloArgs {
 export class TenantSilo extends pulumi.ComponentResource {
   readonly placement: Placement;
   readonly instanceId: pulumi.Output<string>;
+  /**
+   * ARN of the instance's RDS-managed master-user secret (encrypted with the tenant key). An ARN,
+   * not a credential: whoever reads the secret behind it needs its own Secrets Manager and KMS grants.
+   */
+  readonly adminSecretArn: pulumi.Output<string>;
 
   constructor(name: string, args: TenantSiloArgs, opts?: pulumi.ComponentResourceOptions) {
     super(TIER_COMPONENT_TYPES.silo, name, {}, opts);
@@ -41,6 +46,7 @@ export class TenantSilo extends pulumi.ComponentResource {
         vpcSecurityGroupIds: args.vpcSecurityGroupIds,
         tags: ctx.tags,
         deletionProtection: !ctx.offboarding,
+        ...(ctx.discardedAt ? { discardedAt: ctx.discardedAt } : {}),
         retainOnDelete: ctx.retainData,
       },
       { parent: this },
@@ -64,6 +70,7 @@ export class TenantSilo extends pulumi.ComponentResource {
     );
 
     this.instanceId = db.instanceId;
+    this.adminSecretArn = db.masterSecretArn;
     this.placement = {
       host: db.address,
       port: db.port,

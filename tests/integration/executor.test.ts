@@ -20,6 +20,7 @@ class ScriptedEngine implements Engine {
   constructor(
     readonly rollsBackFailedOnboarding = true,
     readonly promotionMovesRows = true,
+    readonly promotionRollback = true,
   ) {}
   supportsTier(tier: Tier) {
     return tier !== 'account';
@@ -274,6 +275,28 @@ describe('operation executor', () => {
     const { rows } = await db.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM operations o JOIN tenants t ON t.id = o.tenant_id WHERE t.slug = $1 AND o.kind = 'promote'`,
       [slug],
+    );
+    expect(rows[0]?.n).toBe(0);
+  });
+
+  it('refuses a rollback on a target that cannot move the rows back, queuing nothing', async () => {
+    const noRollback = new ScriptedEngine(false, true, false);
+    const svc3 = new TenantService(db, noRollback, { templateVersion: 1, maxAttempts: 3 });
+    const exec3 = new OperationExecutor(db, noRollback, pino({ level: 'silent' }), new Metrics(db), {
+      maxAttempts: 3,
+      leaseMs: 1000,
+    });
+    const { slug, opId } = await create(svc3);
+    await exec3.run(opId);
+    const promo = await svc3.promote(actor, slug, 'silo');
+    await exec3.run(promo.body.operation.id);
+    expect((await findOperation(db, promo.body.operation.id))?.status).toBe('succeeded');
+    await expect(svc3.rollback(actor, slug, promo.body.operation.id)).rejects.toMatchObject({
+      code: 'ROLLBACK_NOT_AVAILABLE_ON_TARGET',
+    });
+    const { rows } = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM operations WHERE params->>'rollbackOf' = $1`,
+      [promo.body.operation.id],
     );
     expect(rows[0]?.n).toBe(0);
   });

@@ -44,11 +44,16 @@ export interface Engine {
    */
   readonly rollsBackFailedOnboarding: boolean;
   /**
-   * Whether a promotion moves the tenant's rows to the target placement before routing flips to it.
-   * A target that only re-provisions (aws, for now) would point the tenant at an empty database:
-   * promotions are refused there (422 PROMOTION_NOT_AVAILABLE_ON_TARGET) instead.
+   * Whether a promotion moves the tenant's rows to the target placement before routing flips to it
+   * (both targets do). A target that could only re-provision would point the tenant at an empty
+   * database: promotions are refused there (422 PROMOTION_NOT_AVAILABLE_ON_TARGET) instead.
    */
   readonly promotionMovesRows: boolean;
+  /**
+   * Whether a completed promotion can be rolled back inside its window (the rows written since
+   * the cutover moved back). Where not (aws, for now): 422 ROLLBACK_NOT_AVAILABLE_ON_TARGET.
+   */
+  readonly promotionRollback: boolean;
   supportsTier(tier: Tier): boolean;
   steps(kind: 'onboard' | 'offboard', tier: Tier): string[];
   /** Steps of a promotion (or of its rollback, when params.rollbackOf is set). */

@@ -5,14 +5,17 @@ import { OrganizationsClient } from '@aws-sdk/client-organizations';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { STSClient } from '@aws-sdk/client-sts';
 import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
+import type { PlatformSettings } from '../../../stacks/common/config.js';
 import { accountRootEmail } from '../../../stacks/common/input.js';
-import { DEFAULT_TEMPLATES_DIR } from '../../../stacks/common/templates.js';
+import type { StagedPlacementOutputs } from '../../../stacks/common/program.js';
+import { DEFAULT_TEMPLATES_DIR, loadProgramTemplates } from '../../../stacks/common/templates.js';
+import { tenantOwnerRoleName } from '../../../stacks/common/tenant-postgres.js';
 import { type AwsCredentials, assumeRole, findActiveAccountIdByEmail } from '../aws/accounts.js';
 import { memberRoleArn } from '../aws/arn.js';
 import { getSecretValue } from '../aws/secrets.js';
 import { accountOperations, type Semaphore } from '../aws/semaphore.js';
 import { TenantryError } from '../domain/errors.js';
-import { tenantSecretName } from '../domain/naming.js';
+import { tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type {
   ConnectionDescriptor,
   Engine,
@@ -21,7 +24,23 @@ import type {
   StepOutputs,
   StepTenant,
 } from '../domain/ports.js';
-import { TIERS, type Tier } from '../domain/tiers.js';
+import { TIERS, type Tier, type TierCatalog } from '../domain/tiers.js';
+import { LocalPromotion, type PromotionOptions, ROW_STEPS } from '../promotion/local.js';
+import {
+  clearPromotionMeta,
+  dropReplication,
+  type Placement,
+  replicationNames,
+} from '../promotion/promoter.js';
+import {
+  grantsProvider,
+  poolMembershipProvider,
+  roleProvider,
+  schemaProvider,
+  type TenantTemplate,
+  unfreezeTenant,
+} from '../providers/postgres/index.js';
+import { DataPlane } from './dataplane.js';
 import { isPidAlive, type StaleLockOptions, toTenantryError } from './pulumi/errors.js';
 import { progressFromEvent } from './pulumi/events.js';
 import { buildJob, type JobSettings } from './pulumi/job.js';
@@ -59,8 +78,10 @@ export interface AwsEngineOptions
   templatesDir?: string;
   /** Policy pack run with every up and preview; null runs none. Default: stacks/policy. */
   policyPackDir?: string | null;
-  /** How long a promotion can be rolled back (an `up` with the source tier). Default 24 h. */
+  /** How long a promotion's source is kept, read-only, after its cutover. Default 24 h. */
   promotionRollbackWindowMs?: number;
+  /** The row move's settings (lag limit, freeze wait …), as on the local target. */
+  promotion?: Partial<Omit<PromotionOptions, 'placements' | 'rollbackWindowMs'>>;
   /** Tests: what runs a job (default: a child process) and the account-operation bound. */
   runner?: PulumiRunner;
   accountSemaphore?: Semaphore;
@@ -77,10 +98,29 @@ export interface AwsEngineOptions
 /** What the executor's steps do on this target. */
 const STEP_OPS: Record<string, PulumiOp> = {
   'stack-up': 'up',
-  'stack-retain-source': 'up',
+  'stack-stage': 'up',
+  'stack-discard': 'up',
+  'stack-unstage': 'up',
   'stack-unprotect': 'unprotect',
   'stack-destroy': 'destroy',
 };
+
+/**
+ * A promotion's row move, between the stack's `up`s: the same steps (and code) as on the local
+ * target, on the placement the staging `up` created (see LocalPromotion).
+ */
+const MOVE_STEPS = ['prepare-target', ...ROW_STEPS];
+const MOVER_STEPS = new Set([...MOVE_STEPS, 'release', 'abort-data']);
+
+/** The staged target placement, as the staging `up` reports it (no credential). */
+export type StagedTarget = StagedPlacementOutputs;
+
+/** Refuses what the local store would be asked for on this target: nothing in the row move does. */
+const NO_LOCAL_STORE = new Proxy({} as never, {
+  get: (_t, prop) => () => {
+    throw new Error(`the aws target keeps no local ${String(prop)}: it is the stack's`);
+  },
+});
 
 /**
  * The aws target: one Pulumi stack per tenant (`tenant-<slug>`), driven through the Automation
@@ -91,8 +131,10 @@ const STEP_OPS: Record<string, PulumiOp> = {
 export class AwsEngine implements Engine {
   readonly target = 'aws' as const;
   readonly rollsBackFailedOnboarding = false;
-  /** The `up` re-provisions the target tier; the rows are not moved into RDS yet (docs/aws.md). */
-  readonly promotionMovesRows = false;
+  /** The staging `up` creates the target placement, the rows move into it, then routing flips (docs/aws.md). */
+  readonly promotionMovesRows = true;
+  /** A rollback would need the rows written since the cutover moved back: not done on this target. */
+  readonly promotionRollback = false;
   /** What is recorded with each tenant: the base version plus a hash of the programs and templates. */
   readonly programVersion: string;
   private readonly pool: PulumiPool;
@@ -103,6 +145,10 @@ export class AwsEngine implements Engine {
   private readonly accountIds = new Map<string, string>();
   private organizations: OrganizationsClient | undefined;
   private sts: STSClient | undefined;
+  /** The row move: the shared cluster as its data plane, built on first use from the admin secret. */
+  private mover: Promise<RowMover> | undefined;
+  /** Each promotion's staged target server (an RDS instance's admin URL base), by operation id. */
+  private readonly targets = new Map<string, Placement>();
 
   constructor(private readonly opts: AwsEngineOptions) {
     this.pool = new PulumiPool(opts.concurrency, opts.runner);
@@ -152,35 +198,189 @@ export class AwsEngine implements Engine {
   }
 
   /**
-   * A tier change is an `up` of the same stack with the target tier's program: the key and the
-   * secret keep their URNs (updated in place), the target placement is created, and the source
-   * placement is dropped from the stack without being deleted (every `up` marks it
-   * retainOnDelete; `stack-retain-source` re-applies the source program first so that holds even
-   * for a stack last written by an older program). The rows are not moved on this target (see
-   * docs/aws.md). A rollback is the same with the tiers swapped.
+   * A tier change, in the same stack:
+   * 1. `stack-stage`: the source tier's program with the target placement staged beside it (the
+   *    same resources, URNs included, that the target's program creates), routing unchanged;
+   * 2. the row move, on the staged placement: the local target's steps and code (copy in one
+   *    snapshot, logical catch-up, full verification, a per-tenant write freeze, drain, verify);
+   * 3. `stack-up`: the target tier's program; its secret version is the routing flip, and the
+   *    source placement leaves the stack, retained, read-only, until the window ends;
+   * 4. `release`: the target writable, the slot dropped.
    */
   promotionSteps(params: PromotionParams): string[] {
     assertPromotion(params);
-    return ['stack-retain-source', 'stack-up'];
+    if (params.rollbackOf) {
+      throw new TenantryError(
+        'ROLLBACK_NOT_AVAILABLE_ON_TARGET',
+        'promotions cannot be rolled back on the aws target',
+      );
+    }
+    return ['stack-stage', ...MOVE_STEPS, 'stack-up', 'release'];
   }
 
   /**
-   * Nothing to undo: the source placement is never deleted by a promotion's `up`, and a failed
-   * `up` is left as it is, like a failed onboarding on this target. The tenant stays on its
-   * source tier; the next promotion (or a drift repair) converges the stack from there.
+   * Before the routing flip: the source writable again and the slot dropped, then the staged
+   * placement deleted by the stack (`stack-discard` makes it deletable: no deletion protection,
+   * nothing retained; `stack-unstage`, the source program alone, deletes it, an RDS instance with
+   * its final snapshot). Past the flip, `abort-data` refuses: the promotion is finished forward.
    */
-  promotionAbortSteps(_params: PromotionParams): string[] {
-    return [];
+  promotionAbortSteps(params: PromotionParams): string[] {
+    assertPromotion(params);
+    return ['abort-data', 'stack-discard', 'stack-unstage'];
   }
 
   /**
-   * The source placement holds the tenant's only copy of its rows on this target (they are not
-   * moved), so nothing is deleted when the rollback window ends; see docs/aws.md.
+   * Once the window is over, the source placement (outside the stack since the cutover, frozen)
+   * is deleted with the shared providers, as the stack would have: the pool rows in batches, or
+   * the bridge schema with its grants and roles.
    */
-  async cleanupPromotion(): Promise<void> {}
+  async cleanupPromotion(
+    tenant: StepTenant,
+    params: PromotionParams,
+    operationId: string,
+    report?: (patch: Record<string, unknown>) => Promise<void>,
+  ): Promise<void> {
+    const mover = await this.rowMover();
+    const { dp } = mover;
+    const current = await getSecretValue(this.secrets, tenantSecretName(tenant.slug));
+    const from = this.sourcePlacement(dp, tenant, params.fromTier);
+    if (routedTo(current?.value, { host: dp.host, database: from.database, schema: from.schema })) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `the tenant is routed to the ${params.fromTier} placement again; it is not deleted`,
+      );
+    }
+    // This promotion's slot and publication, were they left behind (never another promotion's).
+    await dp.withData(async (db) => {
+      const names = replicationNames(operationId);
+      await dropReplication(db, names);
+      await clearPromotionMeta(db, names.slot);
+    });
+    await dropSourcePlacement(
+      mover,
+      tenant,
+      from,
+      this.opts.platform.pool,
+      this.opts.promotion?.freezeWaitMs,
+    );
+    await report?.({ sourceDeleted: true });
+  }
 
-  async sweepPromotionOrphans(): Promise<string[]> {
-    return [];
+  async sweepPromotionOrphans(
+    liveOperationIds: string[],
+    idleOperationIds: string[] = [],
+  ): Promise<string[]> {
+    if (!this.opts.platform.sharedCluster) return [];
+    const { promotion } = await this.rowMover();
+    return promotion.sweepOrphans(liveOperationIds, idleOperationIds);
+  }
+
+  /** The shared cluster's admin URL, from its admin secret (RDS JSON shape). */
+  private async sharedClusterUrl(): Promise<string> {
+    const cluster = this.opts.platform.sharedCluster;
+    if (!cluster) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        'promotions need the shared cluster (tenantry:sharedClusterSecretName)',
+      );
+    }
+    const secret = await getSecretValue(this.secrets, cluster.adminSecretName);
+    if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', 'the shared cluster admin secret is missing');
+    return adminUrl(secret.value, cluster.ssl);
+  }
+
+  private rowMover(): Promise<RowMover> {
+    this.mover ??= (async () => {
+      const dp = new DataPlane(await this.sharedClusterUrl(), { maxConnections: 4 });
+      const { catalog, tenantSchema } = loadProgramTemplates(this.settings.templatesDir);
+      const promotion = new LocalPromotion(dp, NO_LOCAL_STORE, catalog, tenantSchema, {
+        maxLagBytes: 1024 ** 3,
+        freezeBelowChanges: 50,
+        maxCatchUpMs: 60_000,
+        generatePassword: () => {
+          throw new Error('the stack generates the credentials on the aws target');
+        },
+        ...this.opts.promotion,
+        rollbackWindowMs: this.opts.promotionRollbackWindowMs ?? 24 * 3600_000,
+        placements: (t, params, progress) => ({
+          from: this.sourcePlacement(dp, t, params.fromTier),
+          to: this.targetPlacement(progress),
+        }),
+      });
+      return { dp, promotion, catalog, template: tenantSchema };
+    })();
+    this.mover.catch(() => {
+      this.mover = undefined; // a missing secret or an unreachable cluster: try again next time
+    });
+    return this.mover;
+  }
+
+  /** Where the source rows are: the pool, or the tenant's bridge schema, on the shared cluster. */
+  private sourcePlacement(dp: DataPlane, t: StepTenant, tier: Tier): Placement {
+    const pool = this.opts.platform.pool;
+    if (tier === 'pool') {
+      return {
+        tier,
+        database: dp.names.database,
+        schema: pool.schema,
+        shared: true,
+        writers: [pool.appRole],
+        managed: true,
+      };
+    }
+    if (tier !== 'bridge') {
+      throw new TenantryError('PROMOTION_NOT_ALLOWED', `a ${tier} tenant is not promoted`);
+    }
+    const name = tenantObjectName(t.slug);
+    return { tier, database: dp.names.database, schema: name, shared: false, writers: [name], managed: true };
+  }
+
+  /** The staged placement, as `stack-stage` reported it, on its server (resolved in runStep). */
+  private targetPlacement(progress: Record<string, unknown>): Placement {
+    const staged = progress.target as StagedTarget | undefined;
+    const key = progress.targetKey as string | undefined;
+    const resolved = key ? this.targets.get(key) : undefined;
+    if (!staged || !resolved) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        'the staged target placement is unknown (stack-stage did not run)',
+      );
+    }
+    return resolved;
+  }
+
+  /** Reads the staged target's admin credentials (a silo's RDS master secret) once per operation. */
+  private async resolveTarget(operationId: string, progress: Record<string, unknown>): Promise<string> {
+    const staged = progress.target as StagedTarget | undefined;
+    if (!staged) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        'the staged target placement is unknown (stack-stage did not run)',
+      );
+    }
+    const key = `${operationId}/${staged.host}/${staged.database}`;
+    if (this.targets.has(key)) return key;
+    const base: Placement = {
+      tier: staged.tier,
+      database: staged.database,
+      schema: staged.schema,
+      shared: false,
+      writers: [staged.user],
+      managed: true,
+    };
+    if (staged.tier === 'silo') {
+      if (!staged.adminSecretArn)
+        throw new TenantryError('PROVIDER_FAILED', 'the staged silo has no admin secret');
+      const secret = await getSecretValue(this.secrets, staged.adminSecretArn);
+      if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', "the staged silo's admin secret is missing");
+      const url = adminUrl(
+        { ...secret.value, host: staged.host, port: staged.port, dbname: staged.database },
+        this.opts.platform.sharedCluster?.ssl ?? true,
+      );
+      base.server = { urlFor: (database) => withDatabase(url, database) };
+    }
+    this.targets.set(key, base);
+    return key;
   }
 
   /** Deterministic per tenant id: re-runs compute the same root email, a reused slug gets a new one. */
@@ -188,9 +388,14 @@ export class AwsEngine implements Engine {
     return createHash('sha256').update(`tenantry-account:${tenantId}`).digest('hex').slice(0, 12);
   }
 
-  /** The job of one step, with the tier whose program it runs. Exposed for tests. */
-  jobFor(op: PulumiOp, t: StepTenant, tier: Tier = t.tier): PulumiJob {
-    return buildJob(op, t, tier, this.settings);
+  /** The job of one step, with the tier whose program it runs (and what it stages). Exposed for tests. */
+  jobFor(
+    op: PulumiOp,
+    t: StepTenant,
+    tier: Tier = t.tier,
+    stage?: { tier: Tier; discard?: boolean },
+  ): PulumiJob {
+    return buildJob(op, t, tier, this.settings, stage);
   }
 
   /** Account-tier runs also take one of the (at most 5) account-operation slots, before a Pulumi slot. */
@@ -201,17 +406,24 @@ export class AwsEngine implements Engine {
 
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const t = ctx.tenant;
+    if (ctx.kind === 'promote' && MOVER_STEPS.has(ctx.step)) return this.runRowStep(ctx);
     const op = STEP_OPS[ctx.step];
     if (!op) throw new TenantryError('PROVIDER_FAILED', `unknown aws step ${ctx.step}`);
     let tier = t.tier;
+    let stage: { tier: Tier; discard?: boolean } | undefined;
     if (ctx.kind === 'promote') {
       // The tenant's recorded tier is still the source one until the operation completes.
       const params = assertPromotion(ctx.params as Partial<PromotionParams> | undefined);
-      tier = ctx.step === 'stack-retain-source' ? params.fromTier : params.toTier;
-    } else if (ctx.step === 'stack-retain-source') {
-      throw new TenantryError('PROVIDER_FAILED', 'stack-retain-source is a promotion step');
+      if (ctx.step === 'stack-stage') stage = { tier: params.toTier };
+      else if (ctx.step === 'stack-discard') stage = { tier: params.toTier, discard: true };
+      else if (ctx.step !== 'stack-unstage' && ctx.step !== 'stack-up') {
+        throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is not a promotion step`);
+      }
+      tier = ctx.step === 'stack-up' ? params.toTier : params.fromTier;
+    } else if (ctx.step !== 'stack-up' && op === 'up') {
+      throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is a promotion step`);
     }
-    const job = this.jobFor(op, t, tier);
+    const job = this.jobFor(op, t, tier, stage);
     let result: PulumiResult;
     try {
       result = await this.run(job, {
@@ -226,16 +438,47 @@ export class AwsEngine implements Engine {
       throw toTenantryError(e, { stack: job.stackName, op, tier }, this.stale);
     }
     if (op === 'destroy') return { programVersion: null, stack: null };
-    if (op === 'unprotect' || ctx.step === 'stack-retain-source') return undefined;
-    if (ctx.kind === 'promote' && !(ctx.params as Partial<PromotionParams>).rollbackOf) {
-      const until = new Date(Date.now() + (this.opts.promotionRollbackWindowMs ?? 24 * 3600_000));
-      await ctx.report?.({ cutoverAt: new Date().toISOString(), rollbackUntil: until.toISOString() });
+    if (op === 'unprotect') return undefined;
+    if (ctx.kind === 'promote') {
+      if (ctx.step === 'stack-stage') {
+        const target = stagedTarget(result.outputs);
+        await ctx.report?.({ target });
+        return undefined;
+      }
+      if (ctx.step !== 'stack-up') return undefined;
+      // The secret's new version is the routing flip.
+      if (!ctx.progress?.cutoverAt) await ctx.report?.({ cutoverAt: new Date().toISOString() });
     }
     return {
       ...plainOutputs(result.outputs, false),
       programVersion: this.programVersion,
       stack: job.stackName,
     };
+  }
+
+  /** A step of the row move, on the shared cluster and the staged target. */
+  private async runRowStep(ctx: StepContext): Promise<StepOutputs | undefined> {
+    const progress = { ...(ctx.progress ?? {}) };
+    const staged = progress.target as StagedTarget | undefined;
+    if (ctx.step === 'abort-data') {
+      if (!staged) return undefined; // nothing was staged, nothing replicated or frozen
+      const current = await getSecretValue(this.secrets, tenantSecretName(ctx.tenant.slug));
+      if (routedTo(current?.value, staged)) {
+        throw new TenantryError(
+          'PROVIDER_FAILED',
+          'the cutover already flipped routing to the target; the promotion can only be finished forward (resume it)',
+          { context: { forwardOnly: true } },
+        );
+      }
+    }
+    const { promotion } = await this.rowMover();
+    progress.targetKey = await this.resolveTarget(ctx.operationId, progress);
+    const out = await promotion.runStep({ ...ctx, progress });
+    if (ctx.step === 'release' || ctx.step === 'abort-data') {
+      for (const key of this.targets.keys())
+        if (key.startsWith(`${ctx.operationId}/`)) this.targets.delete(key);
+    }
+    return out;
   }
 
   /**
@@ -317,6 +560,8 @@ export class AwsEngine implements Engine {
   }
 
   async close(): Promise<void> {
+    const mover = await this.mover?.catch(() => undefined);
+    await mover?.dp.close();
     this.secrets.destroy();
     this.organizations?.destroy();
     this.sts?.destroy();
@@ -332,4 +577,109 @@ function assertPromotion(params: Partial<PromotionParams> | undefined): Promotio
     });
   }
   return params as PromotionParams;
+}
+
+interface RowMover {
+  dp: DataPlane;
+  promotion: LocalPromotion;
+  catalog: TierCatalog;
+  template: TenantTemplate;
+}
+
+/** The staged target from the staging `up`'s outputs (plain, non-secret: see stacks/common/program.ts). */
+export function stagedTarget(outputs: Record<string, unknown>): StagedTarget {
+  const o = plainOutputs(outputs, false);
+  const tier = o.stagedTier;
+  if (
+    (tier !== 'bridge' && tier !== 'silo') ||
+    typeof o.stagedHost !== 'string' ||
+    typeof o.stagedDatabase !== 'string' ||
+    typeof o.stagedSchema !== 'string' ||
+    typeof o.stagedUser !== 'string'
+  ) {
+    throw new TenantryError('PROVIDER_FAILED', 'the staging up reported no staged placement');
+  }
+  return {
+    tier,
+    host: o.stagedHost,
+    port: Number(o.stagedPort ?? 5432),
+    database: o.stagedDatabase,
+    schema: o.stagedSchema,
+    user: o.stagedUser,
+    ...(typeof o.stagedAdminSecretArn === 'string' && o.stagedAdminSecretArn !== ''
+      ? { adminSecretArn: o.stagedAdminSecretArn }
+      : {}),
+  };
+}
+
+/** Whether a connection descriptor (the tenant's secret) points at a placement. */
+function routedTo(
+  descriptor: Record<string, unknown> | undefined,
+  p: { host: string; database: string; schema: string },
+): boolean {
+  return (
+    descriptor?.host === p.host && descriptor?.database === p.database && descriptor?.schema === p.schema
+  );
+}
+
+/** An admin URL from an RDS-shaped secret (username, password, host, port, dbname). */
+export function adminUrl(v: Record<string, unknown>, ssl: boolean): string {
+  const { username, password, host, dbname } = v;
+  if (typeof username !== 'string' || typeof password !== 'string' || typeof host !== 'string') {
+    throw new TenantryError('SECRET_UNAVAILABLE', 'an admin secret must hold username, password and host');
+  }
+  const u = new URL('postgres://localhost');
+  u.hostname = host;
+  u.port = String(Number(v.port ?? 5432));
+  u.username = encodeURIComponent(username);
+  u.password = encodeURIComponent(password);
+  u.pathname = `/${encodeURIComponent(typeof dbname === 'string' ? dbname : 'postgres')}`;
+  // Verified TLS: the server's certificate must chain to a trusted CA (the RDS bundle through
+  // NODE_EXTRA_CA_CERTS) and name the host.
+  if (ssl) u.searchParams.set('sslmode', 'verify-full');
+  return u.toString();
+}
+
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${encodeURIComponent(database)}`;
+  return u.toString();
+}
+
+/**
+ * Deletes a promotion's source placement on the shared cluster, as the stack's providers would
+ * have: the pool rows in batches (the tenant stays frozen, marked moved), or the bridge schema,
+ * its grants and both of its roles.
+ */
+async function dropSourcePlacement(
+  { dp, catalog, template }: RowMover,
+  t: StepTenant,
+  from: Placement,
+  pool: PlatformSettings['pool'],
+  freezeWaitMs = 15_000,
+): Promise<void> {
+  if (from.tier === 'pool') {
+    await dp.withData((db) =>
+      poolMembershipProvider.delete(db, {
+        schema: pool.schema,
+        tenantId: t.id,
+        slug: t.slug,
+        setting: pool.tenantSetting,
+        writers: [pool.appRole],
+        freezeReason: 'moved',
+        freezeWaitMs,
+      }),
+    );
+    return;
+  }
+  const name = tenantObjectName(t.slug);
+  const owner = tenantOwnerRoleName(t.slug);
+  const limits = catalog.tiers.bridge.role;
+  await dp.withData(async (db) => {
+    await grantsProvider.delete(db, { database: from.database, schema: from.schema, role: name, owner });
+    await schemaProvider.delete(db, { name: from.schema, owner, template });
+    await unfreezeTenant(db, from.schema, t.id);
+    await roleProvider.delete(db, { name, ...limits });
+    await roleProvider.delete(db, { name: owner, ...limits });
+  });
 }

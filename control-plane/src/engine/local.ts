@@ -64,6 +64,7 @@ export class LocalEngine implements Engine {
   readonly target = 'local' as const;
   readonly rollsBackFailedOnboarding = true;
   readonly promotionMovesRows = true;
+  readonly promotionRollback = true;
   /** The pool role's password, read once at bootstrap: every pool descriptor carries it. */
   private poolPassword: string | undefined;
 

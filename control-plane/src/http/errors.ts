@@ -26,6 +26,7 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'TIER_NOT_AVAILABLE_ON_TARGET':
     case 'PROMOTION_NOT_ALLOWED':
     case 'PROMOTION_NOT_AVAILABLE_ON_TARGET':
+    case 'ROLLBACK_NOT_AVAILABLE_ON_TARGET':
       return 422;
     case 'ROLLBACK_NOT_AVAILABLE':
       return 409;

@@ -54,8 +54,8 @@ import {
   verifyConsistent,
 } from './promoter.js';
 
-export const PROMOTE_STEPS = [
-  'provision',
+/** The row move proper: the same on every target, between provisioning and the routing flip. */
+export const ROW_STEPS = [
   'replication',
   'copy',
   'indexes',
@@ -64,8 +64,8 @@ export const PROMOTE_STEPS = [
   'freeze',
   'drain',
   'verify',
-  'cutover',
 ];
+export const PROMOTE_STEPS = ['provision', ...ROW_STEPS, 'cutover'];
 export const ROLLBACK_STEPS = ['freeze-target', 'restore', 'verify-restore', 'cutover-back', 'drop-target'];
 export const ABORT_STEPS = ['abort'];
 
@@ -94,6 +94,16 @@ export interface PromotionOptions {
   freezeWaitMs?: number;
   /** Rows between two progress reports during a table's copy. */
   copyProgressRows?: number;
+  /**
+   * Where the promotion's placements are, when not where the local target puts them (the aws
+   * target: the source on the shared cluster named by its config, the target in the tenant's
+   * stack, perhaps on another server). `progress` is the operation's.
+   */
+  placements?: (
+    t: StepTenant,
+    params: PromotionParams,
+    progress: Record<string, unknown>,
+  ) => { from: Placement; to: Placement };
   fault?: FaultHook;
 }
 
@@ -132,8 +142,21 @@ export class LocalPromotion {
     this.opts.fault = hook;
   }
 
+  /** The admin URL of a placement's database. */
+  private urlOf(p: Placement): string {
+    return (p.server ?? this.dp).urlFor(p.database);
+  }
+
   /** Runs `fn` on a session of the database holding a placement. */
-  private on<T>(p: Placement, fn: (db: Queryable) => Promise<T>): Promise<T> {
+  private async on<T>(p: Placement, fn: (db: Queryable) => Promise<T>): Promise<T> {
+    if (p.server) {
+      const c = await this.client(p);
+      try {
+        return await fn(c);
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    }
     return p.database === this.dp.names.database
       ? this.dp.withData(fn)
       : this.dp.withDatabase(p.database, fn);
@@ -141,7 +164,7 @@ export class LocalPromotion {
 
   /** A dedicated client (COPY streams and session settings need one). */
   private async client(p: Placement): Promise<pg.Client> {
-    const c = new pg.Client({ connectionString: this.dp.urlFor(p.database) });
+    const c = new pg.Client({ connectionString: this.urlOf(p) });
     c.on('error', () => {});
     await c.connect();
     return c;
@@ -166,7 +189,7 @@ export class LocalPromotion {
   private readonly sessions = new Map<string, Promise<pg.Client>>();
 
   private session(operationId: string, p: Placement): Promise<pg.Client> {
-    const key = `${operationId}/${p.database}`;
+    const key = `${operationId}/${this.urlOf(p)}`;
     let c = this.sessions.get(key);
     if (!c) {
       c = this.client(p).then((client) => {
@@ -202,19 +225,16 @@ export class LocalPromotion {
     }
   }
 
-  private placements(t: StepTenant, params: PromotionParams) {
-    return {
-      from: placementOf(this.dp, t.slug, params.fromTier),
-      to: placementOf(this.dp, t.slug, params.toTier),
-    };
+  private placements(t: StepTenant, params: PromotionParams, progress: Record<string, unknown> = {}) {
+    return (
+      this.opts.placements?.(t, params, progress) ?? {
+        from: placementOf(this.dp, t.slug, params.fromTier),
+        to: placementOf(this.dp, t.slug, params.toTier),
+      }
+    );
   }
 
   private stagingSecret = (slug: string) => `tenantry/${slug}/promotion`;
-
-  /** The login roles that can write a placement (whose older transactions a freeze waits for). */
-  private writers(t: StepTenant, p: Placement): string[] {
-    return [p.shared ? this.dp.names.poolRole : tenantObjectName(t.slug)];
-  }
 
   private freeze(
     t: StepTenant,
@@ -227,8 +247,8 @@ export class LocalPromotion {
         schema: p.schema,
         tenantId: t.id,
         reason,
-        owner: this.dp.names.ownerRole,
-        writers: this.writers(t, p),
+        ...(p.owner ? { owner: p.owner } : {}),
+        writers: p.writers,
         waitMs: this.opts.freezeWaitMs ?? 15_000,
       });
     return session ? run(session) : this.on(p, run);
@@ -255,22 +275,27 @@ export class LocalPromotion {
   private async watched<T>(
     names: { slot: string },
     report: (p: Record<string, unknown>) => Promise<void>,
-    fn: (watch: LagWatch, guard: (c: pg.Client) => Promise<void>) => Promise<T>,
+    fn: (watch: LagWatch, guard: (c: pg.Client, p: Placement) => Promise<void>) => Promise<T>,
   ): Promise<T> {
-    const pids: number[] = [];
+    // Backend pids per server: a pid means something only on the server it came from.
+    const pids = new Map<Placement | null, number[]>();
+    const cancel = (db: Queryable, list: number[]) =>
+      db.query('SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) pid', [list]);
     const watch = new LagWatch(
       names.slot,
       this.opts.maxLagBytes,
       () => this.dp.withData((db) => retainedWalBytes(db, names.slot)),
       (bytes) => report({ retainedWalBytes: bytes }),
-      () =>
-        this.dp.withData(async (db) => {
-          await db.query('SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) pid', [pids]);
-        }),
+      async () => {
+        for (const [p, list] of pids) {
+          await (p ? this.on(p, (db) => cancel(db, list)) : this.dp.withData((db) => cancel(db, list)));
+        }
+      },
     ).start(this.opts.lagPollMs ?? 1000);
-    const guard = async (c: pg.Client) => {
+    const guard = async (c: pg.Client, p: Placement) => {
       const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-      pids.push(rows[0]!.pid);
+      const key = p.server ? p : null;
+      pids.set(key, [...(pids.get(key) ?? []), rows[0]!.pid]);
     };
     try {
       const out = await fn(watch, guard);
@@ -287,10 +312,10 @@ export class LocalPromotion {
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const params = ctx.params as unknown as PromotionParams;
     const t = ctx.tenant;
-    const { from, to } = this.placements(t, params);
+    const progress = ctx.progress ?? {};
+    const { from, to } = this.placements(t, params, progress);
     const names = replicationNames(params.rollbackOf ?? ctx.operationId);
     const report = ctx.report ?? (async () => {});
-    const progress = ctx.progress ?? {};
     const fault = (point: string) =>
       this.opts.fault?.(point, { operationId: ctx.operationId, tenantId: t.id, report }) ?? Promise.resolve();
     switch (ctx.step) {
@@ -302,31 +327,22 @@ export class LocalPromotion {
       case 'copy':
         await this.watched(names, report, (watch, guard) =>
           this.withClients([from, to], async (src, dst) => {
-            await guard(src!);
-            await guard(dst!);
+            await guard(src!, from);
+            await guard(dst!, to);
             const rowsCopied: Record<string, number> = {};
             // Progress is written as the rows stream, one report at a time.
             let pending: Promise<void> = Promise.resolve();
-            const timing = await createSlotAndCopy(
-              this.dp.urlFor(from.database),
-              src!,
-              dst!,
-              from,
-              to,
-              t.id,
-              names,
-              {
-                every: this.opts.copyProgressRows ?? 50_000,
-                onRows: (table, n, done) => {
-                  watch.check();
-                  rowsCopied[table] = n;
-                  const patch = { rowsCopied: { ...rowsCopied } };
-                  pending = pending.then(() => report(patch)).catch(() => undefined);
-                  return done ? pending : undefined;
-                },
-                fault,
+            const timing = await createSlotAndCopy(this.urlOf(from), src!, dst!, from, to, t.id, names, {
+              every: this.opts.copyProgressRows ?? 50_000,
+              onRows: (table, n, done) => {
+                watch.check();
+                rowsCopied[table] = n;
+                const patch = { rowsCopied: { ...rowsCopied } };
+                pending = pending.then(() => report(patch)).catch(() => undefined);
+                return done ? pending : undefined;
               },
-            );
+              fault,
+            });
             await pending;
             await report(timing);
           }),
@@ -336,7 +352,7 @@ export class LocalPromotion {
         const deferred = progress.deferredDdl as DeferredDdl | undefined;
         await this.watched(names, report, (_watch, guard) =>
           this.withClients([to], async (dst) => {
-            await guard(dst!);
+            await guard(dst!, to);
             if (deferred) await applyDeferred(dst!, deferred.create);
             await vacuumTables(dst!, to.schema);
           }),
@@ -347,8 +363,8 @@ export class LocalPromotion {
         await this.assertSlot(names);
         await this.watched(names, report, (watch, guard) =>
           this.withClients([from, to], async (src, dst) => {
-            await guard(src!);
-            await guard(dst!);
+            await guard(src!, from);
+            await guard(dst!, to);
             await fault('catch-up:start');
             await this.catchUp(src!, dst!, to, names, watch, report, fault, ctx.signal);
           }),
@@ -359,10 +375,12 @@ export class LocalPromotion {
         await this.assertSlot(names);
         await this.watched(names, report, (watch, guard) =>
           this.withClients([from, from, to], async (peek, snap, dst) => {
-            for (const c of [peek!, snap!, dst!]) await guard(c);
+            await guard(peek!, from);
+            await guard(snap!, from);
+            await guard(dst!, to);
             const t0 = performance.now();
             const full = await verifyConsistent(
-              this.dp.urlFor(from.database),
+              this.urlOf(from),
               peek!,
               snap!,
               dst!,
@@ -376,12 +394,14 @@ export class LocalPromotion {
             await this.catchUp(peek!, dst!, to, names, watch, report, fault, ctx.signal);
             // The tenant's role may reach the target from now on (outside the freeze window); the
             // target stays frozen, so nothing but the promotion writes it before the cutover.
-            await applyGrants(dst!, {
-              database: to.database,
-              schema: to.schema,
-              role: tenantObjectName(t.slug),
-              owner: this.dp.names.ownerRole,
-            });
+            if (!to.managed) {
+              await applyGrants(dst!, {
+                database: to.database,
+                schema: to.schema,
+                role: tenantObjectName(t.slug),
+                owner: this.dp.names.ownerRole,
+              });
+            }
           }),
         );
         return undefined;
@@ -424,6 +444,23 @@ export class LocalPromotion {
       case 'abort':
         await this.endSessions(ctx.operationId);
         await this.abort(t, params, from, to, names, fault);
+        return undefined;
+      /* ---- steps of a promotion whose placements a stack manages (aws target) */
+      case 'prepare-target':
+        await this.prepareTarget(t, to, progress, report);
+        return undefined;
+      case 'release':
+        await this.release(ctx.operationId, t, to, names, progress, report);
+        return undefined;
+      case 'abort-data':
+        // Before routing flipped (the caller checked): the source writable again, the slot gone;
+        // the staged target is the stack's to delete.
+        await this.endSessions(ctx.operationId);
+        await this.unfreeze(t, from);
+        await this.dp.withData(async (db) => {
+          await dropReplication(db, names);
+          await clearPromotionMeta(db, names.slot);
+        });
         return undefined;
       case 'abort-rollback': {
         // A rollback that failed before cutting back: the tenant stays where it is, writable again.
@@ -522,8 +559,25 @@ export class LocalPromotion {
         );
       });
     }
+    await this.on(to, (db) =>
+      schemaProvider.create(db, { name: to.schema, owner: n.ownerRole, template: this.template }),
+    );
+    await this.prepareTarget(t, to, progress, report);
+    return undefined;
+  }
+
+  /**
+   * The provisioned target, readied for the copy: its secondary indexes and constraints dropped
+   * (rebuilt after it), and frozen: nobody but the promotion (in replica mode) writes it before
+   * its cutover. The aws target runs this on the placement its stack created.
+   */
+  private async prepareTarget(
+    t: StepTenant,
+    to: Placement,
+    progress: Record<string, unknown>,
+    report: (p: Record<string, unknown>) => Promise<void>,
+  ): Promise<void> {
     await this.on(to, async (db) => {
-      await schemaProvider.create(db, { name: to.schema, owner: n.ownerRole, template: this.template });
       let deferred = progress.deferredDdl as DeferredDdl | undefined;
       if (!deferred) {
         deferred = await listSecondary(db, to.schema);
@@ -531,9 +585,42 @@ export class LocalPromotion {
       }
       await dropSecondary(db, deferred);
     });
-    // Nobody but the promotion (in replica mode) writes the target before its cutover.
     await this.freeze(t, to, 'promotion-target');
-    return undefined;
+  }
+
+  /**
+   * After routing flipped to a managed target (the aws target's `up`): the target becomes the
+   * tenant's, writable (the write freeze ends here), and the slot that holds every shared tenant's
+   * WAL is dropped. Forward only.
+   */
+  private async release(
+    operationId: string,
+    t: StepTenant,
+    to: Placement,
+    names: { slot: string; publication: string },
+    progress: Record<string, unknown>,
+    report: (p: Record<string, unknown>) => Promise<void>,
+  ): Promise<void> {
+    try {
+      await this.inSessions(operationId, [to], (db) => unfreezeTenant(db!, to.schema, t.id));
+      const started = Date.parse(String(progress.freezeStartedAt ?? ''));
+      const parsed = Date.parse(String(progress.cutoverAt ?? ''));
+      const cutoverAt = Number.isNaN(parsed) ? Date.now() : parsed;
+      await report({
+        writeFreezeMs: Number.isNaN(started) ? null : Date.now() - started,
+        cutoverAt: new Date(cutoverAt).toISOString(),
+        rollbackUntil: new Date(cutoverAt + this.opts.rollbackWindowMs).toISOString(),
+      });
+      await this.on(to, (db) => clearPromotionMeta(db, names.slot));
+      await this.dp.withData(async (db) => {
+        await dropReplication(db, names);
+        await clearPromotionMeta(db, names.slot);
+      });
+    } catch (e) {
+      throw forwardOnly(e, 'the cutover flipped routing and must be finished forward');
+    } finally {
+      await this.endSessions(operationId);
+    }
   }
 
   private async cutover(

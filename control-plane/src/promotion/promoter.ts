@@ -16,17 +16,39 @@ export interface Placement {
   schema: string;
   /** Pool tables are shared: every statement filters on tenant_id. */
   shared: boolean;
+  /** The login roles that can write the placement (whose older transactions a freeze waits for). */
+  writers: string[];
+  /** The role owning the freeze guard; unset: the schema's owner. */
+  owner?: string;
+  /**
+   * The server holding the placement when it is not the source's cluster (an RDS instance on the
+   * aws target): admin URLs of its databases. Unset: the promotion's data plane.
+   */
+  server?: { urlFor(database: string): string };
+  /**
+   * Roles, grants and routing of the placement belong to someone else (the tenant's Pulumi stack
+   * on the aws target): the promotion moves rows and freezes, nothing more.
+   */
+  managed?: boolean;
 }
 
 export function placementOf(dp: DataPlane, slug: string, tier: Tier): Placement {
   const name = tenantObjectName(slug);
+  const owner = dp.names.ownerRole;
   switch (tier) {
     case 'pool':
-      return { tier, database: dp.names.database, schema: dp.names.poolSchema, shared: true };
+      return {
+        tier,
+        database: dp.names.database,
+        schema: dp.names.poolSchema,
+        shared: true,
+        writers: [dp.names.poolRole],
+        owner,
+      };
     case 'bridge':
-      return { tier, database: dp.names.database, schema: name, shared: false };
+      return { tier, database: dp.names.database, schema: name, shared: false, writers: [name], owner };
     case 'silo':
-      return { tier, database: name, schema: dp.names.siloSchema, shared: false };
+      return { tier, database: name, schema: dp.names.siloSchema, shared: false, writers: [name], owner };
     default:
       throw new TenantryError(
         'TIER_NOT_AVAILABLE_ON_TARGET',

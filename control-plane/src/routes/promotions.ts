@@ -39,11 +39,12 @@ const promotionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { permission: 'tenants:promote' },
       schema: {
         summary: 'Within the rollback window, move the tenant back to its source placement',
-        description: 'Rows written after the cutover come back with it.',
+        description:
+          'Rows written after the cutover come back with it. 422 ROLLBACK_NOT_AVAILABLE_ON_TARGET on the aws target.',
         tags: ['promotions'],
         security,
         params: Type.Object({ slug: Slug, operationId: Type.String({ pattern: '^op_[0-9a-f]{28}$' }) }),
-        response: { 202: Accepted, ...errors(400, 401, 403, 404, 409) },
+        response: { 202: Accepted, ...errors(400, 401, 403, 404, 409, 422) },
       },
     },
     async (request, reply) => {

@@ -283,6 +283,12 @@ export class TenantService {
       if (!promo || promo.tenantId !== tenant.id || promo.kind !== 'promote' || promo.params.rollbackOf) {
         throw new TenantryError('OPERATION_NOT_FOUND', `no promotion ${operationId} for tenant ${slug}`);
       }
+      if (!this.engine.promotionRollback) {
+        throw new TenantryError(
+          'ROLLBACK_NOT_AVAILABLE_ON_TARGET',
+          `promotions cannot be rolled back on the ${this.engine.target} target: the rows written since the cutover would have to move back, which this target does not do`,
+        );
+      }
       const params = promo.params as unknown as PromotionParams;
       const until = Date.parse(String(promo.progress.rollbackUntil ?? ''));
       const reason =

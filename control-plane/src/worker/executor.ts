@@ -528,10 +528,16 @@ export class OperationExecutor {
     const { rows } = await this.db.query<{ id: string; status: string }>(
       `SELECT id, status FROM operations WHERE kind = 'promote' AND status IN ('queued', 'running')`,
     );
-    const dropped = await this.engine.sweepPromotionOrphans(
-      rows.map((r) => r.id),
-      rows.filter((r) => r.status === 'queued').map((r) => r.id),
-    );
+    // The data plane may be unreachable (an aws shared cluster, its secret): cleanups are still scheduled.
+    const dropped = await this.engine
+      .sweepPromotionOrphans(
+        rows.map((r) => r.id),
+        rows.filter((r) => r.status === 'queued').map((r) => r.id),
+      )
+      .then(
+        (names) => ({ names }),
+        (error: unknown) => ({ error }),
+      );
     await this.db.query(
       `SELECT graphile_worker.add_job($1, json_build_object('operationId', o.id), job_key := 'cleanup:' || o.id, max_attempts := 25)
          FROM operations o
@@ -542,7 +548,8 @@ export class OperationExecutor {
                            WHERE j.key = 'cleanup:' || o.id AND j.locked_at IS NULL)`,
       [PROMOTION_CLEANUP_TASK],
     );
-    return dropped;
+    if ('error' in dropped) throw dropped.error;
+    return dropped.names;
   }
 
   /**

@@ -223,47 +223,89 @@ describe('AwsEngine.runStep', () => {
 describe('AwsEngine promotion', () => {
   const params = { fromTier: 'pool', toTier: 'silo' } as const;
 
-  it('re-applies the source program, then ups the target tier’s program on the same stack', async () => {
-    const f = fakeRunner();
+  it('stages the target in the source program, moves the rows, then ups the target program', () => {
+    const e = engine();
+    expect(e.promotionSteps(params)).toEqual([
+      'stack-stage',
+      'prepare-target',
+      'replication',
+      'copy',
+      'indexes',
+      'catch-up',
+      'verify-full',
+      'freeze',
+      'drain',
+      'verify',
+      'stack-up',
+      'release',
+    ]);
+    expect(e.promotionAbortSteps(params)).toEqual(['abort-data', 'stack-discard', 'stack-unstage']);
+  });
+
+  it('runs each promotion `up` with the right program and stage, on the same stack', async () => {
+    const staged = {
+      stagedTier: 'silo',
+      stagedHost: 'db.internal',
+      stagedPort: 5432,
+      stagedDatabase: 'tenant_movers',
+      stagedSchema: 'app',
+      stagedUser: 'tenant_movers',
+      stagedAdminSecretArn: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:rds!db-1',
+    };
+    const f = fakeRunner((job) =>
+      job.input.stagedTier && !job.input.discardStaged ? { outputs: staged } : {},
+    );
     const e = engine({ runner: f.runner });
-    expect(e.promotionSteps(params)).toEqual(['stack-retain-source', 'stack-up']);
-    expect(e.promotionAbortSteps(params)).toEqual([]);
     const t = tenant('pool', 'movers'); // the recorded tier stays the source one during the promotion
     const reports: Record<string, unknown>[] = [];
     const report = async (p: Record<string, unknown>) => {
       reports.push(p);
     };
-    for (const step of e.promotionSteps(params)) {
+    for (const step of ['stack-stage', 'stack-up', 'stack-discard', 'stack-unstage']) {
       await e.runStep(ctx(t, step, { kind: 'promote', params: { ...params }, report }));
     }
-    const [source, target] = f.jobs.map((j) => j.job);
-    expect(source).toMatchObject({ op: 'up', stackName: 'tenant-movers', input: { tier: 'pool' } });
-    expect(target).toMatchObject({ op: 'up', stackName: 'tenant-movers', input: { tier: 'silo' } });
-    expect(target?.config['tenantry:tier']?.value).toBe('silo');
-    expect(target?.workDir).toBe(source?.workDir);
-    // The rollback window opens at the cutover.
-    expect(reports).toHaveLength(1);
-    expect(Date.parse(String(reports[0]?.rollbackUntil))).toBeGreaterThan(Date.now() + 23 * 3600_000);
+    const [stage, up, discard, unstage] = f.jobs.map((j) => j.job);
+    expect(stage).toMatchObject({
+      op: 'up',
+      stackName: 'tenant-movers',
+      input: { tier: 'pool', stagedTier: 'silo' },
+    });
+    expect(stage?.input.discardStaged).toBeUndefined();
+    expect(up).toMatchObject({ op: 'up', input: { tier: 'silo' } });
+    expect(up?.input.stagedTier).toBeUndefined();
+    expect(up?.config['tenantry:tier']?.value).toBe('silo');
+    expect(discard).toMatchObject({ input: { tier: 'pool', stagedTier: 'silo', discardStaged: true } });
+    expect(unstage?.input).toMatchObject({ tier: 'pool' });
+    expect(unstage?.input.stagedTier).toBeUndefined();
+    expect(new Set(f.jobs.map((j) => j.job.workDir)).size).toBe(1);
+    // The staged placement goes to the operation's progress (no credential in it); the flip is timed.
+    expect(reports[0]).toEqual({
+      target: {
+        tier: 'silo',
+        host: 'db.internal',
+        port: 5432,
+        database: 'tenant_movers',
+        schema: 'app',
+        user: 'tenant_movers',
+        adminSecretArn: staged.stagedAdminSecretArn,
+      },
+    });
+    expect(Object.keys(reports[1] ?? {})).toEqual(['cutoverAt']);
   });
 
-  it('rolls back with the tiers swapped, and opens no new window', async () => {
-    const f = fakeRunner();
-    const e = engine({ runner: f.runner });
-    const back = { fromTier: 'silo', toTier: 'pool', rollbackOf: 'op_promo' } as const;
-    const reports: unknown[] = [];
-    for (const step of e.promotionSteps(back)) {
-      await e.runStep(
-        ctx(tenant('silo', 'movers'), step, {
-          kind: 'promote',
-          params: { ...back },
-          report: async (p) => {
-            reports.push(p);
-          },
-        }),
-      );
-    }
-    expect(f.jobs.map((j) => j.job.input.tier)).toEqual(['silo', 'pool']);
-    expect(reports).toEqual([]);
+  it('fails the staging step when the stack reports no staged placement', async () => {
+    const e = engine({ runner: fakeRunner().runner });
+    await expect(
+      e.runStep(ctx(tenant('pool', 'movers'), 'stack-stage', { kind: 'promote', params: { ...params } })),
+    ).rejects.toThrow(/no staged placement/);
+  });
+
+  it('refuses rollbacks: the rows written since the cutover are not moved back on this target', () => {
+    const e = engine();
+    expect(e.promotionRollback).toBe(false);
+    expect(() => e.promotionSteps({ fromTier: 'silo', toTier: 'pool', rollbackOf: 'op_promo' })).toThrow(
+      /cannot be rolled back/,
+    );
   });
 
   it('refuses a promotion without distinct tiers', () => {

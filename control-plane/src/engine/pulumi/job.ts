@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { PlatformSettings } from '../../../../stacks/common/config.js';
-import type { TenantProgramInput } from '../../../../stacks/common/input.js';
+import { assertStaging, type TenantProgramInput } from '../../../../stacks/common/input.js';
 import { rdsDeletionProtection } from '../../../../stacks/policy/policies.js';
 import type { AwsProviderOptions } from '../../aws/provider-options.js';
 import type { Tier } from '../../domain/tiers.js';
@@ -34,17 +34,31 @@ export const UNPROTECT_POLICY_CONFIG: Record<string, unknown> = {
 };
 
 /**
+ * A promotion's placement staged in the source tier's stack (see stagedTier in stacks/common/input.ts):
+ * `tier` is the target tier; `discard` builds it for deletion (an aborted promotion).
+ */
+export interface JobStage {
+  tier: Tier;
+  discard?: boolean;
+}
+
+/**
  * One Pulumi job: the tier whose program runs (a promotion runs the target tier's, not the
  * tenant's current one), its input, the whole stack config, the workspace, the policy packs.
- * Pure, so what the child will run is testable without a child.
+ * With `stage`, the program (the source tier's) also builds the target tier's placement; a discard
+ * run builds it without deletion protection, so that run alone disables the pack's rule that
+ * demands the protection, as `unprotect` does. Pure, so what the child will run is testable without
+ * a child.
  */
 export function buildJob(
   op: PulumiOp,
   tenant: { id: string; slug: string },
   tier: Tier,
   s: JobSettings,
+  stage?: JobStage,
 ): PulumiJob {
   const offboarding = op === 'unprotect' || op === 'destroy';
+  if (stage && offboarding) throw new Error(`a ${op} job never stages a placement`);
   const input: TenantProgramInput = {
     tenantId: tenant.id,
     slug: tenant.slug,
@@ -52,7 +66,11 @@ export function buildJob(
     ...(tier === 'account' ? { accountEmailSuffix: s.accountEmailSuffix(tenant.id) } : {}),
     templatesDir: s.templatesDir,
     ...(offboarding ? { offboarding: true } : {}),
+    ...(stage ? { stagedTier: stage.tier } : {}),
+    ...(stage?.discard ? { discardStaged: true } : {}),
   };
+  // The pairs the program accepts, refused here already rather than in the child.
+  assertStaging(input);
   if (!path.isAbsolute(s.templatesDir)) throw new Error('the templates directory must be an absolute path');
   for (const p of s.policyPacks) {
     if (!path.isAbsolute(p)) throw new Error(`policy pack paths must be absolute: ${p}`);
@@ -70,7 +88,9 @@ export function buildJob(
     config: buildStackConfig({ input, platform: s.platform, aws: s.aws }),
     input,
     policyPacks,
-    ...(op === 'unprotect' && policyPacks.length > 0 ? { policyPackConfig: UNPROTECT_POLICY_CONFIG } : {}),
+    ...((op === 'unprotect' || stage?.discard === true) && policyPacks.length > 0
+      ? { policyPackConfig: UNPROTECT_POLICY_CONFIG }
+      : {}),
     ...(op === 'preview-refresh' && isDiyBackend(s.backendUrl)
       ? { minCliVersionForPreview: MIN_CLI_FOR_DRIFT }
       : {}),

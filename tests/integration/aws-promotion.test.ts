@@ -1,0 +1,651 @@
+/**
+ * A promotion on the aws target, end to end on real Postgres: the source is a shared cluster (the
+ * test server, a database of its own), the target a second Postgres server standing in for the
+ * tenant's RDS instance. What cannot run here is simulated, and only that: the Pulumi `up`s (a
+ * runner that applies what each program's dynamic resources would, through the same providers)
+ * and Secrets Manager (aws-sdk-client-mock over an in-memory store). The engine's own steps, the
+ * row move (copy, logical catch-up, freeze, drain, verify), routing and cleanup are the real ones.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { mockClient } from 'aws-sdk-client-mock';
+import pg from 'pg';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import type {
+  ConnectionDescriptor,
+  PromotionParams,
+  StepContext,
+  StepTenant,
+} from '../../control-plane/src/domain/ports.js';
+import { startEmbedded } from '../../control-plane/src/embedded.js';
+import { AwsEngine } from '../../control-plane/src/engine/aws.js';
+import type { PulumiJob, PulumiResult } from '../../control-plane/src/engine/pulumi/runner.js';
+import {
+  databaseProvider,
+  grantsProvider,
+  poolMembershipProvider,
+  poolProvider,
+  roleProvider,
+  schemaProvider,
+} from '../../control-plane/src/providers/postgres/index.js';
+import { DEFAULT_TEMPLATES_DIR, loadProgramTemplates } from '../../stacks/common/templates.js';
+import { tenantOwnerRoleName } from '../../stacks/common/tenant-postgres.js';
+import { TEST_PLATFORM } from '../fixtures/platform.js';
+import { adminUrl, rand, superQuery, tenantClient } from '../helpers/runtime.js';
+import { freePort } from '../helpers/server.js';
+
+const { catalog, tenantSchema: template } = loadProgramTemplates(DEFAULT_TEMPLATES_DIR);
+const id = rand(4);
+const SHARED_DB = `sc_${id}`;
+const POOL_OWNER = `po_${id}`;
+const POOL_APP = `pa_${id}`;
+const POOL_PASSWORD = `pw-${rand(12)}`;
+const SHARED_SECRET = 'tenantry/platform/shared-cluster-admin';
+const platform = {
+  ...TEST_PLATFORM,
+  sharedCluster: { adminSecretName: SHARED_SECRET, ssl: false },
+  pool: {
+    ...TEST_PLATFORM.pool,
+    schema: 'pool',
+    ownerRole: POOL_OWNER,
+    appRole: POOL_APP,
+    tenantSetting: 'app.tenant_id',
+  },
+};
+const uuid = () => crypto.randomUUID();
+const opId = () => `op_${rand(14)}`;
+
+async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/* ------------------------------------------------------------ the two servers */
+
+const rdsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-rds-'));
+fs.chmodSync(rdsDir, 0o755);
+let rds: Awaited<ReturnType<typeof startEmbedded>>;
+let rdsPassword: string;
+let rdsPort: number;
+const sharedPort = Number(new URL(adminUrl()).port);
+
+/** Secrets Manager, in memory. */
+const secrets = new Map<string, Record<string, unknown>>();
+const sm = mockClient(SecretsManagerClient);
+const RDS_SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:rds!db-0123';
+
+/** The tenant's connection descriptor, as its secret holds it (with the password). */
+const descriptorOf = (slug: string) =>
+  secrets.get(tenantSecretName(slug)) as unknown as Required<ConnectionDescriptor>;
+
+const siloName = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
+const siloPasswords = new Map<string, string>();
+
+/**
+ * The Pulumi `up`s, as the programs' dynamic resources would apply them: staging creates the silo
+ * (roles, database, schema, grants) on the "RDS instance"; the target program's `up` writes the
+ * secret's new version; the source program alone (unstage) deletes a discarded silo.
+ */
+const jobs: PulumiJob[] = [];
+async function runner(job: PulumiJob): Promise<PulumiResult> {
+  jobs.push(job);
+  const { slug, tenantId } = job.input;
+  const name = siloName(slug);
+  const owner = tenantOwnerRoleName(slug);
+  const limits = catalog.tiers.silo.role;
+  if (job.input.stagedTier === 'silo' && !job.input.discardStaged) {
+    const password = siloPasswords.get(slug) ?? `s-${rand(12)}`;
+    siloPasswords.set(slug, password);
+    await withClient(rds.url('postgres'), async (db) => {
+      await roleProvider.create(db, { name: owner, ...limits, connectionLimit: 0, login: false });
+      await roleProvider.create(db, { name, ...limits, searchPath: ['app'], password });
+      await databaseProvider.create(db, { name, owner });
+    });
+    await withClient(rds.url(name), async (db) => {
+      await schemaProvider.create(db, { name: 'app', owner, template });
+      await grantsProvider.create(db, { database: name, schema: 'app', role: name, owner });
+    });
+    return {
+      summary: {},
+      outputs: {
+        stagedTier: 'silo',
+        stagedHost: '127.0.0.1',
+        stagedPort: rdsPort,
+        stagedDatabase: name,
+        stagedSchema: 'app',
+        stagedUser: name,
+        stagedAdminSecretArn: RDS_SECRET_ARN,
+      },
+    };
+  }
+  if (job.input.stagedTier === 'bridge' && !job.input.discardStaged) {
+    // A staged bridge: the schema and its roles on the shared cluster itself.
+    const password = siloPasswords.get(slug) ?? `s-${rand(12)}`;
+    siloPasswords.set(slug, password);
+    await withClient(adminUrl(SHARED_DB), async (db) => {
+      const bridgeLimits = catalog.tiers.bridge.role;
+      await roleProvider.create(db, { name: owner, ...bridgeLimits, connectionLimit: 0, login: false });
+      await roleProvider.create(db, { name, ...bridgeLimits, searchPath: [name], password });
+      await schemaProvider.create(db, { name, owner, template });
+      await grantsProvider.create(db, { database: SHARED_DB, schema: name, role: name, owner });
+    });
+    return {
+      summary: {},
+      outputs: {
+        stagedTier: 'bridge',
+        stagedHost: '127.0.0.1',
+        stagedPort: sharedPort,
+        stagedDatabase: SHARED_DB,
+        stagedSchema: name,
+        stagedUser: name,
+        stagedAdminSecretArn: '',
+      },
+    };
+  }
+  if (job.input.tier === 'bridge' && job.op === 'up' && !job.input.stagedTier) {
+    secrets.set(tenantSecretName(slug), {
+      tenantId,
+      tier: 'bridge',
+      host: '127.0.0.1',
+      port: sharedPort,
+      database: SHARED_DB,
+      schema: name,
+      user: name,
+      password: siloPasswords.get(slug),
+      secretRef: tenantSecretName(slug),
+    });
+    return { summary: {}, outputs: { tier: 'bridge', database: SHARED_DB, schema: name, user: name } };
+  }
+  if (job.input.tier === 'silo' && job.op === 'up') {
+    // Simulated engine latency: the write freeze spans the real `up`, too.
+    await new Promise((r) => setTimeout(r, 300));
+    secrets.set(tenantSecretName(slug), {
+      tenantId,
+      tier: 'silo',
+      host: '127.0.0.1',
+      port: rdsPort,
+      database: name,
+      schema: 'app',
+      user: name,
+      password: siloPasswords.get(slug),
+      secretRef: tenantSecretName(slug),
+    });
+    return { summary: {}, outputs: { tier: 'silo', database: name, schema: 'app', user: name } };
+  }
+  if (job.input.tier === 'pool' && !job.input.stagedTier) {
+    await withClient(rds.url('postgres'), async (db) => {
+      await databaseProvider.delete(db, { name, owner });
+      await roleProvider.delete(db, { name, ...limits });
+      await roleProvider.delete(db, { name: owner, ...limits });
+    });
+  }
+  return { summary: {}, outputs: {} };
+}
+
+let engine: AwsEngine;
+
+beforeAll(async () => {
+  rdsPort = await freePort();
+  rds = await startEmbedded({ dataDir: rdsDir, port: rdsPort, log: pino({ level: 'silent' }) });
+  rdsPassword = fs.readFileSync(path.join(rdsDir, 'pg-superuser.secret'), 'utf8').trim();
+  const admin = new URL(adminUrl());
+  secrets.set(SHARED_SECRET, {
+    username: decodeURIComponent(admin.username),
+    password: decodeURIComponent(admin.password),
+    host: '127.0.0.1',
+    port: sharedPort,
+    dbname: SHARED_DB,
+  });
+  secrets.set(RDS_SECRET_ARN, { username: 'postgres', password: rdsPassword });
+  sm.on(GetSecretValueCommand).callsFake((input: { SecretId: string }) => {
+    const v = secrets.get(input.SecretId);
+    if (!v) throw Object.assign(new Error('not found'), { name: 'ResourceNotFoundException' });
+    return { ARN: `arn:secret:${input.SecretId}`, VersionId: 'v1', SecretString: JSON.stringify(v) };
+  });
+
+  // The shared cluster as the pool program's dynamic resources leave it.
+  await superQuery('postgres', `CREATE DATABASE ${SHARED_DB}`);
+  await withClient(adminUrl(SHARED_DB), async (db) => {
+    const limits = catalog.tiers.pool.role;
+    await roleProvider.create(db, { name: POOL_OWNER, ...limits, connectionLimit: 0, login: false });
+    await roleProvider.create(db, {
+      name: POOL_APP,
+      ...limits,
+      searchPath: ['pool'],
+      password: POOL_PASSWORD,
+    });
+    await poolProvider.create(db, {
+      schema: 'pool',
+      owner: POOL_OWNER,
+      appRole: POOL_APP,
+      database: SHARED_DB,
+      setting: 'app.tenant_id',
+      template,
+    });
+  });
+
+  engine = new AwsEngine({
+    backendUrl: 'file:///var/lib/tenantry/state',
+    envVars: { PATH: '/usr/bin' },
+    aws: { region: 'eu-west-1' },
+    platform,
+    workspaceRoot: path.join(rdsDir, 'pulumi'),
+    concurrency: 4,
+    timeoutMs: 60_000,
+    programVersion: '1.0.0+template.1',
+    policyPackDir: null,
+    runner,
+    clients: { secrets: new SecretsManagerClient({ region: 'eu-west-1' }) },
+    promotion: { freezeWaitMs: 5_000, lagPollMs: 100 },
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await engine?.close();
+  await rds?.stop();
+  fs.rmSync(rdsDir, { recursive: true, force: true });
+  sm.restore();
+});
+
+/** A pool tenant of the shared cluster, with rows, routed there by its secret. */
+async function poolTenant(slug: string, rows: number): Promise<StepTenant> {
+  const t: StepTenant = { id: uuid(), slug, tier: 'pool', templateVersion: 1 };
+  await withClient(adminUrl(SHARED_DB), async (db) => {
+    await poolMembershipProvider.create(db, {
+      schema: 'pool',
+      tenantId: t.id,
+      slug,
+      setting: 'app.tenant_id',
+    });
+    await db.query(
+      `WITH u AS (INSERT INTO pool.users (tenant_id, email, name) SELECT $1, 'u' || g || '@x', 'n' || g FROM generate_series(1, $2) g RETURNING id)
+       INSERT INTO pool.documents (tenant_id, owner_id, title, body) SELECT $1, id, 't', repeat('b', 50) FROM u`,
+      [t.id, rows],
+    );
+  });
+  secrets.set(tenantSecretName(slug), {
+    tenantId: t.id,
+    tier: 'pool',
+    host: '127.0.0.1',
+    port: sharedPort,
+    database: SHARED_DB,
+    schema: 'pool',
+    user: POOL_APP,
+    password: POOL_PASSWORD,
+    secretRef: tenantSecretName(slug),
+    tenantSetting: 'app.tenant_id',
+  });
+  return t;
+}
+
+/** A bridge tenant of the shared cluster, as the bridge program's dynamic resources leave it. */
+async function bridgeTenant(slug: string, rows: number): Promise<StepTenant> {
+  const t: StepTenant = { id: uuid(), slug, tier: 'bridge', templateVersion: 1 };
+  const name = siloName(slug);
+  const owner = tenantOwnerRoleName(slug);
+  const password = `b-${rand(12)}`;
+  const limits = catalog.tiers.bridge.role;
+  await withClient(adminUrl(SHARED_DB), async (db) => {
+    await roleProvider.create(db, { name: owner, ...limits, connectionLimit: 0, login: false });
+    await roleProvider.create(db, { name, ...limits, searchPath: [name], password });
+    await schemaProvider.create(db, { name, owner, template });
+    await grantsProvider.create(db, { database: SHARED_DB, schema: name, role: name, owner });
+    await db.query(
+      `INSERT INTO ${name}.users (tenant_id, email) SELECT $1, 'u' || g || '@x' FROM generate_series(1, $2) g`,
+      [t.id, rows],
+    );
+  });
+  secrets.set(tenantSecretName(slug), {
+    tenantId: t.id,
+    tier: 'bridge',
+    host: '127.0.0.1',
+    port: sharedPort,
+    database: SHARED_DB,
+    schema: name,
+    user: name,
+    password,
+    secretRef: tenantSecretName(slug),
+  });
+  return t;
+}
+
+/**
+ * A client of the tenant's application: each write follows the tenant's current descriptor (as a
+ * data plane re-reading its secret would) and inserts one setting, in a transaction of its own.
+ */
+function writer(slug: string) {
+  const acked: string[] = [];
+  const refused: { key: string; code: string }[] = [];
+  const failed: string[] = [];
+  let stop = false;
+  let n = 0;
+  const done = (async () => {
+    while (!stop) {
+      const d = descriptorOf(slug);
+      const key = `w${n++}`;
+      let c: pg.Client | undefined;
+      try {
+        c = await tenantClient(d);
+        await c.query('BEGIN');
+        if (d.tenantSetting) await c.query('SELECT set_config($1, $2, true)', [d.tenantSetting, d.tenantId]);
+        await c.query(`INSERT INTO ${d.schema}.settings (tenant_id, key, value) VALUES ($1, $2, '{}')`, [
+          d.tenantId,
+          key,
+        ]);
+        await c.query('COMMIT');
+        acked.push(`${d.tier}:${key}`);
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? '';
+        if (code === '25006') refused.push({ key, code });
+        else failed.push(`${key}: ${(e as Error).message}`);
+      } finally {
+        await c?.end().catch(() => undefined);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  return {
+    acked,
+    refused,
+    failed,
+    async stop() {
+      stop = true;
+      await done;
+    },
+  };
+}
+
+function stepCtx(
+  t: StepTenant,
+  operationId: string,
+  params: PromotionParams,
+  step: string,
+  progress: Record<string, unknown>,
+): StepContext {
+  return {
+    operationId,
+    kind: 'promote',
+    step,
+    tenant: t,
+    signal: new AbortController().signal,
+    params: { ...params },
+    progress: { ...progress },
+    report: async (patch) => {
+      Object.assign(progress, patch);
+    },
+  };
+}
+
+const until = async (cond: () => boolean, ms = 20_000) => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe('a promotion on the aws target', () => {
+  it('moves a pool tenant into its RDS silo while it writes: nothing lost, the freeze refuses clearly, others untouched', async () => {
+    const t = await poolTenant(`mover-${id}`, 500);
+    const other = await poolTenant(`stayer-${id}`, 50);
+    const params: PromotionParams = { fromTier: 'pool', toTier: 'silo' };
+    const steps = engine.promotionSteps(params);
+    // Staging `up`, the row move, the flipping `up`, the release (the unit tests pin the whole list).
+    expect([steps[0], ...steps.slice(-2)]).toEqual(['stack-stage', 'stack-up', 'release']);
+    const op = opId();
+    const progress: Record<string, unknown> = {};
+    const w = writer(t.slug);
+    const o = writer(other.slug);
+    await until(() => w.acked.length >= 10);
+    for (const step of steps) {
+      if (step === 'release') {
+        // Past the routing flip, the promotion is only ever finished forward.
+        await expect(engine.runStep(stepCtx(t, op, params, 'abort-data', progress))).rejects.toMatchObject({
+          context: { forwardOnly: true },
+        });
+      }
+      await engine.runStep(stepCtx(t, op, params, step, progress));
+    }
+    await until(() => w.acked.filter((k) => k.startsWith('silo:')).length >= 10);
+    await w.stop();
+    await o.stop();
+
+    // The Pulumi runs: the source program staging the silo, then the silo program (the flip).
+    expect(
+      jobs.filter((j) => j.input.slug === t.slug).map((j) => [j.input.tier, j.input.stagedTier ?? null]),
+    ).toEqual([
+      ['pool', 'silo'],
+      ['silo', null],
+    ]);
+    // Routing: the secret now points at the RDS instance.
+    expect(descriptorOf(t.slug)).toMatchObject({ tier: 'silo', port: rdsPort, database: siloName(t.slug) });
+
+    expect(w.failed).toEqual([]);
+    expect(w.refused.length).toBeGreaterThan(0); // the freeze spanned the `up`, and said so
+    expect(o.failed).toEqual([]);
+    expect(o.refused).toEqual([]); // the other tenant was never frozen
+
+    // Every acknowledged write is in the silo exactly once; no refused one is.
+    const siloKeys = await withClient(rds.url(siloName(t.slug)), async (db) => {
+      const { rows } = await db.query<{ key: string; n: number }>(
+        `SELECT key, count(*)::int AS n FROM app.settings WHERE tenant_id = $1 GROUP BY key`,
+        [t.id],
+      );
+      return new Map(rows.map((r) => [r.key, r.n]));
+    });
+    const ackedKeys = w.acked.map((k) => k.split(':')[1]!);
+    for (const key of ackedKeys) expect(siloKeys.get(key), key).toBe(1);
+    expect(siloKeys.size).toBe(ackedKeys.length);
+    for (const r of w.refused) expect(siloKeys.has(r.key)).toBe(false);
+    const [users] = await withClient(rds.url(siloName(t.slug)), (db) =>
+      db.query<{ n: number }>('SELECT count(*)::int AS n FROM app.users').then((r) => r.rows),
+    );
+    expect(users?.n).toBe(500);
+
+    // What the operation shows.
+    expect(progress.rowsCopied).toMatchObject({ users: 500, documents: 500 });
+    expect(typeof progress.writeFreezeMs).toBe('number');
+    expect(progress.replicationLagBytes).toBeDefined();
+    expect(Date.parse(String(progress.rollbackUntil))).toBeGreaterThan(Date.now() + 23 * 3600_000);
+    // The slot that held every shared tenant's WAL is gone.
+    const slots = await superQuery(
+      SHARED_DB,
+      `SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'tenantry_promo_%'`,
+    );
+    expect(slots).toEqual([]);
+
+    // The source stays, frozen, until the window ends; then cleanup deletes it, and only it.
+    const before = await superQuery<{ n: number }>(
+      SHARED_DB,
+      'SELECT count(*)::int AS n FROM pool.users WHERE tenant_id = $1',
+      [t.id],
+    );
+    expect(before[0]?.n).toBe(500);
+    // Another promotion in flight (its slot idle between two steps) is left alone by this cleanup.
+    const otherSlot = `tenantry_promo_${rand(14)}`;
+    await superQuery(SHARED_DB, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [otherSlot]);
+    await engine.cleanupPromotion({ ...t, tier: 'silo' }, params, op);
+    const kept = await superQuery(SHARED_DB, 'SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [
+      otherSlot,
+    ]);
+    expect(kept).toHaveLength(1);
+    await superQuery(SHARED_DB, 'SELECT pg_drop_replication_slot($1)', [otherSlot]);
+    const left = await superQuery<{ tenant_id: string; n: number }>(
+      SHARED_DB,
+      'SELECT tenant_id::text, count(*)::int AS n FROM pool.users WHERE tenant_id = ANY($1::uuid[]) GROUP BY 1',
+      [[t.id, other.id]],
+    );
+    expect(left).toEqual([{ tenant_id: other.id, n: 50 }]);
+    const otherSettings = await superQuery<{ n: number }>(
+      SHARED_DB,
+      'SELECT count(*)::int AS n FROM pool.settings WHERE tenant_id = $1',
+      [other.id],
+    );
+    expect(otherSettings[0]?.n).toBe(o.acked.length);
+  }, 120_000);
+
+  it('aborts before the flip on a checksum mismatch: the source writable again, the staged silo deleted by the stack', async () => {
+    const t = await poolTenant(`aborter-${id}`, 100);
+    const params: PromotionParams = { fromTier: 'pool', toTier: 'silo' };
+    const op = opId();
+    const progress: Record<string, unknown> = {};
+    const steps = engine.promotionSteps(params);
+    let failure: unknown;
+    for (const step of steps) {
+      if (step === 'verify-full') {
+        // A row on the target that the source never had (written past the target's freeze).
+        await withClient(rds.url(siloName(t.slug)), async (db) => {
+          await db.query('SET session_replication_role = replica');
+          await db.query(`INSERT INTO app.settings (tenant_id, key, value) VALUES ($1, 'intruder', '{}')`, [
+            t.id,
+          ]);
+        });
+      }
+      try {
+        await engine.runStep(stepCtx(t, op, params, step, progress));
+      } catch (e) {
+        failure = e;
+        break;
+      }
+    }
+    expect(String((failure as Error)?.message)).toMatch(/verification failed on table settings/);
+    for (const step of engine.promotionAbortSteps(params)) {
+      await engine.runStep(stepCtx(t, op, params, step, progress));
+    }
+    // Routing never moved; the tenant writes its pool rows again.
+    expect(descriptorOf(t.slug)).toMatchObject({ tier: 'pool', database: SHARED_DB });
+    const w = writer(t.slug);
+    await until(() => w.acked.length >= 3);
+    await w.stop();
+    expect(w.refused).toEqual([]);
+    expect(w.failed).toEqual([]);
+    // The staged silo was discarded (deletable first), then deleted by the source program's `up`.
+    expect(
+      jobs
+        .filter((j) => j.input.slug === t.slug)
+        .map((j) => [j.input.tier, j.input.stagedTier ?? null, j.input.discardStaged ?? false]),
+    ).toEqual([
+      ['pool', 'silo', false],
+      ['pool', 'silo', true],
+      ['pool', null, false],
+    ]);
+    const dbs = await withClient(rds.url('postgres'), (db) =>
+      db.query('SELECT 1 FROM pg_database WHERE datname = $1', [siloName(t.slug)]).then((r) => r.rows),
+    );
+    expect(dbs).toEqual([]);
+    const slots = await superQuery(
+      SHARED_DB,
+      `SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE 'tenantry_promo_%'`,
+    );
+    expect(slots).toEqual([]);
+    const rows = await superQuery<{ n: number }>(
+      SHARED_DB,
+      'SELECT count(*)::int AS n FROM pool.users WHERE tenant_id = $1',
+      [t.id],
+    );
+    expect(rows[0]?.n).toBe(100);
+  }, 120_000);
+  it('moves a bridge tenant into its RDS silo while it writes, then deletes the bridge schema and roles', async () => {
+    const t = await bridgeTenant(`bridger-${id}`, 200);
+    const name = siloName(t.slug);
+    const params: PromotionParams = { fromTier: 'bridge', toTier: 'silo' };
+    const op = opId();
+    const progress: Record<string, unknown> = {};
+    const w = writer(t.slug);
+    await until(() => w.acked.length >= 5);
+    for (const step of engine.promotionSteps(params)) {
+      await engine.runStep(stepCtx(t, op, params, step, progress));
+    }
+    await until(() => w.acked.filter((k) => k.startsWith('silo:')).length >= 5);
+    await w.stop();
+    expect(w.failed).toEqual([]);
+    expect(descriptorOf(t.slug)).toMatchObject({
+      tier: 'silo',
+      port: rdsPort,
+      database: name,
+      schema: 'app',
+    });
+    const keys = await withClient(rds.url(name), (db) =>
+      db
+        .query<{ key: string }>('SELECT key FROM app.settings WHERE tenant_id = $1 ORDER BY 1', [t.id])
+        .then((r) => r.rows.map((x) => x.key)),
+    );
+    expect(keys).toEqual(w.acked.map((k) => k.split(':')[1]!).sort());
+    const users = await withClient(rds.url(name), (db) =>
+      db.query<{ n: number }>('SELECT count(*)::int AS n FROM app.users').then((r) => r.rows[0]?.n),
+    );
+    expect(users).toBe(200);
+    // The bridge schema stays, frozen, for the window; its deletion takes the roles with it.
+    expect(await superQuery(SHARED_DB, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [name])).toHaveLength(
+      1,
+    );
+    await engine.cleanupPromotion({ ...t, tier: 'silo' }, params, op);
+    expect(await superQuery(SHARED_DB, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [name])).toEqual([]);
+    expect(
+      await superQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [
+        [name, tenantOwnerRoleName(t.slug)],
+      ]),
+    ).toEqual([]);
+    // The silo's own roles, on its own server, are untouched.
+    const siloRoles = await withClient(rds.url('postgres'), (db) =>
+      db.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [name]).then((r) => r.rows),
+    );
+    expect(siloRoles).toHaveLength(1);
+  }, 120_000);
+  it('moves a pool tenant into a bridge schema of the shared cluster while it writes', async () => {
+    const t = await poolTenant(`bridged-${id}`, 300);
+    const name = siloName(t.slug);
+    const params: PromotionParams = { fromTier: 'pool', toTier: 'bridge' };
+    const op = opId();
+    const progress: Record<string, unknown> = {};
+    const w = writer(t.slug);
+    await until(() => w.acked.length >= 5);
+    for (const step of engine.promotionSteps(params)) {
+      await engine.runStep(stepCtx(t, op, params, step, progress));
+    }
+    await until(() => w.acked.filter((k) => k.startsWith('bridge:')).length >= 5);
+    await w.stop();
+    expect(w.failed).toEqual([]);
+    expect(descriptorOf(t.slug)).toMatchObject({
+      tier: 'bridge',
+      database: SHARED_DB,
+      schema: name,
+      user: name,
+    });
+    const keys = await superQuery<{ key: string }>(
+      SHARED_DB,
+      `SELECT key FROM ${name}.settings WHERE tenant_id = $1 ORDER BY 1`,
+      [t.id],
+    );
+    expect(keys.map((r) => r.key)).toEqual(w.acked.map((k) => k.split(':')[1]!).sort());
+    const users = await superQuery<{ n: number }>(SHARED_DB, `SELECT count(*)::int AS n FROM ${name}.users`);
+    expect(users[0]?.n).toBe(300);
+    // The tenant's bridge role reaches its schema, and nothing of the pool's.
+    const d = descriptorOf(t.slug);
+    const c = await tenantClient(d);
+    try {
+      await expect(c.query('SELECT count(*) FROM pool.users')).rejects.toMatchObject({ code: '42501' });
+    } finally {
+      await c.end();
+    }
+    await engine.cleanupPromotion({ ...t, tier: 'bridge' }, params, op);
+    const left = await superQuery<{ n: number }>(
+      SHARED_DB,
+      'SELECT count(*)::int AS n FROM pool.users WHERE tenant_id = $1',
+      [t.id],
+    );
+    expect(left[0]?.n).toBe(0);
+    expect(await superQuery(SHARED_DB, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [name])).toHaveLength(
+      1,
+    );
+  }, 120_000);
+});
