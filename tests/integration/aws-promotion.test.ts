@@ -88,6 +88,8 @@ const descriptorOf = (slug: string) =>
   secrets.get(tenantSecretName(slug)) as unknown as Required<ConnectionDescriptor>;
 
 const siloName = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
+/** Each tenant's descriptor on its first placement: what the source program's secret version holds. */
+const sourceDescriptors = new Map<string, Record<string, unknown>>();
 const siloPasswords = new Map<string, string>();
 
 /**
@@ -102,6 +104,11 @@ async function runner(job: PulumiJob): Promise<PulumiResult> {
   const name = siloName(slug);
   const owner = tenantOwnerRoleName(slug);
   const limits = catalog.tiers.silo.role;
+  if (job.input.stagedTier && !job.input.discardStaged) {
+    // The routed (source) program writes its own descriptor: unchanged when staging, the flip back
+    // when a rollback's `up` runs it again.
+    secrets.set(tenantSecretName(slug), { ...sourceDescriptors.get(slug) });
+  }
   if (job.input.stagedTier === 'silo' && !job.input.discardStaged) {
     const password = siloPasswords.get(slug) ?? `s-${rand(12)}`;
     siloPasswords.set(slug, password);
@@ -284,6 +291,7 @@ async function poolTenant(slug: string, rows: number): Promise<StepTenant> {
     secretRef: tenantSecretName(slug),
     tenantSetting: 'app.tenant_id',
   });
+  sourceDescriptors.set(slug, { ...secrets.get(tenantSecretName(slug)) });
   return t;
 }
 
@@ -315,6 +323,7 @@ async function bridgeTenant(slug: string, rows: number): Promise<StepTenant> {
     password,
     secretRef: tenantSecretName(slug),
   });
+  sourceDescriptors.set(slug, { ...secrets.get(tenantSecretName(slug)) });
   return t;
 }
 
@@ -392,6 +401,22 @@ const until = async (cond: () => boolean, ms = 20_000) => {
     await new Promise((r) => setTimeout(r, 20));
   }
 };
+
+/**
+ * Runs a promotion's steps while the tenant's application writes, until it has written a few rows
+ * on each side of the move. The writer is still running when this returns.
+ */
+async function promoteWhileWriting(t: StepTenant, params: PromotionParams) {
+  const op = opId();
+  const progress: Record<string, unknown> = {};
+  const w = writer(t.slug);
+  await until(() => w.acked.length >= 5);
+  for (const step of engine.promotionSteps(params)) {
+    await engine.runStep(stepCtx(t, op, params, step, progress));
+  }
+  await until(() => w.acked.filter((k) => k.startsWith(`${params.toTier}:`)).length >= 5);
+  return { op, progress, w };
+}
 
 describe('a promotion on the aws target', () => {
   it('moves a pool tenant into its RDS silo while it writes: nothing lost, the freeze refuses clearly, others untouched', async () => {
@@ -558,14 +583,7 @@ describe('a promotion on the aws target', () => {
     const t = await bridgeTenant(`bridger-${id}`, 200);
     const name = siloName(t.slug);
     const params: PromotionParams = { fromTier: 'bridge', toTier: 'silo' };
-    const op = opId();
-    const progress: Record<string, unknown> = {};
-    const w = writer(t.slug);
-    await until(() => w.acked.length >= 5);
-    for (const step of engine.promotionSteps(params)) {
-      await engine.runStep(stepCtx(t, op, params, step, progress));
-    }
-    await until(() => w.acked.filter((k) => k.startsWith('silo:')).length >= 5);
+    const { op, w } = await promoteWhileWriting(t, params);
     await w.stop();
     expect(w.failed).toEqual([]);
     expect(descriptorOf(t.slug)).toMatchObject({
@@ -605,14 +623,7 @@ describe('a promotion on the aws target', () => {
     const t = await poolTenant(`bridged-${id}`, 300);
     const name = siloName(t.slug);
     const params: PromotionParams = { fromTier: 'pool', toTier: 'bridge' };
-    const op = opId();
-    const progress: Record<string, unknown> = {};
-    const w = writer(t.slug);
-    await until(() => w.acked.length >= 5);
-    for (const step of engine.promotionSteps(params)) {
-      await engine.runStep(stepCtx(t, op, params, step, progress));
-    }
-    await until(() => w.acked.filter((k) => k.startsWith('bridge:')).length >= 5);
+    const { op, w } = await promoteWhileWriting(t, params);
     await w.stop();
     expect(w.failed).toEqual([]);
     expect(descriptorOf(t.slug)).toMatchObject({
@@ -647,5 +658,60 @@ describe('a promotion on the aws target', () => {
     expect(await superQuery(SHARED_DB, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [name])).toHaveLength(
       1,
     );
+  }, 120_000);
+  it('rolls a promotion back inside its window: the rows written on the silo come back to the pool', async () => {
+    const t = await poolTenant(`returner-${id}`, 100);
+    const params: PromotionParams = { fromTier: 'pool', toTier: 'silo' };
+    const { op, progress, w } = await promoteWhileWriting(t, params);
+    // As the service builds it: the tiers swapped, the promotion's staged placement carried along.
+    const back: PromotionParams = {
+      fromTier: 'silo',
+      toTier: 'pool',
+      rollbackOf: op,
+      promotedTo: progress.target as Record<string, unknown>,
+    };
+    const steps = engine.promotionSteps(back);
+    expect(steps).toEqual([
+      'freeze-target',
+      'restore',
+      'verify-restore',
+      'stack-back',
+      'release-back',
+      'stack-discard',
+      'stack-unstage',
+    ]);
+    const backProgress: Record<string, unknown> = {};
+    const silo = { ...t, tier: 'silo' as const };
+    for (const step of steps) await engine.runStep(stepCtx(silo, opId(), back, step, backProgress));
+    await until(() => w.acked.filter((k) => k.startsWith('pool:')).length >= 10);
+    await w.stop();
+    expect(w.failed).toEqual([]);
+    expect(descriptorOf(t.slug)).toMatchObject({ tier: 'pool', database: SHARED_DB, schema: 'pool' });
+    // Every acknowledged write (before the promotion, on the silo, after the way back) is in the pool once.
+    const keys = await superQuery<{ key: string }>(
+      SHARED_DB,
+      'SELECT key FROM pool.settings WHERE tenant_id = $1 ORDER BY 1',
+      [t.id],
+    );
+    expect(keys.map((r) => r.key)).toEqual(w.acked.map((k) => k.split(':')[1]!).sort());
+    expect(w.acked.some((k) => k.startsWith('silo:'))).toBe(true);
+    expect(typeof backProgress.writeFreezeMs).toBe('number');
+    expect(backProgress.rowsRestored).toMatchObject({ users: 100 });
+    // The silo left the stack deletable, then was deleted by it.
+    const dbs = await withClient(rds.url('postgres'), (db) =>
+      db.query('SELECT 1 FROM pg_database WHERE datname = $1', [siloName(t.slug)]).then((r) => r.rows),
+    );
+    expect(dbs).toEqual([]);
+    expect(
+      jobs
+        .filter((j) => j.input.slug === t.slug)
+        .map((j) => [j.input.tier, j.input.stagedTier ?? null, j.input.discardStaged ?? false]),
+    ).toEqual([
+      ['pool', 'silo', false],
+      ['silo', null, false],
+      ['pool', 'silo', false],
+      ['pool', 'silo', true],
+      ['pool', null, false],
+    ]);
   }, 120_000);
 });

@@ -51,7 +51,7 @@ export interface Engine {
   readonly promotionMovesRows: boolean;
   /**
    * Whether a completed promotion can be rolled back inside its window (the rows written since
-   * the cutover moved back). Where not (aws, for now): 422 ROLLBACK_NOT_AVAILABLE_ON_TARGET.
+   * the cutover moved back; both targets do). Where not: 422 ROLLBACK_NOT_AVAILABLE_ON_TARGET.
    */
   readonly promotionRollback: boolean;
   supportsTier(tier: Tier): boolean;
@@ -87,6 +87,11 @@ export interface PromotionParams {
   toTier: Tier;
   /** Set on a rollback: the promotion being undone. */
   rollbackOf?: string;
+  /**
+   * Set on a rollback: where that promotion put the tenant, as it recorded it (its progress'
+   * `target`, on the aws target: the placement its stack staged). No credential.
+   */
+  promotedTo?: Record<string, unknown>;
 }
 
 export interface ConnectionDescriptor {

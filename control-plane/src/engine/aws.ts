@@ -99,6 +99,8 @@ export interface AwsEngineOptions
 const STEP_OPS: Record<string, PulumiOp> = {
   'stack-up': 'up',
   'stack-stage': 'up',
+  'stack-back': 'up',
+  'stack-current': 'up',
   'stack-discard': 'up',
   'stack-unstage': 'up',
   'stack-unprotect': 'unprotect',
@@ -110,7 +112,16 @@ const STEP_OPS: Record<string, PulumiOp> = {
  * target, on the placement the staging `up` created (see LocalPromotion).
  */
 const MOVE_STEPS = ['prepare-target', ...ROW_STEPS];
-const MOVER_STEPS = new Set([...MOVE_STEPS, 'release', 'abort-data']);
+/** A rollback's row move: the current placement frozen, its rows copied back and verified. */
+const RESTORE_STEPS = ['freeze-target', 'restore', 'verify-restore'];
+const MOVER_STEPS = new Set([
+  ...MOVE_STEPS,
+  ...RESTORE_STEPS,
+  'release',
+  'release-back',
+  'abort-data',
+  'abort-rollback-data',
+]);
 
 /** The staged target placement, as the staging `up` reports it (no credential). */
 export type StagedTarget = StagedPlacementOutputs;
@@ -133,8 +144,8 @@ export class AwsEngine implements Engine {
   readonly rollsBackFailedOnboarding = false;
   /** The staging `up` creates the target placement, the rows move into it, then routing flips (docs/aws.md). */
   readonly promotionMovesRows = true;
-  /** A rollback would need the rows written since the cutover moved back: not done on this target. */
-  readonly promotionRollback = false;
+  /** A rollback moves the rows back (those written since the cutover included), as on the local target. */
+  readonly promotionRollback = true;
   /** What is recorded with each tenant: the base version plus a hash of the programs and templates. */
   readonly programVersion: string;
   private readonly pool: PulumiPool;
@@ -210,10 +221,9 @@ export class AwsEngine implements Engine {
   promotionSteps(params: PromotionParams): string[] {
     assertPromotion(params);
     if (params.rollbackOf) {
-      throw new TenantryError(
-        'ROLLBACK_NOT_AVAILABLE_ON_TARGET',
-        'promotions cannot be rolled back on the aws target',
-      );
+      // The current placement frozen and copied back; the original's program, with the current one
+      // staged, flips routing back; the original writable; the current placement deleted by the stack.
+      return [...RESTORE_STEPS, 'stack-back', 'release-back', 'stack-discard', 'stack-unstage'];
     }
     return ['stack-stage', ...MOVE_STEPS, 'stack-up', 'release'];
   }
@@ -226,6 +236,8 @@ export class AwsEngine implements Engine {
    */
   promotionAbortSteps(params: PromotionParams): string[] {
     assertPromotion(params);
+    // A failed rollback: the tenant stays where it is, writable, its stack converged to that program.
+    if (params.rollbackOf) return ['abort-rollback-data', 'stack-current'];
     return ['abort-data', 'stack-discard', 'stack-unstage'];
   }
 
@@ -302,10 +314,11 @@ export class AwsEngine implements Engine {
         },
         ...this.opts.promotion,
         rollbackWindowMs: this.opts.promotionRollbackWindowMs ?? 24 * 3600_000,
-        placements: (t, params, progress) => ({
-          from: this.sourcePlacement(dp, t, params.fromTier),
-          to: this.targetPlacement(progress),
-        }),
+        // A rollback moves from the promotion's target back to its source.
+        placements: (t, params, progress) =>
+          params.rollbackOf
+            ? { from: this.targetPlacement(progress), to: this.sourcePlacement(dp, t, params.toTier) }
+            : { from: this.sourcePlacement(dp, t, params.fromTier), to: this.targetPlacement(progress) },
       });
       return { dp, promotion, catalog, template: tenantSchema };
     })();
@@ -414,12 +427,32 @@ export class AwsEngine implements Engine {
     if (ctx.kind === 'promote') {
       // The tenant's recorded tier is still the source one until the operation completes.
       const params = assertPromotion(ctx.params as Partial<PromotionParams> | undefined);
-      if (ctx.step === 'stack-stage') stage = { tier: params.toTier };
-      else if (ctx.step === 'stack-discard') stage = { tier: params.toTier, discard: true };
-      else if (ctx.step !== 'stack-unstage' && ctx.step !== 'stack-up') {
-        throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is not a promotion step`);
+      // The shared-cluster tier (pool, bridge) and the one above it, whichever way the move goes.
+      const [lower, upper] = params.rollbackOf
+        ? [params.toTier, params.fromTier]
+        : [params.fromTier, params.toTier];
+      switch (ctx.step) {
+        case 'stack-stage':
+        case 'stack-back':
+          tier = lower;
+          stage = { tier: upper };
+          break;
+        case 'stack-discard':
+          tier = lower;
+          stage = { tier: upper, discard: true };
+          break;
+        case 'stack-unstage':
+          tier = lower;
+          break;
+        case 'stack-up':
+          tier = upper;
+          break;
+        case 'stack-current':
+          tier = params.fromTier;
+          break;
+        default:
+          throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is not a promotion step`);
       }
-      tier = ctx.step === 'stack-up' ? params.toTier : params.fromTier;
     } else if (ctx.step !== 'stack-up' && op === 'up') {
       throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is a promotion step`);
     }
@@ -445,12 +478,17 @@ export class AwsEngine implements Engine {
         await ctx.report?.({ target });
         return undefined;
       }
-      if (ctx.step !== 'stack-up') return undefined;
-      // The secret's new version is the routing flip.
-      if (!ctx.progress?.cutoverAt) await ctx.report?.({ cutoverAt: new Date().toISOString() });
+      if (ctx.step !== 'stack-up' && ctx.step !== 'stack-back') return undefined;
+      // The secret's new version is the routing flip (back, for a rollback).
+      if (ctx.step === 'stack-up' && !ctx.progress?.cutoverAt) {
+        await ctx.report?.({ cutoverAt: new Date().toISOString() });
+      }
     }
+    const outputs = Object.entries(plainOutputs(result.outputs, false)).filter(
+      ([k]) => !k.startsWith('staged'),
+    );
     return {
-      ...plainOutputs(result.outputs, false),
+      ...Object.fromEntries(outputs),
       programVersion: this.programVersion,
       stack: job.stackName,
     };
@@ -458,15 +496,26 @@ export class AwsEngine implements Engine {
 
   /** A step of the row move, on the shared cluster and the staged target. */
   private async runRowStep(ctx: StepContext): Promise<StepOutputs | undefined> {
+    const params = assertPromotion(ctx.params as Partial<PromotionParams> | undefined);
     const progress = { ...(ctx.progress ?? {}) };
+    // A rollback's placement to leave is the one its promotion staged.
+    if (params.rollbackOf && params.promotedTo) progress.target = params.promotedTo;
     const staged = progress.target as StagedTarget | undefined;
-    if (ctx.step === 'abort-data') {
+    if (ctx.step === 'abort-data' || ctx.step === 'abort-rollback-data') {
       if (!staged) return undefined; // nothing was staged, nothing replicated or frozen
       const current = await getSecretValue(this.secrets, tenantSecretName(ctx.tenant.slug));
-      if (routedTo(current?.value, staged)) {
+      const { dp } = await this.rowMover();
+      const flipped =
+        ctx.step === 'abort-data'
+          ? routedTo(current?.value, staged)
+          : routedTo(current?.value, {
+              host: dp.host,
+              ...this.sourcePlacement(dp, ctx.tenant, params.toTier),
+            });
+      if (flipped) {
         throw new TenantryError(
           'PROVIDER_FAILED',
-          'the cutover already flipped routing to the target; the promotion can only be finished forward (resume it)',
+          `the ${params.rollbackOf ? 'rollback' : 'cutover'} already flipped routing; it can only be finished forward (resume it)`,
           { context: { forwardOnly: true } },
         );
       }
@@ -474,7 +523,7 @@ export class AwsEngine implements Engine {
     const { promotion } = await this.rowMover();
     progress.targetKey = await this.resolveTarget(ctx.operationId, progress);
     const out = await promotion.runStep({ ...ctx, progress });
-    if (ctx.step === 'release' || ctx.step === 'abort-data') {
+    if (['release', 'release-back', 'abort-data', 'abort-rollback-data'].includes(ctx.step)) {
       for (const key of this.targets.keys())
         if (key.startsWith(`${ctx.operationId}/`)) this.targets.delete(key);
     }

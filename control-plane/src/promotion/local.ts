@@ -452,6 +452,17 @@ export class LocalPromotion {
       case 'release':
         await this.release(ctx.operationId, t, to, names, progress, report);
         return undefined;
+      case 'release-back': {
+        // A rollback on a managed placement, once routing flipped back: the original writable again.
+        await this.unfreeze(t, to);
+        const started = Date.parse(String(progress.freezeStartedAt ?? ''));
+        await report({ writeFreezeMs: Number.isNaN(started) ? null : Date.now() - started });
+        return undefined;
+      }
+      case 'abort-rollback-data':
+        // A rollback that failed before routing flipped back (the caller checked): the tenant stays, writable.
+        await this.unfreeze(t, from);
+        return undefined;
       case 'abort-data':
         // Before routing flipped (the caller checked): the source writable again, the slot gone;
         // the staged target is the stack's to delete.

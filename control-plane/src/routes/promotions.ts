@@ -40,7 +40,7 @@ const promotionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         summary: 'Within the rollback window, move the tenant back to its source placement',
         description:
-          'Rows written after the cutover come back with it. 422 ROLLBACK_NOT_AVAILABLE_ON_TARGET on the aws target.',
+          'Rows written after the cutover come back with it. 422 ROLLBACK_NOT_AVAILABLE_ON_TARGET on a target that cannot move them back.',
         tags: ['promotions'],
         security,
         params: Type.Object({ slug: Slug, operationId: Type.String({ pattern: '^op_[0-9a-f]{28}$' }) }),

@@ -307,6 +307,7 @@ export class TenantService {
         fromTier: params.toTier,
         toTier: params.fromTier,
         rollbackOf: operationId,
+        ...(promo.progress.target ? { promotedTo: promo.progress.target as Record<string, unknown> } : {}),
       };
       const operation = await this.enqueue(q, tenant, 'promote', this.engine.promotionSteps(back), {
         ...back,

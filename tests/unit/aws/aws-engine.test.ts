@@ -300,12 +300,37 @@ describe('AwsEngine promotion', () => {
     ).rejects.toThrow(/no staged placement/);
   });
 
-  it('refuses rollbacks: the rows written since the cutover are not moved back on this target', () => {
-    const e = engine();
-    expect(e.promotionRollback).toBe(false);
-    expect(() => e.promotionSteps({ fromTier: 'silo', toTier: 'pool', rollbackOf: 'op_promo' })).toThrow(
-      /cannot be rolled back/,
-    );
+  it('rolls back by moving the rows back, then flipping with the original program, the current one staged', async () => {
+    const f = fakeRunner();
+    const e = engine({ runner: f.runner });
+    const back = { fromTier: 'silo', toTier: 'pool', rollbackOf: 'op_promo' } as const;
+    expect(e.promotionRollback).toBe(true);
+    expect(e.promotionSteps(back)).toEqual([
+      'freeze-target',
+      'restore',
+      'verify-restore',
+      'stack-back',
+      'release-back',
+      'stack-discard',
+      'stack-unstage',
+    ]);
+    expect(e.promotionAbortSteps(back)).toEqual(['abort-rollback-data', 'stack-current']);
+    const t = tenant('silo', 'movers');
+    for (const step of ['stack-back', 'stack-discard', 'stack-unstage', 'stack-current']) {
+      await e.runStep(ctx(t, step, { kind: 'promote', params: { ...back } }));
+    }
+    expect(
+      f.jobs.map((j) => [
+        j.job.input.tier,
+        j.job.input.stagedTier ?? null,
+        j.job.input.discardStaged ?? false,
+      ]),
+    ).toEqual([
+      ['pool', 'silo', false],
+      ['pool', 'silo', true],
+      ['pool', null, false],
+      ['silo', null, false],
+    ]);
   });
 
   it('refuses a promotion without distinct tiers', () => {
