@@ -240,7 +240,12 @@ beforeAll(async () => {
     });
   });
 
-  engine = new AwsEngine({
+  engine = newEngine();
+}, 120_000);
+
+/** The engine as a control-plane process builds it; a second one stands for a restarted process. */
+function newEngine(): AwsEngine {
+  return new AwsEngine({
     backendUrl: 'file:///var/lib/tenantry/state',
     envVars: { PATH: '/usr/bin' },
     aws: { region: 'eu-west-1' },
@@ -254,7 +259,7 @@ beforeAll(async () => {
     clients: { secrets: new SecretsManagerClient({ region: 'eu-west-1' }) },
     promotion: { freezeWaitMs: 5_000, lagPollMs: 100 },
   });
-}, 120_000);
+}
 
 afterAll(async () => {
   await engine?.close();
@@ -406,14 +411,21 @@ const until = async (cond: () => boolean, ms = 20_000) => {
  * Runs a promotion's steps while the tenant's application writes, until it has written a few rows
  * on each side of the move. The writer is still running when this returns.
  */
-async function promoteWhileWriting(t: StepTenant, params: PromotionParams) {
+async function promoteWhileWriting(t: StepTenant, params: PromotionParams, restartBefore?: string) {
   const op = opId();
   const progress: Record<string, unknown> = {};
   const w = writer(t.slug);
   await until(() => w.acked.length >= 5);
+  let running = engine;
   for (const step of engine.promotionSteps(params)) {
-    await engine.runStep(stepCtx(t, op, params, step, progress));
+    if (step === restartBefore) {
+      // The control plane restarts here: nothing the first process held in memory carries over.
+      if (running !== engine) await running.close();
+      running = newEngine();
+    }
+    await running.runStep(stepCtx(t, op, params, step, progress));
   }
+  if (running !== engine) await running.close();
   await until(() => w.acked.filter((k) => k.startsWith(`${params.toTier}:`)).length >= 5);
   return { op, progress, w };
 }
@@ -583,7 +595,8 @@ describe('a promotion on the aws target', () => {
     const t = await bridgeTenant(`bridger-${id}`, 200);
     const name = siloName(t.slug);
     const params: PromotionParams = { fromTier: 'bridge', toTier: 'silo' };
-    const { op, w } = await promoteWhileWriting(t, params);
+    // A restart right after the flip: the release finishes the promotion from a fresh process.
+    const { op, w } = await promoteWhileWriting(t, params, 'release');
     await w.stop();
     expect(w.failed).toEqual([]);
     expect(descriptorOf(t.slug)).toMatchObject({
@@ -619,11 +632,11 @@ describe('a promotion on the aws target', () => {
     );
     expect(siloRoles).toHaveLength(1);
   }, 120_000);
-  it('moves a pool tenant into a bridge schema of the shared cluster while it writes', async () => {
+  it('moves a pool tenant into a bridge schema while it writes, across a control-plane restart inside the freeze', async () => {
     const t = await poolTenant(`bridged-${id}`, 300);
     const name = siloName(t.slug);
     const params: PromotionParams = { fromTier: 'pool', toTier: 'bridge' };
-    const { op, w } = await promoteWhileWriting(t, params);
+    const { op, w } = await promoteWhileWriting(t, params, 'drain');
     await w.stop();
     expect(w.failed).toEqual([]);
     expect(descriptorOf(t.slug)).toMatchObject({

@@ -610,6 +610,7 @@ export class AwsEngine implements Engine {
 
   async close(): Promise<void> {
     const mover = await this.mover?.catch(() => undefined);
+    await mover?.promotion.close();
     await mover?.dp.close();
     this.secrets.destroy();
     this.organizations?.destroy();

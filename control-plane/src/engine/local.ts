@@ -384,6 +384,7 @@ export class LocalEngine implements Engine {
   }
 
   async close(): Promise<void> {
+    await this.promotion.close();
     await this.dp.close();
   }
 }

@@ -217,6 +217,12 @@ export class LocalPromotion {
     }
   }
 
+  /** Ends every session kept across a write freeze (at shutdown: the freeze itself is durable). */
+  async close(): Promise<void> {
+    await Promise.all([...this.sessions.values()].map((c) => c.then((x) => x.end()).catch(() => undefined)));
+    this.sessions.clear();
+  }
+
   private async endSessions(operationId: string): Promise<void> {
     for (const [key, c] of [...this.sessions]) {
       if (!key.startsWith(`${operationId}/`)) continue;
