@@ -6,12 +6,13 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
 import { mockClient } from 'aws-sdk-client-mock';
+import { parse } from 'pg-connection-string';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { AwsCredentials } from '../../../control-plane/src/aws/accounts.js';
 import { TenantryError } from '../../../control-plane/src/domain/errors.js';
 import type { StepContext, StepTenant } from '../../../control-plane/src/domain/ports.js';
 import type { Tier } from '../../../control-plane/src/domain/tiers.js';
-import { AwsEngine, type AwsEngineOptions } from '../../../control-plane/src/engine/aws.js';
+import { AwsEngine, type AwsEngineOptions, adminUrl } from '../../../control-plane/src/engine/aws.js';
 import type { PulumiJob, PulumiResult, RunOptions } from '../../../control-plane/src/engine/pulumi/runner.js';
 import { TEST_PLATFORM } from '../../fixtures/platform.js';
 
@@ -494,5 +495,36 @@ describe('AwsEngine.connection', () => {
     await expect(e.connection(tenant('account', 'gone'))).rejects.toMatchObject({
       code: 'SECRET_UNAVAILABLE',
     });
+  });
+});
+
+describe('adminUrl', () => {
+  it('carries any username and password through intact, and asks for verified TLS', () => {
+    const password = `p@ss:w/rd%?#&= "'\\`;
+    const url = adminUrl(
+      { username: 'ad min@x', password, host: 'db.internal', port: 6432, dbname: 'shared' },
+      true,
+    );
+    const parsed = parse(url);
+    expect(parsed).toMatchObject({
+      user: 'ad min@x',
+      password,
+      host: 'db.internal',
+      port: '6432',
+      database: 'shared',
+    });
+    expect(new URL(url).searchParams.get('sslmode')).toBe('verify-full');
+    expect(new URL(adminUrl({ username: 'a', password: 'b', host: 'h' }, false)).search).toBe('');
+  });
+
+  it('refuses a secret without credentials, without echoing it', () => {
+    let message = '';
+    try {
+      adminUrl({ username: 'admin', host: 'h', token: 'sekrit' }, true);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/username, password and host/);
+    expect(message).not.toContain('sekrit');
   });
 });
