@@ -45,6 +45,19 @@ const POOL_OWNER = `po_${id}`;
 const POOL_APP = `pa_${id}`;
 const POOL_PASSWORD = `pw-${rand(12)}`;
 const SHARED_SECRET = 'tenantry/platform/shared-cluster-admin';
+/**
+ * The shared cluster's admin, as on RDS: no SUPERUSER, no BYPASSRLS (it sees pool rows only under
+ * a tenant context), but CREATEROLE, CREATEDB and REPLICATION. It builds everything of the shared
+ * database itself, as the stacks' dynamic resources would.
+ */
+const SHARED_ADMIN = `adm_${id}`;
+const SHARED_ADMIN_PASSWORD = `a-${rand(12)}`;
+const sharedAdminUrl = (database: string) => {
+  const u = new URL(adminUrl(database));
+  u.username = SHARED_ADMIN;
+  u.password = SHARED_ADMIN_PASSWORD;
+  return u.toString();
+};
 const platform = {
   ...TEST_PLATFORM,
   sharedCluster: { adminSecretName: SHARED_SECRET, ssl: false },
@@ -138,9 +151,15 @@ async function runner(job: PulumiJob): Promise<PulumiResult> {
     // A staged bridge: the schema and its roles on the shared cluster itself.
     const password = siloPasswords.get(slug) ?? `s-${rand(12)}`;
     siloPasswords.set(slug, password);
-    await withClient(adminUrl(SHARED_DB), async (db) => {
+    await withClient(sharedAdminUrl(SHARED_DB), async (db) => {
       const bridgeLimits = catalog.tiers.bridge.role;
-      await roleProvider.create(db, { name: owner, ...bridgeLimits, connectionLimit: 0, login: false });
+      await roleProvider.create(db, {
+        name: owner,
+        ...bridgeLimits,
+        connectionLimit: 0,
+        login: false,
+        grantToSessionUser: true,
+      });
       await roleProvider.create(db, { name, ...bridgeLimits, searchPath: [name], password });
       await schemaProvider.create(db, { name, owner, template });
       await grantsProvider.create(db, { database: SHARED_DB, schema: name, role: name, owner });
@@ -204,10 +223,17 @@ beforeAll(async () => {
   rdsPort = await freePort();
   rds = await startEmbedded({ dataDir: rdsDir, port: rdsPort, log: pino({ level: 'silent' }) });
   rdsPassword = fs.readFileSync(path.join(rdsDir, 'pg-superuser.secret'), 'utf8').trim();
-  const admin = new URL(adminUrl());
+  await superQuery(
+    'postgres',
+    `CREATE ROLE ${SHARED_ADMIN} LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE CREATEDB REPLICATION PASSWORD '${SHARED_ADMIN_PASSWORD}'`,
+  );
+  // What rds_superuser may do: write in replica mode (the target's guards and foreign keys stand aside).
+  await superQuery('postgres', `GRANT SET ON PARAMETER session_replication_role TO ${SHARED_ADMIN}`);
+  // Another file's local target may have revoked PUBLIC's CONNECT on the maintenance database.
+  await superQuery('postgres', `GRANT CONNECT ON DATABASE postgres TO ${SHARED_ADMIN}`);
   secrets.set(SHARED_SECRET, {
-    username: decodeURIComponent(admin.username),
-    password: decodeURIComponent(admin.password),
+    username: SHARED_ADMIN,
+    password: SHARED_ADMIN_PASSWORD,
     host: '127.0.0.1',
     port: sharedPort,
     dbname: SHARED_DB,
@@ -220,10 +246,18 @@ beforeAll(async () => {
   });
 
   // The shared cluster as the pool program's dynamic resources leave it.
-  await superQuery('postgres', `CREATE DATABASE ${SHARED_DB}`);
-  await withClient(adminUrl(SHARED_DB), async (db) => {
+  await withClient(sharedAdminUrl('postgres'), (db) =>
+    db.query(`CREATE DATABASE ${SHARED_DB} TEMPLATE template0`),
+  );
+  await withClient(sharedAdminUrl(SHARED_DB), async (db) => {
     const limits = catalog.tiers.pool.role;
-    await roleProvider.create(db, { name: POOL_OWNER, ...limits, connectionLimit: 0, login: false });
+    await roleProvider.create(db, {
+      name: POOL_OWNER,
+      ...limits,
+      connectionLimit: 0,
+      login: false,
+      grantToSessionUser: true,
+    });
     await roleProvider.create(db, {
       name: POOL_APP,
       ...limits,
@@ -257,6 +291,7 @@ function newEngine(): AwsEngine {
     policyPackDir: null,
     runner,
     clients: { secrets: new SecretsManagerClient({ region: 'eu-west-1' }) },
+    siloTls: false, // the second local server stands in for RDS, without TLS
     promotion: { freezeWaitMs: 5_000, lagPollMs: 100 },
   });
 }
@@ -271,13 +306,10 @@ afterAll(async () => {
 /** A pool tenant of the shared cluster, with rows, routed there by its secret. */
 async function poolTenant(slug: string, rows: number): Promise<StepTenant> {
   const t: StepTenant = { id: uuid(), slug, tier: 'pool', templateVersion: 1 };
+  await withClient(sharedAdminUrl(SHARED_DB), (db) =>
+    poolMembershipProvider.create(db, { schema: 'pool', tenantId: t.id, slug, setting: 'app.tenant_id' }),
+  );
   await withClient(adminUrl(SHARED_DB), async (db) => {
-    await poolMembershipProvider.create(db, {
-      schema: 'pool',
-      tenantId: t.id,
-      slug,
-      setting: 'app.tenant_id',
-    });
     await db.query(
       `WITH u AS (INSERT INTO pool.users (tenant_id, email, name) SELECT $1, 'u' || g || '@x', 'n' || g FROM generate_series(1, $2) g RETURNING id)
        INSERT INTO pool.documents (tenant_id, owner_id, title, body) SELECT $1, id, 't', repeat('b', 50) FROM u`,
@@ -307,11 +339,19 @@ async function bridgeTenant(slug: string, rows: number): Promise<StepTenant> {
   const owner = tenantOwnerRoleName(slug);
   const password = `b-${rand(12)}`;
   const limits = catalog.tiers.bridge.role;
-  await withClient(adminUrl(SHARED_DB), async (db) => {
-    await roleProvider.create(db, { name: owner, ...limits, connectionLimit: 0, login: false });
+  await withClient(sharedAdminUrl(SHARED_DB), async (db) => {
+    await roleProvider.create(db, {
+      name: owner,
+      ...limits,
+      connectionLimit: 0,
+      login: false,
+      grantToSessionUser: true,
+    });
     await roleProvider.create(db, { name, ...limits, searchPath: [name], password });
     await schemaProvider.create(db, { name, owner, template });
     await grantsProvider.create(db, { database: SHARED_DB, schema: name, role: name, owner });
+  });
+  await withClient(adminUrl(SHARED_DB), async (db) => {
     await db.query(
       `INSERT INTO ${name}.users (tenant_id, email) SELECT $1, 'u' || g || '@x' FROM generate_series(1, $2) g`,
       [t.id, rows],

@@ -80,6 +80,8 @@ export interface AwsEngineOptions
   policyPackDir?: string | null;
   /** How long a promotion's source is kept, read-only, after its cutover. Default 24 h. */
   promotionRollbackWindowMs?: number;
+  /** Tests only: plain connections to a staged silo (a local server standing in for RDS). */
+  siloTls?: boolean;
   /** The row move's settings (lag limit, freeze wait …), as on the local target. */
   promotion?: Partial<Omit<PromotionOptions, 'placements' | 'rollbackWindowMs'>>;
   /** Tests: what runs a job (default: a child process) and the account-operation bound. */
@@ -339,6 +341,8 @@ export class AwsEngine implements Engine {
         shared: true,
         writers: [pool.appRole],
         managed: true,
+        // The RDS master user does not bypass RLS: it sees the pool rows of the tenant it sets.
+        context: { setting: pool.tenantSetting, tenantId: t.id },
       };
     }
     if (tier !== 'bridge') {
@@ -388,7 +392,8 @@ export class AwsEngine implements Engine {
       if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', "the staged silo's admin secret is missing");
       const url = adminUrl(
         { ...secret.value, host: staged.host, port: staged.port, dbname: staged.database },
-        this.opts.platform.sharedCluster?.ssl ?? true,
+        // An RDS silo forces TLS (rds.force_ssl): always verified, whatever the shared cluster's setting.
+        this.opts.siloTls ?? true,
       );
       base.server = { urlFor: (database) => withDatabase(url, database) };
     }
@@ -456,6 +461,14 @@ export class AwsEngine implements Engine {
     } else if (ctx.step !== 'stack-up' && op === 'up') {
       throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is a promotion step`);
     }
+    if (ctx.kind === 'promote') {
+      const params = ctx.params as unknown as PromotionParams;
+      // The undoing `up`s: a forward promotion's discard and unstage, a rollback's return to its program.
+      const undoing = params.rollbackOf
+        ? ctx.step === 'stack-current'
+        : ctx.step === 'stack-discard' || ctx.step === 'stack-unstage';
+      if (undoing) await this.assertNotFlipped(ctx, params, ctx.progress?.target as StagedTarget | undefined);
+    }
     const job = this.jobFor(op, t, tier, stage);
     let result: PulumiResult;
     try {
@@ -494,6 +507,46 @@ export class AwsEngine implements Engine {
     };
   }
 
+  /**
+   * Before a step that undoes a promotion (or a rollback): routing must not have flipped yet. When
+   * the secret says it did, or cannot be read, nothing is undone: the error is forward-only, which
+   * stops the abort (its remaining steps would write the old descriptor back, or delete the
+   * placement the tenant now writes to), and the operation is finished forward by a resume.
+   */
+  private async assertNotFlipped(
+    ctx: StepContext,
+    params: PromotionParams,
+    staged: StagedTarget | undefined,
+  ): Promise<void> {
+    let flipped: boolean;
+    try {
+      const current = await getSecretValue(this.secrets, tenantSecretName(ctx.tenant.slug));
+      if (params.rollbackOf) {
+        // A rollback flips back to the original placement, on the shared cluster.
+        const { dp } = await this.rowMover();
+        flipped = routedTo(current?.value, {
+          host: dp.host,
+          ...this.sourcePlacement(dp, ctx.tenant, params.toTier),
+        });
+      } else {
+        flipped = staged !== undefined && routedTo(current?.value, staged);
+      }
+    } catch (e) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `the tenant's routing could not be read, so nothing is undone: ${(e as Error).message}`,
+        { context: { forwardOnly: true }, cause: e },
+      );
+    }
+    if (flipped) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `the ${params.rollbackOf ? 'rollback' : 'cutover'} already flipped routing; it can only be finished forward (resume it)`,
+        { context: { forwardOnly: true } },
+      );
+    }
+  }
+
   /** A step of the row move, on the shared cluster and the staged target. */
   private async runRowStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const params = assertPromotion(ctx.params as Partial<PromotionParams> | undefined);
@@ -503,22 +556,7 @@ export class AwsEngine implements Engine {
     const staged = progress.target as StagedTarget | undefined;
     if (ctx.step === 'abort-data' || ctx.step === 'abort-rollback-data') {
       if (!staged) return undefined; // nothing was staged, nothing replicated or frozen
-      const current = await getSecretValue(this.secrets, tenantSecretName(ctx.tenant.slug));
-      const { dp } = await this.rowMover();
-      const flipped =
-        ctx.step === 'abort-data'
-          ? routedTo(current?.value, staged)
-          : routedTo(current?.value, {
-              host: dp.host,
-              ...this.sourcePlacement(dp, ctx.tenant, params.toTier),
-            });
-      if (flipped) {
-        throw new TenantryError(
-          'PROVIDER_FAILED',
-          `the ${params.rollbackOf ? 'rollback' : 'cutover'} already flipped routing; it can only be finished forward (resume it)`,
-          { context: { forwardOnly: true } },
-        );
-      }
+      await this.assertNotFlipped(ctx, params, staged);
     }
     const { promotion } = await this.rowMover();
     progress.targetKey = await this.resolveTarget(ctx.operationId, progress);

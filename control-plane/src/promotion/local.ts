@@ -9,7 +9,7 @@ import type {
   StepOutputs,
   StepTenant,
 } from '../domain/ports.js';
-import type { TierCatalog } from '../domain/tiers.js';
+import type { Tier, TierCatalog } from '../domain/tiers.js';
 import type { DataPlane } from '../engine/dataplane.js';
 import {
   applyGrants,
@@ -149,7 +149,8 @@ export class LocalPromotion {
 
   /** Runs `fn` on a session of the database holding a placement. */
   private async on<T>(p: Placement, fn: (db: Queryable) => Promise<T>): Promise<T> {
-    if (p.server) {
+    // Another server, or a tenant context to set: a session of its own, never a pooled one.
+    if (p.server || p.context) {
       const c = await this.client(p);
       try {
         return await fn(c);
@@ -167,6 +168,14 @@ export class LocalPromotion {
     const c = new pg.Client({ connectionString: this.urlOf(p) });
     c.on('error', () => {});
     await c.connect();
+    if (p.context) {
+      await c
+        .query('SELECT set_config($1, $2, false)', [p.context.setting, p.context.tenantId])
+        .catch(async (e) => {
+          await c.end().catch(() => undefined);
+          throw e;
+        });
+    }
     return c;
   }
 
@@ -232,10 +241,15 @@ export class LocalPromotion {
   }
 
   private placements(t: StepTenant, params: PromotionParams, progress: Record<string, unknown> = {}) {
+    const context = { setting: this.dp.names.tenantSetting, tenantId: t.id };
+    const local = (tier: Tier) => {
+      const p = placementOf(this.dp, t.slug, tier);
+      return p.shared ? { ...p, context } : p;
+    };
     return (
       this.opts.placements?.(t, params, progress) ?? {
-        from: placementOf(this.dp, t.slug, params.fromTier),
-        to: placementOf(this.dp, t.slug, params.toTier),
+        from: local(params.fromTier),
+        to: local(params.toTier),
       }
     );
   }
@@ -820,9 +834,29 @@ export class LocalPromotion {
         }
         await fault('restore:after-delete');
         for (const table of tables) {
-          rowsRestored[table] = await copyTable(src!, dst!, current, original, table, t.id, {
-            truncate: false,
-          });
+          if (!original.shared) {
+            rowsRestored[table] = await copyTable(src!, dst!, current, original, table, t.id, {
+              truncate: false,
+            });
+            continue;
+          }
+          // COPY FROM is refused on a table with row-level security to a role that does not bypass
+          // it (an RDS master user): the rows stream into a temporary copy, then go in by INSERT,
+          // checked by the pool's policy under the tenant context this session set.
+          const target = `${ident(original.schema)}.${ident(table)}`;
+          await dst!.query(`CREATE TEMP TABLE ${ident(table)} (LIKE ${target}) ON COMMIT DROP`);
+          rowsRestored[table] = await copyTable(
+            src!,
+            dst!,
+            current,
+            { ...original, schema: 'pg_temp' },
+            table,
+            t.id,
+            {
+              truncate: false,
+            },
+          );
+          await dst!.query(`INSERT INTO ${target} SELECT * FROM pg_temp.${ident(table)}`);
         }
       });
       const sequences = await syncSequences(src!, dst!, current, original);

@@ -16,6 +16,11 @@ export interface Placement {
   schema: string;
   /** Pool tables are shared: every statement filters on tenant_id. */
   shared: boolean;
+  /**
+   * A shared placement's row-level security context: every session on it sets this tenant, so an
+   * admin that does not bypass RLS (an RDS master user) sees and writes the tenant's rows.
+   */
+  context?: { setting: string; tenantId: string };
   /** The login roles that can write the placement (whose older transactions a freeze waits for). */
   writers: string[];
   /** The role owning the freeze guard; unset: the schema's owner. */

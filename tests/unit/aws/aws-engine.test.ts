@@ -17,6 +17,8 @@ import type { PulumiJob, PulumiResult, RunOptions } from '../../../control-plane
 import { TEST_PLATFORM } from '../../fixtures/platform.js';
 
 const platform = TEST_PLATFORM;
+/** One Secrets Manager mock for the file: a second mockClient of the same class would replace it. */
+const secretsMock = mockClient(SecretsManagerClient);
 
 const tenant = (
   tier: Tier,
@@ -223,6 +225,33 @@ describe('AwsEngine.runStep', () => {
 
 describe('AwsEngine promotion', () => {
   const params = { fromTier: 'pool', toTier: 'silo' } as const;
+  const STAGED = {
+    tier: 'silo',
+    host: 'db.internal',
+    port: 5432,
+    database: 'tenant_movers',
+    schema: 'app',
+    user: 'tenant_movers',
+  };
+  /** The tenant's secret says `routed`; the shared cluster's admin secret is there. */
+  const secretsSay = (routed: Record<string, unknown>) => {
+    secretsMock.reset();
+    secretsMock.on(GetSecretValueCommand, { SecretId: 'tenantry/movers/connection' }).resolves({
+      ARN: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:tenantry/movers/connection',
+      SecretString: JSON.stringify(routed),
+    });
+    secretsMock.on(GetSecretValueCommand, { SecretId: 'tenantry/platform/shared-cluster-admin' }).resolves({
+      ARN: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:shared',
+      SecretString: JSON.stringify({
+        username: 'admin',
+        password: 'pw',
+        host: 'shared.internal',
+        dbname: 'tenantry_data',
+      }),
+    });
+  };
+  const ROUTED_TO_POOL = { host: 'shared.internal', database: 'tenantry_data', schema: 'pool' };
+  afterEach(() => secretsMock.reset());
 
   it('stages the target in the source program, moves the rows, then ups the target program', () => {
     const e = engine();
@@ -257,6 +286,7 @@ describe('AwsEngine promotion', () => {
       job.input.stagedTier && !job.input.discardStaged ? { outputs: staged } : {},
     );
     const e = engine({ runner: f.runner });
+    secretsSay(ROUTED_TO_POOL);
     const t = tenant('pool', 'movers'); // the recorded tier stays the source one during the promotion
     const reports: Record<string, unknown>[] = [];
     const report = async (p: Record<string, unknown>) => {
@@ -280,18 +310,34 @@ describe('AwsEngine promotion', () => {
     expect(unstage?.input.stagedTier).toBeUndefined();
     expect(new Set(f.jobs.map((j) => j.job.workDir)).size).toBe(1);
     // The staged placement goes to the operation's progress (no credential in it); the flip is timed.
-    expect(reports[0]).toEqual({
-      target: {
-        tier: 'silo',
-        host: 'db.internal',
-        port: 5432,
-        database: 'tenant_movers',
-        schema: 'app',
-        user: 'tenant_movers',
-        adminSecretArn: staged.stagedAdminSecretArn,
-      },
-    });
+    expect(reports[0]).toEqual({ target: { ...STAGED, adminSecretArn: staged.stagedAdminSecretArn } });
     expect(Object.keys(reports[1] ?? {})).toEqual(['cutoverAt']);
+  });
+
+  it('never undoes a promotion past its flip, nor when its routing cannot be read', async () => {
+    const f = fakeRunner();
+    const e = engine({ runner: f.runner });
+    const t = tenant('pool', 'movers');
+    const progress = { target: { ...STAGED } };
+    const undo = (step: string, p: Record<string, unknown>) =>
+      e.runStep(ctx(t, step, { kind: 'promote', params: { ...p }, progress }));
+    secretsSay({ ...STAGED }); // the flipping up wrote the silo's descriptor
+    for (const step of ['abort-data', 'stack-discard', 'stack-unstage']) {
+      await expect(undo(step, params)).rejects.toMatchObject({ context: { forwardOnly: true } });
+    }
+    secretsMock.reset();
+    secretsMock
+      .on(GetSecretValueCommand)
+      .rejects(Object.assign(new Error('throttled'), { name: 'InternalServiceError' }));
+    await expect(undo('stack-discard', params)).rejects.toMatchObject({
+      message: expect.stringMatching(/routing could not be read/),
+      context: { forwardOnly: true },
+    });
+    // A rollback routed back to the pool is not returned to the silo by its abort.
+    secretsSay(ROUTED_TO_POOL);
+    const back = { fromTier: 'silo', toTier: 'pool', rollbackOf: 'op_promo', promotedTo: STAGED };
+    await expect(undo('stack-current', back)).rejects.toMatchObject({ context: { forwardOnly: true } });
+    expect(f.jobs).toEqual([]); // no `up` ran
   });
 
   it('fails the staging step when the stack reports no staged placement', async () => {
@@ -317,6 +363,7 @@ describe('AwsEngine promotion', () => {
     ]);
     expect(e.promotionAbortSteps(back)).toEqual(['abort-rollback-data', 'stack-current']);
     const t = tenant('silo', 'movers');
+    secretsSay({ ...STAGED }); // still routed to the silo: the rollback's abort may return to it
     for (const step of ['stack-back', 'stack-discard', 'stack-unstage', 'stack-current']) {
       await e.runStep(ctx(t, step, { kind: 'promote', params: { ...back } }));
     }
@@ -386,7 +433,7 @@ describe('program version', () => {
 });
 
 describe('AwsEngine.connection', () => {
-  const sm = mockClient(SecretsManagerClient);
+  const sm = secretsMock;
   const org = mockClient(OrganizationsClient);
   const sts = mockClient(STSClient);
   afterEach(() => {

@@ -85,8 +85,9 @@ async function run(job: PulumiJob): Promise<ChildMessage> {
   const common = { onEvent, signal: abort.signal, color: 'never' as const };
   if (job.op === 'up' || job.op === 'unprotect') {
     let target: string[] | undefined;
-    if (job.op === 'unprotect') {
-      // Only what exists: an offboarding never creates what a failed onboarding left out.
+    if (job.op === 'unprotect' || job.input.discardStaged === true) {
+      // Only what exists: an offboarding never creates what a failed onboarding left out, and a
+      // discard never creates the staged placement a failed staging left out.
       const state = await stack.exportStack();
       const resources = (state.deployment?.resources ?? []) as { urn: string; type: string }[];
       target = resources.filter((r) => r.type !== 'pulumi:pulumi:Stack').map((r) => r.urn);

@@ -101,7 +101,11 @@ export async function ensureFreezeSupport(db: Queryable, owner: string): Promise
             USING ERRCODE = '25006', HINT = 'tenantry placement retired';
         END IF;
       END $fn$;
+      -- A new owner needs CREATE on the schema (a superuser admin skips that check, an RDS master
+      -- user does not): granted for the transfer only.
+      GRANT CREATE ON SCHEMA tenantry_meta TO ${o};
       ALTER FUNCTION ${GUARD_FN}() OWNER TO ${o};
+      REVOKE CREATE ON SCHEMA tenantry_meta FROM ${o};
       REVOKE ALL ON FUNCTION ${GUARD_FN}() FROM PUBLIC;
       COMMENT ON FUNCTION ${GUARD_FN}() IS ${literal(GUARD_VERSION)};
     `);
