@@ -160,7 +160,7 @@ export class AwsEngine implements Engine {
   private sts: STSClient | undefined;
   /** The row move: the shared cluster as its data plane, built on first use from the admin secret. */
   private mover: Promise<RowMover> | undefined;
-  /** Each promotion's staged target server (an RDS instance's admin URL base), by operation id. */
+  /** Each promotion's staged target placement (with its server, for a silo), by operation id. */
   private readonly targets = new Map<string, Placement>();
 
   constructor(private readonly opts: AwsEngineOptions) {
@@ -258,7 +258,7 @@ export class AwsEngine implements Engine {
     const { dp } = mover;
     const current = await getSecretValue(this.secrets, tenantSecretName(tenant.slug));
     const from = this.sourcePlacement(dp, tenant, params.fromTier);
-    if (routedTo(current?.value, { host: dp.host, database: from.database, schema: from.schema })) {
+    if (routedTo(current?.value, { host: dp.host, ...from })) {
       throw new TenantryError(
         'PROVIDER_FAILED',
         `the tenant is routed to the ${params.fromTier} placement again; it is not deleted`,
@@ -352,12 +352,10 @@ export class AwsEngine implements Engine {
     return { tier, database: dp.names.database, schema: name, shared: false, writers: [name], managed: true };
   }
 
-  /** The staged placement, as `stack-stage` reported it, on its server (resolved in runStep). */
+  /** The staged placement on its server, as runRowStep resolved it into the step's progress. */
   private targetPlacement(progress: Record<string, unknown>): Placement {
-    const staged = progress.target as StagedTarget | undefined;
-    const key = progress.targetKey as string | undefined;
-    const resolved = key ? this.targets.get(key) : undefined;
-    if (!staged || !resolved) {
+    const resolved = progress.targetPlacement as Placement | undefined;
+    if (!resolved) {
       throw new TenantryError(
         'PROVIDER_FAILED',
         'the staged target placement is unknown (stack-stage did not run)',
@@ -366,17 +364,16 @@ export class AwsEngine implements Engine {
     return resolved;
   }
 
-  /** Reads the staged target's admin credentials (a silo's RDS master secret) once per operation. */
-  private async resolveTarget(operationId: string, progress: Record<string, unknown>): Promise<string> {
-    const staged = progress.target as StagedTarget | undefined;
+  /** The staged placement, its admin credentials (a silo's RDS master secret) read once per operation. */
+  private async resolveTarget(operationId: string, staged: StagedTarget | undefined): Promise<Placement> {
     if (!staged) {
       throw new TenantryError(
         'PROVIDER_FAILED',
         'the staged target placement is unknown (stack-stage did not run)',
       );
     }
-    const key = `${operationId}/${staged.host}/${staged.database}`;
-    if (this.targets.has(key)) return key;
+    const known = this.targets.get(operationId);
+    if (known) return known;
     const base: Placement = {
       tier: staged.tier,
       database: staged.database,
@@ -397,8 +394,8 @@ export class AwsEngine implements Engine {
       );
       base.server = { urlFor: (database) => withDatabase(url, database) };
     }
-    this.targets.set(key, base);
-    return key;
+    this.targets.set(operationId, base);
+    return base;
   }
 
   /** Deterministic per tenant id: re-runs compute the same root email, a reused slug gets a new one. */
@@ -429,6 +426,8 @@ export class AwsEngine implements Engine {
     if (!op) throw new TenantryError('PROVIDER_FAILED', `unknown aws step ${ctx.step}`);
     let tier = t.tier;
     let stage: { tier: Tier; discard?: boolean } | undefined;
+    /** An `up` that undoes: a promotion's discard and unstage, a failed rollback's return. */
+    let undoing = false;
     if (ctx.kind === 'promote') {
       // The tenant's recorded tier is still the source one until the operation completes.
       const params = assertPromotion(ctx.params as Partial<PromotionParams> | undefined);
@@ -445,29 +444,25 @@ export class AwsEngine implements Engine {
         case 'stack-discard':
           tier = lower;
           stage = { tier: upper, discard: true };
+          undoing = !params.rollbackOf;
           break;
         case 'stack-unstage':
           tier = lower;
+          undoing = !params.rollbackOf;
           break;
         case 'stack-up':
           tier = upper;
           break;
         case 'stack-current':
           tier = params.fromTier;
+          undoing = true;
           break;
         default:
           throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is not a promotion step`);
       }
+      if (undoing) await this.assertNotFlipped(ctx, params, ctx.progress?.target as StagedTarget | undefined);
     } else if (ctx.step !== 'stack-up' && op === 'up') {
       throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is a promotion step`);
-    }
-    if (ctx.kind === 'promote') {
-      const params = ctx.params as unknown as PromotionParams;
-      // The undoing `up`s: a forward promotion's discard and unstage, a rollback's return to its program.
-      const undoing = params.rollbackOf
-        ? ctx.step === 'stack-current'
-        : ctx.step === 'stack-discard' || ctx.step === 'stack-unstage';
-      if (undoing) await this.assertNotFlipped(ctx, params, ctx.progress?.target as StagedTarget | undefined);
     }
     const job = this.jobFor(op, t, tier, stage);
     let result: PulumiResult;
@@ -559,11 +554,10 @@ export class AwsEngine implements Engine {
       await this.assertNotFlipped(ctx, params, staged);
     }
     const { promotion } = await this.rowMover();
-    progress.targetKey = await this.resolveTarget(ctx.operationId, progress);
+    progress.targetPlacement = await this.resolveTarget(ctx.operationId, staged);
     const out = await promotion.runStep({ ...ctx, progress });
     if (['release', 'release-back', 'abort-data', 'abort-rollback-data'].includes(ctx.step)) {
-      for (const key of this.targets.keys())
-        if (key.startsWith(`${ctx.operationId}/`)) this.targets.delete(key);
+      this.targets.delete(ctx.operationId);
     }
     return out;
   }

@@ -118,6 +118,12 @@ export function forwardOnly(e: unknown, what: string): TenantryError {
   });
 }
 
+/** How long the freeze recorded in `progress` has lasted so far (null when none was recorded). */
+function freezeLasted(progress: Record<string, unknown>): number | null {
+  const started = Date.parse(String(progress.freezeStartedAt ?? ''));
+  return Number.isNaN(started) ? null : Date.now() - started;
+}
+
 const samePlacement = (v: Record<string, unknown> | undefined, p: Placement) =>
   v?.database === p.database && v?.schema === p.schema;
 
@@ -475,8 +481,7 @@ export class LocalPromotion {
       case 'release-back': {
         // A rollback on a managed placement, once routing flipped back: the original writable again.
         await this.unfreeze(t, to);
-        const started = Date.parse(String(progress.freezeStartedAt ?? ''));
-        await report({ writeFreezeMs: Number.isNaN(started) ? null : Date.now() - started });
+        await report({ writeFreezeMs: freezeLasted(progress) });
         return undefined;
       }
       case 'abort-rollback-data':
@@ -619,6 +624,15 @@ export class LocalPromotion {
     await this.freeze(t, to, 'promotion-target');
   }
 
+  /** What a cutover reports: how long writes were frozen, when routing flipped, the window's end. */
+  private cutoverReport(progress: Record<string, unknown>, cutoverAt: number): Record<string, unknown> {
+    return {
+      writeFreezeMs: freezeLasted(progress),
+      cutoverAt: new Date(cutoverAt).toISOString(),
+      rollbackUntil: new Date(cutoverAt + this.opts.rollbackWindowMs).toISOString(),
+    };
+  }
+
   /**
    * After routing flipped to a managed target (the aws target's `up`): the target becomes the
    * tenant's, writable (the write freeze ends here), and the slot that holds every shared tenant's
@@ -634,14 +648,8 @@ export class LocalPromotion {
   ): Promise<void> {
     try {
       await this.inSessions(operationId, [to], (db) => unfreezeTenant(db!, to.schema, t.id));
-      const started = Date.parse(String(progress.freezeStartedAt ?? ''));
       const parsed = Date.parse(String(progress.cutoverAt ?? ''));
-      const cutoverAt = Number.isNaN(parsed) ? Date.now() : parsed;
-      await report({
-        writeFreezeMs: Number.isNaN(started) ? null : Date.now() - started,
-        cutoverAt: new Date(cutoverAt).toISOString(),
-        rollbackUntil: new Date(cutoverAt + this.opts.rollbackWindowMs).toISOString(),
-      });
+      await report(this.cutoverReport(progress, Number.isNaN(parsed) ? Date.now() : parsed));
       await this.on(to, (db) => clearPromotionMeta(db, names.slot));
       await this.dp.withData(async (db) => {
         await dropReplication(db, names);
@@ -695,12 +703,7 @@ export class LocalPromotion {
         await unfreezeTenant(db!, to.schema, t.id);
         await applyGrants(db!, { database: to.database, schema: to.schema, role: name, owner: n.ownerRole });
       });
-      const started = Date.parse(String(progress.freezeStartedAt ?? ''));
-      await report({
-        writeFreezeMs: Number.isNaN(started) ? null : Date.now() - started,
-        cutoverAt: new Date(cutoverAt).toISOString(),
-        rollbackUntil: new Date(cutoverAt + this.opts.rollbackWindowMs).toISOString(),
-      });
+      await report(this.cutoverReport(progress, cutoverAt));
       await this.on(to, (db) => clearPromotionMeta(db, names.slot));
       // The role takes the target tier's settings.
       const limits = this.catalog.tiers[params.toTier].role;
@@ -907,8 +910,7 @@ export class LocalPromotion {
         );
       }
       await this.unfreeze(t, original);
-      const started = Date.parse(String(progress.freezeStartedAt ?? ''));
-      await report({ writeFreezeMs: Number.isNaN(started) ? null : Date.now() - started });
+      await report({ writeFreezeMs: freezeLasted(progress) });
     } catch (e) {
       throw forwardOnly(e, 'the rollback flipped routing back and must be finished forward');
     }
