@@ -234,7 +234,7 @@ async function floor(): Promise<number> {
   ]);
   const dbs = await maint.query<{ name: string }>(DATABASES_SQL);
   const silos = dbs.rows.map((r) => r.name).filter((n) => /^tenant_[a-z][a-z0-9_]{2,39}$/.test(n));
-  const siloSql = siloContentsSql(['app']);
+  const siloSql = siloContentsSql();
   await Promise.all([
     shared,
     mapLimit(silos, 16, async (name) => {

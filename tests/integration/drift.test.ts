@@ -432,6 +432,86 @@ const CASES: Case[] = [
     expected: { tenantSlug: T.silo, resource: 'role', name: obj(T.silo), kind: 'missing', field: 'exists' },
     after: async () => expect(await tenantCanQuery(s, T.silo)).toBe(true),
   },
+  // Inside a silo database (read by the silo pass: owners as oids, filtering client-side).
+  {
+    what: 'a silo table granted to PUBLIC',
+    inject: () => s.sql(obj(T.silo), 'GRANT SELECT ON app.documents TO PUBLIC'),
+    expected: {
+      tenantSlug: T.silo,
+      resource: 'table',
+      name: `${obj(T.silo)}.app.documents`,
+      kind: 'unexpected',
+      field: 'privileges:PUBLIC',
+      actual: ['SELECT'],
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        await superCount(
+          obj(T.silo),
+          `SELECT count(*) AS n FROM pg_class c, aclexplode(c.relacl) a
+            WHERE c.oid = 'app.documents'::regclass AND a.grantee = 0`,
+        ),
+      ).toBe(0),
+  },
+  {
+    what: 'a silo table handed to a role outside Tenantry (its name looked up by oid)',
+    inject: async () => {
+      await s.sql('postgres', 'CREATE ROLE drift_hand_made NOLOGIN');
+      await s.sql(obj(T.silo), 'ALTER TABLE app.settings OWNER TO drift_hand_made');
+    },
+    expected: {
+      tenantSlug: T.silo,
+      resource: 'table',
+      name: `${obj(T.silo)}.app.settings`,
+      kind: 'changed',
+      field: 'owner',
+      actual: 'drift_hand_made',
+    },
+    after: async () => {
+      expect(
+        (
+          await s.sql<{ o: string }>(
+            obj(T.silo),
+            `SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 'app.settings'::regclass`,
+          )
+        )[0]?.o,
+      ).toBe(`${DATA}_owner`);
+      await s.sql('postgres', 'DROP ROLE drift_hand_made');
+    },
+  },
+  {
+    what: "a silo table's write-freeze guard dropped",
+    inject: () => s.sql(obj(T.silo), 'DROP TRIGGER tenantry_freeze_guard ON app.users'),
+    expected: {
+      tenantSlug: T.silo,
+      resource: 'table',
+      name: `${obj(T.silo)}.app.users`,
+      kind: 'changed',
+      field: 'freezeGuard',
+      actual: [],
+      category: 'isolation',
+    },
+    after: async () =>
+      expect(
+        await superCount(
+          obj(T.silo),
+          `SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'app.users'::regclass AND tgname = 'tenantry_freeze_guard'`,
+        ),
+      ).toBe(1),
+  },
+  {
+    what: 'a dropped silo schema',
+    inject: () => s.sql(obj(T.silo), 'DROP SCHEMA app CASCADE'),
+    expected: {
+      tenantSlug: T.silo,
+      resource: 'schema',
+      name: `${obj(T.silo)}.app`,
+      kind: 'missing',
+      field: 'exists',
+    },
+    after: async () => expect(await tenantCanQuery(s, T.silo)).toBe(true),
+  },
   {
     what: 'a changed role limit',
     inject: () => s.sql('postgres', `ALTER ROLE ${obj(T.bridge3)} CONNECTION LIMIT 3`),

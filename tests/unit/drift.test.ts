@@ -7,7 +7,12 @@ import {
   findingsFromStack,
   type StackDriver,
 } from '../../control-plane/src/drift/aws.js';
-import { parseAcl, parseTextArray } from '../../control-plane/src/drift/catalog.js';
+import {
+  parseAcl,
+  parseTextArray,
+  resolveSilo,
+  type SiloCatalog,
+} from '../../control-plane/src/drift/catalog.js';
 import { slugOfObject } from '../../control-plane/src/drift/diff.js';
 import { isIgnored, PolicyBook } from '../../control-plane/src/drift/policy.js';
 import type { Snapshot } from '../../control-plane/src/drift/store.js';
@@ -116,6 +121,131 @@ describe('catalog parsing', () => {
     expect(acl[0]).toEqual({ grantee: 'owner', privileges: ['CONNECT', 'CREATE', 'TEMPORARY'] });
     expect(acl[8]).toEqual({ grantee: 'tenant_t7', privileges: ['CONNECT', 'TEMPORARY'] });
     expect(acl[501]).toEqual({ grantee: 'PUBLIC', privileges: ['CONNECT'] });
+  });
+
+  it("filters a silo pass's whole-catalog rows as the shared reads filter in SQL, owners named by oid", () => {
+    const read: SiloCatalog = {
+      namespaces: [
+        { oid: 11, name: 'pg_catalog', owner: 10, acl: '{postgres=UC/postgres,=U/postgres}' },
+        { oid: 2200, name: 'public', owner: 10, acl: null },
+        { oid: 16400, name: 'tenantry_meta', owner: 10, acl: '{postgres=UC/postgres}' },
+        { oid: 16410, name: 'app', owner: 20, acl: '{owner=UC/owner,tenant_a=U/owner}' },
+        { oid: 16420, name: 'tenant_stray', owner: 30, acl: null },
+      ],
+      relations: [
+        {
+          oid: 16500,
+          ns: 16410,
+          name: 'users',
+          kind: 'r',
+          owner: 20,
+          rls: false,
+          forced: false,
+          acl: '{owner=arwdDxtm/owner,=r/owner}',
+        },
+        {
+          oid: 16501,
+          ns: 16410,
+          name: 'users_pkey',
+          kind: 'i',
+          owner: 20,
+          rls: false,
+          forced: false,
+          acl: null,
+        },
+        { oid: 16502, ns: 16410, name: 'events', kind: 'p', owner: 30, rls: true, forced: true, acl: null },
+        {
+          oid: 16503,
+          ns: 16400,
+          name: 'schema_versions',
+          kind: 'r',
+          owner: 10,
+          rls: false,
+          forced: false,
+          acl: null,
+        },
+        { oid: 16504, ns: 16420, name: 'hidden', kind: 'r', owner: 30, rls: false, forced: false, acl: null },
+      ],
+      triggers: [
+        { rel: 16500, name: 'tenantry_freeze_upd' },
+        { rel: 16500, name: 'RI_ConstraintTrigger_a_1' },
+        { rel: 16500, name: 'tenantry_freeze_del' },
+        { rel: 16503, name: 'tenantry_freeze_guard' },
+      ],
+      defaults: [
+        { ns: 0, owner: 20, objtype: 'r', acl: '{=r/owner}' },
+        { ns: 16410, owner: 20, objtype: 'r', acl: '{tenant_a=arwd/owner}' },
+        { ns: 16400, owner: 10, objtype: 'r', acl: '{=r/postgres}' },
+      ],
+      versions: [{ schema: 'app', version: 3 }],
+      frozen: [{ tenant_id: 'x', schema: 'app', reason: 'promotion' }],
+    };
+    const names = new Map([
+      [10, 'postgres'],
+      [20, 'owner'],
+      [30, 'tenant_a'],
+    ]);
+    const c = resolveSilo(read, ['app'], (oid) => names.get(oid) ?? `unknown (OID=${oid})`);
+    expect([...c.schemas.keys()].sort()).toEqual(['app', 'tenant_stray']);
+    expect(c.schemas.get('app')).toEqual({
+      name: 'app',
+      owner: 'owner',
+      version: 3,
+      acl: [
+        { grantee: 'owner', privileges: ['CREATE', 'USAGE'] },
+        { grantee: 'tenant_a', privileges: ['USAGE'] },
+      ],
+    });
+    expect(c.schemas.get('tenant_stray')).toMatchObject({ owner: 'tenant_a', version: null, acl: [] });
+    // Tables of the named silo schema only, indexes left out, guards sorted, other triggers ignored.
+    expect([...c.tables.keys()]).toEqual(['app']);
+    expect(c.tables.get('app')).toEqual([
+      {
+        schema: 'app',
+        name: 'users',
+        owner: 'owner',
+        rlsEnabled: false,
+        rlsForced: false,
+        acl: [
+          {
+            grantee: 'owner',
+            privileges: [
+              'DELETE',
+              'INSERT',
+              'MAINTAIN',
+              'REFERENCES',
+              'SELECT',
+              'TRIGGER',
+              'TRUNCATE',
+              'UPDATE',
+            ],
+          },
+          { grantee: 'PUBLIC', privileges: ['SELECT'] },
+        ],
+        guards: ['tenantry_freeze_del', 'tenantry_freeze_upd'],
+      },
+      {
+        schema: 'app',
+        name: 'events',
+        owner: 'tenant_a',
+        rlsEnabled: true,
+        rlsForced: true,
+        acl: null,
+        guards: [],
+      },
+    ]);
+    // Default privileges of named schemas only: not the global ones (namespace 0), not tenantry_meta's.
+    expect([...c.defaultAcls.keys()]).toEqual(['app']);
+    expect(c.defaultAcls.get('app')).toEqual([
+      {
+        schema: 'app',
+        owner: 'owner',
+        objtype: 'r',
+        acl: [{ grantee: 'tenant_a', privileges: ['DELETE', 'INSERT', 'SELECT', 'UPDATE'] }],
+      },
+    ]);
+    expect(c.frozen).toEqual([{ tenantId: 'x', schema: 'app', reason: 'promotion' }]);
+    expect(c.policies.size).toBe(0);
   });
 
   it('derives the slug from an object name only when it follows the naming', () => {

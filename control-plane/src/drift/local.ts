@@ -35,7 +35,11 @@ import {
   readPoolMembers,
   readRoles,
   readSecrets,
-  readSiloContents,
+  readSiloCatalog,
+  resolveRoleNames,
+  resolveSilo,
+  type SiloCatalog,
+  siloOwnerOids,
 } from './catalog.js';
 import { diffLocal, type LocalLayout, slugOfObject } from './diff.js';
 import type {
@@ -159,6 +163,7 @@ export class LocalDriftDetector implements DriftDetector {
     ]).finally(since('sharedMs'));
     const databases = await readDatabases(this.dp.maintenance);
     const contents = new Map<string, ObservedDatabaseContents>();
+    const silosRead = new Map<string, SiloCatalog>();
     const unreachable = new Map<string, string>();
     // In-database state of a silo lives in its own database: one short session each, bounded.
     const silos = [...databases.keys()].filter((d) => slugOfObject(d) !== null);
@@ -168,13 +173,17 @@ export class LocalDriftDetector implements DriftDetector {
         return;
       }
       try {
-        contents.set(name, await this.dp.withDatabase(name, (db) => readSiloContents(db, [n.siloSchema])));
+        silosRead.set(name, await this.dp.withDatabase(name, readSiloCatalog));
       } catch (e) {
         unreachable.set(name, (e as Error).message.slice(0, 200));
       }
     }).finally(since('silosMs'));
-    const [[roles, data, poolMembers, secrets, keys]] = await Promise.all([shared, siloPass]);
+    const [[{ roles, namesByOid }, data, poolMembers, secrets, keys]] = await Promise.all([shared, siloPass]);
     contents.set(n.database, data);
+    // Silo owners come back as oids: the tenant and platform roles are known, any other is looked up.
+    await resolveRoleNames(this.dp.maintenance, namesByOid, [...silosRead.values()].flatMap(siloOwnerOids));
+    const roleName = (oid: number) => namesByOid.get(oid) ?? `unknown (OID=${oid})`;
+    for (const [name, read] of silosRead) contents.set(name, resolveSilo(read, [n.siloSchema], roleName));
     timings.silos = silos.length;
     return { roles, databases, contents, unreachable, poolMembers, secrets, keys };
   }
