@@ -27,6 +27,7 @@ export interface LocalLayout {
 }
 
 const DML = ['DELETE', 'INSERT', 'SELECT', 'UPDATE'];
+const USAGE = ['USAGE'];
 const TENANT_PREFIX = 'tenant_';
 const SECRET_RE = /^tenantry\/([a-z][a-z0-9-]{2,39})\/(connection|promotion)$/;
 const KEY_RE = /^alias\/tenantry\/([a-z][a-z0-9-]{2,39})$/;
@@ -37,8 +38,11 @@ export const slugOfObject = (name: string): string | null =>
     ? name.slice(TENANT_PREFIX.length).replaceAll('_', '-')
     : null;
 
-const sameList = (a: readonly string[], b: readonly string[]) =>
-  a.length === b.length && a.every((x, i) => x === b[i]);
+const sameList = (a: readonly string[], b: readonly string[]) => {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+};
 const SHARED_GUARDS = [...FREEZE_TRIGGERS.shared].sort();
 const PRIVATE_GUARDS = [...FREEZE_TRIGGERS.private].sort();
 const normalizePath = (v: string | undefined) =>
@@ -78,36 +82,43 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
   const grantCategory = (grantee: string): DriftCategory =>
     grantee === 'PUBLIC' || isManagedLoginRole(grantee) ? 'isolation' : 'state';
 
-  /** The ACL of one object: `expected` grantees hold exactly their privileges; nobody else but the owner holds any. */
+  /**
+   * The ACL of one object: the `expected` grantee holds exactly `privs`; nobody else but the owner
+   * holds any. (One grantee per object, passed flat: this runs for every tenant object of the fleet.)
+   */
   const checkAcl = (
     o: Owner,
     resource: DriftResource,
     name: string,
     acl: AclEntry[] | null,
     owner: string,
-    expected: Record<string, string[]>,
+    expected: string,
+    privs: string[],
   ) => {
     const entries = acl ?? [];
-    for (const grantee in expected) {
-      const privs = expected[grantee] as string[];
-      const actual = entries.find((e) => e.grantee === grantee)?.privileges;
-      if (!actual) push(o, resource, name, 'missing', `privileges:${grantee}`, privs, null);
-      else if (!sameList(actual, privs)) {
-        const extra = actual.some((p) => !privs.includes(p));
-        push(
-          o,
-          resource,
-          name,
-          'changed',
-          `privileges:${grantee}`,
-          privs,
-          actual,
-          extra ? 'isolation' : 'state',
-        );
+    let actual: string[] | undefined;
+    for (const e of entries) {
+      if (e.grantee === expected) {
+        actual = e.privileges;
+        break;
       }
     }
+    if (!actual) push(o, resource, name, 'missing', `privileges:${expected}`, privs, null);
+    else if (!sameList(actual, privs)) {
+      const extra = actual.some((p) => !privs.includes(p));
+      push(
+        o,
+        resource,
+        name,
+        'changed',
+        `privileges:${expected}`,
+        privs,
+        actual,
+        extra ? 'isolation' : 'state',
+      );
+    }
     for (const { grantee, privileges } of entries) {
-      if (grantee === owner || grantee in expected) continue;
+      if (grantee === owner || grantee === expected) continue;
       push(
         o,
         resource,
@@ -121,6 +132,20 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     }
   };
 
+  /** The role settings a tier's limits ask for, once per tier rather than once per role. */
+  const tierSettings = new Map<RoleLimits, [string, string][]>();
+  const settingsOf = (limits: RoleLimits) => {
+    let s = tierSettings.get(limits);
+    if (!s) {
+      s = [
+        ['statement_timeout', String(limits.statementTimeoutMs)],
+        ['idle_in_transaction_session_timeout', String(limits.idleInTransactionSessionTimeoutMs)],
+      ];
+      tierSettings.set(limits, s);
+    }
+    return s;
+  };
+
   const checkRole = (o: Owner, name: string, limits: RoleLimits, searchPath: string, login = true) => {
     const r: ObservedRole | undefined = obs.roles.get(name);
     if (!r) {
@@ -128,26 +153,25 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       return;
     }
     if (r.canLogin !== login) push(o, 'role', name, 'changed', 'login', login, r.canLogin);
-    for (const [field, value] of [
-      ['superuser', r.superuser],
-      ['bypassRls', r.bypassRls],
-      ['createRole', r.createRole],
-      ['createDb', r.createDb],
-      ['replication', r.replication],
-    ] as const) {
-      if (value) push(o, 'role', name, 'changed', field, false, true, 'isolation');
+    if (r.superuser || r.bypassRls || r.createRole || r.createDb || r.replication) {
+      for (const [field, value] of [
+        ['superuser', r.superuser],
+        ['bypassRls', r.bypassRls],
+        ['createRole', r.createRole],
+        ['createDb', r.createDb],
+        ['replication', r.replication],
+      ] as const) {
+        if (value) push(o, 'role', name, 'changed', field, false, true, 'isolation');
+      }
     }
     if (r.connectionLimit !== limits.connectionLimit)
       push(o, 'role', name, 'changed', 'connectionLimit', limits.connectionLimit, r.connectionLimit);
-    const settings: [string, string][] = [
-      ['statement_timeout', String(limits.statementTimeoutMs)],
-      ['idle_in_transaction_session_timeout', String(limits.idleInTransactionSessionTimeoutMs)],
-    ];
-    for (const [k, v] of settings) {
+    for (const [k, v] of settingsOf(limits)) {
       const actual = r.settings[k] ?? null;
       if (actual !== v) push(o, 'role', name, 'changed', k, v, actual);
     }
-    const sp = normalizePath(r.settings.search_path);
+    const raw = r.settings.search_path;
+    const sp = raw === searchPath ? raw : normalizePath(raw);
     if (sp !== searchPath) push(o, 'role', name, 'changed', 'search_path', searchPath, sp);
     for (const m of r.memberOf) {
       const cat: DriftCategory = isManagedLoginRole(m) || m === L.ownerRole ? 'isolation' : 'state';
@@ -174,8 +198,8 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       push(o, 'schema', sname, 'changed', 'owner', L.ownerRole, s.owner, grantCategory(s.owner));
     if (s.version !== templateVersion)
       push(o, 'schema', sname, 'changed', 'templateVersion', templateVersion, s.version);
-    checkAcl(o, 'schema', sname, s.acl, s.owner, { [role]: ['USAGE'] });
-    checkTables(o, db, schema, contents.tables.get(schema) ?? [], { [role]: DML }, false);
+    checkAcl(o, 'schema', sname, s.acl, s.owner, role, USAGE);
+    checkTables(o, db, schema, contents.tables.get(schema) ?? [], role, false);
     checkDefaultAcl(o, db, contents, schema, role);
   };
 
@@ -184,12 +208,12 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     db: string,
     schema: string,
     tables: ObservedTable[],
-    expected: Record<string, string[]>,
+    grantee: string,
     rls: boolean,
   ) => {
-    const byName = new Map(tables.map((t) => [t.name, t]));
     for (const t of L.templateTables) {
-      if (!byName.has(t)) push(o, 'table', `${db}.${schema}.${t}`, 'missing', 'exists', true, false);
+      if (!tables.some((x) => x.name === t))
+        push(o, 'table', `${db}.${schema}.${t}`, 'missing', 'exists', true, false);
     }
     for (const t of tables) {
       const tname = `${db}.${schema}.${t.name}`;
@@ -203,7 +227,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         if (!t.rlsEnabled) push(o, 'table', tname, 'changed', 'rlsEnabled', true, false, 'isolation');
         if (!t.rlsForced) push(o, 'table', tname, 'changed', 'rlsForced', true, false, 'isolation');
       }
-      checkAcl(o, 'table', tname, t.acl, t.owner, expected);
+      checkAcl(o, 'table', tname, t.acl, t.owner, grantee, DML);
       // Without its write-freeze guards, a promotion's or an offboarding's freeze of this table could be bypassed.
       const guards = rls ? SHARED_GUARDS : PRIVATE_GUARDS;
       if (!sameList(t.guards, guards))
@@ -419,9 +443,9 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
   if (data && pool) {
     if (pool.owner !== L.ownerRole)
       push(PLATFORM, 'schema', pname, 'changed', 'owner', L.ownerRole, pool.owner, grantCategory(pool.owner));
-    checkAcl(PLATFORM, 'schema', pname, pool.acl, pool.owner, { [L.poolRole]: ['USAGE'] });
+    checkAcl(PLATFORM, 'schema', pname, pool.acl, pool.owner, L.poolRole, USAGE);
     const tables = data.tables.get(L.poolSchema) ?? [];
-    checkTables(PLATFORM, L.dataDatabase, L.poolSchema, tables, { [L.poolRole]: DML }, true);
+    checkTables(PLATFORM, L.dataDatabase, L.poolSchema, tables, L.poolRole, true);
     for (const t of tables) {
       if (!L.templateTables.includes(t.name)) continue;
       const policies = data.policies.get(`${L.poolSchema}.${t.name}`) ?? [];
