@@ -261,6 +261,32 @@ const CASES: Case[] = [
       ).toBe(false),
   },
   {
+    what: 'a bridge table handed to a role outside Tenantry (its name looked up by oid)',
+    inject: async () => {
+      await s.sql('postgres', 'CREATE ROLE drift_outsider NOLOGIN');
+      await s.sql(DATA, `ALTER TABLE ${obj(T.bridge3)}.users OWNER TO drift_outsider`);
+    },
+    expected: {
+      tenantSlug: T.bridge3,
+      resource: 'table',
+      name: `${DATA}.${obj(T.bridge3)}.users`,
+      kind: 'changed',
+      field: 'owner',
+      actual: 'drift_outsider',
+    },
+    after: async () => {
+      expect(
+        (
+          await s.sql<{ o: string }>(
+            DATA,
+            `SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = '${obj(T.bridge3)}.users'::regclass`,
+          )
+        )[0]?.o,
+      ).toBe(`${DATA}_owner`);
+      await s.sql('postgres', 'DROP ROLE drift_outsider');
+    },
+  },
+  {
     what: "a pool table's write-freeze guard dropped",
     inject: () => s.sql(DATA, 'DROP TRIGGER tenantry_freeze_upd ON pool.settings'),
     expected: {

@@ -10,8 +10,9 @@ import {
 import {
   parseAcl,
   parseTextArray,
-  resolveSilo,
+  resolveDatabase,
   type SiloCatalog,
+  siloDatabase,
 } from '../../control-plane/src/drift/catalog.js';
 import { slugOfObject } from '../../control-plane/src/drift/diff.js';
 import { isIgnored, PolicyBook } from '../../control-plane/src/drift/policy.js';
@@ -126,10 +127,10 @@ describe('catalog parsing', () => {
   it("filters a silo pass's whole-catalog rows as the shared reads filter in SQL, owners named by oid", () => {
     const read: SiloCatalog = {
       namespaces: [
-        { oid: 11, name: 'pg_catalog', owner: 10, acl: '{postgres=UC/postgres,=U/postgres}' },
+        { oid: 11, name: 'pg_catalog', owner: 10, acl: ['postgres=UC/postgres', '=U/postgres'] },
         { oid: 2200, name: 'public', owner: 10, acl: null },
-        { oid: 16400, name: 'tenantry_meta', owner: 10, acl: '{postgres=UC/postgres}' },
-        { oid: 16410, name: 'app', owner: 20, acl: '{owner=UC/owner,tenant_a=U/owner}' },
+        { oid: 16400, name: 'tenantry_meta', owner: 10, acl: ['postgres=UC/postgres'] },
+        { oid: 16410, name: 'app', owner: 20, acl: ['owner=UC/owner', 'tenant_a=U/owner'] },
         { oid: 16420, name: 'tenant_stray', owner: 30, acl: null },
       ],
       relations: [
@@ -141,7 +142,7 @@ describe('catalog parsing', () => {
           owner: 20,
           rls: false,
           forced: false,
-          acl: '{owner=arwdDxtm/owner,=r/owner}',
+          acl: ['owner=arwdDxtm/owner', '=r/owner'],
         },
         {
           oid: 16501,
@@ -173,9 +174,9 @@ describe('catalog parsing', () => {
         { rel: 16503, name: 'tenantry_freeze_guard' },
       ],
       defaults: [
-        { ns: 0, owner: 20, objtype: 'r', acl: '{=r/owner}' },
-        { ns: 16410, owner: 20, objtype: 'r', acl: '{tenant_a=arwd/owner}' },
-        { ns: 16400, owner: 10, objtype: 'r', acl: '{=r/postgres}' },
+        { ns: 0, owner: 20, objtype: 'r', acl: ['=r/owner'] },
+        { ns: 16410, owner: 20, objtype: 'r', acl: ['tenant_a=arwd/owner'] },
+        { ns: 16400, owner: 10, objtype: 'r', acl: ['=r/postgres'] },
       ],
       versions: [{ schema: 'app', version: 3 }],
       frozen: [{ tenant_id: 'x', schema: 'app', reason: 'promotion' }],
@@ -185,7 +186,7 @@ describe('catalog parsing', () => {
       [20, 'owner'],
       [30, 'tenant_a'],
     ]);
-    const c = resolveSilo(read, ['app'], (oid) => names.get(oid) ?? `unknown (OID=${oid})`);
+    const c = resolveDatabase(siloDatabase(read, ['app']), (oid) => names.get(oid) ?? `unknown (OID=${oid})`);
     expect([...c.schemas.keys()].sort()).toEqual(['app', 'tenant_stray']);
     expect(c.schemas.get('app')).toEqual({
       name: 'app',

@@ -27,8 +27,11 @@ import {
 } from '../providers/postgres/index.js';
 import { lockDatabaseAcl } from '../providers/postgres/sql.js';
 import {
+  type DatabaseCatalog,
   type ObservedDatabaseContents,
   type ObservedFleet,
+  ownerOids,
+  type RolesRead,
   readDatabaseContents,
   readDatabases,
   readKeys,
@@ -36,10 +39,9 @@ import {
   readRoles,
   readSecrets,
   readSiloCatalog,
+  resolveDatabase,
   resolveRoleNames,
-  resolveSilo,
-  type SiloCatalog,
-  siloOwnerOids,
+  siloDatabase,
 } from './catalog.js';
 import { diffLocal, type LocalLayout, slugOfObject } from './diff.js';
 import type {
@@ -149,21 +151,32 @@ export class LocalDriftDetector implements DriftDetector {
     const since = (k: string) => () => {
       timings[k] = performance.now() - t0;
     };
-    const shared = Promise.all([
-      readRoles(this.dp.maintenance, platformRoles),
+    // Owners come back as oids: the tenant and platform roles are known, any other is looked up.
+    const named = async (roles: RolesRead, dbs: DatabaseCatalog[]) => {
+      await resolveRoleNames(this.dp.maintenance, roles.namesByOid, dbs.flatMap(ownerOids));
+      return (oid: number) => roles.namesByOid.get(oid) ?? `unknown (OID=${oid})`;
+    };
+    const rolesRead = readRoles(this.dp.maintenance, platformRoles);
+    // The shared database is named as soon as it is read, beside the silo pass.
+    const sharedData = Promise.all([
+      rolesRead,
       readDatabaseContents(this.dp.data, {
         schemas: [n.poolSchema],
         policySchemas: [n.poolSchema],
         ownerRoles: [n.poolRole],
         parallel: true,
       }),
+    ]).then(async ([roles, c]) => resolveDatabase(c, await named(roles, [c])));
+    const shared = Promise.all([
+      rolesRead,
+      sharedData,
       readPoolMembers(this.dp.data),
       readSecrets(this.control),
       readKeys(this.control),
     ]).finally(since('sharedMs'));
     const databases = await readDatabases(this.dp.maintenance);
     const contents = new Map<string, ObservedDatabaseContents>();
-    const silosRead = new Map<string, SiloCatalog>();
+    const silosRead = new Map<string, DatabaseCatalog>();
     const unreachable = new Map<string, string>();
     // In-database state of a silo lives in its own database: one short session each, bounded.
     const silos = [...databases.keys()].filter((d) => slugOfObject(d) !== null);
@@ -173,19 +186,18 @@ export class LocalDriftDetector implements DriftDetector {
         return;
       }
       try {
-        silosRead.set(name, await this.dp.withDatabase(name, readSiloCatalog));
+        silosRead.set(name, siloDatabase(await this.dp.withDatabase(name, readSiloCatalog), [n.siloSchema]));
       } catch (e) {
         unreachable.set(name, (e as Error).message.slice(0, 200));
       }
     }).finally(since('silosMs'));
-    const [[{ roles, namesByOid }, data, poolMembers, secrets, keys]] = await Promise.all([shared, siloPass]);
+    const [[roles, data, poolMembers, secrets, keys]] = await Promise.all([shared, siloPass]);
     contents.set(n.database, data);
-    // Silo owners come back as oids: the tenant and platform roles are known, any other is looked up.
-    await resolveRoleNames(this.dp.maintenance, namesByOid, [...silosRead.values()].flatMap(siloOwnerOids));
-    const roleName = (oid: number) => namesByOid.get(oid) ?? `unknown (OID=${oid})`;
-    for (const [name, read] of silosRead) contents.set(name, resolveSilo(read, [n.siloSchema], roleName));
+    const siloRole = await named(roles, [...silosRead.values()]);
+    for (const [name, c] of silosRead) contents.set(name, resolveDatabase(c, siloRole));
+    const { roles: roleMap } = roles;
     timings.silos = silos.length;
-    return { roles, databases, contents, unreachable, poolMembers, secrets, keys };
+    return { roles: roleMap, databases, contents, unreachable, poolMembers, secrets, keys };
   }
 
   async detect(snapshot: () => Promise<DetectInput>): Promise<DetectResult> {
