@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { Db } from './db/db.js';
 import { countOperations, countTenants } from './db/repo.js';
 import { ACTIVE_OPERATION_STATUSES, OPERATION_KINDS } from './domain/tenant.js';
@@ -14,6 +14,8 @@ export class Metrics {
   readonly acceptToDone: Histogram<'kind' | 'tier'>;
 
   constructor(db: Db) {
+    // The process's own health: resident memory, heap spaces, GC pauses, event-loop lag.
+    collectDefaultMetrics({ register: this.registry });
     this.operations = new Counter({
       name: 'tenantry_operations_total',
       help: 'Operations that reached an end state in this process, by kind and status',

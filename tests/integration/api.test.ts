@@ -538,6 +538,10 @@ describe('service endpoints', () => {
     expect(res.body).toMatch(/tenantry_operation_step_duration_seconds_bucket\{[^}]*step="pool-membership"/);
     expect(res.body).toMatch(/tenantry_tenants\{tier="pool",status="active"\} \d+/);
     expect(res.body).toMatch(/tenantry_operations\{kind="onboard",status="succeeded"\} \d+/);
+    // The process's own health, for memory and event-loop alerts.
+    expect(res.body).toMatch(/^process_resident_memory_bytes \d+/m);
+    expect(res.body).toMatch(/^nodejs_heap_size_used_bytes \d+/m);
+    expect(res.body).toMatch(/^nodejs_eventloop_lag_seconds /m);
   });
 
   it('serves the OpenAPI document at /docs with every route', async () => {

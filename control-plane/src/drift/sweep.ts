@@ -5,6 +5,7 @@ import { appendAudit, enqueueOperationJob } from '../db/repo.js';
 import { newOperationId } from '../domain/ids.js';
 import type { OperationStep } from '../domain/tenant.js';
 import { mapLimit } from '../lib/concurrency.js';
+import { collectAfterBatch } from '../lib/memory.js';
 import { safeMessage } from '../worker/executor.js';
 import type { DriftMetrics } from './metrics.js';
 import { isIgnored, PolicyBook } from './policy.js';
@@ -104,6 +105,7 @@ export class DriftSweeper {
   }): Promise<SweepResult | null> {
     const lock: pg.PoolClient = await this.db.pool.connect();
     let locked = false;
+    let swept = false;
     try {
       const { rows } = await lock.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${SWEEP_LOCK}) AS ok`);
       locked = rows[0]?.ok === true;
@@ -124,10 +126,13 @@ export class DriftSweeper {
               target: this.detector.target,
             }));
       if (!run) return null;
+      swept = true;
       return await this.sweep(run);
     } finally {
       if (locked) await lock.query(`SELECT pg_advisory_unlock(${SWEEP_LOCK})`).catch(() => undefined);
       lock.release();
+      // The observed fleet is garbage now: give it back before the next sweep stacks on it.
+      if (swept) collectAfterBatch();
     }
   }
 
