@@ -41,6 +41,7 @@ import {
   readSiloCatalog,
   resolveDatabase,
   resolveRoleNames,
+  SILO_CONCURRENCY,
   siloDatabase,
 } from './catalog.js';
 import { diffLocal, type LocalLayout, slugOfObject } from './diff.js';
@@ -180,7 +181,7 @@ export class LocalDriftDetector implements DriftDetector {
     const unreachable = new Map<string, string>();
     // In-database state of a silo lives in its own database: one short session each, bounded.
     const silos = [...databases.keys()].filter((d) => slugOfObject(d) !== null);
-    const siloPass = mapLimit(silos, this.opts.siloConcurrency ?? 16, async (name) => {
+    const siloPass = mapLimit(silos, this.opts.siloConcurrency ?? SILO_CONCURRENCY, async (name) => {
       if (databases.get(name)?.allowConnections === false) {
         unreachable.set(name, 'connections not allowed');
         return;
