@@ -28,6 +28,8 @@ export interface DriftStack {
   tokens: Record<Role, string>;
   dataDb: string;
   controlDb: string;
+  /** The embedded cluster's superuser URL for a database. */
+  adminUrl(db: string): string;
   sql<T extends pg.QueryResultRow = Record<string, unknown>>(
     db: string,
     text: string,
@@ -78,6 +80,7 @@ export async function startDriftStack(env: Record<string, string> = {}): Promise
     tokens,
     dataDb: 'tenantry_data',
     controlDb: 'tenantry',
+    adminUrl: url,
     async sql(db, text, params = []) {
       const c = new pg.Client({ connectionString: url(db) });
       await c.connect();

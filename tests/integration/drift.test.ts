@@ -1,5 +1,10 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readSiloCatalog } from '../../control-plane/src/drift/catalog.js';
+import { LocalDriftDetector } from '../../control-plane/src/drift/local.js';
 import type { SweepResult } from '../../control-plane/src/drift/sweep.js';
+import { DataPlane } from '../../control-plane/src/engine/dataplane.js';
+import { loadTemplates } from '../../control-plane/src/templates.js';
 import {
   auth,
   connectionOf,
@@ -720,6 +725,49 @@ describe('orphans', () => {
     } finally {
       await s.sql(DATA, 'DROP SCHEMA IF EXISTS tenant_ghost_co');
       await setPolicy({ mode: 'report' });
+    }
+  });
+});
+
+describe('reading the catalogs', () => {
+  it('reads a silo in one snapshot, falling back when its bookkeeping tables are missing', async () => {
+    const db = 'drift_silo_variants';
+    await s.sql('postgres', `CREATE DATABASE ${db}`);
+    const c = new pg.Client({ connectionString: s.adminUrl(db) });
+    await c.connect();
+    try {
+      await c.query('CREATE SCHEMA app; CREATE TABLE app.users (id int PRIMARY KEY)');
+      // No tenantry_meta at all: the third try, after two failed transactions on the same session.
+      const bare = await readSiloCatalog(c);
+      expect(bare.relations.map((r) => `${r.name}:${r.kind}`).sort()).toEqual(['users:r', 'users_pkey:i']);
+      expect([bare.versions, bare.frozen]).toEqual([[], []]);
+      await c.query(`CREATE SCHEMA tenantry_meta;
+        CREATE TABLE tenantry_meta.schema_versions (schema_name text PRIMARY KEY, version int NOT NULL);
+        INSERT INTO tenantry_meta.schema_versions VALUES ('app', 4)`);
+      // Versions but no freeze table: the second try.
+      expect((await readSiloCatalog(c)).versions).toEqual([{ schema: 'app', version: 4 }]);
+      // The session is usable afterwards: no transaction left open or aborted.
+      expect((await c.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }]);
+      expect((await c.query('SELECT pg_current_xact_id_if_assigned() AS x')).rows[0].x).toBeNull();
+    } finally {
+      await c.end();
+      await s.sql('postgres', `DROP DATABASE ${db}`);
+    }
+  });
+
+  it('fails a sweep cleanly when a shared read fails while the silo pass runs', async () => {
+    const { catalog, tenantSchema } = loadTemplates('templates');
+    const dp = new DataPlane(s.adminUrl(DATA), { maxConnections: 2 });
+    // The control database (keys and secrets) refusing at once, e.g. while it restarts: before, the
+    // rejection went unhandled while the databases were listed, and Node ended the process.
+    const down = {
+      query: () => Promise.reject(Object.assign(new Error('control database down'), { code: '57P01' })),
+    };
+    const detector = new LocalDriftDetector(dp, down, catalog, tenantSchema);
+    try {
+      await expect(detector.observe()).rejects.toThrow('control database down');
+    } finally {
+      await dp.close();
     }
   });
 });

@@ -175,6 +175,9 @@ export class LocalDriftDetector implements DriftDetector {
       readSecrets(this.control),
       readKeys(this.control),
     ]).finally(since('sharedMs'));
+    // Awaited below, after the silo pass; until then a failed read must not go unhandled (Node would
+    // end the process), nor when listing the databases fails first and it is never awaited.
+    shared.catch(() => undefined);
     const databases = await readDatabases(this.dp.maintenance);
     const contents = new Map<string, ObservedDatabaseContents>();
     const silosRead = new Map<string, DatabaseCatalog>();
