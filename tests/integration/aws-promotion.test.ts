@@ -14,7 +14,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import { tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import type {
   ConnectionDescriptor,
   PromotionParams,
@@ -100,7 +100,7 @@ const RDS_SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:rds
 const descriptorOf = (slug: string) =>
   secrets.get(tenantSecretName(slug)) as unknown as Required<ConnectionDescriptor>;
 
-const siloName = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
+const siloName = tenantObjectName;
 /** Each tenant's descriptor on its first placement: what the source program's secret version holds. */
 const sourceDescriptors = new Map<string, Record<string, unknown>>();
 const siloPasswords = new Map<string, string>();

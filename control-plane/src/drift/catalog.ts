@@ -307,7 +307,7 @@ function parseSettings(config: string[] | null): Record<string, string> {
 
 /**
  * The tenant and platform roles, and their names by oid: a silo pass reads owners as oids (resolved
- * here, or by resolveRoleNames for a role outside that set).
+ * here, or by roleNamer for a role outside that set).
  */
 export interface RolesRead {
   roles: Map<string, ObservedRole>;
@@ -349,23 +349,24 @@ export async function readRoles(db: Queryable, extraRoles: string[]): Promise<Ro
 }
 
 /**
- * Adds the names of the given role oids that `names` lacks (an object owned by a role outside the
- * tenant and platform roles, say a superuser). An oid no role has any more reads as Postgres' own
- * pg_get_userbyid spells it.
+ * The namer for the owners these databases' contents list: `names` (the tenant and platform roles)
+ * plus one lookup for any other role (an object handed to a superuser, say). An oid no role has any
+ * more reads as Postgres' own pg_get_userbyid spells it.
  */
-export async function resolveRoleNames(
+export async function roleNamer(
   db: Queryable,
   names: Map<number, string>,
-  oids: Iterable<number>,
-): Promise<void> {
-  const missing = [...new Set(oids)].filter((o) => !names.has(o));
-  if (missing.length === 0) return;
-  const { rows } = await db.query<{ oid: number; name: string }>(
-    'SELECT oid, rolname AS name FROM pg_roles WHERE oid = ANY($1::oid[])',
-    [missing],
-  );
-  for (const r of rows) names.set(r.oid, r.name);
-  for (const o of missing) if (!names.has(o)) names.set(o, `unknown (OID=${o})`);
+  dbs: DatabaseCatalog[],
+): Promise<(oid: number) => string> {
+  const missing = [...new Set(dbs.flatMap(ownerOids))].filter((o) => !names.has(o));
+  if (missing.length > 0) {
+    const { rows } = await db.query<{ oid: number; name: string }>(
+      'SELECT oid, rolname AS name FROM pg_roles WHERE oid = ANY($1::oid[])',
+      [missing],
+    );
+    for (const r of rows) names.set(r.oid, r.name);
+  }
+  return (oid) => names.get(oid) ?? `unknown (OID=${oid})`;
 }
 
 export async function readDatabases(db: Queryable): Promise<Map<string, ObservedDatabase>> {
@@ -423,8 +424,8 @@ export interface DatabaseCatalog {
   frozen: FrozenRow[];
 }
 
-/** Every role oid a database's contents name as an owner (for resolveRoleNames). */
-export function ownerOids(c: DatabaseCatalog): number[] {
+/** Every role oid a database's contents name as an owner (for roleNamer). */
+function ownerOids(c: DatabaseCatalog): number[] {
   return [
     ...c.schemas.map((r) => r.owner),
     ...c.tables.map((r) => r.owner),

@@ -30,7 +30,6 @@ import {
   type DatabaseCatalog,
   type ObservedDatabaseContents,
   type ObservedFleet,
-  ownerOids,
   type RolesRead,
   readDatabaseContents,
   readDatabases,
@@ -40,7 +39,7 @@ import {
   readSecrets,
   readSiloCatalog,
   resolveDatabase,
-  resolveRoleNames,
+  roleNamer,
   SILO_CONCURRENCY,
   siloDatabase,
 } from './catalog.js';
@@ -153,10 +152,8 @@ export class LocalDriftDetector implements DriftDetector {
       timings[k] = performance.now() - t0;
     };
     // Owners come back as oids: the tenant and platform roles are known, any other is looked up.
-    const named = async (roles: RolesRead, dbs: DatabaseCatalog[]) => {
-      await resolveRoleNames(this.dp.maintenance, roles.namesByOid, dbs.flatMap(ownerOids));
-      return (oid: number) => roles.namesByOid.get(oid) ?? `unknown (OID=${oid})`;
-    };
+    const named = (roles: RolesRead, dbs: DatabaseCatalog[]) =>
+      roleNamer(this.dp.maintenance, roles.namesByOid, dbs);
     const rolesRead = readRoles(this.dp.maintenance, platformRoles);
     // The shared database is named as soon as it is read, beside the silo pass.
     const sharedData = Promise.all([
