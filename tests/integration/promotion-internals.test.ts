@@ -286,14 +286,24 @@ describe('the change stream', () => {
 
 describe('replication lag limit', () => {
   it('aborts a promotion whose slot retains more WAL than the limit, during the copy', async () => {
-    const { exec } = rig({ maxLagBytes: 1, lagPollMs: 20 });
+    // No timer tick decides this: the poll interval is far longer than the test, WAL is written on
+    // purpose while the slot exists (inside the copy), and the copy's closing measurement must
+    // see it and fail the step.
+    const { engine, exec } = rig({ maxLagBytes: 1, lagPollMs: 3_600_000 });
     const t = await onboard('pool');
     await superQuery(
       s.dataDb,
       `INSERT INTO pool.users (tenant_id, email) SELECT $1, 'u' || g FROM generate_series(1, 100) g`,
       [t.id],
     );
+    let walWritten = false;
+    engine.setFaultHook(async (point, ctx) => {
+      if (ctx.tenantId !== t.id || point !== 'copy:after-first-table') return;
+      await superQuery(s.dataDb, `SELECT pg_logical_emit_message(false, 'test', repeat('x', 1000))`);
+      walWritten = true;
+    });
     const id = await promote(t.slug, 'silo', exec);
+    expect(walWritten).toBe(true);
     const op = await getOperation(s, id);
     expect(op.status).toBe('failed');
     expect(op.error).toMatch(/replication lag: slot .* retains \d+ bytes of WAL, past the 1-byte limit/);

@@ -389,7 +389,8 @@ export function lagExceeded(slot: string, bytes: number, max: number): TenantryE
 export class LagWatch {
   private timer: NodeJS.Timeout | undefined;
   private breach: TenantryError | null = null;
-  private busy = false;
+  /** The measurement in flight, if any. */
+  private inflight: Promise<void> | null = null;
 
   constructor(
     private readonly slot: string,
@@ -400,27 +401,40 @@ export class LagWatch {
   ) {}
 
   start(intervalMs: number): this {
-    // A breach is raised by check() in the step itself; the timer only records it.
-    this.timer = setInterval(() => void this.sample().catch(() => undefined), intervalMs);
+    // A breach is raised by check() in the step itself; the timer only records it, and skips a
+    // tick while a measurement is still in flight.
+    this.timer = setInterval(() => {
+      if (!this.inflight) void this.measure().catch(() => undefined);
+    }, intervalMs);
     this.timer.unref();
     return this;
   }
 
-  /** One measurement now; throws if the limit is passed. */
+  /**
+   * One measurement taken after this call started; throws if the limit is passed. A measurement
+   * already in flight may have read the slot before the caller's last write, so it is waited for
+   * and a fresh one taken: the step's closing check never reuses a stale reading.
+   */
   async sample(): Promise<void> {
-    if (this.busy || this.breach) return this.check();
-    this.busy = true;
-    try {
+    while (this.inflight) await this.inflight.catch(() => undefined);
+    await this.measure();
+    this.check();
+  }
+
+  private measure(): Promise<void> {
+    if (this.breach) return Promise.resolve();
+    const run = (async () => {
       const bytes = await this.probe().catch(() => null);
       await this.onSample(bytes).catch(() => undefined);
       if (bytes !== null && bytes > this.max) {
         this.breach = lagExceeded(this.slot, bytes, this.max);
         await this.onBreach().catch(() => undefined);
       }
-    } finally {
-      this.busy = false;
-    }
-    this.check();
+    })().finally(() => {
+      if (this.inflight === run) this.inflight = null;
+    });
+    this.inflight = run;
+    return run;
   }
 
   check(): void {
