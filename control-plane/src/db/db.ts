@@ -1,7 +1,30 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import pg from 'pg';
 import type { Queryable } from '../providers/postgres/sql.js';
 
-/** The control-plane database: a pool plus a transaction helper repositories can compose. */
+export interface DbOptions {
+  /** Connections in the main pool (the relaxed pool has as many). */
+  max?: number;
+  /** How long a caller waits for a connection before the pool gives up (a 503, never a hang). */
+  acquireTimeoutMs?: number;
+}
+
+/** The pools a call stack is holding a connection of, while it holds them. */
+interface Held {
+  pools: Set<pg.Pool>;
+}
+
+/**
+ * The control-plane database: a pool plus a transaction helper repositories can compose.
+ *
+ * One rule keeps the pools from wedging: **a caller that holds a connection never asks the same
+ * pool for another one.** Ten requests that each hold a connection and wait for an eleventh wait
+ * for ever. Inside `tx(fn)`, `fn` gets the transaction's connection and must use it; a call to
+ * `query`, `relaxedQuery` or `tx` on the same pool from inside it throws at once (it is a bug,
+ * found by any test that runs the path), and the same holds for `withSessionLock`. The pools are
+ * ordered: a session lock (own pool) may use the main and relaxed pools, the main pool may use the
+ * relaxed one, never the other way; the order rules out a cycle, hence a deadlock.
+ */
 export class Db {
   readonly pool: pg.Pool;
   /**
@@ -15,37 +38,126 @@ export class Db {
    * relaxed commit before it, since WAL is written in order.
    */
   readonly relaxed: pg.Pool;
+  /** Sessions that hold a session-level advisory lock while their work uses the other pools. */
+  private readonly locks: pg.Pool;
+  private readonly held = new AsyncLocalStorage<Held>();
+  readonly acquireTimeoutMs: number;
 
-  constructor(connectionString: string, max = 10) {
-    const common = { connectionString, idleTimeoutMillis: 30_000, maxLifetimeSeconds: 900 };
+  constructor(connectionString: string, opts: DbOptions | number = {}) {
+    const o = typeof opts === 'number' ? { max: opts } : opts;
+    const max = o.max ?? 10;
+    this.acquireTimeoutMs = o.acquireTimeoutMs ?? 5000;
+    const common = {
+      connectionString,
+      idleTimeoutMillis: 30_000,
+      maxLifetimeSeconds: 900,
+      connectionTimeoutMillis: this.acquireTimeoutMs,
+    };
     this.pool = new pg.Pool({ ...common, max });
     this.relaxed = new pg.Pool({ ...common, max, options: '-c synchronous_commit=off' });
+    this.locks = new pg.Pool({ ...common, max: Math.max(2, Math.ceil(max / 2)) });
     // An idle client lost to a server restart is replaced on next use.
     this.pool.on('error', () => {});
     this.relaxed.on('error', () => {});
+    this.locks.on('error', () => {});
   }
 
-  query: Queryable['query'] = (text, params) => this.pool.query(text, params) as never;
+  /** Throws when the current call stack already holds a connection of `pool`. */
+  private assertFree(pool: pg.Pool, what: string): void {
+    if (this.held.getStore()?.pools.has(pool)) {
+      throw new Error(
+        `${what} asked the pool for a second connection while holding one; pass the transaction's connection instead (this would deadlock under load)`,
+      );
+    }
+  }
+
+  /** Runs `fn` marked as holding a connection of `pool` (nested marks accumulate). */
+  private holding<T>(pool: pg.Pool, fn: () => Promise<T>): Promise<T> {
+    const outer = this.held.getStore();
+    const mark: Held = { pools: new Set([...(outer?.pools ?? []), pool]) };
+    return this.held.run(mark, async () => {
+      try {
+        return await fn();
+      } finally {
+        // Work started inside and still running afterwards no longer holds anything.
+        mark.pools.delete(pool);
+      }
+    });
+  }
+
+  query: Queryable['query'] = (text, params) => {
+    this.assertFree(this.pool, 'a query');
+    return this.pool.query(text, params) as never;
+  };
 
   /** A write whose loss in a Postgres crash only re-does work (see `relaxed`). */
-  relaxedQuery: Queryable['query'] = (text, params) => this.relaxed.query(text, params) as never;
+  relaxedQuery: Queryable['query'] = (text, params) => {
+    this.assertFree(this.relaxed, 'a relaxed query');
+    return this.relaxed.query(text, params) as never;
+  };
 
   async tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+    this.assertFree(this.pool, 'a transaction');
     const c = await this.pool.connect();
     try {
-      await c.query('BEGIN');
-      const out = await fn(c);
-      await c.query('COMMIT');
-      return out;
-    } catch (e) {
-      await c.query('ROLLBACK').catch(() => undefined);
-      throw e;
+      return await this.holding(this.pool, async () => {
+        await c.query('BEGIN');
+        try {
+          const out = await fn(c);
+          await c.query('COMMIT');
+          return out;
+        } catch (e) {
+          await c.query('ROLLBACK').catch(() => undefined);
+          throw e;
+        }
+      });
     } finally {
       c.release();
     }
   }
 
+  /**
+   * Runs `fn` while this process holds the session-level advisory lock `key` (a control-database
+   * lock: tenants never connect to this database). Returns `undefined` without running `fn` when
+   * another session holds it. The lock's session comes from a pool of its own, so a long `fn`
+   * that uses the main pool cannot starve it, and the lock dies with the session if we crash.
+   */
+  async withSessionLock<T>(key: string | number, fn: () => Promise<T>): Promise<T | undefined> {
+    this.assertFree(this.locks, 'a session lock');
+    const c = await this.locks.connect();
+    const sql = typeof key === 'number' ? '$1::bigint' : 'hashtext($1)';
+    let locked = false;
+    try {
+      const { rows } = await c.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${sql}) AS ok`, [key]);
+      locked = rows[0]?.ok === true;
+      if (!locked) return undefined;
+      return await this.holding(this.locks, fn);
+    } finally {
+      if (locked) await c.query(`SELECT pg_advisory_unlock(${sql})`, [key]).catch(() => undefined);
+      c.release();
+    }
+  }
+
+  /**
+   * Whether the main pool can hand out a connection within its timeout and the database answers.
+   * A pool whose every connection is held with callers queued behind it reports that.
+   */
+  async health(): Promise<{ ok: boolean; total: number; idle: number; waiting: number; error?: string }> {
+    const stats = () => ({
+      total: this.pool.totalCount,
+      idle: this.pool.idleCount,
+      waiting: this.pool.waitingCount,
+    });
+    const before = stats();
+    try {
+      await this.pool.query('SELECT 1');
+      return { ok: true, ...before };
+    } catch (e) {
+      return { ok: false, ...before, error: (e as Error).message };
+    }
+  }
+
   async close(): Promise<void> {
-    await Promise.all([this.pool.end(), this.relaxed.end()]);
+    await Promise.all([this.pool.end(), this.relaxed.end(), this.locks.end()]);
   }
 }

@@ -1,4 +1,3 @@
-import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
 import { appendAudit, enqueueOperationJob } from '../db/repo.js';
@@ -38,7 +37,7 @@ import {
 } from './types.js';
 
 const ACTOR = { id: null, name: 'tenantry-drift', role: 'system' };
-const SWEEP_LOCK = `hashtext('tenantry.drift-sweep')`;
+const SWEEP_LOCK = 'tenantry.drift-sweep';
 
 export interface SweepResult {
   run: DriftRun;
@@ -103,34 +102,31 @@ export class DriftSweeper {
     trigger: RunTrigger;
     requestedBy?: string | null;
   }): Promise<SweepResult | null> {
-    const lock: pg.PoolClient = await this.db.pool.connect();
-    let locked = false;
     let swept = false;
     try {
-      const { rows } = await lock.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${SWEEP_LOCK}) AS ok`);
-      locked = rows[0]?.ok === true;
-      if (!locked) return null;
-      // Under the lock nothing else is sweeping: a run still `running` belongs to a dead process.
-      const interrupted = await failInterruptedRuns(this.db);
-      if (interrupted.length > 0)
-        this.log.warn({ driftRunIds: interrupted }, 'failed drift runs interrupted by a crash');
-      const run =
-        (await claimQueuedRun(this.db, opts.runId)) ??
-        (opts.runId
-          ? null
-          : await insertRun(this.db, {
-              id: newDriftRunId(),
-              trigger: opts.trigger,
-              requestedBy: opts.requestedBy ?? null,
-              status: 'running',
-              target: this.detector.target,
-            }));
-      if (!run) return null;
-      swept = true;
-      return await this.sweep(run);
+      const out = await this.db.withSessionLock(SWEEP_LOCK, async () => {
+        // Under the lock nothing else is sweeping: a run still `running` belongs to a dead process.
+        const interrupted = await failInterruptedRuns(this.db);
+        if (interrupted.length > 0)
+          this.log.warn({ driftRunIds: interrupted }, 'failed drift runs interrupted by a crash');
+        const run =
+          (await claimQueuedRun(this.db, opts.runId)) ??
+          (opts.runId
+            ? null
+            : await insertRun(this.db, {
+                id: newDriftRunId(),
+                trigger: opts.trigger,
+                requestedBy: opts.requestedBy ?? null,
+                status: 'running',
+                target: this.detector.target,
+              }));
+        if (!run) return null;
+        swept = true;
+        return await this.sweep(run);
+      });
+      // Another sweep holds the lock: a scheduled tick then simply skips.
+      return out ?? null;
     } finally {
-      if (locked) await lock.query(`SELECT pg_advisory_unlock(${SWEEP_LOCK})`).catch(() => undefined);
-      lock.release();
       // The observed fleet is garbage now: give it back before the next sweep stacks on it.
       if (swept) collectAfterBatch();
     }

@@ -483,40 +483,29 @@ export class OperationExecutor {
     if (r.busy) throw new Error('tenant has an operation in flight; cleanup retries later');
     const tenant = await findTenantById(this.db, r.tenant_id);
     if (!tenant || tenant.status === 'offboarded') return;
-    const lock = await this.db.pool.connect();
-    try {
-      const { rows: got } = await lock.query<{ ok: boolean }>(
-        'SELECT pg_try_advisory_lock(hashtext($1)) AS ok',
-        [`tenantry.cleanup.${operationId}`],
-      );
-      if (!got[0]?.ok) return; // another run of this cleanup is under way
-      try {
-        await this.engine.cleanupPromotion(this.stepTenant(tenant), r.params, operationId, async (patch) => {
-          await this.db.query(`UPDATE operations SET progress = progress || $2::jsonb WHERE id = $1`, [
-            operationId,
-            JSON.stringify(patch),
-          ]);
+    // Another run of this cleanup under way holds the lock: this one simply ends.
+    await this.db.withSessionLock(`tenantry.cleanup.${operationId}`, async () => {
+      await this.engine.cleanupPromotion(this.stepTenant(tenant), r.params, operationId, async (patch) => {
+        await this.db.query(`UPDATE operations SET progress = progress || $2::jsonb WHERE id = $1`, [
+          operationId,
+          JSON.stringify(patch),
+        ]);
+      });
+      await this.db.tx(async (q) => {
+        await q.query(
+          `UPDATE operations SET progress = progress || '{"cleanedUp": true}'::jsonb WHERE id = $1`,
+          [operationId],
+        );
+        await appendAudit(q, {
+          actor: SYSTEM_ACTOR,
+          action: 'tenant.promotion.source-deleted',
+          tenantId: tenant.id,
+          tenantSlug: tenant.slug,
+          operationId,
+          details: { fromTier: r.params.fromTier },
         });
-        await this.db.tx(async (q) => {
-          await q.query(
-            `UPDATE operations SET progress = progress || '{"cleanedUp": true}'::jsonb WHERE id = $1`,
-            [operationId],
-          );
-          await appendAudit(q, {
-            actor: SYSTEM_ACTOR,
-            action: 'tenant.promotion.source-deleted',
-            tenantId: tenant.id,
-            tenantSlug: tenant.slug,
-            operationId,
-            details: { fromTier: r.params.fromTier },
-          });
-        });
-      } finally {
-        await lock.query('SELECT pg_advisory_unlock(hashtext($1))', [`tenantry.cleanup.${operationId}`]);
-      }
-    } finally {
-      lock.release();
-    }
+      });
+    });
   }
 
   /**
