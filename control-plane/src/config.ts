@@ -58,6 +58,9 @@ const Env = Type.Object({
   TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS: Type.Integer({ minimum: 1000, default: 300_000 }),
   /** Fault injection for crash tests: sleep this long inside every provisioning step. Never set in production. */
   TENANTRY_FAULT_STEP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 0 }),
+  TENANTRY_DB_POOL_SIZE: Type.Integer({ minimum: 2, maximum: 200, default: 10 }),
+  TENANTRY_DB_ACQUIRE_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 5000 }),
+  TENANTRY_SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 15_000 }),
 });
 
 export interface Config {
@@ -86,6 +89,12 @@ export interface Config {
   /** Cron line of scheduled drift sweeps; null when off. */
   driftSchedule: string | null;
   driftRemediationTimeoutMs: number;
+  /** Connections of the control database's main pool. */
+  dbPoolSize: number;
+  /** How long a request waits for a control-database connection before it gets a 503. */
+  dbAcquireTimeoutMs: number;
+  /** How long an orderly shutdown may take before the process stops Postgres and exits anyway. */
+  shutdownTimeoutMs: number;
   aws?: AwsTargetConfig;
 }
 
@@ -119,6 +128,9 @@ const INT_KEYS = new Set([
   'TENANTRY_PULUMI_CONCURRENCY',
   'TENANTRY_PULUMI_TIMEOUT_MS',
   'TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS',
+  'TENANTRY_DB_POOL_SIZE',
+  'TENANTRY_DB_ACQUIRE_TIMEOUT_MS',
+  'TENANTRY_SHUTDOWN_TIMEOUT_MS',
 ]);
 
 /**
@@ -228,6 +240,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     promotionLagPollMs: e.TENANTRY_PROMOTION_LAG_POLL_MS,
     driftSchedule,
     driftRemediationTimeoutMs: e.TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS,
+    dbPoolSize: e.TENANTRY_DB_POOL_SIZE,
+    dbAcquireTimeoutMs: e.TENANTRY_DB_ACQUIRE_TIMEOUT_MS,
+    shutdownTimeoutMs: e.TENANTRY_SHUTDOWN_TIMEOUT_MS,
   };
 }
 

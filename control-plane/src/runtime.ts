@@ -123,7 +123,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     // Tenants' descriptors keep the URL's TCP host and port; only the socket path is added.
     const dataplaneUrl = config.dataplaneUrl ?? ownUrl(DATA_DB);
 
-    const db = new Db(databaseUrl, 10);
+    const db = new Db(databaseUrl, { max: config.dbPoolSize, acquireTimeoutMs: config.dbAcquireTimeoutMs });
     closers.push(() => db.close());
     await migrate(db.pool, log);
     await migrateQueue(db, log);

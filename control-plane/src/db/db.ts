@@ -139,21 +139,33 @@ export class Db {
   }
 
   /**
-   * Whether the main pool can hand out a connection within its timeout and the database answers.
-   * A pool whose every connection is held with callers queued behind it reports that.
+   * Whether the main pool hands out a connection within `budgetMs` (a liveness probe answers
+   * fast; 1 s by default) and the database answers. A pool whose every connection is held, with
+   * callers queued behind them, reports that instead of making the probe wait.
    */
-  async health(): Promise<{ ok: boolean; total: number; idle: number; waiting: number; error?: string }> {
-    const stats = () => ({
-      total: this.pool.totalCount,
-      idle: this.pool.idleCount,
-      waiting: this.pool.waitingCount,
+  async health(
+    budgetMs = Math.min(1000, this.acquireTimeoutMs),
+  ): Promise<{ ok: boolean; total: number; idle: number; waiting: number; error?: string }> {
+    const stats = { total: this.pool.totalCount, idle: this.pool.idleCount, waiting: this.pool.waitingCount };
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no connection within ${budgetMs} ms`)), budgetMs);
     });
-    const before = stats();
+    const probe = this.pool.query('SELECT 1');
+    probe.catch(() => undefined); // answered after the budget: nobody is waiting for it
     try {
-      await this.pool.query('SELECT 1');
-      return { ok: true, ...before };
+      await Promise.race([probe, late]);
+      return { ok: true, ...stats };
     } catch (e) {
-      return { ok: false, ...before, error: (e as Error).message };
+      return {
+        ok: false,
+        total: this.pool.totalCount,
+        idle: this.pool.idleCount,
+        waiting: this.pool.waitingCount,
+        error: (e as Error).message,
+      };
+    } finally {
+      clearTimeout(timer);
     }
   }
 

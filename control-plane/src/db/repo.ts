@@ -69,11 +69,11 @@ export async function insertTenant(
 export async function findTenantBySlug(
   q: Queryable,
   slug: string,
-  opts: { forUpdate?: boolean } = {},
+  opts: { forUpdate?: boolean; forShare?: boolean } = {},
 ): Promise<Tenant | null> {
   const { rows } = await q.query<TenantRow & Record<string, unknown>>(
     `SELECT * FROM tenants WHERE slug = $1 ORDER BY (status <> 'offboarded') DESC, created_at DESC LIMIT 1
-     ${opts.forUpdate ? 'FOR UPDATE' : ''}`,
+     ${opts.forUpdate ? 'FOR UPDATE' : opts.forShare ? 'FOR SHARE' : ''}`,
     [slug],
   );
   return rows[0] ? toTenant(rows[0] as TenantRow) : null;

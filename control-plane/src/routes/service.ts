@@ -8,19 +8,25 @@ const serviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/healthz',
     {
       schema: {
-        summary: 'Liveness and database reachability',
+        summary: 'Liveness: the database answers and the connection pool is not wedged',
         tags: ['service'],
         response: { 200: Type.Object({ status: Type.Literal('ok'), target: Type.String() }), ...errors() },
       },
     },
     async () => {
       // Any failure here (refused, lost, out of connections) means "not healthy": 503, never 500.
-      await app.services.db.query('SELECT 1').catch((cause: unknown) => {
-        throw new TenantryError('DATABASE_UNAVAILABLE', 'the control-plane database is unreachable', {
-          retryable: true,
-          cause,
-        });
-      });
+      // A pool that cannot hand out a connection within its acquire timeout is wedged, and says so.
+      const h = await app.services.db.health();
+      if (!h.ok) {
+        const wedged = h.idle === 0 && h.waiting > 0;
+        throw new TenantryError(
+          'DATABASE_UNAVAILABLE',
+          wedged
+            ? `the control-plane connection pool is exhausted: ${h.total} connections held, ${h.waiting} callers waiting`
+            : 'the control-plane database is unreachable',
+          { retryable: true, context: { pool: { total: h.total, idle: h.idle, waiting: h.waiting } } },
+        );
+      }
       return { status: 'ok' as const, target: app.services.engine.target };
     },
   );

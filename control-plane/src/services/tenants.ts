@@ -465,24 +465,31 @@ export class TenantService {
     });
   }
 
-  /** Reads the connection descriptor; the read is audited in the same transaction, or not returned at all. */
+  /**
+   * Reads the connection descriptor, then audits the read; a descriptor whose audit record did not
+   * commit is not returned. The secret is read before the audit transaction opens, never inside
+   * it: the secret store shares the pool, and a transaction waiting on a second connection
+   * deadlocks once every connection is held by such a transaction. The audit transaction re-reads
+   * the tenant under a share lock and refuses if it changed meanwhile (a promotion's flip, an
+   * offboarding), so what is returned is what was audited.
+   */
   async connection(ctx: RequestContext, slug: string): Promise<ConnectionDescriptor> {
+    const tenant = this.servable(slug, await findTenantBySlug(this.db, slug));
+    const descriptor = await this.engine.connection({
+      id: tenant.id,
+      slug: tenant.slug,
+      tier: tenant.tier,
+      templateVersion: tenant.templateVersion,
+    });
     return this.db.tx(async (q) => {
-      const tenant = await findTenantBySlug(q, slug);
-      if (!tenant || tenant.status === 'offboarded')
-        throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
-      if (tenant.status !== 'active') {
+      const now = this.servable(slug, await findTenantBySlug(q, slug, { forShare: true }));
+      if (now.id !== tenant.id || now.tier !== tenant.tier || descriptor.tier !== now.tier) {
         throw new TenantryError(
-          'TENANT_NOT_ACTIVE',
-          `tenant ${slug} is ${tenant.status}; connections are served once it is active`,
+          'OPERATION_IN_PROGRESS',
+          `tenant ${slug} changed while its descriptor was read (a promotion or an offboarding); retry`,
+          { retryable: true },
         );
       }
-      const descriptor = await this.engine.connection({
-        id: tenant.id,
-        slug: tenant.slug,
-        tier: tenant.tier,
-        templateVersion: tenant.templateVersion,
-      });
       await appendAudit(q, {
         actor: ctx.actor,
         action: 'tenant.connection.read',
@@ -493,6 +500,19 @@ export class TenantService {
       });
       return descriptor;
     });
+  }
+
+  /** A tenant whose descriptor may be handed out; otherwise the reason it may not. */
+  private servable(slug: string, tenant: Tenant | null): Tenant {
+    if (!tenant) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+    if (tenant.status !== 'active') {
+      throw new TenantryError(
+        'TENANT_NOT_ACTIVE',
+        `tenant ${slug} is ${tenant.status}; connections are served only while it is active`,
+        { context: { status: tenant.status } },
+      );
+    }
+    return tenant;
   }
 
   async operation(id: string): Promise<Operation> {

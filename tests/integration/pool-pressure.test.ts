@@ -1,0 +1,140 @@
+import type { InjectOptions } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Db } from '../../control-plane/src/db/db.js';
+import { auth, onboard, rand, startStack, superQuery, type TestStack } from '../helpers/runtime.js';
+
+// A pool of 10, as in production, and 100 requests in flight at once on each route that opens a
+// transaction. Before the fix, ten descriptor reads each held a connection (the audit
+// transaction) while the secret store asked the same pool for an eleventh: every route, /healthz
+// included, hung for good.
+const POOL = 10;
+const N = 100;
+
+let s: TestStack;
+beforeAll(async () => {
+  s = await startStack({ TENANTRY_DB_POOL_SIZE: String(POOL) });
+});
+afterAll(async () => {
+  await s?.close();
+});
+
+type Inject = InjectOptions;
+
+/** Sends N requests at once; returns the status codes, with each 5xx body for the failure message. */
+async function burst(make: (i: number) => Inject): Promise<number[]> {
+  const res = await Promise.all(Array.from({ length: N }, (_, i) => s.app.inject(make(i))));
+  const fivexx = res.filter((r) => r.statusCode >= 500).map((r) => r.body);
+  expect(fivexx).toEqual([]);
+  return res.map((r) => r.statusCode);
+}
+
+async function healthy() {
+  const h = await s.app.inject({ method: 'GET', url: '/healthz' });
+  expect(h.statusCode).toBe(200);
+}
+
+describe('100 concurrent requests against a pool of 10', () => {
+  it('descriptor reads all complete, each audited', async () => {
+    const t = await onboard(s, 'bridge');
+    const codes = await burst(() => ({
+      method: 'GET',
+      url: `/v1/tenants/${t.slug}/connection`,
+      headers: auth(s.tokens.dataplane),
+    }));
+    expect(codes.every((c) => c === 200)).toBe(true);
+    const audited = await superQuery<{ n: number }>(
+      s.controlDb,
+      `SELECT count(*)::int AS n FROM audit_log WHERE action = 'tenant.connection.read' AND tenant_id = $1`,
+      [t.id],
+    );
+    expect(audited[0]!.n).toBe(N);
+    await healthy();
+  });
+
+  it('onboardings, promotions, offboardings, tokens, drift runs and policies all answer', async () => {
+    const tag = rand(3);
+    const created = await burst((i) => ({
+      method: 'POST',
+      url: '/v1/tenants',
+      headers: auth(s.tokens['sales-ops']),
+      payload: { slug: `pp-${tag}-${i}`, name: `pp ${i}`, tier: 'pool' },
+    }));
+    expect(created.every((c) => c === 202)).toBe(true);
+
+    const target = await onboard(s, 'pool');
+    // One promotion is accepted; the others find it in flight.
+    const promoted = await burst(() => ({
+      method: 'POST',
+      url: `/v1/tenants/${target.slug}/promotions`,
+      headers: auth(s.tokens.sre),
+      payload: { targetTier: 'bridge' },
+    }));
+    expect(promoted.filter((c) => c === 202)).toHaveLength(1);
+    expect(promoted.every((c) => c === 202 || c === 409)).toBe(true);
+
+    const gone = await onboard(s, 'pool');
+    const offboarded = await burst(() => ({
+      method: 'DELETE',
+      url: `/v1/tenants/${gone.slug}`,
+      headers: { ...auth(s.tokens.admin), confirm: gone.slug },
+    }));
+    expect(offboarded.filter((c) => c === 202)).toHaveLength(1);
+
+    const tokens = await burst((i) => ({
+      method: 'POST',
+      url: '/v1/tokens',
+      headers: auth(s.tokens.admin),
+      payload: { name: `pp-${tag}-${i}`, role: 'sales-ops' },
+    }));
+    expect(tokens.every((c) => c === 201)).toBe(true);
+
+    const runs = await burst(() => ({ method: 'POST', url: '/v1/drift-runs', headers: auth(s.tokens.sre) }));
+    // Each is queued or finds one queued (202), or is refused while one runs (409).
+    expect(runs.every((c) => c === 202 || c === 409)).toBe(true);
+
+    const policies = await burst(() => ({
+      method: 'PUT',
+      url: '/v1/drift-policies',
+      headers: auth(s.tokens.admin),
+      payload: { tier: 'bridge', mode: 'report', ignoreFields: [] },
+    }));
+    expect(policies.every((c) => c === 200)).toBe(true);
+    await healthy();
+  });
+});
+
+describe('Db', () => {
+  it('refuses a second connection from the pool a caller already holds, instead of deadlocking', async () => {
+    const db = new Db(
+      (s.runtime.services.db.pool as unknown as { options: { connectionString: string } }).options
+        .connectionString,
+      { max: 2, acquireTimeoutMs: 2000 },
+    );
+    try {
+      await expect(db.tx(async () => db.query('SELECT 1'))).rejects.toThrow(/second connection/);
+      await expect(db.tx(async () => db.tx(async () => 1))).rejects.toThrow(/second connection/);
+      // The relaxed pool is another pool: a transaction may use it.
+      expect(await db.tx(async () => (await db.relaxedQuery('SELECT 1 AS x')).rows[0])).toEqual({ x: 1 });
+      // Outside any transaction the pool is free again.
+      expect((await db.query('SELECT 1 AS x')).rows[0]).toEqual({ x: 1 });
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('a wedged pool is reported by /healthz as a 503 naming the exhaustion, never a hang', async () => {
+    const db = s.runtime.services.db;
+    // Hold every connection of the main pool (as ten stuck requests would).
+    const held = await Promise.all(Array.from({ length: POOL }, () => db.pool.connect()));
+    try {
+      const stack = s;
+      const h = await stack.app.inject({ method: 'GET', url: '/healthz' });
+      expect(h.statusCode).toBe(503);
+      expect(h.json().error.code).toBe('DATABASE_UNAVAILABLE');
+      expect(h.json().error.message).toMatch(/pool is exhausted/);
+    } finally {
+      for (const c of held) c.release();
+    }
+    await healthy();
+  });
+});
