@@ -186,6 +186,42 @@ interface Case {
 const superCount = async (db: string, sql: string, params: unknown[] = []) =>
   Number((await s.sql<{ n: string }>(db, sql, params))[0]?.n);
 
+let writes = 0;
+/**
+ * Freezes a tenant (its row in tenantry_meta.frozen_tenants, as a promotion would), tries a write
+ * with the tenant's own credentials, and lifts the freeze again: whether the guard refused it.
+ */
+async function frozenWriteRefused(slug: string, tier: 'pool' | 'bridge' | 'silo'): Promise<boolean> {
+  const db = tier === 'silo' ? obj(slug) : DATA;
+  const schema = tier === 'pool' ? 'pool' : tier === 'bridge' ? obj(slug) : 'app';
+  await s.sql(
+    db,
+    `INSERT INTO tenantry_meta.frozen_tenants (tenant_id, schema_name, reason) VALUES ($1, $2, 'promotion')`,
+    [ids[slug], schema],
+  );
+  try {
+    const c = await tenantClient(await connectionOf(s, slug));
+    try {
+      if (tier === 'pool') await c.query(`SELECT set_config('app.tenant_id', $1, false)`, [ids[slug]]);
+      await c.query(`INSERT INTO settings (tenant_id, key, value) VALUES ($1, $2, '1'::jsonb)`, [
+        ids[slug],
+        `frozen-write-${++writes}`,
+      ]);
+      return false;
+    } catch (e) {
+      if ((e as { code?: string }).code === '25006') return true;
+      throw e;
+    } finally {
+      await c.end();
+    }
+  } finally {
+    await s.sql(db, 'DELETE FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2', [
+      ids[slug],
+      schema,
+    ]);
+  }
+}
+
 const CASES: Case[] = [
   {
     what: 'a dropped bridge schema',
@@ -322,6 +358,70 @@ const CASES: Case[] = [
       field: 'freezeGuard',
       actual: [],
     },
+  },
+  {
+    what: "a bridge tenant's guards disabled (pg_restore --disable-triggers): a frozen write went through",
+    inject: async () => {
+      await s.sql(DATA, `ALTER TABLE ${obj(T.bridge)}.settings DISABLE TRIGGER USER`);
+      // The guard exists but does not fire: the freeze is silently bypassed.
+      expect(await frozenWriteRefused(T.bridge, 'bridge')).toBe(false);
+    },
+    expected: {
+      tenantSlug: T.bridge,
+      resource: 'table',
+      name: `${DATA}.${obj(T.bridge)}.settings`,
+      kind: 'changed',
+      field: 'freezeGuardEnabled:tenantry_freeze_guard',
+      desired: 'enabled',
+      actual: 'disabled',
+      category: 'isolation',
+    },
+    after: async () => expect(await frozenWriteRefused(T.bridge, 'bridge')).toBe(true),
+  },
+  {
+    what: "the pool tables' statement-level guards disabled",
+    inject: async () => {
+      await s.sql(DATA, 'ALTER TABLE pool.settings DISABLE TRIGGER USER');
+      expect(await frozenWriteRefused(T.pool, 'pool')).toBe(false);
+    },
+    expected: {
+      tenantId: null,
+      resource: 'table',
+      name: `${DATA}.pool.settings`,
+      kind: 'changed',
+      field: 'freezeGuardEnabled:tenantry_freeze_ins',
+      desired: 'enabled',
+      actual: 'disabled',
+      category: 'isolation',
+    },
+    after: async () => {
+      expect(
+        await superCount(
+          DATA,
+          `SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'pool.settings'::regclass
+              AND tgname LIKE 'tenantry\\_freeze%' AND tgenabled = 'O'`,
+        ),
+      ).toBe(3);
+      expect(await frozenWriteRefused(T.pool, 'pool')).toBe(true);
+    },
+  },
+  {
+    what: "a silo's guard made replica-only (it fires for no ordinary session)",
+    inject: async () => {
+      await s.sql(obj(T.silo), 'ALTER TABLE app.settings ENABLE REPLICA TRIGGER tenantry_freeze_guard');
+      expect(await frozenWriteRefused(T.silo, 'silo')).toBe(false);
+    },
+    expected: {
+      tenantSlug: T.silo,
+      resource: 'table',
+      name: `${obj(T.silo)}.app.settings`,
+      kind: 'changed',
+      field: 'freezeGuardEnabled:tenantry_freeze_guard',
+      desired: 'enabled',
+      actual: 'enabled replica',
+      category: 'isolation',
+    },
+    after: async () => expect(await frozenWriteRefused(T.silo, 'silo')).toBe(true),
   },
   {
     what: 'a freeze left standing on a bridge tenant (all its writes refused)',

@@ -168,10 +168,11 @@ describe('catalog parsing', () => {
         { oid: 16504, ns: 16420, name: 'hidden', kind: 'r', owner: 30, rls: false, forced: false, acl: null },
       ],
       triggers: [
-        { rel: 16500, name: 'tenantry_freeze_upd' },
-        { rel: 16500, name: 'RI_ConstraintTrigger_a_1' },
-        { rel: 16500, name: 'tenantry_freeze_del' },
-        { rel: 16503, name: 'tenantry_freeze_guard' },
+        { rel: 16500, name: 'tenantry_freeze_upd', enabled: 'D' },
+        { rel: 16500, name: 'RI_ConstraintTrigger_a_1', enabled: 'D' },
+        { rel: 16500, name: 'tenantry_freeze_del', enabled: 'O' },
+        { rel: 16503, name: 'tenantry_freeze_guard', enabled: 'R' },
+        { rel: 16502, name: 'tenantry_freeze_ins', enabled: 'O' },
       ],
       defaults: [
         { ns: 0, owner: 20, objtype: 'r', acl: ['=r/owner'] },
@@ -224,6 +225,8 @@ describe('catalog parsing', () => {
           { grantee: 'PUBLIC', privileges: ['SELECT'] },
         ],
         guards: ['tenantry_freeze_del', 'tenantry_freeze_upd'],
+        // Only the guards not as created, with their state; other triggers are not Tenantry's.
+        guardStates: { tenantry_freeze_upd: 'D' },
       },
       {
         schema: 'app',
@@ -232,7 +235,8 @@ describe('catalog parsing', () => {
         rlsEnabled: true,
         rlsForced: true,
         acl: null,
-        guards: [],
+        guards: ['tenantry_freeze_ins'],
+        guardStates: {},
       },
     ]);
     // Default privileges of named schemas only: not the global ones (namespace 0), not tenantry_meta's.

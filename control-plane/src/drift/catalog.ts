@@ -2,6 +2,14 @@ import pg from 'pg';
 import { FREEZE_TRIGGERS } from '../providers/postgres/freeze.js';
 import { literal, type Queryable } from '../providers/postgres/sql.js';
 
+/**
+ * The `pg_trigger.tgenabled` state of a freeze guard as freeze.ts creates it (a plain CREATE
+ * TRIGGER): 'O', it fires in every ordinary session but not under session_replication_role =
+ * replica, which the promotion's copy sets to write past the target placement's own freeze. 'D'
+ * (disabled) and 'R' (replica only) guards never fire for a tenant; 'A' (always) would refuse that copy.
+ */
+export const GUARD_ENABLED = 'O';
+
 const sqlArray = (xs: readonly string[], type = 'text') =>
   `ARRAY[${xs.map((x) => literal(x)).join(', ')}]::${type}[]`;
 
@@ -54,12 +62,19 @@ SELECT n.nspname AS name, n.nspowner AS owner, n.nspacl AS acl, NULL::int AS ver
   FROM pg_namespace n
  WHERE n.nspname LIKE 'tenant\\_%' OR n.nspname = ANY($1::text[])`;
 
-/** The shared database's tables: Tenantry's schemas, and any table a tenant or the pool role owns anywhere. */
+/**
+ * The shared database's tables: Tenantry's schemas, and any table a tenant or the pool role owns
+ * anywhere. With each, its freeze guards, and those of them not in the state freeze.ts creates them
+ * in (`tgenabled` 'O') as `name=state`: null for almost every table, so the check costs next to nothing.
+ */
 export const TABLES_SQL = `
 SELECT n.nspname AS schema, c.relname AS name, c.relowner AS owner, c.relrowsecurity AS rls,
-       c.relforcerowsecurity AS forced, c.relacl AS acl, g.guards
+       c.relforcerowsecurity AS forced, c.relacl AS acl, g.guards, g.guard_states
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN (SELECT tgrelid, array_agg(tgname ORDER BY tgname) AS guards FROM pg_trigger
+  LEFT JOIN (SELECT tgrelid, array_agg(tgname ORDER BY tgname) AS guards,
+                    array_agg(tgname::text || '=' || tgenabled::text ORDER BY tgname)
+                      FILTER (WHERE tgenabled <> ${literal(GUARD_ENABLED)}) AS guard_states
+               FROM pg_trigger
               WHERE tgname = ANY (${sqlArray(FREEZE_TRIGGERS.all, 'name')}) GROUP BY tgrelid) g ON g.tgrelid = c.oid
  WHERE c.relkind IN ('r', 'p')
    AND (n.nspname LIKE 'tenant\\_%' OR n.nspname = ANY($1::text[])
@@ -138,6 +153,13 @@ export interface ObservedTable {
   acl: AclEntry[] | null; // null: the default (owner only)
   /** The write-freeze guard triggers on it (sorted). */
   guards: string[];
+  /**
+   * Its guards whose `pg_trigger.tgenabled` is not GUARD_ENABLED, by name: 'D' (disabled, as
+   * `ALTER TABLE … DISABLE TRIGGER` or `pg_restore --disable-triggers` leave it), 'R' (fires only
+   * under session_replication_role = replica) or 'A' (fires always). Empty when every guard is as
+   * created.
+   */
+  guardStates: Readonly<Record<string, string>>;
 }
 
 export interface ObservedFreeze {
@@ -401,6 +423,8 @@ type TableRow = {
   forced: boolean;
   acl: string[] | null;
   guards: string[] | null;
+  /** `name=state` for each guard not in state GUARD_ENABLED; null when none. */
+  guard_states: string[] | null;
 };
 type FrozenRow = { tenant_id: string; schema: string; reason: string };
 type PolicyRow = {
@@ -485,6 +509,18 @@ export async function readDatabaseContents(
   };
 }
 
+const NO_GUARD_STATES: Readonly<Record<string, string>> = Object.freeze({});
+/** `name=state` items → name → state (one shared empty object for the usual table, all guards as created). */
+export function parseGuardStates(items: readonly string[] | null): Readonly<Record<string, string>> {
+  if (!items || items.length === 0) return NO_GUARD_STATES;
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.lastIndexOf('=');
+    if (eq > 0) out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
 /** A database's contents with its owners named (`roleName` maps every oid ownerOids lists). */
 export function resolveDatabase(
   c: DatabaseCatalog,
@@ -516,6 +552,7 @@ export function resolveDatabase(
       rlsForced: r.forced,
       acl: parseAcl(r.acl),
       guards: r.guards ?? [],
+      guardStates: parseGuardStates(r.guard_states),
     });
     out.tables.set(r.schema, list);
   }
@@ -555,7 +592,7 @@ const SILO_STATEMENTS = {
   // User relations only (a schema created after initdb has an oid >= 16384, FirstNormalObjectId).
   relations: `SELECT oid, relnamespace AS ns, relname AS name, relkind AS kind, relowner AS owner,
        relrowsecurity AS rls, relforcerowsecurity AS forced, relacl AS acl FROM pg_class WHERE relnamespace >= 16384`,
-  triggers: 'SELECT tgrelid AS rel, tgname AS name FROM pg_trigger',
+  triggers: 'SELECT tgrelid AS rel, tgname AS name, tgenabled AS enabled FROM pg_trigger',
   defaults: `SELECT defaclnamespace AS ns, defaclrole AS owner, defaclobjtype AS objtype, defaclacl AS acl
   FROM pg_default_acl`,
   versions: 'SELECT schema_name AS schema, version FROM tenantry_meta.schema_versions',
@@ -602,7 +639,8 @@ export interface SiloCatalog {
     forced: boolean;
     acl: string[] | null;
   }[];
-  triggers: { rel: number; name: string }[];
+  /** `enabled` is pg_trigger.tgenabled ('O', 'D', 'R' or 'A'); absent in older readings. */
+  triggers: { rel: number; name: string; enabled?: string }[];
   defaults: { ns: number; owner: number; objtype: string; acl: string[] | null }[];
   versions: { schema: string; version: number | null }[];
   frozen: FrozenRow[];
@@ -648,11 +686,17 @@ export function siloDatabase(c: SiloCatalog, schemas: string[]): DatabaseCatalog
   const nsName = new Map(c.namespaces.map((n) => [n.oid, n.name]));
   const version = new Map(c.versions.map((v) => [v.schema, v.version]));
   const guards = new Map<number, string[]>();
+  const states = new Map<number, string[]>();
   for (const t of c.triggers) {
     if (!GUARD_NAMES.has(t.name)) continue;
     const list = guards.get(t.rel);
     if (list) list.push(t.name);
     else guards.set(t.rel, [t.name]);
+    if (t.enabled !== undefined && t.enabled !== GUARD_ENABLED) {
+      const off = states.get(t.rel);
+      if (off) off.push(`${t.name}=${t.enabled}`);
+      else states.set(t.rel, [`${t.name}=${t.enabled}`]);
+    }
   }
   const tables: TableRow[] = [];
   for (const r of c.relations) {
@@ -667,6 +711,7 @@ export function siloDatabase(c: SiloCatalog, schemas: string[]): DatabaseCatalog
       forced,
       acl,
       guards: (guards.get(r.oid) ?? []).sort(byCodeUnit),
+      guard_states: states.get(r.oid)?.sort(byCodeUnit) ?? null,
     });
   }
   const defaults: DefaultRow[] = [];

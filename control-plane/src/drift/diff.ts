@@ -2,12 +2,13 @@ import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/na
 import type { Tier } from '../domain/tiers.js';
 import { FREEZE_TRIGGERS } from '../providers/postgres/freeze.js';
 import type { RoleLimits } from '../providers/postgres/types.js';
-import type {
-  AclEntry,
-  ObservedDatabaseContents,
-  ObservedFleet,
-  ObservedRole,
-  ObservedTable,
+import {
+  type AclEntry,
+  GUARD_ENABLED,
+  type ObservedDatabaseContents,
+  type ObservedFleet,
+  type ObservedRole,
+  type ObservedTable,
 } from './catalog.js';
 import type { DetectInput, DriftCategory, DriftKind, DriftResource, DriftValue, Finding } from './types.js';
 
@@ -42,6 +43,13 @@ const sameList = (a: readonly string[], b: readonly string[]) => {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+};
+/** pg_trigger.tgenabled as the ALTER TABLE clause that sets it. */
+const GUARD_STATE_NAMES: Record<string, string> = {
+  O: 'enabled',
+  D: 'disabled',
+  R: 'enabled replica',
+  A: 'enabled always',
 };
 const SHARED_GUARDS = [...FREEZE_TRIGGERS.shared].sort();
 const PRIVATE_GUARDS = [...FREEZE_TRIGGERS.private].sort();
@@ -232,6 +240,21 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       const guards = rls ? SHARED_GUARDS : PRIVATE_GUARDS;
       if (!sameList(t.guards, guards))
         push(o, 'table', tname, 'changed', 'freezeGuard', guards, t.guards, 'isolation');
+      // A guard that exists but does not fire is as good as dropped; an 'A' (always) one would
+      // refuse a promotion's copy into this placement instead.
+      for (const g in t.guardStates) {
+        const state = t.guardStates[g] as string;
+        push(
+          o,
+          'table',
+          tname,
+          'changed',
+          `freezeGuardEnabled:${g}`,
+          GUARD_STATE_NAMES[GUARD_ENABLED] as string,
+          GUARD_STATE_NAMES[state] ?? state,
+          state === 'A' ? 'state' : 'isolation',
+        );
+      }
     }
   };
 

@@ -28,6 +28,7 @@ import {
 import { lockDatabaseAcl } from '../providers/postgres/sql.js';
 import {
   type DatabaseCatalog,
+  GUARD_ENABLED,
   type ObservedDatabaseContents,
   type ObservedFleet,
   type RolesRead,
@@ -446,6 +447,9 @@ export class LocalDriftRemediator implements DriftRemediator {
         run: () => onDb((db) => ensureFreezeTriggers(db, schema, { owner: n.ownerRole })),
       });
     }
+    const offGuards = fs.filter(isGuardOff);
+    if (offGuards.length > 0)
+      steps.push({ name: 'enable-guards', run: () => onDb((db) => enableGuards(db, offGuards)) });
     if (hasField(fs, 'freeze'))
       steps.push({ name: 'unfreeze', run: () => onDb((db) => unfreezeSchema(db, schema)) });
     const grantFindings = fs.filter(
@@ -527,10 +531,13 @@ export class LocalDriftRemediator implements DriftRemediator {
       });
     }
     const poolPrefix = `${n.database}.${n.poolSchema}`;
+    const inPool = (f: Finding) => f.name === poolPrefix || f.name.startsWith(`${poolPrefix}.`);
+    const poolGuardsOff = fs.filter((f) => isGuardOff(f) && inPool(f));
     const poolObjects = fs.filter(
       (f) =>
         ['schema', 'table', 'policy', 'default-privileges'].includes(f.resource) &&
-        (f.name === poolPrefix || f.name.startsWith(`${poolPrefix}.`)),
+        inPool(f) &&
+        !isGuardOff(f),
     );
     const dataDb = fs.filter((f) => f.resource === 'database' && f.name === n.database);
     if (poolObjects.length > 0 || dataDb.some((f) => f.kind === 'missing')) {
@@ -557,6 +564,13 @@ export class LocalDriftRemediator implements DriftRemediator {
               template: this.template,
             });
           }),
+      });
+    }
+    if (poolGuardsOff.length > 0) {
+      // After the pool step, which re-creates a dropped guard (enabled, as created).
+      steps.push({
+        name: 'enable-guards',
+        run: () => this.dp.withData((db) => enableGuards(db, poolGuardsOff)),
       });
     }
     if (dataDb.some((f) => f.kind === 'unexpected' && granteeOf(f.field) === 'PUBLIC')) {
@@ -610,6 +624,43 @@ export class LocalDriftRemediator implements DriftRemediator {
       });
     }
     return steps;
+  }
+}
+
+const GUARD_OFF = 'freezeGuardEnabled:';
+/** The ALTER TABLE clause that puts a trigger in GUARD_ENABLED's state. */
+const ENABLE_CLAUSE = ({ O: 'ENABLE', A: 'ENABLE ALWAYS', R: 'ENABLE REPLICA' } as Record<string, string>)[
+  GUARD_ENABLED
+] as string;
+const isGuardOff = (f: Finding) => f.resource === 'table' && f.field.startsWith(GUARD_OFF);
+
+/**
+ * Re-enables freeze guards found not firing (disabled, replica-only, or always), back to the state
+ * freeze.ts creates them in (`ENABLE TRIGGER`: 'O'). Each table in its own short transaction, like
+ * ensureFreezeTriggers, and only the guards still off: the step is idempotent, and a guard dropped
+ * meanwhile is the freezeGuard finding's business.
+ */
+async function enableGuards(db: Queryable, findings: Finding[]): Promise<void> {
+  const byTable = new Map<string, { schema: string; table: string; triggers: string[] }>();
+  for (const f of findings) {
+    const [, schema, table] = f.name.split('.');
+    if (!schema || !table) continue;
+    const key = `${schema}.${table}`;
+    const t = byTable.get(key) ?? { schema, table, triggers: [] };
+    t.triggers.push(f.field.slice(GUARD_OFF.length));
+    byTable.set(key, t);
+  }
+  for (const { schema, table, triggers } of byTable.values()) {
+    const q = `${ident(schema)}.${ident(table)}`;
+    await inTransaction(db, async () => {
+      await db.query(`SET LOCAL lock_timeout = '5s'`);
+      const { rows } = await db.query<{ name: string }>(
+        `SELECT tgname AS name FROM pg_trigger
+          WHERE tgrelid = to_regclass($1) AND tgname = ANY ($2::text[]) AND tgenabled <> $3`,
+        [q, triggers, GUARD_ENABLED],
+      );
+      for (const r of rows) await db.query(`ALTER TABLE ${q} ${ENABLE_CLAUSE} TRIGGER ${ident(r.name)}`);
+    });
   }
 }
 
