@@ -5,12 +5,16 @@ import path from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import pg from 'pg';
 import pino from 'pino';
+import { Registry } from 'prom-client';
 import app, { serverOptions } from '../../control-plane/src/app.js';
 import { type Config, loadConfig } from '../../control-plane/src/config.js';
 import { createToken } from '../../control-plane/src/db/tokens.js';
 import type { Role } from '../../control-plane/src/domain/auth.js';
+import { registerLocalDrift } from '../../control-plane/src/drift/index.js';
 import type { DriftService } from '../../control-plane/src/drift/service.js';
+import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
 import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
+import { loadTemplates } from '../../control-plane/src/templates.js';
 import { auth, connectionOf, tenantClient } from '../helpers/runtime.js';
 
 export { auth, connectionOf, onboard, tenantClient, waitForOperation } from '../helpers/runtime.js';
@@ -96,6 +100,29 @@ export async function startDriftStack(env: Record<string, string> = {}): Promise
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A second drift wiring over the stack's control and data plane, with options of its own (a short
+ * remediation wait, say). Its sweeps take the same lock as the stack's; the stack's worker runs the
+ * reconcile operations they queue.
+ */
+export function extraDrift(
+  s: DriftStack,
+  opts: { remediationTimeoutMs?: number } = {},
+): { drift: DriftService; close(): Promise<void> } {
+  const db = s.runtime.services.db;
+  const handle = registerLocalDrift({
+    db,
+    log: pino({ level: 'silent' }),
+    registry: new Registry(),
+    schedule: null,
+    dataplaneUrl: s.adminUrl(s.dataDb),
+    keys: new LocalKeyStore(db, loadRootKey(s.config.dataDir)),
+    templates: loadTemplates('templates'),
+    ...opts,
+  });
+  return { drift: handle.service, close: () => handle.close() };
 }
 
 /** Submits an onboarding without waiting for it (the in-flight drift test). */

@@ -9,10 +9,12 @@ import {
   auth,
   connectionOf,
   type DriftStack,
+  extraDrift,
   onboard,
   startDriftStack,
   tenantCanQuery,
   tenantClient,
+  waitForOperation,
 } from './drift-helpers.js';
 
 /**
@@ -799,6 +801,61 @@ describe('remediate mode', () => {
     await c.after?.();
     const again = await sweep();
     expect(again.findings).toEqual([]);
+  });
+});
+
+describe('remediation bookkeeping', () => {
+  it("names a finding's reconcile operation as soon as it is created, while it still runs", async () => {
+    const role = obj(T.bridge2);
+    const before = await roleLimit(role);
+    // A sweep that stops waiting for its repairs at once.
+    const extra = extraDrift(s, { remediationTimeoutMs: 1 });
+    // Holds the role's catalog row: the reconcile's ALTER ROLE waits until this transaction ends,
+    // so the operation is still in flight when the sweep records it.
+    const blocker = new pg.Client({ connectionString: s.adminUrl('postgres') });
+    await blocker.connect();
+    let operationId: string | null | undefined;
+    await setPolicy({ mode: 'remediate' });
+    try {
+      await s.sql('postgres', `ALTER ROLE ${role} CONNECTION LIMIT 5`);
+      await blocker.query('BEGIN');
+      await blocker.query(`ALTER ROLE ${role} CONNECTION LIMIT 6`);
+      const r = await extra.drift.runNow();
+      if (!r) throw new Error('sweep did not run');
+      const rec = r.run.remediation.find((x) => x.tenantSlug === T.bridge2);
+      expect(rec).toMatchObject({ status: 'in-progress', operationId: expect.stringMatching(/^op_/) });
+      operationId = rec?.operationId;
+      const run = await s.app.inject({
+        method: 'GET',
+        url: `/v1/drift-runs/${r.run.id}`,
+        headers: auth(s.tokens.sre),
+      });
+      expect(run.json().findings).toEqual([
+        expect.objectContaining({
+          tenantSlug: T.bridge2,
+          field: 'connectionLimit',
+          resolution: 'open',
+          operationId,
+        }),
+      ]);
+      const mine = await s.app.inject({
+        method: 'GET',
+        url: `/v1/tenants/${T.bridge2}/drift`,
+        headers: auth(s.tokens['sales-ops']),
+      });
+      expect(mine.json().findings).toEqual([
+        expect.objectContaining({ field: 'connectionLimit', operationId }),
+      ]);
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => undefined);
+      await blocker.end();
+      await extra.close();
+    }
+    // Released, the operation repairs the limit.
+    expect((await waitForOperation(s, operationId as string)).status).toBe('succeeded');
+    expect(await roleLimit(role)).toBe(before);
+    await setPolicy({ mode: 'report' });
+    expect((await sweep()).findings).toEqual([]);
   });
 });
 

@@ -189,6 +189,24 @@ export async function insertFindings(q: Queryable, runId: string, findings: Find
   );
 }
 
+/**
+ * Names the operation that acts on these findings (by their 1-based position in the run): called in
+ * the transaction that creates it, so a finding never lacks the operation the run lists for it.
+ */
+export async function assignOperation(
+  q: Queryable,
+  runId: string,
+  seqs: number[],
+  operationId: string,
+): Promise<void> {
+  if (seqs.length === 0) return;
+  await q.query('UPDATE drift_findings SET operation_id = $3 WHERE run_id = $1 AND seq = ANY ($2::int[])', [
+    runId,
+    seqs,
+    operationId,
+  ]);
+}
+
 /** Marks findings (by their 1-based position in the run) as repaired or unrepaired by an operation. */
 export async function resolveFindings(
   q: Queryable,

@@ -9,6 +9,7 @@ import { safeMessage } from '../worker/executor.js';
 import type { DriftMetrics } from './metrics.js';
 import { isIgnored, PolicyBook } from './policy.js';
 import {
+  assignOperation,
   claimQueuedRun,
   type DriftRun,
   failInterruptedRuns,
@@ -316,7 +317,14 @@ export class DriftSweeper {
         out.push(await this.remediatePlatform(g, plan, runId, log));
         continue;
       }
-      const operationId = await this.startOperation(g.tenant, plan, findings, since, runId);
+      const operationId = await this.startOperation(
+        g.tenant,
+        plan,
+        findings,
+        g.items.map((x) => x.seq),
+        since,
+        runId,
+      );
       const s: Started = operationId
         ? { group: g, operationId, steps: plan, status: 'queued' }
         : {
@@ -387,11 +395,14 @@ export class DriftSweeper {
    * Inserts a queued `reconcile` operation, its job and its audit record, in one transaction. The
    * partial unique index refuses it if the tenant has an operation in flight; it is also refused if
    * one was created or finished since the sweep began (the observation may predate its changes).
+   * The findings it acts on (`seqs`) name it in the same transaction: a run that lists the operation
+   * never shows them without it, however the operation or the sweep ends.
    */
   private async startOperation(
     t: TenantRecord,
     plan: string[],
     findings: Finding[],
+    seqs: number[],
     since: Date,
     runId: string,
   ): Promise<string | null> {
@@ -413,6 +424,7 @@ export class DriftSweeper {
           [id, t.id, JSON.stringify(steps), JSON.stringify({ driftRunId: runId, findings }), since],
         );
         if (!rowCount) return null;
+        await assignOperation(q, runId, seqs, id);
         await enqueueOperationJob(q, id, this.opts.maxAttempts ?? 8);
         await appendAudit(q, {
           actor: ACTOR,
