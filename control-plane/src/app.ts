@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import AjvCompiler from '@fastify/ajv-compiler';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -9,7 +10,7 @@ import type { Engine } from './domain/ports.js';
 import type { DriftService } from './drift/service.js';
 import type { Metrics } from './metrics.js';
 import authPlugin, { type TokenCache } from './plugins/auth.js';
-import errorsPlugin from './plugins/errors.js';
+import errorsPlugin, { replyWithError } from './plugins/errors.js';
 import auditRoutes from './routes/audit.js';
 import driftRoutes from './routes/drift.js';
 import operationRoutes from './routes/operations.js';
@@ -39,23 +40,74 @@ declare module 'fastify' {
 
 export const API_VERSION = '0.1.0';
 
+const ajvOptions = { removeAdditional: false, useDefaults: true, allErrors: false } as const;
+const ajvCompilers = AjvCompiler();
+
 /**
- * Server options every Tenantry Fastify instance uses (server.ts and tests alike): unknown
- * body fields are rejected rather than silently dropped, and request ids are UUIDs.
+ * Ajv coerces a string to a number and skips every numeric keyword (minimum, maximum, format) for a
+ * number that is not finite, so `?limit=Infinity` or `?limit=1e400` would pass any bounds as Infinity.
+ * A coerced part (query string, params, headers: all flat) is refused when it holds one.
+ */
+function nonFinite(data: unknown): string | null {
+  if (!data || typeof data !== 'object') return null;
+  for (const [k, v] of Object.entries(data)) {
+    const values: unknown[] = Array.isArray(v) ? v : [v];
+    if (values.some((x) => typeof x === 'number' && !Number.isFinite(x))) return k;
+  }
+  return null;
+}
+
+type RouteValidator = ((data: unknown, ctx?: unknown) => boolean) & {
+  errors?: unknown[] | null;
+  schemaEnv?: unknown;
+};
+
+/**
+ * One Ajv per kind of input, Fastify's documented way (a validator compiler choosing by httpPart).
+ * Bodies are JSON, validated as sent: `"name": 12345` or `["x"]` is refused, never coerced to a string.
+ * Query strings, path parameters and headers arrive as text, so they coerce ('array': a parameter
+ * given once where an array is expected). Both keep unknown body fields an error and apply defaults.
+ */
+const buildValidator: AjvCompiler.BuildCompilerFromPool = (externalSchemas, options) => {
+  const build = (coerceTypes: false | 'array') =>
+    ajvCompilers(externalSchemas, {
+      plugins: options?.plugins ?? [],
+      customOptions: { ...ajvOptions, coerceTypes },
+    }) as unknown as (route: { httpPart?: string }) => RouteValidator;
+  const strict = build(false);
+  const coercing = build('array');
+  return ((route: { httpPart?: string }) => {
+    if (route.httpPart === 'body') return strict(route);
+    const validate = coercing(route);
+    const checked: RouteValidator = (data, ctx) => {
+      const ok = validate(data, ctx);
+      checked.errors = validate.errors ?? null;
+      if (!ok) return false;
+      const key = nonFinite(data);
+      if (key === null) return true;
+      checked.errors = [
+        { keyword: 'type', instancePath: `/${key}`, schemaPath: '', params: {}, message: 'must be finite' },
+      ];
+      return false;
+    };
+    // Fastify passes the parent when Ajv needs it to coerce a root value.
+    checked.schemaEnv = validate.schemaEnv;
+    return checked;
+  }) as unknown as ReturnType<AjvCompiler.BuildCompilerFromPool>;
+};
+
+/**
+ * Server options every Tenantry Fastify instance uses (server.ts and tests alike): strict bodies and
+ * coercing query strings (above), unknown body fields rejected rather than silently dropped, request
+ * ids as UUIDs, and Fastify's own routing errors in the API's error shape.
  */
 export const serverOptions = {
   bodyLimit: 64 * 1024,
   genReqId: () => randomUUID(),
   requestIdHeader: false as const,
   return503OnClosing: true,
-  ajv: {
-    customOptions: {
-      removeAdditional: false as const,
-      coerceTypes: 'array' as const,
-      useDefaults: true,
-      allErrors: false,
-    },
-  },
+  schemaController: { compilersFactory: { buildValidator } },
+  frameworkErrors: replyWithError,
 };
 
 /**

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { ERROR_CODES, type ErrorCode } from '../../control-plane/src/domain/errors.js';
-import { httpStatusFor, isDatabaseUnavailable } from '../../control-plane/src/http/errors.js';
+import {
+  httpStatusFor,
+  isDatabaseUnavailable,
+  isInvalidInput,
+  validationMessage,
+} from '../../control-plane/src/http/errors.js';
+import { PRINTABLE } from '../../control-plane/src/routes/schemas.js';
 
 /** Pins the one error-code → HTTP status map. Changing a status is an API change: update this table on purpose. */
 const EXPECTED: Record<ErrorCode, number> = {
@@ -64,5 +70,105 @@ describe('database unavailability (mapped to 503 DATABASE_UNAVAILABLE)', () => {
     ['a non-error', 'ECONNREFUSED'],
   ])('does not mistake %s for it', (_label, e) => {
     expect(isDatabaseUnavailable(e)).toBe(false);
+  });
+});
+
+describe('a value the database refused (mapped to 400 VALIDATION_FAILED)', () => {
+  // What pg's DatabaseError carries: a SQLSTATE code and a severity.
+  const pgErr = (code: string) => Object.assign(new Error('x'), { code, severity: 'ERROR' });
+  it.each([
+    ['a NUL in text', '22021'],
+    ['an untranslatable character', '22P05'],
+    ['a number out of range', '22003'],
+    ['a malformed number or uuid', '22P02'],
+    ['a malformed date', '22007'],
+    ['a date out of range', '22008'],
+    ['a string too long for its column', '22001'],
+  ])('recognises %s (%s)', (_label, code) => {
+    expect(isInvalidInput(pgErr(code))).toBe(true);
+  });
+  it.each([
+    ['a unique violation', pgErr('23505')],
+    ['a division by zero (our own arithmetic)', pgErr('22012')],
+    ['a connection failure', pgErr('08006')],
+    ['an error that is not from Postgres', Object.assign(new Error('x'), { code: '22021' })],
+    ['a non-error', '22021'],
+  ])('does not mistake %s for it', (_label, e) => {
+    expect(isInvalidInput(e)).toBe(false);
+  });
+});
+
+describe('validation messages', () => {
+  const constErr = (path: string, v: unknown) => ({
+    keyword: 'const',
+    instancePath: path,
+    params: { allowedValue: v },
+    message: 'must be equal to constant',
+  });
+  const anyOf = (path: string) => ({
+    keyword: 'anyOf',
+    instancePath: path,
+    params: {},
+    message: 'must match a schema in anyOf',
+  });
+  it('names the allowed values of a union of literals', () => {
+    const errs = [...['pool', 'bridge', 'silo', 'account'].map((t) => constErr('/tier', t)), anyOf('/tier')];
+    expect(validationMessage('body', errs)).toBe('body/tier must be one of pool, bridge, silo, account');
+  });
+  it('counts a null branch among the allowed values', () => {
+    const errs = [
+      constErr('/mode', 'report'),
+      constErr('/mode', 'remediate'),
+      { keyword: 'type', instancePath: '/mode', params: { type: 'null' }, message: 'must be null' },
+      anyOf('/mode'),
+    ];
+    expect(validationMessage('body', errs)).toBe('body/mode must be one of report, remediate, null');
+  });
+  it('names the values of an enum', () => {
+    const errs = [
+      {
+        keyword: 'enum',
+        instancePath: '/kind',
+        params: { allowedValues: ['a', 'b'] },
+        message: 'must be equal to one of the allowed values',
+      },
+    ];
+    expect(validationMessage('querystring', errs)).toBe('querystring/kind must be one of a, b');
+  });
+  it('says a string may not hold control characters instead of quoting the pattern', () => {
+    const errs = [
+      {
+        keyword: 'pattern',
+        instancePath: '/name',
+        params: { pattern: PRINTABLE },
+        message: `must match pattern "${PRINTABLE}"`,
+      },
+    ];
+    expect(validationMessage('body', errs)).toBe('body/name must not contain control characters');
+  });
+  it("keeps Ajv's message for anything else, prefixed with where the field is", () => {
+    const errs = [
+      { keyword: 'type', instancePath: '/name', params: { type: 'string' }, message: 'must be string' },
+    ];
+    expect(validationMessage('body', errs)).toBe('body/name must be string');
+    const missing = [
+      {
+        keyword: 'required',
+        instancePath: '',
+        params: { missingProperty: 'name' },
+        message: "must have required property 'name'",
+      },
+    ];
+    expect(validationMessage('body', missing)).toBe("body must have required property 'name'");
+  });
+  it('does not read a union with other branches as an enumeration', () => {
+    const errs = [
+      constErr('/v', 'x'),
+      { keyword: 'type', instancePath: '/v', params: { type: 'integer' }, message: 'must be integer' },
+      anyOf('/v'),
+    ];
+    expect(validationMessage('body', errs)).toBe(
+      'body/v must be equal to constant, body/v must be integer, body/v must match a schema in anyOf',
+    );
   });
 });

@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox';
 import { findTenantById, findTenantBySlug, listAudit } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import type { Tenant } from '../domain/tenant.js';
-import { errors, Slug, security, TenantStatusT } from './schemas.js';
+import { errors, MAX_ID, Slug, security, TenantStatusT, Uuid } from './schemas.js';
 
 const AuditRecord = Type.Object({
   id: Type.Integer(),
@@ -44,10 +44,14 @@ const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
         security,
         querystring: Type.Object({
           tenant: Type.Optional(Slug),
-          tenantId: Type.Optional(Type.String({ format: 'uuid' })),
+          tenantId: Type.Optional(Uuid),
           limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
           after: Type.Optional(
-            Type.Integer({ minimum: 0, description: 'return records with id greater than this' }),
+            Type.Integer({
+              minimum: 0,
+              maximum: MAX_ID,
+              description: 'return records with id greater than this',
+            }),
           ),
         }),
         response: {

@@ -1,4 +1,4 @@
-import { type Static, Type } from '@sinclair/typebox';
+import { type Static, type StringOptions, Type } from '@sinclair/typebox';
 import { ERROR_CODES } from '../domain/errors.js';
 import { SLUG_PATTERN } from '../domain/naming.js';
 
@@ -21,6 +21,35 @@ export type ErrorBodyT = Static<typeof ErrorBody>;
  */
 export const errors = (...codes: number[]) =>
   Object.fromEntries([...new Set([...codes, 500, 503])].map((c) => [c, ErrorBody]));
+
+/**
+ * A string with no control characters: no C0 control (NUL among them, which Postgres refuses in text
+ * with 22021), no DEL and no C1 control (terminal escapes would reach the CLI's tables and the logs).
+ */
+export const PRINTABLE = '^[^\\u0000-\\u001F\\u007F-\\u009F]*$';
+
+/**
+ * Free text the API accepts (a name, a plan, a header value): bounded and printable. Every input string
+ * without a stricter pattern or format of its own is one of these; tests/integration/hostile-input.test.ts
+ * checks every input string of the OpenAPI document for it.
+ */
+export const Text = (opts: StringOptions & { maxLength: number }) =>
+  Type.String({ ...opts, pattern: PRINTABLE });
+
+/**
+ * A UUID as Postgres' uuid type reads it. The `uuid` format alone also takes a `urn:uuid:` prefix,
+ * which Postgres refuses (22P02).
+ */
+export const Uuid = Type.String({
+  format: 'uuid',
+  pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$',
+});
+
+/**
+ * An id the API hands out as a JSON number (audit records): a bigint column, bounded to what a
+ * JSON number holds exactly.
+ */
+export const MAX_ID = Number.MAX_SAFE_INTEGER;
 
 export const TierT = Type.Union([
   Type.Literal('pool'),

@@ -3,16 +3,16 @@ import { type Static, Type } from '@sinclair/typebox';
 import { decodeCursor, listTenants } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import { actorOf } from '../plugins/auth.js';
-import { Accepted, errors, Slug, security, TenantSchema, TenantStatusT, TierT } from './schemas.js';
+import { Accepted, errors, Slug, security, TenantSchema, TenantStatusT, Text, TierT } from './schemas.js';
 
 export const CreateTenantBody = Type.Object(
   {
     slug: Slug,
-    name: Type.String({ minLength: 1, maxLength: 200 }),
+    name: Text({ minLength: 1, maxLength: 200 }),
     tier: TierT,
     region: Type.Optional(Type.String({ pattern: '^[a-z]{2}(-[a-z]+)+-\\d$', maxLength: 30 })),
-    plan: Type.Optional(Type.String({ minLength: 1, maxLength: 60 })),
-    contactEmail: Type.Optional(Type.String({ format: 'email', maxLength: 254 })),
+    plan: Type.Optional(Text({ minLength: 1, maxLength: 60 })),
+    contactEmail: Type.Optional(Text({ format: 'email', maxLength: 254 })),
   },
   { additionalProperties: false },
 );
@@ -47,7 +47,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['tenants'],
         security,
         headers: Type.Object({
-          'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+          'idempotency-key': Type.Optional(Text({ minLength: 1, maxLength: 200 })),
         }),
         body: CreateTenantBody,
         response: { 202: Accepted, ...errors(400, 401, 403, 409, 422) },
@@ -76,7 +76,13 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
           tier: Type.Optional(TierT),
           status: Type.Optional(TenantStatusT),
           limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
-          cursor: Type.Optional(Type.String({ maxLength: 200 })),
+          cursor: Type.Optional(
+            Type.String({
+              pattern: '^[A-Za-z0-9_-]+$',
+              maxLength: 200,
+              description: 'the nextCursor of the previous page',
+            }),
+          ),
         }),
         response: {
           200: Type.Object({
@@ -143,7 +149,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['tenants'],
         security,
         params: SlugParams,
-        headers: Type.Object({ confirm: Type.Optional(Type.String({ maxLength: 100 })) }),
+        headers: Type.Object({ confirm: Type.Optional(Text({ maxLength: 100 })) }),
         response: { 202: Accepted, ...errors(400, 401, 403, 404, 409, 422) },
       },
     },

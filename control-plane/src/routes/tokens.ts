@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { ROLES } from '../domain/auth.js';
 import { actorOf } from '../plugins/auth.js';
-import { errors, security } from './schemas.js';
+import { errors, security, Text } from './schemas.js';
 
 const RoleT = Type.Union(ROLES.map((r) => Type.Literal(r)));
 const TokenInfo = Type.Object({
@@ -25,7 +25,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['tokens'],
         security,
         body: Type.Object(
-          { name: Type.String({ minLength: 1, maxLength: 100 }), role: RoleT },
+          { name: Text({ minLength: 1, maxLength: 100 }), role: RoleT },
           { additionalProperties: false },
         ),
         response: { 201: Type.Object({ token: Type.String(), info: TokenInfo }), ...errors(400, 401, 403) },
