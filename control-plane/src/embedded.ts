@@ -22,6 +22,11 @@ export interface EmbeddedServer {
   /** The Unix socket's directory when one was asked for and its path fits, else null. */
   socketDir: string | null;
   stop(): Promise<void>;
+  /**
+   * Synchronous last resort (a shutdown past its deadline, or the process exiting): asks the
+   * postmaster for a fast shutdown, which it completes on its own after we are gone.
+   */
+  kill(): void;
 }
 
 export interface EmbeddedOptions {
@@ -256,6 +261,15 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedServ
     socketDir,
     stop: async () => {
       await pg.stop();
+      unlock();
+    },
+    kill: () => {
+      try {
+        const pid = Number(fs.readFileSync(path.join(pgDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+        if (Number.isInteger(pid) && pid > 0 && alive(pid)) process.kill(pid, 'SIGINT');
+      } catch {
+        // no pid file: postgres is not running
+      }
       unlock();
     },
   };

@@ -25,6 +25,8 @@ export interface Runtime {
   /** Set only on the first start without TENANTRY_ADMIN_TOKEN: shown once, never stored in clear. */
   generatedAdminToken: string | undefined;
   close(): Promise<void>;
+  /** Synchronous: stops what must not outlive the process (the embedded Postgres) without waiting. */
+  kill(): void;
 }
 
 const CONTROL_DB = 'tenantry';
@@ -222,6 +224,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       executor,
       generatedAdminToken,
       close,
+      kill: () => embedded?.kill(),
     };
   } catch (e) {
     await close();

@@ -28,11 +28,20 @@ async function main(): Promise<void> {
   await server.register(app, { services: runtime.services });
 
   let stopping = false;
-  const shutdown = async (signal: string) => {
+  const shutdown = async (reason: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'shutting down: closing the API, stopping the worker, then Postgres');
-    const force = setTimeout(() => process.exit(1), 20_000);
+    log.info({ reason }, 'shutting down: closing the API, stopping the worker, then Postgres');
+    // The deadline: whatever is still pending then (a request, a step, a stream), Postgres is
+    // stopped and the process exits. Nothing we started outlives us.
+    const force = setTimeout(() => {
+      log.error(
+        { reason, timeoutMs: config.shutdownTimeoutMs },
+        'shutdown deadline passed: stopping Postgres and exiting',
+      );
+      runtime.kill();
+      process.exit(1);
+    }, config.shutdownTimeoutMs);
     force.unref();
     await server.close().catch(() => undefined);
     await runtime.close();
@@ -44,6 +53,16 @@ async function main(): Promise<void> {
   process.removeAllListeners('SIGINT');
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGHUP', () => void shutdown('SIGHUP'));
+  // Any other way out (an uncaught error, process.exit elsewhere): Postgres still stops.
+  process.on('exit', () => runtime.kill());
+  // `npm start` execs node, so npm's signals reach us; if our parent dies without one (npm
+  // killed with -9, a closed terminal), we are re-parented: stop rather than run on as an orphan.
+  const parent = process.ppid;
+  const orphanWatch = setInterval(() => {
+    if (process.ppid !== parent) void shutdown('parent process exited');
+  }, 1000);
+  orphanWatch.unref();
 
   if (config.role !== 'worker') {
     await server.listen({ port: config.port, host: config.host });

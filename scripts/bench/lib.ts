@@ -30,7 +30,11 @@ export interface ControlPlane {
 /** `npm start`'s arguments to node, read from package.json, so a benchmark runs what users run. */
 function startArgs(): string[] {
   const pkg = JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, '../../package.json'), 'utf8'));
-  const [cmd, ...args] = String(pkg.scripts.start).trim().split(/\s+/);
+  // `exec` makes node the process npm signals (without it, SIGTERM to npm never reaches node).
+  const [cmd, ...args] = String(pkg.scripts.start)
+    .trim()
+    .replace(/^exec\s+/, '')
+    .split(/\s+/);
   if (cmd !== 'node') throw new Error(`npm start is expected to run node, not ${cmd}`);
   return args;
 }
