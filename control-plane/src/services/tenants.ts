@@ -470,7 +470,7 @@ export class TenantService {
    * commit is not returned. The secret is read before the audit transaction opens, never inside
    * it: the secret store shares the pool, and a transaction waiting on a second connection
    * deadlocks once every connection is held by such a transaction. The audit transaction re-reads
-   * the tenant under a share lock and refuses if it changed meanwhile (a promotion's flip, an
+   * the tenant under a share lock and refuses one that stopped being servable meanwhile (an
    * offboarding), so what is returned is what was audited.
    */
   async connection(ctx: RequestContext, slug: string): Promise<ConnectionDescriptor> {
@@ -483,10 +483,12 @@ export class TenantService {
     });
     return this.db.tx(async (q) => {
       const now = this.servable(slug, await findTenantBySlug(q, slug, { forShare: true }));
-      if (now.id !== tenant.id || now.tier !== tenant.tier || descriptor.tier !== now.tier) {
+      // The secret is the routing authority (a promotion flips it before the tenant row says so);
+      // what matters here is that the tenant read is still the one being served.
+      if (now.id !== tenant.id) {
         throw new TenantryError(
           'OPERATION_IN_PROGRESS',
-          `tenant ${slug} changed while its descriptor was read (a promotion or an offboarding); retry`,
+          `tenant ${slug} changed while its descriptor was read; retry`,
           { retryable: true },
         );
       }
