@@ -129,6 +129,48 @@ describe('report mode (the default)', () => {
     await s.sql(DATA, `ALTER ROLE ${role} CONNECTION LIMIT ${before}`);
   });
 
+  it("shows a pool tenant the pool's platform findings, marked as such, and a bridge tenant not", async () => {
+    await s.sql(DATA, 'ALTER TABLE pool.users NO FORCE ROW LEVEL SECURITY');
+    try {
+      const r = await sweep();
+      const view = async (slug: string) => {
+        const res = await s.app.inject({
+          method: 'GET',
+          url: `/v1/tenants/${slug}/drift`,
+          headers: auth(s.tokens['sales-ops']),
+        });
+        expect(res.statusCode).toBe(200);
+        return res.json() as { runId: string; findings: Record<string, unknown>[] };
+      };
+      const pool = await view(T.pool);
+      expect(pool.runId).toBe(r.run.id);
+      expect(pool.findings).toEqual([
+        expect.objectContaining({
+          tenantId: null,
+          resource: 'table',
+          name: `${DATA}.pool.users`,
+          field: 'rlsForced',
+          category: 'isolation',
+          scope: 'platform',
+        }),
+      ]);
+      expect((await view(T.bridge)).findings).toEqual([]);
+      expect((await view(T.silo)).findings).toEqual([]);
+      // The run lists it as a platform finding too.
+      const run = await s.app.inject({
+        method: 'GET',
+        url: `/v1/drift-runs/${r.run.id}`,
+        headers: auth(s.tokens.sre),
+      });
+      expect(run.json().findings).toEqual([
+        expect.objectContaining({ field: 'rlsForced', scope: 'platform' }),
+      ]);
+    } finally {
+      await s.sql(DATA, 'ALTER TABLE pool.users FORCE ROW LEVEL SECURITY');
+    }
+    expect((await sweep()).findings).toEqual([]);
+  });
+
   it('does not report a field the tenant policy ignores, and counts it as ignored', async () => {
     const role = obj(T.bridge2);
     const before = await roleLimit(role);

@@ -64,8 +64,12 @@ const normalizePath = (v: string | undefined) =>
 interface Owner {
   tenantId: string | null;
   tenantSlug: string | null;
+  affects?: Tier[];
 }
-const PLATFORM: Owner = { tenantId: null, tenantSlug: null };
+/** The platform's resources, by the tenants they serve (see Finding.affects). */
+const POOL_PLATFORM: Owner = { tenantId: null, tenantSlug: null, affects: ['pool'] };
+const SHARED_DATABASE: Owner = { tenantId: null, tenantSlug: null, affects: ['pool', 'bridge'] };
+const EVERY_TIER: Owner = { tenantId: null, tenantSlug: null, affects: ['pool', 'bridge', 'silo'] };
 
 /**
  * Desired vs actual for the local target: pure, so every rule is unit-testable. Judged tenants get
@@ -417,21 +421,21 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
   }
 
   /* ---------------- platform: the shared pool and the roles every tenant relies on */
-  checkRole(PLATFORM, L.poolRole, L.limits.pool, L.poolSchema);
+  checkRole(POOL_PLATFORM, L.poolRole, L.limits.pool, L.poolSchema);
   const owner = obs.roles.get(L.ownerRole);
-  if (!owner) push(PLATFORM, 'role', L.ownerRole, 'missing', 'exists', true, false);
+  if (!owner) push(EVERY_TIER, 'role', L.ownerRole, 'missing', 'exists', true, false);
   else {
-    if (owner.canLogin) push(PLATFORM, 'role', L.ownerRole, 'changed', 'login', false, true, 'isolation');
+    if (owner.canLogin) push(EVERY_TIER, 'role', L.ownerRole, 'changed', 'login', false, true, 'isolation');
     if (owner.bypassRls)
-      push(PLATFORM, 'role', L.ownerRole, 'changed', 'bypassRls', false, true, 'isolation');
+      push(EVERY_TIER, 'role', L.ownerRole, 'changed', 'bypassRls', false, true, 'isolation');
     if (owner.superuser)
-      push(PLATFORM, 'role', L.ownerRole, 'changed', 'superuser', false, true, 'isolation');
+      push(EVERY_TIER, 'role', L.ownerRole, 'changed', 'superuser', false, true, 'isolation');
   }
-  if (!dataDb) push(PLATFORM, 'database', L.dataDatabase, 'missing', 'exists', true, false);
+  if (!dataDb) push(SHARED_DATABASE, 'database', L.dataDatabase, 'missing', 'exists', true, false);
   else {
     if (dataConnect.has('PUBLIC'))
       push(
-        PLATFORM,
+        SHARED_DATABASE,
         'database',
         L.dataDatabase,
         'unexpected',
@@ -441,7 +445,15 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         'isolation',
       );
     if (!dataConnect.has(L.poolRole))
-      push(PLATFORM, 'database', L.dataDatabase, 'missing', `privileges:${L.poolRole}`, ['CONNECT'], null);
+      push(
+        POOL_PLATFORM,
+        'database',
+        L.dataDatabase,
+        'missing',
+        `privileges:${L.poolRole}`,
+        ['CONNECT'],
+        null,
+      );
   }
   // Any other database a managed login role may connect to (the control plane, postgres, another silo).
   for (const db of obs.databases.values()) {
@@ -449,7 +461,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     for (const g of db.connect) {
       if (!isManagedLoginRole(g)) continue;
       push(
-        ownerOf(slugOfObject(g)),
+        g === L.poolRole ? POOL_PLATFORM : ownerOf(slugOfObject(g)),
         'database',
         db.name,
         'unexpected',
@@ -462,20 +474,38 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
   }
   const pool = data?.schemas.get(L.poolSchema);
   const pname = `${L.dataDatabase}.${L.poolSchema}`;
-  if (data && !pool) push(PLATFORM, 'schema', pname, 'missing', 'exists', true, false);
+  if (data && !pool) push(POOL_PLATFORM, 'schema', pname, 'missing', 'exists', true, false);
   if (data && pool) {
     if (pool.owner !== L.ownerRole)
-      push(PLATFORM, 'schema', pname, 'changed', 'owner', L.ownerRole, pool.owner, grantCategory(pool.owner));
-    checkAcl(PLATFORM, 'schema', pname, pool.acl, pool.owner, L.poolRole, USAGE);
+      push(
+        POOL_PLATFORM,
+        'schema',
+        pname,
+        'changed',
+        'owner',
+        L.ownerRole,
+        pool.owner,
+        grantCategory(pool.owner),
+      );
+    checkAcl(POOL_PLATFORM, 'schema', pname, pool.acl, pool.owner, L.poolRole, USAGE);
     const tables = data.tables.get(L.poolSchema) ?? [];
-    checkTables(PLATFORM, L.dataDatabase, L.poolSchema, tables, L.poolRole, true);
+    checkTables(POOL_PLATFORM, L.dataDatabase, L.poolSchema, tables, L.poolRole, true);
     for (const t of tables) {
       if (!L.templateTables.includes(t.name)) continue;
       const policies = data.policies.get(`${L.poolSchema}.${t.name}`) ?? [];
       const base = `${L.dataDatabase}.${L.poolSchema}.${t.name}`;
       const ours = policies.find((p) => p.name === L.policyName);
       if (!ours)
-        push(PLATFORM, 'policy', `${base}.${L.policyName}`, 'missing', 'exists', true, false, 'isolation');
+        push(
+          POOL_PLATFORM,
+          'policy',
+          `${base}.${L.policyName}`,
+          'missing',
+          'exists',
+          true,
+          false,
+          'isolation',
+        );
       else {
         const pn = `${base}.${L.policyName}`;
         const check: [string, DriftValue, DriftValue][] = [
@@ -487,16 +517,25 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         ];
         for (const [field, want, got] of check) {
           if (JSON.stringify(want) !== JSON.stringify(got))
-            push(PLATFORM, 'policy', pn, 'changed', field, want, got, 'isolation');
+            push(POOL_PLATFORM, 'policy', pn, 'changed', field, want, got, 'isolation');
         }
       }
       // Any other permissive policy ORs itself into ours; a restrictive one changes what tenants see.
       for (const p of policies) {
         if (p.name === L.policyName) continue;
-        push(PLATFORM, 'policy', `${base}.${p.name}`, 'unexpected', 'exists', null, p.using, 'isolation');
+        push(
+          POOL_PLATFORM,
+          'policy',
+          `${base}.${p.name}`,
+          'unexpected',
+          'exists',
+          null,
+          p.using,
+          'isolation',
+        );
       }
     }
-    checkDefaultAcl(PLATFORM, L.dataDatabase, data, L.poolSchema, null);
+    checkDefaultAcl(POOL_PLATFORM, L.dataDatabase, data, L.poolSchema, null);
   }
   // Tables owned by a login role anywhere else in the shared database (the pool role must own nothing).
   if (data) {
@@ -504,7 +543,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       if (schema === L.poolSchema || schema.startsWith(TENANT_PREFIX)) continue;
       for (const t of tables) {
         if (!isManagedLoginRole(t.owner)) continue;
-        const o = t.owner === L.poolRole ? PLATFORM : ownerOf(slugOfObject(t.owner));
+        const o = t.owner === L.poolRole ? POOL_PLATFORM : ownerOf(slugOfObject(t.owner));
         push(
           o,
           'table',

@@ -114,7 +114,10 @@ export class DriftService {
     return listRuns(this.db, limit);
   }
 
-  /** One tenant's current findings: those of the latest finished sweep not since repaired. */
+  /**
+   * One tenant's current findings: those of the latest finished sweep not since repaired, its own
+   * and the platform's that affect its tier (marked `scope: 'platform'`).
+   */
   async tenantDrift(slug: string): Promise<TenantDrift> {
     const tenant = await findTenantBySlug(this.db, slug);
     if (!tenant) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
@@ -128,6 +131,7 @@ export class DriftService {
       skipped: skip ? { reason: skip.reason, detail: skip.detail } : null,
       findings: await runFindings(this.db, run.id, {
         tenantId: tenant.id,
+        tier: tenant.tier,
         openOnly: true,
         limit: RUN_FINDINGS_LIMIT,
       }),

@@ -55,6 +55,8 @@ export interface DriftRun {
 export interface StoredFinding extends Finding {
   resolution: 'open' | 'repaired' | 'unrepaired';
   operationId: string | null;
+  /** `platform`: a platform resource's finding (no tenant, not an orphan); `tenant`: the rest. */
+  scope: 'tenant' | 'platform';
 }
 
 interface RunRow {
@@ -179,12 +181,13 @@ export async function insertFindings(q: Queryable, runId: string, findings: Find
     desired: f.desired,
     actual: f.actual,
     category: f.category,
+    affects: f.affects ?? null,
   }));
   await q.query(
-    `INSERT INTO drift_findings (run_id, seq, tenant_id, tenant_slug, resource, name, kind, field, desired, actual, category)
-     SELECT $1, x.seq, x.tenant_id, x.tenant_slug, x.resource, x.name, x.kind, x.field, x.desired, x.actual, x.category
+    `INSERT INTO drift_findings (run_id, seq, tenant_id, tenant_slug, resource, name, kind, field, desired, actual, category, affects)
+     SELECT $1, x.seq, x.tenant_id, x.tenant_slug, x.resource, x.name, x.kind, x.field, x.desired, x.actual, x.category, x.affects
        FROM jsonb_to_recordset($2::jsonb) AS x(seq int, tenant_id uuid, tenant_slug text, resource text, name text,
-            kind text, field text, desired jsonb, actual jsonb, category text)`,
+            kind text, field text, desired jsonb, actual jsonb, category text, affects text[])`,
     [runId, JSON.stringify(rows)],
   );
 }
@@ -249,6 +252,7 @@ interface FindingRow {
   category: Finding['category'];
   resolution: StoredFinding['resolution'];
   operation_id: string | null;
+  affects: Tier[] | null;
 }
 
 const toFinding = (r: FindingRow): StoredFinding => ({
@@ -263,19 +267,27 @@ const toFinding = (r: FindingRow): StoredFinding => ({
   category: r.category,
   resolution: r.resolution,
   operationId: r.operation_id,
+  ...(r.affects ? { affects: r.affects } : {}),
+  scope: r.tenant_id === null && r.category !== 'orphan' ? 'platform' : 'tenant',
 });
 
+/**
+ * A run's findings, or one tenant's: those naming it and, with `tier`, the platform findings that
+ * affect that tier (a pool tenant loses its isolation with the pool tables' forced RLS).
+ */
 export async function runFindings(
   q: Queryable,
   runId: string,
-  opts: { tenantId?: string; openOnly?: boolean; limit: number },
+  opts: { tenantId?: string; tier?: Tier; openOnly?: boolean; limit: number },
 ): Promise<StoredFinding[]> {
   const { rows } = await q.query<FindingRow & Record<string, unknown>>(
-    `SELECT tenant_id, tenant_slug, resource, name, kind, field, desired, actual, category, resolution, operation_id
+    `SELECT tenant_id, tenant_slug, resource, name, kind, field, desired, actual, category, resolution, operation_id, affects
        FROM drift_findings
-      WHERE run_id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) AND (NOT $3 OR resolution <> 'repaired')
+      WHERE run_id = $1
+        AND ($2::uuid IS NULL OR tenant_id = $2 OR (tenant_id IS NULL AND $5::text = ANY (affects)))
+        AND (NOT $3 OR resolution <> 'repaired')
       ORDER BY seq LIMIT $4`,
-    [runId, opts.tenantId ?? null, opts.openOnly ?? false, opts.limit],
+    [runId, opts.tenantId ?? null, opts.openOnly ?? false, opts.limit, opts.tier ?? null],
   );
   return rows.map((r) => toFinding(r as FindingRow));
 }

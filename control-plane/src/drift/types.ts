@@ -42,6 +42,12 @@ export interface Finding {
   desired: DriftValue;
   actual: DriftValue;
   category: DriftCategory;
+  /**
+   * Platform findings only: the tiers whose tenants it affects (the pool's tables and login role:
+   * `pool`; the shared database: `pool` and `bridge`; the owner role of every tenant object: all).
+   * A tenant's drift view includes the platform findings of its tier.
+   */
+  affects?: Tier[];
 }
 
 export type DriftMode = 'report' | 'remediate';

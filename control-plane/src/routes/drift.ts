@@ -31,6 +31,10 @@ export const FindingSchema = Type.Object({
   operationId: Type.Union([Type.String(), Type.Null()], {
     description: 'the reconcile operation that acted on it',
   }),
+  scope: Type.Union([Type.Literal('tenant'), Type.Literal('platform')], {
+    description:
+      "platform: a shared resource's finding (pool tables, pool or owner role, shared database); in a tenant's view, one that affects its tier",
+  }),
 });
 export type FindingSchemaT = Static<typeof FindingSchema>;
 
