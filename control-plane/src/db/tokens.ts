@@ -1,4 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
 import type { Role } from '../domain/auth.js';
 import { newTokenId } from '../domain/ids.js';
 import type { Queryable } from '../providers/postgres/sql.js';
@@ -49,10 +51,20 @@ export async function listTokens(q: Queryable): Promise<TokenInfo[]> {
   return rows.map((r) => toInfo(r as Row));
 }
 
+/**
+ * The channel on which a revocation names its token id. NOTIFY is transactional: the API processes
+ * hear it when the revoking transaction commits, never before and never if it rolls back.
+ */
+export const TOKEN_REVOCATIONS = 'tenantry_tokens';
+
+/** Revokes a token and announces it on TOKEN_REVOCATIONS, in the caller's transaction. */
 export async function revokeToken(q: Queryable, id: string): Promise<TokenInfo | null> {
   const { rows } = await q.query<Row & Record<string, unknown>>(
-    'UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING *',
-    [id],
+    `WITH revoked AS (
+       UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING *
+     )
+     SELECT revoked.*, pg_notify($2, revoked.id) FROM revoked`,
+    [id, TOKEN_REVOCATIONS],
   );
   return rows[0] ? toInfo(rows[0] as Row) : null;
 }
@@ -75,4 +87,98 @@ export async function hasAnyAdmin(q: Queryable): Promise<boolean> {
 export async function tokenHashExists(q: Queryable, token: string): Promise<boolean> {
   const { rows } = await q.query('SELECT 1 FROM api_tokens WHERE token_hash = $1', [hashToken(token)]);
   return rows.length > 0;
+}
+
+/** Waits before reconnect attempt `attempt` (0, 1, ...); rejects when `signal` aborts. */
+export type Backoff = (attempt: number, signal: AbortSignal) => Promise<void>;
+
+/** 100 ms doubling up to 5 s, with jitter so that API processes do not reconnect in step. */
+export const exponentialBackoff: Backoff = (attempt, signal) =>
+  sleep(Math.min(5_000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2), undefined, { signal, ref: false });
+
+export interface RevocationHandlers {
+  /** LISTEN is in place, at first or again: anything announced while it was not has been missed. */
+  listening(): void;
+  revoked(tokenId: string): void;
+  /** The session is gone; a new one is attempted after a backoff. */
+  lost(err: Error, attempt: number): void;
+}
+
+/**
+ * Listens for token revocations on one dedicated session: LISTEN holds its session, so it cannot be a
+ * pooled one. After an error or the end of the session it connects again with a backoff, until closed.
+ * A notification only ever evicts a cache entry, so a stranger able to NOTIFY on the control database
+ * can cost us lookups, never grant a token.
+ */
+export class TokenRevocationListener {
+  private running: Promise<void> | null = null;
+  private readonly stop = new AbortController();
+
+  constructor(
+    private readonly config: pg.ClientConfig,
+    private readonly on: RevocationHandlers,
+    private readonly backoff: Backoff = exponentialBackoff,
+  ) {}
+
+  get closed(): boolean {
+    return this.stop.signal.aborted;
+  }
+
+  /** Starts listening (idempotent; a no-op once closed). */
+  start(): void {
+    if (!this.running && !this.closed) this.running = this.run();
+  }
+
+  async close(): Promise<void> {
+    this.stop.abort();
+    await this.running;
+  }
+
+  private async run(): Promise<void> {
+    // Every wait below also ends when close() aborts: pg's connect() may never settle once its
+    // socket is destroyed mid-connect, so the loop never waits on it alone.
+    const closed = new Promise<never>((_, reject) => {
+      this.stop.signal.addEventListener('abort', () => reject(new Error('closed')), { once: true });
+    });
+    closed.catch(() => undefined);
+    for (let attempt = 0; !this.closed; ) {
+      const client = new pg.Client({
+        ...this.config,
+        application_name: 'tenantry-token-listener',
+        connectionTimeoutMillis: 10_000,
+        // A session lost without a word (a dropped network path) is noticed, not trusted for hours.
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
+      });
+      const lost = new Promise<Error>((resolve) => {
+        client.on('error', resolve);
+        client.on('end', () => resolve(new Error('the listening session ended')));
+      });
+      let connected = false;
+      let err: Error | null = null;
+      try {
+        await Promise.race([client.connect(), closed]);
+        connected = true;
+        client.on('notification', (n) => {
+          if (n.channel === TOKEN_REVOCATIONS && n.payload) this.on.revoked(n.payload);
+        });
+        await Promise.race([client.query(`LISTEN ${TOKEN_REVOCATIONS}`), closed]);
+        attempt = 0;
+        this.on.listening();
+        err = await Promise.race([lost, closed]);
+      } catch (e) {
+        err = e instanceof Error ? e : new Error(String(e));
+      }
+      // Mid-connect, end() destroys the socket and may never resolve: wait only for a session's goodbye.
+      const ended = client.end().catch(() => undefined);
+      if (connected) await ended;
+      if (this.closed) return;
+      this.on.lost(err, attempt);
+      try {
+        await this.backoff(attempt++, this.stop.signal);
+      } catch {
+        // Aborted: closed while waiting.
+      }
+    }
+  }
 }

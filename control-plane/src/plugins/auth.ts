@@ -1,7 +1,14 @@
+import { EventEmitter } from 'node:events';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Db } from '../db/db.js';
-import { hashToken, type TokenInfo, tokenByHash } from '../db/tokens.js';
+import {
+  type Backoff,
+  hashToken,
+  type TokenInfo,
+  TokenRevocationListener,
+  tokenByHash,
+} from '../db/tokens.js';
 import {
   can,
   type Permission,
@@ -28,27 +35,124 @@ declare module 'fastify' {
   }
 }
 
-/** A short-lived cache of token lookups; revocation through the API clears it at once. */
-export class TokenCache {
+/** Where the cache reports its listener's losses and recoveries (a pino logger fits). */
+export interface TokenCacheLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface TokenCacheOptions {
+  /** How long a lookup is trusted: the bound on a revocation that no notification reached. */
+  ttlMs?: number;
+  log?: TokenCacheLog;
+  /** The wait before each reconnect of the listener (tests gate it). */
+  backoff?: Backoff;
+}
+
+/**
+ * A short-lived cache of token lookups, invalidated across API processes. Revoking a token notifies
+ * every process when the revoke commits (db/tokens.ts), and each one evicts the token at once. The
+ * cache is only used while its listening session is up: it is emptied when that session is lost and
+ * again once LISTEN is back (a notification sent in between is lost). The TTL bounds the one case left,
+ * a session that died without a word: a revoked token works there for at most `ttlMs` (5 s).
+ *
+ * Events: `listening` (LISTEN in place), `evicted` (token id, on a notification), `lost` (Error).
+ * The listener starts with the first lookup, so a process that never authenticates never opens it.
+ */
+export class TokenCache extends EventEmitter {
   private readonly entries = new Map<string, { info: TokenInfo | null; until: number }>();
+  private readonly keyById = new Map<string, string>();
+  /** Bumped by every eviction: a lookup that overlapped one does not cache what it read. */
+  private epoch = 0;
+  private active = false;
+  private wasLost = false;
+  private readonly ttlMs: number;
+  private readonly log: TokenCacheLog | undefined;
+  private readonly listener: TokenRevocationListener;
+
   constructor(
     private readonly db: Db,
-    private readonly ttlMs = 5_000,
-  ) {}
+    opts: TokenCacheOptions = {},
+  ) {
+    super();
+    this.ttlMs = opts.ttlMs ?? 5_000;
+    this.log = opts.log;
+    const { options } = db.pool;
+    // pg-pool keeps the password non-enumerable: carry it over explicitly.
+    const config = { ...options, password: options.password };
+    this.listener = new TokenRevocationListener(
+      config,
+      {
+        listening: () => {
+          this.clear();
+          this.active = true;
+          if (this.wasLost) this.log?.info({}, 'token revocation listener listening again');
+          this.wasLost = false;
+          this.emit('listening');
+        },
+        revoked: (id) => {
+          this.evict(id);
+          this.emit('evicted', id);
+        },
+        lost: (err, attempt) => {
+          this.active = false;
+          this.wasLost = true;
+          this.clear();
+          if (attempt === 0)
+            this.log?.warn({ err: err.message }, 'token revocation listener lost; reconnecting');
+          this.emit('lost', err);
+        },
+      },
+      opts.backoff,
+    );
+  }
+
+  /** Whether the listening session is up (and so lookups are cached). */
+  get listening(): boolean {
+    return this.active;
+  }
+
+  /** Starts listening for revocations (idempotent). The first lookup does it too. */
+  start(): void {
+    this.listener.start();
+  }
 
   async lookup(token: string): Promise<TokenInfo | null> {
+    this.start();
     const hash = hashToken(token);
     const key = hash.toString('base64');
     const hit = this.entries.get(key);
     if (hit && hit.until > Date.now()) return hit.info;
+    const epoch = this.epoch;
     const info = await tokenByHash(this.db, hash);
-    if (this.entries.size > 10_000) this.entries.clear();
-    this.entries.set(key, { info, until: Date.now() + this.ttlMs });
+    if (this.active && epoch === this.epoch) {
+      if (this.entries.size > 10_000) this.clear();
+      this.entries.set(key, { info, until: Date.now() + this.ttlMs });
+      if (info) this.keyById.set(info.id, key);
+    }
     return info;
   }
 
+  /** Forgets a token (revoked here, or announced revoked by another process). */
+  evict(tokenId: string): void {
+    this.epoch++;
+    const key = this.keyById.get(tokenId);
+    if (key === undefined) return;
+    this.keyById.delete(tokenId);
+    this.entries.delete(key);
+  }
+
   clear(): void {
+    this.epoch++;
     this.entries.clear();
+    this.keyById.clear();
+  }
+
+  /** Stops the listener and empties the cache (idempotent). */
+  async close(): Promise<void> {
+    this.active = false;
+    await this.listener.close();
+    this.clear();
   }
 }
 
@@ -66,6 +170,10 @@ async function authenticate(cache: TokenCache, request: FastifyRequest): Promise
 export default fp(
   async (app: FastifyInstance, opts: { cache: TokenCache }) => {
     app.decorateRequest('principal', null);
+    // The app is the cache's one user: its listener stops with the app (closing twice is harmless).
+    app.addHook('onClose', async () => {
+      await opts.cache.close();
+    });
     app.addHook('onRequest', async (request) => {
       const permission = request.routeOptions.config?.permission;
       if (!permission) return;

@@ -58,6 +58,11 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { permission: 'tokens:manage' },
       schema: {
         summary: 'Revoke an API token',
+        description:
+          'Takes effect on every API process as soon as the revoke commits: each one is notified (Postgres ' +
+          'NOTIFY) and drops the token from its lookup cache. A process caches lookups (5 s) only while it is ' +
+          'listening for revocations; one whose listening session died unnoticed accepts the revoked token for ' +
+          'at most 5 s more.',
         tags: ['tokens'],
         security,
         params: Type.Object({ id: Type.String({ pattern: '^tok_[0-9a-f]{28}$' }) }),

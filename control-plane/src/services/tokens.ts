@@ -12,9 +12,12 @@ import type { Role } from '../domain/auth.js';
 import { TenantryError } from '../domain/errors.js';
 import type { RequestContext } from './tenants.js';
 
-/** What the service needs of the authentication cache: revocation must take effect at once. */
+/**
+ * What the service needs of the authentication cache: a revocation takes effect at once in this
+ * process (other processes hear of it from the revoke's notification, see db/tokens.ts).
+ */
 export interface RevocationListener {
-  clear(): void;
+  evict(tokenId: string): void;
 }
 
 /**
@@ -59,7 +62,7 @@ export class TokenService {
       });
       return revoked;
     });
-    this.cache.clear();
+    this.cache.evict(info.id);
     return info;
   }
 
