@@ -39,6 +39,7 @@ const Env = Type.Object({
   TENANTRY_PROMOTION_MAX_LAG_BYTES: Type.Integer({ minimum: 1_048_576, default: 1_073_741_824 }),
   TENANTRY_PROMOTION_FREEZE_WAIT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 15_000 }),
   TENANTRY_PROMOTION_LAG_POLL_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 1000 }),
+  TENANTRY_PROMOTION_FREEZE_DEADLINE_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 5000 }),
   PULUMI_BACKEND_URL: Type.Optional(Type.String({ pattern: '^(s3|file|gs|azblob)://|^https://' })),
   TENANTRY_PULUMI_SECRETS_PROVIDER: Type.Optional(
     Type.String({ pattern: '^(awskms|gcpkms|azurekeyvault|hashivault)://|^passphrase$' }),
@@ -86,6 +87,8 @@ export interface Config {
   promotionFreezeWaitMs: number;
   /** How often a promotion's retained WAL is measured during its long steps. */
   promotionLagPollMs: number;
+  /** The longest a crashed control plane can hold a tenant's writes inside a promotion's freeze (local target). */
+  promotionFreezeDeadlineMs: number;
   /** Cron line of scheduled drift sweeps; null when off. */
   driftSchedule: string | null;
   driftRemediationTimeoutMs: number;
@@ -125,6 +128,7 @@ const INT_KEYS = new Set([
   'TENANTRY_PROMOTION_MAX_LAG_BYTES',
   'TENANTRY_PROMOTION_FREEZE_WAIT_MS',
   'TENANTRY_PROMOTION_LAG_POLL_MS',
+  'TENANTRY_PROMOTION_FREEZE_DEADLINE_MS',
   'TENANTRY_PULUMI_CONCURRENCY',
   'TENANTRY_PULUMI_TIMEOUT_MS',
   'TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS',
@@ -238,6 +242,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     promotionMaxLagBytes: e.TENANTRY_PROMOTION_MAX_LAG_BYTES,
     promotionFreezeWaitMs: e.TENANTRY_PROMOTION_FREEZE_WAIT_MS,
     promotionLagPollMs: e.TENANTRY_PROMOTION_LAG_POLL_MS,
+    promotionFreezeDeadlineMs: e.TENANTRY_PROMOTION_FREEZE_DEADLINE_MS,
     driftSchedule,
     driftRemediationTimeoutMs: e.TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS,
     dbPoolSize: e.TENANTRY_DB_POOL_SIZE,

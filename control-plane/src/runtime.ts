@@ -179,6 +179,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
           maxLagBytes: config.promotionMaxLagBytes,
           freezeWaitMs: config.promotionFreezeWaitMs,
           lagPollMs: config.promotionLagPollMs,
+          freezeDeadlineMs: config.promotionFreezeDeadlineMs,
         },
       });
       closers.push(() => local.close());

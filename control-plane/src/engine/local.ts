@@ -99,6 +99,7 @@ export class LocalEngine implements Engine {
       freezeBelowChanges: 50,
       maxCatchUpMs: 60_000,
       rollbackWindowMs: 24 * 3600_000,
+      freezeDeadlineMs: 5000,
       generatePassword,
       ...(pause ? { fault: pause } : {}),
       ...opts.promotion,

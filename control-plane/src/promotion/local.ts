@@ -21,7 +21,9 @@ import {
   inTransaction,
   isTenantFrozen,
   poolMembershipProvider,
+  proveFreeze,
   type Queryable,
+  renewFreeze,
   roleProvider,
   schemaProvider,
   type TenantTemplate,
@@ -40,6 +42,7 @@ import {
   dropSecondary,
   ensureReplication,
   LagWatch,
+  lateChanges,
   listSecondary,
   type Placement,
   placementOf,
@@ -92,6 +95,14 @@ export interface PromotionOptions {
   lagPollMs?: number;
   /** How long a freeze waits for the writers' older transactions before it is retried. */
   freezeWaitMs?: number;
+  /**
+   * The source's write freeze ends by itself this long after its last renewal, enforced by the
+   * database's guard: a control plane that crashes inside the freeze holds the tenant's writes for
+   * at most this long. Renewed while a step of the frozen window runs; made permanent just before
+   * routing flips. Not set for placements a stack manages (the aws target's flip is a stack
+   * update we do not renew across): those freezes stand until lifted.
+   */
+  freezeDeadlineMs?: number;
   /** Rows between two progress reports during a table's copy. */
   copyProgressRows?: number;
   /**
@@ -123,6 +134,16 @@ function freezeLasted(progress: Record<string, unknown>): number | null {
   const started = Date.parse(String(progress.freezeStartedAt ?? ''));
   return Number.isNaN(started) ? null : Date.now() - started;
 }
+
+/** The freeze passed its deadline between its renewal and being made permanent: retried, re-frozen. */
+const lapsedBeforeFlip = () =>
+  new TenantryError(
+    'PROVIDER_FAILED',
+    'the write freeze lapsed just before the flip; retrying with a new freeze',
+    {
+      retryable: true,
+    },
+  );
 
 const samePlacement = (v: Record<string, unknown> | undefined, p: Placement) =>
   v?.database === p.database && v?.schema === p.schema;
@@ -276,8 +297,71 @@ export class LocalPromotion {
         ...(p.owner ? { owner: p.owner } : {}),
         writers: p.writers,
         waitMs: this.opts.freezeWaitMs ?? 15_000,
+        ...(reason === 'promotion' && this.freezeDeadline() ? { deadlineMs: this.freezeDeadline()! } : {}),
       });
     return session ? run(session) : this.on(p, run);
+  }
+
+  /** The deadline of a promotion's source freeze (none on placements a stack manages). */
+  private freezeDeadline(): number | undefined {
+    return this.opts.placements ? undefined : this.opts.freezeDeadlineMs;
+  }
+
+  /**
+   * Proves, from inside the freeze, that it holds: every guard there and firing, and a write as
+   * the tenant refused. A freeze that does not hold fails the step for good, and the promotion is
+   * undone with the tenant where it was, every row in place.
+   */
+  private async proveFrozen(t: StepTenant, p: Placement, session?: Queryable): Promise<void> {
+    const run = (db: Queryable) =>
+      proveFreeze(db, {
+        schema: p.schema,
+        tenantId: t.id,
+        shared: p.shared,
+        ...(p.writers?.[0] ? { writer: p.writers[0] } : {}),
+        ...(p.context ? { tenantSetting: p.context.setting } : {}),
+      });
+    try {
+      await (session ? run(session) : this.on(p, run));
+    } catch (e) {
+      throw new TenantryError('PROVIDER_FAILED', (e as Error).message, {
+        retryable: false,
+        context: { freezeHolds: false },
+        cause: e,
+      });
+    }
+  }
+
+  /**
+   * Runs a step of the frozen window with the freeze of `p` held: its deadline is renewed now and
+   * every third of it while the step runs. A freeze found lapsed (the process that held it
+   * crashed, or a retry came late) is taken anew and proven, and `fn` is told so: the writes that
+   * went through meanwhile must be drained (or restored) again before any cutover.
+   */
+  private async holdingFreeze<T>(
+    t: StepTenant,
+    p: Placement,
+    fn: (refrozen: boolean) => Promise<T>,
+  ): Promise<T> {
+    const deadline = this.freezeDeadline();
+    if (!deadline) return fn(false);
+    const renew = () => this.on(p, (db) => renewFreeze(db, p.schema, t.id, deadline));
+    let refrozen = false;
+    if (!(await renew())) {
+      await this.freeze(t, p, 'promotion');
+      await this.proveFrozen(t, p);
+      refrozen = true;
+    }
+    const timer = setInterval(
+      () => void renew().catch(() => undefined),
+      Math.max(50, Math.floor(deadline / 3)),
+    );
+    timer.unref();
+    try {
+      return await fn(refrozen);
+    } finally {
+      clearInterval(timer);
+    }
   }
 
   private unfreeze(t: StepTenant, p: Placement): Promise<void> {
@@ -437,31 +521,32 @@ export class LocalPromotion {
           if (!progress.freezeStartedAt || !(await isTenantFrozen(src!, from.schema, t.id)))
             await report({ freezeStartedAt: new Date().toISOString() });
           await this.freeze(t, from, 'promotion', src);
+          // Before anything is drained: the freeze must be shown to hold, not assumed to.
+          await this.proveFrozen(t, from, src);
         });
         await fault('freeze:after-freeze');
         return undefined;
       case 'drain': {
         await this.assertSlot(names);
-        const out = await this.inSessions(ctx.operationId, [from, to], async (src, dst) => {
-          await applyPending(src!, dst!, to, names, { fault });
-          return {
-            sequences: await syncSequences(src!, dst!, from, to),
-            lag: await slotLagBytes(src!, names.slot),
-          };
-        });
+        const out = await this.holdingFreeze(t, from, () =>
+          this.inSessions(ctx.operationId, [from, to], async (src, dst) => {
+            await fault('drain:start');
+            await applyPending(src!, dst!, to, names, { fault });
+            return {
+              sequences: await syncSequences(src!, dst!, from, to),
+              lag: await slotLagBytes(src!, names.slot),
+            };
+          }),
+        );
         await report({ replicationLagBytes: out.lag, sequences: out.sequences });
         return undefined;
       }
-      case 'verify': {
-        // Inside the freeze, only the rows changed since the full verification: the freeze does not grow with size.
-        const d = await this.inSessions(ctx.operationId, [from, to], async (src, dst) =>
-          touchedDigests(src!, dst!, from, to, await tablesOf(src!, from.schema), names.slot),
-        );
-        const previous = (progress.verification as Record<string, unknown> | undefined) ?? {};
-        await report({ verification: { ...previous, changedKeys: d.keys, changed: d } });
-        assertSameDigests(d.source, d.target, 'rows changed since the full verification');
+      case 'verify':
+        await this.holdingFreeze(t, from, async (refrozen) => {
+          if (refrozen) await this.redrain(ctx.operationId, from, to, names, fault);
+          await this.verifyChanged(ctx.operationId, from, to, names, progress, report);
+        });
         return undefined;
-      }
       case 'cutover': {
         const out = await this.cutover(ctx.operationId, t, params, from, to, names, progress, report, fault);
         await this.endSessions(ctx.operationId);
@@ -515,20 +600,17 @@ export class LocalPromotion {
       case 'freeze-target':
         if (!progress.freezeStartedAt) await report({ freezeStartedAt: new Date().toISOString() });
         await this.freeze(t, from, 'promotion');
+        await this.proveFrozen(t, from);
         return undefined;
       case 'restore':
-        await this.restore(t, from, to, report, fault);
+        await this.holdingFreeze(t, from, () => this.restore(t, from, to, report, fault));
         return undefined;
-      case 'verify-restore': {
-        const tables = await this.on(from, (db) => tablesOf(db, from.schema));
-        const [a, b] = await Promise.all([
-          this.on(from, (db) => digest(db, from, t.id, tables)),
-          this.on(to, (db) => digest(db, to, t.id, tables)),
-        ]);
-        await report({ verification: { source: a, target: b } });
-        assertSameDigests(a, b, 'restored rows');
+      case 'verify-restore':
+        await this.holdingFreeze(t, from, async (refrozen) => {
+          if (refrozen) await this.restore(t, from, to, report, fault);
+          await this.verifyRestored(t, from, to, report);
+        });
         return undefined;
-      }
       case 'cutover-back':
         return this.cutoverBack(t, params, from, to, progress, report, fault);
       case 'drop-target':
@@ -662,6 +744,37 @@ export class LocalPromotion {
     }
   }
 
+  /** Drains the slot again (a freeze that lapsed let writes through) and carries sequences over. */
+  private async redrain(
+    operationId: string,
+    from: Placement,
+    to: Placement,
+    names: { slot: string; publication: string },
+    fault: (point: string) => Promise<void>,
+  ): Promise<void> {
+    await this.inSessions(operationId, [from, to], async (src, dst) => {
+      await applyPending(src!, dst!, to, names, { fault });
+      await syncSequences(src!, dst!, from, to);
+    });
+  }
+
+  /** Inside the freeze, only the rows changed since the full verification: the freeze does not grow with size. */
+  private async verifyChanged(
+    operationId: string,
+    from: Placement,
+    to: Placement,
+    names: { slot: string; publication: string },
+    progress: Record<string, unknown>,
+    report: (p: Record<string, unknown>) => Promise<void>,
+  ): Promise<void> {
+    const d = await this.inSessions(operationId, [from, to], async (src, dst) =>
+      touchedDigests(src!, dst!, from, to, await tablesOf(src!, from.schema), names.slot),
+    );
+    const previous = (progress.verification as Record<string, unknown> | undefined) ?? {};
+    await report({ verification: { ...previous, changedKeys: d.keys, changed: d } });
+    assertSameDigests(d.source, d.target, 'rows changed since the full verification');
+  }
+
   private async cutover(
     operationId: string,
     t: StepTenant,
@@ -681,6 +794,18 @@ export class LocalPromotion {
       const password = (await this.keys.getSecret(this.stagingSecret(t.slug)))?.value.password;
       if (typeof password !== 'string')
         throw new TenantryError('SECRET_UNAVAILABLE', 'staged credentials are missing');
+      // The source's freeze must stand through the flip: taken anew (then drained and verified
+      // again) if it lapsed, then made permanent, so no deadline can pass between here and the
+      // flip. A last drain takes anything that slipped in before it became permanent.
+      await this.holdingFreeze(t, from, async (refrozen) => {
+        if (refrozen) {
+          await this.redrain(operationId, from, to, names, fault);
+          await this.verifyChanged(operationId, from, to, names, progress, report);
+        }
+        if (!(await this.on(from, (db) => renewFreeze(db, from.schema, t.id, null))))
+          throw lapsedBeforeFlip();
+      });
+      await this.redrain(operationId, from, to, names, fault);
       // The point of no return: routing flips to the target (its role was granted access to it,
       // still frozen, after the full verification; an abort before this line loses nothing).
       await this.keys.putSecret(tenantSecretName(t.slug), tenantKeyAlias(t.slug), {
@@ -695,6 +820,31 @@ export class LocalPromotion {
       });
       cutoverAt = Date.now();
       await fault('cutover:after-flip');
+    }
+    // After the flip, before the target takes writes: the source must not have taken one past
+    // the drain point. If it did (its freeze was bypassed), those writes are carried to the
+    // target, still frozen, and the promotion does not report success: it fails forward-only,
+    // naming them, and a resume finishes it once nothing more arrives.
+    // (A target already writable, or the slot already gone, means an earlier run of this step
+    // passed this check and went on.)
+    const late = await this.inSessions(operationId, [from, to], async (src, dst) =>
+      (await isTenantFrozen(dst!, to.schema, t.id)) && (await slotExists(src!, names.slot))
+        ? lateChanges(src!, names)
+        : 0,
+    ).catch((e: unknown) => {
+      throw forwardOnly(e, 'the cutover flipped routing and must be finished forward');
+    });
+    if (late > 0) {
+      await this.redrain(operationId, from, to, names, fault).catch((e: unknown) => {
+        throw forwardOnly(e, 'the cutover flipped routing and must be finished forward');
+      });
+      await report({ lateWrites: late });
+      // Not retried by itself: a person looks at how the freeze was bypassed, then resumes.
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `the source took ${late} write(s) after the drain point, past its freeze; they were carried to the new placement, which stays read-only until the promotion is resumed`,
+        { retryable: false, context: { forwardOnly: true, lateWrites: late } },
+      );
     }
     try {
       if (Number.isNaN(cutoverAt)) cutoverAt = Date.now();
@@ -867,10 +1017,26 @@ export class LocalPromotion {
     });
   }
 
+  /** The original placement holds exactly the current placement's rows. */
+  private async verifyRestored(
+    t: StepTenant,
+    current: Placement,
+    original: Placement,
+    report: (p: Record<string, unknown>) => Promise<void>,
+  ): Promise<void> {
+    const tables = await this.on(current, (db) => tablesOf(db, current.schema));
+    const [a, b] = await Promise.all([
+      this.on(current, (db) => digest(db, current, t.id, tables)),
+      this.on(original, (db) => digest(db, original, t.id, tables)),
+    ]);
+    await report({ verification: { source: a, target: b } });
+    assertSameDigests(a, b, 'restored rows');
+  }
+
   private async cutoverBack(
     t: StepTenant,
     params: PromotionParams,
-    _current: Placement,
+    current: Placement,
     original: Placement,
     progress: Record<string, unknown>,
     report: (p: Record<string, unknown>) => Promise<void>,
@@ -888,6 +1054,16 @@ export class LocalPromotion {
           }
         : { user: name, password: secret?.value.password };
     if (!samePlacement(secret?.value, original)) {
+      // As for a promotion: the current placement's freeze stands through the flip (restored and
+      // verified again if it lapsed), made permanent first.
+      await this.holdingFreeze(t, current, async (refrozen) => {
+        if (refrozen) {
+          await this.restore(t, current, original, report, fault);
+          await this.verifyRestored(t, current, original, report);
+        }
+        if (!(await this.on(current, (db) => renewFreeze(db, current.schema, t.id, null))))
+          throw lapsedBeforeFlip();
+      });
       await this.keys.putSecret(tenantSecretName(t.slug), tenantKeyAlias(t.slug), {
         tenantId: t.id,
         tier: params.toTier,
@@ -898,6 +1074,20 @@ export class LocalPromotion {
         ...descriptor,
       });
       await fault('cutover-back:after-flip');
+    }
+    // After the flip back, before the original takes writes: the placement being left must hold
+    // exactly what was restored. If it took a write past its freeze, the rows are restored again
+    // and the rollback does not report success (forward-only; a resume finishes it).
+    try {
+      // (An original already writable means an earlier run of this step passed this check.)
+      if (await this.on(original, (db) => isTenantFrozen(db, original.schema, t.id)))
+        await this.verifyRestored(t, current, original, report);
+    } catch (e) {
+      await this.restore(t, current, original, report, fault).catch(() => undefined);
+      throw forwardOnly(
+        e,
+        'the placement being left took writes after its rows were restored; restored again, resume to finish',
+      );
     }
     try {
       if (original.tier === 'bridge') {

@@ -471,6 +471,28 @@ async function logRunningXacts(db: Queryable): Promise<void> {
   await db.query('SELECT pg_log_standby_snapshot()').catch(() => undefined);
 }
 
+/**
+ * The tenant's row changes still in the slot (the publication is filtered to the tenant): after
+ * a drain, every one of them is a write the source took past the drain point. Reads up to a
+ * flushed sync point, so a commit acknowledged with synchronous_commit = off is counted too.
+ */
+export async function lateChanges(
+  db: Queryable,
+  names: { slot: string; publication: string },
+): Promise<number> {
+  const upto = await syncPoint(db);
+  const { rows } = await db.query<{ data: Buffer }>(
+    `SELECT data FROM pg_logical_slot_peek_binary_changes($1, $3::pg_lsn, NULL, 'proto_version', '1', 'publication_names', $2)`,
+    [names.slot, names.publication, upto],
+  );
+  let n = 0;
+  for (const r of rows) {
+    const tag = decode(r.data).tag;
+    if (tag === 'insert' || tag === 'update' || tag === 'delete' || tag === 'truncate') n++;
+  }
+  return n;
+}
+
 /** A pg_lsn as a number, for ordering. */
 export function lsnValue(lsn: string): bigint {
   const [hi, lo] = lsn.split('/');

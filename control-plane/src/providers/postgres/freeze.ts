@@ -38,7 +38,7 @@ export const FREEZE_TRIGGERS = {
 } as const;
 const GUARD_FN = 'tenantry_meta.frozen_write_check';
 /** Bumped when the function body changes; an older body is replaced in place. */
-const GUARD_VERSION = 'tenantry frozen-write check v5';
+const GUARD_VERSION = 'tenantry frozen-write check v6';
 
 export type FreezeReason = 'promotion' | 'promotion-target' | 'offboarded' | 'moved';
 
@@ -65,6 +65,8 @@ export async function ensureFreezeSupport(db: Queryable, owner: string): Promise
         frozen_at   timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (tenant_id, schema_name)
       );
+      -- A freeze with a deadline ends by itself when it passes, even if nobody lifts it.
+      ALTER TABLE tenantry_meta.frozen_tenants ADD COLUMN IF NOT EXISTS frozen_until timestamptz;
       CREATE INDEX IF NOT EXISTS frozen_tenants_schema ON tenantry_meta.frozen_tenants (schema_name);
       GRANT USAGE ON SCHEMA tenantry_meta TO ${o};
       GRANT SELECT ON tenantry_meta.frozen_tenants TO ${o};
@@ -76,7 +78,9 @@ export async function ensureFreezeSupport(db: Queryable, owner: string): Promise
         IF TG_WHEN OPERATOR(pg_catalog.=) 'BEFORE' THEN
           -- A private schema: one tenant, any freeze of the schema is its.
           SELECT f.tenant_id, f.reason INTO t, r FROM tenantry_meta.frozen_tenants f
-           WHERE f.schema_name OPERATOR(pg_catalog.=) TG_TABLE_SCHEMA LIMIT 1;
+           WHERE f.schema_name OPERATOR(pg_catalog.=) TG_TABLE_SCHEMA
+             AND (f.frozen_until IS NULL OR f.frozen_until OPERATOR(pg_catalog.>) pg_catalog.now())
+           LIMIT 1;
         ELSE
           -- Shared tables: the tenants of the rows this statement wrote.
           SELECT f.tenant_id, f.reason INTO t, r
@@ -84,6 +88,7 @@ export async function ensureFreezeSupport(db: Queryable, owner: string): Promise
             JOIN tenantry_meta.frozen_tenants f
               ON f.tenant_id OPERATOR(pg_catalog.=) w.tenant_id
              AND f.schema_name OPERATOR(pg_catalog.=) TG_TABLE_SCHEMA
+             AND (f.frozen_until IS NULL OR f.frozen_until OPERATOR(pg_catalog.>) pg_catalog.now())
            LIMIT 1;
         END IF;
         IF t IS NULL THEN RETURN NULL; END IF;
@@ -209,6 +214,12 @@ export interface FreezeSpec {
   writers?: string[];
   /** How long to wait for those transactions before giving up (the freeze is then lifted). */
   waitMs?: number;
+  /**
+   * A freeze that ends by itself this long after its last renewal, enforced by the guard (so a
+   * crashed control plane holds the tenant's writes for at most this long). Without it, the freeze
+   * stands until lifted.
+   */
+  deadlineMs?: number;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -236,19 +247,163 @@ export async function freezeTenant(
   if (!UUID.test(spec.tenantId)) throw new Error('bad tenant id');
   const owner = spec.owner ?? (await schemaOwner(db, spec.schema));
   await ensureFreezeTriggers(db, spec.schema, { owner });
+  const until = untilSql(spec.deadlineMs ?? null);
   await db.query(
-    `INSERT INTO tenantry_meta.frozen_tenants (tenant_id, schema_name, reason) VALUES ($1, $2, $3)
-     ON CONFLICT (tenant_id, schema_name) DO UPDATE SET reason = EXCLUDED.reason`,
+    `INSERT INTO tenantry_meta.frozen_tenants (tenant_id, schema_name, reason, frozen_until) VALUES ($1, $2, $3, ${until})
+     ON CONFLICT (tenant_id, schema_name) DO UPDATE SET reason = EXCLUDED.reason, frozen_until = EXCLUDED.frozen_until`,
     [spec.tenantId, spec.schema, spec.reason],
   );
   // The insert has committed: transactions that begin after this instant see the freeze.
   const since = (await db.query<{ at: string }>('SELECT clock_timestamp()::text AS at')).rows[0]!.at;
   try {
-    await waitForOlderTransactions(db, since, spec.writers, spec.waitMs ?? 15_000);
+    await waitForOlderTransactions(
+      db,
+      since,
+      spec.writers,
+      spec.waitMs ?? 15_000,
+      // A wait longer than the deadline must not let the freeze lapse under it.
+      spec.deadlineMs ? () => renewFreeze(db, spec.schema, spec.tenantId, spec.deadlineMs!) : undefined,
+      spec.deadlineMs ? Math.max(50, Math.floor(spec.deadlineMs / 3)) : undefined,
+    );
   } catch (e) {
     if (!opts.keepOnTimeout) await unfreezeTenant(db, spec.schema, spec.tenantId);
     throw e;
   }
+}
+
+/** `now() + ms` as a timestamptz expression, or NULL (no deadline). */
+const untilSql = (ms: number | null) =>
+  ms === null ? 'NULL::timestamptz' : `clock_timestamp() + make_interval(secs => ${Number(ms) / 1000})`;
+
+/**
+ * Moves a standing freeze's deadline to `deadlineMs` from now (null: no deadline, the freeze
+ * stands until lifted). Returns false when no freeze is in force: none, or its deadline passed
+ * (a lapsed freeze is not revived: writes may have gone through, and the caller must freeze anew,
+ * wait for the writers and drain again).
+ */
+export async function renewFreeze(
+  db: Queryable,
+  schema: string,
+  tenantId: string,
+  deadlineMs: number | null,
+): Promise<boolean> {
+  const { rows } = await db.query(
+    `UPDATE tenantry_meta.frozen_tenants SET frozen_until = ${untilSql(deadlineMs)}
+      WHERE tenant_id = $1 AND schema_name = $2 AND (frozen_until IS NULL OR frozen_until > clock_timestamp())
+      RETURNING 1`,
+    [tenantId, schema],
+  );
+  return rows.length > 0;
+}
+
+export interface FreezeProbe {
+  /** The schema whose freeze is proven. */
+  schema: string;
+  tenantId: string;
+  /** Shared (pool) tables: rows of several tenants, statement-level guards on the rows written. */
+  shared: boolean;
+  /** A login role that writes the placement: the probe writes as this role when it may. */
+  writer?: string;
+  /** The shared tables' tenant setting (`app.tenant_id`), set for the probe under row-level security. */
+  tenantSetting?: string;
+}
+
+/**
+ * Proves that a tenant's freeze holds, from inside it: every table of the schema carries the
+ * guards of its kind and each of them fires (not disabled, not replica-only), and a write as the
+ * tenant is refused with 25006 (private tables: a zero-row update on each, which a statement-level
+ * guard refuses; shared tables: a no-op update of one of the tenant's rows per table that has
+ * one). Everything runs in a transaction that is rolled back. Throws a description of what does
+ * not hold; a superuser's `DISABLE TRIGGER`, a guard made replica-only or a replaced guard
+ * function all fail it.
+ */
+export async function proveFreeze(
+  db: Queryable,
+  probe: FreezeProbe,
+): Promise<{ tables: number; probed: number }> {
+  const { rows: tables } = await db.query<{
+    t: string;
+    col: string;
+    guards: string[] | null;
+    off: string[] | null;
+  }>(
+    `SELECT c.relname AS t,
+            (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum LIMIT 1) AS col,
+            array(SELECT g.tgname::text FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = ANY ($2::text[]) ORDER BY 1) AS guards,
+            array(SELECT g.tgname::text FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = ANY ($2::text[])
+                     AND g.tgenabled NOT IN ('O', 'A') ORDER BY 1) AS off
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1`,
+    [probe.schema, probe.shared ? SHARED_TRIGGERS : PRIVATE_TRIGGERS],
+  );
+  const expected = [...(probe.shared ? SHARED_TRIGGERS : PRIVATE_TRIGGERS)].sort();
+  const broken: string[] = [];
+  for (const t of tables) {
+    const missing = expected.filter((g) => !(t.guards ?? []).includes(g));
+    if (missing.length > 0) broken.push(`${t.t}: guard ${missing.join(', ')} missing`);
+    if ((t.off ?? []).length > 0) broken.push(`${t.t}: guard ${(t.off ?? []).join(', ')} disabled`);
+  }
+  if (broken.length > 0)
+    throw new Error(`the write freeze of ${probe.schema} does not hold: ${broken.join('; ')}`);
+  let probed = 0;
+  const leaks: string[] = [];
+  await db.query('BEGIN');
+  try {
+    // Guards fire in origin mode (a session in replica mode skips them; tenants cannot set it). An
+    // admin that may not set it (not a superuser) probes in the mode its session has, if origin.
+    await db.query('SAVEPOINT tenantry_probe_mode');
+    try {
+      await db.query('SET LOCAL session_replication_role = origin');
+      await db.query('RELEASE SAVEPOINT tenantry_probe_mode');
+    } catch {
+      await db.query('ROLLBACK TO SAVEPOINT tenantry_probe_mode');
+      const { rows } = await db.query<{ mode: string }>(
+        `SELECT current_setting('session_replication_role') AS mode`,
+      );
+      if (rows[0]?.mode !== 'origin')
+        throw new Error('the freeze probe needs a session in origin replication mode');
+    }
+    if (probe.writer) {
+      await db.query('SAVEPOINT tenantry_probe_role');
+      try {
+        await db.query(`SET LOCAL ROLE ${ident(probe.writer)}`);
+        await db.query('RELEASE SAVEPOINT tenantry_probe_role');
+      } catch {
+        // An admin that may not act as the tenant probes as itself: the guards fire for every role.
+        await db.query('ROLLBACK TO SAVEPOINT tenantry_probe_role');
+      }
+    }
+    if (probe.tenantSetting)
+      await db.query('SELECT set_config($1, $2, true)', [probe.tenantSetting, probe.tenantId]);
+    for (const t of tables) {
+      if (!t.col) continue;
+      const q = `${ident(probe.schema)}.${ident(t.t)}`;
+      const sql = probe.shared
+        ? `UPDATE ${q} SET tenant_id = tenant_id WHERE ctid = (SELECT ctid FROM ${q} WHERE tenant_id = ${literal(probe.tenantId)}::uuid LIMIT 1)`
+        : `UPDATE ${q} SET ${ident(t.col)} = ${ident(t.col)} WHERE false`;
+      await db.query('SAVEPOINT tenantry_probe');
+      try {
+        const r = await db.query(sql);
+        // A shared table without a row of this tenant proves nothing either way (its guards were
+        // checked above); any other statement that went through is a leak.
+        if (!probe.shared || (r.rowCount ?? 0) > 0) leaks.push(t.t);
+      } catch (e) {
+        if ((e as { code?: string }).code !== '25006') throw e;
+        probed++;
+      } finally {
+        await db.query('ROLLBACK TO SAVEPOINT tenantry_probe');
+      }
+    }
+  } finally {
+    await db.query('ROLLBACK').catch(() => undefined);
+  }
+  if (leaks.length > 0) {
+    throw new Error(
+      `the write freeze of ${probe.schema} does not hold: a write as the tenant went through on ${leaks.join(', ')}`,
+    );
+  }
+  return { tables: tables.length, probed };
 }
 
 /**
@@ -261,9 +416,17 @@ export async function waitForOlderTransactions(
   since: string,
   roles: string[] | undefined,
   timeoutMs: number,
+  /** Run every `renewEveryMs` while waiting (a freeze with a deadline renews it). */
+  renew?: () => Promise<unknown>,
+  renewEveryMs = 1000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let renewed = Date.now();
   for (;;) {
+    if (renew && Date.now() - renewed >= renewEveryMs) {
+      await renew();
+      renewed = Date.now();
+    }
     const { rows } = await db.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM pg_stat_activity a
         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
@@ -324,7 +487,8 @@ async function dropLegacyTriggers(db: Queryable, schema: string, tenantId: strin
 export async function isTenantFrozen(db: Queryable, schema: string, tenantId: string): Promise<boolean> {
   const { rows } = await db.query<{ frozen: boolean }>(
     `SELECT CASE WHEN to_regclass('tenantry_meta.frozen_tenants') IS NULL THEN false
-            ELSE EXISTS (SELECT 1 FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2) END AS frozen`,
+            ELSE EXISTS (SELECT 1 FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2
+                           AND (frozen_until IS NULL OR frozen_until > clock_timestamp())) END AS frozen`,
     [tenantId, schema],
   );
   return rows[0]?.frozen === true;
@@ -342,15 +506,15 @@ export async function withFreezeLifted<T>(
   fn: () => Promise<T>,
 ): Promise<T> {
   return inTransaction(db, async () => {
-    const { rows } = await db.query<{ reason: string }>(
-      'DELETE FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2 RETURNING reason',
+    const { rows } = await db.query<{ reason: string; until: string | null }>(
+      'DELETE FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2 RETURNING reason, frozen_until::text AS until',
       [tenantId, schema],
     );
     const out = await fn();
     if (rows[0]) {
       await db.query(
-        'INSERT INTO tenantry_meta.frozen_tenants (tenant_id, schema_name, reason) VALUES ($1, $2, $3)',
-        [tenantId, schema, rows[0].reason],
+        'INSERT INTO tenantry_meta.frozen_tenants (tenant_id, schema_name, reason, frozen_until) VALUES ($1, $2, $3, $4::timestamptz)',
+        [tenantId, schema, rows[0].reason, rows[0].until],
       );
     }
     return out;
