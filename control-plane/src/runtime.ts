@@ -190,7 +190,8 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     const d = drift;
     closers.push(() => d.close());
 
-    const tokenCache = new TokenCache(db);
+    const tokenCache = new TokenCache(db, { log: log.child({ component: 'token-cache' }) });
+    closers.push(() => tokenCache.close());
     const tokens = new TokenService(db, tokenCache);
     const tenants = new TenantService(db, engine, {
       templateVersion: templates.tenantSchema.version,

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { auth, connectionOf, onboard, startStack, superQuery, type TestStack } from '../helpers/runtime.js';
+import { auth, connectionOf, startStack, superQuery, type TestStack } from '../helpers/runtime.js';
 import {
   asTenant,
   atPoint,
