@@ -43,7 +43,11 @@ export class DataPlane {
   readonly port: number;
   private readonly base: URL;
 
-  constructor(adminUrl: string, opts: { maxConnections?: number } = {}) {
+  /** How long any control-plane statement on the data plane waits for a lock (ms). */
+  readonly lockTimeoutMs: number;
+
+  constructor(adminUrl: string, opts: { maxConnections?: number; lockTimeoutMs?: number } = {}) {
+    this.lockTimeoutMs = opts.lockTimeoutMs ?? 5000;
     this.base = new URL(adminUrl);
     const db = decodeURIComponent(this.base.pathname.replace(/^\//, '')) || 'tenantry_data';
     this.names = dataPlaneNames(db);
@@ -66,9 +70,18 @@ export class DataPlane {
     this.maintenance.on('error', () => {});
   }
 
+  /**
+   * The admin URL of `database`. Every control-plane session on the data plane runs under a
+   * `lock_timeout`: a lock a tenant holds (an open transaction, a lock taken on purpose) turns our
+   * statement into a retryable 55P03 instead of a worker slot held for ever.
+   */
   urlFor(database: string): string {
     const u = new URL(this.base.toString());
     u.pathname = `/${encodeURIComponent(database)}`;
+    if (!/lock_timeout/.test(u.searchParams.get('options') ?? '')) {
+      const options = u.searchParams.get('options');
+      u.searchParams.set('options', `${options ? `${options} ` : ''}-c lock_timeout=${this.lockTimeoutMs}`);
+    }
     return u.toString();
   }
 
