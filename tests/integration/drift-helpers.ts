@@ -109,7 +109,7 @@ export async function startDriftStack(env: Record<string, string> = {}): Promise
  */
 export function extraDrift(
   s: DriftStack,
-  opts: { remediationTimeoutMs?: number } = {},
+  opts: { remediationTimeoutMs?: number; credentialChecksPerSweep?: number } = {},
 ): { drift: DriftService; close(): Promise<void> } {
   const db = s.runtime.services.db;
   const handle = registerLocalDrift({

@@ -1,9 +1,11 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readSiloCatalog } from '../../control-plane/src/drift/catalog.js';
+import { readRoles, readSiloCatalog } from '../../control-plane/src/drift/catalog.js';
+import { verifierHash } from '../../control-plane/src/drift/credentials.js';
 import { LocalDriftDetector } from '../../control-plane/src/drift/local.js';
 import type { SweepResult } from '../../control-plane/src/drift/sweep.js';
 import { DataPlane } from '../../control-plane/src/engine/dataplane.js';
+import { scramMatches } from '../../control-plane/src/providers/postgres/scram.js';
 import { loadTemplates } from '../../control-plane/src/templates.js';
 import {
   auth,
@@ -82,6 +84,8 @@ describe('a clean fleet', () => {
     expect(r.run.tenantsChecked).toBe(Object.keys(T).length);
     expect(r.run.skipped).toEqual([]);
     expect(r.run.summary).toMatchObject({ findings: 0, open: 0, ignored: 0 });
+    // Every check was made, every login's password among them.
+    expect(r.run.summary.notChecked).toBeUndefined();
   });
 });
 
@@ -229,6 +233,20 @@ interface Case {
 
 const superCount = async (db: string, sql: string, params: unknown[] = []) =>
   Number((await s.sql<{ n: string }>(db, sql, params))[0]?.n);
+
+/** Runs a statement as the tenant itself, with the credentials of its connection descriptor. */
+async function asTenant(slug: string, sql: string): Promise<void> {
+  const c = await tenantClient(await connectionOf(s, slug));
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/** The stored credentials are refused: the password the descriptor hands out no longer works. */
+const locksOut = async (slug: string) =>
+  expect(tenantCanQuery(s, slug)).rejects.toMatchObject({ code: '28P01' });
 
 let writes = 0;
 /**
@@ -729,6 +747,124 @@ const CASES: Case[] = [
     },
     after: async () => expect(await tenantCanQuery(s, T.bridge3)).toBe(true),
   },
+  // What every login may do to itself (ALTER ROLE <self> …), found by a sweep and set back.
+  {
+    what: "a bridge tenant's login changes its own password (its stored secret no longer works)",
+    inject: async () => {
+      await asTenant(T.bridge, `ALTER ROLE ${obj(T.bridge)} PASSWORD 'chosen-by-the-tenant'`);
+      await locksOut(T.bridge);
+    },
+    expected: {
+      tenantSlug: T.bridge,
+      resource: 'role',
+      name: obj(T.bridge),
+      kind: 'changed',
+      field: 'password',
+      desired: 'stored secret',
+      actual: 'another password',
+      category: 'state',
+    },
+    after: async () => expect(await tenantCanQuery(s, T.bridge)).toBe(true),
+  },
+  {
+    what: "the pool's shared login password changed by one pool tenant (every other one locked out)",
+    inject: async () => {
+      await asTenant(T.pool, `ALTER ROLE ${DATA}_pool PASSWORD 'mine-now'`);
+      await locksOut(T.pool2);
+    },
+    expected: {
+      tenantId: null,
+      resource: 'role',
+      name: `${DATA}_pool`,
+      kind: 'changed',
+      field: 'password',
+      actual: 'another password',
+      category: 'isolation',
+    },
+    after: async () => {
+      expect(await tenantCanQuery(s, T.pool)).toBe(true);
+      expect(await tenantCanQuery(s, T.pool2)).toBe(true);
+    },
+  },
+  {
+    what: 'a silo login that removes its own password',
+    inject: async () => {
+      await asTenant(T.silo, `ALTER ROLE ${obj(T.silo)} PASSWORD NULL`);
+      await locksOut(T.silo);
+    },
+    expected: {
+      tenantSlug: T.silo,
+      resource: 'role',
+      name: obj(T.silo),
+      kind: 'changed',
+      field: 'password',
+      actual: 'no password',
+    },
+    after: async () => expect(await tenantCanQuery(s, T.silo)).toBe(true),
+  },
+  {
+    what: 'a bridge login that stores its own password as an md5 hash',
+    inject: () =>
+      asTenant(T.bridge3, `SET password_encryption = 'md5'; ALTER ROLE ${obj(T.bridge3)} PASSWORD 'weaker'`),
+    expected: {
+      tenantSlug: T.bridge3,
+      resource: 'role',
+      name: obj(T.bridge3),
+      kind: 'changed',
+      field: 'password',
+      actual: 'an md5 hash',
+    },
+    after: async () => {
+      const [v] = await s.sql<{ v: string }>(
+        'postgres',
+        'SELECT rolpassword AS v FROM pg_authid WHERE rolname = $1',
+        [obj(T.bridge3)],
+      );
+      expect(v?.v).toMatch(/^SCRAM-SHA-256\$4096:/);
+      expect(await tenantCanQuery(s, T.bridge3)).toBe(true);
+    },
+  },
+  {
+    what: "a tenant's own login lifting its statement_timeout (ALTER ROLE <self> SET)",
+    inject: () => asTenant(T.bridge2, `ALTER ROLE ${obj(T.bridge2)} SET statement_timeout = 0`),
+    expected: {
+      tenantSlug: T.bridge2,
+      resource: 'role',
+      name: obj(T.bridge2),
+      kind: 'changed',
+      field: 'statement_timeout',
+      actual: '0',
+    },
+    after: async () => {
+      const [r] = await s.sql<{ c: string[] }>(
+        'postgres',
+        `SELECT setconfig AS c FROM pg_db_role_setting WHERE setrole = $1::regrole AND setdatabase = 0`,
+        [obj(T.bridge2)],
+      );
+      expect(r?.c).not.toContain('statement_timeout=0');
+    },
+  },
+  {
+    what: "a tenant's own login lifting its statement_timeout in its database only (ALTER ROLE … IN DATABASE)",
+    inject: () =>
+      asTenant(T.bridge2, `ALTER ROLE ${obj(T.bridge2)} IN DATABASE ${DATA} SET statement_timeout = 0`),
+    expected: {
+      tenantSlug: T.bridge2,
+      resource: 'role',
+      name: obj(T.bridge2),
+      kind: 'unexpected',
+      field: `databaseSetting:${DATA}:statement_timeout`,
+      actual: '0',
+    },
+    after: async () =>
+      expect(
+        await superCount(
+          'postgres',
+          `SELECT count(*) AS n FROM pg_db_role_setting WHERE setrole = $1::regrole AND setdatabase <> 0`,
+          [obj(T.bridge2)],
+        ),
+      ).toBe(0),
+  },
   {
     what: 'CONNECT granted to PUBLIC on a silo database',
     inject: () => s.sql('postgres', `GRANT CONNECT ON DATABASE ${obj(T.silo)} TO PUBLIC`),
@@ -901,6 +1037,119 @@ describe('remediation bookkeeping', () => {
   });
 });
 
+describe('checking passwords against the stored secrets', () => {
+  const logins = [obj(T.bridge), obj(T.silo), obj(T.bridge2), obj(T.bridge3), `${DATA}_pool`];
+  const verified = async () =>
+    (
+      await s.sql<{ r: string }>(
+        s.controlDb,
+        'SELECT role_name AS r FROM drift_verified_credentials ORDER BY 1',
+      )
+    ).map((x) => x.r);
+
+  it('derives keys for a bounded number of new logins per sweep, and says how many it left', async () => {
+    await s.sql(s.controlDb, 'DELETE FROM drift_verified_credentials');
+    // A process of its own (nothing remembered), at most one key derivation per sweep.
+    const extra = extraDrift(s, { credentialChecksPerSweep: 1 });
+    try {
+      for (let left = logins.length - 1; left >= 0; left--) {
+        const r = await extra.drift.runNow();
+        expect(r?.findings).toEqual([]);
+        expect(r?.run.summary.notChecked).toEqual(
+          left > 0
+            ? [{ check: 'credentials', reason: expect.stringContaining(`${left} login(s) not checked`) }]
+            : undefined,
+        );
+      }
+      // Each verified match is kept (role, secret version, a hash of the verifier), never the verifier.
+      expect(await verified()).toEqual([...logins].sort());
+      const [row] = await s.sql<{ h: string }>(
+        s.controlDb,
+        'SELECT verifier_sha256 AS h FROM drift_verified_credentials WHERE role_name = $1',
+        [obj(T.bridge)],
+      );
+      expect(row?.h).toMatch(/^[0-9a-f]{64}$/);
+
+      // Two logins change their password: over the budget, one is found at the next sweep; the
+      // other at the one after, while the first (found wrong) is checked again whatever the budget.
+      await asTenant(T.bridge2, `ALTER ROLE ${obj(T.bridge2)} PASSWORD 'one'`);
+      await asTenant(T.bridge3, `ALTER ROLE ${obj(T.bridge3)} PASSWORD 'two'`);
+      const first = await extra.drift.runNow();
+      expect(first?.findings.map((f) => `${f.name}.${f.field}`)).toEqual([`${obj(T.bridge2)}.password`]);
+      expect(first?.run.summary.notChecked).toEqual([
+        { check: 'credentials', reason: expect.stringContaining('1 login(s) not checked') },
+      ]);
+      const second = await extra.drift.runNow();
+      expect(second?.findings.map((f) => `${f.name}.${f.field}`).sort()).toEqual([
+        `${obj(T.bridge2)}.password`,
+        `${obj(T.bridge3)}.password`,
+      ]);
+      expect(second?.run.summary.notChecked).toBeUndefined();
+      // A login found wrong is never left out for the budget: changed again, beside another login
+      // whose name sorts first, both are checked.
+      await asTenant(T.bridge, `ALTER ROLE ${obj(T.bridge)} PASSWORD 'three'`);
+      const c = new pg.Client({ connectionString: s.adminUrl('postgres') });
+      await c.connect();
+      await c.query(`ALTER ROLE ${obj(T.bridge2)} PASSWORD 'four'`).finally(() => c.end());
+      const third = await extra.drift.runNow();
+      expect(third?.findings.map((f) => `${f.name}.${f.field}`).sort()).toEqual([
+        `${obj(T.bridge)}.password`,
+        `${obj(T.bridge2)}.password`,
+        `${obj(T.bridge3)}.password`,
+      ]);
+    } finally {
+      await extra.close();
+    }
+    // The stack's own sweeper repairs them; the stored credentials work again.
+    await setPolicy({ mode: 'remediate' });
+    try {
+      const r = await sweep();
+      expect(r.findings.map((f) => [f.field, f.resolution])).toEqual([
+        ['password', 'repaired'],
+        ['password', 'repaired'],
+        ['password', 'repaired'],
+      ]);
+    } finally {
+      await setPolicy({ mode: 'report' });
+    }
+    for (const slug of [T.bridge, T.bridge2, T.bridge3]) expect(await tenantCanQuery(s, slug)).toBe(true);
+    expect((await sweep()).findings).toEqual([]);
+  });
+
+  it('reports the check as not possible, and still observes the rest, when pg_authid is refused', async () => {
+    const { catalog, tenantSchema } = loadTemplates('templates');
+    await s.sql('postgres', `CREATE ROLE drift_no_authid LOGIN PASSWORD 'drift-no-authid'`);
+    await s.sql('postgres', 'GRANT CONNECT ON DATABASE postgres TO drift_no_authid');
+    const dp = new DataPlane(s.adminUrl(DATA), { maxConnections: 2 });
+    const url = new URL(s.adminUrl('postgres'));
+    url.username = 'drift_no_authid';
+    url.password = 'drift-no-authid';
+    // Roles and databases are read on the maintenance sessions: there, an admin that is not a
+    // superuser (an RDS master user, say).
+    const own = dp.maintenance;
+    Object.assign(dp, { maintenance: new pg.Pool({ connectionString: url.toString(), max: 2 }) });
+    const detector = new LocalDriftDetector(dp, s.runtime.services.db, catalog, tenantSchema, {
+      secrets: { getSecret: () => Promise.reject(new Error('never asked')) },
+    });
+    try {
+      const obs = await detector.observe();
+      expect(obs.notChecked).toEqual([
+        {
+          check: 'credentials',
+          reason: expect.stringMatching(/pg_authid is not readable.*permission denied/),
+        },
+      ]);
+      expect(obs.credentials).toBeUndefined();
+      expect(obs.roles.get(obj(T.bridge))).toMatchObject({ canLogin: true, connectionLimit: 20 });
+    } finally {
+      await own.end();
+      await dp.close();
+      await s.sql('postgres', 'REVOKE CONNECT ON DATABASE postgres FROM drift_no_authid');
+      await s.sql('postgres', 'DROP ROLE drift_no_authid');
+    }
+  });
+});
+
 describe('orphans', () => {
   it('reports an object that follows Tenantry naming but belongs to no tenant, and never drops it', async () => {
     await setPolicy({ mode: 'remediate' });
@@ -951,6 +1200,28 @@ describe('reading the catalogs', () => {
     } finally {
       await c.end();
       await s.sql('postgres', `DROP DATABASE ${db}`);
+    }
+  });
+
+  it('tells a password from a verifier Postgres made itself, and hashes it as the roles read does', async () => {
+    await s.sql('postgres', `CREATE ROLE drift_scram_probe PASSWORD 'pencil'`);
+    const c = new pg.Client({ connectionString: s.adminUrl('postgres') });
+    await c.connect();
+    try {
+      const [r] = (
+        await c.query<{ v: string }>(
+          `SELECT rolpassword AS v FROM pg_authid WHERE rolname = 'drift_scram_probe'`,
+        )
+      ).rows;
+      expect(r?.v).toMatch(/^SCRAM-SHA-256\$4096:/);
+      expect(await scramMatches('pencil', r?.v as string)).toBe(true);
+      expect(await scramMatches('pencil!', r?.v as string)).toBe(false);
+      const { roles, verifiersUnreadable } = await readRoles(c, ['drift_scram_probe']);
+      expect(verifiersUnreadable).toBeNull();
+      expect(roles.get('drift_scram_probe')?.verifierHash).toBe(verifierHash(r?.v as string));
+    } finally {
+      await c.end();
+      await s.sql('postgres', 'DROP ROLE drift_scram_probe');
     }
   });
 

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { FREEZE_TRIGGERS } from '../providers/postgres/freeze.js';
 import { literal, type Queryable } from '../providers/postgres/sql.js';
+import type { CredentialStatus } from './credentials.js';
 
 /**
  * The `pg_trigger.tgenabled` state of a freeze guard as freeze.ts creates it (a plain CREATE
@@ -19,17 +20,32 @@ const sqlArray = (xs: readonly string[], type = 'text') =>
  * never once per tenant. The benchmark runs these same statements alone as its floor.
  */
 
-/** Roles, their attributes, role-level settings and memberships (shared catalog: maintenance database). */
-export const ROLES_SQL = `
+/**
+ * Roles, their attributes, role-level settings (everywhere, and per database) and memberships, and
+ * the SHA-256 (hex) of each one's password verifier, computed by the server (shared catalog:
+ * maintenance database). Read from pg_authid, which only a superuser may read (the passwords are
+ * never returned, only their hash: see credentials.ts); ROLES_NO_AUTHID_SQL is the same read from
+ * pg_roles, for an admin refused it.
+ */
+const rolesSql = (from: 'pg_authid' | 'pg_roles') => `
 SELECT r.oid, r.rolname AS name, r.rolcanlogin AS login, r.rolsuper AS super, r.rolbypassrls AS bypassrls,
        r.rolcreaterole AS createrole, r.rolcreatedb AS createdb, r.rolreplication AS replication,
-       r.rolconnlimit AS connlimit, s.setconfig AS config, coalesce(m.member_of, '{}') AS member_of
-  FROM pg_roles r
+       r.rolconnlimit AS connlimit, s.setconfig AS config, coalesce(m.member_of, '{}') AS member_of,
+       ds.db_config, ${from === 'pg_authid' ? `encode(sha256(convert_to(r.rolpassword, 'UTF8')), 'hex')` : 'NULL::text'} AS verifier
+  FROM ${from} r
   LEFT JOIN pg_db_role_setting s ON s.setrole = r.oid AND s.setdatabase = 0
   LEFT JOIN (SELECT a.member, array_agg(b.rolname::text ORDER BY b.rolname::text) AS member_of
                FROM pg_auth_members a JOIN pg_roles b ON b.oid = a.roleid
               GROUP BY a.member) m ON m.member = r.oid
+  LEFT JOIN (SELECT x.setrole, json_object_agg(d.datname, x.setconfig) AS db_config
+               FROM pg_db_role_setting x JOIN pg_database d ON d.oid = x.setdatabase
+              GROUP BY x.setrole) ds ON ds.setrole = r.oid
  WHERE r.rolname LIKE 'tenant\\_%' OR r.rolname = ANY($1::text[])`;
+export const ROLES_SQL = rolesSql('pg_authid');
+const ROLES_NO_AUTHID_SQL = rolesSql('pg_roles');
+
+/** The verifiers themselves (pg_authid.rolpassword), of the few logins a sweep checks. */
+export const VERIFIERS_SQL = `SELECT rolname AS name, rolpassword AS verifier FROM pg_authid WHERE rolname = ANY ($1::text[])`;
 
 /**
  * Every database with its owner and its ACL, parsed here for the holders of CONNECT. (Not
@@ -127,7 +143,11 @@ export interface ObservedRole {
   replication: boolean;
   connectionLimit: number;
   settings: Record<string, string>;
+  /** Settings for this role in one database only (`ALTER ROLE … IN DATABASE … SET`): database → settings. */
+  databaseSettings: Record<string, Record<string, string>>;
   memberOf: string[];
+  /** SHA-256 (hex) of its password verifier; null: no password; undefined: pg_authid not readable. */
+  verifierHash?: string | null;
 }
 
 export interface ObservedDatabase {
@@ -218,6 +238,15 @@ export interface ObservedFleet {
   secrets: Map<string, ObservedSecret>;
   /** alias → enabled key id */
   keys: Map<string, string>;
+  /** Tenantry logins whose password was checked against their stored secret (see credentials.ts). */
+  credentials?: Map<string, CredentialStatus>;
+  /** Checks this observation could not make, with the reason (recorded in the run's summary). */
+  notChecked?: NotChecked[];
+}
+
+export interface NotChecked {
+  check: 'credentials';
+  reason: string;
 }
 
 /* ------------------------------------------------------------------ parsing */
@@ -334,26 +363,50 @@ function parseSettings(config: string[] | null): Record<string, string> {
 export interface RolesRead {
   roles: Map<string, ObservedRole>;
   namesByOid: Map<number, string>;
+  /** Why the password verifiers could not be read (pg_authid refused); null when they were. */
+  verifiersUnreadable: string | null;
 }
 
+type RoleRow = {
+  oid: number;
+  name: string;
+  login: boolean;
+  super: boolean;
+  bypassrls: boolean;
+  createrole: boolean;
+  createdb: boolean;
+  replication: boolean;
+  connlimit: number;
+  config: string[] | null;
+  member_of: string[];
+  db_config: Record<string, string[] | null> | null;
+  verifier: string | null;
+};
+
+const NO_DB_SETTINGS: Record<string, Record<string, string>> = Object.freeze({}) as Record<
+  string,
+  Record<string, string>
+>;
+
 export async function readRoles(db: Queryable, extraRoles: string[]): Promise<RolesRead> {
-  const { rows } = await catalogQuery<{
-    oid: number;
-    name: string;
-    login: boolean;
-    super: boolean;
-    bypassrls: boolean;
-    createrole: boolean;
-    createdb: boolean;
-    replication: boolean;
-    connlimit: number;
-    config: string[] | null;
-    member_of: string[];
-  }>(db, ROLES_SQL, [extraRoles]);
+  let verifiersUnreadable: string | null = null;
+  const { rows } = await catalogQuery<RoleRow>(db, ROLES_SQL, [extraRoles]).catch(
+    (e: { code?: string; message?: string }) => {
+      if (e.code !== '42501') throw e;
+      // Not a superuser (an RDS master user, say): everything else is still read.
+      verifiersUnreadable = `pg_authid is not readable by the data-plane admin: ${e.message ?? 'permission denied'}`;
+      return catalogQuery<RoleRow>(db, ROLES_NO_AUTHID_SQL, [extraRoles]);
+    },
+  );
   const roles = new Map<string, ObservedRole>();
   const namesByOid = new Map<number, string>();
   for (const r of rows) {
     namesByOid.set(r.oid, r.name);
+    let databaseSettings = NO_DB_SETTINGS;
+    if (r.db_config) {
+      databaseSettings = {};
+      for (const [d, config] of Object.entries(r.db_config)) databaseSettings[d] = parseSettings(config);
+    }
     roles.set(r.name, {
       name: r.name,
       canLogin: r.login,
@@ -364,10 +417,18 @@ export async function readRoles(db: Queryable, extraRoles: string[]): Promise<Ro
       replication: r.replication,
       connectionLimit: r.connlimit,
       settings: parseSettings(r.config),
+      databaseSettings,
       memberOf: r.member_of,
+      ...(verifiersUnreadable === null ? { verifierHash: r.verifier } : {}),
     });
   }
-  return { roles, namesByOid };
+  return { roles, namesByOid, verifiersUnreadable };
+}
+
+/** The current verifiers of these roles (only a superuser may read them): role → verifier or null. */
+export async function readVerifiers(db: Queryable, roles: string[]): Promise<Map<string, string | null>> {
+  const { rows } = await db.query<{ name: string; verifier: string | null }>(VERIFIERS_SQL, [roles]);
+  return new Map(rows.map((r) => [r.name, r.verifier]));
 }
 
 /**

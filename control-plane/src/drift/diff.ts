@@ -10,6 +10,7 @@ import {
   type ObservedRole,
   type ObservedTable,
 } from './catalog.js';
+import type { CredentialStatus } from './credentials.js';
 import type { DetectInput, DriftCategory, DriftKind, DriftResource, DriftValue, Finding } from './types.js';
 
 /** What the local target provisions, independent of any one tenant. */
@@ -44,6 +45,14 @@ const sameList = (a: readonly string[], b: readonly string[]) => {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 };
+/** What a login's password is, when it is not its stored secret's. */
+const CREDENTIAL_ACTUAL: Record<Exclude<CredentialStatus, 'ok'>, string> = {
+  differs: 'another password',
+  none: 'no password',
+  md5: 'an md5 hash',
+  'unknown-format': 'not a SCRAM verifier',
+};
+
 /** pg_trigger.tgenabled as the ALTER TABLE clause that sets it. */
 const GUARD_STATE_NAMES: Record<string, string> = {
   O: 'enabled',
@@ -163,6 +172,30 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     if (!r) {
       push(o, 'role', name, 'missing', 'exists', true, false);
       return;
+    }
+    // Any login may change its own password: its stored secret (its descriptor) no longer works.
+    // The pool's shared login changed by one tenant locks every other pool tenant out.
+    const cred = obs.credentials?.get(name);
+    if (cred !== undefined && cred !== 'ok')
+      push(
+        o,
+        'role',
+        name,
+        'changed',
+        'password',
+        'stored secret',
+        CREDENTIAL_ACTUAL[cred],
+        name === L.poolRole ? 'isolation' : 'state',
+      );
+    // …and its own settings in one database (ALTER ROLE … IN DATABASE … SET), which win over its
+    // role-wide ones there. Tenantry sets one: a silo's search_path in its own database (promotion).
+    for (const db in r.databaseSettings) {
+      const config = r.databaseSettings[db] as Record<string, string>;
+      for (const k in config) {
+        const v = config[k] as string;
+        if (db === name && k === 'search_path' && normalizePath(v) === L.siloSchema) continue;
+        push(o, 'role', name, 'unexpected', `databaseSetting:${db}:${k}`, null, v);
+      }
     }
     if (r.canLogin !== login) push(o, 'role', name, 'changed', 'login', login, r.canLogin);
     if (r.superuser || r.bypassRls || r.createRole || r.createDb || r.replication) {

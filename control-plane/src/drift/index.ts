@@ -92,11 +92,16 @@ export function registerLocalDrift(
     templates: Templates;
     /** Sweep-owned admin sessions on the data plane (per pool: shared database, maintenance database). */
     maxConnections?: number;
+    /** Logins whose password a sweep verifies from scratch, at most (LocalDriftOptions). */
+    credentialChecksPerSweep?: number;
   },
 ): DriftHandle {
   const dp = new DataPlane(deps.dataplaneUrl, { maxConnections: deps.maxConnections ?? 4 });
   const { catalog, tenantSchema } = deps.templates;
-  const detector = new LocalDriftDetector(dp, deps.db, catalog, tenantSchema);
+  const detector = new LocalDriftDetector(dp, deps.db, catalog, tenantSchema, {
+    secrets: deps.keys,
+    ...(deps.credentialChecksPerSweep ? { credentialChecksPerSweep: deps.credentialChecksPerSweep } : {}),
+  });
   const remediator = new LocalDriftRemediator(dp, deps.keys, catalog, tenantSchema);
   return wireDrift(deps, detector, remediator, () => dp.close());
 }

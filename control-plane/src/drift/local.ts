@@ -29,8 +29,10 @@ import { lockDatabaseAcl } from '../providers/postgres/sql.js';
 import {
   type DatabaseCatalog,
   GUARD_ENABLED,
+  type NotChecked,
   type ObservedDatabaseContents,
   type ObservedFleet,
+  type ObservedSecret,
   type RolesRead,
   readDatabaseContents,
   readDatabases,
@@ -39,11 +41,18 @@ import {
   readRoles,
   readSecrets,
   readSiloCatalog,
+  readVerifiers,
   resolveDatabase,
   roleNamer,
   SILO_CONCURRENCY,
   siloDatabase,
 } from './catalog.js';
+import {
+  CredentialChecker,
+  type CredentialStatus,
+  DEFAULT_CREDENTIAL_CHECKS,
+  type Login,
+} from './credentials.js';
 import { diffLocal, type LocalLayout, slugOfObject } from './diff.js';
 import type {
   DetectInput,
@@ -98,9 +107,21 @@ export async function probeCanonical(
   }
 }
 
+interface CredentialsChecked {
+  statuses?: Map<string, CredentialStatus>;
+  notChecked: NotChecked[];
+}
+
 export interface LocalDriftOptions {
   /** Silo databases inspected at once (one short session each; the cost is latency, not CPU). */
   siloConcurrency?: number;
+  /**
+   * The secret store holding each login's password: with it, every sweep checks that each Tenantry
+   * login still has its stored secret's password (credentials.ts). Without it, the check is not made.
+   */
+  secrets?: Pick<SecretStore, 'getSecret'>;
+  /** Logins whose password a sweep derives SCRAM keys for, at most (see credentials.ts). */
+  credentialChecksPerSweep?: number;
 }
 
 /**
@@ -110,6 +131,7 @@ export interface LocalDriftOptions {
 export class LocalDriftDetector implements DriftDetector {
   readonly target = 'local' as const;
   private layout: LocalLayout | undefined;
+  private readonly credentials: CredentialChecker | null;
 
   constructor(
     private readonly dp: DataPlane,
@@ -117,7 +139,57 @@ export class LocalDriftDetector implements DriftDetector {
     private readonly catalog: TierCatalog,
     private readonly template: TenantTemplate,
     private readonly opts: LocalDriftOptions = {},
-  ) {}
+  ) {
+    this.credentials = opts.secrets
+      ? new CredentialChecker(
+          control,
+          opts.secrets,
+          (roles) => readVerifiers(dp.maintenance, roles),
+          opts.credentialChecksPerSweep,
+        )
+      : null;
+  }
+
+  /**
+   * Each Tenantry login (bridge and silo roles, the pool's shared login) against its stored secret,
+   * from the roles read (verifier hashes) and the secrets read (versions).
+   */
+  private async checkCredentials(
+    roles: RolesRead,
+    secrets: Map<string, ObservedSecret>,
+  ): Promise<CredentialsChecked> {
+    if (!this.credentials)
+      return { notChecked: [{ check: 'credentials', reason: 'no secret store to check logins against' }] };
+    if (roles.verifiersUnreadable !== null)
+      return { notChecked: [{ check: 'credentials', reason: roles.verifiersUnreadable }] };
+    const n = this.dp.names;
+    const logins: Login[] = [];
+    for (const r of roles.roles.values()) {
+      if (!r.canLogin || r.verifierHash === undefined) continue;
+      const slug = r.name === n.poolRole ? null : slugOfObject(r.name);
+      if (r.name !== n.poolRole && slug === null) continue;
+      logins.push({
+        role: r.name,
+        secretName: slug === null ? POOL_SECRET : tenantSecretName(slug),
+        verifierHash: r.verifierHash,
+      });
+    }
+    const versions = new Map<string, number>();
+    for (const s of secrets.values()) versions.set(s.name, s.version);
+    const { statuses, unchecked } = await this.credentials.check(logins, versions);
+    return {
+      statuses,
+      notChecked:
+        unchecked > 0
+          ? [
+              {
+                check: 'credentials',
+                reason: `${unchecked} login(s) not checked against their stored secret this sweep (new or changed, beyond the ${this.opts.credentialChecksPerSweep ?? DEFAULT_CREDENTIAL_CHECKS} checked per sweep, or their secret unreadable)`,
+              },
+            ]
+          : [],
+    };
+  }
 
   async getLayout(): Promise<LocalLayout> {
     if (this.layout) return this.layout;
@@ -156,6 +228,17 @@ export class LocalDriftDetector implements DriftDetector {
     const named = (roles: RolesRead, dbs: DatabaseCatalog[]) =>
       roleNamer(this.dp.maintenance, roles.namesByOid, dbs);
     const rolesRead = readRoles(this.dp.maintenance, platformRoles);
+    const secretsRead = readSecrets(this.control);
+    // Beside the silo pass: mostly a lookup; key derivations only for new or changed logins.
+    const credentials = Promise.all([rolesRead, secretsRead]).then(([roles, secrets]) =>
+      this.checkCredentials(roles, secrets)
+        .catch(
+          (e: Error): CredentialsChecked => ({
+            notChecked: [{ check: 'credentials', reason: `failed: ${e.message.slice(0, 200)}` }],
+          }),
+        )
+        .finally(since('credentialsMs')),
+    );
     // The shared database is named as soon as it is read, beside the silo pass.
     const sharedData = Promise.all([
       rolesRead,
@@ -170,8 +253,9 @@ export class LocalDriftDetector implements DriftDetector {
       rolesRead,
       sharedData,
       readPoolMembers(this.dp.data),
-      readSecrets(this.control),
+      secretsRead,
       readKeys(this.control),
+      credentials,
     ]).finally(since('sharedMs'));
     // Awaited below, after the silo pass; until then a failed read must not go unhandled (Node would
     // end the process), nor when listing the databases fails first and it is never awaited.
@@ -193,13 +277,23 @@ export class LocalDriftDetector implements DriftDetector {
         unreachable.set(name, (e as Error).message.slice(0, 200));
       }
     }).finally(since('silosMs'));
-    const [[roles, data, poolMembers, secrets, keys]] = await Promise.all([shared, siloPass]);
+    const [[roles, data, poolMembers, secrets, keys, checked]] = await Promise.all([shared, siloPass]);
     contents.set(n.database, data);
     const siloRole = await named(roles, [...silosRead.values()]);
     for (const [name, c] of silosRead) contents.set(name, resolveDatabase(c, siloRole));
     const { roles: roleMap } = roles;
     timings.silos = silos.length;
-    return { roles: roleMap, databases, contents, unreachable, poolMembers, secrets, keys };
+    return {
+      roles: roleMap,
+      databases,
+      contents,
+      unreachable,
+      poolMembers,
+      secrets,
+      keys,
+      ...(checked.statuses ? { credentials: checked.statuses } : {}),
+      notChecked: checked.notChecked,
+    };
   }
 
   async detect(snapshot: () => Promise<DetectInput>): Promise<DetectResult> {
@@ -216,10 +310,12 @@ export class LocalDriftDetector implements DriftDetector {
     return {
       input,
       findings,
+      ...(obs.notChecked && obs.notChecked.length > 0 ? { notChecked: obs.notChecked } : {}),
       timings: {
         observeMs: t1 - t0,
         observeSharedMs: parts.sharedMs ?? 0,
         observeSilosMs: parts.silosMs ?? 0,
+        observeCredentialsMs: parts.credentialsMs ?? 0,
         snapshotMs: t2 - t1,
         diffMs: t3 - t2,
       },
@@ -367,13 +463,16 @@ export class LocalDriftRemediator implements DriftRemediator {
       return steps;
     }
     const roleFindings = fs.filter((f) => f.resource === 'role' && f.name === name);
+    // The login's password is no longer its stored secret's (the tenant changed it): set it back.
+    const passwordBad = roleFindings.some((f) => f.field === 'password');
     if (roleFindings.length > 0 || secretBad) {
       steps.push({
         name: 'role',
         run: async () => {
-          // New credentials (or a re-created role) take the password of the secret's latest version.
+          // New credentials (or a re-created role) take the password of the secret's latest version,
+          // sent as a SCRAM verifier (applyRole), never in plaintext.
           let password: string | undefined;
-          if (secretBad || roleMissing) {
+          if (secretBad || roleMissing || passwordBad) {
             const pw = (await this.keys.getSecret(secretName))?.value.password;
             if (typeof pw !== 'string')
               throw new TenantryError('SECRET_UNAVAILABLE', 'tenant credentials are missing');
@@ -382,10 +481,7 @@ export class LocalDriftRemediator implements DriftRemediator {
           const searchPath = [bridge ? name : n.siloSchema];
           await this.dp.withMaintenance(async (db) => {
             await applyRole(db, { name, ...limits, searchPath, ...(password ? { password } : {}) });
-            for (const f of roleFindings) {
-              const m = /^memberOf:(.+)$/.exec(f.field)?.[1];
-              if (m) await db.query(`REVOKE ${catalogName(m)} FROM ${ident(name)}`);
-            }
+            await revokeRoleExtras(db, name, roleFindings);
           });
         },
       });
@@ -498,7 +594,7 @@ export class LocalDriftRemediator implements DriftRemediator {
           this.dp.withMaintenance(async (db) => {
             const exists = !poolRole.some((f) => f.kind === 'missing');
             let password: string | undefined;
-            if (!exists) {
+            if (!exists || poolRole.some((f) => f.field === 'password')) {
               const pw = (await this.keys.getSecret(POOL_SECRET))?.value.password;
               password = typeof pw === 'string' ? pw : undefined;
             }
@@ -508,10 +604,7 @@ export class LocalDriftRemediator implements DriftRemediator {
               searchPath: [n.poolSchema],
               ...(password ? { password } : {}),
             });
-            for (const f of poolRole) {
-              const m = /^memberOf:(.+)$/.exec(f.field)?.[1];
-              if (m) await db.query(`REVOKE ${catalogName(m)} FROM ${ident(n.poolRole)}`);
-            }
+            await revokeRoleExtras(db, n.poolRole, poolRole);
           }),
       });
     }
@@ -624,6 +717,23 @@ export class LocalDriftRemediator implements DriftRemediator {
       });
     }
     return steps;
+  }
+}
+
+/**
+ * What a role holds beyond its spec: memberships (revoked), and settings of its own in one database
+ * (`ALTER ROLE … IN DATABASE … SET`, reset one by one).
+ */
+async function revokeRoleExtras(db: Queryable, role: string, findings: Finding[]): Promise<void> {
+  for (const f of findings) {
+    const member = /^memberOf:(.+)$/.exec(f.field)?.[1];
+    if (member) await db.query(`REVOKE ${catalogName(member)} FROM ${ident(role)}`);
+    // A setting's name as pg_db_role_setting spells it: validated, then spliced bare (`app.x` is two parts).
+    const setting = /^databaseSetting:(.+):([A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)*)$/.exec(
+      f.field,
+    );
+    if (setting?.[1] && setting[2])
+      await db.query(`ALTER ROLE ${ident(role)} IN DATABASE ${catalogName(setting[1])} RESET ${setting[2]}`);
   }
 }
 

@@ -32,6 +32,8 @@ export interface RunSummary {
   ignored: number;
   byKind: Record<string, number>;
   byCategory: Record<string, number>;
+  /** Checks the sweep could not make, with why (the credentials check without pg_authid, say). */
+  notChecked?: { check: string; reason: string }[];
 }
 
 export interface DriftRun {

@@ -247,7 +247,9 @@ export class DriftSweeper {
         ignored,
         byKind: count((f) => f.kind),
         byCategory: count((f) => f.category),
+        ...(detected.notChecked ? { notChecked: detected.notChecked } : {}),
       };
+      if (detected.notChecked) log.warn({ notChecked: detected.notChecked }, 'drift checks not made');
       const durationMs = performance.now() - started;
       const timings = {
         ...roundAll(detected.timings),

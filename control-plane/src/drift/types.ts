@@ -111,6 +111,8 @@ export interface DetectResult {
   /** The snapshot the findings were judged against. */
   input: DetectInput;
   findings: Finding[];
+  /** Checks the detector could not make (the credentials check without pg_authid, say), with why. */
+  notChecked?: { check: string; reason: string }[];
   /** Milliseconds per phase (catalog reads, diff), for the run report. */
   timings: Record<string, number>;
 }

@@ -1,0 +1,152 @@
+import { describe, expect, it } from 'vitest';
+import { parseGuardStates } from '../../control-plane/src/drift/catalog.js';
+import { CredentialChecker, type Login, verifierHash } from '../../control-plane/src/drift/credentials.js';
+import {
+  parseScramVerifier,
+  scramMatches,
+  scramVerifier,
+} from '../../control-plane/src/providers/postgres/scram.js';
+import type { Queryable } from '../../control-plane/src/providers/postgres/sql.js';
+
+describe('SCRAM verifiers', () => {
+  it('recomputes StoredKey from a password and the verifier salt, and tells the right password', async () => {
+    const v = scramVerifier('correct horse');
+    expect(parseScramVerifier(v)).toMatchObject({ iterations: 4096 });
+    expect(await scramMatches('correct horse', v)).toBe(true);
+    expect(await scramMatches('correct horse ', v)).toBe(false);
+    // Another verifier of the same password (another salt) matches too.
+    expect(await scramMatches('correct horse', scramVerifier('correct horse'))).toBe(true);
+  });
+
+  it('does not take an md5 hash or a malformed value for a verifier', async () => {
+    expect(parseScramVerifier('md5c4ca4238a0b923820dcc509a6f75849b')).toBeNull();
+    expect(parseScramVerifier('SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB')).toBeNull(); // keys too short
+    expect(await scramMatches('x', 'md5c4ca4238a0b923820dcc509a6f75849b')).toBe(false);
+  });
+});
+
+/** The control database's drift_verified_credentials, in memory: the two statements the checker runs. */
+function fakeControl(rows: Map<string, { version: number; hash: string }>): Queryable & { writes: number } {
+  const q = {
+    writes: 0,
+    async query(text: string, params: unknown[] = []) {
+      if (text.includes('SELECT role_name')) {
+        const wanted = new Set(params[0] as string[]);
+        const out = [...rows]
+          .filter(([role]) => wanted.has(role))
+          .map(([role, r]) => ({ role, version: r.version, hash: r.hash }));
+        return { rows: out as never[], rowCount: out.length };
+      }
+      if (text.startsWith('INSERT INTO drift_verified_credentials')) {
+        q.writes++;
+        const [roles, , versions, hashes] = params as [string[], string[], number[], string[]];
+        roles.forEach((role, i) => {
+          rows.set(role, { version: versions[i] as number, hash: hashes[i] as string });
+        });
+        return { rows: [], rowCount: roles.length };
+      }
+      throw new Error(`unexpected statement ${text}`);
+    },
+  };
+  return q;
+}
+
+describe('checking logins against their stored secrets', () => {
+  const passwords = new Map([
+    ['tenant_a', 'pw-a'],
+    ['tenant_b', 'pw-b'],
+    ['tenant_c', 'pw-c'],
+  ]);
+  const secretOf = (role: string) => `tenantry/${role}/connection`;
+  const setup = (
+    verifiers: Map<string, string | null>,
+    stored = new Map<string, { version: number; hash: string }>(),
+    budget = 10,
+  ) => {
+    const asked: string[] = [];
+    const control = fakeControl(stored);
+    const checker = new CredentialChecker(
+      control,
+      {
+        getSecret: async (name: string) => {
+          asked.push(name);
+          const role = name.split('/')[1] as string;
+          return { ref: name, version: 1, value: { password: passwords.get(role) } };
+        },
+      },
+      async (roles) =>
+        new Map(roles.filter((r) => verifiers.has(r)).map((r) => [r, verifiers.get(r) ?? null])),
+      budget,
+    );
+    const logins = (): Login[] =>
+      [...verifiers].map(([role, v]) => ({
+        role,
+        secretName: secretOf(role),
+        verifierHash: v === null ? null : verifierHash(v),
+      }));
+    const versions = new Map([...verifiers.keys()].map((r) => [secretOf(r), 1]));
+    return { checker, asked, control, logins, versions };
+  };
+
+  it('derives keys once per verifier and secret version, then answers from what it kept', async () => {
+    const verifiers = new Map<string, string | null>([
+      ['tenant_a', scramVerifier('pw-a')],
+      ['tenant_b', scramVerifier('changed-by-the-tenant')],
+      ['tenant_c', null],
+    ]);
+    const t = setup(verifiers);
+    const first = await t.checker.check(t.logins(), t.versions);
+    expect(Object.fromEntries(first.statuses)).toEqual({
+      tenant_a: 'ok',
+      tenant_b: 'differs',
+      tenant_c: 'none',
+    });
+    expect(t.asked.sort()).toEqual([secretOf('tenant_a'), secretOf('tenant_b')]);
+    expect(t.control.writes).toBe(1); // the match is stored, the mismatch is not
+    t.asked.length = 0;
+    const again = await t.checker.check(t.logins(), t.versions);
+    expect(Object.fromEntries(again.statuses)).toEqual(Object.fromEntries(first.statuses));
+    expect(t.asked).toEqual([]);
+    // A new secret version is checked again.
+    const rotated = new Map(t.versions).set(secretOf('tenant_a'), 2);
+    await t.checker.check(t.logins(), rotated);
+    expect(t.asked).toEqual([secretOf('tenant_a')]);
+  });
+
+  it('trusts a match another process stored, for the same verifier and version only', async () => {
+    const va = scramVerifier('pw-a');
+    const stored = new Map([['tenant_a', { version: 1, hash: verifierHash(va) }]]);
+    const t = setup(new Map([['tenant_a', va]]), stored);
+    expect((await t.checker.check(t.logins(), t.versions)).statuses.get('tenant_a')).toBe('ok');
+    expect(t.asked).toEqual([]);
+  });
+
+  it('reports an md5 hash, and a verifier with more iterations than Tenantry writes, without deriving keys', async () => {
+    const huge = scramVerifier('pw-b').replace('SCRAM-SHA-256$4096:', 'SCRAM-SHA-256$9999999:');
+    const t = setup(
+      new Map([
+        ['tenant_a', 'md5c4ca4238a0b923820dcc509a6f75849b'],
+        ['tenant_b', huge],
+      ]),
+    );
+    const r = await t.checker.check(t.logins(), t.versions);
+    expect(Object.fromEntries(r.statuses)).toEqual({ tenant_a: 'md5', tenant_b: 'differs' });
+    expect(t.asked).toEqual([]);
+  });
+
+  it('skips a login whose secret is missing: the secret finding covers it', async () => {
+    const t = setup(new Map([['tenant_a', scramVerifier('pw-a')]]));
+    const r = await t.checker.check(t.logins(), new Map());
+    expect(r).toEqual({ statuses: new Map(), unchecked: 0 });
+  });
+});
+
+describe('freeze guard states', () => {
+  it('parses name=state items, sharing one empty object for tables with every guard as created', () => {
+    expect(parseGuardStates(['tenantry_freeze_ins=D', 'tenantry_freeze_upd=R'])).toEqual({
+      tenantry_freeze_ins: 'D',
+      tenantry_freeze_upd: 'R',
+    });
+    expect(parseGuardStates(null)).toBe(parseGuardStates([]));
+  });
+});
