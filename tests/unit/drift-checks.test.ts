@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { parseGuardStates } from '../../control-plane/src/drift/catalog.js';
+import {
+  type ObservedFleet,
+  type ObservedTable,
+  parseGuardStates,
+} from '../../control-plane/src/drift/catalog.js';
 import { CredentialChecker, type Login, verifierHash } from '../../control-plane/src/drift/credentials.js';
+import { diffLocal, type LocalLayout } from '../../control-plane/src/drift/diff.js';
 import {
   parseScramVerifier,
   scramMatches,
@@ -148,5 +153,62 @@ describe('freeze guard states', () => {
       tenantry_freeze_upd: 'R',
     });
     expect(parseGuardStates(null)).toBe(parseGuardStates([]));
+  });
+});
+
+describe('freeze guards that do not fire', () => {
+  it('reports disabled and replica-only guards as isolation, an always-firing one as state', () => {
+    const layout: LocalLayout = {
+      dataDatabase: 'data',
+      ownerRole: 'data_owner',
+      poolRole: 'data_pool',
+      poolSchema: 'pool',
+      siloSchema: 'app',
+      policyName: 'tenant_isolation',
+      limits: {
+        pool: { connectionLimit: 1, statementTimeoutMs: 1, idleInTransactionSessionTimeoutMs: 1 },
+        bridge: { connectionLimit: 1, statementTimeoutMs: 1, idleInTransactionSessionTimeoutMs: 1 },
+        silo: { connectionLimit: 1, statementTimeoutMs: 1, idleInTransactionSessionTimeoutMs: 1 },
+      },
+      templateTables: ['users'],
+      policyExpression: 'true',
+    };
+    const table: ObservedTable = {
+      schema: 'pool',
+      name: 'users',
+      owner: 'data_owner',
+      rlsEnabled: true,
+      rlsForced: true,
+      acl: null,
+      guards: ['tenantry_freeze_del', 'tenantry_freeze_ins', 'tenantry_freeze_upd'],
+      guardStates: { tenantry_freeze_del: 'R', tenantry_freeze_ins: 'A', tenantry_freeze_upd: 'D' },
+    };
+    const obs: ObservedFleet = {
+      roles: new Map(),
+      databases: new Map(),
+      contents: new Map([
+        [
+          'data',
+          {
+            schemas: new Map([['pool', { name: 'pool', owner: 'data_owner', version: null, acl: [] }]]),
+            tables: new Map([['pool', [table]]]),
+            policies: new Map(),
+            defaultAcls: new Map(),
+            frozen: [],
+          },
+        ],
+      ]),
+      unreachable: new Map(),
+      poolMembers: new Map(),
+      secrets: new Map(),
+      keys: new Map(),
+    };
+    const input = { tenants: [], busy: new Set<string>(), known: [], retained: new Map() };
+    const found = diffLocal(layout, input, obs).filter((f) => f.field.startsWith('freezeGuardEnabled:'));
+    expect(found.map((f) => [f.field, f.desired, f.actual, f.category, f.affects])).toEqual([
+      ['freezeGuardEnabled:tenantry_freeze_del', 'enabled', 'enabled replica', 'isolation', ['pool']],
+      ['freezeGuardEnabled:tenantry_freeze_ins', 'enabled', 'enabled always', 'state', ['pool']],
+      ['freezeGuardEnabled:tenantry_freeze_upd', 'enabled', 'disabled', 'isolation', ['pool']],
+    ]);
   });
 });
