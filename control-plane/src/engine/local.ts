@@ -25,6 +25,7 @@ import {
   applyRole,
   applySchema,
   databaseProvider,
+  endRoleSessions,
   ensureFreezeSupport,
   ensureFreezeTriggers,
   grantsProvider,
@@ -283,8 +284,12 @@ export class LocalEngine implements Engine {
         const schema = tenant.tier === 'bridge' ? name : n.siloSchema;
         const spec = { name: schema, owner: n.ownerRole, template: this.template };
         if (tenant.tier === 'bridge') {
-          if (!up) await this.dp.withData((db) => schemaProvider.delete(db, spec));
-          else
+          if (!up) {
+            // The tenant's own sessions end first: a transaction it left open would otherwise
+            // hold a lock that the DROP waits on.
+            await this.dp.withMaintenance((db) => endRoleSessions(db, name));
+            await this.dp.withData((db) => schemaProvider.delete(db, spec));
+          } else
             await this.dp.withData(async (db) => {
               // Freezable later (a promotion) without DDL on tables the tenant is writing: the guards
               // go on in the transaction that creates the tables (nobody writes here yet).

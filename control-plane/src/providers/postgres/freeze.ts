@@ -1,5 +1,5 @@
 import { ensureMeta } from './meta.js';
-import { ident, inTransaction, literal, type Queryable } from './sql.js';
+import { ident, inTransaction, literal, metaLock, type Queryable } from './sql.js';
 
 /**
  * The per-tenant write freeze, enforced in the database so that no client can bypass it.
@@ -54,7 +54,7 @@ export async function ensureFreezeSupport(db: Queryable, owner: string): Promise
   if (await ready()) return;
   await ensureMeta(db);
   await inTransaction(db, async () => {
-    await db.query(`SELECT pg_advisory_xact_lock(hashtext('tenantry.freeze-support'))`);
+    await metaLock(db, 'tenantry.freeze-support');
     if (await ready()) return;
     const o = ident(owner);
     await db.query(`
@@ -152,7 +152,7 @@ export async function ensureFreezeTriggers(
     const q = `${ident(schema)}.${ident(table)}`;
     await inTransaction(db, async () => {
       await db.query(`SET LOCAL lock_timeout = '5s'`);
-      await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tenantry.freeze-triggers.${schema}`]);
+      await metaLock(db, `tenantry.freeze-triggers.${schema}`);
       const now = (await unguarded(db, schema)).find((x) => x.table === table);
       if (!now) return;
       for (const name of ALL_TRIGGERS) await db.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${q}`);

@@ -1,4 +1,4 @@
-import { ident, inTransaction, lockDatabaseAcl, type Queryable } from './sql.js';
+import { ACL_LOCK, ident, inTransaction, lockDatabaseAcl, metaLockSql, type Queryable } from './sql.js';
 import type { Provider } from './types.js';
 
 export interface GrantsSpec {
@@ -44,7 +44,7 @@ export async function applyGrants(db: Queryable, spec: GrantsSpec): Promise<void
       `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${role}`,
       `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
       `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`,
-      `SELECT pg_advisory_xact_lock(hashtext('tenantry.acl.' || current_database()))`,
+      metaLockSql(ACL_LOCK),
       `GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`,
     ].join(';\n'),
   );

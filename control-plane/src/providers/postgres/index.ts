@@ -36,7 +36,7 @@ export {
   poolMembershipProvider,
   poolProvider,
 } from './pool.js';
-export { applyRole, type RoleSpec, type RoleState, roleProvider } from './role.js';
+export { applyRole, endRoleSessions, type RoleSpec, type RoleState, roleProvider } from './role.js';
 export { applySchema, type SchemaSpec, type SchemaState, schemaProvider } from './schema.js';
 export { ident, inTransaction, literal, type Queryable } from './sql.js';
 export type { Provider, RoleLimits, TemplateMigration, TenantTemplate } from './types.js';

@@ -2,13 +2,14 @@ import { ident, type Queryable } from './sql.js';
 
 /**
  * `tenantry_meta` holds Tenantry's own bookkeeping inside a data-plane database
- * (template versions, pool membership). No tenant role is granted anything on it.
+ * (template versions, pool membership, the locks Tenantry serializes with). No tenant role is
+ * granted anything on it.
  */
 export const META_SCHEMA = 'tenantry_meta';
 
 export async function ensureMeta(db: Queryable): Promise<void> {
   const { rows } = await db.query<{ ok: boolean }>(
-    `SELECT to_regclass('tenantry_meta.pool_members') IS NOT NULL AS ok`,
+    `SELECT to_regclass('tenantry_meta.locks') IS NOT NULL AS ok`,
   );
   if (rows[0]?.ok) return;
   await db.query(`
@@ -24,5 +25,7 @@ export async function ensureMeta(db: Queryable): Promise<void> {
       slug       text NOT NULL UNIQUE,
       created_at timestamptz NOT NULL DEFAULT now()
     );
+    -- Tenantry's locks on this database (see metaLockSql): rows no tenant role can see or lock.
+    CREATE TABLE IF NOT EXISTS tenantry_meta.locks (name text PRIMARY KEY);
   `);
 }

@@ -176,3 +176,18 @@ export function parseSettings(config: string[] | null): Record<string, string> {
   }
   return out;
 }
+
+/**
+ * Stops a login role's use of the cluster before its objects go: no new sessions, and the open
+ * ones ended (waiting up to `waitMs` for each to exit), so a transaction the tenant left open
+ * cannot hold a lock that our DROP then waits on.
+ */
+export async function endRoleSessions(db: Queryable, name: string, waitMs = 5000): Promise<void> {
+  const { rows } = await db.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [name]);
+  if (rows.length === 0) return;
+  await db.query(`ALTER ROLE ${ident(name)} WITH NOLOGIN`);
+  await db.query(
+    'SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()',
+    [name, waitMs],
+  );
+}

@@ -1,5 +1,5 @@
 import { ensureMeta } from './meta.js';
-import { ident, inTransaction, literal, type Queryable } from './sql.js';
+import { ident, inTransaction, literal, metaLock, metaLockSql, type Queryable } from './sql.js';
 import type { Provider, TenantTemplate } from './types.js';
 
 export interface SchemaSpec {
@@ -27,7 +27,7 @@ function newSchemaScript(spec: SchemaSpec, andThen: string[] = []): string {
   const migrations = [...spec.template.migrations].sort((a, b) => a.version - b.version);
   const last = migrations[migrations.length - 1]?.version ?? 0;
   return [
-    `SELECT pg_advisory_xact_lock(hashtext(${literal(`tenantry.schema.${spec.name}`)}))`,
+    metaLockSql(`tenantry.schema.${spec.name}`),
     `CREATE SCHEMA ${s} AUTHORIZATION ${ident(spec.owner)}`,
     `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
     `SET LOCAL ROLE ${ident(spec.owner)}`,
@@ -105,7 +105,7 @@ export const schemaProvider: Provider<SchemaSpec, SchemaState> = {
     for (const m of [...spec.template.migrations].sort((a, b) => a.version - b.version)) {
       await inTransaction(db, async () => {
         // Serialize concurrent appliers of the same schema; the version check below runs under the lock.
-        await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`tenantry.schema.${spec.name}`]);
+        await metaLock(db, `tenantry.schema.${spec.name}`);
         const { rows } = await db.query<{ version: number }>(
           'SELECT version FROM tenantry_meta.schema_versions WHERE schema_name = $1',
           [spec.name],

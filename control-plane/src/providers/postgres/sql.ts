@@ -37,11 +37,38 @@ export async function inTransaction<T>(db: Queryable, fn: () => Promise<T>): Pro
 }
 
 /**
+ * Takes the lock `name` for the rest of the caller's transaction. Tenantry's serialization on a
+ * data-plane database: a row lock in `tenantry_meta.locks`, a table no tenant role can see, so a
+ * tenant can neither take it nor hold it against us. (Advisory locks need no privilege: any
+ * session can take any key, and the keys were computable from our source.) In a database where
+ * that table does not exist yet (the maintenance database, a silo created by an older version)
+ * it falls back to a transaction-level advisory lock; every control-plane session on the data
+ * plane runs under a lock_timeout, so a tenant holding that key costs a retry, never a stall.
+ * Returns one statement, for multi-statement strings.
+ */
+export function metaLockSql(name: string): string {
+  const n = literal(name);
+  return `DO $tenantry_lock$ BEGIN
+  IF pg_catalog.to_regclass('tenantry_meta.locks') IS NOT NULL THEN
+    INSERT INTO tenantry_meta.locks AS l (name) VALUES (${n}) ON CONFLICT (name) DO UPDATE SET name = l.name;
+  ELSE
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(${n} || '.' || pg_catalog.current_database()));
+  END IF;
+END $tenantry_lock$`;
+}
+
+export async function metaLock(db: Queryable, name: string): Promise<void> {
+  await db.query(metaLockSql(name));
+}
+
+/**
  * Serializes database-ACL changes made from sessions on the same database, within the caller's
  * transaction. Concurrent GRANT/REVOKE/DROP OWNED touching one pg_database row otherwise fail
- * with "tuple concurrently updated". (Advisory locks are per database, which is the scope we need:
- * the shared data database's ACL is only ever changed from sessions on it.)
+ * with "tuple concurrently updated". (The lock is per database, which is the scope we need: the
+ * shared data database's ACL is only ever changed from sessions on it.)
  */
 export async function lockDatabaseAcl(db: Queryable): Promise<void> {
-  await db.query(`SELECT pg_advisory_xact_lock(hashtext('tenantry.acl.' || current_database()))`);
+  await metaLock(db, ACL_LOCK);
 }
+
+export const ACL_LOCK = 'tenantry.acl';
