@@ -1,4 +1,5 @@
 import pg from 'pg';
+import type { ClusterConnections } from '../domain/tiers.js';
 import type { Queryable } from '../providers/postgres/sql.js';
 
 /**
@@ -33,6 +34,18 @@ export function dataPlaneNames(database: string): DataPlaneNames {
     siloTemplate: `${database}_silo_template`,
     tenantSetting: 'app.tenant_id',
   };
+}
+
+/**
+ * Whether the admin may use the slots `reserved_connections` keeps: as a superuser (which also has
+ * superuser_reserved_connections), as a member of pg_use_reserved_connections (already, or granted now),
+ * or not: the server has no such role (before Postgres 16), or the admin may not grant it to itself.
+ */
+export interface ReservedConnectionAccess {
+  access: 'superuser' | 'member' | 'granted' | 'unavailable' | 'refused';
+  reservedConnections: number;
+  /** Why not, for `refused`. */
+  reason?: string;
 }
 
 export class DataPlane {
@@ -114,6 +127,64 @@ export class DataPlane {
     } finally {
       await c.end().catch(() => undefined);
     }
+  }
+
+  /** The cluster's name in the connection budget and its metrics. */
+  get cluster(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  /** The cluster's connection slots, read from the server (`reserved_connections` is 0 before Postgres 16). */
+  async connectionSettings(): Promise<ClusterConnections> {
+    return this.withMaintenance(async (db) => {
+      const { rows } = await db.query<{ max: number; su: number; reserved: number }>(
+        `SELECT current_setting('max_connections')::int AS max,
+                current_setting('superuser_reserved_connections')::int AS su,
+                coalesce(current_setting('reserved_connections', true), '0')::int AS reserved`,
+      );
+      const r = rows[0];
+      if (!r) throw new Error('the data-plane cluster returned no connection settings');
+      return {
+        maxConnections: r.max,
+        superuserReservedConnections: r.su,
+        reservedConnections: r.reserved,
+      };
+    });
+  }
+
+  /**
+   * Makes sure our admin may log in when tenants have taken every ordinary slot. A superuser may
+   * already (the embedded cluster); an admin that is not one (external Postgres, RDS) needs the
+   * predefined role pg_use_reserved_connections (Postgres 16+), granted here when it may grant it to
+   * itself (ADMIN OPTION on it); otherwise an operator grants it, or keeps reserved_connections at 0
+   * and relies on the connection budget alone.
+   */
+  async reserveAdminConnections(): Promise<ReservedConnectionAccess> {
+    return this.withMaintenance(async (db) => {
+      const { rows } = await db.query<{ su: boolean; has_role: boolean; reserved: number }>(
+        `SELECT rolsuper AS su,
+                EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_use_reserved_connections') AS has_role,
+                coalesce(current_setting('reserved_connections', true), '0')::int AS reserved
+           FROM pg_roles WHERE rolname = current_user`,
+      );
+      const me = rows[0];
+      const reservedConnections = me?.reserved ?? 0;
+      if (me?.su) return { access: 'superuser', reservedConnections };
+      if (!me?.has_role) return { access: 'unavailable', reservedConnections };
+      const member = await db.query<{ ok: boolean }>(
+        `SELECT pg_has_role(current_user, 'pg_use_reserved_connections', 'USAGE') AS ok`,
+      );
+      if (member.rows[0]?.ok) return { access: 'member', reservedConnections };
+      try {
+        await db.query('GRANT pg_use_reserved_connections TO CURRENT_USER WITH INHERIT TRUE');
+        return { access: 'granted', reservedConnections };
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        // insufficient_privilege, invalid_grant_operation
+        if (code !== '42501' && code !== '0LP01') throw e;
+        return { access: 'refused', reservedConnections, reason: (e as Error).message };
+      }
+    });
   }
 
   async close(): Promise<void> {
