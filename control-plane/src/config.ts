@@ -62,6 +62,14 @@ const Env = Type.Object({
   TENANTRY_DB_POOL_SIZE: Type.Integer({ minimum: 2, maximum: 200, default: 10 }),
   TENANTRY_DB_ACQUIRE_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 5000 }),
   TENANTRY_SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 15_000 }),
+  /**
+   * How far the connection limits of a cluster's tenants may go past its connection budget: a ratio
+   * (1 = not at all) or `allow` (no ceiling). Past the budget, an onboarding is accepted with a warning.
+   */
+  TENANTRY_CONNECTION_OVERCOMMIT: Type.String({
+    pattern: '^(allow|[0-9]{1,3}(\\.[0-9]{1,3})?)$',
+    default: '1',
+  }),
 });
 
 export interface Config {
@@ -98,6 +106,8 @@ export interface Config {
   dbAcquireTimeoutMs: number;
   /** How long an orderly shutdown may take before the process stops Postgres and exits anyway. */
   shutdownTimeoutMs: number;
+  /** Ratio of a cluster's connection budget its tenants' limits may reach (≥ 1; Infinity: no ceiling). */
+  connectionOvercommit: number;
   aws?: AwsTargetConfig;
 }
 
@@ -221,6 +231,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       );
     }
   }
+  const connectionOvercommit =
+    e.TENANTRY_CONNECTION_OVERCOMMIT === 'allow'
+      ? Number.POSITIVE_INFINITY
+      : Number(e.TENANTRY_CONNECTION_OVERCOMMIT);
+  if (!(connectionOvercommit >= 1)) {
+    throw new ConfigError(
+      `TENANTRY_CONNECTION_OVERCOMMIT must be a ratio of at least 1 (1 = no overcommit) or 'allow', got ${e.TENANTRY_CONNECTION_OVERCOMMIT}`,
+    );
+  }
   return {
     ...(aws ? { aws } : {}),
     port: e.PORT,
@@ -248,6 +267,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     dbPoolSize: e.TENANTRY_DB_POOL_SIZE,
     dbAcquireTimeoutMs: e.TENANTRY_DB_ACQUIRE_TIMEOUT_MS,
     shutdownTimeoutMs: e.TENANTRY_SHUTDOWN_TIMEOUT_MS,
+    connectionOvercommit,
   };
 }
 

@@ -29,3 +29,58 @@ export const ALLOWED_PROMOTIONS: ReadonlyArray<readonly [Tier, Tier]> = [
   ['pool', 'silo'],
   ['bridge', 'silo'],
 ];
+
+/** The connection slots of a data-plane cluster, as its server settings define them. */
+export interface ClusterConnections {
+  maxConnections: number;
+  superuserReservedConnections: number;
+  /** `reserved_connections` (Postgres 16+; 0 where the server has no such setting). */
+  reservedConnections: number;
+}
+
+/**
+ * What tenants may hold on a cluster at once: every slot but those kept for superusers and for
+ * roles with `pg_use_reserved_connections` (the control plane).
+ */
+export const connectionBudgetOf = (c: ClusterConnections): number =>
+  Math.max(0, c.maxConnections - c.superuserReservedConnections - c.reservedConnections);
+
+/**
+ * The connection limit a tenant's own login role adds to its cluster. A pool tenant adds none: it
+ * shares the pool login, whose limit is counted once per cluster.
+ */
+export const tenantConnectionLimit = (catalog: TierCatalog, tier: Tier): number =>
+  tier === 'pool' ? 0 : catalog.tiers[tier].role.connectionLimit;
+
+/**
+ * What a change adds to its cluster's committed connections: an onboarding its tier's limit, a
+ * promotion the difference between the two tiers' limits (the login role keeps its name and takes the
+ * target tier's limit; a pool tenant's role is new).
+ */
+export const connectionCost = (catalog: TierCatalog, tier: Tier, fromTier?: Tier): number =>
+  Math.max(
+    0,
+    tenantConnectionLimit(catalog, tier) - (fromTier ? tenantConnectionLimit(catalog, fromTier) : 0),
+  );
+
+export type ConnectionVerdict = 'within' | 'overcommitted' | 'refused';
+
+/**
+ * Admission of a change that adds `cost` connections and brings its cluster's committed connections
+ * to `committed`: within the budget; past it but within `budget × overcommit` (an operator's explicit
+ * choice, accepted with a warning); or refused. A change that adds nothing is always admitted, even
+ * on a cluster already past its budget.
+ */
+export function judgeConnections(a: {
+  budget: number;
+  committed: number;
+  cost: number;
+  overcommit: number;
+}): ConnectionVerdict {
+  if (a.cost <= 0 || a.committed <= a.budget) return 'within';
+  return a.committed <= overcommitCeiling(a.budget, a.overcommit) ? 'overcommitted' : 'refused';
+}
+
+/** The most connections a cluster may have committed under an overcommit ratio (Infinity: no ceiling). */
+export const overcommitCeiling = (budget: number, overcommit: number): number =>
+  Number.isFinite(overcommit) ? Math.floor(budget * overcommit) : Number.POSITIVE_INFINITY;

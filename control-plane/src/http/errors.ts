@@ -20,6 +20,7 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'OPERATION_IN_PROGRESS':
     case 'OPERATION_NOT_RESUMABLE':
     case 'TENANT_NOT_ACTIVE':
+    case 'CAPACITY_EXCEEDED':
       return 409;
     case 'PAYLOAD_TOO_LARGE':
       return 413;
