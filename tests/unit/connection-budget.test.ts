@@ -49,7 +49,9 @@ describe('admission', () => {
   });
   it('accepts past the budget up to budget × overcommit, flagged', () => {
     expect(overcommitCeiling(200, 1.5)).toBe(300);
-    expect(judgeConnections({ budget: 200, committed: 300, cost: 50, overcommit: 1.5 })).toBe('overcommitted');
+    expect(judgeConnections({ budget: 200, committed: 300, cost: 50, overcommit: 1.5 })).toBe(
+      'overcommitted',
+    );
     expect(judgeConnections({ budget: 200, committed: 301, cost: 50, overcommit: 1.5 })).toBe('refused');
     expect(judgeConnections({ budget: 200, committed: 10_000, cost: 50, overcommit: Infinity })).toBe(
       'overcommitted',
