@@ -9,7 +9,7 @@ import {
   type TestStack,
   waitForOperation,
 } from '../helpers/runtime.js';
-import type { Descriptor } from './promotion-helpers.js';
+import { atPoint, type Descriptor } from './promotion-helpers.js';
 
 /**
  * Writers keep inserting, updating and deleting, in multi-row transactions over every table of the
@@ -20,8 +20,7 @@ import type { Descriptor } from './promotion-helpers.js';
  */
 let s: TestStack;
 beforeAll(async () => {
-  // Pause a little at each named point of a promotion so the writers overlap each phase.
-  s = await startStack({ TENANTRY_FAULT_STEP_DELAY_MS: '150' });
+  s = await startStack();
 });
 afterAll(async () => {
   await s?.close();
@@ -46,6 +45,8 @@ class Writer {
   private client: pg.Client | null = null;
   private descriptor: Descriptor | null = null;
   private done: Promise<void> = Promise.resolve();
+  private waiters: { ready: () => boolean; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private failure: unknown = null;
 
   constructor(
     private readonly slug: string,
@@ -53,8 +54,27 @@ class Writer {
   ) {}
 
   start(): this {
-    this.done = this.run();
+    this.done = this.run().catch((e: unknown) => {
+      this.failure = e;
+      for (const w of this.waiters.splice(0)) w.reject(e);
+      throw e;
+    });
     return this;
+  }
+
+  /** Resolves once `ready()` holds, checked after each transaction the writer ends (no clock). */
+  when(ready: () => boolean): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (ready()) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ ready, resolve, reject }));
+  }
+
+  private settle(): void {
+    this.waiters = this.waiters.filter((w) => {
+      if (!w.ready()) return true;
+      w.resolve();
+      return false;
+    });
   }
 
   private async connect() {
@@ -149,6 +169,7 @@ class Writer {
         await c.query('COMMIT');
         this.acknowledged++;
         effect();
+        this.settle();
       } catch (e) {
         await c.query('ROLLBACK').catch(() => undefined);
         const msg = (e as Error).message;
@@ -156,6 +177,7 @@ class Writer {
         if (!/read-only while it moves|permission denied/.test(msg)) throw e;
         this.refused++;
         this.refusalMessages.add(msg.replace(/[0-9a-f-]{36}/, '<tenant>'));
+        this.settle();
         // Follow the routing, as a data plane would.
         for (;;) {
           await new Promise((r) => setTimeout(r, 20));
@@ -206,7 +228,23 @@ describe('promotion under concurrent writers', () => {
     const others = [await onboard(s, 'pool'), await onboard(s, 'pool'), await onboard(s, 'bridge')];
     const wa = new Writer(a.slug, a.id).start();
     const wo = others.map((o) => new Writer(o.slug, o.id).start());
-    await new Promise((r) => setTimeout(r, 300));
+    // Every phase overlaps the writers, by their own progress rather than by a clock: some
+    // transactions before the promotion, more inside the copy, the catch-up, the full
+    // verification and after its last catch-up (only the drain can bring those over), and at
+    // least one refused inside the freeze before the promotion goes on.
+    const more = (n: number) => {
+      const target = wa.acknowledged + n;
+      return wa.when(() => wa.acknowledged >= target);
+    };
+    await more(60);
+    for (const point of [
+      'copy:after-first-table',
+      'catch-up:start',
+      'verify-full:after-apply',
+      'freeze:before-freeze',
+    ])
+      atPoint(s, a.id, point, () => more(5));
+    atPoint(s, a.id, 'freeze:after-freeze', () => wa.when(() => wa.refused > 0));
     const res = await s.app.inject({
       method: 'POST',
       url: `/v1/tenants/${a.slug}/promotions`,
@@ -217,11 +255,8 @@ describe('promotion under concurrent writers', () => {
     const op = await waitForOperation(s, res.json().operation.id, 60_000);
     expect(op.error).toBeUndefined();
     expect(op.status).toBe('succeeded');
-    const ackAtCutover = wa.acknowledged;
     // Keep writing on the new placement for a while.
-    const until = Date.now() + 700;
-    while (Date.now() < until || wa.acknowledged < ackAtCutover + 20)
-      await new Promise((r) => setTimeout(r, 20));
+    await more(20);
     await Promise.all([wa.finish(), ...wo.map((w) => w.finish())]);
 
     expect((await connectionOf(s, a.slug)).tier).toBe(target);

@@ -516,6 +516,7 @@ export class LocalPromotion {
         );
         return undefined;
       case 'freeze':
+        await fault('freeze:before-freeze');
         await this.inSessions(ctx.operationId, [from], async (src) => {
           // A rerun after a crash keeps the first start; one after a freeze that gave up starts anew.
           if (!progress.freezeStartedAt || !(await isTenantFrozen(src!, from.schema, t.id)))
