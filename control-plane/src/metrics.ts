@@ -2,6 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { Db } from './db/db.js';
 import { countOperations, countTenants } from './db/repo.js';
 import { ACTIVE_OPERATION_STATUSES, OPERATION_KINDS } from './domain/tenant.js';
+import type { ConnectionBudget } from './services/capacity.js';
 
 /**
  * Counters and histograms are fed by the worker of this process; the gauges are read from the
@@ -12,6 +13,8 @@ export class Metrics {
   readonly operations: Counter<'kind' | 'status'>;
   readonly stepDuration: Histogram<'kind' | 'step' | 'outcome'>;
   readonly acceptToDone: Histogram<'kind' | 'tier'>;
+  /** The data-plane clusters whose connection budget is exported (the local target has one). */
+  private readonly budgets: ConnectionBudget[] = [];
 
   constructor(db: Db) {
     // The process's own health: resident memory, heap spaces, GC pauses, event-loop lag.
@@ -52,6 +55,30 @@ export class Metrics {
         ...(await countOperations(db)).map((r) => ({ labels: { kind: r.kind, status: r.status }, n: r.n })),
       ],
     );
+    this.databaseGauge(
+      'tenantry_connection_budget',
+      'Connections tenants may hold on a data-plane cluster: max_connections less superuser_reserved_connections and reserved_connections',
+      ['cluster'],
+      async () =>
+        (await Promise.all(this.budgets.map((b) => b.snapshot()))).flatMap((s) =>
+          s.budget === null ? [] : [{ labels: { cluster: s.cluster }, n: s.budget }],
+        ),
+    );
+    this.databaseGauge(
+      'tenantry_connection_committed',
+      'Sum of the connection limits of the logins Tenantry created on a data-plane cluster (the pool login once, each bridge and silo tenant)',
+      ['cluster'],
+      async () =>
+        (await Promise.all(this.budgets.map((b) => b.snapshot()))).map((s) => ({
+          labels: { cluster: s.cluster },
+          n: s.committed,
+        })),
+    );
+  }
+
+  /** Exports a cluster's connection budget and what is committed against it. */
+  trackConnectionBudget(budget: ConnectionBudget): void {
+    if (!this.budgets.includes(budget)) this.budgets.push(budget);
   }
 
   /** A gauge whose samples are read from the database on every scrape. */

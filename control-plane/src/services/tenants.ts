@@ -19,6 +19,7 @@ import { type Operation, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../
 import type { Tier } from '../domain/tiers.js';
 import { ALLOWED_PROMOTIONS } from '../domain/tiers.js';
 import type { Queryable } from '../providers/postgres/sql.js';
+import type { ConnectionBudget } from './capacity.js';
 
 export interface CreateTenantInput {
   slug: string;
@@ -78,7 +79,12 @@ export class TenantService {
   constructor(
     private readonly db: Db,
     private readonly engine: Engine,
-    private readonly opts: { templateVersion: number; maxAttempts: number },
+    private readonly opts: {
+      templateVersion: number;
+      maxAttempts: number;
+      /** The data-plane cluster's connection budget (local target); without it nothing is checked. */
+      capacity?: ConnectionBudget;
+    },
   ) {}
 
   async create(ctx: RequestContext, input: CreateTenantInput, idempotencyKey?: string): Promise<Accepted> {
@@ -132,6 +138,13 @@ export class TenantService {
         }
         throw e;
       });
+      // After the tenant row (a taken slug answers 409 TENANT_SLUG_TAKEN first), which is then in the sum.
+      const overcommit = await this.opts.capacity?.admit(q, {
+        slug: tenant.slug,
+        tier: tenant.tier,
+        recorded: true,
+        requestId: ctx.requestId,
+      });
       const operation = await insertOperationAndEnqueue(
         q,
         {
@@ -140,6 +153,7 @@ export class TenantService {
           tenantId: tenant.id,
           tenantSlug: tenant.slug,
           steps: this.engine.steps('onboard', tenant.tier),
+          ...(overcommit ? { params: { connectionOvercommit: overcommit } } : {}),
         },
         this.opts.maxAttempts + 2,
       );
@@ -150,7 +164,12 @@ export class TenantService {
         tenantSlug: tenant.slug,
         requestId: ctx.requestId,
         operationId: operation.id,
-        details: { tier: tenant.tier, plan: tenant.plan, region: tenant.region },
+        details: {
+          tier: tenant.tier,
+          plan: tenant.plan,
+          region: tenant.region,
+          ...(overcommit ? { connectionOvercommit: overcommit } : {}),
+        },
       });
       const body = { tenant, operation };
       if (idempotencyKey !== undefined) {
@@ -257,8 +276,16 @@ export class TenantService {
         );
       }
       const params: PromotionParams = { fromTier: tenant.tier, toTier: targetTier };
+      const overcommit = await this.opts.capacity?.admit(q, {
+        slug: tenant.slug,
+        tier: targetTier,
+        fromTier: tenant.tier,
+        recorded: false,
+        requestId: ctx.requestId,
+      });
       const operation = await this.enqueue(q, tenant, 'promote', this.engine.promotionSteps(params), {
         ...params,
+        ...(overcommit ? { connectionOvercommit: overcommit } : {}),
       });
       await appendAudit(q, {
         actor: ctx.actor,
@@ -267,7 +294,7 @@ export class TenantService {
         tenantSlug: tenant.slug,
         requestId: ctx.requestId,
         operationId: operation.id,
-        details: { ...params },
+        details: { ...params, ...(overcommit ? { connectionOvercommit: overcommit } : {}) },
       });
       return { status: 202, body: { tenant, operation }, replayed: false };
     });
