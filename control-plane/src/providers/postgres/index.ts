@@ -23,6 +23,13 @@ export {
   withFreezeLifted,
 } from './freeze.js';
 export { applyGrants, type GrantsSpec, type GrantsState, grantsProvider } from './grants.js';
+export {
+  type HardeningSpec,
+  type HardeningState,
+  type HardeningTarget,
+  hardenDatabase,
+  observeHardening,
+} from './hardening.js';
 export { ensureMeta, META_SCHEMA } from './meta.js';
 export {
   deletionOrder,
