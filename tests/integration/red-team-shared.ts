@@ -1,5 +1,6 @@
-import type pg from 'pg';
-import { tenantClient } from '../helpers/runtime.js';
+import pg from 'pg';
+import { hardenDatabase } from '../../control-plane/src/providers/postgres/index.js';
+import { adminUrl, tenantClient } from '../helpers/runtime.js';
 
 /**
  * What the red-team isolation suites share: the template's tables with how a tenant's row is seeded
@@ -91,4 +92,27 @@ export async function attempt(
     await c.end();
   }
   return out;
+}
+
+/**
+ * Hardens a data-plane database as the superuser, the way bootstrap does for the shared data
+ * database (`shared: true`) and the silo template (`shared: false`), and returns what PUBLIC still
+ * reaches there (nothing, once hardened).
+ */
+export async function hardenAsSuperuser(database: string, shared: boolean): Promise<string[]> {
+  const c = new pg.Client({ connectionString: adminUrl(database) });
+  await c.connect();
+  try {
+    return (await hardenDatabase(c, { shared })).reachable;
+  } finally {
+    await c.end();
+  }
+}
+
+/** The SQLSTATE a statement fails with on `c`, or null when it succeeds. */
+export async function sqlstate(c: pg.Client, sql: string, params: unknown[] = []): Promise<string | null> {
+  return c.query(sql, params).then(
+    () => null,
+    (e: { code?: string }) => e.code ?? 'no code',
+  );
 }

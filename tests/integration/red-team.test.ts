@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { observeHardening } from '../../control-plane/src/providers/postgres/index.js';
 import {
+  adminUrl,
   connectionOf,
   onboard,
   startStack,
@@ -9,7 +11,7 @@ import {
   type TestStack,
   tenantClient,
 } from '../helpers/runtime.js';
-import { attempt, secretsOf, TABLE_NAMES, TABLES } from './red-team-shared.js';
+import { attempt, hardenAsSuperuser, secretsOf, sqlstate, TABLE_NAMES, TABLES } from './red-team-shared.js';
 
 /**
  * The red-team isolation suite: every tenant tries, with its own credentials, to reach every
@@ -55,6 +57,10 @@ async function snapshot(t: T) {
 
 beforeAll(async () => {
   s = await startStack();
+  // What bootstrap does (engine/local.ts): the shared database and the silo template are hardened
+  // before any tenant exists, so every silo below is a clone of a hardened template.
+  expect(await hardenAsSuperuser(s.dataDb, true)).toEqual([]);
+  expect(await hardenAsSuperuser(`${s.dataDb}_silo_template`, false)).toEqual([]);
   for (const tier of ['pool', 'pool', 'bridge', 'bridge', 'silo', 'silo'] as const) {
     const o = await onboard(s, tier);
     const conn = await connectionOf(s, o.slug);
@@ -488,6 +494,243 @@ describe('bridge and silo roles', () => {
       );
       expect(rows[0]!.owner).not.toBe(silo.conn.user);
       expect(rows[0]!.public_connect).toBe(false);
+    }
+  });
+});
+
+describe('what a tenant sees of, or sends to, the others (hardened databases)', () => {
+  /** Runs `fn` on a session of tenant `t` in its own database, each probe in a transaction rolled back. */
+  async function session<R>(
+    t: T,
+    fn: (probe: (sql: string, params?: unknown[]) => Promise<string | null>, c: pg.Client) => Promise<R>,
+  ) {
+    const c = await tenantClient(t.conn);
+    try {
+      const probe = async (sql: string, params: unknown[] = []) => {
+        await c.query('BEGIN');
+        if (t.conn.tenantSetting)
+          await c.query('SELECT set_config($1, $2, true)', [t.conn.tenantSetting, t.id]);
+        const code = await sqlstate(c, sql, params);
+        await c.query('ROLLBACK');
+        return code;
+      };
+      return await fn(probe, c);
+    } finally {
+      await c.end();
+    }
+  }
+
+  /** Oids of another bridge tenant's table and another silo's database: what a probe would aim at. */
+  async function targetsFor(a: T) {
+    const bridge = tenants.find((t) => t.tier === 'bridge' && t !== a)!;
+    const silo = tenants.find((t) => t.tier === 'silo' && t !== a)!;
+    const [table] = await superQuery<{ oid: number }>(s.dataDb, `SELECT $1::regclass::oid::int AS oid`, [
+      `${bridge.conn.schema}.users`,
+    ]);
+    const [db] = await superQuery<{ oid: number }>(
+      'postgres',
+      'SELECT oid::int AS oid FROM pg_database WHERE datname = $1',
+      [silo.conn.database],
+    );
+    return { bridge, silo, tableOid: table!.oid, siloDbOid: db!.oid };
+  }
+
+  /** Reads that show other databases, other sessions or other roles: refused on every tier. */
+  const clusterProbes = (v: Awaited<ReturnType<typeof targetsFor>>): [string, unknown[]][] => [
+    ['SELECT * FROM pg_stat_activity', []],
+    ['SELECT * FROM pg_stat_get_activity(NULL)', []],
+    ['SELECT * FROM pg_stat_database', []],
+    ['SELECT * FROM pg_stat_database_conflicts', []],
+    ['SELECT pg_stat_get_db_xact_commit($1::oid)', [v.siloDbOid]],
+    ['SELECT pg_stat_get_db_numbackends($1::oid)', [v.siloDbOid]],
+    ['SELECT * FROM pg_stat_ssl', []],
+    ['SELECT * FROM pg_stat_progress_copy', []],
+    ['SELECT * FROM pg_stat_io', []],
+    ['SELECT * FROM pg_locks', []],
+    ['SELECT * FROM pg_replication_slots', []],
+    ['SELECT * FROM pg_db_role_setting', []],
+    ['SELECT rolconfig FROM pg_roles WHERE rolname = $1', [v.bridge.conn.user]],
+    ['SELECT * FROM pg_roles', []],
+    ['SELECT useconfig FROM pg_user', []],
+  ];
+
+  /** Reads and calls that show or reach the other tenants of the same database: refused where it is shared. */
+  const databaseProbes = (v: Awaited<ReturnType<typeof targetsFor>>): [string, unknown[]][] => [
+    ['SELECT * FROM pg_stat_user_tables', []],
+    ['SELECT * FROM pg_stat_all_tables', []],
+    ['SELECT * FROM pg_stat_xact_user_tables', []],
+    ['SELECT * FROM pg_statio_user_tables', []],
+    ['SELECT * FROM pg_stat_user_indexes', []],
+    ['SELECT * FROM pg_statio_all_indexes', []],
+    ['SELECT pg_stat_get_live_tuples($1::oid)', [v.tableOid]],
+    ['SELECT pg_stat_get_numscans($1::oid)', [v.tableOid]],
+    ['SELECT * FROM pg_largeobject_metadata', []],
+    ['SELECT lo_create(0)', []],
+    ["SELECT lo_from_bytea(0, 'x')", []],
+    ["SELECT pg_notify('tenantry_rt', 'x')", []],
+  ];
+
+  it('leaves PUBLIC nothing of the hardened set in the shared database and in every silo cloned from the template', async () => {
+    for (const [database, shared] of [
+      [s.dataDb, true],
+      ...tenants.filter((t) => t.tier === 'silo').map((t) => [t.conn.database, false] as const),
+    ] as const) {
+      const c = new pg.Client({ connectionString: adminUrl(database) });
+      await c.connect();
+      try {
+        const state = await observeHardening(c, { shared });
+        expect(state.targets.length, database).toBeGreaterThan(50);
+        expect(state.reachable, database).toEqual([]);
+      } finally {
+        await c.end();
+      }
+    }
+  });
+
+  it.each(['pool', 'bridge', 'silo'] as const)(
+    'a %s tenant is refused (42501) the statistics, activity, locks, slots and role settings of the cluster',
+    async (tier) => {
+      const a = tenants.find((t) => t.tier === tier)!;
+      const v = await targetsFor(a);
+      await session(a, async (probe) => {
+        for (const [sql, params] of clusterProbes(v))
+          expect({ sql, code: await probe(sql, params) }).toEqual({ sql, code: '42501' });
+      });
+    },
+  );
+
+  it.each(['pool', 'bridge'] as const)(
+    "a %s tenant is refused (42501) the shared database's table statistics, large objects and pg_notify",
+    async (tier) => {
+      const a = tenants.find((t) => t.tier === tier)!;
+      const v = await targetsFor(a);
+      await session(a, async (probe) => {
+        for (const [sql, params] of databaseProbes(v))
+          expect({ sql, code: await probe(sql, params) }).toEqual({ sql, code: '42501' });
+      });
+    },
+  );
+
+  it('a silo tenant, alone in its database, keeps its own table statistics, large objects and pg_notify', async () => {
+    const a = tenants.find((t) => t.tier === 'silo')!;
+    await session(a, async (probe, c) => {
+      const { rows } = await c.query<{ schemaname: string }>(
+        'SELECT DISTINCT schemaname FROM pg_stat_user_tables',
+      );
+      // Its own tables, and Tenantry's bookkeeping of its database (freeze state): nobody else's.
+      expect(rows.map((r) => r.schemaname).sort()).toEqual([a.conn.schema, 'tenantry_meta']);
+      for (const sql of [
+        'SELECT * FROM pg_stat_user_indexes',
+        'SELECT * FROM pg_statio_user_tables',
+        'SELECT lo_create(0)',
+        "SELECT pg_notify('tenantry_rt', 'x')",
+      ])
+        expect({ sql, code: await probe(sql) }).toEqual({ sql, code: null });
+    });
+  });
+
+  it.each(['pool', 'bridge', 'silo'] as const)(
+    "a %s tenant's ordinary work still works: its tables, psql's \\d and \\du, pg_dump's reads, version and settings",
+    async (tier) => {
+      const a = tenants.find((t) => t.tier === tier)!;
+      const users = `${a.conn.schema}.users`;
+      await session(a, async (probe, c) => {
+        const statements: [string, unknown[]][] = [
+          [`INSERT INTO ${users} (tenant_id, email) VALUES ($1, 'new@x')`, [a.id]],
+          [`SELECT * FROM ${users} WHERE tenant_id = $1`, [a.id]],
+          [`UPDATE ${users} SET name = 'renamed' WHERE tenant_id = $1`, [a.id]],
+          [`DELETE FROM ${users} WHERE tenant_id = $1 AND email = 'new@x'`, [a.id]],
+          ['SELECT version()', []],
+          ["SELECT current_setting('statement_timeout'), current_setting('search_path')", []],
+          ["SELECT setting FROM pg_settings WHERE name = 'statement_timeout'", []],
+          ['SELECT pg_advisory_xact_lock(42)', []],
+          // psql \d <table> (its first reads) and \dt on the tenant's schema.
+          [
+            `SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c
+               LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relname OPERATOR(pg_catalog.~) '^(users)$' AND n.nspname OPERATOR(pg_catalog.~) $1`,
+            [`^(${a.conn.schema})$`],
+          ],
+          [
+            `SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                    (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid, true) FROM pg_catalog.pg_attrdef d
+                      WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum AND a.atthasdef), a.attnotnull
+               FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+            [users],
+          ],
+          [
+            `SELECT c2.relname, i.indisprimary, pg_catalog.pg_get_indexdef(i.indexrelid, 0, true)
+               FROM pg_catalog.pg_class c, pg_catalog.pg_class c2, pg_catalog.pg_index i
+              WHERE c.oid = $1::regclass AND c.oid = i.indrelid AND i.indexrelid = c2.oid`,
+            [users],
+          ],
+          [
+            `SELECT pubname FROM pg_catalog.pg_publication p JOIN pg_catalog.pg_publication_rel pr ON p.oid = pr.prpubid
+              WHERE pr.prrelid = $1::regclass`,
+            [users],
+          ],
+          [
+            `SELECT n.nspname, c.relname, pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.pg_table_size(c.oid)
+               FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND n.nspname = $1`,
+            [a.conn.schema],
+          ],
+          // psql \du (no rolconfig) and pg_dump's role names.
+          [
+            `SELECT r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin, r.rolconnlimit,
+                    r.rolvaliduntil, r.rolreplication, r.rolbypassrls,
+                    ARRAY(SELECT b.rolname FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON m.roleid = b.oid
+                           WHERE m.member = r.oid) AS memberof
+               FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`,
+            [],
+          ],
+          ['SELECT oid, rolname FROM pg_catalog.pg_roles ORDER BY 1', []],
+          ['SELECT tableoid, oid, prpubid, prrelid FROM pg_catalog.pg_publication_rel', []],
+        ];
+        for (const [sql, params] of statements)
+          expect({ sql, code: await probe(sql, params) }).toEqual({ sql, code: null });
+        // The role's own settings still apply at login, though the tenant cannot read them in the catalog.
+        const limits = JSON.parse(fs.readFileSync('templates/tiers.json', 'utf8')).tiers[tier].role;
+        const { rows } = await c.query<{ t: string }>(
+          "SELECT setting AS t FROM pg_settings WHERE name = 'statement_timeout'",
+        );
+        expect(rows[0]!.t).toBe(String(limits.statementTimeoutMs));
+      });
+    },
+  );
+
+  it('NOTIFY in the shared database: pg_notify is refused, the NOTIFY statement still reaches every listener (documented); a silo notification stays in the silo', async () => {
+    const [a, b] = tenants.filter((t) => t.tier === 'bridge');
+    const pool = tenants.find((t) => t.tier === 'pool')!;
+    const silo = tenants.find((t) => t.tier === 'silo')!;
+    const channel = `tenantry_rt_${a!.slug.replaceAll('-', '_')}`;
+    const listener = await tenantClient(a!.conn);
+    const heard: string[] = [];
+    try {
+      const fromB = new Promise<void>((resolve) => {
+        listener.on('notification', (n) => {
+          heard.push(n.payload ?? '');
+          if (n.payload === 'from b') resolve();
+        });
+      });
+      await listener.query(`LISTEN ${channel}`);
+      await session(b!, async (probe) => {
+        expect(await probe('SELECT pg_notify($1, $2)', [channel, 'via pg_notify'])).toBe('42501');
+      });
+      await session(pool, async (probe) => {
+        expect(await probe('SELECT pg_notify($1, $2)', [channel, 'via pg_notify'])).toBe('42501');
+      });
+      // A silo's notification is committed first: had it crossed databases, it would be heard first.
+      const s1 = await tenantClient(silo.conn);
+      await s1.query('SELECT pg_notify($1, $2)', [channel, 'from silo']).finally(() => s1.end());
+      // The statement cannot be revoked: any session of the shared database reaches any channel.
+      const b1 = await tenantClient(b!.conn);
+      await b1.query(`NOTIFY ${channel}, 'from b'`).finally(() => b1.end());
+      await fromB;
+      expect(heard).toEqual(['from b']);
+    } finally {
+      await listener.end();
     }
   });
 });
