@@ -213,6 +213,9 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedServ
     unix_socket_directories: socketDir ?? '',
     wal_level: 'logical',
     max_connections: '300',
+    // The last slots go to the control plane (superuser, or pg_use_reserved_connections), never to
+    // tenant logins: 3 superuser_reserved_connections by default, and these.
+    reserved_connections: '20',
     max_replication_slots: '64',
     max_wal_senders: '64',
     ...opts.settings,
