@@ -59,6 +59,7 @@ const Env = Type.Object({
   TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS: Type.Integer({ minimum: 1000, default: 300_000 }),
   /** Fault injection for crash tests: sleep this long inside every provisioning step. Never set in production. */
   TENANTRY_FAULT_STEP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 0 }),
+  TENANTRY_FAULT_HOLD_FILE: Type.Optional(Type.String({ minLength: 1 })),
   TENANTRY_DB_POOL_SIZE: Type.Integer({ minimum: 2, maximum: 200, default: 10 }),
   TENANTRY_DB_ACQUIRE_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 5000 }),
   TENANTRY_SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 15_000 }),
@@ -89,6 +90,8 @@ export interface Config {
   operationLeaseMs: number;
   templatesDir: string;
   faultStepDelayMs: number;
+  /** Crash tests only: a file naming the fault point where an operation waits to be killed. */
+  faultHoldFile: string | undefined;
   promotionRollbackWindowMs: number;
   promotionMaxLagBytes: number;
   /** How long a freeze waits for the writers' older transactions before it lifts itself and retries. */
@@ -257,6 +260,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     operationLeaseMs: e.TENANTRY_OPERATION_LEASE_MS,
     templatesDir: path.resolve(cwd, e.TENANTRY_TEMPLATES_DIR ?? defaultTemplatesDir()),
     faultStepDelayMs: e.TENANTRY_FAULT_STEP_DELAY_MS,
+    faultHoldFile: e.TENANTRY_FAULT_HOLD_FILE,
     promotionRollbackWindowMs: e.TENANTRY_PROMOTION_ROLLBACK_WINDOW_MS,
     promotionMaxLagBytes: e.TENANTRY_PROMOTION_MAX_LAG_BYTES,
     promotionFreezeWaitMs: e.TENANTRY_PROMOTION_FREEZE_WAIT_MS,

@@ -173,6 +173,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       const controlDb = await controlDatabaseOnDataPlane(db, dataplaneUrl);
       const local = new LocalEngine(dp, keys, templates.catalog, templates.tenantSchema, {
         faultStepDelayMs: config.faultStepDelayMs,
+        ...(config.faultHoldFile ? { faultHoldFile: config.faultHoldFile } : {}),
         protectDatabases: controlDb ? [controlDb] : [],
         promotion: {
           rollbackWindowMs: config.promotionRollbackWindowMs,

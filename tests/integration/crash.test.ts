@@ -18,8 +18,12 @@ let dataDir: string;
 let child: ServerProcess | undefined;
 let port: number;
 
+/** Names the step where the onboarding waits until the test kills the process (crash tests only). */
+let holdFile: string;
+
 // Every start keeps the fault delay, so a restarted server can serve the next case too.
 const env = () => ({
+  TENANTRY_FAULT_HOLD_FILE: holdFile,
   DATABASE_URL: adminUrl(controlDb),
   TENANTRY_DATAPLANE_URL: adminUrl(dataDb),
   TENANTRY_DATA_DIR: dataDir,
@@ -35,6 +39,7 @@ beforeAll(async () => {
   await superQuery('postgres', `CREATE DATABASE ${controlDb} TEMPLATE ${inject('templateDb')}`);
   await superQuery('postgres', `CREATE DATABASE ${dataDb}`);
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-crash-'));
+  holdFile = path.join(dataDir, 'fault-hold');
   port = await freePort();
 });
 
@@ -114,6 +119,8 @@ describe('kill -9 during onboarding (external Postgres)', () => {
       if (!isRunning(child)) child = await startServer(port, env());
       const base = `http://127.0.0.1:${port}`;
       const slug = `crash-${tier}-${rand(3)}`;
+      // The step waits at its start until the kill: the kill lands inside it however slow we are.
+      fs.writeFileSync(holdFile, `step:${stepName}`);
       const res = await api(base, ADMIN, '/v1/tenants', {
         method: 'POST',
         body: JSON.stringify({ slug, name: 'Crash', tier }),
@@ -137,6 +144,7 @@ describe('kill -9 during onboarding (external Postgres)', () => {
         await new Promise((r) => setTimeout(r, 10));
       }
       await kill9(child);
+      fs.writeFileSync(holdFile, '');
 
       const state = () =>
         superQuery<{ status: string; op: string; error: string | null }>(

@@ -13,9 +13,11 @@ import { freePort, isRunning, kill9, startServer } from '../helpers/server.js';
  * it; in the end every promotion has finished or failed cleanly, and every write acknowledged to a
  * writer is in the tenant's final placement exactly once, and nothing else.
  *
- * The control plane pauses FAULT_MS at each named point after recording it on the operation; the
- * test kills it there. One process lifetime per case: the next case starts while the previous
- * one resumes (and is killed again wherever it is, which it must survive too).
+ * The control plane pauses FAULT_MS at each named point after recording it on the operation (so
+ * the writers overlap every phase), and holds at the one point the hold file names until the test
+ * kills it there: the kill lands at that point however slow the machine, never past it. One
+ * process lifetime per case: the next case starts while the previous one resumes (and is killed
+ * again wherever it is, which it must survive too).
  */
 const ADMIN = `tnt_${rand(24)}`;
 const FAULT_MS = '150';
@@ -25,7 +27,12 @@ let dataDir: string;
 let port: number;
 let child: ChildProcess | undefined;
 
+/** Names the one fault point where an operation waits until the test kills the process there. */
+let holdFile: string;
+const hold = (point: string) => fs.writeFileSync(holdFile, point);
+
 const env = (windowMs: string) => ({
+  TENANTRY_FAULT_HOLD_FILE: holdFile,
   DATABASE_URL: adminUrl(controlDb),
   TENANTRY_DATAPLANE_URL: adminUrl(dataDb),
   TENANTRY_DATA_DIR: dataDir,
@@ -77,6 +84,7 @@ const ended = (id: string) =>
 
 async function restart(windowMs = '600000') {
   if (isRunning(child)) await kill9(child);
+  hold(''); // the next lifetime resumes past the point this one was killed at
   child = await startServer(port, env(windowMs));
 }
 
@@ -209,6 +217,7 @@ beforeAll(async () => {
   await superQuery('postgres', `CREATE DATABASE ${controlDb} TEMPLATE ${inject('templateDb')}`);
   await superQuery('postgres', `CREATE DATABASE ${dataDb}`);
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-pcrash-'));
+  holdFile = path.join(dataDir, 'fault-hold');
   port = await freePort();
 });
 afterAll(async () => {
@@ -242,6 +251,8 @@ describe('kill -9 inside promotion steps', () => {
       windowMs?: string,
     ) => {
       t.writer ??= new Writer(t.slug, t.id).start();
+      // The operation waits at the point until the kill: it cannot run past it while we look.
+      hold(point);
       const opId = await start();
       checks.push({ t, opId, expect });
       await atPoint(opId, point);
@@ -269,6 +280,7 @@ describe('kill -9 inside promotion steps', () => {
     await kill(
       ab!,
       async () => {
+        hold('catch-up:start');
         const id = await promote(ab!, 'silo');
         await atPoint(id, 'catch-up:start');
         const c = new pg.Client({ connectionString: adminUrl(`tenant_${ab!.slug.replaceAll('-', '_')}`) });
@@ -276,6 +288,7 @@ describe('kill -9 inside promotion steps', () => {
         await c.query('SET session_replication_role = replica');
         await c.query(`UPDATE app.users SET name = 'tampered' WHERE email = 'seed1'`);
         await c.end();
+        hold('abort:after-unfreeze'); // moves the hold on: the promotion goes on, fails, aborts
         return id;
       },
       'abort:after-unfreeze',

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { TenantryError } from '../domain/errors.js';
 import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type {
@@ -76,6 +77,12 @@ export class LocalEngine implements Engine {
     private readonly template: TenantTemplate,
     private readonly opts: {
       faultStepDelayMs?: number;
+      /**
+       * Crash tests only: a file naming one fault point (a promotion's named point, or
+       * `step:<name>` for a provisioning step). An operation that reaches the point it names reports
+       * it and waits there until the process is killed, so the test's kill lands exactly there.
+       */
+      faultHoldFile?: string;
       protectDatabases?: string[];
       promotion?: Partial<PromotionOptions>;
     } = {},
@@ -85,9 +92,12 @@ export class LocalEngine implements Engine {
     // process), say where it is, then linger there. Only the first time: a point inside a loop
     // (each catch-up pass) would otherwise slow the loop until writers outran it.
     const paused = new Set<string>();
+    const hold = this.faultHold();
     const pause: FaultHook | undefined =
-      delay > 0
+      delay > 0 || hold
         ? async (point, ctx) => {
+            await hold?.(point, ctx.report);
+            if (delay === 0) return;
             const key = `${ctx.operationId}:${point}`;
             if (paused.has(key)) return;
             paused.add(key);
@@ -108,6 +118,30 @@ export class LocalEngine implements Engine {
   }
 
   private readonly promotion: LocalPromotion;
+
+  /**
+   * The crash tests' hold (see `faultHoldFile`): an operation at the point the file names reports
+   * it and waits while the file still names it (the test kills the process there, or moves the
+   * hold on). Undefined unless configured.
+   */
+  private faultHold():
+    | ((point: string, report?: (patch: Record<string, unknown>) => Promise<void>) => Promise<void>)
+    | undefined {
+    const file = this.opts.faultHoldFile;
+    if (!file) return undefined;
+    const named = () => {
+      try {
+        return fs.readFileSync(file, 'utf8').trim();
+      } catch {
+        return ''; // no file: nothing held
+      }
+    };
+    return async (point, report) => {
+      if (named() !== point) return;
+      await report?.({ faultPoint: point }).catch(() => undefined);
+      while (named() === point) await new Promise((r) => setTimeout(r, 20));
+    };
+  }
 
   /** Fault injection for in-process tests: a hook run at named points inside promotion steps. */
   setFaultHook(hook: FaultHook | undefined): void {
@@ -225,6 +259,7 @@ export class LocalEngine implements Engine {
     // Promotion steps pause at named points inside them instead (see the fault hook).
     if (ctx.kind === 'promote') return this.promotion.runStep(ctx);
     if (this.opts.faultStepDelayMs) await new Promise((r) => setTimeout(r, this.opts.faultStepDelayMs));
+    await this.faultHold()?.(`step:${ctx.step}`, ctx.report);
     if (tenant.tier === 'account') throw this.accountRefused();
     const up = ctx.kind === 'onboard';
     const n = this.dp.names;
