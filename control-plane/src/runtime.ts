@@ -78,7 +78,9 @@ async function controlDatabaseOnDataPlane(control: Db, dataplaneUrl: string): Pr
 /**
  * Our own connections to the embedded Postgres go through its Unix socket (in the cluster's
  * directory, which only its OS user and root can enter): a round trip costs about half of one over
- * loopback TCP. Authentication is unchanged: pg_hba asks for SCRAM on local connections too.
+ * loopback TCP. Authentication differs: on the socket, pg_hba lets this process's OS user in as
+ * `postgres` by peer authentication, with no password (embedded.ts `peerOnSocket`); over TCP
+ * everyone, the superuser included, is asked for SCRAM.
  */
 function viaSocket(url: string, socketDir: string | null): string {
   if (!socketDir) return url;

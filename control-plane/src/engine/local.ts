@@ -31,6 +31,7 @@ import {
   ensureFreezeTriggers,
   grantsProvider,
   guardPrivateSchemaSql,
+  hardenDatabase,
   ident,
   lockDownDatabases,
   poolMembershipProvider,
@@ -238,6 +239,8 @@ export class LocalEngine implements Engine {
         template: this.template,
       }),
     );
+    // What a tenant could see or signal of the others through PUBLIC (docs: README, "What each tier isolates").
+    await this.dp.withData((db) => hardenDatabase(db, { shared: true }));
     await this.ensureSiloTemplate();
   }
 
@@ -251,6 +254,7 @@ export class LocalEngine implements Engine {
       await schemaProvider.create(db, { name: n.siloSchema, owner: n.ownerRole, template: this.template });
       // Every silo cloned from it can be frozen (promotion target, rollback) without DDL.
       await ensureFreezeTriggers(db, n.siloSchema, { owner: n.ownerRole });
+      await hardenDatabase(db, { shared: false });
     });
   }
 
@@ -332,7 +336,11 @@ export class LocalEngine implements Engine {
               await applySchema(db, spec, { andThen: [guardPrivateSchemaSql(schema)] });
             });
         } else if (up) {
-          await this.dp.withDatabase(name, (db) => schemaProvider.create(db, spec));
+          await this.dp.withDatabase(name, async (db) => {
+            await schemaProvider.create(db, spec);
+            // Cloned from the hardened template: one catalog read (a silo older than that is hardened here).
+            await hardenDatabase(db, { shared: false });
+          });
         } // a silo's schema goes with its database
         return { schema: up ? schema : null };
       }

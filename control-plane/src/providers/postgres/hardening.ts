@@ -1,4 +1,4 @@
-import type { Queryable } from './sql.js';
+import { metaLockSql, type Queryable } from './sql.js';
 
 /**
  * What a tenant session may read or call in a data-plane database beyond its own objects, cut down
@@ -118,14 +118,14 @@ export async function observeHardening(db: Queryable, spec: HardeningSpec): Prom
  * Revokes from PUBLIC, in the database `db` is connected to, what lets a tenant see or signal the
  * others (see the module comment). Idempotent: a hardened database costs one catalog read and no
  * write. The statements are built by the server from catalog names (format with %I), in one
- * implicit transaction behind a per-database advisory lock, so concurrent starts do not collide on
+ * implicit transaction behind Tenantry's per-database lock (metaLockSql), so concurrent starts do not collide on
  * the catalog rows ("tuple concurrently updated").
  */
 export async function hardenDatabase(db: Queryable, spec: HardeningSpec): Promise<HardeningState> {
   const before = await observeHardening(db, spec);
   if (before.reachable.length === 0) return before;
   await db.query(
-    `SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('tenantry.hardening.' || pg_catalog.current_database()));
+    `${metaLockSql('tenantry.hardening')};
 DO $hardening$
 DECLARE
   r record;
