@@ -1,7 +1,15 @@
 import type { InjectOptions } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Db } from '../../control-plane/src/db/db.js';
-import { auth, onboard, rand, startStack, superQuery, type TestStack } from '../helpers/runtime.js';
+import {
+  auth,
+  onboard,
+  rand,
+  startStack,
+  superQuery,
+  type TestStack,
+  waitForOperation,
+} from '../helpers/runtime.js';
 
 // A pool of 10, as in production, and 100 requests in flight at once on each route that opens a
 // transaction. Before the fix, ten descriptor reads each held a connection (the audit
@@ -80,6 +88,7 @@ describe('100 concurrent requests against a pool of 10', () => {
     }));
     expect(offboarded.filter((c) => c === 202)).toHaveLength(1);
 
+    const made: string[] = [];
     const tokens = await burst((i) => ({
       method: 'POST',
       url: '/v1/tokens',
@@ -87,6 +96,42 @@ describe('100 concurrent requests against a pool of 10', () => {
       payload: { name: `pp-${tag}-${i}`, role: 'sales-ops' },
     }));
     expect(tokens.every((c) => c === 201)).toBe(true);
+    const listed = await s.app.inject({ method: 'GET', url: '/v1/tokens', headers: auth(s.tokens.admin) });
+    for (const t of listed.json().items as { id: string; name: string }[])
+      if (t.name.startsWith(`pp-${tag}-`)) made.push(t.id);
+    expect(made).toHaveLength(N);
+    const revoked = await burst((i) => ({
+      method: 'DELETE',
+      url: `/v1/tokens/${made[i]}`,
+      headers: auth(s.tokens.admin),
+    }));
+    expect(revoked.every((c) => c === 200)).toBe(true);
+
+    // The promotion accepted above, run to its end, then rolled back and resumed at once.
+    const ops = await s.app.inject({
+      method: 'GET',
+      url: `/v1/audit?tenantId=${target.id}`,
+      headers: auth(s.tokens.admin),
+    });
+    const promoteOp = (ops.json().items as { action: string; operationId: string | null }[]).find(
+      (a) => a.action === 'tenant.promote',
+    )?.operationId;
+    expect(promoteOp).toBeTruthy();
+    await waitForOperation(s, promoteOp!, 60_000);
+    const rolledBack = await burst(() => ({
+      method: 'POST',
+      url: `/v1/tenants/${target.slug}/promotions/${promoteOp}/rollback`,
+      headers: auth(s.tokens.sre),
+    }));
+    expect(rolledBack.filter((c) => c === 202)).toHaveLength(1);
+    expect(rolledBack.every((c) => c === 202 || c === 409)).toBe(true);
+    const resumed = await burst(() => ({
+      method: 'POST',
+      url: `/v1/operations/${promoteOp}/resume`,
+      headers: auth(s.tokens.sre),
+    }));
+    // A promotion that succeeded is not resumable; each answer says so, none hangs.
+    expect(resumed.every((c) => c === 409)).toBe(true);
 
     const runs = await burst(() => ({ method: 'POST', url: '/v1/drift-runs', headers: auth(s.tokens.sre) }));
     // Each is queued or finds one queued (202), or is refused while one runs (409).
