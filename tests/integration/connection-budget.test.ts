@@ -122,7 +122,7 @@ async function nothingCreatedFor(slug: string): Promise<void> {
             (SELECT count(*)::int FROM operations o JOIN tenants t ON t.id = o.tenant_id WHERE t.slug = $1) AS ops,
             (SELECT count(*)::int FROM audit_log WHERE tenant_slug = $1) AS audit,
             (SELECT count(*)::int FROM graphile_worker._private_jobs j
-               WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = j.key)) AS jobs`,
+               WHERE j.key LIKE 'op\\_%' AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = j.key)) AS jobs`,
     [slug],
   );
   expect(row).toEqual({ tenants: 0, ops: 0, audit: 0, jobs: 0 });
