@@ -4,8 +4,8 @@ import { appendAudit, enqueueOperationJob } from '../db/repo.js';
 import { newOperationId } from '../domain/ids.js';
 import type { OperationStep } from '../domain/tenant.js';
 import { mapLimit } from '../lib/concurrency.js';
+import { safeMessage } from '../lib/errors.js';
 import { collectAfterBatch } from '../lib/memory.js';
-import { safeMessage } from '../worker/executor.js';
 import type { DriftMetrics } from './metrics.js';
 import { isIgnored, PolicyBook } from './policy.js';
 import {

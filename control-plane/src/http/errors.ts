@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../domain/errors.js';
+import { isConnectionUnavailable } from '../lib/transient.js';
 import { PRINTABLE } from '../routes/schemas.js';
 
 /** The one map from error code to HTTP status. Exhaustive: a new code fails to compile until mapped. */
@@ -46,39 +47,12 @@ export function httpStatusFor(code: ErrorCode): number {
   }
 }
 
-const CONNECTION_ERRNO = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EPIPE',
-]);
-// SQLSTATE: admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections.
-const UNAVAILABLE_SQLSTATE = new Set(['57P01', '57P02', '57P03', '53300']);
-
 /**
- * A database that is unreachable or refusing sessions (as opposed to a query that failed):
- * the service is unavailable for now, and a retry may succeed. Checks socket errno codes,
- * SQLSTATE class 08 (connection exception) and the server's shutdown/overload states.
+ * A database that is unreachable or refusing sessions (as opposed to a query that failed): the
+ * service is unavailable for now, and a retry may succeed. The rules live in `lib/transient.ts`,
+ * shared with the executor's retry decision.
  */
-export function isDatabaseUnavailable(err: unknown): boolean {
-  if (!err || typeof err !== 'object') return false;
-  const code = (err as { code?: unknown }).code;
-  if (typeof code === 'string') {
-    if (CONNECTION_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || /^08[0-9A-Z]{3}$/.test(code))
-      return true;
-  }
-  const inner = (err as { errors?: unknown }).errors; // AggregateError of a multi-address connect
-  if (Array.isArray(inner) && inner.some(isDatabaseUnavailable)) return true;
-  const message = (err as { message?: unknown }).message;
-  return (
-    typeof message === 'string' &&
-    /^(Connection terminated|timeout exceeded when trying to connect)/.test(message)
-  );
-}
+export const isDatabaseUnavailable = isConnectionUnavailable;
 
 // SQLSTATE data exceptions a request's own value causes: string_data_right_truncation,
 // numeric_value_out_of_range, invalid_datetime_format, datetime_field_overflow,
