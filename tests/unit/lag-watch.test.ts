@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LagWatch } from '../../control-plane/src/promotion/promoter.js';
+import { LagWatch } from '../../control-plane/src/promotion/lag-watch.js';
 
 /** A probe whose answers are released one at a time by the test. */
 function gatedProbe() {

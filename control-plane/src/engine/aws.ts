@@ -26,12 +26,8 @@ import type {
 } from '../domain/ports.js';
 import { TIERS, type Tier, type TierCatalog } from '../domain/tiers.js';
 import { LocalPromotion, type PromotionOptions, ROW_STEPS } from '../promotion/local.js';
-import {
-  clearPromotionMeta,
-  dropReplication,
-  type Placement,
-  replicationNames,
-} from '../promotion/promoter.js';
+import type { Placement } from '../promotion/placement.js';
+import { clearPromotionMeta, dropReplication, replicationNames } from '../promotion/replication.js';
 import {
   grantsProvider,
   poolMembershipProvider,

@@ -31,31 +31,28 @@ import {
 } from '../providers/postgres/index.js';
 import {
   applyDeferred,
-  applyPending,
-  assertSameDigests,
-  clearPromotionMeta,
   copyTable,
   createSlotAndCopy,
   type DeferredDdl,
-  digest,
-  dropReplication,
   dropSecondary,
-  ensureReplication,
-  LagWatch,
-  lateChanges,
   listSecondary,
-  type Placement,
-  placementOf,
+  vacuumTables,
+} from './binary-copy.js';
+import { assertSameDigests, digest, touchedDigests, verifyConsistent } from './digests.js';
+import { LagWatch } from './lag-watch.js';
+import { type Placement, placementOf, tablesOf } from './placement.js';
+import {
+  applyPending,
+  clearPromotionMeta,
+  dropReplication,
+  ensureReplication,
+  lateChanges,
   replicationNames,
   retainedWalBytes,
   slotExists,
   slotLagBytes,
   syncSequences,
-  tablesOf,
-  touchedDigests,
-  vacuumTables,
-  verifyConsistent,
-} from './promoter.js';
+} from './replication.js';
 
 /** The row move proper: the same on every target, between provisioning and the routing flip. */
 export const ROW_STEPS = [

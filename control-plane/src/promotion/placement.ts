@@ -1,0 +1,85 @@
+import { TenantryError } from '../domain/errors.js';
+import { tenantObjectName } from '../domain/naming.js';
+import type { Tier } from '../domain/tiers.js';
+import type { Queryable } from '../providers/postgres/sql.js';
+
+/**
+ * Where a tenant's tables live on each tier: the one answer to "bridge: the shared database, silo:
+ * the tenant's own". Engines, drift and promotion ask here. No pg, no key store: plain names.
+ */
+
+/** The data plane's names a placement is derived from (`DataPlane.names` has them). */
+export interface PlacementNames {
+  /** The shared database holding the pool schema and the bridge schemas. */
+  database: string;
+  /** NOLOGIN role that owns every tenant schema, table and silo database. */
+  ownerRole: string;
+  /** The pool's shared login role. */
+  poolRole: string;
+  poolSchema: string;
+  siloSchema: string;
+}
+
+/** Where a tenant's tables live on a tier. */
+export interface Placement {
+  tier: Tier;
+  database: string;
+  schema: string;
+  /** Pool tables are shared: every statement filters on tenant_id. */
+  shared: boolean;
+  /**
+   * A shared placement's row-level security context: every session on it sets this tenant, so an
+   * admin that does not bypass RLS (an RDS master user) sees and writes the tenant's rows.
+   */
+  context?: { setting: string; tenantId: string };
+  /** The login roles that can write the placement (whose older transactions a freeze waits for). */
+  writers: string[];
+  /** The role owning the freeze guard; unset: the schema's owner. */
+  owner?: string;
+  /**
+   * The server holding the placement when it is not the source's cluster (an RDS instance on the
+   * aws target): admin URLs of its databases. Unset: the promotion's data plane.
+   */
+  server?: { urlFor(database: string): string };
+  /**
+   * Roles, grants and routing of the placement belong to someone else (the tenant's Pulumi stack
+   * on the aws target): the promotion moves rows and freezes, nothing more.
+   */
+  managed?: boolean;
+}
+
+/** Where `slug`'s tables are on `tier` (a data plane, or anything carrying its names). */
+export function placementOf(dp: { names: PlacementNames }, slug: string, tier: Tier): Placement {
+  const name = tenantObjectName(slug);
+  const owner = dp.names.ownerRole;
+  switch (tier) {
+    case 'pool':
+      return {
+        tier,
+        database: dp.names.database,
+        schema: dp.names.poolSchema,
+        shared: true,
+        writers: [dp.names.poolRole],
+        owner,
+      };
+    case 'bridge':
+      return { tier, database: dp.names.database, schema: name, shared: false, writers: [name], owner };
+    case 'silo':
+      return { tier, database: name, schema: dp.names.siloSchema, shared: false, writers: [name], owner };
+    default:
+      throw new TenantryError(
+        'TIER_NOT_AVAILABLE_ON_TARGET',
+        `tier ${tier} has no Postgres placement on this target`,
+      );
+  }
+}
+
+/** The tables of a placement's schema (plain and partitioned), by name. */
+export async function tablesOf(db: Queryable, schema: string): Promise<string[]> {
+  const { rows } = await db.query<{ t: string }>(
+    `SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1`,
+    [schema],
+  );
+  return rows.map((r) => r.t);
+}
