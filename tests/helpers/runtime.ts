@@ -36,6 +36,49 @@ export async function superQuery<T extends pg.QueryResultRow = Record<string, un
   }
 }
 
+/**
+ * Drops what a stack created on the shared test cluster: its control and data databases, the silo
+ * template, every database its owner role owns (the silos), then that owner role and the pool login.
+ * Leftover sessions (tenant clients a test forgot, a promotion's walsender) are ended first, and
+ * logical replication slots on those databases dropped, since DROP DATABASE … WITH (FORCE) refuses
+ * a database that still has one. Tenant login roles (`tenant_<slug>`) are left: a fixed slug may be
+ * in use by another file's stack on the same cluster.
+ */
+export async function dropStackDatabases(controlDb: string, dataDb: string): Promise<void> {
+  const owner = `${dataDb}_owner`;
+  const c = new pg.Client({ connectionString: adminUrl('postgres') });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ datname: string; datistemplate: boolean }>(
+      `SELECT d.datname, d.datistemplate FROM pg_database d
+        WHERE d.datname = ANY($1::text[])
+           OR d.datdba = (SELECT oid FROM pg_roles WHERE rolname = $2)`,
+      [[controlDb, dataDb, `${dataDb}_silo_template`], owner],
+    );
+    const names = rows.map((r) => r.datname);
+    await c.query(
+      `SELECT pg_terminate_backend(active_pid, 10000) FROM pg_replication_slots
+        WHERE active_pid IS NOT NULL AND database = ANY($1::text[])`,
+      [names],
+    );
+    await c.query(
+      'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = ANY($1::text[])',
+      [names],
+    );
+    for (const r of rows) {
+      const d = pg.escapeIdentifier(r.datname);
+      if (r.datistemplate) await c.query(`ALTER DATABASE ${d} IS_TEMPLATE false`);
+      await c.query(`DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
+    }
+    // Roles are cluster-wide; these two carry the stack's random data-database name, so no other stack shares them.
+    for (const role of [owner, `${dataDb}_pool`]) {
+      await c.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`);
+    }
+  } finally {
+    await c.end();
+  }
+}
+
 export interface TestStack {
   app: FastifyInstance;
   runtime: Runtime;
@@ -43,6 +86,7 @@ export interface TestStack {
   controlDb: string;
   dataDb: string;
   tokens: Record<Role, string>;
+  /** Stops the app and the runtime, then drops the databases (and the stack's own roles) it created. */
   close(): Promise<void>;
 }
 
@@ -67,6 +111,9 @@ export async function startStack(
     TENANTRY_OPERATION_LEASE_MS: '2000',
     // Test files share one cluster: a scheduled sweep would judge other files' tenants as orphans.
     TENANTRY_DRIFT_SCHEDULE: 'off',
+    // Test files share one cluster and onboard more bridge and silo tenants than its connection budget
+    // holds; tests/integration/connection-budget.test.ts checks the budget under its own settings.
+    TENANTRY_CONNECTION_OVERCOMMIT: 'allow',
     LOG_LEVEL: 'silent',
     ...overrides,
   });
@@ -93,6 +140,7 @@ export async function startStack(
       await server.close();
       await runtime.close();
       fs.rmSync(dataDir, { recursive: true, force: true });
+      await dropStackDatabases(controlDb, dataDb);
     },
   };
 }
