@@ -1,5 +1,3 @@
-import type { RoleLimits } from '../providers/postgres/types.js';
-
 export const TIERS = ['pool', 'bridge', 'silo', 'account'] as const;
 export type Tier = (typeof TIERS)[number];
 
@@ -8,6 +6,13 @@ export interface RdsSettings {
   allocatedStorageGb: number;
   backupRetentionDays: number;
   engineVersion: string;
+}
+
+/** What a tier allows each tenant login: its connection limit and its timeouts. */
+export interface RoleLimits {
+  connectionLimit: number;
+  statementTimeoutMs: number;
+  idleInTransactionSessionTimeoutMs: number;
 }
 
 export interface TierDefinition {

@@ -1,6 +1,7 @@
+import type { RoleLimits } from '../../domain/tiers.js';
 import { scramVerifier } from './scram.js';
 import { ident, inTransaction, literal, lockDatabaseAcl, type Queryable } from './sql.js';
-import type { Provider, RoleLimits } from './types.js';
+import type { Provider } from './types.js';
 
 export interface RoleSpec extends RoleLimits {
   name: string;

@@ -12,11 +12,8 @@ export interface TenantTemplate {
   migrations: TemplateMigration[];
 }
 
-export interface RoleLimits {
-  connectionLimit: number;
-  statementTimeoutMs: number;
-  idleInTransactionSessionTimeoutMs: number;
-}
+// The domain owns the tier limits; a type-only export is erased, so the module still ships alone.
+export type { RoleLimits } from '../../domain/tiers.js';
 
 /**
  * A Postgres-level resource with create, observe, update and delete.
