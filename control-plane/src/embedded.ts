@@ -212,7 +212,9 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedServ
     listen_addresses: '127.0.0.1',
     unix_socket_directories: socketDir ?? '',
     wal_level: 'logical',
-    max_connections: '300',
+    // Room for a useful connection budget on the embedded default (300 held only the pool login, one
+    // silo and one bridge at the default tier limits): 977 slots for tenants, 23 for the control plane.
+    max_connections: '1000',
     // The last slots go to the control plane (superuser, or pg_use_reserved_connections), never to
     // tenant logins: 3 superuser_reserved_connections by default, and these.
     reserved_connections: '20',

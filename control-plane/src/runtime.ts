@@ -13,6 +13,7 @@ import { LocalKeyStore, loadRootKey } from './local/keystore.js';
 import { Metrics } from './metrics.js';
 import { TokenCache } from './plugins/auth.js';
 import { ident } from './providers/postgres/sql.js';
+import { ConnectionBudget } from './services/capacity.js';
 import { TenantService } from './services/tenants.js';
 import { TokenService } from './services/tokens.js';
 import { loadTemplates } from './templates.js';
@@ -153,6 +154,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     };
     let engine: Engine;
     let drift: DriftHandle;
+    let capacity: ConnectionBudget | undefined;
     if (config.target === 'aws' && config.aws) {
       const { startAwsTarget } = await import('./aws-target.js');
       const aws = startAwsTarget(config.aws, {
@@ -187,6 +189,13 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       });
       closers.push(() => local.close());
       await local.bootstrap();
+      // Tenants' connection limits against what the data-plane cluster allows (and the admin's reserved slots).
+      capacity = new ConnectionBudget(db, dp, templates.catalog, {
+        overcommit: config.connectionOvercommit,
+        log: log.child({ component: 'connection-budget' }),
+      });
+      await capacity.start();
+      metrics.trackConnectionBudget(capacity);
       engine = local;
       drift = registerLocalDrift({ ...driftDeps, dataplaneUrl, keys, templates });
     }
@@ -199,6 +208,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     const tenants = new TenantService(db, engine, {
       templateVersion: templates.tenantSchema.version,
       maxAttempts: config.operationMaxAttempts,
+      ...(capacity ? { capacity } : {}),
     });
     executor = new OperationExecutor(db, engine, log.child({ component: 'worker' }), metrics, {
       maxAttempts: config.operationMaxAttempts,

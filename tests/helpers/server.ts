@@ -29,6 +29,8 @@ export async function startServer(
       PORT: String(port),
       LOG_LEVEL: 'warn',
       TENANTRY_DRIFT_SCHEDULE: 'off',
+      // As in startStack: test files onboard more than the shared cluster's connection budget holds.
+      TENANTRY_CONNECTION_OVERCOMMIT: 'allow',
       ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
