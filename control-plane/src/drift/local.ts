@@ -6,6 +6,7 @@ import type { TierCatalog } from '../domain/tiers.js';
 import type { DataPlane } from '../engine/dataplane.js';
 import { generatePassword, POOL_SECRET } from '../engine/local.js';
 import { mapLimit } from '../lib/concurrency.js';
+import { placementOf } from '../promotion/placement.js';
 import {
   applyGrants,
   applyRole,
@@ -397,6 +398,9 @@ export class LocalDriftRemediator implements DriftRemediator {
     const secretName = tenantSecretName(t.slug);
     const limits = this.catalog.tiers[t.tier].role;
     const bridge = t.tier === 'bridge';
+    // Where the tenant's tables are (pool: the shared schema; bridge: its schema in the shared
+    // database; silo: its own database).
+    const { database, schema } = placementOf(this.dp, t.slug, t.tier);
     const steps: Step[] = [];
     const keyMissing = hasField(fs, 'key', (f) => f.kind === 'missing');
     const secretBad = keyMissing || hasField(fs, 'secret');
@@ -433,8 +437,8 @@ export class LocalDriftRemediator implements DriftRemediator {
           // A new password: the role step reads it back from this version and sets it on the role.
           await this.keys.putSecret(secretName, alias, {
             ...base,
-            database: bridge ? n.database : name,
-            schema: bridge ? name : n.siloSchema,
+            database,
+            schema,
             user: name,
             password: generatePassword(),
           });
@@ -478,7 +482,7 @@ export class LocalDriftRemediator implements DriftRemediator {
               throw new TenantryError('SECRET_UNAVAILABLE', 'tenant credentials are missing');
             password = pw;
           }
-          const searchPath = [bridge ? name : n.siloSchema];
+          const searchPath = [schema];
           await this.dp.withMaintenance(async (db) => {
             await applyRole(db, { name, ...limits, searchPath, ...(password ? { password } : {}) });
             await revokeRoleExtras(db, name, roleFindings);
@@ -522,9 +526,8 @@ export class LocalDriftRemediator implements DriftRemediator {
           ),
       });
     }
-    const schema = bridge ? name : n.siloSchema;
     const onDb = <T>(fn: (db: Queryable) => Promise<T>) =>
-      bridge ? this.dp.withData(fn) : this.dp.withDatabase(name, fn);
+      database === n.database ? this.dp.withData(fn) : this.dp.withDatabase(database, fn);
     const schemaFindings = fs.filter(
       (f) => f.resource === 'schema' && f.field !== 'exists' && !granteeOf(f.field),
     );
@@ -571,7 +574,7 @@ export class LocalDriftRemediator implements DriftRemediator {
               }
               await revokeGrants(db, grantFindings, schema, n.ownerRole, name);
               await applyGrants(db, {
-                database: bridge ? n.database : name,
+                database,
                 schema,
                 role: name,
                 owner: n.ownerRole,

@@ -21,6 +21,7 @@ import {
   type PromotionOptions,
   ROLLBACK_STEPS,
 } from '../promotion/local.js';
+import { placementOf } from '../promotion/placement.js';
 import {
   applyGrants,
   applyRole,
@@ -304,7 +305,7 @@ export class LocalEngine implements Engine {
         const password = secret?.value.password;
         if (typeof password !== 'string')
           throw new TenantryError('SECRET_UNAVAILABLE', 'tenant credentials are missing');
-        const searchPath = [tenant.tier === 'bridge' ? name : n.siloSchema];
+        const searchPath = [placementOf(this.dp, tenant.slug, tenant.tier).schema];
         // applyRole states NOSUPERUSER NOBYPASSRLS explicitly; drift runs observe it in batch.
         await this.dp.withMaintenance((db) => applyRole(db, { name, ...limits, searchPath, password }));
         return { user: name };
@@ -320,7 +321,7 @@ export class LocalEngine implements Engine {
         return { database: name };
       }
       case 'schema': {
-        const schema = tenant.tier === 'bridge' ? name : n.siloSchema;
+        const { schema } = placementOf(this.dp, tenant.slug, tenant.tier);
         const spec = { name: schema, owner: n.ownerRole, template: this.template };
         if (tenant.tier === 'bridge') {
           if (!up) {
@@ -345,18 +346,13 @@ export class LocalEngine implements Engine {
         return { schema: up ? schema : null };
       }
       case 'grants': {
-        const bridge = tenant.tier === 'bridge';
-        const spec = {
-          database: bridge ? n.database : name,
-          schema: bridge ? name : n.siloSchema,
-          role: name,
-          owner: n.ownerRole,
-        };
+        const { database, schema } = placementOf(this.dp, tenant.slug, tenant.tier);
+        const spec = { database, schema, role: name, owner: n.ownerRole };
         const apply = async (db: Queryable) => {
           if (up) await applyGrants(db, spec);
           else await grantsProvider.delete(db, spec);
         };
-        await (bridge ? this.dp.withData(apply) : this.dp.withDatabase(name, apply));
+        await (database === n.database ? this.dp.withData(apply) : this.dp.withDatabase(database, apply));
         return undefined;
       }
       case 'pool-membership': {
@@ -406,9 +402,10 @@ export class LocalEngine implements Engine {
         };
       }
       case 'bridge':
-        return { ...base, database: n.database, schema: name, user: name, password: generatePassword() };
-      case 'silo':
-        return { ...base, database: name, schema: n.siloSchema, user: name, password: generatePassword() };
+      case 'silo': {
+        const { database, schema } = placementOf(this.dp, tenant.slug, tenant.tier);
+        return { ...base, database, schema, user: name, password: generatePassword() };
+      }
       default:
         throw this.accountRefused();
     }
