@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Db } from '../db/db.js';
+import { cancelPromotionCleanup } from '../db/jobs.js';
 import {
   type Actor,
   activeOperationFor,
@@ -211,7 +212,7 @@ export class TenantService {
       ]);
       // Placements a promotion keeps for its rollback window go with the tenant, first.
       const windows = await openPromotionWindows(q, tenant.id);
-      for (const id of windows) await q.query('SELECT graphile_worker.remove_job($1)', [`cleanup:${id}`]);
+      for (const id of windows) await cancelPromotionCleanup(q, id);
       const operation = await insertOperationAndEnqueue(
         q,
         {
@@ -340,7 +341,7 @@ export class TenantService {
         ...back,
       });
       // The source must outlive the rollback: its scheduled deletion is cancelled in this transaction.
-      await q.query('SELECT graphile_worker.remove_job($1)', [`cleanup:${operationId}`]);
+      await cancelPromotionCleanup(q, operationId);
       await appendAudit(q, {
         actor: ctx.actor,
         action: 'tenant.promotion.rollback',

@@ -8,73 +8,42 @@ import {
   setTenantStatus,
   tenantFromJson,
 } from '../db/repo.js';
+import {
+  type ClaimedOperation as Claimed,
+  claimOperation,
+  extendLease,
+  holdLease,
+  markFailed,
+  markSucceeded,
+  mergeProgress,
+  recordSuccess,
+  requeueExpiredLeases,
+  requeueOperation,
+  saveSteps,
+  WORKER_ACTOR,
+} from '../db/runs.js';
 import { isTenantryError, TenantryError } from '../domain/errors.js';
 import type { Engine, PromotionParams } from '../domain/ports.js';
-
-export const PROMOTION_CLEANUP_TASK = 'promotion-cleanup';
-
-import {
-  type OperationKind,
-  type OperationStep,
-  RELEASE_PROMOTION_SOURCES_STEP,
-  type Tenant,
-} from '../domain/tenant.js';
+import { type OperationStep, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
 import type { DriftRemediator, Finding } from '../drift/types.js';
+import { safeMessage } from '../lib/errors.js';
+import { isTransient } from '../lib/transient.js';
 import type { Metrics } from '../metrics.js';
+import { PromotionLifecycle } from '../promotion/lifecycle.js';
 import type { Queryable } from '../providers/postgres/sql.js';
 
-const SYSTEM_ACTOR = { id: null, name: 'tenantry-worker', role: 'system' };
-
-/** Postgres and network errors worth another attempt: the same step will be re-run. */
-const RETRYABLE_PG = new Set([
-  // object in use: e.g. CREATE DATABASE … TEMPLATE while another session (an orphaned backend of a
-  // killed process) is still connected to the template; it goes away.
-  '55006',
-  '40001',
-  '40P01',
-  '55P03',
-  '53300',
-  '57P01',
-  '57P02',
-  '57P03',
-  '08000',
-  '08003',
-  '08006',
-  '08001',
-]);
-const RETRYABLE_NET = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN']);
+/** Moved to lib/errors.ts and db/jobs.ts; re-exported for callers that import them from here. */
+export { PROMOTION_CLEANUP_TASK } from '../db/jobs.js';
+export { safeMessage };
 
 /** An error past an operation's point of no return: retried, or resumed, but never undone. */
 export function isForwardOnly(e: unknown): boolean {
   return isTenantryError(e) && e.context.forwardOnly === true;
 }
 
+/** A domain error says itself whether it is worth another attempt; anything else is judged as transient or not. */
 export function isRetryable(e: unknown): boolean {
-  if (isTenantryError(e)) return e.retryable;
-  const code = (e as { code?: unknown })?.code;
-  if (typeof code === 'string' && (RETRYABLE_PG.has(code) || RETRYABLE_NET.has(code))) return true;
-  // Catalog races between concurrent DDL sessions are transient by nature.
-  return /Connection terminated|timeout exceeded when trying to connect|tuple concurrently (updated|deleted)/i.test(
-    String((e as Error)?.message ?? ''),
-  );
-}
-
-/** A message safe to store and show: never a stack, never a connection string. */
-export function safeMessage(e: unknown): string {
-  const msg = e instanceof Error ? e.message : String(e);
-  return msg.replace(/postgres(ql)?:\/\/[^\s]+/g, 'postgres://[redacted]').slice(0, 500);
-}
-
-interface Claimed {
-  id: string;
-  kind: OperationKind;
-  tenant_id: string;
-  steps: OperationStep[];
-  attempts: number;
-  created_at: Date;
-  tenant: Record<string, unknown> | null;
-  params: Record<string, unknown>;
-  progress: Record<string, unknown>;
+  return isTenantryError(e) ? e.retryable : isTransient(e);
 }
 
 export interface ExecutorOptions {
@@ -98,7 +67,12 @@ export class OperationExecutor {
     private readonly log: Logger,
     private readonly metrics: Metrics,
     private readonly opts: ExecutorOptions,
-  ) {}
+  ) {
+    this.promotions = new PromotionLifecycle(db, engine);
+  }
+
+  /** A promotion's cutover bookkeeping, its source's deletion and the orphan sweep. */
+  private readonly promotions: PromotionLifecycle;
 
   /** Entry point for the job queue. Throws only to ask the queue for a retry with backoff. */
   async run(operationId: string): Promise<void> {
@@ -127,25 +101,11 @@ export class OperationExecutor {
   }
 
   private async claim(operationId: string): Promise<Claimed | null> {
-    const { rows } = await this.db.relaxedQuery<Claimed & Record<string, unknown>>(
-      `UPDATE operations
-          SET status = 'running', attempts = attempts + 1, lease_owner = $2,
-              lease_expires_at = now() + make_interval(secs => $3::double precision / 1000), updated_at = now()
-        WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND (lease_expires_at < now() OR lease_owner = $2)))
-        RETURNING id, kind, tenant_id, steps, attempts, created_at, params, progress,
-                  (SELECT to_jsonb(t) FROM tenants t WHERE t.id = operations.tenant_id) AS tenant`,
-      [operationId, this.runnerId, this.opts.leaseMs],
-    );
-    return (rows[0] as Claimed | undefined) ?? null;
+    return claimOperation({ query: this.db.relaxedQuery }, operationId, this.runnerId, this.opts.leaseMs);
   }
 
   private async extendLease(id: string): Promise<boolean> {
-    const { rowCount } = await this.db.relaxedQuery(
-      `UPDATE operations SET lease_expires_at = now() + make_interval(secs => $3::double precision / 1000)
-        WHERE id = $1 AND lease_owner = $2 AND status = 'running'`,
-      [id, this.runnerId, this.opts.leaseMs],
-    );
-    return (rowCount ?? 0) > 0;
+    return extendLease({ query: this.db.relaxedQuery }, id, this.runnerId, this.opts.leaseMs);
   }
 
   /** Persists step progress (and a step's outputs on the tenant) atomically, in one round trip. */
@@ -156,12 +116,7 @@ export class OperationExecutor {
     tenantId: string,
     outputs: Record<string, unknown> | undefined,
   ): Promise<void> {
-    await q.query(
-      `WITH o AS (UPDATE operations SET steps = $3::jsonb, updated_at = now() WHERE id = $1 AND lease_owner = $2 RETURNING 1)
-       UPDATE tenants SET outputs = jsonb_strip_nulls(outputs || $5::jsonb), updated_at = now()
-        WHERE id = $4 AND $5::jsonb <> '{}'::jsonb AND EXISTS (SELECT 1 FROM o)`,
-      [id, this.runnerId, JSON.stringify(steps), tenantId, JSON.stringify(outputs ?? {})],
-    );
+    await saveSteps(q, id, this.runnerId, steps, tenantId, outputs);
   }
 
   private async execute(op: Claimed, tenant: Tenant, log: Logger, signal: AbortSignal): Promise<void> {
@@ -305,36 +260,10 @@ export class OperationExecutor {
     await this.report(op, { resources: op.progress.resources }).catch(() => undefined);
   }
 
-  /**
-   * Offboarding inside promotions' rollback windows: their source placements go first, through the
-   * engine's cleanup (the same one the window's end runs), and each promotion is marked cleaned up.
-   */
+  /** Offboarding inside promotions' rollback windows: their source placements go first. */
   private async releasePromotionSources(op: Claimed, tenant: Tenant): Promise<undefined> {
     const ids = (op.params.promotionWindows as string[] | undefined) ?? [];
-    for (const id of ids) {
-      const { rows } = await this.db.query<{ params: PromotionParams; progress: Record<string, unknown> }>(
-        `SELECT params, progress FROM operations WHERE id = $1 AND tenant_id = $2 AND kind = 'promote'`,
-        [id, tenant.id],
-      );
-      const promo = rows[0];
-      if (!promo || promo.progress.cleanedUp || promo.progress.rolledBack) continue;
-      await this.engine.cleanupPromotion(this.stepTenant(tenant), promo.params, id);
-      await this.db.tx(async (q) => {
-        await q.query(
-          `UPDATE operations SET progress = progress || jsonb_build_object('cleanedUp', true, 'cleanedUpBy', $2::text) WHERE id = $1`,
-          [id, op.id],
-        );
-        await q.query('SELECT graphile_worker.remove_job($1)', [`cleanup:${id}`]);
-        await appendAudit(q, {
-          actor: SYSTEM_ACTOR,
-          action: 'tenant.promotion.source-deleted',
-          tenantId: tenant.id,
-          tenantSlug: tenant.slug,
-          operationId: id,
-          details: { fromTier: promo.params.fromTier, by: op.id },
-        });
-      });
-    }
+    await this.promotions.releaseSources(tenant, ids, op.id);
     return undefined;
   }
 
@@ -345,10 +274,7 @@ export class OperationExecutor {
   /** Merges into the operation's progress, durably (fenced by the lease). */
   private async report(op: Claimed, patch: Record<string, unknown>): Promise<void> {
     Object.assign(op.progress, patch);
-    await this.db.query(
-      `UPDATE operations SET progress = progress || $3::jsonb, updated_at = now() WHERE id = $1 AND lease_owner = $2`,
-      [op.id, this.runnerId, JSON.stringify(patch)],
-    );
+    await mergeProgress(this.db, op.id, this.runnerId, patch);
   }
 
   private observeStep(kind: string, step: string, outcome: string, started: bigint): void {
@@ -359,11 +285,7 @@ export class OperationExecutor {
   }
 
   private async requeue(id: string, steps: OperationStep[]): Promise<void> {
-    await this.db.query(
-      `UPDATE operations SET status = 'queued', steps = $3::jsonb, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-        WHERE id = $1 AND lease_owner = $2`,
-      [id, this.runnerId, JSON.stringify(steps)],
-    );
+    await requeueOperation(this.db, id, this.runnerId, steps);
   }
 
   private async succeed(op: Claimed, tenant: Tenant, steps: OperationStep[], log: Logger): Promise<void> {
@@ -371,25 +293,7 @@ export class OperationExecutor {
     if (op.kind === 'promote') return this.succeedPromotion(op, tenant, steps, log);
     const status = op.kind === 'offboard' ? 'offboarded' : 'active';
     // One statement: the operation ends, the tenant changes state, and the audit record is written.
-    await this.db.query(
-      `WITH o AS (
-         UPDATE operations SET status = 'succeeded', steps = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL,
-                finished_at = now(), updated_at = now()
-          WHERE id = $1 AND lease_owner = $6 RETURNING id),
-       t AS (UPDATE tenants SET status = $4, updated_at = now() WHERE id = $3 AND EXISTS (SELECT 1 FROM o) RETURNING id)
-       INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, operation_id, details)
-       SELECT NULL, $7, 'system', $8, $3, $5, $1, jsonb_build_object('tenantStatus', $4::text) FROM t`,
-      [
-        op.id,
-        JSON.stringify(steps),
-        tenant.id,
-        status,
-        tenant.slug,
-        this.runnerId,
-        SYSTEM_ACTOR.name,
-        `operation.${op.kind}.succeeded`,
-      ],
-    );
+    await recordSuccess(this.db, { id: op.id, kind: op.kind, steps }, this.runnerId, tenant, status);
     this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
     this.metrics.acceptToDone.observe(
       { kind: op.kind, tier: tenant.tier },
@@ -399,8 +303,8 @@ export class OperationExecutor {
   }
 
   /**
-   * A promotion's cutover is recorded with its operation: the tier changes, the change is audited,
-   * and the source's deletion is scheduled after the rollback window (or, for a rollback, cancelled).
+   * A promotion's cutover is recorded with its operation, in one transaction fenced by the lease
+   * (a runner that lost it records nothing): see `PromotionLifecycle.recordCutover`.
    */
   private async succeedPromotion(
     op: Claimed,
@@ -410,46 +314,8 @@ export class OperationExecutor {
   ): Promise<void> {
     const params = op.params as unknown as PromotionParams;
     const done = await this.db.tx(async (q) => {
-      // Fenced by the lease: a runner that lost it records nothing.
-      const { rowCount } = await q.query(
-        `UPDATE operations SET status = 'succeeded', steps = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL,
-                finished_at = now(), updated_at = now() WHERE id = $1 AND lease_owner = $3 AND status = 'running'`,
-        [op.id, JSON.stringify(steps), this.runnerId],
-      );
-      if ((rowCount ?? 0) === 0) return false;
-      await q.query(
-        `UPDATE tenants SET tier = $2, outputs = outputs - 'tier', updated_at = now() WHERE id = $1`,
-        [tenant.id, params.toTier],
-      );
-      if (params.rollbackOf) {
-        await q.query(`SELECT graphile_worker.remove_job($1)`, [`cleanup:${params.rollbackOf}`]);
-        await q.query(
-          `UPDATE operations SET progress = progress || '{"rolledBack": true}'::jsonb WHERE id = $1`,
-          [params.rollbackOf],
-        );
-      } else {
-        const until = String(op.progress.rollbackUntil ?? new Date().toISOString());
-        await q.query(
-          `SELECT graphile_worker.add_job($1, json_build_object('operationId', $2::text), run_at := $3::timestamptz,
-                  job_key := $4, max_attempts := 25)`,
-          [PROMOTION_CLEANUP_TASK, op.id, until, `cleanup:${op.id}`],
-        );
-      }
-      await appendAudit(q, {
-        actor: SYSTEM_ACTOR,
-        action: params.rollbackOf ? 'tenant.promotion.rolled-back' : 'tenant.promotion.cutover',
-        tenantId: tenant.id,
-        tenantSlug: tenant.slug,
-        operationId: op.id,
-        details: {
-          fromTier: params.fromTier,
-          toTier: params.toTier,
-          writeFreezeMs: op.progress.writeFreezeMs ?? null,
-          ...(params.rollbackOf
-            ? { rollbackOf: params.rollbackOf }
-            : { rollbackUntil: op.progress.rollbackUntil }),
-        },
-      });
+      if (!(await markSucceeded(q, op.id, this.runnerId, steps))) return false;
+      await this.promotions.recordCutover(q, { id: op.id, params, progress: op.progress }, tenant);
       return true;
     });
     if (!done) {
@@ -460,85 +326,14 @@ export class OperationExecutor {
     log.info({ fromTier: params.fromTier, toTier: params.toTier }, 'promotion cut over');
   }
 
-  /**
-   * Deletes a promotion's source placement once its rollback window is over, unless it was rolled
-   * back, whatever the tenant's tier is by then (a later promotion may have moved it on; the engine
-   * never deletes the placement the tenant is routed to). Serialized with the tenant's operations:
-   * with one in flight, it waits for a later retry; two runs of one cleanup never overlap.
-   */
+  /** The promotion-cleanup job: see `PromotionLifecycle.cleanup`. */
   async cleanupPromotion(operationId: string): Promise<void> {
-    const { rows } = await this.db.query<{
-      tenant_id: string;
-      params: PromotionParams;
-      progress: Record<string, unknown>;
-      busy: boolean;
-    }>(
-      `SELECT o.tenant_id, o.params, o.progress,
-              EXISTS (SELECT 1 FROM operations x WHERE x.tenant_id = o.tenant_id AND x.status IN ('queued', 'running')) AS busy
-         FROM operations o WHERE o.id = $1 AND o.kind = 'promote' AND o.status = 'succeeded'`,
-      [operationId],
-    );
-    const r = rows[0];
-    if (!r || r.progress.rolledBack || r.progress.cleanedUp) return;
-    if (r.busy) throw new Error('tenant has an operation in flight; cleanup retries later');
-    const tenant = await findTenantById(this.db, r.tenant_id);
-    if (!tenant || tenant.status === 'offboarded') return;
-    // Another run of this cleanup under way holds the lock: this one simply ends.
-    await this.db.withSessionLock(`tenantry.cleanup.${operationId}`, async () => {
-      await this.engine.cleanupPromotion(this.stepTenant(tenant), r.params, operationId, async (patch) => {
-        await this.db.query(`UPDATE operations SET progress = progress || $2::jsonb WHERE id = $1`, [
-          operationId,
-          JSON.stringify(patch),
-        ]);
-      });
-      await this.db.tx(async (q) => {
-        await q.query(
-          `UPDATE operations SET progress = progress || '{"cleanedUp": true}'::jsonb WHERE id = $1`,
-          [operationId],
-        );
-        await appendAudit(q, {
-          actor: SYSTEM_ACTOR,
-          action: 'tenant.promotion.source-deleted',
-          tenantId: tenant.id,
-          tenantSlug: tenant.slug,
-          operationId,
-          details: { fromTier: r.params.fromTier },
-        });
-      });
-    });
+    await this.promotions.cleanup(operationId);
   }
 
-  /**
-   * Replication slots and publications left by crashed or finished promotions; the slot of a
-   * promotion waiting for a retry once it holds more WAL than the limit; and cleanups whose job
-   * died with its worker (graphile-worker keeps a crashed worker's job locked for hours).
-   */
+  /** The periodic promotion orphan sweep: see `PromotionLifecycle.sweepOrphans`. */
   async sweepPromotionOrphans(): Promise<string[]> {
-    const { rows } = await this.db.query<{ id: string; status: string }>(
-      `SELECT id, status FROM operations WHERE kind = 'promote' AND status IN ('queued', 'running')`,
-    );
-    // The data plane may be unreachable (an aws shared cluster, its secret): cleanups are still scheduled.
-    const dropped = await this.engine
-      .sweepPromotionOrphans(
-        rows.map((r) => r.id),
-        rows.filter((r) => r.status === 'queued').map((r) => r.id),
-      )
-      .then(
-        (names) => ({ names }),
-        (error: unknown) => ({ error }),
-      );
-    await this.db.query(
-      `SELECT graphile_worker.add_job($1, json_build_object('operationId', o.id), job_key := 'cleanup:' || o.id, max_attempts := 25)
-         FROM operations o
-        WHERE o.kind = 'promote' AND o.status = 'succeeded' AND NOT (o.params ? 'rollbackOf')
-          AND NOT (o.progress ? 'cleanedUp') AND NOT (o.progress ? 'rolledBack')
-          AND (o.progress->>'rollbackUntil')::timestamptz < now() - interval '1 second'
-          AND NOT EXISTS (SELECT 1 FROM graphile_worker._private_jobs j
-                           WHERE j.key = 'cleanup:' || o.id AND j.locked_at IS NULL)`,
-      [PROMOTION_CLEANUP_TASK],
-    );
-    if ('error' in dropped) throw dropped.error;
-    return dropped.names;
+    return this.promotions.sweepOrphans();
   }
 
   /**
@@ -598,18 +393,7 @@ export class OperationExecutor {
    * extends it: a runner that lost its lease must not undo or finish what another runner now owns.
    */
   private async holdLease(op: Claimed): Promise<boolean> {
-    return this.db.tx(async (q) => {
-      const { rows } = await q.query<{ lease_owner: string | null; status: string }>(
-        'SELECT lease_owner, status FROM operations WHERE id = $1 FOR UPDATE',
-        [op.id],
-      );
-      if (rows[0]?.lease_owner !== this.runnerId || rows[0]?.status !== 'running') return false;
-      await q.query(
-        `UPDATE operations SET lease_expires_at = now() + make_interval(secs => $2::double precision / 1000) WHERE id = $1`,
-        [op.id, this.opts.leaseMs],
-      );
-      return true;
-    });
+    return this.db.tx((q) => holdLease(q, op.id, this.runnerId, this.opts.leaseMs));
   }
 
   /**
@@ -675,16 +459,10 @@ export class OperationExecutor {
           ? 'active'
           : 'failed';
     const recorded = await this.db.tx(async (q) => {
-      const { rowCount } = await q.query(
-        `UPDATE operations SET status = 'failed', error = $2, steps = $3::jsonb, lease_owner = NULL, lease_expires_at = NULL,
-                progress = progress || $5::jsonb, finished_at = now(), updated_at = now()
-          WHERE id = $1 AND lease_owner = $4 AND status = 'running'`,
-        [op.id, `${reason}${cleanup}`, JSON.stringify(steps), this.runnerId, JSON.stringify({ resumable })],
-      );
-      if ((rowCount ?? 0) === 0) return false;
+      if (!(await markFailed(q, op.id, this.runnerId, steps, `${reason}${cleanup}`, resumable))) return false;
       await setTenantStatus(q, tenant.id, tenantStatus);
       await appendAudit(q, {
-        actor: SYSTEM_ACTOR,
+        actor: WORKER_ACTOR,
         action: `operation.${op.kind}.failed`,
         tenantId: tenant.id,
         tenantSlug: tenant.slug,
@@ -708,13 +486,9 @@ export class OperationExecutor {
    */
   async reapExpiredLeases(): Promise<string[]> {
     return this.db.tx(async (q) => {
-      const { rows } = await q.query<{ id: string }>(
-        `UPDATE operations SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-          WHERE id IN (SELECT id FROM operations WHERE status = 'running' AND lease_expires_at < now() FOR UPDATE SKIP LOCKED)
-          RETURNING id`,
-      );
-      for (const r of rows) await enqueueOperationJob(q, r.id, this.opts.maxAttempts + 2);
-      return rows.map((r) => r.id);
+      const ids = await requeueExpiredLeases(q);
+      for (const id of ids) await enqueueOperationJob(q, id, this.opts.maxAttempts + 2);
+      return ids;
     });
   }
 }
