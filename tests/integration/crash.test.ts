@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { adminUrl, rand, superQuery, tenantClient } from '../helpers/runtime.js';
 import { freePort, isRunning, kill9, type ServerProcess, signal, startServer } from '../helpers/server.js';
 
@@ -91,7 +92,7 @@ async function asTenant(d: Descriptor, sql: string) {
 
 /** The tier's Postgres objects, looked up as the superuser. */
 async function placementOf(tier: Tier, slug: string, tenantId: string) {
-  const name = `tenant_${slug.replaceAll('-', '_')}`;
+  const name = tenantObjectName(slug);
   const one = async (db: string, sql: string, p: unknown[]) => (await superQuery(db, sql, p)).length === 1;
   const role = await one('postgres', 'SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin', [name]);
   if (tier === 'pool') {

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { readRoles, readSiloCatalog } from '../../control-plane/src/drift/catalog.js';
 import { verifierHash } from '../../control-plane/src/drift/credentials.js';
 import { LocalDriftDetector } from '../../control-plane/src/drift/local.js';
@@ -35,7 +36,7 @@ const T = {
 };
 const ids: Record<string, string> = {};
 const DATA = 'tenantry_data';
-const obj = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
+const obj = tenantObjectName;
 
 beforeAll(async () => {
   s = await startDriftStack();

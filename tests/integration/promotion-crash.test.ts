@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
 import { freePort, isRunning, kill9, startServer } from '../helpers/server.js';
 
@@ -175,7 +176,7 @@ async function onboard(tier: 'pool' | 'bridge'): Promise<Tenant> {
   return { slug, id: created.tenant.id, tier, opId: created.operation.id } as Tenant & { opId: string };
 }
 async function seed(t: Tenant) {
-  const schema = t.tier === 'pool' ? 'pool' : `tenant_${t.slug.replaceAll('-', '_')}`;
+  const schema = t.tier === 'pool' ? 'pool' : tenantObjectName(t.slug);
   await superQuery(
     dataDb,
     `INSERT INTO ${schema}.users (tenant_id, email) SELECT $1, 'seed' || g FROM generate_series(1, ${SEED}) g`,
@@ -283,7 +284,7 @@ describe('kill -9 inside promotion steps', () => {
         hold('catch-up:start');
         const id = await promote(ab!, 'silo');
         await atPoint(id, 'catch-up:start');
-        const c = new pg.Client({ connectionString: adminUrl(`tenant_${ab!.slug.replaceAll('-', '_')}`) });
+        const c = new pg.Client({ connectionString: adminUrl(tenantObjectName(ab!.slug)) });
         await c.connect();
         await c.query('SET session_replication_role = replica');
         await c.query(`UPDATE app.users SET name = 'tampered' WHERE email = 'seed1'`);

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import type { LocalEngine } from '../../control-plane/src/engine/local.js';
 import type { FaultHook } from '../../control-plane/src/promotion/local.js';
 import {
@@ -13,7 +14,8 @@ import {
 /** Shared by the promotion test files (tests/helpers belongs to another area). */
 export type Descriptor = Awaited<ReturnType<typeof connectionOf>>;
 
-export const objectName = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
+/** Tenant object names come from the one naming function. */
+export const objectName = tenantObjectName;
 
 export const promote = (s: TestStack, slug: string, targetTier: string, token = s.tokens.sre) =>
   s.app.inject({

@@ -161,7 +161,7 @@ describe('rollback within the window', () => {
       await p.query(`INSERT INTO users (tenant_id, email) VALUES ($1, 'again@x')`, [t.id]);
       await p.query('COMMIT');
       await p.end();
-      const name = `tenant_${t.slug.replaceAll('-', '_')}`;
+      const name = objectName(t.slug);
       expect(
         await superQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name]),
       ).toHaveLength(0);

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import {
   auth,
   connectionOf,
@@ -86,8 +87,10 @@ describe('a tenant cannot stall the control plane', () => {
       expect((await waitForOperation(s, pool, 60_000)).status).toBe('succeeded');
       for (const id of offboards) expect((await waitForOperation(s, id, 60_000)).status).toBe('succeeded');
       for (const t of tenants) {
-        const schema = `tenant_${t.slug.replaceAll('-', '_')}`;
-        expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).toEqual([]);
+        const schema = tenantObjectName(t.slug);
+        expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])).toEqual(
+          [],
+        );
       }
     } finally {
       await Promise.all(open.map((c) => c.end().catch(() => undefined)));

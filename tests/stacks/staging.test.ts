@@ -7,6 +7,7 @@
 import * as pulumi from '@pulumi/pulumi';
 import { MockMonitor } from '@pulumi/pulumi/runtime/mocks.js';
 import { afterAll, describe, expect, it } from 'vitest';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import { assertProgramInput, type TenantProgramInput } from '../../stacks/common/input.js';
 import { POOL_ROLE_PASSWORD, type ProgramRun, runTierProgram, tenantInput } from './harness.js';
@@ -216,7 +217,7 @@ describe.each(PAIRS)('staging %s → %s', (from, to) => {
         tenantSetting: 'app.tenant_id',
       });
     } else {
-      expect(descriptor).toMatchObject({ user: `tenant_${slug.replace(/-/g, '_')}` });
+      expect(descriptor).toMatchObject({ user: tenantObjectName(slug) });
       expect(descriptor.tenantSetting).toBeUndefined();
     }
     const rest = Object.fromEntries(
@@ -231,7 +232,7 @@ describe.each(PAIRS)('staging %s → %s', (from, to) => {
   it('exports where the staged placement is, not as a secret and without any password', async () => {
     const { staged, target } = await runs();
     const out = stagedOf(staged.run.outputs);
-    const user = `tenant_${slug.replace(/-/g, '_')}`;
+    const user = tenantObjectName(slug);
     if (to === 'silo') {
       const rds = staged.run.one(RDS);
       const master = (rds.state.masterUserSecrets as { secretArn: string }[])[0]?.secretArn;
