@@ -2,6 +2,7 @@ import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
 import { Db } from '../../control-plane/src/db/db.js';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { Metrics } from '../../control-plane/src/metrics.js';
 import { TokenCache } from '../../control-plane/src/plugins/auth.js';
 import {
@@ -306,7 +307,7 @@ describe('DELETE /v1/tenants/{slug}', () => {
       expect(res.statusCode).toBe(202);
       const op = await waitForOperation(s, res.json().operation.id);
       expect(op.status).toBe('succeeded');
-      const name = `tenant_${t.slug.replaceAll('-', '_')}`;
+      const name = tenantObjectName(t.slug);
       expect(await superQuery(s.dataDb, 'SELECT 1 FROM pg_roles WHERE rolname = $1', [name])).toHaveLength(0);
       expect(
         await superQuery(s.dataDb, 'SELECT 1 FROM pg_namespace WHERE nspname = $1', [name]),
@@ -381,7 +382,7 @@ describe('connection descriptor', () => {
   it.each(['pool', 'bridge', 'silo'] as const)('has the %s shape', async (tier) => {
     const t = await onboard(s, tier);
     const d = await connectionOf(s, t.slug);
-    const name = `tenant_${t.slug.replaceAll('-', '_')}`;
+    const name = tenantObjectName(t.slug);
     const dp = new URL(s.config.dataplaneUrl!);
     const placement = {
       pool: { database: s.dataDb, schema: 'pool', user: `${s.dataDb}_pool`, tenantSetting: 'app.tenant_id' },
@@ -429,7 +430,10 @@ describe('connection descriptor', () => {
     );
     expect(after[0]!.n).toBe(before[0]!.n + 1);
     expect(after[0]).toMatchObject({ actor_name: 'test-dataplane', role: 'dataplane' });
-    expect(after[0]!.request_id).toBeTruthy();
+    // Fastify's request id (genReqId: a random UUID), the same one the request's logs carry.
+    expect(after[0]!.request_id).toMatch(
+      /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+    );
   });
 });
 

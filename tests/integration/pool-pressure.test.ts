@@ -116,7 +116,7 @@ describe('100 concurrent requests against a pool of 10', () => {
     const promoteOp = (ops.json().items as { action: string; operationId: string | null }[]).find(
       (a) => a.action === 'tenant.promote',
     )?.operationId;
-    expect(promoteOp).toBeTruthy();
+    expect(promoteOp).toMatch(/^op_[0-9a-f]{28}$/);
     await waitForOperation(s, promoteOp!, 60_000);
     const rolledBack = await burst(() => ({
       method: 'POST',

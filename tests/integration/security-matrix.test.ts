@@ -226,12 +226,16 @@ describe('tokens', () => {
     expect((await s.app.inject({ method: 'GET', url: '/v1/audit', headers: auth(token) })).statusCode).toBe(
       200,
     );
+    const beforeRevoke = Date.now();
     const revoked = await s.app.inject({
       method: 'DELETE',
       url: `/v1/tokens/${info.id}`,
       headers: auth(s.tokens.admin),
     });
-    expect(revoked.json().revokedAt).toBeTruthy();
+    const { revokedAt } = revoked.json();
+    expect(revokedAt).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+    expect(Date.parse(revokedAt)).toBeGreaterThanOrEqual(beforeRevoke);
+    expect(Date.parse(revokedAt)).toBeLessThanOrEqual(Date.now());
     expect((await s.app.inject({ method: 'GET', url: '/v1/audit', headers: auth(token) })).statusCode).toBe(
       401,
     );
