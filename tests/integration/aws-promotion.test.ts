@@ -399,7 +399,9 @@ function writer(slug: string) {
         acked.push(`${d.tier}:${key}`);
       } catch (e) {
         const code = (e as { code?: string }).code ?? '';
-        if (code === '25006') refused.push({ key, code });
+        // Refused, never acknowledged: frozen (25006), or the placement it was writing to was
+        // removed under it (57P01, its session ended by the drop) after routing moved away.
+        if (code === '25006' || code === '57P01') refused.push({ key, code });
         else failed.push(`${key}: ${(e as Error).message}`);
       } finally {
         await c?.end().catch(() => undefined);

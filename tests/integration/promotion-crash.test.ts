@@ -76,7 +76,15 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 45_0
   }
 }
 const atPoint = (id: string, point: string) =>
-  until(`${id} at ${point}`, async () => ((await op(id)).progress.faultPoint === point ? true : undefined));
+  until(`${id} at ${point}`, async () =>
+    (await op(id)).progress.faultPoint === point ? true : undefined,
+  ).catch(async (e: unknown) => {
+    // Say where the operation is instead, so a failure names its cause.
+    const o = await op(id);
+    throw new Error(
+      `${(e as Error).message}; it is ${o.status} at ${JSON.stringify(o.steps.map((x) => `${x.name}:${x.status}`))}, error ${o.error}`,
+    );
+  });
 const ended = (id: string) =>
   until(`${id} to end`, async () => {
     const o = await op(id);

@@ -296,6 +296,14 @@ export async function renewFreeze(
   return rows.length > 0;
 }
 
+/**
+ * A freeze shown not to hold (as opposed to a probe that could not run: a lost connection, a lock
+ * timeout, which stay retryable): `code` FREEZE_DOES_NOT_HOLD.
+ */
+function freezeDoesNotHold(message: string): Error {
+  return Object.assign(new Error(message), { code: 'FREEZE_DOES_NOT_HOLD' });
+}
+
 export interface FreezeProbe {
   /** The schema whose freeze is proven. */
   schema: string;
@@ -345,7 +353,7 @@ export async function proveFreeze(
     if ((t.off ?? []).length > 0) broken.push(`${t.t}: guard ${(t.off ?? []).join(', ')} disabled`);
   }
   if (broken.length > 0)
-    throw new Error(`the write freeze of ${probe.schema} does not hold: ${broken.join('; ')}`);
+    throw freezeDoesNotHold(`the write freeze of ${probe.schema} does not hold: ${broken.join('; ')}`);
   let probed = 0;
   const leaks: string[] = [];
   await db.query('BEGIN');
@@ -399,7 +407,7 @@ export async function proveFreeze(
     await db.query('ROLLBACK').catch(() => undefined);
   }
   if (leaks.length > 0) {
-    throw new Error(
+    throw freezeDoesNotHold(
       `the write freeze of ${probe.schema} does not hold: a write as the tenant went through on ${leaks.join(', ')}`,
     );
   }
