@@ -25,9 +25,17 @@ import type {
   StepTenant,
 } from '../domain/ports.js';
 import { TIERS, type Tier, type TierCatalog } from '../domain/tiers.js';
-import { LocalPromotion, type PromotionOptions, ROW_STEPS } from '../promotion/local.js';
 import type { Placement } from '../promotion/placement.js';
-import { clearPromotionMeta, dropReplication, replicationNames } from '../promotion/replication.js';
+import { replicationNames } from '../promotion/replication.js';
+import {
+  cutoverReport,
+  forwardOnly,
+  freezeLasted,
+  ROW_MOVE_STEPS,
+  ROW_STEPS,
+  RowMove,
+  type RowMoveOptions,
+} from '../promotion/row-move.js';
 import {
   grantsProvider,
   poolMembershipProvider,
@@ -79,7 +87,7 @@ export interface AwsEngineOptions
   /** Tests only: plain connections to a staged silo (a local server standing in for RDS). */
   siloTls?: boolean;
   /** The row move's settings (lag limit, freeze wait …), as on the local target. */
-  promotion?: Partial<Omit<PromotionOptions, 'placements' | 'rollbackWindowMs'>>;
+  promotion?: Partial<Omit<RowMoveOptions, 'placements'>>;
   /** Tests: what runs a job (default: a child process) and the account-operation bound. */
   runner?: PulumiRunner;
   accountSemaphore?: Semaphore;
@@ -107,29 +115,20 @@ const STEP_OPS: Record<string, PulumiOp> = {
 
 /**
  * A promotion's row move, between the stack's `up`s: the same steps (and code) as on the local
- * target, on the placement the staging `up` created (see LocalPromotion).
+ * target, on the placement the staging `up` created (`RowMove`, promotion/row-move.ts).
  */
 const MOVE_STEPS = ['prepare-target', ...ROW_STEPS];
 /** A rollback's row move: the current placement frozen, its rows copied back and verified. */
 const RESTORE_STEPS = ['freeze-target', 'restore', 'verify-restore'];
-const MOVER_STEPS = new Set([
-  ...MOVE_STEPS,
-  ...RESTORE_STEPS,
-  'release',
-  'release-back',
-  'abort-data',
-  'abort-rollback-data',
-]);
+/**
+ * This target's routing on the data, around the stack's `up`s (`routeData`): the write freeze
+ * lifted once routing flipped (`release`, `release-back`), or the move undone before it did.
+ */
+const DATA_ROUTING_STEPS = new Set(['release', 'release-back', 'abort-data', 'abort-rollback-data']);
+const MOVER_STEPS = new Set([...MOVE_STEPS, ...RESTORE_STEPS, ...DATA_ROUTING_STEPS]);
 
 /** The staged target placement, as the staging `up` reports it (no credential). */
 export type StagedTarget = StagedPlacementOutputs;
-
-/** Refuses what the local store would be asked for on this target: nothing in the row move does. */
-const NO_LOCAL_STORE = new Proxy({} as never, {
-  get: (_t, prop) => () => {
-    throw new Error(`the aws target keeps no local ${String(prop)}: it is the stack's`);
-  },
-});
 
 /**
  * The aws target: one Pulumi stack per tenant (`tenant-<slug>`), driven through the Automation
@@ -251,7 +250,7 @@ export class AwsEngine implements Engine {
     report?: (patch: Record<string, unknown>) => Promise<void>,
   ): Promise<void> {
     const mover = await this.rowMover();
-    const { dp } = mover;
+    const { dp, rows } = mover;
     const current = await getSecretValue(this.secrets, tenantSecretName(tenant.slug));
     const from = this.sourcePlacement(dp, tenant, params.fromTier);
     if (routedTo(current?.value, { host: dp.host, ...from })) {
@@ -261,11 +260,7 @@ export class AwsEngine implements Engine {
       );
     }
     // This promotion's slot and publication, were they left behind (never another promotion's).
-    await dp.withData(async (db) => {
-      const names = replicationNames(operationId);
-      await dropReplication(db, names);
-      await clearPromotionMeta(db, names.slot);
-    });
+    await rows.dropReplication(replicationNames(operationId));
     await dropSourcePlacement(
       mover,
       tenant,
@@ -281,8 +276,8 @@ export class AwsEngine implements Engine {
     idleOperationIds: string[] = [],
   ): Promise<string[]> {
     if (!this.opts.platform.sharedCluster) return [];
-    const { promotion } = await this.rowMover();
-    return promotion.sweepOrphans(liveOperationIds, idleOperationIds);
+    const { rows } = await this.rowMover();
+    return rows.sweepOrphans(liveOperationIds, idleOperationIds);
   }
 
   /** The shared cluster's admin URL, from its admin secret (RDS JSON shape). */
@@ -303,22 +298,18 @@ export class AwsEngine implements Engine {
     this.mover ??= (async () => {
       const dp = new DataPlane(await this.sharedClusterUrl(), { maxConnections: 4 });
       const { catalog, tenantSchema } = loadProgramTemplates(this.settings.templatesDir);
-      const promotion = new LocalPromotion(dp, NO_LOCAL_STORE, catalog, tenantSchema, {
+      const rows = new RowMove(dp, {
         maxLagBytes: 1024 ** 3,
         freezeBelowChanges: 50,
         maxCatchUpMs: 60_000,
-        generatePassword: () => {
-          throw new Error('the stack generates the credentials on the aws target');
-        },
         ...this.opts.promotion,
-        rollbackWindowMs: this.opts.promotionRollbackWindowMs ?? 24 * 3600_000,
         // A rollback moves from the promotion's target back to its source.
         placements: (t, params, progress) =>
           params.rollbackOf
             ? { from: this.targetPlacement(progress), to: this.sourcePlacement(dp, t, params.toTier) }
             : { from: this.sourcePlacement(dp, t, params.fromTier), to: this.targetPlacement(progress) },
       });
-      return { dp, promotion, catalog, template: tenantSchema };
+      return { dp, rows, catalog, template: tenantSchema };
     })();
     this.mover.catch(() => {
       this.mover = undefined; // a missing secret or an unreachable cluster: try again next time
@@ -549,13 +540,66 @@ export class AwsEngine implements Engine {
       if (!staged) return undefined; // nothing was staged, nothing replicated or frozen
       await this.assertNotFlipped(ctx, params, staged);
     }
-    const { promotion } = await this.rowMover();
+    const { rows } = await this.rowMover();
     progress.targetPlacement = await this.resolveTarget(ctx.operationId, staged);
-    const out = await promotion.runStep({ ...ctx, progress });
-    if (['release', 'release-back', 'abort-data', 'abort-rollback-data'].includes(ctx.step)) {
-      this.targets.delete(ctx.operationId);
+    if (ROW_MOVE_STEPS.has(ctx.step)) return rows.runStep({ ...ctx, progress });
+    await this.routeData(rows, { ...ctx, progress }, params);
+    this.targets.delete(ctx.operationId);
+    return undefined;
+  }
+
+  /**
+   * This target's routing on the data around the row move (the flips themselves are the stack's
+   * `up`s): where the write freeze is lifted on the aws target, and the move's data undone before
+   * routing flipped (the caller checked). The staged placement itself is the stack's to delete.
+   */
+  private async routeData(rows: RowMove, ctx: StepContext, params: PromotionParams): Promise<void> {
+    const t = ctx.tenant;
+    const progress = ctx.progress ?? {};
+    const { from, to } = rows.placements(t, params, progress);
+    const names = replicationNames(params.rollbackOf ?? ctx.operationId);
+    const report = ctx.report ?? (async () => {});
+    switch (ctx.step) {
+      case 'release':
+        // After `stack-up` flipped routing: the target becomes the tenant's, writable (the write
+        // freeze ends here), and the slot that holds every shared tenant's WAL is dropped. Forward only.
+        try {
+          await rows.unfreeze(t, to, ctx.operationId);
+          const parsed = Date.parse(String(progress.cutoverAt ?? ''));
+          const cutoverAt = Number.isNaN(parsed) ? Date.now() : parsed;
+          await report(cutoverReport(progress, cutoverAt, this.rollbackWindowMs));
+          await rows.clearMeta(to, names);
+          await rows.dropReplication(names);
+        } catch (e) {
+          throw forwardOnly(e, 'the cutover flipped routing and must be finished forward');
+        } finally {
+          await rows.endSessions(ctx.operationId);
+        }
+        return;
+      case 'release-back':
+        // A rollback, once `stack-back` flipped routing back: the original writable again (its
+        // write freeze ends here).
+        await rows.unfreeze(t, to);
+        await report({ writeFreezeMs: freezeLasted(progress) });
+        return;
+      case 'abort-rollback-data':
+        // A rollback that failed before routing flipped back: the tenant stays, writable.
+        await rows.unfreeze(t, from);
+        return;
+      case 'abort-data':
+        // Before routing flipped: the source writable again, the slot gone.
+        await rows.endSessions(ctx.operationId);
+        await rows.unfreeze(t, from);
+        await rows.dropReplication(names);
+        return;
+      default:
+        throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${ctx.step}`);
     }
-    return out;
+  }
+
+  /** How long a promotion's source is kept, read-only, after its cutover. */
+  private get rollbackWindowMs(): number {
+    return this.opts.promotionRollbackWindowMs ?? 24 * 3600_000;
   }
 
   /**
@@ -638,7 +682,7 @@ export class AwsEngine implements Engine {
 
   async close(): Promise<void> {
     const mover = await this.mover?.catch(() => undefined);
-    await mover?.promotion.close();
+    await mover?.rows.close();
     await mover?.dp.close();
     this.secrets.destroy();
     this.organizations?.destroy();
@@ -659,7 +703,7 @@ function assertPromotion(params: Partial<PromotionParams> | undefined): Promotio
 
 interface RowMover {
   dp: DataPlane;
-  promotion: LocalPromotion;
+  rows: RowMove;
   catalog: TierCatalog;
   template: TenantTemplate;
 }
