@@ -332,6 +332,8 @@ export class RowMove {
     try {
       await (session ? run(session) : this.on(p, run));
     } catch (e) {
+      // A probe that could not run (a lost connection, a lock timeout) is retried like any step.
+      if ((e as { code?: string }).code !== 'FREEZE_DOES_NOT_HOLD') throw e;
       throw new TenantryError('PROVIDER_FAILED', (e as Error).message, {
         retryable: false,
         context: { freezeHolds: false },
