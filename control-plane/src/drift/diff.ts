@@ -87,7 +87,6 @@ const EVERY_TIER: Owner = { tenantId: null, tenantSlug: null, affects: ['pool', 
  */
 export function diffLocal(layout: LocalLayout, input: DetectInput, obs: ObservedFleet): Finding[] {
   const out: Finding[] = [];
-  const L = layout;
   const push = (
     o: Owner,
     resource: DriftResource,
@@ -99,7 +98,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     category: DriftCategory = 'state',
   ) => out.push({ ...o, resource, name, kind, field, desired, actual, category });
 
-  const isManagedLoginRole = (r: string) => r.startsWith(TENANT_PREFIX) || r === L.poolRole;
+  const isManagedLoginRole = (r: string) => r.startsWith(TENANT_PREFIX) || r === layout.poolRole;
   const grantCategory = (grantee: string): DriftCategory =>
     grantee === 'PUBLIC' || isManagedLoginRole(grantee) ? 'isolation' : 'state';
 
@@ -185,7 +184,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         'password',
         'stored secret',
         CREDENTIAL_ACTUAL[cred],
-        name === L.poolRole ? 'isolation' : 'state',
+        name === layout.poolRole ? 'isolation' : 'state',
       );
     // …and its own settings in one database (ALTER ROLE … IN DATABASE … SET), which win over its
     // role-wide ones there. Tenantry sets one: a silo's search_path in its own database (promotion).
@@ -193,7 +192,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       const config = r.databaseSettings[db] as Record<string, string>;
       for (const k in config) {
         const v = config[k] as string;
-        if (db === name && k === 'search_path' && normalizePath(v) === L.siloSchema) continue;
+        if (db === name && k === 'search_path' && normalizePath(v) === layout.siloSchema) continue;
         push(o, 'role', name, 'unexpected', `databaseSetting:${db}:${k}`, null, v);
       }
     }
@@ -219,7 +218,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     const sp = raw === searchPath ? raw : normalizePath(raw);
     if (sp !== searchPath) push(o, 'role', name, 'changed', 'search_path', searchPath, sp);
     for (const m of r.memberOf) {
-      const cat: DriftCategory = isManagedLoginRole(m) || m === L.ownerRole ? 'isolation' : 'state';
+      const cat: DriftCategory = isManagedLoginRole(m) || m === layout.ownerRole ? 'isolation' : 'state';
       push(o, 'role', name, 'unexpected', `memberOf:${m}`, null, true, cat);
     }
   };
@@ -239,8 +238,8 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       push(o, 'schema', sname, 'missing', 'exists', true, false);
       return;
     }
-    if (s.owner !== L.ownerRole)
-      push(o, 'schema', sname, 'changed', 'owner', L.ownerRole, s.owner, grantCategory(s.owner));
+    if (s.owner !== layout.ownerRole)
+      push(o, 'schema', sname, 'changed', 'owner', layout.ownerRole, s.owner, grantCategory(s.owner));
     if (s.version !== templateVersion)
       push(o, 'schema', sname, 'changed', 'templateVersion', templateVersion, s.version);
     checkAcl(o, 'schema', sname, s.acl, s.owner, role, USAGE);
@@ -256,18 +255,18 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     grantee: string,
     rls: boolean,
   ) => {
-    for (const t of L.templateTables) {
+    for (const t of layout.templateTables) {
       if (!tables.some((x) => x.name === t))
         push(o, 'table', `${db}.${schema}.${t}`, 'missing', 'exists', true, false);
     }
     for (const t of tables) {
       const tname = `${db}.${schema}.${t.name}`;
-      if (!L.templateTables.includes(t.name)) {
+      if (!layout.templateTables.includes(t.name)) {
         push(o, 'table', tname, 'unexpected', 'exists', false, true);
         continue;
       }
-      if (t.owner !== L.ownerRole)
-        push(o, 'table', tname, 'changed', 'owner', L.ownerRole, t.owner, grantCategory(t.owner));
+      if (t.owner !== layout.ownerRole)
+        push(o, 'table', tname, 'changed', 'owner', layout.ownerRole, t.owner, grantCategory(t.owner));
       if (rls) {
         if (!t.rlsEnabled) push(o, 'table', tname, 'changed', 'rlsEnabled', true, false, 'isolation');
         if (!t.rlsForced) push(o, 'table', tname, 'changed', 'rlsForced', true, false, 'isolation');
@@ -327,7 +326,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     schema: string,
   ) => {
     if (!contents || contents.frozen.length === 0) return;
-    const rows = frozenIn(contents)(schema === L.poolSchema ? `${schema}|${tenantId}` : schema);
+    const rows = frozenIn(contents)(schema === layout.poolSchema ? `${schema}|${tenantId}` : schema);
     for (const f of rows) push(o, 'freeze', `${db}.${schema}`, 'unexpected', 'frozen', null, f.reason);
   };
 
@@ -341,7 +340,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     const name = `${db}.${schema}`;
     const rows = contents.defaultAcls.get(schema) ?? [];
     if (role) {
-      const tables = rows.find((r) => r.owner === L.ownerRole && r.objtype === 'r');
+      const tables = rows.find((r) => r.owner === layout.ownerRole && r.objtype === 'r');
       const mine = tables?.acl.find((e) => e.grantee === role);
       if (!mine) push(o, 'default-privileges', name, 'missing', `tables:${role}`, DML, null);
       else if (!sameList(mine.privileges, DML))
@@ -388,8 +387,8 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
   };
 
   /* ---------------- tenants */
-  const data = obs.contents.get(L.dataDatabase);
-  const dataDb = obs.databases.get(L.dataDatabase);
+  const data = obs.contents.get(layout.dataDatabase);
+  const dataDb = obs.databases.get(layout.dataDatabase);
   const dataConnect = new Set(dataDb?.connect ?? []);
   for (const t of input.tenants) {
     if (t.tier === 'account') continue;
@@ -410,29 +409,29 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
 
     if (t.tier === 'pool') {
       const member = obs.poolMembers.get(t.id);
-      const mname = `${L.dataDatabase}.tenantry_meta.pool_members:${t.slug}`;
+      const mname = `${layout.dataDatabase}.tenantry_meta.pool_members:${t.slug}`;
       if (member === undefined) push(o, 'pool-membership', mname, 'missing', 'exists', true, false);
       else if (member !== t.slug) push(o, 'pool-membership', mname, 'changed', 'slug', t.slug, member);
-      checkFrozen(o, t.id, L.dataDatabase, data, L.poolSchema);
+      checkFrozen(o, t.id, layout.dataDatabase, data, layout.poolSchema);
       continue;
     }
-    const limits = L.limits[t.tier];
+    const limits = layout.limits[t.tier];
     if (t.tier === 'bridge') {
       checkRole(o, name, limits, name);
-      checkTenantSchema(o, L.dataDatabase, data, name, name, t.templateVersion);
-      checkFrozen(o, t.id, L.dataDatabase, data, name);
+      checkTenantSchema(o, layout.dataDatabase, data, name, name, t.templateVersion);
+      checkFrozen(o, t.id, layout.dataDatabase, data, name);
       if (dataDb && !dataConnect.has(name))
-        push(o, 'database', L.dataDatabase, 'missing', `privileges:${name}`, ['CONNECT'], null);
+        push(o, 'database', layout.dataDatabase, 'missing', `privileges:${name}`, ['CONNECT'], null);
       continue;
     }
     // silo
-    checkRole(o, name, limits, L.siloSchema);
+    checkRole(o, name, limits, layout.siloSchema);
     const db = obs.databases.get(name);
     if (!db) {
       push(o, 'database', name, 'missing', 'exists', true, false);
     } else {
-      if (db.owner !== L.ownerRole)
-        push(o, 'database', name, 'changed', 'owner', L.ownerRole, db.owner, grantCategory(db.owner));
+      if (db.owner !== layout.ownerRole)
+        push(o, 'database', name, 'changed', 'owner', layout.ownerRole, db.owner, grantCategory(db.owner));
       const connect = new Set(db.connect);
       if (!connect.has(name)) push(o, 'database', name, 'missing', `privileges:${name}`, ['CONNECT'], null);
       for (const g of connect) {
@@ -443,58 +442,68 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       const why = obs.unreachable.get(name);
       if (why !== undefined) push(o, 'database', name, 'changed', 'reachable', true, why);
       else {
-        checkTenantSchema(o, name, obs.contents.get(name), L.siloSchema, name, t.templateVersion);
-        checkFrozen(o, t.id, name, obs.contents.get(name), L.siloSchema);
+        checkTenantSchema(o, name, obs.contents.get(name), layout.siloSchema, name, t.templateVersion);
+        checkFrozen(o, t.id, name, obs.contents.get(name), layout.siloSchema);
       }
     }
     // A silo role reaches only its own database.
     // (A bridge role loses its grants and CONNECT on the shared database at the cutover to silo.)
     if (dataConnect.has(name))
-      push(o, 'database', L.dataDatabase, 'unexpected', `privileges:${name}`, null, ['CONNECT'], 'isolation');
+      push(
+        o,
+        'database',
+        layout.dataDatabase,
+        'unexpected',
+        `privileges:${name}`,
+        null,
+        ['CONNECT'],
+        'isolation',
+      );
   }
 
   /* ---------------- platform: the shared pool and the roles every tenant relies on */
-  checkRole(POOL_PLATFORM, L.poolRole, L.limits.pool, L.poolSchema);
-  const owner = obs.roles.get(L.ownerRole);
-  if (!owner) push(EVERY_TIER, 'role', L.ownerRole, 'missing', 'exists', true, false);
+  checkRole(POOL_PLATFORM, layout.poolRole, layout.limits.pool, layout.poolSchema);
+  const owner = obs.roles.get(layout.ownerRole);
+  if (!owner) push(EVERY_TIER, 'role', layout.ownerRole, 'missing', 'exists', true, false);
   else {
-    if (owner.canLogin) push(EVERY_TIER, 'role', L.ownerRole, 'changed', 'login', false, true, 'isolation');
+    if (owner.canLogin)
+      push(EVERY_TIER, 'role', layout.ownerRole, 'changed', 'login', false, true, 'isolation');
     if (owner.bypassRls)
-      push(EVERY_TIER, 'role', L.ownerRole, 'changed', 'bypassRls', false, true, 'isolation');
+      push(EVERY_TIER, 'role', layout.ownerRole, 'changed', 'bypassRls', false, true, 'isolation');
     if (owner.superuser)
-      push(EVERY_TIER, 'role', L.ownerRole, 'changed', 'superuser', false, true, 'isolation');
+      push(EVERY_TIER, 'role', layout.ownerRole, 'changed', 'superuser', false, true, 'isolation');
   }
-  if (!dataDb) push(SHARED_DATABASE, 'database', L.dataDatabase, 'missing', 'exists', true, false);
+  if (!dataDb) push(SHARED_DATABASE, 'database', layout.dataDatabase, 'missing', 'exists', true, false);
   else {
     if (dataConnect.has('PUBLIC'))
       push(
         SHARED_DATABASE,
         'database',
-        L.dataDatabase,
+        layout.dataDatabase,
         'unexpected',
         'privileges:PUBLIC',
         null,
         ['CONNECT'],
         'isolation',
       );
-    if (!dataConnect.has(L.poolRole))
+    if (!dataConnect.has(layout.poolRole))
       push(
         POOL_PLATFORM,
         'database',
-        L.dataDatabase,
+        layout.dataDatabase,
         'missing',
-        `privileges:${L.poolRole}`,
+        `privileges:${layout.poolRole}`,
         ['CONNECT'],
         null,
       );
   }
   // Any other database a managed login role may connect to (the control plane, postgres, another silo).
   for (const db of obs.databases.values()) {
-    if (db.name === L.dataDatabase || slugOfObject(db.name)) continue;
+    if (db.name === layout.dataDatabase || slugOfObject(db.name)) continue;
     for (const g of db.connect) {
       if (!isManagedLoginRole(g)) continue;
       push(
-        g === L.poolRole ? POOL_PLATFORM : ownerOf(slugOfObject(g)),
+        g === layout.poolRole ? POOL_PLATFORM : ownerOf(slugOfObject(g)),
         'database',
         db.name,
         'unexpected',
@@ -505,34 +514,34 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       );
     }
   }
-  const pool = data?.schemas.get(L.poolSchema);
-  const pname = `${L.dataDatabase}.${L.poolSchema}`;
+  const pool = data?.schemas.get(layout.poolSchema);
+  const pname = `${layout.dataDatabase}.${layout.poolSchema}`;
   if (data && !pool) push(POOL_PLATFORM, 'schema', pname, 'missing', 'exists', true, false);
   if (data && pool) {
-    if (pool.owner !== L.ownerRole)
+    if (pool.owner !== layout.ownerRole)
       push(
         POOL_PLATFORM,
         'schema',
         pname,
         'changed',
         'owner',
-        L.ownerRole,
+        layout.ownerRole,
         pool.owner,
         grantCategory(pool.owner),
       );
-    checkAcl(POOL_PLATFORM, 'schema', pname, pool.acl, pool.owner, L.poolRole, USAGE);
-    const tables = data.tables.get(L.poolSchema) ?? [];
-    checkTables(POOL_PLATFORM, L.dataDatabase, L.poolSchema, tables, L.poolRole, true);
+    checkAcl(POOL_PLATFORM, 'schema', pname, pool.acl, pool.owner, layout.poolRole, USAGE);
+    const tables = data.tables.get(layout.poolSchema) ?? [];
+    checkTables(POOL_PLATFORM, layout.dataDatabase, layout.poolSchema, tables, layout.poolRole, true);
     for (const t of tables) {
-      if (!L.templateTables.includes(t.name)) continue;
-      const policies = data.policies.get(`${L.poolSchema}.${t.name}`) ?? [];
-      const base = `${L.dataDatabase}.${L.poolSchema}.${t.name}`;
-      const ours = policies.find((p) => p.name === L.policyName);
+      if (!layout.templateTables.includes(t.name)) continue;
+      const policies = data.policies.get(`${layout.poolSchema}.${t.name}`) ?? [];
+      const base = `${layout.dataDatabase}.${layout.poolSchema}.${t.name}`;
+      const ours = policies.find((p) => p.name === layout.policyName);
       if (!ours)
         push(
           POOL_PLATFORM,
           'policy',
-          `${base}.${L.policyName}`,
+          `${base}.${layout.policyName}`,
           'missing',
           'exists',
           true,
@@ -540,10 +549,10 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
           'isolation',
         );
       else {
-        const pn = `${base}.${L.policyName}`;
+        const pn = `${base}.${layout.policyName}`;
         const check: [string, DriftValue, DriftValue][] = [
-          ['using', L.policyExpression, ours.using],
-          ['withCheck', L.policyExpression, ours.withCheck],
+          ['using', layout.policyExpression, ours.using],
+          ['withCheck', layout.policyExpression, ours.withCheck],
           ['command', '*', ours.command],
           ['permissive', true, ours.permissive],
           ['roles', ['PUBLIC'], ours.roles],
@@ -555,7 +564,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       }
       // Any other permissive policy ORs itself into ours; a restrictive one changes what tenants see.
       for (const p of policies) {
-        if (p.name === L.policyName) continue;
+        if (p.name === layout.policyName) continue;
         push(
           POOL_PLATFORM,
           'policy',
@@ -568,22 +577,22 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         );
       }
     }
-    checkDefaultAcl(POOL_PLATFORM, L.dataDatabase, data, L.poolSchema, null);
+    checkDefaultAcl(POOL_PLATFORM, layout.dataDatabase, data, layout.poolSchema, null);
   }
   // Tables owned by a login role anywhere else in the shared database (the pool role must own nothing).
   if (data) {
     for (const [schema, tables] of data.tables) {
-      if (schema === L.poolSchema || schema.startsWith(TENANT_PREFIX)) continue;
+      if (schema === layout.poolSchema || schema.startsWith(TENANT_PREFIX)) continue;
       for (const t of tables) {
         if (!isManagedLoginRole(t.owner)) continue;
-        const o = t.owner === L.poolRole ? POOL_PLATFORM : ownerOf(slugOfObject(t.owner));
+        const o = t.owner === layout.poolRole ? POOL_PLATFORM : ownerOf(slugOfObject(t.owner));
         push(
           o,
           'table',
-          `${L.dataDatabase}.${schema}.${t.name}`,
+          `${layout.dataDatabase}.${schema}.${t.name}`,
           'changed',
           'owner',
-          L.ownerRole,
+          layout.ownerRole,
           t.owner,
           'isolation',
         );
@@ -604,7 +613,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     for (const s of data.schemas.keys()) {
       const slug = slugOfObject(s);
       if (s.startsWith(TENANT_PREFIX) && !holds(slug, ['bridge']))
-        orphan('schema', `${L.dataDatabase}.${s}`, slug);
+        orphan('schema', `${layout.dataDatabase}.${s}`, slug);
     }
   }
   for (const d of obs.databases.keys()) {
@@ -621,7 +630,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     push(
       k ? { tenantId: k.id, tenantSlug: k.slug } : { tenantId: null, tenantSlug: slug },
       'pool-membership',
-      `${L.dataDatabase}.tenantry_meta.pool_members:${slug}`,
+      `${layout.dataDatabase}.tenantry_meta.pool_members:${slug}`,
       'unexpected',
       'exists',
       false,

@@ -341,8 +341,8 @@ interface Step {
   run: () => Promise<void>;
 }
 
-const hasField = (fs: Finding[], resource: string, pred: (f: Finding) => boolean = () => true) =>
-  fs.some((f) => f.resource === resource && pred(f));
+const hasField = (findings: Finding[], resource: string, pred: (f: Finding) => boolean = () => true) =>
+  findings.some((f) => f.resource === resource && pred(f));
 
 const granteeOf = (field: string): string | null => {
   const m = /^(?:privileges|tables|sequences):(.+)$/.exec(field);
@@ -390,7 +390,7 @@ export class LocalDriftRemediator implements DriftRemediator {
     return tenant ? this.tenantSteps(tenant, findings) : this.platformSteps(findings);
   }
 
-  private tenantSteps(t: TenantRecord, fs: Finding[]): Step[] {
+  private tenantSteps(t: TenantRecord, findings: Finding[]): Step[] {
     if (t.tier === 'account') return [];
     const n = this.dp.names;
     const name = tenantObjectName(t.slug);
@@ -402,11 +402,11 @@ export class LocalDriftRemediator implements DriftRemediator {
     // database; silo: its own database).
     const { database, schema } = placementOf(this.dp, t.slug, t.tier);
     const steps: Step[] = [];
-    const keyMissing = hasField(fs, 'key', (f) => f.kind === 'missing');
-    const secretBad = keyMissing || hasField(fs, 'secret');
-    const roleMissing = hasField(fs, 'role', (f) => f.kind === 'missing' && f.name === name);
-    const dbMissing = hasField(fs, 'database', (f) => f.kind === 'missing' && f.field === 'exists');
-    const schemaMissing = hasField(fs, 'schema', (f) => f.kind === 'missing' && f.field === 'exists');
+    const keyMissing = hasField(findings, 'key', (f) => f.kind === 'missing');
+    const secretBad = keyMissing || hasField(findings, 'secret');
+    const roleMissing = hasField(findings, 'role', (f) => f.kind === 'missing' && f.name === name);
+    const dbMissing = hasField(findings, 'database', (f) => f.kind === 'missing' && f.field === 'exists');
+    const schemaMissing = hasField(findings, 'schema', (f) => f.kind === 'missing' && f.field === 'exists');
 
     if (keyMissing)
       steps.push({ name: 'key', run: async () => void (await this.keys.ensureKey(t.id, alias)) });
@@ -446,12 +446,12 @@ export class LocalDriftRemediator implements DriftRemediator {
       });
     }
     if (t.tier === 'pool') {
-      if (hasField(fs, 'freeze'))
+      if (hasField(findings, 'freeze'))
         steps.push({
           name: 'unfreeze',
           run: () => this.dp.withData((db) => unfreezeTenant(db, n.poolSchema, t.id)),
         });
-      if (hasField(fs, 'pool-membership'))
+      if (hasField(findings, 'pool-membership'))
         steps.push({
           name: 'pool-membership',
           run: () =>
@@ -466,7 +466,7 @@ export class LocalDriftRemediator implements DriftRemediator {
         });
       return steps;
     }
-    const roleFindings = fs.filter((f) => f.resource === 'role' && f.name === name);
+    const roleFindings = findings.filter((f) => f.resource === 'role' && f.name === name);
     // The login's password is no longer its stored secret's (the tenant changed it): set it back.
     const passwordBad = roleFindings.some((f) => f.field === 'password');
     if (roleFindings.length > 0 || secretBad) {
@@ -490,7 +490,7 @@ export class LocalDriftRemediator implements DriftRemediator {
         },
       });
     }
-    const dbFindings = fs.filter((f) => f.resource === 'database');
+    const dbFindings = findings.filter((f) => f.resource === 'database');
     if (!bridge && dbFindings.some((f) => f.name === name)) {
       steps.push({
         name: 'database',
@@ -528,7 +528,7 @@ export class LocalDriftRemediator implements DriftRemediator {
     }
     const onDb = <T>(fn: (db: Queryable) => Promise<T>) =>
       database === n.database ? this.dp.withData(fn) : this.dp.withDatabase(database, fn);
-    const schemaFindings = fs.filter(
+    const schemaFindings = findings.filter(
       (f) => f.resource === 'schema' && f.field !== 'exists' && !granteeOf(f.field),
     );
     if (schemaMissing || dbMissing || schemaFindings.length > 0) {
@@ -540,21 +540,21 @@ export class LocalDriftRemediator implements DriftRemediator {
             await ensureFreezeTriggers(db, schema, { owner: n.ownerRole });
           }),
       });
-    } else if (fs.some((f) => f.resource === 'table' && f.field === 'freezeGuard')) {
+    } else if (findings.some((f) => f.resource === 'table' && f.field === 'freezeGuard')) {
       steps.push({
         name: 'freeze-guards',
         run: () => onDb((db) => ensureFreezeTriggers(db, schema, { owner: n.ownerRole })),
       });
     }
-    const offGuards = fs.filter(isGuardOff);
+    const offGuards = findings.filter(isGuardOff);
     if (offGuards.length > 0)
       steps.push({ name: 'enable-guards', run: () => onDb((db) => enableGuards(db, offGuards)) });
-    if (hasField(fs, 'freeze'))
+    if (hasField(findings, 'freeze'))
       steps.push({ name: 'unfreeze', run: () => onDb((db) => unfreezeSchema(db, schema)) });
-    const grantFindings = fs.filter(
+    const grantFindings = findings.filter(
       (f) => ['schema', 'table', 'default-privileges'].includes(f.resource) && granteeOf(f.field) !== null,
     );
-    const ownerFindings = fs.filter((f) => f.resource === 'table' && f.field === 'owner');
+    const ownerFindings = findings.filter((f) => f.resource === 'table' && f.field === 'owner');
     const needGrants =
       grantFindings.length > 0 ||
       ownerFindings.length > 0 ||
@@ -586,10 +586,10 @@ export class LocalDriftRemediator implements DriftRemediator {
     return steps;
   }
 
-  private platformSteps(fs: Finding[]): Step[] {
+  private platformSteps(findings: Finding[]): Step[] {
     const n = this.dp.names;
     const steps: Step[] = [];
-    const poolRole = fs.filter((f) => f.resource === 'role' && f.name === n.poolRole);
+    const poolRole = findings.filter((f) => f.resource === 'role' && f.name === n.poolRole);
     if (poolRole.length > 0) {
       steps.push({
         name: 'pool-role',
@@ -611,7 +611,7 @@ export class LocalDriftRemediator implements DriftRemediator {
           }),
       });
     }
-    const ownerRole = fs.filter(
+    const ownerRole = findings.filter(
       (f) => f.resource === 'role' && f.name === n.ownerRole && f.kind === 'changed',
     );
     if (ownerRole.length > 0) {
@@ -628,14 +628,14 @@ export class LocalDriftRemediator implements DriftRemediator {
     }
     const poolPrefix = `${n.database}.${n.poolSchema}`;
     const inPool = (f: Finding) => f.name === poolPrefix || f.name.startsWith(`${poolPrefix}.`);
-    const poolGuardsOff = fs.filter((f) => isGuardOff(f) && inPool(f));
-    const poolObjects = fs.filter(
+    const poolGuardsOff = findings.filter((f) => isGuardOff(f) && inPool(f));
+    const poolObjects = findings.filter(
       (f) =>
         ['schema', 'table', 'policy', 'default-privileges'].includes(f.resource) &&
         inPool(f) &&
         !isGuardOff(f),
     );
-    const dataDb = fs.filter((f) => f.resource === 'database' && f.name === n.database);
+    const dataDb = findings.filter((f) => f.resource === 'database' && f.name === n.database);
     if (poolObjects.length > 0 || dataDb.some((f) => f.kind === 'missing')) {
       steps.push({
         name: 'pool',
@@ -681,7 +681,7 @@ export class LocalDriftRemediator implements DriftRemediator {
           ),
       });
     }
-    const elsewhere = fs.filter(
+    const elsewhere = findings.filter(
       (f) =>
         f.resource === 'table' &&
         f.field === 'owner' &&
@@ -701,7 +701,7 @@ export class LocalDriftRemediator implements DriftRemediator {
           }),
       });
     }
-    const otherDbs = fs.filter(
+    const otherDbs = findings.filter(
       (f) =>
         f.resource === 'database' && f.name !== n.database && f.kind === 'unexpected' && granteeOf(f.field),
     );

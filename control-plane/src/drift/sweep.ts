@@ -142,7 +142,7 @@ export class DriftSweeper {
       const start = await readSweepStart(this.db);
       let skipped: SkippedTenant[] = [];
       const snapshot = async (): Promise<DetectInput> => {
-        const judged = judge(await readSnapshot(this.db, start), this.detector.target);
+        const judged = selectTenantsToCheck(await readSnapshot(this.db, start), this.detector.target);
         skipped = judged.skipped;
         return judged.input;
       };
@@ -464,7 +464,7 @@ export class DriftSweeper {
 }
 
 /** Splits the control plane's view into tenants to judge and tenants to skip (with the reason). */
-export function judge(
+export function selectTenantsToCheck(
   s: Snapshot,
   target: 'local' | 'aws' = 'local',
 ): { input: DetectInput; skipped: SkippedTenant[] } {

@@ -457,7 +457,7 @@ export async function waitForOlderTransactions(
   }
 }
 
-/** Lifts a tenant's freeze in one schema (and any freeze triggers of the older, per-tenant kind). */
+/** Lifts a tenant's freeze in one schema (and any per-tenant guard triggers it still carries). */
 export async function unfreezeTenant(db: Queryable, schema: string, tenantId: string): Promise<void> {
   const { rows } = await db.query<{ ok: boolean }>(
     `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL AS ok`,
@@ -480,7 +480,10 @@ export async function unfreezeSchema(db: Queryable, schema: string): Promise<voi
     await db.query('DELETE FROM tenantry_meta.frozen_tenants WHERE schema_name = $1', [schema]);
 }
 
-/** Freeze triggers of the earlier design (one set per tenant, created and dropped at each freeze). */
+/**
+ * Per-tenant guard triggers (`tenantry_freeze_<tenant>_*`): a tenant frozen before the shared guards
+ * existed still carries them, and they must go with its freeze.
+ */
 async function dropLegacyTriggers(db: Queryable, schema: string, tenantId: string): Promise<void> {
   const base = `tenantry_freeze_${tenantId.replaceAll('-', '').slice(0, 32)}`;
   const { rows } = await db.query<{ t: string; g: string }>(
