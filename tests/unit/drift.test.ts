@@ -17,7 +17,7 @@ import {
 import { slugOfObject } from '../../control-plane/src/drift/diff.js';
 import { isIgnored, PolicyBook } from '../../control-plane/src/drift/policy.js';
 import type { Snapshot } from '../../control-plane/src/drift/store.js';
-import { judge } from '../../control-plane/src/drift/sweep.js';
+import { selectTenantsToCheck } from '../../control-plane/src/drift/sweep.js';
 import type { DetectInput, TenantRecord } from '../../control-plane/src/drift/types.js';
 
 const tenant = (slug: string, over: Partial<TenantRecord> = {}): TenantRecord => ({
@@ -277,7 +277,7 @@ describe('judging the control plane snapshot', () => {
       acct: tenant('acct', { tier: 'account' }),
       gone: tenant('gone', { status: 'offboarded' }),
     };
-    const { input, skipped } = judge(
+    const { input, skipped } = selectTenantsToCheck(
       snap(
         Object.values(t),
         new Map([[t.busy.id, { operationId: 'op_1', kind: 'promote', status: 'running' }]]),
@@ -292,7 +292,7 @@ describe('judging the control plane snapshot', () => {
     });
     expect([...input.busy].sort()).toEqual([t.busy.id, t.prov.id].sort());
     // On the aws target the account tier is judged like any other.
-    expect(judge(snap([t.acct]), 'aws').input.tenants).toHaveLength(1);
+    expect(selectTenantsToCheck(snap([t.acct]), 'aws').input.tenants).toHaveLength(1);
   });
 });
 
