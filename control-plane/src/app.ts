@@ -8,7 +8,7 @@ import fp from 'fastify-plugin';
 import type { Db } from './db/db.js';
 import type { Engine } from './domain/ports.js';
 import type { DriftService } from './drift/service.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from './lib/metrics.js';
 import authPlugin, { type TokenCache } from './plugins/auth.js';
 import errorsPlugin, { replyWithError } from './plugins/errors.js';
 import auditRoutes from './routes/audit.js';

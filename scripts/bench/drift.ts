@@ -20,6 +20,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
 import { Db } from '../../control-plane/src/db/db.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import {
@@ -36,10 +37,9 @@ import {
   siloContentsSql,
   TABLES_SQL,
 } from '../../control-plane/src/drift/catalog.js';
-import { DataPlane } from '../../control-plane/src/engine/dataplane.js';
 import { LocalEngine } from '../../control-plane/src/engine/local.js';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
-import { loadTemplates } from '../../control-plane/src/templates.js';
 import { mapLimit, percentile, round, startControlPlane } from './lib.js';
 
 const { values } = parseArgs({

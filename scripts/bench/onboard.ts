@@ -20,7 +20,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { loadTemplates } from '../../control-plane/src/templates.js';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import { type ControlPlane, mapLimit, percentile, round, startControlPlane } from './lib.js';
 
 const { values } = parseArgs({

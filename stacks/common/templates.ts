@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { loadTemplates, type Templates } from '../../control-plane/src/templates.js';
+import { loadTemplates, type Templates } from '../../control-plane/src/lib/templates.js';
 
 /** The repository's templates/, used when the engine passes no directory (tests, the CLI by hand). */
 export const DEFAULT_TEMPLATES_DIR = fileURLToPath(new URL('../../templates/', import.meta.url));

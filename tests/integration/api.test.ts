@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
 import { Db } from '../../control-plane/src/db/db.js';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
-import { Metrics } from '../../control-plane/src/metrics.js';
+import { Metrics } from '../../control-plane/src/lib/metrics.js';
 import { TokenCache } from '../../control-plane/src/plugins/auth.js';
 import {
   auth,

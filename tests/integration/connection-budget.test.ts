@@ -5,12 +5,12 @@ import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
+import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
 import { connectionBudgetOf, type Tier } from '../../control-plane/src/domain/tiers.js';
-import { DataPlane } from '../../control-plane/src/engine/dataplane.js';
-import { Metrics } from '../../control-plane/src/metrics.js';
+import { Metrics } from '../../control-plane/src/lib/metrics.js';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import { ConnectionBudget } from '../../control-plane/src/services/capacity.js';
 import { TenantService } from '../../control-plane/src/services/tenants.js';
-import { loadTemplates } from '../../control-plane/src/templates.js';
 import {
   adminUrl,
   auth,

@@ -12,9 +12,9 @@ import { createToken } from '../../control-plane/src/db/tokens.js';
 import type { Role } from '../../control-plane/src/domain/auth.js';
 import { registerLocalDrift } from '../../control-plane/src/drift/index.js';
 import type { DriftService } from '../../control-plane/src/drift/service.js';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
 import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
-import { loadTemplates } from '../../control-plane/src/templates.js';
 import { auth, connectionOf, tenantClient } from '../helpers/runtime.js';
 
 export { auth, connectionOf, onboard, tenantClient, waitForOperation } from '../helpers/runtime.js';

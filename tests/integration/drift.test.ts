@@ -1,13 +1,13 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { readRoles, readSiloCatalog } from '../../control-plane/src/drift/catalog.js';
 import { verifierHash } from '../../control-plane/src/drift/credentials.js';
 import { LocalDriftDetector } from '../../control-plane/src/drift/local.js';
 import type { SweepResult } from '../../control-plane/src/drift/sweep.js';
-import { DataPlane } from '../../control-plane/src/engine/dataplane.js';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import { scramMatches } from '../../control-plane/src/providers/postgres/scram.js';
-import { loadTemplates } from '../../control-plane/src/templates.js';
 import {
   auth,
   connectionOf,

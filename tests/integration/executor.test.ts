@@ -5,7 +5,7 @@ import { findOperation, findTenantBySlug } from '../../control-plane/src/db/repo
 import { TenantryError } from '../../control-plane/src/domain/errors.js';
 import type { ConnectionDescriptor, Engine, StepContext } from '../../control-plane/src/domain/ports.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
-import { Metrics } from '../../control-plane/src/metrics.js';
+import { Metrics } from '../../control-plane/src/lib/metrics.js';
 import { TenantService } from '../../control-plane/src/services/tenants.js';
 import { OperationExecutor } from '../../control-plane/src/worker/executor.js';
 import { adminUrl, rand, superQuery } from '../helpers/runtime.js';

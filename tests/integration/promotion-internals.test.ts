@@ -7,15 +7,15 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
 import type { PromotionParams } from '../../control-plane/src/domain/ports.js';
-import { DataPlane } from '../../control-plane/src/engine/dataplane.js';
 import { LocalEngine } from '../../control-plane/src/engine/local.js';
+import { Metrics } from '../../control-plane/src/lib/metrics.js';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
-import { Metrics } from '../../control-plane/src/metrics.js';
 import { BinaryRowCounter } from '../../control-plane/src/promotion/binary-copy.js';
 import { replicationNames } from '../../control-plane/src/promotion/replication.js';
 import { freezeTenant, unfreezeTenant } from '../../control-plane/src/providers/postgres/index.js';
-import { loadTemplates } from '../../control-plane/src/templates.js';
 import { OperationExecutor } from '../../control-plane/src/worker/executor.js';
 import {
   adminUrl,

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import {
   databaseProvider,
   grantsProvider,
@@ -8,7 +9,6 @@ import {
   roleProvider,
   schemaProvider,
 } from '../../control-plane/src/providers/postgres/index.js';
-import { loadTemplates } from '../../control-plane/src/templates.js';
 import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
 
 /** Each provider: create twice (idempotent), observe, update converges drift, delete twice (idempotent). */

@@ -4,8 +4,8 @@ import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
 import { type EmbeddedServer, startEmbedded } from '../../control-plane/src/embedded.js';
-import { DataPlane } from '../../control-plane/src/engine/dataplane.js';
 import { freePort } from '../helpers/server.js';
 
 /**

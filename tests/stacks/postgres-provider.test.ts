@@ -3,7 +3,7 @@ import path from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { loadTemplates } from '../../control-plane/src/templates.js';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import {
   type PostgresResourceInputs,
   type PostgresResourceOutputs,

@@ -8,7 +8,7 @@ import {
   overcommitCeiling,
   tenantConnectionLimit,
 } from '../../control-plane/src/domain/tiers.js';
-import { loadTemplates } from '../../control-plane/src/templates.js';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 
 const { catalog } = loadTemplates(path.resolve(import.meta.dirname, '../../templates'));
 const limit = (t: 'bridge' | 'silo') => catalog.tiers[t].role.connectionLimit;

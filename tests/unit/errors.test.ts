@@ -4,9 +4,9 @@ import {
   httpStatusFor,
   isDatabaseUnavailable,
   isInvalidInput,
+  PRINTABLE,
   validationMessage,
 } from '../../control-plane/src/http/errors.js';
-import { PRINTABLE } from '../../control-plane/src/routes/schemas.js';
 
 /** Pins the one error-code → HTTP status map. Changing a status is an API change: update this table on purpose. */
 const EXPECTED: Record<ErrorCode, number> = {

@@ -1,10 +1,10 @@
 import type { Task } from 'graphile-worker';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { DataPlane } from '../dataplane/dataplane.js';
 import type { Db } from '../db/db.js';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
-import { DataPlane } from '../engine/dataplane.js';
-import type { Templates } from '../templates.js';
+import type { Templates } from '../lib/templates.js';
 import { LocalDriftDetector, LocalDriftRemediator } from './local.js';
 import { DriftMetrics } from './metrics.js';
 import { DRIFT_SWEEP_TASK, DriftService } from './service.js';

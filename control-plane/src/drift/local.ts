@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
 import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
 import type { TierCatalog } from '../domain/tiers.js';
-import type { DataPlane } from '../engine/dataplane.js';
 import { generatePassword, POOL_SECRET } from '../engine/local.js';
 import { mapLimit } from '../lib/concurrency.js';
 import { placementOf } from '../promotion/placement.js';

@@ -14,6 +14,7 @@ import { type AwsCredentials, assumeRole, findActiveAccountIdByEmail } from '../
 import { memberRoleArn } from '../aws/arn.js';
 import { getSecretValue } from '../aws/secrets.js';
 import { accountOperations, type Semaphore } from '../aws/semaphore.js';
+import { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
 import { tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type {
@@ -44,7 +45,6 @@ import {
   type TenantTemplate,
   unfreezeTenant,
 } from '../providers/postgres/index.js';
-import { DataPlane } from './dataplane.js';
 import { isPidAlive, type StaleLockOptions, toTenantryError } from './pulumi/errors.js';
 import { progressFromEvent } from './pulumi/events.js';
 import { buildJob, type JobSettings } from './pulumi/job.js';

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
 import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type {
@@ -42,7 +43,6 @@ import {
   schemaProvider,
   type TenantTemplate,
 } from '../providers/postgres/index.js';
-import type { DataPlane } from './dataplane.js';
 
 export const PLATFORM_KEY_ALIAS = 'alias/tenantry/platform';
 export const POOL_SECRET = 'tenantry/platform/pool-role';

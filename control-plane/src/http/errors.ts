@@ -1,6 +1,11 @@
 import type { ErrorCode } from '../domain/errors.js';
 import { isConnectionUnavailable } from '../lib/transient.js';
-import { PRINTABLE } from '../routes/schemas.js';
+
+/**
+ * A string with no control characters: no C0 control (NUL among them, which Postgres refuses in text
+ * with 22021), no DEL and no C1 control (terminal escapes would reach the CLI's tables and the logs).
+ */
+export const PRINTABLE = '^[^\\u0000-\\u001F\\u007F-\\u009F]*$';
 
 /** The one map from error code to HTTP status. Exhaustive: a new code fails to compile until mapped. */
 export function httpStatusFor(code: ErrorCode): number {

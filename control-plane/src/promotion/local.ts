@@ -1,3 +1,4 @@
+import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
 import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type {
@@ -9,7 +10,6 @@ import type {
   StepTenant,
 } from '../domain/ports.js';
 import type { TierCatalog } from '../domain/tiers.js';
-import type { DataPlane } from '../engine/dataplane.js';
 import {
   applyGrants,
   applyRole,

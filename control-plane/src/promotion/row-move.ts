@@ -1,9 +1,9 @@
 import pg from 'pg';
+import type { DataPlane } from '../dataplane/dataplane.js';
 import { isTenantryError, TenantryError } from '../domain/errors.js';
 import { tenantObjectName } from '../domain/naming.js';
 import type { PromotionParams, StepContext, StepTenant } from '../domain/ports.js';
 import type { Tier } from '../domain/tiers.js';
-import type { DataPlane } from '../engine/dataplane.js';
 import {
   applyGrants,
   freezeTenant,

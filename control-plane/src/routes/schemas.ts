@@ -1,6 +1,7 @@
 import { type Static, type StringOptions, Type } from '@sinclair/typebox';
 import { ERROR_CODES } from '../domain/errors.js';
 import { SLUG_PATTERN } from '../domain/naming.js';
+import { PRINTABLE } from '../http/errors.js';
 
 export const ErrorBody = Type.Object(
   {
@@ -21,12 +22,6 @@ export type ErrorBodyT = Static<typeof ErrorBody>;
  */
 export const errors = (...codes: number[]) =>
   Object.fromEntries([...new Set([...codes, 500, 503])].map((c) => [c, ErrorBody]));
-
-/**
- * A string with no control characters: no C0 control (NUL among them, which Postgres refuses in text
- * with 22021), no DEL and no C1 control (terminal escapes would reach the CLI's tables and the logs).
- */
-export const PRINTABLE = '^[^\\u0000-\\u001F\\u007F-\\u009F]*$';
 
 /**
  * Free text the API accepts (a name, a plan, a header value): bounded and printable. Every input string

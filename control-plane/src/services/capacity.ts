@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { ReservedConnectionAccess } from '../dataplane/dataplane.js';
 import type { Db } from '../db/db.js';
 import { TenantryError } from '../domain/errors.js';
 import {
@@ -11,7 +12,6 @@ import {
   type TierCatalog,
   tenantConnectionLimit,
 } from '../domain/tiers.js';
-import type { ReservedConnectionAccess } from '../engine/dataplane.js';
 import type { Queryable } from '../providers/postgres/sql.js';
 
 /** Where a cluster's connection settings come from (the local engine's DataPlane). */

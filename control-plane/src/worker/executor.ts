@@ -27,8 +27,8 @@ import type { Engine, PromotionParams } from '../domain/ports.js';
 import { type OperationStep, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
 import type { DriftRemediator, Finding } from '../drift/types.js';
 import { safeMessage } from '../lib/errors.js';
+import type { Metrics } from '../lib/metrics.js';
 import { isTransient } from '../lib/transient.js';
-import type { Metrics } from '../metrics.js';
 import { PromotionLifecycle } from '../promotion/lifecycle.js';
 import type { Queryable } from '../providers/postgres/sql.js';
 

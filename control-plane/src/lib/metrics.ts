@@ -1,8 +1,8 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { Db } from './db/db.js';
-import { countOperations, countTenants } from './db/repo.js';
-import { ACTIVE_OPERATION_STATUSES, OPERATION_KINDS } from './domain/tenant.js';
-import type { ConnectionBudget } from './services/capacity.js';
+import type { Db } from '../db/db.js';
+import { countOperations, countTenants } from '../db/repo.js';
+import { ACTIVE_OPERATION_STATUSES, OPERATION_KINDS } from '../domain/tenant.js';
+import type { ConnectionBudget } from '../services/capacity.js';
 
 /**
  * Counters and histograms are fed by the worker of this process; the gauges are read from the

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import type { TierCatalog } from './domain/tiers.js';
-import type { TenantTemplate } from './providers/postgres/types.js';
+import type { TierCatalog } from '../domain/tiers.js';
+import type { TenantTemplate } from '../providers/postgres/types.js';
 
 const Limits = Type.Object({
   connectionLimit: Type.Integer({ minimum: 1, maximum: 10_000 }),
