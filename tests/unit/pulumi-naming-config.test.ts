@@ -1,10 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { tenantStackName } from '../../control-plane/src/domain/naming.js';
 import { buildStackConfig, configChanges } from '../../control-plane/src/engine/pulumi/config.js';
-import {
-  fullyQualifiedStackName,
-  stackName,
-  stackWorkspaceDir,
-} from '../../control-plane/src/engine/pulumi/naming.js';
+import { fullyQualifiedStackName, stackWorkspaceDir } from '../../control-plane/src/engine/pulumi/naming.js';
 import { plainOutputs } from '../../control-plane/src/engine/pulumi/outputs.js';
 import {
   isDiyBackend,
@@ -18,7 +15,7 @@ const platform: PlatformSettings = TEST_PLATFORM;
 
 describe('stack naming and workspaces', () => {
   it('names stacks through the domain function and qualifies them for DIY backends', () => {
-    expect(stackName('acme')).toBe('tenant-acme');
+    expect(tenantStackName('acme')).toBe('tenant-acme');
     expect(fullyQualifiedStackName('acme')).toBe('organization/tenantry/tenant-acme');
     expect(fullyQualifiedStackName('acme', 'my-org')).toBe('my-org/tenantry/tenant-acme');
   });

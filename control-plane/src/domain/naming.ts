@@ -36,3 +36,6 @@ export function tenantSecretName(slug: string): string {
 export function tenantKeyAlias(slug: string): string {
   return `alias/tenantry/${assertSlug(slug)}`;
 }
+
+/** The local target's platform secret holding the pool's shared login password. */
+export const POOL_SECRET = 'tenantry/platform/pool-role';

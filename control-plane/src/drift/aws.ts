@@ -1,8 +1,9 @@
 import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
 import { TenantryError } from '../domain/errors.js';
+import { tenantStackName } from '../domain/naming.js';
 import type { StepContext, StepOutputs, StepTenant } from '../domain/ports.js';
 import { type DriftFinding, driftFromPreviewEvents } from '../engine/pulumi/events.js';
-import { stackName } from '../engine/pulumi/naming.js';
+
 import { mapLimit } from '../lib/concurrency.js';
 import type {
   DetectInput,
@@ -38,7 +39,7 @@ const toTenant = (t: TenantRecord): StepTenant => ({
 export function findingsFromStack(t: Pick<TenantRecord, 'id' | 'slug'>, drift: DriftFinding[]): Finding[] {
   const out: Finding[] = [];
   for (const d of drift) {
-    const name = `${stackName(t.slug)}/${d.type}::${d.name}`;
+    const name = `${tenantStackName(t.slug)}/${d.type}::${d.name}`;
     const base = { tenantId: t.id, tenantSlug: t.slug, resource: 'stack' as const, name };
     if (d.kind === 'missing') {
       out.push({
@@ -106,7 +107,7 @@ export class AwsDriftDetector implements DriftDetector {
             tenantId: tenant.id,
             tenantSlug: tenant.slug,
             resource: 'stack',
-            name: stackName(tenant.slug),
+            name: tenantStackName(tenant.slug),
             kind: 'changed',
             field: 'reachable',
             desired: true,

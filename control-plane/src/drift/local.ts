@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
-import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
+import { POOL_SECRET, tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
 import type { TierCatalog } from '../domain/tiers.js';
-import { generatePassword, POOL_SECRET } from '../engine/local.js';
 import { mapLimit } from '../lib/concurrency.js';
+import { generatePassword } from '../lib/passwords.js';
 import { placementOf } from '../promotion/placement.js';
 import {
   applyGrants,

@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
-import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
+import { POOL_SECRET, tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type {
   ConnectionDescriptor,
   Engine,
@@ -14,6 +13,7 @@ import type {
   StepTenant,
 } from '../domain/ports.js';
 import type { Tier, TierCatalog } from '../domain/tiers.js';
+import { generatePassword } from '../lib/passwords.js';
 import {
   ABORT_STEPS,
   type FaultHook,
@@ -45,7 +45,7 @@ import {
 } from '../providers/postgres/index.js';
 
 export const PLATFORM_KEY_ALIAS = 'alias/tenantry/platform';
-export const POOL_SECRET = 'tenantry/platform/pool-role';
+export { POOL_SECRET };
 
 const ONBOARD: Record<Exclude<Tier, 'account'>, string[]> = {
   pool: ['key', 'credentials', 'pool-membership'],
@@ -58,7 +58,7 @@ const OFFBOARD: Record<Exclude<Tier, 'account'>, string[]> = {
   silo: ['database', 'role', 'credentials', 'key'],
 };
 
-export const generatePassword = (): string => randomBytes(24).toString('base64url');
+export { generatePassword };
 
 /**
  * The embedded default: real Postgres-level isolation on the data-plane cluster, keys and

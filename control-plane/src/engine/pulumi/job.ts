@@ -3,9 +3,10 @@ import type { PlatformSettings } from '../../../../stacks/common/config.js';
 import { assertStaging, type TenantProgramInput } from '../../../../stacks/common/input.js';
 import { rdsDeletionProtection } from '../../../../stacks/policy/policies.js';
 import type { AwsProviderOptions } from '../../aws/provider-options.js';
+import { tenantStackName } from '../../domain/naming.js';
 import type { Tier } from '../../domain/tiers.js';
 import { buildStackConfig } from './config.js';
-import { PULUMI_PROJECT, stackName, stackWorkspaceDir } from './naming.js';
+import { PULUMI_PROJECT, stackWorkspaceDir } from './naming.js';
 import type { PulumiJob, PulumiOp } from './runner.js';
 import { isDiyBackend, MIN_CLI_FOR_DRIFT } from './version.js';
 
@@ -80,7 +81,7 @@ export function buildJob(
   return {
     op,
     projectName: PULUMI_PROJECT,
-    stackName: stackName(tenant.slug),
+    stackName: tenantStackName(tenant.slug),
     workDir: stackWorkspaceDir(s.workspaceRoot, tenant.slug),
     backendUrl: s.backendUrl,
     ...(s.secretsProvider ? { secretsProvider: s.secretsProvider } : {}),

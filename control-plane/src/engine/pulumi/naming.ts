@@ -6,15 +6,11 @@ export const PULUMI_PROJECT = 'tenantry';
 /** DIY backends (s3://, file://) use the fixed organization name `organization`. */
 export const DIY_ORGANIZATION = 'organization';
 
-export function stackName(slug: string): string {
-  return tenantStackName(slug);
-}
-
 /** `organization/tenantry/tenant-acme`: unambiguous on every backend. */
 export function fullyQualifiedStackName(slug: string, organization = DIY_ORGANIZATION): string {
   if (!/^[A-Za-z0-9_.-]{1,100}$/.test(organization))
     throw new Error(`invalid Pulumi organization: ${organization}`);
-  return `${organization}/${PULUMI_PROJECT}/${stackName(slug)}`;
+  return `${organization}/${PULUMI_PROJECT}/${tenantStackName(slug)}`;
 }
 
 /**
@@ -25,7 +21,7 @@ export function fullyQualifiedStackName(slug: string, organization = DIY_ORGANIZ
 export function stackWorkspaceDir(root: string, slug: string): string {
   if (!isAbsolute(root)) throw new Error('the Pulumi workspace root must be an absolute path');
   const base = resolve(root);
-  const dir = join(base, 'stacks', stackName(slug));
+  const dir = join(base, 'stacks', tenantStackName(slug));
   if (!dir.startsWith(base + sep)) throw new Error('workspace directory escapes the root');
   return dir;
 }
