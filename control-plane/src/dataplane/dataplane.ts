@@ -1,6 +1,6 @@
 import pg from 'pg';
+import type { Queryable } from '../domain/queryable.js';
 import type { ClusterConnections } from '../domain/tiers.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 
 /**
  * Admin access to one data-plane cluster: a pool on the shared data database, one on the

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import pg from 'pg';
-import type { Queryable } from '../providers/postgres/sql.js';
+import type { Queryable } from '../domain/queryable.js';
 
 export interface DbOptions {
   /** Connections in the main pool (the relaxed pool has as many). */

@@ -1,4 +1,4 @@
-import type { Queryable } from '../providers/postgres/sql.js';
+import type { Queryable } from '../domain/queryable.js';
 
 /**
  * The job-queue SQL of promotion cleanups, against graphile-worker's functions (and, where it has

@@ -1,6 +1,6 @@
 import type { PromotionParams } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
 import type { Tier } from '../domain/tiers.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 
 /** The control-database SQL of a promotion's lifecycle after its steps: cutover, cleanup, orphans. */
 

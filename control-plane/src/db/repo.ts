@@ -1,3 +1,4 @@
+import type { Queryable } from '../domain/queryable.js';
 import type {
   Operation,
   OperationKind,
@@ -7,7 +8,6 @@ import type {
   TenantStatus,
 } from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 
 /* ---------- tenants ---------- */
 

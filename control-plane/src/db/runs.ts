@@ -1,5 +1,5 @@
+import type { Queryable } from '../domain/queryable.js';
 import type { OperationKind, OperationStep, TenantStatus } from '../domain/tenant.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 
 /**
  * The SQL of running operations: claiming one with a lease, recording its progress and its end.

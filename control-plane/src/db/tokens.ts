@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { Role } from '../domain/auth.js';
 import { newTokenId } from '../domain/ids.js';
-import type { Queryable } from '../providers/postgres/sql.js';
+import type { Queryable } from '../domain/queryable.js';
 
 /** Tokens are 256 random bits, so a single SHA-256 is a sound at-rest hash (no password stretching needed). */
 export const hashToken = (token: string): Buffer => createHash('sha256').update(token).digest();

@@ -1,6 +1,7 @@
 import pg from 'pg';
+import type { Queryable } from '../domain/queryable.js';
 import { FREEZE_TRIGGERS } from '../providers/postgres/freeze.js';
-import { literal, type Queryable } from '../providers/postgres/sql.js';
+import { literal } from '../providers/postgres/sql.js';
 import type { CredentialStatus } from './credentials.js';
 
 /**

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { SecretStore } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
 import { mapLimit } from '../lib/concurrency.js';
 import { parseScramVerifier, scramMatches } from '../providers/postgres/scram.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 
 /**
  * Whether each Tenantry login still has the password of its stored secret, checked without sending

@@ -3,6 +3,7 @@ import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
 import { POOL_SECRET, tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
 import type { TierCatalog } from '../domain/tiers.js';
 import { mapLimit } from '../lib/concurrency.js';
 import { generatePassword } from '../lib/passwords.js';
@@ -19,7 +20,6 @@ import {
   policyExpression,
   poolMembershipProvider,
   poolProvider,
-  type Queryable,
   roleProvider,
   schemaProvider,
   type TenantTemplate,

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { Queryable } from '../providers/postgres/sql.js';
+import type { Queryable } from '../domain/queryable.js';
 import { DRIFT_KINDS, DRIFT_RESOURCES } from './types.js';
 
 /** Drift metrics, registered on the control plane's registry (created once per registry). */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import type { Queryable } from '../domain/queryable.js';
 import type { Tier } from '../domain/tiers.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 import type { PolicyRow } from './policy.js';
 import type { DriftMode, Finding, SkippedTenant, TenantRecord } from './types.js';
 

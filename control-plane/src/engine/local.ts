@@ -12,6 +12,7 @@ import type {
   StepOutputs,
   StepTenant,
 } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
 import type { Tier, TierCatalog } from '../domain/tiers.js';
 import { generatePassword } from '../lib/passwords.js';
 import {
@@ -38,7 +39,6 @@ import {
   lockDownDatabases,
   poolMembershipProvider,
   poolProvider,
-  type Queryable,
   roleProvider,
   schemaProvider,
   type TenantTemplate,

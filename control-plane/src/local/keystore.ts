@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
-import type { Queryable } from '../providers/postgres/sql.js';
+import type { Queryable } from '../domain/queryable.js';
 
 /**
  * The local stand-in for KMS + Secrets Manager: envelope encryption with node:crypto.

@@ -2,7 +2,8 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import { ident, literal, type Queryable } from '../providers/postgres/index.js';
+import type { Queryable } from '../domain/queryable.js';
+import { ident, literal } from '../providers/postgres/index.js';
 import { type Placement, tablesOf } from './placement.js';
 import { clearPromotionMeta, ensurePromotionMeta, replicationClient } from './replication.js';
 

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { TenantryError } from '../domain/errors.js';
-import { ident, inTransaction, literal, type Queryable } from '../providers/postgres/index.js';
+import type { Queryable } from '../domain/queryable.js';
+import { ident, inTransaction, literal } from '../providers/postgres/index.js';
 import { type Placement, tablesOf } from './placement.js';
 import { applyPending, replicationClient } from './replication.js';
 

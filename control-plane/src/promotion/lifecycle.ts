@@ -12,8 +12,8 @@ import {
 import { appendAudit, findTenantById } from '../db/repo.js';
 import { WORKER_ACTOR } from '../db/runs.js';
 import type { Engine, PromotionParams } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
 import type { Tenant } from '../domain/tenant.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 
 export { PROMOTION_CLEANUP_TASK } from '../db/jobs.js';
 

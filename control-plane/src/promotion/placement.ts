@@ -1,7 +1,7 @@
 import { TenantryError } from '../domain/errors.js';
 import { tenantObjectName } from '../domain/naming.js';
+import type { Queryable } from '../domain/queryable.js';
 import type { Tier } from '../domain/tiers.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 
 /**
  * Where a tenant's tables live on each tier: the one answer to "bridge: the shared database, silo:

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { TenantryError } from '../domain/errors.js';
-import { ensureMeta, ident, inTransaction, literal, type Queryable } from '../providers/postgres/index.js';
+import type { Queryable } from '../domain/queryable.js';
+import { ensureMeta, ident, inTransaction, literal } from '../providers/postgres/index.js';
 import { decode, type PgOutputMessage, type Relation, type TupleValue } from './pgoutput.js';
 import { type Placement, tablesOf } from './placement.js';
 

@@ -3,6 +3,7 @@ import type { DataPlane } from '../dataplane/dataplane.js';
 import { isTenantryError, TenantryError } from '../domain/errors.js';
 import { tenantObjectName } from '../domain/naming.js';
 import type { PromotionParams, StepContext, StepTenant } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
 import type { Tier } from '../domain/tiers.js';
 import {
   applyGrants,
@@ -11,7 +12,6 @@ import {
   inTransaction,
   isTenantFrozen,
   proveFreeze,
-  type Queryable,
   renewFreeze,
   unfreezeTenant,
 } from '../providers/postgres/index.js';

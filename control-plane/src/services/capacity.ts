@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { ReservedConnectionAccess } from '../dataplane/dataplane.js';
 import type { Db } from '../db/db.js';
 import { TenantryError } from '../domain/errors.js';
+import type { Queryable } from '../domain/queryable.js';
 import {
   type ClusterConnections,
   connectionBudgetOf,
@@ -12,7 +13,6 @@ import {
   type TierCatalog,
   tenantConnectionLimit,
 } from '../domain/tiers.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 
 /** Where a cluster's connection settings come from (the local engine's DataPlane). */
 export interface ConnectionSource {

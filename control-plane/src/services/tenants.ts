@@ -16,10 +16,10 @@ import { TenantryError } from '../domain/errors.js';
 import { newOperationId, newTenantId } from '../domain/ids.js';
 import { assertSlug } from '../domain/naming.js';
 import type { ConnectionDescriptor, Engine, PromotionParams } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
 import { type Operation, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
 import { ALLOWED_PROMOTIONS } from '../domain/tiers.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 import type { ConnectionBudget } from './capacity.js';
 
 export interface CreateTenantInput {

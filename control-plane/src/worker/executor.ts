@@ -24,13 +24,13 @@ import {
 } from '../db/runs.js';
 import { isTenantryError, TenantryError } from '../domain/errors.js';
 import type { Engine, PromotionParams } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
 import { type OperationStep, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
 import type { DriftRemediator, Finding } from '../drift/types.js';
 import { safeMessage } from '../lib/errors.js';
 import type { Metrics } from '../lib/metrics.js';
 import { isTransient } from '../lib/transient.js';
 import { PromotionLifecycle } from '../promotion/lifecycle.js';
-import type { Queryable } from '../providers/postgres/sql.js';
 
 /** Moved to lib/errors.ts and db/jobs.ts; re-exported for callers that import them from here. */
 export { PROMOTION_CLEANUP_TASK } from '../db/jobs.js';

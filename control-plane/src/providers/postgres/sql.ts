@@ -1,3 +1,5 @@
+import type { Queryable } from '../../domain/queryable.js';
+
 /**
  * Identifier and literal handling for DDL, which cannot take bind parameters.
  * Every identifier is validated against a strict pattern first and then quoted;
@@ -16,12 +18,7 @@ export function literal(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;
 }
 
-export interface Queryable {
-  query<R extends Record<string, unknown> = Record<string, unknown>>(
-    text: string,
-    params?: unknown[],
-  ): Promise<{ rows: R[]; rowCount: number | null }>;
-}
+export type { Queryable };
 
 /** Run `fn` in a transaction on a single client. */
 export async function inTransaction<T>(db: Queryable, fn: () => Promise<T>): Promise<T> {
