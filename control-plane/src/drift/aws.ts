@@ -2,6 +2,7 @@ import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
 import { TenantryError } from '../domain/errors.js';
 import { tenantStackName } from '../domain/naming.js';
 import type { StepContext, StepOutputs, StepTenant } from '../domain/ports.js';
+import { AWS_RECONCILE_STEPS, type AwsReconcileStep, isAwsReconcileStep } from '../domain/steps.js';
 import { type DriftFinding, driftFromPreviewEvents } from '../engine/pulumi/events.js';
 
 import { mapLimit } from '../lib/concurrency.js';
@@ -137,8 +138,8 @@ export class AwsDriftRemediator implements DriftRemediator {
     return f.resource === 'stack' && f.field !== 'reachable' && f.category !== 'orphan';
   }
 
-  plan(tenant: TenantRecord | null): string[] {
-    return tenant ? ['stack-up'] : [];
+  plan(tenant: TenantRecord | null): AwsReconcileStep[] {
+    return tenant ? [...AWS_RECONCILE_STEPS] : [];
   }
 
   async runStep(
@@ -147,7 +148,7 @@ export class AwsDriftRemediator implements DriftRemediator {
     _findings: Finding[],
     ctx: { signal?: AbortSignal; operationId?: string } = {},
   ): Promise<void> {
-    if (!tenant || step !== 'stack-up')
+    if (!tenant || !isAwsReconcileStep(step))
       throw new TenantryError('PROVIDER_FAILED', `unknown reconcile step ${step}`);
     await this.driver.runStep({
       operationId: ctx.operationId ?? 'reconcile',

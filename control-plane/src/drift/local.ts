@@ -4,6 +4,7 @@ import { TenantryError } from '../domain/errors.js';
 import { POOL_SECRET, tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
+import { isLocalReconcileStep, type LocalReconcileStep } from '../domain/steps.js';
 import type { TierCatalog } from '../domain/tiers.js';
 import { mapLimit } from '../lib/concurrency.js';
 import { generatePassword } from '../lib/passwords.js';
@@ -337,7 +338,7 @@ const grantee = (g: string) => (g === 'PUBLIC' ? 'PUBLIC' : catalogName(g));
 
 /** A remediation step: its name (recorded on the reconcile operation) and what it does. */
 interface Step {
-  name: string;
+  name: LocalReconcileStep;
   run: () => Promise<void>;
 }
 
@@ -372,7 +373,7 @@ export class LocalDriftRemediator implements DriftRemediator {
   }
 
   /** The plan, without running it (the reconcile operation records it before it starts). */
-  plan(tenant: TenantRecord | null, findings: Finding[]): string[] {
+  plan(tenant: TenantRecord | null, findings: Finding[]): LocalReconcileStep[] {
     return this.stepsFor(tenant, findings).map((s) => s.name);
   }
 
@@ -381,7 +382,9 @@ export class LocalDriftRemediator implements DriftRemediator {
    * from an earlier step in memory, so the executor can resume a reconcile operation at any step.
    */
   async runStep(tenant: TenantRecord | null, step: string, findings: Finding[]): Promise<void> {
-    const s = this.stepsFor(tenant, findings).find((x) => x.name === step);
+    const s = isLocalReconcileStep(step)
+      ? this.stepsFor(tenant, findings).find((x) => x.name === step)
+      : undefined;
     if (!s) throw new TenantryError('PROVIDER_FAILED', `unknown reconcile step ${step}`);
     await s.run();
   }

@@ -25,6 +25,21 @@ import type {
   StepOutputs,
   StepTenant,
 } from '../domain/ports.js';
+import {
+  AWS_OFFBOARD_STEPS,
+  AWS_ONBOARD_STEPS,
+  type AwsDataRoutingStep,
+  type AwsMoverStep,
+  type AwsOffboardStep,
+  type AwsOnboardStep,
+  type AwsPromotionStep,
+  type AwsStackStep,
+  isAwsMoverStep,
+  isAwsStackStep,
+  isRowMoveStep,
+  RESTORE_STEPS,
+  type RowMoveStep,
+} from '../domain/steps.js';
 import { TIERS, type Tier, type TierCatalog } from '../domain/tiers.js';
 import type { Placement } from '../promotion/placement.js';
 import { replicationNames } from '../promotion/replication.js';
@@ -32,7 +47,6 @@ import {
   cutoverReport,
   forwardOnly,
   freezeLasted,
-  ROW_MOVE_STEPS,
   ROW_STEPS,
   RowMove,
   type RowMoveOptions,
@@ -102,7 +116,7 @@ export interface AwsEngineOptions
 }
 
 /** What the executor's steps do on this target. */
-const STEP_OPS: Record<string, PulumiOp> = {
+const STEP_OPS: Record<AwsStackStep, PulumiOp> = {
   'stack-up': 'up',
   'stack-stage': 'up',
   'stack-back': 'up',
@@ -117,15 +131,13 @@ const STEP_OPS: Record<string, PulumiOp> = {
  * A promotion's row move, between the stack's `up`s: the same steps (and code) as on the local
  * target, on the placement the staging `up` created (`RowMove`, promotion/row-move.ts).
  */
-const MOVE_STEPS = ['prepare-target', ...ROW_STEPS];
-/** A rollback's row move: the current placement frozen, its rows copied back and verified. */
-const RESTORE_STEPS = ['freeze-target', 'restore', 'verify-restore'];
-/**
- * This target's routing on the data, around the stack's `up`s (`routeData`): the write freeze
- * lifted once routing flipped (`release`, `release-back`), or the move undone before it did.
+const MOVE_STEPS: readonly RowMoveStep[] = ['prepare-target', ...ROW_STEPS];
+/*
+ * A rollback's row move is RESTORE_STEPS (the current placement frozen, its rows copied back and
+ * verified); this target's routing on the data, around the stack's `up`s (`routeData`), is
+ * AWS_DATA_ROUTING_STEPS: the write freeze lifted once routing flipped (`release`,
+ * `release-back`), or the move undone before it did (domain/steps.ts).
  */
-const DATA_ROUTING_STEPS = new Set(['release', 'release-back', 'abort-data', 'abort-rollback-data']);
-const MOVER_STEPS = new Set([...MOVE_STEPS, ...RESTORE_STEPS, ...DATA_ROUTING_STEPS]);
 
 /** The staged target placement, as the staging `up` reports it (no credential). */
 export type StagedTarget = StagedPlacementOutputs;
@@ -201,8 +213,8 @@ export class AwsEngine implements Engine {
    * only: deletion protection off, nothing retained but a key that encrypts a final snapshot.
    * Only then can `destroy` remove an RDS instance (and the rows every `up` otherwise retains).
    */
-  steps(kind: 'onboard' | 'offboard'): string[] {
-    return kind === 'onboard' ? ['stack-up'] : ['stack-unprotect', 'stack-destroy'];
+  steps(kind: 'onboard' | 'offboard'): (AwsOnboardStep | AwsOffboardStep)[] {
+    return kind === 'onboard' ? [...AWS_ONBOARD_STEPS] : [...AWS_OFFBOARD_STEPS];
   }
 
   /**
@@ -215,7 +227,7 @@ export class AwsEngine implements Engine {
    *    source placement leaves the stack, retained, read-only, until the window ends;
    * 4. `release`: the target writable, the slot dropped.
    */
-  promotionSteps(params: PromotionParams): string[] {
+  promotionSteps(params: PromotionParams): AwsPromotionStep[] {
     assertPromotion(params);
     if (params.rollbackOf) {
       // The current placement frozen and copied back; the original's program, with the current one
@@ -231,7 +243,7 @@ export class AwsEngine implements Engine {
    * nothing retained; `stack-unstage`, the source program alone, deletes it, an RDS instance with
    * its final snapshot). Past the flip, `abort-data` refuses: the promotion is finished forward.
    */
-  promotionAbortSteps(params: PromotionParams): string[] {
+  promotionAbortSteps(params: PromotionParams): AwsPromotionStep[] {
     assertPromotion(params);
     // A failed rollback: the tenant stays where it is, writable, its stack converged to that program.
     if (params.rollbackOf) return ['abort-rollback-data', 'stack-current'];
@@ -408,9 +420,10 @@ export class AwsEngine implements Engine {
 
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const t = ctx.tenant;
-    if (ctx.kind === 'promote' && MOVER_STEPS.has(ctx.step)) return this.runRowStep(ctx);
-    const op = STEP_OPS[ctx.step];
-    if (!op) throw new TenantryError('PROVIDER_FAILED', `unknown aws step ${ctx.step}`);
+    const step = ctx.step;
+    if (ctx.kind === 'promote' && isAwsMoverStep(step)) return this.runRowStep(ctx, step);
+    if (!isAwsStackStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown aws step ${step}`);
+    const op = STEP_OPS[step];
     let tier = t.tier;
     let stage: { tier: Tier; discard?: boolean } | undefined;
     /** An `up` that undoes: a promotion's discard and unstage, a failed rollback's return. */
@@ -422,7 +435,7 @@ export class AwsEngine implements Engine {
       const [lower, upper] = params.rollbackOf
         ? [params.toTier, params.fromTier]
         : [params.fromTier, params.toTier];
-      switch (ctx.step) {
+      switch (step) {
         case 'stack-stage':
         case 'stack-back':
           tier = lower;
@@ -445,11 +458,11 @@ export class AwsEngine implements Engine {
           undoing = true;
           break;
         default:
-          throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is not a promotion step`);
+          throw new TenantryError('PROVIDER_FAILED', `${step} is not a promotion step`);
       }
       if (undoing) await this.assertNotFlipped(ctx, params, ctx.progress?.target as StagedTarget | undefined);
-    } else if (ctx.step !== 'stack-up' && op === 'up') {
-      throw new TenantryError('PROVIDER_FAILED', `${ctx.step} is a promotion step`);
+    } else if (step !== 'stack-up' && op === 'up') {
+      throw new TenantryError('PROVIDER_FAILED', `${step} is a promotion step`);
     }
     const job = this.jobFor(op, t, tier, stage);
     let result: PulumiResult;
@@ -468,14 +481,14 @@ export class AwsEngine implements Engine {
     if (op === 'destroy') return { programVersion: null, stack: null };
     if (op === 'unprotect') return undefined;
     if (ctx.kind === 'promote') {
-      if (ctx.step === 'stack-stage') {
+      if (step === 'stack-stage') {
         const target = stagedTarget(result.outputs);
         await ctx.report?.({ target });
         return undefined;
       }
-      if (ctx.step !== 'stack-up' && ctx.step !== 'stack-back') return undefined;
+      if (step !== 'stack-up' && step !== 'stack-back') return undefined;
       // The secret's new version is the routing flip (back, for a rollback).
-      if (ctx.step === 'stack-up' && !ctx.progress?.cutoverAt) {
+      if (step === 'stack-up' && !ctx.progress?.cutoverAt) {
         await ctx.report?.({ cutoverAt: new Date().toISOString() });
       }
     }
@@ -530,20 +543,20 @@ export class AwsEngine implements Engine {
   }
 
   /** A step of the row move, on the shared cluster and the staged target. */
-  private async runRowStep(ctx: StepContext): Promise<StepOutputs | undefined> {
+  private async runRowStep(ctx: StepContext, step: AwsMoverStep): Promise<StepOutputs | undefined> {
     const params = assertPromotion(ctx.params as Partial<PromotionParams> | undefined);
     const progress = { ...(ctx.progress ?? {}) };
     // A rollback's placement to leave is the one its promotion staged.
     if (params.rollbackOf && params.promotedTo) progress.target = params.promotedTo;
     const staged = progress.target as StagedTarget | undefined;
-    if (ctx.step === 'abort-data' || ctx.step === 'abort-rollback-data') {
+    if (step === 'abort-data' || step === 'abort-rollback-data') {
       if (!staged) return undefined; // nothing was staged, nothing replicated or frozen
       await this.assertNotFlipped(ctx, params, staged);
     }
     const { rows } = await this.rowMover();
     progress.targetPlacement = await this.resolveTarget(ctx.operationId, staged);
-    if (ROW_MOVE_STEPS.has(ctx.step)) return rows.runStep({ ...ctx, progress });
-    await this.routeData(rows, { ...ctx, progress }, params);
+    if (isRowMoveStep(step)) return rows.runStep({ ...ctx, progress });
+    await this.routeData(rows, { ...ctx, progress }, params, step);
     this.targets.delete(ctx.operationId);
     return undefined;
   }
@@ -553,13 +566,18 @@ export class AwsEngine implements Engine {
    * `up`s): where the write freeze is lifted on the aws target, and the move's data undone before
    * routing flipped (the caller checked). The staged placement itself is the stack's to delete.
    */
-  private async routeData(rows: RowMove, ctx: StepContext, params: PromotionParams): Promise<void> {
+  private async routeData(
+    rows: RowMove,
+    ctx: StepContext,
+    params: PromotionParams,
+    step: AwsDataRoutingStep,
+  ): Promise<void> {
     const t = ctx.tenant;
     const progress = ctx.progress ?? {};
     const { from, to } = rows.placements(t, params, progress);
     const names = replicationNames(params.rollbackOf ?? ctx.operationId);
     const report = ctx.report ?? (async () => {});
-    switch (ctx.step) {
+    switch (step) {
       case 'release':
         // After `stack-up` flipped routing: the target becomes the tenant's, writable (the write
         // freeze ends here), and the slot that holds every shared tenant's WAL is dropped. Forward only.
@@ -592,8 +610,10 @@ export class AwsEngine implements Engine {
         await rows.unfreeze(t, from);
         await rows.dropReplication(names);
         return;
-      default:
-        throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${ctx.step}`);
+      default: {
+        const unknown: never = step; // every data routing step has its case
+        throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${unknown}`);
+      }
     }
   }
 

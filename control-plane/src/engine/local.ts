@@ -13,9 +13,17 @@ import type {
   StepTenant,
 } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
+import {
+  isLocalProvisionStep,
+  type LocalOffboardStep,
+  type LocalOnboardStep,
+  type LocalPromotionStep,
+  type LocalRoutingStep,
+} from '../domain/steps.js';
 import type { Tier, TierCatalog } from '../domain/tiers.js';
 import { generatePassword } from '../lib/passwords.js';
 import {
+  ABORT_ROLLBACK_STEPS,
   ABORT_STEPS,
   type FaultHook,
   LocalPromotion,
@@ -47,12 +55,12 @@ import {
 export const PLATFORM_KEY_ALIAS = 'alias/tenantry/platform';
 export { POOL_SECRET };
 
-const ONBOARD: Record<Exclude<Tier, 'account'>, string[]> = {
+const ONBOARD: Record<Exclude<Tier, 'account'>, readonly LocalOnboardStep[]> = {
   pool: ['key', 'credentials', 'pool-membership'],
   bridge: ['key', 'credentials', 'role', 'schema', 'grants'],
   silo: ['key', 'credentials', 'role', 'database', 'schema', 'grants'],
 };
-const OFFBOARD: Record<Exclude<Tier, 'account'>, string[]> = {
+const OFFBOARD: Record<Exclude<Tier, 'account'>, readonly LocalOffboardStep[]> = {
   pool: ['pool-membership', 'credentials', 'key'],
   bridge: ['schema', 'role', 'credentials', 'key'],
   silo: ['database', 'role', 'credentials', 'key'],
@@ -150,12 +158,12 @@ export class LocalEngine implements Engine {
     this.promotion.setFaultHook(hook);
   }
 
-  promotionSteps(params: PromotionParams): string[] {
+  promotionSteps(params: PromotionParams): LocalPromotionStep[] {
     return [...(params.rollbackOf ? ROLLBACK_STEPS : PROMOTE_STEPS)];
   }
 
-  promotionAbortSteps(params: PromotionParams): string[] {
-    return params.rollbackOf ? ['abort-rollback'] : [...ABORT_STEPS];
+  promotionAbortSteps(params: PromotionParams): LocalRoutingStep[] {
+    return [...(params.rollbackOf ? ABORT_ROLLBACK_STEPS : ABORT_STEPS)];
   }
 
   cleanupPromotion(
@@ -175,7 +183,7 @@ export class LocalEngine implements Engine {
     return tier !== 'account';
   }
 
-  steps(kind: 'onboard' | 'offboard', tier: Tier): string[] {
+  steps(kind: 'onboard' | 'offboard', tier: Tier): (LocalOnboardStep | LocalOffboardStep)[] {
     if (tier === 'account') throw this.accountRefused();
     return [...(kind === 'onboard' ? ONBOARD : OFFBOARD)[tier]];
   }
@@ -271,7 +279,9 @@ export class LocalEngine implements Engine {
     const name = tenantObjectName(tenant.slug);
     const alias = tenantKeyAlias(tenant.slug);
     const limits = this.catalog.tiers[tenant.tier].role;
-    switch (ctx.step) {
+    const step = ctx.step;
+    if (!isLocalProvisionStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown step ${step}`);
+    switch (step) {
       case 'key': {
         if (!up) {
           await this.keys.shredKey(alias);
@@ -370,8 +380,10 @@ export class LocalEngine implements Engine {
         });
         return { schema: up ? n.poolSchema : null };
       }
-      default:
-        throw new TenantryError('PROVIDER_FAILED', `unknown step ${ctx.step}`);
+      default: {
+        const unknown: never = step; // every provisioning step has its case
+        throw new TenantryError('PROVIDER_FAILED', `unknown step ${unknown}`);
+      }
     }
   }
 

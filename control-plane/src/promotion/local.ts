@@ -9,6 +9,13 @@ import type {
   StepOutputs,
   StepTenant,
 } from '../domain/ports.js';
+import {
+  isLocalRoutingStep,
+  isRowMoveStep,
+  type LocalPromotionStep,
+  type LocalRoutingStep,
+  RESTORE_STEPS,
+} from '../domain/steps.js';
 import type { TierCatalog } from '../domain/tiers.js';
 import {
   applyGrants,
@@ -33,7 +40,6 @@ import {
   freezeLasted,
   type ReplicationNames,
   type Report,
-  ROW_MOVE_STEPS,
   ROW_STEPS,
   RowMove,
   type RowMoveOptions,
@@ -41,9 +47,15 @@ import {
 
 export { type FaultHook, forwardOnly, ROW_STEPS } from './row-move.js';
 
-export const PROMOTE_STEPS = ['provision', ...ROW_STEPS, 'cutover'];
-export const ROLLBACK_STEPS = ['freeze-target', 'restore', 'verify-restore', 'cutover-back', 'drop-target'];
-export const ABORT_STEPS = ['abort'];
+export const PROMOTE_STEPS: readonly LocalPromotionStep[] = ['provision', ...ROW_STEPS, 'cutover'];
+export const ROLLBACK_STEPS: readonly LocalPromotionStep[] = [
+  ...RESTORE_STEPS,
+  'cutover-back',
+  'drop-target',
+];
+export const ABORT_STEPS: readonly LocalRoutingStep[] = ['abort'];
+/** A rollback that failed before cutting back. */
+export const ABORT_ROLLBACK_STEPS: readonly LocalRoutingStep[] = ['abort-rollback'];
 
 export interface PromotionOptions extends RowMoveOptions {
   /** How long the source stays read-only, for rollback, before it is deleted. */
@@ -87,7 +99,7 @@ export class LocalPromotion {
   private stagingSecret = (slug: string) => `tenantry/${slug}/promotion`;
 
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
-    if (ROW_MOVE_STEPS.has(ctx.step)) return this.rows.runStep(ctx);
+    if (isRowMoveStep(ctx.step)) return this.rows.runStep(ctx);
     const params = ctx.params as unknown as PromotionParams;
     const t = ctx.tenant;
     const progress = ctx.progress ?? {};
@@ -95,7 +107,10 @@ export class LocalPromotion {
     const names = replicationNames(params.rollbackOf ?? ctx.operationId);
     const report = ctx.report ?? (async () => {});
     const fault = this.rows.faults(ctx.operationId, t.id, report);
-    switch (ctx.step) {
+    const step = ctx.step;
+    if (!isLocalRoutingStep(step))
+      throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${step}`);
+    switch (step) {
       case 'provision':
         return this.provision(t, params, to, progress, report);
       case 'cutover': {
@@ -126,8 +141,10 @@ export class LocalPromotion {
       case 'drop-target':
         await this.dropPlacement(t, from, params.toTier === 'pool');
         return undefined;
-      default:
-        throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${ctx.step}`);
+      default: {
+        const unknown: never = step; // every routing step has its case
+        throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${unknown}`);
+      }
     }
   }
 

@@ -4,6 +4,7 @@ import { isTenantryError, TenantryError } from '../domain/errors.js';
 import { tenantObjectName } from '../domain/naming.js';
 import type { PromotionParams, StepContext, StepTenant } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
+import { isRowMoveStep } from '../domain/steps.js';
 import type { Tier } from '../domain/tiers.js';
 import {
   applyGrants,
@@ -39,30 +40,14 @@ import {
   syncSequences,
 } from './replication.js';
 
-/** The row move proper: the same on every target, between provisioning and the routing flip. */
-export const ROW_STEPS = [
-  'replication',
-  'copy',
-  'indexes',
-  'catch-up',
-  'verify-full',
-  'freeze',
-  'drain',
-  'verify',
-];
-
 /**
- * Every step `RowMove.runStep` runs: the row move, the readying of a provisioned target, and a
- * rollback's freeze, restore and verification. Routing (provision, the flips, the abort, drops)
- * is each target's: `promotion/local.ts` and `engine/aws.ts`.
+ * The row move proper (`ROW_STEPS`: the same on every target, between provisioning and the routing
+ * flip), and every step `RowMove.runStep` runs (`ROW_MOVE_STEP_NAMES`: the row move, the readying
+ * of a provisioned target, and a rollback's freeze, restore and verification) are named in
+ * domain/steps.ts. Routing (provision, the flips, the abort, drops) is each target's:
+ * `promotion/local.ts` and `engine/aws.ts`.
  */
-export const ROW_MOVE_STEPS = new Set([
-  'prepare-target',
-  ...ROW_STEPS,
-  'freeze-target',
-  'restore',
-  'verify-restore',
-]);
+export { ROW_STEPS } from '../domain/steps.js';
 
 /**
  * A named point inside a step, for fault injection (crash tests kill the process there). `report`
@@ -466,7 +451,7 @@ export class RowMove {
     }
   }
 
-  /** Runs one of `ROW_MOVE_STEPS`. */
+  /** Runs one of `ROW_MOVE_STEP_NAMES` (domain/steps.ts). */
   async runStep(ctx: StepContext): Promise<undefined> {
     const params = ctx.params as unknown as PromotionParams;
     const t = ctx.tenant;
@@ -475,7 +460,9 @@ export class RowMove {
     const names = replicationNames(params.rollbackOf ?? ctx.operationId);
     const report = ctx.report ?? (async () => {});
     const fault = this.faults(ctx.operationId, t.id, report);
-    switch (ctx.step) {
+    const step = ctx.step;
+    if (!isRowMoveStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${step}`);
+    switch (step) {
       case 'prepare-target':
         await this.prepareTarget(t, to, progress, report);
         return undefined;
@@ -611,8 +598,10 @@ export class RowMove {
           await this.verifyRestored(t, from, to, report);
         });
         return undefined;
-      default:
-        throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${ctx.step}`);
+      default: {
+        const unknown: never = step; // every row-move step has its case
+        throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${unknown}`);
+      }
     }
   }
 
