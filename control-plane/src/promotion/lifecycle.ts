@@ -24,6 +24,25 @@ const stepTenant = (t: Tenant) => ({
   templateVersion: t.templateVersion,
 });
 
+/** Records, with its audit entry, that a promotion's source placement is gone (`by`: an offboarding). */
+async function sourceDeleted(
+  q: Queryable,
+  tenant: Tenant,
+  operationId: string,
+  params: PromotionParams,
+  by?: string,
+): Promise<void> {
+  await markSourceDeleted(q, operationId, by);
+  await appendAudit(q, {
+    actor: WORKER_ACTOR,
+    action: 'tenant.promotion.source-deleted',
+    tenantId: tenant.id,
+    tenantSlug: tenant.slug,
+    operationId,
+    details: { fromTier: params.fromTier, ...(by ? { by } : {}) },
+  });
+}
+
 /**
  * A promotion's life once its steps are done: the cutover is recorded and the deletion of its
  * source scheduled after the rollback window (or, for a rollback, cancelled); the deletion itself;
@@ -86,16 +105,8 @@ export class PromotionLifecycle {
       if (!promo || promo.progress.cleanedUp || promo.progress.rolledBack) continue;
       await this.engine.cleanupPromotion(stepTenant(tenant), promo.params, id);
       await this.db.tx(async (q) => {
-        await markSourceDeleted(q, id, byOperationId);
         await cancelPromotionCleanup(q, id);
-        await appendAudit(q, {
-          actor: WORKER_ACTOR,
-          action: 'tenant.promotion.source-deleted',
-          tenantId: tenant.id,
-          tenantSlug: tenant.slug,
-          operationId: id,
-          details: { fromTier: promo.params.fromTier, by: byOperationId },
-        });
+        await sourceDeleted(q, tenant, id, promo.params, byOperationId);
       });
     }
   }
@@ -117,17 +128,7 @@ export class PromotionLifecycle {
       await this.engine.cleanupPromotion(stepTenant(tenant), r.params, operationId, (patch) =>
         mergePromotionProgress(this.db, operationId, patch),
       );
-      await this.db.tx(async (q) => {
-        await markSourceDeleted(q, operationId);
-        await appendAudit(q, {
-          actor: WORKER_ACTOR,
-          action: 'tenant.promotion.source-deleted',
-          tenantId: tenant.id,
-          tenantSlug: tenant.slug,
-          operationId,
-          details: { fromTier: r.params.fromTier },
-        });
-      });
+      await this.db.tx((q) => sourceDeleted(q, tenant, operationId, r.params));
     });
   }
 
