@@ -52,29 +52,35 @@ function run(dir: string, args: string[]) {
   });
 }
 
-describe.skipIf(!hasPsql)('scripts/psql.sh (skipped without psql)', () => {
-  it('runs psql as the superuser with the secret file, never printing it, and leaves no password file behind', async () => {
-    const r = await run(dataDir('good', secret), [
-      '-d',
-      'postgres',
-      '-At',
-      '-c',
-      'SELECT current_user, inet_server_addr()',
-    ]);
-    expect(r).toMatchObject({ code: 0, stdout: 'postgres|127.0.0.1\n', leftInTmp: [] });
-    expect(r.stdout + r.stderr).not.toContain(secret);
-  });
+/** Why the file is skipped where it is: the script wraps psql, which only a machine with a Postgres client has. */
+const reasonToSkip = hasPsql ? null : 'no psql on PATH (Debian: apt-get install postgresql-client)';
 
-  it('authenticates with the file (SCRAM over TCP): a wrong secret is refused', async () => {
-    const r = await run(dataDir('wrong', 'not-the-secret'), ['-d', 'postgres', '-c', 'SELECT 1']);
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/password authentication failed for user "postgres"/);
-    expect(r.leftInTmp).toEqual([]);
-  });
+describe.skipIf(reasonToSkip !== null)(
+  `scripts/psql.sh${reasonToSkip ? ` (skipped: ${reasonToSkip})` : ''}`,
+  () => {
+    it('runs psql as the superuser with the secret file, never printing it, and leaves no password file behind', async () => {
+      const r = await run(dataDir('good', secret), [
+        '-d',
+        'postgres',
+        '-At',
+        '-c',
+        'SELECT current_user, inet_server_addr()',
+      ]);
+      expect(r).toMatchObject({ code: 0, stdout: 'postgres|127.0.0.1\n', leftInTmp: [] });
+      expect(r.stdout + r.stderr).not.toContain(secret);
+    });
 
-  it('says which file it could not read when the data directory is not the server one', async () => {
-    const r = await run(dataDir('empty', null), ['-c', 'SELECT 1']);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/cannot read .*pg-superuser\.secret/);
-  });
-});
+    it('authenticates with the file (SCRAM over TCP): a wrong secret is refused', async () => {
+      const r = await run(dataDir('wrong', 'not-the-secret'), ['-d', 'postgres', '-c', 'SELECT 1']);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/password authentication failed for user "postgres"/);
+      expect(r.leftInTmp).toEqual([]);
+    });
+
+    it('says which file it could not read when the data directory is not the server one', async () => {
+      const r = await run(dataDir('empty', null), ['-c', 'SELECT 1']);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/cannot read .*pg-superuser\.secret/);
+    });
+  },
+);
