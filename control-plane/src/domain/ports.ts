@@ -1,4 +1,4 @@
-import type { OperationKind } from './tenant.js';
+import type { OperationKind, Tenant } from './tenant.js';
 import type { Tier } from './tiers.js';
 
 export type Target = 'local' | 'aws';
@@ -10,6 +10,14 @@ export interface StepTenant {
   tier: Tier;
   templateVersion: number;
 }
+
+/** The part of a tenant record a step is given. */
+export const stepTenantOf = (t: Tenant): StepTenant => ({
+  id: t.id,
+  slug: t.slug,
+  tier: t.tier,
+  templateVersion: t.templateVersion,
+});
 
 export interface StepContext {
   operationId: string;

@@ -11,18 +11,11 @@ import {
 } from '../db/promotions.js';
 import { appendAudit, findTenantById } from '../db/repo.js';
 import { WORKER_ACTOR } from '../db/runs.js';
-import type { Engine, PromotionParams } from '../domain/ports.js';
+import { type Engine, type PromotionParams, stepTenantOf } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { Tenant } from '../domain/tenant.js';
 
 export { PROMOTION_CLEANUP_TASK } from '../db/jobs.js';
-
-const stepTenant = (t: Tenant) => ({
-  id: t.id,
-  slug: t.slug,
-  tier: t.tier,
-  templateVersion: t.templateVersion,
-});
 
 /** Records, with its audit entry, that a promotion's source placement is gone (`by`: an offboarding). */
 async function sourceDeleted(
@@ -103,7 +96,7 @@ export class PromotionLifecycle {
     for (const id of promotionIds) {
       const promo = await findPromotion(this.db, id, tenant.id);
       if (!promo || promo.progress.cleanedUp || promo.progress.rolledBack) continue;
-      await this.engine.cleanupPromotion(stepTenant(tenant), promo.params, id);
+      await this.engine.cleanupPromotion(stepTenantOf(tenant), promo.params, id);
       await this.db.tx(async (q) => {
         await cancelPromotionCleanup(q, id);
         await sourceDeleted(q, tenant, id, promo.params, byOperationId);
@@ -125,7 +118,7 @@ export class PromotionLifecycle {
     if (!tenant || tenant.status === 'offboarded') return;
     // Another run of this cleanup under way holds the lock: this one simply ends.
     await this.db.withSessionLock(`tenantry.cleanup.${operationId}`, async () => {
-      await this.engine.cleanupPromotion(stepTenant(tenant), r.params, operationId, (patch) =>
+      await this.engine.cleanupPromotion(stepTenantOf(tenant), r.params, operationId, (patch) =>
         mergePromotionProgress(this.db, operationId, patch),
       );
       await this.db.tx((q) => sourceDeleted(q, tenant, operationId, r.params));

@@ -23,7 +23,7 @@ import {
   WORKER_ACTOR,
 } from '../db/runs.js';
 import { isTenantryError, TenantryError } from '../domain/errors.js';
-import type { Engine, PromotionParams } from '../domain/ports.js';
+import { type Engine, type PromotionParams, stepTenantOf } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import { type OperationStep, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
 import type { DriftRemediator, Finding } from '../drift/types.js';
@@ -267,10 +267,6 @@ export class OperationExecutor {
     return undefined;
   }
 
-  private stepTenant(tenant: Tenant) {
-    return { id: tenant.id, slug: tenant.slug, tier: tenant.tier, templateVersion: tenant.templateVersion };
-  }
-
   /** Merges into the operation's progress, durably (fenced by the lease). */
   private async report(op: Claimed, patch: Record<string, unknown>): Promise<void> {
     Object.assign(op.progress, patch);
@@ -366,7 +362,7 @@ export class OperationExecutor {
           operationId: op.id,
           kind,
           step: name,
-          tenant: this.stepTenant(tenant),
+          tenant: stepTenantOf(tenant),
           signal,
           params: op.params,
           progress: op.progress,
