@@ -1,9 +1,49 @@
 import type { Queryable } from '../domain/queryable.js';
 
 /**
- * The job-queue SQL of promotion cleanups, against graphile-worker's functions (and, where it has
- * no function for the question, its private jobs table). One job per promotion, keyed by
- * `cleanupJobKey`, so scheduling twice replaces and cancelling needs only the promotion's id.
+ * The job-queue SQL, against graphile-worker's functions (and, where it has no function for the
+ * question, its private jobs table): every `add_job` of the control plane is here. Each job is
+ * keyed, so enqueuing twice replaces rather than runs twice.
+ */
+
+/** graphile-worker's task that runs an operation (`worker/index.ts`). */
+export const RUN_OPERATION_TASK = 'run-operation';
+
+/**
+ * The SQL call that enqueues an operation's job, over the given SQL expressions (parameters or
+ * columns), for a caller that must add it inside a larger statement (one round trip). The job is
+ * keyed by the operation id, so a second enqueue replaces it rather than running it twice.
+ */
+export const addOperationJobSql = (task: string, operationId: string, maxAttempts: string): string =>
+  `graphile_worker.add_job(${task}, json_build_object('operationId', ${operationId}::text), job_key := ${operationId}::text, max_attempts := ${maxAttempts}::int)`;
+
+/** Enqueues (or re-enqueues, replacing a dead job's key) an operation's job. */
+export async function enqueueOperationJob(
+  q: Queryable,
+  operationId: string,
+  maxAttempts: number,
+): Promise<void> {
+  await q.query(`SELECT ${addOperationJobSql('$1', '$2', '$3')}`, [
+    RUN_OPERATION_TASK,
+    operationId,
+    maxAttempts,
+  ]);
+}
+
+/** graphile-worker's task that runs a drift sweep (API requests and the cron tick). */
+export const DRIFT_SWEEP_TASK = 'drift-sweep';
+
+/** Enqueues the sweep of a requested drift run, keyed by the run's id. */
+export async function enqueueDriftRun(q: Queryable, runId: string): Promise<void> {
+  await q.query(
+    `SELECT graphile_worker.add_job($1, json_build_object('runId', $2::text), job_key := $3, max_attempts := 10)`,
+    [DRIFT_SWEEP_TASK, runId, `drift-run:${runId}`],
+  );
+}
+
+/*
+ * Promotion cleanups: one job per promotion, keyed by `cleanupJobKey`, so scheduling twice
+ * replaces and cancelling needs only the promotion's id.
  */
 
 /** graphile-worker's task that deletes a promotion's source placement once its rollback window ends. */

@@ -8,6 +8,7 @@ import type {
   TenantStatus,
 } from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
+import { addOperationJobSql, RUN_OPERATION_TASK } from './jobs.js';
 
 /* ---------- tenants ---------- */
 
@@ -214,13 +215,6 @@ export async function activeOperationFor(q: Queryable, tenantId: string): Promis
 }
 
 /**
- * The SQL call that enqueues an operation's job, over the given parameter expressions. The job is
- * keyed by the operation id, so a second enqueue replaces it rather than running it twice.
- */
-const addOperationJob = (task: string, operationId: string, maxAttempts: string) =>
-  `graphile_worker.add_job(${task}, json_build_object('operationId', ${operationId}::text), job_key := ${operationId}::text, max_attempts := ${maxAttempts}::int)`;
-
-/**
  * Inserts the operation and enqueues its job in the caller's transaction: either both
  * happen or neither does. The partial unique index refuses a second active operation.
  */
@@ -247,7 +241,7 @@ export async function insertOperationAndEnqueue(
     `WITH o AS (
        INSERT INTO operations (id, kind, tenant_id, status, steps, params)
        VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb) RETURNING id)
-     SELECT ${addOperationJob('$6', 'o.id', '$7')} FROM o`,
+     SELECT ${addOperationJobSql('$6', 'o.id', '$7')} FROM o`,
     [
       op.id,
       op.kind,
@@ -275,19 +269,8 @@ export async function insertOperationAndEnqueue(
   };
 }
 
-export const RUN_OPERATION_TASK = 'run-operation';
-
-export async function enqueueOperationJob(
-  q: Queryable,
-  operationId: string,
-  maxAttempts: number,
-): Promise<void> {
-  await q.query(`SELECT ${addOperationJob('$1', '$2', '$3')}`, [
-    RUN_OPERATION_TASK,
-    operationId,
-    maxAttempts,
-  ]);
-}
+/** The operation job's SQL is db/jobs.ts's; re-exported for the callers that enqueue with the operation. */
+export { enqueueOperationJob, RUN_OPERATION_TASK } from './jobs.js';
 
 /* ---------- audit ---------- */
 

@@ -1,4 +1,5 @@
 import type { Db } from '../db/db.js';
+import { enqueueDriftRun } from '../db/jobs.js';
 import { appendAudit, findTenantBySlug } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import type { Tier } from '../domain/tiers.js';
@@ -19,7 +20,9 @@ import {
 import type { DriftSweeper, SweepResult } from './sweep.js';
 import type { DriftMode } from './types.js';
 
-export const DRIFT_SWEEP_TASK = 'drift-sweep';
+/** The sweep's task name is db/jobs.ts's, with its SQL; re-exported for the job queue's wiring. */
+export { DRIFT_SWEEP_TASK } from '../db/jobs.js';
+
 /** Findings returned with one run; the rest are counted in its summary. */
 const RUN_FINDINGS_LIMIT = 1000;
 
@@ -62,10 +65,7 @@ export class DriftService {
             status: 'queued',
             target: this.target,
           });
-          await q.query(
-            `SELECT graphile_worker.add_job($1, json_build_object('runId', $2::text), job_key := $3, max_attempts := 10)`,
-            [DRIFT_SWEEP_TASK, r.id, `drift-run:${r.id}`],
-          );
+          await enqueueDriftRun(q, r.id);
           await appendAudit(q, {
             actor: ctx.actor,
             action: 'drift.run.requested',
