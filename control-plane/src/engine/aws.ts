@@ -5,7 +5,6 @@ import { OrganizationsClient } from '@aws-sdk/client-organizations';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { STSClient } from '@aws-sdk/client-sts';
 import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
-import type { PlatformSettings } from '../../../stacks/common/config.js';
 import { accountRootEmail } from '../../../stacks/common/input.js';
 import type { StagedPlacementOutputs } from '../../../stacks/common/program.js';
 import { DEFAULT_TEMPLATES_DIR, loadProgramTemplates } from '../../../stacks/common/templates.js';
@@ -41,7 +40,7 @@ import {
   type RowMoveStep,
 } from '../domain/steps.js';
 import { TIERS, type Tier, type TierCatalog } from '../domain/tiers.js';
-import type { Placement } from '../promotion/placement.js';
+import { managedPlacementOf, type Placement } from '../promotion/placement.js';
 import { replicationNames } from '../promotion/replication.js';
 import {
   cutoverReport,
@@ -273,13 +272,7 @@ export class AwsEngine implements Engine {
     }
     // This promotion's slot and publication, were they left behind (never another promotion's).
     await rows.dropReplication(replicationNames(operationId));
-    await dropSourcePlacement(
-      mover,
-      tenant,
-      from,
-      this.opts.platform.pool,
-      this.opts.promotion?.freezeWaitMs,
-    );
+    await dropSourcePlacement(mover, tenant, from, this.opts.promotion?.freezeWaitMs);
     await report?.({ sourceDeleted: true });
   }
 
@@ -331,24 +324,20 @@ export class AwsEngine implements Engine {
 
   /** Where the source rows are: the pool, or the tenant's bridge schema, on the shared cluster. */
   private sourcePlacement(dp: DataPlane, t: StepTenant, tier: Tier): Placement {
-    const pool = this.opts.platform.pool;
-    if (tier === 'pool') {
-      return {
-        tier,
-        database: dp.names.database,
-        schema: pool.schema,
-        shared: true,
-        writers: [pool.appRole],
-        managed: true,
-        // The RDS master user does not bypass RLS: it sees the pool rows of the tenant it sets.
-        context: { setting: pool.tenantSetting, tenantId: t.id },
-      };
-    }
-    if (tier !== 'bridge') {
+    if (tier !== 'pool' && tier !== 'bridge') {
       throw new TenantryError('PROMOTION_NOT_ALLOWED', `a ${tier} tenant is not promoted`);
     }
-    const name = tenantObjectName(t.slug);
-    return { tier, database: dp.names.database, schema: name, shared: false, writers: [name], managed: true };
+    const pool = this.opts.platform.pool;
+    return managedPlacementOf(
+      {
+        database: dp.names.database,
+        poolSchema: pool.schema,
+        poolRole: pool.appRole,
+        tenantSetting: pool.tenantSetting,
+      },
+      t,
+      tier,
+    );
   }
 
   /** The staged placement on its server, as runRowStep resolved it into the step's progress. */
@@ -797,17 +786,16 @@ async function dropSourcePlacement(
   { dp, catalog, template }: RowMover,
   t: StepTenant,
   from: Placement,
-  pool: PlatformSettings['pool'],
   freezeWaitMs = 15_000,
 ): Promise<void> {
-  if (from.tier === 'pool') {
+  if (from.shared) {
     await dp.withData((db) =>
       poolMembershipProvider.delete(db, {
-        schema: pool.schema,
+        schema: from.schema,
         tenantId: t.id,
         slug: t.slug,
-        setting: pool.tenantSetting,
-        writers: [pool.appRole],
+        setting: from.context!.setting,
+        writers: from.writers,
         freezeReason: 'moved',
         freezeWaitMs,
       }),

@@ -48,30 +48,70 @@ export interface Placement {
   managed?: boolean;
 }
 
+/** The tiers whose tables are in the shared database. */
+type SharedDatabaseTier = 'pool' | 'bridge';
+
+/** Where `slug`'s tables are in the shared database: the pool schema, or the tenant's bridge schema. */
+function inSharedDatabase(
+  names: Pick<PlacementNames, 'database' | 'poolSchema' | 'poolRole'>,
+  slug: string,
+  tier: SharedDatabaseTier,
+): Placement {
+  if (tier === 'pool') {
+    return {
+      tier,
+      database: names.database,
+      schema: names.poolSchema,
+      shared: true,
+      writers: [names.poolRole],
+    };
+  }
+  const name = tenantObjectName(slug);
+  return { tier, database: names.database, schema: name, shared: false, writers: [name] };
+}
+
 /** Where `slug`'s tables are on `tier` (a data plane, or anything carrying its names). */
 export function placementOf(dp: { names: PlacementNames }, slug: string, tier: Tier): Placement {
-  const name = tenantObjectName(slug);
   const owner = dp.names.ownerRole;
   switch (tier) {
     case 'pool':
-      return {
-        tier,
-        database: dp.names.database,
-        schema: dp.names.poolSchema,
-        shared: true,
-        writers: [dp.names.poolRole],
-        owner,
-      };
     case 'bridge':
-      return { tier, database: dp.names.database, schema: name, shared: false, writers: [name], owner };
-    case 'silo':
+      return { ...inSharedDatabase(dp.names, slug, tier), owner };
+    case 'silo': {
+      const name = tenantObjectName(slug);
       return { tier, database: name, schema: dp.names.siloSchema, shared: false, writers: [name], owner };
+    }
     default:
       throw new TenantryError(
         'TIER_NOT_AVAILABLE_ON_TARGET',
         `tier ${tier} has no Postgres placement on this target`,
       );
   }
+}
+
+/** The names of a shared cluster whose tenant objects a stack manages (the aws target's platform settings). */
+export interface ManagedPlacementNames extends Pick<PlacementNames, 'database' | 'poolSchema' | 'poolRole'> {
+  /** The setting the pool's row-level security policy reads the tenant from. */
+  tenantSetting: string;
+}
+
+/**
+ * Where a tenant's tables are in the shared database of a cluster whose roles, grants and routing
+ * a stack manages (the aws target): the same layout as `placementOf`, marked `managed`, the
+ * schema's owner left to the stack. Its admin (an RDS master user) does not bypass RLS: on the
+ * pool, it sees and writes the rows of the tenant it sets.
+ */
+export function managedPlacementOf(
+  names: ManagedPlacementNames,
+  tenant: { id: string; slug: string },
+  tier: SharedDatabaseTier,
+): Placement {
+  const p = inSharedDatabase(names, tenant.slug, tier);
+  return {
+    ...p,
+    managed: true,
+    ...(p.shared ? { context: { setting: names.tenantSetting, tenantId: tenant.id } } : {}),
+  };
 }
 
 /** The tables of a placement's schema (plain and partitioned), by name. */
