@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
-import { POOL_SECRET, tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
+import { POOL_SECRET, tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type {
   ConnectionDescriptor,
   Engine,
@@ -12,7 +12,6 @@ import type {
   StepOutputs,
   StepTenant,
 } from '../domain/ports.js';
-import type { Queryable } from '../domain/queryable.js';
 import {
   isLocalProvisionStep,
   type LocalOffboardStep,
@@ -31,26 +30,18 @@ import {
   type PromotionOptions,
   ROLLBACK_STEPS,
 } from '../promotion/local.js';
-import { placementOf } from '../promotion/placement.js';
 import {
-  applyGrants,
-  applyRole,
-  applySchema,
   databaseProvider,
-  endRoleSessions,
-  ensureFreezeSupport,
   ensureFreezeTriggers,
-  grantsProvider,
-  guardPrivateSchemaSql,
   hardenDatabase,
   ident,
   lockDownDatabases,
-  poolMembershipProvider,
   poolProvider,
   roleProvider,
   schemaProvider,
   type TenantTemplate,
 } from '../providers/postgres/index.js';
+import { LocalTenantResources } from './local-resources.js';
 
 export const PLATFORM_KEY_ALIAS = 'alias/tenantry/platform';
 export { POOL_SECRET };
@@ -77,8 +68,8 @@ export class LocalEngine implements Engine {
   readonly rollsBackFailedOnboarding = true;
   readonly promotionMovesRows = true;
   readonly promotionRollback = true;
-  /** The pool role's password, read once at bootstrap: every pool descriptor carries it. */
-  private poolPassword: string | undefined;
+  /** The tenant's resources, one method each (drift remediation calls the same). */
+  private readonly resources: LocalTenantResources;
 
   constructor(
     private readonly dp: DataPlane,
@@ -97,6 +88,7 @@ export class LocalEngine implements Engine {
       promotion?: Partial<PromotionOptions>;
     } = {},
   ) {
+    this.resources = new LocalTenantResources(dp, keys, catalog, template);
     const delay = opts.faultStepDelayMs ?? 0;
     // Crash tests: the first time an operation reaches a named point inside a step (in this
     // process), say where it is, then linger there. Only the first time: a point inside a loop
@@ -227,7 +219,7 @@ export class LocalEngine implements Engine {
       poolSecret = await this.keys.getSecret(POOL_SECRET);
     }
     const poolPassword = String(poolSecret?.value.password);
-    this.poolPassword = poolPassword;
+    this.resources.setPoolPassword(poolPassword);
     await this.dp.withMaintenance(async (db) => {
       const existing = await roleProvider.observe(db, { name: n.poolRole, ...this.catalog.tiers.pool.role });
       await roleProvider.create(db, {
@@ -275,151 +267,46 @@ export class LocalEngine implements Engine {
     await this.faultHold()?.(`step:${ctx.step}`, ctx.report);
     if (tenant.tier === 'account') throw this.accountRefused();
     const up = ctx.kind === 'onboard';
-    const n = this.dp.names;
-    const name = tenantObjectName(tenant.slug);
-    const alias = tenantKeyAlias(tenant.slug);
-    const limits = this.catalog.tiers[tenant.tier].role;
+    const t = { id: tenant.id, slug: tenant.slug, tier: tenant.tier };
+    const r = this.resources;
     const step = ctx.step;
     if (!isLocalProvisionStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown step ${step}`);
     switch (step) {
-      case 'key': {
-        if (!up) {
-          await this.keys.shredKey(alias);
-          return { keyId: null };
-        }
-        const { keyId } = await this.keys.ensureKey(tenant.id, alias);
-        return { keyId, keyAlias: alias };
-      }
+      case 'key':
+        if (up) return r.ensureKey(t);
+        await r.shredKey(t);
+        return { keyId: null };
       case 'credentials': {
-        const secretName = tenantSecretName(tenant.slug);
         if (!up) {
-          await this.keys.deleteSecret(secretName);
+          await r.deleteCredentials(t);
           return { secretRef: null };
         }
-        const existing = await this.keys.getSecret(secretName);
-        if (existing) return { secretRef: existing.ref, secretVersion: existing.version };
-        const descriptor = await this.descriptorFor(tenant);
-        const { ref, version } = await this.keys.putSecret(secretName, alias, { ...descriptor }, 1);
-        return { secretRef: ref, secretVersion: version };
+        const written = (await r.currentCredentials(t)) ?? (await r.writeCredentials(t, 1));
+        return { secretRef: written.ref, secretVersion: written.version };
       }
-      case 'role': {
-        if (!up) {
-          // A bridge role holds privileges in the shared database; a silo's went with its database,
-          // but a silo promoted from bridge may still hold some there: clean both.
-          await this.dp.withData((data) =>
-            this.dp.withMaintenance((db) => roleProvider.delete(db, { name, ...limits, cleanupIn: [data] })),
-          );
-          return { user: null };
-        }
-        const secret = await this.keys.getSecret(tenantSecretName(tenant.slug));
-        const password = secret?.value.password;
-        if (typeof password !== 'string')
-          throw new TenantryError('SECRET_UNAVAILABLE', 'tenant credentials are missing');
-        const searchPath = [placementOf(this.dp, tenant.slug, tenant.tier).schema];
-        // applyRole states NOSUPERUSER NOBYPASSRLS explicitly; drift runs observe it in batch.
-        await this.dp.withMaintenance((db) => applyRole(db, { name, ...limits, searchPath, password }));
-        return { user: name };
-      }
-      case 'database': {
-        if (!up) {
-          await this.dp.withMaintenance((db) => databaseProvider.delete(db, { name, owner: n.ownerRole }));
-          return { database: null };
-        }
-        await this.dp.withMaintenance((db) =>
-          databaseProvider.create(db, { name, owner: n.ownerRole, template: n.siloTemplate }),
-        );
-        return { database: name };
-      }
-      case 'schema': {
-        const { schema } = placementOf(this.dp, tenant.slug, tenant.tier);
-        const spec = { name: schema, owner: n.ownerRole, template: this.template };
-        if (tenant.tier === 'bridge') {
-          if (!up) {
-            // The tenant's own sessions end first: a transaction it left open would otherwise
-            // hold a lock that the DROP waits on.
-            await this.dp.withMaintenance((db) => endRoleSessions(db, name));
-            await this.dp.withData((db) => schemaProvider.delete(db, spec));
-          } else
-            await this.dp.withData(async (db) => {
-              // Freezable later (a promotion) without DDL on tables the tenant is writing: the guards
-              // go on in the transaction that creates the tables (nobody writes here yet).
-              await ensureFreezeSupport(db, n.ownerRole);
-              await applySchema(db, spec, { andThen: [guardPrivateSchemaSql(schema)] });
-            });
-        } else if (up) {
-          await this.dp.withDatabase(name, async (db) => {
-            await schemaProvider.create(db, spec);
-            // Cloned from the hardened template: one catalog read (a silo older than that is hardened here).
-            await hardenDatabase(db, { shared: false });
-          });
-        } // a silo's schema goes with its database
-        return { schema: up ? schema : null };
-      }
-      case 'grants': {
-        const { database, schema } = placementOf(this.dp, tenant.slug, tenant.tier);
-        const spec = { database, schema, role: name, owner: n.ownerRole };
-        const apply = async (db: Queryable) => {
-          if (up) await applyGrants(db, spec);
-          else await grantsProvider.delete(db, spec);
-        };
-        await (database === n.database ? this.dp.withData(apply) : this.dp.withDatabase(database, apply));
+      case 'role':
+        if (up) await r.applyRole(t, { password: true });
+        else await r.dropRole(t);
+        return { user: up ? tenantObjectName(tenant.slug) : null };
+      case 'database':
+        if (up) return { database: await r.createDatabase(t) };
+        await r.dropDatabase(t);
+        return { database: null };
+      case 'schema':
+        if (up) return { schema: await r.createSchema(t) };
+        await r.dropSchema(t);
+        return { schema: null };
+      case 'grants':
+        await (up ? r.applyGrants(t) : r.revokeGrants(t));
         return undefined;
-      }
-      case 'pool-membership': {
-        const spec = {
-          schema: n.poolSchema,
-          tenantId: tenant.id,
-          slug: tenant.slug,
-          setting: n.tenantSetting,
-          // Removal freezes the tenant first, waiting for the shared role's older transactions.
-          writers: [n.poolRole],
-        };
-        await this.dp.withData(async (db) => {
-          if (up) await poolMembershipProvider.create(db, spec);
-          else await poolMembershipProvider.delete(db, spec);
-        });
-        return { schema: up ? n.poolSchema : null };
-      }
+      case 'pool-membership':
+        if (up) return { schema: await r.joinPool(t) };
+        await r.leavePool(t);
+        return { schema: null };
       default: {
         const unknown: never = step; // every provisioning step has its case
         throw new TenantryError('PROVIDER_FAILED', `unknown step ${unknown}`);
       }
-    }
-  }
-
-  /** What the data plane needs to connect, including the password (local target only). */
-  private async descriptorFor(tenant: StepTenant): Promise<ConnectionDescriptor> {
-    const n = this.dp.names;
-    const name = tenantObjectName(tenant.slug);
-    const secretRef = `local-secret://${tenantSecretName(tenant.slug)}`;
-    const base = {
-      tenantId: tenant.id,
-      tier: tenant.tier,
-      host: this.dp.host,
-      port: this.dp.port,
-      secretRef,
-    };
-    switch (tenant.tier) {
-      case 'pool': {
-        const password = this.poolPassword ?? (await this.keys.getSecret(POOL_SECRET))?.value.password;
-        if (typeof password !== 'string')
-          throw new TenantryError('SECRET_UNAVAILABLE', 'pool credentials are missing');
-        return {
-          ...base,
-          database: n.database,
-          schema: n.poolSchema,
-          user: n.poolRole,
-          password,
-          tenantSetting: n.tenantSetting,
-        };
-      }
-      case 'bridge':
-      case 'silo': {
-        const { database, schema } = placementOf(this.dp, tenant.slug, tenant.tier);
-        return { ...base, database, schema, user: name, password: generatePassword() };
-      }
-      default:
-        throw this.accountRefused();
     }
   }
 
