@@ -270,7 +270,6 @@ export async function insertOperationAndEnqueue(
 }
 
 /** The operation job's SQL is db/jobs.ts's; re-exported for the callers that enqueue with the operation. */
-export { enqueueOperationJob, RUN_OPERATION_TASK } from './jobs.js';
 
 /* ---------- audit ---------- */
 

@@ -3,16 +3,17 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { DataPlane } from '../dataplane/dataplane.js';
 import type { Db } from '../db/db.js';
+import { DRIFT_SWEEP_TASK } from '../db/jobs.js';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
 import type { Templates } from '../lib/templates.js';
 import { LocalDriftDetector } from './local.js';
 import { LocalDriftRemediator } from './local-remediation.js';
 import { DriftMetrics } from './metrics.js';
-import { DRIFT_SWEEP_TASK, DriftService } from './service.js';
+import { DriftService } from './service.js';
 import { DriftSweeper } from './sweep.js';
 import type { DriftDetector, DriftRemediator } from './types.js';
 
-export { DRIFT_SWEEP_TASK, DriftService } from './service.js';
+export { DriftService } from './service.js';
 
 export interface DriftDeps {
   db: Db;

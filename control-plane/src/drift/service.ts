@@ -21,7 +21,6 @@ import type { DriftSweeper, SweepResult } from './sweep.js';
 import type { DriftMode } from './types.js';
 
 /** The sweep's task name is db/jobs.ts's, with its SQL; re-exported for the job queue's wiring. */
-export { DRIFT_SWEEP_TASK } from '../db/jobs.js';
 
 /** Findings returned with one run; the rest are counted in its summary. */
 const RUN_FINDINGS_LIMIT = 1000;

@@ -1,3 +1,4 @@
+import type { ReconcileStep } from '../domain/steps.js';
 import type { Tier } from '../domain/tiers.js';
 
 /**
@@ -127,8 +128,8 @@ export interface DriftRemediator {
   /** Whether remediation can act on a finding at all (the rest stays reported). */
   remediable(f: Finding): boolean;
   /** The step names that repair these findings, in order; empty when nothing can be done. */
-  plan(tenant: TenantRecord | null, findings: Finding[]): string[];
-  /** Runs one planned step. */
+  plan(tenant: TenantRecord | null, findings: Finding[]): ReconcileStep[];
+  /** Runs one planned step (a name read back from the operation's record, so checked at run time). */
   runStep(
     tenant: TenantRecord | null,
     step: string,

@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { Db } from '../db/db.js';
-import { cancelPromotionCleanup } from '../db/jobs.js';
+import { cancelPromotionCleanup, enqueueOperationJob } from '../db/jobs.js';
 import {
   type Actor,
   activeOperationFor,
   appendAudit,
-  enqueueOperationJob,
   findOperation,
   findTenantById,
   findTenantBySlug,

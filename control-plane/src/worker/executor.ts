@@ -1,13 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
-import {
-  appendAudit,
-  enqueueOperationJob,
-  findTenantById,
-  setTenantStatus,
-  tenantFromJson,
-} from '../db/repo.js';
+import { enqueueOperationJob } from '../db/jobs.js';
+import { appendAudit, findTenantById, setTenantStatus, tenantFromJson } from '../db/repo.js';
 import {
   type ClaimedOperation as Claimed,
   claimOperation,
@@ -31,10 +26,6 @@ import { safeMessage } from '../lib/errors.js';
 import type { Metrics } from '../lib/metrics.js';
 import { isTransient } from '../lib/transient.js';
 import { PromotionLifecycle } from '../promotion/lifecycle.js';
-
-/** Moved to lib/errors.ts and db/jobs.ts; re-exported for callers that import them from here. */
-export { PROMOTION_CLEANUP_TASK } from '../db/jobs.js';
-export { safeMessage };
 
 /** An error past an operation's point of no return: retried, or resumed, but never undone. */
 export function isForwardOnly(e: unknown): boolean {

@@ -1,8 +1,7 @@
 import { Logger as GraphileLogger, type Runner, run, runMigrations, type TaskList } from 'graphile-worker';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
-import { PROMOTION_CLEANUP_TASK } from '../db/jobs.js';
-import { RUN_OPERATION_TASK } from '../db/repo.js';
+import { PROMOTION_CLEANUP_TASK, RUN_OPERATION_TASK } from '../db/jobs.js';
 import type { OperationExecutor } from './executor.js';
 
 function graphileLogger(log: Logger): GraphileLogger {
