@@ -8,6 +8,7 @@ import pino from 'pino';
 import { inject } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
 import { type Config, loadConfig } from '../../control-plane/src/config.js';
+import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { createToken } from '../../control-plane/src/db/tokens.js';
 import type { Role } from '../../control-plane/src/domain/auth.js';
 import { loggerOptions } from '../../control-plane/src/logger.js';
@@ -41,11 +42,11 @@ export async function superQuery<T extends pg.QueryResultRow = Record<string, un
  * template, every database its owner role owns (the silos), then that owner role and the pool login.
  * Leftover sessions (tenant clients a test forgot, a promotion's walsender) are ended first, and
  * logical replication slots on those databases dropped, since DROP DATABASE … WITH (FORCE) refuses
- * a database that still has one. Tenant login roles (`tenant_<slug>`) are left: a fixed slug may be
+ * a database that still has one. Tenant login roles (tenantObjectName) are left: a fixed slug may be
  * in use by another file's stack on the same cluster.
  */
 export async function dropStackDatabases(controlDb: string, dataDb: string): Promise<void> {
-  const owner = `${dataDb}_owner`;
+  const { ownerRole: owner, poolRole, siloTemplate } = dataPlaneNames(dataDb);
   const c = new pg.Client({ connectionString: adminUrl('postgres') });
   await c.connect();
   try {
@@ -53,7 +54,7 @@ export async function dropStackDatabases(controlDb: string, dataDb: string): Pro
       `SELECT d.datname, d.datistemplate FROM pg_database d
         WHERE d.datname = ANY($1::text[])
            OR d.datdba = (SELECT oid FROM pg_roles WHERE rolname = $2)`,
-      [[controlDb, dataDb, `${dataDb}_silo_template`], owner],
+      [[controlDb, dataDb, siloTemplate], owner],
     );
     const names = rows.map((r) => r.datname);
     await c.query(
@@ -71,7 +72,7 @@ export async function dropStackDatabases(controlDb: string, dataDb: string): Pro
       await c.query(`DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
     }
     // Roles are cluster-wide; these two carry the stack's random data-database name, so no other stack shares them.
-    for (const role of [owner, `${dataDb}_pool`]) {
+    for (const role of [owner, poolRole]) {
       await c.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`);
     }
   } finally {

@@ -1,8 +1,9 @@
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
+import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { Db } from '../../control-plane/src/db/db.js';
-import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
+import { tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import { Metrics } from '../../control-plane/src/lib/metrics.js';
 import { TokenCache } from '../../control-plane/src/plugins/auth.js';
 import {
@@ -326,7 +327,7 @@ describe('DELETE /v1/tenants/{slug}', () => {
       expect(key).toEqual([{ state: 'destroyed', wrapped_key: null }]);
       expect(
         await superQuery(s.controlDb, 'SELECT 1 FROM local_secrets WHERE name = $1', [
-          `tenantry/${t.slug}/connection`,
+          tenantSecretName(t.slug),
         ]),
       ).toHaveLength(0);
       const got = await s.app.inject({
@@ -384,10 +385,16 @@ describe('connection descriptor', () => {
     const d = await connectionOf(s, t.slug);
     const name = tenantObjectName(t.slug);
     const dp = new URL(s.config.dataplaneUrl!);
+    const names = dataPlaneNames(s.dataDb);
     const placement = {
-      pool: { database: s.dataDb, schema: 'pool', user: `${s.dataDb}_pool`, tenantSetting: 'app.tenant_id' },
-      bridge: { database: s.dataDb, schema: name, user: name },
-      silo: { database: name, schema: 'app', user: name },
+      pool: {
+        database: names.database,
+        schema: names.poolSchema,
+        user: names.poolRole,
+        tenantSetting: names.tenantSetting,
+      },
+      bridge: { database: names.database, schema: name, user: name },
+      silo: { database: name, schema: names.siloSchema, user: name },
     }[tier];
     // Exact key set: pool alone carries tenantSetting; the local target includes the password.
     expect(d).toEqual({
@@ -397,7 +404,7 @@ describe('connection descriptor', () => {
       port: Number(dp.port),
       ...placement,
       password: expect.stringMatching(/^[A-Za-z0-9_-]{32}$/),
-      secretRef: `local-secret://tenantry/${t.slug}/connection`,
+      secretRef: `local-secret://${tenantSecretName(t.slug)}`,
     });
     if (tier !== 'pool') expect(d).not.toHaveProperty('tenantSetting');
   });

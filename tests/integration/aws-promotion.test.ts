@@ -44,7 +44,7 @@ const SHARED_DB = `sc_${id}`;
 const POOL_OWNER = `po_${id}`;
 const POOL_APP = `pa_${id}`;
 const POOL_PASSWORD = `pw-${rand(12)}`;
-const SHARED_SECRET = 'tenantry/platform/shared-cluster-admin';
+const SHARED_SECRET = TEST_PLATFORM.sharedCluster!.adminSecretName;
 /**
  * The shared cluster's admin, as on RDS: no SUPERUSER, no BYPASSRLS (it sees pool rows only under
  * a tenant context), but CREATEROLE, CREATEDB and REPLICATION. It builds everything of the shared

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import {
   auth,
   type DriftStack,
@@ -93,7 +94,9 @@ describe('a sweep during onboarding and promotion', () => {
       headers: { ...auth(s.tokens.sre), confirm: 'settled-bridge' },
     });
     expect(del.statusCode).toBe(202);
-    await s.sql('postgres', 'ALTER ROLE tenant_settled_bridge CONNECTION LIMIT 1').catch(() => undefined);
+    await s
+      .sql('postgres', `ALTER ROLE ${tenantObjectName('settled-bridge')} CONNECTION LIMIT 1`)
+      .catch(() => undefined);
     const r = await s.drift.runNow();
     expect(r?.findings.filter((f) => f.tenantSlug === 'settled-bridge')).toEqual([]);
     expect(r?.run.remediation).toEqual([]);

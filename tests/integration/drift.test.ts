@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
-import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
+import { DataPlane, dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
+import { tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import { readRoles, readSiloCatalog } from '../../control-plane/src/drift/catalog.js';
 import { verifierHash } from '../../control-plane/src/drift/credentials.js';
 import { LocalDriftDetector } from '../../control-plane/src/drift/local.js';
@@ -35,7 +35,9 @@ const T = {
   silo: 'acme-silo',
 };
 const ids: Record<string, string> = {};
-const DATA = 'tenantry_data';
+/** The embedded default's data plane (what startDriftStack runs): its database, roles and schemas. */
+const DP = dataPlaneNames('tenantry_data');
+const DATA = DP.database;
 const obj = tenantObjectName;
 
 beforeAll(async () => {
@@ -256,7 +258,7 @@ let writes = 0;
  */
 async function frozenWriteRefused(slug: string, tier: 'pool' | 'bridge' | 'silo'): Promise<boolean> {
   const db = tier === 'silo' ? obj(slug) : DATA;
-  const schema = tier === 'pool' ? 'pool' : tier === 'bridge' ? obj(slug) : 'app';
+  const schema = tier === 'pool' ? DP.poolSchema : tier === 'bridge' ? obj(slug) : DP.siloSchema;
   await s.sql(
     db,
     `INSERT INTO tenantry_meta.frozen_tenants (tenant_id, schema_name, reason) VALUES ($1, $2, 'promotion')`,
@@ -386,7 +388,7 @@ const CASES: Case[] = [
             `SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = '${obj(T.bridge3)}.users'::regclass`,
           )
         )[0]?.o,
-      ).toBe(`${DATA}_owner`);
+      ).toBe(DP.ownerRole);
       await s.sql('postgres', 'DROP ROLE drift_outsider');
     },
   },
@@ -670,7 +672,7 @@ const CASES: Case[] = [
             `SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 'app.settings'::regclass`,
           )
         )[0]?.o,
-      ).toBe(`${DATA}_owner`);
+      ).toBe(DP.ownerRole);
       await s.sql('postgres', 'DROP ROLE drift_hand_made');
     },
   },
@@ -722,27 +724,27 @@ const CASES: Case[] = [
   {
     what: "a pool tenant's deleted secret",
     inject: () =>
-      s.sql(s.controlDb, 'DELETE FROM local_secrets WHERE name = $1', [`tenantry/${T.pool2}/connection`]),
+      s.sql(s.controlDb, 'DELETE FROM local_secrets WHERE name = $1', [tenantSecretName(T.pool2)]),
     expected: {
       tenantSlug: T.pool2,
       resource: 'secret',
-      name: `tenantry/${T.pool2}/connection`,
+      name: tenantSecretName(T.pool2),
       kind: 'missing',
       field: 'exists',
     },
     after: async () => {
       const d = await connectionOf(s, T.pool2);
-      expect(d).toMatchObject({ tenantId: ids[T.pool2], tier: 'pool', tenantSetting: 'app.tenant_id' });
+      expect(d).toMatchObject({ tenantId: ids[T.pool2], tier: 'pool', tenantSetting: DP.tenantSetting });
     },
   },
   {
     what: "a bridge tenant's deleted secret (new credentials reach the role)",
     inject: () =>
-      s.sql(s.controlDb, 'DELETE FROM local_secrets WHERE name = $1', [`tenantry/${T.bridge3}/connection`]),
+      s.sql(s.controlDb, 'DELETE FROM local_secrets WHERE name = $1', [tenantSecretName(T.bridge3)]),
     expected: {
       tenantSlug: T.bridge3,
       resource: 'secret',
-      name: `tenantry/${T.bridge3}/connection`,
+      name: tenantSecretName(T.bridge3),
       kind: 'missing',
       field: 'exists',
     },
@@ -770,13 +772,13 @@ const CASES: Case[] = [
   {
     what: "the pool's shared login password changed by one pool tenant (every other one locked out)",
     inject: async () => {
-      await asTenant(T.pool, `ALTER ROLE ${DATA}_pool PASSWORD 'mine-now'`);
+      await asTenant(T.pool, `ALTER ROLE ${DP.poolRole} PASSWORD 'mine-now'`);
       await locksOut(T.pool2);
     },
     expected: {
       tenantId: null,
       resource: 'role',
-      name: `${DATA}_pool`,
+      name: DP.poolRole,
       kind: 'changed',
       field: 'password',
       actual: 'another password',
@@ -888,11 +890,11 @@ const CASES: Case[] = [
   },
   {
     what: 'BYPASSRLS on the pool login role',
-    inject: () => s.sql('postgres', `ALTER ROLE ${DATA}_pool BYPASSRLS`),
+    inject: () => s.sql('postgres', `ALTER ROLE ${DP.poolRole} BYPASSRLS`),
     expected: {
       tenantId: null,
       resource: 'role',
-      name: `${DATA}_pool`,
+      name: DP.poolRole,
       kind: 'changed',
       field: 'bypassRls',
       category: 'isolation',
@@ -902,20 +904,20 @@ const CASES: Case[] = [
         await superCount(
           'postgres',
           `SELECT count(*) AS n FROM pg_roles WHERE rolname = $1 AND rolbypassrls`,
-          [`${DATA}_pool`],
+          [DP.poolRole],
         ),
       ).toBe(0),
   },
   {
     what: 'a pool table owned by the pool login role',
-    inject: () => s.sql(DATA, `ALTER TABLE pool.documents OWNER TO ${DATA}_pool`),
+    inject: () => s.sql(DATA, `ALTER TABLE pool.documents OWNER TO ${DP.poolRole}`),
     expected: {
       tenantId: null,
       resource: 'table',
       name: `${DATA}.pool.documents`,
       kind: 'changed',
       field: 'owner',
-      actual: `${DATA}_pool`,
+      actual: DP.poolRole,
       category: 'isolation',
     },
     after: async () =>
@@ -926,7 +928,7 @@ const CASES: Case[] = [
             `SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 'pool.documents'::regclass`,
           )
         )[0]?.o,
-      ).toBe(`${DATA}_owner`),
+      ).toBe(DP.ownerRole),
   },
 ];
 
@@ -1039,7 +1041,7 @@ describe('remediation bookkeeping', () => {
 });
 
 describe('checking passwords against the stored secrets', () => {
-  const logins = [obj(T.bridge), obj(T.silo), obj(T.bridge2), obj(T.bridge3), `${DATA}_pool`];
+  const logins = [obj(T.bridge), obj(T.silo), obj(T.bridge2), obj(T.bridge3), DP.poolRole];
   const verified = async () =>
     (
       await s.sql<{ r: string }>(
@@ -1153,26 +1155,27 @@ describe('checking passwords against the stored secrets', () => {
 
 describe('orphans', () => {
   it('reports an object that follows Tenantry naming but belongs to no tenant, and never drops it', async () => {
+    const ghost = obj('ghost-co');
     await setPolicy({ mode: 'remediate' });
     try {
-      await s.sql(DATA, 'CREATE SCHEMA tenant_ghost_co');
+      await s.sql(DATA, `CREATE SCHEMA ${ghost}`);
       const r = await sweep();
       expect(r.findings).toEqual([
         expect.objectContaining({
           tenantId: null,
           tenantSlug: 'ghost-co',
           resource: 'schema',
-          name: `${DATA}.tenant_ghost_co`,
+          name: `${DATA}.${ghost}`,
           kind: 'unexpected',
           category: 'orphan',
           resolution: 'open',
         }),
       ]);
       expect(
-        await superCount(DATA, `SELECT count(*) AS n FROM pg_namespace WHERE nspname = 'tenant_ghost_co'`),
+        await superCount(DATA, 'SELECT count(*) AS n FROM pg_namespace WHERE nspname = $1', [ghost]),
       ).toBe(1);
     } finally {
-      await s.sql(DATA, 'DROP SCHEMA IF EXISTS tenant_ghost_co');
+      await s.sql(DATA, `DROP SCHEMA IF EXISTS ${ghost}`);
       await setPolicy({ mode: 'report' });
     }
   });

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { observeHardening } from '../../control-plane/src/providers/postgres/index.js';
 import {
   adminUrl,
@@ -60,7 +61,7 @@ beforeAll(async () => {
   // What bootstrap does (engine/local.ts): the shared database and the silo template are hardened
   // before any tenant exists, so every silo below is a clone of a hardened template.
   expect(await hardenAsSuperuser(s.dataDb, true)).toEqual([]);
-  expect(await hardenAsSuperuser(`${s.dataDb}_silo_template`, false)).toEqual([]);
+  expect(await hardenAsSuperuser(dataPlaneNames(s.dataDb).siloTemplate, false)).toEqual([]);
   for (const tier of ['pool', 'pool', 'bridge', 'bridge', 'silo', 'silo'] as const) {
     const o = await onboard(s, tier);
     const conn = await connectionOf(s, o.slug);

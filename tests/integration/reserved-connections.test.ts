@@ -5,6 +5,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { type EmbeddedServer, startEmbedded } from '../../control-plane/src/embedded.js';
 import { freePort } from '../helpers/server.js';
 
@@ -13,6 +14,8 @@ import { freePort } from '../helpers/server.js';
  * logins fill every slot they may have, and the control plane still gets in.
  */
 const MAX = 30;
+/** Two tenants' login roles. */
+const [TENANT_A, TENANT_B] = [tenantObjectName('acme'), tenantObjectName('beta')];
 let server: EmbeddedServer;
 let dataDir: string;
 let port: number;
@@ -66,8 +69,8 @@ beforeAll(async () => {
     },
   });
   await superuser(`
-    CREATE ROLE tenant_a LOGIN PASSWORD 'tenant-a-pw';
-    CREATE ROLE tenant_b LOGIN PASSWORD 'tenant-b-pw';
+    CREATE ROLE ${TENANT_A} LOGIN PASSWORD 'tenant-a-pw';
+    CREATE ROLE ${TENANT_B} LOGIN PASSWORD 'tenant-b-pw';
     CREATE ROLE cp_admin LOGIN NOSUPERUSER CREATEROLE CREATEDB PASSWORD 'cp-admin-pw';
   `);
 });
@@ -129,14 +132,12 @@ describe('reserved connections on the embedded cluster', () => {
     let opened = 0;
     let refusal: string | null = null;
     while (refusal === null && opened <= MAX) {
-      refusal = await tryLogin(
-        opened % 2 ? urlAs('tenant_a', 'tenant-a-pw') : urlAs('tenant_b', 'tenant-b-pw'),
-      );
+      refusal = await tryLogin(opened % 2 ? urlAs(TENANT_A, 'tenant-a-pw') : urlAs(TENANT_B, 'tenant-b-pw'));
       if (refusal === null) opened++;
     }
     expect({ opened, refusal }).toEqual({ opened: ordinary, refusal: '53300' });
     // Another tenant login is refused too, whichever role.
-    expect(await tryLogin(urlAs('tenant_a', 'tenant-a-pw'))).toBe('53300');
+    expect(await tryLogin(urlAs(TENANT_A, 'tenant-a-pw'))).toBe('53300');
     // The control plane's admin gets in: as a member of pg_use_reserved_connections (external Postgres)...
     const admin = await login(urlAs('cp_admin', 'cp-admin-pw'));
     expect((await admin.query('SELECT current_user AS u')).rows[0].u).toBe('cp_admin');

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { onboard, startStack, superQuery } from '../helpers/runtime.js';
 
@@ -7,8 +8,9 @@ describe('startStack().close()', () => {
     const s = await startStack();
     const { slug } = await onboard(s, 'silo');
     const silo = tenantObjectName(slug);
-    const owned = [s.controlDb, s.dataDb, `${s.dataDb}_silo_template`, silo];
-    const roles = [`${s.dataDb}_owner`, `${s.dataDb}_pool`];
+    const names = dataPlaneNames(s.dataDb);
+    const owned = [s.controlDb, s.dataDb, names.siloTemplate, silo];
+    const roles = [names.ownerRole, names.poolRole];
     const present = async () => ({
       databases: (
         await superQuery<{ datname: string }>(

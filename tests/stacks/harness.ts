@@ -5,7 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import * as pulumi from '@pulumi/pulumi';
+import { tenantStackName } from '../../control-plane/src/domain/naming.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
+import { PULUMI_PROJECT } from '../../control-plane/src/engine/pulumi/naming.js';
+import { CONFIG_NAMESPACE, parsePlatformSettings } from '../../stacks/common/config.js';
 import type { TenantProgramInput } from '../../stacks/common/input.js';
 
 export interface RecordedResource {
@@ -54,7 +57,6 @@ export const REGION = 'eu-west-1';
 export const ADMIN_ROLE_ARN = `arn:aws:iam::${ACCOUNT_ID}:role/tenantry-control-plane`;
 export const DATA_PLANE_ROLE_ARN = `arn:aws:iam::${ACCOUNT_ID}:role/tenantry-data-plane`;
 export const SHARED_SECRET_NAME = 'tenantry/platform/shared-cluster-admin';
-export const POOL_ROLE_SECRET_NAME = 'tenantry/platform/pool-role';
 export const POOL_ROLE_PASSWORD = 'pool-role-password-from-the-platform-secret';
 
 export const BASE_CONFIG: Record<string, string> = {
@@ -73,6 +75,10 @@ export const BASE_CONFIG: Record<string, string> = {
   'tenantry:accountAvailabilityZones': JSON.stringify(['eu-west-1a', 'eu-west-1b']),
   'tenantry:accountDbIngressCidrs': JSON.stringify(['10.0.0.0/16']),
 };
+
+/** The platform settings the programs read from BASE_CONFIG: the pool's schema, roles, setting and secret among them. */
+export const PLATFORM_SETTINGS = parsePlatformSettings((key) => BASE_CONFIG[`${CONFIG_NAMESPACE}:${key}`]);
+export const POOL_ROLE_SECRET_NAME = PLATFORM_SETTINGS.pool.roleSecretName;
 
 const SIG_KEY = pulumi.runtime.specialSigKey;
 const SECRET_SIG = pulumi.runtime.specialSecretSig;
@@ -263,8 +269,8 @@ export async function runTierProgram(
         return {};
       },
     },
-    'tenantry',
-    `tenant-${input.slug}`,
+    PULUMI_PROJECT,
+    tenantStackName(input.slug),
     false,
   );
   recordRegistrations(registrations);

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { tenantStackName } from '../../control-plane/src/domain/naming.js';
 import type { StepContext, StepTenant } from '../../control-plane/src/domain/ports.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import { AwsEngine } from '../../control-plane/src/engine/aws.js';
@@ -106,7 +107,7 @@ describe('live Pulumi stack', () => {
       try {
         for (const step of engine.steps('onboard')) {
           const out = await engine.runStep(ctx('onboard', step));
-          expect(out).toMatchObject({ stack: `tenant-live-${tier}` });
+          expect(out).toMatchObject({ stack: tenantStackName(tenant.slug) });
           expect(String(out?.programVersion)).toMatch(/^live-test\+program\.[0-9a-f]{12}$/);
         }
         const events = await engine.previewRefresh(tenant);

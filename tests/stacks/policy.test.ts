@@ -10,6 +10,7 @@ import {
   requiredTags,
   secretsUseKms,
 } from '../../stacks/policy/policies.js';
+import { stackUrnPrefix } from '../helpers/urns.js';
 
 const TAGS = {
   'tenantry:tenant-id': '0b6c1a9e-3f9f-4c3e-9a57-5e0f4a1c2b3d',
@@ -22,7 +23,7 @@ function fakeArgs(type: string, props: Record<string, unknown>): ResourceValidat
   return {
     type,
     props,
-    urn: `urn:pulumi:tenant-x::tenantry::${type}::r`,
+    urn: `${stackUrnPrefix('policy-co')}${type}::r`,
     name: 'r',
     opts: {} as ResourceValidationArgs['opts'],
     stackTags: new Map(),

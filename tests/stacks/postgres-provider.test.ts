@@ -3,12 +3,14 @@ import path from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import {
   type PostgresResourceInputs,
   type PostgresResourceOutputs,
   postgresProvider,
 } from '../../stacks/common/postgres-provider.js';
+import { SILO_SCHEMA, tenantOwnerRoleName } from '../../stacks/common/tenant-postgres.js';
 
 const admin = JSON.stringify({
   host: 'db.internal',
@@ -51,15 +53,16 @@ describe('the Postgres dynamic provider', () => {
   it('replaces a resource whose identity changes and updates one whose settings change', async () => {
     const diff = postgresProvider.diff;
     if (!diff) throw new Error('diff is not implemented');
-    const role = outs('role', { name: 'tenant_a', connectionLimit: 20 });
-    const renamed = await diff('role/tenant_a', role, {
+    const [a, b] = [tenantObjectName('acme'), tenantObjectName('beta')];
+    const role = outs('role', { name: a, connectionLimit: 20 });
+    const renamed = await diff(`role/${a}`, role, {
       ...role,
-      spec: { name: 'tenant_b', connectionLimit: 20 },
+      spec: { name: b, connectionLimit: 20 },
     });
     expect(renamed).toEqual({ changes: true, replaces: ['spec'] });
-    const limited = await diff('role/tenant_a', role, {
+    const limited = await diff(`role/${a}`, role, {
       ...role,
-      spec: { name: 'tenant_a', connectionLimit: 5 },
+      spec: { name: a, connectionLimit: 5 },
     });
     expect(limited).toEqual({ changes: true, replaces: [] });
     const grants = outs('grants', { database: 'd', schema: 's', role: 'r', owner: 'o' });
@@ -73,8 +76,11 @@ describe('the Postgres dynamic provider', () => {
   it('does not treat a rotated admin credential as a change to the resource', async () => {
     const diff = postgresProvider.diff;
     if (!diff) throw new Error('diff is not implemented');
-    const schema = outs('schema', { name: 'tenant_a', owner: 'tenant_a_owner' });
-    const rotated = await diff('schema/tenant_a', schema, { ...schema, admin: admin.replace('"x"', '"y"') });
+    const schema = outs('schema', { name: tenantObjectName('acme'), owner: tenantOwnerRoleName('acme') });
+    const rotated = await diff(`schema/${tenantObjectName('acme')}`, schema, {
+      ...schema,
+      admin: admin.replace('"x"', '"y"'),
+    });
     expect(rotated).toEqual({ changes: false, replaces: [] });
   });
 });
@@ -86,6 +92,9 @@ describe('the Postgres dynamic provider', () => {
  */
 describe('the Postgres dynamic provider on a real cluster, as a non-superuser admin', () => {
   const suffix = randomBytes(4).toString('hex');
+  /** A silo tenant's objects, and a tenant whose owner the admin is never granted. */
+  const silo = { owner: tenantOwnerRoleName(`t${suffix}`), login: tenantObjectName(`t${suffix}`) };
+  const ungranted = { owner: tenantOwnerRoleName(`u${suffix}`), database: tenantObjectName(`u${suffix}`) };
   const master = `rds_master_${suffix}`;
   const masterPassword = randomBytes(12).toString('hex');
   const url = new URL(inject('pgAdminUrl'));
@@ -143,8 +152,7 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
   });
 
   it('creates a NOLOGIN owner the admin can act as, so CREATE DATABASE … OWNER, the schema and the grants succeed', async () => {
-    const owner = `tenant_t${suffix}_owner`;
-    const login = `tenant_t${suffix}`;
+    const { owner, login } = silo;
     await create({
       kind: 'role',
       admin: admin('postgres'),
@@ -154,15 +162,15 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
     const role = await create({
       kind: 'role',
       admin: admin('postgres'),
-      spec: { name: login, ...limits, searchPath: ['app'] },
+      spec: { name: login, ...limits, searchPath: [SILO_SCHEMA] },
       generatePassword: true,
     });
     await create({ kind: 'database', admin: admin('postgres'), spec: { name: login, owner } });
-    await create({ kind: 'schema', admin: admin(login), spec: { name: 'app', owner, template } });
+    await create({ kind: 'schema', admin: admin(login), spec: { name: SILO_SCHEMA, owner, template } });
     await create({
       kind: 'grants',
       admin: admin(login),
-      spec: { database: login, schema: 'app', role: login, owner },
+      spec: { database: login, schema: SILO_SCHEMA, role: login, owner },
     });
 
     const { rows } = await su.query<{ rolcanlogin: boolean; member: boolean }>(
@@ -177,27 +185,27 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
       const t = await c.query<{ n: string }>('SELECT count(*) AS n FROM users');
       return { searchPath: sp.rows[0]?.search_path, users: t.rows[0]?.n };
     });
-    expect(seen).toEqual({ searchPath: 'app', users: '0' });
+    expect(seen).toEqual({ searchPath: SILO_SCHEMA, users: '0' });
   });
 
   it('deletes all of it again as the same admin, dependents first, as an offboarding destroy does', async () => {
-    const login = `tenant_t${suffix}`;
-    const silo = created.filter(({ outs }) => JSON.stringify(outs.spec).includes(`t${suffix}`));
-    expect(silo.map(({ inputs }) => inputs.kind)).toEqual(['role', 'role', 'database', 'schema', 'grants']);
-    for (const { outs } of [...silo].reverse()) {
+    const { login } = silo;
+    const made = created.filter(({ outs }) => JSON.stringify(outs.spec).includes(login));
+    expect(made.map(({ inputs }) => inputs.kind)).toEqual(['role', 'role', 'database', 'schema', 'grants']);
+    for (const { outs } of [...made].reverse()) {
       if (outs.kind === 'schema' || outs.kind === 'grants') continue; // they go with the database
       await postgresProvider.delete?.('', outs);
     }
     const { rows } = await su.query<{ n: string }>(
       `SELECT (SELECT count(*) FROM pg_roles WHERE rolname LIKE $1) + (SELECT count(*) FROM pg_database WHERE datname = $2) AS n`,
-      [`tenant_t${suffix}%`, login],
+      [`${login}%`, login],
     );
     expect(rows[0]?.n).toBe('0');
-    created.splice(0, created.length, ...created.filter((c) => !silo.includes(c)));
+    created.splice(0, created.length, ...created.filter((c) => !made.includes(c)));
   });
 
   it('fails to create a database owned by a role the admin was not granted (what RDS did before)', async () => {
-    const owner = `tenant_u${suffix}_owner`;
+    const { owner } = ungranted;
     await create({
       kind: 'role',
       admin: admin('postgres'),
@@ -208,7 +216,7 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
       postgresProvider.create({
         kind: 'database',
         admin: admin('postgres'),
-        spec: { name: `tenant_u${suffix}`, owner },
+        spec: { name: ungranted.database, owner },
       }),
     ).rejects.toThrow(/must be able to SET ROLE|permission denied|must be member/);
   });

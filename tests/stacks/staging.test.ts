@@ -10,18 +10,23 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import { assertProgramInput, type TenantProgramInput } from '../../stacks/common/input.js';
-import { POOL_ROLE_PASSWORD, type ProgramRun, runTierProgram, tenantInput } from './harness.js';
+import { TIER_COMPONENT_TYPES } from '../../stacks/common/tenant.js';
+import { SILO_SCHEMA } from '../../stacks/common/tenant-postgres.js';
+import { rootStackUrn, stackUrnPrefix } from '../helpers/urns.js';
+import {
+  PLATFORM_SETTINGS,
+  POOL_ROLE_PASSWORD,
+  type ProgramRun,
+  runTierProgram,
+  tenantInput,
+} from './harness.js';
 
 const KEY = 'aws:kms/key:Key';
 const SECRET_VERSION = 'aws:secretsmanager/secretVersion:SecretVersion';
 const RDS = 'aws:rds/instance:Instance';
 const PARAMS = 'aws:rds/parameterGroup:ParameterGroup';
 const DYNAMIC = 'pulumi-nodejs:dynamic:Resource';
-const COMPONENT = {
-  pool: 'tenantry:tenant:Pool',
-  bridge: 'tenantry:tenant:Bridge',
-  silo: 'tenantry:tenant:Silo',
-} as const;
+const COMPONENT = TIER_COMPONENT_TYPES;
 /** The pool's shared schema and roles: retained in every run, they belong to no tenant. */
 const SHARED_POOL_OBJECT = /-pool-(owner|app)$|-pool$/;
 
@@ -130,10 +135,9 @@ function once<T>(fn: () => Promise<T>): () => Promise<T> {
   };
 }
 
-const stackPrefix = (slug: string) => `urn:pulumi:tenant-${slug}::tenantry::`;
 /** The registrations of a component (by its type and name) and everything under it. */
 function under(r: Run, slug: string, componentType: string): Registration[] {
-  const prefix = `${stackPrefix(slug)}${componentType}`;
+  const prefix = `${stackUrnPrefix(slug)}${componentType}`;
   return r.regs.filter((x) => x.urn.startsWith(`${prefix}::`) || x.urn.startsWith(`${prefix}$`));
 }
 const urns = (regs: Registration[]) => regs.map((x) => x.urn).sort();
@@ -183,8 +187,8 @@ describe.each(PAIRS)('staging %s → %s', (from, to) => {
     }
     // The placement has no parent but the stack, as in the target program.
     const component = one(stagedPart, COMPONENT[to]);
-    expect(component.urn).toBe(`${stackPrefix(slug)}${COMPONENT[to]}::tenant-${slug}`);
-    expect(component.parent).toBe(`${stackPrefix(slug)}pulumi:pulumi:Stack::tenantry-tenant-${slug}`);
+    expect(component.urn).toBe(`${stackUrnPrefix(slug)}${COMPONENT[to]}::tenant-${slug}`);
+    expect(component.parent).toBe(rootStackUrn(slug));
   });
 
   it('is the source program’s stack plus the staged placement: nothing else is added, nothing renamed', async () => {
@@ -211,10 +215,10 @@ describe.each(PAIRS)('staging %s → %s', (from, to) => {
     expect(descriptor.host).toBe('shared.cluster.internal');
     if (from === 'pool') {
       expect(descriptor).toMatchObject({
-        user: 'tenantry_pool_app',
-        schema: 'pool',
+        user: PLATFORM_SETTINGS.pool.appRole,
+        schema: PLATFORM_SETTINGS.pool.schema,
         password: POOL_ROLE_PASSWORD,
-        tenantSetting: 'app.tenant_id',
+        tenantSetting: PLATFORM_SETTINGS.pool.tenantSetting,
       });
     } else {
       expect(descriptor).toMatchObject({ user: tenantObjectName(slug) });
@@ -242,7 +246,7 @@ describe.each(PAIRS)('staging %s → %s', (from, to) => {
         host: rds.state.address,
         port: 5432,
         database: user,
-        schema: 'app',
+        schema: SILO_SCHEMA,
         user,
         adminSecretArn: master,
       });

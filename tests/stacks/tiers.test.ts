@@ -1,10 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import type { Tier, TierCatalog } from '../../control-plane/src/domain/tiers.js';
+import { tenantOwnerRoleName } from '../../stacks/common/tenant-postgres.js';
+import { stackUrnPrefix } from '../helpers/urns.js';
 import {
   ADMIN_ROLE_ARN,
   DATA_PLANE_ROLE_ARN,
+  PLATFORM_SETTINGS,
   POOL_ROLE_PASSWORD,
+  POOL_ROLE_SECRET_NAME,
   type ProgramRun,
   type RecordedResource,
   runTierProgram,
@@ -80,7 +85,7 @@ describe.each(['pool', 'bridge', 'silo', 'account'] as const)('the %s tier progr
     expect(key.inputs.enableKeyRotation).toBe(true);
     expect(key.inputs.deletionWindowInDays).toBe(14);
     const alias = run.one(ALIAS);
-    expect(alias.inputs.name).toBe(`alias/tenantry/${slug}`);
+    expect(alias.inputs.name).toBe(tenantKeyAlias(slug));
     expect(alias.inputs.targetKeyId).toBe(key.state.keyId);
     expect(run.outputs.keyArn).toBe(key.state.arn);
   });
@@ -101,7 +106,7 @@ describe.each(['pool', 'bridge', 'silo', 'account'] as const)('the %s tier progr
     const run = await runP();
     const key = run.one(KEY);
     const secret = run.one(SECRET);
-    expect(secret.inputs.name).toBe(`tenantry/${slug}/connection`);
+    expect(secret.inputs.name).toBe(tenantSecretName(slug));
     expect(secret.inputs.kmsKeyId).toBe(key.state.arn);
     const version = run.one(SECRET_VERSION);
     expect(version.inputs.secretId).toBe(secret.id);
@@ -109,7 +114,7 @@ describe.each(['pool', 'bridge', 'silo', 'account'] as const)('the %s tier progr
     const descriptor = JSON.parse(String(version.inputs.secretString)) as Record<string, unknown>;
     expect(descriptor.tenantId).toBe(run.outputs.tenantId);
     expect(descriptor.tier).toBe(tier);
-    expect(descriptor.secretRef).toBe(`tenantry/${slug}/connection`);
+    expect(descriptor.secretRef).toBe(tenantSecretName(slug));
     expect(run.outputs.secretArn).toBe(secret.state.arn);
     const exported = JSON.stringify(run.outputs);
     expect(exported).not.toMatch(/password/i);
@@ -144,7 +149,7 @@ describe('Postgres-level resources through the dynamic provider', () => {
     for (const r of run.byType(DYNAMIC)) expect(r.secretInputs, r.name).toContain('admin');
     const membership = run.byType(DYNAMIC).find((r) => r.inputs.kind === 'pool-membership');
     expect(membership?.inputs.spec).toMatchObject({
-      schema: 'pool',
+      schema: PLATFORM_SETTINGS.pool.schema,
       tenantId: run.outputs.tenantId,
       slug: 'poolco',
     });
@@ -162,12 +167,12 @@ describe('Postgres-level resources through the dynamic provider', () => {
     expect(dynamicKinds(run)).toEqual(['grants', 'role', 'role', 'schema']);
     const schema = run.byType(DYNAMIC).find((r) => r.inputs.kind === 'schema');
     const spec = schema?.inputs.spec as { name: string; owner: string; template: { version: number } };
-    expect(spec.name).toBe('tenant_bridgeco');
-    expect(spec.owner).toBe('tenant_bridgeco_owner');
+    expect(spec.name).toBe(tenantObjectName('bridgeco'));
+    expect(spec.owner).toBe(tenantOwnerRoleName('bridgeco'));
     expect(spec.template.version).toBe(catalog.templateVersion);
     const login = run
       .byType(DYNAMIC)
-      .find((r) => (r.inputs.spec as { name: string }).name === 'tenant_bridgeco');
+      .find((r) => (r.inputs.spec as { name: string }).name === tenantObjectName('bridgeco'));
     expect(login?.inputs.generatePassword).toBe(true);
     expect(login?.inputs.spec).toMatchObject({ connectionLimit: catalog.tiers.bridge.role.connectionLimit });
   });
@@ -180,7 +185,7 @@ describe('Postgres-level resources through the dynamic provider', () => {
     const admin = JSON.parse(String(schema?.inputs.admin)) as Record<string, unknown>;
     expect(admin).toMatchObject({
       host: rds.state.address,
-      database: 'tenant_siloco',
+      database: tenantObjectName('siloco'),
       user: 'tenantry_admin',
     });
     // The admin password comes from the RDS-managed master secret, read through an invoke.
@@ -409,21 +414,21 @@ describe('a change of tier', () => {
     const pool = keyAndSecretUrns(r.pool);
     expect(pool).toHaveLength(KEY_AND_SECRET.length);
     expect(pool).toContain(
-      `urn:pulumi:tenant-${slug}::tenantry::tenantry:tenant:Key$aws:kms/key:Key::tenant-${slug}-key-key`,
+      `${stackUrnPrefix(slug)}tenantry:tenant:Key$aws:kms/key:Key::tenant-${slug}-key-key`,
     );
     expect(keyAndSecretUrns(r.bridge)).toEqual(pool);
     expect(keyAndSecretUrns(r.silo)).toEqual(pool);
     expect(keyAndSecretUrns(r.account)).toEqual(pool);
     // The fixed cloud names stay with those same resources.
     for (const run of Object.values(r)) {
-      expect(run.one(ALIAS).inputs.name).toBe(`alias/tenantry/${slug}`);
-      expect(run.one(SECRET).inputs.name).toBe(`tenantry/${slug}/connection`);
+      expect(run.one(ALIAS).inputs.name).toBe(tenantKeyAlias(slug));
+      expect(run.one(SECRET).inputs.name).toBe(tenantSecretName(slug));
     }
   });
 
   it('aliases the key and the secret to where every earlier layout put them (under each tier’s component)', async () => {
     const { silo } = await runs();
-    const stack = `urn:pulumi:tenant-${slug}::tenantry::`;
+    const stack = stackUrnPrefix(slug);
     const keyComponent = silo.one('tenantry:tenant:Key');
     expect(keyComponent.aliases).toEqual([
       { parentUrn: `${stack}tenantry:tenant:Pool::tenant-${slug}` },
@@ -499,38 +504,41 @@ describe('offboarding', () => {
 
 describe('Postgres roles as the local engine makes them', () => {
   it('makes owner roles NOLOGIN and lets the (non-superuser) admin act as them', async () => {
+    const { pool } = PLATFORM_SETTINGS;
     for (const tier of ['pool', 'bridge', 'silo'] as const) {
-      const run = await runTierProgram(tier, inputFor(tier, `owners-${tier}`));
-      const owners = run
-        .byType(DYNAMIC)
-        .filter(
-          (x) =>
-            x.inputs.kind === 'role' && String((x.inputs.spec as { name: string }).name).endsWith('_owner'),
-        );
-      expect(owners.length, tier).toBeGreaterThan(0);
-      for (const o of owners) {
-        expect(o.inputs.spec, o.name).toMatchObject({ login: false, connectionLimit: 0 });
-        expect(o.inputs.grantToAdmin, o.name).toBe(true);
-      }
+      const slug = `owners-${tier}`;
+      const run = await runTierProgram(tier, inputFor(tier, slug));
+      // Every role the program makes: the owner and the login, the pool's shared ones or the tenant's own.
+      const [owner, login] =
+        tier === 'pool'
+          ? [pool.ownerRole, pool.appRole]
+          : [tenantOwnerRoleName(slug), tenantObjectName(slug)];
+      const roles = run.byType(DYNAMIC).filter((x) => x.inputs.kind === 'role');
+      const roleName = (x: RecordedResource) => (x.inputs.spec as { name: string }).name;
+      expect(roles.map(roleName).sort(), tier).toEqual([owner, login].sort());
+      const o = roles.find((x) => roleName(x) === owner) as RecordedResource;
+      expect(o.inputs.spec, o.name).toMatchObject({ login: false, connectionLimit: 0 });
+      expect(o.inputs.grantToAdmin, o.name).toBe(true);
     }
   });
 
   it('gives the pool login role the platform secret’s password and the pool schema as search_path, and the descriptor that password', async () => {
     const run = await runTierProgram('pool', inputFor('pool', 'poolpw'));
     const app = run.byType(DYNAMIC).find((x) => x.name.endsWith('-pool-app'));
-    expect(app?.inputs.spec).toMatchObject({ name: 'tenantry_pool_app', searchPath: ['pool'] });
+    const { pool } = PLATFORM_SETTINGS;
+    expect(app?.inputs.spec).toMatchObject({ name: pool.appRole, searchPath: [pool.schema] });
     expect(app?.inputs.password).toBe(POOL_ROLE_PASSWORD);
     expect(app?.secretInputs).toContain('password');
-    expect(run.calls.some((c) => c.inputs.secretId === 'tenantry/platform/pool-role')).toBe(true);
+    expect(run.calls.some((c) => c.inputs.secretId === POOL_ROLE_SECRET_NAME)).toBe(true);
     const descriptor = JSON.parse(String(run.one(SECRET_VERSION).inputs.secretString)) as Record<
       string,
       unknown
     >;
     expect(descriptor).toMatchObject({
-      user: 'tenantry_pool_app',
-      schema: 'pool',
+      user: pool.appRole,
+      schema: pool.schema,
       password: POOL_ROLE_PASSWORD,
-      tenantSetting: 'app.tenant_id',
+      tenantSetting: pool.tenantSetting,
     });
     expect(JSON.stringify(run.outputs)).not.toContain(POOL_ROLE_PASSWORD);
   });

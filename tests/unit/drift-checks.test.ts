@@ -1,17 +1,19 @@
 import { describe, expect, it } from 'vitest';
+import { tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import {
   type ObservedFleet,
   type ObservedTable,
   parseGuardStates,
 } from '../../control-plane/src/drift/catalog.js';
 import { CredentialChecker, type Login, verifierHash } from '../../control-plane/src/drift/credentials.js';
-import { diffLocal, type LocalLayout } from '../../control-plane/src/drift/diff.js';
+import { diffLocal } from '../../control-plane/src/drift/diff.js';
 import {
   parseScramVerifier,
   scramMatches,
   scramVerifier,
 } from '../../control-plane/src/providers/postgres/scram.js';
 import type { Queryable } from '../../control-plane/src/providers/postgres/sql.js';
+import { localLayout } from '../helpers/drift-layout.js';
 
 describe('SCRAM verifiers', () => {
   it('recomputes StoredKey from a password and the verifier salt, and tells the right password', async () => {
@@ -57,12 +59,16 @@ function fakeControl(rows: Map<string, { version: number; hash: string }>): Quer
 }
 
 describe('checking logins against their stored secrets', () => {
+  /** Three tenants' logins, each with its stored secret and the password that secret holds. */
+  const slugs = ['acme', 'beta', 'gamma'];
+  const [A, B, C] = slugs.map(tenantObjectName) as [string, string, string];
+  const secrets = new Map(slugs.map((slug) => [tenantObjectName(slug), tenantSecretName(slug)]));
+  const secretOf = (role: string) => secrets.get(role) as string;
   const passwords = new Map([
-    ['tenant_a', 'pw-a'],
-    ['tenant_b', 'pw-b'],
-    ['tenant_c', 'pw-c'],
+    [secretOf(A), 'pw-a'],
+    [secretOf(B), 'pw-b'],
+    [secretOf(C), 'pw-c'],
   ]);
-  const secretOf = (role: string) => `tenantry/${role}/connection`;
   const setup = (
     verifiers: Map<string, string | null>,
     stored = new Map<string, { version: number; hash: string }>(),
@@ -75,8 +81,7 @@ describe('checking logins against their stored secrets', () => {
       {
         getSecret: async (name: string) => {
           asked.push(name);
-          const role = name.split('/')[1] as string;
-          return { ref: name, version: 1, value: { password: passwords.get(role) } };
+          return { ref: name, version: 1, value: { password: passwords.get(name) } };
         },
       },
       async (roles) =>
@@ -95,34 +100,34 @@ describe('checking logins against their stored secrets', () => {
 
   it('derives keys once per verifier and secret version, then answers from what it kept', async () => {
     const verifiers = new Map<string, string | null>([
-      ['tenant_a', scramVerifier('pw-a')],
-      ['tenant_b', scramVerifier('changed-by-the-tenant')],
-      ['tenant_c', null],
+      [A, scramVerifier('pw-a')],
+      [B, scramVerifier('changed-by-the-tenant')],
+      [C, null],
     ]);
     const t = setup(verifiers);
     const first = await t.checker.check(t.logins(), t.versions);
     expect(Object.fromEntries(first.statuses)).toEqual({
-      tenant_a: 'ok',
-      tenant_b: 'differs',
-      tenant_c: 'none',
+      [A]: 'ok',
+      [B]: 'differs',
+      [C]: 'none',
     });
-    expect(t.asked.sort()).toEqual([secretOf('tenant_a'), secretOf('tenant_b')]);
+    expect(t.asked.sort()).toEqual([secretOf(A), secretOf(B)].sort());
     expect(t.control.writes).toBe(1); // the match is stored, the mismatch is not
     t.asked.length = 0;
     const again = await t.checker.check(t.logins(), t.versions);
     expect(Object.fromEntries(again.statuses)).toEqual(Object.fromEntries(first.statuses));
     expect(t.asked).toEqual([]);
     // A new secret version is checked again.
-    const rotated = new Map(t.versions).set(secretOf('tenant_a'), 2);
+    const rotated = new Map(t.versions).set(secretOf(A), 2);
     await t.checker.check(t.logins(), rotated);
-    expect(t.asked).toEqual([secretOf('tenant_a')]);
+    expect(t.asked).toEqual([secretOf(A)]);
   });
 
   it('trusts a match another process stored, for the same verifier and version only', async () => {
     const va = scramVerifier('pw-a');
-    const stored = new Map([['tenant_a', { version: 1, hash: verifierHash(va) }]]);
-    const t = setup(new Map([['tenant_a', va]]), stored);
-    expect((await t.checker.check(t.logins(), t.versions)).statuses.get('tenant_a')).toBe('ok');
+    const stored = new Map([[A, { version: 1, hash: verifierHash(va) }]]);
+    const t = setup(new Map([[A, va]]), stored);
+    expect((await t.checker.check(t.logins(), t.versions)).statuses.get(A)).toBe('ok');
     expect(t.asked).toEqual([]);
   });
 
@@ -130,17 +135,17 @@ describe('checking logins against their stored secrets', () => {
     const huge = scramVerifier('pw-b').replace('SCRAM-SHA-256$4096:', 'SCRAM-SHA-256$9999999:');
     const t = setup(
       new Map([
-        ['tenant_a', 'md5c4ca4238a0b923820dcc509a6f75849b'],
-        ['tenant_b', huge],
+        [A, 'md5c4ca4238a0b923820dcc509a6f75849b'],
+        [B, huge],
       ]),
     );
     const r = await t.checker.check(t.logins(), t.versions);
-    expect(Object.fromEntries(r.statuses)).toEqual({ tenant_a: 'md5', tenant_b: 'differs' });
+    expect(Object.fromEntries(r.statuses)).toEqual({ [A]: 'md5', [B]: 'differs' });
     expect(t.asked).toEqual([]);
   });
 
   it('skips a login whose secret is missing: the secret finding covers it', async () => {
-    const t = setup(new Map([['tenant_a', scramVerifier('pw-a')]]));
+    const t = setup(new Map([[A, scramVerifier('pw-a')]]));
     const r = await t.checker.check(t.logins(), new Map());
     expect(r).toEqual({ statuses: new Map(), unchecked: 0 });
   });
@@ -158,13 +163,7 @@ describe('freeze guard states', () => {
 
 describe('freeze guards that do not fire', () => {
   it('reports disabled and replica-only guards as isolation, an always-firing one as state', () => {
-    const layout: LocalLayout = {
-      dataDatabase: 'data',
-      ownerRole: 'data_owner',
-      poolRole: 'data_pool',
-      poolSchema: 'pool',
-      siloSchema: 'app',
-      policyName: 'tenant_isolation',
+    const layout = localLayout('data', {
       limits: {
         pool: { connectionLimit: 1, statementTimeoutMs: 1, idleInTransactionSessionTimeoutMs: 1 },
         bridge: { connectionLimit: 1, statementTimeoutMs: 1, idleInTransactionSessionTimeoutMs: 1 },
@@ -172,11 +171,11 @@ describe('freeze guards that do not fire', () => {
       },
       templateTables: ['users'],
       policyExpression: 'true',
-    };
+    });
     const table: ObservedTable = {
-      schema: 'pool',
+      schema: layout.poolSchema,
       name: 'users',
-      owner: 'data_owner',
+      owner: layout.ownerRole,
       rlsEnabled: true,
       rlsForced: true,
       acl: null,
@@ -188,10 +187,15 @@ describe('freeze guards that do not fire', () => {
       databases: new Map(),
       contents: new Map([
         [
-          'data',
+          layout.dataDatabase,
           {
-            schemas: new Map([['pool', { name: 'pool', owner: 'data_owner', version: null, acl: [] }]]),
-            tables: new Map([['pool', [table]]]),
+            schemas: new Map([
+              [
+                layout.poolSchema,
+                { name: layout.poolSchema, owner: layout.ownerRole, version: null, acl: [] },
+              ],
+            ]),
+            tables: new Map([[layout.poolSchema, [table]]]),
             policies: new Map(),
             defaultAcls: new Map(),
             frozen: [],

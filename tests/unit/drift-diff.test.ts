@@ -8,7 +8,7 @@ import type {
   ObservedSchema,
   ObservedTable,
 } from '../../control-plane/src/drift/catalog.js';
-import { diffLocal, type LocalLayout } from '../../control-plane/src/drift/diff.js';
+import { diffLocal } from '../../control-plane/src/drift/diff.js';
 import type {
   DetectInput,
   DriftCategory,
@@ -18,28 +18,20 @@ import type {
   Finding,
   TenantRecord,
 } from '../../control-plane/src/drift/types.js';
+import { PLATFORM_KEY_ALIAS } from '../../control-plane/src/engine/local.js';
 import { FREEZE_TRIGGERS } from '../../control-plane/src/providers/postgres/freeze.js';
+import { localLayout } from '../helpers/drift-layout.js';
 
 /*
  * diffLocal is pure: one clean layout and observation yield no findings, and each case below changes
  * one thing in it and names every finding that change must produce, exactly.
  */
 
-const DATA = 'data';
-const OWNER = 'data_owner';
-const POOL_ROLE = 'data_pool';
-const POLICY = 'tenant_isolation';
 const EXPR = "(tenant_id = (current_setting('app.tenant_id'::text))::uuid)";
 const DML = ['DELETE', 'INSERT', 'SELECT', 'UPDATE'];
 const VERSION = 3;
 
-const layout: LocalLayout = {
-  dataDatabase: DATA,
-  ownerRole: OWNER,
-  poolRole: POOL_ROLE,
-  poolSchema: 'pool',
-  siloSchema: 'app',
-  policyName: POLICY,
+const layout = localLayout('data', {
   limits: {
     pool: { connectionLimit: 100, statementTimeoutMs: 5000, idleInTransactionSessionTimeoutMs: 10000 },
     bridge: { connectionLimit: 10, statementTimeoutMs: 15000, idleInTransactionSessionTimeoutMs: 20000 },
@@ -47,7 +39,8 @@ const layout: LocalLayout = {
   },
   templateTables: ['users'],
   policyExpression: EXPR,
-};
+});
+const { dataDatabase: DATA, ownerRole: OWNER, poolRole: POOL_ROLE, policyName: POLICY } = layout;
 
 const tenant = (tier: Tier, slug: string): TenantRecord => ({
   id: `id-${slug}`,
@@ -62,6 +55,8 @@ const BRIDGE_T = tenant('bridge', 'acme-bridge');
 const SILO_T = tenant('silo', 'acme-silo');
 const BRIDGE = tenantObjectName(BRIDGE_T.slug);
 const SILO = tenantObjectName(SILO_T.slug);
+/** Follows the naming, but no tenant has the slug. */
+const GHOST = tenantObjectName('ghost');
 
 type Owner = Pick<Finding, 'tenantId' | 'tenantSlug' | 'affects'>;
 const of = (t: { id: string; slug: string }): Owner => ({ tenantId: t.id, tenantSlug: t.slug });
@@ -212,7 +207,7 @@ function clean(): World {
       ),
       keys: new Map([
         ...tenants.map((t): [string, string] => [tenantKeyAlias(t.slug), `key-${t.slug}`]),
-        ['alias/tenantry/platform', 'key-platform'],
+        [PLATFORM_KEY_ALIAS, 'key-platform'],
       ]),
       credentials: new Map([
         [POOL_ROLE, 'ok'],
@@ -893,32 +888,33 @@ const cases: Case[] = [
   {
     rule: 'a tenant-named role, schema and database no tenant holds',
     change: (w) => {
-      w.obs.roles.set('tenant_ghost', role('tenant_ghost', 'bridge', 'tenant_ghost'));
-      contentsOf(w, DATA).schemas.set('tenant_ghost', tenantSchema('tenant_ghost', 'tenant_ghost'));
-      w.obs.databases.set('tenant_ghost', {
-        name: 'tenant_ghost',
+      w.obs.roles.set(GHOST, role(GHOST, 'bridge', GHOST));
+      contentsOf(w, DATA).schemas.set(GHOST, tenantSchema(GHOST, GHOST));
+      w.obs.databases.set(GHOST, {
+        name: GHOST,
         owner: OWNER,
         allowConnections: true,
         connect: [],
       });
     },
     findings: [
-      F(NOBODY('ghost'), 'role', 'tenant_ghost', 'unexpected', 'exists', false, true, 'orphan'),
-      F(NOBODY('ghost'), 'schema', `${DATA}.tenant_ghost`, 'unexpected', 'exists', false, true, 'orphan'),
-      F(NOBODY('ghost'), 'database', 'tenant_ghost', 'unexpected', 'exists', false, true, 'orphan'),
+      F(NOBODY('ghost'), 'role', GHOST, 'unexpected', 'exists', false, true, 'orphan'),
+      F(NOBODY('ghost'), 'schema', `${DATA}.${GHOST}`, 'unexpected', 'exists', false, true, 'orphan'),
+      F(NOBODY('ghost'), 'database', GHOST, 'unexpected', 'exists', false, true, 'orphan'),
     ],
   },
   {
     rule: "an offboarded tenant's leftover login, attributed to it",
     change: (w) => {
       w.input.known.push({ ...tenant('bridge', 'gone-bridge'), status: 'offboarded' });
-      w.obs.roles.set('tenant_gone_bridge', role('tenant_gone_bridge', 'bridge', 'tenant_gone_bridge'));
+      const gone = tenantObjectName('gone-bridge');
+      w.obs.roles.set(gone, role(gone, 'bridge', gone));
     },
     findings: [
       F(
         of({ id: 'id-gone-bridge', slug: 'gone-bridge' }),
         'role',
-        'tenant_gone_bridge',
+        tenantObjectName('gone-bridge'),
         'unexpected',
         'exists',
         false,
@@ -933,9 +929,10 @@ const cases: Case[] = [
       const busy = tenant('silo', 'busy-silo');
       w.input.known.push(busy);
       w.input.busy.add(busy.id);
-      w.obs.roles.set('tenant_busy_silo', role('tenant_busy_silo', 'silo', 'app'));
-      w.obs.databases.set('tenant_busy_silo', {
-        name: 'tenant_busy_silo',
+      const name = tenantObjectName(busy.slug);
+      w.obs.roles.set(name, role(name, 'silo', layout.siloSchema));
+      w.obs.databases.set(name, {
+        name,
         owner: OWNER,
         allowConnections: true,
         connect: [],

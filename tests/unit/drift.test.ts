@@ -1,6 +1,7 @@
 import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { tenantObjectName, tenantStackName } from '../../control-plane/src/domain/naming.js';
 import {
   AwsDriftDetector,
   AwsDriftRemediator,
@@ -19,6 +20,7 @@ import { isIgnored, PolicyBook } from '../../control-plane/src/drift/policy.js';
 import type { Snapshot } from '../../control-plane/src/drift/store.js';
 import { selectTenantsToCheck } from '../../control-plane/src/drift/sweep.js';
 import type { DetectInput, TenantRecord } from '../../control-plane/src/drift/types.js';
+import { stackUrnPrefix } from '../helpers/urns.js';
 
 const tenant = (slug: string, over: Partial<TenantRecord> = {}): TenantRecord => ({
   id: `00000000-0000-4000-8000-${slug
@@ -77,17 +79,18 @@ describe('drift policy', () => {
   });
 });
 
+/** Tenant login roles, as grantees and owners in the catalogs. */
+const [A, B] = [tenantObjectName('acme'), tenantObjectName('beta')];
+
 describe('catalog parsing', () => {
   it('parses aclitem text per grantee, PUBLIC included, grant options ignored', () => {
-    expect(
-      parseAcl(['owner=arwdDxtm/owner', '=r/owner', '"tenant_a"=ar*w/owner', 'tenant_b=/owner']),
-    ).toEqual([
+    expect(parseAcl(['owner=arwdDxtm/owner', '=r/owner', `"${A}"=ar*w/owner`, `${B}=/owner`])).toEqual([
       {
         grantee: 'owner',
         privileges: ['DELETE', 'INSERT', 'MAINTAIN', 'REFERENCES', 'SELECT', 'TRIGGER', 'TRUNCATE', 'UPDATE'],
       },
       { grantee: 'PUBLIC', privileges: ['SELECT'] },
-      { grantee: 'tenant_a', privileges: ['INSERT', 'SELECT', 'UPDATE'] },
+      { grantee: A, privileges: ['INSERT', 'SELECT', 'UPDATE'] },
     ]);
     expect(parseAcl(null)).toBeNull();
   });
@@ -100,7 +103,7 @@ describe('catalog parsing', () => {
     const cases = [
       '{}',
       '{a}',
-      '{tenant_a=r/owner,=c/owner,owner=arwdDxtm/owner}',
+      `{${A}=r/owner,=c/owner,owner=arwdDxtm/owner}`,
       '{"\\"odd name\\"=r/owner",plain=r/owner}',
       '{"with,comma=r/o","with space=r/o"}',
       '{NULL,"NULL",x}',
@@ -114,24 +117,26 @@ describe('catalog parsing', () => {
 
   it('merges a long ACL (a database with a CONNECT grant per tenant) per grantee, in order', () => {
     const items = ['owner=CTc/owner'];
-    for (let i = 0; i < 500; i++) items.push(`tenant_t${i}=c/owner`);
+    const login = (i: number) => tenantObjectName(`t${i}-co`);
+    for (let i = 0; i < 500; i++) items.push(`${login(i)}=c/owner`);
     // The same grantee granted again by another grantor: one entry, privileges merged.
-    items.push('tenant_t7=T/other', '=c/owner');
+    items.push(`${login(7)}=T/other`, '=c/owner');
     const acl = parseAcl(items)!;
     expect(acl).toHaveLength(502);
     expect(acl[0]).toEqual({ grantee: 'owner', privileges: ['CONNECT', 'CREATE', 'TEMPORARY'] });
-    expect(acl[8]).toEqual({ grantee: 'tenant_t7', privileges: ['CONNECT', 'TEMPORARY'] });
+    expect(acl[8]).toEqual({ grantee: login(7), privileges: ['CONNECT', 'TEMPORARY'] });
     expect(acl[501]).toEqual({ grantee: 'PUBLIC', privileges: ['CONNECT'] });
   });
 
   it("filters a silo pass's whole-catalog rows as the shared reads filter in SQL, owners named by oid", () => {
+    const STRAY = tenantObjectName('stray');
     const read: SiloCatalog = {
       namespaces: [
         { oid: 11, name: 'pg_catalog', owner: 10, acl: ['postgres=UC/postgres', '=U/postgres'] },
         { oid: 2200, name: 'public', owner: 10, acl: null },
         { oid: 16400, name: 'tenantry_meta', owner: 10, acl: ['postgres=UC/postgres'] },
-        { oid: 16410, name: 'app', owner: 20, acl: ['owner=UC/owner', 'tenant_a=U/owner'] },
-        { oid: 16420, name: 'tenant_stray', owner: 30, acl: null },
+        { oid: 16410, name: 'app', owner: 20, acl: ['owner=UC/owner', `${A}=U/owner`] },
+        { oid: 16420, name: STRAY, owner: 30, acl: null },
       ],
       relations: [
         {
@@ -176,7 +181,7 @@ describe('catalog parsing', () => {
       ],
       defaults: [
         { ns: 0, owner: 20, objtype: 'r', acl: ['=r/owner'] },
-        { ns: 16410, owner: 20, objtype: 'r', acl: ['tenant_a=arwd/owner'] },
+        { ns: 16410, owner: 20, objtype: 'r', acl: [`${A}=arwd/owner`] },
         { ns: 16400, owner: 10, objtype: 'r', acl: ['=r/postgres'] },
       ],
       versions: [{ schema: 'app', version: 3 }],
@@ -185,20 +190,20 @@ describe('catalog parsing', () => {
     const names = new Map([
       [10, 'postgres'],
       [20, 'owner'],
-      [30, 'tenant_a'],
+      [30, A],
     ]);
     const c = resolveDatabase(siloDatabase(read, ['app']), (oid) => names.get(oid) ?? `unknown (OID=${oid})`);
-    expect([...c.schemas.keys()].sort()).toEqual(['app', 'tenant_stray']);
+    expect([...c.schemas.keys()].sort()).toEqual(['app', STRAY].sort());
     expect(c.schemas.get('app')).toEqual({
       name: 'app',
       owner: 'owner',
       version: 3,
       acl: [
         { grantee: 'owner', privileges: ['CREATE', 'USAGE'] },
-        { grantee: 'tenant_a', privileges: ['USAGE'] },
+        { grantee: A, privileges: ['USAGE'] },
       ],
     });
-    expect(c.schemas.get('tenant_stray')).toMatchObject({ owner: 'tenant_a', version: null, acl: [] });
+    expect(c.schemas.get(STRAY)).toMatchObject({ owner: A, version: null, acl: [] });
     // Tables of the named silo schema only, indexes left out, guards sorted, other triggers ignored.
     expect([...c.tables.keys()]).toEqual(['app']);
     expect(c.tables.get('app')).toEqual([
@@ -231,7 +236,7 @@ describe('catalog parsing', () => {
       {
         schema: 'app',
         name: 'events',
-        owner: 'tenant_a',
+        owner: A,
         rlsEnabled: true,
         rlsForced: true,
         acl: null,
@@ -246,7 +251,7 @@ describe('catalog parsing', () => {
         schema: 'app',
         owner: 'owner',
         objtype: 'r',
-        acl: [{ grantee: 'tenant_a', privileges: ['DELETE', 'INSERT', 'SELECT', 'UPDATE'] }],
+        acl: [{ grantee: A, privileges: ['DELETE', 'INSERT', 'SELECT', 'UPDATE'] }],
       },
     ]);
     expect(c.frozen).toEqual([{ tenantId: 'x', schema: 'app', reason: 'promotion' }]);
@@ -254,7 +259,8 @@ describe('catalog parsing', () => {
   });
 
   it('derives the slug from an object name only when it follows the naming', () => {
-    expect(slugOfObject('tenant_acme_co')).toBe('acme-co');
+    expect(slugOfObject(tenantObjectName('acme-co'))).toBe('acme-co');
+    // Not of a slug: too short, upper case, a platform database.
     expect(slugOfObject('tenant_ab')).toBeNull();
     expect(slugOfObject('tenantry_data')).toBeNull();
     expect(slugOfObject('tenant_Acme')).toBeNull();
@@ -296,12 +302,10 @@ describe('judging the control plane snapshot', () => {
   });
 });
 
-const KEY =
-  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Key$aws:kms/key:Key::tenant-acme-key-key';
-const RDS =
-  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Database$aws:rds/instance:Instance::tenant-acme-db';
-const SECRET =
-  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Secret$aws:secretsmanager/secret:Secret::tenant-acme-s';
+const ACME = stackUrnPrefix('acme');
+const KEY = `${ACME}tenantry:tenant:Silo$tenantry:tenant:Key$aws:kms/key:Key::tenant-acme-key-key`;
+const RDS = `${ACME}tenantry:tenant:Silo$tenantry:tenant:Database$aws:rds/instance:Instance::tenant-acme-db`;
+const SECRET = `${ACME}tenantry:tenant:Silo$tenantry:tenant:Secret$aws:secretsmanager/secret:Secret::tenant-acme-s`;
 
 function step(urn: string, op: string, diffs: string[] = []): EngineEvent {
   const type = urn.split('::')[2]?.split('$').at(-1) ?? '';
@@ -345,7 +349,7 @@ describe('aws drift from refreshing previews', () => {
       expect.objectContaining({ resource: 'stack', kind: 'changed', field: 'tags', category: 'state' }),
       expect.objectContaining({
         resource: 'stack',
-        name: 'tenant-acme/aws:kms/key:Key::tenant-acme-key-key',
+        name: `${tenantStackName('acme')}/aws:kms/key:Key::tenant-acme-key-key`,
         kind: 'missing',
         field: 'exists',
       }),

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { managedPlacementOf, placementOf } from '../../control-plane/src/promotion/placement.js';
 
@@ -6,29 +7,21 @@ const tenant = { id: '6f1c1d1e-0000-4000-8000-000000000001', slug: 'acme-corp' }
 const name = tenantObjectName(tenant.slug);
 
 describe('placementOf (the local target: the data plane owns every object)', () => {
-  const dp = {
-    names: {
-      database: 'tenantry_data',
-      ownerRole: 'tenantry_data_owner',
-      poolRole: 'tenantry_data_pool',
-      poolSchema: 'pool',
-      siloSchema: 'app',
-    },
-  };
-  const owner = 'tenantry_data_owner';
+  const dp = { names: dataPlaneNames('tenantry_data') };
+  const { database, ownerRole: owner, poolRole, poolSchema, siloSchema } = dp.names;
 
   it('puts each tier where the data plane layout says', () => {
     expect(placementOf(dp, tenant.slug, 'pool')).toStrictEqual({
       tier: 'pool',
-      database: 'tenantry_data',
-      schema: 'pool',
+      database,
+      schema: poolSchema,
       shared: true,
-      writers: ['tenantry_data_pool'],
+      writers: [poolRole],
       owner,
     });
     expect(placementOf(dp, tenant.slug, 'bridge')).toStrictEqual({
       tier: 'bridge',
-      database: 'tenantry_data',
+      database,
       schema: name,
       shared: false,
       writers: [name],
@@ -37,7 +30,7 @@ describe('placementOf (the local target: the data plane owns every object)', () 
     expect(placementOf(dp, tenant.slug, 'silo')).toStrictEqual({
       tier: 'silo',
       database: name,
-      schema: 'app',
+      schema: siloSchema,
       shared: false,
       writers: [name],
       owner,

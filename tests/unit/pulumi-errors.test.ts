@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TERMINAL_FAILURE_REASONS } from '../../control-plane/src/aws/organizations.js';
+import { tenantStackName } from '../../control-plane/src/domain/naming.js';
 import {
   CHILD_CRASH_ERROR,
   classifyPulumiError,
@@ -9,6 +10,7 @@ import {
   TIMEOUT_ERROR,
   toTenantryError,
 } from '../../control-plane/src/engine/pulumi/errors.js';
+import { fullyQualifiedStackName } from '../../control-plane/src/engine/pulumi/naming.js';
 
 function named(name: string, message: string, stderr = ''): Error {
   const e = new Error(message) as Error & { commandResult: { stderr: string } };
@@ -17,8 +19,11 @@ function named(name: string, message: string, stderr = ''): Error {
   return e;
 }
 
+const STACK = tenantStackName('acme');
+/** Where a DIY backend keeps a lock of the stack. */
+const LOCK_PATH = `s3://tenantry-state/.pulumi/locks/${fullyQualifiedStackName('acme')}/5d4c.json`;
 const DIY_LOCK = `error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end or delete the lock file with \`pulumi cancel\`.
-  s3://tenantry-state/.pulumi/locks/organization/tenantry/tenant-acme/5d4c.json: created by tenantry@worker-1 (pid 4242) at 2025-01-01T10:00:00Z`;
+  ${LOCK_PATH}: created by tenantry@worker-1 (pid 4242) at 2025-01-01T10:00:00Z`;
 
 describe('classifyPulumiError', () => {
   it('treats ConcurrentUpdateError (Pulumi Cloud 409) as a retryable concurrent update', () => {
@@ -36,7 +41,7 @@ describe('classifyPulumiError', () => {
     expect(c.kind).toBe('concurrent-update');
     expect(c.locks).toEqual([
       {
-        path: 's3://tenantry-state/.pulumi/locks/organization/tenantry/tenant-acme/5d4c.json',
+        path: LOCK_PATH,
         user: 'tenantry',
         host: 'worker-1',
         pid: 4242,
@@ -102,13 +107,10 @@ describe('classifyPulumiError', () => {
       'PulumiVersionError',
       'drift checks need the Pulumi CLI 3.229.0 or newer on a DIY backend (pulumi#22385); found 3.200.0',
     );
-    const t = toTenantryError(old, { stack: 'tenant-acme' });
+    const t = toTenantryError(old, { stack: STACK });
     expect(t).toMatchObject({ retryable: false, context: { pulumiErrorKind: 'cli-version' } });
     expect(t.message).toContain('found 3.200.0');
-    const missing = named(
-      'StackNotFoundError',
-      "code: 255\nstderr: error: no stack named 'tenant-acme' found",
-    );
+    const missing = named('StackNotFoundError', `code: 255\nstderr: error: no stack named '${STACK}' found`);
     expect(classifyPulumiError(missing)).toEqual({ kind: 'stack-missing', retryable: false });
   });
 
@@ -136,7 +138,7 @@ describe('CreateAccount failures of the account tier', () => {
   it.each([...TERMINAL_FAILURE_REASONS])('fails for good on %s, with the reason in the message', (reason) => {
     const c = classifyPulumiError(createAccountFailed(reason));
     expect(c).toEqual({ kind: 'account-creation-failed', retryable: false, reason });
-    const t = toTenantryError(createAccountFailed(reason), { stack: 'tenant-acme' });
+    const t = toTenantryError(createAccountFailed(reason), { stack: STACK });
     expect(t.retryable).toBe(false);
     expect(t.message).toContain(reason);
     expect(t.context).toMatchObject({ pulumiErrorKind: 'account-creation-failed', reason });
@@ -177,7 +179,7 @@ describe('toTenantryError', () => {
     const e = named('ConcurrentUpdateError', 'code: 255', DIY_LOCK);
     const t = toTenantryError(
       e,
-      { stack: 'tenant-acme' },
+      { stack: STACK },
       {
         maxAgeMs: 1_800_000,
         now: new Date('2025-01-01T10:05:00Z'),
@@ -186,9 +188,7 @@ describe('toTenantryError', () => {
       },
     );
     expect(t.retryable).toBe(false);
-    expect(t.message).toContain(
-      's3://tenantry-state/.pulumi/locks/organization/tenantry/tenant-acme/5d4c.json (tenantry@worker-1 pid 4242 since 2025-01-01T10:00:00.000Z)',
-    );
+    expect(t.message).toContain(`${LOCK_PATH} (tenantry@worker-1 pid 4242 since 2025-01-01T10:00:00.000Z)`);
     expect(t.message).toContain('pulumi cancel');
     expect(t.message.length).toBeLessThan(500); // the executor keeps the first 500 characters
     expect(t.context).toMatchObject({

@@ -6,18 +6,17 @@ import {
   parseUrn,
   progressFromEvent,
 } from '../../control-plane/src/engine/pulumi/events.js';
+import { rootStackUrn, stackUrnPrefix } from '../helpers/urns.js';
 
 type EngineEvent = pulumi.automation.EngineEvent;
 type OpType = pulumi.automation.OpType;
 
-const STACK = 'urn:pulumi:tenant-acme::tenantry::pulumi:pulumi:Stack::tenantry-tenant-acme';
-const KEY =
-  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Key$aws:kms/key:Key::tenant-acme-key-key';
-const RDS =
-  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Database$aws:rds/instance:Instance::tenant-acme-db-instance';
-const SECRET =
-  'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo$tenantry:tenant:Secret$aws:secretsmanager/secret:Secret::tenant-acme-connection-secret';
-const COMPONENT = 'urn:pulumi:tenant-acme::tenantry::tenantry:tenant:Silo::tenant-acme';
+const STACK = rootStackUrn('acme');
+const ACME = stackUrnPrefix('acme');
+const KEY = `${ACME}tenantry:tenant:Silo$tenantry:tenant:Key$aws:kms/key:Key::tenant-acme-key-key`;
+const RDS = `${ACME}tenantry:tenant:Silo$tenantry:tenant:Database$aws:rds/instance:Instance::tenant-acme-db-instance`;
+const SECRET = `${ACME}tenantry:tenant:Silo$tenantry:tenant:Secret$aws:secretsmanager/secret:Secret::tenant-acme-connection-secret`;
+const COMPONENT = `${ACME}tenantry:tenant:Silo::tenant-acme`;
 
 let seq = 0;
 function ev(e: Omit<EngineEvent, 'sequence' | 'timestamp'>): EngineEvent {

@@ -2,7 +2,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { tenantStackName } from '../../control-plane/src/domain/naming.js';
 import { classifyPulumiError, isPidAlive } from '../../control-plane/src/engine/pulumi/errors.js';
+import { stackWorkspaceDir } from '../../control-plane/src/engine/pulumi/naming.js';
 import {
   type PulumiJob,
   PulumiPool,
@@ -148,10 +150,10 @@ describe('runPulumi', () => {
 describe('the real child process', () => {
   it('creates the stack workspace and delivers its error before exiting (here: no pulumi CLI on its PATH)', async () => {
     const root = mkdtempSync(path.join(os.tmpdir(), 'tenantry-runner-'));
-    const workDir = path.join(root, 'stacks', 'tenant-acme');
+    const workDir = stackWorkspaceDir(root, 'acme');
     try {
       const err = await runPulumi(
-        { ...job('tenant-acme'), workDir, envVars: { PATH: '/nonexistent', HOME: root } },
+        { ...job(tenantStackName('acme')), workDir, envVars: { PATH: '/nonexistent', HOME: root } },
         { timeoutMs: 50_000 },
       ).then(
         () => new Error('expected the run to fail'),

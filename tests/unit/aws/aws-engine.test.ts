@@ -10,9 +10,15 @@ import { parse } from 'pg-connection-string';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { AwsCredentials } from '../../../control-plane/src/aws/accounts.js';
 import { TenantryError } from '../../../control-plane/src/domain/errors.js';
+import {
+  tenantObjectName,
+  tenantSecretName,
+  tenantStackName,
+} from '../../../control-plane/src/domain/naming.js';
 import type { StepContext, StepTenant } from '../../../control-plane/src/domain/ports.js';
 import type { Tier } from '../../../control-plane/src/domain/tiers.js';
 import { AwsEngine, type AwsEngineOptions, adminUrl } from '../../../control-plane/src/engine/aws.js';
+import { fullyQualifiedStackName } from '../../../control-plane/src/engine/pulumi/naming.js';
 import type { PulumiJob, PulumiResult, RunOptions } from '../../../control-plane/src/engine/pulumi/runner.js';
 import { TEST_PLATFORM } from '../../fixtures/platform.js';
 
@@ -152,7 +158,7 @@ describe('AwsEngine.runStep', () => {
       keyArn: 'arn:aws:kms:eu-west-1:111111111111:key/k',
       port: 5432,
       programVersion: e.programVersion,
-      stack: 'tenant-pool-co',
+      stack: tenantStackName('pool-co'),
     });
   });
 
@@ -199,7 +205,7 @@ describe('AwsEngine.runStep', () => {
 
   it('reports a lock held by a dead process of this host as a stale lock, terminal and with its holder', async () => {
     const lock = new Error(
-      `code: 255\nerror: the stack is currently locked by 1 lock(s).\n  file:///var/lib/tenantry/state/.pulumi/locks/organization/tenantry/tenant-pool-co/1.json: created by tenantry@${os.hostname()} (pid 4194305) at ${new Date().toISOString()}`,
+      `code: 255\nerror: the stack is currently locked by 1 lock(s).\n  file:///var/lib/tenantry/state/.pulumi/locks/${fullyQualifiedStackName('pool-co')}/1.json: created by tenantry@${os.hostname()} (pid 4194305) at ${new Date().toISOString()}`,
     );
     lock.name = 'ConcurrentUpdateError';
     const e = engine({ runner: fakeRunner(() => lock).runner });
@@ -229,26 +235,28 @@ describe('AwsEngine promotion', () => {
     tier: 'silo',
     host: 'db.internal',
     port: 5432,
-    database: 'tenant_movers',
+    database: tenantObjectName('movers'),
     schema: 'app',
-    user: 'tenant_movers',
+    user: tenantObjectName('movers'),
   };
   /** The tenant's secret says `routed`; the shared cluster's admin secret is there. */
   const secretsSay = (routed: Record<string, unknown>) => {
     secretsMock.reset();
-    secretsMock.on(GetSecretValueCommand, { SecretId: 'tenantry/movers/connection' }).resolves({
-      ARN: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:tenantry/movers/connection',
+    secretsMock.on(GetSecretValueCommand, { SecretId: tenantSecretName('movers') }).resolves({
+      ARN: `arn:aws:secretsmanager:eu-west-1:111111111111:secret:${tenantSecretName('movers')}`,
       SecretString: JSON.stringify(routed),
     });
-    secretsMock.on(GetSecretValueCommand, { SecretId: 'tenantry/platform/shared-cluster-admin' }).resolves({
-      ARN: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:shared',
-      SecretString: JSON.stringify({
-        username: 'admin',
-        password: 'pw',
-        host: 'shared.internal',
-        dbname: 'tenantry_data',
-      }),
-    });
+    secretsMock
+      .on(GetSecretValueCommand, { SecretId: TEST_PLATFORM.sharedCluster?.adminSecretName })
+      .resolves({
+        ARN: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:shared',
+        SecretString: JSON.stringify({
+          username: 'admin',
+          password: 'pw',
+          host: 'shared.internal',
+          dbname: 'tenantry_data',
+        }),
+      });
   };
   const ROUTED_TO_POOL = { host: 'shared.internal', database: 'tenantry_data', schema: 'pool' };
   afterEach(() => secretsMock.reset());
@@ -277,9 +285,9 @@ describe('AwsEngine promotion', () => {
       stagedTier: 'silo',
       stagedHost: 'db.internal',
       stagedPort: 5432,
-      stagedDatabase: 'tenant_movers',
+      stagedDatabase: tenantObjectName('movers'),
       stagedSchema: 'app',
-      stagedUser: 'tenant_movers',
+      stagedUser: tenantObjectName('movers'),
       stagedAdminSecretArn: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:rds!db-1',
     };
     const f = fakeRunner((job) =>
@@ -298,7 +306,7 @@ describe('AwsEngine promotion', () => {
     const [stage, up, discard, unstage] = f.jobs.map((j) => j.job);
     expect(stage).toMatchObject({
       op: 'up',
-      stackName: 'tenant-movers',
+      stackName: tenantStackName('movers'),
       input: { tier: 'pool', stagedTier: 'silo' },
     });
     expect(stage?.input.discardStaged).toBeUndefined();
@@ -447,15 +455,16 @@ describe('AwsEngine.connection', () => {
     tier: 'silo',
     host: 'tenantry-acme-1a2b3c.abcdefgh.eu-west-1.rds.amazonaws.com',
     port: 5432,
-    database: 'tenant_acme',
+    database: tenantObjectName('acme'),
     schema: 'app',
-    user: 'tenant_acme',
+    user: tenantObjectName('acme'),
     password: 'never-returned',
   };
 
   it('reads the descriptor from the tenant secret and leaves the password there', async () => {
-    sm.on(GetSecretValueCommand, { SecretId: 'tenantry/acme/connection' }).resolves({
-      ARN: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:tenantry/acme/connection-AbCdEf',
+    const arn = `arn:aws:secretsmanager:eu-west-1:111111111111:secret:${tenantSecretName('acme')}-AbCdEf`;
+    sm.on(GetSecretValueCommand, { SecretId: tenantSecretName('acme') }).resolves({
+      ARN: arn,
       SecretString: JSON.stringify(descriptor),
       VersionId: 'v1',
     });
@@ -465,10 +474,10 @@ describe('AwsEngine.connection', () => {
       tier: 'silo',
       host: descriptor.host,
       port: 5432,
-      database: 'tenant_acme',
+      database: tenantObjectName('acme'),
       schema: 'app',
-      user: 'tenant_acme',
-      secretRef: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:tenantry/acme/connection-AbCdEf',
+      user: tenantObjectName('acme'),
+      secretRef: arn,
     });
   });
 
@@ -500,8 +509,9 @@ describe('AwsEngine.connection', () => {
     const member = new SecretsManagerClient({ region: 'eu-west-1' });
     const memberMock = mockClient(member);
     const platformMock = mockClient(platformClient);
-    memberMock.on(GetSecretValueCommand, { SecretId: 'tenantry/acme/connection' }).resolves({
-      ARN: 'arn:aws:secretsmanager:eu-west-1:333333333333:secret:tenantry/acme/connection-XyZ123',
+    const arn = `arn:aws:secretsmanager:eu-west-1:333333333333:secret:${tenantSecretName('acme')}-XyZ123`;
+    memberMock.on(GetSecretValueCommand, { SecretId: tenantSecretName('acme') }).resolves({
+      ARN: arn,
       SecretString: JSON.stringify({ ...descriptor, tier: 'account' }),
     });
     const handed: AwsCredentials[] = [];
@@ -517,9 +527,7 @@ describe('AwsEngine.connection', () => {
       },
     });
     const c = await e.connection(t);
-    expect(c.secretRef).toBe(
-      'arn:aws:secretsmanager:eu-west-1:333333333333:secret:tenantry/acme/connection-XyZ123',
-    );
+    expect(c.secretRef).toBe(arn);
     expect(c).not.toHaveProperty('password');
     expect(sts.commandCalls(AssumeRoleCommand)[0]?.args[0].input).toMatchObject({
       RoleArn: 'arn:aws:iam::333333333333:role/OrganizationAccountAccessRole',

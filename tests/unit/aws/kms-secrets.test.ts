@@ -16,6 +16,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
 import { findKeyByAlias, scheduleKeyDeletion } from '../../../control-plane/src/aws/kms.js';
 import { getSecretValue, listSecretsByTag, putSecretValue } from '../../../control-plane/src/aws/secrets.js';
+import { tenantKeyAlias, tenantSecretName } from '../../../control-plane/src/domain/naming.js';
 
 const kms = mockClient(KMSClient);
 const sm = mockClient(SecretsManagerClient);
@@ -43,19 +44,19 @@ describe('findKeyByAlias', () => {
       .on(ListAliasesCommand, { Marker: 'm2' })
       .resolves({
         Aliases: [
-          { AliasName: 'alias/tenantry/other', TargetKeyId: 'ffff' },
+          { AliasName: tenantKeyAlias('other'), TargetKeyId: 'ffff' },
           {
-            AliasName: 'alias/tenantry/acme',
-            AliasArn: 'arn:aws:kms:eu-west-1:111111111111:alias/tenantry/acme',
+            AliasName: tenantKeyAlias('acme'),
+            AliasArn: `arn:aws:kms:eu-west-1:111111111111:${tenantKeyAlias('acme')}`,
             TargetKeyId: KEY_ID,
           },
         ],
         Truncated: false,
       });
-    expect(await findKeyByAlias(kmsClient, 'alias/tenantry/acme')).toEqual({
-      alias: 'alias/tenantry/acme',
+    expect(await findKeyByAlias(kmsClient, tenantKeyAlias('acme'))).toEqual({
+      alias: tenantKeyAlias('acme'),
       keyId: KEY_ID,
-      aliasArn: 'arn:aws:kms:eu-west-1:111111111111:alias/tenantry/acme',
+      aliasArn: `arn:aws:kms:eu-west-1:111111111111:${tenantKeyAlias('acme')}`,
     });
     expect(kms.commandCalls(ListAliasesCommand)).toHaveLength(2);
   });
@@ -70,7 +71,7 @@ describe('findKeyByAlias', () => {
         Truncated: false,
         NextMarker: 'ignored',
       });
-    expect(await findKeyByAlias(kmsClient, 'alias/tenantry/ghost')).toBeNull();
+    expect(await findKeyByAlias(kmsClient, tenantKeyAlias('ghost'))).toBeNull();
     expect(kms.commandCalls(ListAliasesCommand)).toHaveLength(2);
   });
 });
@@ -107,27 +108,28 @@ describe('scheduleKeyDeletion', () => {
 
 describe('Secrets Manager helpers', () => {
   it('reads a JSON secret and returns null for a missing one', async () => {
-    sm.on(GetSecretValueCommand, { SecretId: 'tenantry/acme/connection' })
+    const arn = `arn:aws:secretsmanager:eu-west-1:111111111111:secret:${tenantSecretName('acme')}-AbCdEf`;
+    sm.on(GetSecretValueCommand, { SecretId: tenantSecretName('acme') })
       .resolves({
-        ARN: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:tenantry/acme/connection-AbCdEf',
-        Name: 'tenantry/acme/connection',
+        ARN: arn,
+        Name: tenantSecretName('acme'),
         VersionId: 'v1',
         SecretString: '{"host":"db","port":5432}',
         VersionStages: ['AWSCURRENT'],
       })
-      .on(GetSecretValueCommand, { SecretId: 'tenantry/ghost/connection' })
+      .on(GetSecretValueCommand, { SecretId: tenantSecretName('ghost') })
       .rejects(
         new ResourceNotFoundException({
           message: "Secrets Manager can't find the specified secret.",
           ...meta,
         }),
       );
-    expect(await getSecretValue(smClient, 'tenantry/acme/connection')).toEqual({
-      arn: 'arn:aws:secretsmanager:eu-west-1:111111111111:secret:tenantry/acme/connection-AbCdEf',
+    expect(await getSecretValue(smClient, tenantSecretName('acme'))).toEqual({
+      arn,
       versionId: 'v1',
       value: { host: 'db', port: 5432 },
     });
-    expect(await getSecretValue(smClient, 'tenantry/ghost/connection')).toBeNull();
+    expect(await getSecretValue(smClient, tenantSecretName('ghost'))).toBeNull();
   });
 
   it('never echoes a non-JSON secret value in its error', async () => {
@@ -175,7 +177,7 @@ describe('Secrets Manager helpers', () => {
     sm.on(ListSecretsCommand, { NextToken: undefined })
       .resolves({
         SecretList: [
-          entry('tenantry/a/connection', [['tenantry:managed-by', 'tenantry']]),
+          entry(tenantSecretName('acme'), [['tenantry:managed-by', 'tenantry']]),
           // tag-key and tag-value filters match independently: this one has the key and the value on different tags.
           entry('other/b', [
             ['tenantry:managed-by', 'someone'],
@@ -185,9 +187,9 @@ describe('Secrets Manager helpers', () => {
         NextToken: 'tok-2',
       })
       .on(ListSecretsCommand, { NextToken: 'tok-2' })
-      .resolves({ SecretList: [entry('tenantry/c/connection', [['tenantry:managed-by', 'tenantry']])] });
+      .resolves({ SecretList: [entry(tenantSecretName('cobalt'), [['tenantry:managed-by', 'tenantry']])] });
     const found = await listSecretsByTag(smClient, 'tenantry:managed-by', 'tenantry');
-    expect(found.map((s) => s.Name)).toEqual(['tenantry/a/connection', 'tenantry/c/connection']);
+    expect(found.map((s) => s.Name)).toEqual([tenantSecretName('acme'), tenantSecretName('cobalt')]);
     expect(sm.commandCalls(ListSecretsCommand)).toHaveLength(2);
     expect(sm.commandCalls(ListSecretsCommand)[0]?.args[0].input.Filters).toEqual([
       { Key: 'tag-key', Values: ['tenantry:managed-by'] },
