@@ -6,6 +6,7 @@ import { DataPlane } from './dataplane/dataplane.js';
 import { Db } from './db/db.js';
 import { migrate } from './db/migrate.js';
 import type { Engine } from './domain/ports.js';
+import type { Queryable } from './domain/queryable.js';
 import { type DriftHandle, registerLocalDrift } from './drift/index.js';
 import { type EmbeddedServer, startEmbedded } from './embedded.js';
 import { LocalEngine } from './engine/local.js';
@@ -49,18 +50,22 @@ async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
 }
 
 /**
- * When the data plane runs on the control plane's own cluster, tenant roles share it with the
- * control database, which must then be locked down (no CONNECT for PUBLIC). Returns its name in
- * that case. Host names cannot tell (localhost, 127.0.0.1, a DNS alias): compare the clusters'
- * system identifiers, and the database's oid to be sure it is the same database.
+ * Whether the data plane runs on the control plane's own cluster (then provisioning may commit
+ * relaxed: DataPlane.allowRelaxedCommits), and if the control database is on it, its name: tenant
+ * roles share the cluster with it, so it must be locked down (no CONNECT for PUBLIC). Host names
+ * cannot tell (localhost, 127.0.0.1, a DNS alias): compare the clusters' system identifiers, and the
+ * database's oid to be sure it is the same database.
  */
-async function controlDatabaseOnDataPlane(control: Db, dataplaneUrl: string): Promise<string | null> {
+export async function controlDatabaseOnDataPlane(
+  control: Queryable,
+  dataplaneUrl: string,
+): Promise<{ sameCluster: boolean; controlDb: string | null }> {
   const here = await control.query<{ sysid: string; db: string; oid: string }>(
     `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sysid, current_database() AS db,
             (SELECT oid::text FROM pg_database WHERE datname = current_database()) AS oid`,
   );
   const c = here.rows[0];
-  if (!c) return null;
+  if (!c) return { sameCluster: false, controlDb: null };
   const dp = new pg.Client({ connectionString: withDatabase(dataplaneUrl, 'postgres') });
   await dp.connect();
   try {
@@ -70,7 +75,9 @@ async function controlDatabaseOnDataPlane(control: Db, dataplaneUrl: string): Pr
       [c.db],
     );
     const d = there.rows[0];
-    return d && d.sysid === c.sysid && d.oid === c.oid ? c.db : null;
+    // A sysid hidden from a non-superuser reads as null: not known to be the same cluster.
+    const sameCluster = Boolean(d?.sysid && d.sysid === c.sysid);
+    return { sameCluster, controlDb: sameCluster && d?.oid === c.oid ? c.db : null };
   } finally {
     await dp.end();
   }
@@ -174,7 +181,8 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       closers.push(() => aws.engine.close());
     } else {
       const dp = new DataPlane(dataplaneUrl);
-      const controlDb = await controlDatabaseOnDataPlane(db, dataplaneUrl);
+      const { sameCluster, controlDb } = await controlDatabaseOnDataPlane(db, dataplaneUrl);
+      dp.allowRelaxedCommits(sameCluster);
       const local = new LocalEngine(dp, keys, templates.catalog, templates.tenantSchema, {
         faultStepDelayMs: config.faultStepDelayMs,
         ...(config.faultHoldFile ? { faultHoldFile: config.faultHoldFile } : {}),

@@ -48,6 +48,11 @@ export interface ReservedConnectionAccess {
   reason?: string;
 }
 
+/** How a data-plane session commits: `relaxed` asks for `synchronous_commit = off` where it is safe (see `allowRelaxedCommits`). */
+export interface SessionOptions {
+  relaxed?: boolean;
+}
+
 export class DataPlane {
   readonly names: DataPlaneNames;
   readonly data: pg.Pool;
@@ -98,34 +103,66 @@ export class DataPlane {
     return u.toString();
   }
 
-  /** A dedicated client on the data database (DDL sequences that need one session). */
-  async withData<T>(fn: (db: Queryable) => Promise<T>): Promise<T> {
-    const c = await this.data.connect();
-    try {
-      return await fn(c);
-    } finally {
-      c.release();
-    }
+  /**
+   * Whether provisioning may commit with `synchronous_commit = off` (`{ relaxed: true }` below). Only
+   * when this cluster also holds the control database: the operation's completion there is a durable
+   * commit later in the same WAL, so a Postgres crash can lose a relaxed provisioning commit only
+   * together with every later record of its step, and the step then runs again (each is idempotent).
+   * On another cluster, a lost commit could sit behind a step recorded done: every commit stays durable.
+   */
+  private relaxedCommits = false;
+
+  allowRelaxedCommits(sameClusterAsControl: boolean): void {
+    this.relaxedCommits = sameClusterAsControl;
   }
 
-  async withMaintenance<T>(fn: (db: Queryable) => Promise<T>): Promise<T> {
-    const c = await this.maintenance.connect();
-    try {
-      return await fn(c);
-    } finally {
-      c.release();
-    }
+  /** A dedicated client on the data database (DDL sequences that need one session). */
+  withData<T>(fn: (db: Queryable) => Promise<T>, opts: SessionOptions = {}): Promise<T> {
+    return this.withPooled(this.data, fn, opts);
+  }
+
+  withMaintenance<T>(fn: (db: Queryable) => Promise<T>, opts: SessionOptions = {}): Promise<T> {
+    return this.withPooled(this.maintenance, fn, opts);
   }
 
   /** A short-lived admin session on another database (a silo). */
-  async withDatabase<T>(database: string, fn: (db: Queryable) => Promise<T>): Promise<T> {
-    const c = new pg.Client({ connectionString: this.urlFor(database) });
+  async withDatabase<T>(
+    database: string,
+    fn: (db: Queryable) => Promise<T>,
+    opts: SessionOptions = {},
+  ): Promise<T> {
+    const u = new URL(this.urlFor(database));
+    if (this.relaxes(opts))
+      u.searchParams.set('options', `${u.searchParams.get('options')} -c synchronous_commit=off`);
+    const c = new pg.Client({ connectionString: u.toString() });
     c.on('error', () => {});
     await c.connect();
     try {
       return await fn(c);
     } finally {
       await c.end().catch(() => undefined);
+    }
+  }
+
+  private relaxes(opts: SessionOptions): boolean {
+    return opts.relaxed === true && this.relaxedCommits;
+  }
+
+  private async withPooled<T>(
+    pool: pg.Pool,
+    fn: (db: Queryable) => Promise<T>,
+    opts: SessionOptions,
+  ): Promise<T> {
+    const c = await pool.connect();
+    const relaxed = this.relaxes(opts);
+    let broken = false;
+    try {
+      if (relaxed) await c.query('SET synchronous_commit = off');
+      return await fn(c);
+    } finally {
+      // The pooled session goes back as it came: a session whose reset fails is discarded.
+      if (relaxed) await c.query('RESET synchronous_commit').catch(() => (broken = true));
+      c.release(broken);
     }
   }
 

@@ -23,6 +23,8 @@ import {
   type TenantTemplate,
 } from '../providers/postgres/index.js';
 
+const RELAXED = { relaxed: true } as const;
+
 /** The tenant a resource belongs to, on a tier the local target provisions. */
 export interface ResourceTenant {
   id: string;
@@ -113,7 +115,7 @@ export class LocalTenantResources {
       ...(password ? { password } : {}),
     };
     // applyRole states NOSUPERUSER NOBYPASSRLS explicitly; drift runs observe it in batch.
-    await this.dp.withMaintenance(async (db) => {
+    await this.maintenance(async (db) => {
       await applyRole(db, spec);
       await opts.andThen?.(db);
     });
@@ -125,8 +127,8 @@ export class LocalTenantResources {
    */
   dropRole(t: ResourceTenant): Promise<void> {
     const spec = { name: tenantObjectName(t.slug), ...this.catalog.tiers[t.tier].role };
-    return this.dp.withData((data) =>
-      this.dp.withMaintenance((db) => roleProvider.delete(db, { ...spec, cleanupIn: [data] })),
+    return this.data((data) =>
+      this.maintenance((db) => roleProvider.delete(db, { ...spec, cleanupIn: [data] })),
     );
   }
 
@@ -140,7 +142,7 @@ export class LocalTenantResources {
   ): Promise<string> {
     const n = this.dp.names;
     const name = tenantObjectName(t.slug);
-    await this.dp.withMaintenance(async (db) => {
+    await this.maintenance(async (db) => {
       await databaseProvider.create(db, {
         name,
         owner: n.ownerRole,
@@ -153,15 +155,24 @@ export class LocalTenantResources {
 
   dropDatabase(t: ResourceTenant): Promise<void> {
     const n = this.dp.names;
-    return this.dp.withMaintenance((db) =>
+    return this.maintenance((db) =>
       databaseProvider.delete(db, { name: tenantObjectName(t.slug), owner: n.ownerRole }),
     );
+  }
+
+  /** Provisioning sessions on the data plane commit relaxed where that is safe (DataPlane.allowRelaxedCommits). */
+  private data<T>(fn: (db: Queryable) => Promise<T>): Promise<T> {
+    return this.dp.withData(fn, RELAXED);
+  }
+
+  private maintenance<T>(fn: (db: Queryable) => Promise<T>): Promise<T> {
+    return this.dp.withMaintenance(fn, RELAXED);
   }
 
   /** Runs `fn` on the database holding the tenant's tables. */
   onTenantDatabase<T>(t: ResourceTenant, fn: (db: Queryable) => Promise<T>): Promise<T> {
     const { database } = this.placement(t);
-    return database === this.dp.names.database ? this.dp.withData(fn) : this.dp.withDatabase(database, fn);
+    return database === this.dp.names.database ? this.data(fn) : this.dp.withDatabase(database, fn, RELAXED);
   }
 
   /**
@@ -172,7 +183,7 @@ export class LocalTenantResources {
   async createSchema(t: ResourceTenant): Promise<string> {
     const spec = this.schemaSpec(t);
     if (t.tier === 'bridge') {
-      await this.dp.withData(async (db) => {
+      await this.data(async (db) => {
         await ensureFreezeSupport(db, spec.owner);
         await applySchema(db, spec, { andThen: [guardPrivateSchemaSql(spec.name)] });
       });
@@ -200,8 +211,8 @@ export class LocalTenantResources {
   /** Drops a bridge schema, after ending the tenant's own sessions (an open transaction would hold a lock the DROP waits on). A silo's schema goes with its database. */
   async dropSchema(t: ResourceTenant): Promise<void> {
     if (t.tier !== 'bridge') return;
-    await this.dp.withMaintenance((db) => endRoleSessions(db, tenantObjectName(t.slug)));
-    await this.dp.withData((db) => schemaProvider.delete(db, this.schemaSpec(t)));
+    await this.maintenance((db) => endRoleSessions(db, tenantObjectName(t.slug)));
+    await this.data((db) => schemaProvider.delete(db, this.schemaSpec(t)));
   }
 
   /** The tenant role's grants on its placement. */
@@ -222,13 +233,13 @@ export class LocalTenantResources {
   /** The pool tenant's membership row (removal freezes it first, waiting for the shared role's older transactions). */
   async joinPool(t: ResourceTenant): Promise<string> {
     const spec = this.membershipSpec(t);
-    await this.dp.withData((db) => poolMembershipProvider.create(db, spec));
+    await this.data((db) => poolMembershipProvider.create(db, spec));
     return spec.schema;
   }
 
   leavePool(t: ResourceTenant): Promise<void> {
     const spec = this.membershipSpec(t);
-    return this.dp.withData((db) => poolMembershipProvider.delete(db, spec));
+    return this.data((db) => poolMembershipProvider.delete(db, spec));
   }
 
   /** What the data plane needs to connect, password included (stored only in the tenant's secret). */
