@@ -38,15 +38,15 @@ export async function superQuery<T extends pg.QueryResultRow = Record<string, un
 }
 
 /**
- * Drops what a stack created on the shared test cluster: its control and data databases, the silo
- * template, every database its owner role owns (the silos), then that owner role and the pool login.
- * Leftover sessions (tenant clients a test forgot, a promotion's walsender) are ended first, and
- * logical replication slots on those databases dropped, since DROP DATABASE … WITH (FORCE) refuses
- * a database that still has one. Tenant login roles (tenantObjectName) are left: a fixed slug may be
- * in use by another file's stack on the same cluster.
+ * Drops databases of the shared test cluster, those named and every one the role `ownedBy` owns,
+ * then the given roles. Leftover sessions (tenant clients a test forgot, a promotion's walsender)
+ * are ended first, and logical replication slots on those databases dropped, since DROP DATABASE …
+ * WITH (FORCE) refuses a database that still has one. A name that does not exist is no error.
  */
-export async function dropStackDatabases(controlDb: string, dataDb: string): Promise<void> {
-  const { ownerRole: owner, poolRole, siloTemplate } = dataPlaneNames(dataDb);
+async function dropOnCluster(
+  databases: { names: string[]; ownedBy?: string },
+  roles: string[],
+): Promise<void> {
   const c = new pg.Client({ connectionString: adminUrl('postgres') });
   await c.connect();
   try {
@@ -54,7 +54,7 @@ export async function dropStackDatabases(controlDb: string, dataDb: string): Pro
       `SELECT d.datname, d.datistemplate FROM pg_database d
         WHERE d.datname = ANY($1::text[])
            OR d.datdba = (SELECT oid FROM pg_roles WHERE rolname = $2)`,
-      [[controlDb, dataDb, siloTemplate], owner],
+      [databases.names, databases.ownedBy ?? null],
     );
     const names = rows.map((r) => r.datname);
     await c.query(
@@ -71,13 +71,32 @@ export async function dropStackDatabases(controlDb: string, dataDb: string): Pro
       if (r.datistemplate) await c.query(`ALTER DATABASE ${d} IS_TEMPLATE false`);
       await c.query(`DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
     }
-    // Roles are cluster-wide; these two carry the stack's random data-database name, so no other stack shares them.
-    for (const role of [owner, poolRole]) {
+    for (const role of roles) {
       await c.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`);
     }
   } finally {
     await c.end();
   }
+}
+
+/** Drops databases a test file created on the shared test cluster (then roles of its own, if given). */
+export async function dropDatabases(names: string[], roles: string[] = []): Promise<void> {
+  await dropOnCluster({ names }, roles);
+}
+
+/**
+ * Drops what a stack created on the shared test cluster: its control and data databases, the silo
+ * template, every database its owner role owns (the silos), then that owner role and the pool login.
+ * Roles are cluster-wide; these two carry the stack's random data-database name, so no other stack
+ * shares them. Tenant login roles (tenantObjectName) are left: a fixed slug may be in use by another
+ * file's stack on the same cluster.
+ */
+export async function dropStackDatabases(controlDb: string, dataDb: string): Promise<void> {
+  const { ownerRole, poolRole, siloTemplate } = dataPlaneNames(dataDb);
+  await dropOnCluster({ names: [controlDb, dataDb, siloTemplate], ownedBy: ownerRole }, [
+    ownerRole,
+    poolRole,
+  ]);
 }
 
 export interface TestStack {

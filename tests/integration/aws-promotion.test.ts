@@ -35,7 +35,7 @@ import {
 import { DEFAULT_TEMPLATES_DIR, loadProgramTemplates } from '../../stacks/common/templates.js';
 import { tenantOwnerRoleName } from '../../stacks/common/tenant-postgres.js';
 import { TEST_PLATFORM } from '../fixtures/platform.js';
-import { adminUrl, rand, superQuery, tenantClient } from '../helpers/runtime.js';
+import { adminUrl, dropDatabases, rand, superQuery, tenantClient } from '../helpers/runtime.js';
 import { freePort } from '../helpers/server.js';
 
 const { catalog, tenantSchema: template } = loadProgramTemplates(DEFAULT_TEMPLATES_DIR);
@@ -301,6 +301,8 @@ afterAll(async () => {
   await rds?.stop();
   fs.rmSync(rdsDir, { recursive: true, force: true });
   sm.restore();
+  // The shared cluster's database lives on the shared test cluster; the tenants' silos on `rds`, gone with it.
+  await dropDatabases([SHARED_DB]);
 });
 
 /** A pool tenant of the shared cluster, with rows, routed there by its secret. */

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
-import { adminUrl, rand, superQuery, tenantClient } from '../helpers/runtime.js';
+import { adminUrl, dropStackDatabases, rand, superQuery, tenantClient } from '../helpers/runtime.js';
 import { freePort, isRunning, kill9, type ServerProcess, signal, startServer } from '../helpers/server.js';
 
 /**
@@ -47,6 +47,8 @@ beforeAll(async () => {
 afterAll(async () => {
   if (isRunning(child)) await kill9(child);
   fs.rmSync(dataDir, { recursive: true, force: true });
+  // The control and data databases, the silo template and the silos of the tenants onboarded here.
+  if (controlDb) await dropStackDatabases(controlDb, dataDb);
 });
 
 const ONBOARD_STEPS = {

@@ -8,7 +8,7 @@ import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import { Metrics } from '../../control-plane/src/lib/metrics.js';
 import { TenantService } from '../../control-plane/src/services/tenants.js';
 import { OperationExecutor } from '../../control-plane/src/worker/executor.js';
-import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
+import { adminUrl, dropDatabases, rand, superQuery } from '../helpers/runtime.js';
 
 /** An Engine whose steps fail on cue: the executor's state machine against the real control database. */
 class ScriptedEngine implements Engine {
@@ -52,15 +52,16 @@ class ScriptedEngine implements Engine {
 }
 
 let db: Db;
+let dbName: string;
 let engine: ScriptedEngine;
 let svc: TenantService;
 let exec: OperationExecutor;
 const actor = { actor: { id: 'tok_test', name: 'test', role: 'admin' }, requestId: 'req' };
 
 beforeAll(async () => {
-  const name = `cp_exec_${rand()}`;
-  await superQuery('postgres', `CREATE DATABASE ${name} TEMPLATE ${inject('templateDb')}`);
-  db = new Db(adminUrl(name), 4);
+  dbName = `cp_exec_${rand()}`;
+  await superQuery('postgres', `CREATE DATABASE ${dbName} TEMPLATE ${inject('templateDb')}`);
+  db = new Db(adminUrl(dbName), 4);
   engine = new ScriptedEngine();
   svc = new TenantService(db, engine, { templateVersion: 1, maxAttempts: 3 });
   exec = new OperationExecutor(db, engine, pino({ level: 'silent' }), new Metrics(db), {
@@ -70,6 +71,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await db?.close();
+  if (dbName) await dropDatabases([dbName]);
 });
 
 async function create(service = svc) {

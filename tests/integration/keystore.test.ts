@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Db } from '../../control-plane/src/db/db.js';
 import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
-import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
+import { adminUrl, dropDatabases, rand, superQuery } from '../helpers/runtime.js';
 
 let db: Db;
 let store: LocalKeyStore;
@@ -22,6 +22,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await db?.close();
   fs.rmSync(dir, { recursive: true, force: true });
+  if (dbName) await dropDatabases([dbName]);
 });
 
 describe('local key and secret store', () => {

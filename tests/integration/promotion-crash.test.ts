@@ -5,7 +5,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
-import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
+import { adminUrl, dropStackDatabases, rand, superQuery } from '../helpers/runtime.js';
 import { freePort, isRunning, kill9, startServer } from '../helpers/server.js';
 
 /**
@@ -232,6 +232,8 @@ beforeAll(async () => {
 afterAll(async () => {
   if (isRunning(child)) await kill9(child);
   fs.rmSync(dataDir, { recursive: true, force: true });
+  // The control and data databases, the silo template and the silos of the tenants promoted here.
+  if (controlDb) await dropStackDatabases(controlDb, dataDb);
 });
 
 describe('kill -9 inside promotion steps', () => {

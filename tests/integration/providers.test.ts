@@ -9,7 +9,7 @@ import {
   roleProvider,
   schemaProvider,
 } from '../../control-plane/src/providers/postgres/index.js';
-import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
+import { adminUrl, dropDatabases, rand, superQuery } from '../helpers/runtime.js';
 
 /** Each provider: create twice (idempotent), observe, update converges drift, delete twice (idempotent). */
 const { tenantSchema: template } = loadTemplates('templates');
@@ -29,6 +29,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await db?.end();
   await maint?.end();
+  if (dbName) await dropDatabases([dbName], [owner]);
 });
 
 const limits = { connectionLimit: 7, statementTimeoutMs: 1234, idleInTransactionSessionTimeoutMs: 5678 };

@@ -95,6 +95,7 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
   /** A silo tenant's objects, and a tenant whose owner the admin is never granted. */
   const silo = { owner: tenantOwnerRoleName(`t${suffix}`), login: tenantObjectName(`t${suffix}`) };
   const ungranted = { owner: tenantOwnerRoleName(`u${suffix}`), database: tenantObjectName(`u${suffix}`) };
+  const poolApp = `pool_app_${suffix}`;
   const master = `rds_master_${suffix}`;
   const masterPassword = randomBytes(12).toString('hex');
   const url = new URL(inject('pgAdminUrl'));
@@ -142,8 +143,14 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
   });
 
   afterAll(async () => {
+    // The pool login's CONNECT grant (made by the superuser) would keep its role from being dropped.
+    await su.query(`REVOKE CONNECT ON DATABASE postgres FROM ${poolApp}`).catch(() => undefined);
     for (const { outs } of created.reverse()) {
       await postgresProvider.delete?.('', outs).catch(() => undefined);
+    }
+    // Whatever a failed test left of the databases it made (the provider's deletes above may not have run).
+    for (const db of [silo.login, ungranted.database]) {
+      await su.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(db)} WITH (FORCE)`);
     }
     await su.query(`REVOKE CONNECT ON DATABASE postgres FROM ${master}`).catch(() => undefined);
     await su.query(`DROP OWNED BY ${master} CASCADE`).catch(() => undefined);
@@ -222,7 +229,7 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
   });
 
   it('gives the pool login role the given password and the pool schema as its search_path', async () => {
-    const app = `pool_app_${suffix}`;
+    const app = poolApp;
     const password = randomBytes(12).toString('hex');
     const outs = await create({
       kind: 'role',
