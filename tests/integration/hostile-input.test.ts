@@ -137,6 +137,12 @@ const ROUTES: Record<string, Route> = {
       url: `/v1/tenants/${p.slug ?? NO_SLUG}/promotions/${p.operationId ?? NO_OP}/rollback`,
     }),
   },
+  listOperations: {
+    name: 'GET /v1/operations',
+    role: 'sales-ops',
+    sound: 200,
+    request: (p) => ({ method: 'GET', url: `/v1/operations?${q(p, 'limit=5')}` }),
+  },
   getOperation: {
     name: 'GET /v1/operations/{id}',
     role: 'sre',
@@ -319,6 +325,40 @@ for (const f of ['tier', 'status']) {
 }
 add(
   R.listTenants!,
+  'querystring/cursor',
+  [...BAD_QUERY_TEXT, ['an over-long value', 'c'.repeat(201)]],
+  (v) => ({ query: `cursor=${v}` }),
+);
+// GET /v1/operations
+add(
+  R.listOperations!,
+  'querystring/limit',
+  [...BAD_INTEGERS, ['a repeated parameter', '1&limit=2']],
+  (v) => ({
+    query: `limit=${v}`,
+  }),
+);
+for (const f of ['kind', 'status']) {
+  add(
+    R.listOperations!,
+    `querystring/${f}`,
+    [
+      ['an unknown value', 'gold'],
+      ['a known value with a NUL', 'queued%00'],
+      ['an escape sequence', enc(ESC)],
+      ['too many values', Array.from({ length: 6 }, () => 'failed').join(`&${f}=`)],
+    ],
+    (v) => ({ query: `${f}=${v}` }),
+  );
+}
+add(
+  R.listOperations!,
+  'querystring/tenant',
+  [...BAD_QUERY_TEXT, ['an over-long value', 'x'.repeat(300)]],
+  (v) => ({ query: `tenant=${v}` }),
+);
+add(
+  R.listOperations!,
   'querystring/cursor',
   [...BAD_QUERY_TEXT, ['an over-long value', 'c'.repeat(201)]],
   (v) => ({ query: `cursor=${v}` }),

@@ -49,6 +49,13 @@ const ROUTES: RouteCase[] = [
     allowed: SALES,
   },
   {
+    name: 'list operations',
+    method: 'GET',
+    path: '/v1/operations',
+    url: () => '/v1/operations?limit=1',
+    allowed: SALES,
+  },
+  {
     name: 'get operation',
     method: 'GET',
     path: '/v1/operations/{id}',

@@ -206,6 +206,54 @@ export async function findOperation(q: Queryable, id: string): Promise<Operation
   return rows[0] ? toOperation(rows[0] as OperationRow) : null;
 }
 
+export interface OperationPage {
+  items: Operation[];
+  nextCursor: string | null;
+}
+
+/**
+ * Operations newest first, keyset-paginated on (created_at, id) read from the cursor's own row (no
+ * timestamp precision is lost, and rows inserted meanwhile never shift a page); the index
+ * operations_page (migration 0009) serves the unfiltered walk.
+ */
+export async function listOperations(
+  q: Queryable,
+  f: {
+    tenantId?: string;
+    kinds?: OperationKind[];
+    statuses?: OperationStatus[];
+    limit: number;
+    cursor?: string;
+  },
+): Promise<OperationPage> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (f.tenantId) where.push(`o.tenant_id = $${params.push(f.tenantId)}::uuid`);
+  if (f.kinds?.length) where.push(`o.kind = ANY($${params.push(f.kinds)}::text[])`);
+  if (f.statuses?.length) where.push(`o.status = ANY($${params.push(f.statuses)}::text[])`);
+  if (f.cursor) {
+    const c = params.push(f.cursor);
+    where.push(`(o.created_at, o.id) < (SELECT created_at, id FROM operations WHERE id = $${c})`);
+  }
+  const lim = params.push(f.limit + 1);
+  const { rows } = await q.query<OperationRow & Record<string, unknown>>(
+    `${OP_SELECT} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY o.created_at DESC, o.id DESC LIMIT $${lim}`,
+    params,
+  );
+  const items = rows.slice(0, f.limit).map((r) => toOperation(r as OperationRow));
+  const last = items[items.length - 1];
+  return { items, nextCursor: rows.length > f.limit && last ? encodeOperationCursor(last.id) : null };
+}
+
+/** An opaque cursor: the id of the last operation of the page. */
+export const encodeOperationCursor = (id: string): string => Buffer.from(`o:${id}`).toString('base64url');
+
+export function decodeOperationCursor(c: string): string | null {
+  const m = /^o:(op_[0-9a-f]{28})$/.exec(Buffer.from(c, 'base64url').toString('utf8'));
+  return m?.[1] ?? null;
+}
+
 export async function activeOperationFor(q: Queryable, tenantId: string): Promise<string | null> {
   const { rows } = await q.query<{ id: string }>(
     `SELECT id FROM operations WHERE tenant_id = $1 AND status IN ('queued', 'running')`,

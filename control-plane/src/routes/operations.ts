@@ -1,14 +1,68 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { findOperation } from '../db/repo.js';
+import { decodeOperationCursor, findOperation, findTenantBySlug, listOperations } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
+import { OPERATION_KINDS, OPERATION_STATUSES } from '../domain/tenant.js';
 import { actorOf } from '../plugins/auth.js';
-import { Accepted, errors, OperationSchema, security } from './schemas.js';
+import {
+  Accepted,
+  Cursor,
+  errors,
+  OperationKindT,
+  OperationSchema,
+  OperationStatusT,
+  Page,
+  Slug,
+  security,
+} from './schemas.js';
 
 const OpParams = Type.Object({ id: Type.String({ pattern: '^op_[0-9a-f]{28}$' }) });
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.get(
+    '/v1/operations',
+    {
+      config: { permission: 'operations:read' },
+      schema: {
+        summary: 'List operations, newest first',
+        description:
+          'Keyset-paginated: pass the `nextCursor` of a page as `cursor` for the next one (null on the last page). ' +
+          'Filter by `tenant` (a slug: the current tenant with that slug, as GET /v1/audit reads it), `kind` and ' +
+          '`status`; repeat `kind` or `status` to take several (`status=queued&status=running`: the operations in flight).',
+        tags: ['operations'],
+        security,
+        querystring: Type.Object({
+          tenant: Type.Optional(Slug),
+          kind: Type.Optional(Type.Array(OperationKindT, { maxItems: OPERATION_KINDS.length })),
+          status: Type.Optional(Type.Array(OperationStatusT, { maxItems: OPERATION_STATUSES.length })),
+          limit: Type.Integer({ minimum: 1, maximum: 200, default: 50 }),
+          cursor: Type.Optional(Cursor),
+        }),
+        response: {
+          200: Page(OperationSchema),
+          ...errors(400, 401, 403, 404),
+        },
+      },
+    },
+    async (request) => {
+      const { tenant: slug, kind, status, limit, cursor } = request.query;
+      const decoded = cursor === undefined ? undefined : decodeOperationCursor(cursor);
+      if (decoded === null)
+        throw new TenantryError('VALIDATION_FAILED', 'cursor is not one this API returned');
+      const { db } = app.services;
+      const tenant = slug === undefined ? undefined : await findTenantBySlug(db, slug);
+      if (tenant === null) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+      return listOperations(db, {
+        limit,
+        ...(tenant ? { tenantId: tenant.id } : {}),
+        ...(kind ? { kinds: kind } : {}),
+        ...(status ? { statuses: status } : {}),
+        ...(decoded ? { cursor: decoded } : {}),
+      });
+    },
+  );
+
   app.get(
     '/v1/operations/:id',
     {

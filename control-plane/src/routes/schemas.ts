@@ -1,6 +1,7 @@
-import { type Static, type StringOptions, Type } from '@sinclair/typebox';
+import { type Static, type StringOptions, type TSchema, Type } from '@sinclair/typebox';
 import { ERROR_CODES } from '../domain/errors.js';
 import { SLUG_PATTERN } from '../domain/naming.js';
+import { OPERATION_KINDS, OPERATION_STATUSES } from '../domain/tenant.js';
 import { PRINTABLE } from '../http/errors.js';
 
 export const ErrorBody = Type.Object(
@@ -46,6 +47,22 @@ export const Uuid = Type.String({
  */
 export const MAX_ID = Number.MAX_SAFE_INTEGER;
 
+/** A keyset page's cursor, as a client sends it back: opaque (each listing decodes and checks its own). */
+export const Cursor = Type.String({
+  pattern: '^[A-Za-z0-9_-]+$',
+  maxLength: 200,
+  description: 'the nextCursor of the previous page',
+});
+
+/** One page of a keyset-paginated listing. */
+export const Page = <T extends TSchema>(item: T) =>
+  Type.Object({
+    items: Type.Array(item),
+    nextCursor: Type.Union([Type.String(), Type.Null()], {
+      description: 'pass it as `cursor` for the next page; null on the last page',
+    }),
+  });
+
 export const TierT = Type.Union([
   Type.Literal('pool'),
   Type.Literal('bridge'),
@@ -89,11 +106,14 @@ export const StepSchema = Type.Object({
   error: Type.Optional(Type.String()),
 });
 
+export const OperationKindT = Type.Union(OPERATION_KINDS.map((s) => Type.Literal(s)));
+export const OperationStatusT = Type.Union(OPERATION_STATUSES.map((s) => Type.Literal(s)));
+
 export const OperationSchema = Type.Object({
   id: Type.String(),
-  kind: Type.Union(['onboard', 'offboard', 'promote', 'reconcile'].map((s) => Type.Literal(s))),
+  kind: OperationKindT,
   tenantSlug: Type.String(),
-  status: Type.Union(['queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => Type.Literal(s))),
+  status: OperationStatusT,
   steps: Type.Array(StepSchema),
   error: Type.Optional(Type.String()),
   attempts: Type.Integer(),

@@ -3,7 +3,18 @@ import { type Static, Type } from '@sinclair/typebox';
 import { decodeCursor, listTenants } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import { actorOf } from '../plugins/auth.js';
-import { Accepted, errors, Slug, security, TenantSchema, TenantStatusT, Text, TierT } from './schemas.js';
+import {
+  Accepted,
+  Cursor,
+  errors,
+  Page,
+  Slug,
+  security,
+  TenantSchema,
+  TenantStatusT,
+  Text,
+  TierT,
+} from './schemas.js';
 
 export const CreateTenantBody = Type.Object(
   {
@@ -76,19 +87,10 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
           tier: Type.Optional(TierT),
           status: Type.Optional(TenantStatusT),
           limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
-          cursor: Type.Optional(
-            Type.String({
-              pattern: '^[A-Za-z0-9_-]+$',
-              maxLength: 200,
-              description: 'the nextCursor of the previous page',
-            }),
-          ),
+          cursor: Type.Optional(Cursor),
         }),
         response: {
-          200: Type.Object({
-            items: Type.Array(TenantSchema),
-            nextCursor: Type.Union([Type.String(), Type.Null()]),
-          }),
+          200: Page(TenantSchema),
           ...errors(400, 401, 403),
         },
       },
