@@ -18,6 +18,9 @@ import {
 } from '../helpers/runtime.js';
 import { freePort } from '../helpers/server.js';
 
+/** Fastify's request id (genReqId: a random UUID), the same one the request's logs carry. */
+const REQUEST_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
 let s: TestStack;
 beforeAll(async () => {
   s = await startStack();
@@ -97,7 +100,10 @@ describe('POST /v1/tenants', () => {
     const before = await superQuery<{ n: number }>(s.controlDb, 'SELECT count(*)::int AS n FROM tenants');
     const res = await post(s.tokens['sales-ops'], payload);
     expect(res.statusCode).toBe(400);
-    expect(res.json().error).toMatchObject({ code: 'VALIDATION_FAILED', requestId: expect.any(String) });
+    expect(res.json().error).toMatchObject({
+      code: 'VALIDATION_FAILED',
+      requestId: expect.stringMatching(REQUEST_ID),
+    });
     const after = await superQuery<{ n: number }>(s.controlDb, 'SELECT count(*)::int AS n FROM tenants');
     expect(after[0]?.n).toBe(before[0]?.n);
   });
@@ -437,10 +443,7 @@ describe('connection descriptor', () => {
     );
     expect(after[0]!.n).toBe(before[0]!.n + 1);
     expect(after[0]).toMatchObject({ actor_name: 'test-dataplane', role: 'dataplane' });
-    // Fastify's request id (genReqId: a random UUID), the same one the request's logs carry.
-    expect(after[0]!.request_id).toMatch(
-      /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
-    );
+    expect(after[0]!.request_id).toMatch(REQUEST_ID);
   });
 });
 
@@ -530,7 +533,7 @@ describe('service endpoints', () => {
         expect(res.statusCode, req.url).toBe(503);
         expect(res.json().error).toMatchObject({
           code: 'DATABASE_UNAVAILABLE',
-          requestId: expect.any(String),
+          requestId: expect.stringMatching(REQUEST_ID),
         });
         // No internals echoed (in the message: the random request id could hold the port's digits).
         expect(res.json().error.message).not.toContain(String(port));

@@ -17,6 +17,9 @@ export type Descriptor = Awaited<ReturnType<typeof connectionOf>>;
 /** Tenant object names come from the one naming function. */
 export const objectName = tenantObjectName;
 
+/** A non-negative whole number, what a promotion reports as a byte count or a duration in ms (null is neither). */
+export const isCount = (n: unknown): boolean => Number.isInteger(n) && (n as number) >= 0;
+
 export const promote = (s: TestStack, slug: string, targetTier: string, token = s.tokens.sre) =>
   s.app.inject({
     method: 'POST',

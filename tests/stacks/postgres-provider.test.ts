@@ -185,7 +185,8 @@ describe('the Postgres dynamic provider on a real cluster, as a non-superuser ad
       [owner, master],
     );
     expect(rows[0]).toEqual({ rolcanlogin: false, member: true });
-    expect(typeof role.password).toBe('string');
+    // 24 random bytes, base64url.
+    expect(role.password).toMatch(/^[A-Za-z0-9_-]{32}$/);
     // The tenant's login role connects with the generated password and lands in its schema.
     const seen = await as(login, String(role.password), login, async (c) => {
       const sp = await c.query<{ search_path: string }>('SHOW search_path');
