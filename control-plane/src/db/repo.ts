@@ -1,6 +1,7 @@
 import type { Queryable } from '../domain/queryable.js';
 import type {
   Operation,
+  OperationInFlight,
   OperationKind,
   OperationStatus,
   OperationStep,
@@ -85,6 +86,65 @@ export async function findTenantById(q: Queryable, id: string): Promise<Tenant |
     id,
   ]);
   return rows[0] ? toTenant(rows[0] as TenantRow) : null;
+}
+
+/** A promotion as the tenant view reads it: what the rollback rule needs, and its window. */
+export interface PromotionRow {
+  id: string;
+  status: OperationStatus;
+  fromTier: Tier;
+  toTier: Tier;
+  cutoverAt: string | null;
+  rollbackUntil: string | null;
+  rolledBack: boolean;
+  cleanedUp: boolean;
+}
+
+/**
+ * One round trip for GET /v1/tenants/{slug}: the tenant (as findTenantBySlug picks it), its
+ * operation in flight (the partial unique index holds at most one) and its latest succeeded
+ * promotion that is not itself a rollback.
+ */
+export async function findTenantDetail(
+  q: Queryable,
+  slug: string,
+): Promise<{
+  tenant: Tenant;
+  activeOperation: OperationInFlight | null;
+  promotion: PromotionRow | null;
+} | null> {
+  const { rows } = await q.query<
+    TenantRow & {
+      active: { id: string; kind: OperationKind; status: OperationStatus; steps: OperationStep[] } | null;
+      promotion: PromotionRow | null;
+    } & Record<string, unknown>
+  >(
+    `SELECT t.*,
+            (SELECT jsonb_build_object('id', o.id, 'kind', o.kind, 'status', o.status, 'steps', o.steps)
+               FROM operations o WHERE o.tenant_id = t.id AND o.status IN ('queued', 'running')) AS active,
+            (SELECT jsonb_build_object('id', o.id, 'status', o.status,
+                      'fromTier', o.params->>'fromTier', 'toTier', o.params->>'toTier',
+                      'cutoverAt', o.progress->>'cutoverAt', 'rollbackUntil', o.progress->>'rollbackUntil',
+                      'rolledBack', o.progress ? 'rolledBack', 'cleanedUp', o.progress ? 'cleanedUp')
+               FROM operations o
+              WHERE o.tenant_id = t.id AND o.kind = 'promote' AND o.status = 'succeeded' AND NOT (o.params ? 'rollbackOf')
+              ORDER BY o.created_at DESC, o.id DESC LIMIT 1) AS promotion
+       FROM tenants t WHERE t.slug = $1 ORDER BY (t.status <> 'offboarded') DESC, t.created_at DESC LIMIT 1`,
+    [slug],
+  );
+  const r = rows[0];
+  if (!r) return null;
+  const { active, promotion } = r;
+  return {
+    tenant: toTenant(r),
+    activeOperation: active && {
+      id: active.id,
+      kind: active.kind,
+      status: active.status,
+      currentStep: currentStepOf(active.steps),
+    },
+    promotion,
+  };
 }
 
 export interface TenantPage {
@@ -183,6 +243,10 @@ function publicProgress(p: Record<string, unknown>): Record<string, unknown> {
   return rest;
 }
 
+/** The step running now, if any. */
+const currentStepOf = (steps: OperationStep[]): string | null =>
+  steps.find((x) => x.status === 'running')?.name ?? null;
+
 const toOperation = (r: OperationRow): Operation => ({
   id: r.id,
   kind: r.kind,
@@ -194,7 +258,7 @@ const toOperation = (r: OperationRow): Operation => ({
   attempts: r.attempts,
   params: r.params,
   progress: publicProgress(r.progress),
-  currentStep: r.steps.find((x) => x.status === 'running')?.name ?? null,
+  currentStep: currentStepOf(r.steps),
   createdAt: r.created_at.toISOString(),
   updatedAt: r.updated_at.toISOString(),
 });

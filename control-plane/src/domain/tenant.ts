@@ -57,3 +57,56 @@ export interface Operation {
  * placement (`params.promotionWindows` lists those promotions) is deleted with the tenant.
  */
 export const RELEASE_PROMOTION_SOURCES_STEP = 'promotion-sources';
+
+/** A tenant's operation in flight (queued or running), as GET /v1/tenants/{slug} shows it. */
+export interface OperationInFlight {
+  id: string;
+  kind: OperationKind;
+  status: OperationStatus;
+  currentStep: string | null;
+}
+
+/** A tenant's latest completed promotion (not a rollback) and where its rollback window stands. */
+export interface PromotionSummary {
+  operationId: string;
+  fromTier: Tier;
+  toTier: Tier;
+  cutoverAt: string | null;
+  rollbackUntil: string | null;
+  rolledBack: boolean;
+  /** Whether POST …/promotions/{operationId}/rollback would be accepted now (the target aside). */
+  rollbackAvailable: boolean;
+}
+
+export interface TenantDetail extends Tenant {
+  activeOperation: OperationInFlight | null;
+  promotion: PromotionSummary | null;
+}
+
+/**
+ * Why a promotion cannot be rolled back now, or null when it can (on a target that rolls back):
+ * it must have succeeded, not been rolled back, kept its source (window open, not cleaned up) and
+ * the tenant must still be on the tier it moved to. The one rule for the rollback request and for
+ * the tenant view's `rollbackAvailable`.
+ */
+export function rollbackRefusal(
+  promo: {
+    id: string;
+    status: OperationStatus;
+    toTier: Tier;
+    rolledBack: boolean;
+    cleanedUp: boolean;
+    rollbackUntil: string | null;
+  },
+  tenantTier: Tier,
+  now: number,
+): string | null {
+  const until = Date.parse(promo.rollbackUntil ?? '');
+  if (promo.status !== 'succeeded')
+    return `promotion ${promo.id} is ${promo.status}; only a completed promotion can be rolled back`;
+  if (promo.rolledBack) return 'this promotion was already rolled back';
+  if (promo.cleanedUp || Number.isNaN(until) || until < now)
+    return 'the rollback window has closed and the source placement was (or is being) deleted';
+  if (tenantTier !== promo.toTier) return `the tenant is no longer on ${promo.toTier}`;
+  return null;
+}

@@ -98,6 +98,54 @@ export const TenantSchema = Type.Object({
   updatedAt: Type.String({ format: 'date-time' }),
 });
 
+export const OperationKindT = Type.Union(OPERATION_KINDS.map((s) => Type.Literal(s)));
+export const OperationStatusT = Type.Union(OPERATION_STATUSES.map((s) => Type.Literal(s)));
+
+export const TenantDetailSchema = Type.Composite(
+  [
+    TenantSchema,
+    Type.Object({
+      activeOperation: Type.Union(
+        [
+          Type.Object({
+            id: Type.String(),
+            kind: OperationKindT,
+            status: OperationStatusT,
+            currentStep: Type.Union([Type.String(), Type.Null()], {
+              description: 'the step running now, if any',
+            }),
+          }),
+          Type.Null(),
+        ],
+        {
+          description: 'the operation in flight (queued or running); follow it at /v1/operations/{id}/events',
+        },
+      ),
+      promotion: Type.Union(
+        [
+          Type.Object({
+            operationId: Type.String(),
+            fromTier: TierT,
+            toTier: TierT,
+            cutoverAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+            rollbackUntil: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+              description: 'the end of the rollback window: the source placement is kept until then',
+            }),
+            rolledBack: Type.Boolean(),
+            rollbackAvailable: Type.Boolean({
+              description:
+                'POST /v1/tenants/{slug}/promotions/{operationId}/rollback would be accepted now (window open, not rolled back, tenant still on toTier, and the target rolls back)',
+            }),
+          }),
+          Type.Null(),
+        ],
+        { description: 'the latest completed promotion (not a rollback); null if never promoted' },
+      ),
+    }),
+  ],
+  { description: 'a tenant, its operation in flight and its latest promotion' },
+);
+
 export const StepSchema = Type.Object({
   name: Type.String(),
   status: Type.Union(['pending', 'running', 'succeeded', 'failed', 'skipped'].map((s) => Type.Literal(s))),
@@ -105,9 +153,6 @@ export const StepSchema = Type.Object({
   finishedAt: Type.Union([Type.String(), Type.Null()]),
   error: Type.Optional(Type.String()),
 });
-
-export const OperationKindT = Type.Union(OPERATION_KINDS.map((s) => Type.Literal(s)));
-export const OperationStatusT = Type.Union(OPERATION_STATUSES.map((s) => Type.Literal(s)));
 
 export const OperationSchema = Type.Object({
   id: Type.String(),

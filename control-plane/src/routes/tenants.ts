@@ -10,6 +10,7 @@ import {
   Page,
   Slug,
   security,
+  TenantDetailSchema,
   TenantSchema,
   TenantStatusT,
   Text,
@@ -114,11 +115,11 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tenants:read' },
       schema: {
-        summary: 'Get one tenant',
+        summary: 'Get one tenant, with its operation in flight and its latest promotion',
         tags: ['tenants'],
         security,
         params: SlugParams,
-        response: { 200: TenantSchema, ...errors(400, 401, 403, 404) },
+        response: { 200: TenantDetailSchema, ...errors(400, 401, 403, 404) },
       },
     },
     async (request) => svc.get(request.params.slug),

@@ -8,6 +8,7 @@ import {
   findOperation,
   findTenantById,
   findTenantBySlug,
+  findTenantDetail,
   insertOperationAndEnqueue,
   insertTenant,
 } from '../db/repo.js';
@@ -16,7 +17,13 @@ import { newOperationId, newTenantId } from '../domain/ids.js';
 import { assertSlug } from '../domain/naming.js';
 import type { ConnectionDescriptor, Engine, PromotionParams } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
-import { type Operation, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
+import {
+  type Operation,
+  RELEASE_PROMOTION_SOURCES_STEP,
+  rollbackRefusal,
+  type Tenant,
+  type TenantDetail,
+} from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
 import { ALLOWED_PROMOTIONS } from '../domain/tiers.js';
 import type { ConnectionBudget } from './capacity.js';
@@ -182,10 +189,25 @@ export class TenantService {
     });
   }
 
-  async get(slug: string): Promise<Tenant> {
-    const t = await findTenantBySlug(this.db, slug);
-    if (!t) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
-    return t;
+  /** A tenant with its operation in flight and its latest promotion (rollback window included). */
+  async get(slug: string): Promise<TenantDetail> {
+    const found = await findTenantDetail(this.db, slug);
+    if (!found) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+    const { tenant, activeOperation, promotion } = found;
+    return {
+      ...tenant,
+      activeOperation,
+      promotion: promotion && {
+        operationId: promotion.id,
+        fromTier: promotion.fromTier,
+        toTier: promotion.toTier,
+        cutoverAt: promotion.cutoverAt,
+        rollbackUntil: promotion.rollbackUntil,
+        rolledBack: promotion.rolledBack,
+        rollbackAvailable:
+          this.engine.promotionRollback && rollbackRefusal(promotion, tenant.tier, Date.now()) === null,
+      },
+    };
   }
 
   async offboard(ctx: RequestContext, slug: string, confirm: string | undefined): Promise<Accepted> {
@@ -317,17 +339,19 @@ export class TenantService {
         );
       }
       const params = promo.params as unknown as PromotionParams;
-      const until = Date.parse(String(promo.progress.rollbackUntil ?? ''));
-      const reason =
-        promo.status !== 'succeeded'
-          ? `promotion ${operationId} is ${promo.status}; only a completed promotion can be rolled back`
-          : promo.progress.rolledBack
-            ? 'this promotion was already rolled back'
-            : promo.progress.cleanedUp || Number.isNaN(until) || until < Date.now()
-              ? 'the rollback window has closed and the source placement was (or is being) deleted'
-              : tenant.tier !== params.toTier
-                ? `the tenant is no longer on ${params.toTier}`
-                : null;
+      const reason = rollbackRefusal(
+        {
+          id: operationId,
+          status: promo.status,
+          toTier: params.toTier,
+          rolledBack: Boolean(promo.progress.rolledBack),
+          cleanedUp: Boolean(promo.progress.cleanedUp),
+          rollbackUntil:
+            typeof promo.progress.rollbackUntil === 'string' ? promo.progress.rollbackUntil : null,
+        },
+        tenant.tier,
+        Date.now(),
+      );
       if (reason) throw new TenantryError('ROLLBACK_NOT_AVAILABLE', reason);
       await this.assertNoActiveOperation(q, tenant);
       const back: PromotionParams = {
