@@ -5,12 +5,14 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
+import consolePlugin from './console/plugin.js';
 import type { Db } from './db/db.js';
 import type { Engine } from './domain/ports.js';
 import type { DriftService } from './drift/service.js';
 import type { Metrics } from './lib/metrics.js';
 import authPlugin, { type TokenCache } from './plugins/auth.js';
 import errorsPlugin, { replyWithError } from './plugins/errors.js';
+import type { Readiness } from './readiness.js';
 import auditRoutes from './routes/audit.js';
 import driftRoutes from './routes/drift.js';
 import operationRoutes from './routes/operations.js';
@@ -19,6 +21,7 @@ import { ErrorBody } from './routes/schemas.js';
 import serviceRoutes from './routes/service.js';
 import tenantRoutes from './routes/tenants.js';
 import tokenRoutes from './routes/tokens.js';
+import whoamiRoutes from './routes/whoami.js';
 import type { TenantService } from './services/tenants.js';
 import type { TokenService } from './services/tokens.js';
 
@@ -30,6 +33,16 @@ export interface Services {
   drift: DriftService;
   metrics: Metrics;
   tokenCache: TokenCache;
+  readiness: Readiness;
+}
+
+export interface AppOptions {
+  services: Services;
+  /**
+   * `service`: only /healthz, /readyz and /metrics (a worker-only process, whose probes still need
+   * them); `all` (the default): the whole API.
+   */
+  routes?: 'all' | 'service';
 }
 
 declare module 'fastify' {
@@ -114,7 +127,7 @@ export const serverOptions = {
  * The whole HTTP app as one plugin, registered in a fixed order: error handling and auth,
  * then the services, then the routes. server.ts only listens; tests drive this with inject.
  */
-const app: FastifyPluginAsync<{ services: Services }> = async (instance, opts) => {
+const app: FastifyPluginAsync<AppOptions> = async (instance, opts) => {
   const f = instance.withTypeProvider<TypeBoxTypeProvider>() as FastifyInstance;
   f.addSchema(ErrorBody);
   await f.register(errorsPlugin);
@@ -126,6 +139,10 @@ const app: FastifyPluginAsync<{ services: Services }> = async (instance, opts) =
       { name: 'tenantry-services' },
     ),
   );
+  if (opts.routes === 'service') {
+    await f.register(serviceRoutes);
+    return;
+  }
   await f.register(authPlugin, { cache: opts.services.tokenCache });
   await f.register(swagger, {
     openapi: {
@@ -147,6 +164,8 @@ const app: FastifyPluginAsync<{ services: Services }> = async (instance, opts) =
   await f.register(tokenRoutes);
   await f.register(auditRoutes);
   await f.register(driftRoutes);
+  await f.register(whoamiRoutes);
+  await f.register(consolePlugin);
 };
 
 export default fp(app, { name: 'tenantry-app' });

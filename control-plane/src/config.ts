@@ -51,6 +51,10 @@ const Env = Type.Object({
   TENANTRY_AWS_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** JSON object of the stacks' `tenantry:*` settings (without the prefix); see docs/aws.md. */
   TENANTRY_AWS_PLATFORM: Type.Optional(Type.String()),
+  /** Local target: where tenant keys and credentials live (`aws`: KMS and Secrets Manager, in AWS_REGION). */
+  TENANTRY_SECRETS: Type.Union([Type.Literal('local'), Type.Literal('aws')], { default: 'local' }),
+  /** TENANTRY_SECRETS=aws: how long a shredded tenant key stays pending deletion in KMS. */
+  TENANTRY_AWS_KEY_DELETION_WINDOW_DAYS: Type.Integer({ minimum: 7, maximum: 30, default: 30 }),
   /** Five-field cron for scheduled drift sweeps (run through the job queue's cron), or `off`. */
   TENANTRY_DRIFT_SCHEDULE: Type.String({
     pattern: '^(off|\\S+\\s+\\S+\\s+\\S+\\s+\\S+\\s+\\S+)$',
@@ -63,6 +67,14 @@ const Env = Type.Object({
   TENANTRY_DB_POOL_SIZE: Type.Integer({ minimum: 2, maximum: 200, default: 10 }),
   TENANTRY_DB_ACQUIRE_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 5000 }),
   TENANTRY_SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 15_000 }),
+  /** How long a stopping worker waits for its running operations before handing them back (default: ⅔ of what the shutdown timeout leaves after the delay). */
+  TENANTRY_DRAIN_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000 })),
+  /** How long a stopping process keeps serving, unready, before it closes its listener (load balancers notice). */
+  TENANTRY_SHUTDOWN_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 0 }),
+  /** A file holding the local root key (base64 of 32 bytes), as a secret store mounts it. */
+  TENANTRY_ROOT_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  /** The local root key itself (base64 of 32 bytes), as a secret store hands it to the environment. */
+  TENANTRY_ROOT_KEY: Type.Optional(Type.String({ minLength: 1 })),
   /**
    * How far the connection limits of a cluster's tenants may go past its connection budget: a ratio
    * (1 = not at all) or `allow` (no ceiling). Past the budget, an onboarding is accepted with a warning.
@@ -109,10 +121,22 @@ export interface Config {
   dbAcquireTimeoutMs: number;
   /** How long an orderly shutdown may take before the process stops Postgres and exits anyway. */
   shutdownTimeoutMs: number;
+  /** How long a stopping worker lets its running operations finish before handing them back to the queue. */
+  drainTimeoutMs: number;
+  /** How long a stopping process keeps serving (answering /readyz 503) before it stops accepting connections. */
+  shutdownDelayMs: number;
+  /** Where the local target's root key comes from (the aws target needs none): see `RootKeySetting`. */
+  rootKey: RootKeySetting;
   /** Ratio of a cluster's connection budget its tenants' limits may reach (≥ 1; Infinity: no ceiling). */
   connectionOvercommit: number;
   aws?: AwsTargetConfig;
+  /** The local target's key and secret store: the control database (`local`), or KMS and Secrets Manager. */
+  secrets: SecretsConfig;
 }
+
+export type SecretsConfig =
+  | { store: 'local' }
+  | { store: 'aws'; region: string; endpoint: string | undefined; keyDeletionWindowDays: number };
 
 export interface AwsTargetConfig {
   backendUrl: string;
@@ -126,7 +150,26 @@ export interface AwsTargetConfig {
   envVars: Record<string, string>;
 }
 
-export class ConfigError extends Error {
+/**
+ * Where the local root key comes from, in this order: `TENANTRY_ROOT_KEY_FILE`, else `TENANTRY_ROOT_KEY`
+ * (setting both is an error), else `<data dir>/keys/root.key`, generated on the first start. Only the
+ * data directory's key is ever generated: a named file that is missing fails the start. The value is
+ * behind a function so that a logged or serialized config never carries it.
+ */
+export type RootKeySetting =
+  | { from: 'TENANTRY_ROOT_KEY_FILE'; path: string }
+  | { from: 'TENANTRY_ROOT_KEY'; value: () => string }
+  | { from: 'TENANTRY_DATA_DIR'; path: string; dataDir: string };
+
+/**
+ * A start refused for a reason the operator fixes (a setting, the root key, the control schema's
+ * version): the entry point prints its message alone, never a stack.
+ */
+export class StartRefused extends Error {
+  override name = 'StartRefused';
+}
+
+export class ConfigError extends StartRefused {
   override name = 'ConfigError';
 }
 
@@ -148,6 +191,9 @@ const INT_KEYS = new Set([
   'TENANTRY_DB_POOL_SIZE',
   'TENANTRY_DB_ACQUIRE_TIMEOUT_MS',
   'TENANTRY_SHUTDOWN_TIMEOUT_MS',
+  'TENANTRY_DRAIN_TIMEOUT_MS',
+  'TENANTRY_SHUTDOWN_DELAY_MS',
+  'TENANTRY_AWS_KEY_DELETION_WINDOW_DAYS',
 ]);
 
 /**
@@ -224,6 +270,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       envVars,
     };
   }
+  let secrets: SecretsConfig = { store: 'local' };
+  if (e.TENANTRY_SECRETS === 'aws') {
+    if (e.TENANTRY_TARGET === 'aws') {
+      throw new ConfigError(
+        'TENANTRY_SECRETS=aws is for the local target: on TENANTRY_TARGET=aws every tenant key and secret is in AWS already',
+      );
+    }
+    if (!e.AWS_REGION)
+      throw new ConfigError('TENANTRY_SECRETS=aws needs AWS_REGION (where the keys and secrets are)');
+    secrets = {
+      store: 'aws',
+      region: e.AWS_REGION,
+      endpoint: e.TENANTRY_AWS_ENDPOINT,
+      keyDeletionWindowDays: e.TENANTRY_AWS_KEY_DELETION_WINDOW_DAYS,
+    };
+  }
   const driftSchedule = e.TENANTRY_DRIFT_SCHEDULE === 'off' ? null : e.TENANTRY_DRIFT_SCHEDULE.trim();
   if (driftSchedule !== null) {
     try {
@@ -243,12 +305,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       `TENANTRY_CONNECTION_OVERCOMMIT must be a ratio of at least 1 (1 = no overcommit) or 'allow', got ${e.TENANTRY_CONNECTION_OVERCOMMIT}`,
     );
   }
+  const drainTimeoutMs =
+    e.TENANTRY_DRAIN_TIMEOUT_MS ??
+    Math.max(0, Math.floor(((e.TENANTRY_SHUTDOWN_TIMEOUT_MS - e.TENANTRY_SHUTDOWN_DELAY_MS) * 2) / 3));
+  if (drainTimeoutMs + e.TENANTRY_SHUTDOWN_DELAY_MS >= e.TENANTRY_SHUTDOWN_TIMEOUT_MS) {
+    throw new ConfigError(
+      `TENANTRY_DRAIN_TIMEOUT_MS (${drainTimeoutMs}) plus TENANTRY_SHUTDOWN_DELAY_MS (${e.TENANTRY_SHUTDOWN_DELAY_MS}) must be below TENANTRY_SHUTDOWN_TIMEOUT_MS (${e.TENANTRY_SHUTDOWN_TIMEOUT_MS}): operations are handed back before the deadline`,
+    );
+  }
+  const dataDir = path.resolve(cwd, e.TENANTRY_DATA_DIR);
   return {
     ...(aws ? { aws } : {}),
     port: e.PORT,
     host: e.HOST,
     logLevel: e.LOG_LEVEL,
-    dataDir: path.resolve(cwd, e.TENANTRY_DATA_DIR),
+    dataDir,
     databaseUrl: e.DATABASE_URL,
     dataplaneUrl: e.TENANTRY_DATAPLANE_URL,
     embeddedPgPort: e.TENANTRY_EMBEDDED_PG_PORT,
@@ -271,8 +342,44 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     dbPoolSize: e.TENANTRY_DB_POOL_SIZE,
     dbAcquireTimeoutMs: e.TENANTRY_DB_ACQUIRE_TIMEOUT_MS,
     shutdownTimeoutMs: e.TENANTRY_SHUTDOWN_TIMEOUT_MS,
+    drainTimeoutMs,
+    shutdownDelayMs: e.TENANTRY_SHUTDOWN_DELAY_MS,
+    rootKey: rootKeySetting(e.TENANTRY_ROOT_KEY_FILE, e.TENANTRY_ROOT_KEY, dataDir, cwd),
     connectionOvercommit,
+    secrets,
   };
+}
+
+/** A root key is 32 bytes, written in base64 (`openssl rand -base64 32`). */
+export function parseRootKey(text: string): Buffer | null {
+  const t = text.trim();
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(t)) return null;
+  const key = Buffer.from(t, 'base64');
+  return key.length === 32 ? key : null;
+}
+
+function rootKeySetting(
+  file: string | undefined,
+  value: string | undefined,
+  dataDir: string,
+  cwd: string,
+): RootKeySetting {
+  if (file !== undefined && value !== undefined) {
+    throw new ConfigError(
+      'set TENANTRY_ROOT_KEY_FILE or TENANTRY_ROOT_KEY, not both: they name the same key',
+    );
+  }
+  if (file !== undefined) return { from: 'TENANTRY_ROOT_KEY_FILE', path: path.resolve(cwd, file) };
+  if (value !== undefined) {
+    // Never echoed: the message says what the value must be, not what it is.
+    if (!parseRootKey(value)) {
+      throw new ConfigError(
+        'TENANTRY_ROOT_KEY must be a 256-bit key in base64 (44 characters, as `openssl rand -base64 32` prints)',
+      );
+    }
+    return { from: 'TENANTRY_ROOT_KEY', value: () => value };
+  }
+  return { from: 'TENANTRY_DATA_DIR', path: path.join(dataDir, 'keys', 'root.key'), dataDir };
 }
 
 function defaultTemplatesDir(): string {

@@ -4,17 +4,19 @@ import type { Services } from './app.js';
 import type { Config } from './config.js';
 import { DataPlane } from './dataplane/dataplane.js';
 import { Db } from './db/db.js';
-import { migrate } from './db/migrate.js';
-import type { Engine } from './domain/ports.js';
+import { buildMigrations, migrate } from './db/migrate.js';
+import type { Engine, KeyStore, SecretStore } from './domain/ports.js';
 import type { Queryable } from './domain/queryable.js';
 import { type DriftHandle, registerLocalDrift } from './drift/index.js';
 import { type EmbeddedServer, startEmbedded } from './embedded.js';
 import { LocalEngine } from './engine/local.js';
 import { Metrics } from './lib/metrics.js';
 import { loadTemplates } from './lib/templates.js';
-import { LocalKeyStore, loadRootKey } from './local/keystore.js';
+import { LocalKeyStore } from './local/keystore.js';
+import { holdRootKeyLock, readRootKey, verifyRootKey } from './local/root-key.js';
 import { TokenCache } from './plugins/auth.js';
 import { ident } from './providers/postgres/sql.js';
+import { Readiness } from './readiness.js';
 import { ConnectionBudget } from './services/capacity.js';
 import { TenantService } from './services/tenants.js';
 import { TokenService } from './services/tokens.js';
@@ -24,8 +26,15 @@ import { migrateQueue, startWorker, type WorkerHandle } from './worker/index.js'
 export interface Runtime {
   services: Services;
   executor: OperationExecutor;
+  /** The queue runner, in a process that runs the worker. */
+  worker: WorkerHandle | undefined;
   /** Set only on the first start without TENANTRY_ADMIN_TOKEN: shown once, never stored in clear. */
   generatedAdminToken: string | undefined;
+  /**
+   * Stops the worker (if any): running operations get `drainMs` to finish, then are handed back to
+   * the queue. close() does it too (waiting for them), unless this ran first.
+   */
+  drainWorker(drainMs: number): Promise<{ handedBack: string[] }>;
   close(): Promise<void>;
   /** Synchronous: stops what must not outlive the process (the embedded Postgres) without waiting. */
   kill(): void;
@@ -103,6 +112,38 @@ function withDatabase(url: string, database: string): string {
   return u.toString();
 }
 
+export interface ControlDatabase {
+  /** The control database's URL (through the embedded server's Unix socket when it is ours). */
+  url: string;
+  /** The same server's URL for another database (the data plane's default). */
+  urlFor(database: string): string;
+  /** Stops the embedded server, if one was started (nothing otherwise). */
+  stop(): Promise<void>;
+  kill(): void;
+}
+
+/** The control database: `DATABASE_URL`, or the embedded server (started here) and its `tenantry` database. */
+export async function openControlDatabase(config: Config, log: Logger): Promise<ControlDatabase> {
+  if (config.databaseUrl) {
+    const url = config.databaseUrl;
+    return { url, urlFor: (database) => withDatabase(url, database), stop: async () => {}, kill: () => {} };
+  }
+  const e: EmbeddedServer = await startEmbedded({
+    dataDir: config.dataDir,
+    port: config.embeddedPgPort,
+    log,
+    unixSocket: true,
+  });
+  try {
+    const urlFor = (database: string) => viaSocket(e.url(database), e.socketDir);
+    await ensureDatabase(urlFor('postgres'), CONTROL_DB);
+    return { url: urlFor(CONTROL_DB), urlFor, stop: () => e.stop(), kill: () => e.kill() };
+  } catch (err) {
+    await e.stop().catch(() => undefined);
+    throw err;
+  }
+}
+
 /**
  * The composition root: starts (or connects to) Postgres, migrates, wires the adapters to the
  * domain, seeds the admin token and starts the worker. Everything it starts, close() stops.
@@ -114,34 +155,36 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       await c().catch((e: unknown) => log.warn({ err: (e as Error).message }, 'error during shutdown'));
     }
   };
+  let control: ControlDatabase | undefined;
   try {
-    let embedded: EmbeddedServer | undefined;
-    let databaseUrl = config.databaseUrl;
-    // Our own connections to the embedded server go through a Unix socket when one can be made.
-    let ownUrl = (database: string) => withDatabase(String(databaseUrl), database);
-    if (!databaseUrl) {
-      embedded = await startEmbedded({
-        dataDir: config.dataDir,
-        port: config.embeddedPgPort,
-        log,
-        unixSocket: true,
-      });
-      const e = embedded;
-      closers.push(() => e.stop());
-      ownUrl = (database) => viaSocket(e.url(database), e.socketDir);
-      await ensureDatabase(ownUrl('postgres'), CONTROL_DB);
-      databaseUrl = ownUrl(CONTROL_DB);
-    }
+    control = await openControlDatabase(config, log);
+    const c = control;
+    closers.push(() => c.stop());
+    const databaseUrl = control.url;
     // Tenants' descriptors keep the URL's TCP host and port; only the socket path is added.
-    const dataplaneUrl = config.dataplaneUrl ?? ownUrl(DATA_DB);
+    const dataplaneUrl = config.dataplaneUrl ?? control.urlFor(DATA_DB);
 
     const db = new Db(databaseUrl, { max: config.dbPoolSize, acquireTimeoutMs: config.dbAcquireTimeoutMs });
     closers.push(() => db.close());
     await migrate(db.pool, log);
+    // The local target's root key, checked against the store before anything is written with it
+    // (the aws target keeps its keys and secrets in KMS and Secrets Manager, and needs none).
+    let keys: (KeyStore & SecretStore) | undefined;
+    if (config.target === 'local' && config.secrets.store === 'aws') {
+      // TENANTRY_SECRETS=aws: tenant keys in KMS, credentials in Secrets Manager (aws/store.ts); no root key.
+      const { AwsKeyStore } = await import('./aws/store.js');
+      const store = new AwsKeyStore(config.secrets);
+      closers.push(async () => store.close());
+      keys = store;
+    } else if (config.target === 'local') {
+      const rootKey = readRootKey(config.rootKey);
+      const lease = await holdRootKeyLock(databaseUrl, log.child({ component: 'root-key' }));
+      closers.push(() => lease.close());
+      keys = new LocalKeyStore(db, rootKey.key, await verifyRootKey(db, rootKey));
+    }
     await migrateQueue(db, log);
 
     const templates = loadTemplates(config.templatesDir);
-    const keys = new LocalKeyStore(db, loadRootKey(config.dataDir));
     const metrics = new Metrics(db);
     // The executors are built below; the drift sweep drives its reconcile operations through one.
     let executor: OperationExecutor | undefined;
@@ -180,6 +223,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       drift = aws.drift;
       closers.push(() => aws.engine.close());
     } else {
+      if (!keys) throw new Error('the local target needs its key store');
       const dp = new DataPlane(dataplaneUrl);
       const { sameCluster, controlDb } = await controlDatabaseOnDataPlane(db, dataplaneUrl);
       dp.allowRelaxedCommits(sameCluster);
@@ -235,19 +279,32 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
         leaseMs: config.operationLeaseMs,
         tasks: drift.taskList,
         crontab: drift.crontab,
+        runnerIds: [executor.runnerId, driftRunner.runnerId],
+        // As the lease reaper enqueues them (worker/executor.ts).
+        jobMaxAttempts: config.operationMaxAttempts + 2,
       });
-      const w = worker;
-      closers.push(() => w.stop());
     }
+    const w = worker;
+    let workerStop: Promise<{ handedBack: string[] }> | undefined;
+    const drainWorker = (drainMs?: number) => {
+      workerStop ??= w
+        ? w.stop(drainMs === undefined ? {} : { drainMs })
+        : Promise.resolve({ handedBack: [] });
+      return workerStop;
+    };
+    closers.push(() => drainWorker().then(() => undefined));
+    const readiness = new Readiness(db, buildMigrations(), w ? () => w.running() : undefined);
     // Last: a generated token is shown only by our caller, so nothing that can fail may come
     // between committing it and returning it (a failed start must not leave an unseen admin).
     const generatedAdminToken = await tokens.seedAdmin(config.adminToken);
     return {
-      services: { db, engine, tenants, tokens, drift: drift.service, metrics, tokenCache },
+      services: { db, engine, tenants, tokens, drift: drift.service, metrics, tokenCache, readiness },
       executor,
+      worker: w,
       generatedAdminToken,
+      drainWorker,
       close,
-      kill: () => embedded?.kill(),
+      kill: () => control?.kill(),
     };
   } catch (e) {
     await close();

@@ -1,20 +1,17 @@
 import Fastify from 'fastify';
 import pino from 'pino';
 import app, { serverOptions } from './app.js';
-import { ConfigError, loadConfig } from './config.js';
+import { type Config, loadConfig, StartRefused } from './config.js';
 import { loggerOptions } from './logger.js';
 import { startRuntime } from './runtime.js';
 
 /** Config, logger, listen, graceful close: nothing else lives here. */
 async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
+  let config: Config;
   try {
     config = loadConfig();
   } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`tenantry: ${e.message}\n`);
-      process.exit(2);
-    }
+    if (e instanceof StartRefused) refuse(e);
     throw e;
   }
   const log = pino(loggerOptions(config.logLevel));
@@ -25,13 +22,20 @@ async function main(): Promise<void> {
     );
   }
   const server = Fastify({ ...serverOptions, loggerInstance: log });
-  await server.register(app, { services: runtime.services });
+  // A worker-only process serves its probes and metrics, and nothing else.
+  await server.register(app, {
+    services: runtime.services,
+    routes: config.role === 'worker' ? 'service' : 'all',
+  });
 
   let stopping = false;
   const shutdown = async (reason: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ reason }, 'shutting down: closing the API, stopping the worker, then Postgres');
+    log.info(
+      { reason, delayMs: config.shutdownDelayMs, drainTimeoutMs: config.drainTimeoutMs },
+      'shutting down: unready at once, then the API finishes its requests and the worker its operations (or hands them back), then Postgres',
+    );
     // The deadline: whatever is still pending then (a request, a step, a stream), Postgres is
     // stopped and the process exits. Nothing we started outlives us.
     const force = setTimeout(() => {
@@ -43,7 +47,21 @@ async function main(): Promise<void> {
       process.exit(1);
     }, config.shutdownTimeoutMs);
     force.unref();
-    await server.close().catch(() => undefined);
+    // /readyz answers 503 from now on; during the delay the process still serves everything, so a
+    // load balancer takes it out of rotation before it stops accepting connections.
+    runtime.services.readiness.startDraining();
+    if (config.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, config.shutdownDelayMs));
+    // In-flight requests complete (new ones are refused); the worker takes no new job, and hands back
+    // the operations still running after the drain timeout (the lease reaper is the fallback).
+    await Promise.all([
+      server.close().catch(() => undefined),
+      runtime.drainWorker(config.drainTimeoutMs).catch((e: unknown) => {
+        log.warn(
+          { err: (e as Error).message },
+          'the worker did not drain; the lease reaper resumes its operations',
+        );
+      }),
+    ]);
     await runtime.close();
     process.exit(0);
   };
@@ -64,14 +82,17 @@ async function main(): Promise<void> {
   }, 1000);
   orphanWatch.unref();
 
-  if (config.role !== 'worker') {
-    await server.listen({ port: config.port, host: config.host });
-  } else {
-    log.info('worker-only process: not listening');
-  }
+  await server.listen({ port: config.port, host: config.host });
+}
+
+/** A start refused for a reason the operator fixes: its message alone, no stack, exit code 2. */
+function refuse(e: StartRefused): never {
+  process.stderr.write(`tenantry: ${e.message}\n`);
+  process.exit(2);
 }
 
 main().catch((e: unknown) => {
+  if (e instanceof StartRefused) refuse(e);
   process.stderr.write(`tenantry failed to start: ${(e as Error)?.stack ?? String(e)}\n`);
   process.exit(1);
 });

@@ -128,8 +128,9 @@ describe('npm start', () => {
   });
 
   it('a shutdown past its deadline still stops Postgres', async () => {
-    // Every step sleeps for ten minutes: the worker's stop waits for the running step, well past
-    // the one-second deadline.
+    // Every step sleeps for ten minutes. The worker hands the running operation back after its drain
+    // timeout, but the API waits for the operation's event stream, open until the operation ends:
+    // well past the one-second deadline.
     const s = await npmStart({
       TENANTRY_SHUTDOWN_TIMEOUT_MS: '1000',
       TENANTRY_FAULT_STEP_DELAY_MS: '600000',
@@ -149,6 +150,10 @@ describe('npm start', () => {
       if (((await r.json()) as { status: string }).status === 'running') break;
       await new Promise((r) => setTimeout(r, 50));
     }
+    const stream = await fetch(`http://127.0.0.1:${s.port}/v1/operations/${op}/events`, {
+      headers: { authorization: `Bearer tnt_${'a'.repeat(32)}` },
+    });
+    expect(stream.status).toBe(200);
     s.npm.kill('SIGTERM');
     await exited(s.npm);
     expect(await gone([s.server, s.postmaster])).toBe(true);

@@ -39,6 +39,7 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'ROLLBACK_NOT_AVAILABLE':
       return 409;
     case 'DATABASE_UNAVAILABLE':
+    case 'NOT_READY':
     case 'DATAPLANE_UNAVAILABLE':
     case 'SECRET_UNAVAILABLE':
       return 503;

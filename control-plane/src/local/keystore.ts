@@ -1,12 +1,15 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { TenantryError } from '../domain/errors.js';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 
 /**
  * The local stand-in for KMS + Secrets Manager: envelope encryption with node:crypto.
- * - A 256-bit root key lives in `<dataDir>/keys/root.key` (mode 600), never in the database.
+ * - A 256-bit root key, never in the database: `TENANTRY_ROOT_KEY_FILE`, `TENANTRY_ROOT_KEY`, or by
+ *   default `<dataDir>/keys/root.key` (mode 600). The database holds a check sealed under it
+ *   (`root_keys`, see local/root-key.ts), and each data key records the root key that wraps it.
  * - Each tenant has a data key, stored only wrapped (AES-256-GCM) by the root key.
  * - Each secret version is AES-256-GCM under its tenant's data key, with the secret's
  *   name and version as associated data, so a ciphertext cannot be replayed under another name.
@@ -15,7 +18,8 @@ import type { Queryable } from '../domain/queryable.js';
 const IV = 12;
 const TAG = 16;
 
-function seal(key: Buffer, plain: Buffer, aad: string): Buffer {
+/** AES-256-GCM with associated data: iv ‖ tag ‖ ciphertext. */
+export function seal(key: Buffer, plain: Buffer, aad: string): Buffer {
   const iv = randomBytes(IV);
   const c = createCipheriv('aes-256-gcm', key, iv);
   c.setAAD(Buffer.from(aad));
@@ -23,13 +27,18 @@ function seal(key: Buffer, plain: Buffer, aad: string): Buffer {
   return Buffer.concat([iv, c.getAuthTag(), body]);
 }
 
-function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
+/** Opens what `seal` sealed with the same key and associated data; throws otherwise. */
+export function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
   const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, IV));
   d.setAAD(Buffer.from(aad));
   d.setAuthTag(sealed.subarray(IV, IV + TAG));
   return Buffer.concat([d.update(sealed.subarray(IV + TAG)), d.final()]);
 }
 
+/** The associated data a data key is wrapped with: a wrapped key cannot be replayed as another. */
+export const wrappedKeyAad = (keyId: string): string => `key:${keyId}`;
+
+/** The data directory's root key (the single-process default), generated on the first start. */
 export function loadRootKey(dataDir: string): Buffer {
   const dir = path.join(dataDir, 'keys');
   const file = path.join(dir, 'root.key');
@@ -48,25 +57,36 @@ export function loadRootKey(dataDir: string): Buffer {
 export class LocalKeyStore implements KeyStore, SecretStore {
   private readonly cache = new Map<string, Buffer>();
 
+  /**
+   * `rootKeyId` names the root key in `root_keys` (checked at start, local/root-key.ts). With it, a
+   * new data key records its root key, and is written only while that root key is current: a process
+   * whose key a re-wrap retired writes nothing under it.
+   */
   constructor(
     private readonly db: Queryable,
     private readonly rootKey: Buffer,
+    private readonly rootKeyId?: string,
   ) {}
 
   async ensureKey(tenantId: string | null, alias: string): Promise<{ keyId: string }> {
     const keyId = `lk_${randomBytes(12).toString('hex')}`;
     const material = randomBytes(32);
     const { rows } = await this.db.query<{ key_id: string }>(
-      `INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state) VALUES ($1, $2, $3, $4, 'enabled')
+      `INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state, root_key_id)
+       SELECT $1, $2, $3, $4, 'enabled', $5::text
+        WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM root_keys WHERE id = $5::text AND state = 'current')
        ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING RETURNING key_id`,
-      [keyId, alias, tenantId, seal(this.rootKey, material, `key:${keyId}`)],
+      [keyId, alias, tenantId, seal(this.rootKey, material, wrappedKeyAad(keyId)), this.rootKeyId ?? null],
     );
     if (rows[0]) {
       this.cache.set(keyId, material);
       return { keyId };
     }
     const now = await this.describeKey(alias); // it existed already
-    if (!now) throw new Error(`key ${alias} missing after create`);
+    if (!now) {
+      if (this.rootKeyId) throw rootKeyRetired(this.rootKeyId);
+      throw new Error(`key ${alias} missing after create`);
+    }
     return { keyId: now.keyId };
   }
 
@@ -98,7 +118,17 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     );
     const wrapped = rows[0]?.wrapped_key;
     if (!wrapped) throw new Error(`key ${keyId} is destroyed or unknown`);
-    const key = open(this.rootKey, wrapped, `key:${keyId}`);
+    let key: Buffer;
+    try {
+      key = open(this.rootKey, wrapped, wrappedKeyAad(keyId));
+    } catch {
+      // Never the bare crypto error ("unable to authenticate data"): say what it means.
+      throw new TenantryError(
+        'SECRET_UNAVAILABLE',
+        `data key ${keyId} is not wrapped with this process's root key: the store was re-wrapped under a new root key, or this process was given another one; restart it with the store's root key (docs/operations.md, "The root key")`,
+        { retryable: true },
+      );
+    }
     if (this.cache.size > 1000) this.cache.clear();
     this.cache.set(keyId, key);
     return key;
@@ -175,4 +205,13 @@ export class LocalKeyStore implements KeyStore, SecretStore {
   async deleteSecret(name: string): Promise<void> {
     await this.db.query('DELETE FROM local_secrets WHERE name = $1', [name]);
   }
+}
+
+function rootKeyRetired(rootKeyId: string): TenantryError {
+  return new TenantryError(
+    'SECRET_UNAVAILABLE',
+    `root key ${rootKeyId} of this process is no longer current (a re-wrap retired it): nothing was written under it; restart the process with the new root key (docs/operations.md, "The root key")`,
+    // Another process, holding the current key, may take the operation up.
+    { retryable: true },
+  );
 }

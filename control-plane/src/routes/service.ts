@@ -32,6 +32,43 @@ const serviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
   );
 
   app.get(
+    '/readyz',
+    {
+      schema: {
+        summary:
+          'Readiness: the control database answers, its schema is at this build’s version (or newer), the worker runs (where this process runs one), and the process is not stopping',
+        description:
+          'For a load balancer’s health check and a Kubernetes readinessProbe (liveness is /healthz). 503 NOT_READY names what is missing; a stopping process answers it from the signal on, while it finishes what it started.',
+        tags: ['service'],
+        response: {
+          200: Type.Object({
+            status: Type.Literal('ready'),
+            // As `ReadinessChecks` (readiness.ts) says them; a ready process has database ok, schema
+            // current or newer, worker running or not-in-this-process, process serving.
+            checks: Type.Object({
+              database: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+              schema: Type.Union(['current', 'newer', 'behind', 'unknown'].map((v) => Type.Literal(v))),
+              worker: Type.Union(['running', 'stopped', 'not-in-this-process'].map((v) => Type.Literal(v))),
+              process: Type.Union([Type.Literal('serving'), Type.Literal('draining')]),
+            }),
+          }),
+          ...errors(),
+        },
+      },
+    },
+    async () => {
+      const r = await app.services.readiness.check();
+      if (!r.ready) {
+        throw new TenantryError('NOT_READY', `not ready: ${r.problems.join('; ')}`, {
+          retryable: true,
+          context: { checks: r.checks },
+        });
+      }
+      return { status: 'ready' as const, checks: r.checks };
+    },
+  );
+
+  app.get(
     '/metrics',
     {
       schema: {

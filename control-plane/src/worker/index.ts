@@ -1,6 +1,7 @@
 import { Logger as GraphileLogger, type Runner, run, runMigrations, type TaskList } from 'graphile-worker';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
+import { handBackOperations } from '../db/handback.js';
 import { PROMOTION_CLEANUP_TASK, RUN_OPERATION_TASK } from '../db/jobs.js';
 import type { OperationExecutor } from './executor.js';
 
@@ -18,7 +19,14 @@ export async function migrateQueue(db: Db, log: Logger): Promise<void> {
 }
 
 export interface WorkerHandle {
-  stop(): Promise<void>;
+  /** Whether the queue runner is up (false once it stopped, or died). */
+  running(): boolean;
+  /**
+   * Stops taking jobs and lets the running operations finish. With `drainMs`, those still running
+   * after it are handed back to the queue (another worker resumes them at once) and the stop returns
+   * without waiting for them; the process is about to exit, which ends them.
+   */
+  stop(opts?: { drainMs?: number }): Promise<{ handedBack: string[] }>;
 }
 
 /** The job-queue side: graphile-worker runs operations; a reaper requeues those whose runner died. */
@@ -32,6 +40,10 @@ export async function startWorker(
     /** More tasks (the drift sweep) and their cron lines. */
     tasks?: TaskList;
     crontab?: string;
+    /** Every runner of this process (the queue's executor, the drift sweep's): whose operations a stop hands back. */
+    runnerIds?: readonly string[];
+    /** The job queue's attempts for a handed-back operation's job (as the reaper enqueues it). */
+    jobMaxAttempts?: number;
   },
 ): Promise<WorkerHandle> {
   const reap = async () => {
@@ -80,11 +92,44 @@ export async function startWorker(
       },
     },
   });
+  let up = true;
+  runner.promise.then(
+    () => {
+      up = false;
+    },
+    (e: unknown) => {
+      up = false;
+      log.error({ err: (e as Error).message }, 'the job queue runner stopped');
+    },
+  );
+  const runnerIds = opts.runnerIds ?? [executor.runnerId];
   return {
-    async stop() {
+    running: () => up,
+    async stop(stopOpts = {}) {
+      up = false;
       clearInterval(reaper);
       clearInterval(sweeper);
-      await runner.stop();
+      const stopped = runner.stop().catch((e: unknown) => {
+        log.warn({ err: (e as Error).message }, 'the job queue runner did not stop cleanly');
+      });
+      if (stopOpts.drainMs === undefined) {
+        await stopped;
+        return { handedBack: [] };
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => {
+        timer = setTimeout(() => resolve('late'), stopOpts.drainMs);
+      });
+      const outcome = await Promise.race([stopped.then(() => 'stopped' as const), late]);
+      clearTimeout(timer);
+      if (outcome === 'stopped') return { handedBack: [] };
+      const handedBack = await db.tx((q) => handBackOperations(q, runnerIds, opts.jobMaxAttempts ?? 10));
+      if (handedBack.length > 0)
+        log.warn(
+          { operationIds: handedBack, drainMs: stopOpts.drainMs },
+          'handed running operations back to the queue: they did not finish within the drain timeout',
+        );
+      return { handedBack };
     },
   };
 }
