@@ -7,6 +7,7 @@ import { verifierHash } from '../../control-plane/src/drift/credentials.js';
 import { LocalDriftDetector } from '../../control-plane/src/drift/local.js';
 import type { SweepResult } from '../../control-plane/src/drift/sweep.js';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
+import { POLICY_NAME } from '../../control-plane/src/providers/postgres/pool.js';
 import { scramMatches } from '../../control-plane/src/providers/postgres/scram.js';
 import {
   auth,
@@ -580,13 +581,13 @@ const CASES: Case[] = [
     inject: () =>
       s.sql(
         DATA,
-        `ALTER POLICY tenant_isolation ON pool.settings
+        `ALTER POLICY ${POLICY_NAME} ON pool.settings
            USING (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid) OR true)`,
       ),
     expected: {
       tenantId: null,
       resource: 'policy',
-      name: `${DATA}.pool.settings.tenant_isolation`,
+      name: `${DATA}.pool.settings.${POLICY_NAME}`,
       kind: 'changed',
       field: 'using',
       category: 'isolation',

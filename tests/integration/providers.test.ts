@@ -4,6 +4,7 @@ import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import {
   databaseProvider,
   grantsProvider,
+  POLICY_NAME,
   poolMembershipProvider,
   poolProvider,
   roleProvider,
@@ -158,7 +159,7 @@ describe('pool providers', () => {
     const fixed = await poolProvider.update(db, spec);
     const users = fixed.tables.find((t) => t.table === 'users')!;
     expect(users).toMatchObject({ rlsForced: true });
-    expect(users.policies.map((p) => p.name)).toEqual(['tenant_isolation']);
+    expect(users.policies.map((p) => p.name)).toEqual([POLICY_NAME]);
   });
 
   it('membership is idempotent and removal deletes only that tenant, child tables first', async () => {
