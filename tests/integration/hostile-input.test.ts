@@ -211,7 +211,7 @@ const ROUTES: Record<string, Route> = {
 
 /** Routes that take no input at all (no params, query, headers or body). */
 const NO_INPUT = new Set(['POST /v1/drift-runs', 'GET /v1/drift-policies', 'GET /v1/tokens']);
-const PUBLIC = new Set(['GET /healthz', 'GET /metrics']);
+const PUBLIC = new Set(['GET /healthz', 'GET /readyz', 'GET /metrics']);
 
 // Hostile values, by the kind of field they are sent to.
 const NUL = 'a\u0000b';
