@@ -1,7 +1,7 @@
 import type { OrganizationsClient } from '@aws-sdk/client-organizations';
 import { AssumeRoleCommand, type STSClient } from '@aws-sdk/client-sts';
 import { TenantryError } from '../domain/errors.js';
-import { listAccounts } from './organizations.js';
+import { accountState, listAccounts } from './organizations.js';
 
 export { memberRoleArn } from './arn.js';
 
@@ -16,9 +16,10 @@ export interface AwsCredentials {
 }
 
 /**
- * The ACTIVE member account whose root email is `email`. Root emails are unique and never
- * reused (Tenantry derives them from the tenant id), so a closed predecessor with the same
- * name or slug is never picked. Null when there is none.
+ * The ACTIVE member account whose root email is `email` (its `State`, or the retired `Status` where
+ * an endpoint still answers only that: accountState). Root emails are unique and never reused
+ * (Tenantry derives them from the tenant id), so a closed predecessor with the same name or slug is
+ * never picked. Null when there is none.
  */
 export async function findActiveAccountIdByEmail(
   client: OrganizationsClient,
@@ -27,7 +28,7 @@ export async function findActiveAccountIdByEmail(
 ): Promise<string | null> {
   const want = email.toLowerCase();
   const hit = (await listAccounts(client, opts)).find(
-    (a) => a.Email?.toLowerCase() === want && a.Status === 'ACTIVE' && a.Id,
+    (a) => a.Email?.toLowerCase() === want && accountState(a) === 'ACTIVE' && a.Id,
   );
   return hit?.Id ?? null;
 }

@@ -1,14 +1,20 @@
 export { type AwsCredentials, assumeRole, findActiveAccountIdByEmail, memberRoleArn } from './accounts.js';
-export { findKeyByAlias, type KeyRef, type ScheduledDeletion, scheduleKeyDeletion } from './kms.js';
 export {
-  type CreateAccountInput,
-  type CreateAccountOptions,
-  createAccount,
+  deleteAlias,
+  describeKey,
+  ensureAliasedKey,
+  type KeyInfo,
+  listKeyAliases,
+  type ScheduledDeletion,
+  scheduleKeyDeletion,
+} from './kms.js';
+export {
+  accountState,
+  closeAccount,
   isRetryableOrganizationsError,
   listAccounts,
   RETRYABLE_FAILURE_REASONS,
   TERMINAL_FAILURE_REASONS,
-  waitForCreateAccount,
 } from './organizations.js';
 export {
   AWS_ENDPOINT_SERVICES,
@@ -20,5 +26,15 @@ export {
   endpointList,
 } from './provider-options.js';
 export { awsErrorName, isThrottling, jitteredDelay, type RetryOptions, withRetry } from './retry.js';
-export { getSecretValue, listSecretsByTag, putSecretValue, type SecretValue } from './secrets.js';
+export {
+  deleteSecretNow,
+  getSecretValue,
+  listSecretsByTag,
+  putSecretValue,
+  type SecretValue,
+  SecretVersionTaken,
+  secretVersionOf,
+  secretVersionToken,
+} from './secrets.js';
 export { accountOperations, MAX_CONCURRENT_ACCOUNT_OPERATIONS, Semaphore } from './semaphore.js';
+export { AwsKeyStore, type AwsSecretsSettings, type InventorySecret } from './store.js';

@@ -1,32 +1,133 @@
-import { type KMSClient, ListAliasesCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
+import {
+  CreateAliasCommand,
+  CreateKeyCommand,
+  DeleteAliasCommand,
+  DescribeKeyCommand,
+  EnableKeyRotationCommand,
+  type KMSClient,
+  ListAliasesCommand,
+  ScheduleKeyDeletionCommand,
+  UpdateAliasCommand,
+} from '@aws-sdk/client-kms';
 import { TenantryError } from '../domain/errors.js';
 import { awsErrorName, isThrottling, withRetry } from './retry.js';
 
-export interface KeyRef {
-  alias: string;
-  keyId: string;
-  aliasArn?: string;
-}
-
 const retryThrottling = { isRetryable: isThrottling, maxAttempts: 6 };
 
-/** Finds the key behind an alias (`alias/tenantry/<slug>`), walking ListAliases pages. Null if no such alias. */
-export async function findKeyByAlias(client: KMSClient, alias: string): Promise<KeyRef | null> {
+/** A key as DescribeKey reports it. `state` is KMS's KeyState (`Enabled`, `PendingDeletion`, …). */
+export interface KeyInfo {
+  keyId: string;
+  arn: string;
+  state: string;
+}
+
+/** The key behind an id, ARN or alias (`alias/tenantry/<slug>`); null when there is none. */
+export async function describeKey(client: KMSClient, keyIdOrAlias: string): Promise<KeyInfo | null> {
+  try {
+    const res = await withRetry(
+      () => client.send(new DescribeKeyCommand({ KeyId: keyIdOrAlias })),
+      retryThrottling,
+    );
+    const m = res.KeyMetadata;
+    if (!m?.KeyId || !m.Arn) return null;
+    return { keyId: m.KeyId, arn: m.Arn, state: String(m.KeyState ?? 'Unavailable') };
+  } catch (e) {
+    if (awsErrorName(e) === 'NotFoundException') return null;
+    throw e;
+  }
+}
+
+/**
+ * The enabled key behind `alias`, created when there is none: a symmetric key with rotation on and
+ * its tags, then the alias. An alias left pointing at a key that is no longer enabled (an offboarded
+ * tenant's, whose alias a crash kept) is moved to the new key. The key policy is KMS's default: the
+ * account root administers the key and IAM policies decide who uses it (the same fallback the
+ * stacks' key policies keep).
+ *
+ * KMS has no idempotent CreateKey: a process killed between CreateKey and CreateAlias leaves a key
+ * without the alias (tagged `tenantry:alias` with it, so it can be found and deleted); the retry
+ * creates another. Two processes racing for one alias both create a key; the loser schedules the
+ * deletion of its own and returns the winner's.
+ */
+export async function ensureAliasedKey(
+  client: KMSClient,
+  alias: string,
+  opts: { description: string; tags: Record<string, string>; deletionWindowDays: number },
+): Promise<KeyInfo> {
   if (!alias.startsWith('alias/')) throw new Error(`not a KMS alias: ${alias}`);
+  const found = await describeKey(client, alias);
+  if (found?.state === 'Enabled') return found;
+  const created = await withRetry(
+    () =>
+      client.send(
+        new CreateKeyCommand({
+          Description: opts.description,
+          KeyUsage: 'ENCRYPT_DECRYPT',
+          KeySpec: 'SYMMETRIC_DEFAULT',
+          Tags: Object.entries({ ...opts.tags, 'tenantry:alias': alias }).map(([TagKey, TagValue]) => ({
+            TagKey,
+            TagValue,
+          })),
+        }),
+      ),
+    retryThrottling,
+  );
+  const key = created.KeyMetadata;
+  if (!key?.KeyId || !key.Arn) throw new TenantryError('PROVIDER_FAILED', 'CreateKey returned no key');
+  const mine: KeyInfo = { keyId: key.KeyId, arn: key.Arn, state: 'Enabled' };
+  await withRetry(() => client.send(new EnableKeyRotationCommand({ KeyId: mine.keyId })), retryThrottling);
+  if (found) {
+    await withRetry(
+      () => client.send(new UpdateAliasCommand({ AliasName: alias, TargetKeyId: mine.keyId })),
+      retryThrottling,
+    );
+    return mine;
+  }
+  try {
+    await withRetry(
+      () => client.send(new CreateAliasCommand({ AliasName: alias, TargetKeyId: mine.keyId })),
+      retryThrottling,
+    );
+    return mine;
+  } catch (e) {
+    if (awsErrorName(e) !== 'AlreadyExistsException') throw e;
+  }
+  // Another process made the alias meanwhile: its key wins, ours goes.
+  await scheduleKeyDeletion(client, mine.keyId, opts.deletionWindowDays);
+  const theirs = await describeKey(client, alias);
+  if (theirs?.state !== 'Enabled') {
+    throw new TenantryError('PROVIDER_FAILED', `key ${alias} is not enabled`, { retryable: true });
+  }
+  return theirs;
+}
+
+/** Deletes an alias (a later tenant may then take the slug); gone already is done. */
+export async function deleteAlias(client: KMSClient, alias: string): Promise<void> {
+  try {
+    await withRetry(() => client.send(new DeleteAliasCommand({ AliasName: alias })), retryThrottling);
+  } catch (e) {
+    if (awsErrorName(e) !== 'NotFoundException') throw e;
+  }
+}
+
+/**
+ * Every alias under `prefix` (`alias/tenantry/`) with the key it points at, walking ListAliases
+ * pages: the key store read whole, as a drift sweep reads the local one.
+ */
+export async function listKeyAliases(client: KMSClient, prefix: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
   let marker: string | undefined;
   do {
     const page = await withRetry(
       () => client.send(new ListAliasesCommand({ Marker: marker, Limit: 100 })),
       retryThrottling,
     );
-    const hit = page.Aliases?.find((a) => a.AliasName === alias);
-    if (hit) {
-      if (!hit.TargetKeyId) return null; // an alias not pointing at any key
-      return { alias, keyId: hit.TargetKeyId, ...(hit.AliasArn ? { aliasArn: hit.AliasArn } : {}) };
+    for (const a of page.Aliases ?? []) {
+      if (a.AliasName?.startsWith(prefix) && a.TargetKeyId) out.set(a.AliasName, a.TargetKeyId);
     }
     marker = page.Truncated ? page.NextMarker : undefined;
   } while (marker);
-  return null;
+  return out;
 }
 
 export interface ScheduledDeletion {

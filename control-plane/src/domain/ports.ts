@@ -121,6 +121,17 @@ export interface KeyStore {
   /** Crypto-shreds the key: every ciphertext under it becomes unreadable. */
   shredKey(alias: string): Promise<void>;
   describeKey(alias: string): Promise<{ keyId: string; state: 'enabled' | 'destroyed' } | null>;
+  /**
+   * The store read whole, nothing decrypted, for a drift sweep. Only a store outside the control
+   * database has it (KMS and Secrets Manager); the local one is read with SQL beside the catalogs.
+   */
+  inventory?(): Promise<KeyStoreInventory>;
+}
+
+/** Every secret (its current version and key) and every tenant key alias (→ key id) of a store. */
+export interface KeyStoreInventory {
+  secrets: Map<string, { name: string; version: number; keyId: string; keyAlias: string; keyState: string }>;
+  keys: Map<string, string>;
 }
 
 /** Secrets encrypted under a tenant key, mirroring Secrets Manager. */

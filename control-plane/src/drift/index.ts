@@ -100,8 +100,10 @@ export function registerLocalDrift(
 ): DriftHandle {
   const dp = new DataPlane(deps.dataplaneUrl, { maxConnections: deps.maxConnections ?? 4 });
   const { catalog, tenantSchema } = deps.templates;
+  const inventory = deps.keys.inventory?.bind(deps.keys);
   const detector = new LocalDriftDetector(dp, deps.db, catalog, tenantSchema, {
     secrets: deps.keys,
+    ...(inventory ? { inventory } : {}),
     ...(deps.credentialChecksPerSweep ? { credentialChecksPerSweep: deps.credentialChecksPerSweep } : {}),
   });
   const remediator = new LocalDriftRemediator(dp, deps.keys, catalog, tenantSchema);

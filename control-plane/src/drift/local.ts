@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { POOL_SECRET, tenantSecretName } from '../domain/naming.js';
-import type { SecretStore } from '../domain/ports.js';
+import type { KeyStoreInventory, SecretStore } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { TierCatalog } from '../domain/tiers.js';
 import { mapLimit } from '../lib/concurrency.js';
@@ -94,6 +94,8 @@ export interface LocalDriftOptions {
   secrets?: Pick<SecretStore, 'getSecret'>;
   /** Logins whose password a sweep derives SCRAM keys for, at most (see credentials.ts). */
   credentialChecksPerSweep?: number;
+  /** A key store outside the control database (TENANTRY_SECRETS=aws) read whole, instead of its tables. */
+  inventory?: () => Promise<KeyStoreInventory>;
 }
 
 /**
@@ -200,7 +202,8 @@ export class LocalDriftDetector implements DriftDetector {
     const named = (roles: RolesRead, dbs: DatabaseCatalog[]) =>
       roleNamer(this.dp.maintenance, roles.namesByOid, dbs);
     const rolesRead = readRoles(this.dp.maintenance, platformRoles);
-    const secretsRead = readSecrets(this.control);
+    const inventory = this.opts.inventory?.();
+    const secretsRead = inventory ? inventory.then((i) => i.secrets) : readSecrets(this.control);
     // Beside the silo pass: mostly a lookup; key derivations only for new or changed logins.
     const credentials = Promise.all([rolesRead, secretsRead]).then(([roles, secrets]) =>
       this.checkCredentials(roles, secrets)
@@ -226,7 +229,7 @@ export class LocalDriftDetector implements DriftDetector {
       sharedData,
       readPoolMembers(this.dp.data),
       secretsRead,
-      readKeys(this.control),
+      inventory ? inventory.then((i) => i.keys) : readKeys(this.control),
       credentials,
     ]).finally(since('sharedMs'));
     // Awaited below, after the silo pass; until then a failed read must not go unhandled (Node would

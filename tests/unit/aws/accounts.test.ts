@@ -1,3 +1,9 @@
+/**
+ * Account lookups where the AWS API emulator (tests/aws/sdk.test.ts runs them on moto) cannot show
+ * what AWS does: answers with `State` and `Status` apart (moto always answers both, equal), the
+ * request STS is sent (moto checks neither duration nor session name), and an answer without
+ * credentials (neither AWS nor moto sends one; the guard is ours).
+ */
 import { ListAccountsCommand, OrganizationsClient } from '@aws-sdk/client-organizations';
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import { mockClient } from 'aws-sdk-client-mock';
@@ -33,7 +39,25 @@ describe('findActiveAccountIdByEmail', () => {
     expect(org.commandCalls(ListAccountsCommand)).toHaveLength(2);
   });
 
-  it('ignores a suspended or closing account with that email', async () => {
+  it('reads State, the field that replaces Status (moto answers both, always equal; AWS retires Status on 9 September 2026)', async () => {
+    org.on(ListAccountsCommand).resolves({
+      Accounts: [
+        // An endpoint past the retirement: State only.
+        { Id: '666666666666', Email: EMAIL, State: 'ACTIVE' },
+      ],
+    });
+    expect(await findActiveAccountIdByEmail(orgClient, EMAIL)).toBe('666666666666');
+    org.reset();
+    org.on(ListAccountsCommand).resolves({
+      Accounts: [
+        // A closing account whose retired Status still says ACTIVE: State decides.
+        { Id: '777777777777', Email: EMAIL, State: 'PENDING_CLOSURE', Status: 'ACTIVE' },
+      ],
+    });
+    expect(await findActiveAccountIdByEmail(orgClient, EMAIL)).toBeNull();
+  });
+
+  it('ignores a suspended or closing account with that email (an older endpoint: Status only)', async () => {
     org.on(ListAccountsCommand).resolves({
       Accounts: [
         { Id: '444444444444', Email: EMAIL, Status: 'SUSPENDED' },

@@ -1,3 +1,7 @@
+/**
+ * KMS and Secrets Manager helpers where the AWS API emulator (tests/aws/sdk.test.ts runs the rest on
+ * moto) cannot show what AWS does. Each test names the difference it covers.
+ */
 import {
   KMSClient,
   KMSInvalidStateException,
@@ -7,15 +11,15 @@ import {
 import {
   CreateSecretCommand,
   GetSecretValueCommand,
-  ListSecretsCommand,
+  InvalidRequestException,
   PutSecretValueCommand,
   ResourceNotFoundException,
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findKeyByAlias, scheduleKeyDeletion } from '../../../control-plane/src/aws/kms.js';
-import { getSecretValue, listSecretsByTag, putSecretValue } from '../../../control-plane/src/aws/secrets.js';
+import { listKeyAliases, scheduleKeyDeletion } from '../../../control-plane/src/aws/kms.js';
+import { getSecretValue, putSecretValue } from '../../../control-plane/src/aws/secrets.js';
 import { tenantKeyAlias, tenantSecretName } from '../../../control-plane/src/domain/naming.js';
 
 const kms = mockClient(KMSClient);
@@ -24,20 +28,20 @@ const kmsClient = new KMSClient({ region: 'eu-west-1' });
 const smClient = new SecretsManagerClient({ region: 'eu-west-1' });
 const meta = { $metadata: { httpStatusCode: 400 } };
 const KEY_ID = '1234abcd-12ab-34cd-56ef-1234567890ab';
+/** AWS's wording for a secret in its recovery window (moto words it "currently marked deleted"). */
+const AWS_MARKED = "You can't perform this operation on the secret because it was marked for deletion.";
 
 afterEach(() => {
   kms.reset();
   sm.reset();
 });
 
-describe('findKeyByAlias', () => {
-  it('walks ListAliases pages via NextMarker until it finds the alias', async () => {
+describe('listKeyAliases', () => {
+  it('walks ListAliases pages via NextMarker (moto ignores Limit and never truncates, so paging shows only here)', async () => {
     kms
       .on(ListAliasesCommand, { Marker: undefined })
       .resolves({
-        Aliases: [
-          { AliasName: 'alias/aws/rds', AliasArn: 'arn:aws:kms:eu-west-1:111111111111:alias/aws/rds' },
-        ],
+        Aliases: [{ AliasName: 'alias/aws/rds', TargetKeyId: 'aws-managed' }],
         Truncated: true,
         NextMarker: 'm2',
       })
@@ -45,60 +49,27 @@ describe('findKeyByAlias', () => {
       .resolves({
         Aliases: [
           { AliasName: tenantKeyAlias('other'), TargetKeyId: 'ffff' },
-          {
-            AliasName: tenantKeyAlias('acme'),
-            AliasArn: `arn:aws:kms:eu-west-1:111111111111:${tenantKeyAlias('acme')}`,
-            TargetKeyId: KEY_ID,
-          },
+          { AliasName: tenantKeyAlias('acme'), TargetKeyId: KEY_ID },
+          { AliasName: tenantKeyAlias('dangling') },
         ],
-        Truncated: false,
-      });
-    expect(await findKeyByAlias(kmsClient, tenantKeyAlias('acme'))).toEqual({
-      alias: tenantKeyAlias('acme'),
-      keyId: KEY_ID,
-      aliasArn: `arn:aws:kms:eu-west-1:111111111111:${tenantKeyAlias('acme')}`,
-    });
-    expect(kms.commandCalls(ListAliasesCommand)).toHaveLength(2);
-  });
-
-  it('returns null after the last page when the alias does not exist', async () => {
-    kms
-      .on(ListAliasesCommand, { Marker: undefined })
-      .resolves({ Aliases: [{ AliasName: 'alias/a', TargetKeyId: 'k1' }], Truncated: true, NextMarker: 'm2' })
-      .on(ListAliasesCommand, { Marker: 'm2' })
-      .resolves({
-        Aliases: [{ AliasName: 'alias/b', TargetKeyId: 'k2' }],
         Truncated: false,
         NextMarker: 'ignored',
       });
-    expect(await findKeyByAlias(kmsClient, tenantKeyAlias('ghost'))).toBeNull();
+    expect(Object.fromEntries(await listKeyAliases(kmsClient, 'alias/tenantry/'))).toEqual({
+      [tenantKeyAlias('other')]: 'ffff',
+      [tenantKeyAlias('acme')]: KEY_ID,
+    });
     expect(kms.commandCalls(ListAliasesCommand)).toHaveLength(2);
   });
 });
 
 describe('scheduleKeyDeletion', () => {
-  it('schedules deletion with the given window', async () => {
-    const deletionDate = new Date('2025-02-01T00:00:00Z');
-    kms.on(ScheduleKeyDeletionCommand).resolves({
-      KeyId: `arn:aws:kms:eu-west-1:111111111111:key/${KEY_ID}`,
-      DeletionDate: deletionDate,
-      KeyState: 'PendingDeletion',
-      PendingWindowInDays: 14,
-    });
-    const res = await scheduleKeyDeletion(kmsClient, KEY_ID, 14);
-    expect(res).toMatchObject({ deletionDate, alreadyPending: false });
-    expect(kms.commandCalls(ScheduleKeyDeletionCommand)[0]?.args[0].input).toEqual({
-      KeyId: KEY_ID,
-      PendingWindowInDays: 14,
-    });
-  });
-
   it.each([6, 31, 7.5])('refuses a window of %s days without calling KMS', async (days) => {
     await expect(scheduleKeyDeletion(kmsClient, KEY_ID, days)).rejects.toThrow(/7 to 30/);
     expect(kms.commandCalls(ScheduleKeyDeletionCommand)).toHaveLength(0);
   });
 
-  it('treats a key already pending deletion as done', async () => {
+  it('treats a key already pending deletion as done (AWS refuses a second ScheduleKeyDeletion; moto accepts it)', async () => {
     kms
       .on(ScheduleKeyDeletionCommand)
       .rejects(new KMSInvalidStateException({ message: `${KEY_ID} is pending deletion.`, ...meta }));
@@ -107,93 +78,46 @@ describe('scheduleKeyDeletion', () => {
 });
 
 describe('Secrets Manager helpers', () => {
-  it('reads a JSON secret and returns null for a missing one', async () => {
-    const arn = `arn:aws:secretsmanager:eu-west-1:111111111111:secret:${tenantSecretName('acme')}-AbCdEf`;
-    sm.on(GetSecretValueCommand, { SecretId: tenantSecretName('acme') })
-      .resolves({
-        ARN: arn,
-        Name: tenantSecretName('acme'),
-        VersionId: 'v1',
-        SecretString: '{"host":"db","port":5432}',
-        VersionStages: ['AWSCURRENT'],
-      })
-      .on(GetSecretValueCommand, { SecretId: tenantSecretName('ghost') })
-      .rejects(
-        new ResourceNotFoundException({
-          message: "Secrets Manager can't find the specified secret.",
-          ...meta,
-        }),
-      );
-    expect(await getSecretValue(smClient, tenantSecretName('acme'))).toEqual({
-      arn,
-      versionId: 'v1',
-      value: { host: 'db', port: 5432 },
-    });
-    expect(await getSecretValue(smClient, tenantSecretName('ghost'))).toBeNull();
+  it('reads a secret in its recovery window as none (AWS words that error unlike moto)', async () => {
+    sm.on(GetSecretValueCommand).rejects(new InvalidRequestException({ message: AWS_MARKED, ...meta }));
+    expect(await getSecretValue(smClient, tenantSecretName('acme'))).toBeNull();
   });
 
-  it('never echoes a non-JSON secret value in its error', async () => {
-    sm.on(GetSecretValueCommand).resolves({ ARN: 'arn', SecretString: 'hunter2-plaintext' });
-    const err = await getSecretValue(smClient, 'x').catch((e: Error) => e);
-    expect(String((err as Error).message)).not.toContain('hunter2');
+  it('retries throttling before giving an answer (moto never throttles)', async () => {
+    sm.on(GetSecretValueCommand)
+      .rejectsOnce(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', ...meta }))
+      .rejectsOnce(new ResourceNotFoundException({ message: 'not found', ...meta }));
+    expect(await getSecretValue(smClient, tenantSecretName('acme'))).toBeNull();
+    expect(sm.commandCalls(GetSecretValueCommand)).toHaveLength(2);
   });
 
-  it('puts a new version when the secret exists, and creates it under the tenant key when it does not', async () => {
-    sm.on(PutSecretValueCommand, { SecretId: 'exists' })
-      .resolves({ ARN: 'arn:exists', VersionId: 'v2' })
-      .on(PutSecretValueCommand, { SecretId: 'new' })
-      .rejects(new ResourceNotFoundException({ message: 'not found', ...meta }));
-    sm.on(CreateSecretCommand).resolves({ ARN: 'arn:new', Name: 'new', VersionId: 'v1' });
-    expect(await putSecretValue(smClient, 'exists', { a: 1 }, { kmsKeyId: KEY_ID })).toEqual({
-      arn: 'arn:exists',
-      versionId: 'v2',
-    });
+  it('fails retryably on a secret marked for deletion (AWS refuses PutSecretValue there; moto accepts it)', async () => {
+    sm.on(PutSecretValueCommand).rejects(new InvalidRequestException({ message: AWS_MARKED, ...meta }));
+    const err = await putSecretValue(
+      smClient,
+      tenantSecretName('acme'),
+      { a: 1 },
+      { kmsKeyId: KEY_ID, version: 2 },
+    ).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'SECRET_UNAVAILABLE', retryable: true });
     expect(sm.commandCalls(CreateSecretCommand)).toHaveLength(0);
-    expect(
-      await putSecretValue(
-        smClient,
-        'new',
-        { a: 1 },
-        { kmsKeyId: KEY_ID, tags: { 'tenantry:tier': 'pool' } },
-      ),
-    ).toEqual({
-      arn: 'arn:new',
-      versionId: 'v1',
-    });
-    expect(sm.commandCalls(CreateSecretCommand)[0]?.args[0].input).toMatchObject({
-      Name: 'new',
-      KmsKeyId: KEY_ID,
-      SecretString: '{"a":1}',
-      Tags: [{ Key: 'tenantry:tier', Value: 'pool' }],
-    });
   });
 
-  it('lists secrets by tag across NextToken pages, keeping only exact key=value pairs', async () => {
-    const entry = (name: string, tags: [string, string][]) => ({
-      ARN: `arn:aws:secretsmanager:eu-west-1:111111111111:secret:${name}-AbCdEf`,
-      Name: name,
-      Tags: tags.map(([Key, Value]) => ({ Key, Value })),
-    });
-    sm.on(ListSecretsCommand, { NextToken: undefined })
-      .resolves({
-        SecretList: [
-          entry(tenantSecretName('acme'), [['tenantry:managed-by', 'tenantry']]),
-          // tag-key and tag-value filters match independently: this one has the key and the value on different tags.
-          entry('other/b', [
-            ['tenantry:managed-by', 'someone'],
-            ['owner', 'tenantry'],
-          ]),
-        ],
-        NextToken: 'tok-2',
-      })
-      .on(ListSecretsCommand, { NextToken: 'tok-2' })
-      .resolves({ SecretList: [entry(tenantSecretName('cobalt'), [['tenantry:managed-by', 'tenantry']])] });
-    const found = await listSecretsByTag(smClient, 'tenantry:managed-by', 'tenantry');
-    expect(found.map((s) => s.Name)).toEqual([tenantSecretName('acme'), tenantSecretName('cobalt')]);
-    expect(sm.commandCalls(ListSecretsCommand)).toHaveLength(2);
-    expect(sm.commandCalls(ListSecretsCommand)[0]?.args[0].input.Filters).toEqual([
-      { Key: 'tag-key', Values: ['tenantry:managed-by'] },
-      { Key: 'tag-value', Values: ['tenantry'] },
-    ]);
+  it('fails retryably on a name a deleted secret still holds (AWS: InvalidRequestException; moto: ResourceExistsException)', async () => {
+    sm.on(PutSecretValueCommand).rejects(new ResourceNotFoundException({ message: 'not found', ...meta }));
+    sm.on(CreateSecretCommand).rejects(
+      new InvalidRequestException({
+        message: `You can't create this secret because a secret with this name is already scheduled for deletion.`,
+        ...meta,
+      }),
+    );
+    const err = await putSecretValue(
+      smClient,
+      tenantSecretName('acme'),
+      { a: 1 },
+      { kmsKeyId: KEY_ID, version: 1 },
+    ).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'SECRET_UNAVAILABLE', retryable: true });
+    expect((err as Error).message).toMatch(/scheduled for deletion/);
   });
 });
