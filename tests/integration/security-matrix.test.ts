@@ -168,6 +168,7 @@ const ROUTES: RouteCase[] = [
     url: () => `/v1/tokens/tok_${'0'.repeat(28)}`,
     allowed: ['admin'],
   },
+  { name: 'who am I', method: 'GET', path: '/v1/whoami', url: () => '/v1/whoami', allowed: ROLES },
 ];
 
 /** Routes that answer without a token, on purpose. */

@@ -11,10 +11,12 @@ export const PERMISSIONS = [
   'connection:read',
   'audit:read',
   'tokens:manage',
+  /** Read who the token is (its name, role and permissions): every role may. */
+  'self:read',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
-const SALES_OPS: Permission[] = ['tenants:create', 'tenants:read', 'operations:read'];
+const SALES_OPS: Permission[] = ['self:read', 'tenants:create', 'tenants:read', 'operations:read'];
 
 /** Each token has exactly one role; each role is a fixed set of permissions. */
 export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
@@ -26,7 +28,7 @@ export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
     'tenants:reconcile',
     'audit:read',
   ]),
-  dataplane: new Set<Permission>(['connection:read']),
+  dataplane: new Set<Permission>(['self:read', 'connection:read']),
   admin: new Set<Permission>(PERMISSIONS),
 };
 
