@@ -1,0 +1,308 @@
+// One tenant: its tier, status and outputs; its operations as a timeline (the one in flight live);
+// its drift findings and audit trail; and, for roles that may, promote, roll back and offboard.
+
+import { api, qs } from '../api.js';
+import { append, badge, errorBox, facts, fill, h, panel, table, when } from '../dom.js';
+import { findingsView } from '../findings.js';
+import { countdown, operationPanel, stepList, TERMINAL } from '../live.js';
+import { PROMOTIONS } from '../rules.js';
+
+const TIMELINE_LIMIT = 50;
+const AUDIT_LIMIT = 200;
+
+/** A button that stays disabled until `input` holds exactly `expected`. */
+function typedConfirmation(id, label, expected, button) {
+  const input = h('input', {
+    id,
+    name: id,
+    autocomplete: 'off',
+    spellcheck: 'false',
+    'aria-describedby': `${id}-help`,
+  });
+  const sync = () => {
+    button.disabled = input.value !== expected;
+  };
+  input.addEventListener('input', sync);
+  sync();
+  return h(
+    'div',
+    { class: 'field' },
+    h('label', { for: id }, label),
+    input,
+    h('p', { id: `${id}-help`, class: 'muted small' }, 'Type ', h('code', {}, expected), ' to confirm.'),
+  );
+}
+
+/** Sends `call()` from a form's submit; shows the API's error in `problem`, else hands the answer on. */
+function onSubmit(form, button, problem, call, then) {
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    if (button.disabled) return;
+    button.disabled = true;
+    fill(problem);
+    try {
+      then(await call());
+    } catch (err) {
+      fill(problem, errorBox(err));
+      button.disabled = false;
+    }
+  });
+}
+
+function promoteForm(tenant, refresh) {
+  const targets = PROMOTIONS.filter(([from]) => from === tenant.tier).map(([, to]) => to);
+  if (targets.length === 0) return h('p', { class: 'muted' }, `No promotion from ${tenant.tier}.`);
+  const target = h(
+    'select',
+    { id: 'promote-target', name: 'targetTier' },
+    targets.map((t) => h('option', { value: t }, t)),
+  );
+  const button = h('button', { type: 'submit', id: 'promote-button' }, 'Promote');
+  const problem = h('div');
+  const form = h(
+    'form',
+    { class: 'action', method: 'post', 'aria-labelledby': 'promote-title' },
+    h('h3', { id: 'promote-title' }, 'Promote'),
+    h(
+      'p',
+      { class: 'muted small' },
+      'Moves the tenant online: its rows are copied, later writes stream across, and only its own writes pause for the cutover.',
+    ),
+    h('div', { class: 'field' }, h('label', { for: 'promote-target' }, 'To tier'), target),
+    typedConfirmation('promote-confirm', 'Confirm the tenant', tenant.slug, button),
+    button,
+    problem,
+  );
+  onSubmit(
+    form,
+    button,
+    problem,
+    () => api('POST', `/v1/tenants/${tenant.slug}/promotions`, { body: { targetTier: target.value } }),
+    refresh,
+  );
+  return form;
+}
+
+function rollbackForm(tenant, promotion, signal, refresh) {
+  const button = h(
+    'button',
+    { type: 'submit', id: 'rollback-button', class: 'warning' },
+    `Roll back to ${promotion.fromTier}`,
+  );
+  const problem = h('div');
+  const form = h(
+    'form',
+    { class: 'action', method: 'post', 'aria-labelledby': 'rollback-title' },
+    h('h3', { id: 'rollback-title' }, 'Roll back the promotion'),
+    h(
+      'p',
+      {},
+      `Moves ${tenant.slug} back to ${promotion.fromTier}, with the rows written since the cutover. The window closes in `,
+      countdown(promotion.rollbackUntil, signal, () => {
+        button.disabled = true;
+      }),
+      ` (at ${when(promotion.rollbackUntil)}).`,
+    ),
+    button,
+    problem,
+  );
+  onSubmit(
+    form,
+    button,
+    problem,
+    () => api('POST', `/v1/tenants/${tenant.slug}/promotions/${promotion.operationId}/rollback`),
+    refresh,
+  );
+  return form;
+}
+
+function offboardForm(tenant, refresh) {
+  const button = h('button', { type: 'submit', id: 'offboard-button', class: 'danger' }, 'Offboard');
+  const problem = h('div');
+  const form = h(
+    'form',
+    { class: 'action', method: 'post', 'aria-labelledby': 'offboard-title' },
+    h('h3', { id: 'offboard-title' }, 'Offboard'),
+    h('p', { class: 'muted small' }, 'Removes its data, login and key. Its audit trail is kept.'),
+    typedConfirmation('offboard-confirm', 'Confirm the tenant', tenant.slug, button),
+    button,
+    problem,
+  );
+  onSubmit(
+    form,
+    button,
+    problem,
+    () => api('DELETE', `/v1/tenants/${tenant.slug}`, { headers: { confirm: tenant.slug } }),
+    refresh,
+  );
+  return form;
+}
+
+function actions(tenant, session, signal, refresh) {
+  const canPromote = session.can('tenants:promote');
+  const canOffboard = session.can('tenants:offboard');
+  if (!canPromote && !canOffboard) return null;
+  const busy = tenant.activeOperation !== null;
+  const promotion = tenant.promotion;
+  const forms = [];
+  if (busy) forms.push(h('p', { class: 'muted' }, 'Actions open again when the operation in flight ends.'));
+  else {
+    if (canPromote && tenant.status === 'active') forms.push(promoteForm(tenant, refresh));
+    if (canPromote && promotion?.rollbackAvailable)
+      forms.push(rollbackForm(tenant, promotion, signal, refresh));
+    if (canOffboard && tenant.status !== 'offboarding') forms.push(offboardForm(tenant, refresh));
+  }
+  return h(
+    'section',
+    { class: 'panel', id: 'actions', 'aria-labelledby': 'actions-title' },
+    h('h2', { id: 'actions-title' }, 'Actions'),
+    h('div', { class: 'actions' }, forms),
+  );
+}
+
+function timeline(ops, liveId) {
+  return h(
+    'ol',
+    { class: 'timeline' },
+    ops.map((op) =>
+      h(
+        'li',
+        { class: `timeline-item op-${op.status}`, 'data-operation': op.id },
+        h(
+          'div',
+          { class: 'timeline-head' },
+          h('strong', {}, op.params?.rollbackOf ? 'rollback' : op.kind),
+          op.kind === 'promote' ? ` ${op.params?.fromTier} → ${op.params?.toTier}` : '',
+          ' ',
+          badge(op.status),
+          ' ',
+          h('time', { datetime: op.createdAt }, when(op.createdAt)),
+          op.id === liveId ? h('span', { class: 'muted' }, ' (shown above)') : null,
+        ),
+        op.error ? h('p', { class: 'error' }, op.error) : null,
+        h('details', {}, h('summary', {}, `${op.steps.length} steps · ${op.id}`), stepList(op)),
+      ),
+    ),
+  );
+}
+
+async function auditTrail(slug, session, signal) {
+  if (!session.can('audit:read'))
+    return h(
+      'p',
+      { class: 'muted' },
+      `The audit trail needs the audit:read permission, which role ${session.role} lacks.`,
+    );
+  const { items } = await api('GET', `/v1/audit${qs({ tenant: slug, limit: AUDIT_LIMIT })}`, { signal });
+  const rows = items
+    .slice()
+    .reverse()
+    .map((a) => [
+      when(a.at),
+      a.action,
+      `${a.actorName ?? '—'}${a.role ? ` (${a.role})` : ''}`,
+      a.operationId ?? '—',
+      a.requestId ?? '—',
+    ]);
+  return [
+    table('Audit trail', ['At', 'Action', 'Actor', 'Operation', 'Request'], rows, 'No audit records.'),
+    items.length === AUDIT_LIMIT
+      ? h('p', { class: 'muted small' }, `The first ${AUDIT_LIMIT} records.`)
+      : null,
+  ];
+}
+
+async function drift(slug, signal) {
+  const d = await api('GET', `/v1/tenants/${slug}/drift`, { signal });
+  if (!d.runId) return h('p', { class: 'muted' }, 'No drift sweep has finished yet.');
+  return [
+    h(
+      'p',
+      { class: 'muted small' },
+      `Sweep ${d.runId}, observed ${when(d.observedAt)}.`,
+      d.skipped ? ` Skipped: ${d.skipped.reason} (${d.skipped.detail}).` : '',
+    ),
+    findingsView(d.findings),
+  ];
+}
+
+/**
+ * The operation this page followed to its end, kept across the page's re-render so the user sees
+ * how it ended (its steps, a promotion's numbers) above the updated tenant.
+ */
+let finished = null;
+
+export async function renderTenant(view, { params, session, signal, navigate, refresh }) {
+  const [slug] = params;
+  if (finished?.tenantSlug !== slug) finished = null;
+  const [tenant, ops] = await Promise.all([
+    api('GET', `/v1/tenants/${slug}`, { signal }),
+    api('GET', `/v1/operations${qs({ tenant: slug, limit: TIMELINE_LIMIT })}`, { signal }),
+  ]);
+  const active = tenant.activeOperation;
+  // When the operation in flight ends, the page is read again (status, tier, actions); an
+  // offboarding that ends leaves nothing to show but the list.
+  const onEnd = (op) => {
+    if (op.kind === 'offboard' && op.status === 'succeeded') return navigate('#/tenants');
+    finished = op;
+    refresh();
+  };
+  const live = active ? await api('GET', `/v1/operations/${active.id}`, { signal }) : finished;
+
+  append(view, [
+    h('div', { class: 'page-head' }, h('h1', {}, tenant.slug), h('span', { class: 'muted' }, tenant.name)),
+    h(
+      'div',
+      { class: 'grid' },
+      h(
+        'section',
+        { class: 'panel', id: 'summary', 'aria-labelledby': 'summary-title' },
+        h('h2', { id: 'summary-title' }, 'Tenant'),
+        facts([
+          ['Tier', h('span', { class: 'tier', id: 'tenant-tier' }, tenant.tier)],
+          ['Status', h('span', { id: 'tenant-status' }, badge(tenant.status))],
+          ['Region', tenant.region],
+          ['Plan', tenant.plan],
+          ['Contact', tenant.contactEmail],
+          ['Template version', String(tenant.templateVersion)],
+          ['Created', when(tenant.createdAt)],
+          ['Updated', when(tenant.updatedAt)],
+          ['Id', h('code', {}, tenant.id)],
+        ]),
+      ),
+      h(
+        'section',
+        { class: 'panel', id: 'outputs', 'aria-labelledby': 'outputs-title' },
+        h('h2', { id: 'outputs-title' }, 'Outputs'),
+        table(
+          'Outputs',
+          ['Name', 'Value'],
+          Object.entries(tenant.outputs).map(([k, v]) => [k, h('code', {}, String(v))]),
+          'No outputs yet.',
+        ),
+      ),
+    ),
+    live
+      ? h(
+          'section',
+          { class: 'panel', id: 'in-flight', 'aria-labelledby': 'in-flight-title' },
+          h('h2', { id: 'in-flight-title' }, TERMINAL.has(live.status) ? 'Just finished' : 'In flight'),
+          operationPanel(live, {
+            signal,
+            // A finished one shown again calls nothing: only the end of a followed one re-reads the page.
+            onEnd: active ? onEnd : undefined,
+            title: `${live.params?.rollbackOf ? 'rollback' : live.kind} ${live.id}`,
+          }),
+        )
+      : null,
+    actions(tenant, session, signal, refresh),
+    h(
+      'section',
+      { class: 'panel', id: 'timeline', 'aria-labelledby': 'timeline-title' },
+      h('h2', { id: 'timeline-title' }, 'Operations'),
+      ops.items.length > 0 ? timeline(ops.items, live?.id) : h('p', { class: 'muted' }, 'No operations.'),
+    ),
+    panel('drift', 'Drift', () => drift(slug, signal)),
+    panel('audit', 'Audit trail', () => auditTrail(slug, session, signal)),
+  ]);
+}
