@@ -5,7 +5,7 @@
  * owner, PUBLIC revokes, grants and default privileges, schema-version bookkeeping, pool
  * membership, silo database), sent directly to the same server as plain SQL strings.
  *
- *   npx tsx scripts/bench/onboard.ts [--n 500] [--silo-n 100] [--concurrency 1,8] [--tiers pool,bridge,silo]
+ *   npx tsx scripts/bench/onboard.ts [--n 500] [--silo-n 100] [--concurrency 1,8] [--tiers pool,bridge,silo] [--rounds 5]
  *
  * Each tier runs once per concurrency C of the list, both sides closed-loop at that same C:
  * C onboardings in flight at a time, an API onboarding counting as in flight from its POST
@@ -16,6 +16,9 @@
  * transaction that made the tenant active). peakRssMb is the control-plane process's VmHWM.
  * Every tier uses the same N except silo, which uses --silo-n (each silo is a whole database);
  * the JSON line says which N it ran.
+ *
+ * The two sides alternate in --rounds chunks of N/rounds (floor, API, floor, API, …) and each
+ * side's wall times are summed: on a shared machine whose load drifts, both see the same load.
  */
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -29,12 +32,13 @@ const { values } = parseArgs({
     'silo-n': { type: 'string', default: '100' },
     concurrency: { type: 'string', default: '1,8' },
     tiers: { type: 'string', default: 'pool,bridge,silo' },
+    rounds: { type: 'string', default: '5' },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
   process.stdout.write(
-    'usage: npx tsx scripts/bench/onboard.ts [--n 500] [--silo-n 100] [--concurrency 1,8] [--tiers pool,bridge,silo]\n',
+    'usage: npx tsx scripts/bench/onboard.ts [--n 500] [--silo-n 100] [--concurrency 1,8] [--tiers pool,bridge,silo] [--rounds 5]\n',
   );
   process.exit(0);
 }
@@ -43,6 +47,7 @@ const SILO_N = Number(values['silo-n']);
 const CONCURRENCIES = values.concurrency.split(',').map(Number);
 type Tier = 'pool' | 'bridge' | 'silo';
 const TIERS = values.tiers.split(',') as Tier[];
+const ROUNDS = Math.max(1, Number(values.rounds));
 
 // No scheduled drift sweep in the middle of the measurement.
 const cp = await startControlPlane({
@@ -115,8 +120,7 @@ async function viaApi(tier: Tier, n: number, C: number, cp: ControlPlane) {
     [ops],
   );
   if (rows.length !== n) throw new Error(`expected ${n} operations, found ${rows.length}`);
-  const lat = rows.map((r) => Number(r.ms));
-  return { wall, p50: percentile(lat, 50), p99: percentile(lat, 99) };
+  return { wall, latencies: rows.map((r) => Number(r.ms)) };
 }
 
 /** Plain SQL, as a DBA would write it: nothing from control-plane/src/providers. */
@@ -237,7 +241,7 @@ async function floor(tier: Tier, n: number, C: number): Promise<number> {
   );
   const ms = performance.now() - t0;
   await Promise.all([maint.end(), data.end(), admin.end()]);
-  return ms / n;
+  return ms;
 }
 
 interface Result {
@@ -252,6 +256,7 @@ interface Result {
   concurrency: number;
   cpuMsPerTenant: Record<'api' | 'floor', { controlPlane: number; postgres: number }>;
   writeTransactionsPerTenant: Record<'api' | 'floor', number>;
+  rounds: number;
   note?: string;
 }
 
@@ -260,36 +265,58 @@ try {
   const results: Result[] = [];
   for (const [tier, C] of TIERS.flatMap((t) => CONCURRENCIES.map((c) => [t, c] as const))) {
     const n = tier === 'silo' ? SILO_N : N;
-    const [cpu0, xid0] = [cp.cpuMs(), await nextXid()];
-    const floorMs = await floor(tier, n, C);
-    const [cpu1, xid1] = [cp.cpuMs(), await nextXid()];
-    const api = await viaApi(tier, n, C, cp);
-    const [cpu2, xid2] = [cp.cpuMs(), await nextXid()];
-    const perTenant = (a: number, b: number) => round((b - a) / n);
-    const apiMs = api.wall / n;
+    // Alternating chunks; CPU and transactions are summed per side over the rounds.
+    const sides = {
+      floor: { wall: 0, cpu: { controlPlane: 0, postgres: 0 }, xids: 0 },
+      api: { wall: 0, cpu: { controlPlane: 0, postgres: 0 }, xids: 0, latencies: [] as number[] },
+    };
+    const chunks = Array.from(
+      { length: ROUNDS },
+      (_, i) => Math.floor((n * (i + 1)) / ROUNDS) - Math.floor((n * i) / ROUNDS),
+    ).filter((k) => k > 0);
+    const measure = async (side: typeof sides.floor, work: () => Promise<number>) => {
+      const [cpu0, xid0] = [cp.cpuMs(), await nextXid()];
+      side.wall += await work();
+      const [cpu1, xid1] = [cp.cpuMs(), await nextXid()];
+      side.cpu.controlPlane += cpu1.controlPlane - cpu0.controlPlane;
+      side.cpu.postgres += cpu1.postgres - cpu0.postgres;
+      side.xids += xid1 - xid0;
+    };
+    for (const k of chunks) {
+      await measure(sides.floor, () => floor(tier, k, C));
+      await measure(sides.api, async () => {
+        const api = await viaApi(tier, k, C, cp);
+        sides.api.latencies.push(...api.latencies);
+        return api.wall;
+      });
+    }
+    const perTenant = (total: number) => round(total / n);
+    const apiMs = sides.api.wall / n;
+    const floorMs = sides.floor.wall / n;
     const r: Result = {
       tier,
       n,
       apiMsPerTenant: round(apiMs),
       floorMsPerTenant: round(floorMs),
       ratio: round(apiMs / floorMs),
-      p50AcceptToActiveMs: round(api.p50),
-      p99AcceptToActiveMs: round(api.p99),
+      p50AcceptToActiveMs: round(percentile(sides.api.latencies, 50)),
+      p99AcceptToActiveMs: round(percentile(sides.api.latencies, 99)),
       peakRssMb: cp.peakRssMb(),
       concurrency: C,
       // Where the time goes: CPU ms per tenant of the control-plane process and of Postgres.
       cpuMsPerTenant: {
         api: {
-          controlPlane: perTenant(cpu1.controlPlane, cpu2.controlPlane),
-          postgres: perTenant(cpu1.postgres, cpu2.postgres),
+          controlPlane: perTenant(sides.api.cpu.controlPlane),
+          postgres: perTenant(sides.api.cpu.postgres),
         },
         floor: {
-          controlPlane: perTenant(cpu0.controlPlane, cpu1.controlPlane),
-          postgres: perTenant(cpu0.postgres, cpu1.postgres),
+          controlPlane: perTenant(sides.floor.cpu.controlPlane),
+          postgres: perTenant(sides.floor.cpu.postgres),
         },
       },
       // Transactions that wrote (each a durable commit, a WAL flush unless grouped with others).
-      writeTransactionsPerTenant: { api: perTenant(xid1, xid2), floor: perTenant(xid0, xid1) },
+      writeTransactionsPerTenant: { api: perTenant(sides.api.xids), floor: perTenant(sides.floor.xids) },
+      rounds: chunks.length,
       ...(tier === 'silo' && n !== N ? { note: `silo ran n=${n} (--silo-n), not ${N}` } : {}),
     };
     results.push(r);
