@@ -91,10 +91,10 @@ export async function createFleet(name: string): Promise<Fleet> {
     async drop() {
       for (const p of procs) if (isRunning(p.proc)) await kill9(p.proc);
       await dropStackDatabases(controlDb, dataDb);
-      // The tenant login roles of this fleet's slugs: no other file's slugs start with its prefix.
+      // The tenant roles of this fleet's slugs: no other file's slugs carry its random prefix.
       const roles = await superQuery<{ rolname: string }>(
         'postgres',
-        'SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)',
+        'SELECT rolname FROM pg_roles WHERE strpos(rolname, $1) > 0',
         [tenantRolePrefix(fleet.prefix)],
       );
       for (const r of roles) await superQuery('postgres', `DROP ROLE IF EXISTS "${r.rolname}"`);
@@ -104,7 +104,10 @@ export async function createFleet(name: string): Promise<Fleet> {
   return fleet;
 }
 
-/** What the Postgres names of a fleet's tenants start with (its slugs start with `prefix-`). */
+/**
+ * What the Postgres names of a fleet's tenants start with (its slugs start with `prefix-`); a tenant's
+ * login roles carry it inside their names.
+ */
 export const tenantRolePrefix = (prefix: string): string => tenantObjectName(`${prefix}-x`).replace(/x$/, '');
 
 /** Waits until the process answers GET /readyz 200 (bounded; a process that exits ends the wait). */
@@ -222,7 +225,7 @@ export async function snapshot(
   const [roles] = await superQuery<{ d: string }>(
     'postgres',
     `SELECT string_agg(rolname, ',' ORDER BY rolname) AS d FROM pg_roles
-      WHERE starts_with(rolname, $1) OR starts_with(rolname, $2)`,
+      WHERE strpos(rolname, $1) > 0 OR starts_with(rolname, $2)`,
     [tenantRolePrefix(fleet.prefix), fleet.dataDb],
   );
   const [schemas] = await superQuery<{ d: string }>(
