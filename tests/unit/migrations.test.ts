@@ -10,7 +10,8 @@ import { buildMigrations, MIGRATIONS_DIR } from '../../control-plane/src/db/migr
  * process of the build that used it runs; such a file says so on a line `-- contract: <why it is safe>`.
  * The check below reads statements, not intent: a statement it flags that an older build still lives
  * with (a CHECK widened to admit a new value, a unique index over rows only the new build writes) says
- * why on a line `-- compatible: <why>`. 0001 is the first schema, before any build ran against another.
+ * why in a comment `compatible: <why>` (or `expand-only: <why>`). 0001 is the first schema, before any
+ * build ran against another.
  */
 const CONTRACT: [RegExp, string][] = [
   [/\bDROP\s+(TABLE|COLUMN|INDEX|CONSTRAINT|VIEW|FUNCTION|TYPE|SCHEMA|TRIGGER|SEQUENCE)\b/i, 'drops'],
@@ -53,7 +54,7 @@ describe('control-plane migrations are expand-first', () => {
 
   it.each(files)('%s only expands, or says why its contract step is safe', (name) => {
     const sql = fs.readFileSync(path.join(MIGRATIONS_DIR, `${name}.sql`), 'utf8');
-    const declared = /^--\s*(contract|compatible):\s*\S/m.test(sql);
+    const declared = /^--.*\b(contract|compatible|expand-only):\s*\S/im.test(sql);
     if (!declared) expect(contractStep(sql)).toBeNull();
   });
 
