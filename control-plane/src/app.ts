@@ -9,6 +9,7 @@ import consolePlugin from './console/plugin.js';
 import type { Db } from './db/db.js';
 import type { Engine } from './domain/ports.js';
 import type { DriftService } from './drift/service.js';
+import { openapiTransform, TAGS } from './http/openapi.js';
 import type { Metrics } from './lib/metrics.js';
 import authPlugin, { type TokenCache } from './plugins/auth.js';
 import errorsPlugin, { replyWithError } from './plugins/errors.js';
@@ -154,6 +155,14 @@ const app: FastifyPluginAsync<AppOptions> = async (instance, opts) => {
           'Control plane that provisions SaaS tenants on the pool, bridge, silo and account tiers.',
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      tags: TAGS,
+    },
+    // Roles, response descriptions, enums, defaults and event streams, for every route: http/openapi.ts.
+    transform: openapiTransform,
+    // Shared schemas by their own name (ErrorBody), not def-0.
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) =>
+        typeof json.$id === 'string' ? json.$id : `def-${i}`,
     },
   });
   await f.register(swaggerUi, { routePrefix: '/docs' });

@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox';
 import { findTenantById, findTenantBySlug, listAudit } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import type { Tenant } from '../domain/tenant.js';
-import { errors, MAX_ID, Slug, security, TenantStatusT, Uuid } from './schemas.js';
+import { AUTH_ERRORS, errors, MAX_ID, Slug, security, TenantStatusT, Uuid } from './schemas.js';
 
 const AuditRecord = Type.Object({
   id: Type.Integer(),
@@ -35,6 +35,7 @@ const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'audit:read' },
       schema: {
+        operationId: 'listAudit',
         summary: 'Read the append-only audit log',
         description:
           'Filter by `tenantId`, or by `tenant` (a slug). A slug is freed when its tenant is offboarded and may ' +
@@ -56,7 +57,7 @@ const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
         }),
         response: {
           200: Type.Object({ tenant: Type.Optional(ResolvedTenant), items: Type.Array(AuditRecord) }),
-          ...errors(400, 401, 403, 404),
+          ...errors('VALIDATION_FAILED', ...AUTH_ERRORS, 'TENANT_NOT_FOUND'),
         },
       },
     },

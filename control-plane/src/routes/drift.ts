@@ -4,7 +4,7 @@ import { IGNORE_PATTERN } from '../drift/policy.js';
 import { DRIFT_RUN_ID_PATTERN } from '../drift/store.js';
 import { DRIFT_CATEGORIES, DRIFT_KINDS, DRIFT_RESOURCES } from '../drift/types.js';
 import { actorOf } from '../plugins/auth.js';
-import { errors, Slug, security, TierT } from './schemas.js';
+import { AUTH_ERRORS, errors, Slug, security, TierT } from './schemas.js';
 
 const lit = (xs: readonly string[]) => Type.Union(xs.map((x) => Type.Literal(x)));
 const Value = Type.Union([
@@ -128,13 +128,14 @@ const driftRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tenants:reconcile' },
       schema: {
+        operationId: 'startDriftRun',
         summary: 'Run a drift sweep now',
         description:
           'Queues a sweep of the whole fleet and returns 202 with the run; poll GET /v1/drift-runs/{id}. ' +
           'While a sweep is queued or running, that run is returned instead of a second one.',
         tags: ['drift'],
         security,
-        response: { 202: DriftRunSchema, ...errors(401, 403) },
+        response: { 202: DriftRunSchema, ...errors(...AUTH_ERRORS) },
       },
     },
     async (request, reply) => {
@@ -148,11 +149,15 @@ const driftRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'operations:read' },
       schema: {
+        operationId: 'listDriftRuns',
         summary: 'List recent drift runs, newest first',
         tags: ['drift'],
         security,
         querystring: Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 200, default: 20 }) }),
-        response: { 200: Type.Object({ items: Type.Array(DriftRunSchema) }), ...errors(400, 401, 403) },
+        response: {
+          200: Type.Object({ items: Type.Array(DriftRunSchema) }),
+          ...errors('VALIDATION_FAILED', ...AUTH_ERRORS),
+        },
       },
     },
     async (request) => ({ items: await app.services.drift.listRuns(request.query.limit) }),
@@ -163,11 +168,15 @@ const driftRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'operations:read' },
       schema: {
+        operationId: 'getDriftRun',
         summary: 'Get a drift run with its findings',
         tags: ['drift'],
         security,
         params: Type.Object({ id: Type.String({ pattern: DRIFT_RUN_ID_PATTERN }) }),
-        response: { 200: DriftRunWithFindings, ...errors(400, 401, 403, 404) },
+        response: {
+          200: DriftRunWithFindings,
+          ...errors('VALIDATION_FAILED', ...AUTH_ERRORS, 'OPERATION_NOT_FOUND'),
+        },
       },
     },
     async (request) => app.services.drift.getRun(request.params.id),
@@ -178,11 +187,15 @@ const driftRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'operations:read' },
       schema: {
+        operationId: 'getTenantDrift',
         summary: "One tenant's current drift findings (latest sweep, minus what it repaired)",
         tags: ['drift'],
         security,
         params: Type.Object({ slug: Slug }),
-        response: { 200: TenantDriftSchema, ...errors(400, 401, 403, 404) },
+        response: {
+          200: TenantDriftSchema,
+          ...errors('VALIDATION_FAILED', ...AUTH_ERRORS, 'TENANT_NOT_FOUND'),
+        },
       },
     },
     async (request) => app.services.drift.tenantDrift(request.params.slug),
@@ -193,10 +206,11 @@ const driftRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'operations:read' },
       schema: {
+        operationId: 'listDriftPolicies',
         summary: 'Drift policies: global, per tier, per tenant',
         tags: ['drift'],
         security,
-        response: { 200: Type.Object({ items: Type.Array(PolicySchema) }), ...errors(401, 403) },
+        response: { 200: Type.Object({ items: Type.Array(PolicySchema) }), ...errors(...AUTH_ERRORS) },
       },
     },
     async () => ({ items: await app.services.drift.listPolicies() }),
@@ -207,11 +221,15 @@ const driftRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tenants:reconcile' },
       schema: {
+        operationId: 'setDriftPolicy',
         summary: 'Set the drift policy of the fleet (no tier, no tenant), a tier, or a tenant',
         tags: ['drift'],
         security,
         body: PolicyBody,
-        response: { 200: Type.Object({ items: Type.Array(PolicySchema) }), ...errors(400, 401, 403, 404) },
+        response: {
+          200: Type.Object({ items: Type.Array(PolicySchema) }),
+          ...errors('VALIDATION_FAILED', 'PAYLOAD_TOO_LARGE', ...AUTH_ERRORS, 'TENANT_NOT_FOUND'),
+        },
       },
     },
     async (request) => {

@@ -3,9 +3,11 @@ import { Type } from '@sinclair/typebox';
 import { decodeOperationCursor, findOperation, findTenantBySlug, listOperations } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import { OPERATION_KINDS, OPERATION_STATUSES } from '../domain/tenant.js';
+import type { SseEventDoc } from '../http/openapi.js';
 import { actorOf } from '../plugins/auth.js';
 import {
   Accepted,
+  AUTH_ERRORS,
   Cursor,
   errors,
   OperationKindT,
@@ -13,10 +15,39 @@ import {
   OperationStatusT,
   Page,
   Slug,
+  StepSchema,
   security,
 } from './schemas.js';
 
 const OpParams = Type.Object({ id: Type.String({ pattern: '^op_[0-9a-f]{28}$' }) });
+
+/** The events GET /v1/operations/{id}/events sends, with their payloads (documented as `x-sse-events`). */
+export const OPERATION_EVENTS = {
+  step: { description: 'a step changed (started, succeeded, failed, skipped)', schema: StepSchema },
+  progress: {
+    description:
+      "the operation's progress changed: for a promotion rowsCopied {table: n}, replicationLagBytes, freezeStartedAt, writeFreezeMs, cutoverAt, rollbackUntil, verification",
+    schema: Type.Object({
+      operationId: Type.String(),
+      currentStep: Type.Union([Type.String(), Type.Null()]),
+      progress: Type.Record(Type.String(), Type.Unknown()),
+    }),
+  },
+  resource: {
+    description: 'a resource-level event reported inside a step (Pulumi engine events, aws target)',
+    schema: Type.Object({
+      step: Type.String(),
+      resource: Type.String(),
+      action: Type.String(),
+      status: Type.String(),
+      at: Type.String({ format: 'date-time' }),
+    }),
+  },
+  end: {
+    description: 'the operation ended (the last event): the operation as GET /v1/operations/{id} returns it',
+    schema: OperationSchema,
+  },
+} satisfies Record<string, SseEventDoc>;
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -25,6 +56,7 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'operations:read' },
       schema: {
+        operationId: 'listOperations',
         summary: 'List operations, newest first',
         description:
           'Keyset-paginated: pass the `nextCursor` of a page as `cursor` for the next one (null on the last page). ' +
@@ -41,7 +73,7 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
         }),
         response: {
           200: Page(OperationSchema),
-          ...errors(400, 401, 403, 404),
+          ...errors('VALIDATION_FAILED', ...AUTH_ERRORS, 'TENANT_NOT_FOUND'),
         },
       },
     },
@@ -68,11 +100,15 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'operations:read' },
       schema: {
+        operationId: 'getOperation',
         summary: 'Get an operation and its steps',
         tags: ['operations'],
         security,
         params: OpParams,
-        response: { 200: OperationSchema, ...errors(400, 401, 403, 404) },
+        response: {
+          200: OperationSchema,
+          ...errors('VALIDATION_FAILED', ...AUTH_ERRORS, 'OPERATION_NOT_FOUND'),
+        },
       },
     },
     async (request) => app.services.tenants.operation(request.params.id),
@@ -81,18 +117,26 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/operations/:id/events',
     {
-      config: { permission: 'operations:read' },
+      config: { permission: 'operations:read', sseEvents: OPERATION_EVENTS },
       schema: {
-        summary: 'Stream step progress as server-sent events until the operation ends',
+        operationId: 'streamOperationEvents',
+        summary: "Stream an operation's progress as server-sent events until it ends",
         description:
-          'Events: `step` (data: the step object) whenever a step changes, `resource` (data: a resource-level ' +
-          'event: step, resource, action, status, at) whenever a step reports one (Pulumi engine events), then one ' +
-          '`end` (data: the operation). The stream closes after `end`.',
+          'Events (each `event: <name>` with one JSON `data:` line; their payloads are in `x-sse-events`): `step` ' +
+          "whenever a step changes, `progress` whenever the operation's progress changes (a promotion's rows copied " +
+          'per table, replication lag, freeze, cutover and rollback deadline), `resource` whenever a step reports a ' +
+          'resource-level event (Pulumi engine events), then one `end` with the operation. The stream closes after ' +
+          '`end`. A client that reconnects gets the current state again (every step, then the progress).',
         tags: ['operations'],
         security,
         params: OpParams,
-        produces: ['text/event-stream'],
-        response: { 200: Type.String({ description: 'text/event-stream' }), ...errors(400, 401, 403, 404) },
+        response: {
+          200: {
+            description: 'The event stream (text/event-stream)',
+            content: { 'text/event-stream': { schema: Type.String({ description: 'server-sent events' }) } },
+          },
+          ...errors('VALIDATION_FAILED', ...AUTH_ERRORS, 'OPERATION_NOT_FOUND'),
+        },
       },
     },
     async (request, reply) => {
@@ -108,11 +152,12 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       });
       const seen = new Map<string, string>();
       const seenResources = new Set<string>();
+      let lastProgress = '';
       let closed = false;
       request.raw.on('close', () => {
         closed = true;
       });
-      const send = (event: string, data: unknown) =>
+      const send = (event: keyof typeof OPERATION_EVENTS, data: unknown) =>
         res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
       // Bounded: polls the operation row (cheap, indexed) and stops when it ends or the client leaves.
       // Hijacked, the reply is ours to end, whatever happens in the loop.
@@ -127,8 +172,13 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
               send('step', s);
             }
           }
-          const resources = (op.progress.resources as Record<string, unknown>[] | undefined) ?? [];
-          for (const r of resources) {
+          const { resources: listed, ...progress } = op.progress;
+          const signature = JSON.stringify(progress);
+          if (signature !== lastProgress && (lastProgress !== '' || signature !== '{}')) {
+            lastProgress = signature;
+            send('progress', { operationId: op.id, currentStep: op.currentStep, progress });
+          }
+          for (const r of (listed as Record<string, unknown>[] | undefined) ?? []) {
             const key = JSON.stringify(r);
             if (!seenResources.has(key)) {
               seenResources.add(key);
@@ -158,6 +208,7 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tenants:reconcile' },
       schema: {
+        operationId: 'resumeOperation',
         summary: 'Resume a failed operation from its failed step',
         description:
           'For a failed operation that was not undone: an onboarding on a target that keeps failed onboardings ' +
@@ -167,7 +218,16 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['operations'],
         security,
         params: OpParams,
-        response: { 202: Accepted, ...errors(400, 401, 403, 404, 409) },
+        response: {
+          202: Accepted,
+          ...errors(
+            'VALIDATION_FAILED',
+            ...AUTH_ERRORS,
+            'OPERATION_NOT_FOUND',
+            'OPERATION_IN_PROGRESS',
+            'OPERATION_NOT_RESUMABLE',
+          ),
+        },
       },
     },
     async (request, reply) => {

@@ -1,8 +1,9 @@
 import { type Static, type StringOptions, type TSchema, Type } from '@sinclair/typebox';
-import { ERROR_CODES } from '../domain/errors.js';
+import { ERROR_CODES, type ErrorCode } from '../domain/errors.js';
 import { SLUG_PATTERN } from '../domain/naming.js';
 import { OPERATION_KINDS, OPERATION_STATUSES } from '../domain/tenant.js';
-import { PRINTABLE } from '../http/errors.js';
+import { httpStatusFor, PRINTABLE } from '../http/errors.js';
+import { STATUS_TEXT } from '../http/openapi.js';
 
 export const ErrorBody = Type.Object(
   {
@@ -16,13 +17,45 @@ export const ErrorBody = Type.Object(
 );
 export type ErrorBodyT = Static<typeof ErrorBody>;
 
+/** An error response answering with one of `codes`, all mapped to the same status. */
+const errorResponse = (status: number, codes: ErrorCode[]) =>
+  Type.Object(
+    {
+      error: Type.Object({
+        // `enum`, not a union of literals: the serializer writes any string, so a code a route did not
+        // declare is still answered as it is (the document is what names the codes).
+        code: Type.Unsafe<ErrorCode>({ type: 'string', enum: codes }),
+        message: Type.String(),
+        requestId: Type.String({ description: 'the x-request-id of the request, for the logs' }),
+      }),
+    },
+    { description: `${STATUS_TEXT[status] ?? `HTTP ${status}`}: ${codes.join(', ')}` },
+  );
+
 /**
- * The error responses of a route, for its schema and the OpenAPI document. Every route can
- * answer 500 (INTERNAL) and 503 (DATABASE_UNAVAILABLE: the control-plane database is
- * unreachable), so both are always declared; pass the route's own 4xx codes.
+ * The error responses of a route, for its schema and the OpenAPI document: name the error codes
+ * the route can answer with (each documented under the status http/errors.ts maps it to). Every
+ * route can answer 500 INTERNAL and 503 DATABASE_UNAVAILABLE (the control-plane database is
+ * unreachable), so both are always declared. A status number stands for every code mapped to it.
  */
-export const errors = (...codes: number[]) =>
-  Object.fromEntries([...new Set([...codes, 500, 503])].map((c) => [c, ErrorBody]));
+export const errors = (...answers: (ErrorCode | number)[]) => {
+  const codes = new Set<ErrorCode>(['INTERNAL', 'DATABASE_UNAVAILABLE']);
+  for (const a of answers) {
+    if (typeof a === 'string') codes.add(a);
+    else for (const c of ERROR_CODES) if (httpStatusFor(c) === a) codes.add(c);
+  }
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const c of ERROR_CODES.filter((x) => codes.has(x))) {
+    const status = httpStatusFor(c);
+    byStatus.set(status, [...(byStatus.get(status) ?? []), c]);
+  }
+  return Object.fromEntries(
+    [...byStatus].sort(([a], [b]) => a - b).map(([status, cs]) => [status, errorResponse(status, cs)]),
+  );
+};
+
+/** Every route that takes a token can answer these two. */
+export const AUTH_ERRORS = ['UNAUTHENTICATED', 'FORBIDDEN'] as const;
 
 /**
  * Free text the API accepts (a name, a plan, a header value): bounded and printable. Every input string

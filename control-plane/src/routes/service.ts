@@ -74,8 +74,13 @@ const serviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         summary: 'Prometheus metrics',
         tags: ['service'],
-        produces: ['text/plain'],
-        response: { 200: Type.String(), ...errors() },
+        response: {
+          200: {
+            description: 'Metrics in the Prometheus text format',
+            content: { 'text/plain': { schema: Type.String() } },
+          },
+          ...errors(),
+        },
       },
     },
     async (_request, reply) => {

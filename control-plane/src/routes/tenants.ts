@@ -5,6 +5,7 @@ import { TenantryError } from '../domain/errors.js';
 import { actorOf } from '../plugins/auth.js';
 import {
   Accepted,
+  AUTH_ERRORS,
   Cursor,
   errors,
   Page,
@@ -55,6 +56,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tenants:create' },
       schema: {
+        operationId: 'createTenant',
         summary: 'Onboard a tenant',
         tags: ['tenants'],
         security,
@@ -62,7 +64,19 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
           'idempotency-key': Type.Optional(Text({ minLength: 1, maxLength: 200 })),
         }),
         body: CreateTenantBody,
-        response: { 202: Accepted, ...errors(400, 401, 403, 409, 422) },
+        response: {
+          202: Accepted,
+          ...errors(
+            'VALIDATION_FAILED',
+            'PAYLOAD_TOO_LARGE',
+            ...AUTH_ERRORS,
+            'TENANT_SLUG_TAKEN',
+            'CAPACITY_EXCEEDED',
+            'IDEMPOTENCY_KEY_REUSED',
+            'TIER_NOT_AVAILABLE_ON_TARGET',
+            'DATAPLANE_UNAVAILABLE',
+          ),
+        },
       },
     },
     async (request, reply) => {
@@ -81,6 +95,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tenants:read' },
       schema: {
+        operationId: 'listTenants',
         summary: 'List tenants',
         tags: ['tenants'],
         security,
@@ -92,7 +107,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
         }),
         response: {
           200: Page(TenantSchema),
-          ...errors(400, 401, 403),
+          ...errors('VALIDATION_FAILED', ...AUTH_ERRORS),
         },
       },
     },
@@ -115,11 +130,15 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tenants:read' },
       schema: {
+        operationId: 'getTenant',
         summary: 'Get one tenant, with its operation in flight and its latest promotion',
         tags: ['tenants'],
         security,
         params: SlugParams,
-        response: { 200: TenantDetailSchema, ...errors(400, 401, 403, 404) },
+        response: {
+          200: TenantDetailSchema,
+          ...errors('VALIDATION_FAILED', ...AUTH_ERRORS, 'TENANT_NOT_FOUND'),
+        },
       },
     },
     async (request) => svc.get(request.params.slug),
@@ -130,11 +149,23 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'connection:read' },
       schema: {
+        operationId: 'getTenantConnection',
         summary: "Read the tenant's data-plane connection descriptor (audited)",
         tags: ['tenants'],
         security,
         params: SlugParams,
-        response: { 200: ConnectionSchema, ...errors(400, 401, 403, 404, 409, 503) },
+        response: {
+          200: ConnectionSchema,
+          ...errors(
+            'VALIDATION_FAILED',
+            ...AUTH_ERRORS,
+            'TENANT_NOT_FOUND',
+            'TENANT_NOT_ACTIVE',
+            'OPERATION_IN_PROGRESS',
+            'SECRET_UNAVAILABLE',
+            'PROVIDER_FAILED',
+          ),
+        },
       },
     },
     async (request, reply) => {
@@ -148,12 +179,23 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tenants:offboard' },
       schema: {
+        operationId: 'offboardTenant',
         summary: 'Offboard a tenant: removes its data, role and key; keeps its audit trail',
         tags: ['tenants'],
         security,
         params: SlugParams,
         headers: Type.Object({ confirm: Type.Optional(Text({ maxLength: 100 })) }),
-        response: { 202: Accepted, ...errors(400, 401, 403, 404, 409, 422) },
+        response: {
+          202: Accepted,
+          ...errors(
+            'VALIDATION_FAILED',
+            'CONFIRMATION_REQUIRED',
+            ...AUTH_ERRORS,
+            'TENANT_NOT_FOUND',
+            'OPERATION_IN_PROGRESS',
+            'TIER_NOT_AVAILABLE_ON_TARGET',
+          ),
+        },
       },
     },
     async (request, reply) => {

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { ROLES } from '../domain/auth.js';
 import { actorOf } from '../plugins/auth.js';
-import { errors, security, Text } from './schemas.js';
+import { AUTH_ERRORS, errors, security, Text } from './schemas.js';
 
 const RoleT = Type.Union(ROLES.map((r) => Type.Literal(r)));
 const TokenInfo = Type.Object({
@@ -21,6 +21,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tokens:manage' },
       schema: {
+        operationId: 'createToken',
         summary: 'Create an API token (the token is shown once)',
         tags: ['tokens'],
         security,
@@ -28,7 +29,10 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
           { name: Text({ minLength: 1, maxLength: 100 }), role: RoleT },
           { additionalProperties: false },
         ),
-        response: { 201: Type.Object({ token: Type.String(), info: TokenInfo }), ...errors(400, 401, 403) },
+        response: {
+          201: Type.Object({ token: Type.String(), info: TokenInfo }),
+          ...errors('VALIDATION_FAILED', 'PAYLOAD_TOO_LARGE', ...AUTH_ERRORS),
+        },
       },
     },
     async (request, reply) => {
@@ -43,10 +47,11 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tokens:manage' },
       schema: {
+        operationId: 'listTokens',
         summary: 'List API tokens (never their values)',
         tags: ['tokens'],
         security,
-        response: { 200: Type.Object({ items: Type.Array(TokenInfo) }), ...errors(401, 403) },
+        response: { 200: Type.Object({ items: Type.Array(TokenInfo) }), ...errors(...AUTH_ERRORS) },
       },
     },
     async () => ({ items: await svc.list() }),
@@ -57,6 +62,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'tokens:manage' },
       schema: {
+        operationId: 'revokeToken',
         summary: 'Revoke an API token',
         description:
           'Takes effect on every API process as soon as the revoke commits: each one is notified (Postgres ' +
@@ -66,7 +72,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['tokens'],
         security,
         params: Type.Object({ id: Type.String({ pattern: '^tok_[0-9a-f]{28}$' }) }),
-        response: { 200: TokenInfo, ...errors(400, 401, 403, 404) },
+        response: { 200: TokenInfo, ...errors('VALIDATION_FAILED', ...AUTH_ERRORS, 'TOKEN_NOT_FOUND') },
       },
     },
     async (request) => svc.revoke({ actor: actorOf(request), requestId: request.id }, request.params.id),
