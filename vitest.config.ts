@@ -19,18 +19,12 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'integration',
-          include: ['tests/integration/**/*.test.ts', 'tests/stacks/**/*.test.ts'],
+          // tests/aws: the AWS SDK paths against an AWS API emulator (moto_server, one per file:
+          // tests/aws/helpers/moto.ts), skipped with the reason where moto_server is missing. In this
+          // project, not one of their own: a second project with this global setup in the same run
+          // loads embedded.ts twice, whose module-level unhook then throws.
+          include: ['tests/integration/**/*.test.ts', 'tests/stacks/**/*.test.ts', 'tests/aws/**/*.test.ts'],
           // One embedded Postgres for the whole run; each integration file gets fresh databases cloned from a template.
-          globalSetup: ['tests/helpers/global-setup.ts'],
-        },
-      },
-      {
-        extends: true,
-        test: {
-          // The AWS SDK paths against an AWS API emulator (moto_server, one per file: tests/aws/helpers/moto.ts),
-          // with real Postgres where a test runs the control plane. Skipped, with the reason, without moto_server.
-          name: 'aws',
-          include: ['tests/aws/**/*.test.ts'],
           globalSetup: ['tests/helpers/global-setup.ts'],
         },
       },

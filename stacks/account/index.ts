@@ -1,5 +1,6 @@
 import type * as pulumi from '@pulumi/pulumi';
 import { TenantAccount } from '../common/account.js';
+import { exportFinalSnapshot } from '../common/export.js';
 import type { TenantProgramInput } from '../common/input.js';
 import { placementDescriptor, programContext, tenantStackOutputs } from '../common/program.js';
 import { TenantSilo } from '../common/silo.js';
@@ -10,7 +11,11 @@ export function accountProgram(input: TenantProgramInput): pulumi.automation.Pul
   return async () => {
     const ctx = programContext(input, 'account');
     const account = new TenantAccount(`tenant-${input.slug}`, ctx);
-    const inAccount = { provider: account.provider, roleArn: account.roleArn };
+    const inAccount = {
+      provider: account.provider,
+      roleArn: account.roleArn,
+      accountRootArn: account.rootArn,
+    };
     const key = newTenantKey(ctx, { retainKeyOnDelete: true, inAccount });
     const silo = new TenantSilo(
       `tenant-${input.slug}-silo`,
@@ -20,9 +25,12 @@ export function accountProgram(input: TenantProgramInput): pulumi.automation.Pul
         kmsKeyArn: key.keyArn,
         dbSubnetGroupName: account.network.dbSubnetGroupName,
         vpcSecurityGroupIds: [account.network.securityGroupId],
+        inAccountRoleArn: account.roleArn,
       },
       { parent: account, providers: [account.provider] },
     );
+    // Offboarding copies the database out of the account before the destroy that follows.
+    if (ctx.offboarding) exportFinalSnapshot(ctx, silo.instanceId, account.provider);
     const secret = newTenantSecret(ctx, key, placementDescriptor(ctx, silo.placement), inAccount);
     return tenantStackOutputs(ctx, key, secret, silo.placement, {
       dbInstanceId: silo.instanceId,

@@ -1,30 +1,13 @@
 import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
 import { memberRoleArn } from '../../control-plane/src/aws/arn.js';
-import {
-  AWS_ENDPOINT_SERVICES,
-  type AwsProviderOptions,
-  awsProviderArgs,
-} from '../../control-plane/src/aws/provider-options.js';
+import { awsProviderArgs } from '../../control-plane/src/aws/provider-options.js';
 import { type AccountSettings, need } from './config.js';
 import { accountRootEmail } from './input.js';
+import { arnAccount } from './key-policy.js';
 import { TenantNetwork } from './network.js';
 import type { ProgramContext } from './program.js';
 import { TIER_COMPONENT_TYPES } from './tenant.js';
-
-/** Reads back the `aws:*` stack config the engine wrote, so the in-account provider matches the default one. */
-export function providerOptionsFromConfig(region: string): AwsProviderOptions {
-  const cfg = new pulumi.Config('aws');
-  const list = cfg.getObject<Record<string, string>[]>('endpoints') ?? [];
-  const endpoints: AwsProviderOptions['endpoints'] = {};
-  for (const entry of list) {
-    for (const service of AWS_ENDPOINT_SERVICES) {
-      const url = entry[service];
-      if (url !== undefined) endpoints[service] = url;
-    }
-  }
-  return { region, endpoints, s3UsePathStyle: cfg.getBoolean('s3UsePathStyle') ?? false };
-}
 
 /** The role Organizations creates in the new account; the control plane builds the same ARN to read its secret. */
 export const accountRoleArn = memberRoleArn;
@@ -41,6 +24,8 @@ export class TenantAccount extends pulumi.ComponentResource {
   readonly accountEmail: pulumi.Output<string>;
   /** The role the provider assumes; it also administers the tenant key (KMS lockout safety). */
   readonly roleArn: pulumi.Output<string>;
+  /** `arn:<partition>:iam::<account id>:root`: the tenant key's fallback administrator in the account. */
+  readonly rootArn: pulumi.Output<string>;
   readonly network: TenantNetwork;
 
   constructor(name: string, ctx: ProgramContext, opts?: pulumi.ComponentResourceOptions) {
@@ -62,17 +47,31 @@ export class TenantAccount extends pulumi.ComponentResource {
         iamUserAccessToBilling: 'DENY',
         tags,
       },
-      // Organizations cannot change these after creation; a diff must not replace the account.
-      { parent: this, ignoreChanges: ['roleName', 'iamUserAccessToBilling'] },
+      {
+        parent: this,
+        // Organizations cannot change these after creation; a diff must not replace the account.
+        ignoreChanges: ['roleName', 'iamUserAccessToBilling'],
+        // Nothing but offboarding's own `up` may let it go: a change that would delete it fails instead.
+        protect: !ctx.offboarding,
+        // Never closed by a destroy: CloseAccount is capped (10% of member accounts per 30 days), so
+        // offboarding leaves the account in Organizations and queues its closure (aws/closures.ts).
+        retainOnDelete: true,
+      },
     );
 
     this.roleArn = account.id.apply((id) => accountRoleArn(id, settings.roleName));
+    const { partition } = arnAccount(ctx.settings.adminRoleArn);
+    this.rootArn = account.id.apply((id) => `arn:${partition}:iam::${id}:root`);
     this.provider = new aws.Provider(
       `${name}-provider`,
       {
-        ...awsProviderArgs(providerOptionsFromConfig(ctx.region)),
+        ...awsProviderArgs(ctx.aws),
         assumeRoles: [{ roleArn: this.roleArn, sessionName: `tenantry-${input.slug}` }],
+        // Acts only in the tenant's account: the provider checks the account it assumed into against
+        // this list, so it must look that account up (one STS call at start). With the lookup skipped,
+        // the Terraform provider refuses to start ("AWS account ID not allowed").
         allowedAccountIds: [account.id],
+        skipRequestingAccountId: false,
         defaultTags: { tags },
       },
       { parent: this },

@@ -39,6 +39,11 @@ export interface AccountSettings {
   availabilityZones: string[];
   /** Who may reach the in-account database on 5432 (e.g. the platform's transit CIDR). Never 0.0.0.0/0. */
   dbIngressCidrs: string[];
+  /**
+   * A KMS key of the platform account: offboarding copies the tenant's last snapshot out of its
+   * account, re-encrypted with this key, before the account is closed (the tenant key dies with it).
+   */
+  archiveKmsKeyArn: string;
 }
 
 export interface PlatformSettings {
@@ -73,6 +78,7 @@ const SETTING_RE = /^[a-z_]+\.[a-z_]+$/;
 const CIDR4_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 const AZ_RE = /^[a-z]{2}(?:-[a-z]+)+-\d[a-z]$/;
 const SECRET_NAME_RE = /^[\w/+=.@-]{1,512}$/;
+const KMS_KEY_ARN_RE = /^arn:aws(?:-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:(key\/[0-9a-f-]{36}|alias\/[\w/-]+)$/;
 
 export const KEY_DELETION_WINDOW = { min: 7, max: 30 } as const;
 
@@ -218,10 +224,17 @@ export function parsePlatformSettings(get: Getter): PlatformSettings {
       dbIngressCidrs: stringList(get, 'accountDbIngressCidrs', [vpcCidr]).map((c) =>
         parseCidr('accountDbIngressCidrs', c),
       ),
+      archiveKmsKeyArn: '',
     };
     if (settings.account.subnetCidrs.length !== settings.account.availabilityZones.length) {
       throw new ConfigError('accountSubnetCidrs', 'needs one CIDR per availability zone');
     }
+    settings.account.archiveKmsKeyArn = matching(
+      get,
+      'accountArchiveKmsKeyArn',
+      KMS_KEY_ARN_RE,
+      'a KMS key ARN of the platform account',
+    );
   }
   return settings;
 }
@@ -255,6 +268,7 @@ export function platformSettingsToConfig(s: PlatformSettings): Record<string, st
     out.accountSubnetCidrs = JSON.stringify(s.account.subnetCidrs);
     out.accountAvailabilityZones = JSON.stringify(s.account.availabilityZones);
     out.accountDbIngressCidrs = JSON.stringify(s.account.dbIngressCidrs);
+    out.accountArchiveKmsKeyArn = s.account.archiveKmsKeyArn;
   }
   const prefixed: Record<string, string> = {};
   for (const [k, v] of Object.entries(out)) prefixed[`${CONFIG_NAMESPACE}:${k}`] = v;

@@ -33,18 +33,31 @@ export interface TenantDatabaseArgs {
 
 export const RDS_MASTER_USERNAME = 'tenantry_admin';
 
+/** The policy RDS enhanced monitoring needs on the role it assumes (an AWS managed policy). */
+export const RDS_MONITORING_POLICY = 'arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole';
+
+/** The trust policy of the enhanced-monitoring role: RDS's monitoring service assumes it, nobody else. */
+export const RDS_MONITORING_TRUST = JSON.stringify({
+  Version: '2012-10-17',
+  Statement: [
+    { Effect: 'Allow', Principal: { Service: 'monitoring.rds.amazonaws.com' }, Action: 'sts:AssumeRole' },
+  ],
+});
+
 /**
  * `tenantry:tenant:Database`: a dedicated RDS PostgreSQL instance encrypted with the
  * tenant's key, private, deletion-protected, with a final snapshot, and the master
- * password managed by RDS in a secret encrypted with the same key.
+ * password managed by RDS in a secret encrypted with the same key. The production settings
+ * (`templates/tiers.json` → `rds`): Multi-AZ, storage autoscaling up to `maxAllocatedStorageGb`,
+ * backups, Performance Insights encrypted with the tenant key, log exports to CloudWatch, and
+ * enhanced monitoring through a role of its own (in the tenant's account, for the account tier).
  */
 export class TenantDatabase extends pulumi.ComponentResource {
   readonly instanceId: pulumi.Output<string>;
   readonly address: pulumi.Output<string>;
   readonly port: pulumi.Output<number>;
+  /** The RDS-managed master secret: its ARN, never its value (the dynamic provider reads it when it connects). */
   readonly masterSecretArn: pulumi.Output<string>;
-  /** The master secret's JSON (username/password). A secret. */
-  readonly masterSecretString: pulumi.Output<string>;
 
   constructor(name: string, args: TenantDatabaseArgs, opts?: pulumi.ComponentResourceOptions) {
     super('tenantry:tenant:Database', name, {}, opts);
@@ -63,6 +76,19 @@ export class TenantDatabase extends pulumi.ComponentResource {
       },
       { parent: this, retainOnDelete: args.retainOnDelete },
     );
+    const monitoring =
+      args.rds.monitoringIntervalSeconds > 0
+        ? new aws.iam.Role(
+            `${name}-monitoring`,
+            {
+              description: `Tenantry ${args.slug}: RDS enhanced monitoring`,
+              assumeRolePolicy: RDS_MONITORING_TRUST,
+              managedPolicyArns: [RDS_MONITORING_POLICY],
+              tags: args.tags,
+            },
+            { parent: this, retainOnDelete: args.retainOnDelete },
+          )
+        : undefined;
     const instance = new aws.rds.Instance(
       `${name}-instance`,
       {
@@ -71,6 +97,9 @@ export class TenantDatabase extends pulumi.ComponentResource {
         engineVersion: args.rds.engineVersion,
         instanceClass: args.rds.instanceClass,
         allocatedStorage: args.rds.allocatedStorageGb,
+        // Storage autoscaling: RDS grows the volume up to this ceiling when it runs low.
+        maxAllocatedStorage: args.rds.maxAllocatedStorageGb,
+        multiAz: args.rds.multiAz,
         storageType: 'gp3',
         storageEncrypted: true,
         kmsKeyId: args.kmsKeyArn,
@@ -89,6 +118,13 @@ export class TenantDatabase extends pulumi.ComponentResource {
           ? discardedSnapshotIdentifier(args.slug, args.tenantId, args.discardedAt)
           : finalSnapshotIdentifier(args.slug, args.tenantId),
         backupRetentionPeriod: args.rds.backupRetentionDays,
+        performanceInsightsEnabled: true,
+        performanceInsightsKmsKeyId: args.kmsKeyArn,
+        performanceInsightsRetentionPeriod: args.rds.performanceInsightsRetentionDays,
+        enabledCloudwatchLogsExports: args.rds.logExports,
+        ...(monitoring
+          ? { monitoringInterval: args.rds.monitoringIntervalSeconds, monitoringRoleArn: monitoring.arn }
+          : {}),
         copyTagsToSnapshot: true,
         autoMinorVersionUpgrade: true,
         tags: args.tags,
@@ -103,10 +139,6 @@ export class TenantDatabase extends pulumi.ComponentResource {
       if (!arn) throw new Error(`RDS instance ${identifier} reported no master user secret`);
       return arn;
     });
-    this.masterSecretString = pulumi.secret(
-      aws.secretsmanager.getSecretVersionOutput({ secretId: this.masterSecretArn }, { parent: this })
-        .secretString,
-    );
     this.registerOutputs({
       instanceId: this.instanceId,
       address: this.address,

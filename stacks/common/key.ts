@@ -2,7 +2,10 @@ import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
 import { tenantKeyAlias } from '../../control-plane/src/domain/naming.js';
 import { keyDeletionWindow } from './config.js';
+import { tenantKeyPolicy } from './key-policy.js';
 import type { TenantTags } from './tags.js';
+
+export { accountRootArn, KEY_ROOT_ADMIN_ACTIONS, tenantKeyPolicy } from './key-policy.js';
 
 export interface TenantKeyArgs {
   slug: string;
@@ -11,6 +14,8 @@ export interface TenantKeyArgs {
   adminPrincipalArns: pulumi.Input<string>[];
   /** The tenant's data plane: may only decrypt, and only through Secrets Manager and RDS. */
   dataPlaneRoleArn: pulumi.Input<string>;
+  /** The account the key lives in: its root is the fallback administrator (`arn:<partition>:iam::<id>:root`). */
+  accountRootArn: pulumi.Input<string>;
   deletionWindowInDays: number;
   tags: TenantTags;
   /**
@@ -20,42 +25,6 @@ export interface TenantKeyArgs {
    * always deleted, so a later tenant can take the slug.
    */
   retainKeyOnDelete: boolean;
-}
-
-/**
- * The key policy. No `arn:aws:iam::<account>:root` statement: IAM policies alone never
- * grant use of a tenant key, only the principals named here do.
- */
-export function tenantKeyPolicy(p: {
-  adminPrincipalArns: string[];
-  dataPlaneRoleArn: string;
-  region: string;
-}): string {
-  return JSON.stringify({
-    Version: '2012-10-17',
-    Id: 'tenantry-tenant-key',
-    Statement: [
-      {
-        Sid: 'PlatformAdministers',
-        Effect: 'Allow',
-        Principal: { AWS: p.adminPrincipalArns },
-        Action: 'kms:*',
-        Resource: '*',
-      },
-      {
-        Sid: 'DataPlaneDecryptsThroughServices',
-        Effect: 'Allow',
-        Principal: { AWS: [p.dataPlaneRoleArn] },
-        Action: ['kms:Decrypt', 'kms:DescribeKey'],
-        Resource: '*',
-        Condition: {
-          StringEquals: {
-            'kms:ViaService': [`secretsmanager.${p.region}.amazonaws.com`, `rds.${p.region}.amazonaws.com`],
-          },
-        },
-      },
-    ],
-  });
 }
 
 /** `tenantry:tenant:Key`: the tenant's own customer-managed key and its alias. */
@@ -73,9 +42,9 @@ export class TenantKey extends pulumi.ComponentResource {
         enableKeyRotation: true,
         deletionWindowInDays: keyDeletionWindow(args.deletionWindowInDays),
         policy: pulumi
-          .all([pulumi.all(args.adminPrincipalArns), args.dataPlaneRoleArn, args.region])
-          .apply(([adminPrincipalArns, dataPlaneRoleArn, region]) =>
-            tenantKeyPolicy({ adminPrincipalArns, dataPlaneRoleArn, region }),
+          .all([pulumi.all(args.adminPrincipalArns), args.dataPlaneRoleArn, args.region, args.accountRootArn])
+          .apply(([adminPrincipalArns, dataPlaneRoleArn, region, accountRootArn]) =>
+            tenantKeyPolicy({ adminPrincipalArns, dataPlaneRoleArn, region, accountRootArn }),
           ),
         tags: args.tags,
       },

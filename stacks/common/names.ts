@@ -23,6 +23,18 @@ export function discardedSnapshotIdentifier(slug: string, tenantId: string, at: 
   return `${finalSnapshotIdentifier(slug, tenantId)}-discarded-${stamp}`;
 }
 
+/**
+ * Account tier offboarding: the snapshot taken inside the tenant's account and shared with the
+ * platform's, then its copy in the platform account (re-encrypted with the archive key), which
+ * outlives the account's closure.
+ */
+export function exportSnapshotIdentifier(slug: string, tenantId: string): string {
+  return `${finalSnapshotIdentifier(slug, tenantId)}-export`;
+}
+export function archivedSnapshotIdentifier(slug: string, tenantId: string): string {
+  return `${finalSnapshotIdentifier(slug, tenantId)}-archive`;
+}
+
 /** The parameter group family of an engine version: "16" or "16.4" gives postgres16. */
 export function parameterGroupFamily(engineVersion: string): string {
   const major = /^(\d+)/.exec(engineVersion)?.[1];

@@ -9,8 +9,14 @@
  * `require(...)`; a named import of a built-in function (`import { randomBytes }`) is
  * captured by value and cannot be serialized. tests/stacks/postgres-provider.test.ts
  * serializes it in CI.
+ *
+ * The admin connection is a reference (AdminRef), never a password: every create, read, update and
+ * delete reads the admin secret from Secrets Manager first, so a rotated RDS master password is used
+ * at once and the state holds none.
  */
 import crypto from 'node:crypto';
+import smPkg from '@aws-sdk/client-secrets-manager';
+import stsPkg from '@aws-sdk/client-sts';
 import type * as pulumi from '@pulumi/pulumi';
 import pg from 'pg';
 import type { Provider, Queryable } from '../../control-plane/src/providers/postgres/index.js';
@@ -26,10 +32,34 @@ import {
 export const POSTGRES_KINDS = ['role', 'schema', 'grants', 'database', 'pool', 'pool-membership'] as const;
 export type PostgresKind = (typeof POSTGRES_KINDS)[number];
 
+/**
+ * Where the admin credentials are, never what they are: the Secrets Manager secret (an RDS-managed
+ * master secret, or the shared cluster's admin secret) is read each time the provider connects, so a
+ * rotated master password is used at once, by `read` (refresh, drift) and `delete` (offboarding) too,
+ * and no password is kept in the stack's state.
+ */
+export interface AdminRef {
+  /** ARN or name of a secret holding `username` and `password` (and `host`, `port` where `host` is unset here). */
+  secretId: string;
+  region: string;
+  /** Secrets Manager and STS endpoint (an emulator); the SDK's own resolution otherwise. */
+  endpoint?: string;
+  /** A role to assume before reading the secret (the account tier: it lives in the tenant's account). */
+  roleArn?: string;
+  host?: string;
+  port?: number;
+  database: string;
+  ssl: boolean;
+}
+
 /** Inputs of a dynamic Postgres resource, resolved. */
 export interface PostgresResourceInputs {
   kind: PostgresKind;
-  /** JSON of a pg ClientConfig for an admin connection (secret). Not part of the diff: rotating it changes nothing. */
+  /**
+   * JSON of an AdminRef: where to connect and which secret holds the admin's credentials. Not part of
+   * the diff, except that a state written by an earlier version (a pg ClientConfig with the password)
+   * is rewritten as a reference by the next `up`.
+   */
   admin: string;
   /** The provider spec, minus the password. */
   spec: Record<string, unknown>;
@@ -49,7 +79,7 @@ export interface PostgresResourceOutputs extends PostgresResourceInputs {
   state: unknown;
 }
 
-const SECRET_OUTPUTS = ['admin', 'password'];
+const SECRET_OUTPUTS = ['password'];
 
 function providerFor(kind: PostgresKind): Provider<never, unknown> {
   const table: Record<PostgresKind, Provider<never, unknown>> = {
@@ -82,8 +112,81 @@ function identityOf(kind: PostgresKind, spec: Record<string, unknown>): string {
   }
 }
 
+/** A stored admin connection from before references: a pg ClientConfig, the password in it. */
+function isLegacyAdmin(admin: string): boolean {
+  try {
+    const v = JSON.parse(admin) as Record<string, unknown>;
+    return typeof v.secretId !== 'string' && ('password' in v || 'user' in v);
+  } catch {
+    return false;
+  }
+}
+
+/** What create and update never write into a state: an admin connection with its password. */
+function refuseLegacyAdmin(admin: string): void {
+  if (isLegacyAdmin(admin)) {
+    throw new Error('the admin connection must reference its secret (secretId), never carry the password');
+  }
+}
+
+/** The admin connection, its credentials read from the secret now (after assuming `roleArn`, if set). */
+async function resolveAdmin(admin: string): Promise<pg.ClientConfig> {
+  const parsed = JSON.parse(admin) as AdminRef | pg.ClientConfig;
+  // A state written before references: read and delete still connect with it (create and update refuse it).
+  if (isLegacyAdmin(admin)) return parsed as pg.ClientConfig;
+  const ref = parsed as AdminRef;
+  const where = { region: ref.region, ...(ref.endpoint ? { endpoint: ref.endpoint } : {}) };
+  let credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string } | undefined;
+  if (ref.roleArn) {
+    const sts = new stsPkg.STSClient(where);
+    try {
+      const r = await sts.send(
+        new stsPkg.AssumeRoleCommand({
+          RoleArn: ref.roleArn,
+          RoleSessionName: 'tenantry-postgres',
+          DurationSeconds: 900,
+        }),
+      );
+      const c = r.Credentials;
+      if (!c?.AccessKeyId || !c.SecretAccessKey)
+        throw new Error(`AssumeRole ${ref.roleArn} returned no credentials`);
+      credentials = {
+        accessKeyId: c.AccessKeyId,
+        secretAccessKey: c.SecretAccessKey,
+        ...(c.SessionToken ? { sessionToken: c.SessionToken } : {}),
+      };
+    } finally {
+      sts.destroy();
+    }
+  }
+  const sm = new smPkg.SecretsManagerClient({ ...where, ...(credentials ? { credentials } : {}) });
+  let secret: Record<string, unknown>;
+  try {
+    const res = await sm.send(new smPkg.GetSecretValueCommand({ SecretId: ref.secretId }));
+    secret = JSON.parse(res.SecretString ?? '{}') as Record<string, unknown>;
+  } finally {
+    sm.destroy();
+  }
+  const { username, password } = secret;
+  // Never the value in a message: it is a secret.
+  if (typeof username !== 'string' || typeof password !== 'string') {
+    throw new Error(`admin secret ${ref.secretId} must hold username and password`);
+  }
+  const host = ref.host ?? secret.host;
+  if (typeof host !== 'string' || host === '')
+    throw new Error(`admin secret ${ref.secretId} has no host and none was given`);
+  return {
+    host,
+    port: Number(ref.port ?? secret.port ?? 5432),
+    database: ref.database,
+    user: username,
+    password,
+    ssl: ref.ssl ? { rejectUnauthorized: true } : false,
+  };
+}
+
 async function withClient<T>(admin: string, fn: (db: Queryable) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionTimeoutMillis: 15_000, ...JSON.parse(admin) });
+  const client = new pg.Client({ connectionTimeoutMillis: 15_000, ...(await resolveAdmin(admin)) });
   await client.connect();
   try {
     return await fn(client as unknown as Queryable);
@@ -125,6 +228,11 @@ export const postgresProvider: pulumi.dynamic.ResourceProvider<
       failures.push({ property: 'kind', reason: `unknown kind ${news.kind}` });
     if (typeof news.admin !== 'string' || news.admin === '')
       failures.push({ property: 'admin', reason: 'required' });
+    else if (isLegacyAdmin(news.admin))
+      failures.push({
+        property: 'admin',
+        reason: 'must reference the admin secret (secretId), never carry the password',
+      });
     if (news.spec === null || typeof news.spec !== 'object')
       failures.push({ property: 'spec', reason: 'required' });
     return failures.length > 0 ? { failures } : { inputs: news };
@@ -140,11 +248,14 @@ export const postgresProvider: pulumi.dynamic.ResourceProvider<
       JSON.stringify(olds.spec) !== JSON.stringify(news.spec) ||
       Boolean(olds.generatePassword) !== Boolean(news.generatePassword) ||
       Boolean(olds.grantToAdmin) !== Boolean(news.grantToAdmin) ||
+      // A state from before references holds the admin password: the update rewrites it as one.
+      isLegacyAdmin(olds.admin) ||
       (news.password !== undefined && news.password !== olds.password);
     return { changes, replaces };
   },
 
   async create(inputs) {
+    refuseLegacyAdmin(inputs.admin);
     const password =
       inputs.password ?? (inputs.generatePassword ? crypto.randomBytes(24).toString('base64url') : undefined);
     const state = await withClient(inputs.admin, (db) => apply(db, inputs, password, 'create'));
@@ -165,6 +276,7 @@ export const postgresProvider: pulumi.dynamic.ResourceProvider<
   },
 
   async update(_id, olds, news) {
+    refuseLegacyAdmin(news.admin);
     // A generated password lives in state: an update converges the role without rotating it.
     const password = news.password ?? (news.generatePassword ? olds.password : undefined);
     const state = await withClient(news.admin, (db) => apply(db, news, password, 'update'));

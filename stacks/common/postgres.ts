@@ -1,9 +1,14 @@
 import * as pulumi from '@pulumi/pulumi';
-import { POSTGRES_SECRET_OUTPUTS, type PostgresKind, postgresProvider } from './postgres-provider.js';
+import {
+  type AdminRef,
+  POSTGRES_SECRET_OUTPUTS,
+  type PostgresKind,
+  postgresProvider,
+} from './postgres-provider.js';
 
 export interface PostgresObjectArgs {
   kind: PostgresKind;
-  /** JSON pg ClientConfig of an admin connection; always handled as a secret. */
+  /** An AdminRef (adminReference): where to connect and which secret holds the admin's credentials. */
   admin: pulumi.Input<string>;
   spec: pulumi.Input<Record<string, unknown>>;
   generatePassword?: boolean;
@@ -25,7 +30,7 @@ export class PostgresObject extends pulumi.dynamic.Resource {
       name,
       {
         kind: args.kind,
-        admin: pulumi.secret(args.admin),
+        admin: args.admin,
         spec: args.spec,
         generatePassword: args.generatePassword ?? false,
         grantToAdmin: args.grantToAdmin ?? false,
@@ -49,9 +54,21 @@ export interface AdminSecret {
   dbname?: string;
 }
 
-/** A pg ClientConfig as JSON, from an admin secret plus where to connect. */
-export function adminConnection(
-  secretString: pulumi.Input<string>,
+/** Which secret holds a server's admin credentials, and how to read it (see AdminRef). */
+export interface AdminSecretRef {
+  secretId: pulumi.Input<string>;
+  region: string;
+  endpoint?: string;
+  /** The account tier: the role to assume in the tenant's account, where the secret is. */
+  roleArn?: pulumi.Input<string>;
+}
+
+/**
+ * An admin connection as the dynamic resources take it: a reference (AdminRef JSON) to the secret
+ * and where to connect. No password: the provider reads the secret each time it connects.
+ */
+export function adminReference(
+  secret: AdminSecretRef,
   where: {
     host?: pulumi.Input<string>;
     port?: pulumi.Input<number>;
@@ -59,21 +76,19 @@ export function adminConnection(
     ssl: boolean;
   },
 ): pulumi.Output<string> {
-  return pulumi.secret(
-    pulumi
-      .all([secretString, where.host, where.port, where.database])
-      .apply(([raw, host, port, database]) => {
-        const s = JSON.parse(raw) as AdminSecret;
-        const h = host ?? s.host;
-        if (!h) throw new Error('admin secret has no host and none was given');
-        return JSON.stringify({
-          host: h,
-          port: Number(port ?? s.port ?? 5432),
-          database,
-          user: s.username,
-          password: s.password,
-          ssl: where.ssl ? { rejectUnauthorized: true } : false,
-        });
-      }),
-  );
+  return pulumi
+    .all([secret.secretId, secret.roleArn, where.host, where.port, where.database])
+    .apply(([secretId, roleArn, host, port, database]) => {
+      const ref: AdminRef = {
+        secretId,
+        region: secret.region,
+        ...(secret.endpoint ? { endpoint: secret.endpoint } : {}),
+        ...(roleArn ? { roleArn } : {}),
+        ...(host ? { host } : {}),
+        ...(port === undefined ? {} : { port: Number(port) }),
+        database,
+        ssl: where.ssl,
+      };
+      return JSON.stringify(ref);
+    });
 }

@@ -1,10 +1,15 @@
 import * as pulumi from '@pulumi/pulumi';
+import {
+  AWS_ENDPOINT_SERVICES,
+  type AwsProviderOptions,
+} from '../../control-plane/src/aws/provider-options.js';
 import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import type { ConnectionDescriptor } from '../../control-plane/src/domain/ports.js';
 import type { Tier, TierCatalog, TierDefinition } from '../../control-plane/src/domain/tiers.js';
 import type { TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
 import { CONFIG_NAMESPACE, ConfigError, type PlatformSettings, parsePlatformSettings } from './config.js';
 import { assertProgramInput, type TenantProgramInput } from './input.js';
+import type { AdminSecretRef } from './postgres.js';
 import { type TenantTags, tenantTags } from './tags.js';
 import { loadProgramTemplates } from './templates.js';
 
@@ -13,6 +18,8 @@ export interface ProgramContext {
   input: TenantProgramInput;
   settings: PlatformSettings;
   region: string;
+  /** The `aws:*` settings the engine wrote (region, custom endpoints), for explicit providers and SDK reads. */
+  aws: AwsProviderOptions;
   tier: TierDefinition;
   template: TenantTemplate;
   tags: TenantTags;
@@ -30,6 +37,30 @@ export interface ProgramContext {
 }
 
 const ROLE_ARN_RE = /^arn:aws(?:-[a-z]+)*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
+
+/** Reads back the `aws:*` stack config the engine wrote, so explicit providers match the default one. */
+export function providerOptionsFromConfig(region: string): AwsProviderOptions {
+  const cfg = new pulumi.Config('aws');
+  const list = cfg.getObject<Record<string, string>[]>('endpoints') ?? [];
+  const endpoints: AwsProviderOptions['endpoints'] = {};
+  for (const entry of list) {
+    for (const service of AWS_ENDPOINT_SERVICES) {
+      const url = entry[service];
+      if (url !== undefined) endpoints[service] = url;
+    }
+  }
+  return { region, endpoints, s3UsePathStyle: cfg.getBoolean('s3UsePathStyle') ?? false };
+}
+
+/** A reference to an admin secret, read by the dynamic provider with this stack's region and endpoint. */
+export function adminSecretRef(
+  ctx: ProgramContext,
+  secretId: pulumi.Input<string>,
+  roleArn?: pulumi.Input<string>,
+): AdminSecretRef {
+  const endpoint = ctx.aws.endpoints?.secretsmanager;
+  return { secretId, region: ctx.region, ...(endpoint ? { endpoint } : {}), ...(roleArn ? { roleArn } : {}) };
+}
 
 function templatesFor(input: TenantProgramInput): { catalog: TierCatalog; template: TenantTemplate } {
   if (input.tiers && input.template) return { catalog: input.tiers, template: input.template };
@@ -50,6 +81,7 @@ export function programContext(input: TenantProgramInput, tier: Tier): ProgramCo
     input,
     settings,
     region,
+    aws: providerOptionsFromConfig(region),
     tier: catalog.tiers[tier],
     template,
     tags: tenantTags(input.tenantId, tier),

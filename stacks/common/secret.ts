@@ -10,6 +10,13 @@ export interface TenantSecretArgs {
   /** The connection descriptor (may carry a password): stored as a secret, never exported. */
   value: pulumi.Input<object>;
   recoveryWindowInDays: number;
+  /**
+   * Offboarding: the destroy deletes the secret without a recovery window, so that the slug can be
+   * onboarded again at once (Secrets Manager keeps a deleted secret's name for its whole window). The
+   * final snapshot (silo) and the exported copy (account) are taken by the same offboarding first; the
+   * descriptor's login is dropped with the tenant, so nothing is lost with it.
+   */
+  forceDeleteOnDestroy?: boolean;
   tags: TenantTags;
   /**
    * Principals of another account that may read the secret (the account tier: the platform's
@@ -49,7 +56,7 @@ export class TenantSecret extends pulumi.ComponentResource {
         name: this.secretName,
         description: `Tenantry connection descriptor for ${args.slug}`,
         kmsKeyId: args.kmsKeyArn,
-        recoveryWindowInDays: args.recoveryWindowInDays,
+        recoveryWindowInDays: args.forceDeleteOnDestroy ? 0 : args.recoveryWindowInDays,
         tags: args.tags,
       },
       { parent: this },

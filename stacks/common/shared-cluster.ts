@@ -3,6 +3,7 @@ import * as pulumi from '@pulumi/pulumi';
 import { need } from './config.js';
 import type { AdminSecret } from './postgres.js';
 import {
+  adminSecretRef,
   type Placement,
   type ProgramContext,
   placementDescriptor,
@@ -51,7 +52,8 @@ export class SharedClusterTenant extends pulumi.ComponentResource {
     const common = {
       slug: input.slug,
       tenantId: input.tenantId,
-      adminSecret,
+      // The secret's name, not its value: the dynamic resources read it when they connect.
+      adminSecret: adminSecretRef(ctx, cluster.adminSecretName),
       host: where.host,
       port: where.port,
       ssl: cluster.ssl,

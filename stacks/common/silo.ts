@@ -1,7 +1,7 @@
 import * as pulumi from '@pulumi/pulumi';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import { TenantDatabase } from './database.js';
-import type { Placement, ProgramContext } from './program.js';
+import { adminSecretRef, type Placement, type ProgramContext } from './program.js';
 import { TIER_COMPONENT_TYPES } from './tenant.js';
 import { TenantPostgres } from './tenant-postgres.js';
 
@@ -12,6 +12,8 @@ export interface TenantSiloArgs {
   kmsKeyArn: pulumi.Input<string>;
   dbSubnetGroupName: pulumi.Input<string>;
   vpcSecurityGroupIds: pulumi.Input<pulumi.Input<string>[]>;
+  /** The account tier: the role to assume in the tenant's account to read the master secret there. */
+  inAccountRoleArn?: pulumi.Input<string>;
 }
 
 /**
@@ -58,7 +60,7 @@ export class TenantSilo extends pulumi.ComponentResource {
         mode: 'database',
         slug: input.slug,
         tenantId: input.tenantId,
-        adminSecret: db.masterSecretString,
+        adminSecret: adminSecretRef(ctx, db.masterSecretArn, args.inAccountRoleArn),
         host: db.address,
         port: db.port,
         ssl: true,

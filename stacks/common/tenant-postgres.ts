@@ -2,7 +2,7 @@ import * as pulumi from '@pulumi/pulumi';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import type { RoleLimits, TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
 import type { PoolSettings } from './config.js';
-import { adminConnection, PostgresObject } from './postgres.js';
+import { type AdminSecretRef, adminReference, PostgresObject } from './postgres.js';
 
 /** The NOLOGIN-intended owner of a tenant's schema and tables; the login role never owns anything. */
 export function tenantOwnerRoleName(slug: string): string {
@@ -15,8 +15,8 @@ export const SILO_SCHEMA = 'app';
 interface Common {
   slug: string;
   tenantId: string;
-  /** Admin secret JSON (username/password[/host/port/dbname]). */
-  adminSecret: pulumi.Input<string>;
+  /** Which secret holds the admin's credentials (username/password[/host/port]): read at each connection, never stored. */
+  adminSecret: AdminSecretRef;
   host?: pulumi.Input<string>;
   port?: pulumi.Input<number>;
   ssl: boolean;
@@ -63,7 +63,7 @@ export class TenantPostgres extends pulumi.ComponentResource {
   constructor(name: string, args: TenantPostgresArgs, opts?: pulumi.ComponentResourceOptions) {
     super('tenantry:tenant:PostgresResource', name, {}, opts);
     const conn = (database: pulumi.Input<string>) =>
-      adminConnection(args.adminSecret, { host: args.host, port: args.port, database, ssl: args.ssl });
+      adminReference(args.adminSecret, { host: args.host, port: args.port, database, ssl: args.ssl });
     const add = (o: PostgresObject) => {
       this.objects.push(o);
       return o;

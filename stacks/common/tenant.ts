@@ -2,6 +2,7 @@ import * as pulumi from '@pulumi/pulumi';
 import type { ConnectionDescriptor } from '../../control-plane/src/domain/ports.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import { TenantKey } from './key.js';
+import { accountRootArn } from './key-policy.js';
 import type { ProgramContext } from './program.js';
 import { TenantSecret } from './secret.js';
 
@@ -50,6 +51,8 @@ export interface InAccount {
   provider: pulumi.ProviderResource;
   /** Administers the key besides the platform admin role (KMS lockout safety: see docs/aws.md). */
   roleArn: pulumi.Input<string>;
+  /** The tenant account's root: the key's fallback administrator there. */
+  accountRootArn: pulumi.Input<string>;
 }
 
 /** The tenant's own KMS key, the same resource whatever the tier. */
@@ -65,6 +68,8 @@ export function newTenantKey(
       region: ctx.region,
       adminPrincipalArns: [settings.adminRoleArn, ...(opts.inAccount ? [opts.inAccount.roleArn] : [])],
       dataPlaneRoleArn: ctx.dataPlaneRoleArn,
+      // The account the key is in: the tenant's own (account tier), or the platform's.
+      accountRootArn: opts.inAccount ? opts.inAccount.accountRootArn : accountRootArn(settings.adminRoleArn),
       deletionWindowInDays: settings.keyDeletionWindowDays,
       tags: ctx.tags,
       retainKeyOnDelete: opts.retainKeyOnDelete,
@@ -90,6 +95,7 @@ export function newTenantSecret(
       slug: input.slug,
       kmsKeyArn: key.keyArn,
       recoveryWindowInDays: settings.secretRecoveryWindowDays,
+      forceDeleteOnDestroy: ctx.offboarding,
       tags: ctx.tags,
       value,
       // In its own account, the platform's data plane reads it across accounts.

@@ -27,6 +27,7 @@ export interface RecordedResource {
   parent: string;
   aliases: RecordedAlias[];
   retainOnDelete: boolean;
+  protect: boolean;
 }
 
 /** An alias as the SDK sends it to the engine: a URN, or a spec whose omitted parts default to the resource's. */
@@ -74,6 +75,7 @@ export const BASE_CONFIG: Record<string, string> = {
   'tenantry:accountParentOuId': 'ou-ab12-cdef3456',
   'tenantry:accountAvailabilityZones': JSON.stringify(['eu-west-1a', 'eu-west-1b']),
   'tenantry:accountDbIngressCidrs': JSON.stringify(['10.0.0.0/16']),
+  'tenantry:accountArchiveKmsKeyArn': `arn:aws:kms:${REGION}:${ACCOUNT_ID}:key/0f0f0f0f-1111-4222-8333-444455556666`,
 };
 
 /** The platform settings the programs read from BASE_CONFIG: the pool's schema, roles, setting and secret among them. */
@@ -98,6 +100,9 @@ function unwrap(v: unknown): unknown {
 }
 
 const hex = (s: string, n: number) => createHash('sha256').update(s).digest('hex').slice(0, n);
+
+/** The password the mocked Secrets Manager holds in an admin secret (the shared cluster's, an RDS master secret). */
+export const mockAdminPassword = (secretId: string): string => `admin-${hex(secretId, 12)}`;
 const accountIdOf = (name: string) =>
   String(Number.parseInt(hex(name, 10), 16))
     .padStart(12, '0')
@@ -138,6 +143,13 @@ function mockState(type: string, name: string, inputs: Record<string, unknown>):
         ...inputs,
         arn: `arn:aws:organizations::${ACCOUNT_ID}:account/o-example/${accountIdOf(name)}`,
       };
+    case 'aws:iam/role:Role':
+      return { ...inputs, arn: `arn:aws:iam::${ACCOUNT_ID}:role/${name}-${hex(name, 7)}` };
+    case 'aws:rds/snapshot:Snapshot':
+      return {
+        ...inputs,
+        dbSnapshotArn: `arn:aws:rds:${REGION}:${ACCOUNT_ID}:snapshot:${String(inputs.dbSnapshotIdentifier)}`,
+      };
     case 'pulumi-nodejs:dynamic:Resource':
       return {
         ...inputs,
@@ -166,6 +178,7 @@ interface RegisterRequest {
   getName(): string;
   getParent(): string;
   getRetainondelete(): boolean | undefined;
+  getProtect(): boolean | undefined;
   getAliasesList(): {
     hasUrn(): boolean;
     getUrn(): string;
@@ -192,6 +205,7 @@ function recordRegistrations(
           urn: resp.getUrn(),
           parent: req.getParent(),
           retainOnDelete: req.getRetainondelete() === true,
+          protect: req.getProtect() === true,
           aliases: req.getAliasesList().map((a) => {
             if (a.hasUrn()) return { urn: a.getUrn() };
             const spec = a.getSpec();
@@ -242,6 +256,7 @@ export async function runTierProgram(
           parent: '',
           aliases: [],
           retainOnDelete: false,
+          protect: false,
         });
         return { id, state };
       },
@@ -261,7 +276,7 @@ export async function runTierProgram(
             arn: secretId,
             secretString: JSON.stringify({
               username: 'tenantry_admin',
-              password: `admin-${hex(secretId, 12)}`,
+              password: mockAdminPassword(secretId),
               ...(shared ? { host: 'shared.cluster.internal', port: 5432, dbname: 'tenantry_data' } : {}),
             }),
           };

@@ -1,14 +1,19 @@
 import type { ResourceValidationArgs, ResourceValidationPolicy } from '@pulumi/policy';
 import { describe, expect, it } from 'vitest';
+import { KEY_ROOT_ADMIN_ACTIONS, tenantKeyPolicy } from '../../stacks/common/key-policy.js';
 import {
+  kmsRootFallback,
   kmsRotation,
   noOpenSecurityGroups,
   policies,
+  providerAccountCheck,
   rdsDeletionProtection,
   rdsEncrypted,
   rdsNotPublic,
+  rdsProduction,
   requiredTags,
   secretsUseKms,
+  snapshotCopyEncrypted,
 } from '../../stacks/policy/policies.js';
 import { stackUrnPrefix } from '../helpers/urns.js';
 
@@ -52,12 +57,29 @@ const goodRds = {
   deletionProtection: true,
   skipFinalSnapshot: false,
   finalSnapshotIdentifier: 'tenantry-acme-final',
+  multiAz: true,
+  allocatedStorage: 20,
+  maxAllocatedStorage: 200,
+  backupRetentionPeriod: 7,
+  performanceInsightsEnabled: true,
+  performanceInsightsKmsKeyId: KEY_ARN,
+  enabledCloudwatchLogsExports: ['postgresql', 'upgrade'],
+  monitoringInterval: 60,
+  monitoringRoleArn: 'arn:aws:iam::111111111111:role/tenant-acme-monitoring',
   tags: TAGS,
 };
 
+const keyPolicy = (accountRootArn = 'arn:aws:iam::111111111111:root') =>
+  tenantKeyPolicy({
+    adminPrincipalArns: ['arn:aws:iam::111111111111:role/tenantry-admin'],
+    dataPlaneRoleArn: 'arn:aws:iam::111111111111:role/tenantry-dataplane',
+    region: 'eu-west-1',
+    accountRootArn,
+  });
+
 describe('the Tenantry policy pack', () => {
   it('is mandatory throughout', () => {
-    expect(policies).toHaveLength(7);
+    expect(policies).toHaveLength(11);
     for (const p of policies) expect(p.enforcementLevel).toBe('mandatory');
   });
 
@@ -93,6 +115,81 @@ describe('the Tenantry policy pack', () => {
         skipFinalSnapshot: true,
       }),
     ).toEqual(['skipFinalSnapshot must be false.']);
+  });
+
+  it.each([
+    [{ multiAz: false }, 'multiAz must be true.'],
+    [
+      { maxAllocatedStorage: undefined },
+      'maxAllocatedStorage must be above allocatedStorage (storage autoscaling).',
+    ],
+    [
+      { maxAllocatedStorage: 20 },
+      'maxAllocatedStorage must be above allocatedStorage (storage autoscaling).',
+    ],
+    [{ backupRetentionPeriod: 1 }, 'backupRetentionPeriod must be 7 days or more.'],
+    [{ performanceInsightsEnabled: false }, 'performanceInsightsEnabled must be true.'],
+    [
+      { performanceInsightsKmsKeyId: undefined },
+      'performanceInsightsKmsKeyId must name the tenant key (not the aws/rds default key).',
+    ],
+    [{ enabledCloudwatchLogsExports: ['upgrade'] }, 'enabledCloudwatchLogsExports must include postgresql.'],
+    [{ monitoringInterval: 0 }, 'monitoringInterval must be above 0 (enhanced monitoring).'],
+    [{ monitoringRoleArn: undefined }, 'monitoringRoleArn must be set with enhanced monitoring.'],
+  ])('rejects an RDS instance without each production setting: %o', async (change, message) => {
+    expect(await violations(rdsProduction, 'aws:rds/instance:Instance', { ...goodRds, ...change })).toEqual([
+      message,
+    ]);
+  });
+
+  it('requires the account root as the key’s fallback administrator, never as a user of it', async () => {
+    const key = (policy: string) => ({ enableKeyRotation: true, policy, tags: TAGS });
+    expect(await violations(kmsRootFallback, 'aws:kms/key:Key', key(keyPolicy()))).toEqual([]);
+    const withoutRoot = JSON.parse(keyPolicy()) as { Statement: { Sid: string }[] };
+    withoutRoot.Statement = withoutRoot.Statement.filter((s) => s.Sid !== 'AccountRootFallbackAdministrator');
+    expect(await violations(kmsRootFallback, 'aws:kms/key:Key', key(JSON.stringify(withoutRoot)))).toEqual([
+      'the key policy must name the account root as fallback administrator.',
+    ]);
+    const rootUses = JSON.parse(keyPolicy()) as { Statement: { Sid: string; Action: string[] }[] };
+    for (const s of rootUses.Statement)
+      if (s.Sid === 'AccountRootFallbackAdministrator') s.Action = [...KEY_ROOT_ADMIN_ACTIONS, 'kms:Decrypt'];
+    expect(await violations(kmsRootFallback, 'aws:kms/key:Key', key(JSON.stringify(rootUses)))).toEqual([
+      'the account root must not use the key: kms:Decrypt.',
+    ]);
+  });
+
+  it('refuses a provider limited to an account that skips looking its account up (it would not start)', async () => {
+    const provider = (skip: unknown) => ({
+      region: 'eu-west-1',
+      allowedAccountIds: JSON.stringify(['222222222222']),
+      skipRequestingAccountId: skip,
+    });
+    expect(await violations(providerAccountCheck, 'pulumi:providers:aws', provider('false'))).toEqual([]);
+    for (const skip of ['true', true]) {
+      expect(await violations(providerAccountCheck, 'pulumi:providers:aws', provider(skip))).toEqual([
+        'skipRequestingAccountId must be false where allowedAccountIds is set.',
+      ]);
+    }
+    // The default provider, not limited to an account, may skip the lookup (pulumi-aws#873).
+    expect(
+      await violations(providerAccountCheck, 'pulumi:providers:aws', {
+        region: 'eu-west-1',
+        skipRequestingAccountId: 'true',
+      }),
+    ).toEqual([]);
+  });
+
+  it('requires an exported snapshot to be re-encrypted with a customer-managed key', async () => {
+    const copy = { sourceDbSnapshotIdentifier: 'arn:aws:rds:eu-west-1:222222222222:snapshot:x', tags: TAGS };
+    expect(
+      await violations(snapshotCopyEncrypted, 'aws:rds/snapshotCopy:SnapshotCopy', {
+        ...copy,
+        kmsKeyId: KEY_ARN,
+      }),
+    ).toEqual([]);
+    expect(await violations(snapshotCopyEncrypted, 'aws:rds/snapshotCopy:SnapshotCopy', copy)).toEqual([
+      'kmsKeyId must name the platform archive key.',
+    ]);
   });
 
   it('requires rotation on symmetric keys only', async () => {
@@ -177,6 +274,16 @@ describe('the policy pack against what the programs create', () => {
       for (const r of run.resources) {
         for (const p of policies)
           expect(await violations(p, r.type, r.inputs), `${p.name} on ${r.type} ${r.name}`).toEqual([]);
+      }
+      // Offboarding's own run, with the deletion-protection rule off as the engine runs it (the
+      // account tier's exports its last snapshot: both new resources pass).
+      const leaving = await runTierProgram(tier, { ...input, offboarding: true });
+      for (const r of leaving.resources) {
+        for (const p of policies.filter((x) => x !== rdsDeletionProtection))
+          expect(
+            await violations(p, r.type, r.inputs),
+            `${p.name} on ${r.type} ${r.name} (offboarding)`,
+          ).toEqual([]);
       }
     }
   });

@@ -14,6 +14,7 @@ import { TIER_COMPONENT_TYPES } from '../../stacks/common/tenant.js';
 import { SILO_SCHEMA } from '../../stacks/common/tenant-postgres.js';
 import { rootStackUrn, stackUrnPrefix } from '../helpers/urns.js';
 import {
+  mockAdminPassword,
   PLATFORM_SETTINGS,
   POOL_ROLE_PASSWORD,
   type ProgramRun,
@@ -274,8 +275,10 @@ describe.each(PAIRS)('staging %s → %s', (from, to) => {
     const secrets = new Set<string>([POOL_ROLE_PASSWORD]);
     for (const x of staged.run.byType(DYNAMIC)) {
       if (typeof x.state.password === 'string') secrets.add(x.state.password);
-      const admin = JSON.parse(String(x.inputs.admin)) as { password?: string };
-      if (admin.password) secrets.add(admin.password);
+      // Each admin is a reference to its secret: the password is only in the (mocked) secret.
+      const admin = JSON.parse(String(x.inputs.admin)) as { secretId: string; password?: string };
+      expect(admin.password).toBeUndefined();
+      secrets.add(mockAdminPassword(admin.secretId));
     }
     // The pool role's, the staged login role's, and the admin's of each cluster involved.
     expect(secrets.size).toBeGreaterThanOrEqual(3);

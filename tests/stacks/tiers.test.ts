@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import {
+  tenantStackName as stackName,
+  tenantKeyAlias,
+  tenantObjectName,
+  tenantSecretName,
+} from '../../control-plane/src/domain/naming.js';
 import type { Tier, TierCatalog } from '../../control-plane/src/domain/tiers.js';
+import { PULUMI_PROJECT } from '../../control-plane/src/engine/pulumi/naming.js';
 import { tenantOwnerRoleName } from '../../stacks/common/tenant-postgres.js';
 import { stackUrnPrefix } from '../helpers/urns.js';
 import {
@@ -70,9 +76,20 @@ function dynamicKinds(run: ProgramRun): string[] {
     .sort();
 }
 
+interface KeyStatement {
+  Sid: string;
+  Principal: { AWS: string[] | string };
+  Action: string[] | string;
+}
+const keyStatements = (key: RecordedResource) =>
+  (JSON.parse(String(key.inputs.policy)) as { Statement: KeyStatement[] }).Statement;
+
+/** Who may use the key: every principal but the account root, whose statement only administers it. */
 function keyPolicyPrincipals(key: RecordedResource): string[] {
-  const policy = JSON.parse(String(key.inputs.policy)) as { Statement: { Principal: { AWS: string[] } }[] };
-  return policy.Statement.flatMap((s) => s.Principal.AWS).sort();
+  return keyStatements(key)
+    .filter((s) => s.Sid !== 'AccountRootFallbackAdministrator')
+    .flatMap((s) => [s.Principal.AWS].flat())
+    .sort();
 }
 
 describe.each(['pool', 'bridge', 'silo', 'account'] as const)('the %s tier program', (tier) => {
@@ -100,6 +117,26 @@ describe.each(['pool', 'bridge', 'silo', 'account'] as const)('the %s tier progr
     }
     expect(principals).toEqual(expected.sort());
     expect(principals.some((p) => p.endsWith(':root'))).toBe(false);
+  });
+
+  it('keeps the account root as the key’s fallback administrator, without any use of the key', async () => {
+    const run = await runP();
+    const root = keyStatements(run.one(KEY)).filter((s) =>
+      [s.Principal.AWS].flat().some((p) => p.endsWith(':root')),
+    );
+    // The account the key is in: the tenant's own for the account tier, the platform's otherwise.
+    const account = tier === 'account' ? run.one(ACCOUNT).id : ADMIN_ROLE_ARN.split(':')[4];
+    expect(root).toEqual([
+      expect.objectContaining({
+        Sid: 'AccountRootFallbackAdministrator',
+        Principal: { AWS: `arn:aws:iam::${account}:root` },
+      }),
+    ]);
+    const actions = [root[0]?.Action].flat();
+    expect(actions).toEqual(
+      expect.arrayContaining(['kms:Put*', 'kms:ScheduleKeyDeletion', 'kms:CancelKeyDeletion']),
+    );
+    expect(actions.filter((a) => /Encrypt|Decrypt|GenerateDataKey|^kms:\*$/.test(String(a)))).toEqual([]);
   });
 
   it('encrypts the connection secret with the tenant key and exports only its ARN', async () => {
@@ -146,7 +183,6 @@ describe('Postgres-level resources through the dynamic provider', () => {
   it('pool ensures the shared pool (retained) and adds the tenant membership', async () => {
     const run = await runTierProgram('pool', inputFor('pool', 'poolco'));
     expect(dynamicKinds(run)).toEqual(['pool', 'pool-membership', 'role', 'role']);
-    for (const r of run.byType(DYNAMIC)) expect(r.secretInputs, r.name).toContain('admin');
     const membership = run.byType(DYNAMIC).find((r) => r.inputs.kind === 'pool-membership');
     expect(membership?.inputs.spec).toMatchObject({
       schema: PLATFORM_SETTINGS.pool.schema,
@@ -154,12 +190,28 @@ describe('Postgres-level resources through the dynamic provider', () => {
       slug: 'poolco',
     });
     const admin = JSON.parse(String(membership?.inputs.admin)) as Record<string, unknown>;
-    expect(admin).toMatchObject({
+    // A reference to the shared cluster's admin secret, read when the provider connects: no credential.
+    expect(admin).toEqual({
+      secretId: SHARED_SECRET_NAME,
+      region: 'eu-west-1',
       host: 'shared.cluster.internal',
+      port: 5432,
       database: 'tenantry_data',
-      user: 'tenantry_admin',
+      ssl: true,
     });
     expect(run.calls.some((c) => c.inputs.secretId === SHARED_SECRET_NAME)).toBe(true);
+  });
+
+  it('keeps no admin password in any resource’s inputs (a rotated master password is read when used)', async () => {
+    for (const tier of ['pool', 'bridge', 'silo', 'account'] as const) {
+      const run = await runTierProgram(tier, inputFor(tier, `nopw-${tier}`));
+      for (const r of run.byType(DYNAMIC)) {
+        const admin = JSON.parse(String(r.inputs.admin)) as Record<string, unknown>;
+        expect(Object.keys(admin).sort(), `${tier} ${r.name}`).not.toContain('password');
+        expect(typeof admin.secretId, `${tier} ${r.name}`).toBe('string');
+        expect(JSON.stringify(r.inputs.admin)).not.toMatch(/admin-[0-9a-f]{12}/); // the mocked secrets' passwords
+      }
+    }
   });
 
   it('bridge creates owner and login roles, a schema from the template, and grants', async () => {
@@ -183,14 +235,17 @@ describe('Postgres-level resources through the dynamic provider', () => {
     const rds = run.one(RDS);
     const schema = run.byType(DYNAMIC).find((r) => r.inputs.kind === 'schema');
     const admin = JSON.parse(String(schema?.inputs.admin)) as Record<string, unknown>;
-    expect(admin).toMatchObject({
-      host: rds.state.address,
-      database: tenantObjectName('siloco'),
-      user: 'tenantry_admin',
-    });
-    // The admin password comes from the RDS-managed master secret, read through an invoke.
+    // The RDS-managed master secret, by ARN: the provider reads it each time it connects, never the program.
     const masterSecret = (rds.state.masterUserSecrets as { secretArn: string }[])[0]?.secretArn;
-    expect(run.calls.some((c) => c.inputs.secretId === masterSecret)).toBe(true);
+    expect(admin).toEqual({
+      secretId: masterSecret,
+      region: 'eu-west-1',
+      host: rds.state.address,
+      port: 5432,
+      database: tenantObjectName('siloco'),
+      ssl: true,
+    });
+    expect(run.calls.some((c) => c.inputs.secretId === masterSecret)).toBe(false);
   });
 });
 
@@ -222,6 +277,34 @@ describe.each(['silo', 'account'] as const)('the %s RDS instance', (tier) => {
     expect(rds.inputs.instanceClass).toBe(settings?.instanceClass);
     expect(rds.inputs.backupRetentionPeriod).toBe(settings?.backupRetentionDays);
     expect(rds.inputs.allocatedStorage).toBe(settings?.allocatedStorageGb);
+  });
+
+  it('runs with the tier’s production settings: Multi-AZ, storage autoscaling, backups, Performance Insights under the tenant key, log exports, enhanced monitoring', async () => {
+    const run = await runP();
+    const rds = run.one(RDS);
+    const key = run.one(KEY);
+    const settings = catalog.tiers[tier].rds;
+    if (!settings) throw new Error(`templates/tiers.json has no rds settings for ${tier}`);
+    expect(settings.maxAllocatedStorageGb).toBeGreaterThan(settings.allocatedStorageGb);
+    const role = run.one('aws:iam/role:Role');
+    expect(rds.inputs).toMatchObject({
+      multiAz: settings.multiAz,
+      maxAllocatedStorage: settings.maxAllocatedStorageGb,
+      backupRetentionPeriod: settings.backupRetentionDays,
+      performanceInsightsEnabled: true,
+      performanceInsightsKmsKeyId: key.state.arn,
+      performanceInsightsRetentionPeriod: settings.performanceInsightsRetentionDays,
+      enabledCloudwatchLogsExports: settings.logExports,
+      monitoringInterval: settings.monitoringIntervalSeconds,
+      monitoringRoleArn: role.state.arn,
+    });
+    // The monitoring role: only RDS's monitoring service assumes it, with AWS's managed policy.
+    expect(JSON.parse(String(role.inputs.assumeRolePolicy)).Statement).toEqual([
+      { Effect: 'Allow', Principal: { Service: 'monitoring.rds.amazonaws.com' }, Action: 'sts:AssumeRole' },
+    ]);
+    expect(role.inputs.managedPolicyArns).toEqual([
+      'arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole',
+    ]);
   });
 
   it('uses a parameter group with logical replication applied at reboot', async () => {
@@ -329,11 +412,12 @@ describe('the account tier', () => {
         sessionName: 'tenantry-inside',
       },
     ]);
-    // Provider inputs reach the engine as strings.
+    // Provider inputs reach the engine as strings. It acts only in the tenant's account, so it looks
+    // that account up: with the lookup skipped, the provider refuses to check allowedAccountIds.
     expect(provider.inputs).toMatchObject({
       skipCredentialsValidation: 'true',
       skipMetadataApiCheck: 'true',
-      skipRequestingAccountId: 'true',
+      skipRequestingAccountId: 'false',
       region: 'eu-west-1',
     });
     expect(JSON.parse(String(provider.inputs.allowedAccountIds))).toEqual([account.id]);
@@ -344,12 +428,53 @@ describe('the account tier', () => {
       expect(providerRef(r.provider), `${r.type} ${r.name}`).toBe('tenant-inside-provider');
     }
     expect(account.provider === undefined || providerRef(account.provider) === 'default').toBe(true);
-    const masterSecretRead = run.calls.find(
-      (c) =>
-        c.token === 'aws:secretsmanager/getSecretVersion:getSecretVersion' &&
-        String(c.inputs.secretId).includes('rds!db'),
-    );
-    expect(providerRef(masterSecretRead?.provider)).toBe('tenant-inside-provider');
+    // The master secret is in the tenant's account: the dynamic resources read it through the role there.
+    for (const r of run.byType(DYNAMIC)) {
+      expect(JSON.parse(String(r.inputs.admin)).roleArn, r.name).toBe(
+        `arn:aws:iam::${account.id}:role/OrganizationAccountAccessRole`,
+      );
+    }
+  });
+
+  it('protects the account and never closes it through a destroy (closures are queued within the quota)', async () => {
+    const normal = await runTierProgram('account', inputFor('account', 'keeper'));
+    const leaving = await runTierProgram('account', { ...inputFor('account', 'keeper'), offboarding: true });
+    expect(normal.one(ACCOUNT)).toMatchObject({ protect: true, retainOnDelete: true });
+    expect(leaving.one(ACCOUNT)).toMatchObject({ protect: false, retainOnDelete: true });
+  });
+
+  it('copies the last snapshot out of the account when offboarding, re-encrypted with the platform archive key', async () => {
+    const normal = await runTierProgram('account', inputFor('account', 'exporter'));
+    expect(normal.byType('aws:rds/snapshot:Snapshot')).toEqual([]);
+    expect(normal.byType('aws:rds/snapshotCopy:SnapshotCopy')).toEqual([]);
+    const leaving = await runTierProgram('account', {
+      ...inputFor('account', 'exporter'),
+      offboarding: true,
+    });
+    const snapshot = leaving.one('aws:rds/snapshot:Snapshot');
+    const copy = leaving.one('aws:rds/snapshotCopy:SnapshotCopy');
+    const rds = leaving.one(RDS);
+    const providerRef = (ref: string | undefined) => ref?.split('::').slice(-2, -1)[0];
+    // Taken inside the account, shared with the platform account…
+    expect(providerRef(snapshot.provider)).toBe('tenant-exporter-provider');
+    expect(snapshot.inputs).toMatchObject({
+      dbInstanceIdentifier: rds.inputs.identifier,
+      sharedAccounts: [ADMIN_ROLE_ARN.split(':')[4]],
+    });
+    // …copied there by the platform's own provider, under its archive key, and kept after the destroy.
+    expect(copy.provider === undefined || providerRef(copy.provider) === 'default').toBe(true);
+    expect(copy.inputs).toMatchObject({
+      sourceDbSnapshotIdentifier: snapshot.state.dbSnapshotArn,
+      kmsKeyId: PLATFORM_SETTINGS.account?.archiveKmsKeyArn,
+    });
+    expect(String(copy.inputs.targetDbSnapshotIdentifier)).toMatch(/-archive$/);
+    expect(copy.retainOnDelete).toBe(true);
+    // The URNs the offboarding `up` adds to its targets (it is targeted at what the stack has).
+    const { exportResourceUrns } = await import('../../stacks/common/export.js');
+    expect(exportResourceUrns(stackName('exporter'), PULUMI_PROJECT, 'exporter')).toEqual([
+      snapshot.urn,
+      copy.urn,
+    ]);
   });
 
   it('builds a private network in the account whose database ingress is the configured CIDR only', async () => {
@@ -488,6 +613,9 @@ describe('offboarding', () => {
       expect(leaving.one(KEY).retainOnDelete).toBe(hasRds);
       expect(normal.one(KEY).retainOnDelete).toBe(hasRds);
       expect(leaving.one(ALIAS).retainOnDelete).toBe(false);
+      // The secret goes at once: its name is free for the slug's next tenant (no recovery window).
+      expect(normal.one(SECRET).inputs.recoveryWindowInDays).toBe(PLATFORM_SETTINGS.secretRecoveryWindowDays);
+      expect(leaving.one(SECRET).inputs.recoveryWindowInDays).toBe(0);
       if (hasRds) {
         expect(normal.one(RDS).inputs.deletionProtection).toBe(true);
         expect(leaving.one(RDS).inputs).toMatchObject({

@@ -1,11 +1,22 @@
 export const TIERS = ['pool', 'bridge', 'silo', 'account'] as const;
 export type Tier = (typeof TIERS)[number];
 
+/** A dedicated RDS instance's settings (silo and account tiers, aws target): `templates/tiers.json`. */
 export interface RdsSettings {
   instanceClass: string;
   allocatedStorageGb: number;
+  /** Storage autoscaling's ceiling (RDS `maxAllocatedStorage`); above allocatedStorageGb. */
+  maxAllocatedStorageGb: number;
+  /** A standby in a second availability zone. */
+  multiAz: boolean;
   backupRetentionDays: number;
   engineVersion: string;
+  /** Performance Insights, encrypted with the tenant's key: 7 (free tier) or a multiple of 31, up to 731. */
+  performanceInsightsRetentionDays: number;
+  /** CloudWatch Logs exports (`postgresql`, `upgrade`). */
+  logExports: string[];
+  /** Enhanced monitoring's interval (1, 5, 10, 15, 30 or 60 s). */
+  monitoringIntervalSeconds: number;
 }
 
 /** What a tier allows each tenant login: its connection limit and its timeouts. */

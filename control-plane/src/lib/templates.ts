@@ -13,8 +13,19 @@ const Limits = Type.Object({
 const Rds = Type.Object({
   instanceClass: Type.String({ pattern: '^db\\.' }),
   allocatedStorageGb: Type.Integer({ minimum: 20 }),
-  backupRetentionDays: Type.Integer({ minimum: 1, maximum: 35 }),
+  maxAllocatedStorageGb: Type.Integer({ minimum: 21, maximum: 65_536 }),
+  multiAz: Type.Boolean(),
+  // Production: at least a week of point-in-time recovery (the policy pack checks it too).
+  backupRetentionDays: Type.Integer({ minimum: 7, maximum: 35 }),
   engineVersion: Type.String(),
+  performanceInsightsRetentionDays: Type.Union(
+    [7, ...Array.from({ length: 23 }, (_, i) => 31 * (i + 1)), 731].map((d) => Type.Literal(d)),
+  ),
+  logExports: Type.Array(Type.Union([Type.Literal('postgresql'), Type.Literal('upgrade')]), {
+    minItems: 1,
+    uniqueItems: true,
+  }),
+  monitoringIntervalSeconds: Type.Union([1, 5, 10, 15, 30, 60].map((s) => Type.Literal(s))),
 });
 const TierDef = Type.Object({ description: Type.String(), role: Limits, rds: Type.Optional(Rds) });
 const Catalog = Type.Object({
@@ -38,6 +49,13 @@ export function loadTemplates(dir: string): Templates {
     );
   }
   const catalog = Value.Clean(Catalog, raw) as TierCatalog;
+  for (const [tier, def] of Object.entries(catalog.tiers)) {
+    if (def.rds && def.rds.maxAllocatedStorageGb <= def.rds.allocatedStorageGb) {
+      throw new Error(
+        `templates/tiers.json is invalid: /tiers/${tier}/rds/maxAllocatedStorageGb must be above allocatedStorageGb (storage autoscaling)`,
+      );
+    }
+  }
   const schemaDir = path.join(dir, 'tenant-schema');
   const migrations = fs
     .readdirSync(schemaDir)
