@@ -28,6 +28,16 @@ export default defineConfig({
           globalSetup: ['tests/helpers/global-setup.ts'],
         },
       },
+      {
+        extends: true,
+        test: {
+          // The web console in Debian's Chromium (playwright-core), against a real control plane. Never
+          // skipped in CI (.ci/run installs chromium); elsewhere skipped, with the reason, without it.
+          name: 'browser',
+          include: ['tests/browser/**/*.test.ts'],
+          globalSetup: ['tests/helpers/global-setup.ts'],
+        },
+      },
     ],
   },
 });

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { type Static, Type } from '@sinclair/typebox';
 import { can, PERMISSIONS, ROLES } from '../domain/auth.js';
 import { actorOf } from '../plugins/auth.js';
-import { errors, security } from './schemas.js';
+import { AUTH_ERRORS, errors, security } from './schemas.js';
 
 export const WhoamiSchema = Type.Object({
   id: Type.String({ description: 'the token id (tok_…), never its value' }),
@@ -20,12 +20,13 @@ const whoamiRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       config: { permission: 'self:read' },
       schema: {
+        operationId: 'whoami',
         summary: 'Who the token is: its name, role and permissions',
         description:
           'Every role may ask. The web console reads it at sign-in to show only what the role may do.',
         tags: ['tokens'],
         security,
-        response: { 200: WhoamiSchema, ...errors(401, 403) },
+        response: { 200: WhoamiSchema, ...errors(...AUTH_ERRORS) },
       },
     },
     async (request): Promise<WhoamiT> => {

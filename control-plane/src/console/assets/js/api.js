@@ -90,19 +90,10 @@ export const qs = (params) => {
  * ends (after `end`, or when the server closes it), rejects with an ApiError if it cannot start.
  */
 export async function streamEvents(operationId, onEvent, signal) {
-  let res;
-  try {
-    res = await fetch(`/v1/operations/${encodeURIComponent(operationId)}/events`, {
-      headers: headersWith({ accept: 'text/event-stream' }),
-      cache: 'no-store',
-      credentials: 'omit',
-      signal,
-    });
-  } catch (e) {
-    if (e.name === 'AbortError') throw e;
-    throw new ApiError(0, 'NETWORK_ERROR', `the event stream did not start: ${e.message}`);
-  }
-  if (!res.ok) throw checked(await errorOf(res));
+  const res = await request('GET', `/v1/operations/${encodeURIComponent(operationId)}/events`, {
+    headers: { accept: 'text/event-stream' },
+    signal,
+  });
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {

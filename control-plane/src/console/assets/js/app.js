@@ -12,21 +12,38 @@ import { renderTenant } from './pages/tenant.js';
 import { renderTenants } from './pages/tenants.js';
 import { renderTokens } from './pages/tokens.js';
 
+/** Each page: its address, what it needs (the permission), and its entry in the navigation, if any. */
 const ROUTES = [
-  { path: /^\/$/, title: 'Overview', render: renderOverview },
-  { path: /^\/tenants$/, title: 'Tenants', render: renderTenants },
-  { path: /^\/onboard$/, title: 'Onboard a tenant', render: renderOnboard, needs: 'tenants:create' },
-  { path: /^\/tenants\/([a-z][a-z0-9-]*)$/, title: 'Tenant', render: renderTenant },
-  { path: /^\/drift$/, title: 'Drift', render: renderDrift },
-  { path: /^\/tokens$/, title: 'Tokens', render: renderTokens, needs: 'tokens:manage' },
-];
-
-const NAV = [
-  { href: '#/', label: 'Overview' },
-  { href: '#/tenants', label: 'Tenants' },
-  { href: '#/onboard', label: 'Onboard', needs: 'tenants:create' },
-  { href: '#/drift', label: 'Drift' },
-  { href: '#/tokens', label: 'Tokens', needs: 'tokens:manage' },
+  { path: /^\/$/, title: 'Overview', render: renderOverview, nav: ['#/', 'Overview'] },
+  {
+    path: /^\/tenants$/,
+    title: 'Tenants',
+    render: renderTenants,
+    needs: 'tenants:read',
+    nav: ['#/tenants', 'Tenants'],
+  },
+  {
+    path: /^\/onboard$/,
+    title: 'Onboard a tenant',
+    render: renderOnboard,
+    needs: 'tenants:create',
+    nav: ['#/onboard', 'Onboard'],
+  },
+  { path: /^\/tenants\/([a-z][a-z0-9-]*)$/, title: 'Tenant', render: renderTenant, needs: 'tenants:read' },
+  {
+    path: /^\/drift$/,
+    title: 'Drift',
+    render: renderDrift,
+    needs: 'operations:read',
+    nav: ['#/drift', 'Drift'],
+  },
+  {
+    path: /^\/tokens$/,
+    title: 'Tokens',
+    render: renderTokens,
+    needs: 'tokens:manage',
+    nav: ['#/tokens', 'Tokens'],
+  },
 ];
 
 const main = document.getElementById('main');
@@ -51,10 +68,10 @@ function renderShell() {
     h(
       'ul',
       {},
-      NAV.filter((n) => !n.needs || session.can(n.needs)).map((n) => {
-        const target = n.href.slice(1);
+      ROUTES.filter((r) => r.nav && (!r.needs || session.can(r.needs))).map(({ nav: [href, label] }) => {
+        const target = href.slice(1);
         const current = target === '/' ? here === '/' : here.startsWith(target);
-        return h('li', {}, h('a', { href: n.href, 'aria-current': current ? 'page' : null }, n.label));
+        return h('li', {}, h('a', { href, 'aria-current': current ? 'page' : null }, label));
       }),
     ),
   );

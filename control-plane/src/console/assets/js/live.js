@@ -72,7 +72,6 @@ export function promotionProgress(op) {
 export function operationPanel(initial, { signal, onEnd, title } = {}) {
   let op = initial;
   let ended = false;
-  let refreshing = false;
   const body = h('div');
   const announcer = h('p', { class: 'visually-hidden', 'aria-live': 'polite' });
   const problem = h('div');
@@ -117,32 +116,15 @@ export function operationPanel(initial, { signal, onEnd, title } = {}) {
     onEnd?.(op);
   };
 
-  // Progress (rows copied, lag) is on the operation itself: re-read it when a step moves.
-  const refresh = async () => {
-    if (refreshing || ended) return;
-    refreshing = true;
-    try {
-      const next = await api('GET', `/v1/operations/${op.id}`, { signal });
-      if (!ended) {
-        op = next;
-        render();
-      }
-    } catch {
-      // The next event refreshes again; the stream itself reports a lost connection.
-    } finally {
-      refreshing = false;
-    }
-  };
-
   const onEvent = (name, data) => {
     if (name === 'step') {
       op = { ...op, steps: op.steps.map((s) => (s.name === data.name ? data : s)) };
       if (data.status === 'running') op.currentStep = data.name;
       announcer.textContent = `${data.name} ${data.status}`;
       render();
-      void refresh();
     } else if (name === 'progress') {
-      op = { ...op, progress: { ...op.progress, ...data } };
+      // A promotion's rows copied, lag, freeze and rollback deadline, as they change.
+      op = { ...op, currentStep: data.currentStep, progress: { ...op.progress, ...data.progress } };
       render();
     } else if (name === 'end') {
       op = data;

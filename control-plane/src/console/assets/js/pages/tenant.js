@@ -33,20 +33,34 @@ function typedConfirmation(id, label, expected, button) {
   );
 }
 
-/** Sends `call()` from a form's submit; shows the API's error in `problem`, else hands the answer on. */
-function onSubmit(form, button, problem, call, then) {
+/**
+ * An action as a small form: its title and text, its fields, and a button that sends `call()`. The
+ * API's error shows in place; an accepted action hands its answer to `onAccepted` (the page re-reads).
+ */
+function actionForm({ id, title, intro, fields = [], button, call, onAccepted }) {
+  const problem = h('div');
+  const form = h(
+    'form',
+    { class: 'action', method: 'post', 'aria-labelledby': `${id}-title` },
+    h('h3', { id: `${id}-title` }, title),
+    intro,
+    fields,
+    button,
+    problem,
+  );
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     if (button.disabled) return;
     button.disabled = true;
     fill(problem);
     try {
-      then(await call());
+      onAccepted(await call());
     } catch (err) {
       fill(problem, errorBox(err));
       button.disabled = false;
     }
   });
+  return form;
 }
 
 function promoteForm(tenant, refresh) {
@@ -58,29 +72,22 @@ function promoteForm(tenant, refresh) {
     targets.map((t) => h('option', { value: t }, t)),
   );
   const button = h('button', { type: 'submit', id: 'promote-button' }, 'Promote');
-  const problem = h('div');
-  const form = h(
-    'form',
-    { class: 'action', method: 'post', 'aria-labelledby': 'promote-title' },
-    h('h3', { id: 'promote-title' }, 'Promote'),
-    h(
+  return actionForm({
+    id: 'promote',
+    title: 'Promote',
+    intro: h(
       'p',
       { class: 'muted small' },
       'Moves the tenant online: its rows are copied, later writes stream across, and only its own writes pause for the cutover.',
     ),
-    h('div', { class: 'field' }, h('label', { for: 'promote-target' }, 'To tier'), target),
-    typedConfirmation('promote-confirm', 'Confirm the tenant', tenant.slug, button),
+    fields: [
+      h('div', { class: 'field' }, h('label', { for: 'promote-target' }, 'To tier'), target),
+      typedConfirmation('promote-confirm', 'Confirm the tenant', tenant.slug, button),
+    ],
     button,
-    problem,
-  );
-  onSubmit(
-    form,
-    button,
-    problem,
-    () => api('POST', `/v1/tenants/${tenant.slug}/promotions`, { body: { targetTier: target.value } }),
-    refresh,
-  );
-  return form;
+    call: () => api('POST', `/v1/tenants/${tenant.slug}/promotions`, { body: { targetTier: target.value } }),
+    onAccepted: refresh,
+  });
 }
 
 function rollbackForm(tenant, promotion, signal, refresh) {
@@ -89,12 +96,10 @@ function rollbackForm(tenant, promotion, signal, refresh) {
     { type: 'submit', id: 'rollback-button', class: 'warning' },
     `Roll back to ${promotion.fromTier}`,
   );
-  const problem = h('div');
-  const form = h(
-    'form',
-    { class: 'action', method: 'post', 'aria-labelledby': 'rollback-title' },
-    h('h3', { id: 'rollback-title' }, 'Roll back the promotion'),
-    h(
+  return actionForm({
+    id: 'rollback',
+    title: 'Roll back the promotion',
+    intro: h(
       'p',
       {},
       `Moves ${tenant.slug} back to ${promotion.fromTier}, with the rows written since the cutover. The window closes in `,
@@ -104,38 +109,22 @@ function rollbackForm(tenant, promotion, signal, refresh) {
       ` (at ${when(promotion.rollbackUntil)}).`,
     ),
     button,
-    problem,
-  );
-  onSubmit(
-    form,
-    button,
-    problem,
-    () => api('POST', `/v1/tenants/${tenant.slug}/promotions/${promotion.operationId}/rollback`),
-    refresh,
-  );
-  return form;
+    call: () => api('POST', `/v1/tenants/${tenant.slug}/promotions/${promotion.operationId}/rollback`),
+    onAccepted: refresh,
+  });
 }
 
 function offboardForm(tenant, refresh) {
   const button = h('button', { type: 'submit', id: 'offboard-button', class: 'danger' }, 'Offboard');
-  const problem = h('div');
-  const form = h(
-    'form',
-    { class: 'action', method: 'post', 'aria-labelledby': 'offboard-title' },
-    h('h3', { id: 'offboard-title' }, 'Offboard'),
-    h('p', { class: 'muted small' }, 'Removes its data, login and key. Its audit trail is kept.'),
-    typedConfirmation('offboard-confirm', 'Confirm the tenant', tenant.slug, button),
+  return actionForm({
+    id: 'offboard',
+    title: 'Offboard',
+    intro: h('p', { class: 'muted small' }, 'Removes its data, login and key. Its audit trail is kept.'),
+    fields: [typedConfirmation('offboard-confirm', 'Confirm the tenant', tenant.slug, button)],
     button,
-    problem,
-  );
-  onSubmit(
-    form,
-    button,
-    problem,
-    () => api('DELETE', `/v1/tenants/${tenant.slug}`, { headers: { confirm: tenant.slug } }),
-    refresh,
-  );
-  return form;
+    call: () => api('DELETE', `/v1/tenants/${tenant.slug}`, { headers: { confirm: tenant.slug } }),
+    onAccepted: refresh,
+  });
 }
 
 function actions(tenant, session, signal, refresh) {

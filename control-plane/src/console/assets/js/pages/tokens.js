@@ -38,7 +38,7 @@ export async function renderTokens(view, { session, signal }) {
       list,
       table(
         'API tokens',
-        ['Name', 'Role', 'Created', 'Status', ''],
+        ['Name', 'Role', 'Created', 'Status', 'Action'],
         items.map((t) => {
           const revoked = t.revokedAt !== null;
           const revoke = h(
