@@ -40,16 +40,11 @@ export async function renderTenants(view, { query, signal, navigate, session }) 
   const form = h(
     'form',
     { class: 'filters', role: 'search', method: 'post', 'aria-label': 'Filter tenants' },
-    h(
-      'div',
-      { class: 'field' },
-      h('label', { for: 'q' }, 'Search'),
-      search,
-      h('span', { id: 'q-help', class: 'muted small' }, 'slug or name; an exact slug opens the tenant'),
-    ),
+    h('div', { class: 'field' }, h('label', { for: 'q' }, 'Search'), search),
     select('tier', 'Tier', TIERS, tier),
     select('status', 'Status', TENANT_STATUSES, status),
     h('button', { type: 'submit' }, 'Apply'),
+    h('p', { id: 'q-help', class: 'muted small' }, 'Search by slug or name; an exact slug opens the tenant.'),
   );
   form.addEventListener('submit', (e) => {
     e.preventDefault();
