@@ -277,6 +277,19 @@ describe('ops', () => {
     const table = await cli(['ops', 'get', t.operationId]);
     expect(table.stdout).toContain('STEP');
   });
+
+  it("resume sends the request and reports the API's refusal of an operation that succeeded", async () => {
+    const t = await onboard(s, 'pool');
+    const run = await cli(['ops', 'resume', t.operationId], { token: s.tokens.sre });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('OPERATION_NOT_RESUMABLE');
+    const audited = await superQuery(
+      s.controlDb,
+      `SELECT 1 FROM audit_log WHERE action = 'operation.resume' AND operation_id = $1`,
+      [t.operationId],
+    );
+    expect(audited).toHaveLength(0);
+  });
 });
 
 describe('drift', () => {
