@@ -130,7 +130,7 @@ export function removeScreenshots(): void {
 export async function screenshot(page: Page, name: string, mask: Locator[] = []): Promise<string> {
   fs.mkdirSync(SCREENSHOT_DIR, { recursive: true });
   const file = path.join(SCREENSHOT_DIR, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true, mask });
+  await page.screenshot({ path: file, fullPage: true, mask, maskColor: '#8a919b' });
   expect(fs.statSync(file).size).toBeGreaterThan(1000);
   return file;
 }
