@@ -185,6 +185,26 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
     expectClean(p);
   }, 180_000);
 
+  it('an SRE offboards a tenant after typing its slug, follows it live, and lands on the list where it shows offboarded', async () => {
+    const p = await signIn(c, 'sre', '#/tenants/initech');
+    const { page } = p;
+    const offboard = page.locator('#offboard-button');
+    await offboard.waitFor();
+    expect(await offboard.isDisabled()).toBe(true);
+    await page.locator('#offboard-confirm').fill('initec');
+    expect(await offboard.isDisabled()).toBe(true);
+    await page.locator('#offboard-confirm').fill('initech');
+    await offboard.click();
+    await page.waitForURL('**/ui/#/tenants');
+    // Kept in the list for its audit trail, as offboarded.
+    await page
+      .locator('tbody tr', { hasText: 'initech' })
+      .locator('.badge', { hasText: 'offboarded' })
+      .waitFor();
+    expect(await auditActions('initech')).toContain('tenant.offboard');
+    expectClean(p);
+  });
+
   it('sales-ops sees no promote, rollback or offboard button, and the same request sent by hand gets 403', async () => {
     const p = await signIn(c, 'sales-ops', `#/tenants/${SLUG}`);
     const { page } = p;
