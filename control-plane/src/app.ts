@@ -18,11 +18,13 @@ import auditRoutes from './routes/audit.js';
 import driftRoutes from './routes/drift.js';
 import operationRoutes from './routes/operations.js';
 import promotionRoutes from './routes/promotions.js';
+import rolloutRoutes from './routes/rollouts.js';
 import { ErrorBody } from './routes/schemas.js';
 import serviceRoutes from './routes/service.js';
 import tenantRoutes from './routes/tenants.js';
 import tokenRoutes from './routes/tokens.js';
 import whoamiRoutes from './routes/whoami.js';
+import type { RolloutService } from './services/rollouts.js';
 import type { TenantService } from './services/tenants.js';
 import type { TokenService } from './services/tokens.js';
 
@@ -35,6 +37,7 @@ export interface Services {
   metrics: Metrics;
   tokenCache: TokenCache;
   readiness: Readiness;
+  rollouts: RolloutService;
 }
 
 export interface AppOptions {
@@ -173,6 +176,7 @@ const app: FastifyPluginAsync<AppOptions> = async (instance, opts) => {
   await f.register(tokenRoutes);
   await f.register(auditRoutes);
   await f.register(driftRoutes);
+  await f.register(rolloutRoutes);
   await f.register(whoamiRoutes);
   await f.register(consolePlugin);
 };

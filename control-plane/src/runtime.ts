@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Services } from './app.js';
-import type { Config } from './config.js';
+import { type Config, StartRefused } from './config.js';
 import { DataPlane } from './dataplane/dataplane.js';
 import { Db } from './db/db.js';
 import { buildMigrations, migrate } from './db/migrate.js';
@@ -11,13 +11,16 @@ import { type DriftHandle, registerLocalDrift } from './drift/index.js';
 import { type EmbeddedServer, startEmbedded } from './embedded.js';
 import { LocalEngine } from './engine/local.js';
 import { Metrics } from './lib/metrics.js';
+import { assertTemplateLint, type TemplateLint, TemplateLintError } from './lib/template-lint.js';
 import { loadTemplates } from './lib/templates.js';
 import { LocalKeyStore } from './local/keystore.js';
 import { holdRootKeyLock, readRootKey, verifyRootKey } from './local/root-key.js';
 import { TokenCache } from './plugins/auth.js';
 import { ident } from './providers/postgres/sql.js';
 import { Readiness } from './readiness.js';
+import { type RolloutHandle, registerRollouts } from './rollout/index.js';
 import { ConnectionBudget } from './services/capacity.js';
+import { RolloutService } from './services/rollouts.js';
 import { TenantService } from './services/tenants.js';
 import { TokenService } from './services/tokens.js';
 import { OperationExecutor } from './worker/executor.js';
@@ -28,6 +31,8 @@ export interface Runtime {
   executor: OperationExecutor;
   /** The queue runner, in a process that runs the worker. */
   worker: WorkerHandle | undefined;
+  /** Fleet schema rollouts (local target): their runner, for tests' fault hooks. */
+  rollouts?: RolloutHandle;
   /** Set only on the first start without TENANTRY_ADMIN_TOKEN: shown once, never stored in clear. */
   generatedAdminToken: string | undefined;
   /**
@@ -185,10 +190,13 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     await migrateQueue(db, log);
 
     const templates = loadTemplates(config.templatesDir);
+    const lint = await lintTemplates(db, templates.tenantSchema);
     const metrics = new Metrics(db);
     // The executors are built below; the drift sweep drives its reconcile operations through one.
     let executor: OperationExecutor | undefined;
     let driftRunner: OperationExecutor | undefined;
+    let rolloutExecutor: OperationExecutor | undefined;
+    let rollouts: RolloutHandle | undefined;
     const driftDeps = {
       db,
       log,
@@ -250,6 +258,21 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       metrics.trackConnectionBudget(capacity);
       engine = local;
       drift = registerLocalDrift({ ...driftDeps, dataplaneUrl, keys, templates });
+      rollouts = registerRollouts({
+        db,
+        dp,
+        log,
+        template: templates.tenantSchema,
+        lint,
+        leaseMs: config.operationLeaseMs,
+        ...(config.faultHoldFile ? { faultHoldFile: config.faultHoldFile } : {}),
+        // Its own runner id, as the drift runner has: see driftDeps.runOperation.
+        runOperation: async (id: string) => {
+          await rolloutExecutor?.run(id);
+        },
+      });
+      const r = rollouts;
+      closers.push(() => r.close());
     }
     const d = drift;
     closers.push(() => d.close());
@@ -262,24 +285,38 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       maxAttempts: config.operationMaxAttempts,
       ...(capacity ? { capacity } : {}),
     });
+    const migrator = rollouts ? { migrator: rollouts.migrator } : {};
     executor = new OperationExecutor(db, engine, log.child({ component: 'worker' }), metrics, {
       maxAttempts: config.operationMaxAttempts,
       leaseMs: config.operationLeaseMs,
       reconciler: drift.remediator,
+      ...migrator,
     });
     driftRunner = new OperationExecutor(db, engine, log.child({ component: 'drift-runner' }), metrics, {
       maxAttempts: config.operationMaxAttempts,
       leaseMs: config.operationLeaseMs,
       reconciler: drift.remediator,
+      ...migrator,
+    });
+    rolloutExecutor = new OperationExecutor(db, engine, log.child({ component: 'rollout-runner' }), metrics, {
+      maxAttempts: config.operationMaxAttempts,
+      leaseMs: config.operationLeaseMs,
+      reconciler: drift.remediator,
+      ...migrator,
     });
     let worker: WorkerHandle | undefined;
     if (config.role !== 'api') {
       worker = await startWorker(db, executor, log.child({ component: 'queue' }), {
         concurrency: config.workerConcurrency,
         leaseMs: config.operationLeaseMs,
-        tasks: drift.taskList,
-        crontab: drift.crontab,
-        runnerIds: [executor.runnerId, driftRunner.runnerId],
+        tasks: { ...drift.taskList, ...rollouts?.taskList },
+        crontab: `${drift.crontab}${rollouts?.crontab ?? ''}`,
+        runnerIds: [
+          executor.runnerId,
+          driftRunner.runnerId,
+          rolloutExecutor.runnerId,
+          ...(rollouts ? [rollouts.runner.runnerId] : []),
+        ],
         // As the lease reaper enqueues them (worker/executor.ts).
         jobMaxAttempts: config.operationMaxAttempts + 2,
       });
@@ -294,13 +331,31 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     };
     closers.push(() => drainWorker().then(() => undefined));
     const readiness = new Readiness(db, buildMigrations(), w ? () => w.running() : undefined);
+    // The pool's version recorded, and the runs of rollouts a crash interrupted enqueued again.
+    await rollouts?.start();
+    const rolloutService = new RolloutService(db, {
+      newestVersion: templates.tenantSchema.version,
+      contracts: lint.contracts,
+      available: rollouts !== undefined,
+    });
     // Last: a generated token is shown only by our caller, so nothing that can fail may come
     // between committing it and returning it (a failed start must not leave an unseen admin).
     const generatedAdminToken = await tokens.seedAdmin(config.adminToken);
     return {
-      services: { db, engine, tenants, tokens, drift: drift.service, metrics, tokenCache, readiness },
+      services: {
+        db,
+        engine,
+        tenants,
+        tokens,
+        drift: drift.service,
+        metrics,
+        tokenCache,
+        readiness,
+        rollouts: rolloutService,
+      },
       executor,
       worker: w,
+      ...(rollouts ? { rollouts } : {}),
       generatedAdminToken,
       drainWorker,
       close,
@@ -309,5 +364,24 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
   } catch (e) {
     await close();
     throw e;
+  }
+}
+
+/**
+ * The tenant-schema template lint (lib/template-lint.ts), on a session of the control database in a
+ * transaction it rolls back: a template it refuses stops the start, with every reason.
+ */
+async function lintTemplates(
+  db: Db,
+  template: Parameters<typeof assertTemplateLint>[1],
+): Promise<TemplateLint> {
+  const client = await db.pool.connect();
+  try {
+    return await assertTemplateLint(client, template);
+  } catch (e) {
+    if (e instanceof TemplateLintError) throw new StartRefused(e.message);
+    throw e;
+  } finally {
+    client.release();
   }
 }

@@ -29,6 +29,7 @@ interface RouteCase {
 
 const ROLES: Role[] = ['sales-ops', 'sre', 'dataplane', 'admin'];
 const NO_OP = `op_${'0'.repeat(28)}`;
+const NO_ROLLOUT = `ro_${'0'.repeat(28)}`;
 const SALES: Role[] = ['sales-ops', 'sre', 'admin'];
 const SRE: Role[] = ['sre', 'admin'];
 const ROUTES: RouteCase[] = [
@@ -149,6 +150,39 @@ const ROUTES: RouteCase[] = [
     path: '/v1/drift-policies',
     url: () => '/v1/drift-policies',
     payload: () => ({ tenant: slug, mode: 'report', ignoreFields: [] }),
+    allowed: SRE,
+  },
+  {
+    // A version the templates do not have: the allowed roles get 422 without starting a rollout.
+    name: 'start a rollout',
+    method: 'POST',
+    path: '/v1/rollouts',
+    url: () => '/v1/rollouts',
+    payload: () => ({ toVersion: 99 }),
+    allowed: SRE,
+  },
+  { name: 'list rollouts', method: 'GET', path: '/v1/rollouts', url: () => '/v1/rollouts', allowed: SALES },
+  {
+    name: 'get a rollout',
+    method: 'GET',
+    path: '/v1/rollouts/{id}',
+    url: () => `/v1/rollouts/${NO_ROLLOUT}`,
+    allowed: SALES,
+  },
+  ...(['pause', 'resume', 'cancel'] as const).map(
+    (verb): RouteCase => ({
+      name: `${verb} a rollout`,
+      method: 'POST',
+      path: `/v1/rollouts/{id}/${verb}`,
+      url: () => `/v1/rollouts/${NO_ROLLOUT}/${verb}`,
+      allowed: SRE,
+    }),
+  ),
+  {
+    name: "retry a rollout's tenant",
+    method: 'POST',
+    path: '/v1/rollouts/{id}/tenants/{slug}/retry',
+    url: () => `/v1/rollouts/${NO_ROLLOUT}/tenants/${slug}/retry`,
     allowed: SRE,
   },
   { name: 'read audit', method: 'GET', path: '/v1/audit', url: () => '/v1/audit', allowed: SRE },

@@ -94,3 +94,20 @@ export async function enqueueOverdueCleanups(q: Queryable): Promise<void> {
     [PROMOTION_CLEANUP_TASK, CLEANUP_KEY_PREFIX, CLEANUP_MAX_ATTEMPTS],
   );
 }
+
+/** graphile-worker's task that drives a fleet schema rollout (rollout/runner.ts). */
+export const ROLLOUT_RUN_TASK = 'rollout-run';
+/** graphile-worker's cron task that re-enqueues the runs of rollouts still running (after a crash). */
+export const ROLLOUT_RESUME_TASK = 'rollout-resume';
+
+/**
+ * Enqueues the run of a rollout, keyed by its id. Re-adding the key replaces a waiting job, and
+ * clears the key of one a crashed worker still holds locked (graphile-worker keeps it for hours), so
+ * a restarted process picks the rollout up; the runner's session lock keeps a second run from driving it.
+ */
+export async function enqueueRolloutRun(q: Queryable, rolloutId: string): Promise<void> {
+  await q.query(
+    `SELECT graphile_worker.add_job($1, json_build_object('rolloutId', $2::text), job_key := $3, max_attempts := 25)`,
+    [ROLLOUT_RUN_TASK, rolloutId, `rollout:${rolloutId}`],
+  );
+}

@@ -11,6 +11,8 @@ export const PERMISSIONS = [
   'connection:read',
   'audit:read',
   'tokens:manage',
+  /** Start, pause, resume and cancel fleet schema rollouts, and retry a tenant of one. */
+  'rollouts:manage',
   /** Read who the token is (its name, role and permissions): every role may. */
   'self:read',
 ] as const;
@@ -27,6 +29,7 @@ export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
     'tenants:promote',
     'tenants:reconcile',
     'audit:read',
+    'rollouts:manage',
   ]),
   dataplane: new Set<Permission>(['self:read', 'connection:read']),
   admin: new Set<Permission>(PERMISSIONS),

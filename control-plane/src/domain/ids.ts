@@ -11,4 +11,5 @@ function prefixed(prefix: string): string {
 
 export const newOperationId = (): string => prefixed('op');
 export const newTokenId = (): string => prefixed('tok');
+export const newRolloutId = (): string => prefixed('ro');
 export const newTenantId = (): string => randomUUID();

@@ -157,3 +157,13 @@ export type AwsReconcileStep = (typeof AWS_RECONCILE_STEPS)[number];
 export type ReconcileStep = LocalReconcileStep | AwsReconcileStep;
 export const isLocalReconcileStep = memberOf(LOCAL_RECONCILE_STEPS);
 export const isAwsReconcileStep = memberOf(AWS_RECONCILE_STEPS);
+
+/* ---- fleet schema rollouts (`migrate` operations) */
+
+/**
+ * A tenant's part of a rollout: its placement brought to the rollout's version, one template
+ * migration per transaction with the version bump, under the tenant's lock (rollout/migrator.ts).
+ */
+export const MIGRATE_STEPS = ['migrate'] as const;
+export type MigrateStep = (typeof MIGRATE_STEPS)[number];
+export const isMigrateStep = memberOf(MIGRATE_STEPS);

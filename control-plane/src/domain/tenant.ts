@@ -19,7 +19,8 @@ export interface Tenant {
   updatedAt: string;
 }
 
-export const OPERATION_KINDS = ['onboard', 'offboard', 'promote', 'reconcile'] as const;
+/** `migrate`: a tenant's schema brought to a newer template version by a rollout (docs/rollouts.md). */
+export const OPERATION_KINDS = ['onboard', 'offboard', 'promote', 'reconcile', 'migrate'] as const;
 export type OperationKind = (typeof OPERATION_KINDS)[number];
 
 export const OPERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;

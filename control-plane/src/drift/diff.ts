@@ -24,6 +24,13 @@ export interface LocalLayout {
   limits: Record<'pool' | 'bridge' | 'silo', RoleLimits>;
   /** Tables the tenant template creates. */
   templateTables: string[];
+  /**
+   * The newest template version and the tables at each version: a schema is judged against the
+   * tables of the version it is recorded at, and one behind the newest is `pending-rollout`.
+   * Without them, every schema is judged against `templateTables` and nothing is pending.
+   */
+  newestVersion?: number;
+  tablesAt?: Record<number, string[]>;
   /** The policy expression exactly as pg_get_expr prints the one Tenantry writes. */
   policyExpression: string;
 }
@@ -243,8 +250,18 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     if (s.version !== templateVersion)
       push(o, 'schema', sname, 'changed', 'templateVersion', templateVersion, s.version);
     checkAcl(o, 'schema', sname, s.acl, s.owner, role, USAGE);
-    checkTables(o, db, schema, contents.tables.get(schema) ?? [], role, false);
+    checkTables(o, db, schema, contents.tables.get(schema) ?? [], role, false, tablesAt(templateVersion));
     checkDefaultAcl(o, db, contents, schema, role);
+  };
+
+  /** The template's tables at a version (the newest's when the layout does not say). */
+  const tablesAt = (version: number | null | undefined): string[] =>
+    (version !== null && version !== undefined ? layout.tablesAt?.[version] : undefined) ??
+    layout.templateTables;
+  /** A tenant (or the pool) recorded behind the newest template version: its rollout is pending. */
+  const pendingRollout = (o: Owner, name: string, version: number) => {
+    if (layout.newestVersion !== undefined && version < layout.newestVersion)
+      push(o, 'schema', name, 'changed', 'rollout', layout.newestVersion, version, 'pending-rollout');
   };
 
   const checkTables = (
@@ -254,14 +271,15 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     tables: ObservedTable[],
     grantee: string,
     rls: boolean,
+    expected: string[],
   ) => {
-    for (const t of layout.templateTables) {
+    for (const t of expected) {
       if (!tables.some((x) => x.name === t))
         push(o, 'table', `${db}.${schema}.${t}`, 'missing', 'exists', true, false);
     }
     for (const t of tables) {
       const tname = `${db}.${schema}.${t.name}`;
-      if (!layout.templateTables.includes(t.name)) {
+      if (!expected.includes(t.name)) {
         push(o, 'table', tname, 'unexpected', 'exists', false, true);
         continue;
       }
@@ -407,7 +425,18 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     else if (secret.keyAlias !== alias)
       push(o, 'secret', secretName, 'changed', 'keyAlias', alias, secret.keyAlias);
 
+    const placementName =
+      t.tier === 'pool'
+        ? `${layout.dataDatabase}.${layout.poolSchema}`
+        : t.tier === 'bridge'
+          ? `${layout.dataDatabase}.${name}`
+          : `${name}.${layout.siloSchema}`;
+    pendingRollout(o, placementName, t.templateVersion);
     if (t.tier === 'pool') {
+      // A pool tenant's rows live in the shared tables: they must be at its version at least.
+      const poolVersion = data?.schemas.get(layout.poolSchema)?.version;
+      if (typeof poolVersion === 'number' && poolVersion < t.templateVersion)
+        push(o, 'schema', placementName, 'changed', 'templateVersion', t.templateVersion, poolVersion);
       const member = obs.poolMembers.get(t.id);
       const mname = `${layout.dataDatabase}.tenantry_meta.pool_members:${t.slug}`;
       if (member === undefined) push(o, 'pool-membership', mname, 'missing', 'exists', true, false);
@@ -530,10 +559,20 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         grantCategory(pool.owner),
       );
     checkAcl(POOL_PLATFORM, 'schema', pname, pool.acl, pool.owner, layout.poolRole, USAGE);
+    if (pool.version !== null) pendingRollout(POOL_PLATFORM, pname, pool.version);
     const tables = data.tables.get(layout.poolSchema) ?? [];
-    checkTables(POOL_PLATFORM, layout.dataDatabase, layout.poolSchema, tables, layout.poolRole, true);
+    const poolTables = tablesAt(pool.version);
+    checkTables(
+      POOL_PLATFORM,
+      layout.dataDatabase,
+      layout.poolSchema,
+      tables,
+      layout.poolRole,
+      true,
+      poolTables,
+    );
     for (const t of tables) {
-      if (!layout.templateTables.includes(t.name)) continue;
+      if (!poolTables.includes(t.name)) continue;
       const policies = data.policies.get(`${layout.poolSchema}.${t.name}`) ?? [];
       const base = `${layout.dataDatabase}.${layout.poolSchema}.${t.name}`;
       const ours = policies.find((p) => p.name === layout.policyName);

@@ -14,6 +14,7 @@ import {
   poolProvider,
   roleProvider,
   type TenantTemplate,
+  templateUpTo,
   unfreezeSchema,
   unfreezeTenant,
 } from '../providers/postgres/index.js';
@@ -66,6 +67,7 @@ export class LocalDriftRemediator implements DriftRemediator {
   /** Whether remediation can act on a finding at all (the rest stays reported). */
   remediable(f: Finding): boolean {
     if (f.category === 'orphan') return false;
+    if (f.category === 'pending-rollout') return false; // a rollout's to bring forward, not a repair's
     if (f.resource === 'table' && f.field === 'exists') return false; // a dropped table's data is gone; needs a person
     if (f.resource === 'key' && f.field === 'keyId') return false; // the record, not the data plane
     if (f.resource === 'database' && f.field === 'reachable') return false;
@@ -173,7 +175,14 @@ export class LocalDriftRemediator implements DriftRemediator {
       (f) => f.resource === 'schema' && f.field !== 'exists' && !granteeOf(f.field),
     );
     if (schemaMissing || dbMissing || schemaFindings.length > 0) {
-      steps.push({ name: 'schema', run: () => r.repairSchema(t) });
+      // At the tenant's own version: a newer template version reaches it only through a rollout.
+      const atVersion = new LocalTenantResources(
+        this.dp,
+        this.keys,
+        this.catalog,
+        templateUpTo(this.template, record.templateVersion),
+      );
+      steps.push({ name: 'schema', run: () => atVersion.repairSchema(t) });
     } else if (findings.some((f) => f.resource === 'table' && f.field === 'freezeGuard')) {
       steps.push({
         name: 'freeze-guards',
@@ -283,8 +292,9 @@ export class LocalDriftRemediator implements DriftRemediator {
               }
               await revokeGrants(db, poolObjects, n.poolSchema, n.ownerRole, n.poolRole);
             });
-            // Re-enables and forces RLS, replaces every policy with the one canonical policy, revokes PUBLIC.
-            await poolProvider.update(db, {
+            // Re-enables and forces RLS, replaces every policy with the one canonical policy, revokes PUBLIC
+            // (at the version the shared tables are at: a newer one is a rollout's platform step).
+            await poolProvider.create(db, {
               schema: n.poolSchema,
               owner: n.ownerRole,
               appRole: n.poolRole,

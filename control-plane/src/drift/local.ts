@@ -44,23 +44,28 @@ export async function probeCanonical(
   db: Queryable,
   template: TenantTemplate,
   setting: string,
-): Promise<{ tables: string[]; policyExpression: string }> {
+): Promise<{ tables: string[]; policyExpression: string; tablesAt: Record<number, string[]> }> {
   const schema = `tenantry_drift_probe_${randomBytes(6).toString('hex')}`;
   await db.query('BEGIN');
   try {
     const s = ident(schema);
-    await db.query(
-      [
-        `CREATE SCHEMA ${s}`,
-        `SET LOCAL search_path TO ${s}`,
-        ...[...template.migrations].sort((a, b) => a.version - b.version).map((m) => m.sql),
-      ].join(';\n'),
-    );
-    const { rows: tables } = await db.query<{ t: string }>(
-      `SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1`,
-      [schema],
-    );
+    await db.query(`CREATE SCHEMA ${s}; SET LOCAL search_path TO ${s}`);
+    const readTables = async () =>
+      (
+        await db.query<{ t: string }>(
+          `SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1`,
+          [schema],
+        )
+      ).rows;
+    // The tables at each version: a schema is judged against the version it is recorded at.
+    const tablesAt: Record<number, string[]> = {};
+    let tables: { t: string }[] = [];
+    for (const m of [...template.migrations].sort((a, b) => a.version - b.version)) {
+      await db.query(m.sql);
+      tables = await readTables();
+      tablesAt[m.version] = tables.map((r) => r.t);
+    }
     const first = tables[0]?.t;
     if (!first) throw new Error('the tenant template creates no tables');
     const expr = policyExpression(setting);
@@ -73,7 +78,7 @@ export async function probeCanonical(
     );
     const e = rows[0]?.e;
     if (!e) throw new Error('could not read back the probe policy');
-    return { tables: tables.map((r) => r.t), policyExpression: e };
+    return { tables: tables.map((r) => r.t), policyExpression: e, tablesAt };
   } finally {
     await db.query('ROLLBACK').catch(() => undefined);
   }
@@ -182,6 +187,8 @@ export class LocalDriftDetector implements DriftDetector {
         silo: this.catalog.tiers.silo.role,
       },
       templateTables: canonical.tables,
+      newestVersion: this.template.version,
+      tablesAt: canonical.tablesAt,
       policyExpression: canonical.policyExpression,
     };
     return this.layout;

@@ -8,8 +8,12 @@ import type { Tier } from '../domain/tiers.js';
 export const DRIFT_KINDS = ['missing', 'unexpected', 'changed'] as const;
 export type DriftKind = (typeof DRIFT_KINDS)[number];
 
-/** Why a finding matters: plain state drift, a broken isolation guarantee, or an orphaned object. */
-export const DRIFT_CATEGORIES = ['state', 'isolation', 'orphan'] as const;
+/**
+ * Why a finding matters: plain state drift, a broken isolation guarantee, or an orphaned object; or
+ * not drift at all: `pending-rollout`, a tenant (or the pool's shared tables) behind the newest
+ * template version, which a rollout brings forward (docs/rollouts.md). Never remediated.
+ */
+export const DRIFT_CATEGORIES = ['state', 'isolation', 'orphan', 'pending-rollout'] as const;
 export type DriftCategory = (typeof DRIFT_CATEGORIES)[number];
 
 /** The resource types findings are reported against (the `resource` label of the metric). */

@@ -21,12 +21,15 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'OPERATION_NOT_FOUND':
     case 'TOKEN_NOT_FOUND':
     case 'ROUTE_NOT_FOUND':
+    case 'ROLLOUT_NOT_FOUND':
       return 404;
     case 'TENANT_SLUG_TAKEN':
     case 'OPERATION_IN_PROGRESS':
     case 'OPERATION_NOT_RESUMABLE':
     case 'TENANT_NOT_ACTIVE':
     case 'CAPACITY_EXCEEDED':
+    case 'ROLLOUT_IN_PROGRESS':
+    case 'ROLLOUT_STATE_CONFLICT':
       return 409;
     case 'PAYLOAD_TOO_LARGE':
       return 413;
@@ -35,6 +38,7 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'PROMOTION_NOT_ALLOWED':
     case 'PROMOTION_NOT_AVAILABLE_ON_TARGET':
     case 'ROLLBACK_NOT_AVAILABLE_ON_TARGET':
+    case 'ROLLOUT_INVALID':
       return 422;
     case 'ROLLBACK_NOT_AVAILABLE':
       return 409;

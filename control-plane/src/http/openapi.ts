@@ -51,6 +51,11 @@ export const TAGS = [
   { name: 'operations', description: 'Durable operations: list, read, stream their progress, resume' },
   { name: 'promotions', description: 'Online tier moves and their rollback' },
   { name: 'drift', description: 'Drift sweeps, findings and policies' },
+  {
+    name: 'rollouts',
+    description:
+      'Fleet schema rollouts: a template version shipped to the tenants in waves, pause, resume, cancel, retry',
+  },
   { name: 'tokens', description: 'API tokens and who a token is' },
   { name: 'audit', description: 'The append-only audit log' },
   { name: 'service', description: 'Health, readiness and metrics (no token)' },

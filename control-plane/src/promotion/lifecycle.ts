@@ -10,6 +10,7 @@ import {
   setTenantTier,
 } from '../db/promotions.js';
 import { appendAudit, findTenantById } from '../db/repo.js';
+import { raiseTemplateVersion } from '../db/rollouts.js';
 import { WORKER_ACTOR } from '../db/runs.js';
 import { type Engine, type PromotionParams, stepTenantOf } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
@@ -60,6 +61,9 @@ export class PromotionLifecycle {
   ): Promise<void> {
     const { params, progress } = op;
     await setTenantTier(q, tenant.id, params.toTier);
+    // The template version both placements are at (provision brought the source to the target's).
+    if (typeof progress.templateVersion === 'number')
+      await raiseTemplateVersion(q, tenant.id, progress.templateVersion);
     if (params.rollbackOf) {
       await cancelPromotionCleanup(q, params.rollbackOf);
       await markRolledBack(q, params.rollbackOf);

@@ -22,8 +22,10 @@ import {
   applyRole,
   databaseProvider,
   grantsProvider,
+  guardPrivateSchemaSql,
   ident,
   isTenantFrozen,
+  migrateSchema,
   poolMembershipProvider,
   roleProvider,
   schemaProvider,
@@ -112,6 +114,7 @@ export class LocalPromotion {
       throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${step}`);
     switch (step) {
       case 'provision':
+        await this.sameVersion(t, from, report);
         return this.provision(t, params, to, progress, report);
       case 'cutover': {
         const out = await this.cutover(ctx.operationId, t, params, from, to, names, progress, report, fault);
@@ -146,6 +149,37 @@ export class LocalPromotion {
         throw new TenantryError('PROVIDER_FAILED', `unknown promotion step ${unknown}`);
       }
     }
+  }
+
+  /**
+   * A promotion moves a tenant only between placements of the same template version, and its target
+   * is built at the newest (docs/rollouts.md). So a private source (bridge) behind it is migrated first,
+   * as a rollout would (each version in its own transaction with its bump, under the schema's lock, new
+   * tables guarded); a pool source waits, retried, for the rollout's platform step to move the shared
+   * tables. The version reached is reported: the cutover records it on the tenant.
+   */
+  private async sameVersion(t: StepTenant, from: Placement, report: Report): Promise<void> {
+    const newest = this.template.version;
+    const spec = { name: from.schema, owner: this.dp.names.ownerRole, template: this.template };
+    const at = await this.rows.on(from, async (db) =>
+      from.shared
+        ? ((await schemaProvider.observe(db, spec))?.templateVersion ?? 0)
+        : (
+            await migrateSchema(db, spec, {
+              from: t.templateVersion,
+              toVersion: newest,
+              andThen: () => [guardPrivateSchemaSql(from.schema)],
+            })
+          ).version,
+    );
+    if (at < newest) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `the pool's shared tables are at template version ${at} and the target would be at ${newest}: the promotion waits for the rollout's platform step`,
+        { retryable: true },
+      );
+    }
+    await report({ templateVersion: newest });
   }
 
   private async provision(

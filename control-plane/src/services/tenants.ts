@@ -12,6 +12,7 @@ import {
   insertOperationAndEnqueue,
   insertTenant,
 } from '../db/repo.js';
+import { platformVersion } from '../db/rollouts.js';
 import { TenantryError } from '../domain/errors.js';
 import { newOperationId, newTenantId } from '../domain/ids.js';
 import { assertSlug } from '../domain/naming.js';
@@ -138,7 +139,15 @@ export class TenantService {
         region: input.region ?? null,
         plan: input.plan ?? null,
         contactEmail: input.contactEmail ?? null,
-        templateVersion: this.opts.templateVersion,
+        // A pool tenant's rows live in the shared tables: it is at their version, which moves to the
+        // newest as a rollout's first step (docs/rollouts.md); every other tier is built at the newest.
+        templateVersion:
+          input.tier === 'pool'
+            ? Math.min(
+                this.opts.templateVersion,
+                (await platformVersion(q, 'pool')) ?? this.opts.templateVersion,
+              )
+            : this.opts.templateVersion,
       }).catch((e: unknown) => {
         if (isUniqueViolation(e, 'tenants_live_slug')) {
           throw new TenantryError('TENANT_SLUG_TAKEN', `a tenant with slug ${input.slug} already exists`);

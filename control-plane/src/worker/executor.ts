@@ -18,7 +18,7 @@ import {
   WORKER_ACTOR,
 } from '../db/runs.js';
 import { isTenantryError, TenantryError } from '../domain/errors.js';
-import { type Engine, type PromotionParams, stepTenantOf } from '../domain/ports.js';
+import { type Engine, type PromotionParams, type StepTenant, stepTenantOf } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import { type OperationStep, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
 import type { DriftRemediator, Finding } from '../drift/types.js';
@@ -37,11 +37,23 @@ export function isRetryable(e: unknown): boolean {
   return isTenantryError(e) ? e.retryable : isTransient(e);
 }
 
+/** Runs the step of a `migrate` operation: a tenant's part of a fleet schema rollout (rollout/index.ts). */
+export interface TenantMigrator {
+  runStep(
+    tenant: StepTenant,
+    step: string,
+    params: Record<string, unknown>,
+    ctx: { signal: AbortSignal; operationId: string },
+  ): Promise<void>;
+}
+
 export interface ExecutorOptions {
   maxAttempts: number;
   leaseMs: number;
   /** Runs the steps of `reconcile` operations (drift remediation); without it they fail with a reason. */
   reconciler?: DriftRemediator;
+  /** Runs the step of `migrate` operations (a rollout's, resumed after a crash); without it they fail with a reason. */
+  migrator?: TenantMigrator;
 }
 
 /**
@@ -135,24 +147,26 @@ export class OperationExecutor {
         const outputs =
           op.kind === 'reconcile'
             ? await this.reconcileStep(op, tenant, step.name, signal)
-            : step.name === RELEASE_PROMOTION_SOURCES_STEP
-              ? await this.releasePromotionSources(op, tenant)
-              : await this.engine.runStep({
-                  operationId: op.id,
-                  kind: op.kind,
-                  step: step.name,
-                  tenant: {
-                    id: tenant.id,
-                    slug: tenant.slug,
-                    tier: tenant.tier,
-                    templateVersion: tenant.templateVersion,
-                  },
-                  signal,
-                  params: op.params,
-                  progress: op.progress,
-                  report: (patch) => this.report(op, patch),
-                  onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
-                });
+            : op.kind === 'migrate'
+              ? await this.migrateStep(op, tenant, step.name, signal)
+              : step.name === RELEASE_PROMOTION_SOURCES_STEP
+                ? await this.releasePromotionSources(op, tenant)
+                : await this.engine.runStep({
+                    operationId: op.id,
+                    kind: op.kind,
+                    step: step.name,
+                    tenant: {
+                      id: tenant.id,
+                      slug: tenant.slug,
+                      tier: tenant.tier,
+                      templateVersion: tenant.templateVersion,
+                    },
+                    signal,
+                    params: op.params,
+                    progress: op.progress,
+                    report: (patch) => this.report(op, patch),
+                    onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
+                  });
         await this.flushResources(op);
         step.status = 'succeeded';
         step.finishedAt = new Date().toISOString();
@@ -211,6 +225,20 @@ export class OperationExecutor {
       findings,
       { signal, operationId: op.id },
     );
+    return undefined;
+  }
+
+  /** The step of a rollout's `migrate` operation (its params name the rollout and the version). */
+  private async migrateStep(
+    op: Claimed,
+    tenant: Tenant,
+    step: string,
+    signal: AbortSignal,
+  ): Promise<undefined> {
+    const migrator = this.opts.migrator;
+    if (!migrator)
+      throw new TenantryError('PROVIDER_FAILED', 'this process has no migrator for migrate operations');
+    await migrator.runStep(stepTenantOf(tenant), step, op.params, { signal, operationId: op.id });
     return undefined;
   }
 
@@ -442,7 +470,7 @@ export class OperationExecutor {
     const tenantStatus =
       op.kind === 'offboard'
         ? 'offboarding'
-        : op.kind === 'promote' || op.kind === 'reconcile'
+        : op.kind === 'promote' || op.kind === 'reconcile' || op.kind === 'migrate'
           ? 'active'
           : 'failed';
     const recorded = await this.db.tx(async (q) => {

@@ -44,6 +44,13 @@ export {
   poolProvider,
 } from './pool.js';
 export { applyRole, endRoleSessions, type RoleSpec, type RoleState, roleProvider } from './role.js';
-export { applySchema, type SchemaSpec, type SchemaState, schemaProvider } from './schema.js';
+export {
+  applySchema,
+  migrateSchema,
+  type SchemaSpec,
+  type SchemaState,
+  schemaProvider,
+  templateUpTo,
+} from './schema.js';
 export { ident, inTransaction, literal, type Queryable } from './sql.js';
 export type { Provider, RoleLimits, TemplateMigration, TenantTemplate } from './types.js';

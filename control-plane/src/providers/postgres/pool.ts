@@ -1,6 +1,6 @@
 import { ensureFreezeTriggers, type FreezeReason, freezeTenant, withFreezeLifted } from './freeze.js';
 import { ensureMeta } from './meta.js';
-import { schemaProvider } from './schema.js';
+import { schemaProvider, templateUpTo } from './schema.js';
 import { ident, inTransaction, literal, lockDatabaseAcl, type Queryable } from './sql.js';
 import type { Provider, TenantTemplate } from './types.js';
 
@@ -77,9 +77,23 @@ export async function observePoolTables(db: Queryable, schema: string): Promise<
 export const poolProvider: Provider<PoolSpec, PoolState> = {
   kind: 'pool',
 
+  /**
+   * A new pool is built at the template's newest version; an existing one is converged (RLS, policies,
+   * grants, guards) at the version it is at. A newer version reaches the shared tables only as a
+   * rollout's platform step (docs/rollouts.md), before any pool tenant is moved to it, never as a side
+   * effect of a start or a repair.
+   */
   async create(db, spec) {
-    await schemaProvider.create(db, { name: spec.schema, owner: spec.owner, template: spec.template });
-    return this.update(db, spec);
+    const existing = await schemaProvider.observe(db, {
+      name: spec.schema,
+      owner: spec.owner,
+      template: spec.template,
+    });
+    if (!existing) {
+      await schemaProvider.create(db, { name: spec.schema, owner: spec.owner, template: spec.template });
+      return this.update(db, spec);
+    }
+    return this.update(db, { ...spec, template: templateUpTo(spec.template, existing.templateVersion) });
   },
 
   async observe(db, spec) {

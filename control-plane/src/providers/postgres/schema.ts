@@ -60,6 +60,81 @@ export async function applySchema(
   }
 }
 
+/** SQLSTATEs of the version guard in `migrationScript`: already at (or past) the version; behind the one before it. */
+const AT_VERSION = 'TYV01';
+const BEHIND_VERSION = 'TYV02';
+
+/**
+ * One template migration as one implicit transaction (one round trip): the schema's lock, a guard
+ * that the schema is exactly at the version before (raising AT_VERSION if it is there already, so a
+ * migration is never applied twice), the migration as the owner, the version bump, then `andThen`.
+ */
+function migrationScript(spec: SchemaSpec, version: number, andThen: string[]): string {
+  const m = spec.template.migrations.find((x) => x.version === version);
+  if (!m) throw new Error(`the template has no migration ${version}`);
+  const s = ident(spec.name);
+  const name = literal(spec.name);
+  return [
+    metaLockSql(`tenantry.schema.${spec.name}`),
+    `DO $tenantry_version$ DECLARE v integer; BEGIN
+  SELECT coalesce(max(version), 0) INTO v FROM tenantry_meta.schema_versions WHERE schema_name = ${name};
+  IF v >= ${version} THEN RAISE EXCEPTION 'schema ${spec.name} is at version %', v USING ERRCODE = '${AT_VERSION}'; END IF;
+  IF v < ${version - 1} THEN RAISE EXCEPTION 'schema ${spec.name} is at version %', v USING ERRCODE = '${BEHIND_VERSION}'; END IF;
+END $tenantry_version$`,
+    `SET LOCAL ROLE ${ident(spec.owner)}`,
+    `SET LOCAL search_path TO ${s}`,
+    m.sql,
+    'RESET ROLE',
+    `INSERT INTO tenantry_meta.schema_versions (schema_name, version) VALUES (${name}, ${version})
+       ON CONFLICT (schema_name) DO UPDATE SET version = excluded.version, applied_at = now()`,
+    ...andThen,
+  ].join(';\n');
+}
+
+const versionIn = (e: unknown): number => Number(/at version (\d+)/.exec((e as Error).message)?.[1] ?? 0);
+
+/**
+ * Brings an existing schema from `from` (its version as last recorded) to `toVersion`: each template
+ * migration in its own transaction with its version bump, under the schema's lock, in one round trip.
+ * A version already applied (by an earlier attempt that crashed before recording it, or by a
+ * concurrent applier) is skipped, never applied twice; a schema found behind `from` is migrated from
+ * where it is. `andThen(version)` adds statements to that version's transaction. Returns the versions
+ * this call applied and the version the schema is at.
+ */
+export async function migrateSchema(
+  db: Queryable,
+  spec: SchemaSpec,
+  opts: { from: number; toVersion: number; andThen?: (version: number) => string[] },
+): Promise<{ applied: number[]; version: number }> {
+  const applied: number[] = [];
+  let v = opts.from + 1;
+  let at = opts.from;
+  while (v <= opts.toVersion) {
+    try {
+      await db.query(migrationScript(spec, v, opts.andThen?.(v) ?? []));
+      applied.push(v);
+      at = v;
+      v++;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === AT_VERSION) {
+        at = Math.max(at, versionIn(e));
+        v = at + 1;
+      } else if (code === BEHIND_VERSION) {
+        at = versionIn(e);
+        v = at + 1;
+      } else throw e;
+    }
+  }
+  return { applied, version: at };
+}
+
+/** A template cut at `version`: what a schema at that version was built from. */
+export function templateUpTo(template: TenantTemplate, version: number): TenantTemplate {
+  const migrations = template.migrations.filter((m) => m.version <= version);
+  return { version: Math.min(version, template.version), migrations };
+}
+
 export const schemaProvider: Provider<SchemaSpec, SchemaState> = {
   kind: 'schema',
 

@@ -1,0 +1,182 @@
+import pg from 'pg';
+import type { DataPlane } from '../dataplane/dataplane.js';
+import { TenantryError } from '../domain/errors.js';
+import type { Queryable } from '../domain/queryable.js';
+import type { RolloutTier } from '../domain/rollout.js';
+import { mapLimit } from '../lib/concurrency.js';
+import { placementOf } from '../promotion/placement.js';
+import {
+  ensureMeta,
+  guardPrivateSchemaSql,
+  migrateSchema,
+  poolProvider,
+  type SchemaSpec,
+  type TenantTemplate,
+} from '../providers/postgres/index.js';
+
+export interface MigrationTenant {
+  id: string;
+  slug: string;
+  tier: RolloutTier;
+}
+
+/**
+ * A tenant's placement (and the pool's shared tables) brought to a template version on the local
+ * target's data plane: each template migration in its own transaction with the version bump, under
+ * the schema's lock (providers/postgres/schema.ts `migrateSchema`), a version already there never
+ * applied again. A version that creates tables also puts the write-freeze guards on them, in the
+ * same transaction, so a promotion's freeze covers them. Used by the rollout runner, and by the
+ * executor when it resumes a tenant's `migrate` operation after a crash.
+ */
+export class RolloutMigrator {
+  /** Sessions on the shared data database (pool and bridge schemas), as many as a wave runs at once. */
+  private readonly shared: pg.Pool;
+  /** The pool's shared tables' version, once read or made (it only moves forward). */
+  private poolAt: number | undefined;
+
+  constructor(
+    private readonly dp: DataPlane,
+    private readonly template: TenantTemplate,
+    /** Versions that create tables (the template lint says which). */
+    private readonly createsTables: readonly number[],
+    opts: { maxConnections?: number } = {},
+  ) {
+    this.shared = new pg.Pool({
+      connectionString: dp.urlFor(dp.names.database),
+      max: opts.maxConnections ?? 32,
+      idleTimeoutMillis: 10_000,
+    });
+    this.shared.on('error', () => {});
+  }
+
+  /** The newest version the template has. */
+  get newestVersion(): number {
+    return this.template.version;
+  }
+
+  private spec(schema: string): SchemaSpec {
+    return { name: schema, owner: this.dp.names.ownerRole, template: this.template };
+  }
+
+  private async onShared<T>(fn: (db: Queryable) => Promise<T>): Promise<T> {
+    const c = await this.shared.connect();
+    try {
+      return await fn(c);
+    } finally {
+      c.release();
+    }
+  }
+
+  /** The version the pool's shared tables are at (0 when there is no pool yet). */
+  async poolVersion(): Promise<number> {
+    const n = this.dp.names;
+    const v = await this.onShared(async (db) => {
+      await ensureMeta(db);
+      const { rows } = await db.query<{ version: number }>(
+        'SELECT version FROM tenantry_meta.schema_versions WHERE schema_name = $1',
+        [n.poolSchema],
+      );
+      return rows[0]?.version ?? 0;
+    });
+    this.poolAt = Math.max(this.poolAt ?? 0, v);
+    return v;
+  }
+
+  /**
+   * The platform step: the pool's shared tables to `toVersion` (its RLS, policies, grants and guards
+   * converged on any new table). Returns the version found and the versions applied.
+   */
+  async migratePool(toVersion: number): Promise<{ fromVersion: number; applied: number[]; version: number }> {
+    const n = this.dp.names;
+    const fromVersion = await this.poolVersion();
+    if (fromVersion >= toVersion) return { fromVersion, applied: [], version: fromVersion };
+    const out = await this.onShared(async (db) => {
+      const r = await migrateSchema(db, this.spec(n.poolSchema), { from: fromVersion, toVersion });
+      await poolProvider.create(db, {
+        schema: n.poolSchema,
+        owner: n.ownerRole,
+        appRole: n.poolRole,
+        database: n.database,
+        setting: n.tenantSetting,
+        template: this.template,
+      });
+      return r;
+    });
+    this.poolAt = Math.max(this.poolAt ?? 0, out.version);
+    return { fromVersion, ...out };
+  }
+
+  /**
+   * One tenant to `toVersion`, from `from` (its recorded version). A pool tenant's rows are in the
+   * shared tables: nothing to apply, but they must be at the version already (the platform step).
+   */
+  async migrateTenant(
+    t: MigrationTenant,
+    from: number,
+    toVersion: number,
+  ): Promise<{ applied: number[]; version: number }> {
+    if (t.tier === 'pool') {
+      if ((this.poolAt ?? 0) < toVersion) await this.poolVersion();
+      if ((this.poolAt ?? 0) < toVersion) {
+        throw new TenantryError(
+          'PROVIDER_FAILED',
+          `the pool's shared tables are at version ${this.poolAt ?? 0}, behind ${toVersion}: the rollout's platform step migrates them first`,
+          { retryable: true },
+        );
+      }
+      return { applied: [], version: toVersion };
+    }
+    const place = placementOf(this.dp, t.slug, t.tier);
+    const spec = this.spec(place.schema);
+    const run = (db: Queryable) =>
+      migrateSchema(db, spec, {
+        from,
+        toVersion,
+        andThen: (v) => (this.createsTables.includes(v) ? [guardPrivateSchemaSql(place.schema)] : []),
+      });
+    return t.tier === 'bridge' ? this.onShared(run) : this.dp.withDatabase(place.database, run);
+  }
+
+  /**
+   * The ledger against the catalogs: each tenant's schema version as the data plane records it (one
+   * read of the shared database; one short session per silo, eight at a time). The pool's version
+   * stands for every pool tenant.
+   */
+  async versionsOf(tenants: MigrationTenant[]): Promise<Map<string, number | null>> {
+    const out = new Map<string, number | null>();
+    const bridges = tenants.filter((t) => t.tier === 'bridge');
+    const pool = tenants.some((t) => t.tier === 'pool') ? await this.poolVersion() : null;
+    if (bridges.length > 0) {
+      const names = bridges.map((t) => placementOf(this.dp, t.slug, t.tier).schema);
+      const { rows } = await this.shared.query<{ schema_name: string; version: number }>(
+        'SELECT schema_name, version FROM tenantry_meta.schema_versions WHERE schema_name = ANY($1::text[])',
+        [names],
+      );
+      const byName = new Map(rows.map((r) => [r.schema_name, r.version]));
+      for (const t of bridges) out.set(t.id, byName.get(placementOf(this.dp, t.slug, t.tier).schema) ?? null);
+    }
+    for (const t of tenants) if (t.tier === 'pool') out.set(t.id, pool);
+    await mapLimit(
+      tenants.filter((t) => t.tier === 'silo'),
+      8,
+      async (t) => {
+        const place = placementOf(this.dp, t.slug, t.tier);
+        const v = await this.dp
+          .withDatabase(place.database, async (db) => {
+            const { rows } = await db.query<{ version: number }>(
+              `SELECT version FROM tenantry_meta.schema_versions WHERE schema_name = $1`,
+              [place.schema],
+            );
+            return rows[0]?.version ?? null;
+          })
+          .catch(() => null);
+        out.set(t.id, v);
+      },
+    );
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.shared.end();
+  }
+}

@@ -1,0 +1,76 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import pino from 'pino';
+import app, { serverOptions } from '../../control-plane/src/app.js';
+import { startRuntime } from '../../control-plane/src/runtime.js';
+import { dropStackDatabases, type TestStack } from './runtime.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../../templates');
+
+/**
+ * A copy of templates/ in a scratch directory (TENANTRY_TEMPLATES_DIR), so a test can add a tenant
+ * schema version without changing the version every other test file's tenants are expected at.
+ */
+export interface TemplatesCopy {
+  dir: string;
+  /** Adds `NNNN_<name>.sql` and moves tiers.json's templateVersion to it. */
+  addVersion(version: number, name: string, sql: string): void;
+  remove(): void;
+}
+
+export function copyTemplates(): TemplatesCopy {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-templates-'));
+  fs.chmodSync(dir, 0o755);
+  fs.cpSync(ROOT, dir, { recursive: true });
+  return {
+    dir,
+    addVersion(version, name, sql) {
+      const file = `${String(version).padStart(4, '0')}_${name}.sql`;
+      fs.writeFileSync(path.join(dir, 'tenant-schema', file), sql);
+      const tiers = JSON.parse(fs.readFileSync(path.join(dir, 'tiers.json'), 'utf8'));
+      tiers.templateVersion = version;
+      fs.writeFileSync(path.join(dir, 'tiers.json'), JSON.stringify(tiers, null, 2));
+    },
+    remove() {
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * The version 2 the rollout tests ship: a column and an index on `users`, and a check that refuses
+ * an upper-case email, so a tenant holding one fails to migrate (a data-dependent failure) until its
+ * data is fixed.
+ */
+export const VERSION_2 = `-- Version 2: nicknames, looked up per tenant; emails stored lower-case.
+ALTER TABLE users ADD COLUMN nickname text;
+CREATE INDEX users_nickname_idx ON users (tenant_id, nickname);
+ALTER TABLE users ADD CONSTRAINT users_email_lowercase CHECK (email = lower(email));
+`;
+
+/**
+ * Stops a stack's app and runtime and starts them again on the same databases, data directory and
+ * configuration, as an operator's restart does (the templates directory is read again).
+ */
+export async function restartStack(s: TestStack): Promise<TestStack> {
+  await s.app.close();
+  await s.runtime.close();
+  const log = pino({ level: s.config.logLevel });
+  const runtime = await startRuntime(s.config, log);
+  const server = Fastify({ ...serverOptions, loggerInstance: log });
+  await server.register(app, { services: runtime.services });
+  await server.ready();
+  return {
+    ...s,
+    app: server as unknown as FastifyInstance,
+    runtime,
+    async close() {
+      await server.close();
+      await runtime.close();
+      fs.rmSync(s.config.dataDir, { recursive: true, force: true });
+      await dropStackDatabases(s.controlDb, s.dataDb);
+    },
+  };
+}
