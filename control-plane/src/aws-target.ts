@@ -1,8 +1,11 @@
 import path from 'node:path';
+import { OrganizationsClient } from '@aws-sdk/client-organizations';
 import { parsePlatformSettings } from '../../stacks/common/config.js';
 import { API_VERSION } from './app.js';
+import { ACCOUNT_CLOSURES_CRON, ACCOUNT_CLOSURES_TASK, AccountClosureQueue } from './aws/closures.js';
 import { AWS_ENDPOINT_SERVICES } from './aws/provider-options.js';
 import type { Config } from './config.js';
+import { getStackSettings, saveStackSettings } from './db/aws.js';
 import { AwsDriftDetector, AwsDriftRemediator } from './drift/aws.js';
 import { type DriftDeps, type DriftHandle, wireDrift } from './drift/index.js';
 import { AwsEngine } from './engine/aws.js';
@@ -27,7 +30,21 @@ export function startAwsTarget(
   const endpoints = a.endpoint
     ? Object.fromEntries(AWS_ENDPOINT_SERVICES.map((svc) => [svc, a.endpoint as string]))
     : undefined;
+  const { db, log } = opts.drift;
+  // Account closures: offboarding queues them, an hourly task requests what the quota allows.
+  const organizations = platform.account
+    ? new OrganizationsClient({ region: a.region, ...(a.endpoint ? { endpoint: a.endpoint } : {}) })
+    : undefined;
+  const closures = organizations
+    ? new AccountClosureQueue(db, organizations, log.child({ component: 'account-closures' }))
+    : undefined;
   const engine = new AwsEngine({
+    // Each stack's secrets provider and key, in the control database: any worker runs any stack.
+    stackSettings: {
+      get: (stack) => getStackSettings(db, stack),
+      save: (stack, s) => saveStackSettings(db, stack, s),
+    },
+    ...(closures ? { closures } : {}),
     backendUrl: a.backendUrl,
     ...(a.secretsProvider ? { secretsProvider: a.secretsProvider } : {}),
     envVars: a.envVars,
@@ -50,10 +67,27 @@ export function startAwsTarget(
         }
       : {}),
   });
-  const drift = wireDrift(
+  const wired = wireDrift(
     opts.drift,
     new AwsDriftDetector(engine, { concurrency: a.concurrency }),
     new AwsDriftRemediator(engine),
   );
+  // The closure queue's task rides with the target's other job-queue tasks (the worker merges them).
+  const drift: DriftHandle = closures
+    ? {
+        ...wired,
+        taskList: {
+          ...wired.taskList,
+          [ACCOUNT_CLOSURES_TASK]: async () => {
+            await closures.drain();
+          },
+        },
+        crontab: `${wired.crontab}${ACCOUNT_CLOSURES_CRON}`,
+        close: async () => {
+          await wired.close();
+          organizations?.destroy();
+        },
+      }
+    : wired;
   return { engine, drift };
 }

@@ -2,28 +2,8 @@ import * as aws from '@pulumi/aws';
 import type * as pulumi from '@pulumi/pulumi';
 import { need } from './config.js';
 import { arnAccount } from './key-policy.js';
-import { archivedSnapshotIdentifier, exportSnapshotIdentifier } from './names.js';
+import { archivedSnapshotIdentifier, exportResourceNames, exportSnapshotIdentifier } from './names.js';
 import type { ProgramContext } from './program.js';
-
-/** The export's two resources, children of the stack itself (so their URNs are known before they exist). */
-export const exportResourceNames = (slug: string) => ({
-  snapshot: `tenant-${slug}-export`,
-  copy: `tenant-${slug}-export-copy`,
-});
-const SNAPSHOT_TYPE = 'aws:rds/snapshot:Snapshot';
-const COPY_TYPE = 'aws:rds/snapshotCopy:SnapshotCopy';
-
-/**
- * The URNs of the export's resources in a stack. The offboarding `up` is targeted at the resources
- * already in the stack (it must not create what a failed onboarding left out); these two are added to
- * its targets when the stack has an RDS instance to export.
- */
-export function exportResourceUrns(stack: string, project: string, slug: string): string[] {
-  const n = exportResourceNames(slug);
-  // A resource without a parent is the stack's child: its type is qualified with the stack's.
-  const root = `urn:pulumi:${stack}::${project}::pulumi:pulumi:Stack$`;
-  return [`${root}${SNAPSHOT_TYPE}::${n.snapshot}`, `${root}${COPY_TYPE}::${n.copy}`];
-}
 
 /**
  * Account tier offboarding, before the destroy: the tenant's database leaves its account first. A

@@ -470,7 +470,7 @@ describe('the account tier', () => {
     expect(String(copy.inputs.targetDbSnapshotIdentifier)).toMatch(/-archive$/);
     expect(copy.retainOnDelete).toBe(true);
     // The URNs the offboarding `up` adds to its targets (it is targeted at what the stack has).
-    const { exportResourceUrns } = await import('../../stacks/common/export.js');
+    const { exportResourceUrns } = await import('../../stacks/common/names.js');
     expect(exportResourceUrns(stackName('exporter'), PULUMI_PROJECT, 'exporter')).toEqual([
       snapshot.urn,
       copy.urn,

@@ -1,4 +1,5 @@
 export { type AwsCredentials, assumeRole, findActiveAccountIdByEmail, memberRoleArn } from './accounts.js';
+export { ACCOUNT_CLOSURES_TASK, AccountClosureQueue, closeAccountQuota } from './closures.js';
 export {
   deleteAlias,
   describeKey,

@@ -69,8 +69,9 @@ import {
   type PulumiResult,
   type PulumiRunner,
   type RunOptions,
+  type StackSettingsRecord,
 } from './pulumi/runner.js';
-import { programContentHash, programVersion } from './pulumi/version.js';
+import { PINNED_VERSIONS, programContentHash, programVersion } from './pulumi/version.js';
 
 const REPO = path.resolve(import.meta.dirname, '../../..');
 /** The programs and what decides their resources besides the templates: hashed into the program version. */
@@ -101,6 +102,18 @@ export interface AwsEngineOptions
   siloTls?: boolean;
   /** The row move's settings (lag limit, freeze wait …), as on the local target. */
   promotion?: Partial<Omit<RowMoveOptions, 'placements'>>;
+  /**
+   * Where each stack's Pulumi settings (secrets provider and its key) are kept, so that any worker can
+   * run any stack (pulumi#8183); aws-target.ts gives the control database's (db/aws.ts).
+   */
+  stackSettings?: {
+    get(stack: string): Promise<StackSettingsRecord | null>;
+    save(stack: string, settings: StackSettingsRecord): Promise<void>;
+  };
+  /** The account tier's closure queue (aws/closures.ts): offboarding queues, a cron task requests. */
+  closures?: { enqueue(tenant: StepTenant, accountId: string, operationId: string): Promise<void> };
+  /** The exact Pulumi CLI and aws plugin versions to run with (default: version.ts's pins); null checks none (tests). */
+  pins?: { cli: string; awsPlugin: string } | null;
   /** Tests: what runs a job (default: a child process) and the account-operation bound. */
   runner?: PulumiRunner;
   accountSemaphore?: Semaphore;
@@ -401,9 +414,25 @@ export class AwsEngine implements Engine {
     return buildJob(op, t, tier, this.settings, stage);
   }
 
-  /** Account-tier runs also take one of the (at most 5) account-operation slots, before a Pulumi slot. */
-  private run(job: PulumiJob, opts: RunOptions): Promise<PulumiResult> {
-    const run = () => this.pool.run(job, opts);
+  /**
+   * Account-tier runs also take one of the (at most 5) account-operation slots, before a Pulumi slot.
+   * Every run gets the stack's persisted settings, the pinned versions and what makes a lock stale;
+   * settings the child reports as new are persisted before it goes on.
+   */
+  private async run(job: PulumiJob, opts: RunOptions): Promise<PulumiResult> {
+    const store = this.opts.stackSettings;
+    const persisted = await store?.get(job.stackName);
+    const pins = this.opts.pins === undefined ? PINNED_VERSIONS : this.opts.pins;
+    const full: PulumiJob = {
+      ...job,
+      ...(persisted ? { stackSettings: persisted } : {}),
+      ...(pins ? { pins } : {}),
+      staleLock: { maxAgeMs: this.stale.maxAgeMs, hostname: this.stale.hostname ?? os.hostname() },
+    };
+    const withSettings: RunOptions = store
+      ? { ...opts, onStackSettings: (s) => store.save(job.stackName, s) }
+      : opts;
+    const run = () => this.pool.run(full, withSettings);
     return job.input.tier === 'account' ? this.accountSem.run(run) : run();
   }
 
@@ -467,8 +496,16 @@ export class AwsEngine implements Engine {
     } catch (e) {
       throw toTenantryError(e, { stack: job.stackName, op, tier }, this.stale);
     }
-    if (op === 'destroy') return { programVersion: null, stack: null };
-    if (op === 'unprotect') return undefined;
+    if (op === 'unprotect') {
+      // The account the destroy leaves open (its stack retains it), for the closure queue.
+      const accountId = plainOutputs(result.outputs, false).accountId;
+      if (t.tier === 'account' && typeof accountId === 'string') await ctx.report?.({ accountId });
+      return undefined;
+    }
+    if (op === 'destroy') {
+      if (t.tier === 'account') await this.queueClosure(ctx);
+      return { programVersion: null, stack: null };
+    }
     if (ctx.kind === 'promote') {
       if (step === 'stack-stage') {
         const target = stagedTarget(result.outputs);
@@ -687,6 +724,29 @@ export class AwsEngine implements Engine {
     } finally {
       if (!this.opts.clients?.memberSecrets) client.destroy();
     }
+  }
+
+  /**
+   * After an account tenant's destroy: its account, still open (CloseAccount is capped), is queued for
+   * closure. The id is the one offboarding's `up` reported, or looked up by the tenant's root email.
+   */
+  private async queueClosure(ctx: StepContext): Promise<void> {
+    const t = ctx.tenant;
+    let accountId = typeof ctx.progress?.accountId === 'string' ? ctx.progress.accountId : undefined;
+    const account = this.opts.platform.account;
+    if (!accountId && account) {
+      this.organizations ??=
+        this.opts.clients?.organizations ?? new OrganizationsClient(this.clientConfig('organizations'));
+      const email = accountRootEmail(t.slug, AwsEngine.accountEmailSuffix(t.id), account.emailDomain);
+      accountId = (await findActiveAccountIdByEmail(this.organizations, email)) ?? undefined;
+    }
+    if (!accountId) return; // no account was ever vended (an onboarding that failed before it)
+    if (!this.opts.closures) {
+      throw new TenantryError('PROVIDER_FAILED', 'the account closure queue is not configured', {
+        context: { accountId },
+      });
+    }
+    await this.opts.closures.enqueue(t, accountId, ctx.operationId);
   }
 
   async close(): Promise<void> {

@@ -583,3 +583,77 @@ describe('adminUrl', () => {
     expect(message).not.toContain('sekrit');
   });
 });
+
+describe('what every run is given', () => {
+  it('runs with the stack’s persisted settings, the pinned versions and what makes a lock stale, and persists what the child reports', async () => {
+    const kms = {
+      secretsProvider: 'awskms://alias/tenantry-state?region=eu-west-1',
+      encryptedKey: 'AQICAHh…',
+    };
+    const store = new Map<string, Record<string, string>>([[tenantStackName('pool-co'), kms]]);
+    const saved: [string, unknown][] = [];
+    const f = fakeRunner();
+    const e = engine({
+      runner: async (job, opts) => {
+        await opts.onStackSettings?.({ ...kms, encryptedKey: 'rotated' });
+        return f.runner(job, opts);
+      },
+      stackSettings: {
+        get: async (stack) => store.get(stack) ?? null,
+        save: async (stack, s) => void saved.push([stack, s]),
+      },
+    });
+    await e.runStep(ctx(tenant('pool'), 'stack-up'));
+    const job = f.jobs[0]?.job;
+    expect(job?.stackSettings).toEqual(kms);
+    expect(job?.pins).toEqual({ cli: '3.248.0', awsPlugin: '7.48.0' });
+    expect(job?.staleLock).toEqual({ maxAgeMs: 600_000 + 60_000, hostname: os.hostname() });
+    expect(saved).toEqual([[tenantStackName('pool-co'), { ...kms, encryptedKey: 'rotated' }]]);
+  });
+});
+
+describe('account closures', () => {
+  it('reports the account offboarding leaves open, and queues its closure after the destroy', async () => {
+    const f = fakeRunner((job) => (job.op === 'unprotect' ? { outputs: { accountId: '222233334444' } } : {}));
+    const queued: unknown[] = [];
+    const e = engine({
+      runner: f.runner,
+      closures: {
+        enqueue: async (t, accountId, operationId) => void queued.push([t.slug, accountId, operationId]),
+      },
+    });
+    const t = tenant('account');
+    const progress: Record<string, unknown> = {};
+    const report = async (patch: Record<string, unknown>) => void Object.assign(progress, patch);
+    await e.runStep(ctx(t, 'stack-unprotect', { kind: 'offboard', report }));
+    expect(progress).toEqual({ accountId: '222233334444' });
+    expect(queued).toEqual([]);
+    await e.runStep(ctx(t, 'stack-destroy', { kind: 'offboard', progress }));
+    expect(queued).toEqual([['account-co', '222233334444', 'op_test']]);
+  });
+
+  it('looks the account up by its root email when offboarding’s up did not report it, and queues nothing without one', async () => {
+    const org = mockClient(OrganizationsClient);
+    try {
+      const t = tenant('account');
+      const email = `root+account-co-${AwsEngine.accountEmailSuffix(t.id)}@tenants.example.com`;
+      org
+        .on(ListAccountsCommand)
+        .resolves({ Accounts: [{ Id: '555566667777', Email: email, State: 'ACTIVE' }] });
+      const queued: string[] = [];
+      const e = engine({
+        runner: fakeRunner().runner,
+        closures: { enqueue: async (_t, accountId) => void queued.push(accountId) },
+        clients: { organizations: new OrganizationsClient({ region: 'us-east-1' }) },
+      });
+      await e.runStep(ctx(t, 'stack-destroy', { kind: 'offboard' }));
+      expect(queued).toEqual(['555566667777']);
+      org.reset();
+      org.on(ListAccountsCommand).resolves({ Accounts: [] });
+      await e.runStep(ctx(tenant('account', 'never-vended'), 'stack-destroy', { kind: 'offboard' }));
+      expect(queued).toEqual(['555566667777']);
+    } finally {
+      org.restore();
+    }
+  });
+});

@@ -12,6 +12,7 @@ export type PulumiErrorKind =
   | 'cancelled'
   | 'stack-missing'
   | 'cli-version'
+  | 'pending-operations'
   | 'provider'
   | 'unknown';
 
@@ -67,8 +68,10 @@ const ORGANIZATIONS_CONFLICT = /ConcurrentModificationException/;
 /** Names the runner gives a child that timed out or died without a result (runner.ts). */
 export const TIMEOUT_ERROR = 'TimeoutError';
 export const CHILD_CRASH_ERROR = 'ChildCrashError';
-/** The child's own refusal to run a drift check on a CLI that would lock the stack (child.ts). */
+/** The child's own refusal to run on a CLI or aws plugin other than the pinned ones (operation.ts). */
 export const CLI_VERSION_ERROR = 'PulumiVersionError';
+/** A killed run left pending creations that are not known to be safe to drop (operation.ts). */
+export const PENDING_OPERATIONS_ERROR = 'PendingOperationsError';
 
 export function parseLockHolders(message: string): LockHolder[] {
   const out: LockHolder[] = [];
@@ -130,6 +133,7 @@ export function classifyPulumiError(
   if (name === CHILD_CRASH_ERROR) return { kind: 'child-crashed', retryable: true };
   if (name === 'StackNotFoundError') return { kind: 'stack-missing', retryable: false };
   if (name === CLI_VERSION_ERROR) return { kind: 'cli-version', retryable: false };
+  if (name === PENDING_OPERATIONS_ERROR) return { kind: 'pending-operations', retryable: false };
   if (name === 'ConcurrentUpdateError' || text.includes(CLOUD_CONFLICT) || text.includes(DIY_CONFLICT)) {
     const locks = parseLockHolders(text);
     if (isStaleLock(locks, stale)) return { kind: 'stale-lock', retryable: false, locks };
@@ -175,8 +179,16 @@ export function toTenantryError(
     'child-crashed': 'the Pulumi process ended without a result; the operation will be retried',
     cancelled: 'the operation was cancelled',
     'stack-missing': 'the tenant has no stack in the Pulumi backend',
-    // Written by child.ts from the CLI's version alone: nothing secret in it.
-    'cli-version': c.kind === 'cli-version' && e instanceof Error ? e.message : 'the Pulumi CLI is too old',
+    // Written by operation.ts from the CLI's and plugin's versions alone: nothing secret in it.
+    'cli-version':
+      c.kind === 'cli-version' && e instanceof Error
+        ? e.message
+        : 'the Pulumi CLI or aws plugin is not the version Tenantry runs',
+    // Written by operation.ts: resource URNs and what to do, nothing secret.
+    'pending-operations':
+      c.kind === 'pending-operations' && e instanceof Error
+        ? e.message
+        : 'a killed run left pending operations an operator must resolve',
     provider: 'a resource provider rejected the change',
     unknown: 'the Pulumi operation failed',
   };

@@ -7,6 +7,17 @@ import { CHILD_CRASH_ERROR, TIMEOUT_ERROR } from './errors.js';
 
 export type PulumiOp = 'up' | 'preview-refresh' | 'destroy' | 'unprotect';
 
+/**
+ * What a stack's `Pulumi.<stack>.yaml` holds besides its config: the secrets provider the stack was
+ * created with and that provider's state (the data key it encrypted, or the passphrase's salt).
+ * Kept in the control database (db/aws.ts) and handed to every run, so any worker can run any stack.
+ */
+export interface StackSettingsRecord {
+  secretsProvider?: string;
+  encryptedKey?: string;
+  encryptionSalt?: string;
+}
+
 export interface PulumiJob {
   /**
    * `unprotect` is an `up` targeted at the resources already in the stack, with the program's
@@ -30,10 +41,18 @@ export interface PulumiJob {
   policyPackConfig?: Record<string, unknown>;
   /** The oldest CLI a refreshing preview may run on (DIY backends: pulumi#22385). */
   minCliVersionForPreview?: string;
+  /** The exact CLI and aws plugin versions the run needs (version.ts); any other is refused. */
+  pins?: { cli: string; awsPlugin: string };
+  /** The stack's persisted settings (written to its workspace before the stack is selected). */
+  stackSettings?: StackSettingsRecord;
+  /** When a lock left on the stack is stale: older than this, or held by a dead process of this host. */
+  staleLock?: { maxAgeMs: number; hostname: string };
 }
 
 export type ChildMessage =
   | { type: 'event'; event: EngineEvent }
+  /** The stack's settings differ from the job's: the parent persists them, then answers. */
+  | { type: 'stack-settings'; settings: StackSettingsRecord }
   | { type: 'result'; summary: Record<string, number>; outputs: Record<string, unknown> }
   | { type: 'error'; name: string; message: string };
 
@@ -59,6 +78,8 @@ export interface RunOptions {
   graceMs?: number;
   /** The child entry; tests may point it elsewhere. */
   childPath?: string;
+  /** Persists the stack's settings the child reports, before the child goes on (AwsEngine: db/aws.ts). */
+  onStackSettings?: (settings: StackSettingsRecord) => Promise<void>;
 }
 
 /** What runs one job: the real child process, or a stand-in in tests. */
@@ -133,7 +154,15 @@ export function runPulumi(job: PulumiJob, opts: RunOptions): Promise<PulumiResul
     else opts.signal?.addEventListener('abort', onAbort, { once: true });
     child.on('message', (m: ChildMessage) => {
       if (m.type === 'event') opts.onEvent?.(m.event);
-      else {
+      else if (m.type === 'stack-settings') {
+        // The child waits for this answer: nothing is encrypted with settings not yet saved.
+        Promise.resolve(opts.onStackSettings?.(m.settings)).then(
+          () => child.connected && child.send({ type: 'stack-settings-saved' }),
+          (e: unknown) =>
+            child.connected &&
+            child.send({ type: 'stack-settings-failed', message: String((e as Error)?.message ?? e) }),
+        );
+      } else {
         if (m.type === 'result') result ??= { summary: m.summary, outputs: m.outputs };
         else failure ??= new PulumiRunError(m.name, m.message);
         killLater(); // the child exits right after its last message; if it lingers, it is stopped

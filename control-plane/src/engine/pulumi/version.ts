@@ -9,6 +9,14 @@ import path from 'node:path';
  */
 export const MIN_CLI_FOR_DRIFT = '3.229.0';
 
+/**
+ * The Pulumi CLI and aws plugin every operation runs with, exactly: the CLI released with the
+ * @pulumi/pulumi SDK in package-lock.json (they are versioned together) and the plugin of the
+ * @pulumi/aws package the programs are written against. tests/unit/aws/pinned-versions.test.ts keeps
+ * them equal to the installed packages. Install both ahead of time: scripts/pulumi-install.ts.
+ */
+export const PINNED_VERSIONS = { cli: '3.248.0', awsPlugin: '7.48.0' } as const;
+
 const DIY_BACKEND = /^(s3|file|gs|azblob):\/\//;
 export const isDiyBackend = (url: string): boolean => DIY_BACKEND.test(url);
 
