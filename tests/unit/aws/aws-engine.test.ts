@@ -1,14 +1,11 @@
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ListAccountsCommand, OrganizationsClient } from '@aws-sdk/client-organizations';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
 import { mockClient } from 'aws-sdk-client-mock';
 import { parse } from 'pg-connection-string';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import type { AwsCredentials } from '../../../control-plane/src/aws/accounts.js';
 import { TenantryError } from '../../../control-plane/src/domain/errors.js';
 import {
   tenantObjectName,
@@ -23,7 +20,12 @@ import type { PulumiJob, PulumiResult, RunOptions } from '../../../control-plane
 import { TEST_PLATFORM } from '../../fixtures/platform.js';
 
 const platform = TEST_PLATFORM;
-/** One Secrets Manager mock for the file: a second mockClient of the same class would replace it. */
+/**
+ * One Secrets Manager mock for the file (a second mockClient of the same class would replace it). The
+ * promotion tests below set the routing descriptor the engine reads through it, and one makes Secrets
+ * Manager fail, which the emulator never does; the engine's reads themselves run on the emulator in
+ * tests/aws/aws-engine.test.ts.
+ */
 const secretsMock = mockClient(SecretsManagerClient);
 
 const tenant = (
@@ -440,119 +442,6 @@ describe('program version', () => {
   });
 });
 
-describe('AwsEngine.connection', () => {
-  const sm = secretsMock;
-  const org = mockClient(OrganizationsClient);
-  const sts = mockClient(STSClient);
-  afterEach(() => {
-    sm.reset();
-    org.reset();
-    sts.reset();
-  });
-
-  const descriptor = {
-    tenantId: 'x',
-    tier: 'silo',
-    host: 'tenantry-acme-1a2b3c.abcdefgh.eu-west-1.rds.amazonaws.com',
-    port: 5432,
-    database: tenantObjectName('acme'),
-    schema: 'app',
-    user: tenantObjectName('acme'),
-    password: 'never-returned',
-  };
-
-  it('reads the descriptor from the tenant secret and leaves the password there', async () => {
-    const arn = `arn:aws:secretsmanager:eu-west-1:111111111111:secret:${tenantSecretName('acme')}-AbCdEf`;
-    sm.on(GetSecretValueCommand, { SecretId: tenantSecretName('acme') }).resolves({
-      ARN: arn,
-      SecretString: JSON.stringify(descriptor),
-      VersionId: 'v1',
-    });
-    const c = await engine().connection(tenant('silo', 'acme'));
-    expect(c).toEqual({
-      tenantId: '0a1b2c3d-0000-4000-8000-00000000000a',
-      tier: 'silo',
-      host: descriptor.host,
-      port: 5432,
-      database: tenantObjectName('acme'),
-      schema: 'app',
-      user: tenantObjectName('acme'),
-      secretRef: arn,
-    });
-  });
-
-  it('reads an account-tier secret inside the tenant’s own account, through the assumed role', async () => {
-    const t = tenant('account', 'acme', '0a1b2c3d-0000-4000-8000-0000000000bb');
-    const email = `root+acme-${AwsEngine.accountEmailSuffix(t.id)}@tenants.example.com`;
-    org
-      .on(ListAccountsCommand, { NextToken: undefined })
-      .resolves({
-        Accounts: [
-          // A closed predecessor of the same slug (another tenant id, so another email).
-          { Id: '222222222222', Email: 'root+acme-000000000000@tenants.example.com', Status: 'SUSPENDED' },
-        ],
-        NextToken: 'page-2',
-      })
-      .on(ListAccountsCommand, { NextToken: 'page-2' })
-      .resolves({
-        Accounts: [{ Id: '333333333333', Email: email, Status: 'ACTIVE', Name: 'tenantry-acme' }],
-      });
-    sts.on(AssumeRoleCommand).resolves({
-      Credentials: {
-        AccessKeyId: 'ASIAEXAMPLE',
-        SecretAccessKey: 'secret',
-        SessionToken: 'token',
-        Expiration: new Date(Date.now() + 900_000),
-      },
-    });
-    const platformClient = new SecretsManagerClient({ region: 'eu-west-1' });
-    const member = new SecretsManagerClient({ region: 'eu-west-1' });
-    const memberMock = mockClient(member);
-    const platformMock = mockClient(platformClient);
-    const arn = `arn:aws:secretsmanager:eu-west-1:333333333333:secret:${tenantSecretName('acme')}-XyZ123`;
-    memberMock.on(GetSecretValueCommand, { SecretId: tenantSecretName('acme') }).resolves({
-      ARN: arn,
-      SecretString: JSON.stringify({ ...descriptor, tier: 'account' }),
-    });
-    const handed: AwsCredentials[] = [];
-    const e = engine({
-      clients: {
-        secrets: platformClient,
-        organizations: new OrganizationsClient({ region: 'us-east-1' }),
-        sts: new STSClient({ region: 'eu-west-1' }),
-        memberSecrets: (c) => {
-          handed.push(c);
-          return member;
-        },
-      },
-    });
-    const c = await e.connection(t);
-    expect(c.secretRef).toBe(arn);
-    expect(c).not.toHaveProperty('password');
-    expect(sts.commandCalls(AssumeRoleCommand)[0]?.args[0].input).toMatchObject({
-      RoleArn: 'arn:aws:iam::333333333333:role/OrganizationAccountAccessRole',
-      RoleSessionName: 'tenantry-connection-acme',
-    });
-    expect(handed).toEqual([expect.objectContaining({ accessKeyId: 'ASIAEXAMPLE', sessionToken: 'token' })]);
-    expect(platformMock.commandCalls(GetSecretValueCommand)).toHaveLength(0);
-    // The account id is remembered: the next read does not list the organization again.
-    await e.connection(t);
-    expect(org.commandCalls(ListAccountsCommand)).toHaveLength(2);
-    memberMock.restore();
-    platformMock.restore();
-  });
-
-  it('says so when the tenant has no active account', async () => {
-    org.on(ListAccountsCommand).resolves({ Accounts: [] });
-    const e = engine({
-      clients: { organizations: new OrganizationsClient({ region: 'us-east-1' }), sts: new STSClient({}) },
-    });
-    await expect(e.connection(tenant('account', 'gone'))).rejects.toMatchObject({
-      code: 'SECRET_UNAVAILABLE',
-    });
-  });
-});
-
 describe('adminUrl', () => {
   it('carries any username and password through intact, and asks for verified TLS', () => {
     const password = `p@ss:w/rd%?#&= "'\\`;
@@ -630,30 +519,5 @@ describe('account closures', () => {
     expect(queued).toEqual([]);
     await e.runStep(ctx(t, 'stack-destroy', { kind: 'offboard', progress }));
     expect(queued).toEqual([['account-co', '222233334444', 'op_test']]);
-  });
-
-  it('looks the account up by its root email when offboarding’s up did not report it, and queues nothing without one', async () => {
-    const org = mockClient(OrganizationsClient);
-    try {
-      const t = tenant('account');
-      const email = `root+account-co-${AwsEngine.accountEmailSuffix(t.id)}@tenants.example.com`;
-      org
-        .on(ListAccountsCommand)
-        .resolves({ Accounts: [{ Id: '555566667777', Email: email, State: 'ACTIVE' }] });
-      const queued: string[] = [];
-      const e = engine({
-        runner: fakeRunner().runner,
-        closures: { enqueue: async (_t, accountId) => void queued.push(accountId) },
-        clients: { organizations: new OrganizationsClient({ region: 'us-east-1' }) },
-      });
-      await e.runStep(ctx(t, 'stack-destroy', { kind: 'offboard' }));
-      expect(queued).toEqual(['555566667777']);
-      org.reset();
-      org.on(ListAccountsCommand).resolves({ Accounts: [] });
-      await e.runStep(ctx(tenant('account', 'never-vended'), 'stack-destroy', { kind: 'offboard' }));
-      expect(queued).toEqual(['555566667777']);
-    } finally {
-      org.restore();
-    }
   });
 });
