@@ -1,0 +1,312 @@
+/**
+ * API read benchmark. A real control plane (`npm start`'s entry point, on the embedded default, in a
+ * scratch data directory, no scheduled drift sweep) with 10,000 tenants in its registry, loaded with
+ * autocannon on loopback:
+ * - GET /v1/tenants?limit=50 (the first page);
+ * - GET /v1/tenants/{slug} (a random tenant each request: the tenant, its operation in flight, its
+ *   latest promotion);
+ * - GET /v1/tenants/{slug}/connection (a random one of the real onboarded pool tenants: the secret is
+ *   read and decrypted, and every read is an audited write).
+ *
+ *   npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5]
+ *
+ * The 10,000 tenants (each with its succeeded onboarding operation) are written straight into the
+ * control database: real rows the API serves, but onboarding 10,000 through the queue would take
+ * most of an hour. The connection route needs real secrets, so `--real` pool tenants are onboarded
+ * through the API and that route is loaded over them only.
+ *
+ * The floor, in the same run, at the same concurrency (closed loop, N in flight): the same SQL sent
+ * through `pg` from this process, by the control plane's own statement functions (db/repo.ts):
+ * listTenants; findTenantDetail; for the connection, findTenantBySlug, the secret's row, then a
+ * transaction re-reading the tenant FOR SHARE and appending the audit record. The floor does no HTTP,
+ * no auth, no decryption and no JSON serialization: what the API adds on top is the ratio.
+ *
+ * Each route's `--duration` seconds are split into `--rounds` chunks, API and floor alternating, so
+ * both see the same load on a shared machine: the rate is all requests over all chunks' time, p50 and
+ * p99 the median of the chunks' (p99Worst, the worst chunk's).
+ *
+ * Prints one JSON line per route ({route, api: {rps, p50Ms, p99Ms}, floor: {…}, ratio}) and a summary
+ * with the targets: list and get ≥ 0.5× the floor's rate and p99 ≤ 10 ms; connection p99 ≤ 20 ms;
+ * control-plane peak RSS ≤ 250 MB.
+ */
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import {
+  appendAudit,
+  findTenantBySlug,
+  findTenantDetail,
+  listTenants,
+} from '../../control-plane/src/db/repo.js';
+import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import { loadTemplates } from '../../control-plane/src/lib/templates.js';
+import { mapLimit, percentile, round, startControlPlane } from './lib.js';
+
+const { values } = parseArgs({
+  options: {
+    tenants: { type: 'string', default: '10000' },
+    real: { type: 'string', default: '100' },
+    connections: { type: 'string', default: '10' },
+    duration: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '5' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (values.help) {
+  process.stdout.write(
+    'usage: npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5]\n',
+  );
+  process.exit(0);
+}
+const TENANTS = Number(values.tenants);
+const REAL = Number(values.real);
+const C = Number(values.connections);
+const DURATION_S = Number(values.duration);
+const ROUNDS = Number(values.rounds);
+const WARMUP_S = 2;
+
+interface Measure {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  requests: number;
+  seconds: number;
+}
+
+/** The control plane's resident memory now (VmRSS), in MB. */
+const rssMb = (pid: number) => {
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+  return round(kb / 1024, 1);
+};
+
+/** Rounds of one side, as one measure: rates over the total time, latencies the median round's. */
+function combine(rounds: Measure[]) {
+  const median = (xs: number[]) => percentile(xs, 50);
+  const requests = rounds.reduce((n, r) => n + r.requests, 0);
+  const seconds = rounds.reduce((n, r) => n + r.seconds, 0);
+  return {
+    rps: round(requests / seconds, 1),
+    p50Ms: round(median(rounds.map((r) => r.p50Ms))),
+    p99Ms: round(median(rounds.map((r) => r.p99Ms))),
+    p99WorstMs: round(Math.max(...rounds.map((r) => r.p99Ms))),
+    requests,
+  };
+}
+
+const cp = await startControlPlane({ TENANTRY_DRIFT_SCHEDULE: 'off' });
+const pool = new pg.Pool({ connectionString: cp.pgUrl('tenantry'), max: C });
+
+/** The registry: `n` pool tenants, each with its succeeded onboarding, written in one statement each. */
+async function seed(n: number): Promise<string[]> {
+  const { tenantSchema } = loadTemplates('templates');
+  const version = Math.max(...tenantSchema.migrations.map((m) => m.version));
+  const run = randomUUID().slice(0, 6);
+  await pool.query(
+    `INSERT INTO tenants (id, slug, name, tier, status, plan, template_version, outputs, created_at, updated_at)
+     SELECT gen_random_uuid(), 'seed-' || $1 || '-' || g, 'Seeded tenant ' || g, 'pool', 'active', 'standard', $2,
+            jsonb_build_object('schema', 'pool', 'keyId', 'lk_' || md5(g::text), 'keyAlias', 'alias/tenantry/seed-' || g,
+                               'secretRef', 'local-secret://tenantry/seed-' || g || '/connection', 'secretVersion', 1),
+            now() - (g || ' ms')::interval, now()
+       FROM generate_series(1, $3) g`,
+    [run, version, n],
+  );
+  await pool.query(
+    `INSERT INTO operations (id, kind, tenant_id, status, steps, created_at, updated_at, finished_at)
+     SELECT 'op_' || substr(md5(t.id::text), 1, 28), 'onboard', t.id, 'succeeded',
+            '[{"name": "key", "status": "succeeded", "startedAt": null, "finishedAt": null},
+              {"name": "credentials", "status": "succeeded", "startedAt": null, "finishedAt": null},
+              {"name": "pool-membership", "status": "succeeded", "startedAt": null, "finishedAt": null}]'::jsonb,
+            t.created_at, t.created_at, t.created_at
+       FROM tenants t WHERE t.slug LIKE 'seed-' || $1 || '-%'`,
+    [run],
+  );
+  await pool.query('ANALYZE tenants; ANALYZE operations');
+  return Array.from({ length: n }, (_, i) => `seed-${run}-${i + 1}`);
+}
+
+/** `n` real pool tenants through the API, until every one is active. */
+async function onboardReal(n: number): Promise<string[]> {
+  const run = randomUUID().slice(0, 6);
+  const slugs = Array.from({ length: n }, (_, i) => `real-${run}-${i}`);
+  const headers = { authorization: `Bearer ${cp.token}`, 'content-type': 'application/json' };
+  await mapLimit(slugs, 8, async (slug) => {
+    const res = await fetch(`${cp.base}/v1/tenants`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ slug, name: slug, tier: 'pool' }),
+    });
+    if (res.status !== 202) throw new Error(`onboard ${slug}: ${res.status} ${await res.text()}`);
+  });
+  for (;;) {
+    const res = await fetch(`${cp.base}/v1/operations?status=queued&status=running&status=failed&limit=1`, {
+      headers,
+    });
+    const page = (await res.json()) as { items: { status: string; error?: string }[] };
+    const [first] = page.items;
+    if (first?.status === 'failed') throw new Error(`an onboarding failed: ${first.error}`);
+    if (!first) return slugs;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const pick = <T>(xs: T[]): T => xs[Math.floor(Math.random() * xs.length)] as T;
+
+/** autocannon against one route; `path` picks each request's path. */
+async function viaApi(path: () => string, seconds: number): Promise<Measure> {
+  const result = await autocannon({
+    url: cp.base,
+    connections: C,
+    duration: seconds,
+    headers: { authorization: `Bearer ${cp.token}` },
+    requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: path() }) }],
+  });
+  if (result.non2xx > 0 || result.errors > 0) {
+    throw new Error(`${result.non2xx} non-2xx answers and ${result.errors} errors from ${path()}`);
+  }
+  return {
+    rps: round(result['2xx'] / result.duration, 1),
+    p50Ms: result.latency.p50,
+    p99Ms: result.latency.p99,
+    requests: result['2xx'],
+    seconds: result.duration,
+  };
+}
+
+/** The same statements through pg, C in flight, closed loop. */
+async function floor(work: () => Promise<void>, seconds: number): Promise<Measure> {
+  const latencies: number[] = [];
+  const until = performance.now() + seconds * 1000;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: C }, async () => {
+      while (performance.now() < until) {
+        const t = performance.now();
+        await work();
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  const wall = (performance.now() - t0) / 1000;
+  return {
+    rps: round(latencies.length / wall, 1),
+    p50Ms: round(percentile(latencies, 50)),
+    p99Ms: round(percentile(latencies, 99)),
+    requests: latencies.length,
+    seconds: wall,
+  };
+}
+
+const BENCH_ACTOR = { id: null, name: 'bench-floor', role: 'dataplane' };
+
+interface Route {
+  route: string;
+  path: () => string;
+  sql: () => Promise<void>;
+}
+
+// Whatever fails, the control plane (and its embedded Postgres) is stopped.
+try {
+  const pid = cp.proc.pid ?? 0;
+  const memory: Record<string, number> = { startedMb: rssMb(pid) };
+  const seeded = await seed(TENANTS);
+  const real = await onboardReal(REAL);
+  memory.seededAndOnboardedMb = rssMb(pid);
+  const routes: Route[] = [
+    {
+      route: 'GET /v1/tenants?limit=50',
+      path: () => '/v1/tenants?limit=50',
+      sql: async () => {
+        const page = await listTenants(pool, { limit: 50 });
+        if (page.items.length !== 50) throw new Error('the floor read a short page');
+      },
+    },
+    {
+      route: 'GET /v1/tenants/{slug}',
+      path: () => `/v1/tenants/${pick(seeded)}`,
+      sql: async () => {
+        if (!(await findTenantDetail(pool, pick(seeded)))) throw new Error('the floor missed a tenant');
+      },
+    },
+    {
+      route: 'GET /v1/tenants/{slug}/connection',
+      path: () => `/v1/tenants/${pick(real)}/connection`,
+      sql: async () => {
+        const slug = pick(real);
+        const t = await findTenantBySlug(pool, slug);
+        await pool.query(
+          'SELECT version, key_id, ciphertext FROM local_secrets WHERE name = $1 ORDER BY version DESC LIMIT 1',
+          [tenantSecretName(slug)],
+        );
+        const c = await pool.connect();
+        try {
+          await c.query('BEGIN');
+          await findTenantBySlug(c, slug, { forShare: true });
+          await appendAudit(c, {
+            actor: BENCH_ACTOR,
+            action: 'bench.floor.connection.read',
+            tenantId: t?.id ?? null,
+            tenantSlug: slug,
+            requestId: randomUUID(),
+          });
+          await c.query('COMMIT');
+        } finally {
+          c.release();
+        }
+      },
+    },
+  ];
+  const results = [];
+  for (const r of routes) {
+    await viaApi(r.path, WARMUP_S);
+    await floor(r.sql, WARMUP_S);
+    const api: Measure[] = [];
+    const sql: Measure[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      api.push(await viaApi(r.path, DURATION_S / ROUNDS));
+      sql.push(await floor(r.sql, DURATION_S / ROUNDS));
+    }
+    const [a, f] = [combine(api), combine(sql)];
+    const line = {
+      route: r.route,
+      connections: C,
+      api: a,
+      floor: f,
+      ratio: round(a.rps / f.rps),
+      rssMb: rssMb(pid),
+    };
+    memory[r.route] = line.rssMb;
+    results.push(line);
+    process.stdout.write(`${JSON.stringify(line)}\n`);
+  }
+  const [list, get, conn] = results as [(typeof results)[0], (typeof results)[0], (typeof results)[0]];
+  const peak = cp.peakRssMb();
+  const target = (value: number, bound: number, atLeast = false) => ({
+    value,
+    target: bound,
+    met: atLeast ? value >= bound : value <= bound,
+  });
+  process.stdout.write(
+    `${JSON.stringify({
+      summary: true,
+      tenants: TENANTS,
+      realPoolTenants: REAL,
+      connections: C,
+      durationS: DURATION_S,
+      rounds: ROUNDS,
+      rssMbAfter: memory,
+      targets: {
+        listRatio: target(list.ratio, 0.5, true),
+        listP99Ms: target(list.api.p99Ms, 10),
+        getRatio: target(get.ratio, 0.5, true),
+        getP99Ms: target(get.api.p99Ms, 10),
+        connectionP99Ms: target(conn.api.p99Ms, 20),
+        controlPlanePeakRssMb: target(peak, 250),
+      },
+    })}\n`,
+  );
+} finally {
+  await pool.end();
+  await cp.stop();
+}
