@@ -271,6 +271,11 @@ describe('ops', () => {
       await cli(['ops', 'list', '--kind', 'promote', '--kind', 'offboard', '--limit', '200', '-o', 'json']),
     );
     expect(kinds).toEqual(await api('/v1/operations?kind=promote&kind=offboard&limit=200'));
+    const inFlight = json(
+      await cli(['ops', 'list', '--status', 'queued', '--status', 'running', '-o', 'json']),
+    );
+    expect(inFlight).toEqual(await api('/v1/operations?status=queued&status=running'));
+    expect((await cli(['ops', 'list', '--status', 'queued', '--status', 'gone'])).code).toBe(2);
     expect(json(await cli(['ops', 'get', t.operationId, '-o', 'json']))).toEqual(
       await api(`/v1/operations/${t.operationId}`),
     );

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { ApiClient } from './client.js';
 import { resolveProfile } from './config.js';
 import { type Format, type Out, processOut } from './output.js';
@@ -44,3 +44,12 @@ export function action<A extends unknown[]>(
 
 /** Collects a repeatable option's values (`--kind a --kind b`). */
 export const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** Collects a repeatable option's values, each one of `choices` (commander's own check stops at one). */
+export const collectOneOf =
+  (choices: readonly string[]) =>
+  (value: string, previous: string[] = []) => {
+    if (!choices.includes(value))
+      throw new InvalidArgumentError(`Allowed choices are ${choices.join(', ')}.`);
+    return [...previous, value];
+  };

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import type { Operation } from '../../domain/tenant.js';
-import { action, collect } from '../context.js';
+import { action, collect, collectOneOf } from '../context.js';
 import { emit, emitPage, say } from '../output.js';
 import { operationColumns, operationTable } from '../views.js';
 import { follow } from '../wait.js';
@@ -24,7 +24,7 @@ export function opsCommand(): Command {
     .addOption(
       new Option('--status <status>', 'only this status (repeat for several)')
         .choices(STATUSES)
-        .argParser(collect),
+        .argParser(collectOneOf(STATUSES)),
     )
     .option('--limit <n>', 'page size (1-200)', '50')
     .option('--cursor <cursor>', 'the nextCursor of the previous page')
