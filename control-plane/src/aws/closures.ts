@@ -11,7 +11,7 @@ import type { Db } from '../db/db.js';
 import type { StepTenant } from '../domain/ports.js';
 import { accountState, closeAccount, listAccounts } from './organizations.js';
 
-/** The graphile-worker task that requests queued closures (hourly, and after each offboarding). */
+/** The graphile-worker task that requests queued closures (hourly, at :17). */
 export const ACCOUNT_CLOSURES_TASK = 'aws-account-closures';
 export const ACCOUNT_CLOSURES_CRON = `17 * * * * ${ACCOUNT_CLOSURES_TASK} ?jobKey=aws-account-closures&jobKeyMode=preserve_run_at&max=1\n`;
 
