@@ -12,8 +12,15 @@ import { StartRefused } from './config.js';
 // and lets the loop drain) or a failing script would exit 0. Its `exit` handler then calls the same
 // shutdown without a callback and throws. We stop every server we start ourselves, so drop both; its
 // signal handlers stay (server.ts replaces SIGTERM/SIGINT with its own ordered shutdown).
-asyncExitHook.unhookEvent('beforeExit');
-asyncExitHook.unhookEvent('exit');
+// A process that loads this module twice (two vitest projects sharing one global setup) finds the
+// hooks already gone the second time, and unhookEvent throws on an event it no longer holds.
+for (const event of ['beforeExit', 'exit']) {
+  try {
+    asyncExitHook.unhookEvent(event);
+  } catch {
+    // already unhooked
+  }
+}
 
 export interface EmbeddedServer {
   /** A connection string for `database` as the superuser (TCP on 127.0.0.1). */
