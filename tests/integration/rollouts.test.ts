@@ -29,6 +29,9 @@ type T = { slug: string; id: string; tier: 'pool' | 'bridge' | 'silo' };
 const fleet: T[] = [];
 const BAD = [slug('bad-b'), slug('bad-s'), slug('bad-b2')];
 const PROMOTED = slug('promo');
+/** Promoted bridge→silo before the rollout: its bridge schema is kept for the rollback window. */
+const WINDOW = slug('win');
+let windowPromotion: string;
 
 const api = (method: 'GET' | 'POST', url: string, payload?: object, token = s.tokens.sre) =>
   s.app.inject({ method, url, headers: auth(token), ...(payload ? { payload } : {}) });
@@ -115,13 +118,14 @@ async function sweep(): Promise<{ status: string; findings: FindingT[] }> {
 
 beforeAll(async () => {
   tpl = copyTemplates();
-  s = await startStack({ TENANTRY_TEMPLATES_DIR: tpl.dir, LOG_LEVEL: process.env.RO_LOG ?? 'silent' });
+  s = await startStack({ TENANTRY_TEMPLATES_DIR: tpl.dir });
   const plan: [string, T['tier'], boolean][] = [
     [slug('p1'), 'pool', false],
     [slug('p2'), 'pool', false],
     [slug('b1'), 'bridge', false],
     [slug('b2'), 'bridge', false],
     [PROMOTED, 'bridge', false],
+    [WINDOW, 'bridge', false],
     [slug('s1'), 'silo', false],
     [BAD[0] as string, 'bridge', true],
     [BAD[1] as string, 'silo', true],
@@ -132,6 +136,10 @@ beforeAll(async () => {
     fleet.push(t);
     await seed(t, bad ? `Owner-${sl}@Example.COM` : `owner-${sl}@example.com`);
   }
+  const p = await promote(s, WINDOW, 'silo');
+  windowPromotion = p.json().operation.id;
+  expect((await waitForOperation(s, windowPromotion, 60_000)).status).toBe('succeeded');
+  (fleet.find((t) => t.slug === WINDOW) as T).tier = 'silo';
   // The new version is deployed: the file lands in the templates directory, the control plane restarts.
   tpl.addVersion(2, 'nicknames', VERSION_2);
   s = await restartStack(s);
@@ -353,6 +361,27 @@ describe('a rollout with onError continue', () => {
       .map((a) => a.tenantSlug);
     expect(succeeded).toEqual(expect.arrayContaining([slug('p1'), slug('b2'), slug('s1'), PROMOTED]));
     expect(new Set(succeeded).size).toBe(succeeded.length);
+  });
+});
+
+describe("a promotion's rollback window", () => {
+  it('the kept source moved with the tenant, so a rollback after the rollout lands on the same version', async () => {
+    // The bridge schema kept for the window is at version 2 too (the rollout migrated it with the silo).
+    expect(await catalogVersion({ slug: WINDOW, tier: 'bridge' })).toBe(2);
+    expect(await hasNickname({ slug: WINDOW, tier: 'bridge' })).toBe(true);
+    const back = await api('POST', `/v1/tenants/${WINDOW}/promotions/${windowPromotion}/rollback`);
+    expect(back.statusCode).toBe(202);
+    expect((await waitForOperation(s, back.json().operation.id, 60_000)).status).toBe('succeeded');
+    const t = await getTenant(s, WINDOW);
+    expect({ tier: t.tier, version: t.templateVersion }).toEqual({ tier: 'bridge', version: 2 });
+    const d = await connectionOf(s, WINDOW);
+    const c = await tenantClient(d);
+    try {
+      const rows = await c.query('SELECT email, nickname FROM users');
+      expect(rows.rows).toEqual([{ email: `owner-${WINDOW}@example.com`, nickname: null }]);
+    } finally {
+      await c.end();
+    }
   });
 });
 

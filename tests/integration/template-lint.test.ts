@@ -6,8 +6,8 @@ import { StartRefused } from '../../control-plane/src/config.js';
 import { lintTemplate, splitStatements } from '../../control-plane/src/lib/template-lint.js';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import type { TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
-import { adminUrl, dropStackDatabases, startStack } from '../helpers/runtime.js';
-import { copyTemplates, VERSION_2 } from '../helpers/templates.js';
+import { adminUrl, auth, dropStackDatabases, onboard, rand, startStack } from '../helpers/runtime.js';
+import { copyTemplates, restartStack, VERSION_2 } from '../helpers/templates.js';
 
 /**
  * The tenant-schema template lint (lib/template-lint.ts) against real Postgres: the repository's
@@ -217,5 +217,41 @@ describe('at start', () => {
       'the tenant-schema template is refused:\n  0002_bad_index.sql: index users_email_idx on users does not lead with tenant_id',
     );
     expect(fs.existsSync(path.join(tpl.dir, 'tenant-schema', '0002_bad_index.sql'))).toBe(true);
+  });
+});
+
+describe('the contract rule at rollout time', () => {
+  const tpl = copyTemplates();
+  afterAll(() => tpl.remove());
+
+  it('a rollout that would drop what a tenant still uses is refused; the deprecating version goes first', async () => {
+    let s = await startStack({ TENANTRY_TEMPLATES_DIR: tpl.dir });
+    try {
+      const t = await onboard(s, 'bridge', `ct-${rand(3)}`);
+      tpl.addVersion(
+        2,
+        'display',
+        `ALTER TABLE users ADD COLUMN display text; COMMENT ON COLUMN users.name IS 'tenantry:deprecated use display';`,
+      );
+      tpl.addVersion(3, 'drop_name', 'ALTER TABLE users DROP COLUMN name;');
+      s = await restartStack(s);
+      const post = (toVersion: number) =>
+        s.app.inject({
+          method: 'POST',
+          url: '/v1/rollouts',
+          headers: auth(s.tokens.sre),
+          payload: { toVersion },
+        });
+      const early = await post(3);
+      expect(early.statusCode).toBe(422);
+      expect(early.json().error).toMatchObject({
+        code: 'ROLLOUT_INVALID',
+        message: `version 3 drops users.name, which version 2 stopped using; 1 tenant(s) are still below version 2 (${t.slug}): roll out version 2 first`,
+      });
+      const first = await post(2);
+      expect(first.statusCode).toBe(202);
+    } finally {
+      await s.close();
+    }
   });
 });

@@ -379,6 +379,21 @@ export interface Candidate {
   tier: RolloutTier;
   tenantStatus: string;
   version: number;
+  /** Tiers whose placement a promotion keeps for its rollback window (a rollback moves back there). */
+  retained: RolloutTier[];
+}
+
+/** The tiers of a tenant's placements kept for promotions' rollback windows (the source tiers). */
+const RETAINED = (tenant: string) => `coalesce(array(
+  SELECT DISTINCT o.params ->> 'fromTier' FROM operations o
+   WHERE o.tenant_id = ${tenant} AND o.kind = 'promote' AND o.status = 'succeeded' AND NOT (o.params ? 'rollbackOf')
+     AND NOT (o.progress ? 'cleanedUp') AND NOT (o.progress ? 'rolledBack')), '{}')`;
+
+export async function retainedTiers(q: Queryable, tenantId: string): Promise<RolloutTier[]> {
+  const { rows } = await q.query<{ retained: RolloutTier[] }>(`SELECT ${RETAINED('$1::uuid')} AS retained`, [
+    tenantId,
+  ]);
+  return rows[0]?.retained ?? [];
 }
 
 /** Up to `limit` pending tenants of a wave, due now, locked for the caller's transaction. */
@@ -389,7 +404,8 @@ export async function pendingTenants(
   limit: number,
 ): Promise<Candidate[]> {
   const { rows } = await q.query<Candidate & Dated>(
-    `SELECT rt.tenant_id AS "tenantId", t.slug, t.tier, t.status AS "tenantStatus", t.template_version AS version
+    `SELECT rt.tenant_id AS "tenantId", t.slug, t.tier, t.status AS "tenantStatus", t.template_version AS version,
+            ${RETAINED('t.id')} AS retained
        FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id
       WHERE rt.rollout_id = $1 AND rt.wave = $2 AND rt.status = 'pending'
         AND (rt.not_before IS NULL OR rt.not_before <= now())

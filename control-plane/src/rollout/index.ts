@@ -3,7 +3,12 @@ import type { Logger } from 'pino';
 import type { DataPlane } from '../dataplane/dataplane.js';
 import type { Db } from '../db/db.js';
 import { enqueueRolloutRun, ROLLOUT_RESUME_TASK, ROLLOUT_RUN_TASK } from '../db/jobs.js';
-import { raiseTemplateVersion, runningRolloutIds, setPlatformVersion } from '../db/rollouts.js';
+import {
+  raiseTemplateVersion,
+  retainedTiers,
+  runningRolloutIds,
+  setPlatformVersion,
+} from '../db/rollouts.js';
 import { TenantryError } from '../domain/errors.js';
 import { isMigrateStep } from '../domain/steps.js';
 import type { TemplateLint } from '../lib/template-lint.js';
@@ -64,6 +69,7 @@ export function registerRollouts(deps: RolloutDeps): RolloutHandle {
           { id: tenant.id, slug: tenant.slug, tier: tenant.tier },
           tenant.templateVersion,
           toVersion,
+          await retainedTiers(deps.db, tenant.id),
         );
         await raiseTemplateVersion(deps.db, tenant.id, out.version);
         log.info(

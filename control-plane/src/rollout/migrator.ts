@@ -108,13 +108,18 @@ export class RolloutMigrator {
 
   /**
    * One tenant to `toVersion`, from `from` (its recorded version). A pool tenant's rows are in the
-   * shared tables: nothing to apply, but they must be at the version already (the platform step).
+   * shared tables: nothing to apply, but they must be at the version already (the platform step). A
+   * bridge schema a promotion keeps for its rollback window (`retained`) moves too, first: a rollback
+   * moves the tenant only between placements of the same version.
    */
   async migrateTenant(
     t: MigrationTenant,
     from: number,
     toVersion: number,
+    retained: readonly RolloutTier[] = [],
   ): Promise<{ applied: number[]; version: number }> {
+    if (t.tier !== 'bridge' && retained.includes('bridge'))
+      await this.migrateTenant({ ...t, tier: 'bridge' }, from, toVersion);
     if (t.tier === 'pool') {
       if ((this.poolAt ?? 0) < toVersion) await this.poolVersion();
       if ((this.poolAt ?? 0) < toVersion) {

@@ -55,6 +55,7 @@ interface Taken {
   slug: string;
   tier: RolloutTier;
   version: number;
+  retained: RolloutTier[];
   operationId: string;
 }
 
@@ -405,7 +406,8 @@ export class RolloutRunner {
 
     const claimMore = async (): Promise<boolean> => {
       if (stopping) return false;
-      const limit = Math.min(256, Math.max(16, parallelism * 4));
+      // Enough for every worker to find one waiting (a pool tenant takes no time on the data plane).
+      const limit = Math.min(256, Math.max(32, parallelism * 8));
       const taken = await this.db.tx(async (q) => {
         const candidates = await pendingTenants(q, r.id, wave, limit);
         if (candidates.length === 0) return null;
@@ -504,6 +506,7 @@ export class RolloutRunner {
             { id: t.tenantId, slug: t.slug, tier: t.tier },
             t.version,
             r.toVersion,
+            t.retained,
           );
           await this.at(`rollout:tenant-migrated:${t.slug}`);
           results.push({
