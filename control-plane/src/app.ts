@@ -15,6 +15,7 @@ import authPlugin, { type TokenCache } from './plugins/auth.js';
 import errorsPlugin, { replyWithError } from './plugins/errors.js';
 import type { Readiness } from './readiness.js';
 import auditRoutes from './routes/audit.js';
+import credentialRoutes from './routes/credentials.js';
 import driftRoutes from './routes/drift.js';
 import operationRoutes from './routes/operations.js';
 import promotionRoutes from './routes/promotions.js';
@@ -24,6 +25,7 @@ import serviceRoutes from './routes/service.js';
 import tenantRoutes from './routes/tenants.js';
 import tokenRoutes from './routes/tokens.js';
 import whoamiRoutes from './routes/whoami.js';
+import type { CredentialService } from './services/credentials.js';
 import type { RolloutService } from './services/rollouts.js';
 import type { TenantService } from './services/tenants.js';
 import type { TokenService } from './services/tokens.js';
@@ -32,6 +34,8 @@ export interface Services {
   db: Db;
   engine: Engine;
   tenants: TenantService;
+  /** Credential and key rotation (routes/credentials.ts). */
+  credentials: CredentialService;
   tokens: TokenService;
   drift: DriftService;
   metrics: Metrics;
@@ -173,6 +177,7 @@ const app: FastifyPluginAsync<AppOptions> = async (instance, opts) => {
   await f.register(tenantRoutes);
   await f.register(operationRoutes);
   await f.register(promotionRoutes);
+  await f.register(credentialRoutes);
   await f.register(tokenRoutes);
   await f.register(auditRoutes);
   await f.register(driftRoutes);

@@ -61,6 +61,13 @@ const Env = Type.Object({
     default: '*/15 * * * *',
   }),
   TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS: Type.Integer({ minimum: 1000, default: 300_000 }),
+  /** Five-field cron of the credential rotation schedule's ticks (templates/tiers.json `rotation`), or `off`. */
+  TENANTRY_ROTATION_SCHEDULE: Type.String({
+    pattern: '^(off|\\S+\\s+\\S+\\s+\\S+\\s+\\S+\\s+\\S+)$',
+    default: '* * * * *',
+  }),
+  /** Scheduled rotations (and retires of old logins) started per tick at most. */
+  TENANTRY_ROTATION_MAX_PER_TICK: Type.Integer({ minimum: 1, maximum: 10_000, default: 20 }),
   /** Fault injection for crash tests: sleep this long inside every provisioning step. Never set in production. */
   TENANTRY_FAULT_STEP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 0 }),
   TENANTRY_FAULT_HOLD_FILE: Type.Optional(Type.String({ minLength: 1 })),
@@ -115,6 +122,10 @@ export interface Config {
   /** Cron line of scheduled drift sweeps; null when off. */
   driftSchedule: string | null;
   driftRemediationTimeoutMs: number;
+  /** Cron line of the credential rotation schedule's ticks; null when off. */
+  rotationSchedule: string | null;
+  /** Scheduled rotations and retires started per tick at most. */
+  rotationMaxPerTick: number;
   /** Connections of the control database's main pool. */
   dbPoolSize: number;
   /** How long a request waits for a control-database connection before it gets a 503. */
@@ -188,6 +199,7 @@ const INT_KEYS = new Set([
   'TENANTRY_PULUMI_CONCURRENCY',
   'TENANTRY_PULUMI_TIMEOUT_MS',
   'TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS',
+  'TENANTRY_ROTATION_MAX_PER_TICK',
   'TENANTRY_DB_POOL_SIZE',
   'TENANTRY_DB_ACQUIRE_TIMEOUT_MS',
   'TENANTRY_SHUTDOWN_TIMEOUT_MS',
@@ -296,6 +308,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       );
     }
   }
+  const rotationSchedule =
+    e.TENANTRY_ROTATION_SCHEDULE === 'off' ? null : e.TENANTRY_ROTATION_SCHEDULE.trim();
+  if (rotationSchedule !== null) {
+    try {
+      parseCrontab(`${rotationSchedule} credential-rotation-tick`);
+    } catch (err) {
+      throw new ConfigError(
+        `TENANTRY_ROTATION_SCHEDULE must be a five-field cron expression or 'off': ${(err as Error).message}`,
+      );
+    }
+  }
   const connectionOvercommit =
     e.TENANTRY_CONNECTION_OVERCOMMIT === 'allow'
       ? Number.POSITIVE_INFINITY
@@ -339,6 +362,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     promotionFreezeDeadlineMs: e.TENANTRY_PROMOTION_FREEZE_DEADLINE_MS,
     driftSchedule,
     driftRemediationTimeoutMs: e.TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS,
+    rotationSchedule,
+    rotationMaxPerTick: e.TENANTRY_ROTATION_MAX_PER_TICK,
     dbPoolSize: e.TENANTRY_DB_POOL_SIZE,
     dbAcquireTimeoutMs: e.TENANTRY_DB_ACQUIRE_TIMEOUT_MS,
     shutdownTimeoutMs: e.TENANTRY_SHUTDOWN_TIMEOUT_MS,

@@ -13,13 +13,15 @@ import { LocalEngine } from './engine/local.js';
 import { Metrics } from './lib/metrics.js';
 import { assertTemplateLint, type TemplateLint, TemplateLintError } from './lib/template-lint.js';
 import { loadTemplates } from './lib/templates.js';
-import { LocalKeyStore } from './local/keystore.js';
+import { RotatingLocalKeyStore } from './local/key-rotation.js';
 import { holdRootKeyLock, readRootKey, verifyRootKey } from './local/root-key.js';
 import { TokenCache } from './plugins/auth.js';
 import { ident } from './providers/postgres/sql.js';
 import { Readiness } from './readiness.js';
 import { type RolloutHandle, registerRollouts } from './rollout/index.js';
+import { RotationSchedule } from './rotation/schedule.js';
 import { ConnectionBudget } from './services/capacity.js';
+import { CredentialService } from './services/credentials.js';
 import { RolloutService } from './services/rollouts.js';
 import { TenantService } from './services/tenants.js';
 import { TokenService } from './services/tokens.js';
@@ -185,7 +187,8 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       const rootKey = readRootKey(config.rootKey);
       const lease = await holdRootKeyLock(databaseUrl, log.child({ component: 'root-key' }));
       closers.push(() => lease.close());
-      keys = new LocalKeyStore(db, rootKey.key, await verifyRootKey(db, rootKey));
+      // The local store, with data-key rotation (POST /v1/tenants/{slug}/key-rotations).
+      keys = new RotatingLocalKeyStore(db, rootKey.key, await verifyRootKey(db, rootKey));
     }
     await migrateQueue(db, log);
 
@@ -285,6 +288,15 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       maxAttempts: config.operationMaxAttempts,
       ...(capacity ? { capacity } : {}),
     });
+    const credentials = new CredentialService(db, engine, templates.catalog, {
+      maxAttempts: config.operationMaxAttempts,
+    });
+    // Scheduled credential rotation per tier (templates/tiers.json), on the job queue.
+    const rotation = new RotationSchedule(db, credentials, templates.catalog, {
+      maxPerTick: config.rotationMaxPerTick,
+      schedule: config.rotationSchedule,
+      log: log.child({ component: 'rotation-schedule' }),
+    });
     const migrator = rollouts ? { migrator: rollouts.migrator } : {};
     executor = new OperationExecutor(db, engine, log.child({ component: 'worker' }), metrics, {
       maxAttempts: config.operationMaxAttempts,
@@ -309,8 +321,8 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       worker = await startWorker(db, executor, log.child({ component: 'queue' }), {
         concurrency: config.workerConcurrency,
         leaseMs: config.operationLeaseMs,
-        tasks: { ...drift.taskList, ...rollouts?.taskList },
-        crontab: `${drift.crontab}${rollouts?.crontab ?? ''}`,
+        tasks: { ...drift.taskList, ...rollouts?.taskList, ...rotation.taskList },
+        crontab: `${drift.crontab}${rollouts?.crontab ?? ''}${rotation.crontab}`,
         runnerIds: [
           executor.runnerId,
           driftRunner.runnerId,
@@ -346,6 +358,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
         db,
         engine,
         tenants,
+        credentials,
         tokens,
         drift: drift.service,
         metrics,

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
 import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { Db } from '../../control-plane/src/db/db.js';
-import { tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import { loginRoleName, tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import { Metrics } from '../../control-plane/src/lib/metrics.js';
 import { TokenCache } from '../../control-plane/src/plugins/auth.js';
 import {
@@ -399,8 +399,9 @@ describe('connection descriptor', () => {
         user: names.poolRole,
         tenantSetting: names.tenantSetting,
       },
-      bridge: { database: names.database, schema: name, user: name },
-      silo: { database: name, schema: names.siloSchema, user: name },
+      // A tenant logs in as the first of its two logins (its group, `name`, holds the grants).
+      bridge: { database: names.database, schema: name, user: loginRoleName(name, 'a') },
+      silo: { database: name, schema: names.siloSchema, user: loginRoleName(name, 'a') },
     }[tier];
     // Exact key set: pool alone carries tenantSetting; the local target includes the password.
     expect(d).toEqual({

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
+import { loginRoleName, tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { adminUrl, dropStackDatabases, rand, superQuery, tenantClient } from '../helpers/runtime.js';
 import { freePort, isRunning, kill9, type ServerProcess, signal, startServer } from '../helpers/server.js';
 
@@ -96,7 +96,10 @@ async function asTenant(d: Descriptor, sql: string) {
 async function placementOf(tier: Tier, slug: string, tenantId: string) {
   const name = tenantObjectName(slug);
   const one = async (db: string, sql: string, p: unknown[]) => (await superQuery(db, sql, p)).length === 1;
-  const role = await one('postgres', 'SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin', [name]);
+  // The login the tenant's descriptor names (its group, `name`, holds the grants and logs in not).
+  const role = await one('postgres', 'SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin', [
+    loginRoleName(name, 'a'),
+  ]);
   if (tier === 'pool') {
     return {
       member: await one(dataDb, 'SELECT 1 FROM tenantry_meta.pool_members WHERE tenant_id = $1', [tenantId]),

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane, dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
-import { tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import { loginRoleName, tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import { readRoles, readSiloCatalog } from '../../control-plane/src/drift/catalog.js';
 import { verifierHash } from '../../control-plane/src/drift/credentials.js';
 import { LocalDriftDetector } from '../../control-plane/src/drift/local.js';
@@ -40,6 +40,8 @@ const ids: Record<string, string> = {};
 const DP = dataPlaneNames('tenantry_data');
 const DATA = DP.database;
 const obj = tenantObjectName;
+/** The login a tenant onboarded here logs in as (its first; its group `obj(slug)` holds the grants). */
+const login = (slug: string) => loginRoleName(obj(slug), 'a');
 
 beforeAll(async () => {
   s = await startDriftStack();
@@ -95,7 +97,7 @@ describe('a clean fleet', () => {
 
 describe('report mode (the default)', () => {
   it('reports a changed role limit with its kind, field, desired and actual values, and changes nothing', async () => {
-    const role = obj(T.bridge2);
+    const role = login(T.bridge2);
     const before = await roleLimit(role);
     await s.sql(DATA, `ALTER ROLE ${role} CONNECTION LIMIT 97`);
     const r = await sweep();
@@ -180,7 +182,7 @@ describe('report mode (the default)', () => {
   });
 
   it('does not report a field the tenant policy ignores, and counts it as ignored', async () => {
-    const role = obj(T.bridge2);
+    const role = login(T.bridge2);
     const before = await roleLimit(role);
     await s.sql(DATA, `ALTER ROLE ${role} CONNECTION LIMIT 96`);
     await setPolicy({ tenant: T.bridge2, mode: null, ignoreFields: ['role.connectionLimit'] });
@@ -189,13 +191,13 @@ describe('report mode (the default)', () => {
       expect(pick(r, { tenantId: ids[T.bridge2] })).toEqual([]);
       expect(r.run.summary.ignored).toBe(1);
       // The ignore is the tenant's own: the same change on another tenant is reported.
-      await s.sql(DATA, `ALTER ROLE ${obj(T.bridge3)} CONNECTION LIMIT 95`);
+      await s.sql(DATA, `ALTER ROLE ${login(T.bridge3)} CONNECTION LIMIT 95`);
       const r2 = await sweep();
       expect(pick(r2, { field: 'connectionLimit' }).map((f) => f.tenantSlug)).toEqual([T.bridge3]);
     } finally {
       await setPolicy({ tenant: T.bridge2, mode: null, ignoreFields: [] });
       await s.sql(DATA, `ALTER ROLE ${role} CONNECTION LIMIT ${before}`);
-      await s.sql(DATA, `ALTER ROLE ${obj(T.bridge3)} CONNECTION LIMIT ${before}`);
+      await s.sql(DATA, `ALTER ROLE ${login(T.bridge3)} CONNECTION LIMIT ${before}`);
     }
     expect((await sweep()).findings).toEqual([]);
   });
@@ -711,16 +713,16 @@ const CASES: Case[] = [
   },
   {
     what: 'a changed role limit',
-    inject: () => s.sql('postgres', `ALTER ROLE ${obj(T.bridge3)} CONNECTION LIMIT 3`),
+    inject: () => s.sql('postgres', `ALTER ROLE ${login(T.bridge3)} CONNECTION LIMIT 3`),
     expected: {
       tenantSlug: T.bridge3,
       resource: 'role',
-      name: obj(T.bridge3),
+      name: login(T.bridge3),
       kind: 'changed',
       field: 'connectionLimit',
       actual: 3,
     },
-    after: async () => expect(await roleLimit(obj(T.bridge3))).toBe(20),
+    after: async () => expect(await roleLimit(login(T.bridge3))).toBe(20),
   },
   {
     what: "a pool tenant's deleted secret",
@@ -755,13 +757,13 @@ const CASES: Case[] = [
   {
     what: "a bridge tenant's login changes its own password (its stored secret no longer works)",
     inject: async () => {
-      await asTenant(T.bridge, `ALTER ROLE ${obj(T.bridge)} PASSWORD 'chosen-by-the-tenant'`);
+      await asTenant(T.bridge, `ALTER ROLE ${login(T.bridge)} PASSWORD 'chosen-by-the-tenant'`);
       await locksOut(T.bridge);
     },
     expected: {
       tenantSlug: T.bridge,
       resource: 'role',
-      name: obj(T.bridge),
+      name: login(T.bridge),
       kind: 'changed',
       field: 'password',
       desired: 'stored secret',
@@ -793,13 +795,13 @@ const CASES: Case[] = [
   {
     what: 'a silo login that removes its own password',
     inject: async () => {
-      await asTenant(T.silo, `ALTER ROLE ${obj(T.silo)} PASSWORD NULL`);
+      await asTenant(T.silo, `ALTER ROLE ${login(T.silo)} PASSWORD NULL`);
       await locksOut(T.silo);
     },
     expected: {
       tenantSlug: T.silo,
       resource: 'role',
-      name: obj(T.silo),
+      name: login(T.silo),
       kind: 'changed',
       field: 'password',
       actual: 'no password',
@@ -809,11 +811,14 @@ const CASES: Case[] = [
   {
     what: 'a bridge login that stores its own password as an md5 hash',
     inject: () =>
-      asTenant(T.bridge3, `SET password_encryption = 'md5'; ALTER ROLE ${obj(T.bridge3)} PASSWORD 'weaker'`),
+      asTenant(
+        T.bridge3,
+        `SET password_encryption = 'md5'; ALTER ROLE ${login(T.bridge3)} PASSWORD 'weaker'`,
+      ),
     expected: {
       tenantSlug: T.bridge3,
       resource: 'role',
-      name: obj(T.bridge3),
+      name: login(T.bridge3),
       kind: 'changed',
       field: 'password',
       actual: 'an md5 hash',
@@ -822,7 +827,7 @@ const CASES: Case[] = [
       const [v] = await s.sql<{ v: string }>(
         'postgres',
         'SELECT rolpassword AS v FROM pg_authid WHERE rolname = $1',
-        [obj(T.bridge3)],
+        [login(T.bridge3)],
       );
       expect(v?.v).toMatch(/^SCRAM-SHA-256\$4096:/);
       expect(await tenantCanQuery(s, T.bridge3)).toBe(true);
@@ -830,11 +835,11 @@ const CASES: Case[] = [
   },
   {
     what: "a tenant's own login lifting its statement_timeout (ALTER ROLE <self> SET)",
-    inject: () => asTenant(T.bridge2, `ALTER ROLE ${obj(T.bridge2)} SET statement_timeout = 0`),
+    inject: () => asTenant(T.bridge2, `ALTER ROLE ${login(T.bridge2)} SET statement_timeout = 0`),
     expected: {
       tenantSlug: T.bridge2,
       resource: 'role',
-      name: obj(T.bridge2),
+      name: login(T.bridge2),
       kind: 'changed',
       field: 'statement_timeout',
       actual: '0',
@@ -843,7 +848,7 @@ const CASES: Case[] = [
       const [r] = await s.sql<{ c: string[] }>(
         'postgres',
         `SELECT setconfig AS c FROM pg_db_role_setting WHERE setrole = $1::regrole AND setdatabase = 0`,
-        [obj(T.bridge2)],
+        [login(T.bridge2)],
       );
       expect(r?.c).not.toContain('statement_timeout=0');
     },
@@ -851,11 +856,11 @@ const CASES: Case[] = [
   {
     what: "a tenant's own login lifting its statement_timeout in its database only (ALTER ROLE … IN DATABASE)",
     inject: () =>
-      asTenant(T.bridge2, `ALTER ROLE ${obj(T.bridge2)} IN DATABASE ${DATA} SET statement_timeout = 0`),
+      asTenant(T.bridge2, `ALTER ROLE ${login(T.bridge2)} IN DATABASE ${DATA} SET statement_timeout = 0`),
     expected: {
       tenantSlug: T.bridge2,
       resource: 'role',
-      name: obj(T.bridge2),
+      name: login(T.bridge2),
       kind: 'unexpected',
       field: `databaseSetting:${DATA}:statement_timeout`,
       actual: '0',
@@ -865,7 +870,7 @@ const CASES: Case[] = [
         await superCount(
           'postgres',
           `SELECT count(*) AS n FROM pg_db_role_setting WHERE setrole = $1::regrole AND setdatabase <> 0`,
-          [obj(T.bridge2)],
+          [login(T.bridge2)],
         ),
       ).toBe(0),
   },
@@ -988,7 +993,7 @@ describe('remediate mode', () => {
 
 describe('remediation bookkeeping', () => {
   it("names a finding's reconcile operation as soon as it is created, while it still runs", async () => {
-    const role = obj(T.bridge2);
+    const role = login(T.bridge2);
     const before = await roleLimit(role);
     // A sweep that stops waiting for its repairs at once.
     const extra = extraDrift(s, { remediationTimeoutMs: 1 });
@@ -1042,7 +1047,7 @@ describe('remediation bookkeeping', () => {
 });
 
 describe('checking passwords against the stored secrets', () => {
-  const logins = [obj(T.bridge), obj(T.silo), obj(T.bridge2), obj(T.bridge3), DP.poolRole];
+  const logins = [login(T.bridge), login(T.silo), login(T.bridge2), login(T.bridge3), DP.poolRole];
   const verified = async () =>
     (
       await s.sql<{ r: string }>(
@@ -1070,36 +1075,36 @@ describe('checking passwords against the stored secrets', () => {
       const [row] = await s.sql<{ h: string }>(
         s.controlDb,
         'SELECT verifier_sha256 AS h FROM drift_verified_credentials WHERE role_name = $1',
-        [obj(T.bridge)],
+        [login(T.bridge)],
       );
       expect(row?.h).toMatch(/^[0-9a-f]{64}$/);
 
       // Two logins change their password: over the budget, one is found at the next sweep; the
       // other at the one after, while the first (found wrong) is checked again whatever the budget.
-      await asTenant(T.bridge2, `ALTER ROLE ${obj(T.bridge2)} PASSWORD 'one'`);
-      await asTenant(T.bridge3, `ALTER ROLE ${obj(T.bridge3)} PASSWORD 'two'`);
+      await asTenant(T.bridge2, `ALTER ROLE ${login(T.bridge2)} PASSWORD 'one'`);
+      await asTenant(T.bridge3, `ALTER ROLE ${login(T.bridge3)} PASSWORD 'two'`);
       const first = await extra.drift.runNow();
-      expect(first?.findings.map((f) => `${f.name}.${f.field}`)).toEqual([`${obj(T.bridge2)}.password`]);
+      expect(first?.findings.map((f) => `${f.name}.${f.field}`)).toEqual([`${login(T.bridge2)}.password`]);
       expect(first?.run.summary.notChecked).toEqual([
         { check: 'credentials', reason: expect.stringContaining('1 login(s) not checked') },
       ]);
       const second = await extra.drift.runNow();
       expect(second?.findings.map((f) => `${f.name}.${f.field}`).sort()).toEqual([
-        `${obj(T.bridge2)}.password`,
-        `${obj(T.bridge3)}.password`,
+        `${login(T.bridge2)}.password`,
+        `${login(T.bridge3)}.password`,
       ]);
       expect(second?.run.summary.notChecked).toBeUndefined();
       // A login found wrong is never left out for the budget: changed again, beside another login
       // whose name sorts first, both are checked.
-      await asTenant(T.bridge, `ALTER ROLE ${obj(T.bridge)} PASSWORD 'three'`);
+      await asTenant(T.bridge, `ALTER ROLE ${login(T.bridge)} PASSWORD 'three'`);
       const c = new pg.Client({ connectionString: s.adminUrl('postgres') });
       await c.connect();
-      await c.query(`ALTER ROLE ${obj(T.bridge2)} PASSWORD 'four'`).finally(() => c.end());
+      await c.query(`ALTER ROLE ${login(T.bridge2)} PASSWORD 'four'`).finally(() => c.end());
       const third = await extra.drift.runNow();
       expect(third?.findings.map((f) => `${f.name}.${f.field}`).sort()).toEqual([
-        `${obj(T.bridge)}.password`,
-        `${obj(T.bridge2)}.password`,
-        `${obj(T.bridge3)}.password`,
+        `${login(T.bridge)}.password`,
+        `${login(T.bridge2)}.password`,
+        `${login(T.bridge3)}.password`,
       ]);
     } finally {
       await extra.close();
@@ -1144,7 +1149,7 @@ describe('checking passwords against the stored secrets', () => {
         },
       ]);
       expect(obs.credentials).toBeUndefined();
-      expect(obs.roles.get(obj(T.bridge))).toMatchObject({ canLogin: true, connectionLimit: 20 });
+      expect(obs.roles.get(login(T.bridge))).toMatchObject({ canLogin: true, connectionLimit: 20 });
     } finally {
       await own.end();
       await dp.close();
@@ -1304,7 +1309,7 @@ describe('the drift API and the job queue', () => {
   });
 
   it('exports findings by kind and resource, and sweep durations, as Prometheus metrics', async () => {
-    await s.sql('postgres', `ALTER ROLE ${obj(T.bridge)} CONNECTION LIMIT 7`);
+    await s.sql('postgres', `ALTER ROLE ${login(T.bridge)} CONNECTION LIMIT 7`);
     try {
       await sweep();
       const m = (await s.app.inject({ method: 'GET', url: '/metrics' })).body;
@@ -1314,7 +1319,7 @@ describe('the drift API and the job queue', () => {
         /tenantry_drift_sweep_duration_seconds_count\{trigger="manual",outcome="succeeded"\} \d+/,
       );
     } finally {
-      await s.sql('postgres', `ALTER ROLE ${obj(T.bridge)} CONNECTION LIMIT 20`);
+      await s.sql('postgres', `ALTER ROLE ${login(T.bridge)} CONNECTION LIMIT 20`);
     }
   });
 

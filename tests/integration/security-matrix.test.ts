@@ -109,6 +109,22 @@ const ROUTES: RouteCase[] = [
     allowed: SRE,
   },
   {
+    // An unknown tenant: the allowed roles get 404, nothing rotates.
+    name: "rotate a tenant's credentials",
+    method: 'POST',
+    path: '/v1/tenants/{slug}/credential-rotations',
+    url: () => '/v1/tenants/no-such-tenant/credential-rotations',
+    payload: () => ({}),
+    allowed: SRE,
+  },
+  {
+    name: "rotate a tenant's data key",
+    method: 'POST',
+    path: '/v1/tenants/{slug}/key-rotations',
+    url: () => '/v1/tenants/no-such-tenant/key-rotations',
+    allowed: SRE,
+  },
+  {
     // Enqueues a real sweep (run by this stack's worker); a second request gets the queued run.
     name: 'start a drift run',
     method: 'POST',

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import {
+  loginRoleNames,
+  tenantKeyAlias,
+  tenantObjectName,
+  tenantSecretName,
+} from '../../control-plane/src/domain/naming.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import type {
   ObservedDatabaseContents,
@@ -1020,5 +1025,195 @@ describe('diffLocal', () => {
     w.input.tenants.push(acct);
     w.input.known.push(acct);
     expect(diffLocal(layout, w.input, w.obs)).toEqual([]);
+  });
+});
+
+/*
+ * Login groups (docs/credentials.md): the bridge tenant and the pool moved to two logins each, the
+ * bridge tenant's last rotation from login a to login b. One clean world, and one change per rule.
+ */
+const NOW = Date.UTC(2026, 5, 1, 12);
+const HOUR = 3_600_000;
+const rotationPolicy = { everyDays: 30, spreadHours: 24, graceMinutes: 60 };
+const layoutRotating = {
+  ...layout,
+  rotation: { pool: rotationPolicy, bridge: rotationPolicy, silo: rotationPolicy },
+};
+const [BRIDGE_A, BRIDGE_B] = loginRoleNames(BRIDGE) as [string, string];
+const [POOL_A, POOL_B] = loginRoleNames(POOL_ROLE) as [string, string];
+
+/** A role of a login group: the group (no membership) or a login in it, logging in with a password or not. */
+const loginRole = (
+  name: string,
+  tier: 'pool' | 'bridge',
+  searchPath: string,
+  opts: { group?: string; login: boolean },
+): ObservedRole => ({
+  ...role(name, tier, searchPath),
+  canLogin: opts.login,
+  memberOf: opts.group ? [opts.group] : [],
+  verifierHash: opts.login ? `hash-${name}` : null,
+});
+
+function twoLogins(): World {
+  const w = clean();
+  const roles = w.obs.roles;
+  roles.set(BRIDGE, loginRole(BRIDGE, 'bridge', BRIDGE, { login: false }));
+  roles.set(BRIDGE_A, loginRole(BRIDGE_A, 'bridge', BRIDGE, { group: BRIDGE, login: false }));
+  roles.set(BRIDGE_B, loginRole(BRIDGE_B, 'bridge', BRIDGE, { group: BRIDGE, login: true }));
+  roles.set(POOL_ROLE, loginRole(POOL_ROLE, 'pool', 'pool', { login: false }));
+  roles.set(POOL_A, loginRole(POOL_A, 'pool', 'pool', { group: POOL_ROLE, login: true }));
+  roles.set(POOL_B, loginRole(POOL_B, 'pool', 'pool', { group: POOL_ROLE, login: false }));
+  must(w.input.tenants.find((t) => t.id === BRIDGE_T.id)).outputs.user = BRIDGE_B;
+  w.obs.credentials = new Map([
+    [POOL_A, 'ok'],
+    [BRIDGE_B, 'ok'],
+    [SILO, 'ok'],
+  ]);
+  w.obs.observedAt = NOW;
+  w.obs.logins = {
+    poolRotating: false,
+    rotations: new Map([
+      [
+        BRIDGE_T.id,
+        {
+          group: BRIDGE,
+          current: BRIDGE_B,
+          previous: BRIDGE_A,
+          rotatedAt: new Date(NOW - 10 * 24 * HOUR),
+          graceUntil: new Date(NOW - 10 * 24 * HOUR + HOUR),
+          retiredAt: new Date(NOW - 10 * 24 * HOUR + HOUR),
+        },
+      ],
+      [
+        'pool',
+        {
+          group: POOL_ROLE,
+          current: POOL_A,
+          previous: POOL_ROLE,
+          rotatedAt: new Date(NOW - 2 * 24 * HOUR),
+          graceUntil: new Date(NOW - 2 * 24 * HOUR + HOUR),
+          retiredAt: new Date(NOW - 2 * 24 * HOUR + HOUR),
+        },
+      ],
+    ]),
+  };
+  for (const s of w.obs.secrets.values()) s.createdAt = new Date(NOW - 5 * 24 * HOUR);
+  return w;
+}
+
+const bridgeRotation = (w: World) => must(w.obs.logins?.rotations.get(BRIDGE_T.id));
+
+const loginCases: Case[] = [
+  {
+    rule: 'the old login still logs in, with its password, past its grace period (not retired)',
+    change: (w) => {
+      Object.assign(bridgeRotation(w), {
+        rotatedAt: new Date(NOW - 3 * HOUR),
+        graceUntil: new Date(NOW - 2 * HOUR),
+        retiredAt: null,
+      });
+      roleOf(w, BRIDGE_A).canLogin = true;
+      roleOf(w, BRIDGE_A).verifierHash = 'old';
+    },
+    findings: [
+      F(of(BRIDGE_T), 'role', BRIDGE_A, 'changed', 'password', 'none', 'a password'),
+      F(of(BRIDGE_T), 'role', BRIDGE_A, 'changed', 'login', false, true),
+    ],
+  },
+  {
+    rule: 'the old login logs in inside its grace period: as it should (nothing found)',
+    change: (w) => {
+      Object.assign(bridgeRotation(w), {
+        rotatedAt: new Date(NOW - HOUR / 2),
+        graceUntil: new Date(NOW + HOUR / 2),
+        retiredAt: null,
+      });
+      roleOf(w, BRIDGE_A).canLogin = true;
+      roleOf(w, BRIDGE_A).verifierHash = 'old';
+      // Its password is the previous version's, not the current: not judged against the secret.
+      w.obs.credentials?.set(BRIDGE_A, 'differs');
+    },
+    findings: [],
+  },
+  {
+    rule: 'the group its tenant left can log in again (someone ALTER ROLE … LOGIN PASSWORD)',
+    change: (w) => {
+      roleOf(w, BRIDGE).canLogin = true;
+      roleOf(w, BRIDGE).verifierHash = 'set-by-hand';
+    },
+    findings: [
+      F(of(BRIDGE_T), 'role', BRIDGE, 'changed', 'password', 'none', 'a password'),
+      F(of(BRIDGE_T), 'role', BRIDGE, 'changed', 'login', false, true),
+    ],
+  },
+  {
+    rule: "the current login's password is no longer its secret's",
+    change: (w) => w.obs.credentials?.set(BRIDGE_B, 'differs'),
+    findings: [F(of(BRIDGE_T), 'role', BRIDGE_B, 'changed', 'password', 'stored secret', 'another password')],
+  },
+  {
+    rule: 'a login that is no longer a member of its group (it would reach nothing), another that joined a role',
+    change: (w) => {
+      roleOf(w, BRIDGE_B).memberOf = [];
+      roleOf(w, BRIDGE_A).memberOf = [BRIDGE, SILO];
+    },
+    findings: [
+      F(of(BRIDGE_T), 'role', BRIDGE_A, 'unexpected', `memberOf:${SILO}`, null, true, 'isolation'),
+      F(of(BRIDGE_T), 'role', BRIDGE_B, 'missing', `memberOf:${BRIDGE}`, true, false),
+    ],
+  },
+  {
+    rule: 'a password older than its tier schedule allows (never rotated: its secret version is the age)',
+    change: (w) => {
+      w.obs.logins?.rotations.delete(BRIDGE_T.id);
+      must(w.obs.secrets.get(tenantSecretName(BRIDGE_T.slug))).createdAt = new Date(NOW - 40 * 24 * HOUR);
+    },
+    findings: [
+      F(of(BRIDGE_T), 'secret', tenantSecretName(BRIDGE_T.slug), 'changed', 'passwordAgeDays', 32, 40),
+    ],
+  },
+  {
+    rule: "the pool's logins are not judged while a rotation of the pool's login is in flight",
+    change: (w) => {
+      must(w.obs.logins).poolRotating = true;
+      roleOf(w, POOL_B).canLogin = true;
+      roleOf(w, POOL_B).verifierHash = 'staged';
+    },
+    findings: [],
+  },
+  {
+    rule: "the pool's old login (the group itself) still logs in after its grace period",
+    change: (w) => {
+      roleOf(w, POOL_ROLE).canLogin = true;
+      roleOf(w, POOL_ROLE).verifierHash = 'old';
+    },
+    findings: [
+      F(POOL_PLATFORM, 'role', POOL_ROLE, 'changed', 'password', 'none', 'a password', 'isolation'),
+      F(POOL_PLATFORM, 'role', POOL_ROLE, 'changed', 'login', false, true),
+    ],
+  },
+  {
+    rule: 'the logins of a tenant nobody has are orphans, as its group is',
+    change: (w) => {
+      for (const l of loginRoleNames(GHOST))
+        w.obs.roles.set(l, loginRole(l, 'bridge', GHOST, { group: GHOST, login: false }));
+    },
+    findings: loginRoleNames(GHOST).map((l) =>
+      F(NOBODY('ghost'), 'role', l, 'unexpected', 'exists', false, true, 'orphan'),
+    ),
+  },
+];
+
+describe('diffLocal: login groups and rotation', () => {
+  it('finds nothing in a fleet on two logins, exactly as rotated', () => {
+    const w = twoLogins();
+    expect(diffLocal(layoutRotating, w.input, w.obs)).toEqual([]);
+  });
+
+  it.each(loginCases)('$rule', ({ change, findings }) => {
+    const w = twoLogins();
+    change(w);
+    expect(diffLocal(layoutRotating, w.input, w.obs)).toEqual(findings);
   });
 });

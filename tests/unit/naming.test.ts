@@ -3,6 +3,10 @@ import { can, ROLES } from '../../control-plane/src/domain/auth.js';
 import { newOperationId, newTokenId } from '../../control-plane/src/domain/ids.js';
 import {
   assertSlug,
+  loginRoleName,
+  loginRoleNames,
+  nextLogin,
+  parseLoginRoleName,
   tenantKeyAlias,
   tenantObjectName,
   tenantSecretName,
@@ -78,5 +82,30 @@ describe('roles and ids', () => {
     expect(newTokenId()).toMatch(/^tok_[0-9a-f]{28}$/);
     expect(a).not.toBe(b);
     expect(a.slice(0, 15) <= b.slice(0, 15)).toBe(true);
+  });
+});
+
+describe('login groups (alternating users)', () => {
+  it('names the two logins of a group with a prefix, and parses them back', () => {
+    expect(loginRoleNames('tenant_acme')).toEqual(['login_a_tenant_acme', 'login_b_tenant_acme']);
+    expect(loginRoleName('tenantry_data_pool', 'b')).toBe('login_b_tenantry_data_pool');
+    expect(parseLoginRoleName('login_b_tenant_acme_corp')).toEqual({ group: 'tenant_acme_corp', slot: 'b' });
+    expect(parseLoginRoleName('tenant_acme')).toBeNull();
+    expect(parseLoginRoleName('login_c_tenant_acme')).toBeNull();
+  });
+  it('never makes a login name that is a tenant object name, nor two groups share one (a suffix would: tenant_acme_a is slug acme-a)', () => {
+    const slugs = ['acme', 'acme-a', 'acme-b', 'login-a-acme', 'a-b-c', 'ab--c'];
+    const groups = slugs.map(tenantObjectName);
+    const logins = groups.flatMap(loginRoleNames);
+    expect(new Set(logins).size).toBe(logins.length);
+    expect(logins.filter((l) => groups.includes(l))).toEqual([]);
+    // The longest slug's logins still fit an identifier (63 bytes).
+    expect(() => ident(loginRoleName(tenantObjectName(`a${'b'.repeat(39)}`), 'a'))).not.toThrow();
+  });
+  it('a rotation moves to the other login; from the single-login layout (the group itself) to login a', () => {
+    expect(nextLogin('tenant_acme', 'tenant_acme')).toBe('login_a_tenant_acme');
+    expect(nextLogin('tenant_acme', 'login_a_tenant_acme')).toBe('login_b_tenant_acme');
+    expect(nextLogin('tenant_acme', 'login_b_tenant_acme')).toBe('login_a_tenant_acme');
+    expect(() => nextLogin('tenant_acme', 'login_a_tenant_other')).toThrow(/not one of tenant_acme's/);
   });
 });

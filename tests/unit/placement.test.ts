@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
-import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
+import { loginRoleNames, tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { managedPlacementOf, placementOf } from '../../control-plane/src/promotion/placement.js';
 
 const tenant = { id: '6f1c1d1e-0000-4000-8000-000000000001', slug: 'acme-corp' };
@@ -16,7 +16,8 @@ describe('placementOf (the local target: the data plane owns every object)', () 
       database,
       schema: poolSchema,
       shared: true,
-      writers: [poolRole],
+      // The group and its two logins: a freeze waits for their older transactions.
+      writers: [poolRole, ...loginRoleNames(poolRole)],
       owner,
     });
     expect(placementOf(dp, tenant.slug, 'bridge')).toStrictEqual({
@@ -24,7 +25,7 @@ describe('placementOf (the local target: the data plane owns every object)', () 
       database,
       schema: name,
       shared: false,
-      writers: [name],
+      writers: [name, ...loginRoleNames(name)],
       owner,
     });
     expect(placementOf(dp, tenant.slug, 'silo')).toStrictEqual({
@@ -32,7 +33,7 @@ describe('placementOf (the local target: the data plane owns every object)', () 
       database: name,
       schema: siloSchema,
       shared: false,
-      writers: [name],
+      writers: [name, ...loginRoleNames(name)],
       owner,
     });
   });
@@ -58,7 +59,7 @@ describe('managedPlacementOf (the aws shared cluster: a stack owns roles, grants
       database: 'tenantry_shared',
       schema: 'pool_s',
       shared: true,
-      writers: ['tenantry_pool_app'],
+      writers: ['tenantry_pool_app', ...loginRoleNames('tenantry_pool_app')],
       managed: true,
       context: { setting: 'app.tenant_id', tenantId: tenant.id },
     });
@@ -70,7 +71,7 @@ describe('managedPlacementOf (the aws shared cluster: a stack owns roles, grants
       database: 'tenantry_shared',
       schema: name,
       shared: false,
-      writers: [name],
+      writers: [name, ...loginRoleNames(name)],
       managed: true,
     });
   });

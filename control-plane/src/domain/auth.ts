@@ -8,6 +8,8 @@ export const PERMISSIONS = [
   'tenants:offboard',
   'tenants:promote',
   'tenants:reconcile',
+  /** Rotate a tenant's credentials or data key (POST /v1/tenants/{slug}/credential-rotations, key-rotations). */
+  'tenants:rotate',
   'connection:read',
   'audit:read',
   'tokens:manage',
@@ -28,6 +30,7 @@ export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
     'tenants:offboard',
     'tenants:promote',
     'tenants:reconcile',
+    'tenants:rotate',
     'audit:read',
     'rollouts:manage',
   ]),

@@ -1,3 +1,4 @@
+import type { RotationParams } from './rotation.js';
 import type { OperationKind, Tenant } from './tenant.js';
 import type { Tier } from './tiers.js';
 
@@ -84,6 +85,13 @@ export interface Engine {
    * of a promotion waiting for a retry (`idleOperationIds`) once it holds more WAL than the limit.
    */
   sweepPromotionOrphans(liveOperationIds: string[], idleOperationIds?: string[]): Promise<string[]>;
+  /**
+   * The steps of a `rotate` operation (domain/rotation.ts), and those that undo one that failed before
+   * it published anything. Absent where the target does not rotate (the aws target: 422
+   * ROTATION_NOT_AVAILABLE_ON_TARGET).
+   */
+  rotationSteps?(params: RotationParams): string[];
+  rotationAbortSteps?(params: RotationParams): string[];
   runStep(ctx: StepContext): Promise<StepOutputs | undefined>;
   /** The connection descriptor a data plane uses; the password only where the target returns it. */
   connection(tenant: StepTenant): Promise<ConnectionDescriptor>;
@@ -122,6 +130,15 @@ export interface KeyStore {
   shredKey(alias: string): Promise<void>;
   describeKey(alias: string): Promise<{ keyId: string; state: 'enabled' | 'destroyed' } | null>;
   /**
+   * Replaces the key under `alias`: a new key takes the alias, every version of every secret under
+   * the old key is re-encrypted under the new one, and the old key is destroyed, so nothing stays
+   * readable under it. Resumable (a run killed at any point is finished by running it again); with
+   * `from` (the key being replaced, as the caller recorded it before its first try) a run after the
+   * replacement is done does nothing. Absent where the store does not re-key (a KMS key rotates its
+   * own material).
+   */
+  rotateKey?(alias: string, tenantId: string | null, from?: string): Promise<KeyRotated>;
+  /**
    * The store read whole, nothing decrypted, for a drift sweep. Only a store outside the control
    * database has it (KMS and Secrets Manager); the local one is read with SQL beside the catalogs.
    */
@@ -132,6 +149,13 @@ export interface KeyStore {
 export interface KeyStoreInventory {
   secrets: Map<string, { name: string; version: number; keyId: string; keyAlias: string; keyState: string }>;
   keys: Map<string, string>;
+}
+
+/** What a key rotation did: the key now under the alias, the one it replaced, the secret versions moved. */
+export interface KeyRotated {
+  keyId: string;
+  previousKeyId: string | null;
+  secretVersions: number;
 }
 
 /** Secrets encrypted under a tenant key, mirroring Secrets Manager. */

@@ -167,3 +167,15 @@ export const isAwsReconcileStep = memberOf(AWS_RECONCILE_STEPS);
 export const MIGRATE_STEPS = ['migrate'] as const;
 export type MigrateStep = (typeof MIGRATE_STEPS)[number];
 export const isMigrateStep = memberOf(MIGRATE_STEPS);
+
+/* ---- credential and key rotation (`rotate` operations) */
+
+/**
+ * The local target's rotation steps (engine/local.ts): a password rotation ensures the group's two
+ * logins (`logins`), sets a new password on the idle one (`set-password`) and makes it current
+ * (`publish`); `retire` ends every other login of the group (after a grace period, or first when the
+ * previous one is over); `rekey` replaces the tenant's data key.
+ */
+export const ROTATION_STEPS = ['retire', 'logins', 'set-password', 'publish', 'rekey'] as const;
+export type RotationStep = (typeof ROTATION_STEPS)[number];
+export const isRotationStep = memberOf(ROTATION_STEPS);

@@ -20,7 +20,8 @@ export interface Tenant {
 }
 
 /** `migrate`: a tenant's schema brought to a newer template version by a rollout (docs/rollouts.md). */
-export const OPERATION_KINDS = ['onboard', 'offboard', 'promote', 'reconcile', 'migrate'] as const;
+/** `rotate`: a tenant's (or the pool's) credentials or data key rotated (domain/rotation.ts). */
+export const OPERATION_KINDS = ['onboard', 'offboard', 'promote', 'reconcile', 'migrate', 'rotate'] as const;
 export type OperationKind = (typeof OPERATION_KINDS)[number];
 
 export const OPERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;

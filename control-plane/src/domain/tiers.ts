@@ -26,10 +26,23 @@ export interface RoleLimits {
   idleInTransactionSessionTimeoutMs: number;
 }
 
+/**
+ * When a tier's credentials rotate on their own (`templates/tiers.json`): every `everyDays`, each
+ * tenant at its own offset within `spreadHours` (so a fleet does not rotate at once), the old login
+ * kept working for `graceMinutes` after the new password is published.
+ */
+export interface RotationPolicy {
+  everyDays: number;
+  spreadHours: number;
+  graceMinutes: number;
+}
+
 export interface TierDefinition {
   description: string;
   role: RoleLimits;
   rds?: RdsSettings;
+  /** Scheduled credential rotation; absent: the tier's credentials rotate only on request. */
+  rotation?: RotationPolicy;
 }
 
 export interface TierCatalog {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import type { LoginRotation } from '../db/rotations.js';
 import type { Queryable } from '../domain/queryable.js';
 import { FREEZE_TRIGGERS } from '../providers/postgres/freeze.js';
 import { literal } from '../providers/postgres/sql.js';
@@ -41,7 +42,7 @@ SELECT r.oid, r.rolname AS name, r.rolcanlogin AS login, r.rolsuper AS super, r.
   LEFT JOIN (SELECT x.setrole, json_object_agg(d.datname, x.setconfig) AS db_config
                FROM pg_db_role_setting x JOIN pg_database d ON d.oid = x.setdatabase
               GROUP BY x.setrole) ds ON ds.setrole = r.oid
- WHERE r.rolname LIKE 'tenant\\_%' OR r.rolname = ANY($1::text[])`;
+ WHERE r.rolname LIKE 'tenant\\_%' OR r.rolname LIKE 'login\\_%' OR r.rolname = ANY($1::text[])`;
 export const ROLES_SQL = rolesSql('pg_authid');
 const ROLES_NO_AUTHID_SQL = rolesSql('pg_roles');
 
@@ -119,13 +120,24 @@ SELECT tenant_id::text AS tenant_id, slug FROM tenantry_meta.pool_members`;
 
 /** The local key and secret store, read whole: one statement each (no decryption). */
 export const SECRETS_SQL = `
-SELECT DISTINCT ON (s.name) s.name, s.version, s.key_id, k.alias, k.state
+SELECT DISTINCT ON (s.name) s.name, s.version, s.key_id, k.alias, k.state, s.created_at
   FROM local_secrets s JOIN local_keys k ON k.key_id = s.key_id
  WHERE s.name LIKE 'tenantry/%'
  ORDER BY s.name, s.version DESC`;
 
 export const KEYS_SQL = `
 SELECT alias, key_id FROM local_keys WHERE state = 'enabled' AND alias LIKE 'alias/tenantry/%'`;
+
+/**
+ * Credential rotation as the control plane recorded it (login_rotations, migration 0012): each login
+ * group's current and previous login and the old one's grace period; and whether a rotation of the
+ * pool's shared login is in flight (its logins are then between two states, and not judged).
+ */
+export const LOGIN_ROTATIONS_SQL = `
+SELECT subject, login_group, current_login, previous_login, rotated_at, grace_until, retired_at,
+       EXISTS (SELECT 1 FROM operations o WHERE o.kind = 'rotate' AND o.status IN ('queued', 'running')
+                  AND (o.params ->> 'subject') = 'pool') AS pool_rotating
+  FROM (SELECT NULL) one LEFT JOIN login_rotations ON true`;
 
 /* ------------------------------------------------------------------ parsed shapes */
 
@@ -226,6 +238,21 @@ export interface ObservedSecret {
   keyId: string;
   keyAlias: string;
   keyState: string;
+  /** When its current version was written (the local store says; a store that does not, leaves it out). */
+  createdAt?: Date;
+}
+
+/** A login group's last rotation, as login_rotations records it. */
+export type ObservedLoginRotation = Pick<
+  LoginRotation,
+  'group' | 'current' | 'previous' | 'rotatedAt' | 'graceUntil' | 'retiredAt'
+>;
+
+export interface ObservedLogins {
+  /** By subject: a tenant's id, or `pool`. */
+  rotations: Map<string, ObservedLoginRotation>;
+  /** A rotation of the pool's shared login is queued or running. */
+  poolRotating: boolean;
 }
 
 export interface ObservedFleet {
@@ -241,6 +268,10 @@ export interface ObservedFleet {
   keys: Map<string, string>;
   /** Tenantry logins whose password was checked against their stored secret (see credentials.ts). */
   credentials?: Map<string, CredentialStatus>;
+  /** Credential rotation as recorded (read from the control database); absent: nothing was read. */
+  logins?: ObservedLogins;
+  /** When the observation was made (ms epoch): what grace periods and password ages are judged at. */
+  observedAt?: number;
   /** Checks this observation could not make, with the reason (recorded in the run's summary). */
   notChecked?: NotChecked[];
 }
@@ -809,13 +840,48 @@ export async function readSecrets(db: Queryable): Promise<Map<string, ObservedSe
     key_id: string;
     alias: string;
     state: string;
+    created_at: Date;
   }>(SECRETS_SQL);
   return new Map(
     rows.map((r) => [
       r.name,
-      { name: r.name, version: r.version, keyId: r.key_id, keyAlias: r.alias, keyState: r.state },
+      {
+        name: r.name,
+        version: r.version,
+        keyId: r.key_id,
+        keyAlias: r.alias,
+        keyState: r.state,
+        createdAt: r.created_at,
+      },
     ]),
   );
+}
+
+/** Credential rotation as the control database records it (one statement). */
+export async function readLoginRotations(db: Queryable): Promise<ObservedLogins> {
+  const { rows } = await db.query<{
+    subject: string | null;
+    login_group: string;
+    current_login: string;
+    previous_login: string | null;
+    rotated_at: Date;
+    grace_until: Date | null;
+    retired_at: Date | null;
+    pool_rotating: boolean;
+  }>(LOGIN_ROTATIONS_SQL);
+  const rotations = new Map<string, ObservedLoginRotation>();
+  for (const r of rows) {
+    if (r.subject === null) continue; // no rotation recorded yet (the one row of the outer join)
+    rotations.set(r.subject, {
+      group: r.login_group,
+      current: r.current_login,
+      previous: r.previous_login,
+      rotatedAt: r.rotated_at,
+      graceUntil: r.grace_until,
+      retiredAt: r.retired_at,
+    });
+  }
+  return { rotations, poolRotating: rows[0]?.pool_rotating ?? false };
 }
 
 export async function readKeys(db: Queryable): Promise<Map<string, string>> {

@@ -1,5 +1,13 @@
-import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
-import type { Tier } from '../domain/tiers.js';
+import {
+  loginRoleNames,
+  POOL_SECRET,
+  parseLoginRoleName,
+  tenantKeyAlias,
+  tenantObjectName,
+  tenantSecretName,
+} from '../domain/naming.js';
+import { maxPasswordAgeMs } from '../domain/rotation.js';
+import type { RotationPolicy, Tier } from '../domain/tiers.js';
 import { FREEZE_TRIGGERS } from '../providers/postgres/freeze.js';
 import type { RoleLimits } from '../providers/postgres/types.js';
 import {
@@ -7,6 +15,7 @@ import {
   GUARD_ENABLED,
   type ObservedDatabaseContents,
   type ObservedFleet,
+  type ObservedLoginRotation,
   type ObservedRole,
   type ObservedTable,
 } from './catalog.js';
@@ -33,7 +42,32 @@ export interface LocalLayout {
   tablesAt?: Record<number, string[]>;
   /** The policy expression exactly as pg_get_expr prints the one Tenantry writes. */
   policyExpression: string;
+  /** Scheduled credential rotation per tier (templates/tiers.json): a password older than it allows is drift. */
+  rotation?: Partial<Record<'pool' | 'bridge' | 'silo', RotationPolicy>>;
 }
+
+/**
+ * How long after its grace period an old login may still be enabled before drift reports it: the
+ * schedule retires it at its next tick, later when the tenant is busy (its operations run one at a time).
+ */
+export const RETIRE_SLACK_MS = 15 * 60_000;
+
+/** What a role of a login group must be (see checkRole). */
+interface RoleExpectation {
+  /** LOGIN required (true), refused (false), or either ('any': an old login inside its grace period). */
+  login: boolean | 'any';
+  /** The group a login is a member of, its one membership (a group itself: none). */
+  group?: string;
+  /** Its password is the current version of its secret's (the login its descriptor names). */
+  credentials: boolean;
+  /** It has no password at all (a login retired or not yet used; a group its tenant no longer logs in as). */
+  noPassword: boolean;
+  /** Its tier's limits and settings (a group's are not used by any session). */
+  limits: boolean;
+}
+/** The single-login layout's one role, and the current login of a group. */
+const LOGGING_IN: RoleExpectation = { login: true, credentials: true, noPassword: false, limits: true };
+const DAY_MS = 86_400_000;
 
 const DML = ['DELETE', 'INSERT', 'SELECT', 'UPDATE'];
 const USAGE = ['USAGE'];
@@ -46,6 +80,9 @@ export const slugOfObject = (name: string): string | null =>
   name.startsWith(TENANT_PREFIX) && /^[a-z][a-z0-9_]{2,39}$/.test(name.slice(TENANT_PREFIX.length))
     ? name.slice(TENANT_PREFIX.length).replaceAll('_', '-')
     : null;
+
+/** The slug a role belongs to: a tenant's group, or one of its two logins. */
+const slugOfRole = (name: string): string | null => slugOfObject(parseLoginRoleName(name)?.group ?? name);
 
 const sameList = (a: readonly string[], b: readonly string[]) => {
   if (a.length !== b.length) return false;
@@ -105,7 +142,13 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     category: DriftCategory = 'state',
   ) => out.push({ ...o, resource, name, kind, field, desired, actual, category });
 
-  const isManagedLoginRole = (r: string) => r.startsWith(TENANT_PREFIX) || r === layout.poolRole;
+  const isManagedLoginRole = (r: string) => {
+    const group = parseLoginRoleName(r)?.group ?? r;
+    return group.startsWith(TENANT_PREFIX) || group === layout.poolRole;
+  };
+  const ownerOfRole = (r: string): Owner =>
+    (parseLoginRoleName(r)?.group ?? r) === layout.poolRole ? POOL_PLATFORM : ownerOf(slugOfRole(r));
+  const now = obs.observedAt;
   const grantCategory = (grantee: string): DriftCategory =>
     grantee === 'PUBLIC' || isManagedLoginRole(grantee) ? 'isolation' : 'state';
 
@@ -173,15 +216,22 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     return s;
   };
 
-  const checkRole = (o: Owner, name: string, limits: RoleLimits, searchPath: string, login = true) => {
+  const checkRole = (
+    o: Owner,
+    name: string,
+    limits: RoleLimits,
+    searchPath: string,
+    e: RoleExpectation = LOGGING_IN,
+  ) => {
     const r: ObservedRole | undefined = obs.roles.get(name);
     if (!r) {
       push(o, 'role', name, 'missing', 'exists', true, false);
       return;
     }
+    const pool = (e.group ?? name) === layout.poolRole;
     // Any login may change its own password: its stored secret (its descriptor) no longer works.
     // The pool's shared login changed by one tenant locks every other pool tenant out.
-    const cred = obs.credentials?.get(name);
+    const cred = e.credentials ? obs.credentials?.get(name) : undefined;
     if (cred !== undefined && cred !== 'ok')
       push(
         o,
@@ -191,19 +241,24 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         'password',
         'stored secret',
         CREDENTIAL_ACTUAL[cred],
-        name === layout.poolRole ? 'isolation' : 'state',
+        pool ? 'isolation' : 'state',
       );
+    // A login that should be disabled and is not: an old password still works.
+    if (e.noPassword && typeof r.verifierHash === 'string')
+      push(o, 'role', name, 'changed', 'password', 'none', 'a password', pool ? 'isolation' : 'state');
     // …and its own settings in one database (ALTER ROLE … IN DATABASE … SET), which win over its
     // role-wide ones there. Tenantry sets one: a silo's search_path in its own database (promotion).
+    const siloDb = e.group ?? name;
     for (const db in r.databaseSettings) {
       const config = r.databaseSettings[db] as Record<string, string>;
       for (const k in config) {
         const v = config[k] as string;
-        if (db === name && k === 'search_path' && normalizePath(v) === layout.siloSchema) continue;
+        if (db === siloDb && k === 'search_path' && normalizePath(v) === layout.siloSchema) continue;
         push(o, 'role', name, 'unexpected', `databaseSetting:${db}:${k}`, null, v);
       }
     }
-    if (r.canLogin !== login) push(o, 'role', name, 'changed', 'login', login, r.canLogin);
+    if (e.login !== 'any' && r.canLogin !== e.login)
+      push(o, 'role', name, 'changed', 'login', e.login, r.canLogin);
     if (r.superuser || r.bypassRls || r.createRole || r.createDb || r.replication) {
       for (const [field, value] of [
         ['superuser', r.superuser],
@@ -215,19 +270,91 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
         if (value) push(o, 'role', name, 'changed', field, false, true, 'isolation');
       }
     }
-    if (r.connectionLimit !== limits.connectionLimit)
-      push(o, 'role', name, 'changed', 'connectionLimit', limits.connectionLimit, r.connectionLimit);
-    for (const [k, v] of settingsOf(limits)) {
-      const actual = r.settings[k] ?? null;
-      if (actual !== v) push(o, 'role', name, 'changed', k, v, actual);
+    if (e.limits) {
+      if (r.connectionLimit !== limits.connectionLimit)
+        push(o, 'role', name, 'changed', 'connectionLimit', limits.connectionLimit, r.connectionLimit);
+      for (const [k, v] of settingsOf(limits)) {
+        const actual = r.settings[k] ?? null;
+        if (actual !== v) push(o, 'role', name, 'changed', k, v, actual);
+      }
+      const raw = r.settings.search_path;
+      const sp = raw === searchPath ? raw : normalizePath(raw);
+      if (sp !== searchPath) push(o, 'role', name, 'changed', 'search_path', searchPath, sp);
     }
-    const raw = r.settings.search_path;
-    const sp = raw === searchPath ? raw : normalizePath(raw);
-    if (sp !== searchPath) push(o, 'role', name, 'changed', 'search_path', searchPath, sp);
+    if (e.group && !r.memberOf.includes(e.group))
+      push(o, 'role', name, 'missing', `memberOf:${e.group}`, true, false);
     for (const m of r.memberOf) {
+      if (m === e.group) continue;
       const cat: DriftCategory = isManagedLoginRole(m) || m === layout.ownerRole ? 'isolation' : 'state';
       push(o, 'role', name, 'unexpected', `memberOf:${m}`, null, true, cat);
     }
+  };
+
+  /**
+   * A login group (docs/credentials.md): the NOLOGIN role holding the grants, logging in as
+   * `current`, one of its two logins, whose password is its secret's; the other login, and the group
+   * itself once its tenant moved off it, log in no more, with no password, unless a rotation's grace
+   * period keeps it (login_rotations says, until RETIRE_SLACK_MS after its end). A group that is still
+   * its tenant's login (`current` is the group: the single-login layout, before a first rotation) is
+   * judged as that login, and logins of it, if any, as not yet used.
+   */
+  const checkLoginGroup = (
+    o: Owner,
+    group: string,
+    current: string,
+    limits: RoleLimits,
+    searchPath: string,
+    rotation: ObservedLoginRotation | undefined,
+  ) => {
+    const idle: RoleExpectation = { login: false, group, credentials: false, noPassword: true, limits: true };
+    if (current === group) {
+      checkRole(o, group, limits, searchPath);
+      for (const l of loginRoleNames(group)) if (obs.roles.has(l)) checkRole(o, l, limits, searchPath, idle);
+      return;
+    }
+    const inGrace = (role: string) =>
+      rotation?.previous === role &&
+      rotation.retiredAt === null &&
+      (now === undefined ||
+        (rotation.graceUntil !== null && now <= rotation.graceUntil.getTime() + RETIRE_SLACK_MS));
+    const was = inGrace(group);
+    checkRole(o, group, limits, searchPath, {
+      login: was ? 'any' : false,
+      credentials: false,
+      noPassword: !was,
+      limits: false,
+    });
+    for (const l of loginRoleNames(group)) {
+      if (l === current) checkRole(o, l, limits, searchPath, { ...LOGGING_IN, group });
+      else if (inGrace(l)) checkRole(o, l, limits, searchPath, { ...idle, login: 'any', noPassword: false });
+      else checkRole(o, l, limits, searchPath, idle);
+    }
+  };
+
+  /**
+   * A password older than its tier's schedule allows (its last rotation, or, never rotated, its
+   * secret's current version): the schedule is not keeping up, or the tier's rotation is stuck.
+   */
+  const checkPasswordAge = (
+    o: Owner,
+    tier: 'pool' | 'bridge' | 'silo',
+    secretName: string,
+    rotation: ObservedLoginRotation | undefined,
+  ) => {
+    const policy = layout.rotation?.[tier];
+    const since = rotation?.rotatedAt.getTime() ?? obs.secrets.get(secretName)?.createdAt?.getTime();
+    if (!policy || since === undefined || now === undefined) return;
+    const max = maxPasswordAgeMs(policy);
+    if (now - since > max)
+      push(
+        o,
+        'secret',
+        secretName,
+        'changed',
+        'passwordAgeDays',
+        Math.round(max / DAY_MS),
+        Math.round(((now - since) / DAY_MS) * 10) / 10,
+      );
   };
 
   /** A tenant schema (bridge, or a silo's `app`): owner, version, ACLs, tables and default privileges. */
@@ -445,8 +572,13 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       continue;
     }
     const limits = layout.limits[t.tier];
+    // The login its descriptor names (the role step's and each rotation's output); before the two
+    // logins, its group itself.
+    const current = typeof t.outputs.user === 'string' ? t.outputs.user : name;
+    const rotation = obs.logins?.rotations.get(t.id);
+    checkPasswordAge(o, t.tier, secretName, rotation);
     if (t.tier === 'bridge') {
-      checkRole(o, name, limits, name);
+      checkLoginGroup(o, name, current, limits, name, rotation);
       checkTenantSchema(o, layout.dataDatabase, data, name, name, t.templateVersion);
       checkFrozen(o, t.id, layout.dataDatabase, data, name);
       if (dataDb && !dataConnect.has(name))
@@ -454,7 +586,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       continue;
     }
     // silo
-    checkRole(o, name, limits, layout.siloSchema);
+    checkLoginGroup(o, name, current, limits, layout.siloSchema, rotation);
     const db = obs.databases.get(name);
     if (!db) {
       push(o, 'database', name, 'missing', 'exists', true, false);
@@ -491,7 +623,13 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
   }
 
   /* ---------------- platform: the shared pool and the roles every tenant relies on */
-  checkRole(POOL_PLATFORM, layout.poolRole, layout.limits.pool, layout.poolSchema);
+  // The pool's shared login: not judged while a rotation of it is in flight (between two states).
+  if (!obs.logins?.poolRotating) {
+    const rotation = obs.logins?.rotations.get('pool');
+    const current = rotation?.current ?? layout.poolRole;
+    checkLoginGroup(POOL_PLATFORM, layout.poolRole, current, layout.limits.pool, layout.poolSchema, rotation);
+    checkPasswordAge(POOL_PLATFORM, 'pool', POOL_SECRET, rotation);
+  }
   const owner = obs.roles.get(layout.ownerRole);
   if (!owner) push(EVERY_TIER, 'role', layout.ownerRole, 'missing', 'exists', true, false);
   else {
@@ -532,7 +670,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     for (const g of db.connect) {
       if (!isManagedLoginRole(g)) continue;
       push(
-        g === layout.poolRole ? POOL_PLATFORM : ownerOf(slugOfObject(g)),
+        ownerOfRole(g),
         'database',
         db.name,
         'unexpected',
@@ -624,7 +762,7 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
       if (schema === layout.poolSchema || schema.startsWith(TENANT_PREFIX)) continue;
       for (const t of tables) {
         if (!isManagedLoginRole(t.owner)) continue;
-        const o = t.owner === layout.poolRole ? POOL_PLATFORM : ownerOf(slugOfObject(t.owner));
+        const o = ownerOfRole(t.owner);
         push(
           o,
           'table',
@@ -645,8 +783,10 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     push(o, resource, name, 'unexpected', 'exists', false, true, 'orphan');
   };
   for (const r of obs.roles.keys()) {
-    const slug = slugOfObject(r);
-    if (r.startsWith(TENANT_PREFIX) && !holds(slug, ['bridge', 'silo'])) orphan('role', r, slug);
+    // A tenant's group and its two logins go with it (the pool's logins are the platform's).
+    const group = parseLoginRoleName(r)?.group ?? r;
+    const slug = slugOfObject(group);
+    if (group.startsWith(TENANT_PREFIX) && !holds(slug, ['bridge', 'silo'])) orphan('role', r, slug);
   }
   if (data) {
     for (const s of data.schemas.keys()) {

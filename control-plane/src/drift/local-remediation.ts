@@ -1,18 +1,17 @@
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
-import { POOL_SECRET, tenantObjectName } from '../domain/naming.js';
+import { loginRoleNames, tenantObjectName } from '../domain/naming.js';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import { isLocalReconcileStep, type LocalReconcileStep } from '../domain/steps.js';
 import type { TierCatalog } from '../domain/tiers.js';
-import { LocalTenantResources } from '../engine/local-resources.js';
+import { LocalTenantResources, type LoginOwner } from '../engine/local-resources.js';
 import {
   ensureFreezeTriggers,
   ident,
   inTransaction,
   lockDownDatabases,
   poolProvider,
-  roleProvider,
   type TenantTemplate,
   templateUpTo,
   unfreezeSchema,
@@ -122,17 +121,12 @@ export class LocalDriftRemediator implements DriftRemediator {
       return steps;
     }
     const { schema } = r.placement(t);
-    const roleFindings = findings.filter((f) => f.resource === 'role' && f.name === name);
-    // The login's password is no longer its stored secret's (the tenant changed it): set it back.
-    const passwordBad = roleFindings.some((f) => f.field === 'password');
+    const roles = [name, ...loginRoleNames(name)];
+    const roleFindings = findings.filter((f) => f.resource === 'role' && roles.includes(f.name));
     if (roleFindings.length > 0 || secretBad) {
       steps.push({
         name: 'role',
-        run: () =>
-          r.applyRole(t, {
-            password: secretBad || roleMissing || passwordBad,
-            andThen: (db) => revokeRoleExtras(db, name, roleFindings),
-          }),
+        run: () => this.repairLogins(t, roleFindings, secretBad || roleMissing),
       });
     }
     const dbFindings = findings.filter((f) => f.resource === 'database');
@@ -228,30 +222,39 @@ export class LocalDriftRemediator implements DriftRemediator {
     return steps;
   }
 
+  /**
+   * A login group's roles as its secret says (engine/local-resources.ts `applyRole`): the login the
+   * secret names gets its password back when it changed (or a role was missing, or the secret was
+   * rewritten); what a role holds beyond its spec is revoked; and a login that should log in no more
+   * (its grace period over) is retired.
+   */
+  private async repairLogins(owner: LoginOwner, roleFindings: Finding[], password: boolean): Promise<void> {
+    const r = this.resources;
+    await r.applyRole(owner, {
+      password: password || roleFindings.some((f) => f.field === 'password' && f.desired === 'stored secret'),
+      andThen: async (db) => {
+        for (const role of new Set(roleFindings.map((f) => f.name)))
+          await revokeRoleExtras(
+            db,
+            role,
+            roleFindings.filter((f) => f.name === role),
+          );
+      },
+    });
+    const disable = roleFindings.some(
+      (f) => (f.field === 'login' && f.desired === false) || (f.field === 'password' && f.desired === 'none'),
+    );
+    if (disable) await r.retireLogins(owner);
+  }
+
   private platformSteps(findings: Finding[]): Step[] {
     const n = this.dp.names;
     const steps: Step[] = [];
-    const poolRole = findings.filter((f) => f.resource === 'role' && f.name === n.poolRole);
+    const poolRoles = [n.poolRole, ...loginRoleNames(n.poolRole)];
+    const poolRole = findings.filter((f) => f.resource === 'role' && poolRoles.includes(f.name));
     if (poolRole.length > 0) {
-      steps.push({
-        name: 'pool-role',
-        run: () =>
-          this.dp.withMaintenance(async (db) => {
-            const exists = !poolRole.some((f) => f.kind === 'missing');
-            let password: string | undefined;
-            if (!exists || poolRole.some((f) => f.field === 'password')) {
-              const pw = (await this.keys.getSecret(POOL_SECRET))?.value.password;
-              password = typeof pw === 'string' ? pw : undefined;
-            }
-            await roleProvider.create(db, {
-              name: n.poolRole,
-              ...this.catalog.tiers.pool.role,
-              searchPath: [n.poolSchema],
-              ...(password ? { password } : {}),
-            });
-            await revokeRoleExtras(db, n.poolRole, poolRole);
-          }),
-      });
+      const missing = poolRole.some((f) => f.kind === 'missing' && f.field === 'exists');
+      steps.push({ name: 'pool-role', run: () => this.repairLogins('pool', poolRole, missing) });
     }
     const ownerRole = findings.filter(
       (f) => f.resource === 'role' && f.name === n.ownerRole && f.kind === 'changed',
@@ -372,7 +375,8 @@ export class LocalDriftRemediator implements DriftRemediator {
  */
 async function revokeRoleExtras(db: Queryable, role: string, findings: Finding[]): Promise<void> {
   for (const f of findings) {
-    const member = /^memberOf:(.+)$/.exec(f.field)?.[1];
+    // An unexpected membership goes; a missing one (a login out of its group) the role step put back.
+    const member = f.kind === 'unexpected' ? /^memberOf:(.+)$/.exec(f.field)?.[1] : undefined;
     if (member) await db.query(`REVOKE ${catalogName(member)} FROM ${ident(role)}`);
     // A setting's name as pg_db_role_setting spells it: validated, then spliced bare (`app.x` is two parts).
     const setting = /^databaseSetting:(.+):([A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)*)$/.exec(

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { DataPlane } from '../dataplane/dataplane.js';
-import { POOL_SECRET, tenantSecretName } from '../domain/naming.js';
+import { POOL_SECRET, parseLoginRoleName, tenantSecretName } from '../domain/naming.js';
 import type { KeyStoreInventory, SecretStore } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { TierCatalog } from '../domain/tiers.js';
@@ -16,6 +16,7 @@ import {
   readDatabaseContents,
   readDatabases,
   readKeys,
+  readLoginRotations,
   readPoolMembers,
   readRoles,
   readSecrets,
@@ -145,8 +146,10 @@ export class LocalDriftDetector implements DriftDetector {
     const logins: Login[] = [];
     for (const r of roles.roles.values()) {
       if (!r.canLogin || r.verifierHash === undefined) continue;
-      const slug = r.name === n.poolRole ? null : slugOfObject(r.name);
-      if (r.name !== n.poolRole && slug === null) continue;
+      // A login of a group is checked against its group's secret (diffLocal judges the current one only).
+      const group = parseLoginRoleName(r.name)?.group ?? r.name;
+      const slug = group === n.poolRole ? null : slugOfObject(group);
+      if (group !== n.poolRole && slug === null) continue;
       logins.push({
         role: r.name,
         secretName: slug === null ? POOL_SECRET : tenantSecretName(slug),
@@ -187,6 +190,11 @@ export class LocalDriftDetector implements DriftDetector {
         silo: this.catalog.tiers.silo.role,
       },
       templateTables: canonical.tables,
+      rotation: {
+        ...(this.catalog.tiers.pool.rotation ? { pool: this.catalog.tiers.pool.rotation } : {}),
+        ...(this.catalog.tiers.bridge.rotation ? { bridge: this.catalog.tiers.bridge.rotation } : {}),
+        ...(this.catalog.tiers.silo.rotation ? { silo: this.catalog.tiers.silo.rotation } : {}),
+      },
       newestVersion: this.template.version,
       tablesAt: canonical.tablesAt,
       policyExpression: canonical.policyExpression,
@@ -231,6 +239,7 @@ export class LocalDriftDetector implements DriftDetector {
         parallel: true,
       }),
     ]).then(async ([roles, c]) => resolveDatabase(c, await named(roles, [c])));
+    const observedAt = Date.now();
     const shared = Promise.all([
       rolesRead,
       sharedData,
@@ -238,6 +247,7 @@ export class LocalDriftDetector implements DriftDetector {
       secretsRead,
       inventory ? inventory.then((i) => i.keys) : readKeys(this.control),
       credentials,
+      readLoginRotations(this.control),
     ]).finally(since('sharedMs'));
     // Awaited below, after the silo pass; until then a failed read must not go unhandled (Node would
     // end the process), nor when listing the databases fails first and it is never awaited.
@@ -259,7 +269,10 @@ export class LocalDriftDetector implements DriftDetector {
         unreachable.set(name, (e as Error).message.slice(0, 200));
       }
     }).finally(since('silosMs'));
-    const [[roles, data, poolMembers, secrets, keys, checked]] = await Promise.all([shared, siloPass]);
+    const [[roles, data, poolMembers, secrets, keys, checked, logins]] = await Promise.all([
+      shared,
+      siloPass,
+    ]);
     contents.set(n.database, data);
     const siloRole = await named(roles, [...silosRead.values()]);
     for (const [name, c] of silosRead) contents.set(name, resolveDatabase(c, siloRole));
@@ -275,6 +288,8 @@ export class LocalDriftDetector implements DriftDetector {
       keys,
       ...(checked.statuses ? { credentials: checked.statuses } : {}),
       notChecked: checked.notChecked,
+      logins,
+      observedAt,
     };
   }
 

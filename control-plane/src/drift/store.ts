@@ -439,8 +439,10 @@ export async function readSnapshot(q: Queryable, start: SweepStart): Promise<Sna
       template_version: number;
       outputs: Record<string, unknown>;
     }>(
-      // Only the outputs a diff compares (the key id): the rest is not read, so not parsed.
-      `SELECT id, slug, tier, status, template_version, jsonb_strip_nulls(jsonb_build_object('keyId', outputs->'keyId')) AS outputs
+      // Only the outputs a diff compares (the key id, the login the descriptor names): the rest is not
+      // read, so not parsed.
+      `SELECT id, slug, tier, status, template_version,
+              jsonb_strip_nulls(jsonb_build_object('keyId', outputs->'keyId', 'user', outputs->'user')) AS outputs
          FROM tenants`,
     ),
     q.query<{ tenant_id: string; id: string; kind: string; status: string }>(

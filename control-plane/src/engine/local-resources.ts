@@ -1,24 +1,35 @@
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
-import { POOL_SECRET, tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
-import type { ConnectionDescriptor, KeyStore, SecretStore } from '../domain/ports.js';
+import {
+  loginRoleName,
+  loginRoleNames,
+  nextLogin,
+  PLATFORM_KEY_ALIAS,
+  POOL_SECRET,
+  stagedPasswordSecretName,
+  tenantKeyAlias,
+  tenantObjectName,
+  tenantSecretName,
+} from '../domain/naming.js';
+import type { ConnectionDescriptor, KeyRotated, KeyStore, SecretStore } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
-import type { Tier, TierCatalog } from '../domain/tiers.js';
+import type { RoleLimits, Tier, TierCatalog } from '../domain/tiers.js';
 import { generatePassword } from '../lib/passwords.js';
 import { type Placement, placementOf } from '../promotion/placement.js';
 import {
   applyGrants,
-  applyRole,
+  applyLogins,
   applySchema,
   databaseProvider,
-  endRoleSessions,
+  dropLogins,
+  endLoginSessions,
   ensureFreezeSupport,
   ensureFreezeTriggers,
   grantsProvider,
   guardPrivateSchemaSql,
   hardenDatabase,
   poolMembershipProvider,
-  roleProvider,
+  retireLogins,
   schemaProvider,
   type TenantTemplate,
 } from '../providers/postgres/index.js';
@@ -32,16 +43,42 @@ export interface ResourceTenant {
   tier: Exclude<Tier, 'account'>;
 }
 
+/** Whose logins a rotation changes: a tenant's own, or (`pool`) the pool's shared login. */
+export type LoginOwner = ResourceTenant | 'pool';
+
+/**
+ * A login group as the local target keeps it: the NOLOGIN role holding the grants, its two logins
+ * (alternating users), the secret whose latest version names the current login and its password, and
+ * what every login of it gets (the tier's limits, the placement's search path).
+ */
+interface LoginGroup {
+  group: string;
+  logins: [string, string];
+  secretName: string;
+  keyAlias: string;
+  limits: RoleLimits;
+  searchPath: string[];
+}
+
+/** A rotation's step: the login it moved from and the one it made current. */
+export interface LoginMove {
+  from: string;
+  to: string;
+}
+
 /**
  * The local target's per-tenant resources, one method each: the key, the credentials, the login
- * role, the silo database, the schema, the grants and the pool membership. The engine's onboarding
- * and offboarding steps and drift remediation both call these, so each resource is written once.
- * Every method is idempotent (a crash re-runs the step in flight).
+ * roles, the silo database, the schema, the grants and the pool membership; and the rotation of the
+ * credentials and the key. The engine's onboarding, offboarding and rotation steps and drift
+ * remediation all call these, so each resource is written once. Every method is idempotent (a crash
+ * re-runs the step in flight).
+ *
+ * Logins: a bridge or silo tenant's grants are held by the NOLOGIN role `tenant_<slug>`, and it logs
+ * in as one of two members of it (`login_a_…`, `login_b_…`, domain/naming.ts); the pool's shared role
+ * likewise. The tenant's secret (the pool's: POOL_SECRET) names the current one. A tenant onboarded
+ * before the two logins logs in as `tenant_<slug>` itself until its first rotation moves it.
  */
 export class LocalTenantResources {
-  /** The pool role's password, cached once read: every pool descriptor carries it. */
-  private poolPassword: string | undefined;
-
   constructor(
     private readonly dp: DataPlane,
     private readonly keys: KeyStore & SecretStore,
@@ -52,10 +89,6 @@ export class LocalTenantResources {
   /** Where the tenant's tables are (pool: the shared schema; bridge: its schema in the shared database; silo: its own database). */
   placement(t: ResourceTenant): Placement {
     return placementOf(this.dp, t.slug, t.tier);
-  }
-
-  setPoolPassword(password: string): void {
-    this.poolPassword = password;
   }
 
   async ensureKey(t: ResourceTenant): Promise<{ keyId: string; keyAlias: string }> {
@@ -74,11 +107,12 @@ export class LocalTenantResources {
   }
 
   /**
-   * Writes the tenant's descriptor as a new version of its secret: the pool's shared login, or a new
-   * password for its own login (the role step then sets it on the role, from this version).
+   * Writes the tenant's descriptor as a new version of its secret: for a login of its own, its first
+   * login and a new password (the role step then sets it on the role, from this version); a pool
+   * descriptor carries no login (`connection` adds the pool's current one).
    */
   async writeCredentials(t: ResourceTenant, nextVersion?: number): Promise<{ ref: string; version: number }> {
-    const descriptor = await this.descriptorFor(t);
+    const descriptor = this.descriptorFor(t);
     return this.keys.putSecret(
       tenantSecretName(t.slug),
       tenantKeyAlias(t.slug),
@@ -87,49 +121,185 @@ export class LocalTenantResources {
     );
   }
 
-  deleteCredentials(t: ResourceTenant): Promise<void> {
-    return this.keys.deleteSecret(tenantSecretName(t.slug));
+  async deleteCredentials(t: ResourceTenant): Promise<void> {
+    const name = tenantSecretName(t.slug);
+    await this.keys.deleteSecret(stagedPasswordSecretName(name));
+    await this.keys.deleteSecret(name);
   }
 
-  /** The password of the secret's latest version (what the role must have). */
-  async storedPassword(t: ResourceTenant): Promise<string> {
-    const password = (await this.keys.getSecret(tenantSecretName(t.slug)))?.value.password;
-    if (typeof password !== 'string')
-      throw new TenantryError('SECRET_UNAVAILABLE', 'tenant credentials are missing');
-    return password;
+  /** A tenant's login group, or the pool's. */
+  private loginGroup(owner: LoginOwner): LoginGroup {
+    if (owner === 'pool') {
+      const n = this.dp.names;
+      return {
+        group: n.poolRole,
+        logins: loginRoleNames(n.poolRole),
+        secretName: POOL_SECRET,
+        keyAlias: PLATFORM_KEY_ALIAS,
+        limits: this.catalog.tiers.pool.role,
+        searchPath: [n.poolSchema],
+      };
+    }
+    const group = tenantObjectName(owner.slug);
+    return {
+      group,
+      logins: loginRoleNames(group),
+      secretName: tenantSecretName(owner.slug),
+      keyAlias: tenantKeyAlias(owner.slug),
+      limits: this.catalog.tiers[owner.tier].role,
+      searchPath: [this.placement(owner).schema],
+    };
   }
 
   /**
-   * The tenant's login role with its tier's limits and search path. With `password`, the secret's
-   * latest password is set (as a SCRAM verifier, never in plaintext); `andThen` runs on the same session.
+   * The login the secret's latest version names (the group itself in the single-login layout, and
+   * for a pool secret written before the pool had logins) and its password.
+   */
+  private async storedLogin(g: LoginGroup): Promise<{ user: string; password: string; version: number }> {
+    const secret = await this.keys.getSecret(g.secretName);
+    const password = secret?.value.password;
+    if (!secret || typeof password !== 'string')
+      throw new TenantryError('SECRET_UNAVAILABLE', 'the login credentials are missing');
+    const user = typeof secret.value.user === 'string' ? secret.value.user : g.group;
+    return { user, password, version: secret.version };
+  }
+
+  /**
+   * The tenant's login roles (or, `pool`, the pool's shared login) with the tier's limits and search
+   * path: the group holding the grants and its two logins (applyLogins). With `password`, the secret's latest password is set on the login it
+   * names (as a SCRAM verifier, never in plaintext); `andThen` runs on the same session. Returns the
+   * login the secret names.
    */
   async applyRole(
-    t: ResourceTenant,
+    t: LoginOwner,
     opts: { password: boolean; andThen?: (db: Queryable) => Promise<void> },
-  ): Promise<void> {
-    const password = opts.password ? await this.storedPassword(t) : undefined;
-    const spec = {
-      name: tenantObjectName(t.slug),
-      ...this.catalog.tiers[t.tier].role,
-      searchPath: [this.placement(t).schema],
-      ...(password ? { password } : {}),
-    };
-    // applyRole states NOSUPERUSER NOBYPASSRLS explicitly; drift runs observe it in batch.
+  ): Promise<string> {
+    const g = this.loginGroup(t);
+    const { user, password } = await this.storedLogin(g);
+    // NOSUPERUSER NOBYPASSRLS are stated explicitly; drift runs observe them in batch.
     await this.maintenance(async (db) => {
-      await applyRole(db, spec);
+      await applyLogins(db, this.loginsSpec(g, user, opts.password ? password : undefined));
       await opts.andThen?.(db);
     });
+    return user;
+  }
+
+  private loginsSpec(g: LoginGroup, current: string, password?: string) {
+    return {
+      group: g.group,
+      logins: g.logins,
+      ...g.limits,
+      searchPath: g.searchPath,
+      current,
+      ...(password !== undefined ? { password } : {}),
+    };
   }
 
   /**
-   * Drops the login role. A bridge role holds privileges in the shared database; a silo's went with
-   * its database, but a silo promoted from bridge may still hold some there: both are cleaned.
+   * Drops the login roles. A bridge tenant's group holds privileges in the shared database; a silo's
+   * went with its database, but a silo promoted from bridge may still hold some there: both are cleaned.
    */
   dropRole(t: ResourceTenant): Promise<void> {
-    const spec = { name: tenantObjectName(t.slug), ...this.catalog.tiers[t.tier].role };
+    const g = this.loginGroup(t);
     return this.data((data) =>
-      this.maintenance((db) => roleProvider.delete(db, { ...spec, cleanupIn: [data] })),
+      this.maintenance((db) =>
+        dropLogins(db, { group: g.group, logins: g.logins, ...g.limits, cleanupIn: [data] }),
+      ),
     );
+  }
+
+  /* ---- rotation */
+
+  /** A rotation's first step: both logins of the group exist, members of it, with the tier's settings. */
+  async ensureLogins(owner: LoginOwner): Promise<void> {
+    const g = this.loginGroup(owner);
+    const { user } = await this.storedLogin(g);
+    await this.maintenance((db) => applyLogins(db, this.loginsSpec(g, user)));
+  }
+
+  /**
+   * Sets a new password on the group's idle login and lets it log in (the current one is untouched).
+   * The password is staged in the store first, so a run after a crash sets the same one.
+   */
+  async setNextPassword(owner: LoginOwner): Promise<LoginMove> {
+    const g = this.loginGroup(owner);
+    const { user } = await this.storedLogin(g);
+    const to = nextLogin(g.group, user);
+    const staged = stagedPasswordSecretName(g.secretName);
+    let password = (await this.keys.getSecret(staged))?.value.password;
+    if (typeof password !== 'string') {
+      password = generatePassword();
+      await this.keys.putSecret(staged, g.keyAlias, { password });
+    }
+    await this.maintenance((db) => applyLogins(db, this.loginsSpec(g, to, password as string)));
+    return { from: user, to };
+  }
+
+  /**
+   * Publishes the staged password as the secret's new current version, naming `move.to` (the previous
+   * version stays, naming the old login). Once published, the staged copy goes.
+   */
+  async publishNextPassword(owner: LoginOwner, move: LoginMove): Promise<{ user: string; version: number }> {
+    const g = this.loginGroup(owner);
+    const staged = stagedPasswordSecretName(g.secretName);
+    const current = await this.keys.getSecret(g.secretName);
+    if (!current) throw new TenantryError('SECRET_UNAVAILABLE', 'the login credentials are missing');
+    let version = current.version;
+    if (current.value.user !== move.to) {
+      const password = (await this.keys.getSecret(staged))?.value.password;
+      if (typeof password !== 'string')
+        throw new TenantryError('SECRET_UNAVAILABLE', 'the staged password is missing');
+      version = (
+        await this.keys.putSecret(
+          g.secretName,
+          g.keyAlias,
+          { ...current.value, user: move.to, password },
+          current.version + 1,
+        )
+      ).version;
+    }
+    await this.keys.deleteSecret(staged);
+    return { user: move.to, version };
+  }
+
+  /**
+   * Ends every login of the group but the one its secret names: no password, no login, sessions
+   * terminated (the group itself too, once a rotation moved its tenant off it). A password staged by
+   * a rotation that did not publish it goes too. Returns the logins that could still log in.
+   */
+  async retireLogins(owner: LoginOwner): Promise<string[]> {
+    const g = this.loginGroup(owner);
+    const { user } = await this.storedLogin(g);
+    const retired = await this.maintenance((db) =>
+      retireLogins(db, { group: g.group, logins: g.logins, keep: user }),
+    );
+    await this.keys.deleteSecret(stagedPasswordSecretName(g.secretName));
+    return retired;
+  }
+
+  /** Whether the key store re-keys data keys (the local one does; KMS keys rotate their own material). */
+  get rotatesKeys(): boolean {
+    return this.keys.rotateKey !== undefined;
+  }
+
+  /** The id of the tenant's data key now (what a key rotation records before it starts). */
+  async keyIdOf(t: ResourceTenant): Promise<string> {
+    const key = await this.keys.describeKey(tenantKeyAlias(t.slug));
+    if (key?.state !== 'enabled') throw new TenantryError('SECRET_UNAVAILABLE', 'the tenant has no data key');
+    return key.keyId;
+  }
+
+  /**
+   * Replaces the tenant's data key `from` (as recorded before the first try), its secrets re-encrypted
+   * under the new one (KeyStore.rotateKey): a run after the replacement finished does nothing.
+   */
+  rotateKey(t: ResourceTenant, from: string): Promise<KeyRotated> {
+    if (!this.keys.rotateKey)
+      throw new TenantryError(
+        'ROTATION_NOT_AVAILABLE_ON_TARGET',
+        'this key store does not re-key data keys (a KMS key rotates its own material: enable automatic key rotation on it)',
+      );
+    return this.keys.rotateKey(tenantKeyAlias(t.slug), t.id, from);
   }
 
   /**
@@ -211,7 +381,8 @@ export class LocalTenantResources {
   /** Drops a bridge schema, after ending the tenant's own sessions (an open transaction would hold a lock the DROP waits on). A silo's schema goes with its database. */
   async dropSchema(t: ResourceTenant): Promise<void> {
     if (t.tier !== 'bridge') return;
-    await this.maintenance((db) => endRoleSessions(db, tenantObjectName(t.slug)));
+    const g = this.loginGroup(t);
+    await this.maintenance((db) => endLoginSessions(db, { group: g.group, logins: g.logins }));
     await this.data((db) => schemaProvider.delete(db, this.schemaSpec(t)));
   }
 
@@ -242,8 +413,35 @@ export class LocalTenantResources {
     return this.data((db) => poolMembershipProvider.delete(db, spec));
   }
 
+  /**
+   * The descriptor the data plane reads. A pool tenant's secret names no login: the pool's shared one
+   * (its current login and password, POOL_SECRET) is added here, so a rotation of the pool login is
+   * one secret version, not one per pool tenant.
+   */
+  async connection(t: ResourceTenant): Promise<ConnectionDescriptor> {
+    const secret = await this.keys.getSecret(tenantSecretName(t.slug));
+    if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', 'the tenant has no connection secret');
+    const v = secret.value as unknown as ConnectionDescriptor;
+    const login =
+      v.tier === 'pool'
+        ? await this.storedLogin(this.loginGroup('pool'))
+        : { user: v.user, password: v.password };
+    return {
+      tenantId: v.tenantId,
+      tier: v.tier,
+      host: v.host,
+      port: v.port,
+      database: v.database,
+      ...(v.schema ? { schema: v.schema } : {}),
+      user: login.user,
+      ...(login.password ? { password: login.password } : {}),
+      secretRef: secret.ref,
+      ...(v.tenantSetting ? { tenantSetting: v.tenantSetting } : {}),
+    };
+  }
+
   /** What the data plane needs to connect, password included (stored only in the tenant's secret). */
-  private async descriptorFor(t: ResourceTenant): Promise<ConnectionDescriptor> {
+  private descriptorFor(t: ResourceTenant): Omit<ConnectionDescriptor, 'user'> & { user?: string } {
     const n = this.dp.names;
     const base = {
       tenantId: t.id,
@@ -252,21 +450,11 @@ export class LocalTenantResources {
       port: this.dp.port,
       secretRef: `local-secret://${tenantSecretName(t.slug)}`,
     };
-    if (t.tier === 'pool') {
-      const password = this.poolPassword ?? (await this.keys.getSecret(POOL_SECRET))?.value.password;
-      if (typeof password !== 'string')
-        throw new TenantryError('SECRET_UNAVAILABLE', 'pool credentials are missing');
-      return {
-        ...base,
-        database: n.database,
-        schema: n.poolSchema,
-        user: n.poolRole,
-        password,
-        tenantSetting: n.tenantSetting,
-      };
-    }
+    if (t.tier === 'pool')
+      return { ...base, database: n.database, schema: n.poolSchema, tenantSetting: n.tenantSetting };
     const { database, schema } = this.placement(t);
-    return { ...base, database, schema, user: tenantObjectName(t.slug), password: generatePassword() };
+    const user = loginRoleName(tenantObjectName(t.slug), 'a');
+    return { ...base, database, schema, user, password: generatePassword() };
   }
 
   private schemaSpec(t: ResourceTenant) {
@@ -285,7 +473,7 @@ export class LocalTenantResources {
       tenantId: t.id,
       slug: t.slug,
       setting: n.tenantSetting,
-      writers: [n.poolRole],
+      writers: [n.poolRole, ...loginRoleNames(n.poolRole)],
     };
   }
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
-import { POOL_SECRET, tenantObjectName, tenantSecretName } from '../domain/naming.js';
+import { PLATFORM_KEY_ALIAS, POOL_SECRET } from '../domain/naming.js';
 import type {
   ConnectionDescriptor,
   Engine,
@@ -12,12 +12,15 @@ import type {
   StepOutputs,
   StepTenant,
 } from '../domain/ports.js';
+import { isRotationParams, type RotationParams } from '../domain/rotation.js';
 import {
   isLocalProvisionStep,
+  isRotationStep,
   type LocalOffboardStep,
   type LocalOnboardStep,
   type LocalPromotionStep,
   type LocalRoutingStep,
+  type RotationStep,
 } from '../domain/steps.js';
 import type { Tier, TierCatalog } from '../domain/tiers.js';
 import { generatePassword } from '../lib/passwords.js';
@@ -41,10 +44,9 @@ import {
   schemaProvider,
   type TenantTemplate,
 } from '../providers/postgres/index.js';
-import { LocalTenantResources } from './local-resources.js';
+import { LocalTenantResources, type LoginMove } from './local-resources.js';
 
-export const PLATFORM_KEY_ALIAS = 'alias/tenantry/platform';
-export { POOL_SECRET };
+export { PLATFORM_KEY_ALIAS, POOL_SECRET };
 
 const ONBOARD: Record<Exclude<Tier, 'account'>, readonly LocalOnboardStep[]> = {
   pool: ['key', 'credentials', 'pool-membership'],
@@ -55,6 +57,20 @@ const OFFBOARD: Record<Exclude<Tier, 'account'>, readonly LocalOffboardStep[]> =
   pool: ['pool-membership', 'credentials', 'key'],
   bridge: ['schema', 'role', 'credentials', 'key'],
   silo: ['database', 'role', 'credentials', 'key'],
+};
+/**
+ * A password rotation retires first whatever a finished grace period left (a no-op when the previous
+ * rotation's retire ran), so the idle login is idle; an abort retires the login it may have enabled.
+ */
+const ROTATE: Record<RotationParams['rotate'], readonly RotationStep[]> = {
+  password: ['retire', 'logins', 'set-password', 'publish'],
+  retire: ['retire'],
+  key: ['rekey'],
+};
+const ROTATE_ABORT: Record<RotationParams['rotate'], readonly RotationStep[]> = {
+  password: ['retire'],
+  retire: [],
+  key: [],
 };
 
 export { generatePassword };
@@ -219,7 +235,6 @@ export class LocalEngine implements Engine {
       poolSecret = await this.keys.getSecret(POOL_SECRET);
     }
     const poolPassword = String(poolSecret?.value.password);
-    this.resources.setPoolPassword(poolPassword);
     await this.dp.withMaintenance(async (db) => {
       const existing = await roleProvider.observe(db, { name: n.poolRole, ...this.catalog.tiers.pool.role });
       await roleProvider.create(db, {
@@ -259,10 +274,74 @@ export class LocalEngine implements Engine {
     });
   }
 
+  rotationSteps(params: RotationParams): RotationStep[] {
+    if (params.rotate === 'key' && !this.resources.rotatesKeys)
+      throw new TenantryError(
+        'ROTATION_NOT_AVAILABLE_ON_TARGET',
+        "this key store does not re-key data keys (KMS: a key rotates its own material; enable the key's automatic rotation)",
+      );
+    return [...ROTATE[params.rotate]];
+  }
+
+  rotationAbortSteps(params: RotationParams): RotationStep[] {
+    return [...ROTATE_ABORT[params.rotate]];
+  }
+
+  /**
+   * A step of a `rotate` operation: the tenant's own logins, or (`subject: 'pool'`) the pool's shared
+   * login, whichever pool tenant the operation is recorded on.
+   */
+  private async rotate(ctx: StepContext): Promise<StepOutputs | undefined> {
+    const params = ctx.params ?? {};
+    const { tenant, step } = ctx;
+    if (!isRotationParams(params) || !isRotationStep(step) || tenant.tier === 'account')
+      throw new TenantryError('PROVIDER_FAILED', `unknown rotation step ${step}`);
+    const t = { id: tenant.id, slug: tenant.slug, tier: tenant.tier };
+    const owner = params.subject === 'pool' ? ('pool' as const) : t;
+    const r = this.resources;
+    switch (step) {
+      case 'retire':
+        await ctx.report?.({ retired: await r.retireLogins(owner) });
+        return undefined;
+      case 'logins':
+        await r.ensureLogins(owner);
+        return undefined;
+      case 'set-password':
+        await ctx.report?.({ login: await r.setNextPassword(owner) });
+        return undefined;
+      case 'publish': {
+        const move = ctx.progress?.login as LoginMove | undefined;
+        if (!move) throw new TenantryError('PROVIDER_FAILED', 'publish before set-password');
+        const { user, version } = await r.publishNextPassword(owner, move);
+        await ctx.report?.({ secretVersion: version });
+        return owner === 'pool' ? undefined : { user, secretVersion: version };
+      }
+      case 'rekey': {
+        // The key being replaced, recorded before the first try: a run again once it is replaced stops.
+        let from = typeof ctx.progress?.previousKeyId === 'string' ? ctx.progress.previousKeyId : null;
+        if (!from) {
+          from = await r.keyIdOf(t);
+          await ctx.report?.({ previousKeyId: from });
+        }
+        const rotated = await r.rotateKey(t, from);
+        await ctx.report?.({ keyId: rotated.keyId, secretVersions: rotated.secretVersions });
+        return { keyId: rotated.keyId };
+      }
+      default: {
+        const unknown: never = step; // every rotation step has its case
+        throw new TenantryError('PROVIDER_FAILED', `unknown rotation step ${unknown}`);
+      }
+    }
+  }
+
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const { tenant } = ctx;
     // Promotion steps pause at named points inside them instead (see the fault hook).
     if (ctx.kind === 'promote') return this.promotion.runStep(ctx);
+    if (ctx.kind === 'rotate') {
+      await this.faultHold()?.(`step:${ctx.step}`, ctx.report);
+      return this.rotate(ctx);
+    }
     if (this.opts.faultStepDelayMs) await new Promise((r) => setTimeout(r, this.opts.faultStepDelayMs));
     await this.faultHold()?.(`step:${ctx.step}`, ctx.report);
     if (tenant.tier === 'account') throw this.accountRefused();
@@ -285,9 +364,9 @@ export class LocalEngine implements Engine {
         return { secretRef: written.ref, secretVersion: written.version };
       }
       case 'role':
-        if (up) await r.applyRole(t, { password: true });
-        else await r.dropRole(t);
-        return { user: up ? tenantObjectName(tenant.slug) : null };
+        if (up) return { user: await r.applyRole(t, { password: true }) };
+        await r.dropRole(t);
+        return { user: null };
       case 'database':
         if (up) return { database: await r.createDatabase(t) };
         await r.dropDatabase(t);
@@ -311,21 +390,8 @@ export class LocalEngine implements Engine {
   }
 
   async connection(tenant: StepTenant): Promise<ConnectionDescriptor> {
-    const secret = await this.keys.getSecret(tenantSecretName(tenant.slug));
-    if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', 'the tenant has no connection secret');
-    const v = secret.value as unknown as ConnectionDescriptor;
-    return {
-      tenantId: v.tenantId,
-      tier: v.tier,
-      host: v.host,
-      port: v.port,
-      database: v.database,
-      ...(v.schema ? { schema: v.schema } : {}),
-      user: v.user,
-      ...(v.password ? { password: v.password } : {}),
-      secretRef: secret.ref,
-      ...(v.tenantSetting ? { tenantSetting: v.tenantSetting } : {}),
-    };
+    if (tenant.tier === 'account') throw this.accountRefused();
+    return this.resources.connection({ id: tenant.id, slug: tenant.slug, tier: tenant.tier });
   }
 
   async close(): Promise<void> {

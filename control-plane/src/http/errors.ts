@@ -38,9 +38,11 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'PROMOTION_NOT_ALLOWED':
     case 'PROMOTION_NOT_AVAILABLE_ON_TARGET':
     case 'ROLLBACK_NOT_AVAILABLE_ON_TARGET':
+    case 'ROTATION_NOT_AVAILABLE_ON_TARGET':
     case 'ROLLOUT_INVALID':
       return 422;
     case 'ROLLBACK_NOT_AVAILABLE':
+    case 'CREDENTIALS_IN_GRACE':
       return 409;
     case 'DATABASE_UNAVAILABLE':
     case 'NOT_READY':

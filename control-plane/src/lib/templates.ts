@@ -27,7 +27,18 @@ const Rds = Type.Object({
   }),
   monitoringIntervalSeconds: Type.Union([1, 5, 10, 15, 30, 60].map((s) => Type.Literal(s))),
 });
-const TierDef = Type.Object({ description: Type.String(), role: Limits, rds: Type.Optional(Rds) });
+/** Scheduled credential rotation (domain/rotation.ts): the grace period bounded to a week. */
+const Rotation = Type.Object({
+  everyDays: Type.Integer({ minimum: 1, maximum: 3650 }),
+  spreadHours: Type.Integer({ minimum: 0, maximum: 87_600 }),
+  graceMinutes: Type.Integer({ minimum: 1, maximum: 10_080 }),
+});
+const TierDef = Type.Object({
+  description: Type.String(),
+  role: Limits,
+  rds: Type.Optional(Rds),
+  rotation: Type.Optional(Rotation),
+});
 const Catalog = Type.Object({
   templateVersion: Type.Integer({ minimum: 1 }),
   tiers: Type.Object({ pool: TierDef, bridge: TierDef, silo: TierDef, account: TierDef }),

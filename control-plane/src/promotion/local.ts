@@ -1,6 +1,13 @@
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
-import { tenantKeyAlias, tenantObjectName, tenantSecretName } from '../domain/naming.js';
+import {
+  loginRoleName,
+  loginRoleNames,
+  POOL_SECRET,
+  tenantKeyAlias,
+  tenantObjectName,
+  tenantSecretName,
+} from '../domain/naming.js';
 import type {
   KeyStore,
   PromotionParams,
@@ -16,18 +23,19 @@ import {
   type LocalRoutingStep,
   RESTORE_STEPS,
 } from '../domain/steps.js';
-import type { TierCatalog } from '../domain/tiers.js';
+import type { Tier, TierCatalog } from '../domain/tiers.js';
 import {
   applyGrants,
-  applyRole,
+  applyLogins,
   databaseProvider,
+  dropLogins,
   grantsProvider,
   guardPrivateSchemaSql,
   ident,
   isTenantFrozen,
+  type LoginsSpec,
   migrateSchema,
   poolMembershipProvider,
-  roleProvider,
   schemaProvider,
   type TenantTemplate,
   unfreezeTenant,
@@ -99,6 +107,29 @@ export class LocalPromotion {
   }
 
   private stagingSecret = (slug: string) => `tenantry/${slug}/promotion`;
+
+  /**
+   * The tenant's login group (engine/local-resources.ts has the full story) as `applyLogins` converges
+   * it on `tier`'s limits and `schema` as search path: `current` is the login its descriptor names
+   * (its group itself in the single-login layout), given `password` when set.
+   */
+  private logins(t: StepTenant, tier: Tier, schema: string, current: string, password?: string): LoginsSpec {
+    const group = tenantObjectName(t.slug);
+    return {
+      group,
+      logins: loginRoleNames(group),
+      ...this.catalog.tiers[tier].role,
+      searchPath: [schema],
+      current,
+      ...(password !== undefined ? { password } : {}),
+    };
+  }
+
+  /** The login the tenant's secret names now (its group itself when it names none: single-login layout). */
+  private currentLogin(t: StepTenant, secret: { value: Record<string, unknown> } | null): string {
+    const user = secret?.value.user;
+    return typeof user === 'string' ? user : tenantObjectName(t.slug);
+  }
 
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     if (isRowMoveStep(ctx.step)) return this.rows.runStep(ctx);
@@ -191,30 +222,35 @@ export class LocalPromotion {
   ): Promise<StepOutputs | undefined> {
     const n = this.dp.names;
     const name = tenantObjectName(t.slug);
-    // The target's credentials: the bridge role carries over to silo; a pool tenant gets a role of its own.
+    // The target's credentials: the bridge tenant's login carries over to silo; a pool tenant gets a
+    // login group of its own, logging in as its first login.
     const staging = await this.keys.getSecret(this.stagingSecret(t.slug));
     let password = staging?.value.password as string | undefined;
+    let user = staging?.value.user as string | undefined;
     if (!password) {
       const current = await this.keys.getSecret(tenantSecretName(t.slug));
-      password =
-        params.fromTier === 'pool' ? this.opts.generatePassword() : (current?.value.password as string);
-      await this.keys.putSecret(this.stagingSecret(t.slug), tenantKeyAlias(t.slug), { password });
+      const fromPool = params.fromTier === 'pool';
+      password = fromPool ? this.opts.generatePassword() : (current?.value.password as string);
+      user = fromPool ? loginRoleName(name, 'a') : this.currentLogin(t, current);
+      await this.keys.putSecret(this.stagingSecret(t.slug), tenantKeyAlias(t.slug), { password, user });
     }
+    user ??= this.currentLogin(t, null);
     if (params.fromTier === 'pool') {
-      // A new role, not live until the cutover grants it anything.
-      const limits = this.catalog.tiers[params.toTier].role;
+      // New roles, not live until the cutover grants the group anything.
+      const login = user;
       await this.dp.withMaintenance((db) =>
-        applyRole(db, { name, ...limits, searchPath: [to.schema], password }),
+        applyLogins(db, this.logins(t, params.toTier, to.schema, login, password)),
       );
     }
-    // A bridge role is live: its own settings change only at the cutover.
+    // A bridge tenant's logins are live: their own settings change only at the cutover.
     if (to.tier === 'silo') {
       await this.dp.withMaintenance(async (db) => {
         await databaseProvider.create(db, { name, owner: n.ownerRole, template: n.siloTemplate });
         // Sessions in the silo resolve its tables from the first instant of the cutover.
-        await db.query(
-          `ALTER ROLE ${ident(name)} IN DATABASE ${ident(name)} SET search_path = ${ident(to.schema)}`,
-        );
+        for (const role of [name, ...loginRoleNames(name)])
+          await db.query(
+            `ALTER ROLE ${ident(role)} IN DATABASE ${ident(name)} SET search_path = ${ident(to.schema)}`,
+          );
       });
     }
     await this.rows.on(to, (db) =>
@@ -239,8 +275,12 @@ export class LocalPromotion {
     const name = tenantObjectName(t.slug);
     const current = await this.keys.getSecret(tenantSecretName(t.slug));
     let cutoverAt = typeof progress.cutoverAt === 'string' ? Date.parse(progress.cutoverAt) : Number.NaN;
+    const staged = await this.keys.getSecret(this.stagingSecret(t.slug));
+    // The login the descriptor names from the flip on (staged by `provision`; once the flip is in, the
+    // secret names it, and the staged copy is gone after the cutover's last statement).
+    const login = typeof staged?.value.user === 'string' ? staged.value.user : this.currentLogin(t, current);
     if (!samePlacement(current?.value, to)) {
-      const password = (await this.keys.getSecret(this.stagingSecret(t.slug)))?.value.password;
+      const password = staged?.value.password;
       if (typeof password !== 'string')
         throw new TenantryError('SECRET_UNAVAILABLE', 'staged credentials are missing');
       // The source's freeze must stand through the flip: taken anew (then drained and verified
@@ -260,7 +300,7 @@ export class LocalPromotion {
         port: this.dp.port,
         database: to.database,
         schema: to.schema,
-        user: name,
+        user: login,
         password,
       });
       cutoverAt = Date.now();
@@ -302,9 +342,8 @@ export class LocalPromotion {
       );
       await report(cutoverReport(progress, cutoverAt, this.opts.rollbackWindowMs));
       await this.rows.clearMeta(to, names);
-      // The role takes the target tier's settings.
-      const limits = this.catalog.tiers[params.toTier].role;
-      await this.dp.withMaintenance((db) => applyRole(db, { name, ...limits, searchPath: [to.schema] }));
+      // The logins take the target tier's settings.
+      await this.dp.withMaintenance((db) => applyLogins(db, this.logins(t, params.toTier, to.schema, login)));
       if (from.tier === 'bridge') {
         // The role keeps no way back into the shared database (rollback grants it again).
         await this.dp.withData((db) =>
@@ -322,7 +361,7 @@ export class LocalPromotion {
     } catch (e) {
       throw forwardOnly(e, 'the cutover flipped routing and must be finished forward');
     }
-    return { tier: params.toTier, database: to.database, schema: to.schema, user: name };
+    return { tier: params.toTier, database: to.database, schema: to.schema, user: login };
   }
 
   /** Undoes a promotion that failed before its cutover: the tenant stays on its source, untouched. */
@@ -346,9 +385,9 @@ export class LocalPromotion {
     }
     await this.rows.unfreeze(t, from);
     if (from.tier === 'bridge') {
-      // The live role, as it was (in case an earlier version of this promotion changed it).
-      const limits = this.catalog.tiers.bridge.role;
-      await this.dp.withMaintenance((db) => applyRole(db, { name, ...limits, searchPath: [from.schema] }));
+      // The live logins, as they were (in case an earlier version of this promotion changed them).
+      const login = this.currentLogin(t, current);
+      await this.dp.withMaintenance((db) => applyLogins(db, this.logins(t, 'bridge', from.schema, login)));
       await this.dp.withData((db) =>
         applyGrants(db, { database: n.database, schema: from.schema, role: name, owner: n.ownerRole }),
       );
@@ -369,6 +408,7 @@ export class LocalPromotion {
     const n = this.dp.names;
     const name = tenantObjectName(t.slug);
     const limits = this.catalog.tiers.bridge.role;
+    const group = { group: name, logins: loginRoleNames(name), ...limits };
     if (p.tier === 'silo') {
       await this.dp.withMaintenance((db) => databaseProvider.delete(db, { name, owner: n.ownerRole }));
     } else if (p.tier === 'bridge') {
@@ -389,7 +429,7 @@ export class LocalPromotion {
           tenantId: t.id,
           slug: t.slug,
           setting: n.tenantSetting,
-          writers: [n.poolRole],
+          writers: [n.poolRole, ...loginRoleNames(n.poolRole)],
           // The tenant's rows leave the pool; a late write through the shared role is refused.
           freezeReason: 'moved',
           freezeWaitMs: this.opts.freezeWaitMs ?? 15_000,
@@ -399,7 +439,7 @@ export class LocalPromotion {
     }
     if (dropRole) {
       await this.dp.withData((data) =>
-        this.dp.withMaintenance((db) => roleProvider.delete(db, { name, ...limits, cleanupIn: [data] })),
+        this.dp.withMaintenance((db) => dropLogins(db, { ...group, cleanupIn: [data] })),
       );
     }
   }
@@ -416,14 +456,17 @@ export class LocalPromotion {
     const n = this.dp.names;
     const name = tenantObjectName(t.slug);
     const secret = await this.keys.getSecret(tenantSecretName(t.slug));
+    const pool = original.tier === 'pool' ? await this.keys.getSecret(POOL_SECRET) : null;
+    // A pool descriptor's login is the pool's (the key store's read adds its current one); a bridge
+    // tenant keeps the login it had.
     const descriptor =
       original.tier === 'pool'
         ? {
-            user: n.poolRole,
-            password: (await this.keys.getSecret('tenantry/platform/pool-role'))?.value.password,
+            user: typeof pool?.value.user === 'string' ? pool.value.user : n.poolRole,
+            password: pool?.value.password,
             tenantSetting: n.tenantSetting,
           }
-        : { user: name, password: secret?.value.password };
+        : { user: this.currentLogin(t, secret), password: secret?.value.password };
     if (!samePlacement(secret?.value, original)) {
       // As for a promotion: the current placement's freeze stands through the flip (restored and
       // verified again if it lapsed), made permanent first.
@@ -457,9 +500,9 @@ export class LocalPromotion {
     }
     try {
       if (original.tier === 'bridge') {
-        const limits = this.catalog.tiers.bridge.role;
+        const login = String(descriptor.user);
         await this.dp.withMaintenance((db) =>
-          applyRole(db, { name, ...limits, searchPath: [original.schema] }),
+          applyLogins(db, this.logins(t, 'bridge', original.schema, login)),
         );
         await this.dp.withData((db) =>
           applyGrants(db, { database: n.database, schema: original.schema, role: name, owner: n.ownerRole }),

@@ -1,5 +1,5 @@
 import { TenantryError } from '../domain/errors.js';
-import { tenantObjectName } from '../domain/naming.js';
+import { loginRoleNames, tenantObjectName } from '../domain/naming.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { Tier } from '../domain/tiers.js';
 
@@ -32,7 +32,10 @@ export interface Placement {
    * admin that does not bypass RLS (an RDS master user) sees and writes the tenant's rows.
    */
   context?: { setting: string; tenantId: string };
-  /** The login roles that can write the placement (whose older transactions a freeze waits for). */
+  /**
+   * The roles that can write the placement (whose older transactions a freeze waits for): the group
+   * holding the grants (the login itself, in the single-login layout) and its two logins.
+   */
   writers: string[];
   /** The role owning the freeze guard; unset: the schema's owner. */
   owner?: string;
@@ -47,6 +50,9 @@ export interface Placement {
    */
   managed?: boolean;
 }
+
+/** A login group and its two logins: every role that may write where the group holds grants. */
+const writersOf = (group: string): string[] => [group, ...loginRoleNames(group)];
 
 /** The tiers whose tables are in the shared database. */
 type SharedDatabaseTier = 'pool' | 'bridge';
@@ -63,11 +69,11 @@ function inSharedDatabase(
       database: names.database,
       schema: names.poolSchema,
       shared: true,
-      writers: [names.poolRole],
+      writers: writersOf(names.poolRole),
     };
   }
   const name = tenantObjectName(slug);
-  return { tier, database: names.database, schema: name, shared: false, writers: [name] };
+  return { tier, database: names.database, schema: name, shared: false, writers: writersOf(name) };
 }
 
 /** Where `slug`'s tables are on `tier` (a data plane, or anything carrying its names). */
@@ -79,7 +85,14 @@ export function placementOf(dp: { names: PlacementNames }, slug: string, tier: T
       return { ...inSharedDatabase(dp.names, slug, tier), owner };
     case 'silo': {
       const name = tenantObjectName(slug);
-      return { tier, database: name, schema: dp.names.siloSchema, shared: false, writers: [name], owner };
+      return {
+        tier,
+        database: name,
+        schema: dp.names.siloSchema,
+        shared: false,
+        writers: writersOf(name),
+        owner,
+      };
     }
     default:
       throw new TenantryError(

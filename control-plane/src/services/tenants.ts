@@ -49,7 +49,7 @@ export interface Accepted {
   replayed: boolean;
 }
 
-const isUniqueViolation = (e: unknown, constraint: string) =>
+export const isUniqueViolation = (e: unknown, constraint: string) =>
   (e as { code?: string; constraint?: string }).code === '23505' &&
   (e as { constraint?: string }).constraint === constraint;
 
@@ -77,6 +77,40 @@ async function openPromotionWindows(q: Queryable, tenantId: string): Promise<str
     [tenantId],
   );
   return rows.map((r) => r.id);
+}
+
+/** A second operation for a tenant that has one in flight (the one-active-per-tenant index refused it). */
+export const operationInProgress = (slug: string): TenantryError =>
+  new TenantryError('OPERATION_IN_PROGRESS', `tenant ${slug} already has an operation in flight`);
+
+/**
+ * Refuses a new operation while the tenant has one in flight, or has a promotion stopped past its
+ * cutover (it holds both placements until it is resumed). Every use case that starts an operation on
+ * an existing tenant asks here first.
+ */
+export async function assertNoActiveOperation(q: Queryable, tenant: Tenant): Promise<void> {
+  const active = await activeOperationFor(q, tenant.id);
+  if (active)
+    throw new TenantryError(
+      'OPERATION_IN_PROGRESS',
+      `tenant ${tenant.slug} already has operation ${active} in flight`,
+      {
+        context: { operationId: active },
+      },
+    );
+  // A promotion that failed past its routing flip holds both placements until it is resumed.
+  const { rows } = await q.query<{ id: string }>(
+    `SELECT id FROM operations WHERE tenant_id = $1 AND kind = 'promote' AND status = 'failed'
+        AND (progress ->> 'resumable') = 'true' LIMIT 1`,
+    [tenant.id],
+  );
+  if (rows[0] && tenant.status !== 'offboarded') {
+    throw new TenantryError(
+      'OPERATION_IN_PROGRESS',
+      `tenant ${tenant.slug} has promotion ${rows[0].id} stopped past its cutover; resume it first (POST /v1/operations/${rows[0].id}/resume)`,
+      { context: { operationId: rows[0].id } },
+    );
+  }
 }
 
 /**
@@ -405,32 +439,11 @@ export class TenantService {
   }
 
   private busy(slug: string): TenantryError {
-    return new TenantryError('OPERATION_IN_PROGRESS', `tenant ${slug} already has an operation in flight`);
+    return operationInProgress(slug);
   }
 
   private async assertNoActiveOperation(q: Queryable, tenant: Tenant): Promise<void> {
-    const active = await activeOperationFor(q, tenant.id);
-    if (active)
-      throw new TenantryError(
-        'OPERATION_IN_PROGRESS',
-        `tenant ${tenant.slug} already has operation ${active} in flight`,
-        {
-          context: { operationId: active },
-        },
-      );
-    // A promotion that failed past its routing flip holds both placements until it is resumed.
-    const { rows } = await q.query<{ id: string }>(
-      `SELECT id FROM operations WHERE tenant_id = $1 AND kind = 'promote' AND status = 'failed'
-          AND (progress ->> 'resumable') = 'true' LIMIT 1`,
-      [tenant.id],
-    );
-    if (rows[0] && tenant.status !== 'offboarded') {
-      throw new TenantryError(
-        'OPERATION_IN_PROGRESS',
-        `tenant ${tenant.slug} has promotion ${rows[0].id} stopped past its cutover; resume it first (POST /v1/operations/${rows[0].id}/resume)`,
-        { context: { operationId: rows[0].id } },
-      );
-    }
+    await assertNoActiveOperation(q, tenant);
   }
 
   /**

@@ -20,12 +20,14 @@ import {
 import { isTenantryError, TenantryError } from '../domain/errors.js';
 import { type Engine, type PromotionParams, type StepTenant, stepTenantOf } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
+import { isRotationParams } from '../domain/rotation.js';
 import { type OperationStep, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
 import type { DriftRemediator, Finding } from '../drift/types.js';
 import { safeMessage } from '../lib/errors.js';
 import type { Metrics } from '../lib/metrics.js';
 import { isTransient } from '../lib/transient.js';
 import { PromotionLifecycle } from '../promotion/lifecycle.js';
+import { recordRotation } from '../rotation/lifecycle.js';
 
 /** An error past an operation's point of no return: retried, or resumed, but never undone. */
 export function isForwardOnly(e: unknown): boolean {
@@ -306,6 +308,7 @@ export class OperationExecutor {
   private async succeed(op: Claimed, tenant: Tenant, steps: OperationStep[], log: Logger): Promise<void> {
     this.resourceFlush.delete(op.id);
     if (op.kind === 'promote') return this.succeedPromotion(op, tenant, steps, log);
+    if (op.kind === 'rotate') return this.succeedRotation(op, tenant, steps, log);
     const status = op.kind === 'offboard' ? 'offboarded' : 'active';
     // One statement: the operation ends, the tenant changes state, and the audit record is written.
     await recordSuccess(this.db, { id: op.id, kind: op.kind, steps }, this.runnerId, tenant, status);
@@ -341,6 +344,29 @@ export class OperationExecutor {
     log.info({ fromTier: params.fromTier, toTier: params.toTier }, 'promotion cut over');
   }
 
+  /**
+   * A rotation is recorded with its operation, in one transaction fenced by the lease: the login it
+   * made current and the grace period of the old one (rotation/lifecycle.ts). The tenant is untouched.
+   */
+  private async succeedRotation(
+    op: Claimed,
+    tenant: Tenant,
+    steps: OperationStep[],
+    log: Logger,
+  ): Promise<void> {
+    const done = await this.db.tx(async (q) => {
+      if (!(await markSucceeded(q, op.id, this.runnerId, steps))) return false;
+      await recordRotation(q, op, tenant);
+      return true;
+    });
+    if (!done) {
+      log.warn('lease lost before the rotation was recorded; its new runner records it');
+      return;
+    }
+    this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
+    log.info({ rotate: op.params.rotate, subject: op.params.subject }, 'rotation done');
+  }
+
   /** The promotion-cleanup job: see `PromotionLifecycle.cleanup`. */
   async cleanupPromotion(operationId: string): Promise<void> {
     await this.promotions.cleanup(operationId);
@@ -360,7 +386,7 @@ export class OperationExecutor {
     op: Claimed,
     tenant: Tenant,
     steps: OperationStep[],
-    kind: 'offboard' | 'promote',
+    kind: 'offboard' | 'promote' | 'rotate',
     names: string[],
     prefix: string,
     signal: AbortSignal,
@@ -460,17 +486,23 @@ export class OperationExecutor {
       forward = out.forward;
       if (!out.ok && !forward) cleanup = '; abort incomplete, see the abort step';
     }
+    if (op.kind === 'rotate' && isRotationParams(op.params)) {
+      // Whatever a password rotation enabled and did not publish is disabled again.
+      const names = this.engine.rotationAbortSteps?.(op.params) ?? [];
+      const out = await this.compensate(op, tenant, steps, 'rotate', names, 'abort:', signal);
+      if (!out.ok) cleanup = '; abort incomplete, see the abort step';
+    }
     const resumable = forward || (op.kind === 'onboard' && !this.engine.rollsBackFailedOnboarding);
     if (forward) {
       cleanup = `; routing already points at the new placement, so the promotion is not undone: resume it (POST /v1/operations/${op.id}/resume) to finish the cutover`;
     } else if (resumable) {
       cleanup = `; kept as it is: resume it (POST /v1/operations/${op.id}/resume) once the cause is fixed`;
     }
-    // A failed promotion or repair leaves the tenant active (on its source, or routed forward).
+    // A failed promotion, repair or rotation leaves the tenant active (on its source, or routed forward).
     const tenantStatus =
       op.kind === 'offboard'
         ? 'offboarding'
-        : op.kind === 'promote' || op.kind === 'reconcile' || op.kind === 'migrate'
+        : op.kind === 'promote' || op.kind === 'reconcile' || op.kind === 'migrate' || op.kind === 'rotate'
           ? 'active'
           : 'failed';
     const recorded = await this.db.tx(async (q) => {

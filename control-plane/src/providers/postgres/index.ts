@@ -30,6 +30,7 @@ export {
   hardenDatabase,
   observeHardening,
 } from './hardening.js';
+export { applyLogins, dropLogins, endLoginSessions, type LoginsSpec, retireLogins } from './logins.js';
 export { ensureMeta, META_SCHEMA } from './meta.js';
 export {
   deletionOrder,

@@ -8,8 +8,14 @@ export interface RoleSpec extends RoleLimits {
   /** Plaintext password; hashed to a SCRAM verifier client-side. Omit to leave the password unchanged. */
   password?: string;
   searchPath?: string[];
-  /** LOGIN (default) or NOLOGIN, for owner roles that must never open a session. */
-  login?: boolean;
+  /**
+   * LOGIN (default) or NOLOGIN, for owner roles that must never open a session; `unchanged` leaves an
+   * existing role's LOGIN as it is (a role it creates starts NOLOGIN): a rotation's logins, whose
+   * LOGIN only the rotation changes.
+   */
+  login?: boolean | 'unchanged';
+  /** A role it is a member of (INHERIT), with nothing of its own: a rotation's login in its group. */
+  inRole?: string;
   /** Databases in which the role may hold privileges; DROP OWNED runs in each before the role is dropped. */
   cleanupIn?: Queryable[];
   /**
@@ -40,7 +46,8 @@ export interface RoleState {
 function roleSql(spec: RoleSpec, create: boolean): string {
   const r = ident(spec.name);
   const name = literal(spec.name);
-  const base = `ALTER ROLE ${r} WITH ${spec.login === false ? 'NOLOGIN' : 'LOGIN'} NOCREATEDB NOCREATEROLE CONNECTION LIMIT ${Math.trunc(spec.connectionLimit)}`;
+  const login = spec.login === 'unchanged' ? '' : spec.login === false ? 'NOLOGIN ' : 'LOGIN ';
+  const base = `ALTER ROLE ${r} WITH ${login}NOCREATEDB NOCREATEROLE CONNECTION LIMIT ${Math.trunc(spec.connectionLimit)}`;
   const body = [
     'DECLARE me record;',
     'BEGIN',
@@ -75,6 +82,8 @@ function roleSql(spec: RoleSpec, create: boolean): string {
   if (spec.password !== undefined) {
     parts.push(`ALTER ROLE ${r} WITH PASSWORD ${literal(scramVerifier(spec.password))}`);
   }
+  // Re-granting a membership it holds is a notice, not an error.
+  if (spec.inRole !== undefined) parts.push(`GRANT ${ident(spec.inRole)} TO ${r}`);
   return parts.join(';\n');
 }
 
@@ -88,6 +97,11 @@ function dollarQuote(body: string): string {
 /** Create-if-missing and converge in one round trip, without reading back; a concurrent creator is harmless. */
 export async function applyRole(db: Queryable, spec: RoleSpec): Promise<void> {
   await db.query(roleSql(spec, true));
+}
+
+/** Several roles, each as applyRole does, in order, in one round trip (one implicit transaction). */
+export async function applyRoles(db: Queryable, specs: readonly RoleSpec[]): Promise<void> {
+  if (specs.length > 0) await db.query(specs.map((s) => roleSql(s, true)).join(';\n'));
 }
 
 /** Lets a non-superuser session act as the role (for DROP OWNED); a superuser needs nothing. */
