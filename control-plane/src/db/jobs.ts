@@ -111,3 +111,65 @@ export async function enqueueRolloutRun(q: Queryable, rolloutId: string): Promis
     [ROLLOUT_RUN_TASK, rolloutId, `rollout:${rolloutId}`],
   );
 }
+
+/*
+ * Lifecycle events and webhooks (db/outbox.ts, webhooks/): the outbox's publisher, each webhook
+ * stream's delivery, and the sweep that catches what a crashed worker left behind.
+ */
+
+/** graphile-worker's task that publishes committed events (gives them their `seq`) and fans them out to webhooks. */
+export const EVENTS_PUBLISH_TASK = 'events-publish';
+/** graphile-worker's task that delivers one webhook stream's pending deliveries, in order. */
+export const WEBHOOK_DELIVER_TASK = 'webhook-deliver';
+/** graphile-worker's cron task: publishes stragglers, re-enqueues stalled streams, expires exports. */
+export const LIFECYCLE_SWEEP_TASK = 'lifecycle-sweep';
+
+/**
+ * The SQL call that asks for a publish, for a statement that writes an event (one round trip). No job
+ * key: a key would make every event-writing transaction wait on the same job row until it commits.
+ * A publish that finds nothing to do is cheap; publishes run one at a time (db/outbox.ts).
+ */
+export const addPublishJobSql = (task: string): string =>
+  `graphile_worker.add_job(${task}, '{}'::json, max_attempts := 5)`;
+
+/** The job key of a webhook stream's delivery: the one spelling of it. */
+export const webhookStreamJobKey = (webhookId: string, stream: string): string =>
+  `whd:${webhookId}:${stream}`;
+
+/**
+ * Enqueues the delivery of webhook streams, keyed per stream (a second enqueue replaces a waiting job),
+ * to run at `runAt` (now when null). Each is given as `[webhookId, stream]`.
+ */
+export async function enqueueWebhookStreams(
+  q: Queryable,
+  streams: readonly (readonly [string, string])[],
+  runAt: Date | null = null,
+): Promise<void> {
+  if (streams.length === 0) return;
+  await q.query(
+    `SELECT graphile_worker.add_job($1, json_build_object('webhookId', s.w, 'stream', s.s), run_at := $4::timestamptz,
+            job_key := 'whd:' || s.w || ':' || s.s, max_attempts := 5)
+       FROM unnest($2::text[], $3::text[]) AS s(w, s)`,
+    [WEBHOOK_DELIVER_TASK, streams.map((x) => x[0]), streams.map((x) => x[1]), runAt?.toISOString() ?? null],
+  );
+}
+
+/**
+ * Enqueues the delivery of every stream with a delivery due and no waiting job: what a worker killed
+ * mid-delivery left (graphile-worker keeps a dead worker's job locked for hours; the stream's own lease
+ * expires much sooner). Returns how many it enqueued.
+ */
+export async function enqueueStalledWebhookStreams(q: Queryable): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(
+    `WITH due AS (
+       SELECT DISTINCT d.webhook_id, d.stream FROM webhook_deliveries d
+         JOIN webhooks w ON w.id = d.webhook_id AND w.status = 'enabled'
+        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+          AND NOT EXISTS (SELECT 1 FROM graphile_worker._private_jobs j
+                           WHERE j.key = 'whd:' || d.webhook_id || ':' || d.stream AND j.locked_at IS NULL))
+     SELECT count(graphile_worker.add_job($1, json_build_object('webhookId', webhook_id, 'stream', stream),
+                  job_key := 'whd:' || webhook_id || ':' || stream, max_attempts := 5))::int AS n FROM due`,
+    [WEBHOOK_DELIVER_TASK],
+  );
+  return rows[0]?.n ?? 0;
+}

@@ -24,6 +24,10 @@ interface TenantRow {
   contact_email: string | null;
   template_version: number;
   outputs: Tenant['outputs'];
+  version: number;
+  labels: Tenant['labels'] | null;
+  limits: Tenant['limits'] | null;
+  suspension: Tenant['suspension'];
   created_at: Date;
   updated_at: Date;
 }
@@ -39,6 +43,11 @@ const toTenant = (r: TenantRow): Tenant => ({
   contactEmail: r.contact_email,
   templateVersion: r.template_version,
   outputs: r.outputs,
+  // A row written by a build before migration 0016 (read through to_jsonb) lacks these.
+  version: r.version ?? 1,
+  labels: r.labels ?? {},
+  limits: r.limits ?? {},
+  suspension: r.suspension ?? null,
   createdAt: r.created_at.toISOString(),
   updatedAt: r.updated_at.toISOString(),
 });
@@ -57,12 +66,23 @@ export async function insertTenant(
   t: Pick<
     Tenant,
     'id' | 'slug' | 'name' | 'tier' | 'status' | 'region' | 'plan' | 'contactEmail' | 'templateVersion'
-  >,
+  > & { labels?: Record<string, string> },
 ): Promise<Tenant> {
   const { rows } = await q.query<TenantRow & Record<string, unknown>>(
-    `INSERT INTO tenants (id, slug, name, tier, status, region, plan, contact_email, template_version)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
-    [t.id, t.slug, t.name, t.tier, t.status, t.region, t.plan, t.contactEmail, t.templateVersion],
+    `INSERT INTO tenants (id, slug, name, tier, status, region, plan, contact_email, template_version, labels)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb) RETURNING *`,
+    [
+      t.id,
+      t.slug,
+      t.name,
+      t.tier,
+      t.status,
+      t.region,
+      t.plan,
+      t.contactEmail,
+      t.templateVersion,
+      JSON.stringify(t.labels ?? {}),
+    ],
   );
   return toTenant(rows[0] as TenantRow);
 }
@@ -154,11 +174,14 @@ export interface TenantPage {
 
 export async function listTenants(
   q: Queryable,
-  f: { tier?: Tier; status?: TenantStatus; limit: number; cursor?: string },
+  f: { tier?: Tier; status?: TenantStatus; limit: number; cursor?: string; labels?: [string, string][] },
 ): Promise<TenantPage> {
   const where: string[] = [];
   const params: unknown[] = [];
   if (f.tier) where.push(`tier = $${params.push(f.tier)}`);
+  // Every label given must match (tenants_labels, migration 0016).
+  for (const [k, v] of f.labels ?? [])
+    where.push(`labels @> $${params.push(JSON.stringify({ [k]: v }))}::jsonb`);
   if (f.status) where.push(`status = $${params.push(f.status)}`);
   if (f.cursor) {
     // Keyset pagination on (created_at, id), read from the row itself: no timestamp precision is lost.

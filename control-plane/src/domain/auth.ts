@@ -17,10 +17,30 @@ export const PERMISSIONS = [
   'rollouts:manage',
   /** Read who the token is (its name, role and permissions): every role may. */
   'self:read',
+  /** Change a tenant's name, plan, contact and labels (PATCH /v1/tenants/{slug}). */
+  'tenants:update',
+  /** Set a tenant's limit overrides within its tier's bounds (PATCH's `limits`). */
+  'tenants:limits',
+  /** Suspend and reactivate a tenant (sales-ops: for non-payment only; docs/lifecycle.md). */
+  'tenants:suspend',
+  /** Export a tenant's data and download an archive (audited). */
+  'tenants:export',
+  /** Read the lifecycle events (GET /v1/events). */
+  'events:read',
+  /** Register, list and delete webhooks, and read their delivery log. */
+  'webhooks:manage',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
-const SALES_OPS: Permission[] = ['self:read', 'tenants:create', 'tenants:read', 'operations:read'];
+const SALES_OPS: Permission[] = [
+  'self:read',
+  'tenants:create',
+  'tenants:read',
+  'operations:read',
+  'tenants:update',
+  'tenants:suspend',
+  'events:read',
+];
 
 /** Each token has exactly one role; each role is a fixed set of permissions. */
 export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
@@ -33,6 +53,8 @@ export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
     'tenants:rotate',
     'audit:read',
     'rollouts:manage',
+    'tenants:limits',
+    'tenants:export',
   ]),
   dataplane: new Set<Permission>(['self:read', 'connection:read']),
   admin: new Set<Permission>(PERMISSIONS),

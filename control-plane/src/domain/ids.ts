@@ -13,3 +13,6 @@ export const newOperationId = (): string => prefixed('op');
 export const newTokenId = (): string => prefixed('tok');
 export const newRolloutId = (): string => prefixed('ro');
 export const newTenantId = (): string => randomUUID();
+export const newExportId = (): string => prefixed('exp');
+export const newEventId = (): string => prefixed('evt');
+export const newWebhookId = (): string => prefixed('wh');

@@ -1,3 +1,4 @@
+import type { LifecycleKind } from './lifecycle.js';
 import type { RotationParams } from './rotation.js';
 import type { OperationKind, Tenant } from './tenant.js';
 import type { Tier } from './tiers.js';
@@ -92,6 +93,13 @@ export interface Engine {
    */
   rotationSteps?(params: RotationParams): string[];
   rotationAbortSteps?(params: RotationParams): string[];
+  /**
+   * The steps of a lifecycle operation (domain/lifecycle.ts: limits, suspension, reactivation, export)
+   * and of an onboarding's restore from an archive. Absent where the target does not run them (the aws
+   * target: 422 OPERATION_NOT_AVAILABLE_ON_TARGET, EXPORT_NOT_AVAILABLE_ON_TARGET).
+   */
+  lifecycleSteps?(kind: LifecycleKind, tier: Tier): string[];
+  restoreSteps?(tier: Tier): string[];
   runStep(ctx: StepContext): Promise<StepOutputs | undefined>;
   /** The connection descriptor a data plane uses; the password only where the target returns it. */
   connection(tenant: StepTenant): Promise<ConnectionDescriptor>;

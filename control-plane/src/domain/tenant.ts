@@ -1,6 +1,14 @@
 import type { Tier } from './tiers.js';
 
-export const TENANT_STATUSES = ['provisioning', 'active', 'failed', 'offboarding', 'offboarded'] as const;
+/** `suspended`: every row kept, the data plane cannot use it (domain/lifecycle.ts, docs/lifecycle.md). */
+export const TENANT_STATUSES = [
+  'provisioning',
+  'active',
+  'failed',
+  'offboarding',
+  'offboarded',
+  'suspended',
+] as const;
 export type TenantStatus = (typeof TENANT_STATUSES)[number];
 
 export interface Tenant {
@@ -15,13 +23,50 @@ export interface Tenant {
   templateVersion: number;
   /** Non-secret outputs of provisioning (key id, secret ref, database, schema, user). Never a password. */
   outputs: Record<string, string | number | boolean | null>;
+  /** Bumped by every change of what an operator asked for (PATCH, suspension, reactivation): the ETag. */
+  version: number;
+  /** Key/value pairs rollouts and the CLI select by. */
+  labels: Record<string, string>;
+  /** Per-tenant role limit overrides within the tier's bounds (bridge and silo); empty: the tier's. */
+  limits: LimitOverrides;
+  /** Why and since when the tenant is suspended; null unless it is. */
+  suspension: Suspension | null;
   createdAt: string;
   updatedAt: string;
 }
 
+/** Role limits a tenant overrides (each within its tier's bounds: domain/lifecycle.ts). */
+export interface LimitOverrides {
+  connectionLimit?: number;
+  statementTimeoutMs?: number;
+  idleInTransactionSessionTimeoutMs?: number;
+}
+
+export interface Suspension {
+  reason: string;
+  note: string | null;
+  at: string;
+  by: string | null;
+}
+
 /** `migrate`: a tenant's schema brought to a newer template version by a rollout (docs/rollouts.md). */
 /** `rotate`: a tenant's (or the pool's) credentials or data key rotated (domain/rotation.ts). */
-export const OPERATION_KINDS = ['onboard', 'offboard', 'promote', 'reconcile', 'migrate', 'rotate'] as const;
+/**
+ * `update`: a tenant's limit overrides applied; `suspend`, `reactivate`: its data plane cut off and
+ * restored; `export`: its data written to an archive (domain/lifecycle.ts, docs/lifecycle.md).
+ */
+export const OPERATION_KINDS = [
+  'onboard',
+  'offboard',
+  'promote',
+  'reconcile',
+  'migrate',
+  'rotate',
+  'update',
+  'suspend',
+  'reactivate',
+  'export',
+] as const;
 export type OperationKind = (typeof OPERATION_KINDS)[number];
 
 export const OPERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;

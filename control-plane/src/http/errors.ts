@@ -22,6 +22,8 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'TOKEN_NOT_FOUND':
     case 'ROUTE_NOT_FOUND':
     case 'ROLLOUT_NOT_FOUND':
+    case 'EXPORT_NOT_FOUND':
+    case 'WEBHOOK_NOT_FOUND':
       return 404;
     case 'TENANT_SLUG_TAKEN':
     case 'OPERATION_IN_PROGRESS':
@@ -30,7 +32,14 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'CAPACITY_EXCEEDED':
     case 'ROLLOUT_IN_PROGRESS':
     case 'ROLLOUT_STATE_CONFLICT':
+    case 'TENANT_SUSPENDED':
+    case 'TENANT_NOT_SUSPENDED':
+    case 'EXPORT_NOT_READY':
       return 409;
+    case 'PRECONDITION_FAILED':
+      return 412;
+    case 'PRECONDITION_REQUIRED':
+      return 428;
     case 'PAYLOAD_TOO_LARGE':
       return 413;
     case 'IDEMPOTENCY_KEY_REUSED':
@@ -40,6 +49,12 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'ROLLBACK_NOT_AVAILABLE_ON_TARGET':
     case 'ROTATION_NOT_AVAILABLE_ON_TARGET':
     case 'ROLLOUT_INVALID':
+    case 'LIMITS_OUT_OF_BOUNDS':
+    case 'OPERATION_NOT_AVAILABLE_ON_TARGET':
+    case 'EXPORT_INVALID':
+    case 'EXPORT_NOT_AVAILABLE_ON_TARGET':
+    case 'WEBHOOK_URL_REFUSED':
+    case 'WEBHOOKS_NOT_AVAILABLE_ON_TARGET':
       return 422;
     case 'ROLLBACK_NOT_AVAILABLE':
     case 'CREDENTIALS_IN_GRACE':

@@ -39,8 +39,10 @@ export const STATUS_TEXT: Record<number, string> = {
   403: 'Forbidden',
   404: 'Not found',
   409: 'Conflict',
+  412: 'Precondition failed',
   413: 'Payload too large',
   422: 'Unprocessable',
+  428: 'Precondition required',
   500: 'Internal error',
   503: 'Unavailable',
 };
@@ -55,6 +57,17 @@ export const TAGS = [
     name: 'rollouts',
     description:
       'Fleet schema rollouts: a template version shipped to the tenants in waves, pause, resume, cancel, retry',
+  },
+  {
+    name: 'exports',
+    description:
+      "A tenant's data in one archive: export, read, download (restore: POST /v1/tenants with fromExport)",
+  },
+  { name: 'events', description: 'Lifecycle events from the outbox, for consumers that pull' },
+  {
+    name: 'webhooks',
+    description:
+      'Lifecycle events pushed to HTTP endpoints (Standard Webhooks signatures), and their delivery log',
   },
   { name: 'tokens', description: 'API tokens and who a token is' },
   { name: 'audit', description: 'The append-only audit log' },

@@ -38,9 +38,10 @@ export const FREEZE_TRIGGERS = {
 } as const;
 const GUARD_FN = 'tenantry_meta.frozen_write_check';
 /** Bumped when the function body changes; an older body is replaced in place. */
-const GUARD_VERSION = 'tenantry frozen-write check v6';
+const GUARD_VERSION = 'tenantry frozen-write check v7';
 
-export type FreezeReason = 'promotion' | 'promotion-target' | 'offboarded' | 'moved';
+/** `suspended`: a suspended pool tenant's writes (docs/lifecycle.md); the others are a promotion's and an offboarding's. */
+export type FreezeReason = 'promotion' | 'promotion-target' | 'offboarded' | 'moved' | 'suspended';
 
 /** Creates the frozen-tenants table and the guard function in the current database (idempotent). */
 export async function ensureFreezeSupport(db: Queryable, owner: string): Promise<void> {
@@ -98,6 +99,9 @@ export async function ensureFreezeSupport(db: Queryable, owner: string): Promise
         ELSIF r OPERATOR(pg_catalog.=) 'promotion-target' THEN
           RAISE EXCEPTION 'tenant % is read-only while it moves to another tier (this placement takes over at the cutover); retry after the cutover', t
             USING ERRCODE = '25006', HINT = 'tenantry promotion target: not writable before the cutover';
+        ELSIF r OPERATOR(pg_catalog.=) 'suspended' THEN
+          RAISE EXCEPTION 'tenant % is suspended; its rows are read-only until it is reactivated', t
+            USING ERRCODE = '25006', HINT = 'tenantry suspension';
         ELSIF r OPERATOR(pg_catalog.=) 'offboarded' THEN
           RAISE EXCEPTION 'tenant % is offboarded; its rows are no longer writable', t
             USING ERRCODE = '25006', HINT = 'tenantry offboarding';

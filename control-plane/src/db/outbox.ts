@@ -1,0 +1,164 @@
+import type { EventType, LifecycleEvent } from '../domain/events.js';
+import { FLEET_STREAM } from '../domain/events.js';
+import { newEventId } from '../domain/ids.js';
+import type { Queryable } from '../domain/queryable.js';
+import { addPublishJobSql, EVENTS_PUBLISH_TASK, enqueueWebhookStreams } from './jobs.js';
+
+/**
+ * The outbox of lifecycle events (migration 0017, docs/lifecycle.md).
+ *
+ * An event is inserted in the transaction of the change it reports, so it exists exactly when that
+ * change committed: never for one that rolled back, never lost for one that committed. It is then
+ * published by one publisher at a time, which gives it its `seq` (the order GET /v1/events reads) and
+ * fans it out to the webhooks that want it. Numbering at publish time, not at insert, is what makes
+ * `?after=<seq>` safe: a transaction that inserted earlier but committed later cannot slip a lower
+ * number behind a reader.
+ *
+ * Order per tenant: writing a tenant's event takes that tenant's row lock first (events of no tenant
+ * take the fleet's advisory lock), so a tenant's events are inserted (`n`) in the order their
+ * transactions commit, and published in that order.
+ */
+
+export interface NewEvent {
+  type: EventType;
+  tenant?: { id: string; slug: string } | null;
+  operationId?: string | null;
+  data?: Record<string, unknown>;
+  /** One event per fact: a second insert with the same key is ignored (a runner that lost its lease, a rerun). */
+  dedupeKey?: string;
+  /** Written only if this operation has this status in the transaction (the fence of a completion). */
+  onlyIf?: { operationId: string; status: 'succeeded' | 'failed' };
+}
+
+/** Writes an event in the caller's transaction and asks for a publish once it commits. */
+export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
+  const tenant = e.tenant ?? null;
+  if (tenant) await q.query('SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE', [tenant.id]);
+  else await q.query(`SELECT pg_advisory_xact_lock(hashtext('tenantry.events.fleet'))`);
+  const params: unknown[] = [
+    newEventId(),
+    e.type,
+    tenant?.id ?? null,
+    tenant?.slug ?? null,
+    e.operationId ?? null,
+    e.dedupeKey ?? null,
+    JSON.stringify(e.data ?? {}),
+    EVENTS_PUBLISH_TASK,
+  ];
+  const cond = e.onlyIf
+    ? `WHERE EXISTS (SELECT 1 FROM operations WHERE id = $${params.push(e.onlyIf.operationId)} AND status = $${params.push(e.onlyIf.status)})`
+    : '';
+  await q.query(
+    `WITH e AS (
+       INSERT INTO events (id, type, tenant_id, tenant_slug, operation_id, dedupe_key, data)
+       SELECT $1, $2, $3::uuid, $4, $5, $6, $7::jsonb ${cond}
+       ON CONFLICT (dedupe_key) DO NOTHING RETURNING 1)
+     SELECT ${addPublishJobSql('$8')} FROM e`,
+    params,
+  );
+}
+
+const PUBLISH_BATCH = 500;
+
+/**
+ * Publishes committed events in insertion order, up to a batch, in the caller's transaction: numbers
+ * them after the highest `seq`, and creates a pending delivery for every enabled webhook that wants
+ * each one (its stream: the event's tenant, or the fleet's). Publishers queue on an advisory lock, so
+ * numbers are handed out one batch at a time. Returns the streams that got deliveries, and whether
+ * more events wait.
+ */
+export async function publishEvents(
+  q: Queryable,
+): Promise<{ published: number; streams: [string, string][]; more: boolean }> {
+  await q.query(`SELECT pg_advisory_xact_lock(hashtext('tenantry.events.publish'))`);
+  const { rows: batch } = await q.query<{ id: string }>(
+    'SELECT id FROM events WHERE seq IS NULL ORDER BY n LIMIT $1',
+    [PUBLISH_BATCH + 1],
+  );
+  const ids = batch.slice(0, PUBLISH_BATCH).map((r) => r.id);
+  if (ids.length === 0) return { published: 0, streams: [], more: false };
+  await q.query(
+    `UPDATE events e SET seq = m.base + u.ord, published_at = now()
+       FROM unnest($1::text[]) WITH ORDINALITY AS u(id, ord),
+            (SELECT coalesce(max(seq), 0) AS base FROM events) m
+      WHERE e.id = u.id`,
+    [ids],
+  );
+  const { rows } = await q.query<{ webhook_id: string; stream: string }>(
+    `WITH d AS (
+       INSERT INTO webhook_deliveries (webhook_id, event_id, event_seq, stream, status)
+       SELECT w.id, e.id, e.seq, coalesce(e.tenant_id::text, $2), 'pending'
+         FROM events e JOIN webhooks w ON w.status = 'enabled' AND e.type = ANY (w.event_types)
+        WHERE e.id = ANY ($1::text[])
+       ON CONFLICT (webhook_id, event_id) DO NOTHING
+       RETURNING webhook_id, stream),
+     s AS (SELECT DISTINCT webhook_id, stream FROM d),
+     ins AS (INSERT INTO webhook_streams (webhook_id, stream) SELECT webhook_id, stream FROM s ON CONFLICT DO NOTHING)
+     SELECT webhook_id, stream FROM s`,
+    [ids, FLEET_STREAM],
+  );
+  const streams = rows.map((r) => [r.webhook_id, r.stream] as [string, string]);
+  await enqueueWebhookStreams(q, streams);
+  return { published: ids.length, streams, more: batch.length > PUBLISH_BATCH };
+}
+
+interface EventRow {
+  id: string;
+  seq: string;
+  type: EventType;
+  tenant_id: string | null;
+  tenant_slug: string | null;
+  operation_id: string | null;
+  data: Record<string, unknown>;
+  created_at: Date;
+}
+
+const toEvent = (r: EventRow): LifecycleEvent => ({
+  id: r.id,
+  seq: Number(r.seq),
+  type: r.type,
+  tenantId: r.tenant_id,
+  tenantSlug: r.tenant_slug,
+  operationId: r.operation_id,
+  data: r.data,
+  createdAt: r.created_at.toISOString(),
+});
+
+/** Published events after `after`, in order; optionally of one tenant (by id) and of some types. */
+export async function listEvents(
+  q: Queryable,
+  f: { after: number; limit: number; tenantId?: string; types?: string[] },
+): Promise<LifecycleEvent[]> {
+  const params: unknown[] = [f.after];
+  const where = ['seq > $1'];
+  if (f.tenantId) where.push(`tenant_id = $${params.push(f.tenantId)}::uuid`);
+  if (f.types?.length) where.push(`type = ANY ($${params.push(f.types)}::text[])`);
+  const lim = params.push(f.limit);
+  const { rows } = await q.query<EventRow & Record<string, unknown>>(
+    `SELECT id, seq, type, tenant_id, tenant_slug, operation_id, data, created_at FROM events
+      WHERE ${where.join(' AND ')} ORDER BY seq LIMIT $${lim}`,
+    params,
+  );
+  return rows.map((r) => toEvent(r as EventRow));
+}
+
+/** One event by id (published or not: a delivery names it). */
+export async function findEvent(
+  q: Queryable,
+  id: string,
+): Promise<(LifecycleEvent & { published: boolean }) | null> {
+  const { rows } = await q.query<EventRow & Record<string, unknown>>(
+    'SELECT id, seq, type, tenant_id, tenant_slug, operation_id, data, created_at FROM events WHERE id = $1',
+    [id],
+  );
+  const r = rows[0] as EventRow | undefined;
+  return r ? { ...toEvent(r), published: r.seq !== null } : null;
+}
+
+/** Whether committed events wait to be published (the sweep publishes them if a publish job was lost). */
+export async function hasUnpublishedEvents(q: Queryable): Promise<boolean> {
+  const { rows } = await q.query<{ any: boolean }>(
+    'SELECT EXISTS (SELECT 1 FROM events WHERE seq IS NULL) AS any',
+  );
+  return rows[0]?.any === true;
+}
