@@ -20,6 +20,7 @@ import {
   type ObservedTable,
 } from './catalog.js';
 import type { CredentialStatus } from './credentials.js';
+import { adjustForLifecycle } from './lifecycle.js';
 import type { DetectInput, DriftCategory, DriftKind, DriftResource, DriftValue, Finding } from './types.js';
 
 /** What the local target provisions, independent of any one tenant. */
@@ -829,5 +830,6 @@ export function diffLocal(layout: LocalLayout, input: DetectInput, obs: Observed
     if (slug && slug !== 'platform' && !judgedSlugs.has(slug) && !busySlugs.has(slug))
       orphan('key', alias, slug);
   }
-  return out;
+  // A suspended tenant's state and a tenant's limit overrides (drift/lifecycle.ts).
+  return adjustForLifecycle(layout, input, obs, out);
 }

@@ -1,5 +1,6 @@
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
+import { effectiveLimits } from '../domain/lifecycle.js';
 import { loginRoleNames, tenantObjectName } from '../domain/naming.js';
 import type { KeyStore, SecretStore } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
@@ -126,7 +127,12 @@ export class LocalDriftRemediator implements DriftRemediator {
     if (roleFindings.length > 0 || secretBad) {
       steps.push({
         name: 'role',
-        run: () => this.repairLogins(t, roleFindings, secretBad || roleMissing),
+        run: async () => {
+          await this.repairLogins(t, roleFindings, secretBad || roleMissing);
+          // The tenant's limit overrides on top of its tier's (docs/lifecycle.md): expected state too.
+          if (record.limits && Object.keys(record.limits).length > 0)
+            await r.applyLimits(t, effectiveLimits(this.catalog.tiers[t.tier].role, record.limits));
+        },
       });
     }
     const dbFindings = findings.filter((f) => f.resource === 'database');

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Queryable } from '../domain/queryable.js';
+import type { LimitOverrides } from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
 import type { PolicyRow } from './policy.js';
 import type { DriftMode, Finding, SkippedTenant, TenantRecord } from './types.js';
@@ -438,11 +439,14 @@ export async function readSnapshot(q: Queryable, start: SweepStart): Promise<Sna
       status: string;
       template_version: number;
       outputs: Record<string, unknown>;
+      limits: LimitOverrides | null;
     }>(
       // Only the outputs a diff compares (the key id, the login the descriptor names): the rest is not
-      // read, so not parsed.
+      // read, so not parsed. A tenant's limit overrides are expected state (docs/lifecycle.md); none is
+      // the common case, read as null.
       `SELECT id, slug, tier, status, template_version,
-              jsonb_strip_nulls(jsonb_build_object('keyId', outputs->'keyId', 'user', outputs->'user')) AS outputs
+              jsonb_strip_nulls(jsonb_build_object('keyId', outputs->'keyId', 'user', outputs->'user')) AS outputs,
+              nullif(limits, '{}'::jsonb) AS limits
          FROM tenants`,
     ),
     q.query<{ tenant_id: string; id: string; kind: string; status: string }>(
@@ -471,6 +475,7 @@ export async function readSnapshot(q: Queryable, start: SweepStart): Promise<Sna
       status: r.status,
       templateVersion: r.template_version,
       outputs: r.outputs,
+      ...(r.limits ? { limits: r.limits } : {}),
     })),
     busy,
     retained: kept,

@@ -7,6 +7,7 @@ import type { OperationStep } from '../domain/tenant.js';
 import { mapLimit } from '../lib/concurrency.js';
 import { safeMessage } from '../lib/errors.js';
 import { collectAfterBatch } from '../lib/memory.js';
+import { appendDriftEvents } from './events.js';
 import type { DriftMetrics } from './metrics.js';
 import { isIgnored, PolicyBook } from './policy.js';
 import {
@@ -163,7 +164,12 @@ export class DriftSweeper {
         else kept.push(f);
       }
       const t1 = performance.now();
-      await insertFindings(this.db, run.id, kept);
+      // The findings and their drift.findings events (one per tenant with any, one for the platform's),
+      // in one transaction.
+      await this.db.tx(async (q) => {
+        await insertFindings(q, run.id, kept);
+        await appendDriftEvents(q, run.id, kept, byId);
+      });
       const t2 = performance.now();
 
       // Remediation: group what policy allows and remediation can act on, per tenant (or the platform).
@@ -494,7 +500,10 @@ export function selectTenantsToCheck(
       skipped.push({ tenantId: t.id, slug: t.slug, reason: 'tenant-status', detail: 'failed' });
       continue;
     }
-    if (t.status !== 'active') continue;
+    // A suspended tenant is judged too, against its suspended state (its logins cut off, its pool rows
+    // frozen: drift/diff.ts); its drift is reported, never remediated (a reconcile starts only for an
+    // active tenant): POST …/suspension again re-applies the suspension.
+    if (t.status !== 'active' && t.status !== 'suspended') continue;
     if (t.tier === 'account' && target === 'local') {
       skipped.push({ tenantId: t.id, slug: t.slug, reason: 'tier-not-on-target', detail: t.tier });
       continue;

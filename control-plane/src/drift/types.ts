@@ -1,4 +1,5 @@
 import type { ReconcileStep } from '../domain/steps.js';
+import type { LimitOverrides } from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
 
 /**
@@ -77,6 +78,8 @@ export interface TenantRecord {
   status: string;
   templateVersion: number;
   outputs: Record<string, unknown>;
+  /** Its role limit overrides (bridge, silo): expected state, on top of its tier's (docs/lifecycle.md). */
+  limits?: LimitOverrides;
 }
 
 export interface SkippedTenant {

@@ -14,8 +14,17 @@ import {
 import type { ConnectionDescriptor, KeyRotated, KeyStore, SecretStore } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { RoleLimits, Tier, TierCatalog } from '../domain/tiers.js';
+import {
+  type ArchivePlacement,
+  type ArchiveWritten,
+  restoreArchive,
+  tableDigests,
+  writeArchive,
+} from '../export/archive.js';
+import type { Manifest, TableManifest } from '../export/format.js';
 import { generatePassword } from '../lib/passwords.js';
 import { type Placement, placementOf } from '../promotion/placement.js';
+import { freezeTenant } from '../providers/postgres/freeze.js';
 import {
   applyGrants,
   applyLogins,
@@ -33,6 +42,12 @@ import {
   schemaProvider,
   type TenantTemplate,
 } from '../providers/postgres/index.js';
+import {
+  applyRoleLimits,
+  resumeLogins,
+  rolesThatLogIn,
+  suspendLogins,
+} from '../providers/postgres/suspension.js';
 
 const RELAXED = { relaxed: true } as const;
 
@@ -475,5 +490,122 @@ export class LocalTenantResources {
       setting: n.tenantSetting,
       writers: [n.poolRole, ...loginRoleNames(n.poolRole)],
     };
+  }
+
+  /* ---- lifecycle (domain/lifecycle.ts, docs/lifecycle.md): limits, suspension, export, restore */
+
+  /**
+   * Every login role a bridge or silo tenant may have: its group (the login itself in the single-login
+   * layout) and the group's two logins (domain/naming.ts `loginRoleNames`). A pool tenant has none of
+   * its own (the pool's shared login serves every pool tenant).
+   */
+  tenantLoginRoles(t: ResourceTenant): string[] {
+    if (t.tier === 'pool') return [];
+    const group = tenantObjectName(t.slug);
+    return [group, ...loginRoleNames(group)];
+  }
+
+  /** The tenant's limits (its tier's, with its overrides) on each of its login roles; LOGIN untouched. */
+  applyLimits(t: ResourceTenant, limits: RoleLimits): Promise<string[]> {
+    return this.maintenance((db) => applyRoleLimits(db, this.tenantLoginRoles(t), limits));
+  }
+
+  /** The tenant's login roles that may log in now (what a suspension records before it cuts them off). */
+  loginsThatCanLogIn(t: ResourceTenant): Promise<string[]> {
+    return this.maintenance((db) => rolesThatLogIn(db, this.tenantLoginRoles(t)));
+  }
+
+  /** Suspension, bridge and silo: every login role of the tenant NOLOGIN, its open sessions ended. */
+  suspendLogins(t: ResourceTenant): Promise<string[]> {
+    return this.maintenance((db) => suspendLogins(db, this.tenantLoginRoles(t)));
+  }
+
+  /** Reactivation, bridge and silo: LOGIN given back to the roles the suspension took it from. */
+  resumeLogins(t: ResourceTenant, logins: readonly string[]): Promise<string[]> {
+    const mine = new Set(this.tenantLoginRoles(t));
+    return this.maintenance((db) =>
+      resumeLogins(
+        db,
+        logins.filter((l) => mine.has(l)),
+      ),
+    );
+  }
+
+  /**
+   * Suspension, pool: the tenant's rows frozen by the freeze guards (reason `suspended`, no deadline),
+   * once every transaction the pool's logins began before it has ended. A wait that times out keeps the
+   * freeze (writes are refused from the start) and is retried.
+   */
+  suspendWrites(t: ResourceTenant): Promise<void> {
+    const n = this.dp.names;
+    return this.data((db) =>
+      freezeTenant(
+        db,
+        {
+          schema: n.poolSchema,
+          tenantId: t.id,
+          reason: 'suspended',
+          owner: n.ownerRole,
+          writers: [n.poolRole, ...loginRoleNames(n.poolRole)],
+        },
+        { keepOnTimeout: true },
+      ),
+    );
+  }
+
+  /** Reactivation, pool: the suspension's freeze lifted (a freeze for any other reason is left alone). */
+  resumeWrites(t: ResourceTenant): Promise<void> {
+    const n = this.dp.names;
+    return this.data(async (db) => {
+      const { rows } = await db.query<{ ok: boolean }>(
+        `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL AS ok`,
+      );
+      if (!rows[0]?.ok) return;
+      await db.query(
+        `DELETE FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2 AND reason = 'suspended'`,
+        [t.id, n.poolSchema],
+      );
+    });
+  }
+
+  /** How an archive reaches the tenant's rows in its placement. */
+  private archivePlacement(t: ResourceTenant): ArchivePlacement {
+    const p = this.placement(t);
+    return {
+      schema: p.schema,
+      shared: p.shared,
+      ...(p.shared ? { tenantSetting: this.dp.names.tenantSetting } : {}),
+    };
+  }
+
+  /** Every table of the tenant's placement, its rows only, to one archive at `file` (export/). */
+  exportArchive(
+    t: ResourceTenant,
+    file: string,
+    meta: { exportId: string; schemaVersion: number },
+  ): Promise<ArchiveWritten> {
+    return this.onTenantDatabase(t, (db) =>
+      writeArchive(db, this.archivePlacement(t), file, {
+        exportId: meta.exportId,
+        tenant: { id: t.id, slug: t.slug, tier: t.tier },
+        schemaVersion: meta.schemaVersion,
+      }),
+    );
+  }
+
+  /** An archive's rows loaded as the tenant's (an onboarding from an export), once its manifest is the expected one. */
+  restoreArchive(
+    t: ResourceTenant,
+    file: string,
+    manifestSha256: string,
+  ): Promise<{ manifest: Manifest; skipped: boolean }> {
+    return this.onTenantDatabase(t, (db) =>
+      restoreArchive(db, this.archivePlacement(t), file, t.id, manifestSha256),
+    );
+  }
+
+  /** The tenant's rows now, table by table, as an export would write them (count and SHA-256). */
+  tableDigests(t: ResourceTenant): Promise<TableManifest[]> {
+    return this.onTenantDatabase(t, (db) => tableDigests(db, this.archivePlacement(t), t.id));
   }
 }

@@ -1,6 +1,16 @@
 import fs from 'node:fs';
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
+import {
+  effectiveLimits,
+  isExportParams,
+  isLifecycleStep,
+  isRestoreParams,
+  type LifecycleKind,
+  type LifecycleStep,
+  lifecycleSteps,
+  RESTORE_STEPS,
+} from '../domain/lifecycle.js';
 import { PLATFORM_KEY_ALIAS, POOL_SECRET } from '../domain/naming.js';
 import type {
   ConnectionDescriptor,
@@ -22,7 +32,10 @@ import {
   type LocalRoutingStep,
   type RotationStep,
 } from '../domain/steps.js';
+import type { LimitOverrides } from '../domain/tenant.js';
 import type { Tier, TierCatalog } from '../domain/tiers.js';
+import { digestDifferences, readManifest } from '../export/archive.js';
+import { ArchiveError } from '../export/format.js';
 import { generatePassword } from '../lib/passwords.js';
 import {
   ABORT_ROLLBACK_STEPS,
@@ -334,6 +347,109 @@ export class LocalEngine implements Engine {
     }
   }
 
+  /** The steps of a lifecycle operation (domain/lifecycle.ts): every tier the local target has. */
+  lifecycleSteps(kind: LifecycleKind, tier: Tier): LifecycleStep[] {
+    if (tier === 'account') throw this.accountRefused();
+    return lifecycleSteps(kind, tier);
+  }
+
+  /** The steps an onboarding from an archive runs after provisioning: the rows loaded, then checked. */
+  restoreSteps(tier: Tier): LifecycleStep[] {
+    if (tier === 'account') throw this.accountRefused();
+    return [...RESTORE_STEPS];
+  }
+
+  /**
+   * A lifecycle step (domain/lifecycle.ts) through the tenant's resource methods. Each is idempotent:
+   * a suspension records which logins could log in before it cuts them off (a second run must not
+   * forget them), an export reuses an archive it completed, a restore leaves rows it loaded.
+   */
+  private async lifecycle(ctx: StepContext, step: LifecycleStep): Promise<StepOutputs | undefined> {
+    const { tenant } = ctx;
+    if (tenant.tier === 'account') throw this.accountRefused();
+    const t = { id: tenant.id, slug: tenant.slug, tier: tenant.tier };
+    const params = ctx.params ?? {};
+    const r = this.resources;
+    switch (step) {
+      case 'limits': {
+        const limits = effectiveLimits(
+          this.catalog.tiers[t.tier].role,
+          params.limits as LimitOverrides | undefined,
+        );
+        await ctx.report?.({ limits, roles: await r.applyLimits(t, limits) });
+        return undefined;
+      }
+      case 'suspend-logins': {
+        const before = (ctx.progress?.disabledLogins as string[] | undefined) ?? [];
+        const now = await r.loginsThatCanLogIn(t);
+        await ctx.report?.({ disabledLogins: [...new Set([...before, ...now])].sort() });
+        await r.suspendLogins(t);
+        return undefined;
+      }
+      case 'resume-logins': {
+        const logins = Array.isArray(params.logins) ? (params.logins as string[]) : [];
+        await ctx.report?.({ enabledLogins: await r.resumeLogins(t, logins) });
+        return undefined;
+      }
+      case 'suspend-writes':
+        await r.suspendWrites(t);
+        return undefined;
+      case 'resume-writes':
+        await r.resumeWrites(t);
+        return undefined;
+      case 'export': {
+        // An `export` operation's params, or an offboarding's `finalExport`.
+        const p = ctx.kind === 'offboard' ? params.finalExport : params;
+        if (!isExportParams(p))
+          throw new TenantryError('PROVIDER_FAILED', 'the export step has no archive to write');
+        const out = await r.exportArchive(t, p.file, {
+          exportId: p.exportId,
+          schemaVersion: tenant.templateVersion,
+        });
+        await ctx.report?.({
+          archive: { exportId: p.exportId, bytes: out.bytes, sha256: out.sha256, manifest: out.manifest },
+        });
+        return undefined;
+      }
+      case 'restore': {
+        const p = params.fromExport;
+        if (!isRestoreParams(p))
+          throw new TenantryError('PROVIDER_FAILED', 'the restore step has no archive to read');
+        const out = await r.restoreArchive(t, p.file, p.manifestSha256).catch((e: unknown) => {
+          throw e instanceof ArchiveError ? new TenantryError('PROVIDER_FAILED', e.message) : e;
+        });
+        await ctx.report?.({
+          restored: {
+            exportId: p.exportId,
+            rows: out.manifest.tables.reduce((n, x) => n + x.rows, 0),
+            skipped: out.skipped,
+          },
+        });
+        return undefined;
+      }
+      case 'verify-restore': {
+        const p = params.fromExport;
+        if (!isRestoreParams(p))
+          throw new TenantryError('PROVIDER_FAILED', 'the restore step has no archive to read');
+        const manifest = await readManifest(p.file);
+        const diffs = digestDifferences(manifest, await r.tableDigests(t));
+        if (diffs.length > 0)
+          throw new TenantryError(
+            'PROVIDER_FAILED',
+            `the restored rows differ from the archive's manifest: ${diffs.join('; ')}`,
+          );
+        await ctx.report?.({
+          restoreVerified: manifest.tables.map((x) => ({ name: x.name, rows: x.rows, sha256: x.sha256 })),
+        });
+        return undefined;
+      }
+      default: {
+        const unknown: never = step; // every lifecycle step has its case
+        throw new TenantryError('PROVIDER_FAILED', `unknown lifecycle step ${unknown}`);
+      }
+    }
+  }
+
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const { tenant } = ctx;
     // Promotion steps pause at named points inside them instead (see the fault hook).
@@ -345,6 +461,7 @@ export class LocalEngine implements Engine {
     if (this.opts.faultStepDelayMs) await new Promise((r) => setTimeout(r, this.opts.faultStepDelayMs));
     await this.faultHold()?.(`step:${ctx.step}`, ctx.report);
     if (tenant.tier === 'account') throw this.accountRefused();
+    if (isLifecycleStep(ctx.step)) return this.lifecycle(ctx, ctx.step);
     const up = ctx.kind === 'onboard';
     const t = { id: tenant.id, slug: tenant.slug, tier: tenant.tier };
     const r = this.resources;

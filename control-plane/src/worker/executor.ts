@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
+import { failExportsOf } from '../db/exports.js';
 import { enqueueOperationJob } from '../db/jobs.js';
+import { appendEvent } from '../db/outbox.js';
 import { appendAudit, findTenantById, setTenantStatus, tenantFromJson } from '../db/repo.js';
 import {
   type ClaimedOperation as Claimed,
@@ -28,6 +30,13 @@ import type { Metrics } from '../lib/metrics.js';
 import { isTransient } from '../lib/transient.js';
 import { PromotionLifecycle } from '../promotion/lifecycle.js';
 import { recordRotation } from '../rotation/lifecycle.js';
+import {
+  appendCompletionEvent,
+  EXPORT_STEP,
+  recordExportReady,
+  statusAfterFailure,
+  statusAfterSuccess,
+} from './lifecycle.js';
 
 /** An error past an operation's point of no return: retried, or resumed, but never undone. */
 export function isForwardOnly(e: unknown): boolean {
@@ -170,6 +179,8 @@ export class OperationExecutor {
                     onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
                   });
         await this.flushResources(op);
+        // The archive an export step wrote is recorded ready (with its event) before the step is.
+        if (step.name === EXPORT_STEP) await this.db.tx((q) => recordExportReady(q, op, tenant));
         step.status = 'succeeded';
         step.finishedAt = new Date().toISOString();
         const next = todo[i + 1];
@@ -222,6 +233,7 @@ export class OperationExecutor {
         status: tenant.status,
         templateVersion: tenant.templateVersion,
         outputs: tenant.outputs,
+        limits: tenant.limits,
       },
       step,
       findings,
@@ -309,9 +321,13 @@ export class OperationExecutor {
     this.resourceFlush.delete(op.id);
     if (op.kind === 'promote') return this.succeedPromotion(op, tenant, steps, log);
     if (op.kind === 'rotate') return this.succeedRotation(op, tenant, steps, log);
-    const status = op.kind === 'offboard' ? 'offboarded' : 'active';
-    // One statement: the operation ends, the tenant changes state, and the audit record is written.
-    await recordSuccess(this.db, { id: op.id, kind: op.kind, steps }, this.runnerId, tenant, status);
+    const status = statusAfterSuccess(op.kind, tenant.status);
+    // The operation ends, the tenant changes state, the audit record and the lifecycle event are written,
+    // in one transaction (the event only if this runner's statement recorded the end: db/outbox.ts).
+    await this.db.tx(async (q) => {
+      await recordSuccess(q, { id: op.id, kind: op.kind, steps }, this.runnerId, tenant, status);
+      await appendCompletionEvent(q, op, tenant, status);
+    });
     this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
     this.metrics.acceptToDone.observe(
       { kind: op.kind, tier: tenant.tier },
@@ -334,6 +350,20 @@ export class OperationExecutor {
     const done = await this.db.tx(async (q) => {
       if (!(await markSucceeded(q, op.id, this.runnerId, steps))) return false;
       await this.promotions.recordCutover(q, { id: op.id, params, progress: op.progress }, tenant);
+      await appendEvent(q, {
+        type: params.rollbackOf ? 'tenant.rolled_back' : 'tenant.promoted',
+        tenant,
+        operationId: op.id,
+        data: {
+          fromTier: params.fromTier,
+          toTier: params.toTier,
+          ...(params.rollbackOf ? { rollbackOf: params.rollbackOf } : {}),
+          ...(typeof op.progress.rollbackUntil === 'string'
+            ? { rollbackUntil: op.progress.rollbackUntil }
+            : {}),
+        },
+        dedupeKey: `promotion:${op.id}`,
+      });
       return true;
     });
     if (!done) {
@@ -498,13 +528,8 @@ export class OperationExecutor {
     } else if (resumable) {
       cleanup = `; kept as it is: resume it (POST /v1/operations/${op.id}/resume) once the cause is fixed`;
     }
-    // A failed promotion, repair or rotation leaves the tenant active (on its source, or routed forward).
-    const tenantStatus =
-      op.kind === 'offboard'
-        ? 'offboarding'
-        : op.kind === 'promote' || op.kind === 'reconcile' || op.kind === 'migrate' || op.kind === 'rotate'
-          ? 'active'
-          : 'failed';
+    // What a failure leaves the tenant as (worker/lifecycle.ts: a suspended tenant stays suspended).
+    const tenantStatus = statusAfterFailure(op.kind, tenant.status);
     const recorded = await this.db.tx(async (q) => {
       if (!(await markFailed(q, op.id, this.runnerId, steps, `${reason}${cleanup}`, resumable))) return false;
       await setTenantStatus(q, tenant.id, tenantStatus);
@@ -515,6 +540,14 @@ export class OperationExecutor {
         tenantSlug: tenant.slug,
         operationId: op.id,
         details: { error: reason, resumable },
+      });
+      await failExportsOf(q, op.id, reason);
+      await appendEvent(q, {
+        type: 'operation.failed',
+        tenant,
+        operationId: op.id,
+        data: { kind: op.kind, error: `${reason}${cleanup}`, resumable, tenantStatus },
+        onlyIf: { operationId: op.id, status: 'failed' },
       });
       return true;
     });
