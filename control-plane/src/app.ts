@@ -17,18 +17,26 @@ import type { Readiness } from './readiness.js';
 import auditRoutes from './routes/audit.js';
 import credentialRoutes from './routes/credentials.js';
 import driftRoutes from './routes/drift.js';
+import eventRoutes from './routes/events.js';
+import exportRoutes from './routes/exports.js';
 import operationRoutes from './routes/operations.js';
 import promotionRoutes from './routes/promotions.js';
 import rolloutRoutes from './routes/rollouts.js';
 import { ErrorBody } from './routes/schemas.js';
 import serviceRoutes from './routes/service.js';
+import suspensionRoutes from './routes/suspension.js';
 import tenantRoutes from './routes/tenants.js';
 import tokenRoutes from './routes/tokens.js';
+import webhookRoutes from './routes/webhooks.js';
 import whoamiRoutes from './routes/whoami.js';
 import type { CredentialService } from './services/credentials.js';
+import type { EventService } from './services/events.js';
+import type { ExportService } from './services/exports.js';
 import type { RolloutService } from './services/rollouts.js';
+import type { SuspensionService } from './services/suspension.js';
 import type { TenantService } from './services/tenants.js';
 import type { TokenService } from './services/tokens.js';
+import type { WebhookService } from './services/webhooks.js';
 
 export interface Services {
   db: Db;
@@ -42,6 +50,14 @@ export interface Services {
   tokenCache: TokenCache;
   readiness: Readiness;
   rollouts: RolloutService;
+  /** Suspension and reactivation (routes/suspension.ts). */
+  suspension: SuspensionService;
+  /** Exports and their archives (routes/exports.ts). */
+  exports: ExportService;
+  /** Lifecycle events for consumers that pull (routes/events.ts). */
+  events: EventService;
+  /** Webhooks and their delivery log (routes/webhooks.ts). */
+  webhooks: WebhookService;
 }
 
 export interface AppOptions {
@@ -182,6 +198,10 @@ const app: FastifyPluginAsync<AppOptions> = async (instance, opts) => {
   await f.register(auditRoutes);
   await f.register(driftRoutes);
   await f.register(rolloutRoutes);
+  await f.register(suspensionRoutes);
+  await f.register(exportRoutes);
+  await f.register(eventRoutes);
+  await f.register(webhookRoutes);
   await f.register(whoamiRoutes);
   await f.register(consolePlugin);
 };

@@ -3,6 +3,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parseCrontab } from 'graphile-worker';
 import { ADMIN_TOKEN_MIN_LENGTH, TOKEN_CHARS, TOKEN_MAX_LENGTH } from './domain/auth.js';
+import { parseCidr } from './webhooks/addresses.js';
 
 /**
  * The one place that reads the environment. Everything else receives a Config.
@@ -86,6 +87,25 @@ const Env = Type.Object({
    * How far the connection limits of a cluster's tenants may go past its connection budget: a ratio
    * (1 = not at all) or `allow` (no ceiling). Past the budget, an onboarding is accepted with a warning.
    */
+  /** How long an on-demand export's archive is kept (docs/lifecycle.md). */
+  TENANTRY_EXPORT_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 7 }),
+  /** How long an offboarding's final export (`?export=true`) is kept. */
+  TENANTRY_FINAL_EXPORT_RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 30 }),
+  /** Comma-separated CIDRs a webhook may reach although private or link-local (e.g. `10.0.0.0/8,127.0.0.1/32`). */
+  TENANTRY_WEBHOOK_ALLOWED_NETWORKS: Type.String({ maxLength: 4000, default: '' }),
+  /** How long one webhook delivery may take, connection included. */
+  TENANTRY_WEBHOOK_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 10_000 }),
+  /** The first retry's delay; each later one doubles it, up to TENANTRY_WEBHOOK_RETRY_MAX_MS. */
+  TENANTRY_WEBHOOK_RETRY_BASE_MS: Type.Integer({ minimum: 10, maximum: 3_600_000, default: 5000 }),
+  TENANTRY_WEBHOOK_RETRY_MAX_MS: Type.Integer({ minimum: 10, maximum: 86_400_000, default: 3_600_000 }),
+  /** A webhook whose oldest undelivered event has failed for this long is disabled (default: 5 days). */
+  TENANTRY_WEBHOOK_DISABLE_AFTER_MS: Type.Integer({
+    minimum: 1000,
+    maximum: 90 * 86_400_000,
+    default: 5 * 86_400_000,
+  }),
+  /** aws target: an EventBridge bus for the lifecycle events. Not available in this build (refused at start). */
+  TENANTRY_EVENTBRIDGE_BUS: Type.Optional(Type.String({ minLength: 1 })),
   TENANTRY_CONNECTION_OVERCOMMIT: Type.String({
     pattern: '^(allow|[0-9]{1,3}(\\.[0-9]{1,3})?)$',
     default: '1',
@@ -143,6 +163,21 @@ export interface Config {
   aws?: AwsTargetConfig;
   /** The local target's key and secret store: the control database (`local`), or KMS and Secrets Manager. */
   secrets: SecretsConfig;
+  /** Exports and webhooks (docs/lifecycle.md). */
+  lifecycle: LifecycleConfig;
+}
+
+export interface LifecycleConfig {
+  exportRetentionMs: number;
+  finalExportRetentionMs: number;
+  webhooks: {
+    /** CIDRs a webhook may reach although private or link-local (an operator's explicit choice). */
+    allowedNetworks: string[];
+    timeoutMs: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+    disableAfterMs: number;
+  };
 }
 
 export type SecretsConfig =
@@ -206,6 +241,12 @@ const INT_KEYS = new Set([
   'TENANTRY_DRAIN_TIMEOUT_MS',
   'TENANTRY_SHUTDOWN_DELAY_MS',
   'TENANTRY_AWS_KEY_DELETION_WINDOW_DAYS',
+  'TENANTRY_EXPORT_RETENTION_DAYS',
+  'TENANTRY_FINAL_EXPORT_RETENTION_DAYS',
+  'TENANTRY_WEBHOOK_TIMEOUT_MS',
+  'TENANTRY_WEBHOOK_RETRY_BASE_MS',
+  'TENANTRY_WEBHOOK_RETRY_MAX_MS',
+  'TENANTRY_WEBHOOK_DISABLE_AFTER_MS',
 ]);
 
 /**
@@ -336,8 +377,34 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       `TENANTRY_DRAIN_TIMEOUT_MS (${drainTimeoutMs}) plus TENANTRY_SHUTDOWN_DELAY_MS (${e.TENANTRY_SHUTDOWN_DELAY_MS}) must be below TENANTRY_SHUTDOWN_TIMEOUT_MS (${e.TENANTRY_SHUTDOWN_TIMEOUT_MS}): operations are handed back before the deadline`,
     );
   }
+  if (e.TENANTRY_EVENTBRIDGE_BUS !== undefined) {
+    throw new ConfigError(
+      'TENANTRY_EVENTBRIDGE_BUS: publishing lifecycle events to EventBridge is not available in this build (the EventBridge client, @aws-sdk/client-eventbridge, is not installed); unset it, and pull events from GET /v1/events or register a webhook (docs/lifecycle.md)',
+    );
+  }
+  const allowedNetworks = e.TENANTRY_WEBHOOK_ALLOWED_NETWORKS.split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+  for (const cidr of allowedNetworks) {
+    if (!parseCidr(cidr))
+      throw new ConfigError(
+        `TENANTRY_WEBHOOK_ALLOWED_NETWORKS must be comma-separated CIDRs (10.0.0.0/8, fd00::/8), got ${JSON.stringify(cidr)}`,
+      );
+  }
+  const DAY = 86_400_000;
   const dataDir = path.resolve(cwd, e.TENANTRY_DATA_DIR);
   return {
+    lifecycle: {
+      exportRetentionMs: e.TENANTRY_EXPORT_RETENTION_DAYS * DAY,
+      finalExportRetentionMs: e.TENANTRY_FINAL_EXPORT_RETENTION_DAYS * DAY,
+      webhooks: {
+        allowedNetworks,
+        timeoutMs: e.TENANTRY_WEBHOOK_TIMEOUT_MS,
+        retryBaseMs: e.TENANTRY_WEBHOOK_RETRY_BASE_MS,
+        retryMaxMs: Math.max(e.TENANTRY_WEBHOOK_RETRY_MAX_MS, e.TENANTRY_WEBHOOK_RETRY_BASE_MS),
+        disableAfterMs: e.TENANTRY_WEBHOOK_DISABLE_AFTER_MS,
+      },
+    },
     ...(aws ? { aws } : {}),
     port: e.PORT,
     host: e.HOST,

@@ -22,9 +22,15 @@ import { type RolloutHandle, registerRollouts } from './rollout/index.js';
 import { RotationSchedule } from './rotation/schedule.js';
 import { ConnectionBudget } from './services/capacity.js';
 import { CredentialService } from './services/credentials.js';
+import { EventService } from './services/events.js';
+import { ExportService } from './services/exports.js';
 import { RolloutService } from './services/rollouts.js';
+import { SuspensionService } from './services/suspension.js';
 import { TenantService } from './services/tenants.js';
 import { TokenService } from './services/tokens.js';
+import { WebhookService } from './services/webhooks.js';
+import { WebhookDeliverer } from './webhooks/delivery.js';
+import { generateSecret } from './webhooks/signing.js';
 import { OperationExecutor } from './worker/executor.js';
 import { migrateQueue, startWorker, type WorkerHandle } from './worker/index.js';
 
@@ -283,10 +289,31 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     const tokenCache = new TokenCache(db, { log: log.child({ component: 'token-cache' }) });
     closers.push(() => tokenCache.close());
     const tokens = new TokenService(db, tokenCache);
+    // A tenant's second day (docs/lifecycle.md): exports, suspension, events and webhooks.
+    const exports = new ExportService(db, engine, {
+      dataDir: config.dataDir,
+      exportRetentionMs: config.lifecycle.exportRetentionMs,
+      finalExportRetentionMs: config.lifecycle.finalExportRetentionMs,
+      maxAttempts: config.operationMaxAttempts,
+      log: log.child({ component: 'exports' }),
+    });
+    const suspension = new SuspensionService(db, engine, { maxAttempts: config.operationMaxAttempts });
+    const deliverer = new WebhookDeliverer(db, keys, log.child({ component: 'webhooks' }), {
+      ...config.lifecycle.webhooks,
+      leaseMs: config.operationLeaseMs,
+    });
+    const webhooks = new WebhookService(
+      db,
+      keys,
+      { urlRefusal: (url) => deliverer.policy.urlRefusal(url), generateSecret },
+      config.target,
+    );
     const tenants = new TenantService(db, engine, {
       templateVersion: templates.tenantSchema.version,
       maxAttempts: config.operationMaxAttempts,
       ...(capacity ? { capacity } : {}),
+      catalog: templates.catalog,
+      exports,
     });
     const credentials = new CredentialService(db, engine, templates.catalog, {
       maxAttempts: config.operationMaxAttempts,
@@ -321,8 +348,14 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       worker = await startWorker(db, executor, log.child({ component: 'queue' }), {
         concurrency: config.workerConcurrency,
         leaseMs: config.operationLeaseMs,
-        tasks: { ...drift.taskList, ...rollouts?.taskList, ...rotation.taskList },
-        crontab: `${drift.crontab}${rollouts?.crontab ?? ''}${rotation.crontab}`,
+        tasks: {
+          ...drift.taskList,
+          ...rollouts?.taskList,
+          ...rotation.taskList,
+          ...deliverer.taskList,
+          ...exports.taskList,
+        },
+        crontab: `${drift.crontab}${rollouts?.crontab ?? ''}${rotation.crontab}${deliverer.crontab}${exports.crontab}`,
         runnerIds: [
           executor.runnerId,
           driftRunner.runnerId,
@@ -334,6 +367,16 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       });
     }
     const w = worker;
+    // What a crash left of the outbox: events not published, webhook streams whose job died.
+    if (w)
+      await deliverer
+        .sweep()
+        .catch((e: unknown) =>
+          log.warn(
+            { err: (e as Error).message },
+            'the lifecycle sweep at start failed; the next one retries',
+          ),
+        );
     let workerStop: Promise<{ handedBack: string[] }> | undefined;
     const drainWorker = (drainMs?: number) => {
       workerStop ??= w
@@ -365,6 +408,10 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
         tokenCache,
         readiness,
         rollouts: rolloutService,
+        suspension,
+        exports,
+        events: new EventService(db),
+        webhooks,
       },
       executor,
       worker: w,

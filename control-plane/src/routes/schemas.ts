@@ -1,7 +1,7 @@
 import { type Static, type StringOptions, type TSchema, Type } from '@sinclair/typebox';
 import { ERROR_CODES, type ErrorCode } from '../domain/errors.js';
 import { SLUG_PATTERN } from '../domain/naming.js';
-import { OPERATION_KINDS, OPERATION_STATUSES } from '../domain/tenant.js';
+import { OPERATION_KINDS, OPERATION_STATUSES, TENANT_STATUSES } from '../domain/tenant.js';
 import { httpStatusFor, PRINTABLE } from '../http/errors.js';
 import { STATUS_TEXT } from '../http/openapi.js';
 
@@ -102,9 +102,7 @@ export const TierT = Type.Union([
   Type.Literal('silo'),
   Type.Literal('account'),
 ]);
-export const TenantStatusT = Type.Union(
-  ['provisioning', 'active', 'failed', 'offboarding', 'offboarded'].map((s) => Type.Literal(s)),
-);
+export const TenantStatusT = Type.Union(TENANT_STATUSES.map((s) => Type.Literal(s)));
 export const Slug = Type.String({
   pattern: SLUG_PATTERN,
   description: 'lowercase, 3-40 chars, starts with a letter',
@@ -120,6 +118,31 @@ export const TenantSchema = Type.Object({
   plan: Type.Union([Type.String(), Type.Null()]),
   contactEmail: Type.Union([Type.String(), Type.Null()]),
   templateVersion: Type.Integer(),
+  version: Type.Integer({
+    description:
+      "changes with every change an operator makes (PATCH, suspension, reactivation); the ETag PATCH's If-Match names",
+  }),
+  labels: Type.Record(Type.String(), Type.String(), { description: 'key/value pairs to select tenants by' }),
+  limits: Type.Object(
+    {
+      connectionLimit: Type.Optional(Type.Integer()),
+      statementTimeoutMs: Type.Optional(Type.Integer()),
+      idleInTransactionSessionTimeoutMs: Type.Optional(Type.Integer()),
+    },
+    { description: "limit overrides on top of the tier's (bridge and silo); empty: the tier's limits" },
+  ),
+  suspension: Type.Union(
+    [
+      Type.Object({
+        reason: Type.String(),
+        note: Type.Union([Type.String(), Type.Null()]),
+        at: Type.String({ format: 'date-time' }),
+        by: Type.Union([Type.String(), Type.Null()]),
+      }),
+      Type.Null(),
+    ],
+    { description: 'why and since when the tenant is suspended; null unless it is' },
+  ),
   outputs: Type.Record(
     Type.String(),
     Type.Union([Type.String(), Type.Number(), Type.Boolean(), Type.Null()]),

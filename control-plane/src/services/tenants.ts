@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Db } from '../db/db.js';
 import { cancelPromotionCleanup, enqueueOperationJob } from '../db/jobs.js';
+import { appendEvent } from '../db/outbox.js';
 import {
   type Actor,
   activeOperationFor,
@@ -13,21 +14,33 @@ import {
   insertTenant,
 } from '../db/repo.js';
 import { platformVersion } from '../db/rollouts.js';
+import { can, type Role } from '../domain/auth.js';
 import { TenantryError } from '../domain/errors.js';
 import { newOperationId, newTenantId } from '../domain/ids.js';
+import {
+  fleetWorkSkipReason,
+  limitsRefusal,
+  MAX_LABELS,
+  mergeLabels,
+  mergeLimits,
+  tenantSuspended,
+} from '../domain/lifecycle.js';
 import { assertSlug } from '../domain/naming.js';
 import type { ConnectionDescriptor, Engine, PromotionParams } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import {
+  type LimitOverrides,
   type Operation,
+  type OperationKind,
   RELEASE_PROMOTION_SOURCES_STEP,
   rollbackRefusal,
   type Tenant,
   type TenantDetail,
 } from '../domain/tenant.js';
-import type { Tier } from '../domain/tiers.js';
+import type { Tier, TierCatalog } from '../domain/tiers.js';
 import { ALLOWED_PROMOTIONS } from '../domain/tiers.js';
 import type { ConnectionBudget } from './capacity.js';
+import type { ExportService } from './exports.js';
 
 export interface CreateTenantInput {
   slug: string;
@@ -36,6 +49,18 @@ export interface CreateTenantInput {
   region?: string;
   plan?: string;
   contactEmail?: string;
+  labels?: Record<string, string>;
+  /** An export to restore into the new tenant (docs/lifecycle.md): its rows, checked first. */
+  fromExport?: string;
+}
+
+/** PATCH /v1/tenants/{slug}: each field given is set; a label or limit set to null is removed. */
+export interface TenantPatch {
+  name?: string;
+  plan?: string | null;
+  contactEmail?: string | null;
+  labels?: Record<string, string | null>;
+  limits?: { [K in keyof LimitOverrides]?: number | null };
 }
 
 export interface RequestContext {
@@ -67,6 +92,28 @@ function canonicalHash(v: unknown): string {
     .digest('hex');
 }
 
+/** An object with its keys sorted, to compare two label or limit maps. */
+const sorted = (o: object): [string, unknown][] =>
+  Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+
+/**
+ * The version an `If-Match` names: the tenant's ETag as GET sends it (`"3"`), weak or bare forms
+ * accepted. Without one a PATCH is refused (428): a blind write could undo someone else's change.
+ */
+export function parseIfMatch(h: string | undefined): number {
+  if (h === undefined || h.trim() === '')
+    throw new TenantryError(
+      'PRECONDITION_REQUIRED',
+      "send If-Match with the tenant's ETag (its version, from GET /v1/tenants/{slug}) to change it",
+    );
+  const m = /^\s*(?:W\/)?"?(\d{1,9})"?\s*$/.exec(h);
+  if (!m) throw new TenantryError('PRECONDITION_FAILED', 'If-Match must be the tenant\'s ETag, such as "3"');
+  return Number(m[1]);
+}
+
+/** The ETag of a tenant: its version, quoted. */
+export const etagOf = (t: Pick<Tenant, 'version'>): string => `"${t.version}"`;
+
 /** Succeeded promotions of a tenant whose source placement is still kept for rollback. */
 async function openPromotionWindows(q: Queryable, tenantId: string): Promise<string[]> {
   const { rows } = await q.query<{ id: string }>(
@@ -77,6 +124,34 @@ async function openPromotionWindows(q: Queryable, tenantId: string): Promise<str
     [tenantId],
   );
   return rows.map((r) => r.id);
+}
+
+/**
+ * Inserts an operation of a tenant and enqueues its job (with the retries the executor adds to
+ * `maxAttempts`); a second operation in flight is 409 OPERATION_IN_PROGRESS (the one-active-per-tenant
+ * index refused it).
+ */
+export function enqueueTenantOperation(
+  q: Queryable,
+  tenant: Pick<Tenant, 'id' | 'slug'>,
+  op: { id?: string; kind: OperationKind; steps: string[]; params?: Record<string, unknown> },
+  maxAttempts: number,
+): Promise<Operation> {
+  return insertOperationAndEnqueue(
+    q,
+    {
+      id: op.id ?? newOperationId(),
+      kind: op.kind,
+      tenantId: tenant.id,
+      tenantSlug: tenant.slug,
+      steps: op.steps,
+      ...(op.params ? { params: op.params } : {}),
+    },
+    maxAttempts + 2,
+  ).catch((e: unknown) => {
+    if (isUniqueViolation(e, 'operations_one_active_per_tenant')) throw operationInProgress(tenant.slug);
+    throw e;
+  });
 }
 
 /** A second operation for a tenant that has one in flight (the one-active-per-tenant index refused it). */
@@ -126,6 +201,10 @@ export class TenantService {
       maxAttempts: number;
       /** The data-plane cluster's connection budget (local target); without it nothing is checked. */
       capacity?: ConnectionBudget;
+      /** The tiers' limits, the bounds of a tenant's limit overrides (PATCH `limits`). */
+      catalog?: TierCatalog;
+      /** Exports: an onboarding's restore (`fromExport`) and an offboarding's final export. */
+      exports?: ExportService;
     },
   ) {}
 
@@ -139,6 +218,12 @@ export class TenantService {
       );
     }
     const hash = canonicalHash(input);
+    // An archive is checked end to end before anything is written: a damaged or mismatched one is
+    // refused with nothing created.
+    const restore =
+      input.fromExport === undefined
+        ? undefined
+        : await this.exportsOrRefuse().prepareRestore(ctx, input.fromExport, input.tier);
     return this.db.tx(async (q) => {
       if (idempotencyKey !== undefined) {
         // Same-key requests queue up here, so the second sees the first's stored response.
@@ -173,6 +258,7 @@ export class TenantService {
         region: input.region ?? null,
         plan: input.plan ?? null,
         contactEmail: input.contactEmail ?? null,
+        ...(input.labels ? { labels: input.labels } : {}),
         // A pool tenant's rows live in the shared tables: it is at their version, which moves to the
         // newest as a rollout's first step (docs/rollouts.md); every other tier is built at the newest.
         templateVersion:
@@ -188,6 +274,12 @@ export class TenantService {
         }
         throw e;
       });
+      if (restore && restore.manifest.schemaVersion !== tenant.templateVersion) {
+        throw new TenantryError(
+          'EXPORT_INVALID',
+          `export ${restore.params.exportId} holds rows at template version ${restore.manifest.schemaVersion}; a new ${tenant.tier} tenant is at version ${tenant.templateVersion}: restore it where the versions match (or roll the fleet forward first)`,
+        );
+      }
       // After the tenant row (a taken slug answers 409 TENANT_SLUG_TAKEN first), which is then in the sum.
       const overcommit = await this.opts.capacity?.admit(q, {
         slug: tenant.slug,
@@ -202,11 +294,28 @@ export class TenantService {
           kind: 'onboard',
           tenantId: tenant.id,
           tenantSlug: tenant.slug,
-          steps: this.engine.steps('onboard', tenant.tier),
-          ...(overcommit ? { params: { connectionOvercommit: overcommit } } : {}),
+          steps: [
+            ...this.engine.steps('onboard', tenant.tier),
+            ...(restore ? (this.engine.restoreSteps?.(tenant.tier) ?? []) : []),
+          ],
+          ...(overcommit || restore
+            ? {
+                params: {
+                  ...(overcommit ? { connectionOvercommit: overcommit } : {}),
+                  ...(restore ? { fromExport: { ...restore.params } } : {}),
+                },
+              }
+            : {}),
         },
         this.opts.maxAttempts + 2,
       );
+      const fromExport = restore
+        ? {
+            exportId: restore.params.exportId,
+            fromTenant: restore.export.tenantSlug,
+            fromTier: restore.export.tier,
+          }
+        : undefined;
       await appendAudit(q, {
         actor: ctx.actor,
         action: 'tenant.create',
@@ -219,6 +328,20 @@ export class TenantService {
           plan: tenant.plan,
           region: tenant.region,
           ...(overcommit ? { connectionOvercommit: overcommit } : {}),
+          ...(fromExport ? { fromExport } : {}),
+        },
+      });
+      await appendEvent(q, {
+        type: 'tenant.created',
+        tenant,
+        operationId: operation.id,
+        data: {
+          tier: tenant.tier,
+          name: tenant.name,
+          plan: tenant.plan,
+          region: tenant.region,
+          labels: tenant.labels,
+          ...(fromExport ? { fromExport } : {}),
         },
       });
       const body = { tenant, operation };
@@ -229,6 +352,126 @@ export class TenantService {
         );
       }
       return { status: 202, body, replayed: false };
+    });
+  }
+
+  private exportsOrRefuse(): ExportService {
+    if (!this.opts.exports)
+      throw new TenantryError(
+        'EXPORT_NOT_AVAILABLE_ON_TARGET',
+        `exports are not available on the ${this.engine.target} target`,
+      );
+    return this.opts.exports;
+  }
+
+  /**
+   * PATCH /v1/tenants/{slug}: name, plan, contact and labels change at once; limit overrides (sre,
+   * admin) are validated against the tier's bounds and applied by an `update` operation, after which
+   * drift expects them. Optimistic concurrency: `ifMatch` must name the tenant's current version, or
+   * 412 PRECONDITION_FAILED. Audited, with a `tenant.updated` event, in the same transaction.
+   */
+  async update(
+    ctx: RequestContext,
+    slug: string,
+    ifMatch: string | undefined,
+    patch: TenantPatch,
+  ): Promise<{ tenant: Tenant; operation: Operation | null }> {
+    const expected = parseIfMatch(ifMatch);
+    if (patch.limits !== undefined && !can(ctx.actor.role as Role, 'tenants:limits'))
+      throw new TenantryError(
+        'FORBIDDEN',
+        `role ${ctx.actor.role} may not tenants:limits (limit overrides are an SRE's)`,
+      );
+    return this.db.tx(async (q) => {
+      const tenant = await findTenantBySlug(q, slug, { forUpdate: true });
+      if (!tenant || tenant.status === 'offboarded')
+        throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+      if (tenant.version !== expected)
+        throw new TenantryError(
+          'PRECONDITION_FAILED',
+          `tenant ${slug} is at version ${tenant.version}, not ${expected}: re-read it (its ETag) and apply your change again`,
+          { context: { version: tenant.version } },
+        );
+      const changes: Record<string, unknown> = {};
+      const next = {
+        name: tenant.name,
+        plan: tenant.plan,
+        contactEmail: tenant.contactEmail,
+        labels: tenant.labels,
+        limits: tenant.limits,
+      };
+      if (patch.name !== undefined && patch.name !== tenant.name) next.name = changes.name = patch.name;
+      if (patch.plan !== undefined && patch.plan !== tenant.plan) next.plan = changes.plan = patch.plan;
+      if (patch.contactEmail !== undefined && patch.contactEmail !== tenant.contactEmail) {
+        next.contactEmail = patch.contactEmail;
+        changes.contactEmail = patch.contactEmail === null ? null : 'changed';
+      }
+      if (patch.labels !== undefined) {
+        const labels = mergeLabels(tenant.labels, patch.labels);
+        if (Object.keys(labels).length > MAX_LABELS)
+          throw new TenantryError('VALIDATION_FAILED', `a tenant has at most ${MAX_LABELS} labels`);
+        if (JSON.stringify(sorted(labels)) !== JSON.stringify(sorted(tenant.labels)))
+          next.labels = changes.labels = labels;
+      }
+      let operation: Operation | null = null;
+      if (patch.limits !== undefined) {
+        const limits = mergeLimits(tenant.limits, patch.limits);
+        if (JSON.stringify(sorted(limits)) !== JSON.stringify(sorted(tenant.limits))) {
+          if (!this.engine.lifecycleSteps || tenant.tier === 'account')
+            throw new TenantryError(
+              'OPERATION_NOT_AVAILABLE_ON_TARGET',
+              `limit overrides are not applied on the ${this.engine.target} target in this build`,
+            );
+          const catalog = this.opts.catalog;
+          if (!catalog) throw new TenantryError('INTERNAL', 'the tier catalog is not configured');
+          const refusal = limitsRefusal(tenant.tier, catalog.tiers[tenant.tier].role, limits);
+          if (refusal) throw new TenantryError('LIMITS_OUT_OF_BOUNDS', refusal);
+          if (tenant.status !== 'active' && tenant.status !== 'suspended')
+            throw new TenantryError(
+              'TENANT_NOT_ACTIVE',
+              `tenant ${slug} is ${tenant.status}; limit overrides are applied to an active or suspended tenant`,
+            );
+          await this.assertNoActiveOperation(q, tenant);
+          next.limits = changes.limits = limits;
+          operation = await enqueueTenantOperation(
+            q,
+            tenant,
+            { kind: 'update', steps: this.engine.lifecycleSteps('update', tenant.tier), params: { limits } },
+            this.opts.maxAttempts,
+          );
+        }
+      }
+      if (Object.keys(changes).length === 0) return { tenant, operation: null };
+      await q.query(
+        `UPDATE tenants SET name = $2, plan = $3, contact_email = $4, labels = $5::jsonb, limits = $6::jsonb,
+                version = version + 1, updated_at = now()
+          WHERE id = $1`,
+        [
+          tenant.id,
+          next.name,
+          next.plan,
+          next.contactEmail,
+          JSON.stringify(next.labels),
+          JSON.stringify(next.limits),
+        ],
+      );
+      const after = (await findTenantById(q, tenant.id)) ?? tenant;
+      await appendAudit(q, {
+        actor: ctx.actor,
+        action: 'tenant.update',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        requestId: ctx.requestId,
+        operationId: operation?.id ?? null,
+        details: { fromVersion: tenant.version, toVersion: after.version, changes },
+      });
+      await appendEvent(q, {
+        type: 'tenant.updated',
+        tenant,
+        operationId: operation?.id ?? null,
+        data: { version: after.version, changed: Object.keys(changes), ...changes },
+      });
+      return { tenant: after, operation };
     });
   }
 
@@ -253,7 +496,12 @@ export class TenantService {
     };
   }
 
-  async offboard(ctx: RequestContext, slug: string, confirm: string | undefined): Promise<Accepted> {
+  async offboard(
+    ctx: RequestContext,
+    slug: string,
+    confirm: string | undefined,
+    opts: { export?: boolean } = {},
+  ): Promise<Accepted> {
     if (confirm !== slug) {
       throw new TenantryError(
         'CONFIRMATION_REQUIRED',
@@ -277,18 +525,28 @@ export class TenantService {
       // Placements a promotion keeps for its rollback window go with the tenant, first.
       const windows = await openPromotionWindows(q, tenant.id);
       for (const id of windows) await cancelPromotionCleanup(q, id);
+      const operationId = newOperationId();
+      // ?export=true: a final export, written by the first step, kept for its retention (docs/lifecycle.md).
+      const finalExport = opts.export
+        ? await this.exportsOrRefuse().finalExport(q, tenant, operationId, ctx.actor.id)
+        : undefined;
+      const params = {
+        ...(windows.length > 0 ? { promotionWindows: windows } : {}),
+        ...(finalExport ? { finalExport: { ...finalExport } } : {}),
+      };
       const operation = await insertOperationAndEnqueue(
         q,
         {
-          id: newOperationId(),
+          id: operationId,
           kind: 'offboard',
           tenantId: tenant.id,
           tenantSlug: tenant.slug,
           steps: [
             ...(windows.length > 0 ? [RELEASE_PROMOTION_SOURCES_STEP] : []),
+            ...(finalExport ? (this.engine.lifecycleSteps?.('export', tenant.tier) ?? []) : []),
             ...this.engine.steps('offboard', tenant.tier),
           ],
-          ...(windows.length > 0 ? { params: { promotionWindows: windows } } : {}),
+          ...(Object.keys(params).length > 0 ? { params } : {}),
         },
         this.opts.maxAttempts + 2,
       ).catch((e: unknown) => {
@@ -302,6 +560,7 @@ export class TenantService {
         tenantSlug: tenant.slug,
         requestId: ctx.requestId,
         operationId: operation.id,
+        ...(finalExport ? { details: { finalExport: finalExport.exportId } } : {}),
       });
       const after = await findTenantBySlug(q, slug);
       return { status: 202, body: { tenant: after ?? tenant, operation }, replayed: false };
@@ -334,6 +593,8 @@ export class TenantService {
         );
       }
       await this.assertNoActiveOperation(q, tenant);
+      // Promotions refuse a suspended tenant (domain/lifecycle.ts fleetWorkSkipReason, docs/lifecycle.md).
+      if (fleetWorkSkipReason(tenant)) throw tenantSuspended(slug, 'a promotion');
       if (tenant.status !== 'active') {
         throw new TenantryError(
           'TENANT_NOT_ACTIVE',
@@ -396,6 +657,7 @@ export class TenantService {
         Date.now(),
       );
       if (reason) throw new TenantryError('ROLLBACK_NOT_AVAILABLE', reason);
+      if (fleetWorkSkipReason(tenant)) throw tenantSuspended(slug, 'a rollback');
       await this.assertNoActiveOperation(q, tenant);
       const back: PromotionParams = {
         fromTier: params.toTier,
@@ -428,14 +690,7 @@ export class TenantService {
     steps: string[],
     params: Record<string, unknown>,
   ): Promise<Operation> {
-    return insertOperationAndEnqueue(
-      q,
-      { id: newOperationId(), kind, tenantId: tenant.id, tenantSlug: tenant.slug, steps, params },
-      this.opts.maxAttempts + 2,
-    ).catch((e: unknown) => {
-      if (isUniqueViolation(e, 'operations_one_active_per_tenant')) throw this.busy(tenant.slug);
-      throw e;
-    });
+    return enqueueTenantOperation(q, tenant, { kind, steps, params }, this.opts.maxAttempts);
   }
 
   private busy(slug: string): TenantryError {
@@ -580,6 +835,13 @@ export class TenantService {
   /** A tenant whose descriptor may be handed out; otherwise the reason it may not. */
   private servable(slug: string, tenant: Tenant | null): Tenant {
     if (!tenant) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+    if (tenant.status === 'suspended') {
+      throw new TenantryError(
+        'TENANT_SUSPENDED',
+        `tenant ${slug} is suspended (${tenant.suspension?.reason ?? 'no reason recorded'}); no descriptor is served until it is reactivated`,
+        { context: { status: tenant.status } },
+      );
+    }
     if (tenant.status !== 'active') {
       throw new TenantryError(
         'TENANT_NOT_ACTIVE',

@@ -1,0 +1,281 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { TaskList } from 'graphile-worker';
+import type { Logger } from 'pino';
+import type { Db } from '../db/db.js';
+import { type ExportRecord, expireExports, findExport, insertExport, listExports } from '../db/exports.js';
+import { appendAudit, findTenantBySlug } from '../db/repo.js';
+import { can, type Role } from '../domain/auth.js';
+import { TenantryError } from '../domain/errors.js';
+import { newExportId, newOperationId } from '../domain/ids.js';
+import type { ExportParams, RestoreParams } from '../domain/lifecycle.js';
+import type { Engine } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
+import type { Tenant } from '../domain/tenant.js';
+import { verifyArchive } from '../export/archive.js';
+import { ArchiveError, type Manifest, manifestDigest } from '../export/format.js';
+import {
+  type Accepted,
+  assertNoActiveOperation,
+  enqueueTenantOperation,
+  type RequestContext,
+} from './tenants.js';
+
+/** An export as the API shows it: never where its archive is on disk. */
+export type ExportView = Omit<ExportRecord, 'path'>;
+export const exportView = ({ path: _internal, ...rest }: ExportRecord): ExportView => rest;
+
+/** graphile-worker's cron task that deletes archives past their retention. */
+export const EXPORTS_EXPIRE_TASK = 'exports-expire';
+
+/**
+ * A tenant's data in one archive (docs/lifecycle.md): an `export` operation writes it (export/), the
+ * API lists and streams it, an onboarding restores it (`fromExport`, verified here first), and an
+ * offboarding can take a final one. Archives live in the local target's data directory; the aws
+ * target would keep them in S3, encrypted with the tenant's key, which this build cannot reach (no S3
+ * client is installed): exports are refused there.
+ */
+export class ExportService {
+  readonly dir: string;
+
+  constructor(
+    private readonly db: Db,
+    private readonly engine: Engine,
+    private readonly opts: {
+      dataDir: string;
+      exportRetentionMs: number;
+      finalExportRetentionMs: number;
+      maxAttempts: number;
+      log?: Logger;
+    },
+  ) {
+    this.dir = path.join(opts.dataDir, 'exports');
+  }
+
+  /** Where an export's archive is written. */
+  fileFor(id: string): string {
+    return path.join(this.dir, `${id}.tenantry.gz`);
+  }
+
+  /** Refuses where exports are not available: the aws target, and a tier without a Postgres placement. */
+  assertAvailable(tier: Tenant['tier']): void {
+    if (!this.engine.lifecycleSteps || tier === 'account') {
+      throw new TenantryError(
+        'EXPORT_NOT_AVAILABLE_ON_TARGET',
+        this.engine.target === 'aws'
+          ? "exports are not available on the aws target in this build: its archives go to an S3 bucket encrypted with the tenant's key, and no S3 client (@aws-sdk/client-s3) is installed"
+          : `exports are not available for the ${tier} tier on the ${this.engine.target} target`,
+      );
+    }
+  }
+
+  /** Accepts an export of a tenant's data; the worker writes the archive (202 with the export, pending). */
+  start(ctx: RequestContext, slug: string): Promise<Accepted['body'] & { export: ExportView }> {
+    return this.db.tx(async (q) => {
+      const tenant = await findTenantBySlug(q, slug, { forUpdate: true });
+      if (!tenant || tenant.status === 'offboarded')
+        throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+      this.assertAvailable(tenant.tier);
+      if (tenant.status !== 'active' && tenant.status !== 'suspended')
+        throw new TenantryError(
+          'TENANT_NOT_ACTIVE',
+          `tenant ${slug} is ${tenant.status}; only an active or suspended tenant is exported`,
+        );
+      await assertNoActiveOperation(q, tenant);
+      const operationId = newOperationId();
+      const exp = await this.insert(q, tenant, operationId, { final: false, createdBy: ctx.actor.id });
+      const params: ExportParams = { exportId: exp.id, file: exp.path };
+      const operation = await enqueueTenantOperation(
+        q,
+        tenant,
+        {
+          id: operationId,
+          kind: 'export',
+          steps: this.engine.lifecycleSteps?.('export', tenant.tier) ?? [],
+          params: { ...params },
+        },
+        this.opts.maxAttempts,
+      );
+      await appendAudit(q, {
+        actor: ctx.actor,
+        action: 'tenant.export',
+        tenantId: tenant.id,
+        tenantSlug: tenant.slug,
+        requestId: ctx.requestId,
+        operationId,
+        details: { exportId: exp.id },
+      });
+      return { tenant, operation, export: exportView(exp) };
+    });
+  }
+
+  /**
+   * The export row of an offboarding's final export (`?export=true`), in the offboarding's transaction:
+   * its archive is written by the offboarding's first step and kept for the final retention.
+   */
+  async finalExport(
+    q: Queryable,
+    tenant: Tenant,
+    operationId: string,
+    createdBy: string | null,
+  ): Promise<ExportParams> {
+    this.assertAvailable(tenant.tier);
+    const exp = await this.insert(q, tenant, operationId, { final: true, createdBy });
+    return { exportId: exp.id, file: exp.path };
+  }
+
+  private insert(
+    q: Queryable,
+    tenant: Tenant,
+    operationId: string,
+    o: { final: boolean; createdBy: string | null },
+  ): Promise<ExportRecord> {
+    const id = newExportId();
+    return insertExport(q, {
+      id,
+      tenantId: tenant.id,
+      tenantSlug: tenant.slug,
+      tier: tenant.tier,
+      operationId,
+      final: o.final,
+      path: this.fileFor(id),
+      createdBy: o.createdBy,
+      retentionMs: o.final ? this.opts.finalExportRetentionMs : this.opts.exportRetentionMs,
+    });
+  }
+
+  async get(id: string): Promise<ExportView> {
+    const e = await findExport(this.db, id);
+    if (!e) throw new TenantryError('EXPORT_NOT_FOUND', `no export ${id}`);
+    return exportView(e);
+  }
+
+  /** A tenant's exports (the current tenant with this slug, or the latest offboarded one), newest first. */
+  async list(slug: string, f: { limit: number; before?: string }): Promise<ExportView[]> {
+    const tenant = await findTenantBySlug(this.db, slug);
+    if (!tenant) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
+    return (await listExports(this.db, tenant.id, f)).map(exportView);
+  }
+
+  /** A ready export's archive, to stream; the download is audited first, in its own transaction. */
+  async download(ctx: RequestContext, id: string): Promise<{ export: ExportView; stream: fs.ReadStream }> {
+    const e = await this.db.tx(async (q) => {
+      const found = await findExport(q, id, { forShare: true });
+      if (!found) throw new TenantryError('EXPORT_NOT_FOUND', `no export ${id}`);
+      this.assertReady(found);
+      await appendAudit(q, {
+        actor: ctx.actor,
+        action: 'export.download',
+        tenantId: found.tenantId,
+        tenantSlug: found.tenantSlug,
+        requestId: ctx.requestId,
+        operationId: found.operationId,
+        details: { exportId: id, bytes: found.bytes, sha256: found.sha256 },
+      });
+      return found;
+    });
+    const stream = fs.createReadStream(e.path);
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', () =>
+        reject(
+          new TenantryError(
+            'EXPORT_NOT_FOUND',
+            `the archive of export ${id} is gone from the data directory`,
+          ),
+        ),
+      );
+    });
+    return { export: exportView(e), stream };
+  }
+
+  private assertReady(e: ExportRecord): void {
+    if (e.status === 'expired')
+      throw new TenantryError(
+        'EXPORT_NOT_FOUND',
+        `export ${e.id} expired on ${e.expiresAt}; its archive is deleted`,
+      );
+    if (e.status !== 'ready')
+      throw new TenantryError(
+        'EXPORT_NOT_READY',
+        `export ${e.id} is ${e.status}${e.error ? `: ${e.error}` : ''}`,
+      );
+  }
+
+  /**
+   * Checks an archive before an onboarding restores it, creating nothing: the export is ready, its
+   * archive's every table digest and count match its manifest, and that manifest is the one recorded
+   * when the archive was written. The schema version is compared with the new tenant's in the
+   * onboarding's transaction. Throws EXPORT_INVALID with what is wrong.
+   */
+  async prepareRestore(
+    ctx: RequestContext,
+    exportId: string,
+    tier: Tenant['tier'],
+  ): Promise<{
+    params: RestoreParams;
+    manifest: Manifest;
+    export: ExportRecord;
+  }> {
+    if (!can(ctx.actor.role as Role, 'tenants:export'))
+      throw new TenantryError(
+        'FORBIDDEN',
+        `role ${ctx.actor.role} may not tenants:export (a restore copies an export's rows)`,
+      );
+    this.assertAvailable(tier);
+    if (!this.engine.restoreSteps)
+      throw new TenantryError(
+        'EXPORT_NOT_AVAILABLE_ON_TARGET',
+        `restores are not available on the ${this.engine.target} target`,
+      );
+    const e = await findExport(this.db, exportId);
+    if (!e) throw new TenantryError('EXPORT_NOT_FOUND', `no export ${exportId}`);
+    this.assertReady(e);
+    let verified: { manifest: Manifest; manifestSha256: string };
+    try {
+      verified = await verifyArchive(e.path);
+    } catch (err) {
+      if (err instanceof ArchiveError)
+        throw new TenantryError('EXPORT_INVALID', `export ${exportId} cannot be restored: ${err.message}`);
+      throw err;
+    }
+    if (!e.manifest || manifestDigest(e.manifest) !== verified.manifestSha256)
+      throw new TenantryError(
+        'EXPORT_INVALID',
+        `export ${exportId} cannot be restored: its archive's manifest is not the one recorded when it was written`,
+      );
+    return {
+      params: { exportId, file: e.path, manifestSha256: verified.manifestSha256 },
+      manifest: verified.manifest,
+      export: e,
+    };
+  }
+
+  /** Deletes archives past their retention (their rows stay, `expired`). */
+  async expire(): Promise<number> {
+    let n = 0;
+    for (;;) {
+      const batch = await this.db.tx((q) => expireExports(q));
+      for (const e of batch) {
+        await fs.promises.rm(e.path, { force: true });
+        await fs.promises.rm(`${e.path}.partial`, { force: true });
+      }
+      n += batch.length;
+      if (batch.length === 0) return n;
+    }
+  }
+
+  get taskList(): TaskList {
+    return {
+      [EXPORTS_EXPIRE_TASK]: async () => {
+        const n = await this.expire();
+        if (n > 0) this.opts.log?.info({ exports: n }, 'deleted archives past their retention');
+      },
+    };
+  }
+
+  /** Every hour, once across processes. */
+  get crontab(): string {
+    return `17 * * * * ${EXPORTS_EXPIRE_TASK} ?jobKey=exports-expire&max=1\n`;
+  }
+}
