@@ -252,7 +252,7 @@ describe('a bad enum value', () => {
       headers: auth(s.tokens['sales-ops']),
     });
     expect(status.json().error.message).toBe(
-      'querystring/status must be one of provisioning, active, failed, offboarding, offboarded',
+      'querystring/status must be one of provisioning, active, failed, offboarding, offboarded, suspended',
     );
   });
 });

@@ -18,7 +18,7 @@ afterAll(async () => {
 
 interface RouteCase {
   name: string;
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   /** The route as the OpenAPI document names it: every documented route must have a case. */
   path: string;
   url: () => string;
@@ -219,6 +219,97 @@ const ROUTES: RouteCase[] = [
     allowed: ['admin'],
   },
   { name: 'who am I', method: 'GET', path: '/v1/whoami', url: () => '/v1/whoami', allowed: ROLES },
+  {
+    name: 'update tenant',
+    method: 'PATCH',
+    path: '/v1/tenants/{slug}',
+    url: () => '/v1/tenants/no-such-tenant',
+    headers: () => ({ 'if-match': '"1"' }),
+    payload: () => ({ name: 'x' }),
+    allowed: SALES,
+  },
+  {
+    // sales-ops may suspend (for non-payment only); an unknown tenant answers 404.
+    name: 'suspend tenant',
+    method: 'POST',
+    path: '/v1/tenants/{slug}/suspension',
+    url: () => '/v1/tenants/no-such-tenant/suspension',
+    payload: () => ({ reason: 'non-payment' }),
+    allowed: SALES,
+  },
+  {
+    name: 'reactivate tenant',
+    method: 'DELETE',
+    path: '/v1/tenants/{slug}/suspension',
+    url: () => '/v1/tenants/no-such-tenant/suspension',
+    allowed: SALES,
+  },
+  {
+    name: 'export tenant',
+    method: 'POST',
+    path: '/v1/tenants/{slug}/exports',
+    url: () => '/v1/tenants/no-such-tenant/exports',
+    allowed: SRE,
+  },
+  {
+    name: "a tenant's exports",
+    method: 'GET',
+    path: '/v1/tenants/{slug}/exports',
+    url: () => `/v1/tenants/${slug}/exports`,
+    allowed: SALES,
+  },
+  {
+    name: 'get an export',
+    method: 'GET',
+    path: '/v1/exports/{id}',
+    url: () => `/v1/exports/exp_${'0'.repeat(28)}`,
+    allowed: SALES,
+  },
+  {
+    name: 'download an export',
+    method: 'GET',
+    path: '/v1/exports/{id}/download',
+    url: () => `/v1/exports/exp_${'0'.repeat(28)}/download`,
+    allowed: SRE,
+  },
+  { name: 'list events', method: 'GET', path: '/v1/events', url: () => '/v1/events', allowed: SALES },
+  {
+    // A private address this stack does not allow: the allowed role gets 422, nothing registered.
+    name: 'register a webhook',
+    method: 'POST',
+    path: '/v1/webhooks',
+    url: () => '/v1/webhooks',
+    payload: () => ({ url: 'http://10.0.0.1/hook', eventTypes: ['tenant.created'] }),
+    allowed: ['admin'],
+  },
+  {
+    name: 'list webhooks',
+    method: 'GET',
+    path: '/v1/webhooks',
+    url: () => '/v1/webhooks',
+    allowed: ['admin'],
+  },
+  {
+    name: 'get a webhook',
+    method: 'GET',
+    path: '/v1/webhooks/{id}',
+    url: () => `/v1/webhooks/wh_${'0'.repeat(28)}`,
+    allowed: ['admin'],
+  },
+  {
+    name: 'delete a webhook',
+    method: 'DELETE',
+    path: '/v1/webhooks/{id}',
+    url: () => `/v1/webhooks/wh_${'0'.repeat(28)}`,
+    allowed: ['admin'],
+  },
+  {
+    name: "a webhook's deliveries",
+    method: 'GET',
+    path: '/v1/webhooks/{id}/deliveries',
+    url: () => `/v1/webhooks/wh_${'0'.repeat(28)}/deliveries`,
+    allowed: ['admin'],
+  },
 ];
 
 /** Routes that answer without a token, on purpose. */
