@@ -267,6 +267,26 @@ describe('a damaged or tampered archive', () => {
   });
 });
 
+describe('retention', () => {
+  it('deletes an archive past its retention and keeps its record, expired', async () => {
+    const t = await onboard(s, 'pool');
+    await seed(t.slug, 3, 'old');
+    const e = await exportTenant(t.slug);
+    const file = await archivePath(e.id);
+    expect(fs.existsSync(file)).toBe(true);
+    await superQuery(
+      s.controlDb,
+      `UPDATE exports SET expires_at = now() - interval '1 second' WHERE id = $1`,
+      [e.id],
+    );
+    expect(await s.runtime.services.exports.expire()).toBeGreaterThanOrEqual(1);
+    expect(fs.existsSync(file)).toBe(false);
+    expect((await exportOf(e.id)).status).toBe('expired');
+    const res = await s.app.inject({ method: 'GET', url: `/v1/exports/${e.id}/download`, headers: sre() });
+    expect([res.statusCode, res.json().error.code]).toEqual([404, 'EXPORT_NOT_FOUND']);
+  });
+});
+
 describe('offboarding with ?export=true', () => {
   it('takes a final export first, kept for the final retention, and restorable', async () => {
     const t = await onboard(s, 'silo');
