@@ -68,7 +68,7 @@ describe('the CloseAccount quota', () => {
   });
 });
 
-describe.skipIf(skipReason !== null)(
+describe.skipIf(skipReason !== null /* the reason is in the title */)(
   `the account closure queue${skipReason ? ` (${skipReason})` : ''}`,
   () => {
     it('requests closures within the quota, oldest first, audited, and the rest when the window has moved on', async () => {

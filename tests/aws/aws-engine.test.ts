@@ -70,7 +70,7 @@ async function vend(email: string): Promise<string> {
 
 const emailOf = (t: StepTenant) => `root+${t.slug}-${AwsEngine.accountEmailSuffix(t.id)}@tenants.example.com`;
 
-describe.skipIf(skipReason !== null)(
+describe.skipIf(skipReason !== null /* the reason is in the title */)(
   `the aws target on the emulator${skipReason ? ` (${skipReason})` : ''}`,
   () => {
     it('reads a tenant’s descriptor from its secret, the secret’s ARN as its reference, and leaves the password there', async () => {

@@ -79,8 +79,7 @@ async function logsIn(s: TestStack, slug: string) {
   return d;
 }
 
-describe.skipIf(skipReason !== null)(
-  // skipped only without moto_server, the reason in the title
+describe.skipIf(skipReason !== null /* the reason is in the title */)(
   `TENANTRY_SECRETS=aws on the local target${skipReason ? ` (${skipReason})` : ''}`,
   () => {
     let s: TestStack;

@@ -39,7 +39,7 @@ const sm = () => new SecretsManagerClient({ region: MOTO_REGION });
  * with CREATEROLE and CREATEDB but no superuser. Every name carries a random suffix: the cluster
  * is shared with the other test files.
  */
-describe.skipIf(skipReason !== null)(
+describe.skipIf(skipReason !== null /* the reason is in the title */)(
   `the Postgres dynamic provider on a real cluster, as a non-superuser admin${skipReason ? ` (${skipReason})` : ''}`,
   () => {
     const suffix = randomBytes(4).toString('hex');

@@ -60,7 +60,7 @@ const keyOpts = {
   deletionWindowDays: 7,
 };
 
-describe.skipIf(skipReason !== null)(
+describe.skipIf(skipReason !== null /* the reason is in the title */)(
   `KMS helpers on the emulator${skipReason ? ` (${skipReason})` : ''}`,
   () => {
     it('reaches the emulator through AWS_ENDPOINT_URL, with no endpoint in the client', async () => {
@@ -130,7 +130,7 @@ describe.skipIf(skipReason !== null)(
   },
 );
 
-describe.skipIf(skipReason !== null)(
+describe.skipIf(skipReason !== null /* the reason is in the title */)(
   `Secrets Manager helpers on the emulator${skipReason ? ` (${skipReason})` : ''}`,
   () => {
     it('creates a secret under the given key with numbered versions, and reads the latest back', async () => {
@@ -218,7 +218,7 @@ describe.skipIf(skipReason !== null)(
   },
 );
 
-describe.skipIf(skipReason !== null)(
+describe.skipIf(skipReason !== null /* the reason is in the title */)(
   `Organizations and STS helpers on the emulator${skipReason ? ` (${skipReason})` : ''}`,
   () => {
     async function vend(email: string): Promise<string> {

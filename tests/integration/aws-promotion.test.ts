@@ -517,8 +517,7 @@ async function promoteWhileWriting(t: StepTenant, params: PromotionParams, resta
   return { op, progress, w };
 }
 
-// Skipped only where moto_server is missing, with the reason in the title.
-describe.skipIf(skipReason !== null)(
+describe.skipIf(skipReason !== null /* the reason is in the title */)(
   `a promotion on the aws target${skipReason ? ` (skipped, ${skipReason})` : ''}`,
   () => {
     it('moves a pool tenant into its RDS silo while it writes: nothing lost, the freeze refuses clearly, others untouched', async () => {
