@@ -52,6 +52,11 @@ export const TAGS = [
   { name: 'tenants', description: 'Onboard, read, offboard tenants; read their connection descriptor' },
   { name: 'operations', description: 'Durable operations: list, read, stream their progress, resume' },
   { name: 'promotions', description: 'Online tier moves and their rollback' },
+  {
+    name: 'credentials',
+    description:
+      "A tenant's database password rotated (two alternating logins, a grace period) and its data key",
+  },
   { name: 'drift', description: 'Drift sweeps, findings and policies' },
   {
     name: 'rollouts',
