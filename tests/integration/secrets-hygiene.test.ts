@@ -1,5 +1,7 @@
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
+import { loginRoleNames } from '../../control-plane/src/domain/naming.js';
 import {
   auth,
   connectionOf,
@@ -26,6 +28,15 @@ beforeAll(async () => {
   for (const tier of ['pool', 'bridge', 'silo'] as const) {
     const t = await onboard(s, tier);
     passwords.push((await connectionOf(s, t.slug)).password);
+    // A credential rotation (the pool tenant's rotates the pool's shared login) and its new password.
+    const rotation = await s.app.inject({
+      method: 'POST',
+      url: `/v1/tenants/${t.slug}/credential-rotations`,
+      headers: auth(s.tokens.sre),
+      payload: { graceSeconds: 60 },
+    });
+    await waitForOperation(s, rotation.json().operation.id);
+    passwords.push((await connectionOf(s, t.slug)).password);
     const res = await s.app.inject({
       method: 'DELETE',
       url: `/v1/tenants/${t.slug}`,
@@ -38,11 +49,15 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(async () => {
   await s?.close();
+  // The pool's two logins (its rotation made them) are cluster-wide roles: dropped with the stack.
+  const pool = dataPlaneNames(s.dataDb).poolRole;
+  await superQuery('postgres', `DROP ROLE IF EXISTS ${loginRoleNames(pool).join(', ')}`);
 });
 
 describe('secret hygiene', () => {
   it('collected real passwords and a non-trivial log to check against', () => {
-    expect(passwords).toHaveLength(3);
+    expect(passwords).toHaveLength(6);
+    expect(new Set(passwords).size).toBe(6);
     for (const p of passwords) expect(p.length).toBeGreaterThanOrEqual(24);
     expect(lines.length).toBeGreaterThan(20);
   });
@@ -58,6 +73,7 @@ describe('secret hygiene', () => {
       await superQuery(s.controlDb, 'SELECT * FROM tenants'),
       await superQuery(s.controlDb, 'SELECT * FROM operations'),
       await superQuery(s.controlDb, 'SELECT * FROM audit_log'),
+      await superQuery(s.controlDb, 'SELECT * FROM login_rotations'),
       await superQuery(s.controlDb, 'SELECT * FROM graphile_worker._private_jobs'),
     ]);
     for (const p of passwords) expect(dump).not.toContain(p);
