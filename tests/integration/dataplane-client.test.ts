@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  type ClientLog,
   type ConnectionDescriptor,
   createTenantryClient,
   httpDescriptorSource,
@@ -53,12 +54,13 @@ afterAll(async () => {
 /** A tenant's descriptor as the control plane serves it (the data-plane client's input). */
 const descriptorOf = async (slug: string) => (await connectionOf(s, slug)) as unknown as ConnectionDescriptor;
 
-const client = (opts: { max?: number; registry?: Registry } = {}) =>
+const client = (opts: { max?: number; registry?: Registry; log?: ClientLog } = {}) =>
   createTenantryClient({
     descriptors: httpDescriptorSource({ url, token: s.tokens.dataplane }),
     descriptorTtlMs: 60_000,
     pool: { max: opts.max ?? 4 },
     ...(opts.registry ? { registry: opts.registry } : {}),
+    ...(opts.log ? { log: opts.log } : {}),
   });
 
 const insertUser = (db: TenantDb, email: string) =>
@@ -205,7 +207,10 @@ describe('misuse is refused or cannot happen', () => {
 
 describe('after a rotation', () => {
   it('a refused login (its password rotated and the old one retired under a cached descriptor) re-reads the descriptor and reconnects', async () => {
-    const c = client(); // descriptors trusted for a minute: the rotation happens inside that
+    // Descriptors trusted for a minute: the rotation happens inside that. Every log record kept.
+    const logged: { obj: object; msg: string }[] = [];
+    const keep = (obj: object, msg: string) => void logged.push({ obj, msg });
+    const c = client({ log: { debug: keep, warn: keep } });
     try {
       const before = await descriptorOf(tenants.bridge.slug);
       await c.withTenant(tenants.bridge.slug, emails);
@@ -235,6 +240,17 @@ describe('after a rotation', () => {
       expect(await c.metrics.registry.getSingleMetricAsString('tenantry_client_retries_total')).toMatch(
         /reason="login"} [1-9]/,
       );
+      // The retry is logged with the tenant and the placement, never a password.
+      expect(logged).toContainEqual({
+        obj: expect.objectContaining({
+          slug: tenants.bridge.slug,
+          reason: 'login',
+          placement: placementKey(now),
+        }),
+        msg: 'retrying the unit of work',
+      });
+      const text = JSON.stringify(logged);
+      for (const p of [before.password, now.password]) expect(text).not.toContain(p);
     } finally {
       await c.close();
     }
