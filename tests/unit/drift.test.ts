@@ -1,7 +1,10 @@
 import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import type { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
 import { tenantObjectName, tenantStackName } from '../../control-plane/src/domain/naming.js';
+import type { KeyStore, SecretStore } from '../../control-plane/src/domain/ports.js';
+import type { TierCatalog } from '../../control-plane/src/domain/tiers.js';
 import {
   AwsDriftDetector,
   AwsDriftRemediator,
@@ -16,6 +19,7 @@ import {
   siloDatabase,
 } from '../../control-plane/src/drift/catalog.js';
 import { slugOfObject } from '../../control-plane/src/drift/diff.js';
+import { LocalDriftRemediator } from '../../control-plane/src/drift/local-remediation.js';
 import { isIgnored, PolicyBook } from '../../control-plane/src/drift/policy.js';
 import type { Snapshot } from '../../control-plane/src/drift/store.js';
 import { selectTenantsToCheck } from '../../control-plane/src/drift/sweep.js';
@@ -430,5 +434,43 @@ describe('aws drift from refreshing previews', () => {
     };
     expect(rem.remediable({ ...base, field: 'tags', category: 'state' })).toBe(true);
     expect(rem.remediable({ ...base, field: 'reachable', category: 'state' })).toBe(false);
+  });
+});
+
+describe('the local remediator and credential findings', () => {
+  // No I/O: remediable() judges a finding alone.
+  const rem = new LocalDriftRemediator(
+    {} as DataPlane,
+    {} as KeyStore & SecretStore,
+    { templateVersion: 1, tiers: {} } as unknown as TierCatalog,
+    { version: 1, migrations: [] },
+  );
+  const base = {
+    tenantId: 'id-acme',
+    tenantSlug: 'acme',
+    kind: 'changed' as const,
+    category: 'state' as const,
+  };
+
+  it('reports a password older than its tier allows and leaves it to a rotation (a grace period), never rewrites it', () => {
+    expect(
+      rem.remediable({
+        ...base,
+        resource: 'secret',
+        name: 'tenantry/acme/connection',
+        field: 'passwordAgeDays',
+        desired: 32,
+        actual: 40,
+      }),
+    ).toBe(false);
+  });
+
+  it('repairs a login that should be disabled and is not, and a login out of its group', () => {
+    for (const f of [
+      { field: 'login', desired: false, actual: true },
+      { field: 'password', desired: 'none', actual: 'a password' },
+      { field: 'memberOf:tenant_acme', desired: true, actual: false },
+    ])
+      expect(rem.remediable({ ...base, resource: 'role', name: 'login_b_tenant_acme', ...f })).toBe(true);
   });
 });

@@ -71,6 +71,9 @@ export class LocalDriftRemediator implements DriftRemediator {
     if (f.resource === 'table' && f.field === 'exists') return false; // a dropped table's data is gone; needs a person
     if (f.resource === 'key' && f.field === 'keyId') return false; // the record, not the data plane
     if (f.resource === 'database' && f.field === 'reachable') return false;
+    // A new password is a rotation's, with its grace period (the schedule's, or POST …/credential-rotations):
+    // written here, it would cut off the applications still using the old one.
+    if (f.resource === 'secret' && f.field === 'passwordAgeDays') return false;
     return true;
   }
 
