@@ -15,14 +15,10 @@
  * and false positives (targets: all found, zero false), and the remediation of all of them, timed
  * and confirmed by a clean sweep after it.
  */
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
-import { Db } from '../../control-plane/src/db/db.js';
-import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import {
   DATABASES_SQL,
   DEFAULT_ACLS_SQL,
@@ -37,9 +33,7 @@ import {
   siloContentsSql,
   TABLES_SQL,
 } from '../../control-plane/src/drift/catalog.js';
-import { LocalEngine } from '../../control-plane/src/engine/local.js';
-import { loadTemplates } from '../../control-plane/src/lib/templates.js';
-import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
+import { type BenchTenant, DATA, provisionFleet } from './fleet.js';
 import { mapLimit, percentile, round, startControlPlane } from './lib.js';
 
 const { values } = parseArgs({
@@ -90,14 +84,18 @@ const cp = await startControlPlane({
 process.on('exit', () => {
   if (cp.proc.exitCode === null) cp.proc.kill('SIGTERM');
 });
-const DATA = 'tenantry_data';
-const control = new Db(cp.pgUrl('tenantry'), 8);
-const dp = new DataPlane(cp.pgUrl(DATA), { maxConnections: 8 });
-const keys = new LocalKeyStore(control, loadRootKey(cp.dataDir));
-const templates = loadTemplates(path.resolve(import.meta.dirname, '../../templates'));
-const engine = new LocalEngine(dp, keys, templates.catalog, templates.tenantSchema);
-await engine.bootstrap();
-
+const {
+  fleet,
+  reused: reuse,
+  provisionMs,
+  control,
+  dp,
+} = await provisionFleet(cp, {
+  tenants: N,
+  silos: SILOS,
+  bridges: BRIDGES,
+  log,
+});
 const api = async (method: string, url: string, body?: unknown) => {
   const res = await fetch(`${cp.base}${url}`, {
     method,
@@ -114,71 +112,7 @@ const api = async (method: string, url: string, body?: unknown) => {
 
 /* ---------------------------------------------------------------- the fleet */
 
-interface BenchTenant {
-  id: string;
-  slug: string;
-  tier: Exclude<Tier, 'account'>;
-}
-const fleet: BenchTenant[] = [];
-const existing = await control.query<BenchTenant & Record<string, unknown>>(
-  `SELECT id, slug, tier FROM tenants WHERE status = 'active' ORDER BY slug`,
-);
-const reuse = existing.rows.length === N;
-if (reuse) fleet.push(...existing.rows);
-else if (existing.rows.length > 0)
-  throw new Error(`${keep} holds another fleet; remove it or pass another --data-dir`);
-else {
-  for (let i = 0; i < N; i++) {
-    const tier = i < SILOS ? 'silo' : i < SILOS + BRIDGES ? 'bridge' : 'pool';
-    fleet.push({ id: randomUUID(), slug: `${tier[0]}-${String(i).padStart(5, '0')}`, tier });
-  }
-}
 const obj = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
-
-const t0 = performance.now();
-let done = reuse ? N : 0;
-const outputs = new Map<string, Record<string, unknown>>();
-// Silos first (CREATE DATABASE is the slowest step), a few at a time; then the rest.
-for (const [group, conc] of reuse
-  ? []
-  : ([
-      [fleet.filter((t) => t.tier === 'silo'), 3],
-      [fleet.filter((t) => t.tier !== 'silo'), 8],
-    ] as const)) {
-  await mapLimit(group, conc, async (t) => {
-    const out: Record<string, unknown> = {};
-    for (const step of engine.steps('onboard', t.tier)) {
-      Object.assign(
-        out,
-        await engine.runStep({
-          operationId: 'op_bench',
-          kind: 'onboard',
-          step,
-          tenant: { id: t.id, slug: t.slug, tier: t.tier, templateVersion: templates.tenantSchema.version },
-          signal: new AbortController().signal,
-        }),
-      );
-    }
-    outputs.set(t.id, out);
-    if (++done % 1000 === 0) log(`provisioned ${done}/${N}`);
-  });
-}
-if (!reuse)
-  await control.query(
-    `INSERT INTO tenants (id, slug, name, tier, status, template_version, outputs)
-   SELECT x.id, x.slug, x.slug, x.tier, 'active', $2, x.outputs
-     FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, slug text, tier text, outputs jsonb)`,
-    [
-      JSON.stringify(fleet.map((t) => ({ ...t, outputs: outputs.get(t.id) ?? {} }))),
-      templates.tenantSchema.version,
-    ],
-  );
-const provisionMs = performance.now() - t0;
-log(
-  reuse
-    ? `reusing the fleet of ${N} in ${keep}`
-    : `fleet of ${N} provisioned in ${round(provisionMs / 1000, 1)} s`,
-);
 
 /* ---------------------------------------------------------------- sweeps and the floor */
 

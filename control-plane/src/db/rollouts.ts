@@ -396,6 +396,14 @@ export async function retainedTiers(q: Queryable, tenantId: string): Promise<Rol
   return rows[0]?.retained ?? [];
 }
 
+/**
+ * The caller's transaction commits without waiting for its WAL flush: for writes whose loss in a
+ * Postgres crash only re-does work (a claim: its tenants go back to pending), as `Db.relaxed` does.
+ */
+export async function relaxCommit(q: Queryable): Promise<void> {
+  await q.query('SET LOCAL synchronous_commit = off');
+}
+
 /** Up to `limit` pending tenants of a wave, due now, locked for the caller's transaction. */
 export async function pendingTenants(
   q: Queryable,
@@ -409,18 +417,76 @@ export async function pendingTenants(
        FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id
       WHERE rt.rollout_id = $1 AND rt.wave = $2 AND rt.status = 'pending'
         AND (rt.not_before IS NULL OR rt.not_before <= now())
+        AND NOT (t.tier = 'pool' AND t.status NOT IN ('offboarded', 'failed'))
       ORDER BY rt.slug LIMIT $3 FOR UPDATE OF rt SKIP LOCKED`,
     [rolloutId, wave, limit],
   );
   return rows;
 }
 
-/** When the earliest deferred tenant of a wave is due, or null if none waits. */
-export async function nextDeferral(q: Queryable, rolloutId: string, wave: number): Promise<number | null> {
+/**
+ * Live pool tenants of a wave, due now, moved to `toVersion` set-based: their rows live in the shared
+ * tables, which the platform step already migrated, so a pool tenant's migration is its record. Each
+ * tenant's row is locked (SKIP LOCKED), so an operation cannot start on it meanwhile (every use case
+ * takes that lock first); one with an operation in flight, or a promotion stopped past its cutover, is
+ * deferred instead. The record, the ledger and the audit record (`rollout.tenant.succeeded`) move in
+ * one statement. Returns how many were moved and deferred.
+ */
+export async function settlePoolTenants(
+  q: Queryable,
+  rolloutId: string,
+  wave: number,
+  toVersion: number,
+  limit: number,
+): Promise<{ moved: number; deferred: number }> {
+  const { rows } = await q.query<{ moved: number; deferred: number }>(
+    `WITH c AS (
+       SELECT rt.tenant_id, t.slug, rt.from_version,
+              EXISTS (SELECT 1 FROM operations o WHERE o.tenant_id = t.id AND (o.status IN ('queued', 'running')
+                        OR (o.kind = 'promote' AND o.status = 'failed' AND (o.progress ->> 'resumable') = 'true'))) AS busy
+         FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id
+        WHERE rt.rollout_id = $1 AND rt.wave = $2 AND rt.status = 'pending' AND t.tier = 'pool'
+          AND t.status NOT IN ('offboarded', 'failed') AND (rt.not_before IS NULL OR rt.not_before <= now())
+        ORDER BY rt.slug LIMIT $4 FOR UPDATE OF rt, t SKIP LOCKED),
+     ten AS (
+       UPDATE tenants t SET template_version = greatest(t.template_version, $3), updated_at = now()
+         FROM c WHERE t.id = c.tenant_id AND NOT c.busy RETURNING t.id),
+     led AS (
+       UPDATE rollout_tenants rt SET status = 'succeeded', version = $3, started_at = now(), finished_at = now(),
+              error = NULL, note = 'pool: its rows moved with the shared tables'
+         FROM c WHERE rt.rollout_id = $1 AND rt.tenant_id = c.tenant_id AND NOT c.busy RETURNING rt.tenant_id),
+     audit AS (
+       INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, details)
+       SELECT NULL, $5, 'system', 'rollout.tenant.succeeded', c.tenant_id, c.slug,
+              jsonb_build_object('rolloutId', $1::text, 'fromVersion', c.from_version, 'version', $3::int)
+         FROM c WHERE NOT c.busy RETURNING 1),
+     def AS (
+       UPDATE rollout_tenants rt SET deferrals = rt.deferrals + 1,
+              not_before = now() + make_interval(secs => 0.25 * least(rt.deferrals + 1, 8)),
+              note = 'waiting for an operation in flight on the tenant'
+         FROM c WHERE rt.rollout_id = $1 AND rt.tenant_id = c.tenant_id AND c.busy RETURNING 1)
+     SELECT (SELECT count(*)::int FROM led) AS moved, (SELECT count(*)::int FROM def) AS deferred`,
+    [rolloutId, wave, toVersion, limit, ROLLOUT_ACTOR.name],
+  );
+  return rows[0] ?? { moved: 0, deferred: 0 };
+}
+
+/**
+ * When the earliest deferred tenant of a wave is due (0: now), or null if none waits: among its live
+ * pool tenants (`pool`, moved set-based) or its other tenants (`private`).
+ */
+export async function nextDeferral(
+  q: Queryable,
+  rolloutId: string,
+  wave: number,
+  kind: 'pool' | 'private',
+): Promise<number | null> {
   const { rows } = await q.query<{ ms: number | null }>(
-    `SELECT ceil(extract(epoch FROM min(not_before) - now()) * 1000)::int AS ms FROM rollout_tenants
-      WHERE rollout_id = $1 AND wave = $2 AND status = 'pending' AND not_before > now()`,
-    [rolloutId, wave],
+    `SELECT ceil(extract(epoch FROM min(rt.not_before) - now()) * 1000)::int AS ms
+       FROM rollout_tenants rt JOIN tenants t ON t.id = rt.tenant_id
+      WHERE rt.rollout_id = $1 AND rt.wave = $2 AND rt.status = 'pending' AND rt.not_before IS NOT NULL
+        AND (t.tier = 'pool' AND t.status NOT IN ('offboarded', 'failed')) = ($3 = 'pool')`,
+    [rolloutId, wave, kind],
   );
   const ms = rows[0]?.ms;
   return ms === null || ms === undefined ? null : Math.max(0, ms);

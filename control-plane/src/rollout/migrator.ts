@@ -106,6 +106,18 @@ export class RolloutMigrator {
     return { fromVersion, ...out };
   }
 
+  /** A pool tenant can be at `toVersion` only once the shared tables are (the platform step). */
+  async assertPoolAt(toVersion: number): Promise<void> {
+    if ((this.poolAt ?? 0) < toVersion) await this.poolVersion();
+    if ((this.poolAt ?? 0) < toVersion) {
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `the pool's shared tables are at version ${this.poolAt ?? 0}, behind ${toVersion}: the rollout's platform step migrates them first`,
+        { retryable: true },
+      );
+    }
+  }
+
   /**
    * One tenant to `toVersion`, from `from` (its recorded version). A pool tenant's rows are in the
    * shared tables: nothing to apply, but they must be at the version already (the platform step). A
@@ -121,14 +133,7 @@ export class RolloutMigrator {
     if (t.tier !== 'bridge' && retained.includes('bridge'))
       await this.migrateTenant({ ...t, tier: 'bridge' }, from, toVersion);
     if (t.tier === 'pool') {
-      if ((this.poolAt ?? 0) < toVersion) await this.poolVersion();
-      if ((this.poolAt ?? 0) < toVersion) {
-        throw new TenantryError(
-          'PROVIDER_FAILED',
-          `the pool's shared tables are at version ${this.poolAt ?? 0}, behind ${toVersion}: the rollout's platform step migrates them first`,
-          { retryable: true },
-        );
-      }
+      await this.assertPoolAt(toVersion);
       return { applied: [], version: toVersion };
     }
     const place = placementOf(this.dp, t.slug, t.tier);

@@ -19,12 +19,14 @@ import {
   ROLLOUT_ACTOR,
   type RolloutRow,
   recordResults,
+  relaxCommit,
   releaseTenants,
   runningTenants,
   savePlatform,
   saveVerification,
   saveWaves,
   setPlatformVersion,
+  settlePoolTenants,
   settleTenants,
   type TenantResult,
   tenantsToVerify,
@@ -71,9 +73,11 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', done, { once: true });
   });
 
+/** Pool tenants moved (recorded) per statement. */
+const POOL_BATCH = 1000;
 /** Results are recorded in batches: this many, or after this long. */
-const FLUSH_SIZE = 128;
-const FLUSH_MS = 250;
+const FLUSH_SIZE = 256;
+const FLUSH_MS = 400;
 
 /**
  * Drives one rollout (docs/rollouts.md): the pool's shared tables first, then the waves in order,
@@ -198,6 +202,8 @@ export class RolloutRunner {
         if (waiting === 'busy-elsewhere' || elsewhere > 0) await sleep(500, signal);
         const after = await this.countsByWave(id);
         if (waveState(after.get(active) ?? {}) !== 'active') await this.finishWave(r, active, after, log);
+        // Tenants still pending that no task could take (a row locked by another transaction): soon again.
+        else if (waiting === 'done') await sleep(100, signal);
       }
     } finally {
       clearInterval(heartbeat);
@@ -409,6 +415,8 @@ export class RolloutRunner {
       // Enough for every worker to find one waiting (a pool tenant takes no time on the data plane).
       const limit = Math.min(256, Math.max(32, parallelism * 8));
       const taken = await this.db.tx(async (q) => {
+        // A claim lost in a Postgres crash only puts its tenants back to pending (see Db.relaxed).
+        await relaxCommit(q);
         const candidates = await pendingTenants(q, r.id, wave, limit);
         if (candidates.length === 0) return null;
         const now = new Date().toISOString();
@@ -551,20 +559,25 @@ export class RolloutRunner {
       }
     };
 
+    /** One claim at a time; a worker that finds the queue low starts the next before it runs dry. */
+    const refill = (): Promise<boolean> => {
+      claiming ??= claimMore().finally(() => {
+        claiming = null;
+      });
+      return claiming;
+    };
     let deferredOnly = false;
     const worker = async () => {
       for (;;) {
         if (stopping) return;
         let t = queue.shift();
+        if (queue.length < parallelism && claiming === null) refill().catch(() => undefined);
         if (!t) {
-          claiming ??= claimMore().finally(() => {
-            claiming = null;
-          });
-          const any = await claiming;
+          const any = await refill();
           t = queue.shift();
           if (!t) {
             if (any) continue;
-            const due = await nextDeferral(this.db, r.id, wave);
+            const due = await nextDeferral(this.db, r.id, wave, 'private');
             if (due === null) return;
             deferredOnly = true;
             await sleep(Math.min(Math.max(due, 20), 1000), signal);
@@ -576,9 +589,33 @@ export class RolloutRunner {
         if (results.length >= FLUSH_SIZE || Date.now() - lastFlush >= FLUSH_MS) await flush();
       }
     };
+    /**
+     * The wave's pool tenants, beside the workers: set-based, a batch per statement (nothing to apply
+     * on the data plane once the shared tables moved), a busy one retried when due.
+     */
+    const pool = async () => {
+      await this.migrator.assertPoolAt(r.toVersion);
+      for (;;) {
+        if (stopping) return;
+        const { moved, deferred } = await settlePoolTenants(this.db, r.id, wave, r.toVersion, POOL_BATCH);
+        if (moved + deferred > 0) continue;
+        const due = await nextDeferral(this.db, r.id, wave, 'pool');
+        if (due === null) return;
+        await sleep(Math.min(Math.max(due, 20), 1000), signal);
+      }
+    };
     try {
-      await Promise.all(Array.from({ length: parallelism }, worker));
+      // Every task runs to its end (one that fails stops the others first): none outlives the wave.
+      const tasks = [pool(), ...Array.from({ length: parallelism }, worker)].map((p) =>
+        p.catch((e: unknown) => {
+          stop();
+          throw e;
+        }),
+      );
+      const outcomes = await Promise.allSettled(tasks);
       await flush();
+      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      if (failed) throw failed.reason;
     } finally {
       signal?.removeEventListener('abort', stop);
       // Taken but never started (the run stopped): their operations cancelled, the tenants pending again.

@@ -60,38 +60,41 @@ export async function applySchema(
   }
 }
 
-/** SQLSTATEs of the version guard in `migrationScript`: already at (or past) the version; behind the one before it. */
-const AT_VERSION = 'TYV01';
-const BEHIND_VERSION = 'TYV02';
+/** What the version guard of `migrationScript` fails with when the schema is not at the version before. */
+const GUARD = 'tenantry version guard';
 
 /**
- * One template migration as one implicit transaction (one round trip): the schema's lock, a guard
- * that the schema is exactly at the version before (raising AT_VERSION if it is there already, so a
- * migration is never applied twice), the migration as the owner, the version bump, then `andThen`.
+ * One template migration as one implicit transaction (one round trip): the schema's lock (its row in
+ * `tenantry_meta.locks`, as `metaLockSql` takes it), the version bump, which is also the guard (it
+ * moves the schema's version from exactly the one before, or fails the transaction: a migration is
+ * never applied twice, nor over a gap), the migration as the owner, then `andThen`. Plain SQL: no
+ * PL/pgSQL block to compile per tenant. `fallbackLock`: the lock for a database without the locks table.
  */
-function migrationScript(spec: SchemaSpec, version: number, andThen: string[]): string {
+function migrationScript(spec: SchemaSpec, version: number, andThen: string[], fallbackLock = false): string {
   const m = spec.template.migrations.find((x) => x.version === version);
   if (!m) throw new Error(`the template has no migration ${version}`);
   const s = ident(spec.name);
   const name = literal(spec.name);
+  const lock = `tenantry.schema.${spec.name}`;
+  const bump =
+    version === 1
+      ? `INSERT INTO tenantry_meta.schema_versions AS v (schema_name, version) VALUES (${name}, 1)
+           ON CONFLICT (schema_name) DO UPDATE SET version = 1, applied_at = now() WHERE v.version = 0 RETURNING 1`
+      : `UPDATE tenantry_meta.schema_versions SET version = ${version}, applied_at = now()
+          WHERE schema_name = ${name} AND version = ${version - 1} RETURNING 1`;
   return [
-    metaLockSql(`tenantry.schema.${spec.name}`),
-    `DO $tenantry_version$ DECLARE v integer; BEGIN
-  SELECT coalesce(max(version), 0) INTO v FROM tenantry_meta.schema_versions WHERE schema_name = ${name};
-  IF v >= ${version} THEN RAISE EXCEPTION 'schema ${spec.name} is at version %', v USING ERRCODE = '${AT_VERSION}'; END IF;
-  IF v < ${version - 1} THEN RAISE EXCEPTION 'schema ${spec.name} is at version %', v USING ERRCODE = '${BEHIND_VERSION}'; END IF;
-END $tenantry_version$`,
+    fallbackLock
+      ? metaLockSql(lock)
+      : `INSERT INTO tenantry_meta.locks AS l (name) VALUES (${literal(lock)}) ON CONFLICT (name) DO UPDATE SET name = l.name`,
+    // A cast that fails unless exactly one row moved: the transaction ends there, nothing applied.
+    `WITH bumped AS (${bump}) SELECT CASE WHEN count(*) = 1 THEN 0 ELSE ('${GUARD} ' || count(*))::int END FROM bumped`,
     `SET LOCAL ROLE ${ident(spec.owner)}`,
     `SET LOCAL search_path TO ${s}`,
     m.sql,
     'RESET ROLE',
-    `INSERT INTO tenantry_meta.schema_versions (schema_name, version) VALUES (${name}, ${version})
-       ON CONFLICT (schema_name) DO UPDATE SET version = excluded.version, applied_at = now()`,
     ...andThen,
   ].join(';\n');
 }
-
-const versionIn = (e: unknown): number => Number(/at version (\d+)/.exec((e as Error).message)?.[1] ?? 0);
 
 /**
  * Brings an existing schema from `from` (its version as last recorded) to `toVersion`: each template
@@ -107,23 +110,31 @@ export async function migrateSchema(
   opts: { from: number; toVersion: number; andThen?: (version: number) => string[] },
 ): Promise<{ applied: number[]; version: number }> {
   const applied: number[] = [];
-  let v = opts.from + 1;
   let at = opts.from;
-  while (v <= opts.toVersion) {
+  let fallbackLock = false;
+  let stuck = 0;
+  while (at < opts.toVersion) {
+    const v = at + 1;
     try {
-      await db.query(migrationScript(spec, v, opts.andThen?.(v) ?? []));
+      await db.query(migrationScript(spec, v, opts.andThen?.(v) ?? [], fallbackLock));
       applied.push(v);
       at = v;
-      v++;
     } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (code === AT_VERSION) {
-        at = Math.max(at, versionIn(e));
-        v = at + 1;
-      } else if (code === BEHIND_VERSION) {
-        at = versionIn(e);
-        v = at + 1;
-      } else throw e;
+      const err = e as { code?: string; message?: string };
+      if (err.code === '42P01' && !fallbackLock && /tenantry_meta\.locks|"locks"/.test(err.message ?? '')) {
+        fallbackLock = true; // a database from before the locks table
+        continue;
+      }
+      if (!(err.message ?? '').includes(GUARD)) throw e;
+      // Not at the version before: read where the schema is, and go on from there.
+      const { rows } = await db.query<{ version: number }>(
+        'SELECT version FROM tenantry_meta.schema_versions WHERE schema_name = $1',
+        [spec.name],
+      );
+      const actual = rows[0]?.version ?? 0;
+      if (actual === at && ++stuck > 2)
+        throw new Error(`schema ${spec.name} has no recorded version to migrate from (expected ${at})`);
+      at = actual;
     }
   }
   return { applied, version: at };
