@@ -4,7 +4,9 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { PERMISSIONS, ROLES } from '../domain/auth.js';
+import { SUSPENSION_REASONS } from '../domain/lifecycle.js';
 import { SLUG_PATTERN } from '../domain/naming.js';
+import { ROLLOUT_STATUSES } from '../domain/rollout.js';
 import {
   ACTIVE_OPERATION_STATUSES,
   OPERATION_KINDS,
@@ -43,6 +45,7 @@ const FILES: Record<string, string> = {
   '/ui/js/pages/drift.js': path.join(ASSETS, 'js/pages/drift.js'),
   '/ui/js/pages/onboard.js': path.join(ASSETS, 'js/pages/onboard.js'),
   '/ui/js/pages/overview.js': path.join(ASSETS, 'js/pages/overview.js'),
+  '/ui/js/pages/rollouts.js': path.join(ASSETS, 'js/pages/rollouts.js'),
   '/ui/js/pages/signin.js': path.join(ASSETS, 'js/pages/signin.js'),
   '/ui/js/pages/tenant.js': path.join(ASSETS, 'js/pages/tenant.js'),
   '/ui/js/pages/tenants.js': path.join(ASSETS, 'js/pages/tenants.js'),
@@ -67,6 +70,8 @@ export function rulesModule(): string {
     PROMOTIONS: ALLOWED_PROMOTIONS,
     ROLES,
     PERMISSIONS,
+    SUSPENSION_REASONS,
+    ROLLOUT_STATUSES,
   };
   return `${Object.entries(rules)
     .map(([k, v]) => `export const ${k} = ${JSON.stringify(v)};`)

@@ -73,6 +73,17 @@ export async function apiText(path, options = {}) {
   return (await request('GET', path, options)).text();
 }
 
+/**
+ * GETs a route that answers a file (an export's archive): the Authorization header goes with it, so
+ * it is fetched here, not by a link. Resolves to the file as a Blob and the name the server gave it.
+ */
+export async function apiBlob(path, options = {}) {
+  const res = await request('GET', path, { ...options, headers: { accept: 'application/gzip' } });
+  const disposition = res.headers.get('content-disposition') ?? '';
+  const filename = /filename="([^"]+)"/.exec(disposition)?.[1] ?? path.split('/').at(-2) ?? 'download';
+  return { blob: await res.blob(), filename };
+}
+
 /** A query string from an object, leaving out empty values; an array repeats its key. */
 export const qs = (params) => {
   const q = new URLSearchParams();

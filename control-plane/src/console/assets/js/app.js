@@ -7,6 +7,7 @@ import { errorBox, fill, h } from './dom.js';
 import { renderDrift } from './pages/drift.js';
 import { renderOnboard } from './pages/onboard.js';
 import { renderOverview } from './pages/overview.js';
+import { renderRollout, renderRollouts } from './pages/rollouts.js';
 import { renderSignIn } from './pages/signin.js';
 import { renderTenant } from './pages/tenant.js';
 import { renderTenants } from './pages/tenants.js';
@@ -36,6 +37,19 @@ const ROUTES = [
     render: renderDrift,
     needs: 'operations:read',
     nav: ['#/drift', 'Drift'],
+  },
+  {
+    path: /^\/rollouts$/,
+    title: 'Rollouts',
+    render: renderRollouts,
+    needs: 'operations:read',
+    nav: ['#/rollouts', 'Rollouts'],
+  },
+  {
+    path: /^\/rollouts\/(ro_[0-9a-f]{28})$/,
+    title: 'Rollout',
+    render: renderRollout,
+    needs: 'operations:read',
   },
   {
     path: /^\/tokens$/,

@@ -1,11 +1,11 @@
 // One tenant: its tier, status and outputs; its operations as a timeline (the one in flight live);
 // its drift findings and audit trail; and, for roles that may, promote, roll back and offboard.
 
-import { api, qs } from '../api.js';
-import { append, badge, errorBox, facts, fill, h, panel, table, when } from '../dom.js';
+import { api, apiBlob, qs } from '../api.js';
+import { append, badge, bytes, errorBox, facts, fill, h, panel, table, when } from '../dom.js';
 import { findingsView } from '../findings.js';
 import { countdown, operationPanel, stepList, TERMINAL } from '../live.js';
-import { PROMOTIONS } from '../rules.js';
+import { PROMOTIONS, SUSPENSION_REASONS } from '../rules.js';
 
 const TIMELINE_LIMIT = 50;
 const AUDIT_LIMIT = 200;
@@ -127,25 +127,164 @@ function offboardForm(tenant, refresh) {
   });
 }
 
+function suspendForm(tenant, refresh) {
+  const reason = h(
+    'select',
+    { id: 'suspend-reason', name: 'reason' },
+    SUSPENSION_REASONS.map((r) => h('option', { value: r }, r)),
+  );
+  const button = h('button', { type: 'submit', id: 'suspend-button', class: 'danger' }, 'Suspend');
+  return actionForm({
+    id: 'suspend',
+    title: 'Suspend',
+    intro: h(
+      'p',
+      { class: 'muted small' },
+      'Keeps every row; the data plane cannot use the tenant until it is reactivated. sales-ops may suspend for non-payment only.',
+    ),
+    fields: [
+      h('div', { class: 'field' }, h('label', { for: 'suspend-reason' }, 'Reason'), reason),
+      typedConfirmation('suspend-confirm', 'Confirm the tenant', tenant.slug, button),
+    ],
+    button,
+    call: () => api('POST', `/v1/tenants/${tenant.slug}/suspension`, { body: { reason: reason.value } }),
+    onAccepted: refresh,
+  });
+}
+
+function reactivateForm(tenant, refresh) {
+  const button = h('button', { type: 'submit', id: 'reactivate-button' }, 'Reactivate');
+  return actionForm({
+    id: 'reactivate',
+    title: 'Reactivate',
+    intro: h('p', { class: 'muted small' }, 'Gives back exactly what the suspension took.'),
+    button,
+    call: () => api('DELETE', `/v1/tenants/${tenant.slug}/suspension`),
+    onAccepted: refresh,
+  });
+}
+
+function rotateCredentialsForm(tenant, refresh) {
+  const button = h('button', { type: 'submit', id: 'rotate-credentials-button' }, 'Rotate credentials');
+  return actionForm({
+    id: 'rotate-credentials',
+    title: 'Rotate credentials',
+    intro: h(
+      'p',
+      { class: 'muted small' },
+      "A new password on the idle login; the old one keeps working for the tier's grace period.",
+    ),
+    button,
+    call: () => api('POST', `/v1/tenants/${tenant.slug}/credential-rotations`, { body: {} }),
+    onAccepted: refresh,
+  });
+}
+
+function rotateKeyForm(tenant, refresh) {
+  const button = h('button', { type: 'submit', id: 'rotate-key-button' }, 'Rotate data key');
+  return actionForm({
+    id: 'rotate-key',
+    title: 'Rotate data key',
+    intro: h(
+      'p',
+      { class: 'muted small' },
+      'A new data key; every version of the secrets is re-encrypted under it and the old key destroyed.',
+    ),
+    button,
+    call: () => api('POST', `/v1/tenants/${tenant.slug}/key-rotations`),
+    onAccepted: refresh,
+  });
+}
+
+function exportForm(tenant, refresh) {
+  const button = h('button', { type: 'submit', id: 'export-button' }, 'Export');
+  return actionForm({
+    id: 'export',
+    title: 'Export',
+    intro: h('p', { class: 'muted small' }, "Writes the tenant's rows to one archive (listed below)."),
+    button,
+    call: () => api('POST', `/v1/tenants/${tenant.slug}/exports`),
+    onAccepted: refresh,
+  });
+}
+
 function actions(tenant, session, signal, refresh) {
   const canPromote = session.can('tenants:promote');
   const canOffboard = session.can('tenants:offboard');
-  if (!canPromote && !canOffboard) return null;
+  const canSuspend = session.can('tenants:suspend');
+  const canRotate = session.can('tenants:rotate');
+  const canExport = session.can('tenants:export');
+  if (!canPromote && !canOffboard && !canSuspend && !canRotate && !canExport) return null;
   const busy = tenant.activeOperation !== null;
   const promotion = tenant.promotion;
   const forms = [];
   if (busy) forms.push(h('p', { class: 'muted' }, 'Actions open again when the operation in flight ends.'));
   else {
-    if (canPromote && tenant.status === 'active') forms.push(promoteForm(tenant, refresh));
+    const isActive = tenant.status === 'active';
+    if (canPromote && isActive) forms.push(promoteForm(tenant, refresh));
     if (canPromote && promotion?.rollbackAvailable)
       forms.push(rollbackForm(tenant, promotion, signal, refresh));
+    if (canRotate && isActive)
+      forms.push(rotateCredentialsForm(tenant, refresh), rotateKeyForm(tenant, refresh));
+    if (canExport && (isActive || tenant.status === 'suspended')) forms.push(exportForm(tenant, refresh));
+    if (canSuspend && isActive) forms.push(suspendForm(tenant, refresh));
+    if (canSuspend && tenant.status === 'suspended') forms.push(reactivateForm(tenant, refresh));
     if (canOffboard && tenant.status !== 'offboarding') forms.push(offboardForm(tenant, refresh));
   }
+  if (forms.length === 0) return null;
   return h(
     'section',
     { class: 'panel', id: 'actions', 'aria-labelledby': 'actions-title' },
     h('h2', { id: 'actions-title' }, 'Actions'),
     h('div', { class: 'actions' }, forms),
+  );
+}
+
+/** Fetches an archive with the token (a plain link could not send it) and offers it as a file. */
+function downloadButton(e, signal) {
+  const out = h('span', { class: 'download' });
+  const button = h(
+    'button',
+    {
+      type: 'button',
+      class: 'secondary',
+      'data-export': e.id,
+      'aria-label': `Download export ${e.id}`,
+      onclick: async () => {
+        button.disabled = true;
+        fill(out);
+        try {
+          const { blob, filename } = await apiBlob(`/v1/exports/${e.id}/download`, { signal });
+          const link = h('a', { href: URL.createObjectURL(blob), download: filename }, `Save ${filename}`);
+          fill(out, ' ', link);
+          link.click();
+        } catch (err) {
+          if (err.name !== 'AbortError') fill(out, errorBox(err));
+        } finally {
+          button.disabled = false;
+        }
+      },
+    },
+    'Download',
+  );
+  return h('span', {}, button, out);
+}
+
+async function exportsList(slug, session, signal) {
+  const { items } = await api('GET', `/v1/tenants/${slug}/exports${qs({ limit: 20 })}`, { signal });
+  const canDownload = session.can('tenants:export');
+  return table(
+    'Exports',
+    ['Created', 'Export', 'Status', 'Size', 'Expires', 'Archive'],
+    items.map((e) => [
+      when(e.createdAt),
+      h('code', {}, e.id),
+      badge(e.status),
+      bytes(e.bytes),
+      when(e.expiresAt),
+      e.status === 'ready' && canDownload ? downloadButton(e, signal) : e.error ? e.error : '',
+    ]),
+    'No exports.',
   );
 }
 
@@ -291,6 +430,7 @@ export async function renderTenant(view, { params, session, signal, navigate, re
       h('h2', { id: 'timeline-title' }, 'Operations'),
       ops.items.length > 0 ? timeline(ops.items, live?.id) : h('p', { class: 'muted' }, 'No operations.'),
     ),
+    panel('exports', 'Exports', () => exportsList(slug, session, signal)),
     panel('drift', 'Drift', () => drift(slug, signal)),
     panel('audit', 'Audit trail', () => auditTrail(slug, session, signal)),
   ]);

@@ -1,0 +1,104 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auth, onboard } from '../helpers/runtime.js';
+import {
+  axeViolations,
+  type ConsoleStack,
+  expectClean,
+  reasonToSkip,
+  removeScreenshots,
+  signIn,
+  startConsole,
+  titled,
+} from './helpers.js';
+
+/**
+ * The console's day-two actions in Chromium against a real control plane: an SRE suspends a bridge
+ * tenant (reason, typed slug) and reactivates it, following each operation live; an SRE rotates a
+ * tenant's credentials and sees the operation succeed; sales-ops gets no rotate button; the Rollouts
+ * page renders with no serious or critical axe-core violation.
+ */
+const SLUG = 'hooli';
+let c: ConsoleStack;
+
+beforeAll(async () => {
+  if (reasonToSkip) return;
+  c = await startConsole();
+  await onboard(c.stack, 'bridge', SLUG);
+});
+afterAll(async () => {
+  await c?.close();
+  removeScreenshots();
+});
+
+const auditActions = async (slug: string) => {
+  const res = await c.stack.app.inject({
+    method: 'GET',
+    url: `/v1/audit?tenant=${slug}`,
+    headers: auth(c.stack.tokens.admin),
+  });
+  return (res.json().items as { action: string }[]).map((a) => a.action);
+};
+
+describe.skipIf(reasonToSkip !== null).sequential(titled('console day-two actions in Chromium'), () => {
+  it('an SRE suspends a bridge tenant after choosing a reason and typing its slug, then reactivates it', async () => {
+    const p = await signIn(c, 'sre', `#/tenants/${SLUG}`);
+    const { page } = p;
+    const suspend = page.locator('#suspend-button');
+    await suspend.waitFor();
+    await page.locator('#suspend-reason').selectOption('non-payment');
+    expect(await suspend.isDisabled()).toBe(true);
+    await page.locator('#suspend-confirm').fill('hool');
+    expect(await suspend.isDisabled()).toBe(true);
+    await page.locator('#suspend-confirm').fill(SLUG);
+    await suspend.click();
+    await page.locator('#tenant-status', { hasText: 'suspended' }).waitFor({ timeout: 60_000 });
+    await page.locator('#in-flight .live[data-status="succeeded"]').waitFor({ timeout: 60_000 });
+
+    const reactivate = page.locator('#reactivate-button');
+    await reactivate.waitFor({ timeout: 60_000 });
+    expect(await page.locator('#suspend-button').count()).toBe(0);
+    await reactivate.click();
+    await page.locator('#tenant-status', { hasText: 'active' }).waitFor({ timeout: 60_000 });
+    await page.locator('#suspend-button').waitFor({ timeout: 60_000 });
+    const actions = await auditActions(SLUG);
+    expect(actions.some((a) => /suspend/.test(a))).toBe(true);
+    expect(actions.some((a) => /reactivat/.test(a))).toBe(true);
+    expectClean(p);
+  }, 120_000);
+
+  it('an SRE rotates the credentials and sees the operation succeed', async () => {
+    const p = await signIn(c, 'sre', `#/tenants/${SLUG}`);
+    const { page } = p;
+    const rotate = page.locator('#rotate-credentials-button');
+    await rotate.waitFor();
+    expect(await page.locator('#rotate-key-button').count()).toBe(1);
+    await rotate.click();
+    const live = page.locator('#in-flight .live[data-status="succeeded"]');
+    await live.waitFor({ timeout: 60_000 });
+    expect(await page.locator('#in-flight h2').textContent()).toBe('Just finished');
+    await page.locator('#timeline .timeline-item.op-succeeded').first().waitFor();
+    expectClean(p);
+  }, 120_000);
+
+  it('sales-ops gets no rotate button (but may suspend)', async () => {
+    const p = await signIn(c, 'sales-ops', `#/tenants/${SLUG}`);
+    const { page } = p;
+    await page.locator('#suspend-button').waitFor();
+    expect(await page.locator('#rotate-credentials-button').count()).toBe(0);
+    expect(await page.locator('#rotate-key-button').count()).toBe(0);
+    expect(await page.locator('#export-button').count()).toBe(0);
+    expectClean(p);
+  });
+
+  it('the Rollouts page renders from the navigation with no serious or critical axe violation', async () => {
+    const p = await signIn(c, 'sre', '#/');
+    const { page } = p;
+    await page.getByRole('link', { name: 'Rollouts' }).click();
+    await page.waitForURL('**/ui/#/rollouts');
+    await page.locator('h1', { hasText: 'Rollouts' }).waitFor();
+    await page.locator('#rollouts-list :is(table, p:not(:has-text("Loading")))').first().waitFor();
+    expect(await page.locator('[role="alert"]').count()).toBe(0);
+    expect(await axeViolations(page)).toEqual([]);
+    expectClean(p);
+  });
+});
