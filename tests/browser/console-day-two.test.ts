@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auth, onboard } from '../helpers/runtime.js';
 import {
@@ -76,7 +77,25 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console day-two action
     const live = page.locator('#in-flight .live[data-status="succeeded"]');
     await live.waitFor({ timeout: 60_000 });
     expect(await page.locator('#in-flight h2').textContent()).toBe('Just finished');
+    expect(await page.locator('#in-flight').textContent()).toContain('rotate');
     await page.locator('#timeline .timeline-item.op-succeeded').first().waitFor();
+    expectClean(p);
+  }, 120_000);
+
+  it('an SRE exports the tenant, sees it ready in the exports list and downloads the archive with the token', async () => {
+    const p = await signIn(c, 'sre', `#/tenants/${SLUG}`);
+    const { page } = p;
+    await page.locator('#exports', { hasText: 'No exports.' }).waitFor();
+    await page.locator('#export-button').click();
+    await page.locator('#in-flight .live[data-status="succeeded"]').waitFor({ timeout: 60_000 });
+    const download = page.locator('#exports button', { hasText: 'Download' });
+    await download.waitFor({ timeout: 60_000 });
+    await page.locator('#exports .badge-ready').waitFor();
+    const [file] = await Promise.all([page.waitForEvent('download'), download.click()]);
+    expect(file.suggestedFilename()).toMatch(new RegExp(`^${SLUG}-exp_.+\\.tenantry\\.gz$`));
+    const saved = await file.path();
+    expect(fs.statSync(saved).size).toBeGreaterThan(0);
+    expect(await auditActions(SLUG)).toEqual(expect.arrayContaining([expect.stringMatching(/download/)]));
     expectClean(p);
   }, 120_000);
 
