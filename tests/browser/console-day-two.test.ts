@@ -120,4 +120,48 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console day-two action
     expect(await axeViolations(page)).toEqual([]);
     expectClean(p);
   });
+
+  it("a rollout's page shows its waves and tenants, Pause and Cancel for an SRE only, and re-reads itself to the end", async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    c.stack.runtime.rollouts?.setFaultHook(async (point) => {
+      if (point === 'rollout:platform') await gate;
+    });
+    try {
+      const res = await c.stack.app.inject({
+        method: 'POST',
+        url: '/v1/rollouts',
+        headers: auth(c.stack.tokens.sre),
+        payload: { toVersion: 1, waves: [{ name: 'canary', slugs: [SLUG] }, { name: 'rest' }] },
+      });
+      expect(res.statusCode).toBe(202);
+      const id = res.json().id as string;
+
+      const sales = await signIn(c, 'sales-ops', `#/rollouts/${id}`);
+      await sales.page.locator('#rollout-status', { hasText: 'running' }).waitFor();
+      expect(await sales.page.locator('#rollout-actions button').count()).toBe(0);
+      expectClean(sales);
+
+      const p = await signIn(c, 'sre', '#/rollouts');
+      const { page } = p;
+      await page.getByRole('link', { name: id }).click();
+      await page.locator('#rollout-status', { hasText: 'running' }).waitFor();
+      await page.locator('#rollout-pause').waitFor();
+      await page.locator('#rollout-cancel').waitFor();
+      await page.locator('#rollout-waves td', { hasText: 'canary' }).waitFor();
+      expect(await axeViolations(page)).toEqual([]);
+
+      // The page re-reads itself (every 2 s while running) and shows the end without a reload.
+      release();
+      await page.locator('#rollout-status', { hasText: 'completed' }).waitFor({ timeout: 60_000 });
+      await page.locator('#rollout-tenants td', { hasText: SLUG }).waitFor();
+      expect(await page.locator('#rollout-actions button').count()).toBe(0);
+      expectClean(p);
+    } finally {
+      release();
+      c.stack.runtime.rollouts?.setFaultHook(undefined);
+    }
+  }, 120_000);
 });
