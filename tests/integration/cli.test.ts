@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,6 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
+import { cliRunner, json, REQUEST_ID } from '../helpers/cli.js';
 import { adminUrl, auth, onboard, rand, startStack, superQuery, type TestStack } from '../helpers/runtime.js';
 import { atPoint } from './promotion-helpers.js';
 
@@ -15,64 +15,12 @@ import { atPoint } from './promotion-helpers.js';
  * `--wait` following an operation that succeeds and one that fails, the typed confirmation of
  * destructive commands, and the token: never in argv, never in any output, kept in a mode-600 profile.
  */
-const BIN = path.resolve(import.meta.dirname, '../../control-plane/src/cli/bin.js');
-const REQUEST_ID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
-
 let s: TestStack;
 let url: string;
 let home: string;
-/** Everything every CLI run printed, for the token check at the end. */
-const printed: string[] = [];
+/** Everything every CLI run printed (kept by the runner), for the token check at the end. */
+const { cli, printed } = cliRunner(() => ({ url, home, token: s.tokens.admin }));
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** The process's argv as `ps` shows it (read from /proc while it ran). */
-  argv: string;
-}
-
-/**
- * Runs the CLI with `token` in TENANTRY_TOKEN (null: none, so the profile is used) and `input` on
- * stdin (a confirmation, or the token for `login`).
- */
-function cli(
-  args: string[],
-  opts: { token?: string | null; input?: string; env?: Record<string, string> } = {},
-): Promise<Run> {
-  const token = opts.token === undefined ? s.tokens.admin : opts.token;
-  const p = spawn(process.execPath, [BIN, ...args], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: home,
-      XDG_CONFIG_HOME: path.join(home, 'config'),
-      ...(token === null ? {} : { TENANTRY_URL: url, TENANTRY_TOKEN: token }),
-      ...opts.env,
-    },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  const argv = fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0').join(' ');
-  let stdout = '';
-  let stderr = '';
-  p.stdout.on('data', (d) => {
-    stdout += String(d);
-  });
-  p.stderr.on('data', (d) => {
-    stderr += String(d);
-  });
-  p.stdin.end(opts.input ?? '');
-  return new Promise((resolve) => {
-    p.on('close', (code) => {
-      printed.push(stdout, stderr);
-      resolve({ code, stdout, stderr, argv });
-    });
-  });
-}
-
-const json = (r: Run) => {
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-};
 /** Rows of a pool tenant, for a promotion to copy. */
 const seedUsers = (tenantId: string, n: number) =>
   superQuery(

@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Profile } from './config.js';
 
 /**
@@ -54,10 +57,19 @@ export class ApiClient {
   }
 
   async request<T>(
-    method: 'GET' | 'POST' | 'PUT' | 'DELETE',
+    method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
     path: string,
     opts: { query?: Query; body?: unknown; headers?: Record<string, string> } = {},
   ): Promise<T> {
+    return (await this.requestWithHeaders<T>(method, path, opts)).body;
+  }
+
+  /** As `request`, with the response's headers (an ETag, say). */
+  async requestWithHeaders<T>(
+    method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
+    path: string,
+    opts: { query?: Query; body?: unknown; headers?: Record<string, string> } = {},
+  ): Promise<{ body: T; headers: Headers }> {
     const url = this.url(path, opts.query);
     let res: Response;
     try {
@@ -76,7 +88,36 @@ export class ApiClient {
     }
     const text = await res.text();
     if (!res.ok) throw apiError(res, text);
-    return (text === '' ? null : JSON.parse(text)) as T;
+    return { body: (text === '' ? null : JSON.parse(text)) as T, headers: res.headers };
+  }
+
+  /**
+   * A binary body (an export's archive), streamed to `file` as it arrives (written to `file.part`,
+   * then renamed, so a failed download leaves no half file under the name asked for).
+   */
+  async download(path: string, file: string): Promise<{ bytes: number; headers: Headers }> {
+    let res: Response;
+    try {
+      res = await fetch(this.url(path), { headers: this.headers({ accept: 'application/gzip' }) });
+    } catch (e) {
+      throw unreachable(this.profile.url, e);
+    }
+    if (!res.ok) throw apiError(res, await res.text());
+    const part = `${file}.part`;
+    let bytes = 0;
+    try {
+      const sink = fs.createWriteStream(part);
+      const body = res.body ? Readable.fromWeb(res.body as never) : Readable.from([]);
+      body.on('data', (c: Buffer) => {
+        bytes += c.length;
+      });
+      await pipeline(body, sink);
+      fs.renameSync(part, file);
+    } catch (e) {
+      fs.rmSync(part, { force: true });
+      throw e instanceof Error && !(e instanceof TypeError) ? e : unreachable(this.profile.url, e);
+    }
+    return { bytes, headers: res.headers };
   }
 
   /**

@@ -53,3 +53,8 @@ export const collectOneOf =
       throw new InvalidArgumentError(`Allowed choices are ${choices.join(', ')}.`);
     return [...previous, value];
   };
+
+/** A usage error found after parsing (an option's value, or none given): exit 2, with its message. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}

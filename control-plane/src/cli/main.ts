@@ -4,12 +4,14 @@ import { Command, CommanderError, Option } from 'commander';
 import pc from 'picocolors';
 import { ApiError, NetworkError } from './client.js';
 import { auditCommand, loginCommands, tokensCommand } from './commands/access.js';
+import { credentialsCommand, keysCommand } from './commands/credentials.js';
 import { driftCommand } from './commands/drift.js';
 import { opsCommand } from './commands/ops.js';
 import { promoteCommand, rollbackCommand } from './commands/promotions.js';
+import { rolloutsCommand } from './commands/rollouts.js';
 import { tenantsCommand } from './commands/tenants.js';
 import { ConfigError } from './config.js';
-import type { GlobalOptions } from './context.js';
+import { type GlobalOptions, UsageError } from './context.js';
 import { emit, FORMATS, type Format, processOut, say } from './output.js';
 import { operationTable } from './views.js';
 import { OperationFailed } from './wait.js';
@@ -30,7 +32,9 @@ const version = (): string => {
 
 export function program(): Command {
   const root = new Command('tenantry')
-    .description('Tenantry from the command line: tenants, promotions, operations, drift, tokens, audit')
+    .description(
+      'Tenantry from the command line: tenants, promotions, operations, rotations, rollouts, drift, tokens, audit',
+    )
     .version(version())
     .addOption(new Option('-o, --output <format>', 'table, json or yaml').choices(FORMATS).default('table'))
     .option('--profile <name>', 'the profile `tenantry login` wrote (default: TENANTRY_PROFILE or "default")')
@@ -41,6 +45,9 @@ export function program(): Command {
     promoteCommand(),
     rollbackCommand(),
     opsCommand(),
+    credentialsCommand(),
+    keysCommand(),
+    rolloutsCommand(),
     driftCommand(),
     tokensCommand(),
     auditCommand(),
@@ -78,7 +85,7 @@ export function report(e: unknown, format: Format): number {
     say(out, `${pc.red('error')} ${e.message}`);
     return EXIT.failed;
   }
-  if (e instanceof ConfigError) {
+  if (e instanceof ConfigError || e instanceof UsageError) {
     say(out, `${pc.red('error')} ${e.message}`);
     return EXIT.usage;
   }

@@ -80,8 +80,11 @@ export function recordTable(fields: [string, unknown][]): string {
 
 /** Status words coloured by outcome (colour only on a terminal: picocolors checks). */
 export function status(s: string): string {
-  if (['succeeded', 'active', 'ok', 'repaired'].includes(s)) return pc.green(s);
-  if (['failed', 'cancelled', 'unrepaired', 'offboarded'].includes(s)) return pc.red(s);
-  if (['running', 'provisioning', 'offboarding', 'queued', 'open'].includes(s)) return pc.yellow(s);
+  if (['succeeded', 'active', 'ok', 'repaired', 'completed', 'healthy', 'ready'].includes(s))
+    return pc.green(s);
+  if (['failed', 'cancelled', 'unrepaired', 'offboarded', 'suspended', 'unhealthy', 'parked'].includes(s))
+    return pc.red(s);
+  if (['running', 'provisioning', 'offboarding', 'queued', 'open', 'paused', 'pending'].includes(s))
+    return pc.yellow(s);
   return s;
 }

@@ -1,6 +1,6 @@
 import pc from 'picocolors';
 import type { Operation, Tenant, TenantDetail } from '../domain/tenant.js';
-import { type Column, listTable, recordTable, status } from './output.js';
+import { type Column, listTable, recordTable, shortTime, status } from './output.js';
 
 /** How each API object reads as a table. The JSON and YAML forms are the objects themselves. */
 
@@ -26,6 +26,15 @@ export function tenantTable(t: Tenant | TenantDetail): string {
     ['template version', t.templateVersion],
     ['created', t.createdAt],
     ['updated', t.updatedAt],
+    ...Object.entries(t.labels ?? {}).map(([k, v]) => [`label ${k}`, v] as [string, unknown]),
+    ...(t.suspension
+      ? [
+          [
+            'suspended',
+            `${t.suspension.reason} since ${shortTime(t.suspension.at)}${t.suspension.note ? ` (${t.suspension.note})` : ''}`,
+          ] as [string, unknown],
+        ]
+      : []),
     ...Object.entries(t.outputs).map(([k, v]) => [`output ${k}`, v] as [string, unknown]),
   ];
   const op = detail.activeOperation;
