@@ -204,6 +204,14 @@ describe('rollouts', () => {
     const pause = await cli(['rollouts', 'pause', done.id], { token: s.tokens.sre });
     expect(pause.code).toBe(1);
     expect(pause.stderr).toContain('ROLLOUT_STATE_CONFLICT');
+    const resume = await cli(['rollouts', 'resume', done.id, '-o', 'json'], { token: s.tokens.sre });
+    expect(resume.code).toBe(1);
+    expect(JSON.parse(resume.stderr).error.code).toBe('ROLLOUT_STATE_CONFLICT');
+    const retry = await cli(['rollouts', 'retry', done.id, 'no-such-tenant', '-o', 'json'], {
+      token: s.tokens.sre,
+    });
+    expect(retry.code).toBe(1);
+    expect(JSON.parse(retry.stderr).error.code).toMatch(/^(TENANT_NOT_FOUND|ROLLOUT_STATE_CONFLICT)$/);
     const cancel = await cli(['rollouts', 'cancel', done.id, '--yes'], { token: s.tokens.sre });
     expect(cancel.code).toBe(1);
     expect(cancel.stderr).toContain('ROLLOUT_STATE_CONFLICT');
