@@ -262,7 +262,7 @@ describe.skipIf(reasonToSkip !== null)(titled('console pages in Chromium'), () =
   it('the navigation follows the role: sales-ops has no Tokens link and #/tokens says FORBIDDEN; dataplane has the overview only', async () => {
     const p = await signIn(c, 'sales-ops');
     const nav = await p.page.locator('#nav a').allTextContents();
-    expect(nav).toEqual(['Overview', 'Tenants', 'Onboard', 'Drift']);
+    expect(nav).toEqual(['Overview', 'Tenants', 'Onboard', 'Drift', 'Rollouts']);
     await p.page.goto(`${c.base}/ui/#/tokens`);
     await p.page.locator('[role="alert"]', { hasText: 'FORBIDDEN' }).waitFor();
     // The drift page is readable, its sweep button and policy editor are not there.
