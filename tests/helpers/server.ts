@@ -70,3 +70,18 @@ export async function signal(p: ChildProcess, sig: NodeJS.Signals): Promise<void
     p.kill(sig);
   });
 }
+
+/** Polls `fn` until it returns something other than undefined (crash tests gate on state, not time). */
+export async function until<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -4,7 +4,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { adminUrl, dropStackDatabases, rand, superQuery } from '../helpers/runtime.js';
-import { freePort, isRunning, kill9, type ServerProcess, signal, startServer } from '../helpers/server.js';
+import {
+  freePort,
+  isRunning,
+  kill9,
+  type ServerProcess,
+  signal,
+  startServer,
+  until,
+} from '../helpers/server.js';
 import { copyTemplates, type TemplatesCopy, VERSION_2 } from '../helpers/templates.js';
 
 /**
@@ -50,15 +58,6 @@ async function api<T = Record<string, unknown>>(
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   return { status: res.status, json: (await res.json()) as T };
-}
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 const catalogVersion = async (slug: string, tier: string) => {
   const name = tenantObjectName(slug);
