@@ -147,19 +147,20 @@ describe('the control schema across builds (real processes)', () => {
     try {
       // The newer build: this build's migrations and one more, expand-only as the rule says: a new
       // nullable column on tables the older build reads and writes (with `SELECT *`-like reads such
-      // as to_jsonb(row) among them), a new table, a new index.
+      // as to_jsonb(row) among them), a new table, a new index. Named newer_build_* so that no real
+      // migration of this build can already hold the name.
       const newer = fs.mkdtempSync(path.join(fleet.dir, 'migrations-'));
       for (const f of fs.readdirSync(MIGRATIONS_DIR))
         fs.copyFileSync(path.join(MIGRATIONS_DIR, f), path.join(newer, f));
       fs.writeFileSync(
         path.join(newer, '9000_newer_build.sql'),
         `-- Up Migration
-ALTER TABLE tenants ADD COLUMN labels jsonb;
-ALTER TABLE operations ADD COLUMN priority integer NOT NULL DEFAULT 0;
-ALTER TABLE local_keys ADD COLUMN rotated_at timestamptz;
-ALTER TABLE audit_log ADD COLUMN source text;
-CREATE TABLE tenant_notes (tenant_id uuid NOT NULL REFERENCES tenants (id), note text NOT NULL);
-CREATE INDEX tenants_by_labels ON tenants USING gin (labels);
+ALTER TABLE tenants ADD COLUMN newer_build_tags jsonb;
+ALTER TABLE operations ADD COLUMN newer_build_priority integer NOT NULL DEFAULT 0;
+ALTER TABLE local_keys ADD COLUMN newer_build_rotated_at timestamptz;
+ALTER TABLE audit_log ADD COLUMN newer_build_source text;
+CREATE TABLE newer_build_notes (tenant_id uuid NOT NULL REFERENCES tenants (id), note text NOT NULL);
+CREATE INDEX newer_build_tenants_by_tags ON tenants USING gin (newer_build_tags);
 `,
       );
       const db = new Db(adminUrl(fleet.controlDb), 2);
