@@ -28,6 +28,7 @@ import {
   setPlatformVersion,
   settlePoolTenants,
   settleTenants,
+  skipPending,
   type TenantResult,
   tenantsToVerify,
   type Verification,
@@ -620,7 +621,11 @@ export class RolloutRunner {
       signal?.removeEventListener('abort', stop);
       // Taken but never started (the run stopped): their operations cancelled, the tenants pending again.
       const left = queue.splice(0).map((t) => t.operationId);
-      if (left.length > 0) await releaseTenants(this.db, r.id, this.runnerId, left);
+      if (left.length > 0) {
+        await releaseTenants(this.db, r.id, this.runnerId, left);
+        // A cancel meanwhile: they stay at their version, recorded as skipped like the others.
+        if ((await findRollout(this.db, r.id))?.status === 'cancelled') await skipPending(this.db, r.id);
+      }
     }
     if (stopping) return 'stopped';
     return deferredOnly ? 'busy-elsewhere' : 'done';
