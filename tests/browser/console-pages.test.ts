@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
+import { loginRoleName, tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import { auth, onboard, superQuery } from '../helpers/runtime.js';
 import { promoteAndWait, seedPool } from '../integration/promotion-helpers.js';
 import {
@@ -55,8 +55,11 @@ beforeAll(async () => {
   const wayne = await onboard(s, 'pool', 'wayne');
   await seedPool(s, wayne.id, 40);
   await promoteAndWait(s, 'wayne', 'silo');
-  // Drift: a bridge tenant's login allowed more connections than its tier gives.
-  await superQuery('postgres', `ALTER ROLE ${tenantObjectName('hooli')} CONNECTION LIMIT 7`);
+  // Drift: a bridge tenant's login (the first of its two) allowed more connections than its tier gives.
+  await superQuery(
+    'postgres',
+    `ALTER ROLE ${loginRoleName(tenantObjectName('hooli'), 'a')} CONNECTION LIMIT 7`,
+  );
   const run = (await inject('POST', '/v1/drift-runs', s.tokens.sre)).json() as { id: string };
   await until<{ status: string }>(`/v1/drift-runs/${run.id}`, (r) =>
     ['succeeded', 'failed'].includes(r.status),
