@@ -253,6 +253,20 @@ describe('limit overrides', () => {
     ]);
     await superQuery('postgres', `ALTER ROLE ${group()} CONNECTION LIMIT 5`);
 
+    // A credential rotation gives the new login the same overrides as the old one.
+    const rotation = await s.app.inject({
+      method: 'POST',
+      url: `/v1/tenants/${bridge.slug}/credential-rotations`,
+      headers: auth(s.tokens.sre),
+      payload: { graceSeconds: 600 },
+    });
+    expect(rotation.statusCode, rotation.body).toBe(202);
+    expect((await waitForOperation(s, rotation.json().operation.id)).status).toBe('succeeded');
+    for (const r of await roleLimits()) {
+      expect([r.rolname, r.rolconnlimit]).toEqual([r.rolname, 5]);
+      expect(r.config).toEqual(expect.arrayContaining(['statement_timeout=2000']));
+    }
+
     // null removes an override: the tier's limit is back on every login.
     const v2 = (await get(bridge.slug)).json().version;
     const back = await patch(

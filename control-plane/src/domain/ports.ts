@@ -1,6 +1,6 @@
 import type { LifecycleKind } from './lifecycle.js';
 import type { RotationParams } from './rotation.js';
-import type { OperationKind, Tenant } from './tenant.js';
+import type { LimitOverrides, OperationKind, Tenant } from './tenant.js';
 import type { Tier } from './tiers.js';
 
 export type Target = 'local' | 'aws';
@@ -11,6 +11,8 @@ export interface StepTenant {
   slug: string;
   tier: Tier;
   templateVersion: number;
+  /** Its limit overrides (within its tier's bounds), which every step that sets a login's limits keeps. */
+  limits?: LimitOverrides;
 }
 
 /** The part of a tenant record a step is given. */
@@ -19,6 +21,7 @@ export const stepTenantOf = (t: Tenant): StepTenant => ({
   slug: t.slug,
   tier: t.tier,
   templateVersion: t.templateVersion,
+  limits: t.limits,
 });
 
 export interface StepContext {

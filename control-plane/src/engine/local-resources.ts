@@ -1,5 +1,6 @@
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
+import { effectiveLimits } from '../domain/lifecycle.js';
 import {
   loginRoleName,
   loginRoleNames,
@@ -13,6 +14,7 @@ import {
 } from '../domain/naming.js';
 import type { ConnectionDescriptor, KeyRotated, KeyStore, SecretStore } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
+import type { LimitOverrides } from '../domain/tenant.js';
 import type { RoleLimits, Tier, TierCatalog } from '../domain/tiers.js';
 import {
   type ArchivePlacement,
@@ -56,6 +58,8 @@ export interface ResourceTenant {
   id: string;
   slug: string;
   tier: Exclude<Tier, 'account'>;
+  /** Its limit overrides: a rotation's new login gets the same limits as the old one. */
+  limits?: LimitOverrides;
 }
 
 /** Whose logins a rotation changes: a tenant's own, or (`pool`) the pool's shared login. */
@@ -161,7 +165,7 @@ export class LocalTenantResources {
       logins: loginRoleNames(group),
       secretName: tenantSecretName(owner.slug),
       keyAlias: tenantKeyAlias(owner.slug),
-      limits: this.catalog.tiers[owner.tier].role,
+      limits: effectiveLimits(this.catalog.tiers[owner.tier].role, owner.limits),
       searchPath: [this.placement(owner).schema],
     };
   }

@@ -309,7 +309,7 @@ export class LocalEngine implements Engine {
     const { tenant, step } = ctx;
     if (!isRotationParams(params) || !isRotationStep(step) || tenant.tier === 'account')
       throw new TenantryError('PROVIDER_FAILED', `unknown rotation step ${step}`);
-    const t = { id: tenant.id, slug: tenant.slug, tier: tenant.tier };
+    const t = { id: tenant.id, slug: tenant.slug, tier: tenant.tier, limits: tenant.limits };
     const owner = params.subject === 'pool' ? ('pool' as const) : t;
     const r = this.resources;
     switch (step) {

@@ -166,12 +166,7 @@ export class OperationExecutor {
                     operationId: op.id,
                     kind: op.kind,
                     step: step.name,
-                    tenant: {
-                      id: tenant.id,
-                      slug: tenant.slug,
-                      tier: tenant.tier,
-                      templateVersion: tenant.templateVersion,
-                    },
+                    tenant: stepTenantOf(tenant),
                     signal,
                     params: op.params,
                     progress: op.progress,
