@@ -62,7 +62,13 @@ describe('normalizeWaves', () => {
   it.each([
     [[{ tiers: ['pool' as const], slugs: ['a-b-c'] }], /selects by tiers and slugs/],
     [[{}, { percent: 10 }], /only the last wave may/],
-    [[{ name: 'x', count: 1 }, { name: 'x', tiers: ['pool' as const] }], /two waves are named x/],
+    [
+      [
+        { name: 'x', count: 1 },
+        { name: 'x', tiers: ['pool' as const] },
+      ],
+      /two waves are named x/,
+    ],
     [[{ percent: 0 }], /percent must be above 0/],
     [[{ count: 0 }], /count must be a positive integer/],
     [[{ parallelism: 33 }], /parallelism must be an integer from 1 to 32/],
