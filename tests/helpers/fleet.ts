@@ -216,9 +216,12 @@ export async function snapshot(
   );
   const out: Record<string, string> = {};
   for (const { t } of tables) {
+    // A running process's cron moves its own bookkeeping on at every tick (last_execution): only
+    // which crontab entries exist is something a refused start could have written.
+    const value = t === 'graphile_worker._private_known_crontabs' ? 'x.identifier' : 'x::text';
     const [row] = await superQuery<{ d: string }>(
       fleet.controlDb,
-      `SELECT md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) AS d FROM ${t} x`,
+      `SELECT md5(coalesce(string_agg(${value}, E'\\n' ORDER BY ${value}), '')) AS d FROM ${t} x`,
     );
     out[t] = row?.d ?? '';
   }
