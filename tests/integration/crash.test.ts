@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loginRoleName, tenantObjectName } from '../../control-plane/src/domain/naming.js';
-import { adminUrl, dropStackDatabases, rand, superQuery, tenantClient } from '../helpers/runtime.js';
+import { crashScratch, endCrashScratch } from '../helpers/crash.js';
+import { adminUrl, rand, superQuery, tenantClient } from '../helpers/runtime.js';
 import { freePort, isRunning, kill9, type ServerProcess, signal, startServer } from '../helpers/server.js';
 
 /**
@@ -34,21 +35,12 @@ const env = () => ({
 });
 
 beforeAll(async () => {
-  const id = rand();
-  controlDb = `cp_crash_${id}`;
-  dataDb = `dp_crash_${id}`;
-  await superQuery('postgres', `CREATE DATABASE ${controlDb} TEMPLATE ${inject('templateDb')}`);
-  await superQuery('postgres', `CREATE DATABASE ${dataDb}`);
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-crash-'));
-  holdFile = path.join(dataDir, 'fault-hold');
-  port = await freePort();
+  ({ controlDb, dataDb, dataDir, holdFile, port } = await crashScratch('crash'));
 });
 
 afterAll(async () => {
-  if (isRunning(child)) await kill9(child);
-  fs.rmSync(dataDir, { recursive: true, force: true });
   // The control and data databases, the silo template and the silos of the tenants onboarded here.
-  if (controlDb) await dropStackDatabases(controlDb, dataDb);
+  await endCrashScratch(child, { controlDb, dataDb, dataDir });
 });
 
 const ONBOARD_STEPS = {

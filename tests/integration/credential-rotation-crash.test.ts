@@ -1,12 +1,11 @@
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { loginRoleNames } from '../../control-plane/src/domain/naming.js';
-import { adminUrl, dropStackDatabases, rand, superQuery } from '../helpers/runtime.js';
-import { freePort, isRunning, kill9, type ServerProcess, startServer } from '../helpers/server.js';
+import { crashScratch, endCrashScratch } from '../helpers/crash.js';
+import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
+import { isRunning, kill9, type ServerProcess, startServer } from '../helpers/server.js';
 
 /**
  * Kill -9 the control plane while a credential rotation runs, at each of its steps, then restart it:
@@ -33,20 +32,11 @@ const env = () => ({
 });
 
 beforeAll(async () => {
-  const id = rand();
-  controlDb = `cp_rotcrash_${id}`;
-  dataDb = `dp_rotcrash_${id}`;
-  await superQuery('postgres', `CREATE DATABASE ${controlDb} TEMPLATE ${inject('templateDb')}`);
-  await superQuery('postgres', `CREATE DATABASE ${dataDb}`);
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-rotcrash-'));
-  holdFile = path.join(dataDir, 'fault-hold');
-  port = await freePort();
+  ({ controlDb, dataDb, dataDir, holdFile, port } = await crashScratch('rotcrash'));
 });
 
 afterAll(async () => {
-  if (isRunning(child)) await kill9(child);
-  fs.rmSync(dataDir, { recursive: true, force: true });
-  if (controlDb) await dropStackDatabases(controlDb, dataDb);
+  await endCrashScratch(child, { controlDb, dataDb, dataDir });
   const { poolRole } = dataPlaneNames(dataDb);
   await superQuery('postgres', `DROP ROLE IF EXISTS ${loginRoleNames(poolRole).join(', ')}`).catch(
     () => undefined,

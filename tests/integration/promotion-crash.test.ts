@@ -1,12 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
-import { adminUrl, dropStackDatabases, rand, superQuery } from '../helpers/runtime.js';
-import { freePort, isRunning, kill9, startServer } from '../helpers/server.js';
+import { crashScratch, endCrashScratch } from '../helpers/crash.js';
+import { adminUrl, rand, superQuery } from '../helpers/runtime.js';
+import { isRunning, kill9, startServer } from '../helpers/server.js';
 
 /**
  * kill -9 the control plane at named points inside promotion, rollback, abort and cleanup steps
@@ -220,20 +219,11 @@ async function finalEmails(t: Tenant): Promise<{ tier: string; emails: string[] 
 }
 
 beforeAll(async () => {
-  const id = rand();
-  controlDb = `cp_pcrash_${id}`;
-  dataDb = `dp_pcrash_${id}`;
-  await superQuery('postgres', `CREATE DATABASE ${controlDb} TEMPLATE ${inject('templateDb')}`);
-  await superQuery('postgres', `CREATE DATABASE ${dataDb}`);
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-pcrash-'));
-  holdFile = path.join(dataDir, 'fault-hold');
-  port = await freePort();
+  ({ controlDb, dataDb, dataDir, holdFile, port } = await crashScratch('pcrash'));
 });
 afterAll(async () => {
-  if (isRunning(child)) await kill9(child);
-  fs.rmSync(dataDir, { recursive: true, force: true });
   // The control and data databases, the silo template and the silos of the tenants promoted here.
-  if (controlDb) await dropStackDatabases(controlDb, dataDb);
+  await endCrashScratch(child, { controlDb, dataDb, dataDir });
 });
 
 describe('kill -9 inside promotion steps', () => {
