@@ -49,7 +49,9 @@ export async function startControlPlane(env: Record<string, string> = {}): Promi
   const pgPort = await freePort();
   const token = `tnt_${randomBytes(24).toString('base64url')}`;
   // The same command line as `npm start` (package.json), V8 flags included.
-  const proc = spawn(process.execPath, startArgs(), {
+  // TENANTRY_BENCH_NODE_ARGS: extra node flags for the control plane only (--cpu-prof, --heap-prof).
+  const extra = (process.env.TENANTRY_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const proc = spawn(process.execPath, [...extra, ...startArgs()], {
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/tmp',
