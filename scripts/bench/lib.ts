@@ -42,6 +42,10 @@ function startArgs(): string[] {
 /** Starts `npm start`'s entry point on the embedded default, in a scratch data directory. */
 export async function startControlPlane(env: Record<string, string> = {}): Promise<ControlPlane> {
   // A data directory handed in (to keep a fleet between runs) is kept; a scratch one is removed.
+  // TENANTRY_BENCH_DATA_DIR: run a benchmark on a prepared data directory (one whose Postgres
+  // preloads pg_stat_statements, say), kept afterwards like any data directory handed in.
+  if (process.env.TENANTRY_BENCH_DATA_DIR && env.TENANTRY_DATA_DIR === undefined)
+    env = { ...env, TENANTRY_DATA_DIR: process.env.TENANTRY_BENCH_DATA_DIR };
   const scratch = env.TENANTRY_DATA_DIR === undefined;
   const dataDir = env.TENANTRY_DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-bench-'));
   fs.chmodSync(dataDir, 0o755);
@@ -64,7 +68,12 @@ export async function startControlPlane(env: Record<string, string> = {}): Promi
       ...env,
       TENANTRY_DATA_DIR: dataDir,
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    // TENANTRY_BENCH_CP_STDOUT: a file for the control plane's stdout (its logs, --trace-gc).
+    stdio: [
+      'ignore',
+      process.env.TENANTRY_BENCH_CP_STDOUT ? fs.openSync(process.env.TENANTRY_BENCH_CP_STDOUT, 'w') : 'ignore',
+      'inherit',
+    ],
   });
   const base = `http://127.0.0.1:${port}`;
   const until = Date.now() + 60_000;
