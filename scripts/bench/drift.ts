@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { loginRoleName } from '../../control-plane/src/domain/naming.js';
 import {
   DATABASES_SQL,
   DEFAULT_ACLS_SQL,
@@ -305,14 +306,18 @@ while (drifts.length < DRIFTS) {
         },
       });
       break;
-    case 'role-limit':
+    case 'role-limit': {
+      // On the login the tenant's sessions use (onboarding's first, slot a: docs/credentials.md);
+      // its group is NOLOGIN, where a connection limit has no effect and drift expects none.
+      const login = loginRoleName(o, 'a');
       drifts.push({
         kind,
         tenant: t,
-        expect: { resource: 'role', name: o, field: 'connectionLimit', kind: 'changed' },
-        inject: () => superSql('postgres', `ALTER ROLE ${o} CONNECTION LIMIT 3`),
+        expect: { resource: 'role', name: login, field: 'connectionLimit', kind: 'changed' },
+        inject: () => superSql('postgres', `ALTER ROLE ${login} CONNECTION LIMIT 3`),
       });
       break;
+    }
     case 'deleted-secret':
       drifts.push({
         kind,
