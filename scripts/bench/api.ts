@@ -268,17 +268,35 @@ try {
     await floor(r.sql, WARMUP_S);
     const api: Measure[] = [];
     const sql: Measure[] = [];
+    // CPU per request on each side: the control plane, its Postgres, and this process (autocannon
+    // parsing the API's answers; the floor's pg client parsing rows): where the two cores went.
+    const cpu = {
+      api: { controlPlane: 0, postgres: 0, bench: 0 },
+      floor: { controlPlane: 0, postgres: 0, bench: 0 },
+    };
+    const measured = async <T>(side: 'api' | 'floor', fn: () => Promise<T>): Promise<T> => {
+      const [c0, b0] = [cp.cpuMs(), process.cpuUsage()];
+      const out = await fn();
+      const [c1, b1] = [cp.cpuMs(), process.cpuUsage(b0)];
+      cpu[side].controlPlane += c1.controlPlane - c0.controlPlane;
+      cpu[side].postgres += c1.postgres - c0.postgres;
+      cpu[side].bench += (b1.user + b1.system) / 1000;
+      return out;
+    };
     for (let i = 0; i < ROUNDS; i++) {
-      api.push(await viaApi(r.path, DURATION_S / ROUNDS));
-      sql.push(await floor(r.sql, DURATION_S / ROUNDS));
+      api.push(await measured('api', () => viaApi(r.path, DURATION_S / ROUNDS)));
+      sql.push(await measured('floor', () => floor(r.sql, DURATION_S / ROUNDS)));
     }
     const [a, f] = [combine(api), combine(sql)];
+    const perRequest = (side: 'api' | 'floor', n: number) =>
+      Object.fromEntries(Object.entries(cpu[side]).map(([k, v]) => [k, round(v / n, 3)]));
     const line = {
       route: r.route,
       connections: C,
       api: a,
       floor: f,
       ratio: round(a.rps / f.rps),
+      cpuMsPerRequest: { api: perRequest('api', a.requests), floor: perRequest('floor', f.requests) },
       rssMb: rssMb(pid),
     };
     memory[r.route] = line.rssMb;
