@@ -51,6 +51,32 @@ ALTER TABLE users ADD CONSTRAINT users_email_lowercase CHECK (email = lower(emai
 `;
 
 /**
+ * The version 2 the red-team suite runs at (tests/integration/red-team-v2.test.ts): a nullable column
+ * and an index leading with tenant_id on every table of version 1, and a new table with both. It
+ * migrates every tenant (no data-dependent failure).
+ */
+export const ISOLATION_VERSION_2 = `-- Version 2: a note on every row, looked up per tenant; tags.
+ALTER TABLE users ADD COLUMN note text;
+CREATE INDEX users_note_idx ON users (tenant_id, note);
+ALTER TABLE documents ADD COLUMN note text;
+CREATE INDEX documents_note_idx ON documents (tenant_id, note);
+ALTER TABLE settings ADD COLUMN note text;
+CREATE INDEX settings_note_idx ON settings (tenant_id, note);
+CREATE TABLE tags (
+  tenant_id  uuid        NOT NULL,
+  id         uuid        NOT NULL DEFAULT gen_random_uuid(),
+  name       text        NOT NULL,
+  owner_id   uuid,
+  note       text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, id),
+  UNIQUE (tenant_id, name),
+  FOREIGN KEY (tenant_id, owner_id) REFERENCES users (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX tags_note_idx ON tags (tenant_id, note);
+`;
+
+/**
  * Stops a stack's app and runtime and starts them again on the same databases, data directory and
  * configuration, as an operator's restart does (the templates directory is read again).
  */
