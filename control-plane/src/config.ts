@@ -104,8 +104,8 @@ const Env = Type.Object({
     maximum: 90 * 86_400_000,
     default: 5 * 86_400_000,
   }),
-  /** aws target: an EventBridge bus for the lifecycle events. Not available in this build (refused at start). */
-  TENANTRY_EVENTBRIDGE_BUS: Type.Optional(Type.String({ minLength: 1 })),
+  /** An EventBridge bus (name or ARN, in AWS_REGION) every lifecycle event is also sent to (aws/eventbridge.ts). */
+  TENANTRY_EVENTBRIDGE_BUS: Type.Optional(Type.String({ minLength: 1, maxLength: 1600 })),
   TENANTRY_CONNECTION_OVERCOMMIT: Type.String({
     pattern: '^(allow|[0-9]{1,3}(\\.[0-9]{1,3})?)$',
     default: '1',
@@ -178,6 +178,8 @@ export interface LifecycleConfig {
     retryMaxMs: number;
     disableAfterMs: number;
   };
+  /** TENANTRY_EVENTBRIDGE_BUS: the bus the events also go to, and where it is. */
+  eventBridge?: { bus: string; region: string; endpoint: string | undefined };
 }
 
 export type SecretsConfig =
@@ -211,6 +213,10 @@ export type RootKeySetting =
  * A start refused for a reason the operator fixes (a setting, the root key, the control schema's
  * version): the entry point prints its message alone, never a stack.
  */
+/** An EventBridge bus's name, or its ARN (TENANTRY_EVENTBRIDGE_BUS). */
+const EVENT_BUS_NAME = /^[A-Za-z0-9._\-/]{1,256}$/;
+const EVENT_BUS_ARN = /^arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus\/[A-Za-z0-9._\-/]{1,256}$/;
+
 export class StartRefused extends Error {
   override name = 'StartRefused';
 }
@@ -377,10 +383,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       `TENANTRY_DRAIN_TIMEOUT_MS (${drainTimeoutMs}) plus TENANTRY_SHUTDOWN_DELAY_MS (${e.TENANTRY_SHUTDOWN_DELAY_MS}) must be below TENANTRY_SHUTDOWN_TIMEOUT_MS (${e.TENANTRY_SHUTDOWN_TIMEOUT_MS}): operations are handed back before the deadline`,
     );
   }
+  let eventBridge: LifecycleConfig['eventBridge'];
   if (e.TENANTRY_EVENTBRIDGE_BUS !== undefined) {
-    throw new ConfigError(
-      'TENANTRY_EVENTBRIDGE_BUS: publishing lifecycle events to EventBridge is not available in this build (the EventBridge client, @aws-sdk/client-eventbridge, is not installed); unset it, and pull events from GET /v1/events or register a webhook (docs/lifecycle.md)',
-    );
+    const bus = e.TENANTRY_EVENTBRIDGE_BUS.trim();
+    if (!EVENT_BUS_NAME.test(bus) && !EVENT_BUS_ARN.test(bus))
+      throw new ConfigError(
+        `TENANTRY_EVENTBRIDGE_BUS must be an event bus's name (letters, digits, . _ - /, up to 256) or its ARN (arn:aws:events:<region>:<account>:event-bus/<name>), got ${JSON.stringify(bus)}`,
+      );
+    if (!e.AWS_REGION) throw new ConfigError('TENANTRY_EVENTBRIDGE_BUS needs AWS_REGION (where the bus is)');
+    eventBridge = { bus, region: e.AWS_REGION, endpoint: e.TENANTRY_AWS_ENDPOINT };
   }
   const allowedNetworks = e.TENANTRY_WEBHOOK_ALLOWED_NETWORKS.split(',')
     .map((x) => x.trim())
@@ -404,6 +415,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
         retryMaxMs: Math.max(e.TENANTRY_WEBHOOK_RETRY_MAX_MS, e.TENANTRY_WEBHOOK_RETRY_BASE_MS),
         disableAfterMs: e.TENANTRY_WEBHOOK_DISABLE_AFTER_MS,
       },
+      ...(eventBridge ? { eventBridge } : {}),
     },
     ...(aws ? { aws } : {}),
     port: e.PORT,

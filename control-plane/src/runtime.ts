@@ -29,7 +29,7 @@ import { SuspensionService } from './services/suspension.js';
 import { TenantService } from './services/tenants.js';
 import { TokenService } from './services/tokens.js';
 import { WebhookService } from './services/webhooks.js';
-import { WebhookDeliverer } from './webhooks/delivery.js';
+import { type EventSink, WebhookDeliverer } from './webhooks/delivery.js';
 import { generateSecret } from './webhooks/signing.js';
 import { OperationExecutor } from './worker/executor.js';
 import { migrateQueue, startWorker, type WorkerHandle } from './worker/index.js';
@@ -298,9 +298,30 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       log: log.child({ component: 'exports' }),
     });
     const suspension = new SuspensionService(db, engine, { maxAttempts: config.operationMaxAttempts });
+    // TENANTRY_EVENTBRIDGE_BUS: the published events also go to an EventBridge bus (aws/eventbridge.ts).
+    const sinks: EventSink[] = [];
+    if (config.lifecycle.eventBridge) {
+      const eb = config.lifecycle.eventBridge;
+      const [{ EventBridgeClient }, { EventBridgePublisher }] = await Promise.all([
+        import('@aws-sdk/client-eventbridge'),
+        import('./aws/eventbridge.js'),
+      ]);
+      const client = new EventBridgeClient({
+        region: eb.region,
+        ...(eb.endpoint ? { endpoint: eb.endpoint } : {}),
+      });
+      closers.push(async () => client.destroy());
+      const bridge = new EventBridgePublisher(db, client, {
+        bus: eb.bus,
+        log: log.child({ component: 'eventbridge' }),
+      });
+      await bridge.start();
+      sinks.push(bridge);
+    }
     const deliverer = new WebhookDeliverer(db, keys, log.child({ component: 'webhooks' }), {
       ...config.lifecycle.webhooks,
       leaseMs: config.operationLeaseMs,
+      sinks,
     });
     const webhooks = new WebhookService(
       db,

@@ -162,3 +162,62 @@ export async function hasUnpublishedEvents(q: Queryable): Promise<boolean> {
   );
   return rows[0]?.any === true;
 }
+
+/* ------------------------------------------------------------ outside sinks (migration 0018) */
+
+/**
+ * Registers an outside sink of the events (an EventBridge bus) the first time it is configured, at the
+ * current end of the published order: what was published before the sink existed is not replayed to
+ * it (GET /v1/events has it); everything published from then on is.
+ */
+export async function ensureEventSink(q: Queryable, name: string): Promise<void> {
+  await q.query(
+    `INSERT INTO event_sinks (name, delivered_seq)
+     SELECT $1, coalesce(max(seq), 0) FROM events
+     ON CONFLICT (name) DO NOTHING`,
+    [name],
+  );
+}
+
+/**
+ * Locks a sink's row for the caller's transaction (one sender per sink at a time) and reads the
+ * published events after its position, in `seq` order, up to `limit`. Null when the sink is unknown.
+ */
+export async function lockSinkBatch(
+  q: Queryable,
+  name: string,
+  limit: number,
+): Promise<{ deliveredSeq: number; events: LifecycleEvent[] } | null> {
+  const { rows } = await q.query<{ delivered_seq: string }>(
+    'SELECT delivered_seq FROM event_sinks WHERE name = $1 FOR UPDATE',
+    [name],
+  );
+  const at = rows[0];
+  if (!at) return null;
+  const deliveredSeq = Number(at.delivered_seq);
+  return { deliveredSeq, events: await listEvents(q, { after: deliveredSeq, limit }) };
+}
+
+/** Moves a sink past what it accepted (never backwards), and records the last refusal, if any. */
+export async function advanceSink(
+  q: Queryable,
+  name: string,
+  deliveredSeq: number,
+  error: string | null,
+): Promise<void> {
+  await q.query(
+    `UPDATE event_sinks SET delivered_seq = greatest(delivered_seq, $2), updated_at = now(),
+            last_error = coalesce($3, last_error), last_error_at = CASE WHEN $3::text IS NULL THEN last_error_at ELSE now() END
+      WHERE name = $1`,
+    [name, deliveredSeq, error],
+  );
+}
+
+/** Whether a sink is behind the published order (the sweep sends what a failed send left). */
+export async function sinkBehind(q: Queryable, name: string): Promise<boolean> {
+  const { rows } = await q.query<{ behind: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM events e, event_sinks s WHERE s.name = $1 AND e.seq > s.delivered_seq) AS behind`,
+    [name],
+  );
+  return rows[0]?.behind === true;
+}

@@ -35,9 +35,8 @@ export interface LifecycleEvent {
 
 /**
  * The detail-type an sbt-aws user knows for each event (sbt-aws names its EventBridge events after
- * what happened: `onboardingRequest`, `provisionSuccess`, `offboardingSuccess`, …). Documented for
- * the EventBridge setting, which this build cannot honour (no EventBridge client is installed); the
- * names are what that publisher would use.
+ * what happened: `onboardingRequest`, `provisionSuccess`, `offboardingSuccess`, …): the detail-types
+ * of the entries TENANTRY_EVENTBRIDGE_BUS gets (aws/eventbridge.ts, docs/lifecycle.md).
  */
 export const SBT_AWS_DETAIL_TYPES: Record<EventType, string> = {
   'tenant.created': 'onboardingRequest',

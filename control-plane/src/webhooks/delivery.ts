@@ -52,6 +52,21 @@ export interface DeliveryOptions {
   /** A stream's lease beyond the delivery's own timeout (TENANTRY_OPERATION_LEASE_MS). */
   leaseMs: number;
   allowedNetworks: readonly string[];
+  /**
+   * Outside sinks the published events also go to, in order (an EventBridge bus: aws/eventbridge.ts).
+   * Each keeps its own position; a publish job sends to them once it has numbered its events, and the
+   * minute's sweep sends what a failed or lost send left.
+   */
+  sinks?: readonly EventSink[];
+}
+
+/** An outside receiver of the published events, in `seq` order, at least once. */
+export interface EventSink {
+  readonly name: string;
+  /** Sends what waits after the sink's position; throws when something was refused (retried later). */
+  forward(): Promise<number>;
+  /** Whether published events wait to be sent. */
+  behind(): Promise<boolean>;
 }
 
 /** Deliveries one job makes before it hands the stream to a fresh job (other streams get their turn). */
@@ -82,11 +97,29 @@ export class WebhookDeliverer {
     }
   }
 
-  /** The minute's catch-up: stragglers published, stalled streams enqueued again. */
+  /** The minute's catch-up: stragglers published, stalled streams enqueued again, sinks caught up. */
   async sweep(): Promise<void> {
     if (await hasUnpublishedEvents(this.db)) await this.publish();
     const n = await this.db.tx((q) => enqueueStalledWebhookStreams(q));
     if (n > 0) this.log.warn({ streams: n }, 're-enqueued webhook streams whose delivery job had stopped');
+    for (const sink of this.opts.sinks ?? []) {
+      if (!(await sink.behind())) continue;
+      await sink
+        .forward()
+        .catch((e: unknown) =>
+          this.log.warn(
+            { sink: sink.name, err: safeMessage(e) },
+            'an event sink is behind; the next sweep retries',
+          ),
+        );
+    }
+  }
+
+  /** Sends the published events to every outside sink; the first refusal fails the job (retried). */
+  async forwardToSinks(): Promise<void> {
+    const failures: unknown[] = [];
+    for (const sink of this.opts.sinks ?? []) await sink.forward().catch((e: unknown) => failures.push(e));
+    if (failures.length > 0) throw failures[0];
   }
 
   private get streamLeaseMs(): number {
@@ -294,6 +327,7 @@ export class WebhookDeliverer {
     return {
       [EVENTS_PUBLISH_TASK]: async () => {
         await this.publish();
+        await this.forwardToSinks();
       },
       [WEBHOOK_DELIVER_TASK]: async (payload) => {
         const { webhookId, stream } = payload as { webhookId?: unknown; stream?: unknown };
