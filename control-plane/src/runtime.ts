@@ -318,14 +318,27 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       await bridge.start();
       sinks.push(bridge);
     }
-    const deliverer = new WebhookDeliverer(db, keys, log.child({ component: 'webhooks' }), {
+    // Webhook signing secrets: the local target's store; on the aws target Secrets Manager (aws/store.ts).
+    let webhookSecrets: (KeyStore & SecretStore) | undefined = keys;
+    if (!webhookSecrets && config.target === 'aws' && config.aws) {
+      const { AwsKeyStore } = await import('./aws/store.js');
+      const store = new AwsKeyStore({
+        region: config.aws.region,
+        ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}),
+        // Only the platform key is made here, and never shredded.
+        keyDeletionWindowDays: 30,
+      });
+      closers.push(async () => store.close());
+      webhookSecrets = store;
+    }
+    const deliverer = new WebhookDeliverer(db, webhookSecrets, log.child({ component: 'webhooks' }), {
       ...config.lifecycle.webhooks,
       leaseMs: config.operationLeaseMs,
       sinks,
     });
     const webhooks = new WebhookService(
       db,
-      keys,
+      webhookSecrets,
       { urlRefusal: (url) => deliverer.policy.urlRefusal(url), generateSecret },
       config.target,
     );

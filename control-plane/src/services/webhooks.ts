@@ -14,7 +14,7 @@ import { TenantryError } from '../domain/errors.js';
 import type { EventType } from '../domain/events.js';
 import { newWebhookId } from '../domain/ids.js';
 import { PLATFORM_KEY_ALIAS } from '../domain/naming.js';
-import type { SecretStore } from '../domain/ports.js';
+import type { KeyStore, SecretStore } from '../domain/ports.js';
 import type { RequestContext } from './tenants.js';
 
 /**
@@ -24,9 +24,16 @@ import type { RequestContext } from './tenants.js';
  * an operator allowed its network; every delivery checks the address it connects to again.
  */
 export class WebhookService {
+  private platformKey: Promise<unknown> | undefined;
+
   constructor(
     private readonly db: Db,
-    private readonly store: SecretStore | undefined,
+    /**
+     * Where signing secrets are kept: the local target's key store, or Secrets Manager (aws/store.ts:
+     * the aws target, and the local target with TENANTRY_SECRETS=aws), under the platform key, which
+     * `ensureKey` creates the first time a webhook is registered.
+     */
+    private readonly store: (SecretStore & Partial<Pick<KeyStore, 'ensureKey'>>) | undefined,
     /** Where a webhook may point (webhooks/addresses.ts) and how its secret is made (webhooks/signing.ts). */
     private readonly signing: {
       urlRefusal(url: string): Promise<string | null>;
@@ -39,7 +46,7 @@ export class WebhookService {
     if (!this.store)
       throw new TenantryError(
         'WEBHOOKS_NOT_AVAILABLE_ON_TARGET',
-        `webhooks are not available on the ${this.target} target in this build: their signing secrets need the control plane's secret store; pull events from GET /v1/events instead`,
+        `webhooks are not available on the ${this.target} target: this process has no secret store for their signing secrets; pull events from GET /v1/events instead`,
       );
     return this.store;
   }
@@ -55,6 +62,7 @@ export class WebhookService {
     const secret = this.signing.generateSecret();
     // The secret first (outside the transaction: the store has its own connections); a webhook row
     // never exists without it. A secret whose row then fails to commit is never used.
+    await this.ensurePlatformKey(store);
     await store.putSecret(webhookSecretName(id), PLATFORM_KEY_ALIAS, { secret });
     try {
       const webhook = await this.db.tx(async (q) => {
@@ -79,6 +87,16 @@ export class WebhookService {
       await store.deleteSecret(webhookSecretName(id)).catch(() => undefined);
       throw e;
     }
+  }
+
+  /** The platform key the secrets are written under, made once per process (idempotent where it exists). */
+  private async ensurePlatformKey(store: SecretStore & Partial<Pick<KeyStore, 'ensureKey'>>): Promise<void> {
+    if (!store.ensureKey) return;
+    this.platformKey ??= store.ensureKey(null, PLATFORM_KEY_ALIAS).catch((e: unknown) => {
+      this.platformKey = undefined;
+      throw e;
+    });
+    await this.platformKey;
   }
 
   list(): Promise<Webhook[]> {
