@@ -77,6 +77,17 @@ CREATE INDEX tags_note_idx ON tags (tenant_id, note);
 `;
 
 /**
+ * A version 3 after ISOLATION_VERSION_2 that grants what it should not: its schema (USAGE) and a
+ * table to PUBLIC, and two columns of another. The lint does not refuse it; a rollout must leave
+ * nothing of it that PUBLIC reaches (tests/integration/red-team-v2.test.ts).
+ */
+export const CARELESS_VERSION_3 = `-- Version 3: grants a careless author might write.
+DO $$ BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %I TO PUBLIC', current_schema()); END $$;
+GRANT SELECT, UPDATE ON tags TO PUBLIC;
+GRANT SELECT (tenant_id, note), UPDATE (note) ON users TO PUBLIC;
+`;
+
+/**
  * Stops a stack's app and runtime and starts them again on the same databases, data directory and
  * configuration, as an operator's restart does (the templates directory is read again).
  */

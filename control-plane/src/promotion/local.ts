@@ -40,7 +40,7 @@ import {
   type TenantTemplate,
   unfreezeTenant,
 } from '../providers/postgres/index.js';
-import type { Placement } from './placement.js';
+import { type Placement, revokePublicSql } from './placement.js';
 import { lateChanges, replicationNames, slotExists } from './replication.js';
 import {
   cutoverReport,
@@ -186,8 +186,9 @@ export class LocalPromotion {
    * A promotion moves a tenant only between placements of the same template version, and its target
    * is built at the newest (docs/rollouts.md). So a private source (bridge) behind it is migrated first,
    * as a rollout would (each version in its own transaction with its bump, under the schema's lock, new
-   * tables guarded); a pool source waits, retried, for the rollout's platform step to move the shared
-   * tables. The version reached is reported: the cutover records it on the tenant.
+   * tables guarded, nothing left to PUBLIC: revokePublicSql); a pool source waits, retried, for the
+   * rollout's platform step to move the shared tables. The version reached is reported: the cutover
+   * records it on the tenant.
    */
   private async sameVersion(t: StepTenant, from: Placement, report: Report): Promise<void> {
     const newest = this.template.version;
@@ -199,7 +200,7 @@ export class LocalPromotion {
             await migrateSchema(db, spec, {
               from: t.templateVersion,
               toVersion: newest,
-              andThen: () => [guardPrivateSchemaSql(from.schema)],
+              andThen: () => [guardPrivateSchemaSql(from.schema), ...revokePublicSql(from.schema)],
             })
           ).version,
     );

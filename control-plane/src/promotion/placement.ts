@@ -2,6 +2,7 @@ import { TenantryError } from '../domain/errors.js';
 import { loginRoleNames, tenantObjectName } from '../domain/naming.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { Tier } from '../domain/tiers.js';
+import { ident } from '../providers/postgres/sql.js';
 
 /**
  * Where a tenant's tables live on each tier: the one answer to "bridge: the shared database, silo:
@@ -135,4 +136,21 @@ export async function tablesOf(db: Queryable, schema: string): Promise<string[]>
     [schema],
   );
   return rows.map((r) => r.t);
+}
+
+/**
+ * What a template version must not leave in a tenant's own schema (bridge, silo): anything PUBLIC
+ * reaches. A version that grants its schema or a table to PUBLIC would open them to every other
+ * role of the cluster. Appended to each version's transaction wherever an existing private
+ * placement is migrated (the rollout's migrator, a promotion's source); a schema built at the
+ * version loses the same in its grants step (providers/postgres/grants.ts), and the pool's shared
+ * tables are converged by the platform step.
+ */
+export function revokePublicSql(schema: string): string[] {
+  const s = ident(schema);
+  return [
+    `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
+    `REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM PUBLIC`,
+    `REVOKE ALL ON ALL SEQUENCES IN SCHEMA ${s} FROM PUBLIC`,
+  ];
 }

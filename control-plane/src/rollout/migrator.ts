@@ -4,7 +4,7 @@ import { TenantryError } from '../domain/errors.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { RolloutTier } from '../domain/rollout.js';
 import { mapLimit } from '../lib/concurrency.js';
-import { placementOf } from '../promotion/placement.js';
+import { placementOf, revokePublicSql } from '../promotion/placement.js';
 import {
   ensureMeta,
   guardPrivateSchemaSql,
@@ -25,7 +25,8 @@ export interface MigrationTenant {
  * target's data plane: each template migration in its own transaction with the version bump, under
  * the schema's lock (providers/postgres/schema.ts `migrateSchema`), a version already there never
  * applied again. A version that creates tables also puts the write-freeze guards on them, in the
- * same transaction, so a promotion's freeze covers them. Used by the rollout runner, and by the
+ * same transaction, so a promotion's freeze covers them, and nothing in the schema stays reachable by
+ * PUBLIC (revokePublicSql). Used by the rollout runner, and by the
  * executor when it resumes a tenant's `migrate` operation after a crash.
  */
 export class RolloutMigrator {
@@ -142,7 +143,10 @@ export class RolloutMigrator {
       migrateSchema(db, spec, {
         from,
         toVersion,
-        andThen: (v) => (this.createsTables.includes(v) ? [guardPrivateSchemaSql(place.schema)] : []),
+        andThen: (v) => [
+          ...(this.createsTables.includes(v) ? [guardPrivateSchemaSql(place.schema)] : []),
+          ...revokePublicSql(place.schema),
+        ],
       });
     return t.tier === 'bridge' ? this.onShared(run) : this.dp.withDatabase(place.database, run);
   }
