@@ -1,9 +1,11 @@
 import path from 'node:path';
 import { OrganizationsClient } from '@aws-sdk/client-organizations';
+import { S3Client } from '@aws-sdk/client-s3';
 import { parsePlatformSettings } from '../../stacks/common/config.js';
 import { API_VERSION } from './app.js';
 import { ACCOUNT_CLOSURES_CRON, ACCOUNT_CLOSURES_TASK, AccountClosureQueue } from './aws/closures.js';
 import { AWS_ENDPOINT_SERVICES } from './aws/provider-options.js';
+import { S3ArchiveStore } from './aws/s3-exports.js';
 import type { Config } from './config.js';
 import { getStackSettings, saveStackSettings } from './db/aws.js';
 import { AwsDriftDetector, AwsDriftRemediator } from './drift/aws.js';
@@ -24,8 +26,10 @@ export function startAwsTarget(
     drift: DriftDeps;
     /** The row move's settings, as on the local target (TENANTRY_PROMOTION_*). */
     promotion?: { rollbackWindowMs: number; maxLagBytes: number; freezeWaitMs: number; lagPollMs: number };
+    /** TENANTRY_EXPORT_BUCKET: exports to S3, each archive under its tenant's KMS key. */
+    exportBucket?: string;
   },
-): { engine: AwsEngine; drift: DriftHandle } {
+): { engine: AwsEngine; drift: DriftHandle; exports?: S3ArchiveStore } {
   const platform = parsePlatformSettings((k) => a.platform[k]);
   const endpoints = a.endpoint
     ? Object.fromEntries(AWS_ENDPOINT_SERVICES.map((svc) => [svc, a.endpoint as string]))
@@ -38,7 +42,16 @@ export function startAwsTarget(
   const closures = organizations
     ? new AccountClosureQueue(db, organizations, log.child({ component: 'account-closures' }))
     : undefined;
+  // Export archives in S3 (path-style addressing at an emulator's single endpoint).
+  const s3 = opts.exportBucket
+    ? new S3Client({
+        region: a.region,
+        ...(a.endpoint ? { endpoint: a.endpoint, forcePathStyle: true } : {}),
+      })
+    : undefined;
+  const exports = s3 ? new S3ArchiveStore(s3) : undefined;
   const engine = new AwsEngine({
+    ...(exports ? { exports: { store: exports, stagingDir: path.join(opts.dataDir, 'exports') } } : {}),
     // Each stack's secrets provider and key, in the control database: any worker runs any stack.
     stackSettings: {
       get: (stack) => getStackSettings(db, stack),
@@ -89,5 +102,12 @@ export function startAwsTarget(
         },
       }
     : wired;
-  return { engine, drift };
+  if (s3) {
+    const close = drift.close;
+    drift.close = async () => {
+      await close();
+      s3.destroy();
+    };
+  }
+  return { engine, drift, ...(exports ? { exports } : {}) };
 }

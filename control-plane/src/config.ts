@@ -104,6 +104,10 @@ const Env = Type.Object({
     maximum: 90 * 86_400_000,
     default: 5 * 86_400_000,
   }),
+  /** aws target: the S3 bucket export archives go to, each encrypted with its tenant's KMS key (unset: exports refused). */
+  TENANTRY_EXPORT_BUCKET: Type.Optional(
+    Type.String({ pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$', description: 'an S3 bucket name' }),
+  ),
   /** An EventBridge bus (name or ARN, in AWS_REGION) every lifecycle event is also sent to (aws/eventbridge.ts). */
   TENANTRY_EVENTBRIDGE_BUS: Type.Optional(Type.String({ minLength: 1, maxLength: 1600 })),
   TENANTRY_CONNECTION_OVERCOMMIT: Type.String({
@@ -178,6 +182,8 @@ export interface LifecycleConfig {
     retryMaxMs: number;
     disableAfterMs: number;
   };
+  /** TENANTRY_EXPORT_BUCKET (aws target): the bucket of export archives. */
+  exportBucket?: string;
   /** TENANTRY_EVENTBRIDGE_BUS: the bus the events also go to, and where it is. */
   eventBridge?: { bus: string; region: string; endpoint: string | undefined };
 }
@@ -416,6 +422,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
         disableAfterMs: e.TENANTRY_WEBHOOK_DISABLE_AFTER_MS,
       },
       ...(eventBridge ? { eventBridge } : {}),
+      ...(e.TENANTRY_EXPORT_BUCKET ? { exportBucket: e.TENANTRY_EXPORT_BUCKET } : {}),
     },
     ...(aws ? { aws } : {}),
     port: e.PORT,

@@ -23,7 +23,7 @@ import { RotationSchedule } from './rotation/schedule.js';
 import { ConnectionBudget } from './services/capacity.js';
 import { CredentialService } from './services/credentials.js';
 import { EventService } from './services/events.js';
-import { ExportService } from './services/exports.js';
+import { ExportService, type S3Archives } from './services/exports.js';
 import { RolloutService } from './services/rollouts.js';
 import { SuspensionService } from './services/suspension.js';
 import { TenantService } from './services/tenants.js';
@@ -222,6 +222,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     let engine: Engine;
     let drift: DriftHandle;
     let capacity: ConnectionBudget | undefined;
+    let exportArchives: S3Archives | undefined;
     if (config.target === 'aws' && config.aws) {
       const { startAwsTarget } = await import('./aws-target.js');
       const aws = startAwsTarget(config.aws, {
@@ -235,8 +236,10 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
           freezeWaitMs: config.promotionFreezeWaitMs,
           lagPollMs: config.promotionLagPollMs,
         },
+        ...(config.lifecycle.exportBucket ? { exportBucket: config.lifecycle.exportBucket } : {}),
       });
       engine = aws.engine;
+      exportArchives = aws.exports;
       drift = aws.drift;
       closers.push(() => aws.engine.close());
     } else {
@@ -296,6 +299,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       finalExportRetentionMs: config.lifecycle.finalExportRetentionMs,
       maxAttempts: config.operationMaxAttempts,
       log: log.child({ component: 'exports' }),
+      s3: { bucket: config.lifecycle.exportBucket, store: exportArchives },
     });
     const suspension = new SuspensionService(db, engine, { maxAttempts: config.operationMaxAttempts });
     // TENANTRY_EVENTBRIDGE_BUS: the published events also go to an EventBridge bus (aws/eventbridge.ts).

@@ -15,6 +15,7 @@ import { getSecretValue } from '../aws/secrets.js';
 import { accountOperations, type Semaphore } from '../aws/semaphore.js';
 import { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
+import type { LifecycleKind } from '../domain/lifecycle.js';
 import { tenantObjectName, tenantSecretName } from '../domain/naming.js';
 import type {
   ConnectionDescriptor,
@@ -58,6 +59,7 @@ import {
   type TenantTemplate,
   unfreezeTenant,
 } from '../providers/postgres/index.js';
+import { type AwsExportSettings, awsLifecycleSteps, runAwsExport } from './aws-exports.js';
 import { isPidAlive, type StaleLockOptions, toTenantryError } from './pulumi/errors.js';
 import { progressFromEvent } from './pulumi/events.js';
 import { buildJob, type JobSettings } from './pulumi/job.js';
@@ -110,6 +112,8 @@ export interface AwsEngineOptions
     get(stack: string): Promise<StackSettingsRecord | null>;
     save(stack: string, settings: StackSettingsRecord): Promise<void>;
   };
+  /** Exports (TENANTRY_EXPORT_BUCKET): where archives go, encrypted with each tenant's key (engine/aws-exports.ts). */
+  exports?: AwsExportSettings;
   /** The account tier's closure queue (aws/closures.ts): offboarding queues, a cron task requests. */
   closures?: { enqueue(tenant: StepTenant, accountId: string, operationId: string): Promise<void> };
   /** The exact Pulumi CLI and aws plugin versions to run with (default: version.ts's pins); null checks none (tests). */
@@ -436,9 +440,23 @@ export class AwsEngine implements Engine {
     return job.input.tier === 'account' ? this.accountSem.run(run) : run();
   }
 
+  /** Lifecycle operations on this target: exports of the shared cluster's tiers (engine/aws-exports.ts). */
+  lifecycleSteps(kind: LifecycleKind, tier: Tier): string[] {
+    return awsLifecycleSteps(kind, tier, this.opts.exports !== undefined);
+  }
+
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const t = ctx.tenant;
     const step = ctx.step;
+    if (step === 'export') {
+      const exports = this.opts.exports;
+      if (!exports) throw new TenantryError('PROVIDER_FAILED', 'exports need TENANTRY_EXPORT_BUCKET');
+      await runAwsExport(ctx, exports, async () => {
+        const { dp } = await this.rowMover();
+        return { dp, placement: this.sourcePlacement(dp, t, t.tier) };
+      });
+      return undefined;
+    }
     if (ctx.kind === 'promote' && isAwsMoverStep(step)) return this.runRowStep(ctx, step);
     if (!isAwsStackStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown aws step ${step}`);
     const op = STEP_OPS[step];

@@ -81,7 +81,7 @@ const exportRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: "Export a tenant's data to one archive",
         description:
           "An `export` operation streams every table of the tenant's placement (its rows only, whatever its tier) with COPY into one archive, with a manifest of the schema version, row counts and a SHA-256 per table. " +
-          'On the local target the archive is in the data directory; the aws target (an S3 bucket) is not available in this build: 422 EXPORT_NOT_AVAILABLE_ON_TARGET. export.ready is sent once it is written.',
+          "On the local target the archive is in the data directory; on the aws target in the S3 bucket TENANTRY_EXPORT_BUCKET, encrypted with the tenant's KMS key (pool and bridge; without the bucket, or for a silo: 422 EXPORT_NOT_AVAILABLE_ON_TARGET). export.ready is sent once it is written.",
         tags: ['exports'],
         security,
         params: Type.Object({ slug: Slug }),

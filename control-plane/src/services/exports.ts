@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import type { TaskList } from 'graphile-worker';
 import type { Logger } from 'pino';
 import type { Db } from '../db/db.js';
@@ -14,6 +15,7 @@ import type { Queryable } from '../domain/queryable.js';
 import type { Tenant } from '../domain/tenant.js';
 import { verifyArchive } from '../export/archive.js';
 import { ArchiveError, type Manifest, manifestDigest } from '../export/format.js';
+import { S3ArchiveLocation } from '../export/location.js';
 import {
   type Accepted,
   assertNoActiveOperation,
@@ -21,9 +23,15 @@ import {
   type RequestContext,
 } from './tenants.js';
 
-/** An export as the API shows it: never where its archive is on disk. */
+/** An export as the API shows it: never where its archive is (on disk or in S3). */
 export type ExportView = Omit<ExportRecord, 'path'>;
 export const exportView = ({ path: _internal, ...rest }: ExportRecord): ExportView => rest;
+
+/** What the service needs of the aws target's archive store (aws/s3-exports.ts). */
+export interface S3Archives {
+  open(uri: string): Promise<Readable | null>;
+  delete(uri: string): Promise<void>;
+}
 
 /** graphile-worker's cron task that deletes archives past their retention. */
 export const EXPORTS_EXPIRE_TASK = 'exports-expire';
@@ -31,9 +39,8 @@ export const EXPORTS_EXPIRE_TASK = 'exports-expire';
 /**
  * A tenant's data in one archive (docs/lifecycle.md): an `export` operation writes it (export/), the
  * API lists and streams it, an onboarding restores it (`fromExport`, verified here first), and an
- * offboarding can take a final one. Archives live in the local target's data directory; the aws
- * target would keep them in S3, encrypted with the tenant's key, which this build cannot reach (no S3
- * client is installed): exports are refused there.
+ * offboarding can take a final one. Archives live in the local target's data directory; on the aws
+ * target in S3 (TENANTRY_EXPORT_BUCKET), each encrypted with its tenant's KMS key (aws/s3-exports.ts).
  */
 export class ExportService {
   readonly dir: string;
@@ -47,6 +54,8 @@ export class ExportService {
       finalExportRetentionMs: number;
       maxAttempts: number;
       log?: Logger;
+      /** The aws target's archives: its bucket (unset: exports refused there) and the S3 client over it. */
+      s3?: { bucket: string | undefined; store: S3Archives | undefined };
     },
   ) {
     this.dir = path.join(opts.dataDir, 'exports');
@@ -57,14 +66,22 @@ export class ExportService {
     return path.join(this.dir, `${id}.tenantry.gz`);
   }
 
-  /** Refuses where exports are not available: the aws target, and a tier without a Postgres placement. */
+  /** Refuses where exports are not available: a target or tier without them, the aws target without a bucket. */
   assertAvailable(tier: Tenant['tier']): void {
+    if (this.engine.target === 'aws') {
+      if (!this.opts.s3?.bucket || !this.opts.s3.store)
+        throw new TenantryError(
+          'EXPORT_NOT_AVAILABLE_ON_TARGET',
+          "exports on the aws target go to an S3 bucket encrypted with the tenant's key: set TENANTRY_EXPORT_BUCKET",
+        );
+      // The engine says which tiers it exports (engine/aws-exports.ts).
+      this.engine.lifecycleSteps?.('export', tier);
+      return;
+    }
     if (!this.engine.lifecycleSteps || tier === 'account') {
       throw new TenantryError(
         'EXPORT_NOT_AVAILABLE_ON_TARGET',
-        this.engine.target === 'aws'
-          ? "exports are not available on the aws target in this build: its archives go to an S3 bucket encrypted with the tenant's key, and no S3 client (@aws-sdk/client-s3) is installed"
-          : `exports are not available for the ${tier} tier on the ${this.engine.target} target`,
+        `exports are not available for the ${tier} tier on the ${this.engine.target} target`,
       );
     }
   }
@@ -84,7 +101,7 @@ export class ExportService {
       await assertNoActiveOperation(q, tenant);
       const operationId = newOperationId();
       const exp = await this.insert(q, tenant, operationId, { final: false, createdBy: ctx.actor.id });
-      const params: ExportParams = { exportId: exp.id, file: exp.path };
+      const params = this.paramsOf(tenant, exp);
       const operation = await enqueueTenantOperation(
         q,
         tenant,
@@ -121,7 +138,24 @@ export class ExportService {
   ): Promise<ExportParams> {
     this.assertAvailable(tenant.tier);
     const exp = await this.insert(q, tenant, operationId, { final: true, createdBy });
-    return { exportId: exp.id, file: exp.path };
+    return this.paramsOf(tenant, exp);
+  }
+
+  /** An export step's params: where the archive goes, and on the aws target the tenant's KMS key. */
+  private paramsOf(tenant: Tenant, exp: ExportRecord): ExportParams {
+    const params: ExportParams = { exportId: exp.id, file: exp.path };
+    if (!this.s3Bucket) return params;
+    const key = tenant.outputs.keyArn ?? tenant.outputs.keyId;
+    if (typeof key !== 'string' || key === '')
+      throw new TenantryError(
+        'EXPORT_NOT_AVAILABLE_ON_TARGET',
+        `tenant ${tenant.slug} has no KMS key in its outputs to encrypt its archive with`,
+      );
+    return { ...params, kmsKeyId: key } as ExportParams;
+  }
+
+  private get s3Bucket(): string | undefined {
+    return this.engine.target === 'aws' ? this.opts.s3?.bucket : undefined;
   }
 
   private insert(
@@ -138,7 +172,7 @@ export class ExportService {
       tier: tenant.tier,
       operationId,
       final: o.final,
-      path: this.fileFor(id),
+      path: this.s3Bucket ? S3ArchiveLocation.of(this.s3Bucket, tenant.id, id) : this.fileFor(id),
       createdBy: o.createdBy,
       retentionMs: o.final ? this.opts.finalExportRetentionMs : this.opts.exportRetentionMs,
     });
@@ -158,7 +192,7 @@ export class ExportService {
   }
 
   /** A ready export's archive, to stream; the download is audited first, in its own transaction. */
-  async download(ctx: RequestContext, id: string): Promise<{ export: ExportView; stream: fs.ReadStream }> {
+  async download(ctx: RequestContext, id: string): Promise<{ export: ExportView; stream: Readable }> {
     const e = await this.db.tx(async (q) => {
       const found = await findExport(q, id, { forShare: true });
       if (!found) throw new TenantryError('EXPORT_NOT_FOUND', `no export ${id}`);
@@ -174,6 +208,12 @@ export class ExportService {
       });
       return found;
     });
+    if (S3ArchiveLocation.is(e.path)) {
+      const body = await this.s3Store().open(e.path);
+      if (!body)
+        throw new TenantryError('EXPORT_NOT_FOUND', `the archive of export ${id} is gone from its bucket`);
+      return { export: exportView(e), stream: body };
+    }
     const stream = fs.createReadStream(e.path);
     await new Promise<void>((resolve, reject) => {
       stream.once('open', () => resolve());
@@ -257,12 +297,26 @@ export class ExportService {
     for (;;) {
       const batch = await this.db.tx((q) => expireExports(q));
       for (const e of batch) {
+        if (S3ArchiveLocation.is(e.path)) {
+          await this.s3Store().delete(e.path);
+          continue;
+        }
         await fs.promises.rm(e.path, { force: true });
         await fs.promises.rm(`${e.path}.partial`, { force: true });
       }
       n += batch.length;
       if (batch.length === 0) return n;
     }
+  }
+
+  private s3Store(): S3Archives {
+    const store = this.opts.s3?.store;
+    if (!store)
+      throw new TenantryError(
+        'EXPORT_NOT_AVAILABLE_ON_TARGET',
+        'this archive is in S3, and this process has no S3 client (TENANTRY_EXPORT_BUCKET on the aws target)',
+      );
+    return store;
   }
 
   get taskList(): TaskList {

@@ -35,6 +35,8 @@ export class SuspensionService {
         'OPERATION_NOT_AVAILABLE_ON_TARGET',
         `suspension is not available for the ${tenant.tier} tier on the ${this.engine.target} target in this build`,
       );
+    // The target says which lifecycle operations it runs (the aws target: exports only, for now).
+    this.engine.lifecycleSteps('suspend', tenant.tier);
   }
 
   /**

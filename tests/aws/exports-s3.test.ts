@@ -1,0 +1,321 @@
+/**
+ * Exports on the aws target, to S3 on the AWS API emulator (moto_server), each archive encrypted with
+ * its tenant's own KMS key (SSE-KMS).
+ *
+ * What cannot run here is the Pulumi `up` that builds a tenant on the aws target's shared cluster. The
+ * tenants are built instead by a control plane on the local target (keys in KMS on the emulator:
+ * TENANTRY_SECRETS=aws), whose data database has the same layout the stacks' dynamic provider gives the
+ * shared cluster; the aws engine is pointed at it through the shared cluster's admin secret (as
+ * tests/integration/aws-promotion.test.ts does), so its `export` step reads the tenant's real placement
+ * through `managedPlacementOf`. The step, the upload, the service's download and expiry are the real
+ * ones; S3 and KMS are the emulator's.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DescribeKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { CreateBucketCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { S3ArchiveStore } from '../../control-plane/src/aws/s3-exports.js';
+import { loadConfig } from '../../control-plane/src/config.js';
+import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
+import { insertExport, markExportReady } from '../../control-plane/src/db/exports.js';
+import type { StepContext } from '../../control-plane/src/domain/ports.js';
+import type { Tier } from '../../control-plane/src/domain/tiers.js';
+import { AwsEngine } from '../../control-plane/src/engine/aws.js';
+import { verifyArchive } from '../../control-plane/src/export/archive.js';
+import type { Manifest } from '../../control-plane/src/export/format.js';
+import { S3ArchiveLocation } from '../../control-plane/src/export/location.js';
+import { ExportService } from '../../control-plane/src/services/exports.js';
+import { TEST_PLATFORM } from '../fixtures/platform.js';
+import {
+  adminUrl,
+  auth,
+  connectionOf,
+  onboard,
+  rand,
+  startStack,
+  type TestStack,
+  waitForOperation,
+} from '../helpers/runtime.js';
+import { asTenant } from '../integration/promotion-helpers.js';
+import { MOTO_REGION, skipReason, useMoto } from './helpers/moto.js';
+
+const moto = useMoto({ reset: false });
+const BUCKET = `tenantry-exports-${rand(3)}`;
+const SHARED_SECRET = `tenantry/platform/shared-cluster-admin-${rand(3)}`;
+
+const s3 = () => new S3Client({ region: MOTO_REGION, endpoint: moto.endpoint(), forcePathStyle: true });
+const kms = () => new KMSClient({ region: MOTO_REGION });
+
+interface Made {
+  slug: string;
+  id: string;
+  tier: Tier;
+  keyId: string;
+}
+
+/** Rows in a tenant's tables, marked with `tag` (through its own login, as the data plane writes). */
+async function seed(s: TestStack, slug: string, n: number, tag: string): Promise<void> {
+  const d = await connectionOf(s, slug);
+  await asTenant(d, (c) =>
+    c.query(
+      `INSERT INTO users (tenant_id, email, name)
+       SELECT $1, $2 || i || '@x.test', E'name\\twith tab ' || i FROM generate_series(1, $3) i`,
+      [d.tenantId, tag, n],
+    ),
+  );
+}
+
+/** The local target's export of the same tenant (through the API): the digests the aws export must equal. */
+async function localExport(s: TestStack, slug: string): Promise<Manifest> {
+  const res = await s.app.inject({
+    method: 'POST',
+    url: `/v1/tenants/${slug}/exports`,
+    headers: auth(s.tokens.sre),
+  });
+  expect(res.statusCode, res.body).toBe(202);
+  expect((await waitForOperation(s, res.json().operation.id)).status).toBe('succeeded');
+  const e = await s.app.inject({
+    method: 'GET',
+    url: `/v1/exports/${res.json().export.id}`,
+    headers: auth(s.tokens.sre),
+  });
+  return e.json().manifest as Manifest;
+}
+
+const sums = (m: Manifest) => m.tables.map(({ name, rows, sha256 }) => ({ name, rows, sha256 }));
+
+describe.skipIf(skipReason)('exports on the aws target: S3, under the tenant key', () => {
+  let s: TestStack;
+  let engine: AwsEngine;
+  let store: S3ArchiveStore;
+  let client: S3Client;
+  let stagingDir: string;
+  const made: Record<'pool' | 'neighbour' | 'bridge', Made> = {} as never;
+
+  beforeAll(async () => {
+    s = await startStack({
+      TENANTRY_SECRETS: 'aws',
+      AWS_REGION: MOTO_REGION,
+      TENANTRY_AWS_ENDPOINT: moto.endpoint(),
+      TENANTRY_AWS_KEY_DELETION_WINDOW_DAYS: '7',
+    });
+    for (const [name, tier, n] of [
+      ['pool', 'pool', 30],
+      ['neighbour', 'pool', 20],
+      ['bridge', 'bridge', 25],
+    ] as const) {
+      const t = await onboard(s, tier);
+      await seed(s, t.slug, n, `${name}-`);
+      const row = await s.runtime.services.tenants.get(t.slug);
+      made[name] = { ...t, tier, keyId: String(row.outputs.keyId) };
+    }
+    // The shared cluster is the stack's data database; its admin secret as RDS shapes it.
+    const admin = new URL(adminUrl(s.dataDb));
+    await new SecretsManagerClient({ region: MOTO_REGION }).send(
+      new CreateSecretCommand({
+        Name: SHARED_SECRET,
+        SecretString: JSON.stringify({
+          username: decodeURIComponent(admin.username),
+          password: decodeURIComponent(admin.password),
+          host: admin.hostname,
+          port: Number(admin.port),
+          dbname: s.dataDb,
+        }),
+      }),
+    );
+    await s3().send(
+      new CreateBucketCommand({
+        Bucket: BUCKET,
+        CreateBucketConfiguration: { LocationConstraint: MOTO_REGION },
+      }),
+    );
+    const names = new DataPlane(adminUrl(s.dataDb)).names;
+    client = s3();
+    store = new S3ArchiveStore(client);
+    stagingDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-exports-staging-'));
+    const endpoint = moto.endpoint();
+    engine = new AwsEngine({
+      backendUrl: 'file:///var/lib/tenantry/state',
+      envVars: { PATH: '/usr/bin' },
+      aws: { region: MOTO_REGION, endpoints: { secretsmanager: endpoint } },
+      platform: {
+        ...TEST_PLATFORM,
+        sharedCluster: { adminSecretName: SHARED_SECRET, ssl: false },
+        pool: {
+          ...TEST_PLATFORM.pool,
+          schema: names.poolSchema,
+          appRole: names.poolRole,
+          tenantSetting: names.tenantSetting,
+        },
+      },
+      workspaceRoot: '/var/lib/tenantry/pulumi',
+      concurrency: 1,
+      timeoutMs: 60_000,
+      programVersion: '1.0.0+template.1',
+      exports: { store, stagingDir },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await engine?.close();
+    client?.destroy();
+    await s?.close();
+    if (stagingDir) fs.rmSync(stagingDir, { recursive: true, force: true });
+  });
+
+  /** Runs the aws engine's export step for a tenant, as the executor would; returns what it reported. */
+  async function exportStep(t: Made, exportId: string) {
+    const reported: Record<string, unknown> = {};
+    const ctx: StepContext = {
+      operationId: `op_${rand(8)}`,
+      kind: 'export',
+      step: 'export',
+      tenant: { id: t.id, slug: t.slug, tier: t.tier, templateVersion: 1 },
+      params: { exportId, file: S3ArchiveLocation.of(BUCKET, t.id, exportId), kmsKeyId: t.keyId },
+      signal: new AbortController().signal,
+      report: async (p) => {
+        Object.assign(reported, p);
+      },
+    };
+    await engine.runStep(ctx);
+    return reported.archive as { exportId: string; bytes: number; sha256: string; manifest: Manifest };
+  }
+
+  /** The object's archive, fetched and checked end to end. */
+  async function fetched(t: Made, exportId: string) {
+    const file = path.join(stagingDir, `fetched-${exportId}`);
+    expect(await store.fetchTo(S3ArchiveLocation.of(BUCKET, t.id, exportId), file)).toBe(true);
+    try {
+      return await verifyArchive(file);
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+  }
+
+  it('says which steps it runs: an export for pool and bridge, nothing else yet', () => {
+    expect(engine.lifecycleSteps('export', 'pool')).toEqual(['export']);
+    expect(engine.lifecycleSteps('export', 'bridge')).toEqual(['export']);
+    expect(() => engine.lifecycleSteps('export', 'silo')).toThrow(/silo tenants are not available/);
+    expect(() => engine.lifecycleSteps('suspend', 'bridge')).toThrow(/suspension is not available/);
+  });
+
+  for (const which of ['bridge', 'pool'] as const) {
+    it(`writes a ${which} tenant's archive to S3 under its own KMS key, with the table digests of its placement`, async () => {
+      const t = made[which];
+      const exportId = `exp_${rand(8)}`;
+      const out = await exportStep(t, exportId);
+      expect(out.exportId).toBe(exportId);
+      const head = await client.send(
+        new HeadObjectCommand({
+          Bucket: BUCKET,
+          Key: S3ArchiveLocation.parse(S3ArchiveLocation.of(BUCKET, t.id, exportId)).key,
+        }),
+      );
+      expect(head.ServerSideEncryption).toBe('aws:kms');
+      // The object's key is the tenant's own (as S3 names it: id or ARN, the same key).
+      const used = (await kms().send(new DescribeKeyCommand({ KeyId: head.SSEKMSKeyId }))).KeyMetadata?.KeyId;
+      expect(used).toBe((await kms().send(new DescribeKeyCommand({ KeyId: t.keyId }))).KeyMetadata?.KeyId);
+      expect(Number(head.ContentLength)).toBe(out.bytes);
+      // The archive checks out end to end, and holds what the local target's export of the same rows holds.
+      const { manifest } = await fetched(t, exportId);
+      expect(manifest.tenant).toEqual({ id: t.id, slug: t.slug, tier: which });
+      expect(sums(manifest)).toEqual(sums(out.manifest));
+      expect(sums(manifest)).toEqual(sums(await localExport(s, t.slug)));
+      const users = manifest.tables.find((x) => x.name === 'users');
+      expect(users?.rows).toBe(which === 'pool' ? 30 : 25);
+      // Nothing staged is left in the data directory.
+      expect(fs.readdirSync(stagingDir)).toEqual([]);
+    });
+  }
+
+  it('holds nothing of another pool tenant', async () => {
+    const exportId = `exp_${rand(8)}`;
+    await exportStep(made.pool, exportId);
+    const file = path.join(stagingDir, `raw-${exportId}`);
+    await store.fetchTo(S3ArchiveLocation.of(BUCKET, made.pool.id, exportId), file);
+    const { gunzipSync } = await import('node:zlib');
+    const text = gunzipSync(fs.readFileSync(file)).toString('utf8');
+    fs.rmSync(file, { force: true });
+    expect(text).toContain('pool-1@x.test');
+    expect(text).not.toContain('neighbour-');
+    expect(text).not.toContain(made.neighbour.id);
+  });
+
+  it('re-run after a crash past the upload, finds the archive and uploads nothing again', async () => {
+    const t = made.bridge;
+    const exportId = `exp_${rand(8)}`;
+    const first = await exportStep(t, exportId);
+    const key = S3ArchiveLocation.parse(S3ArchiveLocation.of(BUCKET, t.id, exportId)).key;
+    const before = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+    const again = await exportStep(t, exportId);
+    const after = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+    expect(again).toEqual(first);
+    expect(after.LastModified).toEqual(before.LastModified);
+    expect(after.ETag).toBe(before.ETag);
+  });
+
+  it('the service refuses exports on the aws target without a bucket, streams a download from S3 (audited), and expiry deletes the object', async () => {
+    const db = s.runtime.services.db;
+    const opts = { dataDir: stagingDir, exportRetentionMs: 1, finalExportRetentionMs: 1, maxAttempts: 3 };
+    const unset = new ExportService(db, engine, { ...opts, s3: { bucket: undefined, store: undefined } });
+    expect(() => unset.assertAvailable('bridge')).toThrow(/set TENANTRY_EXPORT_BUCKET/);
+    const svc = new ExportService(db, engine, {
+      ...opts,
+      log: pino({ level: 'silent' }),
+      s3: { bucket: BUCKET, store },
+    });
+    expect(() => svc.assertAvailable('silo')).toThrow(/not available/);
+
+    const t = made.bridge;
+    const exportId = `exp_${rand(8)}`;
+    const out = await exportStep(t, exportId);
+    await db.tx(async (q) => {
+      await insertExport(q, {
+        id: exportId,
+        tenantId: t.id,
+        tenantSlug: t.slug,
+        tier: 'bridge',
+        operationId: `op_${rand(8)}`,
+        final: false,
+        path: S3ArchiveLocation.of(BUCKET, t.id, exportId),
+        createdBy: null,
+        retentionMs: 60_000,
+      });
+      await markExportReady(q, exportId, {
+        ...out,
+        manifest: out.manifest as unknown as Record<string, unknown>,
+      });
+    });
+    const actor = { id: 'tok_test', name: 'test', role: 'sre' as const };
+    const { stream, export: view } = await svc.download({ actor, requestId: 'req-1' } as never, exportId);
+    expect(view).not.toHaveProperty('path');
+    const chunks: Buffer[] = [];
+    for await (const c of stream) chunks.push(c as Buffer);
+    const { createHash } = await import('node:crypto');
+    expect(createHash('sha256').update(Buffer.concat(chunks)).digest('hex')).toBe(out.sha256);
+    const audited = await db.query<{ n: string }>(
+      `SELECT count(*)::text AS n FROM audit_log WHERE action = 'export.download' AND details->>'exportId' = $1`,
+      [exportId],
+    );
+    expect(audited.rows[0]?.n).toBe('1');
+
+    // Past its retention: the object is deleted, the row stays, expired.
+    await db.query(`UPDATE exports SET expires_at = now() - interval '1 second' WHERE id = $1`, [exportId]);
+    expect(await svc.expire()).toBeGreaterThanOrEqual(1);
+    expect(await store.head(S3ArchiveLocation.of(BUCKET, t.id, exportId))).toBeNull();
+    expect((await svc.get(exportId)).status).toBe('expired');
+  });
+});
+
+describe('TENANTRY_EXPORT_BUCKET', () => {
+  it('takes an S3 bucket name, and refuses anything else with the variable named', () => {
+    expect(loadConfig({ TENANTRY_EXPORT_BUCKET: 'acme-tenantry-exports' }).lifecycle.exportBucket).toBe(
+      'acme-tenantry-exports',
+    );
+    expect(loadConfig({}).lifecycle.exportBucket).toBeUndefined();
+    expect(() => loadConfig({ TENANTRY_EXPORT_BUCKET: 'Not_A_Bucket' })).toThrow(/TENANTRY_EXPORT_BUCKET/);
+  });
+});
