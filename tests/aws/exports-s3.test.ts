@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DescribeKeyCommand, KMSClient } from '@aws-sdk/client-kms';
-import { CreateBucketCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { CreateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -255,6 +255,90 @@ describe.skipIf(skipReason)('exports on the aws target: S3, under the tenant key
     expect(again).toEqual(first);
     expect(after.LastModified).toEqual(before.LastModified);
     expect(after.ETag).toBe(before.ETag);
+  });
+
+  it("restores an archive from S3 into a new tenant of another tier: its rows' counts and checksums equal the manifest", async () => {
+    const source = made.pool;
+    const exportId = `exp_${rand(8)}`;
+    const out = await exportStep(source, exportId);
+    const file = S3ArchiveLocation.of(BUCKET, source.id, exportId);
+    const head = await store.head(file);
+    if (!head) throw new Error('the archive was not uploaded');
+    // A new, empty bridge tenant (its placement built as the stack's `up` would leave it).
+    const target = await onboard(s, 'bridge');
+    expect(engine.restoreSteps('bridge')).toEqual(['restore', 'verify-restore']);
+    for (const step of engine.restoreSteps('bridge')) {
+      await engine.runStep({
+        operationId: `op_${rand(8)}`,
+        kind: 'onboard',
+        step,
+        tenant: { id: target.id, slug: target.slug, tier: 'bridge', templateVersion: 1 },
+        params: { fromExport: { exportId, file, manifestSha256: head.manifestSha256 } },
+        signal: new AbortController().signal,
+      });
+    }
+    expect(sums(await localExport(s, target.slug))).toEqual(sums(out.manifest));
+    expect(fs.readdirSync(stagingDir)).toEqual([]);
+  });
+
+  it('checks an archive in S3 before a restore, and refuses a damaged one with EXPORT_INVALID', async () => {
+    const db = s.runtime.services.db;
+    const svc = new ExportService(db, engine, {
+      dataDir: stagingDir,
+      exportRetentionMs: 60_000,
+      finalExportRetentionMs: 60_000,
+      maxAttempts: 3,
+      s3: { bucket: BUCKET, store },
+    });
+    const t = made.bridge;
+    const record = async (exportId: string, out: Awaited<ReturnType<typeof exportStep>>) =>
+      db.tx(async (q) => {
+        await insertExport(q, {
+          id: exportId,
+          tenantId: t.id,
+          tenantSlug: t.slug,
+          tier: 'bridge',
+          operationId: `op_${rand(8)}`,
+          final: false,
+          path: S3ArchiveLocation.of(BUCKET, t.id, exportId),
+          createdBy: null,
+          retentionMs: 60_000,
+        });
+        await markExportReady(q, exportId, {
+          ...out,
+          manifest: out.manifest as unknown as Record<string, unknown>,
+        });
+      });
+    const ctx = {
+      actor: { id: 'tok_test', name: 'test', role: 'sre' as const },
+      requestId: 'req-2',
+    } as never;
+    const good = `exp_${rand(8)}`;
+    const out = await exportStep(t, good);
+    await record(good, out);
+    const ok = await svc.prepareRestore(ctx, good, 'pool');
+    expect(ok.params.file).toBe(S3ArchiveLocation.of(BUCKET, t.id, good));
+    expect(sums(ok.manifest)).toEqual(sums(out.manifest));
+
+    // The same archive with one byte of its gzip stream changed, as another export's object.
+    const bad = `exp_${rand(8)}`;
+    const local = path.join(stagingDir, `bad-${bad}`);
+    await store.fetchTo(S3ArchiveLocation.of(BUCKET, t.id, good), local);
+    const bytes = fs.readFileSync(local);
+    fs.rmSync(local, { force: true });
+    const at = Math.floor(bytes.length / 2);
+    bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at);
+    await client.send(
+      new PutObjectCommand({
+        Bucket: BUCKET,
+        Key: S3ArchiveLocation.parse(S3ArchiveLocation.of(BUCKET, t.id, bad)).key,
+        Body: bytes,
+      }),
+    );
+    await record(bad, out);
+    await expect(svc.prepareRestore(ctx, bad, 'pool')).rejects.toMatchObject({ code: 'EXPORT_INVALID' });
+    // The copy it checked is gone from the data directory.
+    expect(fs.readdirSync(path.join(stagingDir, 'exports'))).toEqual([]);
   });
 
   it('the service refuses exports on the aws target without a bucket, streams a download from S3 (audited), and expiry deletes the object', async () => {

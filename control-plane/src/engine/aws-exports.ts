@@ -3,11 +3,25 @@ import path from 'node:path';
 import type { ArchiveObject } from '../aws/s3-exports.js';
 import type { DataPlane } from '../dataplane/dataplane.js';
 import { TenantryError } from '../domain/errors.js';
-import { type ExportParams, isExportParams, type LifecycleKind } from '../domain/lifecycle.js';
+import {
+  type ExportParams,
+  isExportParams,
+  isRestoreParams,
+  type LifecycleKind,
+  RESTORE_STEPS,
+} from '../domain/lifecycle.js';
 import type { StepContext } from '../domain/ports.js';
 import type { Tier } from '../domain/tiers.js';
-import { type ArchivePlacement, verifyArchive, writeArchive } from '../export/archive.js';
-import type { Manifest } from '../export/format.js';
+import {
+  type ArchivePlacement,
+  digestDifferences,
+  readManifest,
+  restoreArchive,
+  tableDigests,
+  verifyArchive,
+  writeArchive,
+} from '../export/archive.js';
+import { ArchiveError, type Manifest } from '../export/format.js';
 import type { Placement } from '../promotion/placement.js';
 
 /**
@@ -68,6 +82,21 @@ export function awsLifecycleSteps(kind: LifecycleKind, tier: Tier, exports: bool
   return ['export'];
 }
 
+/** The steps an onboarding from an archive in S3 runs after the stack's `up`: the rows loaded, then checked. */
+export function awsRestoreSteps(tier: Tier, exports: boolean): string[] {
+  if (!exports)
+    throw new TenantryError(
+      'EXPORT_NOT_AVAILABLE_ON_TARGET',
+      'restores on the aws target read archives from an S3 bucket: set TENANTRY_EXPORT_BUCKET',
+    );
+  if (!AWS_EXPORT_TIERS.includes(tier))
+    throw new TenantryError(
+      'EXPORT_NOT_AVAILABLE_ON_TARGET',
+      `restores into ${tier} tenants are not available on the aws target yet (pool and bridge are)`,
+    );
+  return [...RESTORE_STEPS];
+}
+
 /** How an archive reaches the tenant's rows in a placement. */
 export const archivePlacementOf = (p: Placement): ArchivePlacement => ({
   schema: p.schema,
@@ -120,4 +149,56 @@ export async function runAwsExport(
   await ctx.report?.({
     archive: { exportId: p.exportId, bytes: out.bytes, sha256: out.sha256, manifest: out.manifest },
   });
+}
+
+/**
+ * An onboarding's `restore` and `verify-restore` steps on this target: the archive streamed from S3 to
+ * the data directory, then loaded into the tenant's new placement in one transaction (export/archive.ts
+ * `restoreArchive`: every digest checked, the manifest the one accepted, idempotent), or the placement's
+ * rows compared with its manifest. The local copy is removed either way.
+ */
+export async function runAwsRestore(
+  ctx: StepContext,
+  settings: AwsExportSettings,
+  where: () => Promise<{ dp: DataPlane; placement: Placement }>,
+): Promise<void> {
+  const t = ctx.tenant;
+  const p = ((ctx.params ?? {}) as Record<string, unknown>).fromExport;
+  if (!isRestoreParams(p))
+    throw new TenantryError('PROVIDER_FAILED', 'the restore step has no archive to read');
+  await fs.promises.mkdir(settings.stagingDir, { recursive: true, mode: 0o700 });
+  const local = path.join(settings.stagingDir, `restore-${ctx.operationId}-${ctx.step}.tenantry.gz`);
+  try {
+    if (!(await settings.store.fetchTo(p.file, local)))
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `the archive of export ${p.exportId} is gone from its bucket`,
+      );
+    const { dp, placement } = await where();
+    const ap = archivePlacementOf(placement);
+    if (ctx.step === 'restore') {
+      const out = await dp
+        .withData((db) => restoreArchive(db, ap, local, t.id, p.manifestSha256))
+        .catch((e: unknown) => {
+          throw e instanceof ArchiveError ? new TenantryError('PROVIDER_FAILED', e.message) : e;
+        });
+      await ctx.report?.({
+        restored: {
+          exportId: p.exportId,
+          rows: out.manifest.tables.reduce((n, x) => n + x.rows, 0),
+          skipped: out.skipped,
+        },
+      });
+      return;
+    }
+    const manifest = await readManifest(local);
+    const diffs = digestDifferences(manifest, await dp.withData((db) => tableDigests(db, ap, t.id)));
+    if (diffs.length > 0)
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        `the restored rows differ from the archive's manifest: ${diffs.join('; ')}`,
+      );
+  } finally {
+    await fs.promises.rm(local, { force: true });
+  }
 }

@@ -59,7 +59,13 @@ import {
   type TenantTemplate,
   unfreezeTenant,
 } from '../providers/postgres/index.js';
-import { type AwsExportSettings, awsLifecycleSteps, runAwsExport } from './aws-exports.js';
+import {
+  type AwsExportSettings,
+  awsLifecycleSteps,
+  awsRestoreSteps,
+  runAwsExport,
+  runAwsRestore,
+} from './aws-exports.js';
 import { isPidAlive, type StaleLockOptions, toTenantryError } from './pulumi/errors.js';
 import { progressFromEvent } from './pulumi/events.js';
 import { buildJob, type JobSettings } from './pulumi/job.js';
@@ -445,16 +451,22 @@ export class AwsEngine implements Engine {
     return awsLifecycleSteps(kind, tier, this.opts.exports !== undefined);
   }
 
+  /** An onboarding from an archive in S3: its rows loaded after the stack's `up`, then checked. */
+  restoreSteps(tier: Tier): string[] {
+    return awsRestoreSteps(tier, this.opts.exports !== undefined);
+  }
+
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const t = ctx.tenant;
     const step = ctx.step;
-    if (step === 'export') {
+    if (step === 'export' || step === 'restore' || step === 'verify-restore') {
       const exports = this.opts.exports;
       if (!exports) throw new TenantryError('PROVIDER_FAILED', 'exports need TENANTRY_EXPORT_BUCKET');
-      await runAwsExport(ctx, exports, async () => {
+      const where = async () => {
         const { dp } = await this.rowMover();
         return { dp, placement: this.sourcePlacement(dp, t, t.tier) };
-      });
+      };
+      await (step === 'export' ? runAwsExport(ctx, exports, where) : runAwsRestore(ctx, exports, where));
       return undefined;
     }
     if (ctx.kind === 'promote' && isAwsMoverStep(step)) return this.runRowStep(ctx, step);

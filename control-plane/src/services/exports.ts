@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -30,6 +31,7 @@ export const exportView = ({ path: _internal, ...rest }: ExportRecord): ExportVi
 /** What the service needs of the aws target's archive store (aws/s3-exports.ts). */
 export interface S3Archives {
   open(uri: string): Promise<Readable | null>;
+  fetchTo(uri: string, file: string): Promise<boolean>;
   delete(uri: string): Promise<void>;
 }
 
@@ -273,7 +275,7 @@ export class ExportService {
     this.assertReady(e);
     let verified: { manifest: Manifest; manifestSha256: string };
     try {
-      verified = await verifyArchive(e.path);
+      verified = await this.verifyAt(e);
     } catch (err) {
       if (err instanceof ArchiveError)
         throw new TenantryError('EXPORT_INVALID', `export ${exportId} cannot be restored: ${err.message}`);
@@ -289,6 +291,23 @@ export class ExportService {
       manifest: verified.manifest,
       export: e,
     };
+  }
+
+  /**
+   * Checks an archive end to end where it is: a file, or an S3 object streamed to the data directory
+   * first (and removed after), so that nothing is created from an archive that does not check out.
+   */
+  private async verifyAt(e: ExportRecord): Promise<{ manifest: Manifest; manifestSha256: string }> {
+    if (!S3ArchiveLocation.is(e.path)) return verifyArchive(e.path);
+    await fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const local = path.join(this.dir, `check-${e.id}-${randomBytes(4).toString('hex')}.tenantry.gz`);
+    try {
+      if (!(await this.s3Store().fetchTo(e.path, local)))
+        throw new TenantryError('EXPORT_NOT_FOUND', `the archive of export ${e.id} is gone from its bucket`);
+      return await verifyArchive(local);
+    } finally {
+      await fs.promises.rm(local, { force: true });
+    }
   }
 
   /** Deletes archives past their retention (their rows stay, `expired`). */
