@@ -21,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3ArchiveStore } from '../../control-plane/src/aws/s3-exports.js';
 import { loadConfig } from '../../control-plane/src/config.js';
 import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
+import type { Db } from '../../control-plane/src/db/db.js';
 import { insertExport, markExportReady } from '../../control-plane/src/db/exports.js';
 import type { StepContext } from '../../control-plane/src/domain/ports.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
@@ -84,6 +85,29 @@ async function localExport(s: TestStack, slug: string): Promise<Manifest> {
     headers: auth(s.tokens.sre),
   });
   return e.json().manifest as Manifest;
+}
+
+type Archive = { exportId: string; bytes: number; sha256: string; manifest: Manifest };
+
+/** An export's row, ready, for an archive the step wrote to S3 (what the worker records after it). */
+async function recordReady(db: Db, t: { id: string; slug: string }, exportId: string, out: Archive) {
+  await db.tx(async (q) => {
+    await insertExport(q, {
+      id: exportId,
+      tenantId: t.id,
+      tenantSlug: t.slug,
+      tier: 'bridge',
+      operationId: `op_${rand(8)}`,
+      final: false,
+      path: S3ArchiveLocation.of(BUCKET, t.id, exportId),
+      createdBy: null,
+      retentionMs: 60_000,
+    });
+    await markExportReady(q, exportId, {
+      ...out,
+      manifest: out.manifest as unknown as Record<string, unknown>,
+    });
+  });
 }
 
 const sums = (m: Manifest) => m.tables.map(({ name, rows, sha256 }) => ({ name, rows, sha256 }));
@@ -181,7 +205,7 @@ describe.skipIf(skipReason)('exports on the aws target: S3, under the tenant key
       },
     };
     await engine.runStep(ctx);
-    return reported.archive as { exportId: string; bytes: number; sha256: string; manifest: Manifest };
+    return reported.archive as Archive;
   }
 
   /** The object's archive, fetched and checked end to end. */
@@ -291,24 +315,7 @@ describe.skipIf(skipReason)('exports on the aws target: S3, under the tenant key
       s3: { bucket: BUCKET, store },
     });
     const t = made.bridge;
-    const record = async (exportId: string, out: Awaited<ReturnType<typeof exportStep>>) =>
-      db.tx(async (q) => {
-        await insertExport(q, {
-          id: exportId,
-          tenantId: t.id,
-          tenantSlug: t.slug,
-          tier: 'bridge',
-          operationId: `op_${rand(8)}`,
-          final: false,
-          path: S3ArchiveLocation.of(BUCKET, t.id, exportId),
-          createdBy: null,
-          retentionMs: 60_000,
-        });
-        await markExportReady(q, exportId, {
-          ...out,
-          manifest: out.manifest as unknown as Record<string, unknown>,
-        });
-      });
+    const record = (exportId: string, out: Archive) => recordReady(db, t, exportId, out);
     const ctx = {
       actor: { id: 'tok_test', name: 'test', role: 'sre' as const },
       requestId: 'req-2',
@@ -356,23 +363,7 @@ describe.skipIf(skipReason)('exports on the aws target: S3, under the tenant key
     const t = made.bridge;
     const exportId = `exp_${rand(8)}`;
     const out = await exportStep(t, exportId);
-    await db.tx(async (q) => {
-      await insertExport(q, {
-        id: exportId,
-        tenantId: t.id,
-        tenantSlug: t.slug,
-        tier: 'bridge',
-        operationId: `op_${rand(8)}`,
-        final: false,
-        path: S3ArchiveLocation.of(BUCKET, t.id, exportId),
-        createdBy: null,
-        retentionMs: 60_000,
-      });
-      await markExportReady(q, exportId, {
-        ...out,
-        manifest: out.manifest as unknown as Record<string, unknown>,
-      });
-    });
+    await recordReady(db, t, exportId, out);
     const actor = { id: 'tok_test', name: 'test', role: 'sre' as const };
     const { stream, export: view } = await svc.download({ actor, requestId: 'req-1' } as never, exportId);
     expect(view).not.toHaveProperty('path');

@@ -62,38 +62,41 @@ export const isAwsExportParams = (v: unknown): v is AwsExportParams =>
 /** The tiers whose rows this target exports: those on the shared cluster. */
 export const AWS_EXPORT_TIERS: readonly Tier[] = ['pool', 'bridge'];
 
+const LIFECYCLE_NAMES: Record<LifecycleKind, string> = {
+  update: 'limit overrides',
+  suspend: 'suspension',
+  reactivate: 'reactivation',
+  export: 'export',
+};
+
+/** Archives on this target need the bucket, and a tier on the shared cluster. */
+function assertArchives(what: 'exports of' | 'restores into', tier: Tier, exports: boolean): void {
+  if (!exports)
+    throw new TenantryError(
+      'EXPORT_NOT_AVAILABLE_ON_TARGET',
+      "archives on the aws target are in an S3 bucket under each tenant's key: set TENANTRY_EXPORT_BUCKET",
+    );
+  if (!AWS_EXPORT_TIERS.includes(tier))
+    throw new TenantryError(
+      'EXPORT_NOT_AVAILABLE_ON_TARGET',
+      `${what} ${tier} tenants are not available on the aws target yet (pool and bridge are)`,
+    );
+}
+
 /** The aws target's lifecycle steps: an export for the shared cluster's tiers; nothing else yet. */
 export function awsLifecycleSteps(kind: LifecycleKind, tier: Tier, exports: boolean): string[] {
   if (kind !== 'export')
     throw new TenantryError(
       'OPERATION_NOT_AVAILABLE_ON_TARGET',
-      `${kind === 'update' ? 'limit overrides' : kind === 'suspend' ? 'suspension' : kind === 'reactivate' ? 'reactivation' : kind} is not available on the aws target yet (docs/aws.md)`,
+      `${LIFECYCLE_NAMES[kind]} is not available on the aws target yet (docs/aws.md)`,
     );
-  if (!exports)
-    throw new TenantryError(
-      'EXPORT_NOT_AVAILABLE_ON_TARGET',
-      'exports on the aws target go to an S3 bucket: set TENANTRY_EXPORT_BUCKET',
-    );
-  if (!AWS_EXPORT_TIERS.includes(tier))
-    throw new TenantryError(
-      'EXPORT_NOT_AVAILABLE_ON_TARGET',
-      `exports of ${tier} tenants are not available on the aws target yet (pool and bridge are)`,
-    );
+  assertArchives('exports of', tier, exports);
   return ['export'];
 }
 
 /** The steps an onboarding from an archive in S3 runs after the stack's `up`: the rows loaded, then checked. */
 export function awsRestoreSteps(tier: Tier, exports: boolean): string[] {
-  if (!exports)
-    throw new TenantryError(
-      'EXPORT_NOT_AVAILABLE_ON_TARGET',
-      'restores on the aws target read archives from an S3 bucket: set TENANTRY_EXPORT_BUCKET',
-    );
-  if (!AWS_EXPORT_TIERS.includes(tier))
-    throw new TenantryError(
-      'EXPORT_NOT_AVAILABLE_ON_TARGET',
-      `restores into ${tier} tenants are not available on the aws target yet (pool and bridge are)`,
-    );
+  assertArchives('restores into', tier, exports);
   return [...RESTORE_STEPS];
 }
 
