@@ -459,7 +459,13 @@ export class AwsEngine implements Engine {
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
     const t = ctx.tenant;
     const step = ctx.step;
-    if (step === 'export' || step === 'restore' || step === 'verify-restore') {
+    if (ctx.kind === 'promote' && isAwsMoverStep(step)) return this.runRowStep(ctx, step);
+    // An export (its own operation, or an offboarding's first step) and an onboarding's restore; a
+    // promotion's row steps of the same names are the row move's (above).
+    const archiveStep =
+      (step === 'export' && (ctx.kind === 'export' || ctx.kind === 'offboard')) ||
+      (ctx.kind === 'onboard' && (step === 'restore' || step === 'verify-restore'));
+    if (archiveStep) {
       const exports = this.opts.exports;
       if (!exports) throw new TenantryError('PROVIDER_FAILED', 'exports need TENANTRY_EXPORT_BUCKET');
       const where = async () => {
@@ -469,7 +475,6 @@ export class AwsEngine implements Engine {
       await (step === 'export' ? runAwsExport(ctx, exports, where) : runAwsRestore(ctx, exports, where));
       return undefined;
     }
-    if (ctx.kind === 'promote' && isAwsMoverStep(step)) return this.runRowStep(ctx, step);
     if (!isAwsStackStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown aws step ${step}`);
     const op = STEP_OPS[step];
     let tier = t.tier;
