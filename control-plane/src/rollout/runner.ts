@@ -5,6 +5,7 @@ import type { Db } from '../db/db.js';
 import { appendAudit } from '../db/repo.js';
 import {
   addLateTenants,
+  analyzeLedger,
   backToPending,
   claimTenants,
   completeRollout,
@@ -21,6 +22,7 @@ import {
   recordResults,
   relaxCommit,
   releaseTenants,
+  rolloutStatus,
   runningTenants,
   savePlatform,
   saveVerification,
@@ -154,6 +156,11 @@ export class RolloutRunner {
     );
     let lateRounds = 0;
     try {
+      // Before any batch (a resumed run too): the batches' plans need statistics that know this
+      // rollout's ledger (see analyzeLedger). Only speed depends on it.
+      await analyzeLedger(this.db).catch((e: unknown) =>
+        log.warn({ err: safeMessage(e) }, 'the ledger could not be analyzed'),
+      );
       for (;;) {
         if (signal?.aborted) return;
         const r = await findRollout(this.db, id);
@@ -485,7 +492,7 @@ export class RolloutRunner {
           if (o.pause) reason = `failures passed maxFailures (${failures} > ${r.maxFailures})`;
         }
         const paused = reason;
-        await this.db.tx(async (q) => {
+        const status = await this.db.tx(async (q) => {
           await recordResults(q, r.id, this.runnerId, batch);
           if (paused && (await pauseIfRunning(q, r.id, paused)))
             await appendAudit(q, {
@@ -493,15 +500,14 @@ export class RolloutRunner {
               action: 'rollout.paused',
               details: { rolloutId: r.id, reason: paused },
             });
+          // Read in the same transaction (no round trip of its own): a pause or cancel requested meanwhile.
+          return rolloutStatus(q, r.id);
         });
         if (paused) {
           log.warn({ reason: paused }, 'rollout paused');
           stop();
         }
-        const now = await this.db.query<{ status: string }>('SELECT status FROM rollouts WHERE id = $1', [
-          r.id,
-        ]);
-        if (now.rows[0]?.status !== 'running') stop();
+        if (status !== 'running') stop();
       });
       await flushing;
     };
