@@ -8,7 +8,8 @@
  * shared cluster; the aws engine is pointed at it through the shared cluster's admin secret (as
  * tests/integration/aws-promotion.test.ts does), so its `export` step reads the tenant's real placement
  * through `managedPlacementOf`. The step, the upload, the service's download and expiry are the real
- * ones; S3 and KMS are the emulator's.
+ * ones; S3 and KMS are the emulator's. A pool tenant's suspension (its rows frozen on the shared cluster)
+ * runs on the same setup, at the end.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -112,278 +113,323 @@ async function recordReady(db: Db, t: { id: string; slug: string }, exportId: st
 
 const sums = (m: Manifest) => m.tables.map(({ name, rows, sha256 }) => ({ name, rows, sha256 }));
 
-describe.skipIf(skipReason)('exports on the aws target: S3, under the tenant key', () => {
-  let s: TestStack;
-  let engine: AwsEngine;
-  let store: S3ArchiveStore;
-  let client: S3Client;
-  let stagingDir: string;
-  const made: Record<'pool' | 'neighbour' | 'bridge', Made> = {} as never;
+describe.skipIf(skipReason)(
+  'the aws target on its shared cluster: exports to S3 under the tenant key, pool suspension',
+  () => {
+    let s: TestStack;
+    let engine: AwsEngine;
+    let store: S3ArchiveStore;
+    let client: S3Client;
+    let stagingDir: string;
+    const made: Record<'pool' | 'neighbour' | 'bridge', Made> = {} as never;
 
-  beforeAll(async () => {
-    s = await startStack({
-      TENANTRY_SECRETS: 'aws',
-      AWS_REGION: MOTO_REGION,
-      TENANTRY_AWS_ENDPOINT: moto.endpoint(),
-      TENANTRY_AWS_KEY_DELETION_WINDOW_DAYS: '7',
-    });
-    for (const [name, tier, n] of [
-      ['pool', 'pool', 30],
-      ['neighbour', 'pool', 20],
-      ['bridge', 'bridge', 25],
-    ] as const) {
-      const t = await onboard(s, tier);
-      await seed(s, t.slug, n, `${name}-`);
-      const row = await s.runtime.services.tenants.get(t.slug);
-      made[name] = { ...t, tier, keyId: String(row.outputs.keyId) };
-    }
-    // The shared cluster is the stack's data database; its admin secret as RDS shapes it.
-    const admin = new URL(adminUrl(s.dataDb));
-    await new SecretsManagerClient({ region: MOTO_REGION }).send(
-      new CreateSecretCommand({
-        Name: SHARED_SECRET,
-        SecretString: JSON.stringify({
-          username: decodeURIComponent(admin.username),
-          password: decodeURIComponent(admin.password),
-          host: admin.hostname,
-          port: Number(admin.port),
-          dbname: s.dataDb,
-        }),
-      }),
-    );
-    await s3().send(
-      new CreateBucketCommand({
-        Bucket: BUCKET,
-        CreateBucketConfiguration: { LocationConstraint: MOTO_REGION },
-      }),
-    );
-    const names = new DataPlane(adminUrl(s.dataDb)).names;
-    client = s3();
-    store = new S3ArchiveStore(client);
-    stagingDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-exports-staging-'));
-    const endpoint = moto.endpoint();
-    engine = new AwsEngine({
-      backendUrl: 'file:///var/lib/tenantry/state',
-      envVars: { PATH: '/usr/bin' },
-      aws: { region: MOTO_REGION, endpoints: { secretsmanager: endpoint } },
-      platform: {
-        ...TEST_PLATFORM,
-        sharedCluster: { adminSecretName: SHARED_SECRET, ssl: false },
-        pool: {
-          ...TEST_PLATFORM.pool,
-          schema: names.poolSchema,
-          appRole: names.poolRole,
-          tenantSetting: names.tenantSetting,
-        },
-      },
-      workspaceRoot: '/var/lib/tenantry/pulumi',
-      concurrency: 1,
-      timeoutMs: 60_000,
-      programVersion: '1.0.0+template.1',
-      exports: { store, stagingDir },
-    });
-  }, 120_000);
-  afterAll(async () => {
-    await engine?.close();
-    client?.destroy();
-    await s?.close();
-    if (stagingDir) fs.rmSync(stagingDir, { recursive: true, force: true });
-  });
-
-  /** Runs the aws engine's export step for a tenant, as the executor would; returns what it reported. */
-  async function exportStep(t: Made, exportId: string) {
-    const reported: Record<string, unknown> = {};
-    const ctx: StepContext = {
-      operationId: `op_${rand(8)}`,
-      kind: 'export',
-      step: 'export',
-      tenant: { id: t.id, slug: t.slug, tier: t.tier, templateVersion: 1 },
-      params: { exportId, file: S3ArchiveLocation.of(BUCKET, t.id, exportId), kmsKeyId: t.keyId },
-      signal: new AbortController().signal,
-      report: async (p) => {
-        Object.assign(reported, p);
-      },
-    };
-    await engine.runStep(ctx);
-    return reported.archive as Archive;
-  }
-
-  /** The object's archive, fetched and checked end to end. */
-  async function fetched(t: Made, exportId: string) {
-    const file = path.join(stagingDir, `fetched-${exportId}`);
-    expect(await store.fetchTo(S3ArchiveLocation.of(BUCKET, t.id, exportId), file)).toBe(true);
-    try {
-      return await verifyArchive(file);
-    } finally {
-      fs.rmSync(file, { force: true });
-    }
-  }
-
-  it('says which steps it runs: an export for pool and bridge, nothing else yet', () => {
-    expect(engine.lifecycleSteps('export', 'pool')).toEqual(['export']);
-    expect(engine.lifecycleSteps('export', 'bridge')).toEqual(['export']);
-    expect(() => engine.lifecycleSteps('export', 'silo')).toThrow(/silo tenants are not available/);
-    expect(() => engine.lifecycleSteps('suspend', 'bridge')).toThrow(/suspension is not available/);
-  });
-
-  for (const which of ['bridge', 'pool'] as const) {
-    it(`writes a ${which} tenant's archive to S3 under its own KMS key, with the table digests of its placement`, async () => {
-      const t = made[which];
-      const exportId = `exp_${rand(8)}`;
-      const out = await exportStep(t, exportId);
-      expect(out.exportId).toBe(exportId);
-      const head = await client.send(
-        new HeadObjectCommand({
-          Bucket: BUCKET,
-          Key: S3ArchiveLocation.parse(S3ArchiveLocation.of(BUCKET, t.id, exportId)).key,
+    beforeAll(async () => {
+      s = await startStack({
+        TENANTRY_SECRETS: 'aws',
+        AWS_REGION: MOTO_REGION,
+        TENANTRY_AWS_ENDPOINT: moto.endpoint(),
+        TENANTRY_AWS_KEY_DELETION_WINDOW_DAYS: '7',
+      });
+      for (const [name, tier, n] of [
+        ['pool', 'pool', 30],
+        ['neighbour', 'pool', 20],
+        ['bridge', 'bridge', 25],
+      ] as const) {
+        const t = await onboard(s, tier);
+        await seed(s, t.slug, n, `${name}-`);
+        const row = await s.runtime.services.tenants.get(t.slug);
+        made[name] = { ...t, tier, keyId: String(row.outputs.keyId) };
+      }
+      // The shared cluster is the stack's data database; its admin secret as RDS shapes it.
+      const admin = new URL(adminUrl(s.dataDb));
+      await new SecretsManagerClient({ region: MOTO_REGION }).send(
+        new CreateSecretCommand({
+          Name: SHARED_SECRET,
+          SecretString: JSON.stringify({
+            username: decodeURIComponent(admin.username),
+            password: decodeURIComponent(admin.password),
+            host: admin.hostname,
+            port: Number(admin.port),
+            dbname: s.dataDb,
+          }),
         }),
       );
-      expect(head.ServerSideEncryption).toBe('aws:kms');
-      // The object's key is the tenant's own (as S3 names it: id or ARN, the same key).
-      const used = (await kms().send(new DescribeKeyCommand({ KeyId: head.SSEKMSKeyId }))).KeyMetadata?.KeyId;
-      expect(used).toBe((await kms().send(new DescribeKeyCommand({ KeyId: t.keyId }))).KeyMetadata?.KeyId);
-      expect(Number(head.ContentLength)).toBe(out.bytes);
-      // The archive checks out end to end, and holds what the local target's export of the same rows holds.
-      const { manifest } = await fetched(t, exportId);
-      expect(manifest.tenant).toEqual({ id: t.id, slug: t.slug, tier: which });
-      expect(sums(manifest)).toEqual(sums(out.manifest));
-      expect(sums(manifest)).toEqual(sums(await localExport(s, t.slug)));
-      const users = manifest.tables.find((x) => x.name === 'users');
-      expect(users?.rows).toBe(which === 'pool' ? 30 : 25);
-      // Nothing staged is left in the data directory.
-      expect(fs.readdirSync(stagingDir)).toEqual([]);
+      await s3().send(
+        new CreateBucketCommand({
+          Bucket: BUCKET,
+          CreateBucketConfiguration: { LocationConstraint: MOTO_REGION },
+        }),
+      );
+      const names = new DataPlane(adminUrl(s.dataDb)).names;
+      client = s3();
+      store = new S3ArchiveStore(client);
+      stagingDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-exports-staging-'));
+      const endpoint = moto.endpoint();
+      engine = new AwsEngine({
+        backendUrl: 'file:///var/lib/tenantry/state',
+        envVars: { PATH: '/usr/bin' },
+        aws: { region: MOTO_REGION, endpoints: { secretsmanager: endpoint } },
+        platform: {
+          ...TEST_PLATFORM,
+          sharedCluster: { adminSecretName: SHARED_SECRET, ssl: false },
+          pool: {
+            ...TEST_PLATFORM.pool,
+            schema: names.poolSchema,
+            appRole: names.poolRole,
+            tenantSetting: names.tenantSetting,
+          },
+        },
+        workspaceRoot: '/var/lib/tenantry/pulumi',
+        concurrency: 1,
+        timeoutMs: 60_000,
+        programVersion: '1.0.0+template.1',
+        exports: { store, stagingDir },
+      });
+    }, 120_000);
+    afterAll(async () => {
+      await engine?.close();
+      client?.destroy();
+      await s?.close();
+      if (stagingDir) fs.rmSync(stagingDir, { recursive: true, force: true });
     });
-  }
 
-  it('holds nothing of another pool tenant', async () => {
-    const exportId = `exp_${rand(8)}`;
-    await exportStep(made.pool, exportId);
-    const file = path.join(stagingDir, `raw-${exportId}`);
-    await store.fetchTo(S3ArchiveLocation.of(BUCKET, made.pool.id, exportId), file);
-    const { gunzipSync } = await import('node:zlib');
-    const text = gunzipSync(fs.readFileSync(file)).toString('utf8');
-    fs.rmSync(file, { force: true });
-    expect(text).toContain('pool-1@x.test');
-    expect(text).not.toContain('neighbour-');
-    expect(text).not.toContain(made.neighbour.id);
-  });
-
-  it('re-run after a crash past the upload, finds the archive and uploads nothing again', async () => {
-    const t = made.bridge;
-    const exportId = `exp_${rand(8)}`;
-    const first = await exportStep(t, exportId);
-    const key = S3ArchiveLocation.parse(S3ArchiveLocation.of(BUCKET, t.id, exportId)).key;
-    const before = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
-    const again = await exportStep(t, exportId);
-    const after = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
-    expect(again).toEqual(first);
-    expect(after.LastModified).toEqual(before.LastModified);
-    expect(after.ETag).toBe(before.ETag);
-  });
-
-  it("restores an archive from S3 into a new tenant of another tier: its rows' counts and checksums equal the manifest", async () => {
-    const source = made.pool;
-    const exportId = `exp_${rand(8)}`;
-    const out = await exportStep(source, exportId);
-    const file = S3ArchiveLocation.of(BUCKET, source.id, exportId);
-    const head = await store.head(file);
-    if (!head) throw new Error('the archive was not uploaded');
-    // A new, empty bridge tenant (its placement built as the stack's `up` would leave it).
-    const target = await onboard(s, 'bridge');
-    expect(engine.restoreSteps('bridge')).toEqual(['restore', 'verify-restore']);
-    for (const step of engine.restoreSteps('bridge')) {
-      await engine.runStep({
+    /** Runs the aws engine's export step for a tenant, as the executor would; returns what it reported. */
+    async function exportStep(t: Made, exportId: string) {
+      const reported: Record<string, unknown> = {};
+      const ctx: StepContext = {
         operationId: `op_${rand(8)}`,
-        kind: 'onboard',
-        step,
-        tenant: { id: target.id, slug: target.slug, tier: 'bridge', templateVersion: 1 },
-        params: { fromExport: { exportId, file, manifestSha256: head.manifestSha256 } },
+        kind: 'export',
+        step: 'export',
+        tenant: { id: t.id, slug: t.slug, tier: t.tier, templateVersion: 1 },
+        params: { exportId, file: S3ArchiveLocation.of(BUCKET, t.id, exportId), kmsKeyId: t.keyId },
         signal: new AbortController().signal,
+        report: async (p) => {
+          Object.assign(reported, p);
+        },
+      };
+      await engine.runStep(ctx);
+      return reported.archive as Archive;
+    }
+
+    /** The object's archive, fetched and checked end to end. */
+    async function fetched(t: Made, exportId: string) {
+      const file = path.join(stagingDir, `fetched-${exportId}`);
+      expect(await store.fetchTo(S3ArchiveLocation.of(BUCKET, t.id, exportId), file)).toBe(true);
+      try {
+        return await verifyArchive(file);
+      } finally {
+        fs.rmSync(file, { force: true });
+      }
+    }
+
+    it('says which steps it runs: an export for pool and bridge, no limit overrides yet', () => {
+      expect(engine.lifecycleSteps('export', 'pool')).toEqual(['export']);
+      expect(engine.lifecycleSteps('export', 'bridge')).toEqual(['export']);
+      expect(() => engine.lifecycleSteps('export', 'silo')).toThrow(/silo tenants are not available/);
+      expect(() => engine.lifecycleSteps('update', 'bridge')).toThrow(/limit overrides is not available/);
+    });
+
+    for (const which of ['bridge', 'pool'] as const) {
+      it(`writes a ${which} tenant's archive to S3 under its own KMS key, with the table digests of its placement`, async () => {
+        const t = made[which];
+        const exportId = `exp_${rand(8)}`;
+        const out = await exportStep(t, exportId);
+        expect(out.exportId).toBe(exportId);
+        const head = await client.send(
+          new HeadObjectCommand({
+            Bucket: BUCKET,
+            Key: S3ArchiveLocation.parse(S3ArchiveLocation.of(BUCKET, t.id, exportId)).key,
+          }),
+        );
+        expect(head.ServerSideEncryption).toBe('aws:kms');
+        // The object's key is the tenant's own (as S3 names it: id or ARN, the same key).
+        const used = (await kms().send(new DescribeKeyCommand({ KeyId: head.SSEKMSKeyId }))).KeyMetadata
+          ?.KeyId;
+        expect(used).toBe((await kms().send(new DescribeKeyCommand({ KeyId: t.keyId }))).KeyMetadata?.KeyId);
+        expect(Number(head.ContentLength)).toBe(out.bytes);
+        // The archive checks out end to end, and holds what the local target's export of the same rows holds.
+        const { manifest } = await fetched(t, exportId);
+        expect(manifest.tenant).toEqual({ id: t.id, slug: t.slug, tier: which });
+        expect(sums(manifest)).toEqual(sums(out.manifest));
+        expect(sums(manifest)).toEqual(sums(await localExport(s, t.slug)));
+        const users = manifest.tables.find((x) => x.name === 'users');
+        expect(users?.rows).toBe(which === 'pool' ? 30 : 25);
+        // Nothing staged is left in the data directory.
+        expect(fs.readdirSync(stagingDir)).toEqual([]);
       });
     }
-    expect(sums(await localExport(s, target.slug))).toEqual(sums(out.manifest));
-    expect(fs.readdirSync(stagingDir)).toEqual([]);
-  });
 
-  it('checks an archive in S3 before a restore, and refuses a damaged one with EXPORT_INVALID', async () => {
-    const db = s.runtime.services.db;
-    const svc = new ExportService(db, engine, {
-      dataDir: stagingDir,
-      exportRetentionMs: 60_000,
-      finalExportRetentionMs: 60_000,
-      maxAttempts: 3,
-      s3: { bucket: BUCKET, store },
+    it('holds nothing of another pool tenant', async () => {
+      const exportId = `exp_${rand(8)}`;
+      await exportStep(made.pool, exportId);
+      const file = path.join(stagingDir, `raw-${exportId}`);
+      await store.fetchTo(S3ArchiveLocation.of(BUCKET, made.pool.id, exportId), file);
+      const { gunzipSync } = await import('node:zlib');
+      const text = gunzipSync(fs.readFileSync(file)).toString('utf8');
+      fs.rmSync(file, { force: true });
+      expect(text).toContain('pool-1@x.test');
+      expect(text).not.toContain('neighbour-');
+      expect(text).not.toContain(made.neighbour.id);
     });
-    const t = made.bridge;
-    const record = (exportId: string, out: Archive) => recordReady(db, t, exportId, out);
-    const ctx = {
-      actor: { id: 'tok_test', name: 'test', role: 'sre' as const },
-      requestId: 'req-2',
-    } as never;
-    const good = `exp_${rand(8)}`;
-    const out = await exportStep(t, good);
-    await record(good, out);
-    const ok = await svc.prepareRestore(ctx, good, 'pool');
-    expect(ok.params.file).toBe(S3ArchiveLocation.of(BUCKET, t.id, good));
-    expect(sums(ok.manifest)).toEqual(sums(out.manifest));
 
-    // The same archive with one byte of its gzip stream changed, as another export's object.
-    const bad = `exp_${rand(8)}`;
-    const local = path.join(stagingDir, `bad-${bad}`);
-    await store.fetchTo(S3ArchiveLocation.of(BUCKET, t.id, good), local);
-    const bytes = fs.readFileSync(local);
-    fs.rmSync(local, { force: true });
-    const at = Math.floor(bytes.length / 2);
-    bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at);
-    await client.send(
-      new PutObjectCommand({
-        Bucket: BUCKET,
-        Key: S3ArchiveLocation.parse(S3ArchiveLocation.of(BUCKET, t.id, bad)).key,
-        Body: bytes,
-      }),
-    );
-    await record(bad, out);
-    await expect(svc.prepareRestore(ctx, bad, 'pool')).rejects.toMatchObject({ code: 'EXPORT_INVALID' });
-    // The copy it checked is gone from the data directory.
-    expect(fs.readdirSync(path.join(stagingDir, 'exports'))).toEqual([]);
-  });
-
-  it('the service refuses exports on the aws target without a bucket, streams a download from S3 (audited), and expiry deletes the object', async () => {
-    const db = s.runtime.services.db;
-    const opts = { dataDir: stagingDir, exportRetentionMs: 1, finalExportRetentionMs: 1, maxAttempts: 3 };
-    const unset = new ExportService(db, engine, { ...opts, s3: { bucket: undefined, store: undefined } });
-    expect(() => unset.assertAvailable('bridge')).toThrow(/set TENANTRY_EXPORT_BUCKET/);
-    const svc = new ExportService(db, engine, {
-      ...opts,
-      log: pino({ level: 'silent' }),
-      s3: { bucket: BUCKET, store },
+    it('re-run after a crash past the upload, finds the archive and uploads nothing again', async () => {
+      const t = made.bridge;
+      const exportId = `exp_${rand(8)}`;
+      const first = await exportStep(t, exportId);
+      const key = S3ArchiveLocation.parse(S3ArchiveLocation.of(BUCKET, t.id, exportId)).key;
+      const before = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+      const again = await exportStep(t, exportId);
+      const after = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+      expect(again).toEqual(first);
+      expect(after.LastModified).toEqual(before.LastModified);
+      expect(after.ETag).toBe(before.ETag);
     });
-    expect(() => svc.assertAvailable('silo')).toThrow(/not available/);
 
-    const t = made.bridge;
-    const exportId = `exp_${rand(8)}`;
-    const out = await exportStep(t, exportId);
-    await recordReady(db, t, exportId, out);
-    const actor = { id: 'tok_test', name: 'test', role: 'sre' as const };
-    const { stream, export: view } = await svc.download({ actor, requestId: 'req-1' } as never, exportId);
-    expect(view).not.toHaveProperty('path');
-    const chunks: Buffer[] = [];
-    for await (const c of stream) chunks.push(c as Buffer);
-    const { createHash } = await import('node:crypto');
-    expect(createHash('sha256').update(Buffer.concat(chunks)).digest('hex')).toBe(out.sha256);
-    const audited = await db.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM audit_log WHERE action = 'export.download' AND details->>'exportId' = $1`,
-      [exportId],
-    );
-    expect(audited.rows[0]?.n).toBe('1');
+    it("restores an archive from S3 into a new tenant of another tier: its rows' counts and checksums equal the manifest", async () => {
+      const source = made.pool;
+      const exportId = `exp_${rand(8)}`;
+      const out = await exportStep(source, exportId);
+      const file = S3ArchiveLocation.of(BUCKET, source.id, exportId);
+      const head = await store.head(file);
+      if (!head) throw new Error('the archive was not uploaded');
+      // A new, empty bridge tenant (its placement built as the stack's `up` would leave it).
+      const target = await onboard(s, 'bridge');
+      expect(engine.restoreSteps('bridge')).toEqual(['restore', 'verify-restore']);
+      for (const step of engine.restoreSteps('bridge')) {
+        await engine.runStep({
+          operationId: `op_${rand(8)}`,
+          kind: 'onboard',
+          step,
+          tenant: { id: target.id, slug: target.slug, tier: 'bridge', templateVersion: 1 },
+          params: { fromExport: { exportId, file, manifestSha256: head.manifestSha256 } },
+          signal: new AbortController().signal,
+        });
+      }
+      expect(sums(await localExport(s, target.slug))).toEqual(sums(out.manifest));
+      expect(fs.readdirSync(stagingDir)).toEqual([]);
+    });
 
-    // Past its retention: the object is deleted, the row stays, expired.
-    await db.query(`UPDATE exports SET expires_at = now() - interval '1 second' WHERE id = $1`, [exportId]);
-    expect(await svc.expire()).toBeGreaterThanOrEqual(1);
-    expect(await store.head(S3ArchiveLocation.of(BUCKET, t.id, exportId))).toBeNull();
-    expect((await svc.get(exportId)).status).toBe('expired');
-  });
-});
+    it('checks an archive in S3 before a restore, and refuses a damaged one with EXPORT_INVALID', async () => {
+      const db = s.runtime.services.db;
+      const svc = new ExportService(db, engine, {
+        dataDir: stagingDir,
+        exportRetentionMs: 60_000,
+        finalExportRetentionMs: 60_000,
+        maxAttempts: 3,
+        s3: { bucket: BUCKET, store },
+      });
+      const t = made.bridge;
+      const record = (exportId: string, out: Archive) => recordReady(db, t, exportId, out);
+      const ctx = {
+        actor: { id: 'tok_test', name: 'test', role: 'sre' as const },
+        requestId: 'req-2',
+      } as never;
+      const good = `exp_${rand(8)}`;
+      const out = await exportStep(t, good);
+      await record(good, out);
+      const ok = await svc.prepareRestore(ctx, good, 'pool');
+      expect(ok.params.file).toBe(S3ArchiveLocation.of(BUCKET, t.id, good));
+      expect(sums(ok.manifest)).toEqual(sums(out.manifest));
+
+      // The same archive with one byte of its gzip stream changed, as another export's object.
+      const bad = `exp_${rand(8)}`;
+      const local = path.join(stagingDir, `bad-${bad}`);
+      await store.fetchTo(S3ArchiveLocation.of(BUCKET, t.id, good), local);
+      const bytes = fs.readFileSync(local);
+      fs.rmSync(local, { force: true });
+      const at = Math.floor(bytes.length / 2);
+      bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at);
+      await client.send(
+        new PutObjectCommand({
+          Bucket: BUCKET,
+          Key: S3ArchiveLocation.parse(S3ArchiveLocation.of(BUCKET, t.id, bad)).key,
+          Body: bytes,
+        }),
+      );
+      await record(bad, out);
+      await expect(svc.prepareRestore(ctx, bad, 'pool')).rejects.toMatchObject({ code: 'EXPORT_INVALID' });
+      // The copy it checked is gone from the data directory.
+      expect(fs.readdirSync(path.join(stagingDir, 'exports'))).toEqual([]);
+    });
+
+    it('the service refuses exports on the aws target without a bucket, streams a download from S3 (audited), and expiry deletes the object', async () => {
+      const db = s.runtime.services.db;
+      const opts = { dataDir: stagingDir, exportRetentionMs: 1, finalExportRetentionMs: 1, maxAttempts: 3 };
+      const unset = new ExportService(db, engine, { ...opts, s3: { bucket: undefined, store: undefined } });
+      expect(() => unset.assertAvailable('bridge')).toThrow(/set TENANTRY_EXPORT_BUCKET/);
+      const svc = new ExportService(db, engine, {
+        ...opts,
+        log: pino({ level: 'silent' }),
+        s3: { bucket: BUCKET, store },
+      });
+      expect(() => svc.assertAvailable('silo')).toThrow(/not available/);
+
+      const t = made.bridge;
+      const exportId = `exp_${rand(8)}`;
+      const out = await exportStep(t, exportId);
+      await recordReady(db, t, exportId, out);
+      const actor = { id: 'tok_test', name: 'test', role: 'sre' as const };
+      const { stream, export: view } = await svc.download({ actor, requestId: 'req-1' } as never, exportId);
+      expect(view).not.toHaveProperty('path');
+      const chunks: Buffer[] = [];
+      for await (const c of stream) chunks.push(c as Buffer);
+      const { createHash } = await import('node:crypto');
+      expect(createHash('sha256').update(Buffer.concat(chunks)).digest('hex')).toBe(out.sha256);
+      const audited = await db.query<{ n: string }>(
+        `SELECT count(*)::text AS n FROM audit_log WHERE action = 'export.download' AND details->>'exportId' = $1`,
+        [exportId],
+      );
+      expect(audited.rows[0]?.n).toBe('1');
+
+      // Past its retention: the object is deleted, the row stays, expired.
+      await db.query(`UPDATE exports SET expires_at = now() - interval '1 second' WHERE id = $1`, [exportId]);
+      expect(await svc.expire()).toBeGreaterThanOrEqual(1);
+      expect(await store.head(S3ArchiveLocation.of(BUCKET, t.id, exportId))).toBeNull();
+      expect((await svc.get(exportId)).status).toBe('expired');
+    });
+
+    it("suspends a pool tenant on the shared cluster: its writes are refused in the database, its neighbour's are not, and reactivation gives them back", async () => {
+      expect(engine.lifecycleSteps('suspend', 'pool')).toEqual(['suspend-writes']);
+      expect(engine.lifecycleSteps('reactivate', 'pool')).toEqual(['resume-writes']);
+      expect(() => engine.lifecycleSteps('suspend', 'bridge')).toThrow(/not available on the aws target/);
+      const t = made.neighbour;
+      const step = (kind: 'suspend' | 'reactivate', name: string) =>
+        engine.runStep({
+          operationId: `op_${rand(8)}`,
+          kind,
+          step: name,
+          tenant: { id: t.id, slug: t.slug, tier: 'pool', templateVersion: 1 },
+          params: { reason: 'non-payment' },
+          signal: new AbortController().signal,
+        });
+      const write = async (who: Made) => {
+        const d = await connectionOf(s, who.slug);
+        return asTenant(d, (c) =>
+          c.query(`INSERT INTO users (tenant_id, email, name) VALUES ($1, $2, 'late')`, [
+            d.tenantId,
+            `late-${rand(3)}@x.test`,
+          ]),
+        ).then(
+          () => 'written',
+          (e: { code?: string }) => e.code,
+        );
+      };
+      await step('suspend', 'suspend-writes');
+      expect(await write(t)).toBe('25006');
+      expect(await write(made.pool)).toBe('written');
+      // Its rows are all there, and readable.
+      const d = await connectionOf(s, t.slug);
+      const { rows } = await asTenant(d, (c) =>
+        c.query<{ n: string }>('SELECT count(*)::text AS n FROM users'),
+      );
+      expect(rows[0]?.n).toBe('20');
+      // Twice is the same (a step re-run after a crash).
+      await step('suspend', 'suspend-writes');
+      await step('reactivate', 'resume-writes');
+      expect(await write(t)).toBe('written');
+    });
+  },
+);
 
 describe('TENANTRY_EXPORT_BUCKET', () => {
   it('takes an S3 bucket name, and refuses anything else with the variable named', () => {

@@ -23,6 +23,7 @@ import {
 } from '../export/archive.js';
 import { ArchiveError, type Manifest } from '../export/format.js';
 import type { Placement } from '../promotion/placement.js';
+import { assertAwsSuspension } from './aws-suspension.js';
 
 /**
  * The aws target's `export` step (docs/lifecycle.md): the tenant's rows, read from its placement on the
@@ -83,8 +84,12 @@ function assertArchives(what: 'exports of' | 'restores into', tier: Tier, export
     );
 }
 
-/** The aws target's lifecycle steps: an export for the shared cluster's tiers; nothing else yet. */
+/** The aws target's lifecycle steps: an export for the shared cluster's tiers; a pool tenant's suspension. */
 export function awsLifecycleSteps(kind: LifecycleKind, tier: Tier, exports: boolean): string[] {
+  if (kind === 'suspend' || kind === 'reactivate') {
+    assertAwsSuspension(kind, tier);
+    return [kind === 'suspend' ? 'suspend-writes' : 'resume-writes'];
+  }
   if (kind !== 'export')
     throw new TenantryError(
       'OPERATION_NOT_AVAILABLE_ON_TARGET',

@@ -66,6 +66,7 @@ import {
   runAwsExport,
   runAwsRestore,
 } from './aws-exports.js';
+import { assertAwsSuspension, resumePoolWrites, suspendPoolWrites } from './aws-suspension.js';
 import { isPidAlive, type StaleLockOptions, toTenantryError } from './pulumi/errors.js';
 import { progressFromEvent } from './pulumi/events.js';
 import { buildJob, type JobSettings } from './pulumi/job.js';
@@ -473,6 +474,21 @@ export class AwsEngine implements Engine {
         return { dp, placement: this.sourcePlacement(dp, t, t.tier) };
       };
       await (step === 'export' ? runAwsExport(ctx, exports, where) : runAwsRestore(ctx, exports, where));
+      return undefined;
+    }
+    // A pool tenant's suspension: its rows frozen on the shared cluster (engine/aws-suspension.ts).
+    if (
+      (ctx.kind === 'suspend' && step === 'suspend-writes') ||
+      (ctx.kind === 'reactivate' && step === 'resume-writes')
+    ) {
+      assertAwsSuspension(ctx.kind, t.tier);
+      const { dp } = await this.rowMover();
+      const placement = this.sourcePlacement(dp, t, t.tier);
+      await dp.withData((db) =>
+        step === 'suspend-writes'
+          ? suspendPoolWrites(db, t.id, placement, this.opts.promotion?.freezeWaitMs)
+          : resumePoolWrites(db, t.id, placement),
+      );
       return undefined;
     }
     if (!isAwsStackStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown aws step ${step}`);
