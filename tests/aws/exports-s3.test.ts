@@ -24,6 +24,7 @@ import { loadConfig } from '../../control-plane/src/config.js';
 import { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
 import type { Db } from '../../control-plane/src/db/db.js';
 import { insertExport, markExportReady } from '../../control-plane/src/db/exports.js';
+import { insertTenant } from '../../control-plane/src/db/repo.js';
 import type { StepContext } from '../../control-plane/src/domain/ports.js';
 import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import { AwsEngine } from '../../control-plane/src/engine/aws.js';
@@ -427,6 +428,111 @@ describe.skipIf(skipReason)(
       await step('suspend', 'suspend-writes');
       await step('reactivate', 'resume-writes');
       expect(await write(t)).toBe('written');
+    });
+
+    it('exports through the API of a control plane started with TENANTRY_TARGET=aws: the operation, the ready export and its download', async () => {
+      const names = new DataPlane(adminUrl(s.dataDb)).names;
+      const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-pulumi-state-'));
+      const a = await startStack({
+        TENANTRY_TARGET: 'aws',
+        PULUMI_BACKEND_URL: `file://${stateDir}`,
+        PULUMI_CONFIG_PASSPHRASE: 'test',
+        AWS_REGION: MOTO_REGION,
+        TENANTRY_AWS_ENDPOINT: moto.endpoint(),
+        TENANTRY_EXPORT_BUCKET: BUCKET,
+        TENANTRY_AWS_PLATFORM: JSON.stringify({
+          adminRoleArn: 'arn:aws:iam::123456789012:role/tenantry-control-plane',
+          dataPlaneRoleArn: 'arn:aws:iam::123456789012:role/tenantry-data-plane',
+          sharedClusterSecretName: SHARED_SECRET,
+          postgresSsl: 'false',
+          poolSchema: names.poolSchema,
+          poolOwnerRole: names.ownerRole,
+          poolAppRole: names.poolRole,
+          tenantSetting: names.tenantSetting,
+        }),
+      });
+      try {
+        // The bridge tenant as its stack's `up` would have recorded it on this control plane.
+        const t = made.bridge;
+        const keyArn = (await kms().send(new DescribeKeyCommand({ KeyId: t.keyId }))).KeyMetadata?.Arn;
+        await a.runtime.services.db.tx(async (q) => {
+          await insertTenant(q, {
+            id: t.id,
+            slug: t.slug,
+            name: t.slug,
+            tier: 'bridge',
+            status: 'active',
+            region: MOTO_REGION,
+            plan: null,
+            contactEmail: null,
+            templateVersion: 1,
+          });
+          await q.query('UPDATE tenants SET outputs = $2::jsonb WHERE id = $1', [
+            t.id,
+            JSON.stringify({ keyArn }),
+          ]);
+        });
+        const res = await a.app.inject({
+          method: 'POST',
+          url: `/v1/tenants/${t.slug}/exports`,
+          headers: auth(a.tokens.sre),
+        });
+        expect(res.statusCode, res.body).toBe(202);
+        const op = await waitForOperation(a, res.json().operation.id);
+        expect(op.status, JSON.stringify(op)).toBe('succeeded');
+        const e = (
+          await a.app.inject({
+            method: 'GET',
+            url: `/v1/exports/${res.json().export.id}`,
+            headers: auth(a.tokens.sre),
+          })
+        ).json();
+        expect(e.status).toBe('ready');
+        expect(sums(e.manifest)).toEqual(sums(await localExport(s, t.slug)));
+        const head = await store.head(S3ArchiveLocation.of(BUCKET, t.id, e.id));
+        expect(head?.sha256).toBe(e.sha256);
+        const used = (await kms().send(new DescribeKeyCommand({ KeyId: head?.kmsKeyId ?? '' }))).KeyMetadata
+          ?.Arn;
+        expect(used).toBe(keyArn);
+        const dl = await a.app.inject({
+          method: 'GET',
+          url: `/v1/exports/${e.id}/download`,
+          headers: auth(a.tokens.sre),
+        });
+        expect(dl.statusCode).toBe(200);
+        const { createHash } = await import('node:crypto');
+        expect(createHash('sha256').update(dl.rawPayload).digest('hex')).toBe(e.sha256);
+        // A silo tenant's export is refused on this target, with nothing written.
+        const silo = `silo-${rand(3)}`;
+        await a.runtime.services.db.tx((q) =>
+          insertTenant(q, {
+            id: crypto.randomUUID(),
+            slug: silo,
+            name: 'silo',
+            tier: 'silo',
+            status: 'active',
+            region: MOTO_REGION,
+            plan: null,
+            contactEmail: null,
+            templateVersion: 1,
+          }),
+        );
+        const refused = await a.app.inject({
+          method: 'POST',
+          url: `/v1/tenants/${silo}/exports`,
+          headers: auth(a.tokens.sre),
+        });
+        expect(refused.statusCode).toBe(422);
+        expect(refused.json().error.code).toBe('EXPORT_NOT_AVAILABLE_ON_TARGET');
+        const rows = await a.runtime.services.db.query<{ n: string }>(
+          'SELECT count(*)::text AS n FROM exports WHERE tenant_slug = $1',
+          [silo],
+        );
+        expect(rows.rows[0]?.n).toBe('0');
+      } finally {
+        await a.close();
+        fs.rmSync(stateDir, { recursive: true, force: true });
+      }
     });
   },
 );
