@@ -260,6 +260,28 @@ describe.skipIf(skipReason)(
       });
     }
 
+    it("takes an offboarding's final export (?export=true) with the same step, from the offboarding's params", async () => {
+      const t = made.bridge;
+      const exportId = `exp_${rand(8)}`;
+      const reported: Record<string, unknown> = {};
+      await engine.runStep({
+        operationId: `op_${rand(8)}`,
+        kind: 'offboard',
+        step: 'export',
+        tenant: { id: t.id, slug: t.slug, tier: t.tier, templateVersion: 1 },
+        params: {
+          finalExport: { exportId, file: S3ArchiveLocation.of(BUCKET, t.id, exportId), kmsKeyId: t.keyId },
+        },
+        signal: new AbortController().signal,
+        report: async (p) => {
+          Object.assign(reported, p);
+        },
+      });
+      const archive = reported.archive as Archive;
+      expect(archive.exportId).toBe(exportId);
+      expect((await store.head(S3ArchiveLocation.of(BUCKET, t.id, exportId)))?.sha256).toBe(archive.sha256);
+    });
+
     it('holds nothing of another pool tenant', async () => {
       const exportId = `exp_${rand(8)}`;
       await exportStep(made.pool, exportId);
