@@ -9,8 +9,10 @@
  *
  * In the same run, the floor: the same DDL (other column and index names) sent straight to the same
  * server at the same parallelism, one transaction per placement (the pool once, each bridge schema,
- * each silo database on a fresh session). Each round deploys one more version (a restart) and rolls
- * it out between two floors; the ratio is the rollouts' time over their surrounding floors' mean.
+ * each silo database on a fresh session), right after a CHECKPOINT as each rollout starts (a deploy
+ * restarts the embedded Postgres, whose shutdown is one); also without it, reported beside. Each round
+ * deploys one more version (a restart) and rolls it out between two floors; the ratio is the rollouts'
+ * time over their surrounding floors' mean.
  *
  * Prints JSON: the rollout's wall time (POST to completed) against the floor's (target ≤ 1.5×), a
  * no-op rollout over the whole fleet once everyone is at version 2 (target ≤ 5 s), and the
@@ -73,11 +75,19 @@ await built.close();
 
 /* ---------------------------------------------------------------- the floor */
 
-/** The DDL of a version on every placement, as plain SQL at parallelism P; returns the wall time. */
-async function floor(column: string): Promise<number> {
+/**
+ * The DDL of a version on every placement, as plain SQL at parallelism P; returns the wall time.
+ * `afterCheckpoint`: starts right after a CHECKPOINT, as every rollout here does (the deploy restarts
+ * the embedded Postgres, and its shutdown is a checkpoint), so the floor pays the same full-page
+ * images in the WAL on the first write to each page after it (docs/benchmarks.md, Rollouts).
+ */
+async function floor(column: string, afterCheckpoint: boolean): Promise<number> {
   const sql = ddl(column);
   const shared = new pg.Pool({ connectionString: cp.pgUrl(DATA), max: P });
+  // end() resolves before its clients' sessions are gone: the restart that follows may end one first.
+  shared.on('error', () => {});
   await Promise.all(Array.from({ length: P }, () => shared.query('SELECT 1')));
+  if (afterCheckpoint) await shared.query('CHECKPOINT');
   const started = performance.now();
   await shared.query(`SET search_path TO pool;\n${sql}`);
   const obj = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
@@ -113,10 +123,15 @@ const api = async (method: string, url: string, body?: unknown) => {
   return (await res.json()) as Record<string, any>;
 };
 
-/** Starts a rollout to `toVersion`, waits for it to end; wall time from the POST, and its peak memory. */
+/**
+ * Starts a rollout to `toVersion`, waits for it to end; wall time from the POST to the rollout's own
+ * `finishedAt` (the server's clock is this host's), and its peak memory. It polls every 500 ms, as
+ * `tenantry rollouts create --wait` does: a read every 50 ms cost the rollout it measured about 0.4–2.8 s
+ * of Postgres time (each read counts the 10,000-row ledger), which the floor never pays.
+ */
 async function rollout(toVersion: number) {
   fs.writeFileSync(`/proc/${cp.proc.pid}/clear_refs`, '5');
-  const started = performance.now();
+  const started = Date.now();
   const { id } = await api('POST', '/v1/rollouts', {
     toVersion,
     waves: [
@@ -127,11 +142,11 @@ async function rollout(toVersion: number) {
   for (;;) {
     const r = await api('GET', `/v1/rollouts/${id}?limit=1`);
     if (r.status !== 'running') {
-      const wallMs = performance.now() - started;
       if (r.status !== 'completed') throw new Error(`rollout ended ${r.status}: ${JSON.stringify(r)}`);
+      const wallMs = Date.parse(String(r.finishedAt)) - started;
       return { wallMs, peakRssMb: cp.peakRssMb(), r };
     }
-    await new Promise((x) => setTimeout(x, 50));
+    await new Promise((x) => setTimeout(x, 500));
   }
 }
 
@@ -151,25 +166,39 @@ async function deploy(version: number): Promise<void> {
   cp = await startControlPlane(env);
 }
 
-// Rounds of floor, rollout, floor (the floors around each rollout, so both see the same machine).
-const floors: number[] = [await floor('floor_0')];
-log(`floor: ${round((floors[0] as number) / 1000, 2)} s`);
+// Rounds of floor, rollout, floor (the floors around each rollout, so both see the same machine). Each
+// floor point runs twice: as it finds the server (`warm`: shown, not the target's), then right after a
+// CHECKPOINT, as the rollout starts (the floor the ratio uses).
+const floors: number[] = [];
+const warmFloors: number[] = [];
+const floorPoint = async (column: string) => {
+  warmFloors.push(await floor(`${column}_warm`, false));
+  floors.push(await floor(column, true));
+  log(
+    `floor: ${round((floors.at(-1) as number) / 1000, 2)} s after a checkpoint (${round((warmFloors.at(-1) as number) / 1000, 2)} s without)`,
+  );
+};
+await floorPoint('floor_0');
 const rounds: Awaited<ReturnType<typeof rollout>>[] = [];
 for (let i = 0; i < ROUNDS; i++) {
   await deploy(i + 2);
   const r = await rollout(i + 2);
   rounds.push(r);
   log(`rollout to version ${i + 2}: ${round(r.wallMs / 1000, 2)} s`);
-  floors.push(await floor(`floor_${i + 1}`));
-  log(`floor: ${round((floors.at(-1) as number) / 1000, 2)} s`);
+  await floorPoint(`floor_${i + 1}`);
 }
 const noop = await rollout(ROUNDS + 1);
 log(`no-op rollout: ${round(noop.wallMs / 1000, 2)} s`);
 
-const paired = rounds.map((r, i) => r.wallMs / (((floors[i] as number) + (floors[i + 1] as number)) / 2));
-const ratio =
-  rounds.reduce((a, r) => a + r.wallMs, 0) /
-  rounds.reduce((a, _r, i) => a + ((floors[i] as number) + (floors[i + 1] as number)) / 2, 0);
+/** Each round's rollout over the mean of the floors around it, and the three rounds' sums. */
+const against = (f: number[]) => ({
+  paired: rounds.map((r, i) => r.wallMs / (((f[i] as number) + (f[i + 1] as number)) / 2)),
+  overall:
+    rounds.reduce((a, r) => a + r.wallMs, 0) /
+    rounds.reduce((a, _r, i) => a + ((f[i] as number) + (f[i + 1] as number)) / 2, 0),
+});
+const { paired, overall: ratio } = against(floors);
+const warm = against(warmFloors);
 const real = rounds[0] as (typeof rounds)[number];
 const wave = (r: Record<string, unknown>, name: string) =>
   (r.waves as { name: string; durationMs: number | null }[]).find((w) => w.name === name);
@@ -201,6 +230,10 @@ const out = {
   floorsS: floors.map((f) => round(f / 1000, 2)),
   ratios: paired.map((x) => round(x, 2)),
   ratio: round(ratio, 2),
+  // The same DDL on a server not just checkpointed: fewer full-page images than the rollout pays.
+  warmFloorsS: warmFloors.map((f) => round(f / 1000, 2)),
+  warmRatios: warm.paired.map((x) => round(x, 2)),
+  warmRatio: round(warm.overall, 2),
   noopRollout: {
     wallS: round(noop.wallMs / 1000, 2),
     skipped: noop.r.progress.skipped,
