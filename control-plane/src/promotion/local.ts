@@ -34,13 +34,12 @@ import {
   ident,
   isTenantFrozen,
   type LoginsSpec,
-  migrateSchema,
   poolMembershipProvider,
   schemaProvider,
   type TenantTemplate,
   unfreezeTenant,
 } from '../providers/postgres/index.js';
-import { type Placement, revokePublicSql } from './placement.js';
+import { migratePrivateSchema, type Placement } from './placement.js';
 import { lateChanges, replicationNames, slotExists } from './replication.js';
 import {
   cutoverReport,
@@ -186,7 +185,7 @@ export class LocalPromotion {
    * A promotion moves a tenant only between placements of the same template version, and its target
    * is built at the newest (docs/rollouts.md). So a private source (bridge) behind it is migrated first,
    * as a rollout would (each version in its own transaction with its bump, under the schema's lock, new
-   * tables guarded, nothing left to PUBLIC: revokePublicSql); a pool source waits, retried, for the
+   * tables guarded, nothing left to PUBLIC: placement.ts `migratePrivateSchema`); a pool source waits, retried, for the
    * rollout's platform step to move the shared tables. The version reached is reported: the cutover
    * records it on the tenant.
    */
@@ -197,10 +196,10 @@ export class LocalPromotion {
       from.shared
         ? ((await schemaProvider.observe(db, spec))?.templateVersion ?? 0)
         : (
-            await migrateSchema(db, spec, {
+            await migratePrivateSchema(db, spec, {
               from: t.templateVersion,
               toVersion: newest,
-              andThen: () => [guardPrivateSchemaSql(from.schema), ...revokePublicSql(from.schema)],
+              andThen: () => [guardPrivateSchemaSql(from.schema)],
             })
           ).version,
     );

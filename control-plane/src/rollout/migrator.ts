@@ -4,40 +4,15 @@ import { TenantryError } from '../domain/errors.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { RolloutTier } from '../domain/rollout.js';
 import { mapLimit } from '../lib/concurrency.js';
-import { placementOf, revokePublicSql } from '../promotion/placement.js';
+import { migratePrivateSchema, placementOf } from '../promotion/placement.js';
 import {
   ensureMeta,
   guardPrivateSchemaSql,
-  literal,
   migrateSchema,
   poolProvider,
   type SchemaSpec,
   type TenantTemplate,
 } from '../providers/postgres/index.js';
-
-/** What the check of `publicCheckSql` fails a version's transaction with. */
-const PUBLIC_CHECK = 'tenantry public grant check';
-
-/**
- * revokePublicSql's guarantee at the price of an indexed read, for a version's transaction on a
- * private placement: the transaction fails unless PUBLIC holds nothing on the schema, on any relation
- * in it, or on any of their columns. The relations are found through their dependency on the schema
- * (pg_depend is indexed by what is referenced), where `REVOKE ... ON ALL TABLES/SEQUENCES IN SCHEMA`
- * reads the whole of pg_class once per kind of relation: 250 ms a tenant with 10,000 schemas, 20 times
- * the version's own DDL (docs/benchmarks.md, Rollouts). A version that does grant to PUBLIC fails it,
- * rolls back whole, and is applied again with revokePublicSql (`migrateTenant`).
- */
-function publicCheckSql(schema: string): string {
-  const nsp = `${literal(schema)}::regnamespace`;
-  return `SELECT CASE WHEN count(*) = 0 THEN 0 ELSE ('${PUBLIC_CHECK} ' || count(*))::int END FROM (
-    SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.oid = ${nsp} AND a.grantee = 0
-    UNION ALL
-    SELECT 1 FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
-     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_namespace'::regclass AND d.refobjid = ${nsp}
-       AND (EXISTS (SELECT 1 FROM aclexplode(c.relacl) a WHERE a.grantee = 0)
-            OR EXISTS (SELECT 1 FROM pg_attribute t, aclexplode(t.attacl) a
-                        WHERE t.attrelid = c.oid AND t.attacl IS NOT NULL AND a.grantee = 0))) AS public_grants`;
-}
 
 export interface MigrationTenant {
   id: string;
@@ -51,7 +26,7 @@ export interface MigrationTenant {
  * the schema's lock (providers/postgres/schema.ts `migrateSchema`), a version already there never
  * applied again. A version that creates tables also puts the write-freeze guards on them, in the
  * same transaction, so a promotion's freeze covers them, and nothing in the schema stays reachable by
- * PUBLIC (publicCheckSql, then revokePublicSql if it fails). Used by the rollout runner, and by the
+ * PUBLIC (promotion/placement.ts `migratePrivateSchema`). Used by the rollout runner, and by the
  * executor when it resumes a tenant's `migrate` operation after a crash.
  */
 export class RolloutMigrator {
@@ -164,25 +139,12 @@ export class RolloutMigrator {
     }
     const place = placementOf(this.dp, t.slug, t.tier);
     const spec = this.spec(place.schema);
-    const migrate = (db: Queryable, revoke: boolean) =>
-      migrateSchema(db, spec, {
+    const run = (db: Queryable) =>
+      migratePrivateSchema(db, spec, {
         from,
         toVersion,
-        andThen: (v) => [
-          ...(this.createsTables.includes(v) ? [guardPrivateSchemaSql(place.schema)] : []),
-          ...(revoke ? revokePublicSql(place.schema) : [publicCheckSql(place.schema)]),
-        ],
+        andThen: (v) => (this.createsTables.includes(v) ? [guardPrivateSchemaSql(place.schema)] : []),
       });
-    const run = async (db: Queryable) => {
-      try {
-        return await migrate(db, false);
-      } catch (e) {
-        if (!String((e as { message?: unknown }).message).includes(PUBLIC_CHECK)) throw e;
-        // A version granting to PUBLIC: its transaction rolled back whole. Again, revoking every grant
-        // (the versions before it are found applied and skipped).
-        return migrate(db, true);
-      }
-    };
     return t.tier === 'bridge' ? this.onShared(run) : this.dp.withDatabase(place.database, run);
   }
 
