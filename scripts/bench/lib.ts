@@ -71,7 +71,9 @@ export async function startControlPlane(env: Record<string, string> = {}): Promi
     // TENANTRY_BENCH_CP_STDOUT: a file for the control plane's stdout (its logs, --trace-gc).
     stdio: [
       'ignore',
-      process.env.TENANTRY_BENCH_CP_STDOUT ? fs.openSync(process.env.TENANTRY_BENCH_CP_STDOUT, 'w') : 'ignore',
+      process.env.TENANTRY_BENCH_CP_STDOUT
+        ? fs.openSync(process.env.TENANTRY_BENCH_CP_STDOUT, 'w')
+        : 'ignore',
       'inherit',
     ],
   });
