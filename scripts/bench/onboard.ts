@@ -5,7 +5,7 @@
  * owner, PUBLIC revokes, grants and default privileges, schema-version bookkeeping, pool
  * membership, silo database), sent directly to the same server as plain SQL strings.
  *
- *   npx tsx scripts/bench/onboard.ts [--n 500] [--silo-n 100] [--concurrency 1,8] [--tiers pool,bridge,silo] [--rounds 5]
+ *   npx tsx scripts/bench/onboard.ts [--n 500] [--silo-n 100] [--concurrency 1,8] [--tiers pool,bridge,silo] [--rounds 5] [--no-checkpoint]
  *
  * Each tier runs once per concurrency C of the list, both sides closed-loop at that same C:
  * C onboardings in flight at a time, an API onboarding counting as in flight from its POST
@@ -33,12 +33,13 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '1,8' },
     tiers: { type: 'string', default: 'pool,bridge,silo' },
     rounds: { type: 'string', default: '5' },
+    'no-checkpoint': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
   process.stdout.write(
-    'usage: npx tsx scripts/bench/onboard.ts [--n 500] [--silo-n 100] [--concurrency 1,8] [--tiers pool,bridge,silo] [--rounds 5]\n',
+    'usage: npx tsx scripts/bench/onboard.ts [--n 500] [--silo-n 100] [--concurrency 1,8] [--tiers pool,bridge,silo] [--rounds 5] [--no-checkpoint]\n',
   );
   process.exit(0);
 }
@@ -48,6 +49,7 @@ const CONCURRENCIES = values.concurrency.split(',').map(Number);
 type Tier = 'pool' | 'bridge' | 'silo';
 const TIERS = values.tiers.split(',') as Tier[];
 const ROUNDS = Math.max(1, Number(values.rounds));
+const CHECKPOINT = !values['no-checkpoint'];
 
 // No scheduled drift sweep in the middle of the measurement.
 const cp = await startControlPlane({
@@ -275,6 +277,10 @@ try {
       (_, i) => Math.floor((n * (i + 1)) / ROUNDS) - Math.floor((n * i) / ROUNDS),
     ).filter((k) => k > 0);
     const measure = async (side: typeof sides.floor, work: () => Promise<number>) => {
+      // Each chunk starts right after a checkpoint, so neither side inherits the other's share of
+      // first-touch full-page images in the WAL (the same DDL writes far more WAL, and costs more
+      // Postgres CPU, just after one: docs/benchmarks.md, Rollouts). --no-checkpoint turns it off.
+      if (CHECKPOINT) await control.query('CHECKPOINT');
       const [cpu0, xid0] = [cp.cpuMs(), await nextXid()];
       side.wall += await work();
       const [cpu1, xid1] = [cp.cpuMs(), await nextXid()];
