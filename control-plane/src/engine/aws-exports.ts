@@ -17,11 +17,12 @@ import {
   digestDifferences,
   readManifest,
   restoreArchive,
+  restoreOutcome,
   tableDigests,
   verifyArchive,
   writeArchive,
 } from '../export/archive.js';
-import { ArchiveError, type Manifest } from '../export/format.js';
+import type { Manifest } from '../export/format.js';
 import type { Placement } from '../promotion/placement.js';
 import { assertAwsSuspension } from './aws-suspension.js';
 
@@ -185,18 +186,12 @@ export async function runAwsRestore(
     const { dp, placement } = await where();
     const ap = archivePlacementOf(placement);
     if (ctx.step === 'restore') {
-      const out = await dp
-        .withData((db) => restoreArchive(db, ap, local, t.id, p.manifestSha256))
-        .catch((e: unknown) => {
-          throw e instanceof ArchiveError ? new TenantryError('PROVIDER_FAILED', e.message) : e;
-        });
-      await ctx.report?.({
-        restored: {
-          exportId: p.exportId,
-          rows: out.manifest.tables.reduce((n, x) => n + x.rows, 0),
-          skipped: out.skipped,
-        },
-      });
+      // Run first: `report?.(…)` would skip evaluating its argument when there is no reporter.
+      const outcome = await restoreOutcome(
+        dp.withData((db) => restoreArchive(db, ap, local, t.id, p.manifestSha256)),
+        p.exportId,
+      );
+      await ctx.report?.(outcome);
       return;
     }
     const manifest = await readManifest(local);

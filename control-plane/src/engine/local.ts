@@ -34,8 +34,7 @@ import {
 } from '../domain/steps.js';
 import type { LimitOverrides } from '../domain/tenant.js';
 import type { Tier, TierCatalog } from '../domain/tiers.js';
-import { digestDifferences, readManifest } from '../export/archive.js';
-import { ArchiveError } from '../export/format.js';
+import { digestDifferences, readManifest, restoreOutcome } from '../export/archive.js';
 import { generatePassword } from '../lib/passwords.js';
 import {
   ABORT_ROLLBACK_STEPS,
@@ -415,16 +414,9 @@ export class LocalEngine implements Engine {
         const p = params.fromExport;
         if (!isRestoreParams(p))
           throw new TenantryError('PROVIDER_FAILED', 'the restore step has no archive to read');
-        const out = await r.restoreArchive(t, p.file, p.manifestSha256).catch((e: unknown) => {
-          throw e instanceof ArchiveError ? new TenantryError('PROVIDER_FAILED', e.message) : e;
-        });
-        await ctx.report?.({
-          restored: {
-            exportId: p.exportId,
-            rows: out.manifest.tables.reduce((n, x) => n + x.rows, 0),
-            skipped: out.skipped,
-          },
-        });
+        // Run first: `report?.(…)` would skip evaluating its argument when there is no reporter.
+        const outcome = await restoreOutcome(r.restoreArchive(t, p.file, p.manifestSha256), p.exportId);
+        await ctx.report?.(outcome);
         return undefined;
       }
       case 'verify-restore': {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { TenantryError } from '../domain/errors.js';
 import type { Queryable } from '../domain/queryable.js';
 import {
   ARCHIVE_FORMAT,
@@ -415,4 +416,21 @@ export function digestDifferences(m: Manifest, got: TableManifest[]): string[] {
   for (const g of got)
     if (!m.tables.some((t) => t.name === g.name)) diffs.push(`${g.name}: not in the manifest`);
   return diffs;
+}
+
+/**
+ * A restore step's outcome, on either target: a damaged archive (ArchiveError) fails the step with
+ * PROVIDER_FAILED and its message; otherwise the step reports the export restored, its rows, and
+ * whether they were found already loaded (a re-run).
+ */
+export async function restoreOutcome(
+  restore: Promise<{ manifest: Manifest; skipped: boolean }>,
+  exportId: string,
+): Promise<{ restored: { exportId: string; rows: number; skipped: boolean } }> {
+  const out = await restore.catch((e: unknown) => {
+    throw e instanceof ArchiveError ? new TenantryError('PROVIDER_FAILED', e.message) : e;
+  });
+  return {
+    restored: { exportId, rows: out.manifest.tables.reduce((n, x) => n + x.rows, 0), skipped: out.skipped },
+  };
 }
