@@ -136,133 +136,136 @@ async function ownPublisher(
   return { bridge, client };
 }
 
-describe.skipIf(skipReason)('EventBridge: the lifecycle events on a bus', () => {
-  let s: TestStack;
+describe.skipIf(skipReason !== null /* the reason is in the title */)(
+  `EventBridge: the lifecycle events on a bus${skipReason ? ` (${skipReason})` : ''}`,
+  () => {
+    let s: TestStack;
 
-  beforeAll(async () => {
-    await busToQueue(BUS, QUEUE);
-    await busToQueue(BUS2, QUEUE2);
-    s = await startStack({
-      AWS_REGION: MOTO_REGION,
-      TENANTRY_AWS_ENDPOINT: moto.endpoint(),
-      TENANTRY_EVENTBRIDGE_BUS: BUS,
+    beforeAll(async () => {
+      await busToQueue(BUS, QUEUE);
+      await busToQueue(BUS2, QUEUE2);
+      s = await startStack({
+        AWS_REGION: MOTO_REGION,
+        TENANTRY_AWS_ENDPOINT: moto.endpoint(),
+        TENANTRY_EVENTBRIDGE_BUS: BUS,
+      });
+    }, 60_000);
+    afterAll(async () => {
+      await s?.close();
     });
-  }, 60_000);
-  afterAll(async () => {
-    await s?.close();
-  });
 
-  it('sends every lifecycle event of a tenant, in order, with the detail-types an sbt-aws user knows', async () => {
-    await drain();
-    const t = await onboard(s, 'bridge');
-    const patch = await s.app.inject({
-      method: 'PATCH',
-      url: `/v1/tenants/${t.slug}`,
-      headers: { ...auth(s.tokens.sre), 'if-match': '"1"' },
-      payload: { plan: 'gold' },
+    it('sends every lifecycle event of a tenant, in order, with the detail-types an sbt-aws user knows', async () => {
+      await drain();
+      const t = await onboard(s, 'bridge');
+      const patch = await s.app.inject({
+        method: 'PATCH',
+        url: `/v1/tenants/${t.slug}`,
+        headers: { ...auth(s.tokens.sre), 'if-match': '"1"' },
+        payload: { plan: 'gold' },
+      });
+      expect(patch.statusCode, patch.body).toBe(200);
+      const want = ['tenant.created', 'tenant.activated', 'tenant.updated'];
+      const got = await receiveUntil(
+        (all) => all.filter((m) => m.detail.tenantId === t.id).length >= want.length,
+      );
+      const mine = got.filter((m) => m.detail.tenantId === t.id);
+      expect(mine.map((m) => m.detail.type)).toEqual(want);
+      expect(mine.map((m) => m['detail-type'])).toEqual([
+        'onboardingRequest',
+        'provisionSuccess',
+        'tenantUpdated',
+      ]);
+      expect(mine.every((m) => m.source === 'tenantry' && m.detail.tenantSlug === t.slug)).toBe(true);
+      // The same events, with the same ids, as GET /v1/events serves.
+      const pulled = await s.app.inject({
+        method: 'GET',
+        url: `/v1/events?after=0&limit=100&tenant=${t.slug}`,
+        headers: auth(s.tokens.sre),
+      });
+      expect(mine.map((m) => m.detail.eventId)).toEqual(
+        (pulled.json().items as { id: string }[]).map((e) => e.id),
+      );
     });
-    expect(patch.statusCode, patch.body).toBe(200);
-    const want = ['tenant.created', 'tenant.activated', 'tenant.updated'];
-    const got = await receiveUntil(
-      (all) => all.filter((m) => m.detail.tenantId === t.id).length >= want.length,
-    );
-    const mine = got.filter((m) => m.detail.tenantId === t.id);
-    expect(mine.map((m) => m.detail.type)).toEqual(want);
-    expect(mine.map((m) => m['detail-type'])).toEqual([
-      'onboardingRequest',
-      'provisionSuccess',
-      'tenantUpdated',
-    ]);
-    expect(mine.every((m) => m.source === 'tenantry' && m.detail.tenantSlug === t.slug)).toBe(true);
-    // The same events, with the same ids, as GET /v1/events serves.
-    const pulled = await s.app.inject({
-      method: 'GET',
-      url: `/v1/events?after=0&limit=100&tenant=${t.slug}`,
-      headers: auth(s.tokens.sre),
-    });
-    expect(mine.map((m) => m.detail.eventId)).toEqual(
-      (pulled.json().items as { id: string }[]).map((e) => e.id),
-    );
-  });
 
-  it('sends a committed event that was never sent (a crash before its send) and never one whose change rolled back', async () => {
-    await drain(QUEUE2);
-    const db = s.runtime.services.db;
-    const { bridge, client } = await ownPublisher(s);
-    const tag = rand(4);
-    // Committed, numbered, and nothing sent: where a process killed -9 after the commit leaves it.
-    await db.tx((q) => appendEvent(q, { type: 'drift.findings', data: { tag, committed: true } }));
-    await expect(
-      db.tx(async (q) => {
-        await appendEvent(q, { type: 'drift.findings', data: { tag, committed: false } });
-        throw new Error('the change fails');
-      }),
-    ).rejects.toThrow('the change fails');
-    await db.tx((q) => publishEvents(q));
-    // A fresh process's publisher (ownPublisher), from the position in the database.
-    try {
-      await bridge.forward();
-      expect(await bridge.behind()).toBe(false);
-    } finally {
-      client.destroy();
-    }
-    const got = await receiveUntil((all) => all.some((m) => tagOf(m) === tag), QUEUE2);
-    const tagged = got.filter((m) => tagOf(m) === tag);
-    expect(tagged.map((m) => (m.detail as { committed?: boolean }).committed)).toEqual([true]);
-    expect(tagged[0]?.['detail-type']).toBe(SBT_AWS_DETAIL_TYPES['drift.findings']);
-  });
-
-  it('sends at most 10 entries and one per tenant per PutEvents, and after a partial failure resends from the refused event: no tenant has an event overtaken', async () => {
-    await drain(QUEUE2);
-    const db = s.runtime.services.db;
-    const tag = rand(4);
-    // 12 tenants (rows need not exist: the outbox only stamps the id), two events each: every first, then every second.
-    const tenants = Array.from({ length: 12 }, (_, k) => ({
-      id: `00000000-0000-4000-8000-${String(k).padStart(12, '0')}`,
-      slug: `eb-${tag}-${k}`,
-    }));
-    let broken = true;
-    const { bridge, client } = await ownPublisher(s, (e, bus) => {
-      // Tenant 3's second event has a detail that is not JSON while `broken`: moto refuses that entry
-      // alone (MalformedDetail) and accepts the others of the call, as AWS does.
-      const x = eventBridgeEntry(e, bus);
-      return broken && e.tenantSlug === tenants[3]?.slug && e.data.n === 1
-        ? { ...x, Detail: `{"seq":${e.seq}, not json` }
-        : x;
-    });
-    const calls = spy(client);
-    for (const n of [0, 1])
-      for (const t of tenants)
-        await db.tx((q) => appendEvent(q, { type: 'drift.findings', tenant: t, data: { tag, n } }));
-    await db.tx((q) => publishEvents(q));
-    try {
-      await expect(bridge.forward()).rejects.toThrow(/MalformedDetail/);
-      expect(await bridge.behind()).toBe(true);
-      broken = false;
-      await bridge.forward();
-      expect(await bridge.behind()).toBe(false);
-    } finally {
-      client.destroy();
-    }
-    // Call 1: every tenant's first event for tenants 0-9; call 2: tenants 10-11's first, then 0-7's
-    // second, of which tenant 3's (the 6th) is refused; call 3 starts again with it: 3-11's second.
-    expect(calls.map((c) => c.length)).toEqual([10, 10, 9]);
-    for (const c of calls) expect(c).toEqual([...c].sort((a, b) => a - b));
-    expect(calls[2]?.[0]).toBe(calls[1]?.[5]);
-    const got = await receiveUntil(
-      (all) => new Set(all.filter((m) => tagOf(m) === tag).map((m) => m.detail.seq)).size >= 24,
-      QUEUE2,
-    );
-    for (const t of tenants) {
-      const firsts: number[] = [];
-      for (const m of got.filter((x) => tagOf(x) === tag && x.detail.tenantSlug === t.slug)) {
-        const n = (m.detail as unknown as { n: number }).n;
-        if (!firsts.includes(n)) firsts.push(n);
+    it('sends a committed event that was never sent (a crash before its send) and never one whose change rolled back', async () => {
+      await drain(QUEUE2);
+      const db = s.runtime.services.db;
+      const { bridge, client } = await ownPublisher(s);
+      const tag = rand(4);
+      // Committed, numbered, and nothing sent: where a process killed -9 after the commit leaves it.
+      await db.tx((q) => appendEvent(q, { type: 'drift.findings', data: { tag, committed: true } }));
+      await expect(
+        db.tx(async (q) => {
+          await appendEvent(q, { type: 'drift.findings', data: { tag, committed: false } });
+          throw new Error('the change fails');
+        }),
+      ).rejects.toThrow('the change fails');
+      await db.tx((q) => publishEvents(q));
+      // A fresh process's publisher (ownPublisher), from the position in the database.
+      try {
+        await bridge.forward();
+        expect(await bridge.behind()).toBe(false);
+      } finally {
+        client.destroy();
       }
-      expect(firsts, t.slug).toEqual([0, 1]);
-    }
-  });
-});
+      const got = await receiveUntil((all) => all.some((m) => tagOf(m) === tag), QUEUE2);
+      const tagged = got.filter((m) => tagOf(m) === tag);
+      expect(tagged.map((m) => (m.detail as { committed?: boolean }).committed)).toEqual([true]);
+      expect(tagged[0]?.['detail-type']).toBe(SBT_AWS_DETAIL_TYPES['drift.findings']);
+    });
+
+    it('sends at most 10 entries and one per tenant per PutEvents, and after a partial failure resends from the refused event: no tenant has an event overtaken', async () => {
+      await drain(QUEUE2);
+      const db = s.runtime.services.db;
+      const tag = rand(4);
+      // 12 tenants (rows need not exist: the outbox only stamps the id), two events each: every first, then every second.
+      const tenants = Array.from({ length: 12 }, (_, k) => ({
+        id: `00000000-0000-4000-8000-${String(k).padStart(12, '0')}`,
+        slug: `eb-${tag}-${k}`,
+      }));
+      let broken = true;
+      const { bridge, client } = await ownPublisher(s, (e, bus) => {
+        // Tenant 3's second event has a detail that is not JSON while `broken`: moto refuses that entry
+        // alone (MalformedDetail) and accepts the others of the call, as AWS does.
+        const x = eventBridgeEntry(e, bus);
+        return broken && e.tenantSlug === tenants[3]?.slug && e.data.n === 1
+          ? { ...x, Detail: `{"seq":${e.seq}, not json` }
+          : x;
+      });
+      const calls = spy(client);
+      for (const n of [0, 1])
+        for (const t of tenants)
+          await db.tx((q) => appendEvent(q, { type: 'drift.findings', tenant: t, data: { tag, n } }));
+      await db.tx((q) => publishEvents(q));
+      try {
+        await expect(bridge.forward()).rejects.toThrow(/MalformedDetail/);
+        expect(await bridge.behind()).toBe(true);
+        broken = false;
+        await bridge.forward();
+        expect(await bridge.behind()).toBe(false);
+      } finally {
+        client.destroy();
+      }
+      // Call 1: every tenant's first event for tenants 0-9; call 2: tenants 10-11's first, then 0-7's
+      // second, of which tenant 3's (the 6th) is refused; call 3 starts again with it: 3-11's second.
+      expect(calls.map((c) => c.length)).toEqual([10, 10, 9]);
+      for (const c of calls) expect(c).toEqual([...c].sort((a, b) => a - b));
+      expect(calls[2]?.[0]).toBe(calls[1]?.[5]);
+      const got = await receiveUntil(
+        (all) => new Set(all.filter((m) => tagOf(m) === tag).map((m) => m.detail.seq)).size >= 24,
+        QUEUE2,
+      );
+      for (const t of tenants) {
+        const firsts: number[] = [];
+        for (const m of got.filter((x) => tagOf(x) === tag && x.detail.tenantSlug === t.slug)) {
+          const n = (m.detail as unknown as { n: number }).n;
+          if (!firsts.includes(n)) firsts.push(n);
+        }
+        expect(firsts, t.slug).toEqual([0, 1]);
+      }
+    });
+  },
+);
 
 describe('TENANTRY_EVENTBRIDGE_BUS', () => {
   const base = { AWS_REGION: MOTO_REGION };
