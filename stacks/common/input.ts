@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { assertSlug } from '../../control-plane/src/domain/naming.js';
+import type { LimitOverrides } from '../../control-plane/src/domain/tenant.js';
 import { ALLOWED_PROMOTIONS, type Tier, type TierCatalog } from '../../control-plane/src/domain/tiers.js';
 import type { TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
 
@@ -46,7 +47,19 @@ export interface TenantProgramInput {
    * deletes it. Only with `stagedTier`; the source placement is unaffected (still retained).
    */
   discardStaged?: boolean;
+  /**
+   * The tenant's recorded state that decides its own login role (bridge, silo; the pool's login is
+   * shared and never carries it): suspended, the role is NOLOGIN; its limit overrides (within the
+   * tier's bounds) replace the tier's limits on it. The engine derives both from the tenant's record
+   * for every run (engine/pulumi/job.ts), so any `up` keeps them; a reactivation's run clears
+   * `suspended`. Mirrored in the stack config (`tenantry:suspended`, `tenantry:limitOverrides`).
+   */
+  suspended?: boolean;
+  limitOverrides?: LimitOverrides;
 }
+
+/** The tiers whose tenant has a login role of its own, which suspension and limit overrides act on. */
+export const OWN_LOGIN_TIERS: readonly Tier[] = ['bridge', 'silo', 'account'];
 
 const SUFFIX_RE = /^[a-z0-9]{8,16}$/;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -70,6 +83,16 @@ export function assertProgramInput(input: TenantProgramInput, tier: Tier): Tenan
     throw new Error('the account tier needs accountEmailSuffix (generate it once and persist it)');
   }
   assertStaging(input);
+  if (input.suspended !== undefined && typeof input.suspended !== 'boolean') {
+    throw new Error('suspended must be a boolean');
+  }
+  const ownLogin = OWN_LOGIN_TIERS.includes(tier);
+  if (input.suspended === true && !ownLogin) {
+    throw new Error(`a ${tier} tenant has no login role of its own to suspend (the pool is frozen instead)`);
+  }
+  if (input.limitOverrides && Object.keys(input.limitOverrides).length > 0 && !ownLogin) {
+    throw new Error(`a ${tier} tenant has no login role of its own to set limit overrides on`);
+  }
   return input;
 }
 

@@ -3,9 +3,10 @@ import {
   AWS_ENDPOINT_SERVICES,
   type AwsProviderOptions,
 } from '../../control-plane/src/aws/provider-options.js';
+import { effectiveLimits, limitsRefusal } from '../../control-plane/src/domain/lifecycle.js';
 import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import type { ConnectionDescriptor } from '../../control-plane/src/domain/ports.js';
-import type { Tier, TierCatalog, TierDefinition } from '../../control-plane/src/domain/tiers.js';
+import type { RoleLimits, Tier, TierCatalog, TierDefinition } from '../../control-plane/src/domain/tiers.js';
 import type { TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
 import { CONFIG_NAMESPACE, ConfigError, type PlatformSettings, parsePlatformSettings } from './config.js';
 import { assertProgramInput, type TenantProgramInput } from './input.js';
@@ -34,6 +35,10 @@ export interface ProgramContext {
   offboarding: boolean;
   /** A promotion's staged placement being discarded (input.discardStaged): when this run began. */
   discardedAt?: Date;
+  /** The tenant's own login role: the tier's limits with its overrides on top (input.limitOverrides). */
+  loginLimits: RoleLimits;
+  /** Suspended (input.suspended): its own login role is NOLOGIN. */
+  suspended: boolean;
 }
 
 const ROLE_ARN_RE = /^arn:aws(?:-[a-z]+)*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
@@ -77,6 +82,9 @@ export function programContext(input: TenantProgramInput, tier: Tier): ProgramCo
   const dataPlaneRoleArn = input.dataPlaneRoleArn ?? settings.dataPlaneRoleArn;
   if (!ROLE_ARN_RE.test(dataPlaneRoleArn)) throw new Error('dataPlaneRoleArn must be an IAM role ARN');
   const { catalog, template } = templatesFor(input);
+  const overrides = input.limitOverrides ?? {};
+  const refusal = limitsRefusal(tier, catalog.tiers[tier].role, overrides);
+  if (refusal) throw new Error(`limitOverrides: ${refusal}`);
   return {
     input,
     settings,
@@ -88,6 +96,8 @@ export function programContext(input: TenantProgramInput, tier: Tier): ProgramCo
     dataPlaneRoleArn,
     retainData: input.offboarding !== true,
     offboarding: input.offboarding === true,
+    loginLimits: effectiveLimits(catalog.tiers[tier].role, overrides),
+    suspended: input.suspended === true,
   };
 }
 
@@ -105,6 +115,11 @@ export interface TenantStackOutputs {
   schema: string;
   user: string;
   dbInstanceId?: pulumi.Output<string>;
+  /**
+   * Silo: the ARN of its instance's RDS-managed master secret (not a credential), through which the
+   * control plane reaches the instance as its admin (a suspension ends the login's sessions there).
+   */
+  adminSecretArn?: pulumi.Output<string>;
   accountId?: pulumi.Output<string>;
   accountEmail?: pulumi.Output<string>;
 }
@@ -169,7 +184,7 @@ export function tenantStackOutputs(
   key: { keyArn: pulumi.Output<string>; aliasName: pulumi.Output<string> },
   secret: { secretArn: pulumi.Output<string>; secretName: string },
   placement: Placement,
-  extra: Pick<TenantStackOutputs, 'dbInstanceId' | 'accountId' | 'accountEmail'> = {},
+  extra: Pick<TenantStackOutputs, 'dbInstanceId' | 'adminSecretArn' | 'accountId' | 'accountEmail'> = {},
 ): TenantStackOutputs {
   return {
     tenantId: ctx.input.tenantId,

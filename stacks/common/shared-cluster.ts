@@ -61,6 +61,8 @@ export class SharedClusterTenant extends pulumi.ComponentResource {
       database: where.dbname,
       limits: ctx.tier.role,
       retainOnDelete: ctx.retainData,
+      loginLimits: ctx.loginLimits,
+      suspended: ctx.suspended,
     };
     const pg =
       mode === 'pool'

@@ -67,6 +67,8 @@ export class TenantSilo extends pulumi.ComponentResource {
         template: ctx.template,
         limits: ctx.tier.role,
         retainOnDelete: ctx.retainData,
+        loginLimits: ctx.loginLimits,
+        suspended: ctx.suspended,
       },
       { parent: this },
     );

@@ -1,5 +1,6 @@
 import * as pulumi from '@pulumi/pulumi';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
+import type { RoleSpec } from '../../control-plane/src/providers/postgres/role.js';
 import type { RoleLimits, TenantTemplate } from '../../control-plane/src/providers/postgres/types.js';
 import type { PoolSettings } from './config.js';
 import { type AdminSecretRef, adminReference, PostgresObject } from './postgres.js';
@@ -11,6 +12,25 @@ export function tenantOwnerRoleName(slug: string): string {
 
 /** The schema of a silo tenant inside its own database. */
 export const SILO_SCHEMA = 'app';
+
+/**
+ * The spec of a bridge or silo tenant's own login role, as its stack's dynamic resource applies it:
+ * its limits (the tier's, or its overrides) and search path, and NOLOGIN while it is suspended. The
+ * role's identity is its name, so a suspension or a new limit updates it in place (ALTER ROLE).
+ */
+export function tenantLoginRoleSpec(p: {
+  slug: string;
+  schema: string;
+  limits: RoleLimits;
+  suspended?: boolean;
+}): RoleSpec & Record<string, unknown> {
+  return {
+    name: tenantObjectName(p.slug),
+    ...p.limits,
+    searchPath: [p.schema],
+    ...(p.suspended ? { login: false } : {}),
+  };
+}
 
 interface Common {
   slug: string;
@@ -28,11 +48,17 @@ interface Common {
   retainOnDelete: boolean;
 }
 
+/** A tenant's own login role: its limits (the tier's with its overrides) and whether it is suspended. */
+interface OwnLogin {
+  loginLimits?: RoleLimits;
+  suspended?: boolean;
+}
+
 export type TenantPostgresArgs =
   /** bridge: a schema of its own in the shared database, with a login role. */
-  | (Common & { mode: 'schema'; database: pulumi.Input<string>; limits: RoleLimits })
+  | (Common & OwnLogin & { mode: 'schema'; database: pulumi.Input<string>; limits: RoleLimits })
   /** silo/account: a database of its own on a dedicated instance, schema `app`. */
-  | (Common & { mode: 'database'; limits: RoleLimits })
+  | (Common & OwnLogin & { mode: 'database'; limits: RoleLimits })
   /** pool: membership in the shared, RLS-protected pool. */
   | (Common & {
       mode: 'pool';
@@ -167,7 +193,12 @@ export class TenantPostgres extends pulumi.ComponentResource {
         {
           kind: 'role',
           admin: clusterAdmin,
-          spec: { name: objectName, ...args.limits, searchPath: [schemaName] },
+          spec: tenantLoginRoleSpec({
+            slug: args.slug,
+            schema: schemaName,
+            limits: args.loginLimits ?? args.limits,
+            suspended: args.suspended === true,
+          }),
           generatePassword: true,
         },
         tenantOwned,

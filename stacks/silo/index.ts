@@ -20,6 +20,9 @@ export function siloProgram(input: TenantProgramInput): pulumi.automation.Pulumi
       vpcSecurityGroupIds: network.vpcSecurityGroupIds,
     });
     const secret = newTenantSecret(ctx, key, placementDescriptor(ctx, silo.placement));
-    return tenantStackOutputs(ctx, key, secret, silo.placement, { dbInstanceId: silo.instanceId });
+    return tenantStackOutputs(ctx, key, secret, silo.placement, {
+      dbInstanceId: silo.instanceId,
+      adminSecretArn: silo.adminSecretArn,
+    });
   };
 }

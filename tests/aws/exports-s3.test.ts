@@ -223,11 +223,12 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
       }
     }
 
-    it('says which steps it runs: an export for pool and bridge, no limit overrides yet', () => {
+    it('says which steps it runs: an export for pool and bridge; limit overrides on a login of its own only', () => {
       expect(engine.lifecycleSteps('export', 'pool')).toEqual(['export']);
       expect(engine.lifecycleSteps('export', 'bridge')).toEqual(['export']);
       expect(() => engine.lifecycleSteps('export', 'silo')).toThrow(/silo tenants are not available/);
-      expect(() => engine.lifecycleSteps('update', 'bridge')).toThrow(/limit overrides is not available/);
+      expect(engine.lifecycleSteps('update', 'bridge')).toEqual(['limits']);
+      expect(() => engine.lifecycleSteps('update', 'pool')).toThrow(/a pool tenant has none/);
     });
 
     for (const which of ['bridge', 'pool'] as const) {
@@ -414,7 +415,8 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
     it("suspends a pool tenant on the shared cluster: its writes are refused in the database, its neighbour's are not, and reactivation gives them back", async () => {
       expect(engine.lifecycleSteps('suspend', 'pool')).toEqual(['suspend-writes']);
       expect(engine.lifecycleSteps('reactivate', 'pool')).toEqual(['resume-writes']);
-      expect(() => engine.lifecycleSteps('suspend', 'bridge')).toThrow(/not available on the aws target/);
+      expect(engine.lifecycleSteps('suspend', 'bridge')).toEqual(['suspend-logins']);
+      expect(() => engine.lifecycleSteps('suspend', 'account')).toThrow(/not available on the aws target/);
       const t = made.neighbour;
       const step = (kind: 'suspend' | 'reactivate', name: string) =>
         engine.runStep({

@@ -22,6 +22,17 @@ export function adminUrl(database = 'postgres'): string {
   return u.toString();
 }
 
+/** One client of `url` for `fn`, ended after it. */
+export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
 /** Runs SQL as the cluster superuser on a database (outside the code under test). */
 export async function superQuery<T extends pg.QueryResultRow = Record<string, unknown>>(
   database: string,

@@ -16,7 +16,7 @@ import {
   PutSecretValueCommand,
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
-import pg from 'pg';
+import type pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
@@ -41,7 +41,7 @@ import { DEFAULT_TEMPLATES_DIR, loadProgramTemplates } from '../../stacks/common
 import { tenantOwnerRoleName } from '../../stacks/common/tenant-postgres.js';
 import { MOTO_REGION, skipReason, useMoto } from '../aws/helpers/moto.js';
 import { TEST_PLATFORM } from '../fixtures/platform.js';
-import { adminUrl, dropDatabases, rand, superQuery, tenantClient } from '../helpers/runtime.js';
+import { adminUrl, dropDatabases, rand, superQuery, tenantClient, withClient } from '../helpers/runtime.js';
 import { freePort } from '../helpers/server.js';
 import { isCount } from './promotion-helpers.js';
 
@@ -78,16 +78,6 @@ const platform = {
 };
 const uuid = () => crypto.randomUUID();
 const opId = () => `op_${rand(14)}`;
-
-async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
 
 /* ------------------------------------------------------------ the two servers */
 

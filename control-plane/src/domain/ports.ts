@@ -13,6 +13,8 @@ export interface StepTenant {
   templateVersion: number;
   /** Its limit overrides (within its tier's bounds), which every step that sets a login's limits keeps. */
   limits?: LimitOverrides;
+  /** Recorded suspended (from the request's commit until a reactivation succeeds): the aws stacks keep its login NOLOGIN. */
+  suspended?: boolean;
 }
 
 /** The part of a tenant record a step is given. */
@@ -22,6 +24,7 @@ export const stepTenantOf = (t: Tenant): StepTenant => ({
   tier: t.tier,
   templateVersion: t.templateVersion,
   limits: t.limits,
+  ...(t.status === 'suspended' ? { suspended: true } : {}),
 });
 
 export interface StepContext {

@@ -29,11 +29,17 @@ export interface StackDriver {
 const ISOLATION_PROPERTIES =
   /^(policy|enableKeyRotation|kmsKeyId|storageEncrypted|publiclyAccessible|vpcSecurityGroupIds|ingress|egress|cidrBlocks|deletionProtection|parameters|secretString)(\b|\.|\[|$)/;
 
+/**
+ * With the state its stack's config carries (suspended, limit overrides), so a check compares the stack
+ * with what its last `up` applied, and a repair's `up` keeps that state.
+ */
 const toTenant = (t: TenantRecord): StepTenant => ({
   id: t.id,
   slug: t.slug,
   tier: t.tier,
   templateVersion: t.templateVersion,
+  ...(t.limits ? { limits: t.limits } : {}),
+  ...(t.status === 'suspended' ? { suspended: true } : {}),
 });
 
 /** One stack's drift (from its refreshing preview) as findings against the tenant. */

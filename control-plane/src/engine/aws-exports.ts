@@ -24,7 +24,7 @@ import {
 } from '../export/archive.js';
 import type { Manifest } from '../export/format.js';
 import type { Placement } from '../promotion/placement.js';
-import { assertAwsSuspension } from './aws-suspension.js';
+import { awsTenantStateSteps } from './aws-suspension.js';
 
 /**
  * The aws target's `export` step (docs/lifecycle.md): the tenant's rows, read from its placement on the
@@ -64,13 +64,6 @@ export const isAwsExportParams = (v: unknown): v is AwsExportParams =>
 /** The tiers whose rows this target exports: those on the shared cluster. */
 export const AWS_EXPORT_TIERS: readonly Tier[] = ['pool', 'bridge'];
 
-const LIFECYCLE_NAMES: Record<LifecycleKind, string> = {
-  update: 'limit overrides',
-  suspend: 'suspension',
-  reactivate: 'reactivation',
-  export: 'export',
-};
-
 /** Archives on this target need the bucket, and a tier on the shared cluster. */
 function assertArchives(what: 'exports of' | 'restores into', tier: Tier, exports: boolean): void {
   if (!exports)
@@ -85,17 +78,9 @@ function assertArchives(what: 'exports of' | 'restores into', tier: Tier, export
     );
 }
 
-/** The aws target's lifecycle steps: an export for the shared cluster's tiers; a pool tenant's suspension. */
+/** The aws target's lifecycle steps: an export for the shared cluster's tiers; suspension and limits (aws-suspension.ts). */
 export function awsLifecycleSteps(kind: LifecycleKind, tier: Tier, exports: boolean): string[] {
-  if (kind === 'suspend' || kind === 'reactivate') {
-    assertAwsSuspension(kind, tier);
-    return [kind === 'suspend' ? 'suspend-writes' : 'resume-writes'];
-  }
-  if (kind !== 'export')
-    throw new TenantryError(
-      'OPERATION_NOT_AVAILABLE_ON_TARGET',
-      `${LIFECYCLE_NAMES[kind]} is not available on the aws target yet (docs/aws.md)`,
-    );
+  if (kind !== 'export') return awsTenantStateSteps(kind, tier);
   assertArchives('exports of', tier, exports);
   return ['export'];
 }

@@ -1,27 +1,59 @@
 import { TenantryError } from '../domain/errors.js';
+import type { LifecycleStep } from '../domain/lifecycle.js';
 import type { Queryable } from '../domain/queryable.js';
+import type { Tier } from '../domain/tiers.js';
 import type { Placement } from '../promotion/placement.js';
 import { freezeTenant } from '../providers/postgres/freeze.js';
 
 /**
- * A pool tenant's suspension on the aws target (docs/lifecycle.md): its rows frozen by the freeze
- * guards on the shared cluster (reason `suspended`, no deadline), exactly as on the local target, once
- * every transaction the pool's logins began before has ended; reactivation lifts that freeze and no
- * other. Nothing of it is a Pulumi resource: the pool's stack resources (the tenant's membership) are
- * left as they are, and an `up` of the tenant's stack neither sees nor lifts the freeze.
+ * A tenant's suspension and limit overrides on the aws target (docs/aws.md, docs/lifecycle.md).
  *
- * Bridge and silo tenants are not suspended on this target yet: their login roles belong to the stack
- * (the dynamic provider sets LOGIN), so NOLOGIN set beside it would be undone by the next `up` and
- * reported as drift; the stack's config would have to carry the suspension.
+ * Pool: its rows frozen by the freeze guards on the shared cluster (reason `suspended`, no deadline),
+ * exactly as on the local target, once every transaction the pool's logins began before has ended;
+ * reactivation lifts that freeze and no other. Nothing of it is a Pulumi resource: an `up` of the
+ * tenant's stack neither sees nor lifts the freeze.
+ *
+ * Bridge and silo: their login role belongs to the stack (the dynamic provider sets LOGIN and the
+ * limits), so the suspension and the overrides are the stack's own state: every job carries the
+ * tenant's recorded state (engine/pulumi/job.ts), the program makes the role NOLOGIN while suspended
+ * and gives it the overrides, and these steps are `up`s of the stack (a suspension's then ends the
+ * role's open sessions). A NOLOGIN set beside the stack would be undone by its next `up`.
  */
-export const AWS_SUSPENSION_TIERS = ['pool'] as const;
+export const AWS_SUSPENSION_TIERS: readonly Tier[] = ['pool', 'bridge', 'silo'];
+/** The tiers with a login role of their own, on which limit overrides are set. */
+export const AWS_LIMIT_TIERS: readonly Tier[] = ['bridge', 'silo'];
 
-export function assertAwsSuspension(kind: 'suspend' | 'reactivate', tier: string): void {
-  if (!(AWS_SUSPENSION_TIERS as readonly string[]).includes(tier))
+export function assertAwsSuspension(kind: 'suspend' | 'reactivate', tier: Tier): void {
+  if (!AWS_SUSPENSION_TIERS.includes(tier))
     throw new TenantryError(
       'OPERATION_NOT_AVAILABLE_ON_TARGET',
-      `${kind === 'suspend' ? 'suspension' : 'reactivation'} of ${tier} tenants is not available on the aws target yet (pool tenants are; docs/aws.md)`,
+      `${kind === 'suspend' ? 'suspension' : 'reactivation'} of ${tier} tenants is not available on the aws target yet (pool, bridge and silo tenants are; docs/aws.md)`,
     );
+}
+
+/** The steps of a suspension, a reactivation or a limit change on this target (domain/lifecycle.ts names). */
+export function awsTenantStateSteps(kind: 'suspend' | 'reactivate' | 'update', tier: Tier): LifecycleStep[] {
+  if (kind === 'update') {
+    if (!AWS_LIMIT_TIERS.includes(tier))
+      throw new TenantryError(
+        'OPERATION_NOT_AVAILABLE_ON_TARGET',
+        `limit overrides apply to a tenant's own login role (bridge and silo); a ${tier} tenant has none`,
+      );
+    return ['limits'];
+  }
+  assertAwsSuspension(kind, tier);
+  if (tier === 'pool') return [kind === 'suspend' ? 'suspend-writes' : 'resume-writes'];
+  return [kind === 'suspend' ? 'suspend-logins' : 'resume-logins'];
+}
+
+/**
+ * Whether a step's `up` runs the tenant suspended: a suspension's yes, a reactivation's no (the tenant is
+ * recorded suspended until it succeeds), any other run as the tenant's record says.
+ */
+export function suspendedForStep(kind: string, recorded: boolean | undefined): boolean {
+  if (kind === 'suspend') return true;
+  if (kind === 'reactivate') return false;
+  return recorded === true;
 }
 
 /** Freezes the tenant's pool rows (waits out the older transactions of the pool's logins; kept if that wait times out). */

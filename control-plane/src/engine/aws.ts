@@ -52,6 +52,7 @@ import {
   type RowMoveOptions,
 } from '../promotion/row-move.js';
 import {
+  endRoleSessions,
   grantsProvider,
   poolMembershipProvider,
   roleProvider,
@@ -66,7 +67,12 @@ import {
   runAwsExport,
   runAwsRestore,
 } from './aws-exports.js';
-import { assertAwsSuspension, resumePoolWrites, suspendPoolWrites } from './aws-suspension.js';
+import {
+  assertAwsSuspension,
+  resumePoolWrites,
+  suspendedForStep,
+  suspendPoolWrites,
+} from './aws-suspension.js';
 import { isPidAlive, type StaleLockOptions, toTenantryError } from './pulumi/errors.js';
 import { progressFromEvent } from './pulumi/events.js';
 import { buildJob, type JobSettings } from './pulumi/job.js';
@@ -397,17 +403,25 @@ export class AwsEngine implements Engine {
     if (staged.tier === 'silo') {
       if (!staged.adminSecretArn)
         throw new TenantryError('PROVIDER_FAILED', 'the staged silo has no admin secret');
-      const secret = await getSecretValue(this.secrets, staged.adminSecretArn);
-      if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', "the staged silo's admin secret is missing");
-      const url = adminUrl(
-        { ...secret.value, host: staged.host, port: staged.port, dbname: staged.database },
-        // An RDS silo forces TLS (rds.force_ssl): always verified, whatever the shared cluster's setting.
-        this.opts.siloTls ?? true,
-      );
+      const url = await this.siloAdminUrl(staged.adminSecretArn, staged);
       base.server = { urlFor: (database) => withDatabase(url, database) };
     }
     this.targets.set(operationId, base);
     return base;
+  }
+
+  /** A silo instance's admin URL, its credentials from the RDS-managed master secret (by ARN). */
+  private async siloAdminUrl(
+    arn: string,
+    where: { host: string; port: number; database: string },
+  ): Promise<string> {
+    const secret = await getSecretValue(this.secrets, arn);
+    if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', "the silo's admin secret is missing");
+    return adminUrl(
+      { ...secret.value, host: where.host, port: where.port, dbname: where.database },
+      // An RDS silo forces TLS (rds.force_ssl): always verified, whatever the shared cluster's setting.
+      this.opts.siloTls ?? true,
+    );
   }
 
   /** Deterministic per tenant id: re-runs compute the same root email, a reused slug gets a new one. */
@@ -491,6 +505,18 @@ export class AwsEngine implements Engine {
       );
       return undefined;
     }
+    // A bridge or silo tenant's suspension, reactivation or limit overrides: an `up` of its stack with
+    // that state (engine/aws-suspension.ts); a suspension's then ends the login's open sessions.
+    if (
+      (ctx.kind === 'suspend' && step === 'suspend-logins') ||
+      (ctx.kind === 'reactivate' && step === 'resume-logins') ||
+      (ctx.kind === 'update' && step === 'limits')
+    ) {
+      const job = this.jobFor('up', { ...t, suspended: suspendedForStep(ctx.kind, t.suspended) });
+      const result = await this.runJob(ctx, job, t.tier);
+      if (step === 'suspend-logins') await this.endLoginSessions(t, result.outputs);
+      return this.recordedOutputs(result, job);
+    }
     if (!isAwsStackStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown aws step ${step}`);
     const op = STEP_OPS[step];
     let tier = t.tier;
@@ -534,19 +560,7 @@ export class AwsEngine implements Engine {
       throw new TenantryError('PROVIDER_FAILED', `${step} is a promotion step`);
     }
     const job = this.jobFor(op, t, tier, stage);
-    let result: PulumiResult;
-    try {
-      result = await this.run(job, {
-        signal: ctx.signal,
-        timeoutMs: this.opts.timeoutMs,
-        onEvent: (e) => {
-          const p = progressFromEvent(e);
-          if (p) ctx.onResourceEvent?.(p);
-        },
-      });
-    } catch (e) {
-      throw toTenantryError(e, { stack: job.stackName, op, tier }, this.stale);
-    }
+    const result = await this.runJob(ctx, job, tier);
     if (op === 'unprotect') {
       // The account the destroy leaves open (its stack retains it), for the closure queue.
       const accountId = plainOutputs(result.outputs, false).accountId;
@@ -569,6 +583,27 @@ export class AwsEngine implements Engine {
         await ctx.report?.({ cutoverAt: new Date().toISOString() });
       }
     }
+    return this.recordedOutputs(result, job);
+  }
+
+  /** One job of a step, its engine events as the step's resource progress, its failure classified. */
+  private async runJob(ctx: StepContext, job: PulumiJob, tier: Tier): Promise<PulumiResult> {
+    try {
+      return await this.run(job, {
+        signal: ctx.signal,
+        timeoutMs: this.opts.timeoutMs,
+        onEvent: (e) => {
+          const p = progressFromEvent(e);
+          if (p) ctx.onResourceEvent?.(p);
+        },
+      });
+    } catch (e) {
+      throw toTenantryError(e, { stack: job.stackName, op: job.op, tier }, this.stale);
+    }
+  }
+
+  /** What an `up` records with the tenant: its plain outputs (no staged placement), the program version, the stack. */
+  private recordedOutputs(result: PulumiResult, job: PulumiJob): StepOutputs {
     const outputs = Object.entries(plainOutputs(result.outputs, false)).filter(
       ([k]) => !k.startsWith('staged'),
     );
@@ -577,6 +612,35 @@ export class AwsEngine implements Engine {
       programVersion: this.programVersion,
       stack: job.stackName,
     };
+  }
+
+  /**
+   * After a suspension's `up` made the tenant's login NOLOGIN: its open sessions ended, through the
+   * placement's admin (endRoleSessions, which states NOLOGIN again, as the stack now has it). A bridge's
+   * on the shared cluster; a silo's on its RDS instance, reached through the master secret the `up`
+   * reported (`adminSecretArn`).
+   */
+  private async endLoginSessions(t: StepTenant, outputs: Record<string, unknown>): Promise<void> {
+    const login = tenantObjectName(t.slug);
+    if (t.tier !== 'silo') {
+      const { dp } = await this.rowMover();
+      await dp.withData((db) => endRoleSessions(db, login));
+      return;
+    }
+    const o = plainOutputs(outputs, false);
+    if (typeof o.adminSecretArn !== 'string' || typeof o.host !== 'string' || typeof o.database !== 'string')
+      throw new TenantryError('PROVIDER_FAILED', "the silo's up reported no instance or admin secret");
+    const url = await this.siloAdminUrl(o.adminSecretArn, {
+      host: o.host,
+      port: Number(o.port ?? 5432),
+      database: o.database,
+    });
+    const dp = new DataPlane(url, { maxConnections: 1 });
+    try {
+      await dp.withData((db) => endRoleSessions(db, login));
+    } finally {
+      await dp.close();
+    }
   }
 
   /**

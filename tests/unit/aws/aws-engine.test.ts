@@ -521,3 +521,106 @@ describe('account closures', () => {
     expect(queued).toEqual([['account-co', '222233334444', 'op_test']]);
   });
 });
+
+describe('a tenant’s suspension and limit overrides in its stack', () => {
+  const suspended = (t: StepTenant, limits?: StepTenant['limits']): StepTenant => ({
+    ...t,
+    suspended: true,
+    ...(limits ? { limits } : {}),
+  });
+  const stateOf = (job: PulumiJob) => ({
+    suspended: job.input.suspended,
+    limitOverrides: job.input.limitOverrides,
+    config: {
+      suspended: job.config['tenantry:suspended']?.value,
+      limitOverrides: job.config['tenantry:limitOverrides']?.value,
+    },
+  });
+
+  it('runs a bridge or silo tenant’s suspension, reactivation and limits as steps of its stack, a pool’s on the rows', () => {
+    const e = engine();
+    for (const tier of ['bridge', 'silo'] as const) {
+      expect(e.lifecycleSteps('suspend', tier)).toEqual(['suspend-logins']);
+      expect(e.lifecycleSteps('reactivate', tier)).toEqual(['resume-logins']);
+      expect(e.lifecycleSteps('update', tier)).toEqual(['limits']);
+    }
+    expect(e.lifecycleSteps('suspend', 'pool')).toEqual(['suspend-writes']);
+    expect(() => e.lifecycleSteps('update', 'pool')).toThrow(/a pool tenant has none/);
+    expect(() => e.lifecycleSteps('suspend', 'account')).toThrow(
+      expect.objectContaining({ code: 'OPERATION_NOT_AVAILABLE_ON_TARGET' }),
+    );
+  });
+
+  it('reactivates with an up of the stack whose config no longer says suspended, its overrides kept', async () => {
+    const f = fakeRunner(() => ({ outputs: { user: 'tenant_bridge_co' } }));
+    const e = engine({ runner: f.runner });
+    // The tenant is recorded suspended until its reactivation succeeds.
+    const t = suspended(tenant('bridge'), { connectionLimit: 5 });
+    const out = await e.runStep(ctx(t, 'resume-logins', { kind: 'reactivate' }));
+    expect(f.jobs).toHaveLength(1);
+    const job = f.jobs[0]!.job;
+    expect(job).toMatchObject({ op: 'up', input: { tier: 'bridge' } });
+    expect(stateOf(job)).toEqual({
+      suspended: undefined,
+      limitOverrides: { connectionLimit: 5 },
+      config: { suspended: undefined, limitOverrides: '{"connectionLimit":5}' },
+    });
+    expect(out).toMatchObject({ user: 'tenant_bridge_co', stack: tenantStackName('bridge-co') });
+  });
+
+  it('applies limit overrides with an up of the stack carrying them (and a standing suspension)', async () => {
+    const f = fakeRunner();
+    const e = engine({ runner: f.runner });
+    const limits = { statementTimeoutMs: 2000, connectionLimit: 7 };
+    await e.runStep(
+      ctx(tenant('silo'), 'limits', {
+        kind: 'update',
+        params: { limits },
+        tenant: { ...tenant('silo'), limits },
+      }),
+    );
+    await e.runStep(
+      ctx(tenant('silo'), 'limits', { kind: 'update', tenant: suspended(tenant('silo'), limits) }),
+    );
+    expect(f.jobs.map((j) => stateOf(j.job))).toEqual([
+      {
+        suspended: undefined,
+        limitOverrides: limits,
+        config: { suspended: undefined, limitOverrides: '{"connectionLimit":7,"statementTimeoutMs":2000}' },
+      },
+      {
+        suspended: true,
+        limitOverrides: limits,
+        config: { suspended: 'true', limitOverrides: '{"connectionLimit":7,"statementTimeoutMs":2000}' },
+      },
+    ]);
+  });
+
+  it('keeps a suspended tenant suspended, with its overrides, in every other up, offboarding’s and a drift check', async () => {
+    const f = fakeRunner();
+    const e = engine({ runner: f.runner });
+    const t = suspended(tenant('bridge'), { connectionLimit: 2 });
+    await e.runStep(ctx(t, 'stack-up', { kind: 'reconcile' }));
+    await e.runStep(ctx(t, 'stack-unprotect', { kind: 'offboard' }));
+    await e.previewRefresh(t);
+    expect(f.jobs.map((j) => j.job.op)).toEqual(['up', 'unprotect', 'preview-refresh']);
+    for (const { job } of f.jobs) {
+      expect(stateOf(job), job.op).toEqual({
+        suspended: true,
+        limitOverrides: { connectionLimit: 2 },
+        config: { suspended: 'true', limitOverrides: '{"connectionLimit":2}' },
+      });
+    }
+  });
+
+  it('never hands a pool tenant’s state to its stack: the pool login is shared (its suspension is a freeze)', async () => {
+    const f = fakeRunner();
+    const e = engine({ runner: f.runner });
+    await e.runStep(ctx(suspended(tenant('pool')), 'stack-up', { kind: 'reconcile' }));
+    expect(stateOf(f.jobs[0]!.job)).toEqual({
+      suspended: undefined,
+      limitOverrides: undefined,
+      config: { suspended: undefined, limitOverrides: undefined },
+    });
+  });
+});

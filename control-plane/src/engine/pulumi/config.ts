@@ -35,6 +35,14 @@ export function buildStackConfig(p: {
   if (p.input.accountEmailSuffix !== undefined) {
     tenant[`${CONFIG_NAMESPACE}:accountEmailSuffix`] = p.input.accountEmailSuffix;
   }
+  // The tenant's recorded state its login role carries; absent when it has none, so a reactivation's
+  // run (or overrides removed) takes the key out of the stack's config.
+  if (p.input.suspended === true) tenant[`${CONFIG_NAMESPACE}:suspended`] = 'true';
+  const overrides = p.input.limitOverrides ?? {};
+  if (Object.keys(overrides).length > 0) {
+    const sorted = Object.fromEntries(Object.entries(overrides).sort(([a], [b]) => a.localeCompare(b)));
+    tenant[`${CONFIG_NAMESPACE}:limitOverrides`] = JSON.stringify(sorted);
+  }
   const flat = { ...awsStackConfig(p.aws), ...platform, ...tenant };
   const out: ConfigMap = {};
   for (const key of Object.keys(flat).sort()) {

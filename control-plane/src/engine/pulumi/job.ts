@@ -1,9 +1,10 @@
 import path from 'node:path';
 import type { PlatformSettings } from '../../../../stacks/common/config.js';
-import { assertStaging, type TenantProgramInput } from '../../../../stacks/common/input.js';
+import { assertStaging, OWN_LOGIN_TIERS, type TenantProgramInput } from '../../../../stacks/common/input.js';
 import { rdsDeletionProtection } from '../../../../stacks/policy/policies.js';
 import type { AwsProviderOptions } from '../../aws/provider-options.js';
 import { tenantStackName } from '../../domain/naming.js';
+import type { LimitOverrides } from '../../domain/tenant.js';
 import type { Tier } from '../../domain/tiers.js';
 import { buildStackConfig } from './config.js';
 import { PULUMI_PROJECT, stackWorkspaceDir } from './naming.js';
@@ -35,6 +36,17 @@ export const UNPROTECT_POLICY_CONFIG: Record<string, unknown> = {
 };
 
 /**
+ * The tenant a job is for: who it is, and the recorded state every run of its stack carries (its
+ * suspension and limit overrides: stacks/common/input.ts), so that no `up` undoes them.
+ */
+export interface JobTenant {
+  id: string;
+  slug: string;
+  suspended?: boolean;
+  limits?: LimitOverrides;
+}
+
+/**
  * A promotion's placement staged in the source tier's stack (see stagedTier in stacks/common/input.ts):
  * `tier` is the target tier; `discard` builds it for deletion (an aborted promotion).
  */
@@ -53,13 +65,16 @@ export interface JobStage {
  */
 export function buildJob(
   op: PulumiOp,
-  tenant: { id: string; slug: string },
+  tenant: JobTenant,
   tier: Tier,
   s: JobSettings,
   stage?: JobStage,
 ): PulumiJob {
   const offboarding = op === 'unprotect' || op === 'destroy';
   if (stage && offboarding) throw new Error(`a ${op} job never stages a placement`);
+  // Only a tenant's own login role carries its state; the pool's shared login never does.
+  const ownLogin = OWN_LOGIN_TIERS.includes(tier);
+  const overrides = tenant.limits && Object.keys(tenant.limits).length > 0 ? tenant.limits : undefined;
   const input: TenantProgramInput = {
     tenantId: tenant.id,
     slug: tenant.slug,
@@ -69,6 +84,8 @@ export function buildJob(
     ...(offboarding ? { offboarding: true } : {}),
     ...(stage ? { stagedTier: stage.tier } : {}),
     ...(stage?.discard ? { discardStaged: true } : {}),
+    ...(ownLogin && tenant.suspended === true ? { suspended: true } : {}),
+    ...(ownLogin && overrides ? { limitOverrides: overrides } : {}),
   };
   // The pairs the program accepts, refused here already rather than in the child.
   assertStaging(input);
