@@ -1,5 +1,5 @@
 import { ensureMeta } from './meta.js';
-import { ident, inTransaction, literal, metaLock, type Queryable } from './sql.js';
+import { ident, inTransaction, literal, metaLock, type Queryable, relationsOfSchemaSql } from './sql.js';
 
 /**
  * The per-tenant write freeze, enforced in the database so that no client can bypass it.
@@ -125,20 +125,9 @@ export async function ensureFreezeSupport(db: Queryable, owner: string): Promise
  * Tables of a schema whose guard triggers are not exactly the set of their kind, with their kind:
  * a table under row-level security holds several tenants' rows (the pool), any other one tenant's.
  */
-/**
- * `pg_class c` restricted to the relations of one schema, found through their dependency on it:
- * pg_class has no index on its namespace alone, so filtering on relnamespace reads the whole
- * catalog (thousands of rows per thousand tenants), while pg_depend is indexed by what is referenced.
- */
-function tablesOfSchemaSql(namespaceOid: string): string {
-  return `pg_depend d JOIN pg_class c ON c.oid = d.objid
-    AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_namespace'::regclass
-    AND d.refobjid = ${namespaceOid} AND d.deptype = 'n'`;
-}
-
 async function unguarded(db: Queryable, schema: string): Promise<{ table: string; shared: boolean }[]> {
   const { rows } = await db.query<{ t: string; shared: boolean }>(
-    `SELECT c.relname AS t, c.relrowsecurity AS shared FROM ${tablesOfSchemaSql('to_regnamespace($1)')}
+    `SELECT c.relname AS t, c.relrowsecurity AS shared FROM ${relationsOfSchemaSql('to_regnamespace($1)')}
       WHERE c.relkind IN ('r', 'p')
         AND array(SELECT g.tgname::text FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = ANY ($2::text[]) ORDER BY 1)
             IS DISTINCT FROM (CASE WHEN c.relrowsecurity THEN $3::text[] ELSE $4::text[] END)
@@ -207,7 +196,7 @@ export function guardPrivateSchemaSql(schema: string): string {
   return `DO $guard$
 DECLARE t record;
 BEGIN
-  FOR t IN SELECT c.relname FROM ${tablesOfSchemaSql(`${literal(schema)}::regnamespace`)}
+  FOR t IN SELECT c.relname FROM ${relationsOfSchemaSql(`${literal(schema)}::regnamespace`)}
             WHERE c.relkind IN ('r', 'p')
               AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = ANY (${sqlTextArray(ALL_TRIGGERS)}))
   LOOP

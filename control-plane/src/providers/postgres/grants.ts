@@ -1,4 +1,13 @@
-import { ACL_LOCK, ident, inTransaction, lockDatabaseAcl, metaLockSql, type Queryable } from './sql.js';
+import {
+  ACL_LOCK,
+  ident,
+  inTransaction,
+  literal,
+  lockDatabaseAcl,
+  metaLockSql,
+  type Queryable,
+  relationsOfSchemaSql,
+} from './sql.js';
 import type { Provider } from './types.js';
 
 export interface GrantsSpec {
@@ -22,8 +31,33 @@ export interface GrantsState {
 
 const DML = ['DELETE', 'INSERT', 'SELECT', 'UPDATE'];
 
-/** USAGE and DML on one schema, CONNECT on one database; never CREATE, never ownership. */
 /**
+ * What `REVOKE ALL ON ALL TABLES IN SCHEMA s FROM PUBLIC; GRANT … ON ALL TABLES | SEQUENCES IN
+ * SCHEMA s TO role` do, on the same relations (tables, views, materialized views, foreign and
+ * partitioned tables; sequences), found through pg_depend: the `ALL … IN SCHEMA` forms scan the whole
+ * of pg_class, which in the shared bridge database grows with every tenant (docs/benchmarks.md).
+ * Names come from regclass (quoted, qualified where not visible); the role is validated and quoted.
+ */
+function grantRelationsSql(schema: string, role: string): string {
+  const grantee = literal(ident(role));
+  return `DO $grants$
+DECLARE tabs text; seqs text;
+BEGIN
+  SELECT string_agg(c.oid::regclass::text, ', ') FILTER (WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')),
+         string_agg(c.oid::regclass::text, ', ') FILTER (WHERE c.relkind = 'S')
+    INTO tabs, seqs FROM ${relationsOfSchemaSql(`${literal(schema)}::regnamespace`)};
+  IF tabs IS NOT NULL THEN
+    EXECUTE 'REVOKE ALL ON TABLE ' || tabs || ' FROM PUBLIC';
+    EXECUTE 'GRANT ${DML.join(', ')} ON TABLE ' || tabs || ' TO ' || ${grantee};
+  END IF;
+  IF seqs IS NOT NULL THEN
+    EXECUTE 'GRANT USAGE, SELECT ON SEQUENCE ' || seqs || ' TO ' || ${grantee};
+  END IF;
+END $grants$`;
+}
+
+/**
+ * USAGE and DML on one schema, CONNECT on one database; never CREATE, never ownership.
  * Applies the grants in one implicit transaction (one round trip) without reading them back;
  * create/update add the observation, callers on a hot path may skip it.
  */
@@ -39,9 +73,7 @@ export async function applyGrants(db: Queryable, spec: GrantsSpec): Promise<void
       `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
       `REVOKE CREATE ON SCHEMA ${s} FROM ${role}`,
       `GRANT USAGE ON SCHEMA ${s} TO ${role}`,
-      `REVOKE ALL ON ALL TABLES IN SCHEMA ${s} FROM PUBLIC`,
-      `GRANT ${DML.join(', ')} ON ALL TABLES IN SCHEMA ${s} TO ${role}`,
-      `GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${s} TO ${role}`,
+      grantRelationsSql(spec.schema, spec.role),
       `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
       `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`,
       metaLockSql(ACL_LOCK),
