@@ -439,8 +439,12 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
           (e: { code?: string }) => e.code,
         );
       };
+      const frozen = async () => [...(await engine.suspendedPoolFreezes([t.id, made.pool.id])).frozen];
+      expect(await frozen()).toEqual([]);
       await step('suspend', 'suspend-writes');
       expect(await write(t)).toBe('25006');
+      // What aws drift reads for a suspended pool tenant: its freeze, and no other tenant's.
+      expect(await frozen()).toEqual([t.id]);
       expect(await write(made.pool)).toBe('written');
       // Its rows are all there, and readable.
       const d = await connectionOf(s, t.slug);
@@ -452,6 +456,7 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
       await step('suspend', 'suspend-writes');
       await step('reactivate', 'resume-writes');
       expect(await write(t)).toBe('written');
+      expect(await frozen()).toEqual([]);
     });
 
     it('exports through the API of a control plane started with TENANTRY_TARGET=aws: the operation, the ready export and its download', async () => {

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import type { DataPlane } from '../../control-plane/src/dataplane/dataplane.js';
 import { tenantObjectName, tenantStackName } from '../../control-plane/src/domain/naming.js';
-import type { KeyStore, SecretStore } from '../../control-plane/src/domain/ports.js';
+import type { KeyStore, SecretStore, StepTenant } from '../../control-plane/src/domain/ports.js';
 import type { TierCatalog } from '../../control-plane/src/domain/tiers.js';
 import {
   AwsDriftDetector,
@@ -412,6 +412,58 @@ describe('aws drift from refreshing previews', () => {
         actual: 'stack tenant-beta not found',
       }),
     ]);
+  });
+
+  it('judges a suspended pool tenant against its freeze, which no stack shows, and hands the previews each tenant’s state', async () => {
+    const frozen = tenant('frozen', { tier: 'pool', status: 'suspended' });
+    const thawed = tenant('thawed', { tier: 'pool', status: 'suspended' });
+    const bridge = tenant('held', { tier: 'bridge', status: 'suspended', limits: { connectionLimit: 3 } });
+    const active = tenant('active', { tier: 'pool' });
+    const seen: StepTenant[] = [];
+    const asked: string[][] = [];
+    const base = driver({});
+    const d = new AwsDriftDetector(
+      {
+        ...base,
+        async previewRefresh(t) {
+          seen.push(t);
+          return [];
+        },
+        async suspendedPoolFreezes(ids) {
+          asked.push(ids);
+          return { name: 'tenantry_data.pool', frozen: new Set([frozen.id]) };
+        },
+      },
+      { concurrency: 2 },
+    );
+    const all = [frozen, thawed, bridge, active];
+    const r = await d.detect(async () => ({
+      tenants: all,
+      busy: new Set(),
+      known: all,
+      retained: new Map(),
+    }));
+    // Only the suspended pool tenants are asked about, and only the one without its freeze is reported.
+    expect(asked.map((ids) => [...ids].sort())).toEqual([[frozen.id, thawed.id].sort()]);
+    expect(r.findings).toEqual([
+      {
+        tenantId: thawed.id,
+        tenantSlug: 'thawed',
+        resource: 'freeze',
+        name: 'tenantry_data.pool',
+        kind: 'missing',
+        field: 'frozen',
+        desired: 'suspended',
+        actual: null,
+        category: 'isolation',
+      },
+    ]);
+    // The preview's config is the one every up writes: the bridge tenant's suspension and overrides.
+    expect(seen.find((t) => t.slug === 'held')).toMatchObject({
+      suspended: true,
+      limits: { connectionLimit: 3 },
+    });
+    expect(seen.find((t) => t.slug === 'active')).not.toHaveProperty('suspended');
   });
 
   it('repairs a tenant with an up of its stack, and never acts on unreachable stacks or the platform', async () => {

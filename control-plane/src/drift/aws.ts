@@ -6,6 +6,7 @@ import { AWS_RECONCILE_STEPS, type AwsReconcileStep, isAwsReconcileStep } from '
 import { type DriftFinding, driftFromPreviewEvents } from '../engine/pulumi/events.js';
 
 import { mapLimit } from '../lib/concurrency.js';
+import { missingSuspensionFreeze } from './lifecycle.js';
 import type {
   DetectInput,
   DetectResult,
@@ -20,6 +21,8 @@ import type {
 export interface StackDriver {
   previewRefresh(t: StepTenant, signal?: AbortSignal): Promise<EngineEvent[]>;
   runStep(ctx: StepContext): Promise<StepOutputs | undefined>;
+  /** Which suspended pool tenants' rows are frozen for their suspension (no stack holds that freeze). */
+  suspendedPoolFreezes?(tenantIds: string[]): Promise<{ name: string; frozen: Set<string> }>;
 }
 
 /**
@@ -124,6 +127,7 @@ export class AwsDriftDetector implements DriftDetector {
         ]);
       }
     });
+    await this.checkSuspensionFreezes(before.tenants, results);
     const t1 = performance.now();
     const after = await snapshot();
     const judged = new Set(after.tenants.map((t) => t.id));
@@ -133,6 +137,36 @@ export class AwsDriftDetector implements DriftDetector {
     };
     const findings = [...results.entries()].filter(([id]) => judged.has(id)).flatMap(([, f]) => f);
     return { input, findings, timings: { previewMs: t1 - t0, snapshotMs: performance.now() - t1 } };
+  }
+
+  /**
+   * A suspended pool tenant is expected frozen on the shared cluster (reason `suspended`), which its
+   * stack's preview cannot show: a missing freeze is an isolation finding, as on the local target
+   * (drift/lifecycle.ts). Re-applying the suspension (POST …/suspension) freezes it again.
+   */
+  private async checkSuspensionFreezes(
+    tenants: TenantRecord[],
+    results: Map<string, Finding[]>,
+  ): Promise<void> {
+    const suspended = tenants.filter((t) => t.tier === 'pool' && t.status === 'suspended');
+    if (suspended.length === 0 || !this.driver.suspendedPoolFreezes) return;
+    try {
+      const { name, frozen } = await this.driver.suspendedPoolFreezes(suspended.map((t) => t.id));
+      for (const t of suspended) {
+        if (!frozen.has(t.id)) results.get(t.id)?.push(missingSuspensionFreeze(t, name));
+      }
+    } catch (e) {
+      for (const t of suspended) {
+        results.get(t.id)?.push({
+          ...missingSuspensionFreeze(t, 'shared cluster'),
+          kind: 'changed',
+          field: 'reachable',
+          desired: true,
+          actual: (e as Error).message.slice(0, 200),
+          category: 'state',
+        });
+      }
+    }
   }
 }
 

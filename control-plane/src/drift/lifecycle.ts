@@ -47,17 +47,7 @@ export function adjustForLifecycle(
         ?.frozen.some(
           (f) => f.tenantId === t.id && f.schema === layout.poolSchema && f.reason === 'suspended',
         );
-      if (!frozen)
-        out.push({
-          ...owner,
-          resource: 'freeze',
-          name: schema,
-          kind: 'missing',
-          field: 'frozen',
-          desired: 'suspended',
-          actual: null,
-          category: 'isolation',
-        });
+      if (!frozen) out.push(missingSuspensionFreeze(t, schema));
       continue;
     }
     const group = tenantObjectName(t.slug);
@@ -105,4 +95,19 @@ export function adjustForLifecycle(
     }
   }
   return out;
+}
+
+/** A suspended pool tenant whose rows are not frozen for its suspension (`name`: `<database>.<pool schema>`). */
+export function missingSuspensionFreeze(t: { id: string; slug: string }, name: string): Finding {
+  return {
+    tenantId: t.id,
+    tenantSlug: t.slug,
+    resource: 'freeze',
+    name,
+    kind: 'missing',
+    field: 'frozen',
+    desired: 'suspended',
+    actual: null,
+    category: 'isolation',
+  };
 }

@@ -81,3 +81,21 @@ export async function resumePoolWrites(db: Queryable, tenantId: string, p: Place
     [tenantId, p.schema],
   );
 }
+
+/** Which of `tenantIds` have their pool rows frozen for a suspension (what aws drift expects of a suspended pool tenant). */
+export async function suspensionFreezes(
+  db: Queryable,
+  schema: string,
+  tenantIds: readonly string[],
+): Promise<string[]> {
+  const { rows } = await db.query<{ ok: boolean }>(
+    `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL AS ok`,
+  );
+  if (!rows[0]?.ok || tenantIds.length === 0) return [];
+  const frozen = await db.query<{ id: string }>(
+    `SELECT tenant_id::text AS id FROM tenantry_meta.frozen_tenants
+      WHERE schema_name = $1 AND reason = 'suspended' AND tenant_id::text = ANY ($2::text[])`,
+    [schema, tenantIds],
+  );
+  return frozen.rows.map((r) => r.id);
+}

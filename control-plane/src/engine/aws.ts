@@ -72,6 +72,7 @@ import {
   resumePoolWrites,
   suspendedForStep,
   suspendPoolWrites,
+  suspensionFreezes,
 } from './aws-suspension.js';
 import { isPidAlive, type StaleLockOptions, toTenantryError } from './pulumi/errors.js';
 import { progressFromEvent } from './pulumi/events.js';
@@ -781,6 +782,17 @@ export class AwsEngine implements Engine {
     } catch (e) {
       throw toTenantryError(e, { stack: job.stackName, op: 'preview-refresh' }, this.stale);
     }
+  }
+
+  /**
+   * Drift of suspended pool tenants, which no stack shows (their freeze is no stack resource): which of
+   * them have their rows frozen for the suspension on the shared cluster, and where (`<database>.<schema>`).
+   */
+  async suspendedPoolFreezes(tenantIds: string[]): Promise<{ name: string; frozen: Set<string> }> {
+    const { dp } = await this.rowMover();
+    const schema = this.opts.platform.pool.schema;
+    const frozen = await dp.withData((db) => suspensionFreezes(db, schema, tenantIds));
+    return { name: `${dp.names.database}.${schema}`, frozen: new Set(frozen) };
   }
 
   /**
