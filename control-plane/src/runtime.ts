@@ -405,6 +405,11 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       });
     }
     const w = worker;
+    // Worker processes publish the events as they commit (webhooks/delivery.ts listen).
+    if (w) {
+      const events = deliverer.listen();
+      closers.push(() => events.close());
+    }
     // What a crash left of the outbox: events not published, webhook streams whose job died.
     if (w)
       await deliverer

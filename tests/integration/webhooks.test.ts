@@ -251,6 +251,58 @@ describe('webhooks (in-process control plane)', () => {
     }
   });
 
+  it('publishes committed events on their notification, with no job per event, and what it missed while its session was gone', async () => {
+    const published = async (slug: string) =>
+      (
+        await s.app.inject({ method: 'GET', url: `/v1/events?tenant=${slug}&limit=100`, headers: admin() })
+      ).json().items as { type: string; seq: number }[];
+    const until = async (slug: string, n: number) => {
+      while ((await published(slug)).length < n) await new Promise((r) => setTimeout(r, 20));
+    };
+    const publishJobs = async () =>
+      Number(
+        (
+          await superQuery<{ n: string }>(
+            s.controlDb,
+            `SELECT count(*) AS n FROM graphile_worker._private_jobs j
+               JOIN graphile_worker._private_tasks t ON t.id = j.task_id WHERE t.identifier = 'events-publish'`,
+          )
+        )[0]?.n,
+      );
+    const a = await onboard(s, 'pool');
+    await until(a.slug, 2);
+    expect(await publishJobs()).toBe(0);
+    // The listening session is cut: the next event's notification reaches nobody. The session's
+    // replacement publishes what it missed on reconnect.
+    const cut = await superQuery<{ pid: number }>(
+      s.controlDb,
+      `SELECT pg_terminate_backend(pid) AS ok, pid FROM pg_stat_activity
+        WHERE datname = current_database() AND query = 'LISTEN tenantry_events'`,
+    );
+    expect(cut).toHaveLength(1);
+    const v = (await s.app.inject({ method: 'GET', url: `/v1/tenants/${a.slug}`, headers: admin() })).json()
+      .version;
+    const p = await s.app.inject({
+      method: 'PATCH',
+      url: `/v1/tenants/${a.slug}`,
+      headers: { ...admin(), 'if-match': `"${v}"` },
+      payload: { plan: 'gold' },
+    });
+    expect(p.statusCode).toBe(200);
+    expect(await publishJobs()).toBe(0);
+    await until(a.slug, 3);
+    expect((await published(a.slug)).map((e) => e.type)).toEqual([
+      'tenant.created',
+      'tenant.activated',
+      'tenant.updated',
+    ]);
+    const again = await superQuery(
+      s.controlDb,
+      `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN tenantry_events'`,
+    );
+    expect(again).toHaveLength(1);
+  });
+
   it('disables a webhook failing for days, with a webhook.disabled event', async () => {
     const watcher = new Receiver(await freePort());
     await watcher.up();

@@ -43,7 +43,10 @@ export class Db {
   private readonly held = new AsyncLocalStorage<Held>();
   readonly acquireTimeoutMs: number;
 
-  constructor(connectionString: string, opts: DbOptions | number = {}) {
+  constructor(
+    private readonly connectionString: string,
+    opts: DbOptions | number = {},
+  ) {
     const o = typeof opts === 'number' ? { max: opts } : opts;
     const max = o.max ?? 10;
     this.acquireTimeoutMs = o.acquireTimeoutMs ?? 5000;
@@ -167,6 +170,62 @@ export class Db {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * A session of its own LISTENing on `channel` (never a pooled one: it is held for the process's
+   * life). `onWake` runs on each notification and after each (re)connect, since what was notified
+   * while the session was away is lost; a lost session is replaced after `retryMs`.
+   */
+  listen(
+    channel: string,
+    onWake: () => void,
+    opts: { retryMs?: number; onError?: (e: Error) => void } = {},
+  ): { close(): Promise<void> } {
+    if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`invalid channel name ${channel}`);
+    let closed = false;
+    let client: pg.Client | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const connect = async () => {
+      if (closed) return;
+      const c = new pg.Client({ connectionString: this.connectionString });
+      client = c;
+      const retry = (e: Error) => {
+        opts.onError?.(e);
+        c.removeAllListeners();
+        c.on('error', () => {});
+        c.end().catch(() => undefined);
+        if (closed || client !== c) return;
+        client = undefined;
+        timer = setTimeout(() => void connect(), opts.retryMs ?? 1000);
+        timer.unref();
+      };
+      c.on('error', retry);
+      c.on('end', () => retry(new Error('the listening session ended')));
+      c.on('notification', () => onWake());
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${channel}`);
+      } catch (e) {
+        retry(e as Error);
+        return;
+      }
+      if (!closed) onWake();
+    };
+    void connect();
+    return {
+      close: async () => {
+        closed = true;
+        clearTimeout(timer);
+        const c = client;
+        client = undefined;
+        if (c) {
+          c.removeAllListeners();
+          c.on('error', () => {});
+          await c.end().catch(() => undefined);
+        }
+      },
+    };
   }
 
   async close(): Promise<void> {

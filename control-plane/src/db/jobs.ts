@@ -117,20 +117,16 @@ export async function enqueueRolloutRun(q: Queryable, rolloutId: string): Promis
  * stream's delivery, and the sweep that catches what a crashed worker left behind.
  */
 
-/** graphile-worker's task that publishes committed events (gives them their `seq`) and fans them out to webhooks. */
+/**
+ * graphile-worker's task that publishes committed events (gives them their `seq`) and fans them out to
+ * webhooks. Events now wake the publisher by notification (db/outbox.ts EVENTS_CHANNEL); the task stays
+ * for the jobs an earlier version queued.
+ */
 export const EVENTS_PUBLISH_TASK = 'events-publish';
 /** graphile-worker's task that delivers one webhook stream's pending deliveries, in order. */
 export const WEBHOOK_DELIVER_TASK = 'webhook-deliver';
 /** graphile-worker's cron task: publishes stragglers, re-enqueues stalled streams, expires exports. */
 export const LIFECYCLE_SWEEP_TASK = 'lifecycle-sweep';
-
-/**
- * The SQL call that asks for a publish, for a statement that writes an event (one round trip). No job
- * key: a key would make every event-writing transaction wait on the same job row until it commits.
- * A publish that finds nothing to do is cheap; publishes run one at a time (db/outbox.ts).
- */
-export const addPublishJobSql = (task: string): string =>
-  `graphile_worker.add_job(${task}, '{}'::json, max_attempts := 5)`;
 
 /** The job key of a webhook stream's delivery: the one spelling of it. */
 export const webhookStreamJobKey = (webhookId: string, stream: string): string =>

@@ -2,7 +2,7 @@ import type { EventType, LifecycleEvent } from '../domain/events.js';
 import { FLEET_STREAM } from '../domain/events.js';
 import { newEventId } from '../domain/ids.js';
 import type { Queryable } from '../domain/queryable.js';
-import { addPublishJobSql, EVENTS_PUBLISH_TASK, enqueueWebhookStreams } from './jobs.js';
+import { enqueueWebhookStreams } from './jobs.js';
 
 /**
  * The outbox of lifecycle events (migration 0017, docs/lifecycle.md).
@@ -30,7 +30,16 @@ export interface NewEvent {
   onlyIf?: { operationId: string; status: 'succeeded' | 'failed' };
 }
 
-/** Writes an event in the caller's transaction and asks for a publish once it commits. */
+/**
+ * The channel an event's transaction notifies on commit (webhooks/publisher.ts listens). A
+ * notification, not a job: a job per event cost each event-writing transaction graphile-worker's
+ * add_job, then a pickup and a completion (docs/benchmarks.md); Postgres folds a transaction's
+ * identical notifications into one, and a notification lost with its listener is made up by the
+ * listener's publish on reconnect and by the minute's sweep.
+ */
+export const EVENTS_CHANNEL = 'tenantry_events';
+
+/** Writes an event in the caller's transaction; its commit wakes the publishers (EVENTS_CHANNEL). */
 export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
   const tenant = e.tenant ?? null;
   if (tenant) await q.query('SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE', [tenant.id]);
@@ -43,7 +52,6 @@ export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
     e.operationId ?? null,
     e.dedupeKey ?? null,
     JSON.stringify(e.data ?? {}),
-    EVENTS_PUBLISH_TASK,
   ];
   const cond = e.onlyIf
     ? `WHERE EXISTS (SELECT 1 FROM operations WHERE id = $${params.push(e.onlyIf.operationId)} AND status = $${params.push(e.onlyIf.status)})`
@@ -53,7 +61,7 @@ export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
        INSERT INTO events (id, type, tenant_id, tenant_slug, operation_id, dedupe_key, data)
        SELECT $1, $2, $3::uuid, $4, $5, $6, $7::jsonb ${cond}
        ON CONFLICT (dedupe_key) DO NOTHING RETURNING 1)
-     SELECT ${addPublishJobSql('$8')} FROM e`,
+     SELECT pg_notify('${EVENTS_CHANNEL}', '') FROM e`,
     params,
   );
 }

@@ -12,7 +12,7 @@ import {
   LIFECYCLE_SWEEP_TASK,
   WEBHOOK_DELIVER_TASK,
 } from '../db/jobs.js';
-import { appendEvent, hasUnpublishedEvents, publishEvents } from '../db/outbox.js';
+import { appendEvent, EVENTS_CHANNEL, hasUnpublishedEvents, publishEvents } from '../db/outbox.js';
 import {
   abandonDelivery,
   claimStream,
@@ -95,6 +95,54 @@ export class WebhookDeliverer {
       total += out.published;
       if (!out.more) return total;
     }
+  }
+
+  private publishing: Promise<void> | undefined;
+  private again = false;
+
+  /**
+   * Publishes now, and once more after the publish in flight if woken meanwhile: wake-ups during a
+   * publish fold into one. A failure is logged; the next event or the minute's sweep retries.
+   */
+  wake(): void {
+    if (this.publishing) {
+      this.again = true;
+      return;
+    }
+    this.publishing = (async () => {
+      do {
+        this.again = false;
+        try {
+          await this.publish();
+          await this.forwardToSinks();
+        } catch (e) {
+          this.log.warn(
+            { err: safeMessage(e) },
+            'publishing events failed; the next event or the sweep retries',
+          );
+        }
+      } while (this.again);
+    })().finally(() => {
+      this.publishing = undefined;
+    });
+  }
+
+  /**
+   * Publishes on every committed event (db/outbox.ts EVENTS_CHANNEL) and on each (re)connect of the
+   * listening session, until closed; closing waits for the publish in flight.
+   */
+  listen(): { close(): Promise<void> } {
+    const session = this.db.listen(EVENTS_CHANNEL, () => this.wake(), {
+      onError: (e) =>
+        this.log.warn({ err: safeMessage(e) }, 'the events listener lost its session; reconnecting'),
+    });
+    return {
+      close: async () => {
+        await session.close();
+        this.again = false;
+        await this.publishing;
+      },
+    };
   }
 
   /** The minute's catch-up: stragglers published, stalled streams enqueued again, sinks caught up. */
