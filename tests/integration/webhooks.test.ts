@@ -132,6 +132,18 @@ describe('webhooks (in-process control plane)', () => {
       eventType: string;
       lastError: string | null;
     }[];
+  /** PATCHes a tenant's plan at its current version; the answer's status. */
+  async function setPlan(slug: string, plan: string): Promise<number> {
+    const v = (await s.app.inject({ method: 'GET', url: `/v1/tenants/${slug}`, headers: admin() })).json()
+      .version;
+    const p = await s.app.inject({
+      method: 'PATCH',
+      url: `/v1/tenants/${slug}`,
+      headers: { ...admin(), 'if-match': `"${v}"` },
+      payload: { plan },
+    });
+    return p.statusCode;
+  }
   async function untilLog(id: string, cond: (log: Awaited<ReturnType<typeof deliveries>>) => boolean) {
     while (!cond(await deliveries(id))) await new Promise((r) => setTimeout(r, 25));
   }
@@ -181,17 +193,7 @@ describe('webhooks (in-process control plane)', () => {
     // The receiver is down: its events pile up, the first of each tenant retried with backoff.
     const a = await onboard(s, 'pool');
     const b = await onboard(s, 'bridge');
-    for (const plan of ['gold', 'platinum']) {
-      const v = (await s.app.inject({ method: 'GET', url: `/v1/tenants/${a.slug}`, headers: admin() })).json()
-        .version;
-      const p = await s.app.inject({
-        method: 'PATCH',
-        url: `/v1/tenants/${a.slug}`,
-        headers: { ...admin(), 'if-match': `"${v}"` },
-        payload: { plan },
-      });
-      expect(p.statusCode).toBe(200);
-    }
+    for (const plan of ['gold', 'platinum']) expect(await setPlan(a.slug, plan)).toBe(200);
     const sus = await s.app.inject({
       method: 'POST',
       url: `/v1/tenants/${a.slug}/suspension`,
@@ -280,15 +282,7 @@ describe('webhooks (in-process control plane)', () => {
         WHERE datname = current_database() AND query = 'LISTEN tenantry_events'`,
     );
     expect(cut).toHaveLength(1);
-    const v = (await s.app.inject({ method: 'GET', url: `/v1/tenants/${a.slug}`, headers: admin() })).json()
-      .version;
-    const p = await s.app.inject({
-      method: 'PATCH',
-      url: `/v1/tenants/${a.slug}`,
-      headers: { ...admin(), 'if-match': `"${v}"` },
-      payload: { plan: 'gold' },
-    });
-    expect(p.statusCode).toBe(200);
+    expect(await setPlan(a.slug, 'gold')).toBe(200);
     expect(await publishJobs()).toBe(0);
     await until(a.slug, 3);
     expect((await published(a.slug)).map((e) => e.type)).toEqual([
