@@ -122,7 +122,7 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
     let store: S3ArchiveStore;
     let client: S3Client;
     let stagingDir: string;
-    const made: Record<'pool' | 'neighbour' | 'bridge', Made> = {} as never;
+    const made: Record<'pool' | 'neighbour' | 'bridge' | 'silo', Made> = {} as never;
 
     beforeAll(async () => {
       s = await startStack({
@@ -135,6 +135,7 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
         ['pool', 'pool', 30],
         ['neighbour', 'pool', 20],
         ['bridge', 'bridge', 25],
+        ['silo', 'silo', 15],
       ] as const) {
         const t = await onboard(s, tier);
         await seed(s, t.slug, n, `${name}-`);
@@ -185,6 +186,7 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
         timeoutMs: 60_000,
         programVersion: '1.0.0+template.1',
         exports: { store, stagingDir },
+        siloTls: false, // the test server stands in for a silo's RDS instance, without TLS
       });
     }, 120_000);
     afterAll(async () => {
@@ -195,13 +197,13 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
     });
 
     /** Runs the aws engine's export step for a tenant, as the executor would; returns what it reported. */
-    async function exportStep(t: Made, exportId: string) {
+    async function exportStep(t: Made, exportId: string, outputs?: Record<string, unknown>) {
       const reported: Record<string, unknown> = {};
       const ctx: StepContext = {
         operationId: `op_${rand(8)}`,
         kind: 'export',
         step: 'export',
-        tenant: { id: t.id, slug: t.slug, tier: t.tier, templateVersion: 1 },
+        tenant: { id: t.id, slug: t.slug, tier: t.tier, templateVersion: 1, ...(outputs ? { outputs } : {}) },
         params: { exportId, file: S3ArchiveLocation.of(BUCKET, t.id, exportId), kmsKeyId: t.keyId },
         signal: new AbortController().signal,
         report: async (p) => {
@@ -210,6 +212,31 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
       };
       await engine.runStep(ctx);
       return reported.archive as Archive;
+    }
+
+    /** An onboarding's restore steps into `target` from `from`'s archive in S3, as the executor runs them. */
+    async function restoreInto(
+      target: { id: string; slug: string },
+      tier: Tier,
+      from: Made,
+      exportId: string,
+      progress?: Record<string, unknown>,
+    ) {
+      const file = S3ArchiveLocation.of(BUCKET, from.id, exportId);
+      const head = await store.head(file);
+      if (!head) throw new Error('the archive was not uploaded');
+      expect(engine.restoreSteps(tier)).toEqual(['restore', 'verify-restore']);
+      for (const step of engine.restoreSteps(tier)) {
+        await engine.runStep({
+          operationId: `op_${rand(8)}`,
+          kind: 'onboard',
+          step,
+          tenant: { id: target.id, slug: target.slug, tier, templateVersion: 1 },
+          params: { fromExport: { exportId, file, manifestSha256: head.manifestSha256 } },
+          ...(progress ? { progress } : {}),
+          signal: new AbortController().signal,
+        });
+      }
     }
 
     /** The object's archive, fetched and checked end to end. */
@@ -226,7 +253,8 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
     it('says which steps it runs: an export for pool and bridge; limit overrides on a login of its own only', () => {
       expect(engine.lifecycleSteps('export', 'pool')).toEqual(['export']);
       expect(engine.lifecycleSteps('export', 'bridge')).toEqual(['export']);
-      expect(() => engine.lifecycleSteps('export', 'silo')).toThrow(/silo tenants are not available/);
+      expect(engine.lifecycleSteps('export', 'silo')).toEqual(['export']);
+      expect(() => engine.lifecycleSteps('export', 'account')).toThrow(/account tenants are not available/);
       expect(engine.lifecycleSteps('update', 'bridge')).toEqual(['limits']);
       expect(() => engine.lifecycleSteps('update', 'pool')).toThrow(/a pool tenant has none/);
     });
@@ -313,22 +341,43 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
       const source = made.pool;
       const exportId = `exp_${rand(8)}`;
       const out = await exportStep(source, exportId);
-      const file = S3ArchiveLocation.of(BUCKET, source.id, exportId);
-      const head = await store.head(file);
-      if (!head) throw new Error('the archive was not uploaded');
       // A new, empty bridge tenant (its placement built as the stack's `up` would leave it).
       const target = await onboard(s, 'bridge');
-      expect(engine.restoreSteps('bridge')).toEqual(['restore', 'verify-restore']);
-      for (const step of engine.restoreSteps('bridge')) {
-        await engine.runStep({
-          operationId: `op_${rand(8)}`,
-          kind: 'onboard',
-          step,
-          tenant: { id: target.id, slug: target.slug, tier: 'bridge', templateVersion: 1 },
-          params: { fromExport: { exportId, file, manifestSha256: head.manifestSha256 } },
-          signal: new AbortController().signal,
-        });
-      }
+      await restoreInto(target, 'bridge', source, exportId);
+      expect(sums(await localExport(s, target.slug))).toEqual(sums(out.manifest));
+      expect(fs.readdirSync(stagingDir)).toEqual([]);
+    });
+
+    it("exports a silo tenant from its own instance (its stack's outputs name it and its master secret) and restores it into a new silo", async () => {
+      // The silo's "RDS instance" is the test server; its master secret holds credentials only, as RDS's does.
+      const admin = new URL(adminUrl(s.dataDb));
+      const master = await new SecretsManagerClient({ region: MOTO_REGION }).send(
+        new CreateSecretCommand({
+          Name: `rds!db-${rand(6)}`,
+          SecretString: JSON.stringify({
+            username: decodeURIComponent(admin.username),
+            password: decodeURIComponent(admin.password),
+          }),
+        }),
+      );
+      /** The outputs a silo stack's `up` records: where its instance is, and its master secret's ARN. */
+      const outputsOf = async (slug: string) => ({
+        host: admin.hostname,
+        port: Number(admin.port),
+        database: (await connectionOf(s, slug)).database,
+        adminSecretArn: master.ARN,
+      });
+      const source = made.silo;
+      const exportId = `exp_${rand(8)}`;
+      const out = await exportStep(source, exportId, await outputsOf(source.slug));
+      expect(sums(out.manifest)).toEqual(sums(await localExport(s, source.slug)));
+      expect(out.manifest.tables.find((x) => x.name === 'users')?.rows).toBe(15);
+      const { manifest } = await fetched(source, exportId);
+      expect(manifest.tenant).toEqual({ id: source.id, slug: source.slug, tier: 'silo' });
+
+      // An onboarding from it: the restore steps reach the new silo through what its `up` reported.
+      const target = await onboard(s, 'silo');
+      await restoreInto(target, 'silo', source, exportId, { stackOutputs: await outputsOf(target.slug) });
       expect(sums(await localExport(s, target.slug))).toEqual(sums(out.manifest));
       expect(fs.readdirSync(stagingDir)).toEqual([]);
     });
@@ -386,7 +435,7 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
         log: pino({ level: 'silent' }),
         s3: { bucket: BUCKET, store },
       });
-      expect(() => svc.assertAvailable('silo')).toThrow(/not available/);
+      expect(() => svc.assertAvailable('account')).toThrow(/not available/);
 
       const t = made.bridge;
       const exportId = `exp_${rand(8)}`;
@@ -531,14 +580,14 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
         expect(dl.statusCode).toBe(200);
         const { createHash } = await import('node:crypto');
         expect(createHash('sha256').update(dl.rawPayload).digest('hex')).toBe(e.sha256);
-        // A silo tenant's export is refused on this target, with nothing written.
-        const silo = `silo-${rand(3)}`;
+        // An account tenant's export is refused on this target, with nothing written.
+        const silo = `account-${rand(3)}`;
         await a.runtime.services.db.tx((q) =>
           insertTenant(q, {
             id: crypto.randomUUID(),
             slug: silo,
-            name: 'silo',
-            tier: 'silo',
+            name: 'account',
+            tier: 'account',
             status: 'active',
             region: MOTO_REGION,
             plan: null,

@@ -15,6 +15,8 @@ export interface StepTenant {
   limits?: LimitOverrides;
   /** Recorded suspended (from the request's commit until a reactivation succeeds): the aws stacks keep its login NOLOGIN. */
   suspended?: boolean;
+  /** Its recorded outputs (non-secret: where its placement is; the aws target reaches a silo's instance by them). */
+  outputs?: Record<string, unknown>;
 }
 
 /** The part of a tenant record a step is given. */
@@ -25,6 +27,7 @@ export const stepTenantOf = (t: Tenant): StepTenant => ({
   templateVersion: t.templateVersion,
   limits: t.limits,
   ...(t.status === 'suspended' ? { suspended: true } : {}),
+  outputs: t.outputs,
 });
 
 export interface StepContext {

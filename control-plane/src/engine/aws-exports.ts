@@ -61,8 +61,8 @@ export interface AwsExportParams extends ExportParams {
 export const isAwsExportParams = (v: unknown): v is AwsExportParams =>
   isExportParams(v) && typeof (v as AwsExportParams).kmsKeyId === 'string';
 
-/** The tiers whose rows this target exports: those on the shared cluster. */
-export const AWS_EXPORT_TIERS: readonly Tier[] = ['pool', 'bridge'];
+/** The tiers whose rows this target exports: those on the shared cluster, and a silo's on its own instance. */
+export const AWS_EXPORT_TIERS: readonly Tier[] = ['pool', 'bridge', 'silo'];
 
 /** Archives on this target need the bucket, and a tier on the shared cluster. */
 function assertArchives(what: 'exports of' | 'restores into', tier: Tier, exports: boolean): void {
@@ -74,7 +74,7 @@ function assertArchives(what: 'exports of' | 'restores into', tier: Tier, export
   if (!AWS_EXPORT_TIERS.includes(tier))
     throw new TenantryError(
       'EXPORT_NOT_AVAILABLE_ON_TARGET',
-      `${what} ${tier} tenants are not available on the aws target yet (pool and bridge are)`,
+      `${what} ${tier} tenants are not available on the aws target yet (pool, bridge and silo are)`,
     );
 }
 
@@ -91,6 +91,9 @@ export function awsRestoreSteps(tier: Tier, exports: boolean): string[] {
   return [...RESTORE_STEPS];
 }
 
+/** An admin session on the placement's database: the shared cluster's data database, or a silo's own. */
+export type PlacementAdmin = Pick<DataPlane, 'withData'>;
+
 /** How an archive reaches the tenant's rows in a placement. */
 export const archivePlacementOf = (p: Placement): ArchivePlacement => ({
   schema: p.schema,
@@ -101,7 +104,7 @@ export const archivePlacementOf = (p: Placement): ArchivePlacement => ({
 export async function runAwsExport(
   ctx: StepContext,
   settings: AwsExportSettings,
-  where: () => Promise<{ dp: DataPlane; placement: Placement }>,
+  where: () => Promise<{ dp: PlacementAdmin; placement: Placement }>,
 ): Promise<void> {
   const t = ctx.tenant;
   const params = (ctx.params ?? {}) as Record<string, unknown>;
@@ -154,7 +157,7 @@ export async function runAwsExport(
 export async function runAwsRestore(
   ctx: StepContext,
   settings: AwsExportSettings,
-  where: () => Promise<{ dp: DataPlane; placement: Placement }>,
+  where: () => Promise<{ dp: PlacementAdmin; placement: Placement }>,
 ): Promise<void> {
   const t = ctx.tenant;
   const p = ((ctx.params ?? {}) as Record<string, unknown>).fromExport;

@@ -8,7 +8,7 @@ import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
 import { accountRootEmail } from '../../../stacks/common/input.js';
 import type { StagedPlacementOutputs } from '../../../stacks/common/program.js';
 import { DEFAULT_TEMPLATES_DIR, loadProgramTemplates } from '../../../stacks/common/templates.js';
-import { tenantOwnerRoleName } from '../../../stacks/common/tenant-postgres.js';
+import { SILO_SCHEMA, tenantOwnerRoleName } from '../../../stacks/common/tenant-postgres.js';
 import { type AwsCredentials, assumeRole, findActiveAccountIdByEmail } from '../aws/accounts.js';
 import { memberRoleArn } from '../aws/arn.js';
 import { getSecretValue } from '../aws/secrets.js';
@@ -25,6 +25,7 @@ import type {
   StepOutputs,
   StepTenant,
 } from '../domain/ports.js';
+import type { Queryable } from '../domain/queryable.js';
 import {
   AWS_OFFBOARD_STEPS,
   AWS_ONBOARD_STEPS,
@@ -411,6 +412,26 @@ export class AwsEngine implements Engine {
     return base;
   }
 
+  /**
+   * A silo's own RDS instance as its admin (on its `postgres` database; `withDatabase` for the tenant's),
+   * from its stack's outputs (host, port, database, adminSecretArn: the RDS-managed master secret). The
+   * caller closes it.
+   */
+  private async siloDataPlane(outputs: Record<string, unknown>): Promise<DataPlane> {
+    const o = plainOutputs(outputs, false);
+    if (typeof o.adminSecretArn !== 'string' || typeof o.host !== 'string' || typeof o.database !== 'string')
+      throw new TenantryError(
+        'PROVIDER_FAILED',
+        "the silo's stack outputs name no instance or admin secret (adminSecretArn: an up of its stack records it)",
+      );
+    const url = await this.siloAdminUrl(o.adminSecretArn, {
+      host: o.host,
+      port: Number(o.port ?? 5432),
+      database: 'postgres',
+    });
+    return new DataPlane(url, { maxConnections: 1 });
+  }
+
   /** A silo instance's admin URL, its credentials from the RDS-managed master secret (by ARN). */
   private async siloAdminUrl(
     arn: string,
@@ -484,11 +505,27 @@ export class AwsEngine implements Engine {
     if (archiveStep) {
       const exports = this.opts.exports;
       if (!exports) throw new TenantryError('PROVIDER_FAILED', 'exports need TENANTRY_EXPORT_BUCKET');
+      let silo: DataPlane | undefined;
       const where = async () => {
+        if (t.tier === 'silo') {
+          // Its own RDS instance, as its admin; an onboarding's `up` reported where it is (progress).
+          const at = { ...(t.outputs ?? {}), ...((ctx.progress?.stackOutputs as object | undefined) ?? {}) };
+          const instance = await this.siloDataPlane(at);
+          silo = instance;
+          const database = String(at.database);
+          return {
+            dp: { withData: <T>(fn: (db: Queryable) => Promise<T>) => instance.withDatabase(database, fn) },
+            placement: siloPlacement(t, database),
+          };
+        }
         const { dp } = await this.rowMover();
         return { dp, placement: this.sourcePlacement(dp, t, t.tier) };
       };
-      await (step === 'export' ? runAwsExport(ctx, exports, where) : runAwsRestore(ctx, exports, where));
+      try {
+        await (step === 'export' ? runAwsExport(ctx, exports, where) : runAwsRestore(ctx, exports, where));
+      } finally {
+        await (silo as DataPlane | undefined)?.close();
+      }
       return undefined;
     }
     // A pool tenant's suspension: its rows frozen on the shared cluster (engine/aws-suspension.ts).
@@ -572,6 +609,11 @@ export class AwsEngine implements Engine {
       if (t.tier === 'account') await this.queueClosure(ctx);
       return { programVersion: null, stack: null };
     }
+    if (ctx.kind === 'onboard' && t.tier === 'silo' && ctx.params?.fromExport) {
+      // The restore steps after it reach the instance through these (the tenant's record is read
+      // before this attempt's outputs are).
+      await ctx.report?.({ stackOutputs: plainOutputs(result.outputs, false) });
+    }
     if (ctx.kind === 'promote') {
       if (step === 'stack-stage') {
         const target = stagedTarget(result.outputs);
@@ -628,15 +670,7 @@ export class AwsEngine implements Engine {
       await dp.withData((db) => endRoleSessions(db, login));
       return;
     }
-    const o = plainOutputs(outputs, false);
-    if (typeof o.adminSecretArn !== 'string' || typeof o.host !== 'string' || typeof o.database !== 'string')
-      throw new TenantryError('PROVIDER_FAILED', "the silo's up reported no instance or admin secret");
-    const url = await this.siloAdminUrl(o.adminSecretArn, {
-      host: o.host,
-      port: Number(o.port ?? 5432),
-      database: o.database,
-    });
-    const dp = new DataPlane(url, { maxConnections: 1 });
+    const dp = await this.siloDataPlane(outputs);
     try {
       await dp.withData((db) => endRoleSessions(db, login));
     } finally {
@@ -927,6 +961,18 @@ export function stagedTarget(outputs: Record<string, unknown>): StagedTarget {
     ...(typeof o.stagedAdminSecretArn === 'string' && o.stagedAdminSecretArn !== ''
       ? { adminSecretArn: o.stagedAdminSecretArn }
       : {}),
+  };
+}
+
+/** A silo's tables: schema `app` of its own database, written by its login alone. */
+function siloPlacement(t: StepTenant, database: string): Placement {
+  return {
+    tier: 'silo',
+    database,
+    schema: SILO_SCHEMA,
+    shared: false,
+    writers: [tenantObjectName(t.slug)],
+    managed: true,
   };
 }
 

@@ -624,3 +624,25 @@ describe('a tenant’s suspension and limit overrides in its stack', () => {
     });
   });
 });
+
+describe('a silo onboarded from an archive', () => {
+  it('reports where its `up` put the instance, for the restore steps of the same attempt', async () => {
+    const outputs = {
+      host: 'db.example',
+      port: 5432,
+      database: 'tenant_silo_co',
+      adminSecretArn: 'arn:rds!db',
+    };
+    const f = fakeRunner(() => ({ outputs }));
+    const e = engine({ runner: f.runner });
+    const progress: Record<string, unknown> = {};
+    const report = async (patch: Record<string, unknown>) => void Object.assign(progress, patch);
+    const fromExport = { exportId: 'exp_1', file: 's3://b/exports/x', manifestSha256: 'a'.repeat(64) };
+    await e.runStep(ctx(tenant('silo'), 'stack-up', { params: { fromExport }, report }));
+    expect(progress).toEqual({ stackOutputs: outputs });
+    // Without an archive to restore, nothing is reported.
+    const other: Record<string, unknown> = {};
+    await e.runStep(ctx(tenant('silo'), 'stack-up', { report: async (p) => void Object.assign(other, p) }));
+    expect(other).toEqual({});
+  });
+});
