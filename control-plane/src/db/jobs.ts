@@ -143,12 +143,15 @@ export async function enqueueWebhookStreams(
 ): Promise<void> {
   if (streams.length === 0) return;
   await q.query(
-    `SELECT graphile_worker.add_job($1, json_build_object('webhookId', s.w, 'stream', s.s), run_at := $4::timestamptz,
-            job_key := 'whd:' || s.w || ':' || s.s, max_attempts := 5)
-       FROM unnest($2::text[], $3::text[]) AS s(w, s)`,
-    [WEBHOOK_DELIVER_TASK, streams.map((x) => x[0]), streams.map((x) => x[1]), runAt?.toISOString() ?? null],
+    `SELECT ${deliverJobSql('s.w', 's.s', '$3::timestamptz')} FROM unnest($1::text[], $2::text[]) AS s(w, s)`,
+    [streams.map((x) => x[0]), streams.map((x) => x[1]), runAt?.toISOString() ?? null],
   );
 }
+
+/** The add_job call of one webhook stream's delivery job, keyed by `webhookStreamJobKey`'s spelling (SQL expressions in). */
+export const deliverJobSql = (webhookId: string, stream: string, runAt: string): string =>
+  `graphile_worker.add_job('${WEBHOOK_DELIVER_TASK}', json_build_object('webhookId', ${webhookId}, 'stream', ${stream}),
+     run_at := ${runAt}, job_key := 'whd:' || ${webhookId} || ':' || ${stream}, max_attempts := 5)`;
 
 /**
  * Enqueues the delivery of every stream with a delivery due and no waiting job: what a worker killed

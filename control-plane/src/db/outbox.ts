@@ -2,7 +2,7 @@ import type { EventType, LifecycleEvent } from '../domain/events.js';
 import { FLEET_STREAM } from '../domain/events.js';
 import { newEventId } from '../domain/ids.js';
 import type { Queryable } from '../domain/queryable.js';
-import { enqueueWebhookStreams } from './jobs.js';
+import { deliverJobSql } from './jobs.js';
 
 /**
  * The outbox of lifecycle events (migration 0017, docs/lifecycle.md).
@@ -42,8 +42,6 @@ export const EVENTS_CHANNEL = 'tenantry_events';
 /** Writes an event in the caller's transaction; its commit wakes the publishers (EVENTS_CHANNEL). */
 export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
   const tenant = e.tenant ?? null;
-  if (tenant) await q.query('SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE', [tenant.id]);
-  else await q.query(`SELECT pg_advisory_xact_lock(hashtext('tenantry.events.fleet'))`);
   const params: unknown[] = [
     newEventId(),
     e.type,
@@ -53,13 +51,19 @@ export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
     e.dedupeKey ?? null,
     JSON.stringify(e.data ?? {}),
   ];
-  const cond = e.onlyIf
-    ? `WHERE EXISTS (SELECT 1 FROM operations WHERE id = $${params.push(e.onlyIf.operationId)} AND status = $${params.push(e.onlyIf.status)})`
+  // The order lock (the tenant's row, or the fleet's advisory lock) is taken by the row's filter,
+  // before the insert draws `n`: one statement, one round trip.
+  const lock = tenant
+    ? 'SELECT 1 FROM tenants WHERE id = $3::uuid FOR NO KEY UPDATE'
+    : `SELECT pg_advisory_xact_lock(hashtext('tenantry.events.fleet'))`;
+  const only = e.onlyIf
+    ? ` AND EXISTS (SELECT 1 FROM operations WHERE id = $${params.push(e.onlyIf.operationId)} AND status = $${params.push(e.onlyIf.status)})`
     : '';
   await q.query(
-    `WITH e AS (
+    `WITH l AS (${lock}),
+     e AS (
        INSERT INTO events (id, type, tenant_id, tenant_slug, operation_id, dedupe_key, data)
-       SELECT $1, $2, $3::uuid, $4, $5, $6, $7::jsonb ${cond}
+       SELECT $1, $2, $3::uuid, $4, $5, $6, $7::jsonb WHERE (SELECT count(*) FROM l) >= 0${only}
        ON CONFLICT (dedupe_key) DO NOTHING RETURNING 1)
      SELECT pg_notify('${EVENTS_CHANNEL}', '') FROM e`,
     params,
@@ -69,45 +73,46 @@ export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
 const PUBLISH_BATCH = 500;
 
 /**
- * Publishes committed events in insertion order, up to a batch, in the caller's transaction: numbers
- * them after the highest `seq`, and creates a pending delivery for every enabled webhook that wants
- * each one (its stream: the event's tenant, or the fleet's). Publishers queue on an advisory lock, so
- * numbers are handed out one batch at a time. Returns the streams that got deliveries, and whether
- * more events wait.
+ * One publish as one simple-protocol string (one round trip, one implicit transaction): the
+ * publishers' advisory lock first, then, in a statement of its own (so its snapshot is taken once the
+ * lock is held and sees the previous publisher's numbers), the batch numbered after the highest
+ * `seq`, a pending delivery for every enabled webhook that wants each event (its stream: the event's
+ * tenant, or the fleet's), and a delivery job per stream that got one. Constants only: no bind
+ * parameters in the simple protocol.
+ */
+const PUBLISH_SQL = `SELECT pg_advisory_xact_lock(hashtext('tenantry.events.publish'));
+WITH b AS (SELECT id, n FROM events WHERE seq IS NULL ORDER BY n LIMIT ${PUBLISH_BATCH + 1}),
+     pick AS (SELECT id, row_number() OVER (ORDER BY n) AS ord FROM (SELECT id, n FROM b ORDER BY n LIMIT ${PUBLISH_BATCH}) x),
+     base AS (SELECT coalesce(max(seq), 0) AS base FROM events),
+     u AS (UPDATE events e SET seq = base.base + pick.ord, published_at = now()
+             FROM pick, base WHERE e.id = pick.id
+           RETURNING e.id, e.seq, e.type, e.tenant_id),
+     d AS (INSERT INTO webhook_deliveries (webhook_id, event_id, event_seq, stream, status)
+           SELECT w.id, u.id, u.seq, coalesce(u.tenant_id::text, '${FLEET_STREAM.replaceAll("'", "''")}'), 'pending'
+             FROM u JOIN webhooks w ON w.status = 'enabled' AND u.type = ANY (w.event_types)
+           ON CONFLICT (webhook_id, event_id) DO NOTHING
+           RETURNING webhook_id, stream),
+     s AS (SELECT DISTINCT webhook_id, stream FROM d),
+     ins AS (INSERT INTO webhook_streams (webhook_id, stream) SELECT webhook_id, stream FROM s ON CONFLICT DO NOTHING),
+     jobs AS (SELECT ${deliverJobSql('s.webhook_id', 's.stream', 'NULL')} FROM s)
+SELECT (SELECT count(*) FROM u)::int AS published,
+       (SELECT count(*) FROM b) > ${PUBLISH_BATCH} AS more,
+       (SELECT count(*) FROM jobs)::int AS streams`;
+
+/**
+ * Publishes committed events in insertion order, up to a batch (PUBLISH_SQL): one round trip, its own
+ * implicit transaction when called outside one (inside one, the caller's). Publishers queue on an advisory lock, so numbers are
+ * handed out one batch at a time. Returns how many it published, how many webhook streams got
+ * deliveries, and whether more events wait.
  */
 export async function publishEvents(
   q: Queryable,
-): Promise<{ published: number; streams: [string, string][]; more: boolean }> {
-  await q.query(`SELECT pg_advisory_xact_lock(hashtext('tenantry.events.publish'))`);
-  const { rows: batch } = await q.query<{ id: string }>(
-    'SELECT id FROM events WHERE seq IS NULL ORDER BY n LIMIT $1',
-    [PUBLISH_BATCH + 1],
-  );
-  const ids = batch.slice(0, PUBLISH_BATCH).map((r) => r.id);
-  if (ids.length === 0) return { published: 0, streams: [], more: false };
-  await q.query(
-    `UPDATE events e SET seq = m.base + u.ord, published_at = now()
-       FROM unnest($1::text[]) WITH ORDINALITY AS u(id, ord),
-            (SELECT coalesce(max(seq), 0) AS base FROM events) m
-      WHERE e.id = u.id`,
-    [ids],
-  );
-  const { rows } = await q.query<{ webhook_id: string; stream: string }>(
-    `WITH d AS (
-       INSERT INTO webhook_deliveries (webhook_id, event_id, event_seq, stream, status)
-       SELECT w.id, e.id, e.seq, coalesce(e.tenant_id::text, $2), 'pending'
-         FROM events e JOIN webhooks w ON w.status = 'enabled' AND e.type = ANY (w.event_types)
-        WHERE e.id = ANY ($1::text[])
-       ON CONFLICT (webhook_id, event_id) DO NOTHING
-       RETURNING webhook_id, stream),
-     s AS (SELECT DISTINCT webhook_id, stream FROM d),
-     ins AS (INSERT INTO webhook_streams (webhook_id, stream) SELECT webhook_id, stream FROM s ON CONFLICT DO NOTHING)
-     SELECT webhook_id, stream FROM s`,
-    [ids, FLEET_STREAM],
-  );
-  const streams = rows.map((r) => [r.webhook_id, r.stream] as [string, string]);
-  await enqueueWebhookStreams(q, streams);
-  return { published: ids.length, streams, more: batch.length > PUBLISH_BATCH };
+): Promise<{ published: number; streams: number; more: boolean }> {
+  const results = (await q.query(PUBLISH_SQL)) as unknown as { rows: Record<string, unknown>[] }[];
+  const row = results[results.length - 1]?.rows[0] as
+    | { published: number; more: boolean; streams: number }
+    | undefined;
+  return { published: row?.published ?? 0, streams: row?.streams ?? 0, more: row?.more === true };
 }
 
 interface EventRow {

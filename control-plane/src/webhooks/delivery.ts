@@ -91,7 +91,7 @@ export class WebhookDeliverer {
   async publish(): Promise<number> {
     let total = 0;
     for (;;) {
-      const out = await this.db.tx((q) => publishEvents(q));
+      const out = await publishEvents(this.db);
       total += out.published;
       if (!out.more) return total;
     }
