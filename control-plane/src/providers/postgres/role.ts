@@ -44,46 +44,62 @@ export interface RoleState {
  * the role is checked to hold none of them instead. All in one round trip, identifiers validated.
  */
 function roleSql(spec: RoleSpec, create: boolean): string {
-  const r = ident(spec.name);
-  const name = literal(spec.name);
-  const login = spec.login === 'unchanged' ? '' : spec.login === false ? 'NOLOGIN ' : 'LOGIN ';
-  const base = `ALTER ROLE ${r} WITH ${login}NOCREATEDB NOCREATEROLE CONNECTION LIMIT ${Math.trunc(spec.connectionLimit)}`;
+  return rolesSql([spec], create);
+}
+
+/**
+ * Several roles as roleSql does each, with their PL/pgSQL in one DO block (one compile, the admin's
+ * attributes read once), then each role's settings, password and membership in order.
+ */
+function rolesSql(specs: readonly RoleSpec[], create: boolean): string {
+  const blocks = specs.map((spec) => {
+    const r = ident(spec.name);
+    const name = literal(spec.name);
+    const login = spec.login === 'unchanged' ? '' : spec.login === false ? 'NOLOGIN ' : 'LOGIN ';
+    const base = `ALTER ROLE ${r} WITH ${login}NOCREATEDB NOCREATEROLE CONNECTION LIMIT ${Math.trunc(spec.connectionLimit)}`;
+    return [
+      ...(create ? [`BEGIN CREATE ROLE ${r} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END;`] : []),
+      `EXECUTE ${literal(base)}
+       || CASE WHEN me.rolsuper THEN ' NOSUPERUSER' ELSE '' END
+       || CASE WHEN me.rolsuper OR me.rolreplication THEN ' NOREPLICATION' ELSE '' END
+       || CASE WHEN me.rolsuper OR me.rolbypassrls THEN ' NOBYPASSRLS' ELSE '' END;`,
+      `IF NOT me.rolsuper AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}
+        AND (rolsuper OR rolreplication OR rolbypassrls)) THEN
+       RAISE EXCEPTION 'role % holds SUPERUSER, REPLICATION or BYPASSRLS and this admin cannot take it away', ${name};
+     END IF;`,
+      ...(spec.grantToSessionUser
+        ? [
+            `IF NOT me.rolsuper THEN
+             EXECUTE ${literal(`GRANT ${r} TO CURRENT_USER`)} || CASE WHEN me.v >= 160000 THEN ' WITH INHERIT TRUE, SET TRUE' ELSE '' END;
+           END IF;`,
+          ]
+        : []),
+    ];
+  });
   const body = [
     'DECLARE me record;',
     'BEGIN',
     `SELECT rolsuper, rolreplication, rolbypassrls, current_setting('server_version_num')::int AS v
        INTO me FROM pg_roles WHERE rolname = current_user;`,
-    ...(create ? [`BEGIN CREATE ROLE ${r} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END;`] : []),
-    `EXECUTE ${literal(base)}
-       || CASE WHEN me.rolsuper THEN ' NOSUPERUSER' ELSE '' END
-       || CASE WHEN me.rolsuper OR me.rolreplication THEN ' NOREPLICATION' ELSE '' END
-       || CASE WHEN me.rolsuper OR me.rolbypassrls THEN ' NOBYPASSRLS' ELSE '' END;`,
-    `IF NOT me.rolsuper AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}
-        AND (rolsuper OR rolreplication OR rolbypassrls)) THEN
-       RAISE EXCEPTION 'role % holds SUPERUSER, REPLICATION or BYPASSRLS and this admin cannot take it away', ${name};
-     END IF;`,
-    ...(spec.grantToSessionUser
-      ? [
-          `IF NOT me.rolsuper THEN
-             EXECUTE ${literal(`GRANT ${r} TO CURRENT_USER`)} || CASE WHEN me.v >= 160000 THEN ' WITH INHERIT TRUE, SET TRUE' ELSE '' END;
-           END IF;`,
-        ]
-      : []),
+    ...blocks.flat(),
     'END',
   ].join('\n');
-  const parts = [
-    `DO ${dollarQuote(body)}`,
-    `ALTER ROLE ${r} SET statement_timeout = ${Math.trunc(spec.statementTimeoutMs)}`,
-    `ALTER ROLE ${r} SET idle_in_transaction_session_timeout = ${Math.trunc(spec.idleInTransactionSessionTimeoutMs)}`,
-  ];
-  if (spec.searchPath && spec.searchPath.length > 0) {
-    parts.push(`ALTER ROLE ${r} SET search_path = ${spec.searchPath.map(ident).join(', ')}`);
+  const parts = [`DO ${dollarQuote(body)}`];
+  for (const spec of specs) {
+    const r = ident(spec.name);
+    parts.push(
+      `ALTER ROLE ${r} SET statement_timeout = ${Math.trunc(spec.statementTimeoutMs)}`,
+      `ALTER ROLE ${r} SET idle_in_transaction_session_timeout = ${Math.trunc(spec.idleInTransactionSessionTimeoutMs)}`,
+    );
+    if (spec.searchPath && spec.searchPath.length > 0) {
+      parts.push(`ALTER ROLE ${r} SET search_path = ${spec.searchPath.map(ident).join(', ')}`);
+    }
+    if (spec.password !== undefined) {
+      parts.push(`ALTER ROLE ${r} WITH PASSWORD ${literal(scramVerifier(spec.password))}`);
+    }
+    // Re-granting a membership it holds is a notice, not an error.
+    if (spec.inRole !== undefined) parts.push(`GRANT ${ident(spec.inRole)} TO ${r}`);
   }
-  if (spec.password !== undefined) {
-    parts.push(`ALTER ROLE ${r} WITH PASSWORD ${literal(scramVerifier(spec.password))}`);
-  }
-  // Re-granting a membership it holds is a notice, not an error.
-  if (spec.inRole !== undefined) parts.push(`GRANT ${ident(spec.inRole)} TO ${r}`);
   return parts.join(';\n');
 }
 
@@ -101,7 +117,7 @@ export async function applyRole(db: Queryable, spec: RoleSpec): Promise<void> {
 
 /** Several roles, each as applyRole does, in order, in one round trip (one implicit transaction). */
 export async function applyRoles(db: Queryable, specs: readonly RoleSpec[]): Promise<void> {
-  if (specs.length > 0) await db.query(specs.map((s) => roleSql(s, true)).join(';\n'));
+  if (specs.length > 0) await db.query(rolesSql(specs, true));
 }
 
 /** Lets a non-superuser session act as the role (for DROP OWNED); a superuser needs nothing. */
