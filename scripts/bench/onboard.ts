@@ -1,9 +1,10 @@
 /**
  * Onboarding benchmark. For each tier, onboards N tenants through the HTTP API of a real
  * control-plane process on the embedded default, and in the same run measures the raw-DDL
- * floor: the same SQL the providers run (role and its limits, schema from the template as its
- * owner, PUBLIC revokes, grants and default privileges, schema-version bookkeeping, pool
- * membership, silo database), sent directly to the same server as plain SQL strings.
+ * floor: the same SQL the providers run (the tenant's group role and its two logins with their
+ * limits, schema from the template as its owner with the freeze guard on each table, PUBLIC
+ * revokes, grants and default privileges, schema-version bookkeeping, pool membership, silo
+ * database), sent directly to the same server as plain SQL strings.
  *
  *   npx tsx scripts/bench/onboard.ts [--n 500] [--silo-n 100] [--concurrency 1,8] [--tiers pool,bridge,silo] [--rounds 5] [--no-checkpoint]
  *
@@ -129,16 +130,30 @@ async function viaApi(tier: Tier, n: number, C: number, cp: ControlPlane) {
 const q = (name: string) => `"${name}"`;
 const DML = 'SELECT, INSERT, UPDATE, DELETE';
 
-function roleSql(name: string, tier: Tier, searchPath: string): string {
+/**
+ * The tenant's roles as Tenantry's design has them (docs/credentials.md): a NOLOGIN group holding
+ * the grants, and two logins in it for rotation, the current one able to log in with a password; each
+ * with the tier's limits and search path. (This floor created one LOGIN role until 2026-12-03, from
+ * before the second login; docs/benchmarks.md.)
+ */
+function roleSql(group: string, tier: Tier, searchPath: string): string {
   const l = catalog.tiers[tier].role;
-  const r = q(name);
-  // The password is hashed server-side (password_encryption = scram-sha-256, 4096 iterations),
-  // the same PBKDF2 work the providers do client-side.
-  return [
-    `CREATE ROLE ${r} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT ${l.connectionLimit} PASSWORD '${randomBytes(24).toString('base64url')}'`,
+  const attrs = `NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT ${l.connectionLimit}`;
+  const settings = (r: string) => [
     `ALTER ROLE ${r} SET statement_timeout = ${l.statementTimeoutMs}`,
     `ALTER ROLE ${r} SET idle_in_transaction_session_timeout = ${l.idleInTransactionSessionTimeoutMs}`,
     `ALTER ROLE ${r} SET search_path = ${q(searchPath)}`,
+  ];
+  const [a, b] = [q(`login_a_${group}`), q(`login_b_${group}`)];
+  // The password is hashed server-side (password_encryption = scram-sha-256, 4096 iterations),
+  // the same PBKDF2 work the providers do client-side.
+  return [
+    `CREATE ROLE ${q(group)} NOLOGIN ${attrs}`,
+    ...settings(q(group)),
+    `CREATE ROLE ${a} LOGIN ${attrs} PASSWORD '${randomBytes(24).toString('base64url')}' IN ROLE ${q(group)}`,
+    ...settings(a),
+    `CREATE ROLE ${b} NOLOGIN ${attrs} IN ROLE ${q(group)}`,
+    ...settings(b),
   ].join(';\n');
 }
 
@@ -167,11 +182,20 @@ function schemaSql(schema: string, owner: string): string {
     `SET LOCAL search_path TO ${q(schema)}`,
     DDL,
     'RESET ROLE',
+    // The freeze guard on each table (Tenantry's promotions and suspensions rely on it).
+    ...TABLES.map(
+      (t) =>
+        `CREATE TRIGGER tenantry_freeze_guard BEFORE INSERT OR UPDATE OR DELETE ON ${q(schema)}.${q(t)} FOR EACH STATEMENT EXECUTE FUNCTION tenantry_meta.freeze_guard()`,
+    ),
     `INSERT INTO tenantry_meta.schema_versions (schema_name, version) VALUES ('${schema}', ${TEMPLATE_VERSION})`,
   ].join(';\n');
 }
 
+/** The template's tables, in order. */
+const TABLES = [...DDL.matchAll(/CREATE TABLE (\w+)/g)].map((m) => m[1] as string);
+
 const META = `CREATE SCHEMA tenantry_meta;
+  CREATE FUNCTION tenantry_meta.freeze_guard() RETURNS trigger LANGUAGE plpgsql AS $g$ BEGIN RETURN NULL; END $g$;
   CREATE TABLE tenantry_meta.schema_versions (schema_name text PRIMARY KEY, version integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
   CREATE TABLE tenantry_meta.pool_members (tenant_id uuid PRIMARY KEY, slug text NOT NULL UNIQUE, created_at timestamptz NOT NULL DEFAULT now())`;
 
