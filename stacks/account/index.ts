@@ -34,6 +34,8 @@ export function accountProgram(input: TenantProgramInput): pulumi.automation.Pul
     const secret = newTenantSecret(ctx, key, placementDescriptor(ctx, silo.placement), inAccount);
     return tenantStackOutputs(ctx, key, secret, silo.placement, {
       dbInstanceId: silo.instanceId,
+      // In the tenant's account: the control plane reads it through the role the account was vended with.
+      adminSecretArn: silo.adminSecretArn,
       accountId: account.accountId,
       accountEmail: account.accountEmail,
     });

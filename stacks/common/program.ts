@@ -116,8 +116,9 @@ export interface TenantStackOutputs {
   user: string;
   dbInstanceId?: pulumi.Output<string>;
   /**
-   * Silo: the ARN of its instance's RDS-managed master secret (not a credential), through which the
-   * control plane reaches the instance as its admin (a suspension ends the login's sessions there).
+   * Silo and account: the ARN of its instance's RDS-managed master secret (not a credential), through
+   * which the control plane reaches the instance as its admin (a suspension ends the login's sessions
+   * there; exports read it). An account tenant's is in its own account, read through its vended role.
    */
   adminSecretArn?: pulumi.Output<string>;
   accountId?: pulumi.Output<string>;

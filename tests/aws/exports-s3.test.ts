@@ -8,15 +8,23 @@
  * shared cluster; the aws engine is pointed at it through the shared cluster's admin secret (as
  * tests/integration/aws-promotion.test.ts does), so its `export` step reads the tenant's real placement
  * through `managedPlacementOf`. The step, the upload, the service's download and expiry are the real
- * ones; S3 and KMS are the emulator's. A pool tenant's suspension (its rows frozen on the shared cluster)
- * runs on the same setup, at the end.
+ * ones; S3 and KMS are the emulator's. A silo's and an account tenant's instance is the same test server,
+ * reached through a master secret (the account tenant's inside a member account vended on the emulator,
+ * read through the account's role); the tenant key is the platform account's KMS key on the emulator (an
+ * account tenant's is in its own account on AWS, which S3 uses by ARN: the emulator does not check
+ * cross-account key use). A pool tenant's suspension (its rows frozen on the shared cluster) runs on the
+ * same setup, at the end.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DescribeKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { CreateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import {
+  CreateSecretCommand,
+  GetSecretValueCommand,
+  SecretsManagerClient,
+} from '@aws-sdk/client-secrets-manager';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3ArchiveStore } from '../../control-plane/src/aws/s3-exports.js';
@@ -44,6 +52,7 @@ import {
   waitForOperation,
 } from '../helpers/runtime.js';
 import { asTenant } from '../integration/promotion-helpers.js';
+import { vendMemberAccount } from './helpers/accounts.js';
 import { MOTO_REGION, skipReason, useMoto } from './helpers/moto.js';
 
 const moto = useMoto({ reset: false });
@@ -239,6 +248,30 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
       }
     }
 
+    /**
+     * A tenant on an instance of its own exported from it (its stack's outputs name the instance and its
+     * master secret), then an onboarding from the archive whose restore steps reach the new tenant's
+     * instance through what its `up` reported. Both are built locally as silos (the local target has no
+     * accounts); to the aws engine they are tenants of `tier`.
+     */
+    async function exportAndRestoreOwnInstance(
+      tier: 'silo' | 'account',
+      outputsOf: (slug: string) => Promise<Record<string, unknown>>,
+    ) {
+      const source: Made = { ...made.silo, tier };
+      const exportId = `exp_${rand(8)}`;
+      const out = await exportStep(source, exportId, await outputsOf(source.slug));
+      expect(sums(out.manifest)).toEqual(sums(await localExport(s, source.slug)));
+      expect(out.manifest.tables.find((x) => x.name === 'users')?.rows).toBe(15);
+      const { manifest } = await fetched(source, exportId);
+      expect(manifest.tenant).toEqual({ id: source.id, slug: source.slug, tier });
+
+      const target = await onboard(s, 'silo');
+      await restoreInto(target, tier, source, exportId, { stackOutputs: await outputsOf(target.slug) });
+      expect(sums(await localExport(s, target.slug))).toEqual(sums(out.manifest));
+      expect(fs.readdirSync(stagingDir)).toEqual([]);
+    }
+
     /** The object's archive, fetched and checked end to end. */
     async function fetched(t: Made, exportId: string) {
       const file = path.join(stagingDir, `fetched-${exportId}`);
@@ -250,12 +283,13 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
       }
     }
 
-    it('says which steps it runs: an export for pool and bridge; limit overrides on a login of its own only', () => {
-      expect(engine.lifecycleSteps('export', 'pool')).toEqual(['export']);
-      expect(engine.lifecycleSteps('export', 'bridge')).toEqual(['export']);
-      expect(engine.lifecycleSteps('export', 'silo')).toEqual(['export']);
-      expect(() => engine.lifecycleSteps('export', 'account')).toThrow(/account tenants are not available/);
+    it('says which steps it runs: an export for every tier; limit overrides on a login of its own only', () => {
+      for (const tier of ['pool', 'bridge', 'silo', 'account'] as const) {
+        expect(engine.lifecycleSteps('export', tier)).toEqual(['export']);
+        expect(engine.restoreSteps(tier)).toEqual(['restore', 'verify-restore']);
+      }
       expect(engine.lifecycleSteps('update', 'bridge')).toEqual(['limits']);
+      expect(engine.lifecycleSteps('update', 'account')).toEqual(['limits']);
       expect(() => engine.lifecycleSteps('update', 'pool')).toThrow(/a pool tenant has none/);
     });
 
@@ -367,19 +401,33 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
         database: (await connectionOf(s, slug)).database,
         adminSecretArn: master.ARN,
       });
-      const source = made.silo;
-      const exportId = `exp_${rand(8)}`;
-      const out = await exportStep(source, exportId, await outputsOf(source.slug));
-      expect(sums(out.manifest)).toEqual(sums(await localExport(s, source.slug)));
-      expect(out.manifest.tables.find((x) => x.name === 'users')?.rows).toBe(15);
-      const { manifest } = await fetched(source, exportId);
-      expect(manifest.tenant).toEqual({ id: source.id, slug: source.slug, tier: 'silo' });
+      await exportAndRestoreOwnInstance('silo', outputsOf);
+    });
 
-      // An onboarding from it: the restore steps reach the new silo through what its `up` reported.
-      const target = await onboard(s, 'silo');
-      await restoreInto(target, 'silo', source, exportId, { stackOutputs: await outputsOf(target.slug) });
-      expect(sums(await localExport(s, target.slug))).toEqual(sums(out.manifest));
-      expect(fs.readdirSync(stagingDir)).toEqual([]);
+    it('exports an account tenant from its instance inside its account (the master secret read there through the vended role) and restores it into a new account tenant', async () => {
+      // The account's "RDS instance" is the test server; its master secret is in the member account only.
+      const admin = new URL(adminUrl(s.dataDb));
+      const member = await vendMemberAccount(`root+exports-${rand(6)}@tenants.example.com`);
+      const arn = await member.createSecret(`rds!db-${rand(6)}`, {
+        username: decodeURIComponent(admin.username),
+        password: decodeURIComponent(admin.password),
+      });
+      expect(arn).toContain(`:${member.accountId}:secret:`);
+      // The platform account has no such secret: only a read through the account's role finds it.
+      const platformRead = new SecretsManagerClient({ region: MOTO_REGION });
+      await expect(platformRead.send(new GetSecretValueCommand({ SecretId: arn }))).rejects.toThrow(
+        /ResourceNotFound|can't find/i,
+      );
+      platformRead.destroy();
+      /** The outputs an account stack's `up` records: its instance, the master secret's ARN, the account. */
+      const outputsOf = async (slug: string) => ({
+        host: admin.hostname,
+        port: Number(admin.port),
+        database: (await connectionOf(s, slug)).database,
+        adminSecretArn: arn,
+        accountId: member.accountId,
+      });
+      await exportAndRestoreOwnInstance('account', outputsOf);
     });
 
     it('checks an archive in S3 before a restore, and refuses a damaged one with EXPORT_INVALID', async () => {
@@ -435,7 +483,7 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
         log: pino({ level: 'silent' }),
         s3: { bucket: BUCKET, store },
       });
-      expect(() => svc.assertAvailable('account')).toThrow(/not available/);
+      expect(() => svc.assertAvailable('account')).not.toThrow();
 
       const t = made.bridge;
       const exportId = `exp_${rand(8)}`;
@@ -465,7 +513,7 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
       expect(engine.lifecycleSteps('suspend', 'pool')).toEqual(['suspend-writes']);
       expect(engine.lifecycleSteps('reactivate', 'pool')).toEqual(['resume-writes']);
       expect(engine.lifecycleSteps('suspend', 'bridge')).toEqual(['suspend-logins']);
-      expect(() => engine.lifecycleSteps('suspend', 'account')).toThrow(/not available on the aws target/);
+      expect(engine.lifecycleSteps('suspend', 'account')).toEqual(['suspend-logins']);
       const t = made.neighbour;
       const step = (kind: 'suspend' | 'reactivate', name: string) =>
         engine.runStep({
@@ -580,7 +628,7 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
         expect(dl.statusCode).toBe(200);
         const { createHash } = await import('node:crypto');
         expect(createHash('sha256').update(dl.rawPayload).digest('hex')).toBe(e.sha256);
-        // An account tenant's export is refused on this target, with nothing written.
+        // A tenant whose stack recorded no key (no `up` ran) is refused, with nothing written.
         const silo = `account-${rand(3)}`;
         await a.runtime.services.db.tx((q) =>
           insertTenant(q, {
@@ -601,7 +649,10 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
           headers: auth(a.tokens.sre),
         });
         expect(refused.statusCode).toBe(422);
-        expect(refused.json().error.code).toBe('EXPORT_NOT_AVAILABLE_ON_TARGET');
+        expect(refused.json().error).toMatchObject({
+          code: 'EXPORT_NOT_AVAILABLE_ON_TARGET',
+          message: expect.stringMatching(/no KMS key in its outputs/),
+        });
         const rows = await a.runtime.services.db.query<{ n: string }>(
           'SELECT count(*)::text AS n FROM exports WHERE tenant_slug = $1',
           [silo],

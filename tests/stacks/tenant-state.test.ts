@@ -1,5 +1,5 @@
 /**
- * A bridge or silo tenant's recorded state in its stack (docs/aws.md, "A tenant's second day on the aws
+ * A bridge, silo or account tenant's recorded state in its stack (docs/aws.md, "A tenant's second day on the aws
  * target"): suspended, its own login role is NOLOGIN; its limit overrides are that role's limits. The
  * owner roles and the pool's shared roles never carry either. Pulumi mocks (harness.ts).
  */
@@ -18,6 +18,14 @@ import {
   tenantInput,
 } from './harness.js';
 
+type OwnLoginTier = 'bridge' | 'silo' | 'account';
+/** A tier's program input (the account tier's root email suffix, which its engine derives, included). */
+const inputOf = (tier: OwnLoginTier, slug: string, extra: Parameters<typeof tenantInput>[2] = {}) =>
+  tenantInput(tier, slug, {
+    ...(tier === 'account' ? { accountEmailSuffix: '0a1b2c3d4e5f' } : {}),
+    ...extra,
+  });
+
 const { catalog } = loadProgramTemplates(DEFAULT_TEMPLATES_DIR);
 const DYNAMIC = 'pulumi-nodejs:dynamic:Resource';
 
@@ -28,10 +36,10 @@ const roleSpec = (run: ProgramRun, name: string) =>
       (r: RecordedResource) => r.inputs.kind === 'role' && (r.inputs.spec as { name: string }).name === name,
     )?.inputs.spec as Record<string, unknown> | undefined) ?? {};
 
-describe.each(['bridge', 'silo'] as const)('a %s tenant’s state in its program', (tier) => {
+describe.each(['bridge', 'silo', 'account'] as const)('a %s tenant’s state in its program', (tier) => {
   it('makes its own login role NOLOGIN while it is suspended, and leaves the owner as it was', async () => {
     const slug = `susp-${tier}`;
-    const run = await runTierProgram(tier, tenantInput(tier, slug, { suspended: true }));
+    const run = await runTierProgram(tier, inputOf(tier, slug, { suspended: true }));
     expect(roleSpec(run, tenantObjectName(slug))).toMatchObject({
       name: tenantObjectName(slug),
       login: false,
@@ -42,7 +50,7 @@ describe.each(['bridge', 'silo'] as const)('a %s tenant’s state in its program
 
   it('gives the login back (no login flag: LOGIN, the role provider’s default) when not suspended', async () => {
     const slug = `active-${tier}`;
-    const run = await runTierProgram(tier, tenantInput(tier, slug, { suspended: false }));
+    const run = await runTierProgram(tier, inputOf(tier, slug, { suspended: false }));
     const spec = roleSpec(run, tenantObjectName(slug));
     expect(spec.name).toBe(tenantObjectName(slug));
     expect(spec).not.toHaveProperty('login');
@@ -52,7 +60,7 @@ describe.each(['bridge', 'silo'] as const)('a %s tenant’s state in its program
     const slug = `limits-${tier}`;
     const run = await runTierProgram(
       tier,
-      tenantInput(tier, slug, { limitOverrides: { connectionLimit: 3, statementTimeoutMs: 2000 } }),
+      inputOf(tier, slug, { limitOverrides: { connectionLimit: 3, statementTimeoutMs: 2000 } }),
     );
     expect(roleSpec(run, tenantObjectName(slug))).toMatchObject({
       connectionLimit: 3,
@@ -69,8 +77,20 @@ describe.each(['bridge', 'silo'] as const)('a %s tenant’s state in its program
     pulumi.runtime.setAllConfig(BASE_CONFIG, []);
     const over = catalog.tiers[tier].role.connectionLimit + 1;
     expect(() =>
-      programContext(tenantInput(tier, `over-${tier}`, { limitOverrides: { connectionLimit: over } }), tier),
+      programContext(inputOf(tier, `over-${tier}`, { limitOverrides: { connectionLimit: over } }), tier),
     ).toThrow(/connectionLimit must be between 1 and/);
+  });
+});
+
+describe.each(['silo', 'account'] as const)('a %s stack’s outputs', (tier) => {
+  it('name its instance’s master secret (in the tenant’s account for the account tier), through which the engine ends sessions and exports', async () => {
+    const run = await runTierProgram(tier, inputOf(tier, `out-${tier}`));
+    const master = run.byType('aws:rds/instance:Instance')[0]?.state.masterUserSecrets as
+      | { secretArn: string }[]
+      | undefined;
+    expect(master?.[0]?.secretArn).toMatch(/^arn:aws:secretsmanager:.*:secret:rds!db-/);
+    expect(run.outputs.adminSecretArn).toBe(master?.[0]?.secretArn);
+    if (tier === 'account') expect(run.outputs.accountId).toMatch(/^\d{12}$/);
   });
 });
 

@@ -110,8 +110,9 @@ export const MIN_TIMEOUT_MS = 1000;
  */
 export function limitsRefusal(tier: Tier, tierLimits: RoleLimits, o: LimitOverrides): string | null {
   if (Object.keys(o).length === 0) return null;
-  if (tier === 'pool' || tier === 'account')
-    return `limit overrides apply to a tenant's own login roles (bridge and silo); a ${tier} tenant has none`;
+  // An account tenant's login is its silo's, inside its account (the local target has no account tier).
+  if (tier === 'pool')
+    return `limit overrides apply to a tenant's own login roles (bridge, silo, account); a ${tier} tenant has none`;
   const bounds: [keyof LimitOverrides, number, number][] = [
     ['connectionLimit', 1, tierLimits.connectionLimit],
     ['statementTimeoutMs', MIN_TIMEOUT_MS, tierLimits.statementTimeoutMs],

@@ -27,8 +27,9 @@ import type { Placement } from '../promotion/placement.js';
 import { awsTenantStateSteps } from './aws-suspension.js';
 
 /**
- * The aws target's `export` step (docs/lifecycle.md): the tenant's rows, read from its placement on the
- * shared cluster (`managedPlacementOf`, as a promotion's row move reads them), written to an archive in
+ * The aws target's `export` step (docs/lifecycle.md): the tenant's rows, read from its placement (on the
+ * shared cluster, `managedPlacementOf`, as a promotion's row move reads them; or on its own instance, as
+ * its admin: engine/aws.ts `ownInstance`), written to an archive in
  * the data directory (export/archive.ts, streamed with COPY), then streamed to S3 encrypted with the
  * tenant's own KMS key (aws/s3-exports.ts), and the local copy removed.
  *
@@ -61,37 +62,32 @@ export interface AwsExportParams extends ExportParams {
 export const isAwsExportParams = (v: unknown): v is AwsExportParams =>
   isExportParams(v) && typeof (v as AwsExportParams).kmsKeyId === 'string';
 
-/** The tiers whose rows this target exports: those on the shared cluster, and a silo's on its own instance. */
-export const AWS_EXPORT_TIERS: readonly Tier[] = ['pool', 'bridge', 'silo'];
-
-/** Archives on this target need the bucket, and a tier on the shared cluster. */
-function assertArchives(what: 'exports of' | 'restores into', tier: Tier, exports: boolean): void {
+/**
+ * Archives on this target need the bucket. Every tier has them: pool and bridge on the shared cluster,
+ * silo and account on an instance of their own (an account tenant's inside its account).
+ */
+function assertArchives(exports: boolean): void {
   if (!exports)
     throw new TenantryError(
       'EXPORT_NOT_AVAILABLE_ON_TARGET',
       "archives on the aws target are in an S3 bucket under each tenant's key: set TENANTRY_EXPORT_BUCKET",
     );
-  if (!AWS_EXPORT_TIERS.includes(tier))
-    throw new TenantryError(
-      'EXPORT_NOT_AVAILABLE_ON_TARGET',
-      `${what} ${tier} tenants are not available on the aws target yet (pool, bridge and silo are)`,
-    );
 }
 
-/** The aws target's lifecycle steps: an export for the shared cluster's tiers; suspension and limits (aws-suspension.ts). */
+/** The aws target's lifecycle steps: an export; suspension and limits (aws-suspension.ts). */
 export function awsLifecycleSteps(kind: LifecycleKind, tier: Tier, exports: boolean): string[] {
   if (kind !== 'export') return awsTenantStateSteps(kind, tier);
-  assertArchives('exports of', tier, exports);
+  assertArchives(exports);
   return ['export'];
 }
 
 /** The steps an onboarding from an archive in S3 runs after the stack's `up`: the rows loaded, then checked. */
-export function awsRestoreSteps(tier: Tier, exports: boolean): string[] {
-  assertArchives('restores into', tier, exports);
+export function awsRestoreSteps(exports: boolean): string[] {
+  assertArchives(exports);
   return [...RESTORE_STEPS];
 }
 
-/** An admin session on the placement's database: the shared cluster's data database, or a silo's own. */
+/** An admin session on the placement's database: the shared cluster's data database, or a silo's (or account's) own. */
 export type PlacementAdmin = Pick<DataPlane, 'withData'>;
 
 /** How an archive reaches the tenant's rows in a placement. */

@@ -1,3 +1,4 @@
+import { OWN_LOGIN_TIERS } from '../../../stacks/common/input.js';
 import { TenantryError } from '../domain/errors.js';
 import type { LifecycleStep } from '../domain/lifecycle.js';
 import type { Queryable } from '../domain/queryable.js';
@@ -13,35 +14,25 @@ import { freezeTenant } from '../providers/postgres/freeze.js';
  * reactivation lifts that freeze and no other. Nothing of it is a Pulumi resource: an `up` of the
  * tenant's stack neither sees nor lifts the freeze.
  *
- * Bridge and silo: their login role belongs to the stack (the dynamic provider sets LOGIN and the
- * limits), so the suspension and the overrides are the stack's own state: every job carries the
+ * Bridge, silo and account: their login role belongs to the stack (the dynamic provider sets LOGIN and
+ * the limits), so the suspension and the overrides are the stack's own state: every job carries the
  * tenant's recorded state (engine/pulumi/job.ts), the program makes the role NOLOGIN while suspended
  * and gives it the overrides, and these steps are `up`s of the stack (a suspension's then ends the
- * role's open sessions). A NOLOGIN set beside the stack would be undone by its next `up`.
+ * role's open sessions; an account tenant's on the silo instance inside its account, whose master
+ * secret is read there through the role the account was vended with). A NOLOGIN set beside the stack
+ * would be undone by its next `up`. Limit overrides exist only for those tiers (OWN_LOGIN_TIERS).
+ *
+ * The steps of a suspension, a reactivation or a limit change on this target (domain/lifecycle.ts names).
  */
-export const AWS_SUSPENSION_TIERS: readonly Tier[] = ['pool', 'bridge', 'silo'];
-/** The tiers with a login role of their own, on which limit overrides are set. */
-export const AWS_LIMIT_TIERS: readonly Tier[] = ['bridge', 'silo'];
-
-export function assertAwsSuspension(kind: 'suspend' | 'reactivate', tier: Tier): void {
-  if (!AWS_SUSPENSION_TIERS.includes(tier))
-    throw new TenantryError(
-      'OPERATION_NOT_AVAILABLE_ON_TARGET',
-      `${kind === 'suspend' ? 'suspension' : 'reactivation'} of ${tier} tenants is not available on the aws target yet (pool, bridge and silo tenants are; docs/aws.md)`,
-    );
-}
-
-/** The steps of a suspension, a reactivation or a limit change on this target (domain/lifecycle.ts names). */
 export function awsTenantStateSteps(kind: 'suspend' | 'reactivate' | 'update', tier: Tier): LifecycleStep[] {
   if (kind === 'update') {
-    if (!AWS_LIMIT_TIERS.includes(tier))
+    if (!OWN_LOGIN_TIERS.includes(tier))
       throw new TenantryError(
         'OPERATION_NOT_AVAILABLE_ON_TARGET',
-        `limit overrides apply to a tenant's own login role (bridge and silo); a ${tier} tenant has none`,
+        `limit overrides apply to a tenant's own login role (bridge, silo, account); a ${tier} tenant has none`,
       );
     return ['limits'];
   }
-  assertAwsSuspension(kind, tier);
   if (tier === 'pool') return [kind === 'suspend' ? 'suspend-writes' : 'resume-writes'];
   return [kind === 'suspend' ? 'suspend-logins' : 'resume-logins'];
 }

@@ -69,7 +69,6 @@ import {
   runAwsRestore,
 } from './aws-exports.js';
 import {
-  assertAwsSuspension,
   resumePoolWrites,
   suspendedForStep,
   suspendPoolWrites,
@@ -413,32 +412,45 @@ export class AwsEngine implements Engine {
   }
 
   /**
-   * A silo's own RDS instance as its admin (on its `postgres` database; `withDatabase` for the tenant's),
-   * from its stack's outputs (host, port, database, adminSecretArn: the RDS-managed master secret). The
-   * caller closes it.
+   * A silo's (or an account tenant's) own RDS instance as its admin (on its `postgres` database;
+   * `withDatabase` for the tenant's), from its stack's outputs (host, port, database, adminSecretArn:
+   * the RDS-managed master secret; an account tenant's is in its account, read there through the role
+   * it was vended with, `accountId` saying which). The caller closes it.
    */
-  private async siloDataPlane(outputs: Record<string, unknown>): Promise<DataPlane> {
+  private async siloDataPlane(t: StepTenant, outputs: Record<string, unknown>): Promise<DataPlane> {
     const o = plainOutputs(outputs, false);
     if (typeof o.adminSecretArn !== 'string' || typeof o.host !== 'string' || typeof o.database !== 'string')
       throw new TenantryError(
         'PROVIDER_FAILED',
-        "the silo's stack outputs name no instance or admin secret (adminSecretArn: an up of its stack records it)",
+        `the ${t.tier}'s stack outputs name no instance or admin secret (adminSecretArn: an up of its stack records it)`,
       );
-    const url = await this.siloAdminUrl(o.adminSecretArn, {
-      host: o.host,
-      port: Number(o.port ?? 5432),
-      database: 'postgres',
-    });
+    const arn = o.adminSecretArn;
+    const secret =
+      t.tier === 'account'
+        ? await this.readInTenantAccount(t, (client) => getSecretValue(client, arn), {
+            purpose: 'admin',
+            ...(typeof o.accountId === 'string' ? { accountId: o.accountId } : {}),
+          })
+        : undefined;
+    const url = await this.siloAdminUrl(
+      arn,
+      { host: o.host, port: Number(o.port ?? 5432), database: 'postgres' },
+      secret,
+    );
     return new DataPlane(url, { maxConnections: 1 });
   }
 
-  /** A silo instance's admin URL, its credentials from the RDS-managed master secret (by ARN). */
+  /**
+   * A silo instance's admin URL, its credentials from the RDS-managed master secret (by ARN, in the
+   * platform account unless the caller read it elsewhere: `secret`).
+   */
   private async siloAdminUrl(
     arn: string,
     where: { host: string; port: number; database: string },
+    read?: Awaited<ReturnType<typeof getSecretValue>>,
   ): Promise<string> {
-    const secret = await getSecretValue(this.secrets, arn);
-    if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', "the silo's admin secret is missing");
+    const secret = read === undefined ? await getSecretValue(this.secrets, arn) : read;
+    if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', "the instance's admin secret is missing");
     return adminUrl(
       { ...secret.value, host: where.host, port: where.port, dbname: where.database },
       // An RDS silo forces TLS (rds.force_ssl): always verified, whatever the shared cluster's setting.
@@ -483,14 +495,14 @@ export class AwsEngine implements Engine {
     return job.input.tier === 'account' ? this.accountSem.run(run) : run();
   }
 
-  /** Lifecycle operations on this target: exports of the shared cluster's tiers (engine/aws-exports.ts). */
+  /** Lifecycle operations on this target: exports, suspension, limits (engine/aws-exports.ts, aws-suspension.ts). */
   lifecycleSteps(kind: LifecycleKind, tier: Tier): string[] {
     return awsLifecycleSteps(kind, tier, this.opts.exports !== undefined);
   }
 
-  /** An onboarding from an archive in S3: its rows loaded after the stack's `up`, then checked. */
-  restoreSteps(tier: Tier): string[] {
-    return awsRestoreSteps(tier, this.opts.exports !== undefined);
+  /** An onboarding from an archive in S3, on any tier: its rows loaded after the stack's `up`, then checked. */
+  restoreSteps(_tier: Tier): string[] {
+    return awsRestoreSteps(this.opts.exports !== undefined);
   }
 
   async runStep(ctx: StepContext): Promise<StepOutputs | undefined> {
@@ -507,10 +519,10 @@ export class AwsEngine implements Engine {
       if (!exports) throw new TenantryError('PROVIDER_FAILED', 'exports need TENANTRY_EXPORT_BUCKET');
       let silo: DataPlane | undefined;
       const where = async () => {
-        if (t.tier === 'silo') {
+        if (ownInstance(t.tier)) {
           // Its own RDS instance, as its admin; an onboarding's `up` reported where it is (progress).
           const at = { ...(t.outputs ?? {}), ...((ctx.progress?.stackOutputs as object | undefined) ?? {}) };
-          const instance = await this.siloDataPlane(at);
+          const instance = await this.siloDataPlane(t, at);
           silo = instance;
           const database = String(at.database);
           return {
@@ -533,7 +545,6 @@ export class AwsEngine implements Engine {
       (ctx.kind === 'suspend' && step === 'suspend-writes') ||
       (ctx.kind === 'reactivate' && step === 'resume-writes')
     ) {
-      assertAwsSuspension(ctx.kind, t.tier);
       const { dp } = await this.rowMover();
       const placement = this.sourcePlacement(dp, t, t.tier);
       await dp.withData((db) =>
@@ -609,7 +620,7 @@ export class AwsEngine implements Engine {
       if (t.tier === 'account') await this.queueClosure(ctx);
       return { programVersion: null, stack: null };
     }
-    if (ctx.kind === 'onboard' && t.tier === 'silo' && ctx.params?.fromExport) {
+    if (ctx.kind === 'onboard' && ownInstance(t.tier) && ctx.params?.fromExport) {
       // The restore steps after it reach the instance through these (the tenant's record is read
       // before this attempt's outputs are).
       await ctx.report?.({ stackOutputs: plainOutputs(result.outputs, false) });
@@ -660,17 +671,17 @@ export class AwsEngine implements Engine {
   /**
    * After a suspension's `up` made the tenant's login NOLOGIN: its open sessions ended, through the
    * placement's admin (endRoleSessions, which states NOLOGIN again, as the stack now has it). A bridge's
-   * on the shared cluster; a silo's on its RDS instance, reached through the master secret the `up`
-   * reported (`adminSecretArn`).
+   * on the shared cluster; a silo's or an account tenant's on its RDS instance, reached through the
+   * master secret the `up` reported (`adminSecretArn`; in the tenant's account for the account tier).
    */
   private async endLoginSessions(t: StepTenant, outputs: Record<string, unknown>): Promise<void> {
     const login = tenantObjectName(t.slug);
-    if (t.tier !== 'silo') {
+    if (!ownInstance(t.tier)) {
       const { dp } = await this.rowMover();
       await dp.withData((db) => endRoleSessions(db, login));
       return;
     }
-    const dp = await this.siloDataPlane(outputs);
+    const dp = await this.siloDataPlane(t, outputs);
     try {
       await dp.withData((db) => endRoleSessions(db, login));
     } finally {
@@ -838,7 +849,9 @@ export class AwsEngine implements Engine {
     const name = tenantSecretName(t.slug);
     const secret =
       t.tier === 'account'
-        ? await this.readInTenantAccount(t, (client) => getSecretValue(client, name))
+        ? await this.readInTenantAccount(t, (client) => getSecretValue(client, name), {
+            purpose: 'connection',
+          })
         : await getSecretValue(this.secrets, name);
     if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', 'the tenant has no connection secret');
     const v = secret.value as Partial<ConnectionDescriptor>;
@@ -855,13 +868,18 @@ export class AwsEngine implements Engine {
     };
   }
 
+  /**
+   * A read of Secrets Manager inside an account tenant's own account, through the role it was vended
+   * with. The account is the one its stack reported (`accountId`), or found by its root email.
+   */
   private async readInTenantAccount<T>(
     t: StepTenant,
     read: (client: SecretsManagerClient) => Promise<T>,
+    opts: { purpose: 'connection' | 'admin'; accountId?: string },
   ): Promise<T> {
     const account = this.opts.platform.account;
     if (!account) throw new TenantryError('SECRET_UNAVAILABLE', 'the account tier is not configured');
-    let accountId = this.accountIds.get(t.id);
+    let accountId = opts.accountId ?? this.accountIds.get(t.id);
     if (!accountId) {
       this.organizations ??=
         this.opts.clients?.organizations ?? new OrganizationsClient(this.clientConfig('organizations'));
@@ -875,7 +893,7 @@ export class AwsEngine implements Engine {
     const credentials = await assumeRole(
       this.sts,
       memberRoleArn(accountId, account.roleName),
-      `tenantry-connection-${t.slug}`,
+      `tenantry-${opts.purpose}-${t.slug}`,
     );
     const client =
       this.opts.clients?.memberSecrets?.(credentials) ??
@@ -964,10 +982,15 @@ export function stagedTarget(outputs: Record<string, unknown>): StagedTarget {
   };
 }
 
-/** A silo's tables: schema `app` of its own database, written by its login alone. */
+/** The tiers on an RDS instance of their own (an account tenant's inside its account), not the shared cluster. */
+function ownInstance(tier: Tier): boolean {
+  return tier === 'silo' || tier === 'account';
+}
+
+/** A silo's (or an account tenant's) tables: schema `app` of its own database, written by its login alone. */
 function siloPlacement(t: StepTenant, database: string): Placement {
   return {
-    tier: 'silo',
+    tier: t.tier,
     database,
     schema: SILO_SCHEMA,
     shared: false,

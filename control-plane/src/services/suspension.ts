@@ -30,12 +30,12 @@ export class SuspensionService {
   ) {}
 
   private assertAvailable(tenant: Tenant): void {
-    if (!this.engine.lifecycleSteps || tenant.tier === 'account')
+    if (!this.engine.lifecycleSteps)
       throw new TenantryError(
         'OPERATION_NOT_AVAILABLE_ON_TARGET',
-        `suspension is not available for the ${tenant.tier} tier on the ${this.engine.target} target in this build`,
+        `suspension is not available on the ${this.engine.target} target in this build`,
       );
-    // The target says which lifecycle operations it runs (the aws target: exports only, for now).
+    // The target says which tiers it suspends (the local target has no account tier; the aws target suspends every tier).
     this.engine.lifecycleSteps('suspend', tenant.tier);
   }
 

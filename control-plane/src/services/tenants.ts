@@ -417,7 +417,8 @@ export class TenantService {
       if (patch.limits !== undefined) {
         const limits = mergeLimits(tenant.limits, patch.limits);
         if (JSON.stringify(sorted(limits)) !== JSON.stringify(sorted(tenant.limits))) {
-          if (!this.engine.lifecycleSteps || tenant.tier === 'account')
+          // The target says which tiers take overrides (engine.lifecycleSteps('update', …) below refuses the others).
+          if (!this.engine.lifecycleSteps)
             throw new TenantryError(
               'OPERATION_NOT_AVAILABLE_ON_TARGET',
               `limit overrides are not applied on the ${this.engine.target} target in this build`,

@@ -6,6 +6,7 @@ import type { EngineEvent } from '@pulumi/pulumi/automation/index.js';
 import { mockClient } from 'aws-sdk-client-mock';
 import { parse } from 'pg-connection-string';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { Semaphore } from '../../../control-plane/src/aws/semaphore.js';
 import { TenantryError } from '../../../control-plane/src/domain/errors.js';
 import {
   tenantObjectName,
@@ -537,18 +538,56 @@ describe('a tenant’s suspension and limit overrides in its stack', () => {
     },
   });
 
-  it('runs a bridge or silo tenant’s suspension, reactivation and limits as steps of its stack, a pool’s on the rows', () => {
+  it('runs a bridge, silo or account tenant’s suspension, reactivation and limits as steps of its stack, a pool’s on the rows', () => {
     const e = engine();
-    for (const tier of ['bridge', 'silo'] as const) {
+    for (const tier of ['bridge', 'silo', 'account'] as const) {
       expect(e.lifecycleSteps('suspend', tier)).toEqual(['suspend-logins']);
       expect(e.lifecycleSteps('reactivate', tier)).toEqual(['resume-logins']);
       expect(e.lifecycleSteps('update', tier)).toEqual(['limits']);
     }
     expect(e.lifecycleSteps('suspend', 'pool')).toEqual(['suspend-writes']);
-    expect(() => e.lifecycleSteps('update', 'pool')).toThrow(/a pool tenant has none/);
-    expect(() => e.lifecycleSteps('suspend', 'account')).toThrow(
-      expect.objectContaining({ code: 'OPERATION_NOT_AVAILABLE_ON_TARGET' }),
+    expect(e.lifecycleSteps('reactivate', 'pool')).toEqual(['resume-writes']);
+    expect(() => e.lifecycleSteps('update', 'pool')).toThrow(
+      expect.objectContaining({
+        code: 'OPERATION_NOT_AVAILABLE_ON_TARGET',
+        message: expect.stringMatching(/a pool tenant has none/),
+      }),
     );
+  });
+
+  it('suspends an account tenant with an up of its stack (an account run) carrying the state, then needs its instance’s admin secret', async () => {
+    // The up reports no adminSecretArn (an account stack from before it was an output): the sessions
+    // cannot be ended, and the step says why instead of passing.
+    const f = fakeRunner(() => ({ outputs: { host: 'db.example', database: 'tenant_account_co' } }));
+    let accountRuns = 0;
+    const slots = new (class extends Semaphore {
+      override run<T>(fn: () => Promise<T>): Promise<T> {
+        accountRuns++;
+        return super.run(fn);
+      }
+    })(5);
+    const e = engine({ runner: f.runner, accountSemaphore: slots });
+    const t = suspended(tenant('account'), { connectionLimit: 9 });
+    await expect(e.runStep(ctx(t, 'suspend-logins', { kind: 'suspend' }))).rejects.toMatchObject({
+      code: 'PROVIDER_FAILED',
+      message: expect.stringMatching(/account's stack outputs name no instance or admin secret/),
+    });
+    expect(accountRuns).toBe(1);
+    expect(f.jobs.map((j) => j.job.op)).toEqual(['up']);
+    const job = f.jobs[0]!.job;
+    expect(job.input).toMatchObject({
+      tier: 'account',
+      accountEmailSuffix: AwsEngine.accountEmailSuffix(t.id),
+    });
+    expect(stateOf(job)).toEqual({
+      suspended: true,
+      limitOverrides: { connectionLimit: 9 },
+      config: { suspended: 'true', limitOverrides: '{"connectionLimit":9}' },
+    });
+    // Its reactivation: an up with the suspension cleared, nothing to end.
+    f.jobs.length = 0;
+    await e.runStep(ctx(t, 'resume-logins', { kind: 'reactivate' }));
+    expect(stateOf(f.jobs[0]!.job)).toMatchObject({ suspended: undefined, config: { suspended: undefined } });
   });
 
   it('reactivates with an up of the stack whose config no longer says suspended, its overrides kept', async () => {
@@ -625,24 +664,25 @@ describe('a tenant’s suspension and limit overrides in its stack', () => {
   });
 });
 
-describe('a silo onboarded from an archive', () => {
+describe.each(['silo', 'account'] as const)('a %s tenant onboarded from an archive', (tier) => {
   it('reports where its `up` put the instance, for the restore steps of the same attempt', async () => {
     const outputs = {
       host: 'db.example',
       port: 5432,
-      database: 'tenant_silo_co',
+      database: `tenant_${tier}_co`,
       adminSecretArn: 'arn:rds!db',
+      ...(tier === 'account' ? { accountId: '222233334444' } : {}),
     };
     const f = fakeRunner(() => ({ outputs }));
     const e = engine({ runner: f.runner });
     const progress: Record<string, unknown> = {};
     const report = async (patch: Record<string, unknown>) => void Object.assign(progress, patch);
     const fromExport = { exportId: 'exp_1', file: 's3://b/exports/x', manifestSha256: 'a'.repeat(64) };
-    await e.runStep(ctx(tenant('silo'), 'stack-up', { params: { fromExport }, report }));
+    await e.runStep(ctx(tenant(tier), 'stack-up', { params: { fromExport }, report }));
     expect(progress).toEqual({ stackOutputs: outputs });
     // Without an archive to restore, nothing is reported.
     const other: Record<string, unknown> = {};
-    await e.runStep(ctx(tenant('silo'), 'stack-up', { report: async (p) => void Object.assign(other, p) }));
+    await e.runStep(ctx(tenant(tier), 'stack-up', { report: async (p) => void Object.assign(other, p) }));
     expect(other).toEqual({});
   });
 });
