@@ -1,5 +1,5 @@
 /**
- * A bridge and a silo tenant's suspension, reactivation and limit overrides on the aws target, on real
+ * A bridge, a silo and an account tenant's suspension, reactivation and limit overrides on the aws target, on real
  * Postgres: the engine's own steps, with what cannot run here simulated, and only that. The Pulumi `up`
  * is a runner that applies the tenant's login role as the stack would: the spec the programs build
  * (`tenantLoginRoleSpec`, from the job's input), through the stacks' dynamic provider itself
@@ -7,6 +7,8 @@
  * moto_server). The shared cluster is a database of the test server whose admin is like an RDS master
  * user (no SUPERUSER; `pg_signal_backend`, which rds_superuser holds); the silo's "instance" is another
  * database of the same server, reached through its "master secret" by ARN, as the engine does on RDS.
+ * The account tenant's instance is one more database, its master secret inside a member account vended
+ * on the emulator: the stack's provider and the engine both read it through the account's role.
  */
 import { CreateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import pg from 'pg';
@@ -29,6 +31,7 @@ import {
   tenantLoginRoleSpec,
   tenantOwnerRoleName,
 } from '../../stacks/common/tenant-postgres.js';
+import { type MemberAccount, vendMemberAccount } from '../aws/helpers/accounts.js';
 import { MOTO_REGION, skipReason, useMoto } from '../aws/helpers/moto.js';
 import { TEST_PLATFORM } from '../fixtures/platform.js';
 import { adminUrl, dropDatabases, rand, superQuery, withClient } from '../helpers/runtime.js';
@@ -44,9 +47,13 @@ const port = Number(new URL(adminUrl()).port);
 const sm = () => new SecretsManagerClient({ region: MOTO_REGION });
 const uuid = () => crypto.randomUUID();
 
-type Tenant = StepTenant & { tier: 'bridge' | 'silo' };
+type OwnLoginTier = 'bridge' | 'silo' | 'account';
+type Tenant = StepTenant & { tier: OwnLoginTier };
 const passwords = new Map<string, string>();
 let siloSecretArn = '';
+/** The account tenant's member account and its instance's master secret, which is in that account. */
+let member: MemberAccount;
+let accountSecretArn = '';
 
 /** Where a tenant's placement is: its database and schema. */
 const placementOf = (t: Tenant) =>
@@ -57,7 +64,8 @@ const placementOf = (t: Tenant) =>
 /** The admin reference the stacks give the dynamic provider (postgres-provider.ts AdminRef). */
 const adminRef = (t: Tenant) =>
   JSON.stringify({
-    secretId: t.tier === 'bridge' ? SHARED_SECRET : siloSecretArn,
+    secretId: { bridge: SHARED_SECRET, silo: siloSecretArn, account: accountSecretArn }[t.tier],
+    ...(t.tier === 'account' ? { roleArn: member.roleArn } : {}),
     region: MOTO_REGION,
     endpoint: moto.endpoint(),
     host: '127.0.0.1',
@@ -87,7 +95,7 @@ async function login(t: Tenant): Promise<pg.Client> {
   return c;
 }
 
-/** The `up` of a bridge or silo stack, for its login role: the dynamic provider's update of the program's spec. */
+/** The `up` of a tenant's stack, for its login role: the dynamic provider's update of the program's spec. */
 const jobs: PulumiJob[] = [];
 async function runner(job: PulumiJob): Promise<PulumiResult> {
   jobs.push(job);
@@ -116,12 +124,13 @@ async function runner(job: PulumiJob): Promise<PulumiResult> {
       schema,
       user: tenantObjectName(t.slug),
       ...(t.tier === 'silo' ? { adminSecretArn: siloSecretArn } : {}),
+      ...(t.tier === 'account' ? { adminSecretArn: accountSecretArn, accountId: member.accountId } : {}),
     },
   };
 }
 
 /** A tenant as its onboarding's `up` leaves it: owner and login roles, schema and grants. */
-async function provision(tier: 'bridge' | 'silo'): Promise<Tenant> {
+async function provision(tier: OwnLoginTier): Promise<Tenant> {
   const t: Tenant = { id: uuid(), slug: `${tier}-${rand(6)}`, tier, templateVersion: 1 };
   const { database, schema } = placementOf(t);
   const name = tenantObjectName(t.slug);
@@ -138,7 +147,7 @@ async function provision(tier: 'bridge' | 'silo'): Promise<Tenant> {
       grantToSessionUser: true,
     });
     await roleProvider.create(db, { ...tenantLoginRoleSpec({ slug: t.slug, schema, limits }), password });
-    if (tier === 'silo') await databaseProvider.create(db, { name, owner });
+    if (tier !== 'bridge') await databaseProvider.create(db, { name, owner });
   });
   await withClient(asAdmin(database), async (db) => {
     await schemaProvider.create(db, { name: schema, owner, template });
@@ -171,10 +180,15 @@ beforeAll(async () => {
   siloSecretArn = (
     await sm().send(new CreateSecretCommand({ Name: `rds!db-${id}`, SecretString: JSON.stringify(admin) }))
   ).ARN as string;
+  member = await vendMemberAccount(`root+susp-${id}@tenants.example.com`);
+  accountSecretArn = await member.createSecret(`rds!db-acct-${id}`, admin);
   engine = new AwsEngine({
     backendUrl: 'file:///var/lib/tenantry/state',
     envVars: { PATH: '/usr/bin' },
-    aws: { region: MOTO_REGION, endpoints: { secretsmanager: moto.endpoint() } },
+    aws: {
+      region: MOTO_REGION,
+      endpoints: { secretsmanager: moto.endpoint(), sts: moto.endpoint(), organizations: moto.endpoint() },
+    },
     platform: { ...TEST_PLATFORM, sharedCluster: { adminSecretName: SHARED_SECRET, ssl: false } },
     workspaceRoot: '/var/lib/tenantry/pulumi',
     concurrency: 2,
@@ -184,7 +198,7 @@ beforeAll(async () => {
     runner,
     siloTls: false, // the test server stands in for the RDS instance, without TLS
   });
-  made.push(await provision('bridge'), await provision('silo'));
+  made.push(await provision('bridge'), await provision('silo'), await provision('account'));
 }, 120_000);
 
 afterAll(async () => {
@@ -192,7 +206,7 @@ afterAll(async () => {
   await engine?.close();
   const names = made.map((t) => tenantObjectName(t.slug));
   await dropDatabases(
-    [SHARED_DB, ...made.filter((t) => t.tier === 'silo').map((t) => tenantObjectName(t.slug))],
+    [SHARED_DB, ...made.filter((t) => t.tier !== 'bridge').map((t) => tenantObjectName(t.slug))],
     [...names, ...made.map((t) => tenantOwnerRoleName(t.slug))],
   );
   // Its CONNECT on `postgres` and its membership of pg_signal_backend go with it.
@@ -224,10 +238,10 @@ const role = async (t: Tenant) =>
   )[0];
 
 describe.skipIf(skipReason !== null /* the reason is in the title */)(
-  `bridge and silo suspension on the aws target, through the stack${skipReason ? ` (${skipReason})` : ''}`,
+  `bridge, silo and account suspension on the aws target, through the stack${skipReason ? ` (${skipReason})` : ''}`,
   () => {
-    it.each(['bridge', 'silo'] as const)(
-      'suspends a %s tenant: its open session is ended, a new login refused; reactivation gives it back',
+    it.each(['bridge', 'silo', 'account'] as const)(
+      'suspends the %s tenant: its open session is ended, a new login refused; reactivation gives it back',
       async (tier) => {
         const t = made.find((x) => x.tier === tier)!;
         const held = await login(t);
@@ -260,26 +274,29 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
       },
     );
 
-    it('applies limit overrides to the login role through the stack, and an up of the suspended tenant keeps both', async () => {
-      const t = {
-        ...made.find((x) => x.tier === 'bridge')!,
-        limits: { connectionLimit: 3, statementTimeoutMs: 2000 },
-      };
-      await step(t, 'update', 'limits');
-      const r = await role(t);
-      expect(r).toMatchObject({ login: true, limit: 3 });
-      expect(r?.config).toEqual(expect.arrayContaining(['statement_timeout=2000']));
-      // A suspended tenant's later `up` (a promotion's, a drift repair's): still NOLOGIN, still 3.
-      await engine.runStep({
-        operationId: `op_${rand(10)}`,
-        kind: 'reconcile',
-        step: 'stack-up',
-        tenant: { ...t, suspended: true },
-        signal: new AbortController().signal,
-      });
-      expect(await role(t)).toMatchObject({ login: false, limit: 3 });
-      await step(t, 'reactivate', 'resume-logins');
-      expect(await role(t)).toMatchObject({ login: true, limit: 3 });
-    });
+    it.each(['bridge', 'account'] as const)(
+      'applies limit overrides to the %s tenant’s login role through the stack, and an up of the suspended tenant keeps both',
+      async (tier) => {
+        const t = {
+          ...made.find((x) => x.tier === tier)!,
+          limits: { connectionLimit: 3, statementTimeoutMs: 2000 },
+        };
+        await step(t, 'update', 'limits');
+        const r = await role(t);
+        expect(r).toMatchObject({ login: true, limit: 3 });
+        expect(r?.config).toEqual(expect.arrayContaining(['statement_timeout=2000']));
+        // A suspended tenant's later `up` (a promotion's, a drift repair's): still NOLOGIN, still 3.
+        await engine.runStep({
+          operationId: `op_${rand(10)}`,
+          kind: 'reconcile',
+          step: 'stack-up',
+          tenant: { ...t, suspended: true },
+          signal: new AbortController().signal,
+        });
+        expect(await role(t)).toMatchObject({ login: false, limit: 3 });
+        await step(t, 'reactivate', 'resume-logins');
+        expect(await role(t)).toMatchObject({ login: true, limit: 3 });
+      },
+    );
   },
 );

@@ -36,7 +36,7 @@ const roleSpec = (run: ProgramRun, name: string) =>
       (r: RecordedResource) => r.inputs.kind === 'role' && (r.inputs.spec as { name: string }).name === name,
     )?.inputs.spec as Record<string, unknown> | undefined) ?? {};
 
-describe.each(['bridge', 'silo', 'account'] as const)('a %s tenant’s state in its program', (tier) => {
+describe.each(['bridge', 'silo', 'account'] as const)('the %s tenant’s state in its program', (tier) => {
   it('makes its own login role NOLOGIN while it is suspended, and leaves the owner as it was', async () => {
     const slug = `susp-${tier}`;
     const run = await runTierProgram(tier, inputOf(tier, slug, { suspended: true }));
@@ -82,7 +82,7 @@ describe.each(['bridge', 'silo', 'account'] as const)('a %s tenant’s state in 
   });
 });
 
-describe.each(['silo', 'account'] as const)('a %s stack’s outputs', (tier) => {
+describe.each(['silo', 'account'] as const)('the %s stack’s outputs', (tier) => {
   it('name its instance’s master secret (in the tenant’s account for the account tier), through which the engine ends sessions and exports', async () => {
     const run = await runTierProgram(tier, inputOf(tier, `out-${tier}`));
     const master = run.byType('aws:rds/instance:Instance')[0]?.state.masterUserSecrets as

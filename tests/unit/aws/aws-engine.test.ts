@@ -664,7 +664,7 @@ describe('a tenant’s suspension and limit overrides in its stack', () => {
   });
 });
 
-describe.each(['silo', 'account'] as const)('a %s tenant onboarded from an archive', (tier) => {
+describe.each(['silo', 'account'] as const)('the %s tenant onboarded from an archive', (tier) => {
   it('reports where its `up` put the instance, for the restore steps of the same attempt', async () => {
     const outputs = {
       host: 'db.example',
