@@ -442,7 +442,7 @@ export class AwsEngine implements Engine {
 
   /**
    * A silo instance's admin URL, its credentials from the RDS-managed master secret (by ARN, in the
-   * platform account unless the caller read it elsewhere: `secret`).
+   * platform account unless the caller read it elsewhere: `read`).
    */
   private async siloAdminUrl(
     arn: string,
