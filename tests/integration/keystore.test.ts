@@ -32,6 +32,31 @@ describe('local key and secret store', () => {
     expect(loadRootKey(dir).equals(loadRootKey(dir))).toBe(true);
   });
 
+  it("writes an onboarding's key and secret (provisional) on the relaxed sessions, every other write durably", async () => {
+    const relaxedWrites: string[] = [];
+    const relaxed = {
+      query: ((text: string, params?: unknown[]) => {
+        relaxedWrites.push(text.trim().split(/\s+/).slice(0, 3).join(' '));
+        return db.relaxedQuery(text, params);
+      }) as typeof db.relaxedQuery,
+    };
+    const s = new LocalKeyStore(db, loadRootKey(dir), undefined, relaxed);
+    const alias = `alias/prov/${rand()}`;
+    await s.ensureKey(null, alias, { provisional: true });
+    await s.putSecret('s/prov', alias, { password: 'p1' }, 1, { provisional: true });
+    expect(relaxedWrites).toEqual(['INSERT INTO local_keys', 'INSERT INTO local_secrets']);
+    // Committed and seen at once; only the WAL flush waits.
+    expect((await s.getSecret('s/prov'))?.value).toEqual({ password: 'p1' });
+    await s.putSecret('s/prov', alias, { password: 'p2' });
+    await s.ensureKey(null, `alias/durable/${rand()}`);
+    expect(relaxedWrites).toHaveLength(2);
+    expect(
+      (await db.relaxedQuery<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0],
+    ).toEqual({
+      synchronous_commit: 'off',
+    });
+  });
+
   it('round-trips a secret, versions it, and stores no plaintext', async () => {
     const alias = `alias/test/${rand()}`;
     await store.ensureKey(null, alias);

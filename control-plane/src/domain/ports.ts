@@ -141,8 +141,18 @@ export interface ConnectionDescriptor {
 }
 
 /** A tenant data key, mirroring KMS: material never leaves the store in the clear except to encrypt. */
+/**
+ * `provisional`: a write of an onboarding, which nothing serves before the operation's durable end. A
+ * store in the control database may commit it without waiting for its WAL flush: the end's durable
+ * commit flushes it, and a Postgres crash before that loses it together with the step's record, so
+ * the step runs again. Never for a tenant that is served (drift repairs, rotations, promotions).
+ */
+export interface StoreWrite {
+  provisional?: boolean;
+}
+
 export interface KeyStore {
-  ensureKey(tenantId: string | null, alias: string): Promise<{ keyId: string }>;
+  ensureKey(tenantId: string | null, alias: string, opts?: StoreWrite): Promise<{ keyId: string }>;
   /** Crypto-shreds the key: every ciphertext under it becomes unreadable. */
   shredKey(alias: string): Promise<void>;
   describeKey(alias: string): Promise<{ keyId: string; state: 'enabled' | 'destroyed' } | null>;
@@ -182,6 +192,7 @@ export interface SecretStore {
     keyAlias: string,
     value: Record<string, unknown>,
     nextVersion?: number,
+    opts?: StoreWrite,
   ): Promise<{ ref: string; version: number }>;
   getSecret(name: string): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null>;
   deleteSecret(name: string): Promise<void>;

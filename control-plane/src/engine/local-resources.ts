@@ -12,7 +12,7 @@ import {
   tenantObjectName,
   tenantSecretName,
 } from '../domain/naming.js';
-import type { ConnectionDescriptor, KeyRotated, KeyStore, SecretStore } from '../domain/ports.js';
+import type { ConnectionDescriptor, KeyRotated, KeyStore, SecretStore, StoreWrite } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { LimitOverrides } from '../domain/tenant.js';
 import type { RoleLimits, Tier, TierCatalog } from '../domain/tiers.js';
@@ -110,9 +110,9 @@ export class LocalTenantResources {
     return placementOf(this.dp, t.slug, t.tier);
   }
 
-  async ensureKey(t: ResourceTenant): Promise<{ keyId: string; keyAlias: string }> {
+  async ensureKey(t: ResourceTenant, opts?: StoreWrite): Promise<{ keyId: string; keyAlias: string }> {
     const alias = tenantKeyAlias(t.slug);
-    const { keyId } = await this.keys.ensureKey(t.id, alias);
+    const { keyId } = await this.keys.ensureKey(t.id, alias, opts);
     return { keyId, keyAlias: alias };
   }
 
@@ -130,13 +130,18 @@ export class LocalTenantResources {
    * login and a new password (the role step then sets it on the role, from this version); a pool
    * descriptor carries no login (`connection` adds the pool's current one).
    */
-  async writeCredentials(t: ResourceTenant, nextVersion?: number): Promise<{ ref: string; version: number }> {
+  async writeCredentials(
+    t: ResourceTenant,
+    nextVersion?: number,
+    opts?: StoreWrite,
+  ): Promise<{ ref: string; version: number }> {
     const descriptor = this.descriptorFor(t);
     return this.keys.putSecret(
       tenantSecretName(t.slug),
       tenantKeyAlias(t.slug),
       { ...descriptor },
       nextVersion,
+      opts,
     );
   }
 

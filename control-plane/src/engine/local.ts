@@ -21,6 +21,7 @@ import type {
   StepContext,
   StepOutputs,
   StepTenant,
+  StoreWrite,
 } from '../domain/ports.js';
 import { isRotationParams, type RotationParams } from '../domain/rotation.js';
 import {
@@ -91,6 +92,9 @@ export { generatePassword };
  * The embedded default: real Postgres-level isolation on the data-plane cluster, keys and
  * secrets in the local envelope-encrypted store, no cloud. The account tier is refused.
  */
+
+/** An onboarding's writes to the key store (see StoreWrite). */
+const PROVISIONAL: StoreWrite = { provisional: true };
 export class LocalEngine implements Engine {
   readonly target = 'local' as const;
   readonly rollsBackFailedOnboarding = true;
@@ -461,7 +465,8 @@ export class LocalEngine implements Engine {
     if (!isLocalProvisionStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown step ${step}`);
     switch (step) {
       case 'key':
-        if (up) return r.ensureKey(t);
+        // An onboarding's key and secret commit relaxed (StoreWrite): nothing serves them before its durable end.
+        if (up) return r.ensureKey(t, PROVISIONAL);
         await r.shredKey(t);
         return { keyId: null };
       case 'credentials': {
@@ -469,7 +474,7 @@ export class LocalEngine implements Engine {
           await r.deleteCredentials(t);
           return { secretRef: null };
         }
-        const written = (await r.currentCredentials(t)) ?? (await r.writeCredentials(t, 1));
+        const written = (await r.currentCredentials(t)) ?? (await r.writeCredentials(t, 1, PROVISIONAL));
         return { secretRef: written.ref, secretVersion: written.version };
       }
       case 'role':

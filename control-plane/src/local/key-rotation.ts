@@ -1,5 +1,5 @@
 import type { Db } from '../db/db.js';
-import type { KeyRotated } from '../domain/ports.js';
+import type { KeyRotated, StoreWrite } from '../domain/ports.js';
 import { LocalKeyStore, open, seal, wrappedKeyAad } from './keystore.js';
 
 /**
@@ -22,7 +22,7 @@ export class RotatingLocalKeyStore extends LocalKeyStore {
     private readonly wrapping: Buffer,
     rootKeyId?: string,
   ) {
-    super(control, wrapping, rootKeyId);
+    super(control, wrapping, rootKeyId, { query: control.relaxedQuery });
   }
 
   async rotateKey(alias: string, tenantId: string | null, from?: string): Promise<KeyRotated> {
@@ -55,12 +55,13 @@ export class RotatingLocalKeyStore extends LocalKeyStore {
     keyAlias: string,
     value: Record<string, unknown>,
     nextVersion?: number,
+    opts?: StoreWrite,
   ): Promise<{ ref: string; version: number }> {
     try {
-      return await super.putSecret(name, keyAlias, value, nextVersion);
+      return await super.putSecret(name, keyAlias, value, nextVersion, opts);
     } catch (e) {
       if (!/is not enabled$/.test((e as Error).message)) throw e;
-      return super.putSecret(name, keyAlias, value);
+      return super.putSecret(name, keyAlias, value, undefined, opts);
     }
   }
 

@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { TenantryError } from '../domain/errors.js';
-import type { KeyStore, SecretStore } from '../domain/ports.js';
+import type { KeyStore, SecretStore, StoreWrite } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 
 /**
@@ -60,18 +60,25 @@ export class LocalKeyStore implements KeyStore, SecretStore {
   /**
    * `rootKeyId` names the root key in `root_keys` (checked at start, local/root-key.ts). With it, a
    * new data key records its root key, and is written only while that root key is current: a process
-   * whose key a re-wrap retired writes nothing under it.
+   * whose key a re-wrap retired writes nothing under it. `relaxed`: sessions with
+   * `synchronous_commit = off`, for provisional writes (StoreWrite).
    */
   constructor(
     private readonly db: Queryable,
     private readonly rootKey: Buffer,
     private readonly rootKeyId?: string,
+    private readonly relaxed?: Queryable,
   ) {}
 
-  async ensureKey(tenantId: string | null, alias: string): Promise<{ keyId: string }> {
+  /** Where a write goes: the relaxed sessions for a provisional one, when there are any. */
+  private writer(opts?: StoreWrite): Queryable {
+    return opts?.provisional && this.relaxed ? this.relaxed : this.db;
+  }
+
+  async ensureKey(tenantId: string | null, alias: string, opts?: StoreWrite): Promise<{ keyId: string }> {
     const keyId = `lk_${randomBytes(12).toString('hex')}`;
     const material = randomBytes(32);
-    const { rows } = await this.db.query<{ key_id: string }>(
+    const { rows } = await this.writer(opts).query<{ key_id: string }>(
       `INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state, root_key_id)
        SELECT $1, $2, $3, $4, 'enabled', $5::text
         WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM root_keys WHERE id = $5::text AND state = 'current')
@@ -155,6 +162,7 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     keyAlias: string,
     value: Record<string, unknown>,
     nextVersion?: number,
+    opts?: StoreWrite,
   ): Promise<{ ref: string; version: number }> {
     const keyId = await this.enabledKeyId(keyAlias);
     const dk = await this.dataKey(keyId);
@@ -169,7 +177,7 @@ export class LocalKeyStore implements KeyStore, SecretStore {
       }
       const ct = seal(dk, Buffer.from(JSON.stringify(value)), `secret:${name}:${version}`);
       try {
-        const res = await this.db.query(
+        const res = await this.writer(opts).query(
           `INSERT INTO local_secrets (name, version, key_id, ciphertext)
            SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM local_keys WHERE key_id = $3 AND state = 'enabled')`,
           [name, version, keyId, ct],
