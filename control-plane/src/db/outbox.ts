@@ -1,7 +1,7 @@
 import type { EventType, LifecycleEvent } from '../domain/events.js';
 import { FLEET_STREAM } from '../domain/events.js';
 import { newEventId } from '../domain/ids.js';
-import type { Queryable } from '../domain/queryable.js';
+import { type NamedStatement, named, type Queryable } from '../domain/queryable.js';
 import { deliverJobSql } from './jobs.js';
 
 /**
@@ -51,23 +51,29 @@ export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
     e.dedupeKey ?? null,
     JSON.stringify(e.data ?? {}),
   ];
-  // The order lock (the tenant's row, or the fleet's advisory lock) is taken by the row's filter,
-  // before the insert draws `n`: one statement, one round trip.
-  const lock = tenant
+  if (e.onlyIf) params.push(e.onlyIf.operationId, e.onlyIf.status);
+  await q.query(named(appendEventStatement(tenant !== null, e.onlyIf !== undefined)), params);
+}
+
+/**
+ * The event's insert, in its four shapes (a tenant's or the fleet's; fenced by an operation's status
+ * or not). The order lock (the tenant's row, or the fleet's advisory lock) is taken by the row's filter,
+ * before the insert draws `n`: one statement, one round trip.
+ */
+function appendEventStatement(ofTenant: boolean, fenced: boolean): NamedStatement {
+  const lock = ofTenant
     ? 'SELECT 1 FROM tenants WHERE id = $3::uuid FOR NO KEY UPDATE'
     : `SELECT pg_advisory_xact_lock(hashtext('tenantry.events.fleet'))`;
-  const only = e.onlyIf
-    ? ` AND EXISTS (SELECT 1 FROM operations WHERE id = $${params.push(e.onlyIf.operationId)} AND status = $${params.push(e.onlyIf.status)})`
-    : '';
-  await q.query(
-    `WITH l AS (${lock}),
+  const only = fenced ? ' AND EXISTS (SELECT 1 FROM operations WHERE id = $8 AND status = $9)' : '';
+  return {
+    name: `tenantry.append_event.${ofTenant ? 'tenant' : 'fleet'}${fenced ? '.fenced' : ''}`,
+    text: `WITH l AS (${lock}),
      e AS (
        INSERT INTO events (id, type, tenant_id, tenant_slug, operation_id, dedupe_key, data)
        SELECT $1, $2, $3::uuid, $4, $5, $6, $7::jsonb WHERE (SELECT count(*) FROM l) >= 0${only}
        ON CONFLICT (dedupe_key) DO NOTHING RETURNING 1)
      SELECT pg_notify('${EVENTS_CHANNEL}', '') FROM e`,
-    params,
-  );
+  };
 }
 
 const PUBLISH_BATCH = 500;

@@ -1,4 +1,4 @@
-import type { Queryable } from '../domain/queryable.js';
+import { type NamedStatement, named, type Queryable } from '../domain/queryable.js';
 import type { OperationKind, OperationStep, TenantStatus } from '../domain/tenant.js';
 
 /**
@@ -29,23 +29,35 @@ const leaseFor = (param: string) => `now() + make_interval(secs => ${param}::dou
  * Takes an operation for `runnerId` and counts an attempt, if it is queued, or running under an
  * expired lease or this runner's own. Null when it is finished or a live runner holds it.
  */
+const CLAIM: NamedStatement = {
+  name: 'tenantry.claim_operation',
+  text: `UPDATE operations
+        SET status = 'running', attempts = attempts + 1, lease_owner = $2,
+            lease_expires_at = ${leaseFor('$3')}, updated_at = now()
+      WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND (lease_expires_at < now() OR lease_owner = $2)))
+      RETURNING id, kind, tenant_id, steps, attempts, created_at, params, progress,
+                (SELECT to_jsonb(t) FROM tenants t WHERE t.id = operations.tenant_id) AS tenant`,
+};
+
 export async function claimOperation(
   q: Queryable,
   id: string,
   runnerId: string,
   leaseMs: number,
 ): Promise<ClaimedOperation | null> {
-  const { rows } = await q.query<ClaimedOperation & Record<string, unknown>>(
-    `UPDATE operations
-        SET status = 'running', attempts = attempts + 1, lease_owner = $2,
-            lease_expires_at = ${leaseFor('$3')}, updated_at = now()
-      WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND (lease_expires_at < now() OR lease_owner = $2)))
-      RETURNING id, kind, tenant_id, steps, attempts, created_at, params, progress,
-                (SELECT to_jsonb(t) FROM tenants t WHERE t.id = operations.tenant_id) AS tenant`,
-    [id, runnerId, leaseMs],
-  );
+  const { rows } = await q.query<ClaimedOperation & Record<string, unknown>>(named(CLAIM), [
+    id,
+    runnerId,
+    leaseMs,
+  ]);
   return (rows[0] as ClaimedOperation | undefined) ?? null;
 }
+
+const EXTEND_LEASE: NamedStatement = {
+  name: 'tenantry.extend_lease',
+  text: `UPDATE operations SET lease_expires_at = ${leaseFor('$3')}
+      WHERE id = $1 AND lease_owner = $2 AND status = 'running'`,
+};
 
 /** The heartbeat: false when the runner no longer holds the lease. */
 export async function extendLease(
@@ -54,11 +66,7 @@ export async function extendLease(
   runnerId: string,
   leaseMs: number,
 ): Promise<boolean> {
-  const { rowCount } = await q.query(
-    `UPDATE operations SET lease_expires_at = ${leaseFor('$3')}
-      WHERE id = $1 AND lease_owner = $2 AND status = 'running'`,
-    [id, runnerId, leaseMs],
-  );
+  const { rowCount } = await q.query(named(EXTEND_LEASE), [id, runnerId, leaseMs]);
   return (rowCount ?? 0) > 0;
 }
 
@@ -82,6 +90,13 @@ export async function holdLease(
 }
 
 /** Step progress, and a step's outputs merged into its tenant's, in one statement. */
+const SAVE_STEPS: NamedStatement = {
+  name: 'tenantry.save_steps',
+  text: `WITH o AS (UPDATE operations SET steps = $3::jsonb, updated_at = now() WHERE id = $1 AND lease_owner = $2 RETURNING 1)
+     UPDATE tenants SET outputs = jsonb_strip_nulls(outputs || $5::jsonb), updated_at = now()
+      WHERE id = $4 AND $5::jsonb <> '{}'::jsonb AND EXISTS (SELECT 1 FROM o)`,
+};
+
 export async function saveSteps(
   q: Queryable,
   id: string,
@@ -90,12 +105,13 @@ export async function saveSteps(
   tenantId: string,
   outputs: Record<string, unknown> | undefined,
 ): Promise<void> {
-  await q.query(
-    `WITH o AS (UPDATE operations SET steps = $3::jsonb, updated_at = now() WHERE id = $1 AND lease_owner = $2 RETURNING 1)
-     UPDATE tenants SET outputs = jsonb_strip_nulls(outputs || $5::jsonb), updated_at = now()
-      WHERE id = $4 AND $5::jsonb <> '{}'::jsonb AND EXISTS (SELECT 1 FROM o)`,
-    [id, runnerId, JSON.stringify(steps), tenantId, JSON.stringify(outputs ?? {})],
-  );
+  await q.query(named(SAVE_STEPS), [
+    id,
+    runnerId,
+    JSON.stringify(steps),
+    tenantId,
+    JSON.stringify(outputs ?? {}),
+  ]);
 }
 
 /** Merges into an operation's progress. */

@@ -5,7 +5,21 @@
  */
 export interface Queryable {
   query<R extends Record<string, unknown> = Record<string, unknown>>(
-    text: string,
+    text: string | NamedStatement,
     params?: unknown[],
   ): Promise<{ rows: R[]; rowCount: number | null }>;
 }
+
+/**
+ * A statement the driver prepares once per connection under `name` and then runs by name, so the
+ * server neither parses nor plans it again (after its first runs, a cached plan): for the hot ones
+ * (an operation's step records, its lease, its events). One name, one text, and a result whose
+ * columns never change (a cached plan may not change its result type).
+ */
+export interface NamedStatement {
+  readonly name: string;
+  readonly text: string;
+}
+
+/** A fresh copy to hand to `query` (the driver writes the call's values onto the object it gets). */
+export const named = (s: NamedStatement): NamedStatement => ({ name: s.name, text: s.text });

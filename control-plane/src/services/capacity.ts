@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { ReservedConnectionAccess } from '../dataplane/dataplane.js';
 import type { Db } from '../db/db.js';
 import { TenantryError } from '../domain/errors.js';
-import type { Queryable } from '../domain/queryable.js';
+import { type NamedStatement, named, type Queryable } from '../domain/queryable.js';
 import {
   type ClusterConnections,
   connectionBudgetOf,
@@ -55,6 +55,23 @@ interface Reading {
   settings: ClusterConnections;
   at: number;
 }
+
+/** The sum of the connection limits committed on the cluster (ConnectionBudget.committed). */
+const COMMITTED: NamedStatement = {
+  name: 'tenantry.connections_committed',
+  text: `WITH lim (tier, n) AS (SELECT key, value::int FROM jsonb_each_text($1::jsonb))
+       SELECT ($2::int
+         + coalesce((SELECT sum(l.n) FROM tenants t JOIN lim l ON l.tier = t.tier
+                      WHERE t.status <> 'offboarded'), 0)
+         + coalesce((SELECT sum(greatest(lt.n - coalesce(lf.n, 0), 0))
+                       FROM operations o
+                       JOIN tenants t ON t.id = o.tenant_id
+                       JOIN lim lt ON lt.tier = o.params ->> 'toTier'
+                       LEFT JOIN lim lf ON lf.tier = t.tier
+                      WHERE o.kind = 'promote' AND t.status <> 'offboarded'
+                        AND (o.status IN ('queued', 'running')
+                             OR (o.status = 'failed' AND o.progress ->> 'resumable' = 'true'))), 0))::int AS n`,
+};
 
 /**
  * Connections Tenantry commits on one data-plane cluster against what the cluster allows.
@@ -195,21 +212,10 @@ export class ConnectionBudget {
 
   /** The sum of the connection limits of everything Tenantry created on the cluster. */
   async committed(q: Queryable): Promise<number> {
-    const { rows } = await q.query<{ n: number }>(
-      `WITH lim (tier, n) AS (SELECT key, value::int FROM jsonb_each_text($1::jsonb))
-       SELECT ($2::int
-         + coalesce((SELECT sum(l.n) FROM tenants t JOIN lim l ON l.tier = t.tier
-                      WHERE t.status <> 'offboarded'), 0)
-         + coalesce((SELECT sum(greatest(lt.n - coalesce(lf.n, 0), 0))
-                       FROM operations o
-                       JOIN tenants t ON t.id = o.tenant_id
-                       JOIN lim lt ON lt.tier = o.params ->> 'toTier'
-                       LEFT JOIN lim lf ON lf.tier = t.tier
-                      WHERE o.kind = 'promote' AND t.status <> 'offboarded'
-                        AND (o.status IN ('queued', 'running')
-                             OR (o.status = 'failed' AND o.progress ->> 'resumable' = 'true'))), 0))::int AS n`,
-      [JSON.stringify(this.limits), this.poolLogin],
-    );
+    const { rows } = await q.query<{ n: number }>(named(COMMITTED), [
+      JSON.stringify(this.limits),
+      this.poolLogin,
+    ]);
     return rows[0]?.n ?? this.poolLogin;
   }
 
