@@ -128,9 +128,10 @@ export const WEBHOOK_DELIVER_TASK = 'webhook-deliver';
 /** graphile-worker's cron task: publishes stragglers, re-enqueues stalled streams, expires exports. */
 export const LIFECYCLE_SWEEP_TASK = 'lifecycle-sweep';
 
-/** The job key of a webhook stream's delivery: the one spelling of it. */
+/** The job key of a webhook stream's delivery: the one spelling of it (`<prefix><webhook>:<stream>`). */
+export const WEBHOOK_STREAM_KEY_PREFIX = 'whd:';
 export const webhookStreamJobKey = (webhookId: string, stream: string): string =>
-  `whd:${webhookId}:${stream}`;
+  `${WEBHOOK_STREAM_KEY_PREFIX}${webhookId}:${stream}`;
 
 /**
  * Enqueues the delivery of webhook streams, keyed per stream (a second enqueue replaces a waiting job),
@@ -151,7 +152,7 @@ export async function enqueueWebhookStreams(
 /** The add_job call of one webhook stream's delivery job, keyed by `webhookStreamJobKey`'s spelling (SQL expressions in). */
 export const deliverJobSql = (webhookId: string, stream: string, runAt: string): string =>
   `graphile_worker.add_job('${WEBHOOK_DELIVER_TASK}', json_build_object('webhookId', ${webhookId}, 'stream', ${stream}),
-     run_at := ${runAt}, job_key := 'whd:' || ${webhookId} || ':' || ${stream}, max_attempts := 5)`;
+     run_at := ${runAt}, job_key := '${WEBHOOK_STREAM_KEY_PREFIX}' || ${webhookId} || ':' || ${stream}, max_attempts := 5)`;
 
 /**
  * Enqueues the delivery of every stream with a delivery due and no waiting job: what a worker killed
@@ -165,9 +166,9 @@ export async function enqueueStalledWebhookStreams(q: Queryable): Promise<number
          JOIN webhooks w ON w.id = d.webhook_id AND w.status = 'enabled'
         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
           AND NOT EXISTS (SELECT 1 FROM graphile_worker._private_jobs j
-                           WHERE j.key = 'whd:' || d.webhook_id || ':' || d.stream AND j.locked_at IS NULL))
+                           WHERE j.key = '${WEBHOOK_STREAM_KEY_PREFIX}' || d.webhook_id || ':' || d.stream AND j.locked_at IS NULL))
      SELECT count(graphile_worker.add_job($1, json_build_object('webhookId', webhook_id, 'stream', stream),
-                  job_key := 'whd:' || webhook_id || ':' || stream, max_attempts := 5))::int AS n FROM due`,
+                  job_key := '${WEBHOOK_STREAM_KEY_PREFIX}' || webhook_id || ':' || stream, max_attempts := 5))::int AS n FROM due`,
     [WEBHOOK_DELIVER_TASK],
   );
   return rows[0]?.n ?? 0;

@@ -2,7 +2,7 @@ import type { EventType, LifecycleEvent } from '../domain/events.js';
 import { FLEET_STREAM } from '../domain/events.js';
 import { newEventId } from '../domain/ids.js';
 import { type NamedStatement, named, type Queryable } from '../domain/queryable.js';
-import { deliverJobSql } from './jobs.js';
+import { WEBHOOK_DELIVER_TASK, WEBHOOK_STREAM_KEY_PREFIX } from './jobs.js';
 
 /**
  * The outbox of lifecycle events (migration 0017, docs/lifecycle.md).
@@ -78,46 +78,28 @@ function appendEventStatement(ofTenant: boolean, fenced: boolean): NamedStatemen
 
 const PUBLISH_BATCH = 500;
 
-/**
- * One publish as one simple-protocol string (one round trip, one implicit transaction): the
- * publishers' advisory lock first, then, in a statement of its own (so its snapshot is taken once the
- * lock is held and sees the previous publisher's numbers), the batch numbered after the highest
- * `seq`, a pending delivery for every enabled webhook that wants each event (its stream: the event's
- * tenant, or the fleet's), and a delivery job per stream that got one. Constants only: no bind
- * parameters in the simple protocol.
- */
-const PUBLISH_SQL = `SELECT pg_advisory_xact_lock(hashtext('tenantry.events.publish'));
-WITH b AS (SELECT id, n FROM events WHERE seq IS NULL ORDER BY n LIMIT ${PUBLISH_BATCH + 1}),
-     pick AS (SELECT id, row_number() OVER (ORDER BY n) AS ord FROM (SELECT id, n FROM b ORDER BY n LIMIT ${PUBLISH_BATCH}) x),
-     base AS (SELECT coalesce(max(seq), 0) AS base FROM events),
-     u AS (UPDATE events e SET seq = base.base + pick.ord, published_at = now()
-             FROM pick, base WHERE e.id = pick.id
-           RETURNING e.id, e.seq, e.type, e.tenant_id),
-     d AS (INSERT INTO webhook_deliveries (webhook_id, event_id, event_seq, stream, status)
-           SELECT w.id, u.id, u.seq, coalesce(u.tenant_id::text, '${FLEET_STREAM.replaceAll("'", "''")}'), 'pending'
-             FROM u JOIN webhooks w ON w.status = 'enabled' AND u.type = ANY (w.event_types)
-           ON CONFLICT (webhook_id, event_id) DO NOTHING
-           RETURNING webhook_id, stream),
-     s AS (SELECT DISTINCT webhook_id, stream FROM d),
-     ins AS (INSERT INTO webhook_streams (webhook_id, stream) SELECT webhook_id, stream FROM s ON CONFLICT DO NOTHING),
-     jobs AS (SELECT ${deliverJobSql('s.webhook_id', 's.stream', 'NULL')} FROM s)
-SELECT (SELECT count(*) FROM u)::int AS published,
-       (SELECT count(*) FROM b) > ${PUBLISH_BATCH} AS more,
-       (SELECT count(*) FROM jobs)::int AS streams`;
+/** One publish: the function of migration 0019, whose statements keep their plans for the session. */
+const PUBLISH: NamedStatement = {
+  name: 'tenantry.publish_events',
+  text: 'SELECT published, more, streams FROM tenantry_publish_events($1, $2, $3, $4)',
+};
 
 /**
- * Publishes committed events in insertion order, up to a batch (PUBLISH_SQL): one round trip, its own
- * implicit transaction when called outside one (inside one, the caller's). Publishers queue on an advisory lock, so numbers are
- * handed out one batch at a time. Returns how many it published, how many webhook streams got
- * deliveries, and whether more events wait.
+ * Publishes committed events in insertion order, up to a batch: one round trip, its own transaction
+ * when called outside one (inside one, the caller's). Publishers queue on an advisory lock, so numbers
+ * are handed out one batch at a time. Returns how many it published, how many webhook streams got
+ * deliveries (each a delivery job, keyed as `webhookStreamJobKey` spells it: db/jobs.ts), and whether more events wait.
  */
 export async function publishEvents(
   q: Queryable,
 ): Promise<{ published: number; streams: number; more: boolean }> {
-  const results = (await q.query(PUBLISH_SQL)) as unknown as { rows: Record<string, unknown>[] }[];
-  const row = results[results.length - 1]?.rows[0] as
-    | { published: number; more: boolean; streams: number }
-    | undefined;
+  const { rows } = await q.query<{ published: number; more: boolean; streams: number }>(named(PUBLISH), [
+    PUBLISH_BATCH,
+    FLEET_STREAM,
+    WEBHOOK_DELIVER_TASK,
+    WEBHOOK_STREAM_KEY_PREFIX,
+  ]);
+  const row = rows[0];
   return { published: row?.published ?? 0, streams: row?.streams ?? 0, more: row?.more === true };
 }
 
