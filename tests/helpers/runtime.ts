@@ -11,7 +11,10 @@ import { type Config, loadConfig } from '../../control-plane/src/config.js';
 import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { createToken } from '../../control-plane/src/db/tokens.js';
 import type { Role } from '../../control-plane/src/domain/auth.js';
+import type { Queryable } from '../../control-plane/src/domain/queryable.js';
+import type { RoleLimits } from '../../control-plane/src/domain/tiers.js';
 import { loggerOptions } from '../../control-plane/src/logger.js';
+import { roleProvider } from '../../control-plane/src/providers/postgres/role.js';
 import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
 
 export const rand = (n = 6) => randomBytes(n).toString('hex');
@@ -34,6 +37,20 @@ export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T
 }
 
 /** Runs SQL as the cluster superuser on a database (outside the code under test). */
+/**
+ * A tenant's NOLOGIN owner role as its stack's provider makes it on a shared cluster (no connections,
+ * granted to the session user so it may act as it), for tests that stand in for a stack's `up`.
+ */
+export async function createOwnerRole(db: Queryable, name: string, limits: RoleLimits): Promise<void> {
+  await roleProvider.create(db, {
+    name,
+    ...limits,
+    connectionLimit: 0,
+    login: false,
+    grantToSessionUser: true,
+  });
+}
+
 export async function superQuery<T extends pg.QueryResultRow = Record<string, unknown>>(
   database: string,
   sql: string,

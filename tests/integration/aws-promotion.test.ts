@@ -41,7 +41,15 @@ import { DEFAULT_TEMPLATES_DIR, loadProgramTemplates } from '../../stacks/common
 import { tenantOwnerRoleName } from '../../stacks/common/tenant-postgres.js';
 import { MOTO_REGION, skipReason, useMoto } from '../aws/helpers/moto.js';
 import { TEST_PLATFORM } from '../fixtures/platform.js';
-import { adminUrl, dropDatabases, rand, superQuery, tenantClient, withClient } from '../helpers/runtime.js';
+import {
+  adminUrl,
+  createOwnerRole,
+  dropDatabases,
+  rand,
+  superQuery,
+  tenantClient,
+  withClient,
+} from '../helpers/runtime.js';
 import { freePort } from '../helpers/server.js';
 import { isCount } from './promotion-helpers.js';
 
@@ -352,13 +360,7 @@ async function bridgeTenant(slug: string, rows: number): Promise<StepTenant> {
   const password = `b-${rand(12)}`;
   const limits = catalog.tiers.bridge.role;
   await withClient(sharedAdminUrl(SHARED_DB), async (db) => {
-    await roleProvider.create(db, {
-      name: owner,
-      ...limits,
-      connectionLimit: 0,
-      login: false,
-      grantToSessionUser: true,
-    });
+    await createOwnerRole(db, owner, limits);
     await roleProvider.create(db, { name, ...limits, searchPath: [name], password });
     await schemaProvider.create(db, { name, owner, template });
     await grantsProvider.create(db, { database: SHARED_DB, schema: name, role: name, owner });

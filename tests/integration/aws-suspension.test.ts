@@ -34,7 +34,14 @@ import {
 import { type MemberAccount, vendMemberAccount } from '../aws/helpers/accounts.js';
 import { MOTO_REGION, skipReason, useMoto } from '../aws/helpers/moto.js';
 import { TEST_PLATFORM } from '../fixtures/platform.js';
-import { adminUrl, dropDatabases, rand, superQuery, withClient } from '../helpers/runtime.js';
+import {
+  adminUrl,
+  createOwnerRole,
+  dropDatabases,
+  rand,
+  superQuery,
+  withClient,
+} from '../helpers/runtime.js';
 
 const moto = useMoto({ reset: false });
 const { catalog, tenantSchema: template } = loadProgramTemplates(DEFAULT_TEMPLATES_DIR);
@@ -139,13 +146,7 @@ async function provision(tier: OwnLoginTier): Promise<Tenant> {
   const password = `p-${rand(16)}`;
   passwords.set(t.slug, password);
   await withClient(asAdmin(SHARED_DB), async (db) => {
-    await roleProvider.create(db, {
-      name: owner,
-      ...limits,
-      connectionLimit: 0,
-      login: false,
-      grantToSessionUser: true,
-    });
+    await createOwnerRole(db, owner, limits);
     await roleProvider.create(db, { ...tenantLoginRoleSpec({ slug: t.slug, schema, limits }), password });
     if (tier !== 'bridge') await databaseProvider.create(db, { name, owner });
   });
