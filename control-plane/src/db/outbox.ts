@@ -31,7 +31,7 @@ export interface NewEvent {
 }
 
 /**
- * The channel an event's transaction notifies on commit (webhooks/publisher.ts listens). A
+ * The channel an event's transaction notifies on commit (webhooks/delivery.ts listens). A
  * notification, not a job: a job per event cost each event-writing transaction graphile-worker's
  * add_job, then a pickup and a completion (docs/benchmarks.md); Postgres folds a transaction's
  * identical notifications into one, and a notification lost with its listener is made up by the
