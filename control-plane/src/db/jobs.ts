@@ -167,9 +167,7 @@ export async function enqueueStalledWebhookStreams(q: Queryable): Promise<number
         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
           AND NOT EXISTS (SELECT 1 FROM graphile_worker._private_jobs j
                            WHERE j.key = '${WEBHOOK_STREAM_KEY_PREFIX}' || d.webhook_id || ':' || d.stream AND j.locked_at IS NULL))
-     SELECT count(graphile_worker.add_job($1, json_build_object('webhookId', webhook_id, 'stream', stream),
-                  job_key := '${WEBHOOK_STREAM_KEY_PREFIX}' || webhook_id || ':' || stream, max_attempts := 5))::int AS n FROM due`,
-    [WEBHOOK_DELIVER_TASK],
+     SELECT count(${deliverJobSql('webhook_id', 'stream', 'NULL')})::int AS n FROM due`,
   );
   return rows[0]?.n ?? 0;
 }
