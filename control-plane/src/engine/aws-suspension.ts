@@ -4,7 +4,7 @@ import type { LifecycleStep } from '../domain/lifecycle.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { Tier } from '../domain/tiers.js';
 import type { Placement } from '../promotion/placement.js';
-import { freezeTenant } from '../providers/postgres/freeze.js';
+import { freezeTenant, frozenFor, unfreezeTenantFor } from '../providers/postgres/freeze.js';
 
 /**
  * A tenant's suspension and limit overrides on the aws target (docs/aws.md, docs/lifecycle.md).
@@ -62,31 +62,15 @@ export function suspendPoolWrites(
 }
 
 /** Lifts the suspension's freeze of the tenant's pool rows (a freeze for another reason stays). */
-export async function resumePoolWrites(db: Queryable, tenantId: string, p: Placement): Promise<void> {
-  const { rows } = await db.query<{ ok: boolean }>(
-    `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL AS ok`,
-  );
-  if (!rows[0]?.ok) return;
-  await db.query(
-    `DELETE FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2 AND reason = 'suspended'`,
-    [tenantId, p.schema],
-  );
+export function resumePoolWrites(db: Queryable, tenantId: string, p: Placement): Promise<void> {
+  return unfreezeTenantFor(db, p.schema, tenantId, 'suspended');
 }
 
 /** Which of `tenantIds` have their pool rows frozen for a suspension (what aws drift expects of a suspended pool tenant). */
-export async function suspensionFreezes(
+export function suspensionFreezes(
   db: Queryable,
   schema: string,
   tenantIds: readonly string[],
 ): Promise<string[]> {
-  const { rows } = await db.query<{ ok: boolean }>(
-    `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL AS ok`,
-  );
-  if (!rows[0]?.ok || tenantIds.length === 0) return [];
-  const frozen = await db.query<{ id: string }>(
-    `SELECT tenant_id::text AS id FROM tenantry_meta.frozen_tenants
-      WHERE schema_name = $1 AND reason = 'suspended' AND tenant_id::text = ANY ($2::text[])`,
-    [schema, tenantIds],
-  );
-  return frozen.rows.map((r) => r.id);
+  return frozenFor(db, schema, 'suspended', tenantIds);
 }

@@ -26,7 +26,7 @@ import {
 import type { Manifest, TableManifest } from '../export/format.js';
 import { generatePassword } from '../lib/passwords.js';
 import { type Placement, placementOf } from '../promotion/placement.js';
-import { freezeTenant } from '../providers/postgres/freeze.js';
+import { freezeTenant, unfreezeTenantFor } from '../providers/postgres/freeze.js';
 import {
   applyGrants,
   applyLogins,
@@ -565,16 +565,7 @@ export class LocalTenantResources {
   /** Reactivation, pool: the suspension's freeze lifted (a freeze for any other reason is left alone). */
   resumeWrites(t: ResourceTenant): Promise<void> {
     const n = this.dp.names;
-    return this.data(async (db) => {
-      const { rows } = await db.query<{ ok: boolean }>(
-        `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL AS ok`,
-      );
-      if (!rows[0]?.ok) return;
-      await db.query(
-        `DELETE FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2 AND reason = 'suspended'`,
-        [t.id, n.poolSchema],
-      );
-    });
+    return this.data((db) => unfreezeTenantFor(db, n.poolSchema, t.id, 'suspended'));
   }
 
   /** How an archive reaches the tenant's rows in its placement. */

@@ -461,12 +461,47 @@ export async function waitForOlderTransactions(
   }
 }
 
-/** Lifts a tenant's freeze in one schema (and any per-tenant guard triggers it still carries). */
-export async function unfreezeTenant(db: Queryable, schema: string, tenantId: string): Promise<void> {
+/** Whether the database has the freeze bookkeeping (a database Tenantry never froze may not). */
+async function hasFreezeTable(db: Queryable): Promise<boolean> {
   const { rows } = await db.query<{ ok: boolean }>(
     `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL AS ok`,
   );
-  if (rows[0]?.ok) {
+  return rows[0]?.ok === true;
+}
+
+/** Lifts a tenant's freeze for one reason only (a suspension's): a freeze for any other reason stays. */
+export async function unfreezeTenantFor(
+  db: Queryable,
+  schema: string,
+  tenantId: string,
+  reason: FreezeReason,
+): Promise<void> {
+  if (!(await hasFreezeTable(db))) return;
+  await db.query(
+    'DELETE FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2 AND reason = $3',
+    [tenantId, schema, reason],
+  );
+}
+
+/** Which of `tenantIds` carry a freeze for `reason` in `schema`. */
+export async function frozenFor(
+  db: Queryable,
+  schema: string,
+  reason: FreezeReason,
+  tenantIds: readonly string[],
+): Promise<string[]> {
+  if (tenantIds.length === 0 || !(await hasFreezeTable(db))) return [];
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT tenant_id::text AS id FROM tenantry_meta.frozen_tenants
+      WHERE schema_name = $1 AND reason = $2 AND tenant_id::text = ANY ($3::text[])`,
+    [schema, reason, tenantIds],
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Lifts a tenant's freeze in one schema (and any per-tenant guard triggers it still carries). */
+export async function unfreezeTenant(db: Queryable, schema: string, tenantId: string): Promise<void> {
+  if (await hasFreezeTable(db)) {
     await db.query('DELETE FROM tenantry_meta.frozen_tenants WHERE tenant_id = $1 AND schema_name = $2', [
       tenantId,
       schema,
@@ -477,10 +512,7 @@ export async function unfreezeTenant(db: Queryable, schema: string, tenantId: st
 
 /** Lifts every freeze of a private (bridge or silo) schema: the schema holds one tenant. */
 export async function unfreezeSchema(db: Queryable, schema: string): Promise<void> {
-  const { rows } = await db.query<{ ok: boolean }>(
-    `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL AS ok`,
-  );
-  if (rows[0]?.ok)
+  if (await hasFreezeTable(db))
     await db.query('DELETE FROM tenantry_meta.frozen_tenants WHERE schema_name = $1', [schema]);
 }
 
