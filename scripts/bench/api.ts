@@ -19,7 +19,8 @@
  * through `pg` from this process, by the control plane's own statement functions (db/repo.ts):
  * listTenants; findTenantDetail; for the connection, findTenantBySlug, the secret's row, then a
  * transaction re-reading the tenant FOR SHARE and appending the audit record. The floor does no HTTP,
- * no auth, no decryption and no JSON serialization: what the API adds on top is the ratio.
+ * no auth, no decryption and no JSON serialization (except the list's page, which listTenants itself
+ * renders from the columns' text, so the floor renders it too): what the API adds on top is the ratio.
  *
  * Each route's `--duration` seconds are split into `--rounds` chunks, API and floor alternating, so
  * both see the same load on a shared machine: the rate is all requests over all chunks' time, p50 and
@@ -223,7 +224,7 @@ try {
       path: () => '/v1/tenants?limit=50',
       sql: async () => {
         const page = await listTenants(pool, { limit: 50 });
-        if (page.items.length !== 50) throw new Error('the floor read a short page');
+        if (page.count !== 50) throw new Error('the floor read a short page');
       },
     },
     {

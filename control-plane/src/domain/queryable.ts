@@ -19,7 +19,22 @@ export interface Queryable {
 export interface NamedStatement {
   readonly name: string;
   readonly text: string;
+  /**
+   * Rows as arrays of the server's text, one per column and unparsed (null stays null): for a
+   * caller that renders the columns itself (`asText`).
+   */
+  readonly rowMode?: 'array';
+  readonly types?: { getTypeParser: () => (text: string) => string };
 }
 
 /** A fresh copy to hand to `query` (the driver writes the call's values onto the object it gets). */
-export const named = (s: NamedStatement): NamedStatement => ({ name: s.name, text: s.text });
+export const named = (s: NamedStatement): NamedStatement => ({ ...s });
+
+const asServerText = { getTypeParser: () => (text: string) => text };
+
+/** `s` returning its rows as arrays of the server's text (see `NamedStatement.rowMode`). */
+export const asText = (s: NamedStatement): NamedStatement => ({
+  ...s,
+  rowMode: 'array',
+  types: asServerText,
+});

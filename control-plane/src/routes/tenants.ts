@@ -183,7 +183,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { tier, status, limit, cursor, label } = request.query;
       const decoded = cursor === undefined ? undefined : decodeCursor(cursor);
       if (decoded === null)
@@ -192,13 +192,15 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
         l.slice(0, l.indexOf('=')),
         l.slice(l.indexOf('=') + 1),
       ]);
-      return listTenants(app.services.db, {
+      const page = await listTenants(app.services.db, {
         limit,
         ...(label?.length ? { labels } : {}),
         ...(tier ? { tier } : {}),
         ...(status ? { status: status as never } : {}),
         ...(decoded ? { cursor: decoded } : {}),
       });
+      // Rendered by listTenants (db/repo.ts); a string with a JSON type skips the serializer.
+      return reply.type('application/json; charset=utf-8').send(page.json as never);
     },
   );
 
