@@ -40,7 +40,7 @@ describe('data-plane sessions: relaxed provisioning commits', () => {
     expect(await dp.withDatabase(SILO, commitMode, { relaxed: true })).toBe('on');
   });
 
-  it('once allowed, relax only the sessions that ask, and hand pooled sessions back durable', async () => {
+  it('once allowed, relax only the uses that ask: a durable use of a session a relaxed one left gets it durable', async () => {
     dp.allowRelaxedCommits(true);
     try {
       const pid = async (db: Queryable) =>
@@ -50,7 +50,7 @@ describe('data-plane sessions: relaxed provisioning commits', () => {
       });
       expect(first[1]).toBe('off');
       const next = await dp.withData(async (db) => [await pid(db), await commitMode(db)] as const);
-      expect(next).toEqual([first[0], 'on']); // the same session, reset
+      expect(next).toEqual([first[0], 'on']); // the same session, reset by the use that wanted it durable
       expect(await dp.withMaintenance(commitMode, { relaxed: true })).toBe('off');
       expect(await dp.withMaintenance(commitMode)).toBe('on');
       expect(await dp.withDatabase(SILO, commitMode, { relaxed: true })).toBe('off');

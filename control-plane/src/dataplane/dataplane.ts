@@ -53,6 +53,9 @@ export interface SessionOptions {
   relaxed?: boolean;
 }
 
+/** Pooled sessions whose last use set synchronous_commit = off (DataPlane.withPooled). */
+const relaxedSessions = new WeakSet<pg.PoolClient>();
+
 export class DataPlane {
   readonly names: DataPlaneNames;
   readonly data: pg.Pool;
@@ -148,6 +151,11 @@ export class DataPlane {
     return opts.relaxed === true && this.relaxedCommits;
   }
 
+  /**
+   * Each use of a pooled session gets the commit mode it asks for. A session keeps the mode its last
+   * use set (`relaxedSessions`), so only a change costs a round trip: an onboarding's three relaxed
+   * uses cost none once the session is relaxed, where a SET and a RESET around each cost six.
+   */
   private async withPooled<T>(
     pool: pg.Pool,
     fn: (db: Queryable) => Promise<T>,
@@ -155,14 +163,19 @@ export class DataPlane {
   ): Promise<T> {
     const c = await pool.connect();
     const relaxed = this.relaxes(opts);
-    let broken = false;
+    let failed = true;
     try {
-      if (relaxed) await c.query('SET synchronous_commit = off');
-      return await fn(c);
+      if (relaxedSessions.has(c) !== relaxed) {
+        await c.query(relaxed ? 'SET synchronous_commit = off' : 'RESET synchronous_commit');
+        if (relaxed) relaxedSessions.add(c);
+        else relaxedSessions.delete(c);
+      }
+      const out = await fn(c);
+      failed = false;
+      return out;
     } finally {
-      // The pooled session goes back as it came: a session whose reset fails is discarded.
-      if (relaxed) await c.query('RESET synchronous_commit').catch(() => (broken = true));
-      c.release(broken);
+      // A use that failed may have left its session inside a transaction: it is discarded, not pooled.
+      c.release(failed);
     }
   }
 
