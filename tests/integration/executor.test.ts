@@ -129,6 +129,51 @@ describe('operation executor', () => {
     expect((await findOperation(db, opId))?.status).toBe('succeeded');
   });
 
+  it('runs a step again when its record fails behind the next step (the record carried its outputs)', async () => {
+    // Step records are written behind the steps (executor.ts): role's record fails once, with a
+    // retryable error, while schema runs. The run is handed back with role pending, and role runs again.
+    engine.calls = [];
+    const { slug, opId } = await create();
+    const seq = `flaky_${rand(3)}`;
+    await db.query(`CREATE SEQUENCE ${seq}`);
+    await db.query(
+      `CREATE FUNCTION ${seq}() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF NEW.steps @> '[{"name": "role", "status": "succeeded"}]'
+            AND NOT OLD.steps @> '[{"name": "role", "status": "succeeded"}]'
+            AND nextval('${seq}') = 1 THEN
+           RAISE EXCEPTION 'role record lost' USING ERRCODE = '40001';
+         END IF;
+         RETURN NEW;
+       END $$;
+       CREATE TRIGGER ${seq} BEFORE UPDATE ON operations FOR EACH ROW WHEN (NEW.id = '${opId}')
+         EXECUTE FUNCTION ${seq}();`,
+    );
+    try {
+      await expect(exec.run(opId)).rejects.toThrow('role record lost');
+      const mid = await findOperation(db, opId);
+      expect(mid?.status).toBe('queued');
+      expect(mid?.steps.map((s) => s.status)).toEqual(['succeeded', 'pending', 'pending']);
+      expect((await findTenantBySlug(db, slug))?.outputs).not.toHaveProperty('role');
+      await exec.run(opId);
+      expect(engine.calls).toEqual([
+        'onboard:key',
+        'onboard:role',
+        'onboard:schema',
+        'onboard:role',
+        'onboard:schema',
+      ]);
+      expect((await findOperation(db, opId))?.status).toBe('succeeded');
+      expect((await findTenantBySlug(db, slug))?.outputs).toMatchObject({
+        key: 'done',
+        role: 'done',
+        schema: 'done',
+      });
+    } finally {
+      await db.query(`DROP TRIGGER ${seq} ON operations; DROP FUNCTION ${seq}(); DROP SEQUENCE ${seq}`);
+    }
+  });
+
   it('fails a terminal error with its reason, rolls back through the offboard steps, and marks the tenant failed', async () => {
     engine.calls = [];
     engine.failures.set('schema', [new TenantryError('PROVIDER_FAILED', 'template does not apply')]);

@@ -147,9 +147,36 @@ export class OperationExecutor {
       x.finishedAt = null;
       delete x.error;
     };
+    // Step records are written behind the steps: a step's record (its outputs, its success and the
+    // next step's start) is sent as it ends and the next step starts at once, overlapping it. At most
+    // one record is in flight, in order; each step awaits the previous record before sending its own
+    // (a record that failed fails that step, as a failed write in it would), and whatever ends the run
+    // waits for it. A crash before a record lands re-runs its step, as a crash just before the write
+    // always did (every step is idempotent); lease loss is the signal's, not the record's, to tell.
+    let recorded: Promise<void> = Promise.resolve();
+    let recordedStep: OperationStep | undefined;
+    const record = (done: OperationStep | undefined, outputs: Record<string, unknown> | undefined) => {
+      const snapshot = structuredClone(steps);
+      recordedStep = done;
+      recorded = this.saveSteps({ query: this.db.relaxedQuery }, op.id, snapshot, tenant.id, outputs);
+      recorded.catch(() => undefined); // awaited by the next step or the run's end
+    };
+    /** The record in flight, landed; if it failed, its step is pending again (its outputs were lost with it). */
+    const settle = async (): Promise<unknown> => {
+      const failed = await recorded.then(
+        () => undefined,
+        (e: unknown) => e ?? new Error('a step record failed'),
+      );
+      if (failed && recordedStep) {
+        recordedStep.status = 'pending';
+        recordedStep.finishedAt = null;
+      }
+      recorded = Promise.resolve();
+      return failed;
+    };
     if (todo[0]) {
       markRunning(todo[0]);
-      await this.saveSteps({ query: this.db.relaxedQuery }, op.id, steps, tenant.id, undefined);
+      record(undefined, undefined);
     }
     for (const [i, step] of todo.entries()) {
       if (signal.aborted) throw new Error('lease lost; another runner will resume');
@@ -176,15 +203,19 @@ export class OperationExecutor {
         await this.flushResources(op);
         // The archive an export step wrote is recorded ready (with its event) before the step is.
         if (step.name === EXPORT_STEP) await this.db.tx((q) => recordExportReady(q, op, tenant));
+        const lost = await settle();
+        if (lost) throw lost;
         step.status = 'succeeded';
         step.finishedAt = new Date().toISOString();
         const next = todo[i + 1];
         if (next) markRunning(next);
         // One statement records this step's outputs, its success and the next step's start.
-        await this.saveSteps({ query: this.db.relaxedQuery }, op.id, steps, tenant.id, outputs);
+        record(step, outputs);
         this.observeStep(op.kind, step.name, 'succeeded', started);
         log.debug({ step: step.name }, 'step succeeded');
       } catch (e) {
+        // The previous step's record may still be in flight: what follows writes the steps again.
+        await settle();
         await this.flushResources(op);
         this.observeStep(op.kind, step.name, 'failed', started);
         step.error = safeMessage(e);
@@ -202,6 +233,12 @@ export class OperationExecutor {
         await this.fail(op, tenant, steps, log, e, signal);
         return;
       }
+    }
+    const lost = await settle();
+    if (lost) {
+      // The last step's record failed: hand the run back (that step runs again) as a failed write in it would.
+      await this.requeue(op.id, steps);
+      throw lost;
     }
     await this.succeed(op, tenant, steps, log);
   }
