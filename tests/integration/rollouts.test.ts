@@ -588,3 +588,53 @@ describe('bad requests', () => {
     expect(viewer.statusCode).toBe(403);
   });
 });
+
+describe('the verification', () => {
+  it('reads the silos beside the shared database, at any parallelism, and still finds each placement that drifted', async () => {
+    const last = (await api('GET', '/v1/rollouts?limit=1')).json().items[0];
+    expect(last.status).toBe('completed');
+    const runner = s.runtime.rollouts?.runner;
+    if (!runner) throw new Error('the stack has no rollout runner');
+    const silo = fleet.find((t) => t.slug === slug('s1')) as T;
+    const bridge = fleet.find((t) => t.slug === slug('b2')) as T;
+    const drift = (t: T, version: number) =>
+      t.tier === 'silo'
+        ? superQuery(
+            tenantObjectName(t.slug),
+            `UPDATE tenantry_meta.schema_versions SET version = $1 WHERE schema_name = 'app'`,
+            [version],
+          )
+        : superQuery(
+            s.dataDb,
+            'UPDATE tenantry_meta.schema_versions SET version = $1 WHERE schema_name = $2',
+            [version, tenantObjectName(t.slug)],
+          );
+    // Every tenant at version 2 on both sides: nothing to report.
+    const clean = await runner.verify({ id: last.id, waves: last.waves });
+    expect(clean.mismatchCount).toBe(0);
+    expect(clean.checked).toBeGreaterThanOrEqual(fleet.length);
+    // A silo and a bridge schema changed behind the ledger's back, after the rollout migrated them.
+    await drift(silo, 1);
+    await drift(bridge, 1);
+    try {
+      for (const parallelism of [1, 32]) {
+        const v = await runner.verify({
+          id: last.id,
+          waves: last.waves.map((w: object) => ({ ...w, parallelism })),
+        });
+        expect(v.checked).toBe(clean.checked);
+        expect(v.mismatchCount).toBe(2);
+        expect(v.mismatched.sort((a, b) => (a.slug < b.slug ? -1 : 1))).toEqual(
+          [
+            { slug: silo.slug, tier: 'silo', recorded: 2, actual: 1 },
+            { slug: bridge.slug, tier: 'bridge', recorded: 2, actual: 1 },
+          ].sort((a, b) => (a.slug < b.slug ? -1 : 1)),
+        );
+      }
+    } finally {
+      await drift(silo, 2);
+      await drift(bridge, 2);
+    }
+    expect((await runner.verify({ id: last.id, waves: last.waves })).mismatchCount).toBe(0);
+  });
+});

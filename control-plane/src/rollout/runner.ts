@@ -155,12 +155,13 @@ export class RolloutRunner {
       Math.max(200, Math.floor(this.opts.leaseMs / 3)),
     );
     let lateRounds = 0;
+    // Before any batch (a resumed run too): the batches' plans need statistics that know this
+    // rollout's ledger (see analyzeLedger). Only speed depends on it, so it runs beside the platform
+    // step (the data plane's work) and is awaited before the first wave.
+    let analyzed: Promise<void> | null = analyzeLedger(this.db).catch((e: unknown) =>
+      log.warn({ err: safeMessage(e) }, 'the ledger could not be analyzed'),
+    );
     try {
-      // Before any batch (a resumed run too): the batches' plans need statistics that know this
-      // rollout's ledger (see analyzeLedger). Only speed depends on it.
-      await analyzeLedger(this.db).catch((e: unknown) =>
-        log.warn({ err: safeMessage(e) }, 'the ledger could not be analyzed'),
-      );
       for (;;) {
         if (signal?.aborted) return;
         const r = await findRollout(this.db, id);
@@ -203,6 +204,10 @@ export class RolloutRunner {
           if (await this.complete(r, counts, log)) return;
           continue; // reopened meanwhile (a retry), or paused or cancelled: read it again
         }
+        if (analyzed) {
+          await analyzed;
+          analyzed = null;
+        }
         await this.startWave(r, active, log);
         await this.at(`rollout:wave:${r.waves[active]?.name}`);
         const waiting = await this.runWave(r, active, log, signal);
@@ -215,6 +220,7 @@ export class RolloutRunner {
       }
     } finally {
       clearInterval(heartbeat);
+      await analyzed;
     }
   }
 
@@ -658,12 +664,16 @@ export class RolloutRunner {
     return completed;
   }
 
-  /** Every tenant of the ledger: its recorded version against the data plane's catalogs. */
-  async verify(r: Pick<RolloutRow, 'id'>): Promise<Verification> {
+  /**
+   * Every tenant of the ledger: its recorded version against the data plane's catalogs, the silos
+   * read at the rollout's widest parallelism (at least 8), beside the shared database's read.
+   */
+  async verify(r: Pick<RolloutRow, 'id' | 'waves'>): Promise<Verification> {
     const all = await tenantsToVerify(this.db, r.id);
     const idle = all.filter((t) => !t.busy);
     const actual = await this.migrator.versionsOf(
       idle.map((t) => ({ id: t.tenantId, slug: t.slug, tier: t.tier })),
+      { parallelism: Math.max(8, ...r.waves.map((w) => w.parallelism)) },
     );
     const mismatched = idle
       .map((t) => ({
