@@ -87,6 +87,8 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     );
     if (rows[0]) {
       this.cache.set(keyId, material);
+      // The credentials written next under this alias need not read the key back.
+      this.aliases.set(alias, keyId);
       return { keyId };
     }
     const now = await this.describeKey(alias); // it existed already
