@@ -638,3 +638,61 @@ describe('the verification', () => {
     expect((await runner.verify({ id: last.id, waves: last.waves })).mismatchCount).toBe(0);
   });
 });
+
+describe('the platform step beside the first wave', () => {
+  /** Version 3: a check that one pool tenant's row fails; only the pool's shared tables hold it. */
+  const VERSION_3 = `ALTER TABLE users ADD COLUMN title text;
+ALTER TABLE users ADD CONSTRAINT users_not_blocked CHECK (email <> 'blocked@example.com');
+`;
+
+  it("migrates the canary's bridge and silo while the pool's shared tables move; a failed platform step pauses the rollout with its pool tenants pending, and a resume completes it", async () => {
+    await seed(fleet.find((t) => t.slug === slug('p2')) as T, 'blocked@example.com');
+    tpl.addVersion(3, 'titles', VERSION_3);
+    s = await restartStack(s);
+    const canary = [slug('b1'), slug('s1'), slug('p1')];
+    const migrated = new Set<string>();
+    s.runtime.rollouts?.setFaultHook(async (point) => {
+      const done = /^rollout:tenant-migrated:(.+)$/.exec(point);
+      if (done) migrated.add(done[1] as string);
+      // The platform step waits until the canary's bridge and silo are migrated: they need it not.
+      if (point === 'rollout:platform')
+        for (const until = Date.now() + 30_000; Date.now() < until; ) {
+          if (migrated.has(slug('b1')) && migrated.has(slug('s1'))) break;
+          await new Promise((x) => setTimeout(x, 20));
+        }
+    });
+    try {
+      const res = await api('POST', '/v1/rollouts', {
+        toVersion: 3,
+        waves: [{ name: 'canary', slugs: canary, parallelism: 2 }, { name: 'rest' }],
+      });
+      expect(res.statusCode).toBe(202);
+      const r = await waitRollout(res.json().id, settled);
+      expect(r.status).toBe('paused');
+      expect(r.pauseReason).toMatch(/the pool's shared tables failed to migrate: .*users_not_blocked/);
+      expect(r.platform.status).toBe('failed');
+      expect([...migrated].sort()).toEqual([slug('b1'), slug('s1')].sort());
+      const status = (sl: string) => r.tenants.find((t: { slug: string }) => t.slug === sl)?.status;
+      expect(canary.map(status)).toEqual(['succeeded', 'succeeded', 'pending']);
+      expect(r.waves[1].startedAt).toBeNull();
+      expect(await catalogVersion({ slug: slug('b1'), tier: 'bridge' })).toBe(3);
+      expect(await catalogVersion({ slug: slug('s1'), tier: 'silo' })).toBe(3);
+      expect(await catalogVersion({ slug: slug('p1'), tier: 'pool' })).toBe(2);
+
+      await superQuery(
+        s.dataDb,
+        `UPDATE pool.users SET email = 'unblocked@example.com' WHERE email = 'blocked@example.com'`,
+      );
+      expect((await api('POST', `/v1/rollouts/${r.id}/resume`)).statusCode).toBe(200);
+      const done = await waitRollout(r.id, settled);
+      expect(done.status).toBe('completed');
+      expect(done.platform).toMatchObject({ status: 'succeeded', fromVersion: 2, version: 3 });
+      expect(done.progress).toMatchObject({ failed: 0, pending: 0, running: 0 });
+      expect(done.verification).toMatchObject({ mismatchCount: 0 });
+      expect(await catalogVersion({ slug: slug('p1'), tier: 'pool' })).toBe(3);
+      expect((await getTenant(s, slug('p1'))).templateVersion).toBe(3);
+    } finally {
+      s.runtime.rollouts?.setFaultHook(undefined);
+    }
+  });
+});

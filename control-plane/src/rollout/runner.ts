@@ -83,7 +83,8 @@ const FLUSH_SIZE = 256;
 const FLUSH_MS = 400;
 
 /**
- * Drives one rollout (docs/rollouts.md): the pool's shared tables first, then the waves in order,
+ * Drives one rollout (docs/rollouts.md): the pool's shared tables first (the first wave's bridge and
+ * silo tenants beside them), then the waves in order,
  * each with its own parallelism, a wave starting only once the one before is done and healthy. Each
  * tenant's migration holds a `migrate` operation under this runner's lease (so it never runs beside
  * another operation of the tenant: a busy tenant is deferred and retried), and its result is recorded
@@ -161,6 +162,14 @@ export class RolloutRunner {
     let analyzed: Promise<void> | null = analyzeLedger(this.db).catch((e: unknown) =>
       log.warn({ err: safeMessage(e) }, 'the ledger could not be analyzed'),
     );
+    // The platform step in flight: the first wave's bridge and silo tenants, which do not need the
+    // pool's shared tables, migrate meanwhile; its pool tenants, and anything after that wave, wait.
+    let platform: Promise<boolean> | null = null;
+    const platformDone = async (): Promise<boolean> => {
+      const p = platform;
+      platform = null;
+      return p ? p : true;
+    };
     try {
       for (;;) {
         if (signal?.aborted) return;
@@ -183,8 +192,9 @@ export class RolloutRunner {
           !('status' in r.platform) ||
           (r.platform.status !== 'succeeded' && r.platform.status !== 'skipped')
         ) {
-          if (!(await this.platformStep(r, log))) return;
-          continue;
+          platform = this.platformStep(r, log);
+          // Awaited below (or in `finally`); marked handled so a rejection waits for that.
+          platform.catch(() => undefined);
         }
         const counts = await this.countsByWave(id);
         const active = r.waves.findIndex((_, i) => waveState(counts.get(i) ?? {}) === 'active');
@@ -192,10 +202,16 @@ export class RolloutRunner {
           (_, i) => (active === -1 || i < active) && waveState(counts.get(i) ?? {}) === 'unhealthy',
         );
         if (unhealthy !== -1) {
+          if (!(await platformDone())) return;
           await this.pause(id, `wave ${r.waves[unhealthy]?.name} has failed tenants`, log);
           return;
         }
         if (active === -1) {
+          // Nothing left to run: the platform step ends first (and is read again with the rollout).
+          if (platform) {
+            if (!(await platformDone())) return;
+            continue;
+          }
           const late = await addLateTenants(this.db, id, r.toVersion, r.waves.length - 1);
           if (late > 0 && lateRounds++ < 3) {
             log.info({ late }, 'tenants behind the version joined the last wave');
@@ -210,7 +226,10 @@ export class RolloutRunner {
         }
         await this.startWave(r, active, log);
         await this.at(`rollout:wave:${r.waves[active]?.name}`);
-        const waiting = await this.runWave(r, active, log, signal);
+        const poolReady = platform ?? Promise.resolve(true);
+        const waiting = await this.runWave(r, active, log, signal, poolReady);
+        // The wave never ends before the platform step: a failed one paused the rollout.
+        if (!(await platformDone())) return;
         if (waiting === 'stopped') return;
         if (waiting === 'busy-elsewhere' || elsewhere > 0) await sleep(500, signal);
         const after = await this.countsByWave(id);
@@ -221,6 +240,9 @@ export class RolloutRunner {
     } finally {
       clearInterval(heartbeat);
       await analyzed;
+      await (platform as Promise<boolean> | null)?.catch((e: unknown) =>
+        log.warn({ err: safeMessage(e) }, 'the platform step failed'),
+      );
     }
   }
 
@@ -247,8 +269,8 @@ export class RolloutRunner {
   }
 
   /**
-   * The pool's shared tables to the rollout's version, once, before any wave (pool tenants are moved
-   * to it only after). A failure pauses the rollout: no pool tenant can go on without it.
+   * The pool's shared tables to the rollout's version, once, beside the first wave (pool tenants are
+   * moved to it only after). A failure pauses the rollout: no pool tenant can go on without it.
    */
   private async platformStep(r: RolloutRow, log: Logger): Promise<boolean> {
     const startedAt = new Date().toISOString();
@@ -408,6 +430,8 @@ export class RolloutRunner {
     wave: number,
     log: Logger,
     signal: AbortSignal | undefined,
+    /** The platform step's outcome (the pool's shared tables at the version): the pool tenants wait for it. */
+    poolReady: Promise<boolean>,
   ): Promise<'stopped' | 'busy-elsewhere' | 'done'> {
     const w = r.waves[wave];
     if (!w) return 'done';
@@ -607,6 +631,8 @@ export class RolloutRunner {
      * on the data plane once the shared tables moved), a busy one retried when due.
      */
     const pool = async () => {
+      // A failed platform step paused the rollout: its pool tenants stay pending.
+      if (!(await poolReady)) return;
       await this.migrator.assertPoolAt(r.toVersion);
       for (;;) {
         if (stopping) return;
