@@ -24,6 +24,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { request } from 'undici';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import { type ControlPlane, mapLimit, percentile, round, startControlPlane } from './lib.js';
 
@@ -107,13 +108,15 @@ async function viaApi(tier: Tier, n: number, C: number, cp: ControlPlane) {
   const slugs = Array.from({ length: n }, (_, i) => `b${run}-${tier}-${i}`);
   const t0 = performance.now();
   const ops = await mapLimit(slugs, C, async (slug) => {
-    const res = await fetch(`${cp.base}/v1/tenants`, {
+    // undici's request, not fetch: fetch's own overhead (about 0.4 ms of wall time per call here,
+    // measured against the same server) would be billed to the API at C=1.
+    const res = await request(`${cp.base}/v1/tenants`, {
       method: 'POST',
       headers: { authorization: `Bearer ${cp.token}`, 'content-type': 'application/json' },
       body: JSON.stringify({ slug, name: slug, tier }),
     });
-    if (res.status !== 202) throw new Error(`${slug}: ${res.status} ${await res.text()}`);
-    const id = ((await res.json()) as { operation: { id: string } }).operation.id;
+    if (res.statusCode !== 202) throw new Error(`${slug}: ${res.statusCode} ${await res.body.text()}`);
+    const id = ((await res.body.json()) as { operation: { id: string } }).operation.id;
     await ended(id);
     return id;
   });
