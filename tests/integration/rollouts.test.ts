@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { arrayLiteral } from '../../control-plane/src/db/rollouts.js';
 import { tenantObjectName } from '../../control-plane/src/domain/naming.js';
 import {
   auth,
@@ -694,5 +695,29 @@ ALTER TABLE users ADD CONSTRAINT users_not_blocked CHECK (email <> 'blocked@exam
     } finally {
       s.runtime.rollouts?.setFaultHook(undefined);
     }
+  });
+});
+
+describe("the ledger's array parameters", () => {
+  it('reach Postgres as they were: quotes, backslashes, commas, braces, NULL and the word null', async () => {
+    const text = [
+      'plain',
+      'a "quoted" note',
+      'back\\slash\\',
+      'a, {b}',
+      null,
+      'null',
+      'NULL',
+      '',
+      ' spaced ',
+    ];
+    const [row] = await superQuery<{ t: (string | null)[]; i: number[]; u: string[] }>(
+      s.controlDb,
+      'SELECT $1::text[] AS t, $2::int[] AS i, $3::uuid[] AS u',
+      [arrayLiteral(text), arrayLiteral([1, -2, 30]), arrayLiteral(fleet.slice(0, 2).map((t) => t.id))],
+    );
+    expect(row?.t).toEqual(text);
+    expect(row?.i).toEqual([1, -2, 30]);
+    expect(row?.u).toEqual(fleet.slice(0, 2).map((t) => t.id));
   });
 });
