@@ -1,4 +1,4 @@
-import { hash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { TenantryError } from './errors.js';
 import type { Tier } from './tiers.js';
 
@@ -157,8 +157,12 @@ export function assignWaves(
   if (unknown.length > 0) {
     throw invalid(`no live tenant for slug(s) ${unknown.slice(0, 20).join(', ')}`, { slugs: unknown });
   }
-  // The same digest as a createHash chain, a quarter of its cost (10,000 tenants: 30 to 7 ms per POST).
-  const order = (t: FleetMember) => hash('sha256', `${rolloutId}:${t.id}`, 'hex');
+  // crypto.hash is the same digest at a quarter of a createHash chain's cost (10,000 tenants: 30 to
+  // 7 ms per POST); it came in Node 20.12, and package.json allows 20.11 (hence the namespace import).
+  const order = (t: FleetMember) =>
+    typeof crypto.hash === 'function'
+      ? crypto.hash('sha256', `${rolloutId}:${t.id}`, 'hex')
+      : crypto.createHash('sha256').update(`${rolloutId}:${t.id}`).digest('hex');
   const ranked = [...fleet].map((t) => ({ t, key: order(t) })).sort((a, b) => (a.key < b.key ? -1 : 1));
   const behind = ranked.filter((r) => r.t.version < toVersion).map((r) => r.t);
   const behindTotal = behind.length;
