@@ -41,6 +41,8 @@ export interface Runtime {
   worker: WorkerHandle | undefined;
   /** Fleet schema rollouts (local target): their runner, for tests' fault hooks. */
   rollouts?: RolloutHandle;
+  /** The webhook deliverer (its jobs run on the worker), for tests that drive a stream directly. */
+  deliverer: WebhookDeliverer;
   /** Set only on the first start without TENANTRY_ADMIN_TOKEN: shown once, never stored in clear. */
   generatedAdminToken: string | undefined;
   /**
@@ -459,6 +461,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       executor,
       worker: w,
       ...(rollouts ? { rollouts } : {}),
+      deliverer,
       generatedAdminToken,
       drainWorker,
       close,

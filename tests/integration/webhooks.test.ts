@@ -57,6 +57,8 @@ class Receiver {
   /** Requests that arrived while hanging (never answered). */
   readonly hung: Received[] = [];
   mode: 'ok' | 'hang' = 'ok';
+  /** How long an answer waits (ok mode). */
+  delayMs = 0;
   secret = '';
   private server: http.Server | null = null;
   private waiters: (() => void)[] = [];
@@ -87,7 +89,7 @@ class Receiver {
           this.hung.push(r);
         } else {
           this.got.push(r);
-          res.writeHead(204).end();
+          setTimeout(() => res.writeHead(204).end(), this.delayMs);
         }
         for (const w of this.waiters.splice(0)) w();
       });
@@ -175,6 +177,30 @@ describe('webhooks (in-process control plane)', () => {
     expect(
       (await s.app.inject({ method: 'GET', url: `/v1/webhooks/${webhook.id}`, headers: admin() })).statusCode,
     ).toBe(404);
+  });
+
+  it('delivers each event once when jobs of the same stream run at once in one process', async () => {
+    // An enqueue while a stream's job runs makes a second job, which another worker slot of the same
+    // process may run beside it: the stream's lease is each run's own, so only one delivers.
+    const rx = new Receiver(await freePort());
+    rx.delayMs = 150;
+    await rx.up();
+    try {
+      const res = await register(rx.url, ['tenant.created', 'tenant.activated']);
+      expect(res.statusCode).toBe(201);
+      rx.secret = res.json().secret;
+      const hook = res.json().webhook.id as string;
+      const t = await onboard(s, 'pool');
+      const drive = () => s.runtime.deliverer.deliverStream(hook, t.id);
+      await Promise.all([drive(), drive(), drive(), drive()]);
+      await untilLog(hook, (log) => log.length === 2 && log.every((d) => d.status === 'delivered'));
+      await Promise.all([drive(), drive()]);
+      const mine = rx.got.filter((r) => r.tenantId === t.id);
+      expect(mine.map((r) => r.type)).toEqual(['tenant.created', 'tenant.activated']);
+      expect(new Set(mine.map((r) => r.id)).size).toBe(mine.length);
+    } finally {
+      await rx.down();
+    }
   });
 
   it('delivers every event to a receiver that was down, once it is back, in order per tenant, signed', async () => {

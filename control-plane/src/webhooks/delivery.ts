@@ -177,7 +177,11 @@ export class WebhookDeliverer {
   /** Delivers a stream's due deliveries in order, until one fails, none is due, or a batch is done. */
   async deliverStream(webhookId: string, stream: string): Promise<void> {
     const log = this.log.child({ webhookId, ...(stream === '-' ? {} : { tenantId: stream }) });
-    if (!(await claimStream(this.db, webhookId, stream, this.runnerId, this.streamLeaseMs))) {
+    // The lease is this run's, not this process's: a second job of the same stream (an enqueue while
+    // this one runs makes one) may run beside it in another worker slot of this process, and must
+    // find the stream taken rather than deliver the same head again.
+    const owner = `${this.runnerId}:${randomBytes(6).toString('hex')}`;
+    if (!(await claimStream(this.db, webhookId, stream, owner, this.streamLeaseMs))) {
       // Another runner has it: look again when its lease ends (it may have finished by then).
       const until = await streamLeaseUntil(this.db, webhookId, stream);
       await enqueueWebhookStreams(
@@ -189,15 +193,20 @@ export class WebhookDeliverer {
     }
     let next: Date | null = null;
     try {
-      next = await this.deliverBatch(webhookId, stream, log);
+      next = await this.deliverBatch(webhookId, stream, owner, log);
     } finally {
-      await releaseStream(this.db, webhookId, stream, this.runnerId).catch(() => undefined);
+      await releaseStream(this.db, webhookId, stream, owner).catch(() => undefined);
     }
     if (next) await enqueueWebhookStreams(this.db, [[webhookId, stream]], next);
   }
 
   /** Returns when the stream should be looked at again, or null when it is drained or its webhook is off. */
-  private async deliverBatch(webhookId: string, stream: string, log: Logger): Promise<Date | null> {
+  private async deliverBatch(
+    webhookId: string,
+    stream: string,
+    owner: string,
+    log: Logger,
+  ): Promise<Date | null> {
     for (let i = 0; i < BATCH; i++) {
       const webhook = await findWebhook(this.db, webhookId);
       if (webhook?.status !== 'enabled') return null;
@@ -205,7 +214,7 @@ export class WebhookDeliverer {
       if (!head) return null;
       if (head.nextAttemptAt.getTime() > Date.now()) return head.nextAttemptAt;
       // Renew the lease for this attempt (its timeout included).
-      if (!(await claimStream(this.db, webhookId, stream, this.runnerId, this.streamLeaseMs))) return null;
+      if (!(await claimStream(this.db, webhookId, stream, owner, this.streamLeaseMs))) return null;
       const result = await this.post(webhook, head);
       if (result.ok) {
         const r = await this.db.tx((q) =>
@@ -213,7 +222,7 @@ export class WebhookDeliverer {
             deliveryId: head.id,
             webhookId,
             stream,
-            owner: this.runnerId,
+            owner,
             ok: true,
             status: result.status,
             error: null,
@@ -231,7 +240,7 @@ export class WebhookDeliverer {
           deliveryId: head.id,
           webhookId,
           stream,
-          owner: this.runnerId,
+          owner,
           ok: false,
           status: result.status,
           error: result.error,
