@@ -174,6 +174,51 @@ describe('operation executor', () => {
     }
   });
 
+  it('a run whose lease was requeued while it stalled stops, when the new run is in the same process', async () => {
+    // Run A stalls in its first step past its lease; the reaper requeues the operation and run B of
+    // the same executor (another worker slot) claims it. A's lease is its run's own, so its heartbeat
+    // fails and it stops at the next step instead of running beside B (it ran role and schema again
+    // when the lease belonged to the process).
+    engine.calls = [];
+    let n = 0;
+    let releaseA = () => {};
+    let releaseB = () => {};
+    const heldA = new Promise<void>((r) => {
+      releaseA = r;
+    });
+    const heldB = new Promise<void>((r) => {
+      releaseB = r;
+    });
+    engine.onStep = async (ctx) => {
+      n++;
+      if (n === 1) await heldA;
+      if (n === 3 && ctx.step === 'role') await heldB;
+    };
+    try {
+      const { opId } = await create();
+      const a = exec.run(opId).catch((e: unknown) => e);
+      while (engine.calls.length < 1) await new Promise((r) => setTimeout(r, 10));
+      // What the reaper does to a lease that expired.
+      await db.query(
+        `UPDATE operations SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL WHERE id = $1`,
+        [opId],
+      );
+      const b = exec.run(opId);
+      while (engine.calls.length < 3) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 800)); // A's heartbeats (every lease/3) find the lease gone
+      releaseA();
+      expect(String(await a)).toContain('lease lost');
+      releaseB();
+      await b;
+      expect(engine.calls).toEqual(['onboard:key', 'onboard:key', 'onboard:role', 'onboard:schema']);
+      expect((await findOperation(db, opId))?.status).toBe('succeeded');
+    } finally {
+      engine.onStep = undefined;
+      releaseA();
+      releaseB();
+    }
+  });
+
   it('fails a terminal error with its reason, rolls back through the offboard steps, and marks the tenant failed', async () => {
     engine.calls = [];
     engine.failures.set('schema', [new TenantryError('PROVIDER_FAILED', 'template does not apply')]);

@@ -7,7 +7,9 @@ import { enqueueOperationJob } from './jobs.js';
  * again under the same key (replacing the held job's), so another worker takes them up now and re-runs
  * the step in flight (every step is idempotent). The runner that let go loses its lease: every write it
  * still makes is fenced, and its heartbeat stops it at the next step. An orderly stop is not a failed
- * attempt, so the attempt it took is given back. Returns the operations handed back.
+ * attempt, so the attempt it took is given back. A lease is held by one run of a runner
+ * (`<runnerId>:<token>`, worker/executor.ts) or by the runner itself: both count as the runner's.
+ * Returns the operations handed back.
  */
 export async function handBackOperations(
   q: Queryable,
@@ -17,7 +19,7 @@ export async function handBackOperations(
   const { rows } = await q.query<{ id: string }>(
     `UPDATE operations SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
             attempts = greatest(attempts - 1, 0), updated_at = now()
-      WHERE status = 'running' AND lease_owner = ANY($1::text[])
+      WHERE status = 'running' AND split_part(lease_owner, ':', 1) = ANY($1::text[])
       RETURNING id`,
     [runnerIds],
   );

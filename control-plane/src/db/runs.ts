@@ -21,6 +21,8 @@ export interface ClaimedOperation {
   tenant: Record<string, unknown> | null;
   params: Record<string, unknown>;
   progress: Record<string, unknown>;
+  /** The lease's holder: this run's own token (every write of the run is fenced by it). */
+  owner: string;
 }
 
 const leaseFor = (param: string) => `now() + make_interval(secs => ${param}::double precision / 1000)`;
@@ -45,12 +47,13 @@ export async function claimOperation(
   runnerId: string,
   leaseMs: number,
 ): Promise<ClaimedOperation | null> {
-  const { rows } = await q.query<ClaimedOperation & Record<string, unknown>>(named(CLAIM), [
+  const { rows } = await q.query<Omit<ClaimedOperation, 'owner'> & Record<string, unknown>>(named(CLAIM), [
     id,
     runnerId,
     leaseMs,
   ]);
-  return (rows[0] as ClaimedOperation | undefined) ?? null;
+  const row = rows[0];
+  return row ? ({ ...row, owner: runnerId } as ClaimedOperation) : null;
 }
 
 const EXTEND_LEASE: NamedStatement = {

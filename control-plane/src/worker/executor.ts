@@ -90,7 +90,10 @@ export class OperationExecutor {
 
   /** Entry point for the job queue. Throws only to ask the queue for a retry with backoff. */
   async run(operationId: string): Promise<void> {
-    const op = await this.claim(operationId);
+    // The lease is this run's, not this process's: after a late heartbeat let the reaper requeue the
+    // operation, a second job may claim it in another worker slot of this process, and the first run
+    // must then find its lease gone (its heartbeat and every write fail) instead of running beside it.
+    const op = await this.claim(operationId, `${this.runnerId}:${randomBytes(4).toString('hex')}`);
     if (!op) return; // finished already, or leased by a live runner
     const tenant = op.tenant ? tenantFromJson(op.tenant) : await findTenantById(this.db, op.tenant_id);
     if (!tenant) throw new Error(`tenant ${op.tenant_id} of ${operationId} is missing`);
@@ -98,7 +101,7 @@ export class OperationExecutor {
     const abort = new AbortController();
     const heartbeat = setInterval(
       () => {
-        this.extendLease(op.id).then(
+        this.extendLease(op).then(
           (ok) => {
             if (!ok) abort.abort(new Error('lease lost'));
           },
@@ -114,23 +117,23 @@ export class OperationExecutor {
     }
   }
 
-  private async claim(operationId: string): Promise<Claimed | null> {
-    return claimOperation({ query: this.db.relaxedQuery }, operationId, this.runnerId, this.opts.leaseMs);
+  private async claim(operationId: string, owner: string): Promise<Claimed | null> {
+    return claimOperation({ query: this.db.relaxedQuery }, operationId, owner, this.opts.leaseMs);
   }
 
-  private async extendLease(id: string): Promise<boolean> {
-    return extendLease({ query: this.db.relaxedQuery }, id, this.runnerId, this.opts.leaseMs);
+  private async extendLease(op: Claimed): Promise<boolean> {
+    return extendLease({ query: this.db.relaxedQuery }, op.id, op.owner, this.opts.leaseMs);
   }
 
   /** Persists step progress (and a step's outputs on the tenant) atomically, in one round trip. */
   private async saveSteps(
     q: Queryable,
-    id: string,
+    op: Claimed,
     steps: OperationStep[],
     tenantId: string,
     outputs: Record<string, unknown> | undefined,
   ): Promise<void> {
-    await saveSteps(q, id, this.runnerId, steps, tenantId, outputs);
+    await saveSteps(q, op.id, op.owner, steps, tenantId, outputs);
   }
 
   private async execute(op: Claimed, tenant: Tenant, log: Logger, signal: AbortSignal): Promise<void> {
@@ -158,7 +161,7 @@ export class OperationExecutor {
     const record = (done: OperationStep | undefined, outputs: Record<string, unknown> | undefined) => {
       const snapshot = structuredClone(steps);
       recordedStep = done;
-      recorded = this.saveSteps({ query: this.db.relaxedQuery }, op.id, snapshot, tenant.id, outputs);
+      recorded = this.saveSteps({ query: this.db.relaxedQuery }, op, snapshot, tenant.id, outputs);
       recorded.catch(() => undefined); // awaited by the next step or the run's end
     };
     /** The record in flight, landed; if it failed, its step is pending again (its outputs were lost with it). */
@@ -221,7 +224,7 @@ export class OperationExecutor {
         step.error = safeMessage(e);
         if (isRetryable(e) && op.attempts < this.opts.maxAttempts) {
           step.status = 'pending';
-          await this.requeue(op.id, steps);
+          await this.requeue(op, steps);
           log.warn(
             { step: step.name, err: step.error, attempt: op.attempts },
             'step failed; will retry with backoff',
@@ -237,7 +240,7 @@ export class OperationExecutor {
     const lost = await settle();
     if (lost) {
       // The last step's record failed: hand the run back (that step runs again) as a failed write in it would.
-      await this.requeue(op.id, steps);
+      await this.requeue(op, steps);
       throw lost;
     }
     await this.succeed(op, tenant, steps, log);
@@ -335,7 +338,7 @@ export class OperationExecutor {
   /** Merges into the operation's progress, durably (fenced by the lease). */
   private async report(op: Claimed, patch: Record<string, unknown>): Promise<void> {
     Object.assign(op.progress, patch);
-    await mergeProgress(this.db, op.id, this.runnerId, patch);
+    await mergeProgress(this.db, op.id, op.owner, patch);
   }
 
   private observeStep(kind: string, step: string, outcome: string, started: bigint): void {
@@ -345,8 +348,8 @@ export class OperationExecutor {
     );
   }
 
-  private async requeue(id: string, steps: OperationStep[]): Promise<void> {
-    await requeueOperation(this.db, id, this.runnerId, steps);
+  private async requeue(op: Claimed, steps: OperationStep[]): Promise<void> {
+    await requeueOperation(this.db, op.id, op.owner, steps);
   }
 
   private async succeed(op: Claimed, tenant: Tenant, steps: OperationStep[], log: Logger): Promise<void> {
@@ -357,7 +360,7 @@ export class OperationExecutor {
     // The operation ends, the tenant changes state, the audit record and the lifecycle event are written,
     // in one transaction (the event only if this runner's statement recorded the end: db/outbox.ts).
     await this.db.tx(async (q) => {
-      await recordSuccess(q, { id: op.id, kind: op.kind, steps }, this.runnerId, tenant, status);
+      await recordSuccess(q, { id: op.id, kind: op.kind, steps }, op.owner, tenant, status);
       await appendCompletionEvent(q, op, tenant, status);
     });
     this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
@@ -380,7 +383,7 @@ export class OperationExecutor {
   ): Promise<void> {
     const params = op.params as unknown as PromotionParams;
     const done = await this.db.tx(async (q) => {
-      if (!(await markSucceeded(q, op.id, this.runnerId, steps))) return false;
+      if (!(await markSucceeded(q, op.id, op.owner, steps))) return false;
       await this.promotions.recordCutover(q, { id: op.id, params, progress: op.progress }, tenant);
       await appendEvent(q, {
         type: params.rollbackOf ? 'tenant.rolled_back' : 'tenant.promoted',
@@ -417,7 +420,7 @@ export class OperationExecutor {
     log: Logger,
   ): Promise<void> {
     const done = await this.db.tx(async (q) => {
-      if (!(await markSucceeded(q, op.id, this.runnerId, steps))) return false;
+      if (!(await markSucceeded(q, op.id, op.owner, steps))) return false;
       await recordRotation(q, op, tenant);
       return true;
     });
@@ -496,7 +499,7 @@ export class OperationExecutor {
    * extends it: a runner that lost its lease must not undo or finish what another runner now owns.
    */
   private async holdLease(op: Claimed): Promise<boolean> {
-    return this.db.tx((q) => holdLease(q, op.id, this.runnerId, this.opts.leaseMs));
+    return this.db.tx((q) => holdLease(q, op.id, op.owner, this.opts.leaseMs));
   }
 
   /**
@@ -563,7 +566,7 @@ export class OperationExecutor {
     // What a failure leaves the tenant as (worker/lifecycle.ts: a suspended tenant stays suspended).
     const tenantStatus = statusAfterFailure(op.kind, tenant.status);
     const recorded = await this.db.tx(async (q) => {
-      if (!(await markFailed(q, op.id, this.runnerId, steps, `${reason}${cleanup}`, resumable))) return false;
+      if (!(await markFailed(q, op.id, op.owner, steps, `${reason}${cleanup}`, resumable))) return false;
       await setTenantStatus(q, tenant.id, tenantStatus);
       await appendAudit(q, {
         actor: WORKER_ACTOR,
