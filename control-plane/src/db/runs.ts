@@ -28,8 +28,9 @@ export interface ClaimedOperation {
 const leaseFor = (param: string) => `now() + make_interval(secs => ${param}::double precision / 1000)`;
 
 /**
- * Takes an operation for `runnerId` and counts an attempt, if it is queued, or running under an
- * expired lease or this runner's own. Null when it is finished or a live runner holds it.
+ * Takes an operation for `runnerId` (the executor passes a token of its own per run) and counts an
+ * attempt, if it is queued, or running under an expired lease or this same owner's. Null when it is
+ * finished or a live run holds it.
  */
 const CLAIM: NamedStatement = {
   name: 'tenantry.claim_operation',
