@@ -16,3 +16,10 @@ export const newTenantId = (): string => randomUUID();
 export const newExportId = (): string => prefixed('exp');
 export const newEventId = (): string => prefixed('evt');
 export const newWebhookId = (): string => prefixed('wh');
+
+/**
+ * A lease owner for one run of a runner (`<runnerId>:<token>`): leases of operations and webhook
+ * streams are held by a run, so two runs in one process never both hold one. The runner's own id is
+ * the part before the colon (db/handback.ts hands back every run of a stopping runner by it).
+ */
+export const runLeaseOwner = (runnerId: string): string => `${runnerId}:${randomBytes(6).toString('hex')}`;

@@ -26,6 +26,7 @@ import {
   type Webhook,
   webhookSecretName,
 } from '../db/webhooks.js';
+import { runLeaseOwner } from '../domain/ids.js';
 import type { SecretStore } from '../domain/ports.js';
 import { safeMessage } from '../lib/errors.js';
 import { AddressPolicy } from './addresses.js';
@@ -180,7 +181,7 @@ export class WebhookDeliverer {
     // The lease is this run's, not this process's: a second job of the same stream (an enqueue while
     // this one runs makes one) may run beside it in another worker slot of this process, and must
     // find the stream taken rather than deliver the same head again.
-    const owner = `${this.runnerId}:${randomBytes(6).toString('hex')}`;
+    const owner = runLeaseOwner(this.runnerId);
     if (!(await claimStream(this.db, webhookId, stream, owner, this.streamLeaseMs))) {
       // Another runner has it: look again when its lease ends (it may have finished by then).
       const until = await streamLeaseUntil(this.db, webhookId, stream);

@@ -20,6 +20,7 @@ import {
   WORKER_ACTOR,
 } from '../db/runs.js';
 import { isTenantryError, TenantryError } from '../domain/errors.js';
+import { runLeaseOwner } from '../domain/ids.js';
 import { type Engine, type PromotionParams, type StepTenant, stepTenantOf } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import { isRotationParams } from '../domain/rotation.js';
@@ -93,7 +94,7 @@ export class OperationExecutor {
     // The lease is this run's, not this process's: after a late heartbeat let the reaper requeue the
     // operation, a second job may claim it in another worker slot of this process, and the first run
     // must then find its lease gone (its heartbeat and every write fail) instead of running beside it.
-    const op = await this.claim(operationId, `${this.runnerId}:${randomBytes(4).toString('hex')}`);
+    const op = await this.claim(operationId, runLeaseOwner(this.runnerId));
     if (!op) return; // finished already, or leased by a live runner
     const tenant = op.tenant ? tenantFromJson(op.tenant) : await findTenantById(this.db, op.tenant_id);
     if (!tenant) throw new Error(`tenant ${op.tenant_id} of ${operationId} is missing`);
