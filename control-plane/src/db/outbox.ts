@@ -39,10 +39,10 @@ export interface NewEvent {
  */
 export const EVENTS_CHANNEL = 'tenantry_events';
 
-/** Writes an event in the caller's transaction; its commit wakes the publishers (EVENTS_CHANNEL). */
-export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
+/** An event's row, as the inserts below take it ($1 to $7 of `EVENT_ROW`). */
+function eventRow(e: NewEvent): unknown[] {
   const tenant = e.tenant ?? null;
-  const params: unknown[] = [
+  return [
     newEventId(),
     e.type,
     tenant?.id ?? null,
@@ -51,8 +51,41 @@ export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
     e.dedupeKey ?? null,
     JSON.stringify(e.data ?? {}),
   ];
+}
+
+const EVENT_COLUMNS = 'INSERT INTO events (id, type, tenant_id, tenant_slug, operation_id, dedupe_key, data)';
+const eventValues = (p: (i: number) => string) =>
+  `${p(1)}, ${p(2)}, ${p(3)}::uuid, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}::jsonb`;
+
+/** Writes an event in the caller's transaction; its commit wakes the publishers (EVENTS_CHANNEL). */
+export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
+  const params = eventRow(e);
   if (e.onlyIf) params.push(e.onlyIf.operationId, e.onlyIf.status);
-  await q.query(named(appendEventStatement(tenant !== null, e.onlyIf !== undefined)), params);
+  await q.query(named(appendEventStatement((e.tenant ?? null) !== null, e.onlyIf !== undefined)), params);
+}
+
+/**
+ * A tenant's event as two CTEs of a caller's statement, for a change that is one statement (an
+ * operation's end, its acceptance): `<name>` inserts the event once per row of `source`, `<name>_wake`
+ * notifies the publishers if it did, and must be read whole by the statement's final query
+ * (`(SELECT count(*) FROM <name>_wake)`: a CTE that only reads runs only as far as it is read). `source` is the fence and the order lock at once: a CTE
+ * that has updated or inserted the tenant's row, so the row lock is held before `n` is drawn, and no
+ * row (a lease lost) writes nothing. Its parameters follow the caller's, numbered from `first`.
+ */
+export function eventCtes(
+  name: string,
+  source: string,
+  e: NewEvent,
+  first: number,
+): { sql: string; params: unknown[] } {
+  const p = (i: number) => `$${first + i - 1}`;
+  return {
+    sql: `${name} AS (${EVENT_COLUMNS}
+       SELECT ${eventValues(p)} FROM ${source}
+       ON CONFLICT (dedupe_key) DO NOTHING RETURNING 1),
+     ${name}_wake AS (SELECT pg_notify('${EVENTS_CHANNEL}', '') FROM ${name})`,
+    params: eventRow(e),
+  };
 }
 
 /**
@@ -69,8 +102,8 @@ function appendEventStatement(ofTenant: boolean, fenced: boolean): NamedStatemen
     name: `tenantry.append_event.${ofTenant ? 'tenant' : 'fleet'}${fenced ? '.fenced' : ''}`,
     text: `WITH l AS (${lock}),
      e AS (
-       INSERT INTO events (id, type, tenant_id, tenant_slug, operation_id, dedupe_key, data)
-       SELECT $1, $2, $3::uuid, $4, $5, $6, $7::jsonb WHERE (SELECT count(*) FROM l) >= 0${only}
+       ${EVENT_COLUMNS}
+       SELECT ${eventValues((i) => `$${i}`)} WHERE (SELECT count(*) FROM l) >= 0${only}
        ON CONFLICT (dedupe_key) DO NOTHING RETURNING 1)
      SELECT pg_notify('${EVENTS_CHANNEL}', '') FROM e`,
   };

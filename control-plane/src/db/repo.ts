@@ -10,6 +10,7 @@ import type {
 } from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
 import { addOperationJobSql, RUN_OPERATION_TASK } from './jobs.js';
+import { eventCtes, type NewEvent } from './outbox.js';
 
 /* ---------- tenants ---------- */
 
@@ -403,6 +404,7 @@ export async function insertOperationAndEnqueue(
     params?: Record<string, unknown>;
   },
   maxAttempts: number,
+  also: { audit?: AuditEntry; event?: NewEvent } = {},
 ): Promise<Operation> {
   const steps: OperationStep[] = op.steps.map((name) => ({
     name,
@@ -410,21 +412,37 @@ export async function insertOperationAndEnqueue(
     startedAt: null,
     finishedAt: null,
   }));
-  // One round trip: the job is added only if the row went in (same transaction either way).
+  const params: unknown[] = [
+    op.id,
+    op.kind,
+    op.tenantId,
+    JSON.stringify(steps),
+    JSON.stringify(op.params ?? {}),
+    RUN_OPERATION_TASK,
+    maxAttempts,
+  ];
+  // The request's audit record and event in the same statement: one round trip for all of it. The
+  // event takes its tenant's row lock first, as every tenant event does (db/outbox.ts).
+  const audit = also.audit ? auditCte('a', also.audit, params.length + 1) : null;
+  if (audit) params.push(...audit.params);
+  const event = also.event
+    ? eventCtes(
+        'e',
+        '(SELECT 1 FROM tenants WHERE id = $3::uuid FOR NO KEY UPDATE) AS lk',
+        also.event,
+        params.length + 1,
+      )
+    : null;
+  if (event) params.push(...event.params);
+  // The job is added only if the row went in (same transaction either way).
   await q.query(
     `WITH o AS (
        INSERT INTO operations (id, kind, tenant_id, status, steps, params)
-       VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb) RETURNING id)
-     SELECT ${addOperationJobSql('$6', 'o.id', '$7')} FROM o`,
-    [
-      op.id,
-      op.kind,
-      op.tenantId,
-      JSON.stringify(steps),
-      JSON.stringify(op.params ?? {}),
-      RUN_OPERATION_TASK,
-      maxAttempts,
-    ],
+       VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb) RETURNING id)${audit ? `,\n     ${audit.sql}` : ''}${
+         event ? `,\n     ${event.sql}` : ''
+       }
+     SELECT ${addOperationJobSql('$6', 'o.id', '$7')}${event ? ', (SELECT count(*) FROM e_wake) AS woken' : ''} FROM o`,
+    params,
   );
   const now = new Date().toISOString();
   return {
@@ -463,22 +481,32 @@ export interface AuditEntry {
   details?: Record<string, unknown>;
 }
 
+const AUDIT_INSERT =
+  'INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, request_id, operation_id, details)';
+const auditValues = (p: (i: number) => string) =>
+  `VALUES (${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}, ${p(8)}, ${p(9)}::jsonb)`;
+const auditRow = (e: AuditEntry): unknown[] => [
+  e.actor.id,
+  e.actor.name,
+  e.actor.role,
+  e.action,
+  e.tenantId ?? null,
+  e.tenantSlug ?? null,
+  e.requestId ?? null,
+  e.operationId ?? null,
+  JSON.stringify(e.details ?? {}),
+];
+
 export async function appendAudit(q: Queryable, e: AuditEntry): Promise<void> {
-  await q.query(
-    `INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, request_id, operation_id, details)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)`,
-    [
-      e.actor.id,
-      e.actor.name,
-      e.actor.role,
-      e.action,
-      e.tenantId ?? null,
-      e.tenantSlug ?? null,
-      e.requestId ?? null,
-      e.operationId ?? null,
-      JSON.stringify(e.details ?? {}),
-    ],
-  );
+  await q.query(`${AUDIT_INSERT} ${auditValues((i) => `$${i}`)}`, auditRow(e));
+}
+
+/** An audit record as a CTE `<name>` of a caller's statement (it runs whether read or not), its parameters numbered from `first`. */
+function auditCte(name: string, e: AuditEntry, first: number): { sql: string; params: unknown[] } {
+  return {
+    sql: `${name} AS (${AUDIT_INSERT} ${auditValues((i) => `$${first + i - 1}`)} RETURNING 1)`,
+    params: auditRow(e),
+  };
 }
 
 export interface AuditRecord {

@@ -1,5 +1,6 @@
 import { type NamedStatement, named, type Queryable } from '../domain/queryable.js';
 import type { OperationKind, OperationStep, TenantStatus } from '../domain/tenant.js';
+import { eventCtes, type NewEvent } from './outbox.js';
 
 /**
  * The SQL of running operations: claiming one with a lease, recording its progress and its end.
@@ -146,8 +147,10 @@ export async function requeueOperation(
 }
 
 /**
- * One statement: the operation succeeds, its tenant takes `tenantStatus`, and the audit record
- * `operation.<kind>.succeeded` is written.
+ * An operation's end in one statement, so one round trip and its own transaction outside one: the
+ * operation succeeds, its tenant takes `tenantStatus` (a reactivation's suspension record cleared),
+ * the audit record `operation.<kind>.succeeded` and the completion event are written. All of it
+ * only if this runner still holds the lease.
  */
 export async function recordSuccess(
   q: Queryable,
@@ -155,25 +158,39 @@ export async function recordSuccess(
   runnerId: string,
   tenant: { id: string; slug: string },
   tenantStatus: TenantStatus,
+  also: { event: NewEvent | null; clearSuspension: boolean } = { event: null, clearSuspension: false },
 ): Promise<void> {
+  const params: unknown[] = [
+    op.id,
+    JSON.stringify(op.steps),
+    tenant.id,
+    tenantStatus,
+    tenant.slug,
+    runnerId,
+    WORKER_ACTOR.name,
+    `operation.${op.kind}.succeeded`,
+    also.clearSuspension,
+  ];
+  // The event reads `t`: written only if this runner's lease recorded the end, after the tenant's row lock.
+  const event = also.event ? eventCtes('e', 't', also.event, params.length + 1) : null;
+  if (event) params.push(...event.params);
   await q.query(
     `WITH o AS (
        UPDATE operations SET status = 'succeeded', steps = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL,
               finished_at = now(), updated_at = now()
         WHERE id = $1 AND lease_owner = $6 RETURNING id),
-     t AS (UPDATE tenants SET status = $4, updated_at = now() WHERE id = $3 AND EXISTS (SELECT 1 FROM o) RETURNING id)
-     INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, operation_id, details)
-     SELECT NULL, $7, 'system', $8, $3, $5, $1, jsonb_build_object('tenantStatus', $4::text) FROM t`,
-    [
-      op.id,
-      JSON.stringify(op.steps),
-      tenant.id,
-      tenantStatus,
-      tenant.slug,
-      runnerId,
-      WORKER_ACTOR.name,
-      `operation.${op.kind}.succeeded`,
-    ],
+     t AS (UPDATE tenants SET status = $4, updated_at = now(),
+                  suspension = CASE WHEN $9::boolean THEN NULL ELSE suspension END
+            WHERE id = $3 AND EXISTS (SELECT 1 FROM o) RETURNING id),
+     a AS (INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, operation_id, details)
+           SELECT NULL, $7, 'system', $8, $3, $5, $1, jsonb_build_object('tenantStatus', $4::text) FROM t RETURNING 1)${
+             event
+               ? `,
+     ${event.sql}`
+               : ''
+           }
+     SELECT (SELECT count(*) FROM a) AS audited${event ? ', (SELECT count(*) FROM e_wake) AS woken' : ''}`,
+    params,
   );
 }
 

@@ -287,10 +287,19 @@ export class TenantService {
         recorded: true,
         requestId: ctx.requestId,
       });
+      const fromExport = restore
+        ? {
+            exportId: restore.params.exportId,
+            fromTenant: restore.export.tenantSlug,
+            fromTier: restore.export.tier,
+          }
+        : undefined;
+      const operationId = newOperationId();
+      // The operation, its job, the audit record and the event: one statement.
       const operation = await insertOperationAndEnqueue(
         q,
         {
-          id: newOperationId(),
+          id: operationId,
           kind: 'onboard',
           tenantId: tenant.id,
           tenantSlug: tenant.slug,
@@ -308,42 +317,37 @@ export class TenantService {
             : {}),
         },
         this.opts.maxAttempts + 2,
+        {
+          audit: {
+            actor: ctx.actor,
+            action: 'tenant.create',
+            tenantId: tenant.id,
+            tenantSlug: tenant.slug,
+            requestId: ctx.requestId,
+            operationId,
+            details: {
+              tier: tenant.tier,
+              plan: tenant.plan,
+              region: tenant.region,
+              ...(overcommit ? { connectionOvercommit: overcommit } : {}),
+              ...(fromExport ? { fromExport } : {}),
+            },
+          },
+          event: {
+            type: 'tenant.created',
+            tenant,
+            operationId,
+            data: {
+              tier: tenant.tier,
+              name: tenant.name,
+              plan: tenant.plan,
+              region: tenant.region,
+              labels: tenant.labels,
+              ...(fromExport ? { fromExport } : {}),
+            },
+          },
+        },
       );
-      const fromExport = restore
-        ? {
-            exportId: restore.params.exportId,
-            fromTenant: restore.export.tenantSlug,
-            fromTier: restore.export.tier,
-          }
-        : undefined;
-      await appendAudit(q, {
-        actor: ctx.actor,
-        action: 'tenant.create',
-        tenantId: tenant.id,
-        tenantSlug: tenant.slug,
-        requestId: ctx.requestId,
-        operationId: operation.id,
-        details: {
-          tier: tenant.tier,
-          plan: tenant.plan,
-          region: tenant.region,
-          ...(overcommit ? { connectionOvercommit: overcommit } : {}),
-          ...(fromExport ? { fromExport } : {}),
-        },
-      });
-      await appendEvent(q, {
-        type: 'tenant.created',
-        tenant,
-        operationId: operation.id,
-        data: {
-          tier: tenant.tier,
-          name: tenant.name,
-          plan: tenant.plan,
-          region: tenant.region,
-          labels: tenant.labels,
-          ...(fromExport ? { fromExport } : {}),
-        },
-      });
       const body = { tenant, operation };
       if (idempotencyKey !== undefined) {
         await q.query(

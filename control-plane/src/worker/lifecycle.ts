@@ -1,5 +1,5 @@
 import { markExportReady } from '../db/exports.js';
-import { appendEvent } from '../db/outbox.js';
+import { appendEvent, type NewEvent } from '../db/outbox.js';
 import type { ClaimedOperation } from '../db/runs.js';
 import type { EventType } from '../domain/events.js';
 import { isExportParams } from '../domain/lifecycle.js';
@@ -68,40 +68,23 @@ const COMPLETION_EVENTS: Partial<Record<OperationKind, EventType>> = {
 };
 
 /**
- * What an operation that succeeded changes beside its status, in the transaction that recorded it: a
- * reactivation's suspension record cleared, and the operation's event, written only if the operation
- * is succeeded in that transaction (a runner that lost its lease recorded nothing) and once per
- * operation (dedupe key).
+ * The event an operation that succeeded writes with its end (db/runs.ts `recordSuccess`, which fences
+ * it by the lease), once per operation (dedupe key); null for a kind that has none.
  */
-export async function appendCompletionEvent(
-  q: Queryable,
-  op: Pick<ClaimedOperation, 'id' | 'kind' | 'params' | 'progress'>,
+export function completionEvent(
+  op: Pick<ClaimedOperation, 'id' | 'kind' | 'params'>,
   tenant: Tenant,
   status: TenantStatus,
-): Promise<void> {
-  // A reactivated tenant's suspension record goes with the suspension (fenced as the event is).
-  if (op.kind === 'reactivate')
-    await q.query(
-      `UPDATE tenants SET suspension = NULL WHERE id = $1
-          AND EXISTS (SELECT 1 FROM operations WHERE id = $2 AND status = 'succeeded')`,
-      [tenant.id, op.id],
-    );
+): NewEvent | null {
   const type = COMPLETION_EVENTS[op.kind];
-  if (!type) return;
+  if (!type) return null;
   const data: Record<string, unknown> = { tier: tenant.tier, status };
   if (op.kind === 'suspend' || op.kind === 'reactivate') data.reason = op.params.reason ?? null;
   if (op.kind === 'onboard' && isExportParams(op.params.fromExport))
     data.fromExport = op.params.fromExport.exportId;
   if (op.kind === 'offboard' && isExportParams(op.params.finalExport))
     data.finalExport = op.params.finalExport.exportId;
-  await appendEvent(q, {
-    type,
-    tenant,
-    operationId: op.id,
-    data,
-    dedupeKey: `${type}:${op.id}`,
-    onlyIf: { operationId: op.id, status: 'succeeded' },
-  });
+  return { type, tenant, operationId: op.id, data, dedupeKey: `${type}:${op.id}` };
 }
 
 /**
