@@ -10,6 +10,7 @@ import {
   roleProvider,
   schemaProvider,
 } from '../../control-plane/src/providers/postgres/index.js';
+import { scramVerifierAsync } from '../../control-plane/src/providers/postgres/scram.js';
 import { adminUrl, dropDatabases, rand, superQuery } from '../helpers/runtime.js';
 
 /** Each provider: create twice (idempotent), observe, update converges drift, delete twice (idempotent). */
@@ -64,6 +65,35 @@ describe('role provider', () => {
     await roleProvider.delete(maint, spec);
     await roleProvider.delete(maint, spec);
     expect(await roleProvider.observe(maint, spec)).toBeNull();
+  });
+});
+
+describe('role provider: a verifier made beforehand', () => {
+  it('sets a SCRAM verifier the caller made, and refuses anything else before sending a statement', async () => {
+    const name = `r_${rand(4)}`;
+    const spec = { name, ...limits, verifier: await scramVerifierAsync('made-ahead'), searchPath: ['app'] };
+    await roleProvider.create(maint, spec);
+    const c = new pg.Client({
+      connectionString: adminUrl(dbName).replace(/\/\/[^@]+@/, `//${name}:made-ahead@`),
+    });
+    await c.connect();
+    await c.end();
+    // A plaintext password passed as a verifier would reach the server: refused, and nothing changes.
+    const before = await superQuery<{ rolpassword: string }>(
+      'postgres',
+      'SELECT rolpassword FROM pg_authid WHERE rolname = $1',
+      [name],
+    );
+    await expect(roleProvider.update(maint, { ...spec, verifier: 'plain-text' })).rejects.toThrow(
+      `the password of ${name} is not a SCRAM verifier`,
+    );
+    const after = await superQuery<{ rolpassword: string }>(
+      'postgres',
+      'SELECT rolpassword FROM pg_authid WHERE rolname = $1',
+      [name],
+    );
+    expect(after[0]!.rolpassword).toBe(before[0]!.rolpassword);
+    await roleProvider.delete(maint, spec);
   });
 });
 

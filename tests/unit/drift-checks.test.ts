@@ -11,6 +11,7 @@ import {
   parseScramVerifier,
   scramMatches,
   scramVerifier,
+  scramVerifierAsync,
 } from '../../control-plane/src/providers/postgres/scram.js';
 import type { Queryable } from '../../control-plane/src/providers/postgres/sql.js';
 import { localLayout } from '../helpers/drift-layout.js';
@@ -23,6 +24,18 @@ describe('SCRAM verifiers', () => {
     expect(await scramMatches('correct horse ', v)).toBe(false);
     // Another verifier of the same password (another salt) matches too.
     expect(await scramMatches('correct horse', scramVerifier('correct horse'))).toBe(true);
+  });
+
+  it('makes the same kind of verifier on the thread pool, each with its own salt', async () => {
+    const [a, b] = await Promise.all([
+      scramVerifierAsync('correct horse'),
+      scramVerifierAsync('correct horse'),
+    ]);
+    expect(parseScramVerifier(a)).toMatchObject({ iterations: 4096 });
+    expect(a).not.toBe(b);
+    expect(await scramMatches('correct horse', a)).toBe(true);
+    expect(await scramMatches('correct horse', b)).toBe(true);
+    expect(await scramMatches('correct horsE', a)).toBe(false);
   });
 
   it('does not take an md5 hash or a malformed value for a verifier', async () => {

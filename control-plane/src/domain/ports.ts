@@ -44,6 +44,12 @@ export interface StepContext {
   report?: (patch: Record<string, unknown>) => Promise<void>;
   /** Resource-level progress from inside a step (e.g. Pulumi engine events). */
   onResourceEvent?: (event: { resource: string; action: string; status: string }) => void;
+  /**
+   * What a step of this run hands to a later step of the same run, in memory only (never recorded:
+   * a password may be in it). A later run of the operation starts with an empty one, and its steps
+   * read their store again.
+   */
+  memo?: Map<string, unknown>;
 }
 
 /** Non-secret outputs a step hands back; merged into the tenant's `outputs`. */

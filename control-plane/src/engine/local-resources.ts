@@ -39,11 +39,14 @@ import {
   grantsProvider,
   guardPrivateSchemaSql,
   hardenDatabase,
+  isFreezeSupportMissing,
   poolMembershipProvider,
+  requireFreezeSupportSql,
   retireLogins,
   schemaProvider,
   type TenantTemplate,
 } from '../providers/postgres/index.js';
+import { scramVerifierAsync } from '../providers/postgres/scram.js';
 import {
   applyRoleLimits,
   resumeLogins,
@@ -77,6 +80,27 @@ interface LoginGroup {
   keyAlias: string;
   limits: RoleLimits;
   searchPath: string[];
+}
+
+/** The login a secret version names (the group itself in the single-login layout) and its password. */
+export interface StoredLogin {
+  user: string;
+  password: string;
+  /** Its SCRAM verifier, being made on the thread pool while the step's round trips go on. */
+  verifier?: Promise<string>;
+}
+
+/** The login with its verifier started (a failure surfaces where it is awaited, never unhandled). */
+function withVerifier(login: StoredLogin | null): StoredLogin | null {
+  if (!login) return null;
+  const verifier = scramVerifierAsync(login.password);
+  verifier.catch(() => undefined);
+  return { ...login, verifier };
+}
+
+function loginOf(value: Record<string, unknown>, g: LoginGroup): StoredLogin | null {
+  if (typeof value.password !== 'string') return null;
+  return { user: typeof value.user === 'string' ? value.user : g.group, password: value.password };
 }
 
 /** A rotation's step: the login it moved from and the one it made current. */
@@ -120,9 +144,33 @@ export class LocalTenantResources {
     return this.keys.shredKey(tenantKeyAlias(t.slug));
   }
 
-  /** The tenant's stored credentials, if any. */
-  currentCredentials(t: ResourceTenant): Promise<{ ref: string; version: number } | null> {
-    return this.keys.getSecret(tenantSecretName(t.slug));
+  /**
+   * An onboarding's credentials: the secret as an earlier run of it left it, or its first version
+   * written now; with the login and password it names (none for a pool descriptor), which the same
+   * run's role step sets without reading the secret back.
+   */
+  async provisionCredentials(
+    t: ResourceTenant,
+    opts: StoreWrite,
+  ): Promise<{ ref: string; version: number; login: StoredLogin | null }> {
+    const group = this.loginGroup(t);
+    const current = await this.keys.getSecret(tenantSecretName(t.slug));
+    if (current)
+      return {
+        ref: current.ref,
+        version: current.version,
+        login: withVerifier(loginOf(current.value, group)),
+      };
+    const descriptor = this.descriptorFor(t);
+    const login = withVerifier(loginOf(descriptor, group));
+    const written = await this.keys.putSecret(
+      tenantSecretName(t.slug),
+      tenantKeyAlias(t.slug),
+      { ...descriptor },
+      1,
+      opts,
+    );
+    return { ...written, login };
   }
 
   /**
@@ -179,13 +227,11 @@ export class LocalTenantResources {
    * The login the secret's latest version names (the group itself in the single-login layout, and
    * for a pool secret written before the pool had logins) and its password.
    */
-  private async storedLogin(g: LoginGroup): Promise<{ user: string; password: string; version: number }> {
+  private async storedLogin(g: LoginGroup): Promise<StoredLogin & { version: number }> {
     const secret = await this.keys.getSecret(g.secretName);
-    const password = secret?.value.password;
-    if (!secret || typeof password !== 'string')
-      throw new TenantryError('SECRET_UNAVAILABLE', 'the login credentials are missing');
-    const user = typeof secret.value.user === 'string' ? secret.value.user : g.group;
-    return { user, password, version: secret.version };
+    const login = secret ? loginOf(secret.value, g) : null;
+    if (!secret || !login) throw new TenantryError('SECRET_UNAVAILABLE', 'the login credentials are missing');
+    return { ...login, version: secret.version };
   }
 
   /**
@@ -196,13 +242,19 @@ export class LocalTenantResources {
    */
   async applyRole(
     t: LoginOwner,
-    opts: { password: boolean; andThen?: (db: Queryable) => Promise<void> },
+    opts: { password: boolean; andThen?: (db: Queryable) => Promise<void>; login?: StoredLogin },
   ): Promise<string> {
     const g = this.loginGroup(t);
-    const { user, password } = await this.storedLogin(g);
+    const { user, password, verifier } = opts.login ?? (await this.storedLogin(g));
+    const made = opts.password && verifier ? await verifier : undefined;
     // NOSUPERUSER NOBYPASSRLS are stated explicitly; drift runs observe them in batch.
     await this.maintenance(async (db) => {
-      await applyLogins(db, this.loginsSpec(g, user, opts.password ? password : undefined));
+      await applyLogins(
+        db,
+        made !== undefined
+          ? { ...this.loginsSpec(g, user), verifier: made }
+          : this.loginsSpec(g, user, opts.password ? password : undefined),
+      );
       await opts.andThen?.(db);
     });
     return user;
@@ -378,8 +430,16 @@ export class LocalTenantResources {
     const spec = this.schemaSpec(t);
     if (t.tier === 'bridge') {
       await this.data(async (db) => {
-        await ensureFreezeSupport(db, spec.owner);
-        await applySchema(db, spec, { andThen: [guardPrivateSchemaSql(spec.name)] });
+        // Freeze support is checked inside the schema's transaction, and made only if it is missing.
+        const create = () =>
+          applySchema(db, spec, { andThen: [requireFreezeSupportSql(), guardPrivateSchemaSql(spec.name)] });
+        try {
+          await create();
+        } catch (e) {
+          if (!isFreezeSupportMissing(e)) throw e;
+          await ensureFreezeSupport(db, spec.owner);
+          await create();
+        }
       });
     } else {
       await this.onTenantDatabase(t, async (db) => {

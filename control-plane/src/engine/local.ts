@@ -57,7 +57,7 @@ import {
   schemaProvider,
   type TenantTemplate,
 } from '../providers/postgres/index.js';
-import { LocalTenantResources, type LoginMove } from './local-resources.js';
+import { LocalTenantResources, type LoginMove, type StoredLogin } from './local-resources.js';
 
 export { PLATFORM_KEY_ALIAS, POOL_SECRET };
 
@@ -95,6 +95,8 @@ export { generatePassword };
 
 /** An onboarding's writes to the key store (see StoreWrite). */
 const PROVISIONAL: StoreWrite = { provisional: true };
+/** The run's memo key for the login an onboarding's credentials step wrote (or found), which its role step sets. */
+const MEMO_LOGIN = 'onboard.login';
 export class LocalEngine implements Engine {
   readonly target = 'local' as const;
   readonly rollsBackFailedOnboarding = true;
@@ -474,11 +476,15 @@ export class LocalEngine implements Engine {
           await r.deleteCredentials(t);
           return { secretRef: null };
         }
-        const written = (await r.currentCredentials(t)) ?? (await r.writeCredentials(t, 1, PROVISIONAL));
+        const written = await r.provisionCredentials(t, PROVISIONAL);
+        if (written.login) ctx.memo?.set(MEMO_LOGIN, written.login);
         return { secretRef: written.ref, secretVersion: written.version };
       }
       case 'role':
-        if (up) return { user: await r.applyRole(t, { password: true }) };
+        if (up) {
+          const login = ctx.memo?.get(MEMO_LOGIN) as StoredLogin | undefined;
+          return { user: await r.applyRole(t, { password: true, ...(login ? { login } : {}) }) };
+        }
         await r.dropRole(t);
         return { user: null };
       case 'database':

@@ -18,6 +18,8 @@ export interface LoginsSpec extends RoleLimits {
   current: string;
   /** Set on `current`, as a SCRAM verifier; omit to leave its password as it is. */
   password?: string;
+  /** Or the verifier itself, made beforehand (`scramVerifierAsync`). */
+  verifier?: string;
 }
 
 /**
@@ -27,7 +29,7 @@ export interface LoginsSpec extends RoleLimits {
  * creates starts NOLOGIN, with no password.
  */
 export async function applyLogins(db: Queryable, spec: LoginsSpec): Promise<void> {
-  const { group, logins, current, password, searchPath, ...limits } = spec;
+  const { group, logins, current, password, verifier, searchPath, ...limits } = spec;
   if (current !== group && !logins.includes(current))
     throw new Error(`${current} is neither ${group} nor one of its logins`);
   const role = (name: string, extra: Partial<RoleSpec>): RoleSpec => ({
@@ -36,6 +38,7 @@ export async function applyLogins(db: Queryable, spec: LoginsSpec): Promise<void
     searchPath,
     login: name === current ? true : 'unchanged',
     ...(name === current && password !== undefined ? { password } : {}),
+    ...(name === current && verifier !== undefined ? { verifier } : {}),
     ...extra,
   });
   await applyRoles(db, [role(group, {}), ...logins.map((l) => role(l, { inRole: group }))]);

@@ -1,5 +1,5 @@
 import type { RoleLimits } from '../../domain/tiers.js';
-import { scramVerifier } from './scram.js';
+import { parseScramVerifier, scramVerifier } from './scram.js';
 import { ident, inTransaction, literal, lockDatabaseAcl, type Queryable } from './sql.js';
 import type { Provider } from './types.js';
 
@@ -7,6 +7,8 @@ export interface RoleSpec extends RoleLimits {
   name: string;
   /** Plaintext password; hashed to a SCRAM verifier client-side. Omit to leave the password unchanged. */
   password?: string;
+  /** The password's SCRAM verifier, made beforehand (`scramVerifierAsync`), instead of `password`. */
+  verifier?: string;
   searchPath?: string[];
   /**
    * LOGIN (default) or NOLOGIN, for owner roles that must never open a session; `unchanged` leaves an
@@ -94,8 +96,13 @@ function rolesSql(specs: readonly RoleSpec[], create: boolean): string {
     if (spec.searchPath && spec.searchPath.length > 0) {
       parts.push(`ALTER ROLE ${r} SET search_path = ${spec.searchPath.map(ident).join(', ')}`);
     }
-    if (spec.password !== undefined) {
-      parts.push(`ALTER ROLE ${r} WITH PASSWORD ${literal(scramVerifier(spec.password))}`);
+    const verifier =
+      spec.verifier ?? (spec.password !== undefined ? scramVerifier(spec.password) : undefined);
+    if (verifier !== undefined) {
+      // Only ever a verifier: a plaintext password would reach the server (and its logs).
+      if (!parseScramVerifier(verifier))
+        throw new Error(`the password of ${spec.name} is not a SCRAM verifier`);
+      parts.push(`ALTER ROLE ${r} WITH PASSWORD ${literal(verifier)}`);
     }
     // Re-granting a membership it holds is a notice, not an error.
     if (spec.inRole !== undefined) parts.push(`GRANT ${ident(spec.inRole)} TO ${r}`);

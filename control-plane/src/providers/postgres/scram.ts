@@ -16,7 +16,27 @@ function keysOf(salted: Buffer): { storedKey: Buffer; serverKey: Buffer } {
  */
 export function scramVerifier(password: string, iterations = 4096): string {
   const salt = crypto.randomBytes(16);
-  const salted = crypto.pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  return verifierOf(
+    crypto.pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256'),
+    salt,
+    iterations,
+  );
+}
+
+/**
+ * `scramVerifier` with the key derivation on libuv's thread pool (about 1 ms of CPU at 4096
+ * iterations): started ahead of the statement that sets it, it runs beside the round trips before.
+ */
+export function scramVerifierAsync(password: string, iterations = 4096): Promise<string> {
+  const salt = crypto.randomBytes(16);
+  return new Promise((resolve, reject) =>
+    crypto.pbkdf2(password.normalize('NFKC'), salt, iterations, 32, 'sha256', (e, salted) =>
+      e ? reject(e) : resolve(verifierOf(salted, salt, iterations)),
+    ),
+  );
+}
+
+function verifierOf(salted: Buffer, salt: Buffer, iterations: number): string {
   const { storedKey, serverKey } = keysOf(salted);
   return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
 }
