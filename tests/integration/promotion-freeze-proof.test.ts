@@ -143,6 +143,34 @@ describe('the freeze is proven before the drain', () => {
     }
   });
 
+  it('a bridge onboarding that finds the guard function outdated replaces it before guarding its tables', async () => {
+    const fnComment = async () =>
+      (
+        await superQuery<{ c: string | null }>(
+          s.dataDb,
+          `SELECT obj_description('tenantry_meta.frozen_write_check()'::regprocedure, 'pg_proc') AS c`,
+        )
+      )[0]?.c;
+    const current = await fnComment();
+    expect(current).toMatch(/^tenantry frozen-write check v\d+$/);
+    // The check is made inside the schema's transaction: an outdated version fails it, nothing of the
+    // schema stays, freeze support is made again, and the schema is created after it.
+    await superQuery(
+      s.dataDb,
+      `COMMENT ON FUNCTION tenantry_meta.frozen_write_check() IS 'tenantry frozen-write check v0'`,
+    );
+    const t = await onboardByHand('bridge');
+    expect((await getTenant(s, t.slug)).status).toBe('active');
+    expect(await fnComment()).toBe(current);
+    const guarded = await superQuery<{ relname: string }>(
+      s.dataDb,
+      `SELECT c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+        WHERE c.relnamespace = $1::regnamespace AND g.tgname = 'tenantry_freeze_guard' AND g.tgenabled = 'O' ORDER BY 1`,
+      [objectName(t.slug)],
+    );
+    expect(guarded.map((r) => r.relname)).toEqual(['documents', 'settings', 'users']);
+  });
+
   it('a rollback proves the freeze of the placement it leaves, and aborts if it does not hold', async () => {
     const t = await newTenant('pool');
     const promoId = await startPromotion(t.slug, 'silo');

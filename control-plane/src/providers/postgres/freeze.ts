@@ -43,13 +43,28 @@ const GUARD_VERSION = 'tenantry frozen-write check v7';
 /** `suspended`: a suspended pool tenant's writes (docs/lifecycle.md); the others are a promotion's and an offboarding's. */
 export type FreezeReason = 'promotion' | 'promotion-target' | 'offboarded' | 'moved' | 'suspended';
 
+/** Whether the frozen-tenants table and the guard function at its current version are in place. */
+const READY_SQL = `to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL
+          AND obj_description(to_regprocedure('${GUARD_FN}()'), 'pg_proc') = ${literal(GUARD_VERSION)}`;
+/** What `requireFreezeSupportSql` fails with. */
+const NOT_READY = 'TF001';
+
+/**
+ * A statement that fails (`isFreezeSupportMissing`) unless freeze support is in place at its current
+ * version: for a transaction that creates guard triggers, which then needs no round trip of its own
+ * to check first (on that failure: `ensureFreezeSupport`, and again).
+ */
+export function requireFreezeSupportSql(): string {
+  return `DO $ready$ BEGIN IF NOT coalesce(${READY_SQL}, false) THEN
+    RAISE EXCEPTION 'freeze support is missing or outdated' USING ERRCODE = '${NOT_READY}'; END IF; END $ready$`;
+}
+
+export const isFreezeSupportMissing = (e: unknown): boolean => (e as { code?: string }).code === NOT_READY;
+
 /** Creates the frozen-tenants table and the guard function in the current database (idempotent). */
 export async function ensureFreezeSupport(db: Queryable, owner: string): Promise<void> {
   const ready = async () => {
-    const { rows } = await db.query<{ ok: boolean }>(
-      `SELECT to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL
-          AND obj_description(to_regprocedure('${GUARD_FN}()'), 'pg_proc') = ${literal(GUARD_VERSION)} AS ok`,
-    );
+    const { rows } = await db.query<{ ok: boolean }>(`SELECT ${READY_SQL} AS ok`);
     return rows[0]?.ok === true;
   };
   if (await ready()) return;
