@@ -32,7 +32,7 @@ import { isTransient } from '../lib/transient.js';
 import { PromotionLifecycle } from '../promotion/lifecycle.js';
 import { recordRotation } from '../rotation/lifecycle.js';
 import {
-  appendCompletionEvent,
+  completionEvent,
   EXPORT_STEP,
   recordExportReady,
   statusAfterFailure,
@@ -158,6 +158,7 @@ export class OperationExecutor {
     // waits for it. A crash before a record lands re-runs its step, as a crash just before the write
     // always did (every step is idempotent); lease loss is the signal's, not the record's, to tell.
     let recorded: Promise<void> = Promise.resolve();
+    const memo = new Map<string, unknown>();
     let recordedStep: OperationStep | undefined;
     const record = (done: OperationStep | undefined, outputs: Record<string, unknown> | undefined) => {
       const snapshot = structuredClone(steps);
@@ -203,6 +204,7 @@ export class OperationExecutor {
                     progress: op.progress,
                     report: (patch) => this.report(op, patch),
                     onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
+                    memo,
                   });
         await this.flushResources(op);
         // The archive an export step wrote is recorded ready (with its event) before the step is.
@@ -213,8 +215,10 @@ export class OperationExecutor {
         step.finishedAt = new Date().toISOString();
         const next = todo[i + 1];
         if (next) markRunning(next);
-        // One statement records this step's outputs, its success and the next step's start.
-        record(step, outputs);
+        // One statement records this step's outputs, its success and the next step's start. The last
+        // step's success, when it has no outputs, goes with the operation's end instead (a crash before
+        // that re-runs it, as one before its record would).
+        if (next || (outputs !== undefined && Object.keys(outputs).length > 0)) record(step, outputs);
         this.observeStep(op.kind, step.name, 'succeeded', started);
         log.debug({ step: step.name }, 'step succeeded');
       } catch (e) {
@@ -359,10 +363,10 @@ export class OperationExecutor {
     if (op.kind === 'rotate') return this.succeedRotation(op, tenant, steps, log);
     const status = statusAfterSuccess(op.kind, tenant.status);
     // The operation ends, the tenant changes state, the audit record and the lifecycle event are written,
-    // in one transaction (the event only if this runner's statement recorded the end: db/outbox.ts).
-    await this.db.tx(async (q) => {
-      await recordSuccess(q, { id: op.id, kind: op.kind, steps }, op.owner, tenant, status);
-      await appendCompletionEvent(q, op, tenant, status);
+    // in one statement (all of it only if this run still holds the lease).
+    await recordSuccess(this.db, { id: op.id, kind: op.kind, steps }, op.owner, tenant, status, {
+      event: completionEvent(op, tenant, status),
+      clearSuspension: op.kind === 'reactivate',
     });
     this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
     this.metrics.acceptToDone.observe(
