@@ -222,13 +222,14 @@ describe('connection budget of the data-plane cluster', () => {
           return r;
         }),
       );
-      // Both wait on the lock (their tenant rows written, not committed), unless nothing locks.
+      // Both wait on the lock (their tenant rows written, not committed), unless nothing locks: their
+      // admission (migration 0020) takes the budget row first.
       let waiting = 0;
       while (waiting < 2 && settled.length < 2) {
         const [w] = await superQuery<{ n: number }>(
           'postgres',
           `SELECT count(*)::int AS n FROM pg_stat_activity
-            WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%connection_budgets%'`,
+            WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%tenantry_admit_connections%'`,
           [s.controlDb],
         );
         waiting = w!.n;

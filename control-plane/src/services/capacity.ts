@@ -56,21 +56,16 @@ interface Reading {
   at: number;
 }
 
-/** The sum of the connection limits committed on the cluster (ConnectionBudget.committed). */
+/** The sum of the connection limits committed on the cluster (migration 0020). */
 const COMMITTED: NamedStatement = {
   name: 'tenantry.connections_committed',
-  text: `WITH lim (tier, n) AS (SELECT key, value::int FROM jsonb_each_text($1::jsonb))
-       SELECT ($2::int
-         + coalesce((SELECT sum(l.n) FROM tenants t JOIN lim l ON l.tier = t.tier
-                      WHERE t.status <> 'offboarded'), 0)
-         + coalesce((SELECT sum(greatest(lt.n - coalesce(lf.n, 0), 0))
-                       FROM operations o
-                       JOIN tenants t ON t.id = o.tenant_id
-                       JOIN lim lt ON lt.tier = o.params ->> 'toTier'
-                       LEFT JOIN lim lf ON lf.tier = t.tier
-                      WHERE o.kind = 'promote' AND t.status <> 'offboarded'
-                        AND (o.status IN ('queued', 'running')
-                             OR (o.status = 'failed' AND o.progress ->> 'resumable' = 'true'))), 0))::int AS n`,
+  text: 'SELECT tenantry_connections_committed($1::jsonb, $2::int) AS n',
+};
+
+/** The cluster's budget row taken (its settings recorded), then that sum under it: one round trip (migration 0020). */
+const ADMIT: NamedStatement = {
+  name: 'tenantry.admit_connections',
+  text: 'SELECT tenantry_admit_connections($1, $2, $3, $4, $5::jsonb, $6::int) AS n',
 };
 
 /**
@@ -160,10 +155,8 @@ export class ConnectionBudget {
   async admit(q: Queryable, change: ConnectionChange): Promise<ConnectionOvercommit | null> {
     const cost = change.tier in this.limits ? connectionCost(this.catalog, change.tier, change.fromTier) : 0;
     if (cost === 0) return null;
-    const settings = await this.lock(q);
-    // A statement of its own, after the lock: under READ COMMITTED it sees every change committed
-    // by whoever held the lock before us.
-    const committed = (await this.committed(q)) + (change.recorded ? 0 : cost);
+    const { settings, committed: before } = await this.lockAndSum(q);
+    const committed = before + (change.recorded ? 0 : cost);
     const budget = connectionBudgetOf(settings);
     const verdict = judgeConnections({ budget, committed, cost, overcommit: this.opts.overcommit });
     if (verdict === 'within') return null;
@@ -236,15 +229,16 @@ export class ConnectionBudget {
     }
   }
 
-  /** Takes the cluster's budget row (recording a fresh reading), or the stored one when the cluster cannot be read. */
-  private async lock(q: Queryable): Promise<ClusterConnections> {
+  /**
+   * Takes the cluster's budget row (recording a fresh reading, or the stored one when the cluster
+   * cannot be read), then sums what is committed in a statement of its own: under READ COMMITTED it
+   * sees every change committed by whoever held the row before us.
+   */
+  private async lockAndSum(q: Queryable): Promise<{ settings: ClusterConnections; committed: number }> {
     const settings = await this.settings().catch(() => undefined);
-    if (settings) {
-      await this.record(q, settings);
-      return settings;
-    }
+    if (settings) return { settings, committed: await this.record(q, settings) };
     const stored = await this.stored(q, { forUpdate: true });
-    if (stored) return stored;
+    if (stored) return { settings: stored, committed: await this.committed(q) };
     throw new TenantryError(
       'DATAPLANE_UNAVAILABLE',
       `the connection settings of cluster ${this.cluster} cannot be read, so its connection budget is unknown; retry`,
@@ -252,15 +246,17 @@ export class ConnectionBudget {
     );
   }
 
-  private async record(q: Queryable, s: ClusterConnections): Promise<void> {
-    await q.query(
-      `INSERT INTO connection_budgets (cluster, max_connections, superuser_reserved_connections, reserved_connections)
-       VALUES ($1, $2, $3, $4)
-       ON CONFLICT (cluster) DO UPDATE SET max_connections = EXCLUDED.max_connections,
-         superuser_reserved_connections = EXCLUDED.superuser_reserved_connections,
-         reserved_connections = EXCLUDED.reserved_connections, read_at = now()`,
-      [this.cluster, s.maxConnections, s.superuserReservedConnections, s.reservedConnections],
-    );
+  /** Records a reading of the cluster's settings in its budget row, taking the row; returns the sum read under it. */
+  private async record(q: Queryable, s: ClusterConnections): Promise<number> {
+    const { rows } = await q.query<{ n: number }>(named(ADMIT), [
+      this.cluster,
+      s.maxConnections,
+      s.superuserReservedConnections,
+      s.reservedConnections,
+      JSON.stringify(this.limits),
+      this.poolLogin,
+    ]);
+    return rows[0]?.n ?? this.poolLogin;
   }
 
   private async stored(
