@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Db } from '../../control-plane/src/db/db.js';
+import type { NamedStatement } from '../../control-plane/src/domain/queryable.js';
 import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
 import { adminUrl, dropDatabases, rand, superQuery } from '../helpers/runtime.js';
 
@@ -35,8 +36,9 @@ describe('local key and secret store', () => {
   it("writes an onboarding's key and secret (provisional) on the relaxed sessions, every other write durably", async () => {
     const relaxedWrites: string[] = [];
     const relaxed = {
-      query: ((text: string, params?: unknown[]) => {
-        relaxedWrites.push(text.trim().split(/\s+/).slice(0, 3).join(' '));
+      query: ((text: string | NamedStatement, params?: unknown[]) => {
+        const sql = typeof text === 'string' ? text : text.text;
+        relaxedWrites.push(sql.trim().split(/\s+/).slice(0, 3).join(' '));
         return db.relaxedQuery(text, params);
       }) as typeof db.relaxedQuery,
     };
@@ -91,6 +93,31 @@ describe('local key and secret store', () => {
       `UPDATE local_secrets SET ciphertext = (SELECT ciphertext FROM local_secrets WHERE name = 's/a') WHERE name = 's/b'`,
     );
     await expect(new LocalKeyStore(db, loadRootKey(dir)).getSecret('s/b')).rejects.toThrow();
+  });
+
+  it('creates a secret only if it has no first version, in one write; a disabled key is refused', async () => {
+    const alias = `alias/create/${rand()}`;
+    await store.ensureKey(null, alias);
+    const name = `s/create/${rand()}`;
+    expect(await store.createSecret(name, alias, { password: 'first' })).toEqual({
+      ref: `local-secret://${name}`,
+      version: 1,
+    });
+    // Written again (a rerun of the step that wrote it): nothing changes, and the caller reads it.
+    expect(await store.createSecret(name, alias, { password: 'second' })).toBeNull();
+    expect(await store.getSecret(name)).toMatchObject({ version: 1, value: { password: 'first' } });
+    await store.shredKey(alias);
+    await expect(store.createSecret(`s/create/${rand()}`, alias, { password: 'x' })).rejects.toThrow(
+      `key ${alias} is not enabled`,
+    );
+    // The same through a second store whose alias cache still names the key: the write's own check refuses it.
+    const other = new LocalKeyStore(db, loadRootKey(dir));
+    const alias2 = `alias/create/${rand()}`;
+    await other.ensureKey(null, alias2);
+    await store.shredKey(alias2);
+    await expect(other.createSecret(`s/create/${rand()}`, alias2, { password: 'x' })).rejects.toThrow(
+      `key ${alias2} is not enabled`,
+    );
   });
 
   it('shredding a key makes every secret under it unreadable, and frees the alias for a new key', async () => {

@@ -1,4 +1,4 @@
-import { asText, type Queryable } from '../domain/queryable.js';
+import { asText, named, type Queryable } from '../domain/queryable.js';
 import type {
   Operation,
   OperationInFlight,
@@ -435,13 +435,17 @@ export async function insertOperationAndEnqueue(
     : null;
   if (event) params.push(...event.params);
   // The job is added only if the row went in (same transaction either way).
+  // Prepared once per connection for each shape (with or without the audit record and the event).
   await q.query(
-    `WITH o AS (
+    named({
+      name: `tenantry.insert_operation.${audit ? 'a' : ''}${event ? 'e' : ''}`,
+      text: `WITH o AS (
        INSERT INTO operations (id, kind, tenant_id, status, steps, params)
        VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb) RETURNING id)${audit ? `,\n     ${audit.sql}` : ''}${
          event ? `,\n     ${event.sql}` : ''
        }
      SELECT ${addOperationJobSql('$6', 'o.id', '$7')}${event ? ', (SELECT count(*) FROM e_wake) AS woken' : ''} FROM o`,
+    }),
     params,
   );
   const now = new Date().toISOString();

@@ -175,7 +175,9 @@ export async function recordSuccess(
   const event = also.event ? eventCtes('e', 't', also.event, params.length + 1) : null;
   if (event) params.push(...event.params);
   await q.query(
-    `WITH o AS (
+    named({
+      name: `tenantry.record_success${event ? '.event' : ''}`,
+      text: `WITH o AS (
        UPDATE operations SET status = 'succeeded', steps = $2::jsonb, lease_owner = NULL, lease_expires_at = NULL,
               finished_at = now(), updated_at = now()
         WHERE id = $1 AND lease_owner = $6 RETURNING id),
@@ -190,6 +192,7 @@ export async function recordSuccess(
                : ''
            }
      SELECT (SELECT count(*) FROM a) AS audited${event ? ', (SELECT count(*) FROM e_wake) AS woken' : ''}`,
+    }),
     params,
   );
 }

@@ -200,6 +200,16 @@ export interface SecretStore {
     nextVersion?: number,
     opts?: StoreWrite,
   ): Promise<{ ref: string; version: number }>;
+  /**
+   * The secret's first version, in one write, unless that version exists already: then null, and the
+   * caller reads the secret (a store without it is read first, then written).
+   */
+  createSecret?(
+    name: string,
+    keyAlias: string,
+    value: Record<string, unknown>,
+    opts?: StoreWrite,
+  ): Promise<{ ref: string; version: number } | null>;
   getSecret(name: string): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null>;
   deleteSecret(name: string): Promise<void>;
 }

@@ -154,23 +154,26 @@ export class LocalTenantResources {
     opts: StoreWrite,
   ): Promise<{ ref: string; version: number; login: StoredLogin | null }> {
     const group = this.loginGroup(t);
-    const current = await this.keys.getSecret(tenantSecretName(t.slug));
-    if (current)
-      return {
-        ref: current.ref,
-        version: current.version,
-        login: withVerifier(loginOf(current.value, group)),
-      };
+    const name = tenantSecretName(t.slug);
+    const found = async () => {
+      const current = await this.keys.getSecret(name);
+      return current
+        ? { ref: current.ref, version: current.version, login: withVerifier(loginOf(current.value, group)) }
+        : null;
+    };
+    // A store that writes only if absent takes one round trip; another is read first.
+    const earlier = this.keys.createSecret ? null : await found();
+    if (earlier) return earlier;
     const descriptor = this.descriptorFor(t);
     const login = withVerifier(loginOf(descriptor, group));
-    const written = await this.keys.putSecret(
-      tenantSecretName(t.slug),
-      tenantKeyAlias(t.slug),
-      { ...descriptor },
-      1,
-      opts,
-    );
-    return { ...written, login };
+    const written = this.keys.createSecret
+      ? await this.keys.createSecret(name, tenantKeyAlias(t.slug), { ...descriptor }, opts)
+      : await this.keys.putSecret(name, tenantKeyAlias(t.slug), { ...descriptor }, 1, opts);
+    if (written) return { ...written, login };
+    const now = await found(); // an earlier run of this onboarding wrote it
+    if (!now)
+      throw new TenantryError('SECRET_UNAVAILABLE', `the secret ${name} vanished while it was written`);
+    return now;
   }
 
   /**

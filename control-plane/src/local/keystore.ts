@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { TenantryError } from '../domain/errors.js';
 import type { KeyStore, SecretStore, StoreWrite } from '../domain/ports.js';
-import type { Queryable } from '../domain/queryable.js';
+import { type NamedStatement, named, type Queryable } from '../domain/queryable.js';
 
 /**
  * The local stand-in for KMS + Secrets Manager: envelope encryption with node:crypto.
@@ -37,6 +37,30 @@ export function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
 
 /** The associated data a data key is wrapped with: a wrapped key cannot be replayed as another. */
 export const wrappedKeyAad = (keyId: string): string => `key:${keyId}`;
+
+/** The store's hot statements, prepared once per connection. */
+const CREATE_KEY: NamedStatement = {
+  name: 'tenantry.local_keys.create',
+  text: `INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state, root_key_id)
+       SELECT $1, $2, $3, $4, 'enabled', $5::text
+        WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM root_keys WHERE id = $5::text AND state = 'current')
+       ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING RETURNING key_id`,
+};
+const PUT_SECRET: NamedStatement = {
+  name: 'tenantry.local_secrets.put',
+  text: `INSERT INTO local_secrets (name, version, key_id, ciphertext)
+           SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM local_keys WHERE key_id = $3 AND state = 'enabled')`,
+};
+const CREATE_SECRET: NamedStatement = {
+  name: 'tenantry.local_secrets.create',
+  text: `INSERT INTO local_secrets (name, version, key_id, ciphertext)
+           SELECT $1, 1, $2, $3 WHERE EXISTS (SELECT 1 FROM local_keys WHERE key_id = $2 AND state = 'enabled')
+         ON CONFLICT (name, version) DO NOTHING RETURNING 1`,
+};
+const GET_SECRET: NamedStatement = {
+  name: 'tenantry.local_secrets.get',
+  text: 'SELECT version, key_id, ciphertext FROM local_secrets WHERE name = $1 ORDER BY version DESC LIMIT 1',
+};
 
 /** The data directory's root key (the single-process default), generated on the first start. */
 export function loadRootKey(dataDir: string): Buffer {
@@ -78,13 +102,13 @@ export class LocalKeyStore implements KeyStore, SecretStore {
   async ensureKey(tenantId: string | null, alias: string, opts?: StoreWrite): Promise<{ keyId: string }> {
     const keyId = `lk_${randomBytes(12).toString('hex')}`;
     const material = randomBytes(32);
-    const { rows } = await this.writer(opts).query<{ key_id: string }>(
-      `INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state, root_key_id)
-       SELECT $1, $2, $3, $4, 'enabled', $5::text
-        WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM root_keys WHERE id = $5::text AND state = 'current')
-       ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING RETURNING key_id`,
-      [keyId, alias, tenantId, seal(this.rootKey, material, wrappedKeyAad(keyId)), this.rootKeyId ?? null],
-    );
+    const { rows } = await this.writer(opts).query<{ key_id: string }>(named(CREATE_KEY), [
+      keyId,
+      alias,
+      tenantId,
+      seal(this.rootKey, material, wrappedKeyAad(keyId)),
+      this.rootKeyId ?? null,
+    ]);
     if (rows[0]) {
       this.cache.set(keyId, material);
       // The credentials written next under this alias need not read the key back.
@@ -179,11 +203,7 @@ export class LocalKeyStore implements KeyStore, SecretStore {
       }
       const ct = seal(dk, Buffer.from(JSON.stringify(value)), `secret:${name}:${version}`);
       try {
-        const res = await this.writer(opts).query(
-          `INSERT INTO local_secrets (name, version, key_id, ciphertext)
-           SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM local_keys WHERE key_id = $3 AND state = 'enabled')`,
-          [name, version, keyId, ct],
-        );
+        const res = await this.writer(opts).query(named(PUT_SECRET), [name, version, keyId, ct]);
         if (res.rowCount === 0) {
           this.aliases.delete(keyAlias);
           this.cache.delete(keyId);
@@ -196,11 +216,32 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     }
   }
 
+  async createSecret(
+    name: string,
+    keyAlias: string,
+    value: Record<string, unknown>,
+    opts?: StoreWrite,
+  ): Promise<{ ref: string; version: number } | null> {
+    const keyId = await this.enabledKeyId(keyAlias);
+    const dk = await this.dataKey(keyId);
+    const ct = seal(dk, Buffer.from(JSON.stringify(value)), `secret:${name}:1`);
+    const { rows } = await this.writer(opts).query(named(CREATE_SECRET), [name, keyId, ct]);
+    if (rows[0]) return { ref: `local-secret://${name}`, version: 1 };
+    const { rows: exists } = await this.db.query(
+      'SELECT 1 FROM local_secrets WHERE name = $1 AND version = 1',
+      [name],
+    );
+    if (exists[0]) return null;
+    this.aliases.delete(keyAlias);
+    this.cache.delete(keyId);
+    throw new Error(`key ${keyAlias} is not enabled`);
+  }
+
   async getSecret(
     name: string,
   ): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null> {
     const { rows } = await this.db.query<{ version: number; key_id: string; ciphertext: Buffer }>(
-      'SELECT version, key_id, ciphertext FROM local_secrets WHERE name = $1 ORDER BY version DESC LIMIT 1',
+      named(GET_SECRET),
       [name],
     );
     const r = rows[0];
