@@ -1,4 +1,4 @@
-import { asText, named, type Queryable } from '../domain/queryable.js';
+import { asText, type NamedStatement, named, type Queryable } from '../domain/queryable.js';
 import type {
   Operation,
   OperationInFlight,
@@ -62,6 +62,15 @@ export function tenantFromJson(j: Record<string, unknown>): Tenant {
   return toTenant({ ...r, created_at: new Date(r.created_at), updated_at: new Date(r.updated_at) });
 }
 
+/** Prepared once per connection: its columns are named, so a column added later cannot change its result. */
+const INSERT_TENANT: NamedStatement = {
+  name: 'tenantry.insert_tenant',
+  text: `INSERT INTO tenants (id, slug, name, tier, status, region, plan, contact_email, template_version, labels)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+     RETURNING id, slug, name, tier, status, region, plan, contact_email, template_version, outputs, version,
+               labels, limits, suspension, created_at, updated_at`,
+};
+
 export async function insertTenant(
   q: Queryable,
   t: Pick<
@@ -69,22 +78,18 @@ export async function insertTenant(
     'id' | 'slug' | 'name' | 'tier' | 'status' | 'region' | 'plan' | 'contactEmail' | 'templateVersion'
   > & { labels?: Record<string, string> },
 ): Promise<Tenant> {
-  const { rows } = await q.query<TenantRow & Record<string, unknown>>(
-    `INSERT INTO tenants (id, slug, name, tier, status, region, plan, contact_email, template_version, labels)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb) RETURNING *`,
-    [
-      t.id,
-      t.slug,
-      t.name,
-      t.tier,
-      t.status,
-      t.region,
-      t.plan,
-      t.contactEmail,
-      t.templateVersion,
-      JSON.stringify(t.labels ?? {}),
-    ],
-  );
+  const { rows } = await q.query<TenantRow & Record<string, unknown>>(named(INSERT_TENANT), [
+    t.id,
+    t.slug,
+    t.name,
+    t.tier,
+    t.status,
+    t.region,
+    t.plan,
+    t.contactEmail,
+    t.templateVersion,
+    JSON.stringify(t.labels ?? {}),
+  ]);
   return toTenant(rows[0] as TenantRow);
 }
 
