@@ -35,12 +35,8 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import {
-  appendAudit,
-  findTenantBySlug,
-  findTenantDetail,
-  listTenants,
-} from '../../control-plane/src/db/repo.js';
+import { appendAudit } from '../../control-plane/src/db/audit.js';
+import { findTenantBySlug, findTenantDetail, listTenants } from '../../control-plane/src/db/repo.js';
 import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import { mapLimit, percentile, round, startControlPlane } from './lib.js';

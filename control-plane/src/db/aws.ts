@@ -1,5 +1,5 @@
 import type { Queryable } from '../domain/queryable.js';
-import { appendAudit } from './repo.js';
+import { appendAudit } from './audit.js';
 
 /**
  * The aws target's bookkeeping in the control database: each tenant stack's Pulumi settings, and

@@ -9,6 +9,7 @@ import type {
   TenantStatus,
 } from '../domain/tenant.js';
 import type { Tier } from '../domain/tiers.js';
+import { type AuditEntry, auditCte } from './audit.js';
 import { addOperationJobSql, RUN_OPERATION_TASK } from './jobs.js';
 import { eventCtes, type NewEvent } from './outbox.js';
 
@@ -471,104 +472,3 @@ export async function insertOperationAndEnqueue(
 }
 
 /** The operation job's SQL is db/jobs.ts's; re-exported for the callers that enqueue with the operation. */
-
-/* ---------- audit ---------- */
-
-export interface Actor {
-  id: string | null;
-  name: string;
-  role: string;
-}
-
-export interface AuditEntry {
-  actor: Actor;
-  action: string;
-  tenantId?: string | null;
-  tenantSlug?: string | null;
-  requestId?: string | null;
-  operationId?: string | null;
-  details?: Record<string, unknown>;
-}
-
-const AUDIT_INSERT =
-  'INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, request_id, operation_id, details)';
-const auditValues = (p: (i: number) => string) =>
-  `VALUES (${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}, ${p(8)}, ${p(9)}::jsonb)`;
-const auditRow = (e: AuditEntry): unknown[] => [
-  e.actor.id,
-  e.actor.name,
-  e.actor.role,
-  e.action,
-  e.tenantId ?? null,
-  e.tenantSlug ?? null,
-  e.requestId ?? null,
-  e.operationId ?? null,
-  JSON.stringify(e.details ?? {}),
-];
-
-export async function appendAudit(q: Queryable, e: AuditEntry): Promise<void> {
-  await q.query(`${AUDIT_INSERT} ${auditValues((i) => `$${i}`)}`, auditRow(e));
-}
-
-/** An audit record as a CTE `<name>` of a caller's statement (it runs whether read or not), its parameters numbered from `first`. */
-function auditCte(name: string, e: AuditEntry, first: number): { sql: string; params: unknown[] } {
-  return {
-    sql: `${name} AS (${AUDIT_INSERT} ${auditValues((i) => `$${first + i - 1}`)} RETURNING 1)`,
-    params: auditRow(e),
-  };
-}
-
-export interface AuditRecord {
-  id: number;
-  at: string;
-  actorId: string | null;
-  actorName: string | null;
-  role: string | null;
-  action: string;
-  tenantId: string | null;
-  tenantSlug: string | null;
-  requestId: string | null;
-  operationId: string | null;
-  details: Record<string, unknown>;
-}
-
-export async function listAudit(
-  q: Queryable,
-  f: { tenantId?: string; limit: number; after?: number },
-): Promise<AuditRecord[]> {
-  const params: unknown[] = [];
-  const where: string[] = [];
-  // By id, never by slug: an offboarded tenant's slug can be taken again by a new tenant.
-  if (f.tenantId) where.push(`tenant_id = $${params.push(f.tenantId)}::uuid`);
-  if (f.after) where.push(`id > $${params.push(f.after)}`);
-  const lim = params.push(f.limit);
-  const { rows } = await q.query<{
-    id: string;
-    at: Date;
-    actor_id: string | null;
-    actor_name: string | null;
-    role: string | null;
-    action: string;
-    tenant_id: string | null;
-    tenant_slug: string | null;
-    request_id: string | null;
-    operation_id: string | null;
-    details: Record<string, unknown>;
-  }>(
-    `SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${lim}`,
-    params,
-  );
-  return rows.map((r) => ({
-    id: Number(r.id),
-    at: r.at.toISOString(),
-    actorId: r.actor_id,
-    actorName: r.actor_name,
-    role: r.role,
-    action: r.action,
-    tenantId: r.tenant_id,
-    tenantSlug: r.tenant_slug,
-    requestId: r.request_id,
-    operationId: r.operation_id,
-    details: r.details,
-  }));
-}

@@ -1,6 +1,7 @@
+import { appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
 import { enqueueDriftRun } from '../db/jobs.js';
-import { appendAudit, findTenantBySlug } from '../db/repo.js';
+import { findTenantBySlug } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import type { Tier } from '../domain/tiers.js';
 import {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
+import { appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
 import { enqueueOperationJob } from '../db/jobs.js';
-import { appendAudit } from '../db/repo.js';
 import { newOperationId } from '../domain/ids.js';
 import type { OperationStep } from '../domain/tenant.js';
 import { mapLimit } from '../lib/concurrency.js';

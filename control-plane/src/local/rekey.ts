@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { StartRefused } from '../config.js';
+import { appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
-import { appendAudit } from '../db/repo.js';
 import type { Queryable } from '../domain/queryable.js';
 import { open, seal, wrappedKeyAad } from './keystore.js';
 import {

@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { parseRootKey, type RootKeySetting, StartRefused } from '../config.js';
+import { appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
-import { appendAudit } from '../db/repo.js';
 import type { Queryable } from '../domain/queryable.js';
 import { loadRootKey, open, seal, wrappedKeyAad } from './keystore.js';
 

@@ -1,3 +1,4 @@
+import { appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
 import { cancelPromotionCleanup, enqueueOverdueCleanups, schedulePromotionCleanup } from '../db/jobs.js';
 import {
@@ -9,7 +10,7 @@ import {
   mergePromotionProgress,
   setTenantTier,
 } from '../db/promotions.js';
-import { appendAudit, findTenantById } from '../db/repo.js';
+import { findTenantById } from '../db/repo.js';
 import { raiseTemplateVersion } from '../db/rollouts.js';
 import { WORKER_ACTOR } from '../db/runs.js';
 import { type Engine, type PromotionParams, stepTenantOf } from '../domain/ports.js';

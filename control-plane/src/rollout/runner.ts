@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import type { Logger } from 'pino';
+import { appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
-import { appendAudit } from '../db/repo.js';
 import {
   addLateTenants,
   analyzeLedger,

@@ -1,4 +1,4 @@
-import { appendAudit } from '../db/repo.js';
+import { appendAudit } from '../db/audit.js';
 import { POOL_SUBJECT, recordPasswordRotated, recordRetired } from '../db/rotations.js';
 import { WORKER_ACTOR } from '../db/runs.js';
 import { TenantryError } from '../domain/errors.js';

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { findTenantById, findTenantBySlug, listAudit } from '../db/repo.js';
+import { listAudit } from '../db/audit.js';
+import { findTenantById, findTenantBySlug } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import type { Tenant } from '../domain/tenant.js';
 import { AUTH_ERRORS, errors, MAX_ID, Slug, security, TenantStatusT, Uuid } from './schemas.js';

@@ -1,11 +1,6 @@
+import { type Actor, appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
-import {
-  type Actor,
-  appendAudit,
-  findTenantById,
-  findTenantBySlug,
-  insertOperationAndEnqueue,
-} from '../db/repo.js';
+import { findTenantById, findTenantBySlug, insertOperationAndEnqueue } from '../db/repo.js';
 import { findLoginRotation, POOL_SUBJECT } from '../db/rotations.js';
 import { TenantryError } from '../domain/errors.js';
 import { newOperationId } from '../domain/ids.js';

@@ -1,6 +1,6 @@
+import { type Actor, appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
 import { enqueueRolloutRun } from '../db/jobs.js';
-import { type Actor, appendAudit } from '../db/repo.js';
 import {
   findRollout,
   insertLedger,

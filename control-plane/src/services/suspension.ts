@@ -1,5 +1,6 @@
+import { appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
-import { appendAudit, findTenantById, findTenantBySlug } from '../db/repo.js';
+import { findTenantById, findTenantBySlug } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import { type SuspensionReason, suspensionRoleRefusal } from '../domain/lifecycle.js';
 import type { Engine } from '../domain/ports.js';

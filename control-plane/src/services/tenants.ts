@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto';
+import { type Actor, appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
 import { cancelPromotionCleanup, enqueueOperationJob } from '../db/jobs.js';
 import { appendEvent } from '../db/outbox.js';
 import {
-  type Actor,
   activeOperationFor,
-  appendAudit,
   findOperation,
   findTenantById,
   findTenantBySlug,

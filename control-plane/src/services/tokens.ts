@@ -1,5 +1,5 @@
+import { appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
-import { appendAudit } from '../db/repo.js';
 import {
   createToken,
   hasAnyAdmin,

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { appendAudit } from '../db/audit.js';
 import type { Db } from '../db/db.js';
 import { failExportsOf } from '../db/exports.js';
 import { enqueueOperationJob } from '../db/jobs.js';
 import { appendEvent } from '../db/outbox.js';
-import { appendAudit, findTenantById, setTenantStatus, tenantFromJson } from '../db/repo.js';
+import { findTenantById, setTenantStatus, tenantFromJson } from '../db/repo.js';
 import {
   type ClaimedOperation as Claimed,
   claimOperation,
