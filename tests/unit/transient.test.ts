@@ -58,6 +58,19 @@ const CASES: [label: string, error: unknown, unavailable: boolean, transient: bo
   ['55P03 lock_not_available', code('55P03'), false, true],
   ['a catalog tuple concurrently updated', err({}, 'tuple concurrently updated'), false, true],
   ['a catalog tuple concurrently deleted', err({}, 'tuple concurrently deleted'), false, true],
+  [
+    'a publication dropped under a write (XX000)',
+    err({ code: 'XX000' }, 'cache lookup failed for publication 25950'),
+    false,
+    true,
+  ],
+  // other internal errors are not races a re-run gets past
+  [
+    'XX000 cache lookup failed for a type',
+    err({ code: 'XX000' }, 'cache lookup failed for type 1234'),
+    false,
+    false,
+  ],
   // failures a retry does not fix
   ['23505 unique_violation', code('23505'), false, false],
   ['42601 syntax_error', code('42601'), false, false],

@@ -32,8 +32,13 @@ const CONNECTION_LOST = /Connection terminated|timeout exceeded when trying to c
 // template; it goes away), serialization_failure, deadlock_detected, lock_not_available.
 const RACE_SQLSTATE = new Set(['55006', '40001', '40P01', '55P03']);
 
-/** Catalog races between concurrent DDL sessions: transient by nature. */
-const CATALOG_RACE = /tuple concurrently (updated|deleted)/i;
+/**
+ * Catalog races between concurrent DDL sessions: transient by nature. A write to a table in a
+ * publication lists the table's publications, then looks each one up: a DROP PUBLICATION committed
+ * in between (a promotion's cleanup, the orphan sweep) fails it with "cache lookup failed for
+ * publication" (XX000), and the same statement run again finds the publication gone.
+ */
+const CATALOG_RACE = /tuple concurrently (updated|deleted)|cache lookup failed for publication \d+/i;
 
 function codeOf(e: unknown): string | undefined {
   const code = (e as { code?: unknown } | null | undefined)?.code;
@@ -72,7 +77,8 @@ export function isConnectionUnavailable(e: unknown): boolean {
 /**
  * A failure the same work, run again, may get past: everything `isConnectionUnavailable` recognises,
  * plus statements that lost a race (object in use, serialization failure, deadlock, lock not
- * available, a catalog tuple concurrently updated or deleted), also inside an AggregateError.
+ * available, a catalog tuple concurrently updated or deleted, a publication dropped under a write),
+ * also inside an AggregateError.
  */
 export function isTransient(e: unknown): boolean {
   if (!e || typeof e !== 'object') return false;
