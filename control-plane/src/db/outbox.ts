@@ -39,7 +39,7 @@ export interface NewEvent {
  */
 export const EVENTS_CHANNEL = 'tenantry_events';
 
-/** An event's row, as the inserts below take it ($1 to $7 of `EVENT_ROW`). */
+/** An event's row, as the inserts below take it (the seven values of `eventValues`). */
 function eventRow(e: NewEvent): unknown[] {
   const tenant = e.tenant ?? null;
   return [
@@ -66,20 +66,22 @@ export async function appendEvent(q: Queryable, e: NewEvent): Promise<void> {
 
 /**
  * A tenant's event as two CTEs of a caller's statement, for a change that is one statement (an
- * operation's end, its acceptance): `<name>` inserts the event once per row of `source`, `<name>_wake`
- * notifies the publishers if it did, and must be read whole by the statement's final query
- * (`(SELECT count(*) FROM <name>_wake)`: a CTE that only reads runs only as far as it is read). `source` is the fence and the order lock at once: a CTE
- * that has updated or inserted the tenant's row, so the row lock is held before `n` is drawn, and no
- * row (a lease lost) writes nothing. Its parameters follow the caller's, numbered from `first`.
+ * operation's end, its acceptance): `<name>` inserts the event once per row of `source`, and
+ * `<name>_wake` notifies the publishers if it did. `wake` is what the statement's final query must
+ * select: a CTE that only reads runs only as far as it is read. `source` is the fence and the order
+ * lock at once: rows that exist only once the tenant's row is locked (a CTE that updated it, or a
+ * subquery that locks it), so the lock is held before `n` is drawn, and no row (a lease lost) writes
+ * nothing. Its parameters follow the caller's, numbered from `first`.
  */
 export function eventCtes(
   name: string,
   source: string,
   e: NewEvent,
   first: number,
-): { sql: string; params: unknown[] } {
+): { sql: string; params: unknown[]; wake: string } {
   const p = (i: number) => `$${first + i - 1}`;
   return {
+    wake: `(SELECT count(*) FROM ${name}_wake)`,
     sql: `${name} AS (${EVENT_COLUMNS}
        SELECT ${eventValues(p)} FROM ${source}
        ON CONFLICT (dedupe_key) DO NOTHING RETURNING 1),

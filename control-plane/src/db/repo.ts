@@ -450,7 +450,7 @@ export async function insertOperationAndEnqueue(
        VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb) RETURNING id)${audit ? `,\n     ${audit.sql}` : ''}${
          event ? `,\n     ${event.sql}` : ''
        }
-     SELECT ${addOperationJobSql('$6', 'o.id', '$7')}${event ? ', (SELECT count(*) FROM e_wake) AS woken' : ''} FROM o`,
+     SELECT ${addOperationJobSql('$6', 'o.id', '$7')}${event ? `, ${event.wake} AS woken` : ''} FROM o`,
     }),
     params,
   );
@@ -470,5 +470,3 @@ export async function insertOperationAndEnqueue(
     updatedAt: now,
   };
 }
-
-/** The operation job's SQL is db/jobs.ts's; re-exported for the callers that enqueue with the operation. */

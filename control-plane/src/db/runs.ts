@@ -191,7 +191,7 @@ export async function recordSuccess(
      ${event.sql}`
                : ''
            }
-     SELECT (SELECT count(*) FROM a) AS audited${event ? ', (SELECT count(*) FROM e_wake) AS woken' : ''}`,
+     SELECT (SELECT count(*) FROM a) AS audited${event ? `, ${event.wake} AS woken` : ''}`,
     }),
     params,
   );

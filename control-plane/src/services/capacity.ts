@@ -117,7 +117,7 @@ export class ConnectionBudget {
   async start(): Promise<void> {
     const { log } = this.opts;
     const settings = await this.settings();
-    await this.record(this.db, settings);
+    const committed = await this.record(this.db, settings);
     const access = await this.source.reserveAdminConnections?.();
     if (access) {
       const ctx = {
@@ -137,10 +137,10 @@ export class ConnectionBudget {
         log.info(ctx, 'granted pg_use_reserved_connections to the data-plane admin');
       }
     }
-    const snap = await this.snapshot();
-    if (snap.budget !== null && snap.committed > snap.budget) {
+    const budget = connectionBudgetOf(settings);
+    if (committed > budget) {
       log.warn(
-        { cluster: this.cluster, budget: snap.budget, committed: snap.committed, ...settingsOf(settings) },
+        { cluster: this.cluster, budget, committed, ...settingsOf(settings) },
         'the connection limits of this cluster’s tenants already exceed its connection budget',
       );
     }
