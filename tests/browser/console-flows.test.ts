@@ -52,7 +52,7 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
   it('sales-ops onboards a pool tenant through the form and sees it go active live, without reloading', async () => {
     const p = await signIn(c, 'sales-ops', '#/onboard');
     const { page } = p;
-    fs.writeFileSync(holdFile, 'step:key');
+    fs.writeFileSync(holdFile, 'step:credentials');
     await page.getByLabel('Slug').fill(SLUG);
     await page.getByLabel('Name', { exact: true }).fill('Globex Corporation');
     await page.getByLabel('pool', { exact: true }).check();
@@ -61,7 +61,7 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
     // The tenant page, with the onboarding held at its first step: provisioning, the step running.
     await page.waitForURL(`**/ui/#/tenants/${SLUG}`);
     const live = page.locator('#in-flight .live');
-    await live.locator('[data-step="key"].step-running').waitFor();
+    await live.locator('[data-step="credentials"].step-running').waitFor();
     await expect(page.locator('#tenant-status').textContent()).resolves.toBe('provisioning');
     // Marks this document: a reload would lose it.
     await page.evaluate(() => {

@@ -65,7 +65,7 @@ beforeAll(async () => {
     ['succeeded', 'failed'].includes(r.status),
   );
   // An onboarding held at its first step: something in flight for the overview.
-  fs.writeFileSync(holdFile, 'step:key');
+  fs.writeFileSync(holdFile, 'step:credentials');
   const held = (
     await inject('POST', '/v1/tenants', s.tokens['sales-ops'], {
       slug: 'cyberdyne',
@@ -75,7 +75,7 @@ beforeAll(async () => {
   ).json() as { operation: { id: string } };
   await until<{ progress: { faultPoint?: string } }>(
     `/v1/operations/${held.operation.id}`,
-    (op) => op.progress.faultPoint === 'step:key',
+    (op) => op.progress.faultPoint === 'step:credentials',
   );
 });
 
@@ -131,7 +131,7 @@ const PAGES: PageCase[] = [
   {
     name: 'tenant-in-flight',
     hash: '#/tenants/cyberdyne',
-    ready: (page) => page.locator('#in-flight [data-step="key"].step-running').waitFor(),
+    ready: (page) => page.locator('#in-flight [data-step="credentials"].step-running').waitFor(),
   },
   {
     name: 'drift',

@@ -78,7 +78,7 @@ describe('POST /v1/tenants', () => {
     expect(body.operation).toMatchObject({ kind: 'onboard', status: 'queued', tenantSlug: slug });
     const op = await waitForOperation(s, body.operation.id);
     expect(op.status).toBe('succeeded');
-    expect(op.steps.map((x) => x.name)).toEqual(['key', 'credentials', 'pool-membership']);
+    expect(op.steps.map((x) => x.name)).toEqual(['credentials', 'pool-membership']);
     expect(op.steps.every((x) => x.status === 'succeeded')).toBe(true);
     const got = await s.app.inject({
       method: 'GET',
@@ -327,7 +327,7 @@ describe('operations', () => {
         .replace(/^data: /, ''),
     );
     expect(end.status).toBe('succeeded');
-    for (const step of ['key', 'credentials', 'role', 'schema', 'grants']) {
+    for (const step of ['credentials', 'role', 'schema']) {
       expect(events.body).toContain(`"name":"${step}","status":"succeeded"`);
     }
   });

@@ -44,9 +44,9 @@ afterAll(async () => {
 });
 
 const ONBOARD_STEPS = {
-  pool: ['key', 'credentials', 'pool-membership'],
-  bridge: ['key', 'credentials', 'role', 'schema', 'grants'],
-  silo: ['key', 'credentials', 'role', 'database', 'schema', 'grants'],
+  pool: ['credentials', 'pool-membership'],
+  bridge: ['credentials', 'role', 'schema'],
+  silo: ['credentials', 'role', 'database', 'schema'],
 } as const;
 type Tier = keyof typeof ONBOARD_STEPS;
 const CASES = (Object.keys(ONBOARD_STEPS) as Tier[]).flatMap((tier) =>

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -118,6 +118,39 @@ describe('local key and secret store', () => {
     await expect(other.createSecret(`s/create/${rand()}`, alias2, { password: 'x' })).rejects.toThrow(
       `key ${alias2} is not enabled`,
     );
+  });
+
+  it("writes a new tenant's key and first secret in one write, and nothing when the alias has a key", async () => {
+    const tenantId = randomUUID();
+    const alias = `alias/both/${rand()}`;
+    const name = `s/both/${rand()}`;
+    const both = await store.createKeyAndSecret(tenantId, alias, name, { password: 'first' });
+    expect(both).toEqual({ keyId: expect.stringMatching(/^lk_/), ref: `local-secret://${name}`, version: 1 });
+    expect(await store.describeKey(alias)).toEqual({ keyId: both!.keyId, state: 'enabled' });
+    // Readable by a store that did not write it (no cached key): sealed under the key it wrote.
+    expect((await new LocalKeyStore(db, loadRootKey(dir)).getSecret(name))?.value).toEqual({
+      password: 'first',
+    });
+    const keyRows = async (a: string) =>
+      (
+        await superQuery<{ key_id: string }>(dbName, 'SELECT key_id FROM local_keys WHERE alias = $1', [a])
+      ).map((r) => r.key_id);
+
+    // A rerun (the alias has its key): nothing written, the caller takes the one-at-a-time path.
+    expect(await store.createKeyAndSecret(tenantId, alias, `s/both/${rand()}`, { password: 'x' })).toBeNull();
+    expect(await keyRows(alias)).toEqual([both!.keyId]);
+
+    // A first version already there under another name's key: the key is made, the secret left alone.
+    const alias2 = `alias/both/${rand()}`;
+    expect(await store.createKeyAndSecret(tenantId, alias2, name, { password: 'second' })).toBeNull();
+    expect(await keyRows(alias2)).toHaveLength(1);
+    expect((await store.getSecret(name))?.value).toEqual({ password: 'first' });
+
+    // A root key a re-wrap retired: nothing at all.
+    const retired = new LocalKeyStore(db, loadRootKey(dir), 'rk_not_current');
+    const alias3 = `alias/both/${rand()}`;
+    expect(await retired.createKeyAndSecret(tenantId, alias3, `s/both/${rand()}`, { v: 1 })).toBeNull();
+    expect(await keyRows(alias3)).toEqual([]);
   });
 
   it('shredding a key makes every secret under it unreadable, and frees the alias for a new key', async () => {

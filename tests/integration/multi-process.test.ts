@@ -28,10 +28,10 @@ const TIERS: Tier[] = Array.from({ length: 100 }, (_, i) =>
 
 describe('one API process and two worker processes', () => {
   it('run 100 onboardings, one worker killed with -9 midway: every tenant active exactly once, catalogs as registered', async () => {
-    // The first worker holds every operation that reaches the `grants` step (bridge and silo) until
+    // The first worker holds every operation that reaches the `schema` step (the last) (bridge and silo) until
     // it is killed: the kill lands inside steps, whatever the machine's speed.
     const hold = path.join(fleet.dir, 'hold-w1');
-    fs.writeFileSync(hold, 'step:grants');
+    fs.writeFileSync(hold, 'step:schema');
     const api = await fleet.start({ TENANTRY_ROLE: 'api' });
     const w1 = await fleet.start({ TENANTRY_ROLE: 'worker', TENANTRY_FAULT_HOLD_FILE: hold });
     const w2 = await fleet.start({ TENANTRY_ROLE: 'worker' });
@@ -56,11 +56,11 @@ describe('one API process and two worker processes', () => {
     expect(accepted).toHaveLength(100);
     const ids = accepted.map((a) => a.operationId);
 
-    // Midway: the first worker holds operations inside their `grants` step and others have succeeded.
+    // Midway: the first worker holds operations inside their `schema` step and others have succeeded.
     const held = async () =>
       superQuery<{ id: string }>(
         fleet.controlDb,
-        `SELECT id FROM operations WHERE id = ANY($1) AND status = 'running' AND progress ->> 'faultPoint' = 'step:grants'`,
+        `SELECT id FROM operations WHERE id = ANY($1) AND status = 'running' AND progress ->> 'faultPoint' = 'step:schema'`,
         [ids],
       );
     let heldIds: string[] = [];

@@ -210,6 +210,18 @@ export interface SecretStore {
     value: Record<string, unknown>,
     opts?: StoreWrite,
   ): Promise<{ ref: string; version: number } | null>;
+  /**
+   * A new tenant's key under `keyAlias` and the secret's first version sealed under it, in one write,
+   * when the alias has no enabled key; otherwise null, and the caller ensures the key and creates the
+   * secret as usual. Only a store that holds both (the local one) has it.
+   */
+  createKeyAndSecret?(
+    tenantId: string,
+    keyAlias: string,
+    name: string,
+    value: Record<string, unknown>,
+    opts?: StoreWrite,
+  ): Promise<{ keyId: string; ref: string; version: number } | null>;
   getSecret(name: string): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null>;
   deleteSecret(name: string): Promise<void>;
 }

@@ -37,6 +37,7 @@ import {
   ensureFreezeSupport,
   ensureFreezeTriggers,
   grantsProvider,
+  grantsSql,
   guardPrivateSchemaSql,
   hardenDatabase,
   isFreezeSupportMissing,
@@ -145,16 +146,24 @@ export class LocalTenantResources {
   }
 
   /**
-   * An onboarding's credentials: the secret as an earlier run of it left it, or its first version
-   * written now; with the login and password it names (none for a pool descriptor), which the same
-   * run's role step sets without reading the secret back.
+   * An onboarding's key and credentials: the tenant's key, then the secret as an earlier run of it
+   * left it, or its first version written now under the key; with the login and password it names
+   * (none for a pool descriptor), which the same run's role step sets without reading the secret back.
+   * A store that holds both writes a new tenant's key and secret in one round trip.
    */
   async provisionCredentials(
     t: ResourceTenant,
     opts: StoreWrite,
-  ): Promise<{ ref: string; version: number; login: StoredLogin | null }> {
+  ): Promise<{ keyId: string; keyAlias: string; ref: string; version: number; login: StoredLogin | null }> {
     const group = this.loginGroup(t);
     const name = tenantSecretName(t.slug);
+    const keyAlias = tenantKeyAlias(t.slug);
+    const descriptor = this.descriptorFor(t);
+    // Its verifier is made on the thread pool while the writes go on.
+    const login = withVerifier(loginOf(descriptor, group));
+    const both = await this.keys.createKeyAndSecret?.(t.id, keyAlias, name, { ...descriptor }, opts);
+    if (both) return { ...both, keyAlias, login };
+    const { keyId } = await this.ensureKey(t, opts);
     const found = async () => {
       const current = await this.keys.getSecret(name);
       return current
@@ -163,17 +172,15 @@ export class LocalTenantResources {
     };
     // A store that writes only if absent takes one round trip; another is read first.
     const earlier = this.keys.createSecret ? null : await found();
-    if (earlier) return earlier;
-    const descriptor = this.descriptorFor(t);
-    const login = withVerifier(loginOf(descriptor, group));
+    if (earlier) return { keyId, keyAlias, ...earlier };
     const written = this.keys.createSecret
-      ? await this.keys.createSecret(name, tenantKeyAlias(t.slug), { ...descriptor }, opts)
-      : await this.keys.putSecret(name, tenantKeyAlias(t.slug), { ...descriptor }, 1, opts);
-    if (written) return { ...written, login };
+      ? await this.keys.createSecret(name, keyAlias, { ...descriptor }, opts)
+      : await this.keys.putSecret(name, keyAlias, { ...descriptor }, 1, opts);
+    if (written) return { keyId, keyAlias, ...written, login };
     const now = await found(); // an earlier run of this onboarding wrote it
     if (!now)
       throw new TenantryError('SECRET_UNAVAILABLE', `the secret ${name} vanished while it was written`);
-    return now;
+    return { keyId, keyAlias, ...now };
   }
 
   /**
@@ -425,29 +432,36 @@ export class LocalTenantResources {
   }
 
   /**
-   * A new tenant schema from the template (onboarding). A bridge schema gets its freeze guards in the
-   * transaction that creates its tables (nobody writes there yet); a silo is cloned from the hardened
-   * template, and one catalog read hardens a silo older than that.
+   * A new tenant schema from the template (onboarding), with the tenant role's grants on it (the role
+   * step ran before). A bridge schema gets its freeze guards and its grants in the transaction that
+   * creates its tables (nobody writes there yet, and nothing sees the schema without its grants); a
+   * silo is cloned from the hardened template, one catalog read hardens a silo older than that, and
+   * the grants follow on the same session.
    */
   async createSchema(t: ResourceTenant): Promise<string> {
     const spec = this.schemaSpec(t);
     if (t.tier === 'bridge') {
-      await this.data(async (db) => {
+      const andThen = [
         // Freeze support is checked inside the schema's transaction, and made only if it is missing.
-        const create = () =>
-          applySchema(db, spec, { andThen: [requireFreezeSupportSql(), guardPrivateSchemaSql(spec.name)] });
+        requireFreezeSupportSql(),
+        guardPrivateSchemaSql(spec.name),
+        // Last: they end with the database-ACL lock, held only until the commit right after.
+        ...grantsSql(this.grantsSpec(t)),
+      ];
+      await this.data(async (db) => {
         try {
-          await create();
+          await applySchema(db, spec, { andThen });
         } catch (e) {
           if (!isFreezeSupportMissing(e)) throw e;
           await ensureFreezeSupport(db, spec.owner);
-          await create();
+          await applySchema(db, spec, { andThen });
         }
       });
     } else {
       await this.onTenantDatabase(t, async (db) => {
         await schemaProvider.create(db, spec);
         await hardenDatabase(db, { shared: false });
+        await this.grantOn(db, t);
       });
     }
     return spec.name;

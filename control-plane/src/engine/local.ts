@@ -61,10 +61,15 @@ import { LocalTenantResources, type LoginMove, type StoredLogin } from './local-
 
 export { PLATFORM_KEY_ALIAS, POOL_SECRET };
 
+/**
+ * An onboarding's steps. `credentials` makes the tenant's key and its secret under it (one round trip
+ * on the local store); `schema` creates the schema with the role's grants on it. Operations accepted
+ * by an earlier build may still list `key` and `grants` on their own: both still run.
+ */
 const ONBOARD: Record<Exclude<Tier, 'account'>, readonly LocalOnboardStep[]> = {
-  pool: ['key', 'credentials', 'pool-membership'],
-  bridge: ['key', 'credentials', 'role', 'schema', 'grants'],
-  silo: ['key', 'credentials', 'role', 'database', 'schema', 'grants'],
+  pool: ['credentials', 'pool-membership'],
+  bridge: ['credentials', 'role', 'schema'],
+  silo: ['credentials', 'role', 'database', 'schema'],
 };
 const OFFBOARD: Record<Exclude<Tier, 'account'>, readonly LocalOffboardStep[]> = {
   pool: ['pool-membership', 'credentials', 'key'],
@@ -467,7 +472,8 @@ export class LocalEngine implements Engine {
     if (!isLocalProvisionStep(step)) throw new TenantryError('PROVIDER_FAILED', `unknown step ${step}`);
     switch (step) {
       case 'key':
-        // An onboarding's key and secret commit relaxed (StoreWrite): nothing serves them before its durable end.
+        // An onboarding's key and secret commit relaxed (StoreWrite): nothing serves them before its
+        // durable end. Its key is made by `credentials` now; this is an earlier build's operation.
         if (up) return r.ensureKey(t, PROVISIONAL);
         await r.shredKey(t);
         return { keyId: null };
@@ -478,7 +484,12 @@ export class LocalEngine implements Engine {
         }
         const written = await r.provisionCredentials(t, PROVISIONAL);
         if (written.login) ctx.memo?.set(MEMO_LOGIN, written.login);
-        return { secretRef: written.ref, secretVersion: written.version };
+        return {
+          keyId: written.keyId,
+          keyAlias: written.keyAlias,
+          secretRef: written.ref,
+          secretVersion: written.version,
+        };
       }
       case 'role':
         if (up) {
@@ -496,6 +507,7 @@ export class LocalEngine implements Engine {
         await r.dropSchema(t);
         return { schema: null };
       case 'grants':
+        // An onboarding's grants come with its schema now; this is an earlier build's operation.
         await (up ? r.applyGrants(t) : r.revokeGrants(t));
         return undefined;
       case 'pool-membership':

@@ -57,6 +57,22 @@ const CREATE_SECRET: NamedStatement = {
            SELECT $1, 1, $2, $3 WHERE EXISTS (SELECT 1 FROM local_keys WHERE key_id = $2 AND state = 'enabled')
          ON CONFLICT (name, version) DO NOTHING RETURNING 1`,
 };
+/**
+ * A new tenant's key and its secret's first version in one write: the secret only if the key was
+ * made here (its ciphertext is sealed under that key), neither if the alias has an enabled key.
+ */
+const CREATE_KEY_AND_SECRET: NamedStatement = {
+  name: 'tenantry.local_keys.create_with_secret',
+  text: `WITH k AS (
+         INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state, root_key_id)
+         SELECT $1, $2, $3, $4, 'enabled', $5::text
+          WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM root_keys WHERE id = $5::text AND state = 'current')
+         ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING RETURNING key_id),
+       s AS (
+         INSERT INTO local_secrets (name, version, key_id, ciphertext) SELECT $6, 1, k.key_id, $7 FROM k
+         ON CONFLICT (name, version) DO NOTHING RETURNING 1)
+       SELECT (SELECT count(*) FROM k)::int AS key, (SELECT count(*) FROM s)::int AS secret`,
+};
 const GET_SECRET: NamedStatement = {
   name: 'tenantry.local_secrets.get',
   text: 'SELECT version, key_id, ciphertext FROM local_secrets WHERE name = $1 ORDER BY version DESC LIMIT 1',
@@ -235,6 +251,38 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     this.aliases.delete(keyAlias);
     this.cache.delete(keyId);
     throw new Error(`key ${keyAlias} is not enabled`);
+  }
+
+  /**
+   * A new tenant's key and its secret's first version, in one round trip: null (nothing written, or
+   * only the key) when the alias had an enabled key, the secret a first version, or this process's
+   * root key was retired; the caller then ensures the key and creates the secret one at a time.
+   */
+  async createKeyAndSecret(
+    tenantId: string,
+    alias: string,
+    name: string,
+    value: Record<string, unknown>,
+    opts?: StoreWrite,
+  ): Promise<{ keyId: string; ref: string; version: number } | null> {
+    const keyId = `lk_${randomBytes(12).toString('hex')}`;
+    const material = randomBytes(32);
+    const { rows } = await this.writer(opts).query<{ key: number; secret: number }>(
+      named(CREATE_KEY_AND_SECRET),
+      [
+        keyId,
+        alias,
+        tenantId,
+        seal(this.rootKey, material, wrappedKeyAad(keyId)),
+        this.rootKeyId ?? null,
+        name,
+        seal(material, Buffer.from(JSON.stringify(value)), `secret:${name}:1`),
+      ],
+    );
+    if (rows[0]?.key !== 1) return null;
+    this.cache.set(keyId, material);
+    this.aliases.set(alias, keyId);
+    return rows[0].secret === 1 ? { keyId, ref: `local-secret://${name}`, version: 1 } : null;
   }
 
   async getSecret(

@@ -57,29 +57,34 @@ END $grants$`;
 }
 
 /**
+ * The statements of `applyGrants`, for a caller that runs them at the end of a transaction of its
+ * own (a new schema and its grants in one commit). The database-ACL lock (lockDatabaseAcl's) is taken
+ * last, just before the one statement that needs it, so concurrent tenants wait only for each other's
+ * GRANT CONNECT and commit, not for their whole batches: keep these last in the caller's transaction.
+ */
+export function grantsSql(spec: GrantsSpec): string[] {
+  const s = ident(spec.schema);
+  const role = ident(spec.role);
+  const owner = ident(spec.owner);
+  return [
+    `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
+    `REVOKE CREATE ON SCHEMA ${s} FROM ${role}`,
+    `GRANT USAGE ON SCHEMA ${s} TO ${role}`,
+    grantRelationsSql(spec.schema, spec.role),
+    `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
+    `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`,
+    metaLockSql(ACL_LOCK),
+    `GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`,
+  ];
+}
+
+/**
  * USAGE and DML on one schema, CONNECT on one database; never CREATE, never ownership.
  * Applies the grants in one implicit transaction (one round trip) without reading them back;
  * create/update add the observation, callers on a hot path may skip it.
  */
 export async function applyGrants(db: Queryable, spec: GrantsSpec): Promise<void> {
-  const s = ident(spec.schema);
-  const role = ident(spec.role);
-  const owner = ident(spec.owner);
-  // One implicit transaction, one round trip. The database-ACL lock (lockDatabaseAcl's) is taken
-  // last, just before the one statement that needs it, so concurrent tenants wait only for each
-  // other's GRANT CONNECT and commit, not for their whole batches.
-  await db.query(
-    [
-      `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
-      `REVOKE CREATE ON SCHEMA ${s} FROM ${role}`,
-      `GRANT USAGE ON SCHEMA ${s} TO ${role}`,
-      grantRelationsSql(spec.schema, spec.role),
-      `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
-      `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`,
-      metaLockSql(ACL_LOCK),
-      `GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`,
-    ].join(';\n'),
-  );
+  await db.query(grantsSql(spec).join(';\n'));
 }
 
 export const grantsProvider: Provider<GrantsSpec, GrantsState> = {

@@ -24,7 +24,7 @@ export {
   waitForOlderTransactions,
   withFreezeLifted,
 } from './freeze.js';
-export { applyGrants, type GrantsSpec, type GrantsState, grantsProvider } from './grants.js';
+export { applyGrants, type GrantsSpec, type GrantsState, grantsProvider, grantsSql } from './grants.js';
 export {
   type HardeningSpec,
   type HardeningState,
