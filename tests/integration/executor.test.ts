@@ -123,15 +123,88 @@ describe('operation executor', () => {
     expect(mid?.status).toBe('queued');
     expect(mid?.steps.map((s) => s.status)).toEqual(['succeeded', 'pending', 'pending']);
     expect(mid?.steps[1]?.error).toContain('connection reset');
-    expect((await findTenantBySlug(db, slug))?.status).toBe('provisioning');
+    // Key's record waited (the interval) and went before the run was handed back, with its output.
+    expect(await findTenantBySlug(db, slug)).toMatchObject({
+      status: 'provisioning',
+      outputs: { key: 'done' },
+    });
     await exec.run(opId);
     expect(engine.calls).toEqual(['onboard:key', 'onboard:role', 'onboard:role', 'onboard:schema']);
     expect((await findOperation(db, opId))?.status).toBe('succeeded');
   });
 
-  it('runs a step again when its record fails behind the next step (the record carried its outputs)', async () => {
-    // Step records are written behind the steps (executor.ts): role's record fails once, with a
-    // retryable error, while schema runs. The run is handed back with role pending, and role runs again.
+  it("writes an onboarding's step records at most once per interval: a short one writes only its claim and its end", async () => {
+    engine.calls = [];
+    const { slug, opId } = await create();
+    const log = `reclog_${rand(3)}`;
+    await db.query(
+      `CREATE TABLE ${log} (n serial, status text, steps jsonb);
+       CREATE FUNCTION ${log}() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN INSERT INTO ${log} (status, steps) VALUES (NEW.status, NEW.steps); RETURN NEW; END $$;
+       CREATE TRIGGER ${log} BEFORE UPDATE ON operations FOR EACH ROW WHEN (NEW.id = '${opId}')
+         EXECUTE FUNCTION ${log}();`,
+    );
+    try {
+      await exec.run(opId);
+      const writes = await db.query<{ status: string; steps: { status: string }[] }>(
+        `SELECT status, steps FROM ${log} ORDER BY n`,
+      );
+      // The claim, then the end with every step: no step record in between.
+      expect(writes.rows.map((r) => [r.status, r.steps.map((x) => x.status).join(',')])).toEqual([
+        ['running', 'pending,pending,pending'],
+        ['succeeded', 'succeeded,succeeded,succeeded'],
+      ]);
+      // The end carried every step's outputs to the tenant.
+      expect((await findTenantBySlug(db, slug))?.outputs).toMatchObject({
+        key: 'done',
+        role: 'done',
+        schema: 'done',
+      });
+    } finally {
+      await db.query(`DROP TRIGGER ${log} ON operations; DROP FUNCTION ${log}(); DROP TABLE ${log}`);
+    }
+  });
+
+  it("records a slow onboarding step's start, and the steps before it with their outputs, within the interval", async () => {
+    engine.calls = [];
+    let release = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    engine.onStep = async (ctx) => {
+      if (ctx.step === 'role') await held;
+    };
+    try {
+      const { slug, opId } = await create();
+      const run = exec.run(opId);
+      const until = Date.now() + 5000;
+      let seen: string[] = [];
+      while (Date.now() < until) {
+        seen = ((await findOperation(db, opId))?.steps ?? []).map((x) => `${x.name}:${x.status}`);
+        if (seen[1] === 'role:running') break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(seen).toEqual(['key:succeeded', 'role:running', 'schema:pending']);
+      expect((await findTenantBySlug(db, slug))?.outputs).toMatchObject({ key: 'done' });
+      release();
+      await run;
+      expect((await findOperation(db, opId))?.status).toBe('succeeded');
+    } finally {
+      engine.onStep = undefined;
+      release();
+    }
+  });
+
+  it('runs a step again when its record fails behind the next step, and again when the run hands it back', async () => {
+    // Step records are written behind the steps (worker/step-records.ts); with recordEveryMs 0 each
+    // step's goes as it ends. Role's record fails, with a retryable error, while schema runs, and
+    // again when the run records what waits before handing itself back: the run is handed back with
+    // role pending, its output never on the tenant, and role runs again.
+    const exec = new OperationExecutor(db, engine, pino({ level: 'silent' }), new Metrics(db), {
+      maxAttempts: 3,
+      leaseMs: 1000,
+      recordEveryMs: 0,
+    });
     engine.calls = [];
     const { slug, opId } = await create();
     const seq = `flaky_${rand(3)}`;
@@ -141,7 +214,7 @@ describe('operation executor', () => {
        BEGIN
          IF NEW.steps @> '[{"name": "role", "status": "succeeded"}]'
             AND NOT OLD.steps @> '[{"name": "role", "status": "succeeded"}]'
-            AND nextval('${seq}') = 1 THEN
+            AND nextval('${seq}') <= 2 THEN
            RAISE EXCEPTION 'role record lost' USING ERRCODE = '40001';
          END IF;
          RETURN NEW;

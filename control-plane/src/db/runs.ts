@@ -149,7 +149,8 @@ export async function requeueOperation(
 /**
  * An operation's end in one statement, so one round trip and its own transaction outside one: the
  * operation succeeds, its tenant takes `tenantStatus` (a reactivation's suspension record cleared),
- * the audit record `operation.<kind>.succeeded` and the completion event are written. All of it
+ * the audit record `operation.<kind>.succeeded` and the completion event are written, and the step
+ * outputs no step record carried are merged into the tenant's (worker/step-records.ts). All of it
  * only if this runner still holds the lease.
  */
 export async function recordSuccess(
@@ -158,7 +159,12 @@ export async function recordSuccess(
   runnerId: string,
   tenant: { id: string; slug: string },
   tenantStatus: TenantStatus,
-  also: { event: NewEvent | null; clearSuspension: boolean } = { event: null, clearSuspension: false },
+  also: {
+    event: NewEvent | null;
+    clearSuspension: boolean;
+    /** Step outputs not yet on the tenant (merged as `saveSteps` merges them). */
+    outputs?: Record<string, unknown>;
+  } = { event: null, clearSuspension: false },
 ): Promise<void> {
   const params: unknown[] = [
     op.id,
@@ -170,6 +176,7 @@ export async function recordSuccess(
     WORKER_ACTOR.name,
     `operation.${op.kind}.succeeded`,
     also.clearSuspension,
+    JSON.stringify(also.outputs ?? {}),
   ];
   // The event reads `t`: written only if this runner's lease recorded the end, after the tenant's row lock.
   const event = also.event ? eventCtes('e', 't', also.event, params.length + 1) : null;
@@ -182,7 +189,8 @@ export async function recordSuccess(
               finished_at = now(), updated_at = now()
         WHERE id = $1 AND lease_owner = $6 RETURNING id),
      t AS (UPDATE tenants SET status = $4, updated_at = now(),
-                  suspension = CASE WHEN $9::boolean THEN NULL ELSE suspension END
+                  suspension = CASE WHEN $9::boolean THEN NULL ELSE suspension END,
+                  outputs = CASE WHEN $10::jsonb = '{}'::jsonb THEN outputs ELSE jsonb_strip_nulls(outputs || $10::jsonb) END
             WHERE id = $3 AND EXISTS (SELECT 1 FROM o) RETURNING id),
      a AS (INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, operation_id, details)
            SELECT NULL, $7, 'system', $8, $3, $5, $1, jsonb_build_object('tenantStatus', $4::text) FROM t RETURNING 1)${

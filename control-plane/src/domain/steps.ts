@@ -38,6 +38,15 @@ export type AwsOnboardStep = (typeof AWS_ONBOARD_STEPS)[number];
 export type AwsOffboardStep = (typeof AWS_OFFBOARD_STEPS)[number];
 
 export type OnboardStep = LocalOnboardStep | AwsOnboardStep;
+/**
+ * An onboarding's resource steps: each converges one resource idempotently, and running one again
+ * after later ones ran leaves everything as it was. So their records may wait and be lost together in
+ * a crash (worker/step-records.ts): the steps just run again. Not so for the steps of a promotion, a
+ * rotation or an offboarding, where a step run again after a later one could undo it.
+ */
+export const isOnboardResourceStep = (step: string): boolean =>
+  isLocalProvisionStep(step) || (AWS_ONBOARD_STEPS as readonly string[]).includes(step);
+
 export type OffboardStep = LocalOffboardStep | AwsOffboardStep;
 
 /* ---- promotion (and its rollback and abort) */

@@ -25,6 +25,7 @@ import { runLeaseOwner } from '../domain/ids.js';
 import { type Engine, type PromotionParams, type StepTenant, stepTenantOf } from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import { isRotationParams } from '../domain/rotation.js';
+import { isOnboardResourceStep } from '../domain/steps.js';
 import { type OperationStep, RELEASE_PROMOTION_SOURCES_STEP, type Tenant } from '../domain/tenant.js';
 import type { DriftRemediator, Finding } from '../drift/types.js';
 import { safeMessage } from '../lib/errors.js';
@@ -39,6 +40,13 @@ import {
   statusAfterFailure,
   statusAfterSuccess,
 } from './lifecycle.js';
+import { StepRecords } from './step-records.js';
+
+/**
+ * An onboarding's step records: at most one per quarter second. A person watching the console sees
+ * each step start and end within it; an onboarding shorter than that writes only its claim and its end.
+ */
+const RECORD_EVERY_MS = 250;
 
 /** An error past an operation's point of no return: retried, or resumed, but never undone. */
 export function isForwardOnly(e: unknown): boolean {
@@ -63,6 +71,8 @@ export interface TenantMigrator {
 export interface ExecutorOptions {
   maxAttempts: number;
   leaseMs: number;
+  /** At most one step record per this many ms while an operation runs (worker/step-records.ts; 0: every start and success). */
+  recordEveryMs?: number;
   /** Runs the steps of `reconcile` operations (drift remediation); without it they fail with a reason. */
   reconciler?: DriftRemediator;
   /** Runs the step of `migrate` operations (a rollout's, resumed after a crash); without it they fail with a reason. */
@@ -70,9 +80,10 @@ export interface ExecutorOptions {
 }
 
 /**
- * Runs operations as resumable state machines. Progress is stored after every step, so a
- * crash re-runs at most the step that was in flight (every step is idempotent). A lease with
- * a heartbeat marks who is running an operation; the reaper requeues expired leases.
+ * Runs operations as resumable state machines. Progress is stored behind every step, so a crash
+ * re-runs at most the step that was in flight (every step is idempotent); an onboarding's resource
+ * steps share records within a quarter second, and a crash re-runs those its lost records held. A
+ * lease with a heartbeat marks who is running an operation; the reaper requeues expired leases.
  */
 export class OperationExecutor {
   readonly runnerId = `runner_${randomBytes(6).toString('hex')}`;
@@ -152,104 +163,89 @@ export class OperationExecutor {
       x.finishedAt = null;
       delete x.error;
     };
-    // Step records are written behind the steps: a step's record (its outputs, its success and the
-    // next step's start) is sent as it ends and the next step starts at once, overlapping it. At most
-    // one record is in flight, in order; each step awaits the previous record before sending its own
-    // (a record that failed fails that step, as a failed write in it would), and whatever ends the run
-    // waits for it. A crash before a record lands re-runs its step, as a crash just before the write
-    // always did (every step is idempotent); lease loss is the signal's, not the record's, to tell.
-    let recorded: Promise<void> = Promise.resolve();
+    // Step records are written behind the steps (worker/step-records.ts). An onboarding's are sent at
+    // most one per recordEveryMs: a step's start and success as they happen unless a record went out
+    // less than that ago, and whatever is left goes with the operation's end, so an onboarding shorter
+    // than the interval writes none between its claim and its end.
+    // Only an onboarding's resource steps may share a record; every other run records each step.
+    const deferrable = op.kind === 'onboard' && todo.every((x) => isOnboardResourceStep(x.name));
+    const records = new StepRecords(
+      steps,
+      (snapshot, outputs) =>
+        this.saveSteps({ query: this.db.relaxedQuery }, op, snapshot, tenant.id, outputs),
+      deferrable ? (this.opts.recordEveryMs ?? RECORD_EVERY_MS) : 0,
+    );
     const memo = new Map<string, unknown>();
-    let recordedStep: OperationStep | undefined;
-    const record = (done: OperationStep | undefined, outputs: Record<string, unknown> | undefined) => {
-      const snapshot = structuredClone(steps);
-      recordedStep = done;
-      recorded = this.saveSteps({ query: this.db.relaxedQuery }, op, snapshot, tenant.id, outputs);
-      recorded.catch(() => undefined); // awaited by the next step or the run's end
-    };
-    /** The record in flight, landed; if it failed, its step is pending again (its outputs were lost with it). */
-    const settle = async (): Promise<unknown> => {
-      const failed = await recorded.then(
-        () => undefined,
-        (e: unknown) => e ?? new Error('a step record failed'),
-      );
-      if (failed && recordedStep) {
-        recordedStep.status = 'pending';
-        recordedStep.finishedAt = null;
+    try {
+      if (todo[0]) {
+        markRunning(todo[0]);
+        records.note();
       }
-      recorded = Promise.resolve();
-      return failed;
-    };
-    if (todo[0]) {
-      markRunning(todo[0]);
-      record(undefined, undefined);
-    }
-    for (const [i, step] of todo.entries()) {
-      if (signal.aborted) throw new Error('lease lost; another runner will resume');
-      const started = process.hrtime.bigint();
-      try {
-        const outputs =
-          op.kind === 'reconcile'
-            ? await this.reconcileStep(op, tenant, step.name, signal)
-            : op.kind === 'migrate'
-              ? await this.migrateStep(op, tenant, step.name, signal)
-              : step.name === RELEASE_PROMOTION_SOURCES_STEP
-                ? await this.releasePromotionSources(op, tenant)
-                : await this.engine.runStep({
-                    operationId: op.id,
-                    kind: op.kind,
-                    step: step.name,
-                    tenant: stepTenantOf(tenant),
-                    signal,
-                    params: op.params,
-                    progress: op.progress,
-                    report: (patch) => this.report(op, patch),
-                    onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
-                    memo,
-                  });
-        await this.flushResources(op);
-        // The archive an export step wrote is recorded ready (with its event) before the step is.
-        if (step.name === EXPORT_STEP) await this.db.tx((q) => recordExportReady(q, op, tenant));
-        const lost = await settle();
-        if (lost) throw lost;
-        step.status = 'succeeded';
-        step.finishedAt = new Date().toISOString();
-        const next = todo[i + 1];
-        if (next) markRunning(next);
-        // One statement records this step's outputs, its success and the next step's start. The last
-        // step's success, when it has no outputs, goes with the operation's end instead (a crash before
-        // that re-runs it, as one before its record would).
-        if (next || (outputs !== undefined && Object.keys(outputs).length > 0)) record(step, outputs);
-        this.observeStep(op.kind, step.name, 'succeeded', started);
-        log.debug({ step: step.name }, 'step succeeded');
-      } catch (e) {
-        // The previous step's record may still be in flight: what follows writes the steps again.
-        await settle();
-        await this.flushResources(op);
-        this.observeStep(op.kind, step.name, 'failed', started);
-        step.error = safeMessage(e);
-        if (isRetryable(e) && op.attempts < this.opts.maxAttempts) {
-          step.status = 'pending';
-          await this.requeue(op, steps);
-          log.warn(
-            { step: step.name, err: step.error, attempt: op.attempts },
-            'step failed; will retry with backoff',
-          );
-          throw e; // the job queue retries with exponential backoff
+      for (const [i, step] of todo.entries()) {
+        if (signal.aborted) throw new Error('lease lost; another runner will resume');
+        const started = process.hrtime.bigint();
+        try {
+          const outputs =
+            op.kind === 'reconcile'
+              ? await this.reconcileStep(op, tenant, step.name, signal)
+              : op.kind === 'migrate'
+                ? await this.migrateStep(op, tenant, step.name, signal)
+                : step.name === RELEASE_PROMOTION_SOURCES_STEP
+                  ? await this.releasePromotionSources(op, tenant)
+                  : await this.engine.runStep({
+                      operationId: op.id,
+                      kind: op.kind,
+                      step: step.name,
+                      tenant: stepTenantOf(tenant),
+                      signal,
+                      params: op.params,
+                      progress: op.progress,
+                      report: (patch) => this.report(op, patch),
+                      onResourceEvent: (e) => this.resourceEvent(op, step.name, e),
+                      memo,
+                    });
+          await this.flushResources(op);
+          // The archive an export step wrote is recorded ready (with its event) before the step is.
+          if (step.name === EXPORT_STEP) await this.db.tx((q) => recordExportReady(q, op, tenant));
+          // A record that failed while this step ran fails it, as a failed write in it would.
+          const lost = await records.settle();
+          if (lost) throw lost;
+          step.status = 'succeeded';
+          step.finishedAt = new Date().toISOString();
+          const next = todo[i + 1];
+          if (next) markRunning(next);
+          records.note(step, outputs);
+          this.observeStep(op.kind, step.name, 'succeeded', started);
+          log.debug({ step: step.name }, 'step succeeded');
+        } catch (e) {
+          // What waits is recorded before the run is handed back or failed (those write the steps
+          // again); if that fails too, the steps it carried run again on resume, their outputs lost.
+          if (await records.flush()) records.revertUnlanded();
+          await this.flushResources(op);
+          this.observeStep(op.kind, step.name, 'failed', started);
+          step.error = safeMessage(e);
+          if (isRetryable(e) && op.attempts < this.opts.maxAttempts) {
+            step.status = 'pending';
+            await this.requeue(op, steps);
+            log.warn(
+              { step: step.name, err: step.error, attempt: op.attempts },
+              'step failed; will retry with backoff',
+            );
+            throw e; // the job queue retries with exponential backoff
+          }
+          step.status = 'failed';
+          step.finishedAt = new Date().toISOString();
+          await this.fail(op, tenant, steps, log, e, signal);
+          return;
         }
-        step.status = 'failed';
-        step.finishedAt = new Date().toISOString();
-        await this.fail(op, tenant, steps, log, e, signal);
-        return;
       }
+      // A record that failed at the end is not retried on its own: the end writes every step and
+      // every output not yet on the tenant, in its one statement.
+      const { outputs } = await records.close();
+      await this.succeed(op, tenant, steps, log, outputs);
+    } finally {
+      records.stop();
     }
-    const lost = await settle();
-    if (lost) {
-      // The last step's record failed: hand the run back (that step runs again) as a failed write in it would.
-      await this.requeue(op, steps);
-      throw lost;
-    }
-    await this.succeed(op, tenant, steps, log);
   }
 
   /** One step of a drift repair: the findings it acts on travel in the operation's params. */
@@ -358,16 +354,29 @@ export class OperationExecutor {
     await requeueOperation(this.db, op.id, op.owner, steps);
   }
 
-  private async succeed(op: Claimed, tenant: Tenant, steps: OperationStep[], log: Logger): Promise<void> {
+  /** `outputs`: those of steps whose record never went (the end writes them). */
+  private async succeed(
+    op: Claimed,
+    tenant: Tenant,
+    steps: OperationStep[],
+    log: Logger,
+    outputs: Record<string, unknown>,
+  ): Promise<void> {
     this.resourceFlush.delete(op.id);
-    if (op.kind === 'promote') return this.succeedPromotion(op, tenant, steps, log);
-    if (op.kind === 'rotate') return this.succeedRotation(op, tenant, steps, log);
+    if (op.kind === 'promote' || op.kind === 'rotate') {
+      // Their ends write no tenant outputs: a record carries them first (these runs are long anyway).
+      if (Object.keys(outputs).length > 0) await this.saveSteps(this.db, op, steps, tenant.id, outputs);
+      return op.kind === 'promote'
+        ? this.succeedPromotion(op, tenant, steps, log)
+        : this.succeedRotation(op, tenant, steps, log);
+    }
     const status = statusAfterSuccess(op.kind, tenant.status);
     // The operation ends, the tenant changes state, the audit record and the lifecycle event are written,
     // in one statement (all of it only if this run still holds the lease).
     await recordSuccess(this.db, { id: op.id, kind: op.kind, steps }, op.owner, tenant, status, {
       event: completionEvent(op, tenant, status),
       clearSuspension: op.kind === 'reactivate',
+      outputs,
     });
     this.metrics.operations.inc({ kind: op.kind, status: 'succeeded' });
     this.metrics.acceptToDone.observe(
