@@ -2,13 +2,21 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import {
+  applyLogins,
+  applySchema,
   databaseProvider,
+  dropLogins,
+  ensureFreezeSupport,
   grantsProvider,
+  grantsSql,
+  guardNewTablesSql,
+  guardPrivateSchemaSql,
   POLICY_NAME,
   poolMembershipProvider,
   poolProvider,
   roleProvider,
   schemaProvider,
+  templateRelations,
 } from '../../control-plane/src/providers/postgres/index.js';
 import { scramVerifierAsync } from '../../control-plane/src/providers/postgres/scram.js';
 import { adminUrl, dropDatabases, rand, superQuery } from '../helpers/runtime.js';
@@ -65,6 +73,61 @@ describe('role provider', () => {
     await roleProvider.delete(maint, spec);
     await roleProvider.delete(maint, spec);
     expect(await roleProvider.observe(maint, spec)).toBeNull();
+  });
+});
+
+describe('login roles for a new tenant (fresh)', () => {
+  it('creates the group and its logins with plain statements, and converges roles found already there', async () => {
+    const group = `gr_${rand(4)}`;
+    const logins = [`la_${group}`, `lb_${group}`] as [string, string];
+    const spec = {
+      group,
+      logins,
+      current: logins[0],
+      ...limits,
+      searchPath: ['app'],
+      verifier: await scramVerifierAsync('fresh-one'),
+    };
+    const roles = () =>
+      superQuery<{
+        n: string;
+        login: boolean;
+        su: boolean;
+        bypass: boolean;
+        limit: number;
+        cfg: string[] | null;
+      }>(
+        'postgres',
+        `SELECT rolname AS n, rolcanlogin AS login, rolsuper AS su, rolbypassrls AS bypass, rolconnlimit AS limit,
+                rolconfig AS cfg FROM pg_roles WHERE rolname = ANY ($1) ORDER BY 1`,
+        [[group, ...logins]],
+      );
+    const members = () =>
+      superQuery<{ m: string }>(
+        'postgres',
+        `SELECT pg_get_userbyid(member) AS m FROM pg_auth_members WHERE roleid = $1::regrole ORDER BY 1`,
+        [group],
+      );
+    const cfg = ['statement_timeout=1234', 'idle_in_transaction_session_timeout=5678', 'search_path=app'];
+    const expected = [
+      { n: group, login: false, su: false, bypass: false, limit: 7, cfg },
+      { n: logins[0], login: true, su: false, bypass: false, limit: 7, cfg },
+      { n: logins[1], login: false, su: false, bypass: false, limit: 7, cfg },
+    ].sort((a, b) => a.n.localeCompare(b.n));
+    await applyLogins(maint, spec, { fresh: true });
+    expect(await roles()).toEqual(expected);
+    expect((await members()).map((r) => r.m)).toEqual(expect.arrayContaining(logins));
+    const c = new pg.Client({
+      connectionString: adminUrl(dbName).replace(/\/\/[^@]+@/, `//${logins[0]}:fresh-one@`),
+    });
+    await c.connect();
+    await c.end();
+    // Found already there, one of them changed behind our back: the plain statements fail, nothing of
+    // them stays, and the roles are converged as found.
+    await superQuery('postgres', `ALTER ROLE ${logins[1]} BYPASSRLS CONNECTION LIMIT 99`);
+    await applyLogins(maint, spec, { fresh: true });
+    expect(await roles()).toEqual(expected);
+    await dropLogins(maint, { group, logins, ...limits });
   });
 });
 
@@ -151,6 +214,76 @@ describe('schema and grants providers', () => {
     await schemaProvider.delete(db, spec);
     await schemaProvider.delete(db, spec);
     expect(await schemaProvider.observe(db, spec)).toBeNull();
+  });
+
+  it("names a new schema's relations from the template's probe: the same guards and grants as found in the catalog", async () => {
+    // The probe leaves nothing behind (its schema is rolled back) and is read once per template.
+    const schemasBefore = await superQuery<{ n: number }>(
+      dbName,
+      'SELECT count(*)::int AS n FROM pg_namespace',
+    );
+    const rels = await templateRelations(db, template);
+    expect(rels).toEqual({
+      tables: ['users', 'documents', 'settings'],
+      relations: ['users', 'documents', 'settings'],
+      sequences: [],
+    });
+    expect(await templateRelations(db, template)).toBe(rels);
+    expect(await superQuery<{ n: number }>(dbName, 'SELECT count(*)::int AS n FROM pg_namespace')).toEqual(
+      schemasBefore,
+    );
+    await ensureFreezeSupport(db, owner);
+    // Two schemas from the template: one guarded and granted by name, one by the catalog search.
+    const grantsOf = async (schema: string) =>
+      superQuery<{ t: string; g: string; p: string }>(
+        dbName,
+        `SELECT c.relname AS t, pg_get_userbyid(a.grantee) AS g, a.privilege_type AS p
+           FROM pg_class c, aclexplode(c.relacl) a
+          WHERE c.relnamespace = $1::regnamespace AND pg_get_userbyid(a.grantee) <> pg_get_userbyid(c.relowner)
+          ORDER BY 1, 2, 3`,
+        [schema],
+      );
+    const guardsOf = async (schema: string) =>
+      superQuery<{ t: string; g: string }>(
+        dbName,
+        `SELECT c.relname AS t, g.tgname AS g FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+          WHERE c.relnamespace = $1::regnamespace AND NOT g.tgisinternal ORDER BY 1, 2`,
+        [schema],
+      );
+    const made: { schema: string; role: string }[] = [];
+    for (const byName of [true, false]) {
+      const name = `s_${rand(4)}`;
+      const role = `g_${rand(4)}`;
+      await roleProvider.create(maint, { name: role, ...limits });
+      const g = { database: dbName, schema: name, role, owner };
+      await applySchema(
+        db,
+        { name, owner, template },
+        {
+          andThen: byName
+            ? [...guardNewTablesSql(name, rels.tables), ...grantsSql(g, rels)]
+            : [guardPrivateSchemaSql(name), ...grantsSql(g)],
+        },
+      );
+      made.push({ schema: name, role });
+    }
+    const [a, b] = made as [{ schema: string; role: string }, { schema: string; role: string }];
+    const rename = (rows: { g: string }[], from: string) =>
+      rows.map((r) => ({ ...r, g: r.g === from ? 'ROLE' : r.g }));
+    expect(rename(await grantsOf(a.schema), a.role)).toEqual(rename(await grantsOf(b.schema), b.role));
+    expect(await grantsOf(a.schema)).toContainEqual({ t: 'users', g: a.role, p: 'UPDATE' });
+    expect(await guardsOf(a.schema)).toEqual(await guardsOf(b.schema));
+    expect((await guardsOf(a.schema)).map((r) => r.t)).toEqual(['documents', 'settings', 'users']);
+    // A rerun finds the schema: it converges through the catalog-searching statements, without error.
+    await applySchema(
+      db,
+      { name: a.schema, owner, template },
+      {
+        andThen: [...guardNewTablesSql(a.schema, rels.tables)],
+        andThenExisting: [guardPrivateSchemaSql(a.schema)],
+      },
+    );
+    expect((await guardsOf(a.schema)).map((r) => r.t)).toEqual(['documents', 'settings', 'users']);
   });
 
   it('refuses an identifier that is not a plain lowercase name', async () => {

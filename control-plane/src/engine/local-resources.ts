@@ -38,6 +38,7 @@ import {
   ensureFreezeTriggers,
   grantsProvider,
   grantsSql,
+  guardNewTablesSql,
   guardPrivateSchemaSql,
   hardenDatabase,
   isFreezeSupportMissing,
@@ -46,6 +47,7 @@ import {
   retireLogins,
   schemaProvider,
   type TenantTemplate,
+  templateRelations,
 } from '../providers/postgres/index.js';
 import { scramVerifierAsync } from '../providers/postgres/scram.js';
 import {
@@ -252,7 +254,13 @@ export class LocalTenantResources {
    */
   async applyRole(
     t: LoginOwner,
-    opts: { password: boolean; andThen?: (db: Queryable) => Promise<void>; login?: StoredLogin },
+    opts: {
+      password: boolean;
+      andThen?: (db: Queryable) => Promise<void>;
+      login?: StoredLogin;
+      /** An onboarding's: the roles are expected not to exist yet (applyRoles' fresh path). */
+      fresh?: boolean;
+    },
   ): Promise<string> {
     const g = this.loginGroup(t);
     const { user, password, verifier } = opts.login ?? (await this.storedLogin(g));
@@ -264,6 +272,7 @@ export class LocalTenantResources {
         made !== undefined
           ? { ...this.loginsSpec(g, user), verifier: made }
           : this.loginsSpec(g, user, opts.password ? password : undefined),
+        { fresh: opts.fresh === true },
       );
       await opts.andThen?.(db);
     });
@@ -441,20 +450,31 @@ export class LocalTenantResources {
   async createSchema(t: ResourceTenant): Promise<string> {
     const spec = this.schemaSpec(t);
     if (t.tier === 'bridge') {
-      const andThen = [
-        // Freeze support is checked inside the schema's transaction, and made only if it is missing.
-        requireFreezeSupportSql(),
-        guardPrivateSchemaSql(spec.name),
-        // Last: they end with the database-ACL lock, held only until the commit right after.
-        ...grantsSql(this.grantsSpec(t)),
-      ];
       await this.data(async (db) => {
+        // The template's relations, read once per process: the guards and grants name them.
+        const rels = await templateRelations(db, spec.template);
+        const grants = this.grantsSpec(t);
+        // Freeze support is checked inside the schema's transaction, and made only if it is missing.
+        // The grants go last: they end with the database-ACL lock, held only until the commit after.
+        const opts = {
+          andThen: [
+            requireFreezeSupportSql(),
+            ...guardNewTablesSql(spec.name, rels.tables),
+            ...grantsSql(grants, rels),
+          ],
+          // A schema found already there (a rerun): its relations found in the catalog, guarded where not yet.
+          andThenExisting: [
+            requireFreezeSupportSql(),
+            guardPrivateSchemaSql(spec.name),
+            ...grantsSql(grants),
+          ],
+        };
         try {
-          await applySchema(db, spec, { andThen });
+          await applySchema(db, spec, opts);
         } catch (e) {
           if (!isFreezeSupportMissing(e)) throw e;
           await ensureFreezeSupport(db, spec.owner);
-          await applySchema(db, spec, { andThen });
+          await applySchema(db, spec, opts);
         }
       });
     } else {

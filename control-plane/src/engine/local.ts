@@ -494,7 +494,7 @@ export class LocalEngine implements Engine {
       case 'role':
         if (up) {
           const login = ctx.memo?.get(MEMO_LOGIN) as StoredLogin | undefined;
-          return { user: await r.applyRole(t, { password: true, ...(login ? { login } : {}) }) };
+          return { user: await r.applyRole(t, { password: true, fresh: true, ...(login ? { login } : {}) }) };
         }
         await r.dropRole(t);
         return { user: null };

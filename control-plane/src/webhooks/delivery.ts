@@ -59,6 +59,8 @@ export interface DeliveryOptions {
    * minute's sweep sends what a failed or lost send left.
    */
   sinks?: readonly EventSink[];
+  /** How long a wake-up waits for more events before publishing (default PUBLISH_COALESCE_MS). */
+  publishCoalesceMs?: number;
 }
 
 /** An outside receiver of the published events, in `seq` order, at least once. */
@@ -69,6 +71,9 @@ export interface EventSink {
   /** Whether published events wait to be sent. */
   behind(): Promise<boolean>;
 }
+
+/** How long a wake-up of the publisher waits for more events before it publishes (`wake`). */
+const PUBLISH_COALESCE_MS = 20;
 
 /** Deliveries one job makes before it hands the stream to a fresh job (other streams get their turn). */
 const BATCH = 100;
@@ -102,8 +107,11 @@ export class WebhookDeliverer {
   private again = false;
 
   /**
-   * Publishes now, and once more after the publish in flight if woken meanwhile: wake-ups during a
-   * publish fold into one. A failure is logged; the next event or the minute's sweep retries.
+   * Publishes shortly after the first wake-up (PUBLISH_COALESCE_MS), and once more after the publish
+   * in flight if woken meanwhile: wake-ups in the window and during a publish fold into one. So a
+   * burst of events is one publish (one transaction numbering them all), and a publish does not run
+   * in the same instant as the commit that woke it, which its writer's next statements need. A
+   * failure is logged; the next event or the minute's sweep retries.
    */
   wake(): void {
     if (this.publishing) {
@@ -111,6 +119,7 @@ export class WebhookDeliverer {
       return;
     }
     this.publishing = (async () => {
+      await new Promise((r) => setTimeout(r, this.opts.publishCoalesceMs ?? PUBLISH_COALESCE_MS));
       do {
         this.again = false;
         try {

@@ -221,6 +221,18 @@ BEGIN
 END $guard$`;
 }
 
+/**
+ * The private guard on each of `tables` of a schema just created in the caller's transaction, as
+ * plain statements: for a schema built from a template whose tables are known (templateRelations),
+ * instead of guardPrivateSchemaSql's catalog search.
+ */
+export function guardNewTablesSql(schema: string, tables: readonly string[]): string[] {
+  return tables.map(
+    (t) =>
+      `CREATE TRIGGER tenantry_freeze_guard BEFORE INSERT OR UPDATE OR DELETE ON ${ident(schema)}.${ident(t)} FOR EACH STATEMENT EXECUTE FUNCTION ${GUARD_FN}()`,
+  );
+}
+
 const sqlTextArray = (xs: readonly string[]) => `ARRAY[${xs.map((x) => literal(x)).join(', ')}]::text[]`;
 
 export interface FreezeSpec {

@@ -4,6 +4,7 @@ import {
   inTransaction,
   literal,
   lockDatabaseAcl,
+  metaLockRowSql,
   metaLockSql,
   type Queryable,
   relationsOfSchemaSql,
@@ -62,18 +63,38 @@ END $grants$`;
  * last, just before the one statement that needs it, so concurrent tenants wait only for each other's
  * GRANT CONNECT and commit, not for their whole batches: keep these last in the caller's transaction.
  */
-export function grantsSql(spec: GrantsSpec): string[] {
+export function grantsSql(
+  spec: GrantsSpec,
+  known?: { relations: readonly string[]; sequences: readonly string[] },
+): string[] {
   const s = ident(spec.schema);
   const role = ident(spec.role);
   const owner = ident(spec.owner);
+  const q = (names: readonly string[]) => names.map((n) => `${s}.${ident(n)}`).join(', ');
+  // `known`: the schema's relations as its template makes them (a schema just created from it in
+  // the caller's transaction), named directly instead of found in the catalog.
+  const relations = known
+    ? [
+        ...(known.relations.length > 0
+          ? [
+              `REVOKE ALL ON TABLE ${q(known.relations)} FROM PUBLIC`,
+              `GRANT ${DML.join(', ')} ON TABLE ${q(known.relations)} TO ${role}`,
+            ]
+          : []),
+        ...(known.sequences.length > 0
+          ? [`GRANT USAGE, SELECT ON SEQUENCE ${q(known.sequences)} TO ${role}`]
+          : []),
+      ]
+    : [grantRelationsSql(spec.schema, spec.role)];
   return [
     `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
     `REVOKE CREATE ON SCHEMA ${s} FROM ${role}`,
     `GRANT USAGE ON SCHEMA ${s} TO ${role}`,
-    grantRelationsSql(spec.schema, spec.role),
+    ...relations,
     `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT ${DML.join(', ')} ON TABLES TO ${role}`,
     `ALTER DEFAULT PRIVILEGES FOR ROLE ${owner} IN SCHEMA ${s} GRANT USAGE, SELECT ON SEQUENCES TO ${role}`,
-    metaLockSql(ACL_LOCK),
+    // With `known`, the caller's transaction made the schema, behind the locks table's row: it exists.
+    known ? metaLockRowSql(ACL_LOCK) : metaLockSql(ACL_LOCK),
     `GRANT CONNECT ON DATABASE ${ident(spec.database)} TO ${role}`,
   ];
 }

@@ -13,6 +13,7 @@ export {
   type FreezeSpec,
   freezeTenant,
   guardNewPrivateSchema,
+  guardNewTablesSql,
   guardPrivateSchemaSql,
   isFreezeSupportMissing,
   isTenantFrozen,
@@ -53,6 +54,8 @@ export {
   type SchemaSpec,
   type SchemaState,
   schemaProvider,
+  type TemplateRelations,
+  templateRelations,
   templateUpTo,
 } from './schema.js';
 export { ident, inTransaction, literal, type Queryable } from './sql.js';

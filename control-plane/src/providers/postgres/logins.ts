@@ -26,9 +26,13 @@ export interface LoginsSpec extends RoleLimits {
  * The group and both logins, created if missing and converged (limits, settings, membership), in one
  * round trip. Only `current` is made LOGIN (with `password` if given); every other role's LOGIN is left
  * as it is: a login in its grace period keeps working, and only `retireLogins` ends one. A role this
- * creates starts NOLOGIN, with no password.
+ * creates starts NOLOGIN, with no password. `fresh`: none of them is expected to exist (applyRoles).
  */
-export async function applyLogins(db: Queryable, spec: LoginsSpec): Promise<void> {
+export async function applyLogins(
+  db: Queryable,
+  spec: LoginsSpec,
+  opts: { fresh?: boolean } = {},
+): Promise<void> {
   const { group, logins, current, password, verifier, searchPath, ...limits } = spec;
   if (current !== group && !logins.includes(current))
     throw new Error(`${current} is neither ${group} nor one of its logins`);
@@ -41,7 +45,7 @@ export async function applyLogins(db: Queryable, spec: LoginsSpec): Promise<void
     ...(name === current && verifier !== undefined ? { verifier } : {}),
     ...extra,
   });
-  await applyRoles(db, [role(group, {}), ...logins.map((l) => role(l, { inRole: group }))]);
+  await applyRoles(db, [role(group, {}), ...logins.map((l) => role(l, { inRole: group }))], opts);
 }
 
 /**

@@ -86,7 +86,26 @@ function rolesSql(specs: readonly RoleSpec[], create: boolean): string {
     ...blocks.flat(),
     'END',
   ].join('\n');
-  const parts = [`DO ${dollarQuote(body)}`];
+  return [`DO ${dollarQuote(body)}`, ...settingsSql(specs)].join(';\n');
+}
+
+/**
+ * Roles none of which exists yet, as plain statements in one round trip (no PL/pgSQL block to
+ * compile per onboarding): CREATE ROLE gives a new role none of SUPERUSER, REPLICATION, BYPASSRLS,
+ * CREATEDB or CREATEROLE, so there is nothing to deny or check that rolesSql's block must. Fails
+ * with duplicate_object (42710), the whole of it undone, if any of them exists.
+ */
+function newRolesSql(specs: readonly RoleSpec[]): string {
+  const creates = specs.map(
+    (spec) =>
+      `CREATE ROLE ${ident(spec.name)} WITH ${spec.login === true || spec.login === undefined ? 'LOGIN' : 'NOLOGIN'} CONNECTION LIMIT ${Math.trunc(spec.connectionLimit)}`,
+  );
+  return [...creates, ...settingsSql(specs)].join(';\n');
+}
+
+/** Each role's settings, password (a SCRAM verifier only) and membership, in order. */
+function settingsSql(specs: readonly RoleSpec[]): string[] {
+  const parts: string[] = [];
   for (const spec of specs) {
     const r = ident(spec.name);
     parts.push(
@@ -107,7 +126,7 @@ function rolesSql(specs: readonly RoleSpec[], create: boolean): string {
     // Re-granting a membership it holds is a notice, not an error.
     if (spec.inRole !== undefined) parts.push(`GRANT ${ident(spec.inRole)} TO ${r}`);
   }
-  return parts.join(';\n');
+  return parts;
 }
 
 /** A dollar-quoted body; its tag never occurs in it (the body holds only validated identifiers). */
@@ -122,9 +141,27 @@ export async function applyRole(db: Queryable, spec: RoleSpec): Promise<void> {
   await db.query(roleSql(spec, true));
 }
 
-/** Several roles, each as applyRole does, in order, in one round trip (one implicit transaction). */
-export async function applyRoles(db: Queryable, specs: readonly RoleSpec[]): Promise<void> {
-  if (specs.length > 0) await db.query(rolesSql(specs, true));
+/**
+ * Several roles, each as applyRole does, in order, in one round trip (one implicit transaction).
+ * `fresh`: the caller expects none of them to exist (an onboarding): plain CREATE ROLE statements are
+ * tried first, and the block that converges roles as found runs only if one exists. `db` must not be
+ * inside a transaction of the caller's then (the failed try would end it).
+ */
+export async function applyRoles(
+  db: Queryable,
+  specs: readonly RoleSpec[],
+  opts: { fresh?: boolean } = {},
+): Promise<void> {
+  if (specs.length === 0) return;
+  if (opts.fresh && specs.every((x) => !x.grantToSessionUser)) {
+    try {
+      await db.query(newRolesSql(specs));
+      return;
+    } catch (e) {
+      if ((e as { code?: string }).code !== '42710') throw e; // one exists: converge them as found
+    }
+  }
+  await db.query(rolesSql(specs, true));
 }
 
 /** Lets a non-superuser session act as the role (for DROP OWNED); a superuser needs nothing. */

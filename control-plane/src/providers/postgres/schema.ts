@@ -1,5 +1,15 @@
+import { randomBytes } from 'node:crypto';
 import { ensureMeta } from './meta.js';
-import { ident, inTransaction, literal, metaLock, metaLockSql, type Queryable } from './sql.js';
+import {
+  ident,
+  inTransaction,
+  literal,
+  metaLock,
+  metaLockRowSql,
+  metaLockSql,
+  type Queryable,
+  relationsOfSchemaSql,
+} from './sql.js';
 import type { Provider, TenantTemplate } from './types.js';
 
 export interface SchemaSpec {
@@ -27,7 +37,8 @@ function newSchemaScript(spec: SchemaSpec, andThen: string[] = []): string {
   const migrations = [...spec.template.migrations].sort((a, b) => a.version - b.version);
   const last = migrations[migrations.length - 1]?.version ?? 0;
   return [
-    metaLockSql(`tenantry.schema.${spec.name}`),
+    // Plain: where the locks table is missing this fails (42P01) and applySchema converges instead.
+    metaLockRowSql(`tenantry.schema.${spec.name}`),
     `CREATE SCHEMA ${s} AUTHORIZATION ${ident(spec.owner)}`,
     `REVOKE ALL ON SCHEMA ${s} FROM PUBLIC`,
     `SET LOCAL ROLE ${ident(spec.owner)}`,
@@ -43,12 +54,14 @@ function newSchemaScript(spec: SchemaSpec, andThen: string[] = []): string {
 /**
  * Hot path (provisioning): a new schema in one round trip and one commit, without reading it back,
  * with `andThen` (statements that must see the new tables) in the same transaction. A schema that
- * exists, or a database without Tenantry's bookkeeping yet, converges through `create` instead.
+ * exists, or a database without Tenantry's bookkeeping yet, converges through `create` instead, and
+ * then runs `andThenExisting` (default `andThen`): statements that must hold for a schema found as it
+ * is, so idempotent, where `andThen` may assume the schema it follows is new.
  */
 export async function applySchema(
   db: Queryable,
   spec: SchemaSpec,
-  opts: { andThen?: string[] } = {},
+  opts: { andThen?: string[]; andThenExisting?: string[] } = {},
 ): Promise<void> {
   try {
     await db.query(newSchemaScript(spec, opts.andThen));
@@ -56,8 +69,61 @@ export async function applySchema(
     const code = (e as { code?: string }).code;
     if (code !== '42P06' && code !== '42P01' && code !== '3F000') throw e;
     await schemaProvider.create(db, spec);
-    if (opts.andThen && opts.andThen.length > 0) await db.query(opts.andThen.join(';\n'));
+    const then = opts.andThenExisting ?? opts.andThen ?? [];
+    if (then.length > 0) await db.query(then.join(';\n'));
   }
+}
+
+/** The relations a template creates in a schema, by kind (names unqualified, in catalog order). */
+export interface TemplateRelations {
+  /** Tables (plain and partitioned): each gets its freeze guard. */
+  tables: string[];
+  /** Everything DML is granted on: tables, views, materialized views, foreign tables. */
+  relations: string[];
+  sequences: string[];
+}
+
+const probed = new WeakMap<TenantTemplate, Promise<TemplateRelations>>();
+
+/**
+ * What `template` creates, read from the catalog after applying it to a scratch schema in a
+ * transaction that is rolled back: once per template (per process), so that a new schema's guards
+ * and grants name its relations directly instead of finding them in the catalog in every onboarding
+ * (a catalog query that cost more than the statements themselves: docs/benchmarks.md). The template
+ * is static DDL, so a schema built from it holds exactly these; the drift sweep checks every schema's
+ * guards and grants against the catalog all the same.
+ */
+export function templateRelations(db: Queryable, template: TenantTemplate): Promise<TemplateRelations> {
+  const known = probed.get(template);
+  if (known) return known;
+  const probe = (async () => {
+    const scratch = `tenantry_probe_${randomBytes(6).toString('hex')}`;
+    await db.query('BEGIN');
+    try {
+      await db.query(
+        [
+          `CREATE SCHEMA ${ident(scratch)}`,
+          `SET LOCAL search_path TO ${ident(scratch)}`,
+          ...[...template.migrations].sort((a, b) => a.version - b.version).map((m) => m.sql),
+        ].join(';\n'),
+      );
+      const { rows } = await db.query<{ relname: string; relkind: string }>(
+        `SELECT c.relname::text AS relname, c.relkind::text AS relkind
+           FROM ${relationsOfSchemaSql('to_regnamespace($1)')} ORDER BY c.oid`,
+        [scratch],
+      );
+      return {
+        tables: rows.filter((r) => r.relkind === 'r' || r.relkind === 'p').map((r) => r.relname),
+        relations: rows.filter((r) => ['r', 'p', 'v', 'm', 'f'].includes(r.relkind)).map((r) => r.relname),
+        sequences: rows.filter((r) => r.relkind === 'S').map((r) => r.relname),
+      };
+    } finally {
+      await db.query('ROLLBACK').catch(() => undefined);
+    }
+  })();
+  probed.set(template, probe);
+  probe.catch(() => probed.delete(template)); // a failed probe is tried again next time
+  return probe;
 }
 
 /** What the version guard of `migrationScript` fails with when the schema is not at the version before. */
@@ -83,9 +149,7 @@ function migrationScript(spec: SchemaSpec, version: number, andThen: string[], f
       : `UPDATE tenantry_meta.schema_versions SET version = ${version}, applied_at = now()
           WHERE schema_name = ${name} AND version = ${version - 1} RETURNING 1`;
   return [
-    fallbackLock
-      ? metaLockSql(lock)
-      : `INSERT INTO tenantry_meta.locks AS l (name) VALUES (${literal(lock)}) ON CONFLICT (name) DO UPDATE SET name = l.name`,
+    fallbackLock ? metaLockSql(lock) : metaLockRowSql(lock),
     // A cast that fails unless exactly one row moved: the transaction ends there, nothing applied.
     `WITH bumped AS (${bump}) SELECT CASE WHEN count(*) = 1 THEN 0 ELSE ('${GUARD} ' || count(*))::int END FROM bumped`,
     `SET LOCAL ROLE ${ident(spec.owner)}`,

@@ -54,6 +54,14 @@ export function metaLockSql(name: string): string {
 END $tenantry_lock$`;
 }
 
+/**
+ * The same lock as one plain statement, for a database known to have the locks table (it fails with
+ * 42P01 where it does not): no PL/pgSQL block to compile per use.
+ */
+export function metaLockRowSql(name: string): string {
+  return `INSERT INTO tenantry_meta.locks AS l (name) VALUES (${literal(name)}) ON CONFLICT (name) DO UPDATE SET name = l.name`;
+}
+
 export async function metaLock(db: Queryable, name: string): Promise<void> {
   await db.query(metaLockSql(name));
 }
