@@ -49,6 +49,8 @@ export interface ConnectionChange {
   /** The tenant row (onboarding) is already written in this transaction, so it is in the sum. */
   recorded: boolean;
   requestId?: string;
+  /** Whether an overcommit is logged (false: a caller that redoes the change to record it logs it then). */
+  warn?: boolean;
 }
 
 interface Reading {
@@ -178,10 +180,11 @@ export class ConnectionBudget {
       );
     }
     const message = `${what}; ${where}: ${committed} committed is past the budget, accepted because TENANTRY_CONNECTION_OVERCOMMIT allows it. Tenants using their full limits would be refused connections`;
-    this.opts.log.warn(
-      { ...context, committedAfter: committed, tenantSlug: change.slug, requestId: change.requestId },
-      'connection budget overcommitted',
-    );
+    if (change.warn !== false)
+      this.opts.log.warn(
+        { ...context, committedAfter: committed, tenantSlug: change.slug, requestId: change.requestId },
+        'connection budget overcommitted',
+      );
     return {
       cluster: this.cluster,
       budget,

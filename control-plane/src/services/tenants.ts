@@ -187,6 +187,9 @@ export async function assertNoActiveOperation(q: Queryable, tenant: Tenant): Pro
   }
 }
 
+/** An acceptance whose connection budget, taken last, found an overcommit: redone with it first. */
+const OVERCOMMITTED = new Error('the onboarding overcommits the connection budget: redone to record it');
+
 /**
  * Tenant lifecycle use cases. Each one writes its change, enqueues its operation and appends
  * its audit record in one transaction, then returns; the worker does the provisioning.
@@ -223,138 +226,148 @@ export class TenantService {
       input.fromExport === undefined
         ? undefined
         : await this.exportsOrRefuse().prepareRestore(ctx, input.fromExport, input.tier);
-    return this.db.tx(async (q) => {
-      if (idempotencyKey !== undefined) {
-        // Same-key requests queue up here, so the second sees the first's stored response.
-        await q.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
-          `idem:${ctx.actor.id}:${idempotencyKey}`,
-        ]);
-        const { rows } = await q.query<{
-          request_hash: string;
-          status_code: number;
-          response: Accepted['body'];
-        }>(
-          'SELECT request_hash, status_code, response FROM idempotency_keys WHERE token_id = $1 AND key = $2',
-          [ctx.actor.id ?? '', idempotencyKey],
-        );
-        const prior = rows[0];
-        if (prior) {
-          if (prior.request_hash !== hash) {
-            throw new TenantryError(
-              'IDEMPOTENCY_KEY_REUSED',
-              'this Idempotency-Key was already used with a different body',
-            );
+    /**
+     * One try of the acceptance. The cluster's connection budget row is taken last, just before the
+     * commit, so concurrent onboardings queue on it only for that commit, not for the whole of their
+     * writes (`admitFirst`: taken before the operation, whose params and audit record then carry an
+     * overcommit; the redo when the last-taken sum finds one, which is rare).
+     */
+    const accept = (admitFirst: boolean) =>
+      this.db.tx(async (q) => {
+        if (idempotencyKey !== undefined) {
+          // Same-key requests queue up here, so the second sees the first's stored response.
+          await q.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
+            `idem:${ctx.actor.id}:${idempotencyKey}`,
+          ]);
+          const { rows } = await q.query<{
+            request_hash: string;
+            status_code: number;
+            response: Accepted['body'];
+          }>(
+            'SELECT request_hash, status_code, response FROM idempotency_keys WHERE token_id = $1 AND key = $2',
+            [ctx.actor.id ?? '', idempotencyKey],
+          );
+          const prior = rows[0];
+          if (prior) {
+            if (prior.request_hash !== hash) {
+              throw new TenantryError(
+                'IDEMPOTENCY_KEY_REUSED',
+                'this Idempotency-Key was already used with a different body',
+              );
+            }
+            return { status: prior.status_code, body: prior.response, replayed: true };
           }
-          return { status: prior.status_code, body: prior.response, replayed: true };
         }
-      }
-      const tenant = await insertTenant(q, {
-        id: newTenantId(),
-        slug: input.slug,
-        name: input.name,
-        tier: input.tier,
-        status: 'provisioning',
-        region: input.region ?? null,
-        plan: input.plan ?? null,
-        contactEmail: input.contactEmail ?? null,
-        ...(input.labels ? { labels: input.labels } : {}),
-        // A pool tenant's rows live in the shared tables: it is at their version, which moves to the
-        // newest as a rollout's first step (docs/rollouts.md); every other tier is built at the newest.
-        templateVersion:
-          input.tier === 'pool'
-            ? Math.min(
-                this.opts.templateVersion,
-                (await platformVersion(q, 'pool')) ?? this.opts.templateVersion,
-              )
-            : this.opts.templateVersion,
-      }).catch((e: unknown) => {
-        if (isUniqueViolation(e, 'tenants_live_slug')) {
-          throw new TenantryError('TENANT_SLUG_TAKEN', `a tenant with slug ${input.slug} already exists`);
-        }
-        throw e;
-      });
-      if (restore && restore.manifest.schemaVersion !== tenant.templateVersion) {
-        throw new TenantryError(
-          'EXPORT_INVALID',
-          `export ${restore.params.exportId} holds rows at template version ${restore.manifest.schemaVersion}; a new ${tenant.tier} tenant is at version ${tenant.templateVersion}: restore it where the versions match (or roll the fleet forward first)`,
-        );
-      }
-      // After the tenant row (a taken slug answers 409 TENANT_SLUG_TAKEN first), which is then in the sum.
-      const overcommit = await this.opts.capacity?.admit(q, {
-        slug: tenant.slug,
-        tier: tenant.tier,
-        recorded: true,
-        requestId: ctx.requestId,
-      });
-      const fromExport = restore
-        ? {
-            exportId: restore.params.exportId,
-            fromTenant: restore.export.tenantSlug,
-            fromTier: restore.export.tier,
+        const tenant = await insertTenant(q, {
+          id: newTenantId(),
+          slug: input.slug,
+          name: input.name,
+          tier: input.tier,
+          status: 'provisioning',
+          region: input.region ?? null,
+          plan: input.plan ?? null,
+          contactEmail: input.contactEmail ?? null,
+          ...(input.labels ? { labels: input.labels } : {}),
+          // A pool tenant's rows live in the shared tables: it is at their version, which moves to the
+          // newest as a rollout's first step (docs/rollouts.md); every other tier is built at the newest.
+          templateVersion:
+            input.tier === 'pool'
+              ? Math.min(
+                  this.opts.templateVersion,
+                  (await platformVersion(q, 'pool')) ?? this.opts.templateVersion,
+                )
+              : this.opts.templateVersion,
+        }).catch((e: unknown) => {
+          if (isUniqueViolation(e, 'tenants_live_slug')) {
+            throw new TenantryError('TENANT_SLUG_TAKEN', `a tenant with slug ${input.slug} already exists`);
           }
-        : undefined;
-      const operationId = newOperationId();
-      // The operation, its job, the audit record and the event: one statement.
-      const operation = await insertOperationAndEnqueue(
-        q,
-        {
-          id: operationId,
-          kind: 'onboard',
-          tenantId: tenant.id,
-          tenantSlug: tenant.slug,
-          steps: [
-            ...this.engine.steps('onboard', tenant.tier),
-            ...(restore ? (this.engine.restoreSteps?.(tenant.tier) ?? []) : []),
-          ],
-          ...(overcommit || restore
-            ? {
-                params: {
-                  ...(overcommit ? { connectionOvercommit: overcommit } : {}),
-                  ...(restore ? { fromExport: { ...restore.params } } : {}),
-                },
-              }
-            : {}),
-        },
-        this.opts.maxAttempts + 2,
-        {
-          audit: {
-            actor: ctx.actor,
-            action: 'tenant.create',
+          throw e;
+        });
+        if (restore && restore.manifest.schemaVersion !== tenant.templateVersion) {
+          throw new TenantryError(
+            'EXPORT_INVALID',
+            `export ${restore.params.exportId} holds rows at template version ${restore.manifest.schemaVersion}; a new ${tenant.tier} tenant is at version ${tenant.templateVersion}: restore it where the versions match (or roll the fleet forward first)`,
+          );
+        }
+        // After the tenant row (a taken slug answers 409 TENANT_SLUG_TAKEN first), which is then in the sum.
+        const change = { slug: tenant.slug, tier: tenant.tier, recorded: true, requestId: ctx.requestId };
+        const overcommit = admitFirst ? await this.opts.capacity?.admit(q, change) : null;
+        const fromExport = restore
+          ? {
+              exportId: restore.params.exportId,
+              fromTenant: restore.export.tenantSlug,
+              fromTier: restore.export.tier,
+            }
+          : undefined;
+        const operationId = newOperationId();
+        // The operation, its job, the audit record and the event: one statement.
+        const operation = await insertOperationAndEnqueue(
+          q,
+          {
+            id: operationId,
+            kind: 'onboard',
             tenantId: tenant.id,
             tenantSlug: tenant.slug,
-            requestId: ctx.requestId,
-            operationId,
-            details: {
-              tier: tenant.tier,
-              plan: tenant.plan,
-              region: tenant.region,
-              ...(overcommit ? { connectionOvercommit: overcommit } : {}),
-              ...(fromExport ? { fromExport } : {}),
+            steps: [
+              ...this.engine.steps('onboard', tenant.tier),
+              ...(restore ? (this.engine.restoreSteps?.(tenant.tier) ?? []) : []),
+            ],
+            ...(overcommit || restore
+              ? {
+                  params: {
+                    ...(overcommit ? { connectionOvercommit: overcommit } : {}),
+                    ...(restore ? { fromExport: { ...restore.params } } : {}),
+                  },
+                }
+              : {}),
+          },
+          this.opts.maxAttempts + 2,
+          {
+            audit: {
+              actor: ctx.actor,
+              action: 'tenant.create',
+              tenantId: tenant.id,
+              tenantSlug: tenant.slug,
+              requestId: ctx.requestId,
+              operationId,
+              details: {
+                tier: tenant.tier,
+                plan: tenant.plan,
+                region: tenant.region,
+                ...(overcommit ? { connectionOvercommit: overcommit } : {}),
+                ...(fromExport ? { fromExport } : {}),
+              },
+            },
+            event: {
+              type: 'tenant.created',
+              tenant,
+              operationId,
+              data: {
+                tier: tenant.tier,
+                name: tenant.name,
+                plan: tenant.plan,
+                region: tenant.region,
+                labels: tenant.labels,
+                ...(fromExport ? { fromExport } : {}),
+              },
             },
           },
-          event: {
-            type: 'tenant.created',
-            tenant,
-            operationId,
-            data: {
-              tier: tenant.tier,
-              name: tenant.name,
-              plan: tenant.plan,
-              region: tenant.region,
-              labels: tenant.labels,
-              ...(fromExport ? { fromExport } : {}),
-            },
-          },
-        },
-      );
-      const body = { tenant, operation };
-      if (idempotencyKey !== undefined) {
-        await q.query(
-          `INSERT INTO idempotency_keys (token_id, key, request_hash, status_code, response) VALUES ($1, $2, $3, 202, $4::jsonb)`,
-          [ctx.actor.id ?? '', idempotencyKey, hash, JSON.stringify(body)],
         );
-      }
-      return { status: 202, body, replayed: false };
+        // Refused (CAPACITY_EXCEEDED) undoes it all; an overcommit is accepted by the redo, which records it.
+        if (!admitFirst && (await this.opts.capacity?.admit(q, { ...change, warn: false })))
+          throw OVERCOMMITTED;
+        const body = { tenant, operation };
+        if (idempotencyKey !== undefined) {
+          await q.query(
+            `INSERT INTO idempotency_keys (token_id, key, request_hash, status_code, response) VALUES ($1, $2, $3, 202, $4::jsonb)`,
+            [ctx.actor.id ?? '', idempotencyKey, hash, JSON.stringify(body)],
+          );
+        }
+        return { status: 202, body, replayed: false };
+      });
+    return accept(false).catch((e: unknown) => {
+      if (e !== OVERCOMMITTED) throw e;
+      return accept(true);
     });
   }
 
