@@ -46,20 +46,25 @@ export type FreezeReason = 'promotion' | 'promotion-target' | 'offboarded' | 'mo
 /** Whether the frozen-tenants table and the guard function at its current version are in place. */
 const READY_SQL = `to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL
           AND obj_description(to_regprocedure('${GUARD_FN}()'), 'pg_proc') = ${literal(GUARD_VERSION)}`;
-/** What `requireFreezeSupportSql` fails with. */
-const NOT_READY = 'TF001';
+/** What `requireFreezeSupportSql` fails with: a cast of this text, so it names itself in the error. */
+const NOT_READY = 'tenantry freeze support is missing or outdated in database ';
 
 /**
  * A statement that fails (`isFreezeSupportMissing`) unless freeze support is in place at its current
  * version: for a transaction that creates guard triggers, which then needs no round trip of its own
- * to check first (on that failure: `ensureFreezeSupport`, and again).
+ * to check first (on that failure: `ensureFreezeSupport`, and again). Plain SQL, no PL/pgSQL block to
+ * compile per use: the failure is a cast of a text naming it (not folded at plan time, since it
+ * reads current_database()), as the migration version guard's is.
  */
 export function requireFreezeSupportSql(): string {
-  return `DO $ready$ BEGIN IF NOT coalesce(${READY_SQL}, false) THEN
-    RAISE EXCEPTION 'freeze support is missing or outdated' USING ERRCODE = '${NOT_READY}'; END IF; END $ready$`;
+  return `SELECT CASE WHEN coalesce(${READY_SQL}, false) THEN 0
+    ELSE (${literal(NOT_READY)} || pg_catalog.current_database())::int END AS freeze_support`;
 }
 
-export const isFreezeSupportMissing = (e: unknown): boolean => (e as { code?: string }).code === NOT_READY;
+export const isFreezeSupportMissing = (e: unknown): boolean => {
+  const err = e as { code?: string; message?: string };
+  return err.code === '22P02' && (err.message ?? '').includes(NOT_READY);
+};
 
 /** Creates the frozen-tenants table and the guard function in the current database (idempotent). */
 export async function ensureFreezeSupport(db: Queryable, owner: string): Promise<void> {
