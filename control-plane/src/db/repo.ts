@@ -395,65 +395,126 @@ export async function activeOperationFor(q: Queryable, tenantId: string): Promis
   return rows[0]?.id ?? null;
 }
 
+/** A new tenant's row, as `insertTenant` takes it. */
+export type NewTenantRow = Parameters<typeof insertTenant>[1];
+
+interface NewOperation {
+  id: string;
+  kind: OperationKind;
+  tenantId: string;
+  tenantSlug: string;
+  steps: string[];
+  params?: Record<string, unknown>;
+}
+
 /**
  * Inserts the operation and enqueues its job in the caller's transaction: either both
  * happen or neither does. The partial unique index refuses a second active operation.
  */
 export async function insertOperationAndEnqueue(
   q: Queryable,
-  op: {
-    id: string;
-    kind: OperationKind;
-    tenantId: string;
-    tenantSlug: string;
-    steps: string[];
-    params?: Record<string, unknown>;
-  },
+  op: NewOperation,
   maxAttempts: number,
   also: { audit?: AuditEntry; event?: NewEvent } = {},
 ): Promise<Operation> {
-  const steps: OperationStep[] = op.steps.map((name) => ({
-    name,
-    status: 'pending',
-    startedAt: null,
-    finishedAt: null,
-  }));
+  const { statement, params } = operationStatement(op, maxAttempts, also);
+  await q.query(statement, params);
+  return newOperation(op);
+}
+
+/**
+ * A new tenant's row and its first operation, with the operation's job, audit record and event, in
+ * one statement (one round trip of the acceptance). The event takes no order lock: no other
+ * transaction sees the tenant before this one commits.
+ */
+export async function insertTenantWithOperation(
+  q: Queryable,
+  tenant: NewTenantRow,
+  op: NewOperation,
+  maxAttempts: number,
+  also: { audit?: AuditEntry; event?: NewEvent } = {},
+): Promise<{ tenant: Tenant; operation: Operation }> {
+  const { statement, params } = operationStatement(op, maxAttempts, also, tenant);
+  const { rows } = await q.query<{ tenant: Record<string, unknown> }>(statement, params);
+  return { tenant: tenantFromJson(rows[0]?.tenant as Record<string, unknown>), operation: newOperation(op) };
+}
+
+function operationStatement(
+  op: NewOperation,
+  maxAttempts: number,
+  also: { audit?: AuditEntry; event?: NewEvent },
+  tenant?: NewTenantRow,
+): { statement: NamedStatement; params: unknown[] } {
   const params: unknown[] = [
     op.id,
     op.kind,
     op.tenantId,
-    JSON.stringify(steps),
+    JSON.stringify(pendingSteps(op.steps)),
     JSON.stringify(op.params ?? {}),
     RUN_OPERATION_TASK,
     maxAttempts,
   ];
+  // The tenant's row first, when it is new: the operation, the audit record and the event follow it.
+  const t = tenant
+    ? `t AS (INSERT INTO tenants (id, slug, name, tier, status, region, plan, contact_email, template_version, labels)
+       VALUES (${tenantValues(params, tenant)}) RETURNING *),
+     `
+    : '';
   // The request's audit record and event in the same statement: one round trip for all of it. The
-  // event takes its tenant's row lock first, as every tenant event does (db/outbox.ts).
+  // event takes its tenant's row lock first, as every tenant event does (db/outbox.ts), unless the
+  // tenant is new here.
   const audit = also.audit ? auditCte('a', also.audit, params.length + 1) : null;
   if (audit) params.push(...audit.params);
   const event = also.event
     ? eventCtes(
         'e',
-        '(SELECT 1 FROM tenants WHERE id = $3::uuid FOR NO KEY UPDATE) AS lk',
+        tenant ? 't' : '(SELECT 1 FROM tenants WHERE id = $3::uuid FOR NO KEY UPDATE) AS lk',
         also.event,
         params.length + 1,
       )
     : null;
   if (event) params.push(...event.params);
   // The job is added only if the row went in (same transaction either way).
-  // Prepared once per connection for each shape (with or without the audit record and the event).
-  await q.query(
-    named({
-      name: `tenantry.insert_operation.${audit ? 'a' : ''}${event ? 'e' : ''}`,
-      text: `WITH o AS (
+  // Prepared once per connection for each shape (with or without the tenant, the audit record and the event).
+  return {
+    params,
+    statement: named({
+      name: `tenantry.insert_operation.${tenant ? 't' : ''}${audit ? 'a' : ''}${event ? 'e' : ''}`,
+      text: `WITH ${t}o AS (
        INSERT INTO operations (id, kind, tenant_id, status, steps, params)
-       VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb) RETURNING id)${audit ? `,\n     ${audit.sql}` : ''}${
+       ${tenant ? "SELECT $1, $2, t.id, 'queued', $4::jsonb, $5::jsonb FROM t WHERE t.id = $3::uuid" : "VALUES ($1, $2, $3, 'queued', $4::jsonb, $5::jsonb)"} RETURNING id)${audit ? `,\n     ${audit.sql}` : ''}${
          event ? `,\n     ${event.sql}` : ''
        }
-     SELECT ${addOperationJobSql('$6', 'o.id', '$7')}${event ? `, ${event.wake} AS woken` : ''} FROM o`,
+     SELECT ${addOperationJobSql('$6', 'o.id', '$7')}${event ? `, ${event.wake} AS woken` : ''}${tenant ? ', to_jsonb(t) AS tenant' : ''} FROM o${tenant ? ', t' : ''}`,
     }),
-    params,
-  );
+  };
+}
+
+/** A new tenant row's values as parameters appended to `params` (INSERT_TENANT's columns, in order). */
+function tenantValues(params: unknown[], t: NewTenantRow): string {
+  const values = [
+    t.id,
+    t.slug,
+    t.name,
+    t.tier,
+    t.status,
+    t.region,
+    t.plan,
+    t.contactEmail,
+    t.templateVersion,
+    JSON.stringify(t.labels ?? {}),
+  ];
+  const first = params.length + 1;
+  params.push(...values);
+  return values.map((_, i) => `$${first + i}${i === values.length - 1 ? '::jsonb' : ''}`).join(', ');
+}
+
+const pendingSteps = (names: string[]): OperationStep[] =>
+  names.map((name) => ({ name, status: 'pending', startedAt: null, finishedAt: null }));
+
+/** The operation as its insert wrote it. */
+function newOperation(op: NewOperation): Operation {
+  const steps = pendingSteps(op.steps);
   const now = new Date().toISOString();
   return {
     id: op.id,

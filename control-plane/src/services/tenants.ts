@@ -11,6 +11,8 @@ import {
   findTenantDetail,
   insertOperationAndEnqueue,
   insertTenant,
+  insertTenantWithOperation,
+  type NewTenantRow,
 } from '../db/repo.js';
 import { platformVersion } from '../db/rollouts.js';
 import { can, type Role } from '../domain/auth.js';
@@ -258,7 +260,7 @@ export class TenantService {
             return { status: prior.status_code, body: prior.response, replayed: true };
           }
         }
-        const tenant = await insertTenant(q, {
+        const row: NewTenantRow = {
           id: newTenantId(),
           slug: input.slug,
           name: input.name,
@@ -277,21 +279,23 @@ export class TenantService {
                   (await platformVersion(q, 'pool')) ?? this.opts.templateVersion,
                 )
               : this.opts.templateVersion,
-        }).catch((e: unknown) => {
+        };
+        if (restore && restore.manifest.schemaVersion !== row.templateVersion) {
+          throw new TenantryError(
+            'EXPORT_INVALID',
+            `export ${restore.params.exportId} holds rows at template version ${restore.manifest.schemaVersion}; a new ${row.tier} tenant is at version ${row.templateVersion}: restore it where the versions match (or roll the fleet forward first)`,
+          );
+        }
+        const slugTaken = (e: unknown): never => {
           if (isUniqueViolation(e, 'tenants_live_slug')) {
             throw new TenantryError('TENANT_SLUG_TAKEN', `a tenant with slug ${input.slug} already exists`);
           }
           throw e;
-        });
-        if (restore && restore.manifest.schemaVersion !== tenant.templateVersion) {
-          throw new TenantryError(
-            'EXPORT_INVALID',
-            `export ${restore.params.exportId} holds rows at template version ${restore.manifest.schemaVersion}; a new ${tenant.tier} tenant is at version ${tenant.templateVersion}: restore it where the versions match (or roll the fleet forward first)`,
-          );
-        }
-        // After the tenant row (a taken slug answers 409 TENANT_SLUG_TAKEN first), which is then in the sum.
-        const change = { slug: tenant.slug, tier: tenant.tier, recorded: true, requestId: ctx.requestId };
-        const overcommit = admitFirst ? await this.opts.capacity?.admit(q, change) : null;
+        };
+        // The budget's sum counts the tenant row, written before it (a taken slug answers 409 first).
+        const change = { slug: row.slug, tier: row.tier, recorded: true, requestId: ctx.requestId };
+        const first = admitFirst ? await insertTenant(q, row).catch(slugTaken) : undefined;
+        const overcommit = first ? await this.opts.capacity?.admit(q, change) : null;
         const fromExport = restore
           ? {
               exportId: restore.params.exportId,
@@ -300,59 +304,62 @@ export class TenantService {
             }
           : undefined;
         const operationId = newOperationId();
-        // The operation, its job, the audit record and the event: one statement.
-        const operation = await insertOperationAndEnqueue(
-          q,
-          {
-            id: operationId,
-            kind: 'onboard',
-            tenantId: tenant.id,
-            tenantSlug: tenant.slug,
-            steps: [
-              ...this.engine.steps('onboard', tenant.tier),
-              ...(restore ? (this.engine.restoreSteps?.(tenant.tier) ?? []) : []),
-            ],
-            ...(overcommit || restore
-              ? {
-                  params: {
-                    ...(overcommit ? { connectionOvercommit: overcommit } : {}),
-                    ...(restore ? { fromExport: { ...restore.params } } : {}),
-                  },
-                }
-              : {}),
-          },
-          this.opts.maxAttempts + 2,
-          {
-            audit: {
-              actor: ctx.actor,
-              action: 'tenant.create',
-              tenantId: tenant.id,
-              tenantSlug: tenant.slug,
-              requestId: ctx.requestId,
-              operationId,
-              details: {
-                tier: tenant.tier,
-                plan: tenant.plan,
-                region: tenant.region,
-                ...(overcommit ? { connectionOvercommit: overcommit } : {}),
-                ...(fromExport ? { fromExport } : {}),
-              },
-            },
-            event: {
-              type: 'tenant.created',
-              tenant,
-              operationId,
-              data: {
-                tier: tenant.tier,
-                name: tenant.name,
-                plan: tenant.plan,
-                region: tenant.region,
-                labels: tenant.labels,
-                ...(fromExport ? { fromExport } : {}),
-              },
+        const op = {
+          id: operationId,
+          kind: 'onboard' as const,
+          tenantId: row.id,
+          tenantSlug: row.slug,
+          steps: [
+            ...this.engine.steps('onboard', row.tier),
+            ...(restore ? (this.engine.restoreSteps?.(row.tier) ?? []) : []),
+          ],
+          ...(overcommit || restore
+            ? {
+                params: {
+                  ...(overcommit ? { connectionOvercommit: overcommit } : {}),
+                  ...(restore ? { fromExport: { ...restore.params } } : {}),
+                },
+              }
+            : {}),
+        };
+        const also = {
+          audit: {
+            actor: ctx.actor,
+            action: 'tenant.create',
+            tenantId: row.id,
+            tenantSlug: row.slug,
+            requestId: ctx.requestId,
+            operationId,
+            details: {
+              tier: row.tier,
+              plan: row.plan,
+              region: row.region,
+              ...(overcommit ? { connectionOvercommit: overcommit } : {}),
+              ...(fromExport ? { fromExport } : {}),
             },
           },
-        );
+          event: {
+            type: 'tenant.created' as const,
+            tenant: { id: row.id, slug: row.slug },
+            operationId,
+            data: {
+              tier: row.tier,
+              name: row.name,
+              plan: row.plan,
+              region: row.region,
+              labels: row.labels ?? {},
+              ...(fromExport ? { fromExport } : {}),
+            },
+          },
+        };
+        // The tenant row, the operation, its job, the audit record and the event: one statement (the
+        // redo that takes the budget first: the tenant row, the budget, then the rest).
+        const { tenant, operation } = first
+          ? {
+              tenant: first,
+              operation: await insertOperationAndEnqueue(q, op, this.opts.maxAttempts + 2, also),
+            }
+          : await insertTenantWithOperation(q, row, op, this.opts.maxAttempts + 2, also).catch(slugTaken);
         // Refused (CAPACITY_EXCEEDED) undoes it all; an overcommit is accepted by the redo, which records it.
         if (!admitFirst && (await this.opts.capacity?.admit(q, { ...change, warn: false })))
           throw OVERCOMMITTED;
