@@ -72,14 +72,15 @@ const INSERT_TENANT: NamedStatement = {
                labels, limits, suspension, created_at, updated_at`,
 };
 
-export async function insertTenant(
-  q: Queryable,
-  t: Pick<
-    Tenant,
-    'id' | 'slug' | 'name' | 'tier' | 'status' | 'region' | 'plan' | 'contactEmail' | 'templateVersion'
-  > & { labels?: Record<string, string> },
-): Promise<Tenant> {
-  const { rows } = await q.query<TenantRow & Record<string, unknown>>(named(INSERT_TENANT), [
+/** A new tenant's row, as `insertTenant` writes it. */
+export type NewTenantRow = Pick<
+  Tenant,
+  'id' | 'slug' | 'name' | 'tier' | 'status' | 'region' | 'plan' | 'contactEmail' | 'templateVersion'
+> & { labels?: Record<string, string> };
+
+/** A new tenant's row as the parameters of INSERT_TENANT's columns, in order. */
+function tenantRowValues(t: NewTenantRow): unknown[] {
+  return [
     t.id,
     t.slug,
     t.name,
@@ -90,7 +91,14 @@ export async function insertTenant(
     t.contactEmail,
     t.templateVersion,
     JSON.stringify(t.labels ?? {}),
-  ]);
+  ];
+}
+
+export async function insertTenant(q: Queryable, t: NewTenantRow): Promise<Tenant> {
+  const { rows } = await q.query<TenantRow & Record<string, unknown>>(
+    named(INSERT_TENANT),
+    tenantRowValues(t),
+  );
   return toTenant(rows[0] as TenantRow);
 }
 
@@ -395,9 +403,6 @@ export async function activeOperationFor(q: Queryable, tenantId: string): Promis
   return rows[0]?.id ?? null;
 }
 
-/** A new tenant's row, as `insertTenant` takes it. */
-export type NewTenantRow = Parameters<typeof insertTenant>[1];
-
 interface NewOperation {
   id: string;
   kind: OperationKind;
@@ -492,18 +497,7 @@ function operationStatement(
 
 /** A new tenant row's values as parameters appended to `params` (INSERT_TENANT's columns, in order). */
 function tenantValues(params: unknown[], t: NewTenantRow): string {
-  const values = [
-    t.id,
-    t.slug,
-    t.name,
-    t.tier,
-    t.status,
-    t.region,
-    t.plan,
-    t.contactEmail,
-    t.templateVersion,
-    JSON.stringify(t.labels ?? {}),
-  ];
+  const values = tenantRowValues(t);
   const first = params.length + 1;
   params.push(...values);
   return values.map((_, i) => `$${first + i}${i === values.length - 1 ? '::jsonb' : ''}`).join(', ');
