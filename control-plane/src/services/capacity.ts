@@ -111,6 +111,12 @@ export class ConnectionBudget {
     return this.source.cluster;
   }
 
+  /** Whether the last change admitted here found the cluster past its budget (an overcommit or a refusal). */
+  private over = false;
+  get overBudget(): boolean {
+    return this.over;
+  }
+
   /**
    * At start: reads and records the cluster's settings, makes sure the admin may use the reserved
    * slots, and warns when the fleet is already past its budget (a budget lowered, or tenants from
@@ -161,6 +167,7 @@ export class ConnectionBudget {
     const committed = before + (change.recorded ? 0 : cost);
     const budget = connectionBudgetOf(settings);
     const verdict = judgeConnections({ budget, committed, cost, overcommit: this.opts.overcommit });
+    this.over = verdict !== 'within';
     if (verdict === 'within') return null;
     const ceiling = overcommitCeiling(budget, this.opts.overcommit);
     const what = change.fromTier

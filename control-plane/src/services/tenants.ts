@@ -232,7 +232,8 @@ export class TenantService {
      * One try of the acceptance. The cluster's connection budget row is taken last, just before the
      * commit, so concurrent onboardings queue on it only for that commit, not for the whole of their
      * writes (`admitFirst`: taken before the operation, whose params and audit record then carry an
-     * overcommit; the redo when the last-taken sum finds one, which is rare).
+     * overcommit: the redo when the last-taken sum finds one, and the first try while the cluster's
+     * last admission found it past its budget).
      */
     const accept = (admitFirst: boolean) =>
       this.db.tx(async (q) => {
@@ -372,7 +373,9 @@ export class TenantService {
         }
         return { status: 202, body, replayed: false };
       });
-    return accept(false).catch((e: unknown) => {
+    // A cluster found past its budget last time most likely still is: its overcommit is recorded at once.
+    const admitFirst = this.opts.capacity?.overBudget === true;
+    return accept(admitFirst).catch((e: unknown) => {
       if (e !== OVERCOMMITTED) throw e;
       return accept(true);
     });
