@@ -214,7 +214,9 @@ export class OperationExecutor {
           step.finishedAt = new Date().toISOString();
           const next = todo[i + 1];
           if (next) markRunning(next);
-          records.note(step, outputs);
+          // The last step's success, when it has no outputs, goes with the operation's end (a crash
+          // before that re-runs it, as one before its record would).
+          if (next || (outputs !== undefined && Object.keys(outputs).length > 0)) records.note(step, outputs);
           this.observeStep(op.kind, step.name, 'succeeded', started);
           log.debug({ step: step.name }, 'step succeeded');
         } catch (e) {
