@@ -39,13 +39,15 @@ export function open(key: Buffer, sealed: Buffer, aad: string): Buffer {
 export const wrappedKeyAad = (keyId: string): string => `key:${keyId}`;
 
 /** The store's hot statements, prepared once per connection. */
-const CREATE_KEY: NamedStatement = {
-  name: 'tenantry.local_keys.create',
-  text: `INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state, root_key_id)
+/**
+ * A new data key's insert ($1 to $5: id, alias, tenant, wrapped key, root key id): written only while
+ * the process's root key is current, and not over an alias's enabled key.
+ */
+const KEY_INSERT = `INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state, root_key_id)
        SELECT $1, $2, $3, $4, 'enabled', $5::text
         WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM root_keys WHERE id = $5::text AND state = 'current')
-       ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING RETURNING key_id`,
-};
+       ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING RETURNING key_id`;
+const CREATE_KEY: NamedStatement = { name: 'tenantry.local_keys.create', text: KEY_INSERT };
 const PUT_SECRET: NamedStatement = {
   name: 'tenantry.local_secrets.put',
   text: `INSERT INTO local_secrets (name, version, key_id, ciphertext)
@@ -63,11 +65,7 @@ const CREATE_SECRET: NamedStatement = {
  */
 const CREATE_KEY_AND_SECRET: NamedStatement = {
   name: 'tenantry.local_keys.create_with_secret',
-  text: `WITH k AS (
-         INSERT INTO local_keys (key_id, alias, tenant_id, wrapped_key, state, root_key_id)
-         SELECT $1, $2, $3, $4, 'enabled', $5::text
-          WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM root_keys WHERE id = $5::text AND state = 'current')
-         ON CONFLICT (alias) WHERE state = 'enabled' DO NOTHING RETURNING key_id),
+  text: `WITH k AS (${KEY_INSERT}),
        s AS (
          INSERT INTO local_secrets (name, version, key_id, ciphertext) SELECT $6, 1, k.key_id, $7 FROM k
          ON CONFLICT (name, version) DO NOTHING RETURNING 1)
@@ -115,20 +113,31 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     return opts?.provisional && this.relaxed ? this.relaxed : this.db;
   }
 
-  async ensureKey(tenantId: string | null, alias: string, opts?: StoreWrite): Promise<{ keyId: string }> {
+  /** A new data key: its id, its material, and KEY_INSERT's parameters for it under `alias`. */
+  private newKey(tenantId: string | null, alias: string) {
     const keyId = `lk_${randomBytes(12).toString('hex')}`;
     const material = randomBytes(32);
-    const { rows } = await this.writer(opts).query<{ key_id: string }>(named(CREATE_KEY), [
+    const params = [
       keyId,
       alias,
       tenantId,
       seal(this.rootKey, material, wrappedKeyAad(keyId)),
       this.rootKeyId ?? null,
-    ]);
+    ];
+    return { keyId, material, params };
+  }
+
+  /** A key this process wrote: the credentials written next under its alias need not read it back. */
+  private remember(alias: string, keyId: string, material: Buffer): void {
+    this.cache.set(keyId, material);
+    this.aliases.set(alias, keyId);
+  }
+
+  async ensureKey(tenantId: string | null, alias: string, opts?: StoreWrite): Promise<{ keyId: string }> {
+    const { keyId, material, params } = this.newKey(tenantId, alias);
+    const { rows } = await this.writer(opts).query<{ key_id: string }>(named(CREATE_KEY), params);
     if (rows[0]) {
-      this.cache.set(keyId, material);
-      // The credentials written next under this alias need not read the key back.
-      this.aliases.set(alias, keyId);
+      this.remember(alias, keyId, material);
       return { keyId };
     }
     const now = await this.describeKey(alias); // it existed already
@@ -265,23 +274,13 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     value: Record<string, unknown>,
     opts?: StoreWrite,
   ): Promise<{ keyId: string; ref: string; version: number } | null> {
-    const keyId = `lk_${randomBytes(12).toString('hex')}`;
-    const material = randomBytes(32);
+    const { keyId, material, params } = this.newKey(tenantId, alias);
     const { rows } = await this.writer(opts).query<{ key: number; secret: number }>(
       named(CREATE_KEY_AND_SECRET),
-      [
-        keyId,
-        alias,
-        tenantId,
-        seal(this.rootKey, material, wrappedKeyAad(keyId)),
-        this.rootKeyId ?? null,
-        name,
-        seal(material, Buffer.from(JSON.stringify(value)), `secret:${name}:1`),
-      ],
+      [...params, name, seal(material, Buffer.from(JSON.stringify(value)), `secret:${name}:1`)],
     );
     if (rows[0]?.key !== 1) return null;
-    this.cache.set(keyId, material);
-    this.aliases.set(alias, keyId);
+    this.remember(alias, keyId, material);
     return rows[0].secret === 1 ? { keyId, ref: `local-secret://${name}`, version: 1 } : null;
   }
 

@@ -43,6 +43,10 @@ const GUARD_VERSION = 'tenantry frozen-write check v7';
 /** `suspended`: a suspended pool tenant's writes (docs/lifecycle.md); the others are a promotion's and an offboarding's. */
 export type FreezeReason = 'promotion' | 'promotion-target' | 'offboarded' | 'moved' | 'suspended';
 
+/** The private guard trigger on one table (`table`: already quoted and qualified). */
+const privateGuardSql = (table: string) =>
+  `CREATE TRIGGER tenantry_freeze_guard BEFORE INSERT OR UPDATE OR DELETE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${GUARD_FN}()`;
+
 /** Whether the frozen-tenants table and the guard function at its current version are in place. */
 const READY_SQL = `to_regclass('tenantry_meta.frozen_tenants') IS NOT NULL
           AND obj_description(to_regprocedure('${GUARD_FN}()'), 'pg_proc') = ${literal(GUARD_VERSION)}`;
@@ -186,9 +190,7 @@ export async function ensureFreezeTriggers(
             `CREATE TRIGGER tenantry_freeze_upd AFTER UPDATE ON ${q} REFERENCING NEW TABLE AS tenantry_rows FOR EACH STATEMENT ${fn}`,
             `CREATE TRIGGER tenantry_freeze_del AFTER DELETE ON ${q} REFERENCING OLD TABLE AS tenantry_rows FOR EACH STATEMENT ${fn}`,
           ]
-        : [
-            `CREATE TRIGGER tenantry_freeze_guard BEFORE INSERT OR UPDATE OR DELETE ON ${q} FOR EACH STATEMENT ${fn}`,
-          ];
+        : [privateGuardSql(q)];
       for (const stmt of ddl) await db.query(stmt);
     });
   }
@@ -232,10 +234,7 @@ END $guard$`;
  * instead of guardPrivateSchemaSql's catalog search.
  */
 export function guardNewTablesSql(schema: string, tables: readonly string[]): string[] {
-  return tables.map(
-    (t) =>
-      `CREATE TRIGGER tenantry_freeze_guard BEFORE INSERT OR UPDATE OR DELETE ON ${ident(schema)}.${ident(t)} FOR EACH STATEMENT EXECUTE FUNCTION ${GUARD_FN}()`,
-  );
+  return tables.map((t) => privateGuardSql(`${ident(schema)}.${ident(t)}`));
 }
 
 const sqlTextArray = (xs: readonly string[]) => `ARRAY[${xs.map((x) => literal(x)).join(', ')}]::text[]`;
