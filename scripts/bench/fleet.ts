@@ -6,6 +6,7 @@ import type { Tier } from '../../control-plane/src/domain/tiers.js';
 import { LocalEngine } from '../../control-plane/src/engine/local.js';
 import { loadTemplates, type Templates } from '../../control-plane/src/lib/templates.js';
 import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
+import { isRetryable } from '../../control-plane/src/worker/executor.js';
 import { type ControlPlane, mapLimit, round } from './lib.js';
 
 /** The shared data database of the embedded default. */
@@ -80,16 +81,25 @@ export async function provisionFleet(
     await mapLimit(group, conc, async (t) => {
       const out: Record<string, unknown> = {};
       for (const step of engine.steps('onboard', t.tier)) {
-        Object.assign(
-          out,
-          await engine.runStep({
+        const run = () =>
+          engine.runStep({
             operationId: 'op_bench',
             kind: 'onboard',
             step,
             tenant: { id: t.id, slug: t.slug, tier: t.tier, templateVersion: templates.tenantSchema.version },
             signal: new AbortController().signal,
-          }),
-        );
+          });
+        // A transient failure (a catalog race between concurrent DDL sessions) is run again, as the
+        // executor does with an onboarding's step.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            Object.assign(out, await run());
+            break;
+          } catch (e) {
+            if (!isRetryable(e) || attempt >= 5) throw e;
+            await new Promise((r) => setTimeout(r, 50 * attempt));
+          }
+        }
       }
       outputs.set(t.id, out);
       if (++done % 1000 === 0) o.log(`provisioned ${done}/${o.tenants}`);

@@ -75,19 +75,30 @@ await built.close();
 
 /* ---------------------------------------------------------------- the floor */
 
+/** CPU seconds used by the control plane and by Postgres over a measurement (the floor's client not counted). */
+type Cpu = { controlPlaneS: number; postgresS: number };
+const cpuSince = (before: { controlPlane: number; postgres: number }): Cpu => {
+  const now = cp.cpuMs();
+  return {
+    controlPlaneS: round((now.controlPlane - before.controlPlane) / 1000, 2),
+    postgresS: round((now.postgres - before.postgres) / 1000, 2),
+  };
+};
+
 /**
  * The DDL of a version on every placement, as plain SQL at parallelism P; returns the wall time.
  * `afterCheckpoint`: starts right after a CHECKPOINT, as every rollout here does (the deploy restarts
  * the embedded Postgres, and its shutdown is a checkpoint), so the floor pays the same full-page
  * images in the WAL on the first write to each page after it (docs/benchmarks.md, Rollouts).
  */
-async function floor(column: string, afterCheckpoint: boolean): Promise<number> {
+async function floor(column: string, afterCheckpoint: boolean): Promise<{ ms: number; cpu: Cpu }> {
   const sql = ddl(column);
   const shared = new pg.Pool({ connectionString: cp.pgUrl(DATA), max: P });
   // end() resolves before its clients' sessions are gone: the restart that follows may end one first.
   shared.on('error', () => {});
   await Promise.all(Array.from({ length: P }, () => shared.query('SELECT 1')));
   if (afterCheckpoint) await shared.query('CHECKPOINT');
+  const cpu0 = cp.cpuMs();
   const started = performance.now();
   await shared.query(`SET search_path TO pool;\n${sql}`);
   const obj = (slug: string) => `tenant_${slug.replaceAll('-', '_')}`;
@@ -106,8 +117,9 @@ async function floor(column: string, afterCheckpoint: boolean): Promise<number> 
     }
   });
   const ms = performance.now() - started;
+  const cpu = cpuSince(cpu0);
   await shared.end();
-  return ms;
+  return { ms, cpu };
 }
 
 /* ---------------------------------------------------------------- the rollouts */
@@ -131,6 +143,7 @@ const api = async (method: string, url: string, body?: unknown) => {
  */
 async function rollout(toVersion: number) {
   fs.writeFileSync(`/proc/${cp.proc.pid}/clear_refs`, '5');
+  const cpu0 = cp.cpuMs();
   const started = Date.now();
   const { id } = await api('POST', '/v1/rollouts', {
     toVersion,
@@ -144,7 +157,7 @@ async function rollout(toVersion: number) {
     if (r.status !== 'running') {
       if (r.status !== 'completed') throw new Error(`rollout ended ${r.status}: ${JSON.stringify(r)}`);
       const wallMs = Date.parse(String(r.finishedAt)) - started;
-      return { wallMs, peakRssMb: cp.peakRssMb(), r };
+      return { wallMs, peakRssMb: cp.peakRssMb(), cpu: cpuSince(cpu0), r };
     }
     await new Promise((x) => setTimeout(x, 500));
   }
@@ -171,9 +184,12 @@ async function deploy(version: number): Promise<void> {
 // CHECKPOINT, as the rollout starts (the floor the ratio uses).
 const floors: number[] = [];
 const warmFloors: number[] = [];
+const floorCpu: Cpu[] = [];
 const floorPoint = async (column: string) => {
-  warmFloors.push(await floor(`${column}_warm`, false));
-  floors.push(await floor(column, true));
+  warmFloors.push((await floor(`${column}_warm`, false)).ms);
+  const f = await floor(column, true);
+  floors.push(f.ms);
+  floorCpu.push(f.cpu);
   log(
     `floor: ${round((floors.at(-1) as number) / 1000, 2)} s after a checkpoint (${round((warmFloors.at(-1) as number) / 1000, 2)} s without)`,
   );
@@ -226,8 +242,10 @@ const out = {
     wallS: round(r.wallMs / 1000, 2),
     serverS: round(Number(r.r.durationMs) / 1000, 2),
     peakRssMb: r.peakRssMb,
+    cpu: r.cpu,
   })),
   floorsS: floors.map((f) => round(f / 1000, 2)),
+  floorsCpu: floorCpu,
   ratios: paired.map((x) => round(x, 2)),
   ratio: round(ratio, 2),
   // The same DDL on a server not just checkpointed: fewer full-page images than the rollout pays.
