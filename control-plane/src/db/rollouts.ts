@@ -431,7 +431,7 @@ export async function relaxCommit(q: Queryable): Promise<void> {
   await q.query('SET LOCAL synchronous_commit = off');
 }
 
-/** Up to `limit` pending tenants of a wave, due now, locked for the caller's transaction. */
+/** Up to `limit` pending tenants of a wave, due now, locked for the caller's transaction: its silos first (migration 0021). */
 export async function pendingTenants(
   q: Queryable,
   rolloutId: string,
@@ -445,7 +445,7 @@ export async function pendingTenants(
       WHERE rt.rollout_id = $1 AND rt.wave = $2 AND rt.status = 'pending'
         AND (rt.not_before IS NULL OR rt.not_before <= now())
         AND NOT (t.tier = 'pool' AND t.status NOT IN ('offboarded', 'failed'))
-      ORDER BY rt.slug LIMIT $3 FOR UPDATE OF rt SKIP LOCKED`,
+      ORDER BY (rt.tier <> 'silo'), rt.slug LIMIT $3 FOR UPDATE OF rt SKIP LOCKED`,
     [rolloutId, wave, limit],
   );
   return rows;

@@ -20,6 +20,15 @@ export interface MigrationTenant {
   tier: RolloutTier;
 }
 
+/** The version a schema's catalog records (null when none). */
+async function versionIn(db: Queryable, schema: string): Promise<number | null> {
+  const { rows } = await db.query<{ version: number }>(
+    'SELECT version FROM tenantry_meta.schema_versions WHERE schema_name = $1',
+    [schema],
+  );
+  return rows[0]?.version ?? null;
+}
+
 /**
  * A tenant's placement (and the pool's shared tables) brought to a template version on the local
  * target's data plane: each template migration in its own transaction with the version bump, under
@@ -73,11 +82,7 @@ export class RolloutMigrator {
     const n = this.dp.names;
     const v = await this.onShared(async (db) => {
       await ensureMeta(db);
-      const { rows } = await db.query<{ version: number }>(
-        'SELECT version FROM tenantry_meta.schema_versions WHERE schema_name = $1',
-        [n.poolSchema],
-      );
-      return rows[0]?.version ?? 0;
+      return (await versionIn(db, n.poolSchema)) ?? 0;
     });
     this.poolAt = Math.max(this.poolAt ?? 0, v);
     return v;
@@ -130,7 +135,7 @@ export class RolloutMigrator {
     from: number,
     toVersion: number,
     retained: readonly RolloutTier[] = [],
-  ): Promise<{ applied: number[]; version: number }> {
+  ): Promise<{ applied: number[]; version: number; observed?: number | null }> {
     if (t.tier !== 'bridge' && retained.includes('bridge'))
       await this.migrateTenant({ ...t, tier: 'bridge' }, from, toVersion);
     if (t.tier === 'pool') {
@@ -145,7 +150,13 @@ export class RolloutMigrator {
         toVersion,
         andThen: (v) => (this.createsTables.includes(v) ? [guardPrivateSchemaSql(place.schema)] : []),
       });
-    return t.tier === 'bridge' ? this.onShared(run) : this.dp.withDatabase(place.database, run);
+    if (t.tier === 'bridge') return this.onShared(run);
+    // A silo's session is its own, opened for this: the version is read back on it after the
+    // commits (`observed`), which the rollout's final check takes instead of a second session.
+    return this.dp.withDatabase(place.database, async (db) => {
+      const out = await run(db);
+      return { ...out, observed: await versionIn(db, place.schema) };
+    });
   }
 
   /**
@@ -185,13 +196,7 @@ export class RolloutMigrator {
         async (t) => {
           const place = placementOf(this.dp, t.slug, t.tier);
           const v = await this.dp
-            .withDatabase(place.database, async (db) => {
-              const { rows } = await db.query<{ version: number }>(
-                `SELECT version FROM tenantry_meta.schema_versions WHERE schema_name = $1`,
-                [place.schema],
-              );
-              return rows[0]?.version ?? null;
-            })
+            .withDatabase(place.database, (db) => versionIn(db, place.schema))
             .catch(() => null);
           out.set(t.id, v);
         },

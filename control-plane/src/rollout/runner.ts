@@ -95,6 +95,12 @@ const FLUSH_MS = 400;
 export class RolloutRunner {
   readonly runnerId = `rollout_${randomBytes(6).toString('hex')}`;
   private fault: RolloutFaultHook | undefined;
+  /**
+   * Per rollout, the silos this process migrated, with the version read back from the silo's catalog
+   * on the migrating session after its commits (by tenant id). The final check takes these instead of
+   * opening each silo again; a silo promoted or taken by another operation since is read again.
+   */
+  private readonly observed = new Map<string, Map<string, number | null>>();
 
   constructor(
     private readonly db: Db,
@@ -554,6 +560,16 @@ export class RolloutRunner {
             t.retained,
           );
           await this.at(`rollout:tenant-migrated:${t.slug}`);
+          if (out.observed !== undefined) {
+            let seen = this.observed.get(r.id);
+            if (!seen) {
+              // One rollout runs or is paused at a time (the database enforces it): older ones are done.
+              this.observed.clear();
+              seen = new Map();
+              this.observed.set(r.id, seen);
+            }
+            seen.set(t.tenantId, out.observed);
+          }
           results.push({
             tenantId: t.tenantId,
             slug: t.slug,
@@ -686,21 +702,30 @@ export class RolloutRunner {
       });
       return true;
     });
-    if (completed) log.info({ ...totals, mismatched: verification.mismatchCount }, 'rollout completed');
+    if (completed) {
+      this.observed.delete(r.id);
+      log.info({ ...totals, mismatched: verification.mismatchCount }, 'rollout completed');
+    }
     return completed;
   }
 
   /**
    * Every tenant of the ledger: its recorded version against the data plane's catalogs, the silos
-   * read at the rollout's widest parallelism (at least 8), beside the shared database's read.
+   * read at the rollout's widest parallelism (at least 8), beside the shared database's read. A silo
+   * this process migrated in this rollout, still a silo and with no operation in flight, is checked
+   * against the version its own catalog showed on the migrating session after the commit (`observed`),
+   * not opened a second time; every other tenant is read now.
    */
   async verify(r: Pick<RolloutRow, 'id' | 'waves'>): Promise<Verification> {
     const all = await tenantsToVerify(this.db, r.id);
     const idle = all.filter((t) => !t.busy);
+    const seen = this.observed.get(r.id);
+    const known = (t: (typeof idle)[number]) => t.tier === 'silo' && seen?.has(t.tenantId) === true;
     const actual = await this.migrator.versionsOf(
-      idle.map((t) => ({ id: t.tenantId, slug: t.slug, tier: t.tier })),
+      idle.filter((t) => !known(t)).map((t) => ({ id: t.tenantId, slug: t.slug, tier: t.tier })),
       { parallelism: Math.max(8, ...r.waves.map((w) => w.parallelism)) },
     );
+    for (const t of idle) if (known(t)) actual.set(t.tenantId, seen?.get(t.tenantId) ?? null);
     const mismatched = idle
       .map((t) => ({
         slug: t.slug,
