@@ -2,6 +2,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import {
+  migratePrivateSchema,
+  migratePrivateSchemasAtOnce,
+} from '../../control-plane/src/promotion/placement.js';
+import {
   applyLogins,
   applySchema,
   databaseProvider,
@@ -364,5 +368,60 @@ describe('pool providers', () => {
       `SELECT tenant_id, count(*)::int AS n FROM (SELECT tenant_id FROM ${schema}.users UNION ALL SELECT tenant_id FROM ${schema}.documents) x GROUP BY 1`,
     );
     expect(left).toEqual([{ tenant_id: b, n: 40 }]);
+  });
+});
+
+describe('private schemas migrated in one round trip', () => {
+  it('commits each schema on its own: a failure leaves those before it migrated and the rest untouched, and each one again on its own ends at the version with nothing applied twice', async () => {
+    const prefix = `atonce_${rand(4)}`;
+    const names = [0, 1, 2].map((i) => `${prefix}_${i}`);
+    for (const name of names) await schemaProvider.create(db, { name, owner, template });
+    const v2 = {
+      version: 2,
+      name: 'nicknames',
+      sql: 'ALTER TABLE users ADD COLUMN nick text;\nALTER TABLE users ADD CONSTRAINT users_email_lower CHECK (email = lower(email))',
+    };
+    const specs = names.map((name) => ({
+      name,
+      owner,
+      template: { ...template, version: 2, migrations: [...template.migrations, v2] },
+    }));
+    // The middle schema holds a row version 2 refuses.
+    await db.query(
+      `INSERT INTO ${names[1]}.users (tenant_id, email) VALUES (gen_random_uuid(), 'Upper@Example.COM')`,
+    );
+    const versions = async () =>
+      (
+        await db.query<{ version: number }>(
+          'SELECT version FROM tenantry_meta.schema_versions WHERE schema_name = ANY($1) ORDER BY schema_name',
+          [names],
+        )
+      ).rows.map((r) => r.version);
+
+    await expect(
+      migratePrivateSchemasAtOnce(
+        db,
+        specs.map((spec) => ({ spec })),
+        2,
+      ),
+    ).rejects.toThrow(/users_email_lower/);
+    expect(await versions()).toEqual([2, 1, 1]);
+    // The failed transaction was rolled back: the session is usable, outside any transaction.
+    expect(
+      (await db.query<{ s: string }>('SELECT pg_current_xact_id_if_assigned() IS NULL AS s')).rows[0]?.s,
+    ).toBe(true);
+
+    // Each again on its own, as the rollout does after a failed batch.
+    const again = (i: number) =>
+      migratePrivateSchema(db, specs[i] as (typeof specs)[number], { from: 1, toVersion: 2 });
+    expect(await again(0)).toEqual({ applied: [], version: 2 });
+    await expect(again(1)).rejects.toThrow(/users_email_lower/);
+    expect(await again(2)).toEqual({ applied: [2], version: 2 });
+    expect(await versions()).toEqual([2, 1, 2]);
+    const nick = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM information_schema.columns WHERE table_schema = ANY($1) AND table_name = 'users' AND column_name = 'nick'`,
+      [names],
+    );
+    expect(nick.rows[0]?.n).toBe(2);
   });
 });

@@ -2,7 +2,7 @@ import { TenantryError } from '../domain/errors.js';
 import { loginRoleNames, tenantObjectName } from '../domain/naming.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { Tier } from '../domain/tiers.js';
-import { migrateSchema, type SchemaSpec } from '../providers/postgres/schema.js';
+import { migrateSchema, migrationSql, type SchemaSpec } from '../providers/postgres/schema.js';
 import { ident, literal } from '../providers/postgres/sql.js';
 
 /**
@@ -225,7 +225,16 @@ const publicCheck = (schema: string, prepared: boolean): string[] =>
 export async function migratePrivateSchema(
   db: Queryable,
   spec: SchemaSpec,
-  opts: { from: number; toVersion: number; andThen?: (version: number) => string[] },
+  opts: {
+    from: number;
+    toVersion: number;
+    andThen?: (version: number) => string[];
+    /**
+     * false: a session opened for this one schema (a silo's), where preparing the check would cost
+     * a round trip and the same planning as the inlined check, once.
+     */
+    prepare?: boolean;
+  },
 ): Promise<{ applied: number[]; version: number }> {
   const migrate = (revoke: boolean, prepared: boolean) =>
     migrateSchema(db, spec, {
@@ -236,7 +245,7 @@ export async function migratePrivateSchema(
         ...(revoke ? revokePublicSql(spec.name) : publicCheck(spec.name, prepared)),
       ],
     });
-  let prepared = await prepareCheck(db);
+  let prepared = opts.prepare === false ? false : await prepareCheck(db);
   for (;;) {
     try {
       return await migrate(false, prepared);
@@ -252,5 +261,35 @@ export async function migratePrivateSchema(
       if (!String(err.message).includes(PUBLIC_CHECK)) throw e;
       return migrate(true, prepared);
     }
+  }
+}
+
+/**
+ * Several private schemas in the shared database, each at the version before `version`, brought to
+ * it in one round trip: each schema's transaction (explicit BEGIN and COMMIT) is exactly the one
+ * migratePrivateSchema sends for it, PUBLIC check included. Resolves once every one has committed.
+ * On a failure, the transactions before the failing one have committed and the rest never ran (the
+ * session's failed transaction is rolled back here): the caller then migrates each schema on its own
+ * through migratePrivateSchema, which finds those already at the version and skips them, and gives
+ * each failure to its own schema (a PUBLIC grant revoked, a transient error retried, a broken schema
+ * reported).
+ */
+export async function migratePrivateSchemasAtOnce(
+  db: Queryable,
+  items: readonly { spec: SchemaSpec; andThen?: readonly string[] }[],
+  version: number,
+): Promise<void> {
+  const prepared = await prepareCheck(db);
+  const sql = items
+    .map(
+      ({ spec, andThen }) =>
+        `BEGIN;\n${migrationSql(spec, version, [...(andThen ?? []), ...publicCheck(spec.name, prepared)])};\nCOMMIT`,
+    )
+    .join(';\n');
+  try {
+    await db.query(sql);
+  } catch (e) {
+    await db.query('ROLLBACK').catch(() => undefined);
+    throw e;
   }
 }

@@ -4,7 +4,7 @@ import { TenantryError } from '../domain/errors.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { RolloutTier } from '../domain/rollout.js';
 import { mapLimit } from '../lib/concurrency.js';
-import { migratePrivateSchema, placementOf } from '../promotion/placement.js';
+import { migratePrivateSchema, migratePrivateSchemasAtOnce, placementOf } from '../promotion/placement.js';
 import {
   ensureMeta,
   guardPrivateSchemaSql,
@@ -144,19 +144,40 @@ export class RolloutMigrator {
     }
     const place = placementOf(this.dp, t.slug, t.tier);
     const spec = this.spec(place.schema);
-    const run = (db: Queryable) =>
+    const run = (db: Queryable, prepare: boolean) =>
       migratePrivateSchema(db, spec, {
         from,
         toVersion,
-        andThen: (v) => (this.createsTables.includes(v) ? [guardPrivateSchemaSql(place.schema)] : []),
+        andThen: (v) => this.guardsFor(v, place.schema),
+        prepare,
       });
-    if (t.tier === 'bridge') return this.onShared(run);
+    if (t.tier === 'bridge') return this.onShared((db) => run(db, true));
     // A silo's session is its own, opened for this: the version is read back on it after the
     // commits (`observed`), which the rollout's final check takes instead of a second session.
     return this.dp.withDatabase(place.database, async (db) => {
-      const out = await run(db);
+      const out = await run(db, false);
       return { ...out, observed: await versionIn(db, place.schema) };
     });
+  }
+
+  /** The statements a version adds to each schema's transaction: the freeze guards on the tables it creates. */
+  private guardsFor(version: number, schema: string): string[] {
+    return this.createsTables.includes(version) ? [guardPrivateSchemaSql(schema)] : [];
+  }
+
+  /**
+   * Bridge tenants, each at the version before `toVersion` and with no other placement to move, brought
+   * to it in one round trip on one shared session (promotion/placement.ts `migratePrivateSchemasAtOnce`):
+   * each tenant's own transaction, as migrateTenant's. Throws on any failure, after which some may be
+   * at the version and the others not: the caller migrates each one with migrateTenant.
+   */
+  async migrateBridgesAtOnce(ts: readonly MigrationTenant[], toVersion: number): Promise<void> {
+    const items = ts.map((t) => {
+      if (t.tier !== 'bridge') throw new Error(`${t.slug} is not a bridge tenant`);
+      const schema = placementOf(this.dp, t.slug, t.tier).schema;
+      return { spec: this.spec(schema), andThen: this.guardsFor(toVersion, schema) };
+    });
+    await this.onShared((db) => migratePrivateSchemasAtOnce(db, items, toVersion));
   }
 
   /**

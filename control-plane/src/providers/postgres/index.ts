@@ -51,6 +51,7 @@ export { applyRole, endRoleSessions, type RoleSpec, type RoleState, roleProvider
 export {
   applySchema,
   migrateSchema,
+  migrationSql,
   type SchemaSpec,
   type SchemaState,
   schemaProvider,

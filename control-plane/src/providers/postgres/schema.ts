@@ -161,6 +161,15 @@ function migrationScript(spec: SchemaSpec, version: number, andThen: string[], f
 }
 
 /**
+ * One version's transaction on a schema at the version before, as migrateSchema sends it (the lock,
+ * the bump that guards it, the migration as the owner, then `andThen`), for a caller that sends
+ * several schemas' in one round trip, each inside its own BEGIN and COMMIT.
+ */
+export function migrationSql(spec: SchemaSpec, version: number, andThen: string[]): string {
+  return migrationScript(spec, version, andThen);
+}
+
+/**
  * Brings an existing schema from `from` (its version as last recorded) to `toVersion`: each template
  * migration in its own transaction with its version bump, under the schema's lock, in one round trip.
  * A version already applied (by an earlier attempt that crashed before recording it, or by a
