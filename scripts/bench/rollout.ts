@@ -9,8 +9,9 @@
  *
  * In the same run, the floor: the same DDL (other column and index names) sent straight to the same
  * server at the same parallelism, one transaction per placement (the pool once, each bridge schema,
- * each silo database on a fresh session), right after a CHECKPOINT as each rollout starts (a deploy
- * restarts the embedded Postgres, whose shutdown is one); also without it, reported beside. Each round
+ * each silo database on a fresh session), right after a restart of the control plane and its embedded
+ * Postgres, as each rollout starts (the deploy is one: a shutdown checkpoint, then cold shared
+ * buffers); also without it, reported beside. Each round
  * deploys one more version (a restart) and rolls it out between two floors; the ratio is the rollouts'
  * time over their surrounding floors' mean.
  *
@@ -87,17 +88,18 @@ const cpuSince = (before: { controlPlane: number; postgres: number }): Cpu => {
 
 /**
  * The DDL of a version on every placement, as plain SQL at parallelism P; returns the wall time.
- * `afterCheckpoint`: starts right after a CHECKPOINT, as every rollout here does (the deploy restarts
- * the embedded Postgres, and its shutdown is a checkpoint), so the floor pays the same full-page
- * images in the WAL on the first write to each page after it (docs/benchmarks.md, Rollouts).
+ * `afterRestart`: starts right after the same restart as every rollout here does (the deploy restarts
+ * the control plane and its embedded Postgres), so the floor finds the server as the rollout does:
+ * its shutdown checkpoint behind it (the first write to each page after it puts a full-page image in
+ * the WAL) and its shared buffers cold (docs/benchmarks.md, Rollouts).
  */
-async function floor(column: string, afterCheckpoint: boolean): Promise<{ ms: number; cpu: Cpu }> {
+async function floor(column: string, afterRestart: boolean): Promise<{ ms: number; cpu: Cpu }> {
+  if (afterRestart) await restart();
   const sql = ddl(column);
   const shared = new pg.Pool({ connectionString: cp.pgUrl(DATA), max: P });
   // end() resolves before its clients' sessions are gone: the restart that follows may end one first.
   shared.on('error', () => {});
   await Promise.all(Array.from({ length: P }, () => shared.query('SELECT 1')));
-  if (afterCheckpoint) await shared.query('CHECKPOINT');
   const cpu0 = cp.cpuMs();
   const started = performance.now();
   await shared.query(`SET search_path TO pool;\n${sql}`);
@@ -163,25 +165,32 @@ async function rollout(toVersion: number) {
   }
 }
 
-/** Stops the control plane, adds `version` to the templates (`note_v<version>` on every table), starts it on it. */
-async function deploy(version: number): Promise<void> {
+/** Stops the control plane (and its embedded Postgres), runs `meanwhile`, starts it again. */
+async function restart(meanwhile?: () => void): Promise<void> {
   await cp.stop();
   // Postgres may still be writing its shutdown checkpoint (10,000 schemas' worth) after the control plane exits.
   for (const until = Date.now() + 600_000; fs.existsSync(path.join(dataDir, 'pg', 'postmaster.pid')); ) {
     if (Date.now() > until) throw new Error('the embedded Postgres did not stop');
     await new Promise((r) => setTimeout(r, 200));
   }
-  const file = `${String(version).padStart(4, '0')}_notes_v${version}.sql`;
-  fs.writeFileSync(path.join(templatesDir, 'tenant-schema', file), `${ddl(`note_v${version}`)}\n`);
-  const tiers = JSON.parse(fs.readFileSync(path.join(templatesDir, 'tiers.json'), 'utf8'));
-  tiers.templateVersion = version;
-  fs.writeFileSync(path.join(templatesDir, 'tiers.json'), JSON.stringify(tiers, null, 2));
+  meanwhile?.();
   cp = await startControlPlane(env);
+}
+
+/** Stops the control plane, adds `version` to the templates (`note_v<version>` on every table), starts it on it. */
+async function deploy(version: number): Promise<void> {
+  await restart(() => {
+    const file = `${String(version).padStart(4, '0')}_notes_v${version}.sql`;
+    fs.writeFileSync(path.join(templatesDir, 'tenant-schema', file), `${ddl(`note_v${version}`)}\n`);
+    const tiers = JSON.parse(fs.readFileSync(path.join(templatesDir, 'tiers.json'), 'utf8'));
+    tiers.templateVersion = version;
+    fs.writeFileSync(path.join(templatesDir, 'tiers.json'), JSON.stringify(tiers, null, 2));
+  });
 }
 
 // Rounds of floor, rollout, floor (the floors around each rollout, so both see the same machine). Each
 // floor point runs twice: as it finds the server (`warm`: shown, not the target's), then right after a
-// CHECKPOINT, as the rollout starts (the floor the ratio uses).
+// restart, as the rollout starts (the floor the ratio uses).
 const floors: number[] = [];
 const warmFloors: number[] = [];
 const floorCpu: Cpu[] = [];
@@ -191,7 +200,7 @@ const floorPoint = async (column: string) => {
   floors.push(f.ms);
   floorCpu.push(f.cpu);
   log(
-    `floor: ${round((floors.at(-1) as number) / 1000, 2)} s after a checkpoint (${round((warmFloors.at(-1) as number) / 1000, 2)} s without)`,
+    `floor: ${round((floors.at(-1) as number) / 1000, 2)} s after a restart (${round((warmFloors.at(-1) as number) / 1000, 2)} s without)`,
   );
 };
 await floorPoint('floor_0');
@@ -248,7 +257,7 @@ const out = {
   floorsCpu: floorCpu,
   ratios: paired.map((x) => round(x, 2)),
   ratio: round(ratio, 2),
-  // The same DDL on a server not just checkpointed: fewer full-page images than the rollout pays.
+  // The same DDL on a server not just restarted: fewer full-page images and warm buffers, which the rollout does not have.
   warmFloorsS: warmFloors.map((f) => round(f / 1000, 2)),
   warmRatios: warm.paired.map((x) => round(x, 2)),
   warmRatio: round(warm.overall, 2),
