@@ -121,6 +121,52 @@ describe('revoking a token on one API process', () => {
 });
 
 describe('the token cache', () => {
+  // Each entry expires under load with every request carrying its token in flight: without the
+  // fix, ten requests sent ten identical queries at that moment, every five seconds.
+  it('sends one query for concurrent lookups of a token, and never joins one begun before a revocation', async () => {
+    const { token, info } = await createToken('single-flight');
+    const db = new Db(adminUrl(s.controlDb), 2);
+    const cache = new TokenCache(db, { ttlMs: 60_000 });
+    let openQueries: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      openQueries = resolve;
+    });
+    let queries = 0;
+    const query = db.query;
+    // Real queries on real Postgres, counted, and held until the test lets them go.
+    db.query = (async (text: Parameters<Db['query']>[0], params?: unknown[]) => {
+      queries++;
+      await held;
+      return query(text, params);
+    }) as Db['query'];
+    try {
+      const listening = once(cache, 'listening');
+      cache.start();
+      await listening;
+      const before = Array.from({ length: 10 }, () => cache.lookup(token));
+      expect(queries).toBe(1);
+
+      // Revoked now: a lookup after the revocation's notification waits for its own read.
+      const evicted = evictionOf(cache, info.id);
+      await revokeOnA(info.id);
+      await evicted;
+      const after = cache.lookup(token);
+      expect(queries).toBe(2);
+
+      openQueries();
+      expect(await after).toBeNull();
+      const early = await Promise.all(before);
+      expect(new Set(early.map((e) => e?.id ?? null)).size).toBe(1);
+      // The answer kept is the one read after the revocation, never the overlapped one.
+      expect(await cache.lookup(token)).toBeNull();
+      expect(queries).toBe(2);
+    } finally {
+      openQueries();
+      await cache.close();
+      await db.close();
+    }
+  });
+
   it('stops its listener on close, even while the database refuses it', async () => {
     const db = new Db(`postgres://nobody@127.0.0.1:${await freePort()}/nowhere`, 1);
     const cache = new TokenCache(db);

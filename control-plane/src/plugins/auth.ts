@@ -64,6 +64,13 @@ export class TokenCache extends EventEmitter {
   private readonly keyById = new Map<string, string>();
   /** Bumped by every eviction: a lookup that overlapped one does not cache what it read. */
   private epoch = 0;
+  /**
+   * Lookups on their way to the database, by token hash: when an entry expires under load, the
+   * requests carrying that token wait for one query instead of sending one each (ten at once, every
+   * five seconds, at ten concurrent requests). A lookup joins one only if no eviction happened since
+   * it started, so a revocation is never answered by a read from before it.
+   */
+  private readonly inflight = new Map<string, { epoch: number; info: Promise<TokenInfo | null> }>();
   private active = false;
   private wasLost = false;
   private readonly ttlMs: number;
@@ -124,13 +131,21 @@ export class TokenCache extends EventEmitter {
     const hit = this.entries.get(key);
     if (hit && hit.until > Date.now()) return hit.info;
     const epoch = this.epoch;
-    const info = await tokenByHash(this.db, hash);
-    if (this.active && epoch === this.epoch) {
-      if (this.entries.size > 10_000) this.clear();
-      this.entries.set(key, { info, until: Date.now() + this.ttlMs });
-      if (info) this.keyById.set(info.id, key);
+    const joined = this.inflight.get(key);
+    if (joined && joined.epoch === epoch) return joined.info;
+    const info = tokenByHash(this.db, hash);
+    this.inflight.set(key, { epoch, info });
+    try {
+      const found = await info;
+      if (this.active && epoch === this.epoch) {
+        if (this.entries.size > 10_000) this.clear();
+        this.entries.set(key, { info: found, until: Date.now() + this.ttlMs });
+        if (found) this.keyById.set(found.id, key);
+      }
+      return found;
+    } finally {
+      if (this.inflight.get(key)?.info === info) this.inflight.delete(key);
     }
-    return info;
   }
 
   /** Forgets a token (revoked here, or announced revoked by another process). */
