@@ -73,6 +73,8 @@ const Env = Type.Object({
   TENANTRY_FAULT_STEP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 0 }),
   TENANTRY_FAULT_HOLD_FILE: Type.Optional(Type.String({ minLength: 1 })),
   TENANTRY_DB_POOL_SIZE: Type.Integer({ minimum: 2, maximum: 200, default: 10 }),
+  /** Connections of the main pool kept open, opened at startup (default: TENANTRY_DB_POOL_SIZE, a fixed-size pool). */
+  TENANTRY_DB_POOL_MIN: Type.Optional(Type.Integer({ minimum: 0, maximum: 200 })),
   TENANTRY_DB_ACQUIRE_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 5000 }),
   TENANTRY_SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 15_000 }),
   /** How long a stopping worker waits for its running operations before handing them back (default: ⅔ of what the shutdown timeout leaves after the delay). */
@@ -152,6 +154,8 @@ export interface Config {
   rotationMaxPerTick: number;
   /** Connections of the control database's main pool. */
   dbPoolSize: number;
+  /** Of those, how many are opened at startup and kept open (a fixed-size pool when equal). */
+  dbPoolMin: number;
   /** How long a request waits for a control-database connection before it gets a 503. */
   dbAcquireTimeoutMs: number;
   /** How long an orderly shutdown may take before the process stops Postgres and exits anyway. */
@@ -248,6 +252,7 @@ const INT_KEYS = new Set([
   'TENANTRY_DRIFT_REMEDIATION_TIMEOUT_MS',
   'TENANTRY_ROTATION_MAX_PER_TICK',
   'TENANTRY_DB_POOL_SIZE',
+  'TENANTRY_DB_POOL_MIN',
   'TENANTRY_DB_ACQUIRE_TIMEOUT_MS',
   'TENANTRY_SHUTDOWN_TIMEOUT_MS',
   'TENANTRY_DRAIN_TIMEOUT_MS',
@@ -381,6 +386,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       `TENANTRY_CONNECTION_OVERCOMMIT must be a ratio of at least 1 (1 = no overcommit) or 'allow', got ${e.TENANTRY_CONNECTION_OVERCOMMIT}`,
     );
   }
+  const dbPoolMin = e.TENANTRY_DB_POOL_MIN ?? e.TENANTRY_DB_POOL_SIZE;
+  if (dbPoolMin > e.TENANTRY_DB_POOL_SIZE) {
+    throw new ConfigError(
+      `TENANTRY_DB_POOL_MIN (${dbPoolMin}) must not exceed TENANTRY_DB_POOL_SIZE (${e.TENANTRY_DB_POOL_SIZE})`,
+    );
+  }
   const drainTimeoutMs =
     e.TENANTRY_DRAIN_TIMEOUT_MS ??
     Math.max(0, Math.floor(((e.TENANTRY_SHUTDOWN_TIMEOUT_MS - e.TENANTRY_SHUTDOWN_DELAY_MS) * 2) / 3));
@@ -451,6 +462,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     rotationSchedule,
     rotationMaxPerTick: e.TENANTRY_ROTATION_MAX_PER_TICK,
     dbPoolSize: e.TENANTRY_DB_POOL_SIZE,
+    dbPoolMin,
     dbAcquireTimeoutMs: e.TENANTRY_DB_ACQUIRE_TIMEOUT_MS,
     shutdownTimeoutMs: e.TENANTRY_SHUTDOWN_TIMEOUT_MS,
     drainTimeoutMs,

@@ -179,9 +179,23 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     // Tenants' descriptors keep the URL's TCP host and port; only the socket path is added.
     const dataplaneUrl = config.dataplaneUrl ?? control.urlFor(DATA_DB);
 
-    const db = new Db(databaseUrl, { max: config.dbPoolSize, acquireTimeoutMs: config.dbAcquireTimeoutMs });
+    const db = new Db(databaseUrl, {
+      max: config.dbPoolSize,
+      min: config.dbPoolMin,
+      acquireTimeoutMs: config.dbAcquireTimeoutMs,
+    });
     closers.push(() => db.close());
     await migrate(db.pool, log);
+    // The pool's connections opened now, not under the first load (Db.warm); one that cannot be is
+    // opened later by the request that needs it.
+    await db
+      .warm()
+      .catch((e: unknown) =>
+        log.warn(
+          { err: (e as Error).message },
+          'could not open the control database pool up to TENANTRY_DB_POOL_MIN',
+        ),
+      );
     // The local target's root key, checked against the store before anything is written with it
     // (the aws target keeps its keys and secrets in KMS and Secrets Manager, and needs none).
     let keys: (KeyStore & SecretStore) | undefined;

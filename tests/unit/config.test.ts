@@ -15,6 +15,15 @@ describe('config', () => {
       role: 'all',
     });
   });
+  it('keeps the control database pool open to its size unless told otherwise, never past it', () => {
+    expect(loadConfig({})).toMatchObject({ dbPoolSize: 10, dbPoolMin: 10 });
+    expect(loadConfig({ TENANTRY_DB_POOL_SIZE: '20' })).toMatchObject({ dbPoolSize: 20, dbPoolMin: 20 });
+    expect(loadConfig({ TENANTRY_DB_POOL_MIN: '0' })).toMatchObject({ dbPoolSize: 10, dbPoolMin: 0 });
+    expect(() => loadConfig({ TENANTRY_DB_POOL_MIN: '11' })).toThrow(
+      /TENANTRY_DB_POOL_MIN \(11\) must not exceed TENANTRY_DB_POOL_SIZE \(10\)/,
+    );
+    expect(() => loadConfig({ TENANTRY_DB_POOL_MIN: '-1' })).toThrow(ConfigError);
+  });
   it('reads overrides', () => {
     const c = loadConfig({
       PORT: '8080',

@@ -5,6 +5,11 @@ import type { Queryable } from '../domain/queryable.js';
 export interface DbOptions {
   /** Connections in the main pool (the relaxed pool has as many). */
   max?: number;
+  /**
+   * Connections the main pool keeps open (default 0): `warm()` opens them, idle ones below it are never
+   * closed, and one that ends (its lifetime, an error) is opened again at once. See `warm`.
+   */
+  min?: number;
   /** How long a caller waits for a connection before the pool gives up (a 503, never a hang). */
   acquireTimeoutMs?: number;
 }
@@ -42,6 +47,9 @@ export class Db {
   private readonly locks: pg.Pool;
   private readonly held = new AsyncLocalStorage<Held>();
   readonly acquireTimeoutMs: number;
+  private readonly min: number;
+  private closing = false;
+  private refilling: Promise<void> | undefined;
 
   constructor(
     private readonly connectionString: string,
@@ -56,7 +64,12 @@ export class Db {
       maxLifetimeSeconds: 900,
       connectionTimeoutMillis: this.acquireTimeoutMs,
     };
-    this.pool = new pg.Pool({ ...common, max });
+    this.min = Math.min(o.min ?? 0, max);
+    this.pool = new pg.Pool({ ...common, max, min: this.min });
+    // A connection that ended (its lifetime, a broken socket) is replaced before a request needs it.
+    this.pool.on('remove', () => {
+      if (this.min > 0 && !this.closing) void this.warm().catch(() => undefined);
+    });
     this.relaxed = new pg.Pool({ ...common, max, options: '-c synchronous_commit=off' });
     this.locks = new pg.Pool({ ...common, max: Math.max(2, Math.ceil(max / 2)) });
     // An idle client lost to a server restart is replaced on next use.
@@ -228,7 +241,59 @@ export class Db {
     };
   }
 
+  /**
+   * Opens the main pool's connections up to `min`, all at once, and returns them to the pool idle.
+   *
+   * A pool that grows on demand opens its connections under load: each one is a backend forked and a
+   * SCRAM exchange (4,096 PBKDF2 rounds on each side), tens of milliseconds of CPU that every request
+   * in flight waits behind. Under ten concurrent reads on two cores, the pool growing from 7 to 10
+   * connections held all ten requests for 48 ms (scripts/bench/api.ts, docs/benchmarks.md). Opened
+   * here, at startup and whenever one ends, that cost is never on a request's path. A connection
+   * that cannot be opened now is left for the first request that needs it, as before.
+   */
+  warm(): Promise<void> {
+    this.refilling ??= (async () => {
+      try {
+        while (!this.closing && this.pool.totalCount < this.min) {
+          const before = this.pool.totalCount;
+          // The pool hands out its idle connections first: holding them too, the rest are new ones.
+          const n = this.min - before + this.pool.idleCount;
+          const opened = await Promise.allSettled(
+            Array.from({ length: n }, () => this.borrowIdle(this.pool)),
+          );
+          for (const o of opened) if (o.status === 'fulfilled') o.value();
+          const failed = opened.find((o) => o.status === 'rejected');
+          if (failed) throw failed.reason;
+          if (this.pool.totalCount <= before) break; // taken by requests meanwhile: they opened it
+        }
+      } finally {
+        this.refilling = undefined;
+      }
+    })();
+    return this.refilling;
+  }
+
+  /**
+   * A connection of `pool` held with no query on it, and the function that gives it back. pg-pool
+   * stops listening for a connection's errors while it is lent out, and a session ended then (a
+   * terminated backend) would throw from the driver: held here, its error is kept and the connection
+   * is given back as broken, so the pool drops it.
+   */
+  private async borrowIdle(pool: pg.Pool): Promise<() => void> {
+    const c = await pool.connect();
+    let broken: Error | undefined;
+    const onError = (e: Error) => {
+      broken = e;
+    };
+    c.on('error', onError);
+    return () => {
+      c.off('error', onError);
+      c.release(broken);
+    };
+  }
+
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all([this.pool.end(), this.relaxed.end(), this.locks.end()]);
   }
 }
