@@ -269,6 +269,30 @@ describe('GET /v1/tenants', () => {
     expect(res.json().error.code).toBe('TENANT_NOT_FOUND');
   });
 
+  // GET /v1/tenants/{slug} is a statement each connection prepares once (db/repo.ts TENANT_DETAIL). A
+  // prepared `SELECT t.*` fails with "cached plan must not change result type" once a column is
+  // added; its named columns do not, so a migration adding one never breaks a running process.
+  it('still answers every connection of the pool after a column is added to tenants', async () => {
+    const t = await onboard(s, 'pool');
+    const getAll = async () => {
+      const res = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          s.app.inject({ method: 'GET', url: `/v1/tenants/${t.slug}`, headers: auth(s.tokens.sre) }),
+        ),
+      );
+      return res.map((r) => [r.statusCode, r.json().slug]);
+    };
+    const ok = Array.from({ length: 20 }, () => [200, t.slug]);
+    expect(await getAll()).toEqual(ok);
+    await superQuery(s.controlDb, 'ALTER TABLE tenants ADD COLUMN test_added_later text');
+    try {
+      expect(await getAll()).toEqual(ok);
+    } finally {
+      await superQuery(s.controlDb, 'ALTER TABLE tenants DROP COLUMN test_added_later');
+    }
+    expect(await getAll()).toEqual(ok);
+  });
+
   it('answers a malformed slug with 400 VALIDATION_FAILED', async () => {
     await expectErrors(
       'GET',

@@ -136,6 +136,29 @@ export interface PromotionRow {
 }
 
 /**
+ * GET /v1/tenants/{slug}'s one statement, prepared once per connection. Planned for every request, its
+ * two subqueries made planning most of the server's work for the read: under ten concurrent reads on
+ * two cores, the `bind` step (where an unnamed statement is planned) took 25 to 150 ms for a few
+ * requests a second (log_min_duration_statement; docs/benchmarks.md). Its columns are named, so a
+ * column added to tenants later cannot change the cached plan's result.
+ */
+const TENANT_DETAIL: NamedStatement = {
+  name: 'tenantry.tenant_detail',
+  text: `SELECT t.id, t.slug, t.name, t.tier, t.status, t.region, t.plan, t.contact_email, t.template_version,
+            t.outputs, t.version, t.labels, t.limits, t.suspension, t.created_at, t.updated_at,
+            (SELECT jsonb_build_object('id', o.id, 'kind', o.kind, 'status', o.status, 'steps', o.steps)
+               FROM operations o WHERE o.tenant_id = t.id AND o.status IN ('queued', 'running')) AS active,
+            (SELECT jsonb_build_object('id', o.id, 'status', o.status,
+                      'fromTier', o.params->>'fromTier', 'toTier', o.params->>'toTier',
+                      'cutoverAt', o.progress->>'cutoverAt', 'rollbackUntil', o.progress->>'rollbackUntil',
+                      'rolledBack', o.progress ? 'rolledBack', 'cleanedUp', o.progress ? 'cleanedUp')
+               FROM operations o
+              WHERE o.tenant_id = t.id AND o.kind = 'promote' AND o.status = 'succeeded' AND NOT (o.params ? 'rollbackOf')
+              ORDER BY o.created_at DESC, o.id DESC LIMIT 1) AS promotion
+       FROM tenants t WHERE t.slug = $1 ORDER BY (t.status <> 'offboarded') DESC, t.created_at DESC LIMIT 1`,
+};
+
+/**
  * One round trip for GET /v1/tenants/{slug}: the tenant (as findTenantBySlug picks it), its
  * operation in flight (the partial unique index holds at most one) and its latest succeeded
  * promotion that is not itself a rollback.
@@ -153,20 +176,7 @@ export async function findTenantDetail(
       active: { id: string; kind: OperationKind; status: OperationStatus; steps: OperationStep[] } | null;
       promotion: PromotionRow | null;
     } & Record<string, unknown>
-  >(
-    `SELECT t.*,
-            (SELECT jsonb_build_object('id', o.id, 'kind', o.kind, 'status', o.status, 'steps', o.steps)
-               FROM operations o WHERE o.tenant_id = t.id AND o.status IN ('queued', 'running')) AS active,
-            (SELECT jsonb_build_object('id', o.id, 'status', o.status,
-                      'fromTier', o.params->>'fromTier', 'toTier', o.params->>'toTier',
-                      'cutoverAt', o.progress->>'cutoverAt', 'rollbackUntil', o.progress->>'rollbackUntil',
-                      'rolledBack', o.progress ? 'rolledBack', 'cleanedUp', o.progress ? 'cleanedUp')
-               FROM operations o
-              WHERE o.tenant_id = t.id AND o.kind = 'promote' AND o.status = 'succeeded' AND NOT (o.params ? 'rollbackOf')
-              ORDER BY o.created_at DESC, o.id DESC LIMIT 1) AS promotion
-       FROM tenants t WHERE t.slug = $1 ORDER BY (t.status <> 'offboarded') DESC, t.created_at DESC LIMIT 1`,
-    [slug],
-  );
+  >(named(TENANT_DETAIL), [slug]);
   const r = rows[0];
   if (!r) return null;
   const { active, promotion } = r;
