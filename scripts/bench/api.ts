@@ -1,14 +1,18 @@
 /**
  * API read benchmark. A real control plane (`npm start`'s entry point, on the embedded default, in a
- * scratch data directory, no scheduled drift sweep) with 10,000 tenants in its registry, loaded with
- * autocannon on loopback:
+ * scratch data directory, no scheduled drift sweep) with 10,000 tenants in its registry, loaded on
+ * loopback with wrk (Debian's package: `apt-get install -y wrk`) where it is installed, else with
+ * autocannon (`--load wrk|autocannon` chooses). The load generator shares the machine's two cores with
+ * the control plane and Postgres: autocannon spends about 0.11 ms of CPU per list request parsing
+ * the answer, wrk 0.02, and autocannon's own event loop adds its delays to the p99 it reports
+ * (docs/benchmarks.md has the same code measured with both). Routes:
  * - GET /v1/tenants?limit=50 (the first page);
  * - GET /v1/tenants/{slug} (a random tenant each request: the tenant, its operation in flight, its
  *   latest promotion);
  * - GET /v1/tenants/{slug}/connection (a random one of the real onboarded pool tenants: the secret is
  *   read and decrypted, and every read is an audited write).
  *
- *   npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5]
+ *   npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5] [--load wrk|autocannon]
  *
  * The 10,000 tenants (each with its succeeded onboarding operation) are written straight into the
  * control database: real rows the API serves, but onboarding 10,000 through the queue would take
@@ -30,9 +34,12 @@
  * with the targets: list and get ≥ 0.5× the floor's rate and p99 ≤ 10 ms; connection p99 ≤ 20 ms;
  * control-plane peak RSS ≤ 250 MB.
  */
+import { execFile, execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs, promisify } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { appendAudit } from '../../control-plane/src/db/audit.js';
@@ -48,6 +55,8 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '10' },
     duration: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '5' },
+    // The load generator: wrk where it is installed (apt-get install -y wrk), else autocannon.
+    load: { type: 'string' },
     // Only the routes whose name contains this (for profiling one route); the summary needs all three.
     only: { type: 'string' },
     help: { type: 'boolean', default: false },
@@ -55,7 +64,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   process.stdout.write(
-    'usage: npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5]\n',
+    'usage: npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5] [--load wrk|autocannon]\n',
   );
   process.exit(0);
 }
@@ -65,6 +74,27 @@ const C = Number(values.connections);
 const DURATION_S = Number(values.duration);
 const ROUNDS = Number(values.rounds);
 const WARMUP_S = 2;
+const execFileAsync = promisify(execFile);
+
+const hasWrk = (() => {
+  try {
+    execFileSync('wrk', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch (err) {
+    // wrk prints its version and exits 1; only a missing binary is "not there".
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+})();
+const LOAD = values.load ?? (hasWrk ? 'wrk' : 'autocannon');
+if (LOAD !== 'wrk' && LOAD !== 'autocannon') throw new Error(`--load is wrk or autocannon, not ${LOAD}`);
+if (LOAD === 'wrk' && !hasWrk) throw new Error('--load wrk: wrk is not installed (apt-get install -y wrk)');
+if (!values.load && !hasWrk) {
+  process.stderr.write(
+    'wrk is not installed (apt-get install -y wrk): loading with autocannon, whose own CPU on this\n' +
+      "machine's two cores raises the p99 it reports (docs/benchmarks.md)\n",
+  );
+}
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-api-bench-'));
 
 interface Measure {
   rps: number;
@@ -152,17 +182,29 @@ async function onboardReal(n: number): Promise<string[]> {
 
 const pick = <T>(xs: T[]): T => xs[Math.floor(Math.random() * xs.length)] as T;
 
-/** autocannon against one route; `path` picks each request's path. */
-async function viaApi(path: () => string, seconds: number): Promise<Measure> {
+/** What picks a request's path: one fixed path, or one of a list at random each request. */
+type Paths = string | { prefix: string; slugs: string[]; suffix: string };
+
+const pathOf = (p: Paths): string => (typeof p === 'string' ? p : `${p.prefix}${pick(p.slugs)}${p.suffix}`);
+
+/**
+ * autocannon against one route. A fixed path is given as such: autocannon then builds the request's
+ * bytes once, instead of once per request (its `setupRequest`).
+ */
+async function viaAutocannon(paths: Paths, seconds: number): Promise<Measure> {
   const result = await autocannon({
     url: cp.base,
     connections: C,
     duration: seconds,
     headers: { authorization: `Bearer ${cp.token}` },
-    requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: path() }) }],
+    requests: [
+      typeof paths === 'string'
+        ? { method: 'GET', path: paths }
+        : { method: 'GET', setupRequest: (req) => ({ ...req, path: pathOf(paths) }) },
+    ],
   });
   if (result.non2xx > 0 || result.errors > 0) {
-    throw new Error(`${result.non2xx} non-2xx answers and ${result.errors} errors from ${path()}`);
+    throw new Error(`${result.non2xx} non-2xx answers and ${result.errors} errors from ${pathOf(paths)}`);
   }
   return {
     rps: round(result['2xx'] / result.duration, 1),
@@ -172,6 +214,86 @@ async function viaApi(path: () => string, seconds: number): Promise<Measure> {
     seconds: result.duration,
   };
 }
+
+const luaString = (s: string) => JSON.stringify(s); // a slug or a path: ASCII, so JSON's quoting is Lua's
+
+/**
+ * The wrk script for one route: the paths (a fixed path is wrk's own, built once), and a `done` that
+ * prints the run's counts and latency percentiles (microseconds) as one JSON line.
+ */
+function wrkScript(paths: Paths): string {
+  const pick =
+    typeof paths === 'string'
+      ? ''
+      : `local slugs = {${paths.slugs.map(luaString).join(',')}}
+math.randomseed(os.time())
+request = function()
+  return wrk.format(nil, ${luaString(paths.prefix)} .. slugs[math.random(#slugs)] .. ${luaString(paths.suffix)})
+end
+`;
+  return `wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
+${pick}done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK {"requests":%d,"durationUs":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50Us":%d,"p99Us":%d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+`;
+}
+
+const scripts = new Map<Paths, string>();
+
+/**
+ * wrk (Debian's package: C, one thread on epoll) against one route, C connections. wrk spends about
+ * a fifth of autocannon's CPU per request, so less of the two cores the control plane and its Postgres
+ * share with the load; its CPU is read from the shell's `times` (its children's user and system time).
+ */
+async function viaWrk(paths: Paths, seconds: number, cpuMs: { bench: number }): Promise<Measure> {
+  let script = scripts.get(paths);
+  if (!script) {
+    script = path.join(scratch, `route-${scripts.size}.lua`);
+    fs.writeFileSync(script, wrkScript(paths));
+    scripts.set(paths, script);
+  }
+  const url = `${cp.base}${typeof paths === 'string' ? paths : '/'}`;
+  // The token goes in through the environment (the script reads it), not a command line `ps` shows.
+  const { stdout } = await execFileAsync(
+    'sh',
+    [
+      '-c',
+      'wrk -t1 -c"$1" -d"$2"s --timeout 5s -s "$3" "$4" && times',
+      'sh',
+      String(C),
+      String(seconds),
+      script,
+      url,
+    ],
+    { env: { PATH: process.env.PATH ?? '', BENCH_TOKEN: cp.token } },
+  );
+  const line = /^WRK (.*)$/m.exec(stdout)?.[1];
+  if (!line) throw new Error(`wrk printed no result:\n${stdout}`);
+  const r = JSON.parse(line) as Record<string, number>;
+  const failed = ['connect', 'read', 'write', 'status', 'timeout'].filter((k) => (r[k] ?? 0) > 0);
+  if (failed.length > 0) throw new Error(`wrk saw errors on ${pathOf(paths)}: ${line}`);
+  // `times`: the shell's own user and system time, then its children's (wrk's), as 0m1.234s.
+  const children = stdout.trim().split('\n').at(-1)?.split(/\s+/) ?? [];
+  for (const t of children) {
+    const m = /^(\d+)m([\d.]+)s$/.exec(t);
+    if (m) cpuMs.bench += (Number(m[1]) * 60 + Number(m[2])) * 1000;
+  }
+  const requests = r.requests ?? 0;
+  const wall = (r.durationUs ?? 1) / 1e6;
+  return {
+    rps: round(requests / wall, 1),
+    p50Ms: round((r.p50Us ?? 0) / 1000),
+    p99Ms: round((r.p99Us ?? 0) / 1000),
+    requests,
+    seconds: wall,
+  };
+}
+
+const viaApi = (paths: Paths, seconds: number, cpuMs: { bench: number }) =>
+  LOAD === 'wrk' ? viaWrk(paths, seconds, cpuMs) : viaAutocannon(paths, seconds);
 
 /** The same statements through pg, C in flight, closed loop. */
 async function floor(work: () => Promise<void>, seconds: number): Promise<Measure> {
@@ -201,7 +323,7 @@ const BENCH_ACTOR = { id: null, name: 'bench-floor', role: 'dataplane' };
 
 interface Route {
   route: string;
-  path: () => string;
+  paths: Paths;
   sql: () => Promise<void>;
 }
 
@@ -217,7 +339,7 @@ try {
   const routes: Route[] = [
     {
       route: 'GET /v1/tenants?limit=50',
-      path: () => '/v1/tenants?limit=50',
+      paths: '/v1/tenants?limit=50',
       sql: async () => {
         const page = await listTenants(pool, { limit: 50 });
         if (page.count !== 50) throw new Error('the floor read a short page');
@@ -225,14 +347,14 @@ try {
     },
     {
       route: 'GET /v1/tenants/{slug}',
-      path: () => `/v1/tenants/${pick(seeded)}`,
+      paths: { prefix: '/v1/tenants/', slugs: seeded, suffix: '' },
       sql: async () => {
         if (!(await findTenantDetail(pool, pick(seeded)))) throw new Error('the floor missed a tenant');
       },
     },
     {
       route: 'GET /v1/tenants/{slug}/connection',
-      path: () => `/v1/tenants/${pick(real)}/connection`,
+      paths: { prefix: '/v1/tenants/', slugs: real, suffix: '/connection' },
       sql: async () => {
         const slug = pick(real);
         const t = await findTenantBySlug(pool, slug);
@@ -261,7 +383,7 @@ try {
   const results = [];
   for (const r of routes) {
     if (values.only && !r.route.includes(values.only)) continue;
-    await viaApi(r.path, WARMUP_S);
+    await viaApi(r.paths, WARMUP_S, { bench: 0 });
     await floor(r.sql, WARMUP_S);
     const api: Measure[] = [];
     const sql: Measure[] = [];
@@ -271,9 +393,12 @@ try {
       api: { controlPlane: 0, postgres: 0, bench: 0 },
       floor: { controlPlane: 0, postgres: 0, bench: 0 },
     };
-    const measured = async <T>(side: 'api' | 'floor', fn: () => Promise<T>): Promise<T> => {
+    const measured = async <T>(
+      side: 'api' | 'floor',
+      fn: (cpuMs: { bench: number }) => Promise<T>,
+    ): Promise<T> => {
       const [c0, b0] = [cp.cpuMs(), process.cpuUsage()];
-      const out = await fn();
+      const out = await fn(cpu[side]);
       const [c1, b1] = [cp.cpuMs(), process.cpuUsage(b0)];
       cpu[side].controlPlane += c1.controlPlane - c0.controlPlane;
       cpu[side].postgres += c1.postgres - c0.postgres;
@@ -281,7 +406,7 @@ try {
       return out;
     };
     for (let i = 0; i < ROUNDS; i++) {
-      api.push(await measured('api', () => viaApi(r.path, DURATION_S / ROUNDS)));
+      api.push(await measured('api', (cpuMs) => viaApi(r.paths, DURATION_S / ROUNDS, cpuMs)));
       sql.push(await measured('floor', () => floor(r.sql, DURATION_S / ROUNDS)));
     }
     const [a, f] = [combine(api), combine(sql)];
@@ -289,6 +414,7 @@ try {
       Object.fromEntries(Object.entries(cpu[side]).map(([k, v]) => [k, round(v / n, 3)]));
     const line = {
       route: r.route,
+      loadGenerator: LOAD,
       connections: C,
       api: a,
       floor: f,
@@ -318,6 +444,7 @@ try {
         summary: true,
         tenants: TENANTS,
         realPoolTenants: REAL,
+        loadGenerator: LOAD,
         connections: C,
         durationS: DURATION_S,
         rounds: ROUNDS,
@@ -337,4 +464,5 @@ try {
 } finally {
   await pool.end();
   await cp.stop();
+  fs.rmSync(scratch, { recursive: true, force: true });
 }
