@@ -258,9 +258,7 @@ export class Db {
           const before = this.pool.totalCount;
           // The pool hands out its idle connections first: holding them too, the rest are new ones.
           const n = this.min - before + this.pool.idleCount;
-          const opened = await Promise.allSettled(
-            Array.from({ length: n }, () => this.borrowIdle(this.pool)),
-          );
+          const opened = await Promise.allSettled(Array.from({ length: n }, () => this.borrowIdle()));
           for (const o of opened) if (o.status === 'fulfilled') o.value();
           const failed = opened.find((o) => o.status === 'rejected');
           if (failed) throw failed.reason;
@@ -274,13 +272,13 @@ export class Db {
   }
 
   /**
-   * A connection of `pool` held with no query on it, and the function that gives it back. pg-pool
+   * A connection of the main pool held with no query on it, and the function that gives it back. pg-pool
    * stops listening for a connection's errors while it is lent out, and a session ended then (a
    * terminated backend) would throw from the driver: held here, its error is kept and the connection
    * is given back as broken, so the pool drops it.
    */
-  private async borrowIdle(pool: pg.Pool): Promise<() => void> {
-    const c = await pool.connect();
+  private async borrowIdle(): Promise<() => void> {
+    const c = await this.pool.connect();
     let broken: Error | undefined;
     const onError = (e: Error) => {
       broken = e;
