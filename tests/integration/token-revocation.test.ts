@@ -83,10 +83,12 @@ describe('revoking a token on one API process', () => {
     const listening = cacheB.listening ? Promise.resolve() : once(cacheB, 'listening');
     expect(await statusOnB(token)).toBe(200); // starts B's listener
     await listening;
-    expect(await statusOnB(token)).toBe(200); // now served from B's cache
+    expect(await statusOnB(token)).toBe(200); // now served from B's cache, without waiting
+    expect(cacheB.cached(token)?.id).toBe(info.id);
     const evicted = evictionOf(cacheB, info.id);
     await revokeOnA(info.id);
     await evicted;
+    expect(cacheB.cached(token)).toBeUndefined();
     expect(await statusOnB(token)).toBe(401);
   });
 
@@ -107,6 +109,7 @@ describe('revoking a token on one API process', () => {
       [s.controlDb],
     );
     await lost;
+    expect(cacheB.cached(token)).toBeUndefined(); // nothing is trusted while B cannot listen
     // B cannot hear this revocation: its listener waits at the gate.
     await revokeOnA(info.id);
     expect(await statusOnB(token)).toBe(401);

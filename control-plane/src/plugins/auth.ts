@@ -124,6 +124,16 @@ export class TokenCache extends EventEmitter {
     this.listener.start();
   }
 
+  /**
+   * The cached lookup of a token, without waiting: undefined when it is not cached (or expired), and
+   * then `lookup` reads it. Most requests carry a token read a moment ago, and answering those
+   * synchronously spares each one a promise and a turn of the microtask queue.
+   */
+  cached(token: string): TokenInfo | null | undefined {
+    const hit = this.entries.get(hashToken(token).toString('base64'));
+    return hit && hit.until > Date.now() ? hit.info : undefined;
+  }
+
   async lookup(token: string): Promise<TokenInfo | null> {
     this.start();
     const hash = hashToken(token);
@@ -173,13 +183,24 @@ export class TokenCache extends EventEmitter {
 
 const BEARER = new RegExp(`^Bearer (${TOKEN_CHARS}{${TOKEN_MIN_LENGTH},${TOKEN_MAX_LENGTH}})$`);
 
-async function authenticate(cache: TokenCache, request: FastifyRequest): Promise<Principal> {
+/** The bearer token a request carries, or null when there is none or it is malformed. */
+function bearerToken(request: FastifyRequest): string | null {
   const header = request.headers.authorization;
   const m = typeof header === 'string' ? BEARER.exec(header) : null;
-  if (!m?.[1]) throw new TenantryError('UNAUTHENTICATED', 'send Authorization: Bearer <token>');
-  const info = await cache.lookup(m[1]);
-  if (!info) throw new TenantryError('UNAUTHENTICATED', 'the token is unknown or revoked');
-  return { id: info.id, name: info.name, role: info.role };
+  return m?.[1] ?? null;
+}
+
+/** Sets the request's principal from its token's lookup, or says why it may not go on. */
+function authorize(
+  request: FastifyRequest,
+  info: TokenInfo | null,
+  permission: Permission,
+): Error | undefined {
+  if (!info) return new TenantryError('UNAUTHENTICATED', 'the token is unknown or revoked');
+  request.principal = { id: info.id, name: info.name, role: info.role };
+  if (!can(info.role, permission))
+    return new TenantryError('FORBIDDEN', `role ${info.role} may not ${permission}`);
+  return undefined;
 }
 
 export default fp(
@@ -189,14 +210,19 @@ export default fp(
     app.addHook('onClose', async () => {
       await opts.cache.close();
     });
-    app.addHook('onRequest', async (request) => {
+    // A callback hook, so a token found in the cache lets the request go on at once (TokenCache.cached).
+    app.addHook('onRequest', (request, _reply, done) => {
       const permission = request.routeOptions.config?.permission;
-      if (!permission) return;
-      const principal = await authenticate(opts.cache, request);
-      request.principal = principal;
-      if (!can(principal.role, permission)) {
-        throw new TenantryError('FORBIDDEN', `role ${principal.role} may not ${permission}`);
-      }
+      if (!permission) return done();
+      const token = bearerToken(request);
+      if (token === null)
+        return done(new TenantryError('UNAUTHENTICATED', 'send Authorization: Bearer <token>'));
+      const hit = opts.cache.listening ? opts.cache.cached(token) : undefined;
+      if (hit !== undefined) return done(authorize(request, hit, permission));
+      opts.cache.lookup(token).then(
+        (info) => done(authorize(request, info, permission)),
+        (e: Error) => done(e),
+      );
     });
   },
   { name: 'tenantry-auth', dependencies: ['tenantry-errors'] },
