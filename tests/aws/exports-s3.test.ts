@@ -149,7 +149,7 @@ describe.skipIf(skipReason !== null /* the reason is in the title */)(
         const t = await onboard(s, tier);
         await seed(s, t.slug, n, `${name}-`);
         const row = await s.runtime.services.tenants.get(t.slug);
-        made[name] = { ...t, tier, keyId: String(row.outputs.keyId) };
+        made[name] = { ...t, tier, keyId: String(JSON.parse(row.json).outputs.keyId) };
       }
       // The shared cluster is the stack's data database; its admin secret as RDS shapes it.
       const admin = new URL(adminUrl(s.dataDb));

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
 import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { Db } from '../../control-plane/src/db/db.js';
+import { findTenantBySlug } from '../../control-plane/src/db/repo.js';
 import { loginRoleName, tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import { Metrics } from '../../control-plane/src/lib/metrics.js';
 import { TokenCache } from '../../control-plane/src/plugins/auth.js';
@@ -186,9 +187,9 @@ describe('GET /v1/tenants', () => {
     expect(new Set(seen).size).toBe(seen.length);
   });
 
-  it('renders each tenant of a page exactly as GET /v1/tenants/{slug} does, whatever its fields hold', async () => {
-    // The list writes its body from the columns' text (db/repo.ts listTenants); the one-tenant route
-    // goes through the schema's serializer. Odd values in every kind of column must come out alike.
+  it('renders each tenant, in a page and alone, exactly as its row reads, whatever its fields hold', async () => {
+    // Both reads take the tenant as JSON Postgres renders (db/repo.ts TENANT_JSON). Odd values in every
+    // kind of column must come out as the row read through pg's own parsers (findTenantBySlug) gives them.
     const run = rand(4);
     const cases = [
       { at: '2026-01-02 03:04:05+00', iso: '2026-01-02T03:04:05.000Z', region: null, suspension: null },
@@ -244,6 +245,8 @@ describe('GET /v1/tenants', () => {
     for (const { slug, iso } of tenants) {
       const { activeOperation: _a, promotion: _p, ...one } = await get(`/v1/tenants/${slug}`);
       expect(one.createdAt).toBe(iso);
+      const row = await findTenantBySlug(s.runtime.services.db, slug);
+      expect(one).toEqual(JSON.parse(JSON.stringify(row)));
       expect(filtered.find((t: { slug: string }) => t.slug === slug)).toEqual(one);
       expect(walked.find((t) => t.slug === slug)).toEqual(one);
     }

@@ -135,78 +135,6 @@ export interface PromotionRow {
   cleanedUp: boolean;
 }
 
-/**
- * GET /v1/tenants/{slug}'s one statement, prepared once per connection. Planned for every request, its
- * two subqueries made planning most of the server's work for the read: under ten concurrent reads on
- * two cores, the `bind` step (where an unnamed statement is planned) took 25 to 150 ms for a few
- * requests a second (log_min_duration_statement; docs/benchmarks.md). Its columns are named, so a
- * column added to tenants later cannot change the cached plan's result.
- */
-const TENANT_DETAIL: NamedStatement = {
-  name: 'tenantry.tenant_detail',
-  text: `SELECT t.id, t.slug, t.name, t.tier, t.status, t.region, t.plan, t.contact_email, t.template_version,
-            t.outputs, t.version, t.labels, t.limits, t.suspension, t.created_at, t.updated_at,
-            (SELECT jsonb_build_object('id', o.id, 'kind', o.kind, 'status', o.status, 'steps', o.steps)
-               FROM operations o WHERE o.tenant_id = t.id AND o.status IN ('queued', 'running')) AS active,
-            (SELECT jsonb_build_object('id', o.id, 'status', o.status,
-                      'fromTier', o.params->>'fromTier', 'toTier', o.params->>'toTier',
-                      'cutoverAt', o.progress->>'cutoverAt', 'rollbackUntil', o.progress->>'rollbackUntil',
-                      'rolledBack', o.progress ? 'rolledBack', 'cleanedUp', o.progress ? 'cleanedUp')
-               FROM operations o
-              WHERE o.tenant_id = t.id AND o.kind = 'promote' AND o.status = 'succeeded' AND NOT (o.params ? 'rollbackOf')
-              ORDER BY o.created_at DESC, o.id DESC LIMIT 1) AS promotion
-       FROM tenants t WHERE t.slug = $1 ORDER BY (t.status <> 'offboarded') DESC, t.created_at DESC LIMIT 1`,
-};
-
-/**
- * One round trip for GET /v1/tenants/{slug}: the tenant (as findTenantBySlug picks it), its
- * operation in flight (the partial unique index holds at most one) and its latest succeeded
- * promotion that is not itself a rollback.
- */
-export async function findTenantDetail(
-  q: Queryable,
-  slug: string,
-): Promise<{
-  tenant: Tenant;
-  activeOperation: OperationInFlight | null;
-  promotion: PromotionRow | null;
-} | null> {
-  const { rows } = await q.query<
-    TenantRow & {
-      active: { id: string; kind: OperationKind; status: OperationStatus; steps: OperationStep[] } | null;
-      promotion: PromotionRow | null;
-    } & Record<string, unknown>
-  >(named(TENANT_DETAIL), [slug]);
-  const r = rows[0];
-  if (!r) return null;
-  const { active, promotion } = r;
-  return {
-    tenant: toTenant(r),
-    activeOperation: active && {
-      id: active.id,
-      kind: active.kind,
-      status: active.status,
-      currentStep: currentStepOf(active.steps),
-    },
-    promotion,
-  };
-}
-
-/**
- * A page of the tenant list, already rendered as the API's JSON body (`Page(TenantSchema)`).
- * The list is the API's hottest read: a page of 50 parsed into Dates and objects and serialized again
- * cost the control plane more CPU than Postgres spent answering it. Here the columns come as the
- * server's text and are written straight into the body: strings escaped, jsonb text (already JSON)
- * as is, timestamps read in UTC and cut to the milliseconds `toISOString` gives, so an item is
- * exactly what GET /v1/tenants/{slug} answers for the same tenant (tests/integration/api.test.ts).
- */
-export interface TenantPage {
-  /** The page's JSON: `{"items":[…],"nextCursor":…}`. */
-  json: string;
-  count: number;
-  nextCursor: string | null;
-}
-
 /** The columns `tenantItemJson` renders, in TenantSchema's order. */
 const PAGE_COLUMNS = `id, slug, name, tier, status, region, plan, contact_email, template_version, version,
   labels, limits, suspension, outputs, created_at AT TIME ZONE 'UTC', updated_at AT TIME ZONE 'UTC'`;
@@ -224,6 +152,81 @@ function isoMillis(v: string | null): string {
 /** One tenant of the page: PAGE_COLUMNS as the server's text, as TenantSchema's JSON. */
 function tenantItemJson(r: (string | null)[]): string {
   return `{"id":${jsonString(r[0] ?? null)},"slug":${jsonString(r[1] ?? null)},"name":${jsonString(r[2] ?? null)},"tier":${jsonString(r[3] ?? null)},"status":${jsonString(r[4] ?? null)},"region":${jsonString(r[5] ?? null)},"plan":${jsonString(r[6] ?? null)},"contactEmail":${jsonString(r[7] ?? null)},"templateVersion":${r[8]},"version":${r[9] ?? 1},"labels":${r[10] ?? '{}'},"limits":${r[11] ?? '{}'},"suspension":${r[12] ?? 'null'},"outputs":${r[13] ?? '{}'},"createdAt":${isoMillis(r[14] ?? null)},"updatedAt":${isoMillis(r[15] ?? null)}}`;
+}
+
+/**
+ * GET /v1/tenants/{slug}'s one statement, prepared once per connection. Planned for every request, its
+ * two subqueries made planning most of the server's work for the read: under ten concurrent reads on
+ * two cores, the `bind` step (where an unnamed statement is planned) took 25 to 150 ms for a few
+ * requests a second (log_min_duration_statement; docs/benchmarks.md). Its columns are named, so a
+ * column added to tenants later cannot change the cached plan's result. The tenant is rendered from
+ * its columns' text as a page of the list renders it (`tenantItemJson`).
+ */
+const TENANT_DETAIL: NamedStatement = asText({
+  name: 'tenantry.tenant_detail',
+  text: `SELECT ${PAGE_COLUMNS},
+            (SELECT jsonb_build_object('id', o.id, 'kind', o.kind, 'status', o.status, 'steps', o.steps)
+               FROM operations o WHERE o.tenant_id = t.id AND o.status IN ('queued', 'running')) AS active,
+            (SELECT jsonb_build_object('id', o.id, 'status', o.status,
+                      'fromTier', o.params->>'fromTier', 'toTier', o.params->>'toTier',
+                      'cutoverAt', o.progress->>'cutoverAt', 'rollbackUntil', o.progress->>'rollbackUntil',
+                      'rolledBack', o.progress ? 'rolledBack', 'cleanedUp', o.progress ? 'cleanedUp')
+               FROM operations o
+              WHERE o.tenant_id = t.id AND o.kind = 'promote' AND o.status = 'succeeded' AND NOT (o.params ? 'rollbackOf')
+              ORDER BY o.created_at DESC, o.id DESC LIMIT 1) AS promotion
+       FROM tenants t WHERE t.slug = $1 ORDER BY (t.status <> 'offboarded') DESC, t.created_at DESC LIMIT 1`,
+});
+
+/** GET /v1/tenants/{slug}'s read: the tenant already rendered, and what the service adds to it. */
+export interface TenantDetailRead {
+  /** The tenant as TenantSchema's JSON: exactly what a page of the list holds for it. */
+  tenantJson: string;
+  tier: Tier;
+  version: number;
+  activeOperation: OperationInFlight | null;
+  promotion: PromotionRow | null;
+}
+
+/**
+ * One round trip for GET /v1/tenants/{slug}: the tenant (as findTenantBySlug picks it), its
+ * operation in flight (the partial unique index holds at most one) and its latest succeeded
+ * promotion that is not itself a rollback.
+ */
+export async function findTenantDetail(q: Queryable, slug: string): Promise<TenantDetailRead | null> {
+  const { rows } = (await q.query(named(TENANT_DETAIL), [slug])) as unknown as { rows: (string | null)[][] };
+  const r = rows[0];
+  if (!r) return null;
+  const active = r[16] ?? null;
+  const promotion = r[17] ?? null;
+  const op = active === null ? null : (JSON.parse(active) as OperationInFlight & { steps: OperationStep[] });
+  return {
+    tenantJson: tenantItemJson(r),
+    tier: r[3] as Tier,
+    version: Number(r[9]),
+    activeOperation: op && {
+      id: op.id,
+      kind: op.kind,
+      status: op.status,
+      currentStep: currentStepOf(op.steps),
+    },
+    promotion: promotion === null ? null : (JSON.parse(promotion) as PromotionRow),
+  };
+}
+
+/**
+ * A page of the tenant list, already rendered as the API's JSON body (`Page(TenantSchema)`).
+ * The list is the API's hottest read: a page of 50 parsed into Dates and objects and serialized again
+ * cost the control plane more CPU than Postgres spent answering it. Here the columns come as the
+ * server's text and are written straight into the body: strings escaped, jsonb text (already JSON)
+ * as is, timestamps read in UTC and cut to the milliseconds `toISOString` gives. GET /v1/tenants/{slug}
+ * renders its tenant the same way, and both are what the row read through pg's own parsers gives
+ * (tests/integration/api.test.ts).
+ */
+export interface TenantPage {
+  /** The page's JSON: `{"items":[…],"nextCursor":…}`. */
+  json: string;
+  count: number;
+  nextCursor: string | null;
 }
 
 export async function listTenants(

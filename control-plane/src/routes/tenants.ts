@@ -222,8 +222,11 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const t = await svc.get(request.params.slug);
-      reply.header('etag', etagOf(t));
-      return t;
+      // Rendered by the service (db/repo.ts renders the tenant); a string with a JSON type skips the serializer.
+      return reply
+        .header('etag', etagOf(t))
+        .type('application/json; charset=utf-8')
+        .send(t.json as never);
     },
   );
 

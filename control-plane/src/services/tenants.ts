@@ -33,10 +33,10 @@ import {
   type LimitOverrides,
   type Operation,
   type OperationKind,
+  type PromotionSummary,
   RELEASE_PROMOTION_SOURCES_STEP,
   rollbackRefusal,
   type Tenant,
-  type TenantDetail,
 } from '../domain/tenant.js';
 import type { Tier, TierCatalog } from '../domain/tiers.js';
 import { ALLOWED_PROMOTIONS } from '../domain/tiers.js';
@@ -502,24 +502,28 @@ export class TenantService {
     });
   }
 
-  /** A tenant with its operation in flight and its latest promotion (rollback window included). */
-  async get(slug: string): Promise<TenantDetail> {
+  /**
+   * A tenant with its operation in flight and its latest promotion (rollback window included), as
+   * TenantDetailSchema's JSON: the tenant comes rendered from the columns' text (db/repo.ts), the two
+   * small objects are added here. `version` is the tenant's, for the ETag.
+   */
+  async get(slug: string): Promise<{ json: string; version: number }> {
     const found = await findTenantDetail(this.db, slug);
     if (!found) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
-    const { tenant, activeOperation, promotion } = found;
+    const { tenantJson, tier, version, activeOperation, promotion } = found;
+    const summary: PromotionSummary | null = promotion && {
+      operationId: promotion.id,
+      fromTier: promotion.fromTier,
+      toTier: promotion.toTier,
+      cutoverAt: promotion.cutoverAt,
+      rollbackUntil: promotion.rollbackUntil,
+      rolledBack: promotion.rolledBack,
+      rollbackAvailable:
+        this.engine.promotionRollback && rollbackRefusal(promotion, tier, Date.now()) === null,
+    };
     return {
-      ...tenant,
-      activeOperation,
-      promotion: promotion && {
-        operationId: promotion.id,
-        fromTier: promotion.fromTier,
-        toTier: promotion.toTier,
-        cutoverAt: promotion.cutoverAt,
-        rollbackUntil: promotion.rollbackUntil,
-        rolledBack: promotion.rolledBack,
-        rollbackAvailable:
-          this.engine.promotionRollback && rollbackRefusal(promotion, tenant.tier, Date.now()) === null,
-      },
+      json: `${tenantJson.slice(0, -1)},"activeOperation":${JSON.stringify(activeOperation)},"promotion":${JSON.stringify(summary)}}`,
+      version,
     };
   }
 
