@@ -1,12 +1,19 @@
-import { createHash, randomBytes } from 'node:crypto';
+import crypto, { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { Role } from '../domain/auth.js';
 import { newTokenId } from '../domain/ids.js';
 import type { Queryable } from '../domain/queryable.js';
 
-/** Tokens are 256 random bits, so a single SHA-256 is a sound at-rest hash (no password stretching needed). */
-export const hashToken = (token: string): Buffer => createHash('sha256').update(token).digest();
+/**
+ * Tokens are 256 random bits, so a single SHA-256 is a sound at-rest hash (no password stretching
+ * needed). Every authenticated request hashes its token: Node's one-shot `crypto.hash` (20.12 and
+ * later) takes a fifth of the time of a Hash object; older Node 20 releases use the Hash object.
+ */
+export const hashToken = (token: string): Buffer =>
+  typeof crypto.hash === 'function'
+    ? crypto.hash('sha256', token, 'buffer')
+    : createHash('sha256').update(token).digest();
 export const generateToken = (): string => `tnt_${randomBytes(32).toString('base64url')}`;
 
 export interface TokenInfo {
