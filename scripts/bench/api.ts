@@ -23,19 +23,28 @@
  * through `pg` from this process, by the control plane's own statement functions (db/repo.ts):
  * listTenants; findTenantDetail; for the connection, findTenantBySlug, the secret's row, then a
  * transaction re-reading the tenant FOR SHARE and appending the audit record. The floor does no HTTP,
- * no auth, no decryption and no JSON serialization (except the list's page, which listTenants itself
- * renders from the columns' text, so the floor renders it too): what the API adds on top is the ratio.
+ * no auth, no decryption and no JSON serialization (except the tenants' JSON, which listTenants and
+ * findTenantDetail themselves render from the columns' text, so the floor renders it too): what the
+ * API adds on top is the ratio.
  *
- * Each route's `--duration` seconds are split into `--rounds` chunks, API and floor alternating, so
- * both see the same load on a shared machine: the rate is all requests over all chunks' time, p50 and
- * p99 the median of the chunks' (p99Worst, the worst chunk's).
+ * The HTTP floor, for the list and the one-tenant routes (informational: no target names it): a bare
+ * node:http server (scripts/bench/http-floor.ts) answering the same route with the same statement
+ * functions over a pool of the control plane's size, loaded by the same generator. It is what one
+ * HTTP round trip costs in Node on this machine; `apiToHttpFloor` is the API's rate over its rate,
+ * what Tenantry itself adds (framework, auth, validation, logging, errors).
  *
- * Prints one JSON line per route ({route, api: {rps, p50Ms, p99Ms}, floor: {…}, ratio}) and a summary
+ * Each route's `--duration` seconds are split into `--rounds` chunks, API, floor (and HTTP floor)
+ * alternating, so all see the same load on a shared machine: the rate is all requests over all
+ * chunks' time, p50 and p99 the median of the chunks' (p99Worst, the worst chunk's).
+ *
+ * Prints one JSON line per route ({route, api: {rps, p50Ms, p99Ms}, floor: {…}, ratio, httpFloor: {…},
+ * apiToHttpFloor}) and a summary
  * with the targets: list and get ≥ 0.5× the floor's rate and p99 ≤ 10 ms; connection p99 ≤ 20 ms;
  * control-plane peak RSS ≤ 250 MB.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,7 +55,7 @@ import { appendAudit } from '../../control-plane/src/db/audit.js';
 import { findTenantBySlug, findTenantDetail, listTenants } from '../../control-plane/src/db/repo.js';
 import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
-import { mapLimit, percentile, round, startControlPlane } from './lib.js';
+import { mapLimit, percentile, processCpuMs, round, startControlPlane } from './lib.js';
 
 const { values } = parseArgs({
   options: {
@@ -127,6 +136,29 @@ function combine(rounds: Measure[]) {
 const cp = await startControlPlane({ TENANTRY_DRIFT_SCHEDULE: 'off' });
 const pool = new pg.Pool({ connectionString: cp.pgUrl('tenantry'), max: C });
 
+/** The HTTP floor's process (http-floor.ts), its pool the size of the control plane's default. */
+const CP_POOL_SIZE = 10;
+const httpFloor = spawn(
+  process.execPath,
+  [
+    '--import',
+    'tsx',
+    path.join(import.meta.dirname, 'http-floor.ts'),
+    cp.pgUrl('tenantry'),
+    String(CP_POOL_SIZE),
+  ],
+  { stdio: ['ignore', 'pipe', 'inherit'] },
+);
+/** The HTTP floor's address, once it listens (it prints its port); its failure to start stops the run. */
+async function httpFloorListening(): Promise<string> {
+  const exited = once(httpFloor, 'exit').then(([code]) => {
+    throw new Error(`the HTTP floor exited (${code}) before it listened`);
+  });
+  const [first] = (await Promise.race([once(httpFloor.stdout ?? httpFloor, 'data'), exited])) as [Buffer];
+  exited.catch(() => undefined);
+  return `http://127.0.0.1:${(JSON.parse(first.toString()) as { port: number }).port}`;
+}
+
 /** The registry: `n` pool tenants, each with its succeeded onboarding, written in one statement each. */
 async function seed(n: number): Promise<string[]> {
   const { tenantSchema } = loadTemplates('templates');
@@ -191,9 +223,9 @@ const pathOf = (p: Paths): string => (typeof p === 'string' ? p : `${p.prefix}${
  * autocannon against one route. A fixed path is given as such: autocannon then builds the request's
  * bytes once, instead of once per request (its `setupRequest`).
  */
-async function viaAutocannon(paths: Paths, seconds: number): Promise<Measure> {
+async function viaAutocannon(paths: Paths, seconds: number, base: string): Promise<Measure> {
   const result = await autocannon({
-    url: cp.base,
+    url: base,
     connections: C,
     duration: seconds,
     headers: { authorization: `Bearer ${cp.token}` },
@@ -248,14 +280,19 @@ const scripts = new Map<Paths, string>();
  * a fifth of autocannon's CPU per request, so less of the two cores the control plane and its Postgres
  * share with the load; its CPU is read from the shell's `times` (its children's user and system time).
  */
-async function viaWrk(paths: Paths, seconds: number, cpuMs: { bench: number }): Promise<Measure> {
+async function viaWrk(
+  paths: Paths,
+  seconds: number,
+  cpuMs: { bench: number },
+  base: string,
+): Promise<Measure> {
   let script = scripts.get(paths);
   if (!script) {
     script = path.join(scratch, `route-${scripts.size}.lua`);
     fs.writeFileSync(script, wrkScript(paths));
     scripts.set(paths, script);
   }
-  const url = `${cp.base}${typeof paths === 'string' ? paths : '/'}`;
+  const url = `${base}${typeof paths === 'string' ? paths : '/'}`;
   // The token goes in through the environment (the script reads it), not a command line `ps` shows.
   const { stdout } = await execFileAsync(
     'sh',
@@ -292,8 +329,9 @@ async function viaWrk(paths: Paths, seconds: number, cpuMs: { bench: number }): 
   };
 }
 
-const viaApi = (paths: Paths, seconds: number, cpuMs: { bench: number }) =>
-  LOAD === 'wrk' ? viaWrk(paths, seconds, cpuMs) : viaAutocannon(paths, seconds);
+/** Loads one route of a server (the control plane's, or the HTTP floor's) with the load generator. */
+const viaHttp = (paths: Paths, seconds: number, cpuMs: { bench: number }, base = cp.base) =>
+  LOAD === 'wrk' ? viaWrk(paths, seconds, cpuMs, base) : viaAutocannon(paths, seconds, base);
 
 /** The same statements through pg, C in flight, closed loop. */
 async function floor(work: () => Promise<void>, seconds: number): Promise<Measure> {
@@ -325,10 +363,13 @@ interface Route {
   route: string;
   paths: Paths;
   sql: () => Promise<void>;
+  /** Whether the HTTP floor serves this route too. */
+  httpFloor: boolean;
 }
 
 // Whatever fails, the control plane (and its embedded Postgres) is stopped.
 try {
+  const httpFloorBase = await httpFloorListening();
   const pid = cp.proc.pid ?? 0;
   const memory: Record<string, number> = { startedMb: rssMb(pid) };
   const seeded = await seed(TENANTS);
@@ -344,6 +385,7 @@ try {
         const page = await listTenants(pool, { limit: 50 });
         if (page.count !== 50) throw new Error('the floor read a short page');
       },
+      httpFloor: true,
     },
     {
       route: 'GET /v1/tenants/{slug}',
@@ -351,6 +393,7 @@ try {
       sql: async () => {
         if (!(await findTenantDetail(pool, pick(seeded)))) throw new Error('the floor missed a tenant');
       },
+      httpFloor: true,
     },
     {
       route: 'GET /v1/tenants/{slug}/connection',
@@ -378,39 +421,53 @@ try {
           c.release();
         }
       },
+      httpFloor: false,
     },
   ];
   const results = [];
   for (const r of routes) {
     if (values.only && !r.route.includes(values.only)) continue;
-    await viaApi(r.paths, WARMUP_S, { bench: 0 });
+    await viaHttp(r.paths, WARMUP_S, { bench: 0 });
     await floor(r.sql, WARMUP_S);
+    if (r.httpFloor) await viaHttp(r.paths, WARMUP_S, { bench: 0 }, httpFloorBase);
     const api: Measure[] = [];
     const sql: Measure[] = [];
+    const bare: Measure[] = [];
     // CPU per request on each side: the control plane, its Postgres, and this process (autocannon
     // parsing the API's answers; the floor's pg client parsing rows): where the two cores went.
+    // (On the HTTP floor's side, `controlPlane` is the HTTP floor's own process.)
     const cpu = {
       api: { controlPlane: 0, postgres: 0, bench: 0 },
       floor: { controlPlane: 0, postgres: 0, bench: 0 },
+      httpFloor: { controlPlane: 0, postgres: 0, bench: 0 },
+    };
+    const serverCpuMs = (side: keyof typeof cpu) => {
+      const c = cp.cpuMs();
+      return side === 'httpFloor' ? { ...c, controlPlane: processCpuMs(httpFloor.pid ?? 0) } : c;
     };
     const measured = async <T>(
-      side: 'api' | 'floor',
+      side: keyof typeof cpu,
       fn: (cpuMs: { bench: number }) => Promise<T>,
     ): Promise<T> => {
-      const [c0, b0] = [cp.cpuMs(), process.cpuUsage()];
+      const [c0, b0] = [serverCpuMs(side), process.cpuUsage()];
       const out = await fn(cpu[side]);
-      const [c1, b1] = [cp.cpuMs(), process.cpuUsage(b0)];
+      const [c1, b1] = [serverCpuMs(side), process.cpuUsage(b0)];
       cpu[side].controlPlane += c1.controlPlane - c0.controlPlane;
       cpu[side].postgres += c1.postgres - c0.postgres;
       cpu[side].bench += (b1.user + b1.system) / 1000;
       return out;
     };
     for (let i = 0; i < ROUNDS; i++) {
-      api.push(await measured('api', (cpuMs) => viaApi(r.paths, DURATION_S / ROUNDS, cpuMs)));
+      api.push(await measured('api', (cpuMs) => viaHttp(r.paths, DURATION_S / ROUNDS, cpuMs)));
       sql.push(await measured('floor', () => floor(r.sql, DURATION_S / ROUNDS)));
+      if (r.httpFloor)
+        bare.push(
+          await measured('httpFloor', (cpuMs) => viaHttp(r.paths, DURATION_S / ROUNDS, cpuMs, httpFloorBase)),
+        );
     }
     const [a, f] = [combine(api), combine(sql)];
-    const perRequest = (side: 'api' | 'floor', n: number) =>
+    const h = r.httpFloor ? combine(bare) : null;
+    const perRequest = (side: keyof typeof cpu, n: number) =>
       Object.fromEntries(Object.entries(cpu[side]).map(([k, v]) => [k, round(v / n, 3)]));
     const line = {
       route: r.route,
@@ -419,7 +476,14 @@ try {
       api: a,
       floor: f,
       ratio: round(a.rps / f.rps),
-      cpuMsPerRequest: { api: perRequest('api', a.requests), floor: perRequest('floor', f.requests) },
+      cpuMsPerRequest: {
+        api: perRequest('api', a.requests),
+        floor: perRequest('floor', f.requests),
+        ...(h ? { httpFloor: perRequest('httpFloor', h.requests) } : {}),
+      },
+      ...(h
+        ? { httpFloor: h, apiToHttpFloor: round(a.rps / h.rps), httpFloorRatio: round(h.rps / f.rps) }
+        : {}),
       rssMb: rssMb(pid),
     };
     memory[r.route] = line.rssMb;
@@ -462,6 +526,7 @@ try {
     );
   }
 } finally {
+  httpFloor.kill();
   await pool.end();
   await cp.stop();
   fs.rmSync(scratch, { recursive: true, force: true });

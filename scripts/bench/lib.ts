@@ -133,6 +133,9 @@ export async function startControlPlane(env: Record<string, string> = {}): Promi
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
+/** The CPU a live process has used so far (user + system), in ms; 0 once it is gone. */
+export const processCpuMs = (pid: number): number => (cpuTicks(pid, false) * 1000) / CLK_TCK;
+
 /** utime + stime of a process (with its reaped children's when asked), in clock ticks; 0 if gone. */
 function cpuTicks(pid: number, withReapedChildren: boolean): number {
   try {

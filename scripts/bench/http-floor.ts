@@ -1,0 +1,50 @@
+/**
+ * The HTTP floor of scripts/bench/api.ts: about the least an HTTP service does to answer the list and
+ * the one-tenant routes. node:http, one pg pool of the control plane's default size over the same
+ * connection (the embedded server's Unix socket), the control plane's own statement functions
+ * (db/repo.ts), and the body as they render it. No framework, routing table, auth, validation,
+ * logging, error mapping or request id: what the API adds on top of one HTTP round trip is the
+ * API's rate over this one's.
+ *
+ *   node --import tsx scripts/bench/http-floor.ts <postgres url> <pool size>
+ *
+ * Prints {"port": N} once it listens on 127.0.0.1; serves until killed.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pg from 'pg';
+import { findTenantDetail, listTenants } from '../../control-plane/src/db/repo.js';
+
+const [url, size] = [process.argv[2], Number(process.argv[3] ?? 10)];
+if (!url) throw new Error('usage: http-floor.ts <postgres url> <pool size>');
+const pool = new pg.Pool({ connectionString: url, max: size });
+
+const DETAIL = '/v1/tenants/';
+
+function read(path: string): Promise<string | null> {
+  if (path.startsWith('/v1/tenants?')) return listTenants(pool, { limit: 50 }).then((p) => p.json);
+  if (!path.startsWith(DETAIL)) return Promise.resolve(null);
+  return findTenantDetail(pool, decodeURIComponent(path.slice(DETAIL.length))).then(
+    (d) =>
+      d &&
+      `${d.tenantJson.slice(0, -1)},"activeOperation":${JSON.stringify(d.activeOperation)},"promotion":${JSON.stringify(d.promotion)}}`,
+  );
+}
+
+const server = http.createServer((req, res) => {
+  read(req.url ?? '').then(
+    (body) => {
+      if (body === null) {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }).end(body);
+    },
+    (err: Error) => {
+      res.writeHead(500).end(err.message);
+    },
+  );
+});
+server.listen(0, '127.0.0.1', () => {
+  process.stdout.write(`${JSON.stringify({ port: (server.address() as AddressInfo).port })}\n`);
+});
