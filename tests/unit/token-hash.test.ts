@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { generateToken, hashToken } from '../../control-plane/src/db/tokens.js';
+import { generateToken, hashToken, tokenKey } from '../../control-plane/src/db/tokens.js';
 
 describe('hashToken', () => {
   it("is the token's SHA-256, as every stored token hash was written", () => {
@@ -8,6 +8,7 @@ describe('hashToken', () => {
     for (const token of [generateToken(), generateToken(), 'tnt_short']) {
       expect(hashToken(token).equals(createHash('sha256').update(token).digest())).toBe(true);
       expect(hashToken(token)).toHaveLength(32);
+      expect(tokenKey(token)).toBe(hashToken(token).toString('base64'));
     }
   });
 });

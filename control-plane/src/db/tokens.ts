@@ -10,10 +10,12 @@ import type { Queryable } from '../domain/queryable.js';
  * needed). Every authenticated request hashes its token: Node's one-shot `crypto.hash` (20.12 and
  * later) takes a fifth of the time of a Hash object; older Node 20 releases use the Hash object.
  */
+const oneShot = typeof crypto.hash === 'function';
 export const hashToken = (token: string): Buffer =>
-  typeof crypto.hash === 'function'
-    ? crypto.hash('sha256', token, 'buffer')
-    : createHash('sha256').update(token).digest();
+  oneShot ? crypto.hash('sha256', token, 'buffer') : createHash('sha256').update(token).digest();
+/** The same hash as base64: what the API process's token cache is keyed by. */
+export const tokenKey = (token: string): string =>
+  oneShot ? crypto.hash('sha256', token, 'base64') : createHash('sha256').update(token).digest('base64');
 export const generateToken = (): string => `tnt_${randomBytes(32).toString('base64url')}`;
 
 export interface TokenInfo {

@@ -4,10 +4,10 @@ import fp from 'fastify-plugin';
 import type { Db } from '../db/db.js';
 import {
   type Backoff,
-  hashToken,
   type TokenInfo,
   TokenRevocationListener,
   tokenByHash,
+  tokenKey,
 } from '../db/tokens.js';
 import {
   can,
@@ -130,20 +130,19 @@ export class TokenCache extends EventEmitter {
    * synchronously spares each one a promise and a turn of the microtask queue.
    */
   cached(token: string): TokenInfo | null | undefined {
-    const hit = this.entries.get(hashToken(token).toString('base64'));
+    const hit = this.entries.get(tokenKey(token));
     return hit && hit.until > Date.now() ? hit.info : undefined;
   }
 
   async lookup(token: string): Promise<TokenInfo | null> {
     this.start();
-    const hash = hashToken(token);
-    const key = hash.toString('base64');
+    const key = tokenKey(token);
     const hit = this.entries.get(key);
     if (hit && hit.until > Date.now()) return hit.info;
     const epoch = this.epoch;
     const joined = this.inflight.get(key);
     if (joined && joined.epoch === epoch) return joined.info;
-    const info = tokenByHash(this.db, hash);
+    const info = tokenByHash(this.db, Buffer.from(key, 'base64'));
     this.inflight.set(key, { epoch, info });
     try {
       const found = await info;
