@@ -301,7 +301,8 @@ async function viaWrk(
       'wrk -t1 -c"$1" -d"$2"s --timeout 5s -s "$3" "$4" && times',
       'sh',
       String(C),
-      String(seconds),
+      // wrk takes whole seconds (--duration 10 --rounds 3 asks for 3.33): its own measured time is used.
+      String(Math.max(1, Math.round(seconds))),
       script,
       url,
     ],
