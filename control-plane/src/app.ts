@@ -11,6 +11,7 @@ import type { Engine } from './domain/ports.js';
 import type { DriftService } from './drift/service.js';
 import { openapiTransform, TAGS } from './http/openapi.js';
 import type { Metrics } from './lib/metrics.js';
+import accessLog from './plugins/access-log.js';
 import authPlugin, { type TokenCache } from './plugins/auth.js';
 import errorsPlugin, { replyWithError } from './plugins/errors.js';
 import type { Readiness } from './readiness.js';
@@ -142,6 +143,8 @@ export const serverOptions = {
   bodyLimit: 64 * 1024,
   genReqId: () => randomUUID(),
   requestIdHeader: false as const,
+  // One access-log line per request instead of Fastify's two (plugins/access-log.ts).
+  disableRequestLogging: true,
   return503OnClosing: true,
   schemaController: { compilersFactory: { buildValidator } },
   frameworkErrors: replyWithError,
@@ -154,6 +157,7 @@ export const serverOptions = {
 const app: FastifyPluginAsync<AppOptions> = async (instance, opts) => {
   const f = instance.withTypeProvider<TypeBoxTypeProvider>() as FastifyInstance;
   f.addSchema(ErrorBody);
+  await f.register(accessLog);
   await f.register(errorsPlugin);
   await f.register(
     fp(

@@ -62,6 +62,36 @@ describe('secret hygiene', () => {
     expect(lines.length).toBeGreaterThan(20);
   });
 
+  it('logs each answered request once: its id, route, status, time and token name, never a header', async () => {
+    const before = lines.length;
+    const ok = await s.app.inject({ method: 'GET', url: '/v1/tenants?limit=1', headers: auth(s.tokens.sre) });
+    const refused = await s.app.inject({
+      method: 'GET',
+      url: '/v1/tenants/no-such-one',
+      headers: auth(s.tokens.sre),
+    });
+    expect([ok.statusCode, refused.statusCode]).toEqual([200, 404]);
+    const logged = lines.slice(before).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const access = logged.filter((l) => l.msg === 'request completed');
+    expect(access).toHaveLength(2);
+    expect(access[0]).toMatchObject({
+      method: 'GET',
+      url: '/v1/tenants?limit=1',
+      statusCode: 200,
+      tokenName: 'test-sre',
+    });
+    expect(access[1]).toMatchObject({
+      url: '/v1/tenants/no-such-one',
+      statusCode: 404,
+      tokenName: 'test-sre',
+    });
+    // The same request id as the error body names, so an answer leads to its log line.
+    expect(access[1]?.reqId).toBe(refused.json().error.requestId);
+    for (const a of access) expect(a.responseTimeMs).toEqual(expect.any(Number));
+    expect(logged.filter((l) => l.msg === 'incoming request')).toHaveLength(0);
+    expect(JSON.stringify(access)).not.toMatch(/authorization|bearer/i);
+  });
+
   it('no password or token appears in any log line', () => {
     const all = lines.join('');
     for (const p of passwords) expect(all).not.toContain(p);
