@@ -3,7 +3,7 @@ import AjvCompiler from '@fastify/ajv-compiler';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import { type FastifyInstance, type FastifyPluginAsync, LogController } from 'fastify';
 import fp from 'fastify-plugin';
 import consolePlugin from './console/plugin.js';
 import type { Db } from './db/db.js';
@@ -143,8 +143,9 @@ export const serverOptions = {
   bodyLimit: 64 * 1024,
   genReqId: () => randomUUID(),
   requestIdHeader: false as const,
-  // One access-log line per request instead of Fastify's two (plugins/access-log.ts).
-  disableRequestLogging: true,
+  // One access-log line per request instead of Fastify's two (plugins/access-log.ts); errors are
+  // logged by plugins/errors.ts.
+  logController: new LogController({ disableRequestLogging: true }),
   return503OnClosing: true,
   schemaController: { compilersFactory: { buildValidator } },
   frameworkErrors: replyWithError,
