@@ -4,9 +4,9 @@ import fp from 'fastify-plugin';
 /**
  * One access-log line per request, written once it is answered: its request id (the request
  * logger's `reqId`), method, URL, status, time, client address and the token's name. Fastify's own
- * request logging (an "incoming request" line and a "request completed" line, each request
- * serialized) is off (serverOptions.disableRequestLogging): one line carries the same facts at half
- * the volume and cost. Headers are never logged. Below the info level no hook is added at all.
+ * request logging (an "incoming request" line and a "request completed" line, to be joined by request
+ * id) is off (serverOptions' LogController): one line carries the same facts at half the volume.
+ * Headers are never logged. Below the info level no hook is added at all.
  */
 const INFO_OR_LOWER = new Set(['info', 'debug', 'trace']);
 

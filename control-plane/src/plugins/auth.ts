@@ -130,15 +130,20 @@ export class TokenCache extends EventEmitter {
    * synchronously spares each one a promise and a turn of the microtask queue.
    */
   cached(token: string): TokenInfo | null | undefined {
-    const hit = this.entries.get(tokenKey(token));
+    return this.fresh(tokenKey(token));
+  }
+
+  /** The entry for a token's key while its TTL lasts (entries exist only while listening). */
+  private fresh(key: string): TokenInfo | null | undefined {
+    const hit = this.entries.get(key);
     return hit && hit.until > Date.now() ? hit.info : undefined;
   }
 
   async lookup(token: string): Promise<TokenInfo | null> {
     this.start();
     const key = tokenKey(token);
-    const hit = this.entries.get(key);
-    if (hit && hit.until > Date.now()) return hit.info;
+    const hit = this.fresh(key);
+    if (hit !== undefined) return hit;
     const epoch = this.epoch;
     const joined = this.inflight.get(key);
     if (joined && joined.epoch === epoch) return joined.info;
@@ -216,7 +221,7 @@ export default fp(
       const token = bearerToken(request);
       if (token === null)
         return done(new TenantryError('UNAUTHENTICATED', 'send Authorization: Bearer <token>'));
-      const hit = opts.cache.listening ? opts.cache.cached(token) : undefined;
+      const hit = opts.cache.cached(token);
       if (hit !== undefined) return done(authorize(request, hit, permission));
       opts.cache.lookup(token).then(
         (info) => done(authorize(request, info, permission)),
