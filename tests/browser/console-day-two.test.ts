@@ -15,7 +15,8 @@ import {
 /**
  * The console's day-two actions in Chromium against a real control plane: an SRE suspends a bridge
  * tenant (reason, typed slug) and reactivates it, following each operation live; an SRE rotates a
- * tenant's credentials and sees the operation succeed; sales-ops gets no rotate button; the Rollouts
+ * tenant's credentials and sees the operation succeed, and its key with the operation ended before the
+ * page read the tenant again; sales-ops gets no rotate button; the Rollouts
  * page renders with no serious or critical axe-core violation.
  */
 const SLUG = 'hooli';
@@ -79,6 +80,36 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console day-two action
     expect(await page.locator('#in-flight h2').textContent()).toBe('Just finished');
     expect(await page.locator('#in-flight').textContent()).toContain('rotate');
     await page.locator('#timeline .timeline-item.op-succeeded').first().waitFor();
+    expectClean(p);
+  }, 120_000);
+
+  it('shows an operation it started as just finished, even when it ended before the page read the tenant again', async () => {
+    // The race a quick operation wins: the page re-reads the tenant once the action is accepted, and
+    // the operation may have ended by then (no longer the tenant's operation in flight). The page's
+    // next read of the tenant is held here until the operation has ended.
+    const p = await signIn(c, 'sre', `#/tenants/${SLUG}`);
+    const { page } = p;
+    await page.locator('#rotate-key-button').waitFor();
+    let held = false;
+    await page.route(`${c.base}/v1/tenants/${SLUG}`, async (route) => {
+      if (held) return route.continue();
+      held = true;
+      for (let i = 0; i < 300; i++) {
+        const res = await c.stack.app.inject({
+          method: 'GET',
+          url: `/v1/tenants/${SLUG}`,
+          headers: auth(c.stack.tokens.sre),
+        });
+        if (res.json().activeOperation === null) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await route.continue();
+    });
+    await page.locator('#rotate-key-button').click();
+    await page.locator('#in-flight .live[data-status="succeeded"]').waitFor({ timeout: 60_000 });
+    expect(held).toBe(true);
+    expect(await page.locator('#in-flight h2').textContent()).toBe('Just finished');
+    expect(await page.locator('#in-flight').textContent()).toContain('rotate');
     expectClean(p);
   }, 120_000);
 

@@ -359,15 +359,21 @@ async function drift(slug, signal) {
  * how it ended (its steps, a promotion's numbers) above the updated tenant.
  */
 let finished = null;
+/**
+ * The operation an action on this page just started ({slug, id}). The page re-reads the tenant once
+ * the action is accepted; a quick operation may have ended by then, and no longer be the tenant's
+ * operation in flight: it is then read by its id and shown as just finished.
+ */
+let started = null;
 
 export async function renderTenant(view, { params, session, signal, navigate, refresh }) {
   const [slug] = params;
   if (finished?.tenantSlug !== slug) finished = null;
+  if (started?.slug !== slug) started = null;
   const [tenant, ops] = await Promise.all([
     api('GET', `/v1/tenants/${slug}`, { signal }),
     api('GET', `/v1/operations${qs({ tenant: slug, limit: TIMELINE_LIMIT })}`, { signal }),
   ]);
-  const active = tenant.activeOperation;
   // When the operation in flight ends, the page is read again (status, tier, actions); an
   // offboarding that ends leaves nothing to show but the list.
   const onEnd = (op) => {
@@ -375,7 +381,18 @@ export async function renderTenant(view, { params, session, signal, navigate, re
     finished = op;
     refresh();
   };
-  const live = active ? await api('GET', `/v1/operations/${active.id}`, { signal }) : finished;
+  const accepted = (body) => {
+    if (body?.operation?.id) started = { slug, id: body.operation.id };
+    refresh();
+  };
+  const followedId = tenant.activeOperation?.id ?? started?.id;
+  started = null;
+  const followed = followedId ? await api('GET', `/v1/operations/${followedId}`, { signal }) : null;
+  // The tenant's operation in flight is followed to its end, which re-reads the page. One this page
+  // started that had already ended when the tenant was read is shown as it ended.
+  const following = followed !== null && (tenant.activeOperation !== null || !TERMINAL.has(followed.status));
+  if (followed && !following) finished = followed;
+  const live = following ? followed : finished;
 
   append(view, [
     h('div', { class: 'page-head' }, h('h1', {}, tenant.slug), h('span', { class: 'muted' }, tenant.name)),
@@ -418,12 +435,12 @@ export async function renderTenant(view, { params, session, signal, navigate, re
           operationPanel(live, {
             signal,
             // A finished one shown again calls nothing: only the end of a followed one re-reads the page.
-            onEnd: active ? onEnd : undefined,
+            onEnd: following ? onEnd : undefined,
             title: `${live.params?.rollbackOf ? 'rollback' : live.kind} ${live.id}`,
           }),
         )
       : null,
-    actions(tenant, session, signal, refresh),
+    actions(tenant, session, signal, accepted),
     h(
       'section',
       { class: 'panel', id: 'timeline', 'aria-labelledby': 'timeline-title' },
