@@ -13,7 +13,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
-import { findTenantDetail, listTenants } from '../../control-plane/src/db/repo.js';
+import { findTenantDetail, listTenants, tenantDetailJson } from '../../control-plane/src/db/repo.js';
 
 const [url, size] = [process.argv[2], Number(process.argv[3] ?? 10)];
 if (!url) throw new Error('usage: http-floor.ts <postgres url> <pool size>');
@@ -25,9 +25,7 @@ function read(path: string): Promise<string | null> {
   if (path.startsWith('/v1/tenants?')) return listTenants(pool, { limit: 50 }).then((p) => p.json);
   if (!path.startsWith(DETAIL)) return Promise.resolve(null);
   return findTenantDetail(pool, decodeURIComponent(path.slice(DETAIL.length))).then(
-    (d) =>
-      d &&
-      `${d.tenantJson.slice(0, -1)},"activeOperation":${JSON.stringify(d.activeOperation)},"promotion":${JSON.stringify(d.promotion)}}`,
+    (d) => d && tenantDetailJson(d.tenantJson, d.activeOperation, d.promotion),
   );
 }
 

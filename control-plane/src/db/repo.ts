@@ -177,6 +177,10 @@ const TENANT_DETAIL: NamedStatement = asText({
        FROM tenants t WHERE t.slug = $1 ORDER BY (t.status <> 'offboarded') DESC, t.created_at DESC LIMIT 1`,
 });
 
+/** TenantDetailSchema's JSON: the rendered tenant with its operation in flight and promotion summary. */
+export const tenantDetailJson = (tenantJson: string, activeOperation: unknown, promotion: unknown): string =>
+  `${tenantJson.slice(0, -1)},"activeOperation":${JSON.stringify(activeOperation)},"promotion":${JSON.stringify(promotion)}}`;
+
 /** GET /v1/tenants/{slug}'s read: the tenant already rendered, and what the service adds to it. */
 export interface TenantDetailRead {
   /** The tenant as TenantSchema's JSON: exactly what a page of the list holds for it. */

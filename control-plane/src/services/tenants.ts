@@ -13,6 +13,7 @@ import {
   insertTenant,
   insertTenantWithOperation,
   type NewTenantRow,
+  tenantDetailJson,
 } from '../db/repo.js';
 import { platformVersion } from '../db/rollouts.js';
 import { can, type Role } from '../domain/auth.js';
@@ -522,7 +523,7 @@ export class TenantService {
         this.engine.promotionRollback && rollbackRefusal(promotion, tier, Date.now()) === null,
     };
     return {
-      json: `${tenantJson.slice(0, -1)},"activeOperation":${JSON.stringify(activeOperation)},"promotion":${JSON.stringify(summary)}}`,
+      json: tenantDetailJson(tenantJson, activeOperation, summary),
       version,
     };
   }
