@@ -76,6 +76,11 @@ const Env = Type.Object({
   /** Connections of the main pool kept open, opened at startup (default: TENANTRY_DB_POOL_SIZE, a fixed-size pool). */
   TENANTRY_DB_POOL_MIN: Type.Optional(Type.Integer({ minimum: 0, maximum: 200 })),
   TENANTRY_DB_ACQUIRE_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 5000 }),
+  /**
+   * `on`: a caller holding a control-database connection that asks the same pool for another is refused
+   * at once (db/db.ts, `checkHolds`). Off by default: the check costs every request CPU; the test suite turns it on.
+   */
+  TENANTRY_DB_HOLD_CHECK: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'off' }),
   TENANTRY_SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 15_000 }),
   /** How long a stopping worker waits for its running operations before handing them back (default: ⅔ of what the shutdown timeout leaves after the delay). */
   TENANTRY_DRAIN_TIMEOUT_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000 })),
@@ -158,6 +163,8 @@ export interface Config {
   dbPoolMin: number;
   /** How long a request waits for a control-database connection before it gets a 503. */
   dbAcquireTimeoutMs: number;
+  /** Whether the control database's pools refuse a second connection to a caller holding one (db/db.ts). */
+  dbHoldCheck: boolean;
   /** How long an orderly shutdown may take before the process stops Postgres and exits anyway. */
   shutdownTimeoutMs: number;
   /** How long a stopping worker lets its running operations finish before handing them back to the queue. */
@@ -464,6 +471,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     dbPoolSize: e.TENANTRY_DB_POOL_SIZE,
     dbPoolMin,
     dbAcquireTimeoutMs: e.TENANTRY_DB_ACQUIRE_TIMEOUT_MS,
+    dbHoldCheck: e.TENANTRY_DB_HOLD_CHECK === 'on',
     shutdownTimeoutMs: e.TENANTRY_SHUTDOWN_TIMEOUT_MS,
     drainTimeoutMs,
     shutdownDelayMs: e.TENANTRY_SHUTDOWN_DELAY_MS,

@@ -183,6 +183,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       max: config.dbPoolSize,
       min: config.dbPoolMin,
       acquireTimeoutMs: config.dbAcquireTimeoutMs,
+      checkHolds: config.dbHoldCheck,
     });
     closers.push(() => db.close());
     await migrate(db.pool, log);

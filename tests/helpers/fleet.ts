@@ -148,6 +148,8 @@ export function spawnEntry(args: string[], env: Record<string, string>, timeoutM
       LOG_LEVEL: 'warn',
       TENANTRY_DRIFT_SCHEDULE: 'off',
       TENANTRY_CONNECTION_OVERCOMMIT: 'allow',
+      // As in startStack: a caller asking the pool it holds for a second connection fails at once.
+      TENANTRY_DB_HOLD_CHECK: 'on',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -162,6 +162,8 @@ export async function startStack(
     // Test files share one cluster and onboard more bridge and silo tenants than its connection budget
     // holds; tests/integration/connection-budget.test.ts checks the budget under its own settings.
     TENANTRY_CONNECTION_OVERCOMMIT: 'allow',
+    // The suite runs every path: a caller asking the pool it holds for a second connection fails at once.
+    TENANTRY_DB_HOLD_CHECK: 'on',
     LOG_LEVEL: 'silent',
     ...overrides,
   });

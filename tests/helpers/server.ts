@@ -31,6 +31,8 @@ export async function startServer(
       TENANTRY_DRIFT_SCHEDULE: 'off',
       // As in startStack: test files onboard more than the shared cluster's connection budget holds.
       TENANTRY_CONNECTION_OVERCOMMIT: 'allow',
+      // As in startStack: a caller asking the pool it holds for a second connection fails at once.
+      TENANTRY_DB_HOLD_CHECK: 'on',
       ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],

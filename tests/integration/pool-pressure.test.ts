@@ -211,6 +211,33 @@ describe('Db', () => {
     }
   });
 
+  it("the server's pool checks as configured: the suite's stacks run with TENANTRY_DB_HOLD_CHECK=on", async () => {
+    const db = s.runtime.services.db;
+    await expect(db.tx(async () => db.query('SELECT 1'))).rejects.toThrow(/second connection/);
+  });
+
+  it('without the check, the same bug waits for the acquire timeout, rolls back and leaves the pool usable', async () => {
+    const db = new Db(
+      (s.runtime.services.db.pool as unknown as { options: { connectionString: string } }).options
+        .connectionString,
+      { max: 1, acquireTimeoutMs: 300, checkHolds: false },
+    );
+    try {
+      // The transaction holds the pool's one connection and asks it for another: no hang, a timeout.
+      await expect(
+        db.tx(async (q) => {
+          await q.query('SELECT 1');
+          return db.query('SELECT 1');
+        }),
+      ).rejects.toThrow(/timeout exceeded when trying to connect/);
+      // Rolled back and released: the pool answers again.
+      expect((await db.query('SELECT 1 AS x')).rows[0]).toEqual({ x: 1 });
+      expect(db.pool.totalCount).toBe(1);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('a wedged pool is reported by /healthz as a 503 naming the exhaustion, never a hang', async () => {
     const db = s.runtime.services.db;
     // Hold every connection of the main pool (as ten stuck requests would).

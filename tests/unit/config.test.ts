@@ -24,6 +24,12 @@ describe('config', () => {
     );
     expect(() => loadConfig({ TENANTRY_DB_POOL_MIN: '-1' })).toThrow(ConfigError);
   });
+  it('checks for a second connection asked of a held pool only when told to (the suite does)', () => {
+    expect(loadConfig({}).dbHoldCheck).toBe(false);
+    expect(loadConfig({ TENANTRY_DB_HOLD_CHECK: 'on' }).dbHoldCheck).toBe(true);
+    expect(loadConfig({ TENANTRY_DB_HOLD_CHECK: 'off' }).dbHoldCheck).toBe(false);
+    expect(() => loadConfig({ TENANTRY_DB_HOLD_CHECK: 'yes' })).toThrow(/TENANTRY_DB_HOLD_CHECK/);
+  });
   it('reads overrides', () => {
     const c = loadConfig({
       PORT: '8080',

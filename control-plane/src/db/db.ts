@@ -12,6 +12,14 @@ export interface DbOptions {
   min?: number;
   /** How long a caller waits for a connection before the pool gives up (a 503, never a hang). */
   acquireTimeoutMs?: number;
+  /**
+   * Whether a caller holding a connection that asks the same pool for another one is refused at once
+   * (default true; see `Db`). The check tracks holders with an AsyncLocalStorage, which on Node 20
+   * turns on async hooks for every promise in the process: it costs the API about a tenth of its
+   * CPU per read (docs/benchmarks.md). The server keeps it off unless TENANTRY_DB_HOLD_CHECK=on
+   * (the test suite's setting); a Db made by a script or a test has it.
+   */
+  checkHolds?: boolean;
 }
 
 /** The pools a call stack is holding a connection of, while it holds them. */
@@ -29,6 +37,10 @@ interface Held {
  * found by any test that runs the path), and the same holds for `withSessionLock`. The pools are
  * ordered: a session lock (own pool) may use the main and relaxed pools, the main pool may use the
  * relaxed one, never the other way; the order rules out a cycle, hence a deadlock.
+ *
+ * The check runs where `checkHolds` is on: the test suite, which runs every path. Where it is off
+ * (the server's default), the same bug is not a hang either: the second request for a connection
+ * gives up after `acquireTimeoutMs`, the transaction rolls back and the request gets a 503.
  */
 export class Db {
   readonly pool: pg.Pool;
@@ -45,7 +57,8 @@ export class Db {
   readonly relaxed: pg.Pool;
   /** Sessions that hold a session-level advisory lock while their work uses the other pools. */
   private readonly locks: pg.Pool;
-  private readonly held = new AsyncLocalStorage<Held>();
+  /** The connections this call stack holds: set only where `checkHolds` is on (see DbOptions). */
+  private readonly held: AsyncLocalStorage<Held> | undefined;
   readonly acquireTimeoutMs: number;
   private readonly min: number;
   private closing = false;
@@ -65,6 +78,7 @@ export class Db {
       connectionTimeoutMillis: this.acquireTimeoutMs,
     };
     this.min = Math.min(o.min ?? 0, max);
+    this.held = o.checkHolds === false ? undefined : new AsyncLocalStorage<Held>();
     this.pool = new pg.Pool({ ...common, max, min: this.min });
     // A connection that ended (its lifetime, a broken socket) is replaced before a request needs it.
     this.pool.on('remove', () => {
@@ -80,7 +94,7 @@ export class Db {
 
   /** Throws when the current call stack already holds a connection of `pool`. */
   private assertFree(pool: pg.Pool, what: string): void {
-    if (this.held.getStore()?.pools.has(pool)) {
+    if (this.held?.getStore()?.pools.has(pool)) {
       throw new Error(
         `${what} asked the pool for a second connection while holding one; pass the transaction's connection instead (this would deadlock under load)`,
       );
@@ -89,9 +103,11 @@ export class Db {
 
   /** Runs `fn` marked as holding a connection of `pool` (nested marks accumulate). */
   private holding<T>(pool: pg.Pool, fn: () => Promise<T>): Promise<T> {
-    const outer = this.held.getStore();
+    const held = this.held;
+    if (!held) return fn();
+    const outer = held.getStore();
     const mark: Held = { pools: new Set([...(outer?.pools ?? []), pool]) };
-    return this.held.run(mark, async () => {
+    return held.run(mark, async () => {
       try {
         return await fn();
       } finally {
