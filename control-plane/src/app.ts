@@ -10,6 +10,7 @@ import type { Db } from './db/db.js';
 import type { Engine } from './domain/ports.js';
 import type { DriftService } from './drift/service.js';
 import { openapiTransform, TAGS } from './http/openapi.js';
+import { requestLogger } from './http/request-logger.js';
 import type { Metrics } from './lib/metrics.js';
 import accessLog from './plugins/access-log.js';
 import authPlugin, { type TokenCache } from './plugins/auth.js';
@@ -146,6 +147,8 @@ export const serverOptions = {
   // One access-log line per request instead of Fastify's two (plugins/access-log.ts); errors are
   // logged by plugins/errors.ts.
   logController: new LogController({ disableRequestLogging: true }),
+  // A request's child logger is made when it first writes a line (http/request-logger.ts).
+  childLoggerFactory: requestLogger,
   return503OnClosing: true,
   schemaController: { compilersFactory: { buildValidator } },
   frameworkErrors: replyWithError,
