@@ -12,7 +12,7 @@
  * - GET /v1/tenants/{slug}/connection (a random one of the real onboarded pool tenants: the secret is
  *   read and decrypted, and every read is an audited write).
  *
- *   npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5] [--load wrk|autocannon]
+ *   npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5] [--load wrk|autocannon] [--log-level warn|info]
  *
  * The 10,000 tenants (each with its succeeded onboarding operation) are written straight into the
  * control database: real rows the API serves, but onboarding 10,000 through the queue would take
@@ -68,12 +68,15 @@ const { values } = parseArgs({
     load: { type: 'string' },
     // Only the routes whose name contains this (for profiling one route); the summary needs all three.
     only: { type: 'string' },
+    // The control plane's LOG_LEVEL: warn (no line per request) unless told; `npm start` runs at info,
+    // one access line per request (TENANTRY_BENCH_CP_STDOUT: a file for them, else discarded).
+    'log-level': { type: 'string', default: 'warn' },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
   process.stdout.write(
-    'usage: npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5] [--load wrk|autocannon]\n',
+    'usage: npx tsx scripts/bench/api.ts [--tenants 10000] [--real 100] [--connections 10] [--duration 10] [--rounds 5] [--load wrk|autocannon] [--log-level warn|info] [--only ROUTE]\n',
   );
   process.exit(0);
 }
@@ -133,7 +136,7 @@ function combine(rounds: Measure[]) {
   };
 }
 
-const cp = await startControlPlane({ TENANTRY_DRIFT_SCHEDULE: 'off' });
+const cp = await startControlPlane({ TENANTRY_DRIFT_SCHEDULE: 'off', LOG_LEVEL: values['log-level'] });
 const pool = new pg.Pool({ connectionString: cp.pgUrl('tenantry'), max: C });
 
 /** The HTTP floor's process (http-floor.ts), its pool the size of the control plane's default. */
@@ -473,6 +476,7 @@ try {
     const line = {
       route: r.route,
       loadGenerator: LOAD,
+      logLevel: values['log-level'],
       connections: C,
       api: a,
       floor: f,
@@ -510,6 +514,7 @@ try {
         tenants: TENANTS,
         realPoolTenants: REAL,
         loadGenerator: LOAD,
+        logLevel: values['log-level'],
         connections: C,
         durationS: DURATION_S,
         rounds: ROUNDS,
