@@ -15,8 +15,8 @@ export interface DbOptions {
   /**
    * Whether a caller holding a connection that asks the same pool for another one is refused at once
    * (default true; see `Db`). The check tracks holders with an AsyncLocalStorage, which on Node 20
-   * turns on async hooks for every promise in the process: it costs the API about a tenth of its
-   * CPU per read (docs/benchmarks.md). The server keeps it off unless TENANTRY_DB_HOLD_CHECK=on
+   * turns on async hooks for every promise in the process: it costs the API about 7 % of its CPU
+   * per read (docs/benchmarks.md). The server keeps it off unless TENANTRY_DB_HOLD_CHECK=on
    * (the test suite's setting); a Db made by a script or a test has it.
    */
   checkHolds?: boolean;
