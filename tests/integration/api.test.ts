@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import app, { serverOptions } from '../../control-plane/src/app.js';
 import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { Db } from '../../control-plane/src/db/db.js';
-import { findTenantBySlug } from '../../control-plane/src/db/repo.js';
+import { findTenantAndAuditRead, findTenantBySlug } from '../../control-plane/src/db/repo.js';
 import { loginRoleName, tenantObjectName, tenantSecretName } from '../../control-plane/src/domain/naming.js';
 import { Metrics } from '../../control-plane/src/lib/metrics.js';
 import { TokenCache } from '../../control-plane/src/plugins/auth.js';
@@ -535,6 +535,46 @@ describe('connection descriptor', () => {
     expect(after[0]!.n).toBe(before[0]!.n + 1);
     expect(after[0]).toMatchObject({ actor_name: 'test-dataplane', role: 'dataplane' });
     expect(after[0]!.request_id).toMatch(REQUEST_ID);
+  });
+
+  it('writes the audit record in the re-read only for the same tenant, still active', async () => {
+    const t = await onboard(s, 'pool');
+    const db = s.runtime.services.db;
+    const entry = {
+      actor: { id: null, name: 'test-reread', role: 'dataplane' },
+      action: 'test.connection.reread',
+      tenantId: t.id,
+      tenantSlug: t.slug,
+      details: { secretRef: 'local-secret://x' },
+    };
+    const records = async () =>
+      superQuery<{ tenant_id: string; actor_name: string; details: unknown }>(
+        s.controlDb,
+        `SELECT tenant_id, actor_name, details FROM audit_log WHERE action = 'test.connection.reread' AND tenant_slug = $1`,
+        [t.slug],
+      );
+    const same = await findTenantAndAuditRead(db, t.slug, t.id, entry);
+    expect(same.audited).toBe(true);
+    expect(same.tenant).toEqual(await findTenantBySlug(db, t.slug));
+    expect(await records()).toEqual([
+      { tenant_id: t.id, actor_name: 'test-reread', details: { secretRef: 'local-secret://x' } },
+    ]);
+    // Another tenant id under the slug (offboarded and created again between the two reads): no record.
+    const other = await findTenantAndAuditRead(db, t.slug, '00000000-0000-4000-8000-000000000000', entry);
+    expect(other).toMatchObject({ audited: false, tenant: { id: t.id } });
+    // No longer active: no record either, and the caller sees the status it refuses.
+    await superQuery(s.controlDb, `UPDATE tenants SET status = 'suspended' WHERE id = $1`, [t.id]);
+    try {
+      const suspended = await findTenantAndAuditRead(db, t.slug, t.id, entry);
+      expect(suspended).toMatchObject({ audited: false, tenant: { id: t.id, status: 'suspended' } });
+    } finally {
+      await superQuery(s.controlDb, `UPDATE tenants SET status = 'active' WHERE id = $1`, [t.id]);
+    }
+    expect(await findTenantAndAuditRead(db, 'no-such-tenant', t.id, entry)).toEqual({
+      tenant: null,
+      audited: false,
+    });
+    expect(await records()).toHaveLength(1);
   });
 });
 

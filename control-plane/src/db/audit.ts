@@ -20,8 +20,10 @@ export interface AuditEntry {
 
 const AUDIT_INSERT =
   'INSERT INTO audit_log (actor_id, actor_name, role, action, tenant_id, tenant_slug, request_id, operation_id, details)';
-const auditValues = (p: (i: number) => string) =>
-  `VALUES (${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}, ${p(8)}, ${p(9)}::jsonb)`;
+/** The record's values, typed (a SELECT's parameters get no type from the columns they go in). */
+const auditExprs = (p: (i: number) => string) =>
+  `${p(1)}::text, ${p(2)}::text, ${p(3)}::text, ${p(4)}::text, ${p(5)}::uuid, ${p(6)}::text, ${p(7)}::text, ${p(8)}::text, ${p(9)}::jsonb`;
+const auditValues = (p: (i: number) => string) => `VALUES (${auditExprs(p)})`;
 const auditRow = (e: AuditEntry): unknown[] => [
   e.actor.id,
   e.actor.name,
@@ -38,12 +40,20 @@ export async function appendAudit(q: Queryable, e: AuditEntry): Promise<void> {
   await q.query(`${AUDIT_INSERT} ${auditValues((i) => `$${i}`)}`, auditRow(e));
 }
 
-/** An audit record as a CTE `<name>` of a caller's statement (it runs whether read or not), its parameters numbered from `first`. */
-export function auditCte(name: string, e: AuditEntry, first: number): { sql: string; params: unknown[] } {
-  return {
-    sql: `${name} AS (${AUDIT_INSERT} ${auditValues((i) => `$${first + i - 1}`)} RETURNING 1)`,
-    params: auditRow(e),
-  };
+/**
+ * An audit record as a CTE `<name>` of a caller's statement (it runs whether read or not), its
+ * parameters numbered from `first`. With `from` (a FROM clause: `t WHERE t.id = $2`, say) the record
+ * is written once for each row that clause yields, so none when it yields none.
+ */
+export function auditCte(
+  name: string,
+  e: AuditEntry,
+  first: number,
+  from?: string,
+): { sql: string; params: unknown[] } {
+  const p = (i: number) => `$${first + i - 1}`;
+  const rows = from === undefined ? auditValues(p) : `SELECT ${auditExprs(p)} FROM ${from}`;
+  return { sql: `${name} AS (${AUDIT_INSERT} ${rows} RETURNING 1)`, params: auditRow(e) };
 }
 
 export interface AuditRecord {

@@ -63,13 +63,16 @@ export function tenantFromJson(j: Record<string, unknown>): Tenant {
   return toTenant({ ...r, created_at: new Date(r.created_at), updated_at: new Date(r.updated_at) });
 }
 
-/** Prepared once per connection: its columns are named, so a column added later cannot change its result. */
+/** A tenant's columns, named for a prepared statement: a column added later cannot change its result. */
+const TENANT_COLUMNS = `id, slug, name, tier, status, region, plan, contact_email, template_version, outputs, version,
+  labels, limits, suspension, created_at, updated_at`;
+
+/** Prepared once per connection. */
 const INSERT_TENANT: NamedStatement = {
   name: 'tenantry.insert_tenant',
   text: `INSERT INTO tenants (id, slug, name, tier, status, region, plan, contact_email, template_version, labels)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
-     RETURNING id, slug, name, tier, status, region, plan, contact_email, template_version, outputs, version,
-               labels, limits, suspension, created_at, updated_at`,
+     RETURNING ${TENANT_COLUMNS}`,
 };
 
 /** A new tenant's row, as `insertTenant` writes it. */
@@ -102,6 +105,9 @@ export async function insertTenant(q: Queryable, t: NewTenantRow): Promise<Tenan
   return toTenant(rows[0] as TenantRow);
 }
 
+/** The live tenant with slug $1, or else the most recently offboarded one. */
+const TENANT_BY_SLUG = `FROM tenants WHERE slug = $1 ORDER BY (status <> 'offboarded') DESC, created_at DESC LIMIT 1`;
+
 /** The live tenant with this slug, or else the most recently offboarded one. */
 export async function findTenantBySlug(
   q: Queryable,
@@ -109,11 +115,34 @@ export async function findTenantBySlug(
   opts: { forUpdate?: boolean; forShare?: boolean } = {},
 ): Promise<Tenant | null> {
   const { rows } = await q.query<TenantRow & Record<string, unknown>>(
-    `SELECT * FROM tenants WHERE slug = $1 ORDER BY (status <> 'offboarded') DESC, created_at DESC LIMIT 1
-     ${opts.forUpdate ? 'FOR UPDATE' : opts.forShare ? 'FOR SHARE' : ''}`,
+    `SELECT * ${TENANT_BY_SLUG} ${opts.forUpdate ? 'FOR UPDATE' : opts.forShare ? 'FOR SHARE' : ''}`,
     [slug],
   );
   return rows[0] ? toTenant(rows[0] as TenantRow) : null;
+}
+
+/**
+ * The tenant `slug` names, as `findTenantBySlug` finds it, read FOR SHARE, and `audit` appended by
+ * the same statement only when that tenant is still `tenantId` and active: one round trip, its own
+ * transaction unless `q` is in one. `audited` says whether the record went in.
+ */
+export async function findTenantAndAuditRead(
+  q: Queryable,
+  slug: string,
+  tenantId: string,
+  audit: AuditEntry,
+): Promise<{ tenant: Tenant | null; audited: boolean }> {
+  const a = auditCte('a', audit, 3, `t WHERE t.id = $2::uuid AND t.status = 'active'`);
+  const { rows } = await q.query<TenantRow & Record<string, unknown> & { audited: boolean }>(
+    named({
+      name: 'tenantry.audited_tenant_read',
+      text: `WITH t AS (SELECT ${TENANT_COLUMNS} ${TENANT_BY_SLUG} FOR SHARE), ${a.sql}
+       SELECT t.*, EXISTS (SELECT 1 FROM a) AS audited FROM t`,
+    }),
+    [slug, tenantId, ...a.params],
+  );
+  const r = rows[0];
+  return { tenant: r ? toTenant(r) : null, audited: r?.audited === true };
 }
 
 export async function findTenantById(q: Queryable, id: string): Promise<Tenant | null> {

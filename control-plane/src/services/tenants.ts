@@ -6,6 +6,7 @@ import { appendEvent } from '../db/outbox.js';
 import {
   activeOperationFor,
   findOperation,
+  findTenantAndAuditRead,
   findTenantById,
   findTenantBySlug,
   findTenantDetail,
@@ -841,27 +842,26 @@ export class TenantService {
       tier: tenant.tier,
       templateVersion: tenant.templateVersion,
     });
-    return this.db.tx(async (q) => {
-      const now = this.servable(slug, await findTenantBySlug(q, slug, { forShare: true }));
-      // The secret is the routing authority (a promotion flips it before the tenant row says so);
-      // what matters here is that the tenant read is still the one being served.
-      if (now.id !== tenant.id) {
-        throw new TenantryError(
-          'OPERATION_IN_PROGRESS',
-          `tenant ${slug} changed while its descriptor was read; retry`,
-          { retryable: true },
-        );
-      }
-      await appendAudit(q, {
-        actor: ctx.actor,
-        action: 'tenant.connection.read',
-        tenantId: tenant.id,
-        tenantSlug: tenant.slug,
-        requestId: ctx.requestId,
-        details: { secretRef: descriptor.secretRef },
-      });
-      return descriptor;
+    // The tenant read again FOR SHARE and the read audited in one statement (one round trip): the
+    // record goes in only if the tenant is still the one read above and still servable.
+    const read = await findTenantAndAuditRead(this.db, slug, tenant.id, {
+      actor: ctx.actor,
+      action: 'tenant.connection.read',
+      tenantId: tenant.id,
+      tenantSlug: tenant.slug,
+      requestId: ctx.requestId,
+      details: { secretRef: descriptor.secretRef },
     });
+    const now = this.servable(slug, read.tenant);
+    // The secret is the routing authority (a promotion flips it before the tenant row says so);
+    // what matters here is that the tenant read is still the one being served.
+    if (now.id !== tenant.id) {
+      const message = `tenant ${slug} changed while its descriptor was read; retry`;
+      throw new TenantryError('OPERATION_IN_PROGRESS', message, { retryable: true });
+    }
+    // The statement's condition is servable's and the id check's: a descriptor is never served unaudited.
+    if (!read.audited) throw new Error(`tenant ${slug}: its connection read was not audited`);
+    return descriptor;
   }
 
   /** A tenant whose descriptor may be handed out; otherwise the reason it may not. */
