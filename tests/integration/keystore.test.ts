@@ -77,6 +77,21 @@ describe('local key and secret store', () => {
     expect(keys[0]!.wrapped_key.length).toBe(12 + 16 + 32);
   });
 
+  it('reads the latest version of several secrets together, leaving out the missing ones', async () => {
+    const alias = `alias/test/${rand()}`;
+    await store.ensureKey(null, alias);
+    const [a, b] = [`s/many-a-${rand()}`, `s/many-b-${rand()}`];
+    await store.putSecret(a, alias, { v: 'a1' });
+    await store.putSecret(a, alias, { v: 'a2' });
+    await store.putSecret(b, alias, { v: 'b1' });
+    const read = await store.getSecrets([a, b, 's/never-written']);
+    expect([...read.keys()].sort()).toEqual([a, b].sort());
+    expect(read.get(a)).toEqual(await store.getSecret(a));
+    expect(read.get(a)).toMatchObject({ ref: `local-secret://${a}`, version: 2, value: { v: 'a2' } });
+    expect(read.get(b)).toMatchObject({ version: 1, value: { v: 'b1' } });
+    expect((await store.getSecrets([])).size).toBe(0);
+  });
+
   it('is idempotent per alias', async () => {
     const alias = `alias/test/${rand()}`;
     const [a, b] = await Promise.all([store.ensureKey(null, alias), store.ensureKey(null, alias)]);

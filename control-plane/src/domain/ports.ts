@@ -222,6 +222,15 @@ export interface SecretStore {
     value: Record<string, unknown>,
     opts?: StoreWrite,
   ): Promise<{ keyId: string; ref: string; version: number } | null>;
-  getSecret(name: string): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null>;
+  getSecret(name: string): Promise<StoredSecret | null>;
+  /** The latest version of each of these secrets that exists, read together (one round trip). */
+  getSecrets?(names: readonly string[]): Promise<Map<string, StoredSecret>>;
   deleteSecret(name: string): Promise<void>;
+}
+
+/** A secret's latest version, as a store reads it. */
+export interface StoredSecret {
+  ref: string;
+  version: number;
+  value: Record<string, unknown>;
 }

@@ -12,7 +12,14 @@ import {
   tenantObjectName,
   tenantSecretName,
 } from '../domain/naming.js';
-import type { ConnectionDescriptor, KeyRotated, KeyStore, SecretStore, StoreWrite } from '../domain/ports.js';
+import type {
+  ConnectionDescriptor,
+  KeyRotated,
+  KeyStore,
+  SecretStore,
+  StoredSecret,
+  StoreWrite,
+} from '../domain/ports.js';
 import type { Queryable } from '../domain/queryable.js';
 import type { LimitOverrides } from '../domain/tenant.js';
 import type { RoleLimits, Tier, TierCatalog } from '../domain/tiers.js';
@@ -239,8 +246,11 @@ export class LocalTenantResources {
    * The login the secret's latest version names (the group itself in the single-login layout, and
    * for a pool secret written before the pool had logins) and its password.
    */
-  private async storedLogin(g: LoginGroup): Promise<StoredLogin & { version: number }> {
-    const secret = await this.keys.getSecret(g.secretName);
+  private async storedLogin(
+    g: LoginGroup,
+    read?: StoredSecret | null,
+  ): Promise<StoredLogin & { version: number }> {
+    const secret = read ?? (await this.keys.getSecret(g.secretName));
     const login = secret ? loginOf(secret.value, g) : null;
     if (!secret || !login) throw new TenantryError('SECRET_UNAVAILABLE', 'the login credentials are missing');
     return { ...login, version: secret.version };
@@ -540,12 +550,21 @@ export class LocalTenantResources {
    * one secret version, not one per pool tenant.
    */
   async connection(t: ResourceTenant): Promise<ConnectionDescriptor> {
-    const secret = await this.keys.getSecret(tenantSecretName(t.slug));
+    const name = tenantSecretName(t.slug);
+    const pool = this.loginGroup('pool');
+    // A pool tenant's secret and the pool's login in one round trip. The secret, not the tenant's
+    // tier, says which login it uses (a promotion flips it first), so the login is read alone when
+    // the secret names the pool and the tier did not.
+    const read =
+      t.tier === 'pool' && this.keys.getSecrets
+        ? await this.keys.getSecrets([name, pool.secretName])
+        : new Map([[name, await this.keys.getSecret(name)]]);
+    const secret = read.get(name);
     if (!secret) throw new TenantryError('SECRET_UNAVAILABLE', 'the tenant has no connection secret');
     const v = secret.value as unknown as ConnectionDescriptor;
     const login =
       v.tier === 'pool'
-        ? await this.storedLogin(this.loginGroup('pool'))
+        ? await this.storedLogin(pool, read.get(pool.secretName))
         : { user: v.user, password: v.password };
     return {
       tenantId: v.tenantId,

@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { TenantryError } from '../domain/errors.js';
-import type { KeyStore, SecretStore, StoreWrite } from '../domain/ports.js';
+import type { KeyStore, SecretStore, StoredSecret, StoreWrite } from '../domain/ports.js';
 import { type NamedStatement, named, type Queryable } from '../domain/queryable.js';
 
 /**
@@ -74,6 +74,19 @@ const CREATE_KEY_AND_SECRET: NamedStatement = {
 const GET_SECRET: NamedStatement = {
   name: 'tenantry.local_secrets.get',
   text: 'SELECT version, key_id, ciphertext FROM local_secrets WHERE name = $1 ORDER BY version DESC LIMIT 1',
+};
+/** A stored secret version's row. */
+type SecretRow = {
+  version: number;
+  key_id: string;
+  ciphertext: Buffer;
+};
+
+/** The latest version of each of the secrets $1 names. */
+export const GET_SECRETS: NamedStatement = {
+  name: 'tenantry.local_secrets.get_many',
+  text: `SELECT DISTINCT ON (name) name, version, key_id, ciphertext FROM local_secrets
+    WHERE name = ANY ($1::text[]) ORDER BY name, version DESC`,
 };
 
 /** The data directory's root key (the single-process default), generated on the first start. */
@@ -284,15 +297,20 @@ export class LocalKeyStore implements KeyStore, SecretStore {
     return rows[0].secret === 1 ? { keyId, ref: `local-secret://${name}`, version: 1 } : null;
   }
 
-  async getSecret(
-    name: string,
-  ): Promise<{ ref: string; version: number; value: Record<string, unknown> } | null> {
-    const { rows } = await this.db.query<{ version: number; key_id: string; ciphertext: Buffer }>(
-      named(GET_SECRET),
-      [name],
-    );
-    const r = rows[0];
-    if (!r) return null;
+  async getSecret(name: string): Promise<StoredSecret | null> {
+    const { rows } = await this.db.query<SecretRow>(named(GET_SECRET), [name]);
+    return rows[0] ? this.opened(name, rows[0]) : null;
+  }
+
+  async getSecrets(names: readonly string[]): Promise<Map<string, StoredSecret>> {
+    const { rows } = await this.db.query<SecretRow & { name: string }>(named(GET_SECRETS), [names]);
+    const out = new Map<string, StoredSecret>();
+    for (const r of rows) out.set(r.name, await this.opened(r.name, r));
+    return out;
+  }
+
+  /** A stored version of secret `name`, decrypted. */
+  private async opened(name: string, r: SecretRow): Promise<StoredSecret> {
     const dk = await this.dataKey(r.key_id);
     const value = JSON.parse(
       open(dk, r.ciphertext, `secret:${name}:${r.version}`).toString('utf8'),
