@@ -21,8 +21,9 @@
  *
  * The floor, in the same run, at the same concurrency (closed loop, N in flight): the same SQL sent
  * through `pg` from this process, by the control plane's own statement functions (db/repo.ts):
- * listTenants; findTenantDetail; for the connection, findTenantBySlug, the secret's row, then a
- * transaction re-reading the tenant FOR SHARE and appending the audit record. The floor does no HTTP,
+ * listTenants; findTenantDetail; for the connection, findTenantBySlug, the rows of the tenant's secret
+ * and the pool's login (one statement), then findTenantAndAuditRead (the tenant re-read FOR SHARE and
+ * the audit record, one statement). The floor does no HTTP,
  * no auth, no decryption and no JSON serialization (except the tenants' JSON, which listTenants and
  * findTenantDetail themselves render from the columns' text, so the floor renders it too): what the
  * API adds on top is the ratio.
@@ -51,10 +52,16 @@ import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { appendAudit } from '../../control-plane/src/db/audit.js';
-import { findTenantBySlug, findTenantDetail, listTenants } from '../../control-plane/src/db/repo.js';
-import { tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import {
+  findTenantAndAuditRead,
+  findTenantBySlug,
+  findTenantDetail,
+  listTenants,
+} from '../../control-plane/src/db/repo.js';
+import { POOL_SECRET, tenantSecretName } from '../../control-plane/src/domain/naming.js';
+import { named } from '../../control-plane/src/domain/queryable.js';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
+import { GET_SECRETS } from '../../control-plane/src/local/keystore.js';
 import { mapLimit, percentile, processCpuMs, round, startControlPlane } from './lib.js';
 
 const { values } = parseArgs({
@@ -144,6 +151,8 @@ const CP_POOL_SIZE = 10;
 const httpFloor = spawn(
   process.execPath,
   [
+    // TENANTRY_BENCH_FLOOR_NODE_ARGS: node flags for the HTTP floor's process (--cpu-prof, say).
+    ...(process.env.TENANTRY_BENCH_FLOOR_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
     '--import',
     'tsx',
     path.join(import.meta.dirname, 'http-floor.ts'),
@@ -405,25 +414,18 @@ try {
       sql: async () => {
         const slug = pick(real);
         const t = await findTenantBySlug(pool, slug);
-        await pool.query(
-          'SELECT version, key_id, ciphertext FROM local_secrets WHERE name = $1 ORDER BY version DESC LIMIT 1',
-          [tenantSecretName(slug)],
-        );
-        const c = await pool.connect();
-        try {
-          await c.query('BEGIN');
-          await findTenantBySlug(c, slug, { forShare: true });
-          await appendAudit(c, {
-            actor: BENCH_ACTOR,
-            action: 'bench.floor.connection.read',
-            tenantId: t?.id ?? null,
-            tenantSlug: slug,
-            requestId: randomUUID(),
-          });
-          await c.query('COMMIT');
-        } finally {
-          c.release();
-        }
+        // The tenant's secret and the pool's login, read together (the real tenants are pool tenants).
+        await pool.query(named(GET_SECRETS), [[tenantSecretName(slug), POOL_SECRET]]);
+        if (!t) throw new Error('the floor missed a tenant');
+        const { audited } = await findTenantAndAuditRead(pool, slug, t.id, {
+          actor: BENCH_ACTOR,
+          action: 'bench.floor.connection.read',
+          tenantId: t.id,
+          tenantSlug: slug,
+          requestId: randomUUID(),
+          details: { secretRef: `local-secret://${tenantSecretName(slug)}` },
+        });
+        if (!audited) throw new Error('the floor did not audit its read');
       },
       httpFloor: false,
     },
