@@ -112,10 +112,10 @@ const TENANT_BY_SLUG = `FROM tenants WHERE slug = $1 ORDER BY (status <> 'offboa
 export async function findTenantBySlug(
   q: Queryable,
   slug: string,
-  opts: { forUpdate?: boolean; forShare?: boolean } = {},
+  opts: { forUpdate?: boolean } = {},
 ): Promise<Tenant | null> {
   const { rows } = await q.query<TenantRow & Record<string, unknown>>(
-    `SELECT * ${TENANT_BY_SLUG} ${opts.forUpdate ? 'FOR UPDATE' : opts.forShare ? 'FOR SHARE' : ''}`,
+    `SELECT * ${TENANT_BY_SLUG}${opts.forUpdate ? ' FOR UPDATE' : ''}`,
     [slug],
   );
   return rows[0] ? toTenant(rows[0] as TenantRow) : null;
