@@ -23,10 +23,9 @@
  * through `pg` from this process, by the control plane's own statement functions (db/repo.ts):
  * listTenants; findTenantDetail; for the connection, findTenantBySlug, the rows of the tenant's secret
  * and the pool's login (one statement), then findTenantAndAuditRead (the tenant re-read FOR SHARE and
- * the audit record, one statement). The floor does no HTTP,
- * no auth, no decryption and no JSON serialization (except the tenants' JSON, which listTenants and
- * findTenantDetail themselves render from the columns' text, so the floor renders it too): what the
- * API adds on top is the ratio.
+ * the audit record, one statement). The floor does no HTTP, no auth, no decryption and no JSON
+ * serialization (except the tenants' JSON, which listTenants and findTenantDetail themselves render
+ * from the columns' text, so the floor renders it too): what the API adds on top is the ratio.
  *
  * The HTTP floor, for the list and the one-tenant routes (informational: no target names it): a bare
  * node:http server (scripts/bench/http-floor.ts) answering the same route with the same statement
@@ -414,9 +413,9 @@ try {
       sql: async () => {
         const slug = pick(real);
         const t = await findTenantBySlug(pool, slug);
+        if (!t) throw new Error('the floor missed a tenant');
         // The tenant's secret and the pool's login, read together (the real tenants are pool tenants).
         await pool.query(named(GET_SECRETS), [[tenantSecretName(slug), POOL_SECRET]]);
-        if (!t) throw new Error('the floor missed a tenant');
         const { audited } = await findTenantAndAuditRead(pool, slug, t.id, {
           actor: BENCH_ACTOR,
           action: 'bench.floor.connection.read',
