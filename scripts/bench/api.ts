@@ -72,7 +72,8 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     // The load generator: wrk where it is installed (apt-get install -y wrk), else autocannon.
     load: { type: 'string' },
-    // Only the routes whose name contains this (for profiling one route); the summary needs all three.
+    // The route of this exact name, else the routes whose name contains it (for profiling one route);
+    // the summary needs all three.
     only: { type: 'string' },
     // The control plane's LOG_LEVEL: warn (no line per request) unless told; `npm start` runs at info,
     // one access line per request (TENANTRY_BENCH_CP_STDOUT: a file for them, else discarded).
@@ -430,8 +431,11 @@ try {
     },
   ];
   const results = [];
+  // --only: the route of that exact name, else every route whose name contains it.
+  const only = values.only;
+  const exact = routes.some((r) => r.route === only);
   for (const r of routes) {
-    if (values.only && !r.route.includes(values.only)) continue;
+    if (only && (exact ? r.route !== only : !r.route.includes(only))) continue;
     await viaHttp(r.paths, WARMUP_S, { bench: 0 });
     await floor(r.sql, WARMUP_S);
     if (r.httpFloor) await viaHttp(r.paths, WARMUP_S, { bench: 0 }, httpFloorBase);
