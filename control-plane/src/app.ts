@@ -24,7 +24,7 @@ import exportRoutes from './routes/exports.js';
 import operationRoutes from './routes/operations.js';
 import promotionRoutes from './routes/promotions.js';
 import rolloutRoutes from './routes/rollouts.js';
-import { ErrorBody } from './routes/schemas.js';
+import { BODY_METHODS, ErrorBody, withBodyErrors } from './routes/schemas.js';
 import serviceRoutes from './routes/service.js';
 import suspensionRoutes from './routes/suspension.js';
 import tenantRoutes from './routes/tenants.js';
@@ -166,6 +166,12 @@ const app: FastifyPluginAsync<AppOptions> = async (instance, opts) => {
   f.addSchema(ErrorBody);
   await f.register(accessLog);
   await f.register(errorsPlugin);
+  // Every route of a body-carrying method declares the body handling's own refusals (schemas.ts).
+  f.addHook('onRoute', (route) => {
+    const response = route.schema?.response as Record<string, unknown> | undefined;
+    if (response && [route.method].flat().some((m) => BODY_METHODS.has(m)))
+      route.schema = { ...route.schema, response: withBodyErrors(response) };
+  });
   await f.register(
     fp(
       async (i) => {

@@ -2,11 +2,10 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import Fastify, { type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import pino from 'pino';
 import { inject } from 'vitest';
-import app, { serverOptions } from '../../control-plane/src/app.js';
 import { type Config, loadConfig } from '../../control-plane/src/config.js';
 import { dataPlaneNames } from '../../control-plane/src/dataplane/dataplane.js';
 import { createToken } from '../../control-plane/src/db/tokens.js';
@@ -16,6 +15,7 @@ import type { RoleLimits } from '../../control-plane/src/domain/tiers.js';
 import { loggerOptions } from '../../control-plane/src/logger.js';
 import { roleProvider } from '../../control-plane/src/providers/postgres/role.js';
 import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
+import { buildTestApp } from './app.js';
 
 export const rand = (n = 6) => randomBytes(n).toString('hex');
 
@@ -170,9 +170,7 @@ export async function startStack(
   await superQuery('postgres', `CREATE DATABASE ${dataDb}`);
   const log = logStream ? pino(loggerOptions(config.logLevel), logStream) : pino({ level: config.logLevel });
   const runtime = await startRuntime(config, log);
-  const server = Fastify({ ...serverOptions, loggerInstance: log });
-  await server.register(app, { services: runtime.services });
-  await server.ready();
+  const server = await buildTestApp(log, runtime.services);
   const tokens = {} as Record<Role, string>;
   for (const role of ['sales-ops', 'sre', 'dataplane', 'admin'] as const) {
     tokens[role] = (
@@ -180,7 +178,7 @@ export async function startStack(
     ).token;
   }
   return {
-    app: server as unknown as FastifyInstance,
+    app: server,
     runtime,
     config,
     controlDb,

@@ -1,10 +1,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import Fastify, { type FastifyInstance } from 'fastify';
 import pino from 'pino';
-import app, { serverOptions } from '../../control-plane/src/app.js';
 import { startRuntime } from '../../control-plane/src/runtime.js';
+import { buildTestApp } from './app.js';
 import { dropStackDatabases, type TestStack } from './runtime.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../../templates');
@@ -96,12 +95,10 @@ export async function restartStack(s: TestStack): Promise<TestStack> {
   await s.runtime.close();
   const log = pino({ level: s.config.logLevel });
   const runtime = await startRuntime(s.config, log);
-  const server = Fastify({ ...serverOptions, loggerInstance: log });
-  await server.register(app, { services: runtime.services });
-  await server.ready();
+  const server = await buildTestApp(log, runtime.services);
   return {
     ...s,
-    app: server as unknown as FastifyInstance,
+    app: server,
     runtime,
     async close() {
       await server.close();

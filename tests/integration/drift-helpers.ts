@@ -2,11 +2,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import Fastify, { type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import app, { serverOptions } from '../../control-plane/src/app.js';
 import { type Config, loadConfig } from '../../control-plane/src/config.js';
 import { createToken } from '../../control-plane/src/db/tokens.js';
 import type { Role } from '../../control-plane/src/domain/auth.js';
@@ -15,6 +14,7 @@ import type { DriftService } from '../../control-plane/src/drift/service.js';
 import { loadTemplates } from '../../control-plane/src/lib/templates.js';
 import { LocalKeyStore, loadRootKey } from '../../control-plane/src/local/keystore.js';
 import { type Runtime, startRuntime } from '../../control-plane/src/runtime.js';
+import { buildTestApp } from '../helpers/app.js';
 import { auth, connectionOf, tenantClient } from '../helpers/runtime.js';
 
 export { auth, connectionOf, onboard, tenantClient, waitForOperation } from '../helpers/runtime.js';
@@ -67,9 +67,7 @@ export async function startDriftStack(env: Record<string, string> = {}): Promise
   const runtime = await startRuntime(config, log);
   const pw = fs.readFileSync(path.join(dataDir, 'pg-superuser.secret'), 'utf8').trim();
   const url = (db: string) => `postgres://postgres:${encodeURIComponent(pw)}@127.0.0.1:${port}/${db}`;
-  const server = Fastify({ ...serverOptions, loggerInstance: log });
-  await server.register(app, { services: runtime.services });
-  await server.ready();
+  const server = await buildTestApp(log, runtime.services);
   const tokens = {} as Record<Role, string>;
   for (const role of ['sales-ops', 'sre', 'dataplane', 'admin'] as const) {
     tokens[role] = (
@@ -77,7 +75,7 @@ export async function startDriftStack(env: Record<string, string> = {}): Promise
     ).token;
   }
   return {
-    app: server as unknown as FastifyInstance,
+    app: server,
     runtime,
     config,
     drift: runtime.services.drift,

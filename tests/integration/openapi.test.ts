@@ -143,7 +143,31 @@ describe('the OpenAPI document', () => {
       const takesInput = (op.parameters?.length ?? 0) > 0 || op.requestBody !== undefined;
       if (takesInput) expect(codes, at).toContain('VALIDATION_FAILED');
       if (op.requestBody) expect(codes, at).toContain('PAYLOAD_TOO_LARGE');
+      // Fastify's body handling answers these on any route of a body-carrying method, read or not.
+      if (/^(POST|PUT|PATCH|DELETE) /.test(at))
+        expect(codes, at).toEqual(expect.arrayContaining(['VALIDATION_FAILED', 'PAYLOAD_TOO_LARGE']));
     }
+  });
+
+  it('answers a route that reads no body, sent one too large or not JSON, with a code its document names', async () => {
+    const doc413 = doc.paths['/v1/drift-runs']!.post!.responses['413'];
+    expect(doc413?.description).toContain('PAYLOAD_TOO_LARGE');
+    const big = await s.app.inject({
+      method: 'POST',
+      url: '/v1/drift-runs',
+      headers: { ...auth(s.tokens.sre), 'content-type': 'application/json' },
+      payload: JSON.stringify({ pad: 'x'.repeat(70 * 1024) }),
+    });
+    expect(big.statusCode).toBe(413);
+    expect(big.json().error.code).toBe('PAYLOAD_TOO_LARGE');
+    const notJson = await s.app.inject({
+      method: 'POST',
+      url: '/v1/drift-runs',
+      headers: { ...auth(s.tokens.sre), 'content-type': 'application/json' },
+      payload: '{not json',
+    });
+    expect(notJson.statusCode).toBe(400);
+    expect(notJson.json().error.code).toBe('VALIDATION_FAILED');
   });
 
   it('requires no field it defaults (the server fills a missing one in)', () => {
@@ -192,6 +216,12 @@ describe('the OpenAPI document', () => {
       expect.arrayContaining(['id', 'status', 'steps', 'progress']),
     );
     expect(events.progress!.schema.properties).toHaveProperty('progress');
+    // A promotion's progress fields are typed, so a generated client reads them without guessing.
+    const progress = events.progress!.schema.properties!.progress!;
+    expect(Object.keys(progress.properties ?? {})).toEqual(
+      expect.arrayContaining(['rowsCopied', 'replicationLagBytes', 'writeFreezeMs', 'rollbackUntil']),
+    );
+    expect(op.description).toContain('closes without `end` after 30 minutes');
   });
 
   it('names the shared error shape by its own name', () => {

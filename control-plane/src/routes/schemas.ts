@@ -54,6 +54,32 @@ export const errors = (...answers: (ErrorCode | number)[]) => {
   );
 };
 
+/** The error codes a route's response schemas declare (those `errors` built): all, or one status'. */
+export function declaredErrorCodes(response: Record<string, unknown>, only?: number): ErrorCode[] {
+  const codes: ErrorCode[] = [];
+  for (const [status, schema] of Object.entries(response)) {
+    if (Number(status) < 400 || (only !== undefined && Number(status) !== only)) continue;
+    const code = (schema as { properties?: { error?: { properties?: { code?: { enum?: unknown } } } } })
+      ?.properties?.error?.properties?.code?.enum;
+    if (Array.isArray(code)) codes.push(...(code as ErrorCode[]));
+  }
+  return codes;
+}
+
+/**
+ * A route of a method that carries a body is refused before its handler by the body handling itself:
+ * a body that is not JSON or of another media type (400 VALIDATION_FAILED), or one over the limit
+ * (413 PAYLOAD_TOO_LARGE), whether or not the route reads a body. `app.ts` declares both on every
+ * such route, so the document names every code the server answers with.
+ */
+export const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+export function withBodyErrors(response: Record<string, unknown>): Record<string, unknown> {
+  const codes = declaredErrorCodes(response);
+  if (codes.includes('VALIDATION_FAILED') && codes.includes('PAYLOAD_TOO_LARGE')) return response;
+  return { ...response, ...errors(...codes, 'VALIDATION_FAILED', 'PAYLOAD_TOO_LARGE') };
+}
+
 /** Every route that takes a token can answer these two. */
 export const AUTH_ERRORS = ['UNAUTHENTICATED', 'FORBIDDEN'] as const;
 

@@ -52,7 +52,7 @@ const serviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
               process: Type.Union([Type.Literal('serving'), Type.Literal('draining')]),
             }),
           }),
-          ...errors(),
+          ...errors('NOT_READY'),
         },
       },
     },
