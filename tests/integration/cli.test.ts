@@ -120,10 +120,10 @@ describe('destructive commands ask for the slug', () => {
     const wrong = await cli(['tenants', 'delete', t.slug], { input: 'not-it\n', token: s.tokens.sre });
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain(`Type ${t.slug} to confirm`);
-    expect(wrong.stderr).toContain('aborted');
+    expect(wrong.stderr).toContain('error ABORTED: aborted');
     const none = await cli(['tenants', 'delete', t.slug], { token: s.tokens.sre });
     expect(none.code).toBe(1);
-    expect(none.stderr).toContain('aborted: no confirmation was typed');
+    expect(none.stderr).toContain('error ABORTED: aborted: no confirmation was typed');
     expect((await api(`/v1/tenants/${t.slug}`)).status).toBe('active');
     expect(
       await superQuery(
@@ -201,8 +201,13 @@ describe('promote and rollback --wait', () => {
     expect(run.code).toBe(1);
     const op = JSON.parse(run.stdout);
     expect(op).toMatchObject({ kind: 'promote', status: 'failed' });
-    expect(run.stderr).toMatch(
-      new RegExp(`error operation ${op.id} failed at step [a-z-]+: .*verification failed`),
+    // The failed step keeps the code it failed with, and the CLI's error line (JSON, as asked) is it.
+    const failed = op.steps.find((x: { status: string }) => x.status === 'failed');
+    expect(failed.errorCode).toBe('PROVIDER_FAILED');
+    const failure = JSON.parse(run.stderr.trim().split('\n').at(-1) ?? '');
+    expect(failure.error.code).toBe('PROVIDER_FAILED');
+    expect(failure.error.message).toMatch(
+      new RegExp(`^operation ${op.id} failed at step ${failed.name}: .*verification failed`),
     );
     expect(run.stderr).toMatch(/✖ [a-z-]+: .*verification failed/);
     expect((await api(`/v1/tenants/${t.slug}`)).tier).toBe('pool');

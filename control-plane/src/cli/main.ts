@@ -12,6 +12,7 @@ import { rolloutsCommand } from './commands/rollouts.js';
 import { tenantsCommand } from './commands/tenants.js';
 import { ConfigError } from './config.js';
 import { type GlobalOptions, UsageError } from './context.js';
+import { CliFailure } from './errors.js';
 import { emit, FORMATS, type Format, processOut, say } from './output.js';
 import { operationTable } from './views.js';
 import { OperationFailed } from './wait.js';
@@ -71,18 +72,16 @@ export function report(e: unknown, format: Format): number {
     // commander already printed its message (or the help / version asked for)
     return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
   }
-  if (e instanceof ApiError) {
+  if (e instanceof ApiError || e instanceof CliFailure) {
+    // A failed operation is shown first, as the API has it (its steps, the failed one's error).
+    if (e instanceof OperationFailed) emit(out, e.operation, () => operationTable(e.operation));
+    const api = e instanceof ApiError ? { requestId: e.requestId } : {};
     if (format === 'table') {
       say(out, `${pc.red('error')} ${e.code}: ${e.message}`);
-      if (e.requestId) say(out, pc.dim(`request id: ${e.requestId}`));
+      if (api.requestId) say(out, pc.dim(`request id: ${api.requestId}`));
     } else {
-      say(out, JSON.stringify({ error: { code: e.code, message: e.message, requestId: e.requestId } }));
+      say(out, JSON.stringify({ error: { code: e.code, message: e.message, ...api } }));
     }
-    return EXIT.failed;
-  }
-  if (e instanceof OperationFailed) {
-    emit(out, e.operation, () => operationTable(e.operation));
-    say(out, `${pc.red('error')} ${e.message}`);
     return EXIT.failed;
   }
   if (e instanceof ConfigError || e instanceof UsageError) {

@@ -1,13 +1,17 @@
 import readline from 'node:readline/promises';
 import { Writable } from 'node:stream';
+import { CliFailure } from './errors.js';
 
 /**
  * Reading from the person at the terminal (or a pipe): a typed confirmation for destructive
  * commands, and the token for `login`, which never comes from the command line.
  */
 
-export class Aborted extends Error {
+export class Aborted extends CliFailure {
   override readonly name = 'Aborted';
+  constructor(message: string) {
+    super('ABORTED', message);
+  }
 }
 
 /** One line from stdin after a prompt on stderr; null when stdin ends first. */

@@ -2,6 +2,7 @@ import ora, { type Ora } from 'ora';
 import pc from 'picocolors';
 import type { Operation, OperationStep } from '../domain/tenant.js';
 import { type ApiClient, NetworkError } from './client.js';
+import { CliFailure } from './errors.js';
 import { type Out, say, shortTime } from './output.js';
 
 /**
@@ -14,11 +15,16 @@ import { type Out, say, shortTime } from './output.js';
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
-export class OperationFailed extends Error {
+/**
+ * An operation that ended other than succeeded: its code is the failed step's own (the error it
+ * failed with), else OPERATION_FAILED (OPERATION_CANCELLED for a cancelled one).
+ */
+export class OperationFailed extends CliFailure {
   override readonly name = 'OperationFailed';
   constructor(readonly operation: Operation) {
     const step = operation.steps.find((s) => s.status === 'failed');
     super(
+      step?.errorCode ?? (operation.status === 'cancelled' ? 'OPERATION_CANCELLED' : 'OPERATION_FAILED'),
       `operation ${operation.id} ${operation.status}${step ? ` at step ${step.name}` : ''}: ${
         operation.error ?? step?.error ?? 'no reason recorded'
       }`,

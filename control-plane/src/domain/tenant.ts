@@ -81,6 +81,8 @@ export interface OperationStep {
   startedAt: string | null;
   finishedAt: string | null;
   error?: string;
+  /** The error's stable code (domain/errors.ts) when the step failed with one of the API's errors. */
+  errorCode?: string;
 }
 
 export interface Operation {

@@ -234,6 +234,12 @@ export const StepSchema = Type.Object({
   startedAt: Type.Union([Type.String(), Type.Null()]),
   finishedAt: Type.Union([Type.String(), Type.Null()]),
   error: Type.Optional(Type.String()),
+  errorCode: Type.Optional(
+    Type.String({
+      description:
+        "a failed step's stable error code (as an error response's `code`), when it failed with one",
+    }),
+  ),
 });
 
 export const OperationSchema = Type.Object({

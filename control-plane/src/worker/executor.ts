@@ -48,6 +48,13 @@ import { StepRecords } from './step-records.js';
  */
 const RECORD_EVERY_MS = 250;
 
+/** A step's error as its record keeps it: the message, and the stable code when it has one. */
+function failStep(step: OperationStep, e: unknown): void {
+  step.error = safeMessage(e);
+  if (isTenantryError(e)) step.errorCode = e.code;
+  else delete step.errorCode;
+}
+
 /** An error past an operation's point of no return: retried, or resumed, but never undone. */
 export function isForwardOnly(e: unknown): boolean {
   return isTenantryError(e) && e.context.forwardOnly === true;
@@ -162,6 +169,7 @@ export class OperationExecutor {
       x.startedAt = new Date().toISOString();
       x.finishedAt = null;
       delete x.error;
+      delete x.errorCode;
     };
     // Step records are written behind the steps (worker/step-records.ts). An onboarding's are sent at
     // most one per recordEveryMs: a step's start and success as they happen unless a record went out
@@ -225,7 +233,7 @@ export class OperationExecutor {
           if (await records.flush()) records.revertUnlanded();
           await this.flushResources(op);
           this.observeStep(op.kind, step.name, 'failed', started);
-          step.error = safeMessage(e);
+          failStep(step, e);
           if (isRetryable(e) && op.attempts < this.opts.maxAttempts) {
             step.status = 'pending';
             await this.requeue(op, steps);
@@ -498,7 +506,7 @@ export class OperationExecutor {
         step.status = 'succeeded';
       } catch (e) {
         step.status = 'failed';
-        step.error = safeMessage(e);
+        failStep(step, e);
         ok = false;
         if (isForwardOnly(e)) {
           forward = true;

@@ -3,6 +3,7 @@ import pc from 'picocolors';
 import { ApiClient, ApiError } from '../client.js';
 import { loginUrl, profileNameOf, removeProfile, saveProfile } from '../config.js';
 import { action } from '../context.js';
+import { CliFailure } from '../errors.js';
 import { emit, listTable, recordTable, say } from '../output.js';
 import { confirmTyped, readSecret } from '../prompt.js';
 
@@ -25,8 +26,11 @@ interface Whoami {
   permissions?: string[];
 }
 
-export class LoginRefused extends Error {
+export class LoginRefused extends CliFailure {
   override readonly name = 'LoginRefused';
+  constructor(message: string) {
+    super('LOGIN_REFUSED', message);
+  }
 }
 
 const tokenColumns = [

@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import ora from 'ora';
 import pc from 'picocolors';
 import { action, collect } from '../context.js';
+import { CliFailure } from '../errors.js';
 import { cell, emit, listTable, recordTable, say, status } from '../output.js';
 import { TIERS } from './tenants.js';
 
@@ -43,8 +44,11 @@ interface Policy {
   updatedBy: string | null;
 }
 
-export class DriftRunFailed extends Error {
+export class DriftRunFailed extends CliFailure {
   override readonly name = 'DriftRunFailed';
+  constructor(message: string) {
+    super('DRIFT_RUN_FAILED', message);
+  }
 }
 
 const findingsTable = (findings: Finding[]) =>

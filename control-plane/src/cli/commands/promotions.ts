@@ -1,11 +1,15 @@
 import { Command, Option } from 'commander';
 import type { TenantDetail } from '../../domain/tenant.js';
 import { action } from '../context.js';
+import { CliFailure } from '../errors.js';
 import { confirmTyped } from '../prompt.js';
 import { type Accepted, accepted, TIERS } from './tenants.js';
 
-export class NothingToRollBack extends Error {
+export class NothingToRollBack extends CliFailure {
   override readonly name = 'NothingToRollBack';
+  constructor(message: string) {
+    super('NOTHING_TO_ROLL_BACK', message);
+  }
 }
 
 const wait = () =>

@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import pc from 'picocolors';
 import { action, collectOneOf, UsageError } from '../context.js';
+import { CliFailure } from '../errors.js';
 import { emit, listTable, type Out, recordTable, say, status } from '../output.js';
 import { confirmTyped } from '../prompt.js';
 
@@ -127,8 +128,11 @@ export async function watchRollout(
   }
 }
 
-export class RolloutNotCompleted extends Error {
+export class RolloutNotCompleted extends CliFailure {
   override readonly name = 'RolloutNotCompleted';
+  constructor(message: string) {
+    super('ROLLOUT_NOT_COMPLETED', message);
+  }
 }
 
 export function rolloutsCommand(): Command {
