@@ -21,6 +21,36 @@ import {
 
 const OpParams = Type.Object({ id: Type.String({ pattern: '^op_[0-9a-f]{28}$' }) });
 
+const Timestamp = (description: string) => Type.Optional(Type.String({ format: 'date-time', description }));
+
+/**
+ * An operation's progress as the `progress` event carries it: what a promotion reports, typed, and
+ * whatever other kinds report (open). Documentation only: the stream writes the recorded progress as is.
+ */
+const ProgressDoc = Type.Object(
+  {
+    rowsCopied: Type.Optional(
+      Type.Record(Type.String(), Type.Integer(), { description: 'promotion: rows copied so far, per table' }),
+    ),
+    replicationLagBytes: Type.Optional(
+      Type.Integer({ description: 'promotion: WAL the target has still to apply, in bytes' }),
+    ),
+    retainedWalBytes: Type.Optional(
+      Type.Integer({ description: 'promotion: WAL the replication slot holds on the source, in bytes' }),
+    ),
+    freezeStartedAt: Timestamp('promotion: when the write freeze began'),
+    writeFreezeMs: Type.Optional(Type.Number({ description: 'promotion: how long writes were frozen' })),
+    cutoverAt: Timestamp('promotion: when routing moved to the new placement'),
+    rollbackUntil: Timestamp('promotion: the end of the rollback window'),
+    verification: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), {
+        description: 'promotion: row counts and digests per table, source against target',
+      }),
+    ),
+  },
+  { additionalProperties: true },
+);
+
 /** The events GET /v1/operations/{id}/events sends, with their payloads (documented as `x-sse-events`). */
 export const OPERATION_EVENTS = {
   step: { description: 'a step changed (started, succeeded, failed, skipped)', schema: StepSchema },
@@ -30,7 +60,7 @@ export const OPERATION_EVENTS = {
     schema: Type.Object({
       operationId: Type.String(),
       currentStep: Type.Union([Type.String(), Type.Null()]),
-      progress: Type.Record(Type.String(), Type.Unknown()),
+      progress: ProgressDoc,
     }),
   },
   resource: {
@@ -126,7 +156,9 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
           "whenever a step changes, `progress` whenever the operation's progress changes (a promotion's rows copied " +
           'per table, replication lag, freeze, cutover and rollback deadline), `resource` whenever a step reports a ' +
           'resource-level event (Pulumi engine events), then one `end` with the operation. The stream closes after ' +
-          '`end`. A client that reconnects gets the current state again (every step, then the progress).',
+          '`end`; it also closes without `end` after 30 minutes, when the server shuts down or when its database ' +
+          'fails: reconnect to follow on. A client that reconnects gets the current state again (every step, then ' +
+          'the progress).',
         tags: ['operations'],
         security,
         params: OpParams,
