@@ -7,6 +7,7 @@ import {
   expectClean,
   reasonToSkip,
   removeScreenshots,
+  screenshot,
   signIn,
   startConsole,
   titled,
@@ -183,6 +184,7 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console day-two action
       await page.locator('#rollout-cancel').waitFor();
       await page.locator('#rollout-waves td', { hasText: 'canary' }).waitFor();
       expect(await axeViolations(page)).toEqual([]);
+      await screenshot(page, 'rollout');
 
       // The page re-reads itself (every 2 s while running) and shows the end without a reload.
       release();

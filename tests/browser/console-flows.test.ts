@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auth } from '../helpers/runtime.js';
 import { pauseAt, seedPool } from '../integration/promotion-helpers.js';
 import {
+  axeViolations,
   type ConsoleStack,
   expectClean,
   reasonToSkip,
@@ -48,6 +49,12 @@ const auditActions = async (slug: string) => {
   return (res.json().items as { action: string }[]).map((a) => a.action);
 };
 
+/** The tenant as GET /v1/tenants/{slug} answers it now. */
+const tenantNow = async (slug: string) =>
+  (
+    await c.stack.app.inject({ method: 'GET', url: `/v1/tenants/${slug}`, headers: auth(c.stack.tokens.sre) })
+  ).json();
+
 describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chromium'), () => {
   it('sales-ops onboards a pool tenant through the form and sees it go active live, without reloading', async () => {
     const p = await signIn(c, 'sales-ops', '#/onboard');
@@ -63,6 +70,7 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
     const live = page.locator('#in-flight .live');
     await live.locator('[data-step="credentials"].step-running').waitFor();
     await expect(page.locator('#tenant-status').textContent()).resolves.toBe('provisioning');
+    expect(await axeViolations(page)).toEqual([]);
     // Marks this document: a reload would lose it.
     await page.evaluate(() => {
       (window as unknown as { marker: string }).marker = 'same-document';
@@ -130,13 +138,7 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
   });
 
   it('an SRE promotes it to silo with a typed confirmation, watches it to the end, then gets the rollback countdown', async () => {
-    const tenant = (
-      await c.stack.app.inject({
-        method: 'GET',
-        url: `/v1/tenants/${SLUG}`,
-        headers: auth(c.stack.tokens.sre),
-      })
-    ).json();
+    const tenant = await tenantNow(SLUG);
     await seedPool(c.stack, tenant.id, 25);
     const p = await signIn(c, 'sre', `#/tenants/${SLUG}`);
     const { page } = p;
@@ -158,6 +160,7 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
     await live.locator('.promotion-progress td', { hasText: 'users' }).waitFor();
     expect(await page.locator('#promote-button').count()).toBe(0);
     await screenshot(page, 'promotion-live');
+    expect(await axeViolations(page)).toEqual([]);
 
     gate.open();
     await page.locator('#in-flight .live[data-status="succeeded"]').waitFor({ timeout: 60_000 });
@@ -182,6 +185,7 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
       first,
     );
     expect(await countdown.textContent()).toMatch(/^23 h 5\d min \d\d s$/);
+    expect(await axeViolations(page)).toEqual([]);
     expectClean(p);
   }, 180_000);
 
@@ -194,6 +198,7 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
     await page.locator('#offboard-confirm').fill('initec');
     expect(await offboard.isDisabled()).toBe(true);
     await page.locator('#offboard-confirm').fill('initech');
+    expect(await axeViolations(page)).toEqual([]);
     await offboard.click();
     await page.waitForURL('**/ui/#/tenants');
     // Kept in the list for its audit trail, as offboarded.
@@ -202,6 +207,14 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
       .locator('.badge', { hasText: 'offboarded' })
       .waitFor();
     expect(await auditActions('initech')).toContain('tenant.offboard');
+
+    // Its page, once offboarded, offers nothing to do to it (the API would answer TENANT_NOT_FOUND).
+    await page.goto(`${c.base}/ui/#/tenants/initech`);
+    await page.locator('#tenant-status', { hasText: 'offboarded' }).waitFor();
+    await page.locator('#audit table').waitFor();
+    expect(await page.locator('#offboard-button').count()).toBe(0);
+    expect(await page.locator('#actions').count()).toBe(0);
+    expect(await axeViolations(page)).toEqual([]);
     expectClean(p);
   });
 
@@ -229,6 +242,30 @@ describe.skipIf(reasonToSkip !== null).sequential(titled('console flows in Chrom
     }, SLUG);
     expect(byHand.status).toBe(403);
     expect(byHand.body.error.code).toBe('FORBIDDEN');
+    expectClean(p);
+  });
+
+  it('a suspended tenant inside its rollback window shows when it may be rolled back, not a rollback the API would refuse', async () => {
+    const suspend = await c.stack.app.inject({
+      method: 'POST',
+      url: `/v1/tenants/${SLUG}/suspension`,
+      headers: auth(c.stack.tokens.sre),
+      payload: { reason: 'requested' },
+    });
+    expect(suspend.statusCode).toBe(202);
+    for (let i = 0; ; i++) {
+      const t = await tenantNow(SLUG);
+      if (t.status === 'suspended' && t.activeOperation === null) break;
+      if (i > 2400) throw new Error(`never suspended: ${JSON.stringify(t)}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const p = await signIn(c, 'sre', `#/tenants/${SLUG}`);
+    const { page } = p;
+    await page.locator('#tenant-status', { hasText: 'suspended' }).waitFor();
+    await page.locator('#rollback-suspended', { hasText: 'once the tenant is reactivated' }).waitFor();
+    expect(await page.locator('#rollback-button').count()).toBe(0);
+    await page.locator('#reactivate-button').waitFor();
+    expect(await axeViolations(page)).toEqual([]);
     expectClean(p);
   });
 });

@@ -239,6 +239,35 @@ describe.skipIf(reasonToSkip !== null)(titled('console pages in Chromium'), () =
     expectClean(p);
   });
 
+  it("the overview's in-flight refresh shows a failure with its code, keeps the last answer, and clears once a refresh works", async () => {
+    const p = await signIn(c, 'sre', '#/');
+    const { page } = p;
+    const row = page.locator('#in-flight td a', { hasText: 'cyberdyne' });
+    await row.waitFor();
+    const failing = '**/v1/operations?**';
+    await page.route(failing, (route) =>
+      route.fulfill({
+        status: 503,
+        contentType: 'application/json',
+        body: JSON.stringify({
+          error: {
+            code: 'DATABASE_UNAVAILABLE',
+            message: 'the database is unavailable; retry later',
+            requestId: 'r-1',
+          },
+        }),
+      }),
+    );
+    const alert = page.locator('#in-flight [role="alert"]', { hasText: 'DATABASE_UNAVAILABLE' });
+    await alert.waitFor();
+    expect(await alert.textContent()).toContain('the database is unavailable; retry later');
+    expect(await row.count()).toBe(1);
+    await page.unroute(failing);
+    await alert.waitFor({ state: 'detached' });
+    expect(await row.count()).toBe(1);
+    expectClean(p);
+  });
+
   it('the policy editor sets a tier policy, and the list shows it', async () => {
     const p = await signIn(c, 'sre', '#/drift');
     const { page } = p;

@@ -3,7 +3,7 @@
 
 import { api, apiText, qs } from '../api.js';
 import { drawOperationsChart } from '../chart.js';
-import { append, badge, duration, facts, fill, h, panel, table, when } from '../dom.js';
+import { append, badge, duration, errorBox, facts, fill, h, panel, table, when } from '../dom.js';
 import { stepsDone } from '../live.js';
 import { ACTIVE_OPERATION_STATUSES, TENANT_STATUSES, TIERS } from '../rules.js';
 
@@ -40,6 +40,9 @@ async function fleetTable(signal) {
 }
 
 async function inFlight(body, signal) {
+  // A refresh that fails shows its error above the table, which keeps the last answer until one works.
+  const problem = h('div', { class: 'refresh-problem' });
+  const content = h('div');
   const load = async () => {
     const { items: ops } = await api(
       'GET',
@@ -69,7 +72,7 @@ async function inFlight(body, signal) {
       ];
     });
     fill(
-      body,
+      content,
       table(
         'Operations in flight',
         ['Tenant', 'Kind', 'Status', 'Step', 'Progress', 'Age'],
@@ -79,8 +82,17 @@ async function inFlight(body, signal) {
     );
   };
   await load();
+  fill(body, problem, content);
   // In flight changes by the second: re-read while the page is open.
-  const timer = setInterval(() => load().catch(() => {}), IN_FLIGHT_REFRESH_MS);
+  const refresh = () =>
+    load().then(
+      () => fill(problem),
+      (e) => {
+        if (e.name === 'AbortError') return;
+        fill(problem, errorBox(e), h('p', { class: 'muted' }, 'Showing the last answer; retrying.'));
+      },
+    );
+  const timer = setInterval(refresh, IN_FLIGHT_REFRESH_MS);
   signal.addEventListener('abort', () => clearInterval(timer));
 }
 

@@ -222,14 +222,24 @@ function actions(tenant, session, signal, refresh) {
   else {
     const isActive = tenant.status === 'active';
     if (canPromote && isActive) forms.push(promoteForm(tenant, refresh));
-    if (canPromote && promotion?.rollbackAvailable)
+    // The server refuses a suspended tenant's rollback (TENANT_SUSPENDED) until it is reactivated.
+    if (canPromote && promotion?.rollbackAvailable && isActive)
       forms.push(rollbackForm(tenant, promotion, signal, refresh));
+    if (canPromote && promotion?.rollbackAvailable && tenant.status === 'suspended')
+      forms.push(
+        h(
+          'p',
+          { class: 'muted', id: 'rollback-suspended' },
+          `Rollback is possible until ${when(promotion.rollbackUntil)} once the tenant is reactivated.`,
+        ),
+      );
     if (canRotate && isActive)
       forms.push(rotateCredentialsForm(tenant, refresh), rotateKeyForm(tenant, refresh));
     if (canExport && (isActive || tenant.status === 'suspended')) forms.push(exportForm(tenant, refresh));
     if (canSuspend && isActive) forms.push(suspendForm(tenant, refresh));
     if (canSuspend && tenant.status === 'suspended') forms.push(reactivateForm(tenant, refresh));
-    if (canOffboard && tenant.status !== 'offboarding') forms.push(offboardForm(tenant, refresh));
+    if (canOffboard && tenant.status !== 'offboarding' && tenant.status !== 'offboarded')
+      forms.push(offboardForm(tenant, refresh));
   }
   if (forms.length === 0) return null;
   return h(
