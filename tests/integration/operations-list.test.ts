@@ -148,7 +148,19 @@ describe('GET /v1/operations', () => {
 
   it('refuses a cursor it did not hand out (a tenants cursor among them) with 400 VALIDATION_FAILED', async () => {
     const tenantsPage = (await get('/v1/tenants?limit=1')).json() as { nextCursor: string };
-    for (const cursor of ['abc', tenantsPage.nextCursor, Buffer.from('o:op_zz').toString('base64url')]) {
+    // Well-formed, but naming an operation that does not exist: not read as the end of the list.
+    const forged = Buffer.from(`o:op_${'0'.repeat(28)}`).toString('base64url');
+    const forgedTenant = Buffer.from('t:00000000-0000-4000-8000-000000000000').toString('base64url');
+    expect((await get(`/v1/tenants?cursor=${forgedTenant}`)).json().error).toMatchObject({
+      code: 'VALIDATION_FAILED',
+      message: 'cursor is not one this API returned',
+    });
+    for (const cursor of [
+      'abc',
+      tenantsPage.nextCursor,
+      Buffer.from('o:op_zz').toString('base64url'),
+      forged,
+    ]) {
       const res = await get(`/v1/operations?cursor=${cursor}`);
       expect(res.statusCode).toBe(400);
       expect(res.json().error).toMatchObject({

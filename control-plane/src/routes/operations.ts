@@ -115,13 +115,18 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { db } = app.services;
       const tenant = slug === undefined ? undefined : await findTenantBySlug(db, slug);
       if (tenant === null) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
-      return listOperations(db, {
+      const page = await listOperations(db, {
         limit,
         ...(tenant ? { tenantId: tenant.id } : {}),
         ...(kind ? { kinds: kind } : {}),
         ...(status ? { statuses: status } : {}),
         ...(decoded ? { cursor: decoded } : {}),
       });
+      // A cursor naming no operation (operations are never deleted: a forged one) would read as the
+      // end of the list: refused instead. Checked on an empty page only, the one it can produce.
+      if (decoded && page.items.length === 0 && !(await findOperation(db, decoded)))
+        throw new TenantryError('VALIDATION_FAILED', 'cursor is not one this API returned');
+      return page;
     },
   );
 

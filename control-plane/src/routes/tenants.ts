@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { type Static, Type } from '@sinclair/typebox';
-import { decodeCursor, listTenants } from '../db/repo.js';
+import { decodeCursor, findTenantById, listTenants } from '../db/repo.js';
 import { TenantryError } from '../domain/errors.js';
 import { LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, MAX_LABELS } from '../domain/lifecycle.js';
 import { actorOf } from '../plugins/auth.js';
@@ -199,6 +199,10 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
         ...(status ? { status: status as never } : {}),
         ...(decoded ? { cursor: decoded } : {}),
       });
+      // A cursor naming no tenant (tenants are never deleted: a forged one) would read as the end of
+      // the list: refused instead. Checked on an empty page only, the one it can produce.
+      if (decoded && page.count === 0 && !(await findTenantById(app.services.db, decoded)))
+        throw new TenantryError('VALIDATION_FAILED', 'cursor is not one this API returned');
       // Rendered by listTenants (db/repo.ts); a string with a JSON type skips the serializer.
       return reply.type('application/json; charset=utf-8').send(page.json as never);
     },
