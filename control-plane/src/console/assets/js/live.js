@@ -34,7 +34,14 @@ export function stepList(op) {
         s.startedAt && s.finishedAt
           ? h('span', { class: 'muted' }, ` ${Date.parse(s.finishedAt) - Date.parse(s.startedAt)} ms`)
           : null,
-        s.error ? h('div', { class: 'step-error' }, s.error) : null,
+        s.error
+          ? h(
+              'div',
+              { class: 'step-error' },
+              s.errorCode ? h('strong', { class: 'error-code' }, `${s.errorCode} `) : null,
+              s.error,
+            )
+          : null,
       ),
     ),
   );
