@@ -223,9 +223,10 @@ function actions(tenant, session, signal, refresh) {
     const isActive = tenant.status === 'active';
     if (canPromote && isActive) forms.push(promoteForm(tenant, refresh));
     // The server refuses a suspended tenant's rollback (TENANT_SUSPENDED) until it is reactivated.
-    if (canPromote && promotion?.rollbackAvailable && isActive)
+    const suspended = tenant.status === 'suspended';
+    if (canPromote && promotion?.rollbackAvailable && !suspended)
       forms.push(rollbackForm(tenant, promotion, signal, refresh));
-    if (canPromote && promotion?.rollbackAvailable && tenant.status === 'suspended')
+    if (canPromote && promotion?.rollbackAvailable && suspended)
       forms.push(
         h(
           'p',
