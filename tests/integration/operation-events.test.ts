@@ -64,6 +64,14 @@ describe('GET /v1/operations/{id}/events', () => {
     expect(got.map((e) => e.event)).toEqual(['step', 'progress', 'resource', 'end']);
     expect(got[1]!.data).toEqual({ operationId: id, currentStep: null, progress });
     expect(got[3]!.data.progress).toEqual({ ...progress, resources });
+    // `end` is the operation as GET /v1/operations/{id} answers it, field for field.
+    const read = await s.app.inject({
+      method: 'GET',
+      url: `/v1/operations/${id}`,
+      headers: auth(s.tokens.sre),
+    });
+    expect(got[3]!.data).toEqual(read.json());
+    expect(got[3]!.data).not.toHaveProperty('tenantId');
   });
 
   it('sends no progress event for an operation without progress', async () => {

@@ -179,6 +179,8 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const first = await findOperation(app.services.db, request.params.id);
       if (!first) throw new TenantryError('OPERATION_NOT_FOUND', `no operation ${request.params.id}`);
+      // `end` carries the operation exactly as GET /v1/operations/{id} answers it (its schema's fields).
+      const operationJson = reply.compileSerializationSchema(OperationSchema);
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, {
@@ -194,8 +196,10 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       request.raw.on('close', () => {
         closed = true;
       });
+      const write = (event: keyof typeof OPERATION_EVENTS, json: string) =>
+        res.write(`event: ${event}\ndata: ${json}\n\n`);
       const send = (event: keyof typeof OPERATION_EVENTS, data: unknown) =>
-        res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+        write(event, JSON.stringify(data));
       // Bounded: polls the operation row (cheap, indexed) and stops when it ends or the client leaves.
       // Hijacked, the reply is ours to end, whatever happens in the loop.
       try {
@@ -223,7 +227,7 @@ const operationRoutes: FastifyPluginAsyncTypebox = async (app) => {
             }
           }
           if (TERMINAL.has(op.status)) {
-            send('end', op);
+            write('end', operationJson({ ...op }));
             break;
           }
           if (closed || Date.now() > deadline) break;
