@@ -117,15 +117,16 @@ export class Db {
     });
   }
 
+  // (A DriverStatement is one of pg's Submittables, which pg's query takes as it takes a config.)
   query: Queryable['query'] = (text, params) => {
     this.assertFree(this.pool, 'a query');
-    return this.pool.query(text, params) as never;
+    return this.pool.query(text as pg.QueryConfig, params) as never;
   };
 
   /** A write whose loss in a Postgres crash only re-does work (see `relaxed`). */
   relaxedQuery: Queryable['query'] = (text, params) => {
     this.assertFree(this.relaxed, 'a relaxed query');
-    return this.relaxed.query(text, params) as never;
+    return this.relaxed.query(text as pg.QueryConfig, params) as never;
   };
 
   async tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {

@@ -1,4 +1,4 @@
-import { asText, type NamedStatement, named, type Queryable } from '../domain/queryable.js';
+import { type NamedStatement, named, type Queryable } from '../domain/queryable.js';
 import type {
   Operation,
   OperationInFlight,
@@ -12,6 +12,7 @@ import type { Tier } from '../domain/tiers.js';
 import { type AuditEntry, auditCte } from './audit.js';
 import { addOperationJobSql, RUN_OPERATION_TASK } from './jobs.js';
 import { eventCtes, type NewEvent } from './outbox.js';
+import { queryText, type TextRow } from './text-rows.js';
 
 /* ---------- tenants ---------- */
 
@@ -179,7 +180,7 @@ function isoMillis(v: string | null): string {
 }
 
 /** One tenant of the page: PAGE_COLUMNS as the server's text, as TenantSchema's JSON. */
-function tenantItemJson(r: (string | null)[]): string {
+function tenantItemJson(r: TextRow): string {
   return `{"id":${jsonString(r[0] ?? null)},"slug":${jsonString(r[1] ?? null)},"name":${jsonString(r[2] ?? null)},"tier":${jsonString(r[3] ?? null)},"status":${jsonString(r[4] ?? null)},"region":${jsonString(r[5] ?? null)},"plan":${jsonString(r[6] ?? null)},"contactEmail":${jsonString(r[7] ?? null)},"templateVersion":${r[8]},"version":${r[9] ?? 1},"labels":${r[10] ?? '{}'},"limits":${r[11] ?? '{}'},"suspension":${r[12] ?? 'null'},"outputs":${r[13] ?? '{}'},"createdAt":${isoMillis(r[14] ?? null)},"updatedAt":${isoMillis(r[15] ?? null)}}`;
 }
 
@@ -191,7 +192,7 @@ function tenantItemJson(r: (string | null)[]): string {
  * column added to tenants later cannot change the cached plan's result. The tenant is rendered from
  * its columns' text as a page of the list renders it (`tenantItemJson`).
  */
-const TENANT_DETAIL: NamedStatement = asText({
+const TENANT_DETAIL: NamedStatement = {
   name: 'tenantry.tenant_detail',
   text: `SELECT ${PAGE_COLUMNS},
             (SELECT jsonb_build_object('id', o.id, 'kind', o.kind, 'status', o.status, 'steps', o.steps)
@@ -204,7 +205,7 @@ const TENANT_DETAIL: NamedStatement = asText({
               WHERE o.tenant_id = t.id AND o.kind = 'promote' AND o.status = 'succeeded' AND NOT (o.params ? 'rollbackOf')
               ORDER BY o.created_at DESC, o.id DESC LIMIT 1) AS promotion
        FROM tenants t WHERE t.slug = $1 ORDER BY (t.status <> 'offboarded') DESC, t.created_at DESC LIMIT 1`,
-});
+};
 
 /** TenantDetailSchema's JSON: the rendered tenant with its operation in flight and promotion summary. */
 export const tenantDetailJson = (tenantJson: string, activeOperation: unknown, promotion: unknown): string =>
@@ -226,8 +227,7 @@ export interface TenantDetailRead {
  * promotion that is not itself a rollback.
  */
 export async function findTenantDetail(q: Queryable, slug: string): Promise<TenantDetailRead | null> {
-  const { rows } = (await q.query(named(TENANT_DETAIL), [slug])) as unknown as { rows: (string | null)[][] };
-  const r = rows[0];
+  const r = (await queryText(q, TENANT_DETAIL, [slug]))[0];
   if (!r) return null;
   const active = r[16] ?? null;
   const promotion = r[17] ?? null;
@@ -285,9 +285,7 @@ export async function listTenants(
   const filtered = f.tier || f.status || f.labels?.length;
   // (pg prepares a statement only when it has a name: '' is the unnamed statement.)
   const name = filtered ? '' : f.cursor ? 'tenants_page_after' : 'tenants_page';
-  const { rows } = (await q.query(asText({ name, text }), params)) as unknown as {
-    rows: (string | null)[][];
-  };
+  const rows = await queryText(q, { name, text }, params);
   const items = rows.slice(0, f.limit);
   const last = items[items.length - 1];
   const nextCursor = rows.length > f.limit && last?.[0] ? encodeCursor(last[0]) : null;

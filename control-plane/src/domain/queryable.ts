@@ -5,9 +5,17 @@
  */
 export interface Queryable {
   query<R extends Record<string, unknown> = Record<string, unknown>>(
-    text: string | NamedStatement,
+    text: string | NamedStatement | DriverStatement,
     params?: unknown[],
   ): Promise<{ rows: R[]; rowCount: number | null }>;
+}
+
+/**
+ * A statement object of the driver's own, its values on it, handed to `query` as it is: how db/ reads
+ * rows as the server's text (db/text-rows.ts). Opaque here, so the domain stays free of pg.
+ */
+export interface DriverStatement {
+  readonly submit: unknown;
 }
 
 /**
@@ -19,22 +27,7 @@ export interface Queryable {
 export interface NamedStatement {
   readonly name: string;
   readonly text: string;
-  /**
-   * Rows as arrays of the server's text, one per column and unparsed (null stays null): for a
-   * caller that renders the columns itself (`asText`).
-   */
-  readonly rowMode?: 'array';
-  readonly types?: { getTypeParser: () => (text: string) => string };
 }
 
 /** A fresh copy to hand to `query` (the driver writes the call's values onto the object it gets). */
 export const named = (s: NamedStatement): NamedStatement => ({ ...s });
-
-const asServerText = { getTypeParser: () => (text: string) => text };
-
-/** `s` returning its rows as arrays of the server's text (see `NamedStatement.rowMode`). */
-export const asText = (s: NamedStatement): NamedStatement => ({
-  ...s,
-  rowMode: 'array',
-  types: asServerText,
-});
