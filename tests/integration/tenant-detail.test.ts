@@ -124,6 +124,39 @@ describe('after a promotion', () => {
     });
   });
 
+  it('says a rollback is not available while the tenant is suspended, as the rollback request does, and is again once it is reactivated', async () => {
+    const t = await onboard(s, 'pool');
+    const promoId = (await post(`/v1/tenants/${t.slug}/promotions`)).json().operation.id;
+    expect((await waitForOperation(s, promoId, 60_000)).status).toBe('succeeded');
+    const suspended = await s.app.inject({
+      method: 'POST',
+      url: `/v1/tenants/${t.slug}/suspension`,
+      headers: auth(s.tokens.sre),
+      payload: { reason: 'non-payment' },
+    });
+    expect(suspended.statusCode, suspended.body).toBe(202);
+    expect((await waitForOperation(s, suspended.json().operation.id, 60_000)).status).toBe('succeeded');
+    expect(await getTenant(s, t.slug)).toMatchObject({
+      status: 'suspended',
+      promotion: { operationId: promoId, rolledBack: false, rollbackAvailable: false },
+    });
+    const refused = await post(`/v1/tenants/${t.slug}/promotions/${promoId}/rollback`);
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json().error.code).toBe('TENANT_SUSPENDED');
+
+    const reactivated = await s.app.inject({
+      method: 'DELETE',
+      url: `/v1/tenants/${t.slug}/suspension`,
+      headers: auth(s.tokens.sre),
+    });
+    expect(reactivated.statusCode, reactivated.body).toBe(202);
+    expect((await waitForOperation(s, reactivated.json().operation.id, 60_000)).status).toBe('succeeded');
+    expect(await getTenant(s, t.slug)).toMatchObject({
+      status: 'active',
+      promotion: { operationId: promoId, rollbackAvailable: true },
+    });
+  });
+
   it('says a rollback is no longer available once the window has passed, as the rollback request does', async () => {
     const t = await onboard(s, 'pool');
     const promoId = (await post(`/v1/tenants/${t.slug}/promotions`)).json().operation.id;

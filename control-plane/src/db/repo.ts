@@ -216,6 +216,7 @@ export interface TenantDetailRead {
   /** The tenant as TenantSchema's JSON: exactly what a page of the list holds for it. */
   tenantJson: string;
   tier: Tier;
+  status: TenantStatus;
   version: number;
   activeOperation: OperationInFlight | null;
   promotion: PromotionRow | null;
@@ -235,6 +236,7 @@ export async function findTenantDetail(q: Queryable, slug: string): Promise<Tena
   return {
     tenantJson: tenantItemJson(r),
     tier: r[3] as Tier,
+    status: r[4] as TenantStatus,
     version: Number(r[9]),
     activeOperation: op && {
       id: op.id,

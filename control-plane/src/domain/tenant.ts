@@ -123,7 +123,11 @@ export interface PromotionSummary {
   cutoverAt: string | null;
   rollbackUntil: string | null;
   rolledBack: boolean;
-  /** Whether POST …/promotions/{operationId}/rollback would be accepted now (the target aside). */
+  /**
+   * Whether POST …/promotions/{operationId}/rollback would be accepted now: the window open, not
+   * rolled back, the tenant still on toTier and not suspended, and a target that rolls back. (An
+   * operation in flight, shown as the tenant's activeOperation, makes it wait.)
+   */
   rollbackAvailable: boolean;
 }
 

@@ -216,7 +216,7 @@ export const TenantDetailSchema = Type.Composite(
             rolledBack: Type.Boolean(),
             rollbackAvailable: Type.Boolean({
               description:
-                'POST /v1/tenants/{slug}/promotions/{operationId}/rollback would be accepted now (window open, not rolled back, tenant still on toTier, and the target rolls back)',
+                'POST /v1/tenants/{slug}/promotions/{operationId}/rollback would be accepted now: window open, not rolled back, tenant still on toTier and not suspended, and the target rolls back (an operation in flight, shown in activeOperation, makes it wait)',
             }),
           }),
           Type.Null(),

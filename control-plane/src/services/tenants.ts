@@ -512,7 +512,7 @@ export class TenantService {
   async get(slug: string): Promise<{ json: string; version: number }> {
     const found = await findTenantDetail(this.db, slug);
     if (!found) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
-    const { tenantJson, tier, version, activeOperation, promotion } = found;
+    const { tenantJson, tier, status, version, activeOperation, promotion } = found;
     const summary: PromotionSummary | null = promotion && {
       operationId: promotion.id,
       fromTier: promotion.fromTier,
@@ -520,8 +520,12 @@ export class TenantService {
       cutoverAt: promotion.cutoverAt,
       rollbackUntil: promotion.rollbackUntil,
       rolledBack: promotion.rolledBack,
+      // As the rollback request decides (`rollback` below), but for an operation in flight, which
+      // activeOperation shows.
       rollbackAvailable:
-        this.engine.promotionRollback && rollbackRefusal(promotion, tier, Date.now()) === null,
+        this.engine.promotionRollback &&
+        rollbackRefusal(promotion, tier, Date.now()) === null &&
+        fleetWorkSkipReason({ status }) === null,
     };
     return {
       json: tenantDetailJson(tenantJson, activeOperation, summary),

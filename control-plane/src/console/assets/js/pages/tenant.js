@@ -222,11 +222,13 @@ function actions(tenant, session, signal, refresh) {
   else {
     const isActive = tenant.status === 'active';
     if (canPromote && isActive) forms.push(promoteForm(tenant, refresh));
-    // The server refuses a suspended tenant's rollback (TENANT_SUSPENDED) until it is reactivated.
-    const suspended = tenant.status === 'suspended';
-    if (canPromote && promotion?.rollbackAvailable && !suspended)
+    if (canPromote && promotion?.rollbackAvailable)
       forms.push(rollbackForm(tenant, promotion, signal, refresh));
-    if (canPromote && promotion?.rollbackAvailable && suspended)
+    // The server refuses a suspended tenant's rollback (TENANT_SUSPENDED, and rollbackAvailable is
+    // false) until it is reactivated: say so while the window is still open.
+    const windowOpen =
+      promotion && !promotion.rolledBack && Date.parse(promotion.rollbackUntil ?? '') > Date.now();
+    if (canPromote && tenant.status === 'suspended' && windowOpen)
       forms.push(
         h(
           'p',
