@@ -215,6 +215,25 @@ export async function waitForOperation(
   }
 }
 
+/**
+ * Sends a request that starts an operation (as the sre token unless `token` is given), expects its
+ * 202 and waits for the operation to end; returns it.
+ */
+export async function runOperation(
+  stack: TestStack,
+  req: { method: 'POST' | 'DELETE' | 'PUT' | 'PATCH'; url: string; payload?: object; token?: string },
+  timeoutMs = 60_000,
+): Promise<Awaited<ReturnType<typeof waitForOperation>>> {
+  const res = await stack.app.inject({
+    method: req.method,
+    url: req.url,
+    headers: auth(req.token ?? stack.tokens.sre),
+    ...(req.payload ? { payload: req.payload } : {}),
+  });
+  if (res.statusCode !== 202) throw new Error(`${req.method} ${req.url}: ${res.statusCode} ${res.body}`);
+  return waitForOperation(stack, res.json().operation.id, timeoutMs);
+}
+
 /** Onboards a tenant through the API and waits for it to be active. */
 export async function onboard(
   stack: TestStack,

@@ -3,6 +3,7 @@ import {
   auth,
   onboard,
   rand,
+  runOperation,
   startStack,
   superQuery,
   type TestStack,
@@ -128,14 +129,13 @@ describe('after a promotion', () => {
     const t = await onboard(s, 'pool');
     const promoId = (await post(`/v1/tenants/${t.slug}/promotions`)).json().operation.id;
     expect((await waitForOperation(s, promoId, 60_000)).status).toBe('succeeded');
-    const suspended = await s.app.inject({
+    const suspension = `/v1/tenants/${t.slug}/suspension`;
+    const suspended = await runOperation(s, {
       method: 'POST',
-      url: `/v1/tenants/${t.slug}/suspension`,
-      headers: auth(s.tokens.sre),
+      url: suspension,
       payload: { reason: 'non-payment' },
     });
-    expect(suspended.statusCode, suspended.body).toBe(202);
-    expect((await waitForOperation(s, suspended.json().operation.id, 60_000)).status).toBe('succeeded');
+    expect(suspended.status).toBe('succeeded');
     expect(await getTenant(s, t.slug)).toMatchObject({
       status: 'suspended',
       promotion: { operationId: promoId, rolledBack: false, rollbackAvailable: false },
@@ -144,13 +144,7 @@ describe('after a promotion', () => {
     expect(refused.statusCode).toBe(409);
     expect(refused.json().error.code).toBe('TENANT_SUSPENDED');
 
-    const reactivated = await s.app.inject({
-      method: 'DELETE',
-      url: `/v1/tenants/${t.slug}/suspension`,
-      headers: auth(s.tokens.sre),
-    });
-    expect(reactivated.statusCode, reactivated.body).toBe(202);
-    expect((await waitForOperation(s, reactivated.json().operation.id, 60_000)).status).toBe('succeeded');
+    expect((await runOperation(s, { method: 'DELETE', url: suspension })).status).toBe('succeeded');
     expect(await getTenant(s, t.slug)).toMatchObject({
       status: 'active',
       promotion: { operationId: promoId, rollbackAvailable: true },
