@@ -77,6 +77,11 @@ const Env = Type.Object({
   TENANTRY_DB_POOL_MIN: Type.Optional(Type.Integer({ minimum: 0, maximum: 200 })),
   TENANTRY_DB_ACQUIRE_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120_000, default: 5000 }),
   /**
+   * Pipelined connections for the API's hottest reads (a tenant, an unfiltered page of the fleet;
+   * db/read-pipeline.ts); 0 sends them through the main pool.
+   */
+  TENANTRY_DB_READ_PIPELINES: Type.Integer({ minimum: 0, maximum: 16, default: 2 }),
+  /**
    * `on`: a caller holding a control-database connection that asks the same pool for another is refused
    * at once (db/db.ts, `checkHolds`). Off by default: the check costs every request CPU; the test suite turns it on.
    */
@@ -163,6 +168,8 @@ export interface Config {
   dbPoolMin: number;
   /** How long a request waits for a control-database connection before it gets a 503. */
   dbAcquireTimeoutMs: number;
+  /** Pipelined connections for the hottest reads (db/read-pipeline.ts); 0: through the main pool. */
+  dbReadPipelines: number;
   /** Whether the control database's pools refuse a second connection to a caller holding one (db/db.ts). */
   dbHoldCheck: boolean;
   /** How long an orderly shutdown may take before the process stops Postgres and exits anyway. */
@@ -261,6 +268,7 @@ const INT_KEYS = new Set([
   'TENANTRY_DB_POOL_SIZE',
   'TENANTRY_DB_POOL_MIN',
   'TENANTRY_DB_ACQUIRE_TIMEOUT_MS',
+  'TENANTRY_DB_READ_PIPELINES',
   'TENANTRY_SHUTDOWN_TIMEOUT_MS',
   'TENANTRY_DRAIN_TIMEOUT_MS',
   'TENANTRY_SHUTDOWN_DELAY_MS',
@@ -471,6 +479,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     dbPoolSize: e.TENANTRY_DB_POOL_SIZE,
     dbPoolMin,
     dbAcquireTimeoutMs: e.TENANTRY_DB_ACQUIRE_TIMEOUT_MS,
+    dbReadPipelines: e.TENANTRY_DB_READ_PIPELINES,
     dbHoldCheck: e.TENANTRY_DB_HOLD_CHECK === 'on',
     shutdownTimeoutMs: e.TENANTRY_SHUTDOWN_TIMEOUT_MS,
     drainTimeoutMs,

@@ -184,6 +184,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       min: config.dbPoolMin,
       acquireTimeoutMs: config.dbAcquireTimeoutMs,
       checkHolds: config.dbHoldCheck,
+      readPipelines: config.dbReadPipelines,
     });
     closers.push(() => db.close());
     await migrate(db.pool, log);

@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import pg from 'pg';
 import type { Queryable } from '../domain/queryable.js';
+import { ReadPipeline } from './read-pipeline.js';
 
 export interface DbOptions {
   /** Connections in the main pool (the relaxed pool has as many). */
@@ -20,6 +21,11 @@ export interface DbOptions {
    * (the test suite's setting); a Db made by a script or a test has it.
    */
   checkHolds?: boolean;
+  /**
+   * Pipelined connections for the API's hottest reads (`reads`, db/read-pipeline.ts); 0 (the
+   * default) sends them through the main pool.
+   */
+  readPipelines?: number;
 }
 
 /** The pools a call stack is holding a connection of, while it holds them. */
@@ -59,6 +65,12 @@ export class Db {
   private readonly locks: pg.Pool;
   /** The connections this call stack holds: set only where `checkHolds` is on (see DbOptions). */
   private readonly held: AsyncLocalStorage<Held> | undefined;
+  /**
+   * Where short single-statement reads go (a tenant, a page of the fleet): pipelined connections
+   * (db/read-pipeline.ts) where `readPipelines` is set, else the main pool.
+   */
+  readonly reads: Queryable;
+  private readonly pipeline: ReadPipeline | undefined;
   readonly acquireTimeoutMs: number;
   private readonly min: number;
   private closing = false;
@@ -86,6 +98,8 @@ export class Db {
     });
     this.relaxed = new pg.Pool({ ...common, max, options: '-c synchronous_commit=off' });
     this.locks = new pg.Pool({ ...common, max: Math.max(2, Math.ceil(max / 2)) });
+    this.pipeline = o.readPipelines ? new ReadPipeline(connectionString, o.readPipelines, this) : undefined;
+    this.reads = this.pipeline ?? this;
     // An idle client lost to a server restart is replaced on next use.
     this.pool.on('error', () => {});
     this.relaxed.on('error', () => {});
@@ -309,6 +323,7 @@ export class Db {
 
   async close(): Promise<void> {
     this.closing = true;
+    await this.pipeline?.close();
     await Promise.all([this.pool.end(), this.relaxed.end(), this.locks.end()]);
   }
 }

@@ -267,6 +267,8 @@ export interface TenantPage {
 export async function listTenants(
   q: Queryable,
   f: { tier?: Tier; status?: TenantStatus; limit: number; cursor?: string; labels?: [string, string][] },
+  /** Where an unfiltered page may be read (Db.reads: its cost is bounded by the index and the limit). */
+  reads: Queryable = q,
 ): Promise<TenantPage> {
   const where: string[] = [];
   const params: unknown[] = [];
@@ -287,7 +289,7 @@ export async function listTenants(
   const filtered = f.tier || f.status || f.labels?.length;
   // (pg prepares a statement only when it has a name: '' is the unnamed statement.)
   const name = filtered ? '' : f.cursor ? 'tenants_page_after' : 'tenants_page';
-  const rows = await queryText(q, { name, text }, params);
+  const rows = await queryText(filtered ? q : reads, { name, text }, params);
   const items = rows.slice(0, f.limit);
   const last = items[items.length - 1];
   const nextCursor = rows.length > f.limit && last?.[0] ? encodeCursor(last[0]) : null;

@@ -192,16 +192,21 @@ const tenantRoutes: FastifyPluginAsyncTypebox = async (app) => {
         l.slice(0, l.indexOf('=')),
         l.slice(l.indexOf('=') + 1),
       ]);
-      const page = await listTenants(app.services.db, {
-        limit,
-        ...(label?.length ? { labels } : {}),
-        ...(tier ? { tier } : {}),
-        ...(status ? { status: status as never } : {}),
-        ...(decoded ? { cursor: decoded } : {}),
-      });
+      const db = app.services.db;
+      const page = await listTenants(
+        db,
+        {
+          limit,
+          ...(label?.length ? { labels } : {}),
+          ...(tier ? { tier } : {}),
+          ...(status ? { status: status as never } : {}),
+          ...(decoded ? { cursor: decoded } : {}),
+        },
+        db.reads,
+      );
       // A cursor naming no tenant (tenants are never deleted: a forged one) would read as the end of
       // the list: refused instead. Checked on an empty page only, the one it can produce.
-      if (decoded && page.count === 0 && !(await findTenantById(app.services.db, decoded)))
+      if (decoded && page.count === 0 && !(await findTenantById(db, decoded)))
         throw new TenantryError('VALIDATION_FAILED', 'cursor is not one this API returned');
       // Rendered by listTenants (db/repo.ts); a string with a JSON type skips the serializer.
       return reply.type('application/json; charset=utf-8').send(page.json as never);

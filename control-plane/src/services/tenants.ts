@@ -510,7 +510,7 @@ export class TenantService {
    * small objects are added here. `version` is the tenant's, for the ETag.
    */
   async get(slug: string): Promise<{ json: string; version: number }> {
-    const found = await findTenantDetail(this.db, slug);
+    const found = await findTenantDetail(this.db.reads, slug);
     if (!found) throw new TenantryError('TENANT_NOT_FOUND', `no tenant ${slug}`);
     const { tenantJson, tier, status, version, activeOperation, promotion } = found;
     const summary: PromotionSummary | null = promotion && {
