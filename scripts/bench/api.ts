@@ -27,9 +27,15 @@
  * serialization (except the tenants' JSON, which listTenants and findTenantDetail themselves render
  * from the columns' text, so the floor renders it too): what the API adds on top is the ratio.
  *
+ * The pipelined floor, for the list and the one-tenant routes (informational: no target names it):
+ * the same reads through a ReadPipeline of the control plane's default size, the way the API sends
+ * them (db/read-pipeline.ts); `pipelinedRatio` is the API's rate over its rate. The target's floor
+ * stays the issue's: the same SQL through pg over a pool, one connection per read in flight.
+ *
  * The HTTP floor, for the list and the one-tenant routes (informational: no target names it): a bare
  * node:http server (scripts/bench/http-floor.ts) answering the same route with the same statement
- * functions over a pool of the control plane's size, loaded by the same generator. It is what one
+ * functions over connections of the control plane's kinds and sizes (a read pipeline, a pool), loaded by
+ * the same generator. It is what one
  * HTTP round trip costs in Node on this machine; `apiToHttpFloor` is the API's rate over its rate,
  * what Tenantry itself adds (framework, auth, validation, logging, errors).
  *
@@ -51,6 +57,7 @@ import path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { ReadPipeline } from '../../control-plane/src/db/read-pipeline.js';
 import {
   findTenantAndAuditRead,
   findTenantBySlug,
@@ -145,8 +152,14 @@ function combine(rounds: Measure[]) {
 
 const cp = await startControlPlane({ TENANTRY_DRIFT_SCHEDULE: 'off', LOG_LEVEL: values['log-level'] });
 const pool = new pg.Pool({ connectionString: cp.pgUrl('tenantry'), max: C });
+/**
+ * The pipelined floor (informational): the list's and the one-tenant read's statements through a
+ * ReadPipeline of the control plane's default size (db/read-pipeline.ts), as the API sends them.
+ */
+const CP_READ_PIPELINES = 2;
+const pipe = new ReadPipeline(cp.pgUrl('tenantry'), CP_READ_PIPELINES, pool);
 
-/** The HTTP floor's process (http-floor.ts), its pool the size of the control plane's default. */
+/** The HTTP floor's process (http-floor.ts), its pool and read pipeline the sizes of the control plane's defaults. */
 const CP_POOL_SIZE = 10;
 const httpFloor = spawn(
   process.execPath,
@@ -158,6 +171,7 @@ const httpFloor = spawn(
     path.join(import.meta.dirname, 'http-floor.ts'),
     cp.pgUrl('tenantry'),
     String(CP_POOL_SIZE),
+    String(CP_READ_PIPELINES),
   ],
   { stdio: ['ignore', 'pipe', 'inherit'] },
 );
@@ -376,6 +390,8 @@ interface Route {
   route: string;
   paths: Paths;
   sql: () => Promise<void>;
+  /** The same read through a ReadPipeline, where the API sends it so. */
+  pipelined?: () => Promise<void>;
   /** Whether the HTTP floor serves this route too. */
   httpFloor: boolean;
 }
@@ -398,6 +414,10 @@ try {
         const page = await listTenants(pool, { limit: 50 });
         if (page.count !== 50) throw new Error('the floor read a short page');
       },
+      pipelined: async () => {
+        const page = await listTenants(pool, { limit: 50 }, pipe);
+        if (page.count !== 50) throw new Error('the floor read a short page');
+      },
       httpFloor: true,
     },
     {
@@ -405,6 +425,9 @@ try {
       paths: { prefix: '/v1/tenants/', slugs: seeded, suffix: '' },
       sql: async () => {
         if (!(await findTenantDetail(pool, pick(seeded)))) throw new Error('the floor missed a tenant');
+      },
+      pipelined: async () => {
+        if (!(await findTenantDetail(pipe, pick(seeded)))) throw new Error('the floor missed a tenant');
       },
       httpFloor: true,
     },
@@ -438,9 +461,11 @@ try {
     if (only && (exact ? r.route !== only : !r.route.includes(only))) continue;
     await viaHttp(r.paths, WARMUP_S, { bench: 0 });
     await floor(r.sql, WARMUP_S);
+    if (r.pipelined) await floor(r.pipelined, WARMUP_S);
     if (r.httpFloor) await viaHttp(r.paths, WARMUP_S, { bench: 0 }, httpFloorBase);
     const api: Measure[] = [];
     const sql: Measure[] = [];
+    const piped: Measure[] = [];
     const bare: Measure[] = [];
     // CPU per request on each side: the control plane, its Postgres, and this process (autocannon
     // parsing the API's answers; the floor's pg client parsing rows): where the two cores went.
@@ -448,6 +473,7 @@ try {
     const cpu = {
       api: { controlPlane: 0, postgres: 0, bench: 0 },
       floor: { controlPlane: 0, postgres: 0, bench: 0 },
+      pipelinedFloor: { controlPlane: 0, postgres: 0, bench: 0 },
       httpFloor: { controlPlane: 0, postgres: 0, bench: 0 },
     };
     const serverCpuMs = (side: keyof typeof cpu) => {
@@ -469,6 +495,9 @@ try {
     for (let i = 0; i < ROUNDS; i++) {
       api.push(await measured('api', (cpuMs) => viaHttp(r.paths, DURATION_S / ROUNDS, cpuMs)));
       sql.push(await measured('floor', () => floor(r.sql, DURATION_S / ROUNDS)));
+      const pipelined = r.pipelined;
+      if (pipelined)
+        piped.push(await measured('pipelinedFloor', () => floor(pipelined, DURATION_S / ROUNDS)));
       if (r.httpFloor)
         bare.push(
           await measured('httpFloor', (cpuMs) => viaHttp(r.paths, DURATION_S / ROUNDS, cpuMs, httpFloorBase)),
@@ -476,6 +505,7 @@ try {
     }
     const [a, f] = [combine(api), combine(sql)];
     const h = r.httpFloor ? combine(bare) : null;
+    const pf = r.pipelined ? combine(piped) : null;
     const perRequest = (side: keyof typeof cpu, n: number) =>
       Object.fromEntries(Object.entries(cpu[side]).map(([k, v]) => [k, round(v / n, 3)]));
     const line = {
@@ -489,8 +519,10 @@ try {
       cpuMsPerRequest: {
         api: perRequest('api', a.requests),
         floor: perRequest('floor', f.requests),
+        ...(pf ? { pipelinedFloor: perRequest('pipelinedFloor', pf.requests) } : {}),
         ...(h ? { httpFloor: perRequest('httpFloor', h.requests) } : {}),
       },
+      ...(pf ? { pipelinedFloor: pf, pipelinedRatio: round(a.rps / pf.rps) } : {}),
       ...(h
         ? { httpFloor: h, apiToHttpFloor: round(a.rps / h.rps), httpFloorRatio: round(h.rps / f.rps) }
         : {}),
@@ -538,6 +570,7 @@ try {
   }
 } finally {
   httpFloor.kill();
+  await pipe.close();
   await pool.end();
   await cp.stop();
   fs.rmSync(scratch, { recursive: true, force: true });
