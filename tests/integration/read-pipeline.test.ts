@@ -91,7 +91,7 @@ describe('ReadPipeline', () => {
   });
 
   it('fails the reads of a connection that breaks, and the next turn reads on a new one', async () => {
-    const p = pipeline(1);
+    const p = pipeline(1, { reopenAfterMs: 0 });
     const before = await pid(p);
     await turn();
     const caught = Promise.allSettled([p.query('SELECT pg_sleep(1)'), p.query('SELECT 1')]);
@@ -102,6 +102,34 @@ describe('ReadPipeline', () => {
     const after = await pid(p);
     expect(after).toEqual(expect.any(Number));
     expect(after).not.toBe(before);
+    expect(p.pending).toBe(0);
+  });
+
+  it('after a break, sends reads to the fallback until it may reopen; a server that refuses is not asked every turn', async () => {
+    const p = pipeline(1, { reopenAfterMs: 300 });
+    const before = await pid(p);
+    await turn();
+    const lost = p.query('SELECT pg_sleep(1)');
+    await pool.query('SELECT pg_terminate_backend($1)', [before]);
+    await expect(lost).rejects.toThrow();
+    await turn();
+    // Inside the window: answered, by the pool.
+    expect(await pid(p)).toEqual(expect.any(Number));
+    expect(fallbackCalls).toBe(1);
+    await new Promise((r) => setTimeout(r, 350));
+    const reopened = await pid(p);
+    expect(fallbackCalls).toBe(1);
+    const { rows } = await pool.query('SELECT application_name FROM pg_stat_activity WHERE pid = $1', [
+      reopened,
+    ]);
+    expect(rows[0]?.application_name).toBe('tenantry-read-pipeline');
+  });
+
+  it('fails the reads of a connection that cannot be opened', async () => {
+    // A port nothing listens on: the connection is refused.
+    const p = new ReadPipeline('postgres://nobody@127.0.0.1:1/none', 1, fallback, { reopenAfterMs: 0 });
+    open.push(p);
+    await expect(p.query('SELECT 1')).rejects.toThrow();
     expect(p.pending).toBe(0);
   });
 

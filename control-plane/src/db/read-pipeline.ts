@@ -12,7 +12,17 @@ export const PIPELINE_STATEMENT_TIMEOUT_MS = 5000;
 /** A connection is replaced after this long, as the pools' are (their maxLifetimeSeconds). */
 export const PIPELINE_MAX_LIFETIME_MS = 900_000;
 
+/**
+ * After a connection broke, reads go to the fallback for this long before one is opened again: a
+ * server that refuses connections is not asked again on every turn of the event loop.
+ */
+export const PIPELINE_REOPEN_AFTER_MS = 1000;
+
 export interface ReadPipelineOptions {
+  /** Default PIPELINE_REOPEN_AFTER_MS. */
+  reopenAfterMs?: number;
+  /** How long opening a connection may take before its reads fail (default 5000, as the pool's acquire timeout). */
+  connectTimeoutMs?: number;
   /** Default PIPELINE_MAX_IN_FLIGHT. */
   maxInFlight?: number;
   /** Default PIPELINE_STATEMENT_TIMEOUT_MS. */
@@ -25,7 +35,26 @@ interface Slot {
   client: pg.Client;
   born: number;
   broken: boolean;
+  /** Ended on purpose (its lifetime, close): its end is no break. */
+  retired: boolean;
+  /** Marks it broken: later turns do not write to it. */
+  broke: () => void;
 }
+
+/**
+ * An error after which the session is gone or going: its socket's, or the server's word that it ends
+ * the session (57P01 to 57P03: terminated, crash, not accepting; class 08: connection exceptions). The
+ * server says so before the socket closes, and a read written meanwhile would be lost with it.
+ */
+const endsSession = (e: unknown): boolean => {
+  const code = (e as { code?: unknown } | null)?.code;
+  return (
+    typeof code !== 'string' ||
+    !/^[0-9A-Z]{5}$/.test(code) ||
+    code.startsWith('08') ||
+    /^57P0[1-3]$/.test(code)
+  );
+};
 
 /** The socket under a pg client (pg's Connection keeps it as `stream`; it has no public accessor). */
 const socketOf = (c: pg.Client) =>
@@ -42,17 +71,18 @@ const isThenable = (v: unknown): v is PromiseLike<unknown> =>
  * its backend, one write back, per read. Ten concurrent reads arrive in the same turn of the event
  * loop about as often as not; here they go out in one write (the socket is corked from the first
  * read of the turn to its check phase), one backend answers them one after another (each with its
- * own Sync, so each is its own statement and its own error), and the answers come back together. On
- * two cores that roughly halves the CPU per read on both sides of the socket (docs/benchmarks.md).
+ * own Sync, so each is its own statement and its own error), and the answers come back together.
+ * Under ten concurrent reads on two cores it took about a quarter off the control plane's CPU per
+ * tenant read and two fifths off Postgres's, and raised the API's rate by half (docs/benchmarks.md).
  *
  * What it may carry: single statements that only read, through indexes, in milliseconds. A read
  * queued behind another on a connection waits for it, so each is cut off after
  * PIPELINE_STATEMENT_TIMEOUT_MS, and filtered or otherwise unbounded reads stay on the pool. No
  * transaction: each read sees what was committed when it ran, as on a pooled connection.
  *
- * Failure: a connection that breaks fails the reads on it (as a pooled connection's would) and is
- * replaced by the next turn's first read; one that has lived PIPELINE_MAX_LIFETIME_MS is ended after its
- * reads drain. Past PIPELINE_MAX_IN_FLIGHT reads in flight, and once closed, reads go to `fallback`
+ * Failure: a connection that breaks fails the reads on it (as a pooled connection's would); for
+ * PIPELINE_REOPEN_AFTER_MS reads then take the fallback, and the first after it opens another. One
+ * that has lived PIPELINE_MAX_LIFETIME_MS is ended after its reads drain. Past PIPELINE_MAX_IN_FLIGHT reads in flight, and once closed, reads go to `fallback`
  * (the pool, with its acquire timeout), so overload still ends in a 503 rather than an unbounded queue.
  */
 export class ReadPipeline {
@@ -65,6 +95,10 @@ export class ReadPipeline {
   private readonly maxInFlight: number;
   private readonly statementTimeoutMs: number;
   private readonly maxLifetimeMs: number;
+  private readonly reopenAfterMs: number;
+  private readonly connectTimeoutMs: number;
+  /** When a connection last broke. */
+  private brokeAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly connectionString: string,
@@ -78,11 +112,13 @@ export class ReadPipeline {
     this.maxInFlight = opts.maxInFlight ?? PIPELINE_MAX_IN_FLIGHT;
     this.statementTimeoutMs = opts.statementTimeoutMs ?? PIPELINE_STATEMENT_TIMEOUT_MS;
     this.maxLifetimeMs = opts.maxLifetimeMs ?? PIPELINE_MAX_LIFETIME_MS;
+    this.reopenAfterMs = opts.reopenAfterMs ?? PIPELINE_REOPEN_AFTER_MS;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
   }
 
   query: Queryable['query'] = (text, params) => {
-    if (this.closed || this.inFlight >= this.maxInFlight) return this.fallback.query(text, params);
-    const slot = this.slotOfThisTurn();
+    const slot = this.closed || this.inFlight >= this.maxInFlight ? undefined : this.slotOfThisTurn();
+    if (!slot) return this.fallback.query(text, params);
     this.inFlight++;
     const sent: unknown = slot.client.query(text as never, params);
     // A statement object (db/text-rows.ts) reports by its events when no callback is set; text and
@@ -90,9 +126,17 @@ export class ReadPipeline {
     const done = isThenable(sent)
       ? Promise.resolve(sent)
       : new Promise((resolve, reject) => (sent as EventEmitter).once('end', resolve).once('error', reject));
-    return done.finally(() => {
-      this.inFlight--;
-    }) as never;
+    return done.then(
+      (r) => {
+        this.inFlight--;
+        return r;
+      },
+      (e: unknown) => {
+        this.inFlight--;
+        if (endsSession(e)) slot.broke();
+        throw e;
+      },
+    ) as never;
   };
 
   /** Reads in flight on the pipeline's connections (for /readyz and tests). */
@@ -100,20 +144,23 @@ export class ReadPipeline {
     return this.inFlight;
   }
 
-  private slotOfThisTurn(): Slot {
+  /** The connection of this turn's batch; none while connections are not to be reopened yet. */
+  private slotOfThisTurn(): Slot | undefined {
     if (this.batch) return this.batch;
-    const i = this.next++ % this.slots.length;
+    const i = this.next % this.slots.length;
     let slot = this.slots[i];
     if (!slot || slot.broken || Date.now() - slot.born > this.maxLifetimeMs) {
+      if (Date.now() - this.brokeAt < this.reopenAfterMs) return undefined;
       if (slot) this.retire(slot);
       slot = this.open();
       this.slots[i] = slot;
     }
+    this.next++;
     const s = slot;
     this.batch = s;
     socketOf(s.client).cork();
     setImmediate(() => {
-      this.batch = undefined;
+      if (this.batch === s) this.batch = undefined;
       socketOf(s.client).uncork();
     });
     return s;
@@ -123,24 +170,31 @@ export class ReadPipeline {
     const client = new pg.Client({
       connectionString: this.connectionString,
       pipeline: true,
+      application_name: 'tenantry-read-pipeline',
+      connectionTimeoutMillis: this.connectTimeoutMs,
       options: `-c statement_timeout=${this.statementTimeoutMs} -c default_transaction_read_only=on`,
     } as pg.ClientConfig);
-    const slot: Slot = { client, born: Date.now(), broken: false };
-    // pg fails every read on the connection with the error; the next turn opens another.
-    client.on('error', () => {
+    const slot: Slot = { client, born: Date.now(), broken: false, retired: false, broke: () => undefined };
+    // pg fails every read on the connection with the error; a later turn opens another.
+    const broke = () => {
+      if (slot.broken || this.closed) return;
       slot.broken = true;
-    });
+      this.brokeAt = Date.now();
+      if (this.batch === slot) this.batch = undefined;
+    };
+    slot.broke = broke;
+    client.on('error', broke);
     client.on('end', () => {
-      slot.broken = true;
+      // Ended by us (its lifetime, close) is not a break.
+      if (!slot.retired) broke();
     });
-    client.connect().catch(() => {
-      slot.broken = true;
-    });
+    client.connect().catch(broke);
     return slot;
   }
 
   /** Ends a connection once the reads on it are answered (pg waits for them in pipeline mode). */
   private retire(slot: Slot): void {
+    slot.retired = true;
     slot.client.end().catch(() => undefined);
   }
 
@@ -149,6 +203,11 @@ export class ReadPipeline {
     this.closed = true;
     const slots = this.slots.filter((s): s is Slot => s !== undefined);
     this.slots.fill(undefined);
-    await Promise.all(slots.map((s) => s.client.end().catch(() => undefined)));
+    await Promise.all(
+      slots.map((s) => {
+        s.retired = true;
+        return s.client.end().catch(() => undefined);
+      }),
+    );
   }
 }
