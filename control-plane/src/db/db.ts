@@ -98,7 +98,9 @@ export class Db {
     });
     this.relaxed = new pg.Pool({ ...common, max, options: '-c synchronous_commit=off' });
     this.locks = new pg.Pool({ ...common, max: Math.max(2, Math.ceil(max / 2)) });
-    this.pipeline = o.readPipelines ? new ReadPipeline(connectionString, o.readPipelines, this) : undefined;
+    this.pipeline = o.readPipelines
+      ? new ReadPipeline(connectionString, o.readPipelines, this, { connectTimeoutMs: this.acquireTimeoutMs })
+      : undefined;
     this.reads = this.pipeline ?? this;
     // An idle client lost to a server restart is replaced on next use.
     this.pool.on('error', () => {});

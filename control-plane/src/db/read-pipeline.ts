@@ -21,7 +21,7 @@ export const PIPELINE_REOPEN_AFTER_MS = 1000;
 export interface ReadPipelineOptions {
   /** Default PIPELINE_REOPEN_AFTER_MS. */
   reopenAfterMs?: number;
-  /** How long opening a connection may take before its reads fail (default 5000, as the pool's acquire timeout). */
+  /** How long opening a connection may take before its reads fail (default 5000; Db passes its acquire timeout). */
   connectTimeoutMs?: number;
   /** Default PIPELINE_MAX_IN_FLIGHT. */
   maxInFlight?: number;
@@ -139,7 +139,7 @@ export class ReadPipeline {
     ) as never;
   };
 
-  /** Reads in flight on the pipeline's connections (for /readyz and tests). */
+  /** Reads in flight on the pipeline's connections. */
   get pending(): number {
     return this.inFlight;
   }
