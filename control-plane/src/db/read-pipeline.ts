@@ -1,6 +1,6 @@
-import type { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { Queryable } from '../domain/queryable.js';
+import { answerOf } from './text-rows.js';
 
 /** Reads on the pipeline's connections at once; beyond it a read takes a connection of the pool. */
 export const PIPELINE_MAX_IN_FLIGHT = 256;
@@ -60,9 +60,6 @@ const endsSession = (e: unknown): boolean => {
 const socketOf = (c: pg.Client) =>
   (c as unknown as { connection: { stream: { cork(): void; uncork(): void } } }).connection.stream;
 
-const isThenable = (v: unknown): v is PromiseLike<unknown> =>
-  typeof (v as PromiseLike<unknown> | null)?.then === 'function';
-
 /**
  * Short reads of the API's hottest routes (a tenant, a page of the fleet), sent over a few
  * connections in pipeline mode and written to the server once per turn of the event loop.
@@ -120,13 +117,7 @@ export class ReadPipeline {
     const slot = this.closed || this.inFlight >= this.maxInFlight ? undefined : this.slotOfThisTurn();
     if (!slot) return this.fallback.query(text, params);
     this.inFlight++;
-    const sent: unknown = slot.client.query(text as never, params);
-    // A statement object (db/text-rows.ts) reports by its events when no callback is set; text and
-    // config objects come back as a promise.
-    const done = isThenable(sent)
-      ? Promise.resolve(sent)
-      : new Promise((resolve, reject) => (sent as EventEmitter).once('end', resolve).once('error', reject));
-    return done.then(
+    return answerOf(slot.client.query(text as never, params)).then(
       (r) => {
         this.inFlight--;
         return r;

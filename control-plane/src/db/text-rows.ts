@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { DriverStatement, NamedStatement, Queryable } from '../domain/queryable.js';
 
@@ -28,18 +29,21 @@ class TextRowsQuery extends pg.Query {
   }
 }
 
+/**
+ * What pg's `query` answered, as a promise. A pool answers a statement object with a promise (it sets
+ * the query's callback, to release its connection); a client answers with the statement object
+ * itself, which then reports by its events (`end` with the result, `error`).
+ */
+export function answerOf(sent: unknown): Promise<unknown> {
+  if (typeof (sent as PromiseLike<unknown> | null)?.then === 'function') return Promise.resolve(sent);
+  return new Promise((resolve, reject) => (sent as EventEmitter).once('end', resolve).once('error', reject));
+}
+
 /** Runs `s` (prepared once per connection under its name; '' for the unnamed statement) and returns its rows as text. */
 export async function queryText(q: Queryable, s: NamedStatement, values: unknown[]): Promise<TextRow[]> {
   // The text as a string: pg copies a config object property by property, a string it does not.
   const query = new TextRowsQuery(s.text, values);
   (query as unknown as QueryInternals).name = s.name;
-  const sent: unknown = q.query(query as unknown as DriverStatement);
-  // A pool answers a statement object with a promise (it sets the query's callback, to release the
-  // connection); a client answers with the object itself, which then reports by its events.
-  const result = (
-    typeof (sent as PromiseLike<unknown> | null)?.then === 'function'
-      ? await (sent as PromiseLike<unknown>)
-      : await new Promise((resolve, reject) => query.once('end', resolve).once('error', reject))
-  ) as { rows: TextRow[] };
+  const result = (await answerOf(q.query(query as unknown as DriverStatement))) as { rows: TextRow[] };
   return result.rows;
 }
